@@ -1,0 +1,157 @@
+//! The thin networking layer: TCP connections that carry protocol frames, with outgoing messages
+//! batched into as few frames (and syscalls) as the queue allows.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+use crate::protocol::{DEFAULT_MAX_FRAME, Envelope, FrameError, read_frame, write_frame};
+
+/// Most blob bytes batched into one frame before it is sent.
+const BATCH_BYTES: u64 = 64 << 20;
+/// Most messages batched into one frame.
+const BATCH_MSGS: usize = 20_000;
+
+/// Sends envelopes to one peer; cloning is cheap. Sending never blocks; a closed connection
+/// makes `send` return false.
+pub struct Sender<M>(mpsc::UnboundedSender<Envelope<M>>);
+
+impl<M> Clone for Sender<M> {
+    fn clone(&self) -> Self {
+        Sender(self.0.clone())
+    }
+}
+
+impl<M> Sender<M> {
+    pub fn send(&self, e: impl Into<Envelope<M>>) -> bool {
+        self.0.send(e.into()).is_ok()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// Reads frames from one peer.
+pub struct Receiver {
+    read: OwnedReadHalf,
+    max: u64,
+}
+
+impl Receiver {
+    /// The next batch of envelopes; `Ok(None)` at a clean close.
+    pub async fn recv<M: DeserializeOwned>(
+        &mut self,
+    ) -> Result<Option<Vec<Envelope<M>>>, FrameError> {
+        read_frame(&mut self.read, self.max).await
+    }
+}
+
+/// Splits a connected stream into a batching sender (a spawned writer task) and a receiver.
+/// `peer` names the other side in log lines.
+pub fn split<Out>(stream: TcpStream, peer: String) -> (Sender<Out>, Receiver)
+where
+    Out: Serialize + Send + Sync + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(write_loop(write, rx, peer));
+    (
+        Sender(tx),
+        Receiver {
+            read,
+            max: DEFAULT_MAX_FRAME,
+        },
+    )
+}
+
+async fn write_loop<M: Serialize>(
+    write: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Envelope<M>>,
+    peer: String,
+) {
+    let mut w = BufWriter::with_capacity(256 << 10, write);
+    let mut carry: Option<Envelope<M>> = None;
+    loop {
+        let first = match carry.take() {
+            Some(e) => e,
+            None => match rx.recv().await {
+                Some(e) => e,
+                None => break,
+            },
+        };
+        let mut bytes = first.blob_bytes();
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MSGS {
+            match rx.try_recv() {
+                Ok(e) => {
+                    if bytes + e.blob_bytes() > BATCH_BYTES {
+                        carry = Some(e);
+                        break;
+                    }
+                    bytes += e.blob_bytes();
+                    batch.push(e);
+                }
+                Err(_) => break,
+            }
+        }
+        match write_frame(&mut w, &batch, DEFAULT_MAX_FRAME).await {
+            Ok(()) => {}
+            Err(FrameError::TooLarge { len, max }) => {
+                tracing::error!(
+                    peer,
+                    len,
+                    max,
+                    "dropping a message batch larger than the maximum frame"
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(peer, error = %e, "connection write failed");
+                return;
+            }
+        }
+        if carry.is_none()
+            && rx.is_empty()
+            && let Err(e) = w.flush().await
+        {
+            tracing::debug!(peer, error = %e, "connection flush failed");
+            return;
+        }
+    }
+    let _ = w.flush().await;
+    let _ = w.shutdown().await;
+}
+
+/// Connects with retries until `timeout` passes (the peer may still be starting).
+pub async fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+    let hostport = strip_scheme(addr);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        match TcpStream::connect(hostport).await {
+            Ok(s) => return Ok(s),
+            Err(e) if tokio::time::Instant::now() + delay >= deadline => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot connect to {addr}: {e}"),
+                ));
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// `tcp://host:port` → `host:port`.
+pub fn strip_scheme(addr: &str) -> &str {
+    addr.strip_prefix("tcp://").unwrap_or(addr)
+}

@@ -1,0 +1,473 @@
+//! The wire protocol: every message rask's processes exchange, and how they are framed.
+//!
+//! A frame carries a batch of [`Envelope`]s. Each envelope is one serde message plus the bulk data
+//! that belongs to it (encoded results, array chunks), which travels as raw bytes beside the
+//! message and is never copied into the message encoding.
+//!
+//! ```text
+//! u64 LE  body length (everything after these 8 bytes, at most the maximum frame size)
+//! u32 LE  header length
+//! header  postcard: [(message, [blob length, ...]), ...]
+//! blobs   the blobs of every envelope, in order
+//! ```
+//!
+//! A frame that is too large, truncated or undecodable is a [`FrameError`]; the connection that
+//! sent it is closed with that reason logged, and nothing panics.
+
+use bytes::{Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::graph::{Key, TaskSpec};
+
+/// Default ceiling on one frame's body; a peer announcing more is disconnected.
+pub const DEFAULT_MAX_FRAME: u64 = 1 << 30;
+
+/// Messages to the scheduler, from clients and workers. The first message on a connection says
+/// which of the two it is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToScheduler {
+    RegisterClient {
+        name: String,
+    },
+    RegisterWorker(WorkerInfo),
+
+    /// Client: add these tasks (in priority order: earlier runs first) and hold the `wanted` keys.
+    UpdateGraph {
+        tasks: Vec<TaskSpec>,
+        wanted: Vec<Key>,
+    },
+    /// Client: it no longer holds these keys.
+    ReleaseKeys {
+        keys: Vec<Key>,
+    },
+
+    /// Worker: still alive, with its load.
+    Heartbeat(WorkerLoad),
+    /// Worker: a task's result is in its store. When the scheduler asked for the result
+    /// (`ComputeTask::send_result`), blob 0 is the encoded value.
+    TaskFinished {
+        key: Key,
+        nbytes: u64,
+        duration_us: u64,
+    },
+    /// Worker: a task raised an error.
+    TaskErred {
+        key: Key,
+        error: String,
+        duration_us: u64,
+    },
+    /// Worker: it now also holds these keys (copied from peers on the scheduler's request).
+    AddKeys {
+        keys: Vec<(Key, u64)>,
+    },
+    /// Worker: no holder of `key` could give it (all listed holders failed or lacked it).
+    MissingData {
+        key: Key,
+        holders: Vec<String>,
+    },
+    /// Worker: it is shutting down on its own (a signal), so its tasks must go elsewhere.
+    WorkerClosing {
+        reason: String,
+    },
+}
+
+/// What a worker tells the scheduler when it registers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Unique worker name (pod or VM name on clusters).
+    pub name: String,
+    /// `tcp://host:port` where the worker serves its data to peers and clients.
+    pub address: String,
+    pub nthreads: u32,
+    pub memory_limit: u64,
+    pub pid: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerLoad {
+    pub memory_bytes: u64,
+    pub spilled_bytes: u64,
+    pub executing: u32,
+}
+
+/// Messages from the scheduler to clients and workers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FromScheduler {
+    /// Registration accepted; `id` names this connection in the scheduler's logs.
+    Welcome { id: u64 },
+    /// Registration refused (for example a duplicate worker name); the connection closes.
+    Refused { reason: String },
+
+    /// Worker: run this task.
+    Compute(ComputeTask),
+    /// Worker: drop these results.
+    FreeKeys { keys: Vec<Key> },
+    /// Worker: copy these keys from the listed holders (for a retiring peer).
+    AcquireReplicas { keys: Vec<(Key, Vec<String>)> },
+    /// Worker: leave now.
+    Close { reason: String },
+
+    /// Client: a wanted key is in memory. Blob 0 is the value when it was small enough to be
+    /// forwarded; otherwise fetch it from one of `who_has`.
+    KeyInMemory {
+        key: Key,
+        nbytes: u64,
+        who_has: Vec<String>,
+    },
+    /// Client: a wanted key failed, because `failure.key` raised.
+    KeyErred { key: Key, failure: TaskFailure },
+}
+
+/// A task sent to a worker, with where to find its inputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComputeTask {
+    pub spec: TaskSpec,
+    /// Lower runs first.
+    pub priority: u64,
+    /// For each dependency, the workers that hold it.
+    pub who_has: Vec<(Key, Vec<String>)>,
+    /// Send the encoded result along with `TaskFinished` (a client is waiting for a small value).
+    pub send_result: bool,
+}
+
+/// Where an error came from: the task that raised, and its message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    pub key: Key,
+    pub message: String,
+}
+
+impl std::fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "task {} failed: {}", self.key, self.message)
+    }
+}
+
+/// Requests to a worker's data server (from peers and clients).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum DataRequest {
+    GetData { keys: Vec<Key> },
+}
+
+/// Replies from a worker's data server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum DataReply {
+    /// One blob per key of `found`, in order.
+    Data { found: Vec<Key>, missing: Vec<Key> },
+}
+
+/// One message and the bulk data that travels beside it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Envelope<M> {
+    pub msg: M,
+    pub blobs: Vec<Bytes>,
+}
+
+impl<M> Envelope<M> {
+    pub fn new(msg: M) -> Self {
+        Envelope {
+            msg,
+            blobs: Vec::new(),
+        }
+    }
+
+    pub fn with_blobs(msg: M, blobs: Vec<Bytes>) -> Self {
+        Envelope { msg, blobs }
+    }
+
+    /// Bytes this envelope adds to a frame's blob section.
+    pub fn blob_bytes(&self) -> u64 {
+        self.blobs.iter().map(|b| b.len() as u64).sum()
+    }
+}
+
+impl<M> From<M> for Envelope<M> {
+    fn from(msg: M) -> Self {
+        Envelope::new(msg)
+    }
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge { len: u64, max: u64 },
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("undecodable frame header: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+}
+
+#[derive(Serialize)]
+struct HeaderItem<'a, M> {
+    msg: &'a M,
+    blob_lens: Vec<u64>,
+}
+
+#[derive(Deserialize)]
+struct OwnedHeaderItem<M> {
+    msg: M,
+    blob_lens: Vec<u64>,
+}
+
+/// Encodes a batch into its wire form: the length prefix plus header, then the blobs to write
+/// after it unchanged.
+pub fn encode_frame<M: Serialize>(
+    batch: &[Envelope<M>],
+    max: u64,
+) -> Result<(Vec<u8>, Vec<Bytes>), FrameError> {
+    let items: Vec<HeaderItem<'_, M>> = batch
+        .iter()
+        .map(|e| HeaderItem {
+            msg: &e.msg,
+            blob_lens: e.blobs.iter().map(|b| b.len() as u64).collect(),
+        })
+        .collect();
+    let mut head = vec![0u8; 12];
+    head = postcard::to_extend(&items, head)?;
+    let header_len = head.len() - 12;
+    let blob_total: u64 = batch.iter().map(Envelope::blob_bytes).sum();
+    let body_len = 4 + header_len as u64 + blob_total;
+    if body_len > max {
+        return Err(FrameError::TooLarge { len: body_len, max });
+    }
+    let header_len = u32::try_from(header_len).map_err(|_| {
+        FrameError::Malformed(format!("header of {header_len} bytes does not fit a frame"))
+    })?;
+    head[..8].copy_from_slice(&body_len.to_le_bytes());
+    head[8..12].copy_from_slice(&header_len.to_le_bytes());
+    let blobs = batch.iter().flat_map(|e| e.blobs.iter().cloned()).collect();
+    Ok((head, blobs))
+}
+
+/// Decodes a frame body (everything after the 8-byte length prefix).
+pub fn decode_body<M: DeserializeOwned>(mut body: Bytes) -> Result<Vec<Envelope<M>>, FrameError> {
+    if body.len() < 4 {
+        return Err(FrameError::Malformed(format!(
+            "body of {} bytes has no header length",
+            body.len()
+        )));
+    }
+    let header_len = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    if header_len > body.len() - 4 {
+        return Err(FrameError::Malformed(format!(
+            "header length {header_len} exceeds the {} bytes of the frame",
+            body.len() - 4
+        )));
+    }
+    let _ = body.split_to(4);
+    let header = body.split_to(header_len);
+    let items: Vec<OwnedHeaderItem<M>> = postcard::from_bytes(&header)?;
+    let announced: u64 = items.iter().flat_map(|i| i.blob_lens.iter()).sum();
+    if announced != body.len() as u64 {
+        return Err(FrameError::Malformed(format!(
+            "header announces {announced} blob bytes but the frame carries {}",
+            body.len()
+        )));
+    }
+    Ok(items
+        .into_iter()
+        .map(|item| {
+            let blobs = item
+                .blob_lens
+                .iter()
+                .map(|&n| body.split_to(n as usize))
+                .collect();
+            Envelope {
+                msg: item.msg,
+                blobs,
+            }
+        })
+        .collect())
+}
+
+/// Reads one frame. `Ok(None)` is a clean end of stream between frames.
+pub async fn read_frame<M, R>(r: &mut R, max: u64) -> Result<Option<Vec<Envelope<M>>>, FrameError>
+where
+    M: DeserializeOwned,
+    R: AsyncRead + Unpin,
+{
+    let mut len_buf = [0u8; 8];
+    let mut got = 0;
+    while got < 8 {
+        let n = r.read(&mut len_buf[got..]).await?;
+        if n == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated)
+            };
+        }
+        got += n;
+    }
+    let len = u64::from_le_bytes(len_buf);
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    let mut body = BytesMut::zeroed(len as usize);
+    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    })?;
+    decode_body(body.freeze()).map(Some)
+}
+
+/// Writes one frame (does not flush).
+pub async fn write_frame<M, W>(w: &mut W, batch: &[Envelope<M>], max: u64) -> Result<(), FrameError>
+where
+    M: Serialize,
+    W: AsyncWrite + Unpin,
+{
+    let (head, blobs) = encode_frame(batch, max)?;
+    w.write_all(&head).await?;
+    for b in &blobs {
+        w.write_all(b).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Arg;
+
+    fn sample() -> Vec<Envelope<ToScheduler>> {
+        vec![
+            Envelope::new(ToScheduler::UpdateGraph {
+                tasks: vec![TaskSpec::new("inc-1", "inc", vec![Arg::from(1)])],
+                wanted: vec!["inc-1".into()],
+            }),
+            Envelope::with_blobs(
+                ToScheduler::TaskFinished {
+                    key: "inc-1".into(),
+                    nbytes: 3,
+                    duration_us: 5,
+                },
+                vec![Bytes::from_static(b"abc")],
+            ),
+            Envelope::with_blobs(
+                ToScheduler::AddKeys {
+                    keys: vec![("x".into(), 0), ("y".into(), 2)],
+                },
+                vec![Bytes::new(), Bytes::from_static(b"yy")],
+            ),
+        ]
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_with_blobs() {
+        let batch = sample();
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &batch, DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
+        write_frame(&mut buf, &batch[..1], DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
+        let mut r = &buf[..];
+        let got: Vec<Envelope<ToScheduler>> = read_frame(&mut r, DEFAULT_MAX_FRAME)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, batch);
+        let got2: Vec<Envelope<ToScheduler>> = read_frame(&mut r, DEFAULT_MAX_FRAME)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got2, batch[..1]);
+        assert!(
+            read_frame::<ToScheduler, _>(&mut r, DEFAULT_MAX_FRAME)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_frame_is_refused_before_allocation() {
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&(u64::MAX).to_le_bytes());
+        let err = read_frame::<ToScheduler, _>(&mut &buf[..], 1024)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, FrameError::TooLarge { max: 1024, .. }),
+            "{err}"
+        );
+        // and the writer refuses to produce one
+        let big = vec![Envelope::with_blobs(
+            ToScheduler::Heartbeat(WorkerLoad::default()),
+            vec![Bytes::from(vec![0u8; 2048])],
+        )];
+        assert!(matches!(
+            encode_frame(&big, 1024),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn malformed_frames_are_errors() {
+        // truncated length prefix
+        let err = read_frame::<ToScheduler, _>(&mut &[1u8, 0, 0][..], 1024)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FrameError::Truncated));
+        // body shorter than announced
+        let mut buf = 100u64.to_le_bytes().to_vec();
+        buf.extend_from_slice(&[0; 10]);
+        assert!(matches!(
+            read_frame::<ToScheduler, _>(&mut &buf[..], 1024).await,
+            Err(FrameError::Truncated)
+        ));
+        // header length beyond the body
+        let mut body = 200u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&[0; 4]);
+        assert!(matches!(
+            decode_body::<ToScheduler>(Bytes::from(body)),
+            Err(FrameError::Malformed(_))
+        ));
+        // garbage header
+        let mut body = 3u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&[0xff, 0xff, 0xff]);
+        assert!(matches!(
+            decode_body::<ToScheduler>(Bytes::from(body)),
+            Err(FrameError::Decode(_))
+        ));
+        // blob lengths that disagree with the frame
+        let (head, _blobs) = encode_frame(&sample(), DEFAULT_MAX_FRAME).unwrap();
+        let body = Bytes::copy_from_slice(&head[8..]);
+        assert!(matches!(
+            decode_body::<ToScheduler>(body),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        // A cheap deterministic fuzz: every prefix and many byte flips of a valid frame.
+        let (head, blobs) = encode_frame(&sample(), DEFAULT_MAX_FRAME).unwrap();
+        let mut body = head[8..].to_vec();
+        for b in &blobs {
+            body.extend_from_slice(b);
+        }
+        for cut in 0..body.len() {
+            let _ = decode_body::<ToScheduler>(Bytes::copy_from_slice(&body[..cut]));
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..5000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut b = body.clone();
+            let i = (state as usize) % b.len();
+            b[i] = (state >> 32) as u8;
+            let _ = decode_body::<ToScheduler>(Bytes::from(b));
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The scheduler: an I/O-free state machine ([`state`]) inside a thin tokio layer ([`server`]),
+//! plus Dask's HTTP API and Prometheus metrics ([`http`]).
+//!
+//! The HTTP side never touches the state directly: it sends a [`Request`] to the scheduler's event
+//! loop through a [`SchedulerHandle`] and awaits the answer, so every answer is a consistent view.
+
+pub mod adaptive;
+pub mod http;
+pub mod server;
+pub mod state;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the HTTP API asks of the scheduler's event loop.
+#[derive(Debug)]
+pub enum Request {
+    Snapshot(oneshot::Sender<Snapshot>),
+    /// Retire workers (move their data to others, then close them); answered once done.
+    Retire {
+        selector: RetireSelector,
+        reply: oneshot::Sender<Vec<RetiredWorker>>,
+    },
+}
+
+/// Which workers `retire_workers` should retire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RetireSelector {
+    /// Any `n` workers, the ones holding least data first (Dask's `{"n": k}`).
+    Count(usize),
+    /// These workers, by address (`tcp://…`) or by name (Dask's `{"workers": [...]}`).
+    Workers(Vec<String>),
+}
+
+/// The scheduler's event loop went away (it is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the scheduler is shutting down")]
+pub struct SchedulerGone;
+
+/// A cheap, cloneable way to ask the scheduler's event loop for things.
+#[derive(Clone, Debug)]
+pub struct SchedulerHandle {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl SchedulerHandle {
+    pub fn new(tx: mpsc::UnboundedSender<Request>) -> Self {
+        SchedulerHandle { tx }
+    }
+
+    pub async fn snapshot(&self) -> Result<Snapshot, SchedulerGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Snapshot(reply))
+            .map_err(|_| SchedulerGone)?;
+        rx.await.map_err(|_| SchedulerGone)
+    }
+
+    pub async fn retire(
+        &self,
+        selector: RetireSelector,
+    ) -> Result<Vec<RetiredWorker>, SchedulerGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Retire { selector, reply })
+            .map_err(|_| SchedulerGone)?;
+        rx.await.map_err(|_| SchedulerGone)
+    }
+}
+
+/// A consistent view of the scheduler, for the HTTP API and metrics.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Snapshot {
+    /// `tcp://host:port` of the scheduler.
+    pub address: String,
+    pub workers: Vec<WorkerSnapshot>,
+    pub tasks: TaskCounts,
+    pub clients: usize,
+    /// Workers the scheduler would like (Dask's `adaptive_target`).
+    pub adaptive_target: usize,
+    /// Seconds since the epoch since when the scheduler has had no work, or `None` while busy.
+    pub idle_since: Option<f64>,
+    /// Tasks forgotten (released by every client and freed) since start.
+    pub tasks_forgotten_total: u64,
+    /// Tasks whose worker died while they ran, since start.
+    pub tasks_suspicious_total: u64,
+    /// Seconds of compute per task prefix, since start.
+    pub compute_seconds_by_prefix: Vec<(String, f64)>,
+    /// Bytes of results transferred between workers, since start.
+    pub transfer_bytes_total: u64,
+    /// Seconds since the epoch when the scheduler started.
+    pub started_at: f64,
+}
+
+/// Tasks the scheduler knows, by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TaskCounts {
+    pub released: usize,
+    pub waiting: usize,
+    pub queued: usize,
+    pub processing: usize,
+    pub memory: usize,
+    pub erred: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WorkerSnapshot {
+    pub name: String,
+    pub address: String,
+    pub nthreads: u32,
+    pub memory_limit: u64,
+    /// Bytes of results this worker holds.
+    pub nbytes: u64,
+    /// Tasks assigned to it and not yet finished.
+    pub processing: usize,
+    /// Results this worker holds.
+    pub keys: usize,
+    pub status: WorkerStatus,
+    pub pid: u32,
+    /// Seconds since its last message.
+    pub last_seen_s: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerStatus {
+    Running,
+    /// Being retired: its data is moving to other workers.
+    Retiring,
+}
+
+/// A worker that `retire_workers` retired, as Dask describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RetiredWorker {
+    pub name: String,
+    pub address: String,
+    pub nthreads: u32,
+    pub memory_limit: u64,
+}
