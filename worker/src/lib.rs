@@ -6,11 +6,13 @@
 
 pub mod client;
 pub mod graph;
+pub mod jobs;
 pub mod local;
 mod net;
 pub mod protocol;
 pub mod registry;
 pub mod scheduler;
+pub mod units;
 pub mod value;
 pub mod worker;
 

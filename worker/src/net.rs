@@ -31,10 +31,6 @@ impl<M> Sender<M> {
     pub fn send(&self, e: impl Into<Envelope<M>>) -> bool {
         self.0.send(e.into()).is_ok()
     }
-
-    pub fn is_closed(&self) -> bool {
-        self.0.is_closed()
-    }
 }
 
 /// Reads frames from one peer.

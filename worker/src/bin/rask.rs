@@ -1,1 +1,402 @@
-fn main() {}
+//! `rask`: the engine's command line — scheduler, worker, and seed jobs on a cluster.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use rask::client::Client;
+use rask::jobs;
+use rask::local::{LocalCluster, LocalClusterConfig};
+use rask::scheduler::server::{Scheduler, SchedulerConfig};
+use rask::units::parse_bytes;
+use rask::worker::{Worker, WorkerConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "rask",
+    version,
+    about = "rask's chunked compute engine: scheduler, workers and jobs"
+)]
+struct Cli {
+    /// Log lines as JSON objects.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scheduler.
+    Scheduler(SchedulerArgs),
+    /// Run a worker connected to a scheduler.
+    Worker(WorkerArgs),
+    /// Run a seed job, on a new local cluster unless --scheduler is given.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct SchedulerArgs {
+    /// Interface to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    host: String,
+    #[arg(long, default_value_t = 8786)]
+    port: u16,
+    /// Where to serve the HTTP API and /metrics: `:8787`, `HOST:PORT`, or `none`.
+    #[arg(long, default_value = ":8787")]
+    dashboard_address: String,
+    /// Seconds without a heartbeat before a worker is considered lost.
+    #[arg(long, default_value_t = 30.0)]
+    worker_ttl: f64,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// Scheduler address, e.g. tcp://scheduler:8786.
+    #[arg(env = "DASK_SCHEDULER_ADDRESS")]
+    scheduler: String,
+    /// Unique worker name (default: host name and process id).
+    #[arg(long, env = "DASK_WORKER_NAME")]
+    name: Option<String>,
+    /// Threads executing tasks (default: the machine's cores).
+    #[arg(long)]
+    nthreads: Option<usize>,
+    /// Results kept in memory before spilling to disk: `4GiB`, `auto` (the machine's memory), `0` (no limit).
+    #[arg(long, default_value = "auto")]
+    memory_limit: String,
+    /// Directory for spill files.
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    local_directory: PathBuf,
+    /// Interface to serve data to peers on.
+    #[arg(long)]
+    listen_host: Option<String>,
+    /// Port to serve data to peers on (0: any).
+    #[arg(long, default_value_t = 0)]
+    worker_port: u16,
+    /// Host name or IP peers should use to reach this worker.
+    #[arg(long)]
+    contact_host: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Job {
+    /// The seed notebook's delayed graph: sum of add(inc(x), custom_op(x)) for x in 0..6 (= 131).
+    Delayed,
+    /// The seed notebook's futures pipeline: load → process1 → process2 → save over input pairs.
+    Futures,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    job: Job,
+    /// Use this scheduler instead of starting a local cluster.
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Workers of the local cluster.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Threads per worker of the local cluster.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Run the local cluster's workers inside this process instead of as child processes.
+    #[arg(long)]
+    in_process: bool,
+    /// Futures job: number of (src, dst) pairs.
+    #[arg(long, default_value_t = 50)]
+    pairs: usize,
+    /// Futures job: seconds each step takes.
+    #[arg(long, default_value_t = 0.2)]
+    step: f64,
+    /// Print one JSON line with the result and timings.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Run(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_logging(cli.log_json, default_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Scheduler(a) => scheduler(a).await,
+            Command::Worker(a) => worker(a).await,
+            Command::Run(a) => run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+type CliResult = Result<(), String>;
+
+/// `:8787` → all interfaces; `HOST:PORT`; a bare port; `none` → no HTTP server.
+fn parse_dashboard(s: &str) -> Result<Option<SocketAddr>, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") || s.is_empty() {
+        return Ok(None);
+    }
+    let full = if let Some(port) = s.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else if s.parse::<u16>().is_ok() {
+        format!("0.0.0.0:{s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse()
+        .map(Some)
+        .map_err(|_| format!("--dashboard-address {s:?} is not `:PORT`, `HOST:PORT` or `none`"))
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "SIGINT"
+}
+
+async fn scheduler(a: SchedulerArgs) -> CliResult {
+    let listen: SocketAddr = format!("{}:{}", a.host, a.port)
+        .parse()
+        .map_err(|_| format!("--host {:?} is not an IP address", a.host))?;
+    let mut config = SchedulerConfig {
+        listen,
+        dashboard: parse_dashboard(&a.dashboard_address)?,
+        ..SchedulerConfig::default()
+    };
+    config.policy.worker_ttl_s = a.worker_ttl;
+    if listen.ip().is_unspecified() {
+        config.advertise_host = Some(hostname_ip());
+    }
+    let s = Scheduler::start(config).await.map_err(|e| e.to_string())?;
+    eprintln!("scheduler at {}", s.address());
+    if let Some(d) = s.dashboard_address() {
+        eprintln!("dashboard (HTTP API, /metrics) at http://{d}");
+    }
+    let sig = shutdown_signal().await;
+    tracing::info!(signal = sig, "shutting down");
+    s.shutdown().await;
+    Ok(())
+}
+
+/// The address to advertise when listening on all interfaces: this host's name.
+fn hostname_ip() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "127.0.0.1".into())
+}
+
+fn machine_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+async fn worker(a: WorkerArgs) -> CliResult {
+    let memory_limit = if a.memory_limit.trim().eq_ignore_ascii_case("auto") {
+        machine_memory()
+    } else {
+        parse_bytes(&a.memory_limit).map_err(|e| format!("--memory-limit: {e}"))?
+    };
+    let name = a
+        .name
+        .unwrap_or_else(|| format!("{}-{}", hostname_ip(), std::process::id()));
+    let mut config = WorkerConfig::new(a.scheduler, name);
+    config.nthreads = a.nthreads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    config.memory_limit = memory_limit;
+    config.local_directory = a.local_directory;
+    config.listen_host = a.listen_host;
+    config.port = a.worker_port;
+    config.advertise_host = a.contact_host;
+    let w = Worker::start(config).await.map_err(|e| e.to_string())?;
+    tokio::select! {
+        r = w.wait() => r.map_err(|e| e.to_string()),
+        sig = shutdown_signal() => {
+            tracing::info!(signal = sig, "worker leaving");
+            Ok(())
+        }
+    }
+}
+
+async fn run(a: RunArgs) -> CliResult {
+    let t0 = Instant::now();
+    let (cluster, client) = match &a.scheduler {
+        Some(addr) => (
+            None,
+            Client::connect(addr).await.map_err(|e| e.to_string())?,
+        ),
+        None => {
+            let mut config = LocalClusterConfig::new(a.workers, a.threads);
+            let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+            config.worker_env.push(("RUST_LOG".into(), log));
+            if !a.in_process {
+                let exe = std::env::current_exe()
+                    .map_err(|e| format!("cannot find the rask binary to start workers: {e}"))?;
+                config = config.processes(exe);
+            }
+            let cluster = LocalCluster::start(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let client = cluster.client().await.map_err(|e| e.to_string())?;
+            (Some(cluster), client)
+        }
+    };
+    let startup_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let outcome = match a.job {
+        Job::Delayed => {
+            let total = jobs::seed_delayed(&client)
+                .await
+                .map_err(|e| e.to_string())?;
+            let ok = total == 131;
+            let line = json!({"job": "delayed", "result": total, "expected": 131, "ok": ok});
+            let human = format!("sum(add(inc(x), custom_op(x)) for x in 0..6) = {total}");
+            (line, human, ok)
+        }
+        Job::Futures => {
+            let saves = jobs::futures_pipeline(&client, a.pairs, a.step);
+            let bar = ProgressBar::new(saves.len() as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} saved, {elapsed} elapsed, eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let mut wrong = Vec::new();
+            let mut last = serde_json::Value::Null;
+            for (i, f) in saves.iter().enumerate() {
+                let v = f.result().await.map_err(|e| e.to_string())?;
+                if v != jobs::futures_pipeline_expected(i) {
+                    wrong.push(i);
+                }
+                last = json!(v.to_string());
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            let ok = wrong.is_empty();
+            let ideal = a.pairs as f64 * 4.0 * a.step / (a.workers * a.threads).max(1) as f64;
+            let line = json!({"job": "futures", "pairs": a.pairs, "step_s": a.step, "last": last, "wrong": wrong, "ok": ok, "ideal_s": ideal});
+            let human = format!("saved {} pairs; last = {last}", a.pairs);
+            (line, human, ok)
+        }
+    };
+    let compute_s = t1.elapsed().as_secs_f64();
+    drop(client);
+    if let Some(c) = cluster {
+        c.shutdown().await;
+    }
+    let (mut line, human, ok) = outcome;
+    if a.json {
+        line["startup_s"] = json!(startup_s);
+        line["compute_s"] = json!(compute_s);
+        line["wall_s"] = json!(t0.elapsed().as_secs_f64());
+        line["workers"] = json!(a.workers);
+        line["threads"] = json!(a.threads);
+        line["scheduler"] = json!(a.scheduler.as_deref().unwrap_or("local"));
+        println!("{line}");
+    } else {
+        let place = match &a.scheduler {
+            Some(s) => format!("on {s}"),
+            None => format!(
+                "on a local cluster of {} workers × {} threads",
+                a.workers, a.threads
+            ),
+        };
+        println!("{human}\n{place}: started in {startup_s:.3} s, computed in {compute_s:.3} s");
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err("the job's result is wrong".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashboard_addresses() {
+        assert_eq!(
+            parse_dashboard(":8787").unwrap(),
+            Some("0.0.0.0:8787".parse().unwrap())
+        );
+        assert_eq!(
+            parse_dashboard("127.0.0.1:9").unwrap(),
+            Some("127.0.0.1:9".parse().unwrap())
+        );
+        assert_eq!(
+            parse_dashboard("8788").unwrap(),
+            Some("0.0.0.0:8788".parse().unwrap())
+        );
+        assert_eq!(parse_dashboard("none").unwrap(), None);
+        assert!(
+            parse_dashboard("nowhere:x")
+                .unwrap_err()
+                .contains("--dashboard-address")
+        );
+    }
+}

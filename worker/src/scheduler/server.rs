@@ -1,1 +1,470 @@
-//! (in progress)
+//! The scheduler's networking: accepts client and worker connections, feeds their messages to the
+//! state machine in one event loop, and routes what the state machine emits back to connections.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustc_hash::FxHashMap;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::state::{self, ClientId, Outbox, RequestId, State, WorkerId};
+use super::{Request, RetiredWorker, SchedulerHandle, http};
+use crate::net;
+use crate::protocol::{Envelope, FromScheduler, ToScheduler};
+
+/// How to start a scheduler.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// Address to listen on for clients and workers (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Address for the HTTP API and metrics (`None`: no HTTP server).
+    pub dashboard: Option<SocketAddr>,
+    /// Host name to advertise in the scheduler's address (defaults to the listen IP).
+    pub advertise_host: Option<String>,
+    pub policy: state::Config,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dashboard: None,
+            advertise_host: None,
+            policy: state::Config::default(),
+        }
+    }
+}
+
+/// A running scheduler.
+pub struct Scheduler {
+    address: String,
+    dashboard: Option<SocketAddr>,
+    handle: SchedulerHandle,
+    stop: Option<oneshot::Sender<()>>,
+    event_loop: JoinHandle<()>,
+}
+
+impl Scheduler {
+    /// Binds the listeners and starts serving.
+    pub async fn start(config: SchedulerConfig) -> std::io::Result<Scheduler> {
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+        })?;
+        let local = listener.local_addr()?;
+        let host = config
+            .advertise_host
+            .clone()
+            .unwrap_or_else(|| local.ip().to_string());
+        let address = format!("tcp://{host}:{}", local.port());
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (req_tx, req_rx) = mpsc::unbounded_channel();
+        let handle = SchedulerHandle::new(req_tx);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (http_stop_tx, http_stop_rx) = oneshot::channel::<()>();
+        let dashboard = match config.dashboard {
+            Some(addr) => {
+                let shutdown = async move {
+                    let _ = http_stop_rx.await;
+                };
+                Some(http::serve(addr, handle.clone(), shutdown).await?.0)
+            }
+            None => None,
+        };
+        tokio::spawn(accept_loop(listener, events_tx.clone()));
+        let state = State::new(config.policy, address.clone(), now());
+        let event_loop = tokio::spawn(async move {
+            EventLoop {
+                state,
+                conns: FxHashMap::default(),
+                retire_replies: FxHashMap::default(),
+                next_request: 0,
+            }
+            .run(events_rx, req_rx, stop_rx)
+            .await;
+            let _ = http_stop_tx.send(());
+        });
+        tracing::info!(%address, ?dashboard, "scheduler listening");
+        Ok(Scheduler {
+            address,
+            dashboard,
+            handle,
+            stop: Some(stop_tx),
+            event_loop,
+        })
+    }
+
+    /// `tcp://host:port` for clients and workers.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Where the HTTP API listens, if it was started.
+    pub fn dashboard_address(&self) -> Option<SocketAddr> {
+        self.dashboard
+    }
+
+    pub fn handle(&self) -> SchedulerHandle {
+        self.handle.clone()
+    }
+
+    /// Tells workers to close, then stops.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.event_loop).await;
+    }
+
+    /// Runs until the event loop ends (it does not on its own; use with a signal).
+    pub async fn wait(mut self) {
+        let _ = (&mut self.event_loop).await;
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+enum Role {
+    Client,
+    Worker,
+}
+
+enum Event {
+    Connected {
+        id: u64,
+        role: Role,
+        first: Envelope<ToScheduler>,
+        sender: net::Sender<FromScheduler>,
+    },
+    Messages {
+        id: u64,
+        batch: Vec<Envelope<ToScheduler>>,
+    },
+    Disconnected {
+        id: u64,
+        reason: String,
+    },
+}
+
+async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>) {
+    let mut next_id: u64 = 0;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                next_id += 1;
+                tokio::spawn(read_loop(next_id, stream, peer, events.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        if events.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Reads one connection: the first message says whether it is a client or a worker.
+async fn read_loop(
+    id: u64,
+    stream: TcpStream,
+    peer: SocketAddr,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let (sender, mut receiver) = net::split::<FromScheduler>(stream, peer.to_string());
+    let mut batch = match receiver.recv::<ToScheduler>().await {
+        Ok(Some(b)) if !b.is_empty() => b,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "closing connection: bad first frame");
+            return;
+        }
+    };
+    let first = batch.remove(0);
+    let role = match first.msg {
+        ToScheduler::RegisterClient { .. } => Role::Client,
+        ToScheduler::RegisterWorker(_) => Role::Worker,
+        ref other => {
+            let reason = format!("expected a registration message first, got {other:?}");
+            tracing::warn!(%peer, %reason, "closing connection");
+            sender.send(FromScheduler::Refused { reason });
+            return;
+        }
+    };
+    if events
+        .send(Event::Connected {
+            id,
+            role,
+            first,
+            sender,
+        })
+        .is_err()
+    {
+        return;
+    }
+    if !batch.is_empty() && events.send(Event::Messages { id, batch }).is_err() {
+        return;
+    }
+    let reason = loop {
+        match receiver.recv::<ToScheduler>().await {
+            Ok(Some(batch)) => {
+                if events.send(Event::Messages { id, batch }).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => break "connection closed".to_owned(),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection: malformed frame");
+                break e.to_string();
+            }
+        }
+    };
+    let _ = events.send(Event::Disconnected { id, reason });
+}
+
+struct Conn {
+    role: Role,
+    sender: net::Sender<FromScheduler>,
+}
+
+struct EventLoop {
+    state: State,
+    conns: FxHashMap<u64, Conn>,
+    retire_replies: FxHashMap<RequestId, oneshot::Sender<Vec<RetiredWorker>>>,
+    next_request: RequestId,
+}
+
+struct NetOutbox<'a> {
+    conns: &'a FxHashMap<u64, Conn>,
+    retire_replies: &'a mut FxHashMap<RequestId, oneshot::Sender<Vec<RetiredWorker>>>,
+}
+
+impl Outbox for NetOutbox<'_> {
+    fn to_worker(&mut self, worker: WorkerId, msg: Envelope<FromScheduler>) {
+        if let Some(c) = self.conns.get(&worker) {
+            c.sender.send(msg);
+        }
+    }
+
+    fn to_client(&mut self, client: ClientId, msg: Envelope<FromScheduler>) {
+        if let Some(c) = self.conns.get(&client) {
+            c.sender.send(msg);
+        }
+    }
+
+    fn retire_done(&mut self, request: RequestId, retired: Vec<RetiredWorker>) {
+        if let Some(reply) = self.retire_replies.remove(&request) {
+            let _ = reply.send(retired);
+        }
+    }
+}
+
+impl EventLoop {
+    async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<Event>,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                Some(ev) = events.recv() => self.on_event(ev),
+                Some(req) = requests.recv() => self.on_request(req),
+                _ = tick.tick() => {
+                    let (state, mut out) = self.split();
+                    state.tick(now(), &mut out);
+                }
+                _ = &mut stop => break,
+            }
+        }
+        for (id, c) in &self.conns {
+            if matches!(c.role, Role::Worker) {
+                c.sender.send(FromScheduler::Close {
+                    reason: "the scheduler is shutting down".into(),
+                });
+            }
+            tracing::debug!(conn = id, "closing");
+        }
+        // Let the writers flush the Close messages.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    fn split(&mut self) -> (&mut State, NetOutbox<'_>) {
+        (
+            &mut self.state,
+            NetOutbox {
+                conns: &self.conns,
+                retire_replies: &mut self.retire_replies,
+            },
+        )
+    }
+
+    fn on_request(&mut self, req: Request) {
+        match req {
+            Request::Snapshot(reply) => {
+                let _ = reply.send(self.state.snapshot(now()));
+            }
+            Request::Retire { selector, reply } => {
+                self.next_request += 1;
+                let id = self.next_request;
+                self.retire_replies.insert(id, reply);
+                let (state, mut out) = self.split();
+                state.retire_workers(id, &selector, now(), &mut out);
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Connected {
+                id,
+                role,
+                first,
+                sender,
+            } => match (role, first.msg) {
+                (Role::Client, ToScheduler::RegisterClient { name }) => {
+                    tracing::debug!(id, %name, "client connected");
+                    sender.send(FromScheduler::Welcome { id });
+                    self.conns.insert(
+                        id,
+                        Conn {
+                            role: Role::Client,
+                            sender,
+                        },
+                    );
+                    self.state.add_client(id);
+                }
+                (Role::Worker, ToScheduler::RegisterWorker(info)) => {
+                    self.conns.insert(
+                        id,
+                        Conn {
+                            role: Role::Worker,
+                            sender: sender.clone(),
+                        },
+                    );
+                    let (state, mut out) = self.split();
+                    match state.add_worker(id, info, now(), &mut out) {
+                        Ok(()) => {
+                            sender.send(FromScheduler::Welcome { id });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "worker refused");
+                            sender.send(FromScheduler::Refused {
+                                reason: e.to_string(),
+                            });
+                            self.conns.remove(&id);
+                        }
+                    }
+                }
+                _ => {}
+            },
+            Event::Messages { id, batch } => {
+                let Some(conn) = self.conns.get(&id) else {
+                    return;
+                };
+                let is_worker = matches!(conn.role, Role::Worker);
+                let t = now();
+                for env in batch {
+                    let (state, mut out) = self.split();
+                    if is_worker {
+                        on_worker_message(state, id, env, t, &mut out);
+                    } else {
+                        on_client_message(state, id, env, t, &mut out);
+                    }
+                }
+            }
+            Event::Disconnected { id, reason } => {
+                let Some(conn) = self.conns.remove(&id) else {
+                    return;
+                };
+                let t = now();
+                let (state, mut out) = self.split();
+                match conn.role {
+                    Role::Worker => {
+                        tracing::info!(worker = id, %reason, "worker connection lost");
+                        state.remove_worker(id, t, &mut out);
+                    }
+                    Role::Client => state.remove_client(id, t, &mut out),
+                }
+            }
+        }
+    }
+}
+
+fn on_worker_message(
+    state: &mut State,
+    id: WorkerId,
+    env: Envelope<ToScheduler>,
+    now: f64,
+    out: &mut NetOutbox<'_>,
+) {
+    let Envelope { msg, blobs } = env;
+    match msg {
+        ToScheduler::Heartbeat(load) => state.heartbeat(id, load, now),
+        ToScheduler::TaskFinished {
+            key,
+            nbytes,
+            duration_us,
+        } => {
+            let data = blobs.into_iter().next();
+            let done = state::Finished {
+                key,
+                nbytes,
+                duration_us,
+                data,
+            };
+            state.task_finished(id, done, now, out)
+        }
+        ToScheduler::TaskErred {
+            key,
+            error,
+            duration_us,
+        } => state.task_erred(id, &key, error, duration_us, now, out),
+        ToScheduler::AddKeys { keys } => state.add_keys(id, &keys, now, out),
+        ToScheduler::MissingData { key, holders } => {
+            state.missing_data(id, &key, &holders, now, out)
+        }
+        ToScheduler::WorkerClosing { reason } => {
+            tracing::info!(worker = id, %reason, "worker closing");
+            state.remove_worker(id, now, out);
+        }
+        other => {
+            tracing::warn!(worker = id, message = ?other, "ignoring a client message from a worker")
+        }
+    }
+}
+
+fn on_client_message(
+    state: &mut State,
+    id: ClientId,
+    env: Envelope<ToScheduler>,
+    now: f64,
+    out: &mut NetOutbox<'_>,
+) {
+    match env.msg {
+        ToScheduler::UpdateGraph { tasks, wanted } => {
+            state.update_graph(id, tasks, wanted, now, out)
+        }
+        ToScheduler::ReleaseKeys { keys } => state.release_keys(id, &keys, now, out),
+        other => {
+            tracing::warn!(client = id, message = ?other, "ignoring a worker message from a client")
+        }
+    }
+}

@@ -1,1 +1,1393 @@
-//! (in progress)
+//! The scheduler's state machine. It does no I/O: every handler takes `&mut State`, the current
+//! time and an [`Outbox`] that collects the messages to send, so it is tested without sockets.
+//!
+//! Task states: `Released` (known, not held, not needed now) → `Waiting` (needs results that are
+//! not in memory yet) → `Queued` (ready, but no worker has room) → `Processing` (sent to a worker)
+//! → `Memory` (held by one or more workers), or `Erred`. A task nobody wants and nothing depends on
+//! is forgotten.
+//!
+//! Recovery: when a worker is lost, the tasks it was running are rescheduled and the results only
+//! it held are recomputed from their specs (lineage) if anything still needs them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target};
+use super::{RetireSelector, RetiredWorker, Snapshot, TaskCounts, WorkerSnapshot, WorkerStatus};
+use crate::graph::{Key, TaskSpec};
+use crate::protocol::{ComputeTask, Envelope, FromScheduler, TaskFailure, WorkerInfo, WorkerLoad};
+
+pub type WorkerId = u64;
+pub type ClientId = u64;
+pub type RequestId = u64;
+
+/// Where the state machine's messages go. The networking layer implements it over connections;
+/// tests record what it is given.
+pub trait Outbox {
+    fn to_worker(&mut self, worker: WorkerId, msg: Envelope<FromScheduler>);
+    fn to_client(&mut self, client: ClientId, msg: Envelope<FromScheduler>);
+    /// A `retire_workers` request finished: these workers were retired.
+    fn retire_done(&mut self, request: RequestId, retired: Vec<RetiredWorker>);
+}
+
+/// Tunables of the scheduler's policy.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Expected duration of a task whose prefix has never run (Dask: 0.5 s).
+    pub unknown_task_duration_s: f64,
+    /// Seconds of expected work a worker may have queued per thread beyond one running task; small
+    /// tasks are pipelined this deep so the network round trip never idles a thread.
+    pub pipeline_s: f64,
+    /// A worker silent for this long is considered lost.
+    pub worker_ttl_s: f64,
+    /// A task whose worker died this many times while it ran is failed instead of retried.
+    pub allowed_failures: u32,
+    /// Seconds of work one worker should get, for `adaptive_target` (Dask: 5 s).
+    pub target_duration_s: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            unknown_task_duration_s: 0.5,
+            pipeline_s: 0.005,
+            worker_ttl_s: 30.0,
+            allowed_failures: 3,
+            target_duration_s: 5.0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    Released,
+    Waiting,
+    Queued,
+    Processing,
+    Memory,
+    Erred,
+}
+
+struct Task {
+    spec: TaskSpec,
+    deps: Vec<Key>,
+    dependents: FxHashSet<Key>,
+    state: TaskState,
+    /// Dependencies not in memory yet (meaningful in `Waiting`).
+    waiting_on: usize,
+    who_has: Vec<WorkerId>,
+    nbytes: u64,
+    processing_on: Option<WorkerId>,
+    /// Expected duration charged to the worker's occupancy while processing, in µs.
+    charged_us: u64,
+    wanted_by: Vec<ClientId>,
+    priority: u64,
+    failure: Option<TaskFailure>,
+    suspicious: u32,
+}
+
+struct Worker {
+    info: WorkerInfo,
+    status: WorkerStatus,
+    processing: FxHashSet<Key>,
+    occupancy_us: u64,
+    has_what: FxHashSet<Key>,
+    nbytes: u64,
+    last_seen: f64,
+    load: WorkerLoad,
+}
+
+#[derive(Default)]
+struct PrefixStats {
+    /// Exponentially weighted average duration, µs.
+    avg_us: Option<f64>,
+    total_s: f64,
+}
+
+struct Retirement {
+    request: RequestId,
+    workers: Vec<WorkerId>,
+    retired: Vec<RetiredWorker>,
+}
+
+/// The whole scheduler state.
+pub struct State {
+    config: Config,
+    tasks: FxHashMap<Key, Task>,
+    workers: BTreeMap<WorkerId, Worker>,
+    clients: FxHashMap<ClientId, FxHashSet<Key>>,
+    /// Ready tasks no worker has room for, by priority.
+    queued: BTreeMap<u64, Key>,
+    prefixes: FxHashMap<String, PrefixStats>,
+    counts: FxHashMap<TaskState, usize>,
+    retirements: Vec<Retirement>,
+    /// Keys being copied off retiring workers, and the worker copying each.
+    replicating: FxHashMap<Key, WorkerId>,
+    next_priority: u64,
+    idle_since: Option<f64>,
+    forgotten_total: u64,
+    suspicious_total: u64,
+    transfer_bytes_total: u64,
+    started_at: f64,
+    address: String,
+}
+
+/// A worker's report that a task finished.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    pub key: Key,
+    pub nbytes: u64,
+    pub duration_us: u64,
+    /// The encoded result, when the worker sent it along (a client waits for it).
+    pub data: Option<Bytes>,
+}
+
+/// Why a worker could not register.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegisterError {
+    #[error("a worker named {0:?} is already connected")]
+    DuplicateName(String),
+}
+
+impl State {
+    pub fn new(config: Config, address: String, now: f64) -> Self {
+        State {
+            config,
+            tasks: FxHashMap::default(),
+            workers: BTreeMap::new(),
+            clients: FxHashMap::default(),
+            queued: BTreeMap::new(),
+            prefixes: FxHashMap::default(),
+            counts: FxHashMap::default(),
+            retirements: Vec::new(),
+            replicating: FxHashMap::default(),
+            next_priority: 0,
+            idle_since: Some(now),
+            forgotten_total: 0,
+            suspicious_total: 0,
+            transfer_bytes_total: 0,
+            started_at: now,
+            address,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The state of a task, or `None` when it is unknown or forgotten.
+    pub fn task_state(&self, key: &Key) -> Option<TaskState> {
+        self.tasks.get(key).map(|t| t.state)
+    }
+
+    /// Workers holding `key`'s result, by id.
+    pub fn who_has(&self, key: &Key) -> Vec<WorkerId> {
+        self.tasks
+            .get(key)
+            .map(|t| t.who_has.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn worker_ids(&self) -> impl Iterator<Item = WorkerId> + '_ {
+        self.workers.keys().copied()
+    }
+
+    pub fn count(&self, state: TaskState) -> usize {
+        self.counts.get(&state).copied().unwrap_or(0)
+    }
+
+    // ----- clients -------------------------------------------------------------------------
+
+    pub fn add_client(&mut self, client: ClientId) {
+        self.clients.entry(client).or_default();
+    }
+
+    pub fn remove_client(&mut self, client: ClientId, now: f64, out: &mut impl Outbox) {
+        if let Some(keys) = self.clients.remove(&client) {
+            let keys: Vec<Key> = keys.into_iter().collect();
+            self.unwant(client, &keys, now, out);
+        }
+    }
+
+    /// A client adds tasks (in priority order) and says which keys it holds.
+    pub fn update_graph(
+        &mut self,
+        client: ClientId,
+        tasks: Vec<TaskSpec>,
+        wanted: Vec<Key>,
+        now: f64,
+        out: &mut impl Outbox,
+    ) {
+        let mut unknown_deps: Vec<(Key, Key)> = Vec::new();
+        let mut new_keys: Vec<Key> = Vec::with_capacity(tasks.len());
+        for spec in tasks {
+            if self.tasks.contains_key(&spec.key) {
+                continue;
+            }
+            let deps = spec.dependencies();
+            for d in &deps {
+                match self.tasks.get_mut(d) {
+                    Some(dt) => {
+                        dt.dependents.insert(spec.key.clone());
+                    }
+                    None => unknown_deps.push((spec.key.clone(), d.clone())),
+                }
+            }
+            let key = spec.key.clone();
+            self.next_priority += 1;
+            let task = Task {
+                spec,
+                deps,
+                dependents: FxHashSet::default(),
+                state: TaskState::Released,
+                waiting_on: 0,
+                who_has: Vec::new(),
+                nbytes: 0,
+                processing_on: None,
+                charged_us: 0,
+                wanted_by: Vec::new(),
+                priority: self.next_priority,
+                failure: None,
+                suspicious: 0,
+            };
+            *self.counts.entry(TaskState::Released).or_default() += 1;
+            new_keys.push(key.clone());
+            self.tasks.insert(key, task);
+        }
+        for (task, dep) in unknown_deps {
+            let failure = TaskFailure {
+                key: task.clone(),
+                message: format!("depends on unknown key {dep}"),
+            };
+            self.fail_task(&task, failure, out);
+        }
+        let held = self.clients.entry(client).or_default();
+        let mut fresh = Vec::new();
+        for key in wanted {
+            if held.insert(key.clone()) {
+                fresh.push(key);
+            }
+        }
+        for key in fresh {
+            let Some(t) = self.tasks.get_mut(&key) else {
+                let failure = TaskFailure {
+                    key: key.clone(),
+                    message: "unknown key: no such task".to_owned(),
+                };
+                out.to_client(client, FromScheduler::KeyErred { key, failure }.into());
+                continue;
+            };
+            if !t.wanted_by.contains(&client) {
+                t.wanted_by.push(client);
+            }
+            let (state, nbytes, holders) = (t.state, t.nbytes, t.who_has.clone());
+            match state {
+                TaskState::Memory => {
+                    let msg = FromScheduler::KeyInMemory {
+                        key: key.clone(),
+                        nbytes,
+                        who_has: self.addresses(&holders),
+                    };
+                    out.to_client(client, msg.into());
+                }
+                TaskState::Erred => {
+                    let failure = self
+                        .tasks
+                        .get(&key)
+                        .and_then(|t| t.failure.clone())
+                        .unwrap_or_else(|| TaskFailure {
+                            key: key.clone(),
+                            message: "failed".into(),
+                        });
+                    out.to_client(client, FromScheduler::KeyErred { key, failure }.into());
+                }
+                TaskState::Released => self.compute(&key, now, out),
+                _ => {}
+            }
+        }
+        // Tasks sent along that nothing wants are dropped rather than kept forever.
+        for k in new_keys {
+            if self.state_of(&k) == Some(TaskState::Released) {
+                self.release_if_unneeded(&k, now, out);
+            }
+        }
+        self.update_idle(now);
+    }
+
+    /// A client dropped its hold on keys.
+    pub fn release_keys(
+        &mut self,
+        client: ClientId,
+        keys: &[Key],
+        now: f64,
+        out: &mut impl Outbox,
+    ) {
+        if let Some(held) = self.clients.get_mut(&client) {
+            for k in keys {
+                held.remove(k);
+            }
+        }
+        self.unwant(client, keys, now, out);
+    }
+
+    fn unwant(&mut self, client: ClientId, keys: &[Key], now: f64, out: &mut impl Outbox) {
+        for k in keys {
+            if let Some(t) = self.tasks.get_mut(k) {
+                t.wanted_by.retain(|c| *c != client);
+                self.release_if_unneeded(k, now, out);
+            }
+        }
+    }
+
+    // ----- workers -------------------------------------------------------------------------
+
+    pub fn add_worker(
+        &mut self,
+        id: WorkerId,
+        info: WorkerInfo,
+        now: f64,
+        out: &mut impl Outbox,
+    ) -> Result<(), RegisterError> {
+        if self.workers.values().any(|w| w.info.name == info.name) {
+            return Err(RegisterError::DuplicateName(info.name));
+        }
+        tracing::info!(name = %info.name, address = %info.address, nthreads = info.nthreads, "worker registered");
+        self.workers.insert(
+            id,
+            Worker {
+                info,
+                status: WorkerStatus::Running,
+                processing: FxHashSet::default(),
+                occupancy_us: 0,
+                has_what: FxHashSet::default(),
+                nbytes: 0,
+                last_seen: now,
+                load: WorkerLoad::default(),
+            },
+        );
+        self.drain_queue(now, out);
+        Ok(())
+    }
+
+    pub fn heartbeat(&mut self, worker: WorkerId, load: WorkerLoad, now: f64) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.last_seen = now;
+            w.load = load;
+        }
+    }
+
+    /// Any message from a worker shows it is alive.
+    pub fn touch(&mut self, worker: WorkerId, now: f64) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.last_seen = now;
+        }
+    }
+
+    /// Periodic housekeeping: workers silent longer than the TTL are removed.
+    pub fn tick(&mut self, now: f64, out: &mut impl Outbox) {
+        let ttl = self.config.worker_ttl_s;
+        let silent: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now - w.last_seen > ttl)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            tracing::warn!(
+                worker = id,
+                ttl,
+                "worker missed its heartbeats; removing it"
+            );
+            out.to_worker(
+                id,
+                FromScheduler::Close {
+                    reason: format!("no heartbeat for {ttl} s"),
+                }
+                .into(),
+            );
+            self.remove_worker(id, now, out);
+        }
+    }
+
+    /// A worker is gone (connection lost, timed out, or closed). Its running tasks go elsewhere;
+    /// results only it held are recomputed where still needed.
+    pub fn remove_worker(&mut self, id: WorkerId, now: f64, out: &mut impl Outbox) {
+        let Some(w) = self.workers.remove(&id) else {
+            return;
+        };
+        tracing::info!(name = %w.info.name, address = %w.info.address, "worker removed");
+        // Results only this worker held are lost first, while the tasks it was running still
+        // count as needing their inputs.
+        let mut lost: Vec<Key> = Vec::new();
+        for key in &w.has_what {
+            if let Some(t) = self.tasks.get_mut(key) {
+                t.who_has.retain(|x| *x != id);
+                if t.who_has.is_empty() && t.state == TaskState::Memory {
+                    lost.push(key.clone());
+                }
+            }
+        }
+        self.replicating.retain(|_, target| *target != id);
+        lost.sort_by_key(|k| self.tasks.get(k).map(|t| t.priority));
+        for key in &lost {
+            self.result_lost(key, now, out);
+        }
+        let mut processing: Vec<Key> = w.processing.into_iter().collect();
+        processing.sort_by_key(|k| self.tasks.get(k).map(|t| t.priority));
+        for key in processing {
+            let Some(t) = self.tasks.get_mut(&key) else {
+                continue;
+            };
+            if t.state != TaskState::Processing || t.processing_on != Some(id) {
+                continue;
+            }
+            t.processing_on = None;
+            t.charged_us = 0;
+            t.suspicious += 1;
+            self.suspicious_total += 1;
+            let suspicious = t.suspicious;
+            self.set_state(&key, TaskState::Released);
+            if suspicious > self.config.allowed_failures {
+                let message = format!(
+                    "worker {} died while running it; {suspicious} workers died on this task",
+                    w.info.name
+                );
+                self.fail_task(
+                    &key,
+                    TaskFailure {
+                        key: key.clone(),
+                        message,
+                    },
+                    out,
+                );
+            } else {
+                self.make_ready_or_wait(&key, now, out);
+            }
+        }
+        self.check_retirements(now, out);
+        self.drain_queue(now, out);
+        self.update_idle(now);
+    }
+
+    /// A result is no longer held anywhere: recompute it if anything needs it.
+    fn result_lost(&mut self, key: &Key, now: f64, out: &mut impl Outbox) {
+        let Some(t) = self.tasks.get(key) else { return };
+        if t.state != TaskState::Memory {
+            return;
+        }
+        let needed = self.is_needed(key);
+        let dependents: Vec<Key> = t.dependents.iter().cloned().collect();
+        self.set_state(key, TaskState::Released);
+        // Dependents waiting on it now wait one more; ready ones go back to waiting.
+        let mut requeue = Vec::new();
+        for d in &dependents {
+            match self.state_of(d) {
+                Some(TaskState::Waiting) => {
+                    if let Some(dt) = self.tasks.get_mut(d) {
+                        dt.waiting_on += 1;
+                    }
+                }
+                Some(TaskState::Queued) => {
+                    self.set_state(d, TaskState::Released);
+                    requeue.push(d.clone());
+                }
+                _ => {}
+            }
+        }
+        if needed {
+            tracing::info!(%key, "recomputing a lost result");
+            self.compute(key, now, out);
+        }
+        for d in &requeue {
+            self.make_ready_or_wait(d, now, out);
+        }
+    }
+
+    // ----- task results --------------------------------------------------------------------
+
+    /// A worker finished a task.
+    pub fn task_finished(
+        &mut self,
+        worker: WorkerId,
+        done: Finished,
+        now: f64,
+        out: &mut impl Outbox,
+    ) {
+        let Finished {
+            key,
+            nbytes,
+            duration_us,
+            data,
+        } = done;
+        let key = &key;
+        self.touch(worker, now);
+        self.record_duration(key, duration_us);
+        let Some(t) = self.tasks.get(key) else {
+            out.to_worker(
+                worker,
+                FromScheduler::FreeKeys {
+                    keys: vec![key.clone()],
+                }
+                .into(),
+            );
+            return;
+        };
+        let state = t.state;
+        let on = t.processing_on;
+        if let Some(w) = on {
+            self.unassign(key, w);
+        }
+        match state {
+            TaskState::Memory => {
+                self.add_replica(key, worker, nbytes);
+                return;
+            }
+            TaskState::Processing => {}
+            // Released (nobody needs it any more), Erred, or a stale report.
+            _ => {
+                out.to_worker(
+                    worker,
+                    FromScheduler::FreeKeys {
+                        keys: vec![key.clone()],
+                    }
+                    .into(),
+                );
+                self.drain_queue(now, out);
+                return;
+            }
+        }
+        if !self.workers.contains_key(&worker) {
+            // Finished on a worker already removed: the result is gone with it.
+            self.set_state(key, TaskState::Released);
+            self.make_ready_or_wait(key, now, out);
+            return;
+        }
+        self.set_state(key, TaskState::Memory);
+        self.add_replica(key, worker, nbytes);
+        let (wanted_by, dependents) = match self.tasks.get(key) {
+            Some(t) => (
+                t.wanted_by.clone(),
+                t.dependents.iter().cloned().collect::<Vec<_>>(),
+            ),
+            None => return,
+        };
+        if !wanted_by.is_empty() {
+            let who_has = vec![
+                self.workers
+                    .get(&worker)
+                    .map(|w| w.info.address.clone())
+                    .unwrap_or_default(),
+            ];
+            for c in wanted_by {
+                let msg = FromScheduler::KeyInMemory {
+                    key: key.clone(),
+                    nbytes,
+                    who_has: who_has.clone(),
+                };
+                let blobs = data.iter().cloned().collect();
+                out.to_client(c, Envelope::with_blobs(msg, blobs));
+            }
+        }
+        let mut ready = Vec::new();
+        for d in dependents {
+            if let Some(dt) = self.tasks.get_mut(&d)
+                && dt.state == TaskState::Waiting
+            {
+                dt.waiting_on = dt.waiting_on.saturating_sub(1);
+                if dt.waiting_on == 0 {
+                    ready.push((dt.priority, d));
+                }
+            }
+        }
+        ready.sort();
+        for (_, d) in ready {
+            self.set_state(&d, TaskState::Released);
+            self.make_ready_or_wait(&d, now, out);
+        }
+        // The inputs of this task may now be unneeded.
+        let deps = self
+            .tasks
+            .get(key)
+            .map(|t| t.deps.clone())
+            .unwrap_or_default();
+        for d in &deps {
+            self.release_if_unneeded(d, now, out);
+        }
+        self.release_if_unneeded(key, now, out);
+        self.check_retirements(now, out);
+        self.drain_queue(now, out);
+        self.update_idle(now);
+    }
+
+    /// A task raised: it and everything depending on it fail with its error.
+    pub fn task_erred(
+        &mut self,
+        worker: WorkerId,
+        key: &Key,
+        error: String,
+        duration_us: u64,
+        now: f64,
+        out: &mut impl Outbox,
+    ) {
+        self.touch(worker, now);
+        self.record_duration(key, duration_us);
+        let Some(t) = self.tasks.get(key) else { return };
+        if t.state != TaskState::Processing || t.processing_on != Some(worker) {
+            return;
+        }
+        self.unassign(key, worker);
+        self.set_state(key, TaskState::Released);
+        self.fail_task(
+            key,
+            TaskFailure {
+                key: key.clone(),
+                message: error,
+            },
+            out,
+        );
+        self.check_retirements(now, out);
+        self.drain_queue(now, out);
+        self.update_idle(now);
+    }
+
+    /// A worker copied keys from peers (retirement).
+    pub fn add_keys(
+        &mut self,
+        worker: WorkerId,
+        keys: &[(Key, u64)],
+        now: f64,
+        out: &mut impl Outbox,
+    ) {
+        self.touch(worker, now);
+        for (k, nbytes) in keys {
+            self.replicating.remove(k);
+            match self.tasks.get(k).map(|t| t.state) {
+                Some(TaskState::Memory) => {
+                    self.add_replica(k, worker, *nbytes);
+                    self.transfer_bytes_total += nbytes;
+                }
+                _ => out.to_worker(
+                    worker,
+                    FromScheduler::FreeKeys {
+                        keys: vec![k.clone()],
+                    }
+                    .into(),
+                ),
+            }
+        }
+        self.check_retirements(now, out);
+    }
+
+    /// A worker could not fetch `key` from `holders`; it has abandoned every task it was assigned
+    /// that needs `key`.
+    pub fn missing_data(
+        &mut self,
+        worker: WorkerId,
+        key: &Key,
+        holders: &[String],
+        now: f64,
+        out: &mut impl Outbox,
+    ) {
+        self.touch(worker, now);
+        self.replicating.remove(key);
+        let holder_ids: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| holders.contains(&w.info.address))
+            .map(|(id, _)| *id)
+            .collect();
+        for h in holder_ids {
+            if let Some(w) = self.workers.get_mut(&h)
+                && w.has_what.remove(key)
+            {
+                let nbytes = self.tasks.get(key).map(|t| t.nbytes).unwrap_or(0);
+                w.nbytes = w.nbytes.saturating_sub(nbytes);
+            }
+            if let Some(t) = self.tasks.get_mut(key) {
+                t.who_has.retain(|x| *x != h);
+            }
+        }
+        // Tasks on this worker that needed the key go back to the scheduler.
+        let abandoned: Vec<Key> = match (self.workers.get(&worker), self.tasks.get(key)) {
+            (Some(w), Some(t)) => t
+                .dependents
+                .iter()
+                .filter(|d| w.processing.contains(*d))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        for d in &abandoned {
+            self.unassign(d, worker);
+            self.set_state(d, TaskState::Released);
+        }
+        if self
+            .tasks
+            .get(key)
+            .is_some_and(|t| t.who_has.is_empty() && t.state == TaskState::Memory)
+        {
+            self.result_lost(key, now, out);
+        }
+        for d in &abandoned {
+            self.make_ready_or_wait(d, now, out);
+        }
+        self.drain_queue(now, out);
+    }
+
+    // ----- retirement ----------------------------------------------------------------------
+
+    /// Starts retiring workers: they get no new tasks, their unique results are copied to other
+    /// workers, then they are closed and the request is answered through [`Outbox::retire_done`].
+    pub fn retire_workers(
+        &mut self,
+        request: RequestId,
+        selector: &RetireSelector,
+        now: f64,
+        out: &mut impl Outbox,
+    ) {
+        let candidates: Vec<WorkerId> = match selector {
+            RetireSelector::Workers(names) => self
+                .workers
+                .iter()
+                .filter(|(_, w)| {
+                    names
+                        .iter()
+                        .any(|n| *n == w.info.address || *n == w.info.name)
+                })
+                .map(|(id, _)| *id)
+                .collect(),
+            RetireSelector::Count(n) => {
+                let mut running: Vec<(u64, WorkerId)> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.status == WorkerStatus::Running)
+                    .map(|(id, w)| (w.nbytes, *id))
+                    .collect();
+                running.sort();
+                running.into_iter().take(*n).map(|(_, id)| id).collect()
+            }
+        };
+        let mut chosen = Vec::new();
+        for id in candidates {
+            if self.retirements.iter().any(|r| r.workers.contains(&id)) {
+                continue; // already being retired by another request
+            }
+            if let Some(w) = self.workers.get_mut(&id) {
+                w.status = WorkerStatus::Retiring;
+                chosen.push(id);
+            }
+        }
+        tracing::info!(request, workers = chosen.len(), "retiring workers");
+        self.retirements.push(Retirement {
+            request,
+            workers: chosen,
+            retired: Vec::new(),
+        });
+        // Tasks queued for a retiring worker are not moved; new ones will not go there.
+        self.check_retirements(now, out);
+    }
+
+    /// Moves retiring workers' unique data, closes the ones that are done, answers finished requests.
+    fn check_retirements(&mut self, now: f64, out: &mut impl Outbox) {
+        if self.retirements.is_empty() {
+            return;
+        }
+        let recipients: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.status == WorkerStatus::Running)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut retirements = std::mem::take(&mut self.retirements);
+        for r in &mut retirements {
+            let mut still = Vec::new();
+            for id in std::mem::take(&mut r.workers) {
+                let Some(w) = self.workers.get(&id) else {
+                    continue;
+                };
+                // Unique results that something still needs must move first.
+                let unique: Vec<Key> = w
+                    .has_what
+                    .iter()
+                    .filter(|k| {
+                        self.tasks
+                            .get(*k)
+                            .is_some_and(|t| t.who_has.iter().all(|h| !recipients.contains(h)))
+                    })
+                    .cloned()
+                    .collect();
+                if unique.is_empty() && w.processing.is_empty() {
+                    let retired = RetiredWorker {
+                        name: w.info.name.clone(),
+                        address: w.info.address.clone(),
+                        nthreads: w.info.nthreads,
+                        memory_limit: w.info.memory_limit,
+                    };
+                    out.to_worker(
+                        id,
+                        FromScheduler::Close {
+                            reason: "retired".into(),
+                        }
+                        .into(),
+                    );
+                    r.retired.push(retired);
+                    self.remove_worker_quietly(id, now, out);
+                    continue;
+                }
+                if recipients.is_empty() {
+                    // Nowhere to move the data: keep this worker (Dask does the same).
+                    tracing::warn!(worker = %w.info.name, "cannot retire: no other worker can take its data");
+                    if let Some(w) = self.workers.get_mut(&id) {
+                        w.status = WorkerStatus::Running;
+                    }
+                    continue;
+                }
+                let mut plan: FxHashMap<WorkerId, Vec<(Key, Vec<String>)>> = FxHashMap::default();
+                for key in unique {
+                    if self
+                        .replicating
+                        .get(&key)
+                        .is_some_and(|t| recipients.contains(t))
+                    {
+                        continue; // already on its way
+                    }
+                    let Some(t) = self.tasks.get(&key) else {
+                        continue;
+                    };
+                    // least-loaded recipient by bytes held
+                    let target = recipients
+                        .iter()
+                        .min_by_key(|r| self.workers.get(r).map(|w| w.nbytes).unwrap_or(u64::MAX))
+                        .copied();
+                    if let Some(target) = target {
+                        self.replicating.insert(key.clone(), target);
+                        plan.entry(target)
+                            .or_default()
+                            .push((key.clone(), self.addresses(&t.who_has)));
+                        if let Some(tw) = self.workers.get_mut(&target) {
+                            // Count it now so the next key spreads to another recipient.
+                            tw.nbytes += t.nbytes;
+                        }
+                    }
+                }
+                for (target, keys) in plan {
+                    let planned: u64 = keys
+                        .iter()
+                        .filter_map(|(k, _)| self.tasks.get(k).map(|t| t.nbytes))
+                        .sum();
+                    if let Some(tw) = self.workers.get_mut(&target) {
+                        tw.nbytes = tw.nbytes.saturating_sub(planned);
+                    }
+                    out.to_worker(target, FromScheduler::AcquireReplicas { keys }.into());
+                }
+                still.push(id);
+            }
+            r.workers = still;
+        }
+        retirements.retain(|r| {
+            if r.workers.is_empty() {
+                out.retire_done(r.request, r.retired.clone());
+                false
+            } else {
+                true
+            }
+        });
+        self.retirements.extend(retirements);
+        self.drain_queue(now, out);
+    }
+
+    /// Removes a retired worker whose data all lives elsewhere.
+    fn remove_worker_quietly(&mut self, id: WorkerId, now: f64, out: &mut impl Outbox) {
+        let Some(w) = self.workers.remove(&id) else {
+            return;
+        };
+        tracing::info!(name = %w.info.name, "worker retired");
+        for key in w.has_what {
+            if let Some(t) = self.tasks.get_mut(&key) {
+                t.who_has.retain(|x| *x != id);
+                if t.who_has.is_empty() && t.state == TaskState::Memory {
+                    self.result_lost(&key, now, out);
+                }
+            }
+        }
+    }
+
+    // ----- the core transitions ------------------------------------------------------------
+
+    fn state_of(&self, key: &Key) -> Option<TaskState> {
+        self.tasks.get(key).map(|t| t.state)
+    }
+
+    fn set_state(&mut self, key: &Key, to: TaskState) {
+        if let Some(t) = self.tasks.get_mut(key) {
+            let from = t.state;
+            if from == to {
+                return;
+            }
+            if from == TaskState::Queued {
+                self.queued.remove(&t.priority);
+            }
+            t.state = to;
+            if let Some(c) = self.counts.get_mut(&from) {
+                *c = c.saturating_sub(1);
+            }
+            *self.counts.entry(to).or_default() += 1;
+        }
+    }
+
+    /// Starts computing `key` (a `Released` task), first computing every released dependency it
+    /// needs. Iterative, so a chain of any length works.
+    fn compute(&mut self, key: &Key, now: f64, out: &mut impl Outbox) {
+        // Post-order over released dependencies: inputs are settled before their dependents.
+        let mut order: Vec<Key> = Vec::new();
+        let mut seen: FxHashSet<Key> = FxHashSet::default();
+        let mut stack: Vec<(Key, bool)> = vec![(key.clone(), false)];
+        while let Some((k, expanded)) = stack.pop() {
+            if expanded {
+                order.push(k);
+                continue;
+            }
+            if !seen.insert(k.clone()) {
+                continue;
+            }
+            let Some(t) = self.tasks.get(&k) else {
+                continue;
+            };
+            if t.state != TaskState::Released {
+                continue;
+            }
+            stack.push((k.clone(), true));
+            for d in t.deps.iter().rev() {
+                if self.state_of(d) == Some(TaskState::Released) && !seen.contains(d) {
+                    stack.push((d.clone(), false));
+                }
+            }
+        }
+        for k in order {
+            self.make_ready_or_wait(&k, now, out);
+        }
+        self.update_idle(now);
+    }
+
+    /// For a `Released` task whose released inputs are already being computed: wait for inputs,
+    /// fail if an input failed, or run it.
+    fn make_ready_or_wait(&mut self, key: &Key, now: f64, out: &mut impl Outbox) {
+        let Some(t) = self.tasks.get(key) else { return };
+        if t.state != TaskState::Released {
+            return;
+        }
+        let mut waiting_on = 0;
+        let mut failed: Option<TaskFailure> = None;
+        let mut to_compute: Vec<Key> = Vec::new();
+        for d in &t.deps {
+            match self.tasks.get(d) {
+                Some(dt) => match dt.state {
+                    TaskState::Memory => {}
+                    TaskState::Erred => {
+                        failed = dt.failure.clone();
+                    }
+                    TaskState::Released => {
+                        waiting_on += 1;
+                        to_compute.push(d.clone());
+                    }
+                    _ => waiting_on += 1,
+                },
+                None => {
+                    failed = Some(TaskFailure {
+                        key: key.clone(),
+                        message: format!("input {d} was forgotten"),
+                    });
+                }
+            }
+        }
+        if let Some(f) = failed {
+            self.fail_task(key, f, out);
+            return;
+        }
+        if let Some(t) = self.tasks.get_mut(key) {
+            t.waiting_on = waiting_on;
+        }
+        if waiting_on > 0 {
+            self.set_state(key, TaskState::Waiting);
+            for d in to_compute {
+                self.compute(&d, now, out);
+            }
+        } else {
+            self.schedule(key, out);
+        }
+        self.update_idle(now);
+    }
+
+    /// Sends a ready task to the best worker with room, or queues it.
+    fn schedule(&mut self, key: &Key, out: &mut impl Outbox) {
+        match self.pick_worker(key) {
+            Some(w) => self.assign(key, w, out),
+            None => {
+                self.set_state(key, TaskState::Queued);
+                if let Some(t) = self.tasks.get(key) {
+                    self.queued.insert(t.priority, key.clone());
+                }
+            }
+        }
+    }
+
+    fn expected_us(&self, key: &Key) -> u64 {
+        let unknown = self.config.unknown_task_duration_s * 1e6;
+        let avg = self
+            .prefixes
+            .get(key.prefix())
+            .and_then(|p| p.avg_us)
+            .unwrap_or(unknown);
+        avg.max(1.0) as u64
+    }
+
+    fn has_room(&self, w: &Worker) -> bool {
+        let threads = u64::from(w.info.nthreads.max(1));
+        w.status == WorkerStatus::Running
+            && ((w.processing.len() as u64) < threads
+                || w.occupancy_us < threads * (self.config.pipeline_s * 1e6) as u64)
+    }
+
+    /// Prefers the worker holding most of the task's input bytes; among equals, the least busy.
+    fn pick_worker(&self, key: &Key) -> Option<WorkerId> {
+        let t = self.tasks.get(key)?;
+        let mut local: FxHashMap<WorkerId, u64> = FxHashMap::default();
+        for d in &t.deps {
+            if let Some(dt) = self.tasks.get(d) {
+                for h in &dt.who_has {
+                    *local.entry(*h).or_default() += dt.nbytes.max(1);
+                }
+            }
+        }
+        let mut best: Option<(u64, std::cmp::Reverse<u64>, WorkerId)> = None;
+        for (id, w) in &self.workers {
+            if !self.has_room(w) {
+                continue;
+            }
+            let bytes = local.get(id).copied().unwrap_or(0);
+            let load = w.occupancy_us / u64::from(w.info.nthreads.max(1));
+            let score = (bytes, std::cmp::Reverse(load), *id);
+            if best.is_none_or(|b| (score.0, score.1) > (b.0, b.1)) {
+                best = Some(score);
+            }
+        }
+        best.map(|b| b.2)
+    }
+
+    fn assign(&mut self, key: &Key, worker: WorkerId, out: &mut impl Outbox) {
+        let expected = self.expected_us(key);
+        self.set_state(key, TaskState::Processing);
+        let Some(t) = self.tasks.get_mut(key) else {
+            return;
+        };
+        t.processing_on = Some(worker);
+        t.charged_us = expected;
+        let send_result = !t.wanted_by.is_empty();
+        let priority = t.priority;
+        let spec = t.spec.clone();
+        let deps = t.deps.clone();
+        let who_has = deps
+            .into_iter()
+            .map(|d| {
+                let holders = self
+                    .tasks
+                    .get(&d)
+                    .map(|dt| self.addresses(&dt.who_has))
+                    .unwrap_or_default();
+                (d, holders)
+            })
+            .collect();
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.processing.insert(key.clone());
+            w.occupancy_us += expected;
+        }
+        let msg = ComputeTask {
+            spec,
+            priority,
+            who_has,
+            send_result,
+        };
+        out.to_worker(worker, FromScheduler::Compute(msg).into());
+    }
+
+    fn unassign(&mut self, key: &Key, worker: WorkerId) {
+        let charged = match self.tasks.get_mut(key) {
+            Some(t) if t.processing_on == Some(worker) => {
+                t.processing_on = None;
+                std::mem::take(&mut t.charged_us)
+            }
+            _ => 0,
+        };
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.processing.remove(key);
+            w.occupancy_us = w.occupancy_us.saturating_sub(charged);
+        }
+    }
+
+    /// Sends queued tasks, highest priority first, while any worker has room.
+    fn drain_queue(&mut self, _now: f64, out: &mut impl Outbox) {
+        while let Some((&prio, key)) = self.queued.iter().next() {
+            let key = key.clone();
+            let Some(w) = self.pick_worker(&key) else {
+                break;
+            };
+            self.queued.remove(&prio);
+            self.assign(&key, w, out);
+        }
+    }
+
+    fn add_replica(&mut self, key: &Key, worker: WorkerId, nbytes: u64) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        if let Some(t) = self.tasks.get_mut(key) {
+            t.nbytes = nbytes;
+            if !t.who_has.contains(&worker) {
+                t.who_has.push(worker);
+            }
+            if w.has_what.insert(key.clone()) {
+                w.nbytes += nbytes;
+            }
+        }
+    }
+
+    fn record_duration(&mut self, key: &Key, duration_us: u64) {
+        let p = self.prefixes.entry(key.prefix().to_owned()).or_default();
+        let d = duration_us as f64;
+        p.avg_us = Some(match p.avg_us {
+            Some(a) => 0.5 * a + 0.5 * d,
+            None => d,
+        });
+        p.total_s += d / 1e6;
+    }
+
+    /// Fails `key` and everything that depends on it, telling the clients that want them.
+    fn fail_task(&mut self, key: &Key, failure: TaskFailure, out: &mut impl Outbox) {
+        let mut stack = vec![key.clone()];
+        while let Some(k) = stack.pop() {
+            let Some(t) = self.tasks.get(&k) else {
+                continue;
+            };
+            if t.state == TaskState::Erred || t.state == TaskState::Memory {
+                continue;
+            }
+            if let Some(w) = t.processing_on {
+                // A dependent cannot be running while its input failed, but stay safe.
+                self.unassign(&k, w);
+            }
+            self.set_state(&k, TaskState::Erred);
+            let Some(t) = self.tasks.get_mut(&k) else {
+                continue;
+            };
+            t.failure = Some(failure.clone());
+            for c in &t.wanted_by {
+                out.to_client(
+                    *c,
+                    FromScheduler::KeyErred {
+                        key: k.clone(),
+                        failure: failure.clone(),
+                    }
+                    .into(),
+                );
+            }
+            stack.extend(t.dependents.iter().cloned());
+        }
+    }
+
+    /// Whether some client or some pending dependent still needs `key`'s result.
+    fn is_needed(&self, key: &Key) -> bool {
+        let Some(t) = self.tasks.get(key) else {
+            return false;
+        };
+        !t.wanted_by.is_empty()
+            || t.dependents.iter().any(|d| {
+                matches!(
+                    self.state_of(d),
+                    Some(TaskState::Waiting | TaskState::Queued | TaskState::Processing)
+                )
+            })
+    }
+
+    /// Frees `key` if nothing needs it, and forgets it if nothing refers to it; then the same for
+    /// its inputs. Iterative.
+    fn release_if_unneeded(&mut self, key: &Key, now: f64, out: &mut impl Outbox) {
+        let mut stack = vec![key.clone()];
+        while let Some(k) = stack.pop() {
+            if self.is_needed(&k) {
+                continue;
+            }
+            let Some(t) = self.tasks.get(&k) else {
+                continue;
+            };
+            match t.state {
+                TaskState::Memory => {
+                    let holders = t.who_has.clone();
+                    let nbytes = t.nbytes;
+                    for h in &holders {
+                        out.to_worker(
+                            *h,
+                            FromScheduler::FreeKeys {
+                                keys: vec![k.clone()],
+                            }
+                            .into(),
+                        );
+                        if let Some(w) = self.workers.get_mut(h)
+                            && w.has_what.remove(&k)
+                        {
+                            w.nbytes = w.nbytes.saturating_sub(nbytes);
+                        }
+                    }
+                    if let Some(t) = self.tasks.get_mut(&k) {
+                        t.who_has.clear();
+                    }
+                    self.set_state(&k, TaskState::Released);
+                }
+                TaskState::Processing => {
+                    if let Some(w) = t.processing_on {
+                        self.unassign(&k, w);
+                        out.to_worker(
+                            w,
+                            FromScheduler::FreeKeys {
+                                keys: vec![k.clone()],
+                            }
+                            .into(),
+                        );
+                    }
+                    self.set_state(&k, TaskState::Released);
+                }
+                TaskState::Queued | TaskState::Waiting => self.set_state(&k, TaskState::Released),
+                TaskState::Released | TaskState::Erred => {}
+            }
+            let Some(t) = self.tasks.get(&k) else {
+                continue;
+            };
+            let deps = t.deps.clone();
+            if t.dependents.is_empty() {
+                self.forget(&k);
+            }
+            stack.extend(deps);
+        }
+        self.update_idle(now);
+    }
+
+    fn forget(&mut self, key: &Key) {
+        let Some(t) = self.tasks.remove(key) else {
+            return;
+        };
+        if let Some(c) = self.counts.get_mut(&t.state) {
+            *c = c.saturating_sub(1);
+        }
+        if t.state == TaskState::Queued {
+            self.queued.remove(&t.priority);
+        }
+        self.forgotten_total += 1;
+        for d in &t.deps {
+            if let Some(dt) = self.tasks.get_mut(d) {
+                dt.dependents.remove(key);
+            }
+        }
+    }
+
+    fn addresses(&self, ids: &[WorkerId]) -> Vec<String> {
+        ids.iter()
+            .filter_map(|id| self.workers.get(id).map(|w| w.info.address.clone()))
+            .collect()
+    }
+
+    fn update_idle(&mut self, now: f64) {
+        let busy = self.count(TaskState::Waiting)
+            + self.count(TaskState::Queued)
+            + self.count(TaskState::Processing)
+            > 0;
+        if busy {
+            self.idle_since = None;
+        } else if self.idle_since.is_none() {
+            self.idle_since = Some(now);
+        }
+    }
+
+    // ----- observation ---------------------------------------------------------------------
+
+    pub fn snapshot(&self, now: f64) -> Snapshot {
+        let workers = self
+            .workers
+            .values()
+            .map(|w| WorkerSnapshot {
+                name: w.info.name.clone(),
+                address: w.info.address.clone(),
+                nthreads: w.info.nthreads,
+                memory_limit: w.info.memory_limit,
+                nbytes: w.nbytes,
+                processing: w.processing.len(),
+                keys: w.has_what.len(),
+                status: w.status,
+                pid: w.info.pid,
+                last_seen_s: (now - w.last_seen).max(0.0),
+            })
+            .collect();
+        let tasks = TaskCounts {
+            released: self.count(TaskState::Released),
+            waiting: self.count(TaskState::Waiting),
+            queued: self.count(TaskState::Queued),
+            processing: self.count(TaskState::Processing),
+            memory: self.count(TaskState::Memory),
+            erred: self.count(TaskState::Erred),
+        };
+        let mut compute_seconds_by_prefix: Vec<(String, f64)> = self
+            .prefixes
+            .iter()
+            .map(|(p, s)| (p.clone(), s.total_s))
+            .collect();
+        compute_seconds_by_prefix.sort_by(|a, b| a.0.cmp(&b.0));
+        Snapshot {
+            address: self.address.clone(),
+            workers,
+            tasks,
+            clients: self.clients.len(),
+            adaptive_target: adaptive_target(&self.adaptive_input()),
+            idle_since: self.idle_since,
+            tasks_forgotten_total: self.forgotten_total,
+            tasks_suspicious_total: self.suspicious_total,
+            compute_seconds_by_prefix,
+            transfer_bytes_total: self.transfer_bytes_total,
+            started_at: self.started_at,
+        }
+    }
+
+    fn adaptive_input(&self) -> AdaptiveInput {
+        // Expected work: queued tasks at their prefix's average, processing at what was charged.
+        let queued_seconds: f64 = self
+            .queued
+            .values()
+            .map(|k| self.expected_us(k) as f64 / 1e6)
+            .sum();
+        let processing_seconds: f64 = self
+            .workers
+            .values()
+            .map(|w| w.occupancy_us as f64 / 1e6)
+            .sum();
+        AdaptiveInput {
+            queued: self.queued.len(),
+            queued_seconds,
+            processing_seconds,
+            workers: self
+                .workers
+                .values()
+                .map(|w| AdaptiveLoad {
+                    nthreads: w.info.nthreads,
+                    processing: w.processing.len(),
+                    nbytes: w.nbytes,
+                    memory_limit: w.info.memory_limit,
+                })
+                .collect(),
+            target_duration: Duration::from_secs_f64(self.config.target_duration_s.max(0.0)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

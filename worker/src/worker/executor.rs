@@ -1,1 +1,563 @@
-//! (in progress)
+//! The worker's thread pool: runs task functions on OS threads, most urgent first, off the async
+//! runtime.
+//!
+//! Jobs wait in one priority queue behind a mutex; a thread takes the job with the lowest
+//! `priority` number (the oldest among equals), runs it, encodes its result and hands a [`Done`]
+//! to the callback the worker gave, all on the same thread. Submitting costs one lock, plus a
+//! condvar notify only when a thread is asleep waiting for work, so tiny tasks stay cheap.
+
+use std::any::Any;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{self, AtomicUsize};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::graph::Key;
+use crate::registry::TaskFn;
+use crate::value::{Encoded, Value};
+
+/// A task ready to run: its function and resolved arguments.
+#[derive(Debug)]
+pub struct Job {
+    pub key: Key,
+    pub func: TaskFn,
+    pub args: Vec<Value>,
+    /// Lower runs first (Dask's priority tuples, flattened by the scheduler).
+    pub priority: u64,
+}
+
+/// A finished job: its encoded result or error message.
+#[derive(Debug)]
+pub struct Done {
+    pub key: Key,
+    /// The encoded value, or the task's error message (`task panicked: …` if it panicked).
+    pub result: Result<Encoded, String>,
+    /// Time the thread spent on the job: running the function and encoding its result.
+    pub duration: Duration,
+}
+
+/// Why an executor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("an executor needs at least one thread, got 0")]
+    NoThreads,
+    #[error("cannot start executor thread {name}: {source}")]
+    Spawn { name: String, source: io::Error },
+}
+
+/// A pool of threads running [`Job`]s, most urgent first.
+pub struct Executor {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// What the submitting side and the threads share.
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Signalled when a job arrives for a sleeping thread, and on shutdown.
+    work: Condvar,
+    /// Jobs taken from the queue whose [`Done`] is not built yet.
+    executing: AtomicUsize,
+    on_done: Box<dyn Fn(Done) + Send + Sync>,
+}
+
+struct Queue {
+    jobs: BinaryHeap<Queued>,
+    /// Submission counter: keeps equal priorities first in, first out.
+    next_seq: u64,
+    /// Threads waiting on [`Shared::work`] that no notify has been sent for yet.
+    sleeping: usize,
+    /// Notifies sent and not yet taken up by a waking thread. A thread that wakes takes one of
+    /// these if there are any, else (a spurious wakeup) takes itself off `sleeping`, so the two
+    /// always add up to the number of threads in the wait.
+    wakeups: usize,
+    stopping: bool,
+}
+
+struct Queued {
+    priority: u64,
+    seq: u64,
+    job: Job,
+}
+
+impl Ord for Queued {
+    /// [`BinaryHeap`] pops the greatest: make that the lowest priority number, then the oldest.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .priority
+            .cmp(&self.priority)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Queued {}
+
+impl Queue {
+    fn push(&mut self, job: Job) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let priority = job.priority;
+        self.jobs.push(Queued { priority, seq, job });
+    }
+
+    /// Claims up to `n` sleeping threads to be woken; returns how many notifies to send.
+    fn claim_sleepers(&mut self, n: usize) -> usize {
+        let claimed = n.min(self.sleeping);
+        self.sleeping -= claimed;
+        self.wakeups += claimed;
+        claimed
+    }
+}
+
+impl Shared {
+    /// The queue is never left half-updated (no user code runs under the lock), so a poisoned
+    /// lock is still usable.
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn notify(&self, threads: usize) {
+        for _ in 0..threads {
+            self.work.notify_one();
+        }
+    }
+
+    /// Sets the stop flag, drops pending jobs and wakes every thread so it can exit.
+    fn stop(&self) {
+        let pending = {
+            let mut queue = self.lock();
+            queue.stopping = true;
+            std::mem::take(&mut queue.jobs)
+        };
+        // Dropped outside the lock: arguments can be large.
+        drop(pending);
+        self.work.notify_all();
+    }
+
+    /// The next job, or `None` once the executor is stopping.
+    fn next_job(&self) -> Option<Job> {
+        let mut queue = self.lock();
+        loop {
+            if queue.stopping {
+                return None;
+            }
+            if let Some(Queued { job, .. }) = queue.jobs.pop() {
+                // Counted under the lock, so a job is always in `queued` or `executing`.
+                self.executing.fetch_add(1, atomic::Ordering::Relaxed);
+                return Some(job);
+            }
+            queue.sleeping += 1;
+            queue = self
+                .work
+                .wait(queue)
+                .unwrap_or_else(PoisonError::into_inner);
+            if queue.wakeups > 0 {
+                queue.wakeups -= 1;
+            } else {
+                queue.sleeping -= 1;
+            }
+        }
+    }
+
+    fn run_thread(&self) {
+        while let Some(job) = self.next_job() {
+            let done = run(job);
+            // Before the callback, so whoever receives the `Done` sees the job as finished.
+            self.executing.fetch_sub(1, atomic::Ordering::Relaxed);
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| (self.on_done)(done))) {
+                tracing::error!(
+                    panic = panic_message(payload.as_ref()),
+                    "executor's on_done callback panicked; the thread carries on"
+                );
+            }
+        }
+    }
+}
+
+/// Runs one job and encodes its result, turning a panic into an error.
+fn run(job: Job) -> Done {
+    let Job {
+        key, func, args, ..
+    } = job;
+    let start = Instant::now();
+    let result = panic::catch_unwind(AssertUnwindSafe(|| func(&args).map(|v| v.encode())))
+        .unwrap_or_else(|payload| {
+            Err(format!(
+                "task panicked: {}",
+                panic_message(payload.as_ref())
+            ))
+        });
+    let duration = start.elapsed();
+    Done {
+        key,
+        result,
+        duration,
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(panic payload is not a string)"
+    }
+}
+
+impl Executor {
+    /// Starts `nthreads` threads named `rask-exec-0`, `rask-exec-1`, …. `on_done` is called on the
+    /// executing thread after each job (the worker passes a closure that sends into a channel);
+    /// a panic in it is logged and the thread carries on.
+    pub fn new(
+        nthreads: usize,
+        on_done: impl Fn(Done) + Send + Sync + 'static,
+    ) -> Result<Executor, ExecutorError> {
+        if nthreads == 0 {
+            return Err(ExecutorError::NoThreads);
+        }
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: BinaryHeap::new(),
+                next_seq: 0,
+                sleeping: 0,
+                wakeups: 0,
+                stopping: false,
+            }),
+            work: Condvar::new(),
+            executing: AtomicUsize::new(0),
+            on_done: Box::new(on_done),
+        });
+        // Built as it goes, so that if a spawn fails, dropping it stops the threads already started.
+        let mut executor = Executor {
+            shared,
+            threads: Vec::with_capacity(nthreads),
+        };
+        for i in 0..nthreads {
+            let name = format!("rask-exec-{i}");
+            let shared = Arc::clone(&executor.shared);
+            let handle = thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || shared.run_thread())
+                .map_err(|source| ExecutorError::Spawn { name, source })?;
+            executor.threads.push(handle);
+        }
+        Ok(executor)
+    }
+
+    /// Queues a job.
+    pub fn submit(&self, job: Job) {
+        let wake = {
+            let mut queue = self.shared.lock();
+            queue.push(job);
+            queue.claim_sleepers(1)
+        };
+        self.shared.notify(wake);
+    }
+
+    /// Queues many jobs under one lock acquisition.
+    pub fn submit_many(&self, jobs: impl IntoIterator<Item = Job>) {
+        // Built before locking: the caller's iterator may do real work (or panic), and threads
+        // finishing jobs should not wait for it.
+        let jobs: Vec<Job> = jobs.into_iter().collect();
+        let wake = {
+            let mut queue = self.shared.lock();
+            let added = jobs.len();
+            queue.jobs.reserve(added);
+            for job in jobs {
+                queue.push(job);
+            }
+            queue.claim_sleepers(added)
+        };
+        self.shared.notify(wake);
+    }
+
+    /// Jobs running right now.
+    pub fn executing(&self) -> usize {
+        self.shared.executing.load(atomic::Ordering::Relaxed)
+    }
+
+    /// Jobs waiting for a thread.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().jobs.len()
+    }
+
+    /// Drops the pending jobs and waits for the running ones to finish (their [`Done`] is
+    /// delivered) and for every thread to exit.
+    pub fn shutdown(mut self) {
+        self.shared.stop();
+        let me = thread::current().id();
+        for handle in self.threads.drain(..) {
+            // Called from `on_done` on one of our own threads: that one exits after returning.
+            if handle.thread().id() == me {
+                continue;
+            }
+            let name = handle.thread().name().unwrap_or("rask-exec").to_owned();
+            if handle.join().is_err() {
+                // Threads catch every panic of tasks and callbacks; this would be a bug here.
+                tracing::error!(thread = name, "executor thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Executor {
+    /// Drops the pending jobs and tells the threads to exit, without waiting: a running task may
+    /// take arbitrarily long. Each thread exits after its current job, whose [`Done`] is still
+    /// delivered. Use [`Executor::shutdown`] to wait for them.
+    fn drop(&mut self) {
+        self.shared.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::registry;
+
+    const TIMEOUT: Duration = Duration::from_secs(60);
+
+    fn executor(nthreads: usize) -> (Executor, mpsc::Receiver<Done>) {
+        let (tx, rx) = mpsc::channel();
+        let ex = Executor::new(nthreads, move |done| {
+            let _ = tx.send(done);
+        })
+        .unwrap();
+        (ex, rx)
+    }
+
+    fn job(key: &str, func: &str, args: Vec<Value>, priority: u64) -> Job {
+        Job {
+            key: Key::from(key),
+            func: registry::lookup(func).unwrap(),
+            args,
+            priority,
+        }
+    }
+
+    fn collect(rx: &mpsc::Receiver<Done>, n: usize) -> Vec<Done> {
+        (0..n)
+            .map(|i| {
+                rx.recv_timeout(TIMEOUT)
+                    .unwrap_or_else(|e| panic!("job {i}: {e}"))
+            })
+            .collect()
+    }
+
+    fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Gates that `gated` jobs block on until a test opens them; each test uses its own number.
+    static OPEN_GATES: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+    static GATE_OPENED: Condvar = Condvar::new();
+
+    fn gated(args: &[Value]) -> Result<Value, String> {
+        let gate = args[0].as_int().unwrap();
+        let mut open = OPEN_GATES.lock().unwrap();
+        while !open.contains(&gate) {
+            open = GATE_OPENED.wait(open).unwrap();
+        }
+        Ok(Value::Int(gate))
+    }
+
+    fn open_gate(gate: i64) {
+        OPEN_GATES.lock().unwrap().push(gate);
+        GATE_OPENED.notify_all();
+    }
+
+    fn gate_job(key: &str, gate: i64, priority: u64) -> Job {
+        Job {
+            key: Key::from(key),
+            func: gated,
+            args: vec![Value::Int(gate)],
+            priority,
+        }
+    }
+
+    fn panics_with_str(_: &[Value]) -> Result<Value, String> {
+        panic!("kaboom")
+    }
+
+    fn panics_with_string(args: &[Value]) -> Result<Value, String> {
+        panic!("bad input {}", args.len())
+    }
+
+    fn value(done: &Done) -> Value {
+        done.result.as_ref().unwrap().decode().unwrap()
+    }
+
+    #[test]
+    fn jobs_run_and_report_encoded_results() {
+        let (ex, rx) = executor(2);
+        ex.submit(job("inc-1", "inc", vec![Value::Int(1)], 0));
+        ex.submit(job("add-1", "add", vec![Value::Int(2), Value::Int(3)], 0));
+        let mut done = collect(&rx, 2);
+        done.sort_by(|a, b| a.key.cmp(&b.key));
+        assert_eq!(done[0].key, Key::from("add-1"));
+        assert_eq!(value(&done[0]), Value::Int(5));
+        assert_eq!(done[1].key, Key::from("inc-1"));
+        assert_eq!(value(&done[1]), Value::Int(2));
+        ex.shutdown();
+    }
+
+    #[test]
+    fn lowest_priority_number_runs_first_and_equals_in_order() {
+        let (ex, rx) = executor(1);
+        ex.submit(gate_job("gate", 1, 0));
+        wait_until("the gate job runs", || ex.executing() == 1);
+        let batch = [
+            ("e1", 5),
+            ("a1", 1),
+            ("e2", 5),
+            ("c1", 3),
+            ("a2", 1),
+            ("e3", 5),
+        ];
+        ex.submit_many(
+            batch
+                .iter()
+                .map(|&(k, p)| job(k, "inc", vec![Value::Int(0)], p)),
+        );
+        ex.submit(job("a3", "inc", vec![Value::Int(0)], 1));
+        assert_eq!(ex.queued(), 7);
+        open_gate(1);
+        let order: Vec<String> = collect(&rx, 8).iter().map(|d| d.key.to_string()).collect();
+        assert_eq!(order, ["gate", "a1", "a2", "a3", "c1", "e1", "e2", "e3"]);
+    }
+
+    #[test]
+    fn errors_and_panics_are_reported_and_the_thread_survives() {
+        let (ex, rx) = executor(1);
+        ex.submit(job("fail-1", "fail", vec![Value::from("boom")], 0));
+        ex.submit(Job {
+            key: Key::from("p-1"),
+            func: panics_with_str,
+            args: vec![],
+            priority: 1,
+        });
+        ex.submit(Job {
+            key: Key::from("p-2"),
+            func: panics_with_string,
+            args: vec![Value::None],
+            priority: 2,
+        });
+        ex.submit(job("inc-1", "inc", vec![Value::Int(41)], 3));
+        let done = collect(&rx, 4);
+        assert_eq!(done[0].result, Err("boom".to_owned()));
+        assert_eq!(done[1].result, Err("task panicked: kaboom".to_owned()));
+        assert_eq!(done[2].result, Err("task panicked: bad input 1".to_owned()));
+        assert_eq!(value(&done[3]), Value::Int(42));
+    }
+
+    #[test]
+    fn executing_and_queued_counts() {
+        let (ex, rx) = executor(2);
+        assert_eq!((ex.executing(), ex.queued()), (0, 0));
+        let mut jobs = vec![gate_job("g-1", 2, 0), gate_job("g-2", 2, 0)];
+        jobs.extend((0..3).map(|i| job(&format!("inc-{i}"), "inc", vec![Value::Int(i)], 1)));
+        ex.submit_many(jobs);
+        wait_until("both gate jobs run", || ex.executing() == 2);
+        assert_eq!(ex.queued(), 3);
+        open_gate(2);
+        collect(&rx, 5);
+        assert_eq!((ex.executing(), ex.queued()), (0, 0));
+    }
+
+    #[test]
+    fn drop_returns_at_once_and_drops_pending_jobs() {
+        let (ex, rx) = executor(1);
+        ex.submit(gate_job("gate", 3, 0));
+        wait_until("the gate job runs", || ex.executing() == 1);
+        ex.submit_many((0..10).map(|i| job(&format!("inc-{i}"), "inc", vec![Value::Int(i)], 0)));
+        drop(ex);
+        open_gate(3);
+        // The running job still reports; then the thread exits, dropping the sender.
+        let mut keys = Vec::new();
+        loop {
+            match rx.recv_timeout(TIMEOUT) {
+                Ok(done) => keys.push(done.key.to_string()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("executor thread did not exit"),
+            }
+        }
+        assert_eq!(keys, ["gate"]);
+    }
+
+    #[test]
+    fn shutdown_waits_for_running_jobs() {
+        let (idle, _rx) = executor(3);
+        idle.shutdown();
+
+        let (ex, rx) = executor(2);
+        ex.submit(gate_job("gate", 4, 0));
+        wait_until("the gate job runs", || ex.executing() == 1);
+        let opener = thread::spawn(|| {
+            thread::sleep(Duration::from_millis(20));
+            open_gate(4);
+        });
+        ex.shutdown();
+        assert_eq!(rx.try_recv().unwrap().key, Key::from("gate"));
+        opener.join().unwrap();
+    }
+
+    #[test]
+    fn zero_threads_is_an_error() {
+        let err = Executor::new(0, |_| {}).err().unwrap();
+        assert!(matches!(err, ExecutorError::NoThreads));
+    }
+
+    #[test]
+    fn threads_are_named() {
+        let (tx, rx) = mpsc::channel();
+        let ex = Executor::new(2, move |_| {
+            let _ = tx.send(thread::current().name().map(str::to_owned));
+        })
+        .unwrap();
+        ex.submit(job("inc-1", "inc", vec![Value::Int(1)], 0));
+        let name = rx.recv_timeout(TIMEOUT).unwrap().unwrap();
+        assert!(name == "rask-exec-0" || name == "rask-exec-1", "{name}");
+    }
+
+    #[test]
+    fn hundred_thousand_tiny_jobs_complete() {
+        const N: i64 = 100_000;
+        let (ex, rx) = executor(2);
+        for chunk in 0..N / 1000 {
+            ex.submit_many((chunk * 1000..(chunk + 1) * 1000).map(|i| Job {
+                key: Key::from(format!("inc-{i}")),
+                func: registry::lookup("inc").unwrap(),
+                args: vec![Value::Int(i)],
+                priority: i as u64,
+            }));
+        }
+        let total: i64 = collect(&rx, N as usize)
+            .iter()
+            .map(|d| value(d).as_int().unwrap())
+            .sum();
+        assert_eq!(total, N * (N + 1) / 2);
+        ex.shutdown();
+    }
+}

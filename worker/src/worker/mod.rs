@@ -1,5 +1,788 @@
-//! The worker: executes tasks on a thread pool, stores results with spill to disk, serves them to
-//! peers, and retires gracefully.
+//! The worker: executes tasks on a thread pool, keeps results in a store that spills to disk,
+//! fetches inputs from peers, serves its results to peers and clients, and retires gracefully
+//! (the scheduler has peers copy its results, then closes it).
 
 pub mod executor;
 pub mod store;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rustc_hash::{FxHashMap, FxHashSet};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::graph::{Arg, Key, TaskSpec};
+use crate::net;
+use crate::protocol::{
+    ComputeTask, DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, FromScheduler,
+    ToScheduler, WorkerInfo, WorkerLoad, read_frame, write_frame,
+};
+use crate::registry;
+use crate::value::{Encoded, Value};
+use executor::{Done, Executor, Job};
+use store::{Store, StoreError};
+
+/// Results up to this size travel to the scheduler (and on to a waiting client) with the
+/// completion message; larger ones are fetched from the worker.
+const INLINE_RESULT_MAX: usize = 1 << 20;
+
+/// How to start a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// `tcp://host:port` of the scheduler.
+    pub scheduler: String,
+    /// Unique name (the pod or VM name on clusters).
+    pub name: String,
+    pub nthreads: usize,
+    /// Bytes of results to keep in memory before spilling to disk (0: no limit).
+    pub memory_limit: u64,
+    /// Where spill files go.
+    pub local_directory: PathBuf,
+    /// Interface to serve data on (default: all interfaces).
+    pub listen_host: Option<String>,
+    /// Port to serve data on (0: any free port).
+    pub port: u16,
+    /// Address peers should use (default: the IP this machine uses to reach the scheduler).
+    pub advertise_host: Option<String>,
+    pub heartbeat: Duration,
+    /// How long to keep trying to reach the scheduler at start.
+    pub connect_timeout: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(scheduler: impl Into<String>, name: impl Into<String>) -> Self {
+        WorkerConfig {
+            scheduler: scheduler.into(),
+            name: name.into(),
+            nthreads: 1,
+            memory_limit: 0,
+            local_directory: std::env::temp_dir(),
+            listen_host: None,
+            port: 0,
+            advertise_host: None,
+            heartbeat: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a worker could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot reach the scheduler at {address}: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for peers on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("the scheduler refused worker {name:?}: {reason}")]
+    Refused { name: String, reason: String },
+    #[error("lost the connection to the scheduler: {0}")]
+    SchedulerLost(String),
+    #[error("cannot create the spill directory: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot start the task threads: {0}")]
+    Executor(#[from] executor::ExecutorError),
+}
+
+/// A running worker.
+pub struct Worker {
+    name: String,
+    address: String,
+    stop: Option<oneshot::Sender<()>>,
+    core: JoinHandle<Result<(), WorkerError>>,
+}
+
+impl Worker {
+    /// Connects to the scheduler, registers, and starts working.
+    pub async fn start(config: WorkerConfig) -> Result<Worker, WorkerError> {
+        let stream = net::connect(&config.scheduler, config.connect_timeout)
+            .await
+            .map_err(|source| WorkerError::Connect {
+                address: config.scheduler.clone(),
+                source,
+            })?;
+        let reach_ip = stream
+            .local_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|_| "127.0.0.1".into());
+        let bind_host = config
+            .listen_host
+            .clone()
+            .unwrap_or_else(|| "0.0.0.0".into());
+        let bind = format!("{bind_host}:{}", config.port);
+        let listener = TcpListener::bind(&bind)
+            .await
+            .map_err(|source| WorkerError::Listen {
+                address: bind.clone(),
+                source,
+            })?;
+        let port =
+            listener
+                .local_addr()
+                .map(|a| a.port())
+                .map_err(|source| WorkerError::Listen {
+                    address: bind.clone(),
+                    source,
+                })?;
+        let host = match (&config.advertise_host, &config.listen_host) {
+            (Some(h), _) => h.clone(),
+            (None, Some(h)) if h != "0.0.0.0" && h != "::" => h.clone(),
+            _ => reach_ip,
+        };
+        let address = format!("tcp://{host}:{port}");
+
+        let store = Arc::new(Mutex::new(Store::new(
+            config.memory_limit,
+            &config.local_directory,
+        )?));
+        let (sched, mut from_sched) = net::split::<ToScheduler>(stream, config.scheduler.clone());
+        let info = WorkerInfo {
+            name: config.name.clone(),
+            address: address.clone(),
+            nthreads: config.nthreads as u32,
+            memory_limit: config.memory_limit,
+            pid: std::process::id(),
+        };
+        sched.send(ToScheduler::RegisterWorker(info));
+        let first = from_sched
+            .recv::<FromScheduler>()
+            .await
+            .map_err(|e| WorkerError::SchedulerLost(e.to_string()))?;
+        let mut pending = match first {
+            Some(mut batch) if !batch.is_empty() => match batch.remove(0).msg {
+                FromScheduler::Welcome { .. } => batch,
+                FromScheduler::Refused { reason } => {
+                    return Err(WorkerError::Refused {
+                        name: config.name,
+                        reason,
+                    });
+                }
+                other => {
+                    return Err(WorkerError::SchedulerLost(format!(
+                        "unexpected first message {other:?}"
+                    )));
+                }
+            },
+            _ => {
+                return Err(WorkerError::SchedulerLost(
+                    "closed during registration".into(),
+                ));
+            }
+        };
+        tracing::info!(name = %config.name, %address, scheduler = %config.scheduler, "worker registered");
+
+        tokio::spawn(serve_data(listener, store.clone()));
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let done_tx = events_tx.clone();
+        let executor = Executor::new(config.nthreads.max(1), move |d| {
+            let _ = done_tx.send(Event::Done(d));
+        })?;
+        // Scheduler messages feed the same event queue.
+        let sched_tx = events_tx.clone();
+        tokio::spawn(async move {
+            if !pending.is_empty() {
+                let _ = sched_tx.send(Event::Scheduler(std::mem::take(&mut pending)));
+            }
+            let reason = loop {
+                match from_sched.recv::<FromScheduler>().await {
+                    Ok(Some(batch)) => {
+                        if sched_tx.send(Event::Scheduler(batch)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break "the scheduler closed the connection".to_owned(),
+                    Err(e) => break format!("malformed message from the scheduler: {e}"),
+                }
+            };
+            let _ = sched_tx.send(Event::SchedulerLost(reason));
+        });
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let core = Core {
+            name: config.name.clone(),
+            store,
+            executor,
+            sched,
+            events: events_tx,
+            tasks: FxHashMap::default(),
+            waiters: FxHashMap::default(),
+            in_flight: FxHashSet::default(),
+            pool: Arc::new(PeerPool::default()),
+        };
+        let heartbeat = config.heartbeat;
+        let handle = tokio::spawn(core.run(events_rx, stop_rx, heartbeat));
+        Ok(Worker {
+            name: config.name,
+            address,
+            stop: Some(stop_tx),
+            core: handle,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `tcp://host:port` where this worker serves data.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Runs until the scheduler closes this worker (`Ok`) or the connection is lost (`Err`).
+    pub async fn wait(mut self) -> Result<(), WorkerError> {
+        match (&mut self.core).await {
+            Ok(r) => r,
+            Err(e) => Err(WorkerError::SchedulerLost(format!(
+                "worker task failed: {e}"
+            ))),
+        }
+    }
+
+    /// Leaves on its own: tells the scheduler (which reschedules its work), then stops.
+    pub async fn close(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.core).await;
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+enum Event {
+    Scheduler(Vec<Envelope<FromScheduler>>),
+    SchedulerLost(String),
+    Done(Done),
+    Fetched(FetchOutcome),
+}
+
+/// A task assigned to this worker and not finished yet.
+struct Pending {
+    spec: TaskSpec,
+    priority: u64,
+    missing: usize,
+    send_result: bool,
+}
+
+struct Core {
+    name: String,
+    store: Arc<Mutex<Store>>,
+    executor: Executor,
+    sched: net::Sender<ToScheduler>,
+    events: mpsc::UnboundedSender<Event>,
+    tasks: FxHashMap<Key, Pending>,
+    /// Inputs being fetched, and the tasks waiting for each.
+    waiters: FxHashMap<Key, Vec<Key>>,
+    in_flight: FxHashSet<Key>,
+    pool: Arc<PeerPool>,
+}
+
+fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
+    // A panic while holding the lock cannot leave the store half-updated in a way that matters
+    // more than stopping the worker would; keep serving.
+    store.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Core {
+    async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<Event>,
+        mut stop: oneshot::Receiver<()>,
+        heartbeat: Duration,
+    ) -> Result<(), WorkerError> {
+        let mut beat = tokio::time::interval(heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            tokio::select! {
+                Some(ev) = events.recv() => match ev {
+                    Event::Scheduler(batch) => {
+                        if let Some(reason) = self.on_scheduler(batch) {
+                            tracing::info!(worker = %self.name, %reason, "closing on the scheduler's request");
+                            break Ok(());
+                        }
+                    }
+                    Event::SchedulerLost(reason) => break Err(WorkerError::SchedulerLost(reason)),
+                    Event::Done(d) => self.on_done(d),
+                    Event::Fetched(f) => self.on_fetched(f),
+                },
+                _ = beat.tick() => {
+                    let load = {
+                        let s = lock(&self.store);
+                        WorkerLoad { memory_bytes: s.memory_bytes(), spilled_bytes: s.spilled_bytes(), executing: self.executor.executing() as u32 }
+                    };
+                    self.sched.send(ToScheduler::Heartbeat(load));
+                }
+                _ = &mut stop => {
+                    self.sched.send(ToScheduler::WorkerClosing { reason: "worker stopped".into() });
+                    break Ok(());
+                }
+            }
+        };
+        // Give the writer a moment to flush the last messages.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        self.executor.shutdown();
+        result
+    }
+
+    /// Handles a batch from the scheduler; returns the reason when told to close.
+    fn on_scheduler(&mut self, batch: Vec<Envelope<FromScheduler>>) -> Option<String> {
+        let mut fetches: Vec<(Key, Vec<String>)> = Vec::new();
+        let mut ready: Vec<Key> = Vec::new();
+        for env in batch {
+            match env.msg {
+                FromScheduler::Compute(ct) => self.on_compute(ct, &mut fetches, &mut ready),
+                FromScheduler::FreeKeys { keys } => {
+                    let mut store = lock(&self.store);
+                    for k in keys {
+                        store.remove(&k);
+                        self.tasks.remove(&k);
+                    }
+                }
+                FromScheduler::AcquireReplicas { keys } => {
+                    for (k, holders) in keys {
+                        if lock(&self.store).contains(&k) {
+                            let nbytes = lock(&self.store).nbytes(&k).unwrap_or(0);
+                            self.sched.send(ToScheduler::AddKeys {
+                                keys: vec![(k, nbytes)],
+                            });
+                        } else if self.in_flight.insert(k.clone()) {
+                            fetches.push((k, holders));
+                        }
+                    }
+                }
+                FromScheduler::Close { reason } => return Some(reason),
+                other => {
+                    tracing::warn!(message = ?other, "ignoring an unexpected message from the scheduler")
+                }
+            }
+        }
+        self.submit(ready);
+        if !fetches.is_empty() {
+            let pool = self.pool.clone();
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                let outcome = fetch(pool, fetches).await;
+                let _ = events.send(Event::Fetched(outcome));
+            });
+        }
+        None
+    }
+
+    fn on_compute(
+        &mut self,
+        ct: ComputeTask,
+        fetches: &mut Vec<(Key, Vec<String>)>,
+        ready: &mut Vec<Key>,
+    ) {
+        let key = ct.spec.key.clone();
+        if self.tasks.contains_key(&key) {
+            return;
+        }
+        let have = lock(&self.store).nbytes(&key);
+        if let Some(nbytes) = have {
+            // Already computed here (a recompute after a lost peer, or a duplicate).
+            self.report_finished(&key, nbytes, 0, ct.send_result);
+            return;
+        }
+        let mut missing = 0;
+        {
+            let store = lock(&self.store);
+            for (dep, holders) in ct.who_has {
+                if store.contains(&dep) {
+                    continue;
+                }
+                missing += 1;
+                self.waiters
+                    .entry(dep.clone())
+                    .or_default()
+                    .push(key.clone());
+                if self.in_flight.insert(dep.clone()) {
+                    fetches.push((dep, holders));
+                }
+            }
+        }
+        self.tasks.insert(
+            key.clone(),
+            Pending {
+                spec: ct.spec,
+                priority: ct.priority,
+                missing,
+                send_result: ct.send_result,
+            },
+        );
+        if missing == 0 {
+            ready.push(key);
+        }
+    }
+
+    /// Resolves inputs and hands ready tasks to the thread pool.
+    fn submit(&mut self, ready: Vec<Key>) {
+        if ready.is_empty() {
+            return;
+        }
+        let mut jobs = Vec::with_capacity(ready.len());
+        let mut failures = Vec::new();
+        {
+            let mut store = lock(&self.store);
+            for key in ready {
+                let Some(p) = self.tasks.get(&key) else {
+                    continue;
+                };
+                let Some(func) = registry::lookup(&p.spec.func) else {
+                    let known: Vec<&str> = registry::names().collect();
+                    failures.push((
+                        key,
+                        format!(
+                            "unknown function {:?}; this engine has: {}",
+                            p.spec.func,
+                            known.join(", ")
+                        ),
+                    ));
+                    continue;
+                };
+                let args: Result<Vec<Value>, String> =
+                    p.spec.args.iter().map(|a| resolve(a, &mut store)).collect();
+                match args {
+                    Ok(args) => jobs.push(Job {
+                        key,
+                        func,
+                        args,
+                        priority: p.priority,
+                    }),
+                    Err(e) => failures.push((key, e)),
+                }
+            }
+        }
+        self.executor.submit_many(jobs);
+        for (key, error) in failures {
+            self.tasks.remove(&key);
+            self.sched.send(ToScheduler::TaskErred {
+                key,
+                error,
+                duration_us: 0,
+            });
+        }
+    }
+
+    fn on_done(&mut self, d: Done) {
+        let Some(p) = self.tasks.remove(&d.key) else {
+            return; // freed while it ran
+        };
+        let duration_us = d.duration.as_micros() as u64;
+        match d.result {
+            Ok(encoded) => {
+                let nbytes = encoded.len() as u64;
+                let inline = (p.send_result && encoded.len() <= INLINE_RESULT_MAX)
+                    .then(|| encoded.0.clone());
+                if let Err(e) = lock(&self.store).put(d.key.clone(), encoded) {
+                    // The result is stored; only spilling other results failed.
+                    tracing::error!(key = %d.key, error = %e, "spilling to disk failed; results stay in memory");
+                }
+                let msg = ToScheduler::TaskFinished {
+                    key: d.key,
+                    nbytes,
+                    duration_us,
+                };
+                self.sched
+                    .send(Envelope::with_blobs(msg, inline.into_iter().collect()));
+            }
+            Err(error) => {
+                self.sched.send(ToScheduler::TaskErred {
+                    key: d.key,
+                    error,
+                    duration_us,
+                });
+            }
+        }
+    }
+
+    fn report_finished(&self, key: &Key, nbytes: u64, duration_us: u64, send_result: bool) {
+        let mut blobs = Vec::new();
+        if send_result && nbytes as usize <= INLINE_RESULT_MAX {
+            match lock(&self.store).get(key) {
+                Ok(Some(e)) => blobs.push(e.0),
+                Ok(None) => {}
+                Err(e) => tracing::error!(%key, error = %e, "cannot read a stored result"),
+            }
+        }
+        let msg = ToScheduler::TaskFinished {
+            key: key.clone(),
+            nbytes,
+            duration_us,
+        };
+        self.sched.send(Envelope::with_blobs(msg, blobs));
+    }
+
+    fn on_fetched(&mut self, outcome: FetchOutcome) {
+        let mut added = Vec::new();
+        let mut ready = Vec::new();
+        for (key, data) in outcome.found {
+            self.in_flight.remove(&key);
+            let nbytes = data.len() as u64;
+            if let Err(e) = lock(&self.store).put(key.clone(), Encoded(data)) {
+                tracing::error!(%key, error = %e, "spilling to disk failed; results stay in memory");
+            }
+            added.push((key.clone(), nbytes));
+            for t in self.waiters.remove(&key).unwrap_or_default() {
+                if let Some(p) = self.tasks.get_mut(&t) {
+                    p.missing = p.missing.saturating_sub(1);
+                    if p.missing == 0 {
+                        ready.push(t);
+                    }
+                }
+            }
+        }
+        if !added.is_empty() {
+            self.sched.send(ToScheduler::AddKeys { keys: added });
+        }
+        for (key, holders) in outcome.missing {
+            self.in_flight.remove(&key);
+            self.abandon(&key, holders);
+        }
+        ready.sort_by_key(|k| self.tasks.get(k).map(|p| p.priority));
+        self.submit(ready);
+    }
+
+    /// An input could not be fetched: drop the tasks that need it and tell the scheduler.
+    fn abandon(&mut self, key: &Key, holders: Vec<String>) {
+        tracing::warn!(%key, ?holders, "could not fetch an input from any holder");
+        for t in self.waiters.remove(key).unwrap_or_default() {
+            self.tasks.remove(&t);
+        }
+        self.sched.send(ToScheduler::MissingData {
+            key: key.clone(),
+            holders,
+        });
+    }
+}
+
+/// Builds a task's argument from literals and stored results.
+fn resolve(arg: &Arg, store: &mut Store) -> Result<Value, String> {
+    match arg {
+        Arg::Value(v) => Ok(v.clone()),
+        Arg::Key(k) => match store.get(k) {
+            Ok(Some(e)) => e
+                .decode()
+                .map_err(|err| format!("input {k} cannot be decoded: {err}")),
+            Ok(None) => Err(format!("input {k} is not on this worker")),
+            Err(err) => Err(format!("input {k} cannot be read: {err}")),
+        },
+        Arg::List(items) => items
+            .iter()
+            .map(|a| resolve(a, store))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::List),
+    }
+}
+
+// ----- peer data: serving and fetching ---------------------------------------------------------
+
+/// Serves `GetData` requests from peers and clients.
+async fn serve_data(listener: TcpListener, store: Arc<Mutex<Store>>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "data listener accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let store = store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_data_conn(stream, store).await {
+                tracing::warn!(%peer, error = %e, "closing data connection");
+            }
+        });
+    }
+}
+
+async fn serve_data_conn(
+    mut stream: TcpStream,
+    store: Arc<Mutex<Store>>,
+) -> Result<(), FrameError> {
+    let _ = stream.set_nodelay(true);
+    while let Some(batch) = read_frame::<DataRequest, _>(&mut stream, DEFAULT_MAX_FRAME).await? {
+        let mut replies = Vec::with_capacity(batch.len());
+        for env in batch {
+            let DataRequest::GetData { keys } = env.msg;
+            let (mut found, mut missing, mut blobs) = (Vec::new(), Vec::new(), Vec::new());
+            {
+                let mut s = lock(&store);
+                for k in keys {
+                    match s.get(&k) {
+                        Ok(Some(e)) => {
+                            found.push(k);
+                            blobs.push(e.0);
+                        }
+                        Ok(None) => missing.push(k),
+                        Err(e) => {
+                            tracing::error!(key = %k, error = %e, "cannot read a stored result for a peer");
+                            missing.push(k);
+                        }
+                    }
+                }
+            }
+            replies.push(Envelope::with_blobs(
+                DataReply::Data { found, missing },
+                blobs,
+            ));
+        }
+        write_frame(&mut stream, &replies, DEFAULT_MAX_FRAME).await?;
+    }
+    Ok(())
+}
+
+/// Idle connections to peers' data servers, reused between fetches.
+#[derive(Default)]
+pub(crate) struct PeerPool {
+    idle: Mutex<FxHashMap<String, Vec<TcpStream>>>,
+}
+
+impl PeerPool {
+    /// Asks `addr` for `keys`; returns the data found and the keys it lacked.
+    pub(crate) async fn get_data(
+        &self,
+        addr: &str,
+        keys: Vec<Key>,
+    ) -> Result<(Vec<(Key, Bytes)>, Vec<Key>), String> {
+        let reused = self
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(addr)
+            .and_then(Vec::pop);
+        let mut stream = match reused {
+            Some(s) => s,
+            None => {
+                let s = net::connect(addr, Duration::from_secs(2))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = s.set_nodelay(true);
+                s
+            }
+        };
+        let req = [Envelope::new(DataRequest::GetData { keys })];
+        write_frame(&mut stream, &req, DEFAULT_MAX_FRAME)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let reply = read_frame::<DataReply, _>(&mut stream, DEFAULT_MAX_FRAME)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let Some(mut batch) = reply else {
+            return Err(format!("{addr} closed the connection"));
+        };
+        let Some(Envelope {
+            msg: DataReply::Data { found, missing },
+            blobs,
+        }) = batch.pop()
+        else {
+            return Err(format!("{addr} sent an empty reply"));
+        };
+        if found.len() != blobs.len() {
+            return Err(format!(
+                "{addr} sent {} keys but {} blobs",
+                found.len(),
+                blobs.len()
+            ));
+        }
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(addr.to_owned())
+            .or_default()
+            .push(stream);
+        Ok((found.into_iter().zip(blobs).collect(), missing))
+    }
+}
+
+struct FetchOutcome {
+    found: Vec<(Key, Bytes)>,
+    /// Keys no holder could give, with the holders tried.
+    missing: Vec<(Key, Vec<String>)>,
+}
+
+/// Fetches keys from their holders, one request per holder per round, trying the next holder
+/// for keys the previous one could not give.
+async fn fetch(pool: Arc<PeerPool>, wanted: Vec<(Key, Vec<String>)>) -> FetchOutcome {
+    let mut out = FetchOutcome {
+        found: Vec::new(),
+        missing: Vec::new(),
+    };
+    // (key, holders, next holder index)
+    let mut todo: Vec<(Key, Vec<String>, usize)> =
+        wanted.into_iter().map(|(k, h)| (k, h, 0)).collect();
+    while !todo.is_empty() {
+        let mut by_holder: FxHashMap<String, Vec<(Key, Vec<String>, usize)>> = FxHashMap::default();
+        for (k, holders, i) in todo.drain(..) {
+            match holders.get(i) {
+                Some(h) => by_holder
+                    .entry(h.clone())
+                    .or_default()
+                    .push((k, holders, i)),
+                None => out.missing.push((k, holders)),
+            }
+        }
+        let requests = by_holder.into_iter().map(|(holder, items)| {
+            let pool = pool.clone();
+            async move {
+                let keys = items.iter().map(|(k, _, _)| k.clone()).collect();
+                let result = pool.get_data(&holder, keys).await;
+                (holder, items, result)
+            }
+        });
+        for (holder, items, result) in futures_join_all(requests).await {
+            match result {
+                Ok((found, missing)) => {
+                    let missing: FxHashSet<Key> = missing.into_iter().collect();
+                    out.found.extend(found);
+                    todo.extend(
+                        items
+                            .into_iter()
+                            .filter(|(k, _, _)| missing.contains(k))
+                            .map(|(k, h, i)| (k, h, i + 1)),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(%holder, error = %e, "fetch from peer failed");
+                    todo.extend(items.into_iter().map(|(k, h, i)| (k, h, i + 1)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs futures concurrently and collects their outputs (in completion order).
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for f in futs {
+        set.spawn(f);
+    }
+    let mut outs = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(v) = r {
+            outs.push(v);
+        }
+    }
+    outs
+}

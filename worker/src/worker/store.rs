@@ -1,1 +1,583 @@
-//! (in progress)
+//! The worker's result store: encoded results in memory, spilled to disk when memory runs short.
+//!
+//! The policy follows Dask's worker: keep the bytes held in memory at or below a *target* of 60% of
+//! the memory limit by writing the least recently used results to disk, one file per result. A
+//! result larger than the target goes straight to disk.
+//!
+//! Recency is a counter bumped on every `put` and `get`; in-memory entries are indexed by it in a
+//! `BTreeMap`, so finding the next victim is O(log n) however many results the worker holds.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use rustc_hash::FxHashMap;
+
+use crate::graph::Key;
+use crate::value::Encoded;
+
+/// Share of the memory limit that in-memory results may use before spilling starts (Dask's
+/// `distributed.worker.memory.target`).
+const TARGET_FRACTION_PERCENT: u128 = 60;
+
+/// What went wrong storing, spilling or reading back a result.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create spill directory under {path}: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("cannot spill key {key:?} to {path} (it stays in memory): {source}")]
+    Spill {
+        key: Key,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot read spilled key {key:?} from {path}: {source}")]
+    Read {
+        key: Key,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("spill file {path} of key {key:?} holds {actual} bytes, expected {expected}")]
+    Length {
+        key: Key,
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+}
+
+/// Where an entry's bytes are.
+#[derive(Debug)]
+enum Place {
+    /// In memory; `last_use` is its position in [`Store::lru`].
+    Memory { data: Encoded, last_use: u64 },
+    /// In the spill file numbered `file` (see [`Store::spill_path`]).
+    Disk { file: u64 },
+}
+
+#[derive(Debug)]
+struct Entry {
+    nbytes: u64,
+    place: Place,
+}
+
+/// Results of finished tasks, by key, within a memory budget.
+#[derive(Debug)]
+pub struct Store {
+    entries: FxHashMap<Key, Entry>,
+    /// In-memory entries by last use, oldest first: the spill order.
+    lru: BTreeMap<u64, Key>,
+    /// Next value of the use counter.
+    clock: u64,
+    /// In-memory bytes to stay at or below; `None` when there is no limit.
+    target: Option<u64>,
+    memory_bytes: u64,
+    spilled_bytes: u64,
+    /// This store's own directory; removed with everything in it when the store is dropped.
+    spill_dir: tempfile::TempDir,
+    /// Number of the next spill file. Files are named by number, never by key, since keys may
+    /// contain `/`, `..` or anything else.
+    next_file: u64,
+}
+
+impl Store {
+    /// A store that keeps at most 60% of `memory_limit` bytes in memory (0 means no limit: never
+    /// spill). Spill files go in a new directory of its own under `spill_dir`, which is created if
+    /// missing, so stores sharing a `spill_dir` never collide.
+    pub fn new(memory_limit: u64, spill_dir: &Path) -> Result<Store, StoreError> {
+        let create_err = |source| StoreError::CreateDir {
+            path: spill_dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(spill_dir).map_err(create_err)?;
+        let own_dir = tempfile::Builder::new()
+            .prefix("rask-spill-")
+            .tempdir_in(spill_dir)
+            .map_err(create_err)?;
+        let target = (memory_limit > 0)
+            .then(|| (u128::from(memory_limit) * TARGET_FRACTION_PERCENT / 100) as u64);
+        Ok(Store {
+            entries: FxHashMap::default(),
+            lru: BTreeMap::new(),
+            clock: 0,
+            target,
+            memory_bytes: 0,
+            spilled_bytes: 0,
+            spill_dir: own_dir,
+            next_file: 0,
+        })
+    }
+
+    /// Stores `data` under `key`, replacing any previous entry, then spills least recently used
+    /// entries until memory is back at or below the target. Data larger than the target itself
+    /// goes straight to disk.
+    ///
+    /// The data is stored even when this returns an error: a failed spill keeps the entry it was
+    /// writing in memory (over the target) and reports which key and file failed.
+    pub fn put(&mut self, key: Key, data: Encoded) -> Result<(), StoreError> {
+        self.remove(&key);
+        let nbytes = data.len() as u64;
+        if self.target.is_some_and(|target| nbytes > target) {
+            let file = self.take_file_number();
+            match write_spill_file(&key, &self.spill_path(file), &data) {
+                Ok(()) => {
+                    self.spilled_bytes += nbytes;
+                    let place = Place::Disk { file };
+                    self.entries.insert(key, Entry { nbytes, place });
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.insert_in_memory(key, data);
+                    return Err(e);
+                }
+            }
+        }
+        self.insert_in_memory(key, data);
+        self.spill_to_target()
+    }
+
+    /// The data stored under `key`, read back from its spill file if it was spilled, and marks
+    /// it as just used.
+    ///
+    /// A spilled entry is moved back into memory (and its file deleted) only if it fits under
+    /// the target without spilling anything else. Spilling others would turn every read under
+    /// memory pressure into a write too, and most spilled results are read once, to feed one
+    /// dependent or one peer; but when memory has been freed since, the next read is served from
+    /// memory and the disk space is given back.
+    ///
+    /// An unreadable, missing or wrongly sized spill file is an error naming the key and file;
+    /// the entry stays in the store, spilled, so the caller can `remove` it.
+    pub fn get(&mut self, key: &Key) -> Result<Option<Encoded>, StoreError> {
+        let clock = self.tick();
+        let Some(entry) = self.entries.get_mut(key) else {
+            return Ok(None);
+        };
+        let (nbytes, file) = match &mut entry.place {
+            Place::Memory { data, last_use } => {
+                let data = data.clone();
+                self.lru.remove(last_use);
+                *last_use = clock;
+                self.lru.insert(clock, key.clone());
+                return Ok(Some(data));
+            }
+            Place::Disk { file } => (entry.nbytes, *file),
+        };
+        let path = self.spill_path(file);
+        let bytes = std::fs::read(&path).map_err(|source| StoreError::Read {
+            key: key.clone(),
+            path: path.clone(),
+            source,
+        })?;
+        if bytes.len() as u64 != nbytes {
+            return Err(StoreError::Length {
+                key: key.clone(),
+                path,
+                expected: nbytes,
+                actual: bytes.len() as u64,
+            });
+        }
+        let data = Encoded(Bytes::from(bytes));
+        let fits = self
+            .target
+            .is_none_or(|target| self.memory_bytes + nbytes <= target);
+        if fits && let Some(entry) = self.entries.get_mut(key) {
+            entry.place = Place::Memory {
+                data: data.clone(),
+                last_use: clock,
+            };
+            self.lru.insert(clock, key.clone());
+            self.spilled_bytes -= nbytes;
+            self.memory_bytes += nbytes;
+            delete_spill_file(key, &path);
+        }
+        Ok(Some(data))
+    }
+
+    /// Whether `key` is stored, in memory or on disk.
+    pub fn contains(&self, key: &Key) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// Forgets `key`, freeing its memory or deleting its spill file; returns its size in bytes,
+    /// or `None` if it was not stored.
+    pub fn remove(&mut self, key: &Key) -> Option<u64> {
+        let entry = self.entries.remove(key)?;
+        match entry.place {
+            Place::Memory { last_use, .. } => {
+                self.lru.remove(&last_use);
+                self.memory_bytes -= entry.nbytes;
+            }
+            Place::Disk { file } => {
+                self.spilled_bytes -= entry.nbytes;
+                delete_spill_file(key, &self.spill_path(file));
+            }
+        }
+        Some(entry.nbytes)
+    }
+
+    /// Size in bytes of the data stored under `key`.
+    pub fn nbytes(&self, key: &Key) -> Option<u64> {
+        self.entries.get(key).map(|e| e.nbytes)
+    }
+
+    /// Bytes of results held in memory.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
+    }
+
+    /// Bytes of results spilled to disk.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.spilled_bytes
+    }
+
+    /// Number of results stored, in memory or on disk.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no results are stored.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Keys of all stored results, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.entries.keys()
+    }
+
+    fn tick(&mut self) -> u64 {
+        let now = self.clock;
+        self.clock += 1;
+        now
+    }
+
+    fn take_file_number(&mut self) -> u64 {
+        let n = self.next_file;
+        self.next_file += 1;
+        n
+    }
+
+    fn spill_path(&self, file: u64) -> PathBuf {
+        self.spill_dir.path().join(format!("{file:016x}"))
+    }
+
+    fn insert_in_memory(&mut self, key: Key, data: Encoded) {
+        let nbytes = data.len() as u64;
+        let last_use = self.tick();
+        self.lru.insert(last_use, key.clone());
+        self.memory_bytes += nbytes;
+        let place = Place::Memory { data, last_use };
+        self.entries.insert(key, Entry { nbytes, place });
+    }
+
+    /// Spills least recently used entries until memory is at or below the target. Stops at the
+    /// first failure, leaving that entry in memory.
+    fn spill_to_target(&mut self) -> Result<(), StoreError> {
+        let Some(target) = self.target else {
+            return Ok(());
+        };
+        while self.memory_bytes > target {
+            let Some((last_use, key)) = self.lru.pop_first() else {
+                break;
+            };
+            let file = self.take_file_number();
+            let path = self.spill_path(file);
+            // Every key in `lru` names an in-memory entry.
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            let Place::Memory { data, .. } = &entry.place else {
+                continue;
+            };
+            if let Err(e) = write_spill_file(&key, &path, data) {
+                self.lru.insert(last_use, key);
+                return Err(e);
+            }
+            entry.place = Place::Disk { file };
+            self.memory_bytes -= entry.nbytes;
+            self.spilled_bytes += entry.nbytes;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a whole spill file; on failure removes whatever part of it was written.
+fn write_spill_file(key: &Key, path: &Path, data: &Encoded) -> Result<(), StoreError> {
+    std::fs::write(path, &data.0).map_err(|source| {
+        // A partial file would only waste disk until the store is dropped; the write error is the
+        // one worth reporting.
+        let _ = std::fs::remove_file(path);
+        StoreError::Spill {
+            key: key.clone(),
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+/// Deletes a spill file that is no longer needed. A failure only leaves a stray file in the
+/// store's own directory, which goes when the store is dropped, so it is logged, not returned.
+fn delete_spill_file(key: &Key, path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(%key, path = %path.display(), error = %e, "cannot delete spill file");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, fill: u8) -> Encoded {
+        Encoded(Bytes::from(vec![fill; len]))
+    }
+
+    fn key(i: usize) -> Key {
+        Key::from(format!("x-{i}"))
+    }
+
+    fn spill_files(store: &Store) -> usize {
+        std::fs::read_dir(store.spill_dir.path()).unwrap().count()
+    }
+
+    const KIB: usize = 1024;
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn put_get_remove_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new(0, dir.path()).unwrap();
+        assert!(store.is_empty());
+        let k = Key::from("inc-1");
+        store.put(k.clone(), data(10, 7)).unwrap();
+        assert!(store.contains(&k));
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.nbytes(&k), Some(10));
+        assert_eq!(store.memory_bytes(), 10);
+        assert_eq!(store.get(&k).unwrap(), Some(data(10, 7)));
+        assert_eq!(store.keys().collect::<Vec<_>>(), vec![&k]);
+
+        store.put(k.clone(), data(4, 1)).unwrap();
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.memory_bytes(), 4);
+        assert_eq!(store.get(&k).unwrap(), Some(data(4, 1)));
+
+        assert_eq!(store.remove(&k), Some(4));
+        assert_eq!(store.remove(&k), None);
+        assert_eq!(store.get(&k).unwrap(), None);
+        assert!(!store.contains(&k));
+        assert_eq!(store.memory_bytes(), 0);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn results_over_the_limit_spill_and_read_back_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new(MIB, dir.path()).unwrap();
+        let target = store.target.unwrap();
+        for i in 0..50 {
+            store.put(key(i), data(100 * KIB, i as u8)).unwrap();
+            assert!(store.memory_bytes() <= target, "over target after put {i}");
+            assert_eq!(
+                store.memory_bytes() + store.spilled_bytes(),
+                (i as u64 + 1) * 100 * KIB as u64
+            );
+        }
+        assert!(store.spilled_bytes() > 0);
+        assert_eq!(store.len(), 50);
+        assert_eq!(
+            spill_files(&store) as u64 * 100 * KIB as u64,
+            store.spilled_bytes()
+        );
+        for i in 0..50 {
+            assert_eq!(store.get(&key(i)).unwrap(), Some(data(100 * KIB, i as u8)));
+            assert!(store.memory_bytes() <= target);
+        }
+        for i in 0..50 {
+            assert_eq!(store.remove(&key(i)), Some(100 * KIB as u64));
+        }
+        assert_eq!((store.memory_bytes(), store.spilled_bytes()), (0, 0));
+        assert_eq!(spill_files(&store), 0);
+    }
+
+    #[test]
+    fn least_recently_used_entries_spill_first() {
+        let dir = tempfile::tempdir().unwrap();
+        // Target 600 bytes: room for six 100-byte entries.
+        let mut store = Store::new(1000, dir.path()).unwrap();
+        for i in 0..6 {
+            store.put(key(i), data(100, 0)).unwrap();
+        }
+        assert_eq!(store.spilled_bytes(), 0);
+        // Reading x-0 makes x-1 the oldest.
+        store.get(&key(0)).unwrap();
+        store.put(key(6), data(100, 0)).unwrap();
+        let on_disk = |s: &Store, i| matches!(s.entries[&key(i)].place, Place::Disk { .. });
+        assert!(on_disk(&store, 1));
+        assert!(!on_disk(&store, 0));
+        store.put(key(7), data(100, 0)).unwrap();
+        assert!(on_disk(&store, 2));
+        assert!(!on_disk(&store, 0));
+        assert_eq!(store.spilled_bytes(), 200);
+    }
+
+    #[test]
+    fn spilled_entry_comes_back_to_memory_only_when_it_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new(1000, dir.path()).unwrap();
+        for i in 0..7 {
+            store.put(key(i), data(100, i as u8)).unwrap();
+        }
+        // Memory is full: reading x-0 serves it from disk and leaves it there.
+        assert_eq!(store.get(&key(0)).unwrap(), Some(data(100, 0)));
+        assert_eq!((store.memory_bytes(), store.spilled_bytes()), (600, 100));
+        assert_eq!(spill_files(&store), 1);
+        // With room again, the next read unspills it and deletes its file.
+        store.remove(&key(6));
+        assert_eq!(store.get(&key(0)).unwrap(), Some(data(100, 0)));
+        assert_eq!((store.memory_bytes(), store.spilled_bytes()), (600, 0));
+        assert_eq!(spill_files(&store), 0);
+    }
+
+    #[test]
+    fn entry_bigger_than_the_target_goes_straight_to_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new(1000, dir.path()).unwrap();
+        store.put(key(0), data(100, 1)).unwrap();
+        store.put(key(1), data(2000, 2)).unwrap();
+        assert_eq!((store.memory_bytes(), store.spilled_bytes()), (100, 2000));
+        assert_eq!(store.get(&key(1)).unwrap(), Some(data(2000, 2)));
+        // Still too big to unspill.
+        assert_eq!(store.spilled_bytes(), 2000);
+        // Replacing it with a small value frees the disk.
+        store.put(key(1), data(10, 3)).unwrap();
+        assert_eq!((store.memory_bytes(), store.spilled_bytes()), (110, 0));
+        assert_eq!(spill_files(&store), 0);
+    }
+
+    #[test]
+    fn limit_zero_never_spills() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new(0, dir.path()).unwrap();
+        for i in 0..20 {
+            store.put(key(i), data(100 * KIB, 0)).unwrap();
+        }
+        assert_eq!(store.memory_bytes(), 2000 * KIB as u64);
+        assert_eq!(store.spilled_bytes(), 0);
+        assert_eq!(spill_files(&store), 0);
+    }
+
+    #[test]
+    fn keys_with_path_characters_are_safe() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new(10, dir.path()).unwrap();
+        let keys = ["../../etc/passwd", "a/b", "('x', 0, 1)", "", "\0"].map(Key::from);
+        for (i, k) in keys.iter().enumerate() {
+            store.put(k.clone(), data(100, i as u8)).unwrap();
+        }
+        assert_eq!(spill_files(&store), keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(store.get(k).unwrap(), Some(data(100, i as u8)));
+        }
+    }
+
+    #[test]
+    fn truncated_or_deleted_spill_file_is_an_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new(10, dir.path()).unwrap();
+        let (short, gone) = (Key::from("short/1"), Key::from("gone-2"));
+        store.put(short.clone(), data(100, 1)).unwrap();
+        store.put(gone.clone(), data(100, 2)).unwrap();
+        let path_of = |s: &Store, k: &Key| match s.entries[k].place {
+            Place::Disk { file } => s.spill_path(file),
+            Place::Memory { .. } => panic!("{k} not spilled"),
+        };
+        let short_path = path_of(&store, &short);
+        std::fs::write(&short_path, [1u8; 40]).unwrap();
+        std::fs::remove_file(path_of(&store, &gone)).unwrap();
+
+        let err = store.get(&short).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Length {
+                expected: 100,
+                actual: 40,
+                ..
+            }
+        ));
+        let msg = err.to_string();
+        assert!(msg.contains("\"short/1\""), "{msg}");
+        assert!(msg.contains(&short_path.display().to_string()), "{msg}");
+
+        let err = store.get(&gone).unwrap_err();
+        assert!(matches!(err, StoreError::Read { .. }));
+        assert!(err.to_string().contains("\"gone-2\""), "{err}");
+
+        // Accounting is unchanged and the broken entries can still be removed.
+        assert_eq!((store.memory_bytes(), store.spilled_bytes()), (0, 200));
+        assert_eq!(store.remove(&gone), Some(100));
+        assert_eq!(store.remove(&short), Some(100));
+        assert_eq!((store.len(), store.spilled_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn unusable_spill_dir_is_an_error_at_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"").unwrap();
+        let err = Store::new(MIB, &file.join("spill")).unwrap_err();
+        assert!(matches!(err, StoreError::CreateDir { .. }));
+        assert!(err.to_string().contains("not-a-dir"), "{err}");
+    }
+
+    #[test]
+    fn failed_spill_keeps_the_entry_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new(1000, dir.path()).unwrap();
+        for i in 0..6 {
+            store.put(key(i), data(100, i as u8)).unwrap();
+        }
+        // Replace the store's directory with a file, so nothing can be written in it (this works
+        // even as root, unlike permissions).
+        let own = store.spill_dir.path().to_owned();
+        std::fs::remove_dir(&own).unwrap();
+        std::fs::write(&own, b"").unwrap();
+
+        let err = store.put(key(6), data(100, 6)).unwrap_err();
+        assert!(matches!(err, StoreError::Spill { .. }));
+        assert!(err.to_string().contains("\"x-0\""), "{err}");
+        assert_eq!((store.memory_bytes(), store.spilled_bytes()), (700, 0));
+        for i in 0..7 {
+            assert_eq!(store.get(&key(i)).unwrap(), Some(data(100, i as u8)));
+        }
+
+        let err = store.put(key(7), data(5000, 7)).unwrap_err();
+        assert!(err.to_string().contains("\"x-7\""), "{err}");
+        assert_eq!(store.get(&key(7)).unwrap(), Some(data(5000, 7)));
+        assert_eq!((store.memory_bytes(), store.spilled_bytes()), (5700, 0));
+
+        // Once the disk works again, the next put catches up.
+        std::fs::remove_file(&own).unwrap();
+        std::fs::create_dir(&own).unwrap();
+        store.remove(&key(7));
+        store.put(key(8), data(100, 8)).unwrap();
+        assert!(store.memory_bytes() <= 600);
+        assert_eq!(store.memory_bytes() + store.spilled_bytes(), 800);
+    }
+
+    #[test]
+    fn spill_directory_is_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::new(10, dir.path()).unwrap();
+        let mut b = Store::new(10, dir.path()).unwrap();
+        assert_ne!(a.spill_dir.path(), b.spill_dir.path());
+        b.put(key(0), data(100, 0)).unwrap();
+        let own = b.spill_dir.path().to_owned();
+        assert_eq!(spill_files(&b), 1);
+        drop(b);
+        assert!(!own.exists());
+        assert!(a.spill_dir.path().exists());
+        drop(a);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,56 @@
+//! The seed workloads `rask run` offers, usable from tests and benchmarks too.
+
+use crate::client::delayed::{Delayed, delayed};
+use crate::client::{Client, ClientError, TaskFuture};
+use crate::graph::Arg;
+use crate::value::Value;
+
+/// The seed notebook's delayed example: `sum(add(inc(x), custom_op(x)) for x in 0..6)`, which is 131.
+pub fn seed_delayed_graph() -> Delayed {
+    let parts: Vec<Delayed> = (0..6i64)
+        .map(|x| {
+            delayed(
+                "add",
+                vec![
+                    delayed("inc", vec![x.into()]).into(),
+                    delayed("custom_op", vec![x.into()]).into(),
+                ],
+            )
+        })
+        .collect();
+    delayed("sum", vec![parts.into()])
+}
+
+pub async fn seed_delayed(client: &Client) -> Result<i64, ClientError> {
+    let v = client.compute(&seed_delayed_graph()).result().await?;
+    v.as_int().map_err(|e| ClientError::Decode {
+        key: "sum".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// The seed notebook's futures pipeline: for each of `pairs` (src, dst) pairs,
+/// `save(process2(process1(load(src))), dst)`, each step taking `step_s` seconds.
+/// Returns the futures of the `save` calls, in order.
+pub fn futures_pipeline(client: &Client, pairs: usize, step_s: f64) -> Vec<TaskFuture> {
+    (0..pairs)
+        .map(|i| {
+            let step = Arg::from(step_s);
+            let loaded = client.submit("load", vec![Arg::from(i as i64), step.clone()]);
+            let p1 = client.submit("process1", vec![(&loaded).into(), step.clone()]);
+            let p2 = client.submit("process2", vec![(&p1).into(), step.clone()]);
+            client.submit(
+                "save",
+                vec![(&p2).into(), Arg::from(format!("out-{i}")), step],
+            )
+        })
+        .collect()
+}
+
+/// What the pipeline's `save` of pair `i` returns.
+pub fn futures_pipeline_expected(i: usize) -> Value {
+    Value::List(vec![
+        Value::Str(format!("out-{i}")),
+        Value::Int(2 * i as i64 + 1),
+    ])
+}
