@@ -31,6 +31,7 @@ const FUNCTIONS: &[(&str, TaskFn)] = &[
     ("process2", process2),
     ("save", save),
     ("bytes", make_bytes),
+    ("len", len),
 ];
 
 fn arg(args: &[Value], i: usize, func: &str) -> Result<Value, String> {
@@ -150,6 +151,16 @@ fn make_bytes(args: &[Value]) -> Result<Value, String> {
         .unwrap_or(0);
     let n = usize::try_from(n).map_err(|_| format!("bytes(): negative size {n}"))?;
     Ok(Value::Bytes(vec![fill as u8; n].into()))
+}
+
+/// Length of a byte string, string or list.
+fn len(args: &[Value]) -> Result<Value, String> {
+    match arg(args, 0, "len")? {
+        Value::Bytes(b) => Ok(Value::Int(b.len() as i64)),
+        Value::Str(s) => Ok(Value::Int(s.len() as i64)),
+        Value::List(l) => Ok(Value::Int(l.len() as i64)),
+        other => Err(format!("len(): {} has no length", other.kind())),
+    }
 }
 
 /// The seed notebook's futures pipeline: each step takes `PIPELINE_STEP` (an optional last

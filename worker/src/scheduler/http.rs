@@ -638,6 +638,7 @@ mod tests {
             nbytes: 1000,
             processing,
             keys: 3,
+            spilled_bytes: 0,
             status: WorkerStatus::Running,
             pid: 4242,
             last_seen_s: 0.5,
@@ -670,6 +671,7 @@ mod tests {
             tasks_suspicious_total: 12,
             compute_seconds_by_prefix: vec![("inc".to_owned(), 1.5), ("sum".to_owned(), 0.25)],
             transfer_bytes_total: 4096,
+            tasks_computed_total: 30,
             started_at: 1_767_225_600.5,
         }
     }

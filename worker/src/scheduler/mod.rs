@@ -88,6 +88,8 @@ pub struct Snapshot {
     pub compute_seconds_by_prefix: Vec<(String, f64)>,
     /// Bytes of results transferred between workers, since start.
     pub transfer_bytes_total: u64,
+    /// Task executions that produced a result, since start (recomputations count again).
+    pub tasks_computed_total: u64,
     /// Seconds since the epoch when the scheduler started.
     pub started_at: f64,
 }
@@ -115,6 +117,8 @@ pub struct WorkerSnapshot {
     pub processing: usize,
     /// Results this worker holds.
     pub keys: usize,
+    /// Bytes of results it has spilled to disk (from its last heartbeat).
+    pub spilled_bytes: u64,
     pub status: WorkerStatus,
     pub pid: u32,
     /// Seconds since its last message.

@@ -47,6 +47,9 @@ pub struct Config {
     pub allowed_failures: u32,
     /// Seconds of work one worker should get, for `adaptive_target` (Dask: 5 s).
     pub target_duration_s: f64,
+    /// A retiring worker still running tasks after this long is closed anyway; its tasks run
+    /// elsewhere (its results have moved by then).
+    pub retire_grace_s: f64,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             worker_ttl_s: 30.0,
             allowed_failures: 3,
             target_duration_s: 5.0,
+            retire_grace_s: 30.0,
         }
     }
 }
@@ -109,6 +113,7 @@ struct PrefixStats {
 
 struct Retirement {
     request: RequestId,
+    started: f64,
     workers: Vec<WorkerId>,
     retired: Vec<RetiredWorker>,
 }
@@ -131,6 +136,7 @@ pub struct State {
     forgotten_total: u64,
     suspicious_total: u64,
     transfer_bytes_total: u64,
+    computed_total: u64,
     started_at: f64,
     address: String,
 }
@@ -169,6 +175,7 @@ impl State {
             forgotten_total: 0,
             suspicious_total: 0,
             transfer_bytes_total: 0,
+            computed_total: 0,
             started_at: now,
             address,
         }
@@ -209,6 +216,7 @@ impl State {
         if let Some(keys) = self.clients.remove(&client) {
             let keys: Vec<Key> = keys.into_iter().collect();
             self.unwant(client, &keys, now, out);
+            self.check_retirements(now, out);
         }
     }
 
@@ -331,6 +339,7 @@ impl State {
             }
         }
         self.unwant(client, keys, now, out);
+        self.check_retirements(now, out);
     }
 
     fn unwant(&mut self, client: ClientId, keys: &[Key], now: f64, out: &mut impl Outbox) {
@@ -410,6 +419,8 @@ impl State {
             );
             self.remove_worker(id, now, out);
         }
+        // Retirements also progress on their own (e.g. after work was cancelled).
+        self.check_retirements(now, out);
     }
 
     /// A worker is gone (connection lost, timed out, or closed). Its running tasks go elsewhere;
@@ -565,6 +576,7 @@ impl State {
             self.make_ready_or_wait(key, now, out);
             return;
         }
+        self.computed_total += 1;
         self.set_state(key, TaskState::Memory);
         self.add_replica(key, worker, nbytes);
         let (wanted_by, dependents) = match self.tasks.get(key) {
@@ -783,6 +795,7 @@ impl State {
         tracing::info!(request, workers = chosen.len(), "retiring workers");
         self.retirements.push(Retirement {
             request,
+            started: now,
             workers: chosen,
             retired: Vec::new(),
         });
@@ -819,7 +832,8 @@ impl State {
                     })
                     .cloned()
                     .collect();
-                if unique.is_empty() && w.processing.is_empty() {
+                let grace_over = now - r.started > self.config.retire_grace_s;
+                if unique.is_empty() && (w.processing.is_empty() || grace_over) {
                     let retired = RetiredWorker {
                         name: w.info.name.clone(),
                         address: w.info.address.clone(),
@@ -834,6 +848,7 @@ impl State {
                         .into(),
                     );
                     r.retired.push(retired);
+                    self.reschedule_processing(id, now, out);
                     self.remove_worker_quietly(id, now, out);
                     continue;
                 }
@@ -897,6 +912,24 @@ impl State {
         });
         self.retirements.extend(retirements);
         self.drain_queue(now, out);
+    }
+
+    /// Sends the tasks a worker is running elsewhere (it is leaving on purpose, so they are not
+    /// suspicious).
+    fn reschedule_processing(&mut self, id: WorkerId, now: f64, out: &mut impl Outbox) {
+        let Some(w) = self.workers.get(&id) else {
+            return;
+        };
+        let mut keys: Vec<Key> = w.processing.iter().cloned().collect();
+        keys.sort_by_key(|k| self.tasks.get(k).map(|t| t.priority));
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.status = WorkerStatus::Retiring;
+        }
+        for k in keys {
+            self.unassign(&k, id);
+            self.set_state(&k, TaskState::Released);
+            self.make_ready_or_wait(&k, now, out);
+        }
     }
 
     /// Removes a retired worker whose data all lives elsewhere.
@@ -1222,7 +1255,8 @@ impl State {
             let Some(t) = self.tasks.get(&k) else {
                 continue;
             };
-            match t.state {
+            let before = t.state;
+            match before {
                 TaskState::Memory => {
                     let holders = t.who_has.clone();
                     let nbytes = t.nbytes;
@@ -1264,11 +1298,15 @@ impl State {
             let Some(t) = self.tasks.get(&k) else {
                 continue;
             };
-            let deps = t.deps.clone();
-            if t.dependents.is_empty() {
+            // Inputs can only become unneeded if this task changed; stopping otherwise keeps
+            // releasing a long chain linear.
+            let forgotten = t.dependents.is_empty();
+            if forgotten || !matches!(before, TaskState::Released | TaskState::Erred) {
+                stack.extend(t.deps.iter().cloned());
+            }
+            if forgotten {
                 self.forget(&k);
             }
-            stack.extend(deps);
         }
         self.update_idle(now);
     }
@@ -1323,6 +1361,7 @@ impl State {
                 nbytes: w.nbytes,
                 processing: w.processing.len(),
                 keys: w.has_what.len(),
+                spilled_bytes: w.load.spilled_bytes,
                 status: w.status,
                 pid: w.info.pid,
                 last_seen_s: (now - w.last_seen).max(0.0),
@@ -1353,6 +1392,7 @@ impl State {
             tasks_suspicious_total: self.suspicious_total,
             compute_seconds_by_prefix,
             transfer_bytes_total: self.transfer_bytes_total,
+            tasks_computed_total: self.computed_total,
             started_at: self.started_at,
         }
     }

@@ -36,6 +36,7 @@ struct Sim {
     now: f64,
     /// Results each worker holds.
     held: FxHashMap<WorkerId, FxHashMap<Key, Value>>,
+    log: Vec<(WorkerId, FromScheduler)>,
 }
 
 impl Sim {
@@ -45,6 +46,7 @@ impl Sim {
             out: Rec::default(),
             now: 1000.0,
             held: FxHashMap::default(),
+            log: Vec::new(),
         };
         for &(id, nthreads) in workers {
             sim.add_worker(id, nthreads);
@@ -74,16 +76,30 @@ impl Sim {
     }
 
     /// Compute messages sent so far, drained.
+    /// Compute messages sent so far, drained; other worker messages move to `log`.
     fn computes(&mut self) -> Vec<(WorkerId, ComputeTask)> {
         let mut out = Vec::new();
-        self.out.to_workers.retain(|(w, m)| match m {
-            FromScheduler::Compute(ct) => {
-                out.push((*w, ct.clone()));
-                false
+        for (w, m) in std::mem::take(&mut self.out.to_workers) {
+            match m {
+                FromScheduler::Compute(ct) => out.push((w, ct)),
+                other => self.log.push((w, other)),
             }
-            _ => true,
-        });
+        }
         out
+    }
+
+    /// Every non-compute message sent to workers so far.
+    fn worker_messages(&mut self) -> Vec<(WorkerId, FromScheduler)> {
+        self.computes_peek();
+        self.log.clone()
+    }
+
+    fn computes_peek(&mut self) {
+        let (computes, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.out.to_workers)
+            .into_iter()
+            .partition(|(_, m)| matches!(m, FromScheduler::Compute(_)));
+        self.log.extend(others);
+        self.out.to_workers = computes;
     }
 
     /// Runs one assigned task on its worker: inputs must be local or fetchable from a listed
@@ -172,9 +188,8 @@ impl Sim {
         })
     }
 
-    fn frees_to(&self, w: WorkerId) -> Vec<Key> {
-        self.out
-            .to_workers
+    fn frees_to(&mut self, w: WorkerId) -> Vec<Key> {
+        self.worker_messages()
             .iter()
             .filter_map(|(id, m)| match m {
                 FromScheduler::FreeKeys { keys } if *id == w => Some(keys.clone()),
@@ -640,4 +655,33 @@ fn large_graphs_are_handled_in_linear_passes() {
         2,
         "only the two wanted results are held"
     );
+}
+
+#[test]
+fn a_busy_retiring_worker_is_closed_after_the_grace_period_and_its_task_runs_elsewhere() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    sim.submit(vec![task("long", "sleep", vec![0.0.into()])], &[&k("long")]);
+    let cs = sim.computes();
+    let (busy, _) = cs[0];
+    sim.st.retire_workers(
+        3,
+        &RetireSelector::Workers(vec![format!("w{busy}")]),
+        sim.now,
+        &mut sim.out,
+    );
+    assert!(sim.out.retired.is_empty(), "waits while the task runs");
+    sim.now += 31.0;
+    for w in [1, 2] {
+        sim.st.heartbeat(w, WorkerLoad::default(), sim.now);
+    }
+    sim.st.tick(sim.now, &mut sim.out);
+    assert_eq!(sim.out.retired.len(), 1);
+    let moved = sim.computes();
+    assert_eq!(moved.len(), 1);
+    assert_ne!(moved[0].0, busy);
+    assert_eq!(sim.st.snapshot(sim.now).tasks_suspicious_total, 0);
+    for (w, ct) in moved {
+        sim.run(w, &ct);
+    }
+    assert_eq!(sim.client_value(&k("long")), Some(Value::None));
 }

@@ -604,8 +604,13 @@ async fn serve_data(listener: TcpListener, store: Arc<Mutex<Store>>) {
         };
         let store = store.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_data_conn(stream, store).await {
-                tracing::warn!(%peer, error = %e, "closing data connection");
+            match serve_data_conn(stream, store).await {
+                Ok(()) => {}
+                // A peer or client that went away mid-exchange is routine.
+                Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    tracing::debug!(%peer, error = %e, "data connection reset");
+                }
+                Err(e) => tracing::warn!(%peer, error = %e, "closing data connection"),
             }
         });
     }

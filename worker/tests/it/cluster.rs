@@ -1,0 +1,252 @@
+//! Jobs on real clusters: results, failures, lost workers, retirement, spill.
+
+use std::time::Duration;
+
+use rask::client::ClientError;
+use rask::client::delayed::{Delayed, delayed};
+use rask::local::{LocalCluster, LocalClusterConfig};
+use rask::{Arg, Value, jobs};
+
+use crate::{eventually, process_cluster};
+
+#[tokio::test]
+async fn seed_delayed_graph_is_131_on_worker_processes() {
+    let cluster = process_cluster(2).await;
+    let client = cluster.client().await.unwrap();
+    assert_eq!(jobs::seed_delayed(&client).await.unwrap(), 131);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn futures_pipeline_gives_every_pair() {
+    let cluster = process_cluster(2).await;
+    let client = cluster.client().await.unwrap();
+    let saves = jobs::futures_pipeline(&client, 20, 0.005);
+    let values = client.gather(&saves).await.unwrap();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(*v, jobs::futures_pipeline_expected(i));
+    }
+    cluster.shutdown().await;
+}
+
+/// 2,000 leaf tasks, 200 partial sums of 10, one total: intermediate results live only on workers.
+fn two_level_sum(leaf_seconds: f64) -> Delayed {
+    let leaves: Vec<Delayed> = (0..2000i64)
+        .map(|i| delayed("sleep", vec![leaf_seconds.into(), i.into()]))
+        .collect();
+    let partials: Vec<Delayed> = leaves
+        .chunks(10)
+        .map(|c| delayed("sum", vec![c.to_vec().into()]))
+        .collect();
+    delayed("sum", vec![partials.into()])
+}
+
+#[tokio::test]
+async fn sigkill_of_a_worker_mid_job_still_gives_the_right_answer() {
+    let mut cluster = process_cluster(3).await;
+    let client = cluster.client().await.unwrap();
+    let total = client.compute(&two_level_sum(0.001));
+    // Kill a worker in the middle: once a third of the leaves are done.
+    let handle = cluster.handle();
+    let started = eventually(Duration::from_secs(30), async || {
+        handle
+            .snapshot()
+            .await
+            .map(|s| s.tasks_computed_total >= 700)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(started, "the job made progress");
+    let victim = cluster.worker_names()[1].clone();
+    let held_before = cluster
+        .snapshot()
+        .await
+        .unwrap()
+        .workers
+        .iter()
+        .find(|w| w.name == victim)
+        .map(|w| w.keys)
+        .unwrap_or(0);
+    cluster.kill_worker(&victim).await.unwrap();
+    let value = tokio::time::timeout(Duration::from_secs(60), total.result())
+        .await
+        .expect("finishes")
+        .unwrap();
+    assert_eq!(value, Value::Int((0..2000).sum()));
+    let snap = cluster.snapshot().await.unwrap();
+    assert_eq!(snap.workers.len(), 2);
+    assert!(
+        snap.tasks_computed_total > 2201 || held_before == 0,
+        "lost results were recomputed ({} runs)",
+        snap.tasks_computed_total
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_task_error_reaches_the_client_with_its_key() {
+    let cluster = LocalCluster::new(2, 1).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let bad = client.submit("fail", vec!["disk on fire".into()]);
+    let after = client.submit("inc", vec![(&bad).into()]);
+    let err = tokio::time::timeout(Duration::from_secs(10), after.result())
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    match &err {
+        ClientError::Task(f) => {
+            assert_eq!(&f.key, bad.key());
+            assert_eq!(f.message, "disk on fire");
+        }
+        other => panic!("expected a task error, got {other:?}"),
+    }
+    assert!(err.to_string().contains(bad.key().as_str()), "{err}");
+    // Unknown functions are errors naming the function, not hangs.
+    let unknown = client.submit("no_such_function", vec![]);
+    let err = unknown.result().await.unwrap_err().to_string();
+    assert!(
+        err.contains("unknown function \"no_such_function\""),
+        "{err}"
+    );
+    // Wrong argument types name the function.
+    let wrong = client.submit("inc", vec!["x".into()]);
+    assert!(
+        wrong
+            .result()
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("inc(): expected float")
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn retire_workers_moves_data_so_nothing_is_recomputed() {
+    let cluster = process_cluster(3).await;
+    let client = cluster.client().await.unwrap();
+    let futures = client.map("inc", 0..300i64);
+    client.gather(&futures).await.unwrap();
+    let before = cluster.snapshot().await.unwrap();
+    assert_eq!(before.tasks_computed_total, 300);
+    let victim = before
+        .workers
+        .iter()
+        .max_by_key(|w| w.keys)
+        .unwrap()
+        .clone();
+    assert!(victim.keys > 0);
+    let dashboard = cluster.dashboard_address().unwrap();
+    let body = format!(r#"{{"workers": ["{}"]}}"#, victim.address);
+    let (status, answer) = crate::http(dashboard, "POST", "/api/v1/retire_workers", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer[&victim.address]["name"], victim.name);
+    let after = cluster.snapshot().await.unwrap();
+    assert_eq!(after.workers.len(), 2);
+    assert_eq!(after.tasks.memory, 300, "every result still held");
+    // Using every result needs the moved data: only the sum itself runs.
+    let total = client.submit(
+        "sum",
+        vec![Arg::List(futures.iter().map(Arg::from).collect())],
+    );
+    assert_eq!(total.result().await.unwrap(), Value::Int((1..=300).sum()));
+    assert_eq!(
+        cluster.snapshot().await.unwrap().tasks_computed_total,
+        301,
+        "nothing was recomputed"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn results_over_the_memory_limit_spill_and_read_back_intact() {
+    let mut config = LocalClusterConfig::new(1, 1);
+    config.memory_limit = 1 << 20;
+    let spill_dir = tempfile::tempdir().unwrap();
+    config.local_directory = spill_dir.path().to_owned();
+    let cluster = LocalCluster::start(config).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    // 40 results of 100 kB: 4 MB against a 1 MiB limit.
+    let blobs = client.map_args(
+        "bytes",
+        (0..40i64).map(|i| vec![Arg::from(100_000i64), Arg::from(i)]),
+    );
+    client.gather(&blobs).await.unwrap();
+    let handle = cluster.handle();
+    let spilled = eventually(Duration::from_secs(5), async || {
+        handle
+            .snapshot()
+            .await
+            .map(|s| s.workers[0].spilled_bytes >= 2_000_000)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(spilled, "most results went to disk");
+    // Read every result back through the worker (from disk for the spilled ones).
+    let copies = client.map("identity", blobs.iter());
+    for (i, v) in client
+        .gather(&copies)
+        .await
+        .unwrap()
+        .into_iter()
+        .enumerate()
+    {
+        match v {
+            Value::Bytes(b) => {
+                assert_eq!(b.len(), 100_000);
+                assert!(b.iter().all(|&x| x == i as u8), "result {i} intact");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn large_results_are_fetched_from_the_worker() {
+    let cluster = LocalCluster::new(1, 1).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    // Over the inline limit, so the client fetches it from the worker's data server.
+    let big = client.submit("bytes", vec![Arg::from(3_000_000i64), Arg::from(7i64)]);
+    match big.result().await.unwrap() {
+        Value::Bytes(b) => assert!(b.len() == 3_000_000 && b.iter().all(|&x| x == 7)),
+        other => panic!("unexpected {other:?}"),
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_scheduler_that_goes_away_fails_pending_results_instead_of_hanging() {
+    let cluster = LocalCluster::new(1, 1).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let slow = client.submit("sleep", vec![30.0.into()]);
+    cluster.shutdown().await;
+    let err = tokio::time::timeout(Duration::from_secs(10), slow.result())
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Lost(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn released_futures_are_freed_on_the_workers() {
+    let cluster = LocalCluster::new(2, 1).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let futures = client.map("inc", 0..100i64);
+    client.gather(&futures).await.unwrap();
+    assert_eq!(cluster.snapshot().await.unwrap().tasks.memory, 100);
+    drop(futures);
+    let handle = cluster.handle();
+    let freed = eventually(Duration::from_secs(5), async || {
+        handle
+            .snapshot()
+            .await
+            .map(|s| s.tasks.memory == 0 && s.workers.iter().all(|w| w.keys == 0))
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(freed, "{:?}", cluster.snapshot().await.unwrap());
+    assert_eq!(cluster.snapshot().await.unwrap().tasks_forgotten_total, 100);
+    cluster.shutdown().await;
+}

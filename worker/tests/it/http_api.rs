@@ -1,0 +1,109 @@
+//! Dask's HTTP API served by a live scheduler, with work queued.
+
+use std::time::Duration;
+
+use rask::Arg;
+use serde_json::Value as Json;
+
+use crate::{eventually, http, process_cluster};
+
+#[tokio::test]
+async fn endpoints_answer_with_dask_shapes_on_a_live_cluster() {
+    let cluster = process_cluster(2).await;
+    let dash = cluster.dashboard_address().unwrap();
+
+    let (status, body) = http(dash, "GET", "/health", "").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+
+    let (_, body) = http(dash, "GET", "/api/v1/get_workers", "").await;
+    let workers: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(workers["num_workers"], 2);
+    let mut names: Vec<&str> = workers["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["local-0", "local-1"]);
+    assert!(
+        workers["workers"][0]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("tcp://127.0.0.1:")
+    );
+
+    let (_, body) = http(dash, "GET", "/api/v1/check_idle", "").await;
+    let idle: Json = serde_json::from_str(&body).unwrap();
+    assert!(
+        idle["idle_since"].is_f64(),
+        "an idle scheduler says since when: {body}"
+    );
+
+    // Queue 200 one-second tasks on 2 threads: the target asks for more workers.
+    let client = cluster.client().await.unwrap();
+    let _queued = client.map_args("sleep", (0..200).map(|_| vec![Arg::from(1.0)]));
+    let handle = cluster.handle();
+    assert!(
+        eventually(Duration::from_secs(5), async || handle
+            .snapshot()
+            .await
+            .map(|s| s.tasks.queued > 0)
+            .unwrap_or(false))
+        .await
+    );
+    let (_, body) = http(dash, "GET", "/api/v1/adaptive_target", "").await;
+    let target: Json = serde_json::from_str(&body).unwrap();
+    let n = target["workers"].as_u64().unwrap();
+    assert!(
+        n >= 10,
+        "200 queued 0.5 s (unknown) tasks want many workers, got {n}"
+    );
+
+    let (_, body) = http(dash, "GET", "/api/v1/check_idle", "").await;
+    assert_eq!(
+        serde_json::from_str::<Json>(&body).unwrap(),
+        serde_json::json!({"idle_since": null})
+    );
+
+    let (status, metrics) = http(dash, "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    let queued_line = metrics
+        .lines()
+        .find(|l| l.starts_with("dask_scheduler_tasks{state=\"queued\"}"))
+        .expect("queued tasks metric");
+    let queued: f64 = queued_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(queued > 0.0, "{queued_line}");
+    assert!(
+        metrics.contains(&format!("dask_scheduler_desired_workers {n}"))
+            || metrics.contains("dask_scheduler_desired_workers ")
+    );
+    assert!(metrics.contains("dask_scheduler_clients 1"), "{metrics}");
+    assert!(
+        metrics.contains("dask_scheduler_workers{state=\"saturated\"} 2"),
+        "{metrics}"
+    );
+
+    // Retire by count: the answer is keyed by address.
+    drop(_queued);
+    let (status, body) = http(dash, "POST", "/api/v1/retire_workers", r#"{"n": 1}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let retired: Json = serde_json::from_str(&body).unwrap();
+    let (addr, info) = retired
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .expect("one retired");
+    assert!(addr.starts_with("tcp://"));
+    assert_eq!(info["type"], "Worker");
+    let (_, body) = http(dash, "GET", "/api/v1/get_workers", "").await;
+    assert_eq!(
+        serde_json::from_str::<Json>(&body).unwrap()["num_workers"],
+        1
+    );
+
+    let (status, body) = http(dash, "POST", "/api/v1/retire_workers", "{not json").await;
+    assert_eq!(status, 400, "{body}");
+    cluster.shutdown().await;
+}
