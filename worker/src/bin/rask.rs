@@ -66,7 +66,8 @@ struct WorkerArgs {
     /// Threads executing tasks (default: the machine's cores).
     #[arg(long)]
     nthreads: Option<usize>,
-    /// Results kept in memory before spilling to disk: `4GiB`, `auto` (the machine's memory), `0` (no limit).
+    /// Results kept in memory before spilling to disk: `4GiB`, `auto` (the machine's memory times
+    /// this worker's share of the cores), `0` (no limit).
     #[arg(long, default_value = "auto")]
     memory_limit: String,
     /// Directory for spill files.
@@ -252,8 +253,13 @@ fn machine_memory() -> u64 {
 }
 
 async fn worker(a: WorkerArgs) -> CliResult {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let nthreads = a.nthreads.unwrap_or(cores);
     let memory_limit = if a.memory_limit.trim().eq_ignore_ascii_case("auto") {
-        machine_memory()
+        // As Dask: the machine's memory in proportion to this worker's share of the cores, so
+        // several workers on one machine do not each claim all of it.
+        let share = (nthreads as f64 / cores as f64).min(1.0);
+        (machine_memory() as f64 * share) as u64
     } else {
         parse_bytes(&a.memory_limit).map_err(|e| format!("--memory-limit: {e}"))?
     };
@@ -272,13 +278,11 @@ async fn worker(a: WorkerArgs) -> CliResult {
     config.port = a.worker_port;
     config.advertise_host = a.contact_host;
     let w = Worker::start(config).await.map_err(|e| e.to_string())?;
-    tokio::select! {
-        r = w.wait() => r.map_err(|e| e.to_string()),
-        sig = shutdown_signal() => {
-            tracing::info!(signal = sig, "worker leaving");
-            Ok(())
-        }
-    }
+    let signal = async {
+        let sig = shutdown_signal().await;
+        tracing::info!(signal = sig, "worker leaving");
+    };
+    w.run_until(signal).await.map_err(|e| e.to_string())
 }
 
 async fn run(a: RunArgs) -> CliResult {

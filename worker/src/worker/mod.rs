@@ -246,6 +246,22 @@ impl Worker {
         }
     }
 
+    /// Runs until closed by the scheduler, or until `signal` resolves, then leaves cleanly (the
+    /// scheduler is told, so it reschedules this worker's work at once).
+    pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) -> Result<(), WorkerError> {
+        tokio::select! {
+            r = &mut self.core => return r.unwrap_or_else(|e| Err(WorkerError::SchedulerLost(format!("worker task failed: {e}")))),
+            () = signal => {}
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.core).await {
+            Ok(r) => r,
+            Err(e) => Err(WorkerError::SchedulerLost(format!("worker task failed: {e}"))),
+        }
+    }
+
     /// Leaves on its own: tells the scheduler (which reschedules its work), then stops.
     pub async fn close(mut self) {
         if let Some(stop) = self.stop.take() {
