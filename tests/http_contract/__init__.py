@@ -1,0 +1,1 @@
+"""Contract tests: rask's scheduler HTTP API against a real Dask scheduler's."""
