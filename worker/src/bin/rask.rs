@@ -253,7 +253,9 @@ fn machine_memory() -> u64 {
 }
 
 async fn worker(a: WorkerArgs) -> CliResult {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let nthreads = a.nthreads.unwrap_or(cores);
     let memory_limit = if a.memory_limit.trim().eq_ignore_ascii_case("auto") {
         // As Dask: the machine's memory in proportion to this worker's share of the cores, so
@@ -267,11 +269,7 @@ async fn worker(a: WorkerArgs) -> CliResult {
         .name
         .unwrap_or_else(|| format!("{}-{}", hostname_ip(), std::process::id()));
     let mut config = WorkerConfig::new(a.scheduler, name);
-    config.nthreads = a.nthreads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    config.nthreads = nthreads;
     config.memory_limit = memory_limit;
     config.local_directory = a.local_directory;
     config.listen_host = a.listen_host;

@@ -248,7 +248,10 @@ impl Worker {
 
     /// Runs until closed by the scheduler, or until `signal` resolves, then leaves cleanly (the
     /// scheduler is told, so it reschedules this worker's work at once).
-    pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) -> Result<(), WorkerError> {
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), WorkerError> {
         tokio::select! {
             r = &mut self.core => return r.unwrap_or_else(|e| Err(WorkerError::SchedulerLost(format!("worker task failed: {e}")))),
             () = signal => {}
@@ -258,7 +261,9 @@ impl Worker {
         }
         match (&mut self.core).await {
             Ok(r) => r,
-            Err(e) => Err(WorkerError::SchedulerLost(format!("worker task failed: {e}"))),
+            Err(e) => Err(WorkerError::SchedulerLost(format!(
+                "worker task failed: {e}"
+            ))),
         }
     }
 
