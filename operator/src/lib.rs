@@ -1,3 +1,17 @@
 //! rask's operator: reconciles Dask's custom resources into scheduler and worker pods.
+//!
+//! Each controller is a short pipeline — read → validate → build (pure) → apply → status — with
+//! one file per stage. Only the first, fourth and fifth stages talk to the API server.
 
+mod apply;
+pub mod cluster;
+mod conditions;
+pub mod context;
 pub mod crd;
+pub mod error;
+pub mod metrics;
+pub mod names;
+pub mod run;
+pub mod scheduler_api;
+mod template;
+pub mod workergroup;

@@ -17,6 +17,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controllers (in-cluster config, or the current kubeconfig context).
+    Run {
+        /// Watch only this namespace (default: all namespaces).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Where to serve /health and /metrics.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_address: std::net::SocketAddr,
+        /// Log JSON lines.
+        #[arg(long)]
+        log_json: bool,
+    },
     /// Print the CustomResourceDefinitions as YAML, or write them as the files of `crds/`.
     Crds {
         /// Write one file per CRD into this directory instead of printing.
@@ -28,6 +40,31 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run {
+            namespace,
+            metrics_address,
+            log_json,
+        } => {
+            init_logging(log_json);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(namespace, metrics_address)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Crds { out_dir } => match crds(out_dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -51,5 +88,72 @@ fn crds(out_dir: Option<std::path::PathBuf>) -> Result<(), String> {
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn run(
+    namespace: Option<String>,
+    metrics_address: std::net::SocketAddr,
+) -> Result<(), String> {
+    use std::sync::Arc;
+
+    use rask_operator::context::Context;
+    use rask_operator::metrics::Metrics;
+    use rask_operator::run::{Scope, controllers, serve_http};
+
+    let client = kube::Client::try_default().await.map_err(|e| {
+        format!("cannot reach the Kubernetes API (in-cluster config or kubeconfig): {e}")
+    })?;
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let (bound, server) = serve_http(metrics_address, metrics.clone(), stopped())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(address = %bound, "serving /health and /metrics");
+    let scope = match namespace {
+        Some(ns) => Scope::Namespace(ns),
+        None => Scope::AllNamespaces,
+    };
+    tracing::info!(?scope, "starting controllers");
+    let ctx = Arc::new(Context::new(client, metrics));
+    let signal = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    };
+    controllers(ctx, scope, signal).await;
+    let _ = server.await;
     Ok(())
 }

@@ -1,0 +1,34 @@
+//! Server-side apply with the operator's one field manager, for objects and for status.
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::names::FIELD_MANAGER;
+
+fn params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Creates or updates `obj` to the desired state (fields the operator stops setting are removed).
+pub async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K, kube::Error>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(&obj.name_any(), &params(), &Patch::Apply(obj))
+        .await
+}
+
+/// Applies the status subresource; `status` is a full object with `apiVersion`, `kind` and `status`.
+pub async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: serde_json::Value,
+) -> Result<K, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.patch_status(name, &params(), &Patch::Apply(status))
+        .await
+}

@@ -1,0 +1,91 @@
+//! Stage 4: make the cluster's objects what the builders say, with server-side apply.
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, DeleteParams};
+use kube::runtime::events::EventType;
+
+use super::validate::ValidatedCluster;
+use crate::apply::apply;
+use crate::context::Context;
+use crate::crd::{DaskCluster, DaskWorkerGroup};
+use crate::error::{Error, is_not_found};
+use crate::names::ANNOTATION_TEMPLATE_HASH;
+
+/// The objects a cluster should have.
+pub struct Desired {
+    pub scheduler: Pod,
+    pub service: Service,
+    pub workers: DaskWorkerGroup,
+}
+
+fn hash(pod: &Pod) -> Option<&String> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_TEMPLATE_HASH))
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+pub async fn apply_cluster(
+    ctx: &Context,
+    cluster: &DaskCluster,
+    v: &ValidatedCluster,
+    desired: &Desired,
+) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let groups: Api<DaskWorkerGroup> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    apply(&services, &desired.service).await?;
+    apply(&groups, &desired.workers).await?;
+
+    // Pods are immutable in most fields: a changed template or a dead scheduler is replaced.
+    let name = desired.scheduler.metadata.name.clone().unwrap_or_default();
+    match pods.get_opt(&name).await? {
+        Some(existing) if existing.metadata.deletion_timestamp.is_some() => {
+            // On its way out; the pod watch brings us back once it is gone.
+        }
+        Some(existing)
+            if hash(&existing) != hash(&desired.scheduler)
+                || matches!(phase(&existing), "Failed" | "Succeeded") =>
+        {
+            let why = if hash(&existing) != hash(&desired.scheduler) {
+                "its template changed".to_owned()
+            } else {
+                format!("it is {}", phase(&existing))
+            };
+            tracing::info!(cluster = %v.name, %why, "replacing the scheduler pod");
+            match pods.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+            ctx.event(
+                cluster,
+                EventType::Normal,
+                "SchedulerReplaced",
+                "Reconcile",
+                format!("Replacing scheduler pod {name}: {why}"),
+            )
+            .await;
+        }
+        Some(_) => {}
+        None => {
+            apply(&pods, &desired.scheduler).await?;
+            ctx.event(
+                cluster,
+                EventType::Normal,
+                "SchedulerCreated",
+                "Reconcile",
+                format!("Created scheduler pod {name}"),
+            )
+            .await;
+        }
+    }
+    Ok(())
+}

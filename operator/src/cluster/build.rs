@@ -1,0 +1,227 @@
+//! Stage 3: the objects a DaskCluster should have, as pure functions of the validated cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::ObjectMeta;
+
+use super::validate::ValidatedCluster;
+use crate::crd::{DaskWorkerGroup, DaskWorkerGroupSpec};
+use crate::names::{self, ANNOTATION_TEMPLATE_HASH, LABEL_CLUSTER, LABEL_COMPONENT};
+use crate::template::default_env;
+
+fn scheduler_labels(c: &ValidatedCluster) -> BTreeMap<String, String> {
+    let mut labels = c.labels.clone();
+    labels.extend(c.scheduler_labels.clone());
+    labels.insert(LABEL_CLUSTER.into(), c.name.clone());
+    labels.insert(LABEL_COMPONENT.into(), "scheduler".into());
+    labels
+}
+
+/// The scheduler pod, with Dask's environment contract and its template hash.
+pub fn scheduler_pod(c: &ValidatedCluster) -> Pod {
+    let mut spec = c.scheduler_spec.clone();
+    default_env(&mut spec, "DASK_SCHEDULER_ADDRESS", &c.scheduler_address);
+    default_env(
+        &mut spec,
+        "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES",
+        names::SCHEDULER_HTTP_ROUTES,
+    );
+    let labels = scheduler_labels(c);
+    let mut annotations = c.annotations.clone();
+    annotations.extend(c.scheduler_annotations.clone());
+    let hash = names::stable_hash(&(&spec, &labels, &annotations));
+    annotations.insert(ANNOTATION_TEMPLATE_HASH.into(), hash);
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(names::scheduler_name(&c.name)),
+            namespace: Some(c.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![c.owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// The scheduler's service; without a selector it selects the scheduler pod.
+pub fn scheduler_service(c: &ValidatedCluster) -> Service {
+    let mut spec = c.service_spec.clone();
+    if spec.selector.as_ref().is_none_or(BTreeMap::is_empty) {
+        spec.selector = Some(BTreeMap::from([
+            (LABEL_CLUSTER.to_owned(), c.name.clone()),
+            (LABEL_COMPONENT.to_owned(), "scheduler".to_owned()),
+        ]));
+    }
+    Service {
+        metadata: ObjectMeta {
+            name: Some(names::scheduler_name(&c.name)),
+            namespace: Some(c.namespace.clone()),
+            labels: Some(scheduler_labels(c)),
+            annotations: Some(c.annotations.clone()).filter(|a| !a.is_empty()),
+            owner_references: Some(vec![c.owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// The cluster's default worker group, `{cluster}-default`.
+pub fn default_worker_group(c: &ValidatedCluster) -> DaskWorkerGroup {
+    let mut labels = c.labels.clone();
+    labels.insert(LABEL_CLUSTER.into(), c.name.clone());
+    labels.insert(LABEL_COMPONENT.into(), "workergroup".into());
+    let mut wg = DaskWorkerGroup::new(
+        &names::default_worker_group(&c.name),
+        DaskWorkerGroupSpec {
+            cluster: c.name.clone(),
+            worker: c.worker.clone(),
+        },
+    );
+    wg.metadata.namespace = Some(c.namespace.clone());
+    wg.metadata.labels = Some(labels);
+    wg.metadata.annotations = Some(c.annotations.clone()).filter(|a| !a.is_empty());
+    wg.metadata.owner_references = Some(vec![c.owner.clone()]);
+    wg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::validate::validate;
+    use crate::crd::DaskCluster;
+
+    pub(crate) fn fixture(file: &str) -> DaskCluster {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(file);
+        let mut c: DaskCluster =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        c.metadata.namespace = Some("ns".into());
+        c.metadata.uid = Some("uid-1".into());
+        c.metadata.generation = Some(3);
+        c
+    }
+
+    fn env(pod: &Pod, container: usize) -> Vec<(String, String)> {
+        pod.spec.as_ref().unwrap().containers[container]
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn scheduler_pod_follows_dasks_contract() {
+        let v = validate(&fixture("daskcluster.yaml")).unwrap();
+        let pod = scheduler_pod(&v);
+        assert_eq!(pod.metadata.name.as_deref(), Some("foo-scheduler"));
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(labels[LABEL_CLUSTER], "foo");
+        assert_eq!(labels[LABEL_COMPONENT], "scheduler");
+        let env = env(&pod, 0);
+        assert!(env.contains(&(
+            "DASK_SCHEDULER_ADDRESS".into(),
+            "tcp://foo-scheduler.ns.svc.cluster.local:8786".into()
+        )));
+        let routes = env
+            .iter()
+            .find(|(k, _)| k == "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES")
+            .unwrap();
+        assert!(routes.1.contains("distributed.http.scheduler.api"));
+        let owner = &pod.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("DaskCluster", "foo", Some(true))
+        );
+        assert!(
+            pod.metadata
+                .annotations
+                .unwrap()
+                .contains_key(ANNOTATION_TEMPLATE_HASH)
+        );
+    }
+
+    #[test]
+    fn user_set_environment_wins() {
+        let mut c = fixture("daskcluster.yaml");
+        c.spec.scheduler.spec.containers[0].env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
+            name: "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES".into(),
+            value: Some("[]".into()),
+            value_from: None,
+        }]);
+        let pod = scheduler_pod(&validate(&c).unwrap());
+        let env = env(&pod, 0);
+        assert_eq!(
+            env.iter()
+                .filter(|(k, _)| k == "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES")
+                .count(),
+            1
+        );
+        assert!(env.contains(&(
+            "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES".into(),
+            "[]".into()
+        )));
+    }
+
+    #[test]
+    fn template_hash_changes_with_the_template_only() {
+        let a = scheduler_pod(&validate(&fixture("daskcluster.yaml")).unwrap());
+        let b = scheduler_pod(&validate(&fixture("daskcluster.yaml")).unwrap());
+        let mut c = fixture("daskcluster.yaml");
+        c.spec.scheduler.spec.containers[0].image = Some("ghcr.io/dask/dask:2026.8.0".into());
+        let c = scheduler_pod(&validate(&c).unwrap());
+        let hash =
+            |p: &Pod| p.metadata.annotations.as_ref().unwrap()[ANNOTATION_TEMPLATE_HASH].clone();
+        assert_eq!(hash(&a), hash(&b));
+        assert_ne!(hash(&a), hash(&c));
+    }
+
+    #[test]
+    fn service_and_default_worker_group() {
+        let v = validate(&fixture("daskcluster.yaml")).unwrap();
+        let svc = scheduler_service(&v);
+        assert_eq!(svc.metadata.name.as_deref(), Some("foo-scheduler"));
+        assert_eq!(svc.spec.as_ref().unwrap().ports.as_ref().unwrap().len(), 2);
+        let wg = default_worker_group(&v);
+        assert_eq!(wg.metadata.name.as_deref(), Some("foo-default"));
+        assert_eq!(wg.spec.cluster, "foo");
+        assert_eq!(wg.spec.worker.replicas, 2);
+        assert_eq!(wg.metadata.labels.unwrap()[LABEL_COMPONENT], "workergroup");
+    }
+
+    #[test]
+    fn a_service_without_selector_selects_the_scheduler() {
+        let mut c = fixture("daskcluster.yaml");
+        c.spec.scheduler.service.selector = None;
+        let svc = scheduler_service(&validate(&c).unwrap());
+        assert_eq!(
+            svc.spec.unwrap().selector.unwrap()[LABEL_COMPONENT],
+            "scheduler"
+        );
+    }
+
+    #[test]
+    fn invalid_specs_name_every_problem() {
+        let mut c = fixture("daskcluster.yaml");
+        c.metadata.name = Some("x".repeat(54));
+        c.spec.worker.spec.containers.clear();
+        c.spec.worker.replicas = -1;
+        let err = validate(&c).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("metadata.name: 54 characters"), "{text}");
+        assert!(
+            text.contains("spec.worker.spec.containers: at least one container"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spec.worker.replicas: -1 is negative"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Names, labels and addresses the operator derives, following dask-kubernetes' conventions so
+//! that tools written for it (dask-kubernetes' `KubeCluster`, dashboards) find everything.
+
+use std::hash::{BuildHasher, Hasher};
+
+pub const LABEL_CLUSTER: &str = "dask.org/cluster-name";
+pub const LABEL_COMPONENT: &str = "dask.org/component";
+pub const LABEL_WORKER_GROUP: &str = "dask.org/workergroup-name";
+/// Hash of the pod template a pod was made from; a different hash means the pod is outdated.
+pub const ANNOTATION_TEMPLATE_HASH: &str = "kubernetes.dask.org/template-hash";
+/// The one field manager for every object and status the operator writes.
+pub const FIELD_MANAGER: &str = "rask-operator";
+
+pub const SCHEDULER_PORT: u16 = 8786;
+pub const DASHBOARD_PORT: u16 = 8787;
+
+/// Dask's default scheduler HTTP routes plus the API the autoscaler needs (off by default in Dask).
+pub const SCHEDULER_HTTP_ROUTES: &str = r#"["distributed.http.scheduler.prometheus", "distributed.http.scheduler.info", "distributed.http.scheduler.json", "distributed.http.health", "distributed.http.proxy", "distributed.http.statics", "distributed.http.scheduler.api"]"#;
+
+/// Longest DaskCluster name: `{name}-scheduler` must be a valid Service name (63 characters).
+pub const MAX_CLUSTER_NAME: usize = 53;
+
+pub fn scheduler_name(cluster: &str) -> String {
+    format!("{cluster}-scheduler")
+}
+
+pub fn default_worker_group(cluster: &str) -> String {
+    format!("{cluster}-default")
+}
+
+/// `tcp://{cluster}-scheduler.{ns}.svc.cluster.local:8786`, Dask's `DASK_SCHEDULER_ADDRESS`.
+pub fn scheduler_address(cluster: &str, namespace: &str) -> String {
+    format!(
+        "tcp://{}.{namespace}.svc.cluster.local:{SCHEDULER_PORT}",
+        scheduler_name(cluster)
+    )
+}
+
+/// The scheduler's HTTP API inside the cluster.
+pub fn scheduler_http(cluster: &str, namespace: &str) -> String {
+    format!(
+        "http://{}.{namespace}.svc.cluster.local:{DASHBOARD_PORT}",
+        scheduler_name(cluster)
+    )
+}
+
+/// A new worker pod name, `{group}-worker-{10 hex}` as dask-kubernetes names them.
+pub fn new_worker_pod_name(group: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    format!("{group}-worker-{:010x}", h.finish() & 0xff_ffff_ffff)
+}
+
+/// A short stable hash of a serializable value (pod templates), for change detection.
+pub fn stable_hash(value: &impl serde::Serialize) -> String {
+    // FNV-1a over the canonical JSON: stable across processes and releases, unlike std's hasher.
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_dask_kubernetes() {
+        assert_eq!(
+            scheduler_address("foo", "ns"),
+            "tcp://foo-scheduler.ns.svc.cluster.local:8786"
+        );
+        assert_eq!(default_worker_group("foo"), "foo-default");
+        let p = new_worker_pod_name("foo-default");
+        assert!(
+            p.starts_with("foo-default-worker-") && p.len() == "foo-default-worker-".len() + 10,
+            "{p}"
+        );
+        assert_ne!(new_worker_pod_name("g"), new_worker_pod_name("g"));
+    }
+
+    #[test]
+    fn hashes_are_stable() {
+        assert_eq!(
+            stable_hash(&serde_json::json!({"a": 1})),
+            stable_hash(&serde_json::json!({"a": 1}))
+        );
+        assert_ne!(
+            stable_hash(&serde_json::json!({"a": 1})),
+            stable_hash(&serde_json::json!({"a": 2}))
+        );
+    }
+}

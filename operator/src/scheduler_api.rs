@@ -1,0 +1,168 @@
+//! The operator's side of the seam: Dask's scheduler HTTP API (rask's scheduler or a real Dask
+//! scheduler with `distributed.http.scheduler.api` enabled).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+/// A worker as the scheduler knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct WorkerRef {
+    pub name: String,
+    pub address: String,
+}
+
+/// Why the scheduler could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerApiError {
+    #[error("scheduler API at {url} is unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("scheduler API at {url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("scheduler API at {url} answered something unexpected: {reason}")]
+    Malformed { url: String, reason: String },
+}
+
+/// Asks schedulers things over HTTP. Cheap to clone.
+#[derive(Clone)]
+pub struct SchedulerApi {
+    http: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl Default for SchedulerApi {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(30))
+    }
+}
+
+#[derive(Deserialize)]
+struct GetWorkers {
+    workers: Vec<WorkerRef>,
+}
+
+#[derive(Deserialize)]
+struct Retired {
+    name: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct Target {
+    workers: i64,
+}
+
+#[derive(Deserialize)]
+struct Idle {
+    idle_since: Option<f64>,
+}
+
+impl SchedulerApi {
+    /// `timeout` bounds every request (retirement waits for data to move, so allow for it).
+    pub fn new(timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(3)));
+        SchedulerApi {
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            timeout,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: http::Method,
+        url: String,
+        body: Option<String>,
+    ) -> Result<Bytes, SchedulerApiError> {
+        let unreachable = |reason: String| SchedulerApiError::Unreachable {
+            url: url.clone(),
+            reason,
+        };
+        let req = http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let resp = tokio::time::timeout(self.timeout, self.http.request(req))
+            .await
+            .map_err(|_| unreachable(format!("no answer within {:?}", self.timeout)))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = resp.status();
+        let body = tokio::time::timeout(self.timeout, resp.into_body().collect())
+            .await
+            .map_err(|_| unreachable("body not received in time".into()))?
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            let body = String::from_utf8_lossy(&body).chars().take(300).collect();
+            return Err(SchedulerApiError::Status {
+                url,
+                status: status.as_u16(),
+                body,
+            });
+        }
+        Ok(body)
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(
+        url: &str,
+        body: &[u8],
+    ) -> Result<T, SchedulerApiError> {
+        serde_json::from_slice(body).map_err(|e| SchedulerApiError::Malformed {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// `GET /api/v1/get_workers`.
+    pub async fn get_workers(&self, base: &str) -> Result<Vec<WorkerRef>, SchedulerApiError> {
+        let url = format!("{base}/api/v1/get_workers");
+        let body = self.call(http::Method::GET, url.clone(), None).await?;
+        Ok(Self::parse::<GetWorkers>(&url, &body)?.workers)
+    }
+
+    /// `POST /api/v1/retire_workers` with explicit addresses; returns the names of the workers
+    /// the scheduler retired (their data moved to other workers).
+    pub async fn retire_workers(
+        &self,
+        base: &str,
+        addresses: &[String],
+    ) -> Result<Vec<String>, SchedulerApiError> {
+        let url = format!("{base}/api/v1/retire_workers");
+        let body = serde_json::json!({ "workers": addresses }).to_string();
+        let answer = self
+            .call(http::Method::POST, url.clone(), Some(body))
+            .await?;
+        let retired: std::collections::BTreeMap<String, Retired> = Self::parse(&url, &answer)?;
+        Ok(retired
+            .into_values()
+            .map(|r| match r.name {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect())
+    }
+
+    /// `GET /api/v1/adaptive_target`.
+    pub async fn adaptive_target(&self, base: &str) -> Result<i64, SchedulerApiError> {
+        let url = format!("{base}/api/v1/adaptive_target");
+        let body = self.call(http::Method::GET, url.clone(), None).await?;
+        Ok(Self::parse::<Target>(&url, &body)?.workers)
+    }
+
+    /// `GET /api/v1/check_idle`: seconds since the epoch since when the scheduler is idle.
+    pub async fn idle_since(&self, base: &str) -> Result<Option<f64>, SchedulerApiError> {
+        let url = format!("{base}/api/v1/check_idle");
+        let body = self.call(http::Method::GET, url.clone(), None).await?;
+        Ok(Self::parse::<Idle>(&url, &body)?.idle_since)
+    }
+}

@@ -1,0 +1,130 @@
+//! Stage 4 for worker groups: carry out a plan. Ready pods are only deleted after the scheduler
+//! retired them (moved their results to other workers); if it cannot be asked, they stay.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams};
+use kube::runtime::events::EventType;
+
+use super::build::worker_pod;
+use super::plan::Plan;
+use super::validate::ValidatedGroup;
+use crate::apply::apply;
+use crate::context::Context;
+use crate::crd::DaskWorkerGroup;
+use crate::error::{Error, is_not_found};
+use crate::names;
+
+/// What carrying out a plan did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub created: Vec<String>,
+    pub deleted: Vec<String>,
+    /// Why ready pods that should go were kept (scheduler unreachable, or it kept their data).
+    pub blocked: Option<String>,
+}
+
+async fn delete_pod(pods: &Api<Pod>, name: &str) -> Result<(), Error> {
+    match pods.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn carry_out(
+    ctx: &Context,
+    group: &DaskWorkerGroup,
+    v: &ValidatedGroup,
+    plan: &Plan,
+) -> Result<Outcome, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let mut out = Outcome::default();
+    for _ in 0..plan.create {
+        let name = names::new_worker_pod_name(&v.name);
+        apply(&pods, &worker_pod(v, &name)).await?;
+        out.created.push(name);
+    }
+    for name in &plan.delete {
+        delete_pod(&pods, name).await?;
+        out.deleted.push(name.clone());
+    }
+    if !plan.retire.is_empty() {
+        match retire(ctx, v, &plan.retire).await {
+            Ok((retired, kept)) => {
+                for name in &retired {
+                    delete_pod(&pods, name).await?;
+                    out.deleted.push(name.clone());
+                }
+                if !kept.is_empty() {
+                    out.blocked = Some(format!(
+                        "the scheduler did not retire {} (their results have nowhere to go)",
+                        kept.join(", ")
+                    ));
+                }
+            }
+            Err(e) => {
+                out.blocked = Some(format!(
+                    "not removing ready workers {}: {e}",
+                    plan.retire.join(", ")
+                ))
+            }
+        }
+    }
+    if !out.created.is_empty() {
+        let note = format!("Created worker pods {}", out.created.join(", "));
+        ctx.event(group, EventType::Normal, "WorkersCreated", "Scale", note)
+            .await;
+    }
+    if !out.deleted.is_empty() {
+        let note = format!("Deleted worker pods {}", out.deleted.join(", "));
+        ctx.event(group, EventType::Normal, "WorkersDeleted", "Scale", note)
+            .await;
+    }
+    if let Some(why) = &out.blocked {
+        ctx.event(
+            group,
+            EventType::Warning,
+            "ScaleDownBlocked",
+            "Retire",
+            why.clone(),
+        )
+        .await;
+    }
+    Ok(out)
+}
+
+/// Asks the scheduler to retire the named workers; returns (retired, kept). Workers the scheduler
+/// does not know hold no results and count as retired.
+async fn retire(
+    ctx: &Context,
+    v: &ValidatedGroup,
+    names: &[String],
+) -> Result<(Vec<String>, Vec<String>), Error> {
+    let base = (ctx.scheduler_url)(&v.cluster, &v.namespace);
+    let known: BTreeMap<String, String> = ctx
+        .scheduler_api
+        .get_workers(&base)
+        .await?
+        .into_iter()
+        .map(|w| (w.name, w.address))
+        .collect();
+    let mut retired: Vec<String> = names
+        .iter()
+        .filter(|n| !known.contains_key(*n))
+        .cloned()
+        .collect();
+    let addresses: Vec<String> = names.iter().filter_map(|n| known.get(n).cloned()).collect();
+    if !addresses.is_empty() {
+        let answered = ctx.scheduler_api.retire_workers(&base, &addresses).await?;
+        // Only pods of this group: a scheduler answering with others' names is ignored.
+        retired.extend(answered.into_iter().filter(|n| names.contains(n)));
+    }
+    let kept = names
+        .iter()
+        .filter(|n| !retired.contains(n))
+        .cloned()
+        .collect();
+    Ok((retired, kept))
+}

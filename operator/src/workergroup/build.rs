@@ -1,0 +1,108 @@
+//! Stage 3 for worker groups: a worker pod, as a pure function of the group and the pod's name.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ObjectMeta;
+
+use super::validate::ValidatedGroup;
+use crate::template::default_env;
+
+/// A worker pod named `name`: Dask's `DASK_WORKER_NAME` is the pod name, so the name a scheduler
+/// reports for a worker names its pod.
+pub fn worker_pod(g: &ValidatedGroup, name: &str) -> Pod {
+    let mut spec = g.spec.clone();
+    default_env(&mut spec, "DASK_WORKER_NAME", name);
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(g.namespace.clone()),
+            labels: Some(g.labels.clone()),
+            annotations: Some(g.annotations.clone()),
+            owner_references: Some(vec![g.owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::DaskWorkerGroup;
+    use crate::names::{
+        ANNOTATION_TEMPLATE_HASH, LABEL_CLUSTER, LABEL_COMPONENT, LABEL_WORKER_GROUP,
+    };
+    use crate::workergroup::validate::validate;
+
+    fn fixture() -> DaskWorkerGroup {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/daskworkergroup.yaml");
+        let mut g: DaskWorkerGroup =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        g.metadata.namespace = Some("ns".into());
+        g.metadata.uid = Some("uid-g".into());
+        g
+    }
+
+    #[test]
+    fn worker_pods_follow_dasks_contract() {
+        let v = validate(&fixture()).unwrap();
+        let pod = worker_pod(&v, "foo-highmem-worker-0123456789");
+        let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(labels[LABEL_CLUSTER], "foo");
+        assert_eq!(labels[LABEL_WORKER_GROUP], "foo-highmem");
+        assert_eq!(labels[LABEL_COMPONENT], "worker");
+        let env: Vec<(String, String)> = pod.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect();
+        assert!(env.contains(&(
+            "DASK_WORKER_NAME".into(),
+            "foo-highmem-worker-0123456789".into()
+        )));
+        assert!(env.contains(&(
+            "DASK_SCHEDULER_ADDRESS".into(),
+            "tcp://foo-scheduler.ns.svc.cluster.local:8786".into()
+        )));
+        assert_eq!(
+            pod.metadata.annotations.unwrap()[ANNOTATION_TEMPLATE_HASH],
+            v.template_hash
+        );
+        assert_eq!(
+            pod.metadata.owner_references.unwrap()[0].kind,
+            "DaskWorkerGroup"
+        );
+    }
+
+    #[test]
+    fn the_template_hash_ignores_the_pod_name_but_not_the_image() {
+        let a = validate(&fixture()).unwrap();
+        let mut g = fixture();
+        g.spec.worker.spec.containers[0].image = Some("ghcr.io/dask/dask:2026.8.0".into());
+        let b = validate(&g).unwrap();
+        assert_ne!(a.template_hash, b.template_hash);
+        let mut g = fixture();
+        g.spec.worker.replicas = 7;
+        assert_eq!(
+            validate(&g).unwrap().template_hash,
+            a.template_hash,
+            "scaling does not roll workers"
+        );
+    }
+
+    #[test]
+    fn invalid_groups_name_the_problem() {
+        let mut g = fixture();
+        g.spec.cluster.clear();
+        g.spec.worker.spec.containers[0].image = None;
+        let text = validate(&g).unwrap_err().to_string();
+        assert!(
+            text.contains("spec.cluster: required")
+                && text.contains("containers[0].image: required"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! Stage 2 for worker groups: the spec checked and its names and template settled.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
+
+use crate::crd::DaskWorkerGroup;
+use crate::names::{
+    self, ANNOTATION_TEMPLATE_HASH, LABEL_CLUSTER, LABEL_COMPONENT, LABEL_WORKER_GROUP,
+};
+use crate::template::{
+    check_pod_spec, default_env, inherited_annotations, inherited_labels, owner_ref,
+};
+
+/// A worker group whose names, labels and pod template are settled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedGroup {
+    pub name: String,
+    pub namespace: String,
+    pub cluster: String,
+    pub generation: i64,
+    pub replicas: usize,
+    pub owner: OwnerReference,
+    pub labels: BTreeMap<String, String>,
+    /// Includes the template hash.
+    pub annotations: BTreeMap<String, String>,
+    /// The worker pod spec with the scheduler address set (the pod name is set per pod).
+    pub spec: PodSpec,
+    pub template_hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid DaskWorkerGroup {name}: {}", problems.join("; "))]
+pub struct Invalid {
+    pub name: String,
+    pub problems: Vec<String>,
+}
+
+pub fn validate(g: &DaskWorkerGroup) -> Result<ValidatedGroup, Invalid> {
+    let name = g.name_any();
+    let mut problems = Vec::new();
+    if g.spec.cluster.is_empty() {
+        problems.push("spec.cluster: required".into());
+    }
+    if g.spec.worker.replicas < 0 {
+        problems.push(format!(
+            "spec.worker.replicas: {} is negative",
+            g.spec.worker.replicas
+        ));
+    }
+    // Pod names are `{group}-worker-{10 hex}`: at most 63 characters.
+    if name.len() + "-worker-".len() + 10 > 63 {
+        problems.push(format!("metadata.name: {} characters, at most 45 allowed (worker pods are named {name}-worker-<id>)", name.len()));
+    }
+    check_pod_spec("spec.worker.spec", &g.spec.worker.spec, &mut problems);
+    let owner = owner_ref(g);
+    if owner.is_none() {
+        problems.push("metadata.uid: missing (the object was not read from the API server)".into());
+    }
+    let (Some(owner), true) = (owner, problems.is_empty()) else {
+        return Err(Invalid { name, problems });
+    };
+    let namespace = g.namespace().unwrap_or_else(|| "default".into());
+    let cluster = g.spec.cluster.clone();
+    let meta = g.spec.worker.metadata.clone().unwrap_or_default();
+    let mut labels: BTreeMap<String, String> = inherited_labels(g)
+        .into_iter()
+        .filter(|(k, _)| k != LABEL_COMPONENT)
+        .collect();
+    labels.extend(meta.labels.unwrap_or_default());
+    labels.insert(LABEL_CLUSTER.into(), cluster.clone());
+    labels.insert(LABEL_WORKER_GROUP.into(), name.clone());
+    labels.insert(LABEL_COMPONENT.into(), "worker".into());
+    let mut annotations = inherited_annotations(g);
+    annotations.extend(meta.annotations.unwrap_or_default());
+    let mut spec = g.spec.worker.spec.clone();
+    default_env(
+        &mut spec,
+        "DASK_SCHEDULER_ADDRESS",
+        &names::scheduler_address(&cluster, &namespace),
+    );
+    let template_hash = names::stable_hash(&(&spec, &labels, &annotations));
+    annotations.insert(ANNOTATION_TEMPLATE_HASH.into(), template_hash.clone());
+    Ok(ValidatedGroup {
+        generation: g.metadata.generation.unwrap_or(0),
+        replicas: usize::try_from(g.spec.worker.replicas).unwrap_or(0),
+        owner,
+        labels,
+        annotations,
+        spec,
+        template_hash,
+        name,
+        namespace,
+        cluster,
+    })
+}
