@@ -4,6 +4,7 @@
 //! one file per stage. Only the first, fourth and fifth stages talk to the API server.
 
 mod apply;
+pub mod autoscaler;
 pub mod cluster;
 mod conditions;
 pub mod context;
