@@ -1,1 +1,682 @@
-fn main() {}
+//! `rask-bench`: rask's engine benchmarks, one JSON line per workload, each with the median, min
+//! and max over `--reps` repetitions and Dask's reference figure (`../shared/DESIGN.md`) beside it.
+//!
+//! ```text
+//! cargo build --release --bins && target/release/rask-bench all
+//! ```
+//!
+//! Workloads mirror the peer scripts in `shared/peer-bench/`: `map` and `chain` (bench_e),
+//! `delayed` (bench_d), `startup` (bench_f) and `futures-pipeline` (bench_e's seed pipeline).
+//! Cluster workloads run on a [`LocalCluster`] of 2 worker processes × 1 thread whose scheduler
+//! lives in this process, like Dask's `LocalCluster(processes=True)`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use serde_json::{Value as Json, json};
+
+use rask::client::delayed::{Delayed, delayed};
+use rask::client::{Client, ClientError, TaskFuture};
+use rask::jobs;
+use rask::local::{LocalCluster, LocalClusterConfig, LocalError};
+use rask::value::Value;
+
+/// Dask's figures from DESIGN.md ("Dask 2026.8 on a 2-core machine of this kind, median of 3").
+mod dask_ref {
+    pub const MAP_TASKS_PER_S: f64 = 593.0;
+    pub const CHAIN_MS_PER_LINK: f64 = 6.2;
+    pub const DELAYED_BUILD_S: f64 = 5.4;
+    pub const DELAYED_COMPUTE_S: f64 = 4.1;
+    pub const STARTUP_S: f64 = 0.71;
+    pub const SCHEDULER_RSS_MIB: f64 = 79.0;
+}
+
+/// rask's targets for the same workloads.
+mod target {
+    pub const MAP_TASKS_PER_S: f64 = 100_000.0;
+    pub const CHAIN_MS_PER_LINK: f64 = 0.1;
+    pub const DELAYED_TOTAL_MS: f64 = 50.0;
+    pub const STARTUP_MS: f64 = 20.0;
+    pub const SCHEDULER_RSS_MIB: f64 = 10.0;
+}
+
+const WORKERS: usize = 2;
+const THREADS: usize = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "rask-bench",
+    about = "rask's engine benchmarks: one JSON line per workload, Dask's figure beside it"
+)]
+struct Cli {
+    /// Workloads to run, in order (`all`: every one; the pipeline only with --with-pipeline).
+    #[arg(required = true, value_enum)]
+    workloads: Vec<Workload>,
+    /// Repetitions of each workload (median, min and max are reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Let `all` include the 20-second futures pipeline.
+    #[arg(long)]
+    with_pipeline: bool,
+    /// Tasks of `map` and `delayed` (the reference figures are for 10,000).
+    #[arg(long, default_value_t = 10_000)]
+    tasks: usize,
+    /// Links of `chain` (the reference figure is for 1,000).
+    #[arg(long, default_value_t = 1_000)]
+    links: usize,
+    /// (src, dst) pairs of `futures-pipeline` (the reference is 50 pairs of 0.2-s steps).
+    #[arg(long, default_value_t = 50)]
+    pairs: usize,
+    /// Seconds each step of `futures-pipeline` takes.
+    #[arg(long, default_value_t = 0.2)]
+    step: f64,
+    /// Seconds one repetition may take before the run is abandoned.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// 10,000 `map(inc)` + gather, and the same as a `submit` loop, on 2×1 worker processes.
+    Map,
+    /// A chain of 1,000 dependent futures (`x = submit(inc, x)`).
+    Chain,
+    /// A 10,000-task delayed graph (inc × N + sum), and the seed pattern (inc, custom_op, add).
+    Delayed,
+    /// `rask scheduler` from spawn to `GET /health` = `ok`, and its RSS.
+    Startup,
+    /// The seed futures pipeline: 50 × (load → process1 → process2 → save), 0.2 s per step.
+    FuturesPipeline,
+    /// Every workload above (the pipeline only with --with-pipeline).
+    All,
+}
+
+/// Why a benchmark could not run or got a wrong answer.
+#[derive(Debug, thiserror::Error)]
+enum BenchError {
+    #[error(
+        "the rask binary is missing at {0} (the cluster's workers run it): \
+         build it with `cargo build --release --bins`"
+    )]
+    MissingRask(PathBuf),
+    #[error("cannot find this executable's path: {0}")]
+    CurrentExe(std::io::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("local cluster: {0}")]
+    Cluster(#[from] LocalError),
+    #[error("client: {0}")]
+    Client(#[from] ClientError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{workload}: wrong result {got}, expected {expected}")]
+    Wrong {
+        workload: &'static str,
+        got: String,
+        expected: String,
+    },
+    #[error("{workload}: {what} took longer than {secs} s")]
+    Timeout {
+        workload: &'static str,
+        what: &'static str,
+        secs: u64,
+    },
+    #[error("startup: the scheduler exited before answering /health ({0})")]
+    SchedulerExited(std::process::ExitStatus),
+    #[error("cannot read {field} of process {pid} from /proc: {reason}")]
+    Proc {
+        pid: u32,
+        field: &'static str,
+        reason: String,
+    },
+}
+
+type Result<T, E = BenchError> = std::result::Result<T, E>;
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Io { what, source }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the chosen workloads in order, printing each one's JSON line as soon as it is done.
+fn run(cli: &Cli) -> Result<()> {
+    let rask = rask_binary()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(BenchError::Runtime)?;
+    for w in expand(&cli.workloads, cli.with_pipeline) {
+        let line = match w {
+            Workload::Startup => startup(cli, &rask)?,
+            w => runtime.block_on(on_cluster(cli, &rask, w))?,
+        };
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// `all` → every workload (the pipeline only when asked for); duplicates run once.
+fn expand(chosen: &[Workload], with_pipeline: bool) -> Vec<Workload> {
+    let every = [
+        Workload::Map,
+        Workload::Chain,
+        Workload::Delayed,
+        Workload::Startup,
+        Workload::FuturesPipeline,
+    ];
+    let mut out = Vec::new();
+    for w in chosen {
+        let add: Vec<Workload> = match w {
+            Workload::All => every
+                .into_iter()
+                .filter(|w| with_pipeline || *w != Workload::FuturesPipeline)
+                .collect(),
+            w => vec![*w],
+        };
+        for w in add {
+            if !out.contains(&w) {
+                out.push(w);
+            }
+        }
+    }
+    out
+}
+
+/// The `rask` binary beside this one, which the cluster's worker processes and `startup` run.
+fn rask_binary() -> Result<PathBuf> {
+    let path = std::env::current_exe()
+        .map_err(BenchError::CurrentExe)?
+        .with_file_name("rask");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(BenchError::MissingRask(path))
+    }
+}
+
+// ----- statistics and /proc ---------------------------------------------------------------
+
+/// `{"median", "min", "max", "runs"}` of repeated measurements, like the peer scripts' `stats`.
+fn stats(runs: &[f64]) -> Json {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    };
+    json!({
+        "median": round(median),
+        "min": round(sorted.first().copied().unwrap_or(f64::NAN)),
+        "max": round(sorted.last().copied().unwrap_or(f64::NAN)),
+        "runs": runs.iter().map(|v| round(*v)).collect::<Vec<_>>(),
+    })
+}
+
+/// Six significant digits are plenty for timings and keep the lines short.
+fn round(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let scale = 10f64.powi(5 - v.abs().log10().floor() as i32);
+    (v * scale).round() / scale
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MiB.
+fn proc_mib(pid: u32, field: &'static str) -> Result<f64> {
+    let fail = |reason: String| BenchError::Proc { pid, field, reason };
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| fail(e.to_string()))?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next())
+        .ok_or_else(|| fail("field not found".into()))?
+        .parse::<u64>()
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(round(kib as f64 / 1024.0))
+}
+
+/// Current and peak RSS of a process, in MiB.
+fn rss_of(pid: u32) -> Result<Json> {
+    Ok(json!({"rss_mib": proc_mib(pid, "VmRSS")?, "hwm_mib": proc_mib(pid, "VmHWM")?}))
+}
+
+// ----- cluster workloads ------------------------------------------------------------------
+
+/// Starts a 2×1 process cluster, runs one workload on it, and stops the cluster.
+async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
+    let mut config = LocalClusterConfig::new(WORKERS, THREADS).processes(rask);
+    let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    config.worker_env.push(("RUST_LOG".into(), log));
+    let cluster = LocalCluster::start(config).await?;
+    let client = cluster.client().await?;
+    // Warm up the connections to both workers, as bench_e does before measuring.
+    let warm = client.map("inc", 0..WORKERS as i64);
+    client.gather(&warm).await?;
+    drop(warm);
+    let line = match w {
+        Workload::Map => map(cli, &cluster, &client).await,
+        Workload::Chain => chain(cli, &cluster, &client).await,
+        Workload::Delayed => delayed_graphs(cli, &cluster, &client).await,
+        Workload::FuturesPipeline => pipeline(cli, &cluster, &client).await,
+        Workload::Startup | Workload::All => unreachable!("not a cluster workload"),
+    };
+    drop(client);
+    cluster.shutdown().await;
+    line
+}
+
+/// Runs `rep` `cli.reps` times with a timeout each, waiting for the scheduler to forget the
+/// previous repetition's tasks in between; returns each repetition's measurements.
+async fn repeat<T, F, Fut>(
+    cli: &Cli,
+    cluster: &LocalCluster,
+    workload: &'static str,
+    mut rep: F,
+) -> Result<Vec<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut out = Vec::with_capacity(cli.reps);
+    for _ in 0..cli.reps {
+        let limit = Duration::from_secs(cli.timeout);
+        let m = tokio::time::timeout(limit, rep())
+            .await
+            .map_err(|_| BenchError::Timeout {
+                workload,
+                what: "a repetition",
+                secs: cli.timeout,
+            })??;
+        out.push(m);
+        drained(cluster, workload).await?;
+    }
+    Ok(out)
+}
+
+/// Waits until the scheduler holds no tasks (every future of the last repetition released).
+async fn drained(cluster: &LocalCluster, workload: &'static str) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let t = cluster.snapshot().await?.tasks;
+        let held = t.released + t.waiting + t.queued + t.processing + t.memory + t.erred;
+        if held == 0 {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(BenchError::Timeout {
+                workload,
+                what: "forgetting the released tasks",
+                secs: 10,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Gathers `futures` and checks that the last one is `expected`.
+async fn gather_checked(
+    client: &Client,
+    futures: &[TaskFuture],
+    workload: &'static str,
+    expected: Value,
+) -> Result<()> {
+    let values = client.gather(futures).await?;
+    match values.last() {
+        Some(v) if *v == expected => Ok(()),
+        got => Err(BenchError::Wrong {
+            workload,
+            got: format!("{got:?}"),
+            expected: expected.to_string(),
+        }),
+    }
+}
+
+/// One timed `map` (or `submit` loop) + gather: (seconds to submit, seconds in total).
+async fn map_once(client: &Client, n: usize, submit_loop: bool) -> Result<(f64, f64)> {
+    let t0 = Instant::now();
+    let futures: Vec<TaskFuture> = if submit_loop {
+        (0..n as i64)
+            .map(|i| client.submit("inc", vec![i.into()]))
+            .collect()
+    } else {
+        client.map("inc", 0..n as i64)
+    };
+    let submitted = t0.elapsed().as_secs_f64();
+    gather_checked(client, &futures, "map", Value::Int(n as i64)).await?;
+    let total = t0.elapsed().as_secs_f64();
+    drop(futures);
+    Ok((submitted, total))
+}
+
+/// `map`: N tiny tasks through `map` and through a `submit` loop; RSS of every process after.
+async fn map(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json> {
+    let n = cli.tasks;
+    let mapped = repeat(cli, cluster, "map", || map_once(client, n, false)).await?;
+    let looped = repeat(cli, cluster, "map", || map_once(client, n, true)).await?;
+    let rate = |runs: &[(f64, f64)]| -> Vec<f64> { runs.iter().map(|r| n as f64 / r.1).collect() };
+    let secs = |runs: &[(f64, f64)], i: usize| -> Vec<f64> {
+        runs.iter()
+            .map(|r| if i == 0 { r.0 } else { r.1 })
+            .collect()
+    };
+    Ok(json!({
+        "bench": "map",
+        "cluster": cluster_label(),
+        "tasks": n,
+        "reps": cli.reps,
+        "tasks_per_s": stats(&rate(&mapped)),
+        "submit_s": stats(&secs(&mapped, 0)),
+        "total_s": stats(&secs(&mapped, 1)),
+        "submit_loop_tasks_per_s": stats(&rate(&looped)),
+        "submit_loop_submit_s": stats(&secs(&looped, 0)),
+        "submit_loop_total_s": stats(&secs(&looped, 1)),
+        "target_tasks_per_s": target::MAP_TASKS_PER_S,
+        "dask_ref_tasks_per_s": dask_ref::MAP_TASKS_PER_S,
+        "rss_after": rss_report(cluster)?,
+    }))
+}
+
+fn cluster_label() -> String {
+    format!("LocalCluster {WORKERS} worker processes x {THREADS} thread, scheduler in-process")
+}
+
+/// RSS of this process (client and scheduler) and of each worker process.
+fn rss_report(cluster: &LocalCluster) -> Result<Json> {
+    let workers = cluster
+        .worker_names()
+        .iter()
+        .filter_map(|name| cluster.worker_pid(name))
+        .map(rss_of)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(json!({
+        "bench_process": rss_of(std::process::id())?,
+        "workers": workers,
+    }))
+}
+
+/// One chain of `links` dependent tasks: (seconds to submit, seconds in total).
+async fn chain_once(client: &Client, links: usize) -> Result<(f64, f64)> {
+    let t0 = Instant::now();
+    let mut x = client.submit("inc", vec![0i64.into()]);
+    for _ in 1..links {
+        x = client.submit("inc", vec![(&x).into()]);
+    }
+    let submitted = t0.elapsed().as_secs_f64();
+    gather_checked(
+        client,
+        std::slice::from_ref(&x),
+        "chain",
+        Value::Int(links as i64),
+    )
+    .await?;
+    Ok((submitted, t0.elapsed().as_secs_f64()))
+}
+
+/// `chain`: a chain of dependent futures; milliseconds per link.
+async fn chain(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json> {
+    let links = cli.links.max(1);
+    let runs = repeat(cli, cluster, "chain", || chain_once(client, links)).await?;
+    let per_link: Vec<f64> = runs.iter().map(|r| r.1 * 1e3 / links as f64).collect();
+    let submit: Vec<f64> = runs.iter().map(|r| r.0).collect();
+    let total: Vec<f64> = runs.iter().map(|r| r.1).collect();
+    Ok(json!({
+        "bench": "chain",
+        "cluster": cluster_label(),
+        "links": links,
+        "reps": cli.reps,
+        "ms_per_link": stats(&per_link),
+        "submit_s": stats(&submit),
+        "total_s": stats(&total),
+        "target_ms_per_link": target::CHAIN_MS_PER_LINK,
+        "dask_ref_ms_per_link": dask_ref::CHAIN_MS_PER_LINK,
+    }))
+}
+
+/// bench_d's "independent" graph: `sum(inc(i) for i in 0..n)`, n + 1 tasks.
+fn independent_graph(n: usize) -> (Delayed, i64) {
+    let parts: Vec<Delayed> = (0..n as i64)
+        .map(|i| delayed("inc", vec![i.into()]))
+        .collect();
+    let expected = (1..=n as i64).sum();
+    (delayed("sum", vec![parts.into()]), expected)
+}
+
+/// bench_d's "seed_pattern" graph: `sum(add(inc(x), custom_op(x)) for x in 0..n/3)`.
+fn seed_pattern_graph(n: usize) -> (Delayed, i64) {
+    let parts: Vec<Delayed> = (0..(n / 3) as i64)
+        .map(|x| {
+            delayed(
+                "add",
+                vec![
+                    delayed("inc", vec![x.into()]).into(),
+                    delayed("custom_op", vec![x.into()]).into(),
+                ],
+            )
+        })
+        .collect();
+    let expected = (0..(n / 3) as i64).map(|x| x + 1 + 2 * x * x).sum();
+    (delayed("sum", vec![parts.into()]), expected)
+}
+
+/// Builds a delayed graph and computes it: (build seconds, compute seconds).
+async fn delayed_once(client: &Client, build: impl Fn() -> (Delayed, i64)) -> Result<(f64, f64)> {
+    let t0 = Instant::now();
+    let (root, expected) = build();
+    let built = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let future = client.compute(&root);
+    gather_checked(
+        client,
+        std::slice::from_ref(&future),
+        "delayed",
+        Value::Int(expected),
+    )
+    .await?;
+    let computed = t1.elapsed().as_secs_f64();
+    drop(future);
+    drop(root);
+    Ok((built, computed))
+}
+
+/// Build, compute and total milliseconds of repeated delayed runs.
+fn delayed_stats(runs: &[(f64, f64)]) -> (Json, Json, Json) {
+    let ms = |f: fn(&(f64, f64)) -> f64| -> Vec<f64> { runs.iter().map(|r| f(r) * 1e3).collect() };
+    (
+        stats(&ms(|r| r.0)),
+        stats(&ms(|r| r.1)),
+        stats(&ms(|r| r.0 + r.1)),
+    )
+}
+
+/// `delayed`: the independent graph (with Dask's figure) and the seed pattern.
+async fn delayed_graphs(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json> {
+    let n = cli.tasks;
+    let ind = repeat(cli, cluster, "delayed", || {
+        delayed_once(client, || independent_graph(n))
+    })
+    .await?;
+    let seed = repeat(cli, cluster, "delayed", || {
+        delayed_once(client, || seed_pattern_graph(n))
+    })
+    .await?;
+    let (build, compute, total) = delayed_stats(&ind);
+    let (s_build, s_compute, s_total) = delayed_stats(&seed);
+    Ok(json!({
+        "bench": "delayed",
+        "cluster": cluster_label(),
+        "tasks": n + 1,
+        "reps": cli.reps,
+        "build_ms": build,
+        "compute_ms": compute,
+        "total_ms": total,
+        "target_total_ms": target::DELAYED_TOTAL_MS,
+        "dask_ref_build_s": dask_ref::DELAYED_BUILD_S,
+        "dask_ref_compute_s": dask_ref::DELAYED_COMPUTE_S,
+        "seed_pattern": {
+            "tasks": 3 * (n / 3) + 1,
+            "build_ms": s_build,
+            "compute_ms": s_compute,
+            "total_ms": s_total,
+        },
+    }))
+}
+
+/// One run of the seed futures pipeline: seconds until every `save` is gathered.
+async fn pipeline_once(client: &Client, pairs: usize, step: f64) -> Result<f64> {
+    let t0 = Instant::now();
+    let saves = jobs::futures_pipeline(client, pairs, step);
+    let last = pairs.saturating_sub(1);
+    gather_checked(
+        client,
+        &saves,
+        "futures-pipeline",
+        jobs::futures_pipeline_expected(last),
+    )
+    .await?;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// `futures-pipeline`: makespan of the seed pipeline against the ideal on 2 slots.
+async fn pipeline(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json> {
+    let (pairs, step) = (cli.pairs.max(1), cli.step);
+    let runs = repeat(cli, cluster, "futures-pipeline", || {
+        pipeline_once(client, pairs, step)
+    })
+    .await?;
+    let ideal = pairs as f64 * 4.0 * step / (WORKERS * THREADS) as f64;
+    let over: Vec<f64> = runs.iter().map(|s| (s - ideal) * 1e3).collect();
+    Ok(json!({
+        "bench": "futures-pipeline",
+        "cluster": cluster_label(),
+        "pairs": pairs,
+        "step_s": step,
+        "reps": cli.reps,
+        "pipeline_s": stats(&runs),
+        "ideal_s": ideal,
+        "overhead_ms": stats(&over),
+    }))
+}
+
+// ----- startup ----------------------------------------------------------------------------
+
+/// A port nobody listens on right now (the OS picks it; it is free again once we let go).
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("binding a probe port"))?;
+    Ok(l.local_addr()
+        .map_err(io_err("reading a probe port"))?
+        .port())
+}
+
+/// Whether `GET /health` on `addr` answers 200 with body `ok` (one HTTP/1.1 request).
+fn health_ok(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let req = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut reply = String::new();
+    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut reply).is_err() {
+        return false;
+    }
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    head.starts_with("HTTP/1.1 200") && body.trim() == "ok"
+}
+
+/// A scheduler process that is killed (by its pid, via `Child`) when dropped.
+struct Spawned(Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One scheduler start: (seconds from spawn to `/health` ok, RSS and peak RSS once healthy).
+fn startup_once(rask: &Path, timeout: Duration) -> Result<(f64, f64, f64)> {
+    let (port, http_port) = (free_port()?, free_port()?);
+    let dashboard = SocketAddr::from(([127, 0, 0, 1], http_port));
+    let t0 = Instant::now();
+    let child = Command::new(rask)
+        .args([
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--dashboard-address", &dashboard.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(io_err(format!("spawning {}", rask.display())))?;
+    let mut child = Spawned(child);
+    while !health_ok(dashboard) {
+        if let Some(status) = child.0.try_wait().map_err(io_err("waiting for rask"))? {
+            return Err(BenchError::SchedulerExited(status));
+        }
+        if t0.elapsed() > timeout {
+            return Err(BenchError::Timeout {
+                workload: "startup",
+                what: "waiting for /health",
+                secs: timeout.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let healthy = t0.elapsed().as_secs_f64();
+    let pid = child.0.id();
+    Ok((healthy, proc_mib(pid, "VmRSS")?, proc_mib(pid, "VmHWM")?))
+}
+
+/// `startup`: `rask scheduler` from spawn to a healthy HTTP API, and its memory then.
+fn startup(cli: &Cli, rask: &Path) -> Result<Json> {
+    let timeout = Duration::from_secs(cli.timeout);
+    let runs = (0..cli.reps)
+        .map(|_| startup_once(rask, timeout))
+        .collect::<Result<Vec<_>>>()?;
+    let ms: Vec<f64> = runs.iter().map(|r| r.0 * 1e3).collect();
+    let rss: Vec<f64> = runs.iter().map(|r| r.1).collect();
+    let hwm: Vec<f64> = runs.iter().map(|r| r.2).collect();
+    Ok(json!({
+        "bench": "startup",
+        "command": "rask scheduler --host 127.0.0.1 --port P --dashboard-address 127.0.0.1:Q",
+        "reps": cli.reps,
+        "to_health_ok_ms": stats(&ms),
+        "rss_mib": stats(&rss),
+        "hwm_mib": stats(&hwm),
+        "target_ms": target::STARTUP_MS,
+        "target_rss_mib": target::SCHEDULER_RSS_MIB,
+        "dask_ref_s": dask_ref::STARTUP_S,
+        "dask_ref_rss_mib": dask_ref::SCHEDULER_RSS_MIB,
+    }))
+}
