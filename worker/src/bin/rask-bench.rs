@@ -74,6 +74,9 @@ struct Cli {
     /// Seconds each step of `futures-pipeline` takes.
     #[arg(long, default_value_t = 0.2)]
     step: f64,
+    /// Threads of this process's async runtime, which runs the client and the scheduler.
+    #[arg(long, default_value_t = 2)]
+    runtime_threads: usize,
     /// Seconds one repetition may take before the run is abandoned.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -166,7 +169,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<()> {
     let rask = rask_binary()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(cli.runtime_threads.max(1))
         .enable_all()
         .build()
         .map_err(BenchError::Runtime)?;
@@ -293,21 +296,43 @@ async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
     line
 }
 
+/// Each repetition's measurement, and the CPU time it took.
+struct Reps<T> {
+    runs: Vec<T>,
+    /// Per repetition: CPU ms of this process (client and scheduler), and of the workers.
+    cpu_ms: Vec<(f64, f64)>,
+}
+
+impl<T> Reps<T> {
+    /// `{"bench_process": stats, "workers": stats}` of CPU ms per repetition.
+    fn cpu_json(&self) -> Json {
+        let this: Vec<f64> = self.cpu_ms.iter().map(|c| c.0).collect();
+        let workers: Vec<f64> = self.cpu_ms.iter().map(|c| c.1).collect();
+        json!({"bench_process": stats(&this), "workers": stats(&workers)})
+    }
+}
+
 /// Runs `rep` `cli.reps` times with a timeout each, waiting for the scheduler to forget the
-/// previous repetition's tasks in between; returns each repetition's measurements.
+/// previous repetition's tasks in between.
 async fn repeat<T, F, Fut>(
     cli: &Cli,
     cluster: &LocalCluster,
     workload: &'static str,
     mut rep: F,
-) -> Result<Vec<T>>
+) -> Result<Reps<T>>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let mut out = Vec::with_capacity(cli.reps);
+    let workers = worker_pids(cluster);
+    let cpu = || -> Result<(f64, f64)> { Ok((cpu_ms(std::process::id())?, cpu_ms_all(&workers)?)) };
+    let mut out = Reps {
+        runs: Vec::with_capacity(cli.reps),
+        cpu_ms: Vec::with_capacity(cli.reps),
+    };
     for _ in 0..cli.reps {
         let limit = Duration::from_secs(cli.timeout);
+        let before = cpu()?;
         let m = tokio::time::timeout(limit, rep())
             .await
             .map_err(|_| BenchError::Timeout {
@@ -315,10 +340,51 @@ where
                 what: "a repetition",
                 secs: cli.timeout,
             })??;
-        out.push(m);
+        let after = cpu()?;
+        out.runs.push(m);
+        out.cpu_ms.push((after.0 - before.0, after.1 - before.1));
         drained(cluster, workload).await?;
     }
     Ok(out)
+}
+
+fn worker_pids(cluster: &LocalCluster) -> Vec<u32> {
+    cluster
+        .worker_names()
+        .iter()
+        .filter_map(|name| cluster.worker_pid(name))
+        .collect()
+}
+
+/// CPU time a process has run so far, all threads, in ms (`/proc/<pid>/task/*/schedstat`).
+fn cpu_ms(pid: u32) -> Result<f64> {
+    let fail = |reason: String| BenchError::Proc {
+        pid,
+        field: "schedstat",
+        reason,
+    };
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| fail(e.to_string()))?;
+    let mut ns: u64 = 0;
+    for task in tasks {
+        let path = task
+            .map_err(|e| fail(e.to_string()))?
+            .path()
+            .join("schedstat");
+        // A thread may exit between listing and reading; it no longer counts.
+        let Ok(line) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        ns += line
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| fail(format!("unexpected schedstat line {line:?}")))?;
+    }
+    Ok(ns as f64 / 1e6)
+}
+
+fn cpu_ms_all(pids: &[u32]) -> Result<f64> {
+    pids.iter().map(|p| cpu_ms(*p)).sum()
 }
 
 /// Waits until the scheduler holds no tasks (every future of the last repetition released).
@@ -392,12 +458,14 @@ async fn map(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json>
         "cluster": cluster_label(),
         "tasks": n,
         "reps": cli.reps,
-        "tasks_per_s": stats(&rate(&mapped)),
-        "submit_s": stats(&secs(&mapped, 0)),
-        "total_s": stats(&secs(&mapped, 1)),
-        "submit_loop_tasks_per_s": stats(&rate(&looped)),
-        "submit_loop_submit_s": stats(&secs(&looped, 0)),
-        "submit_loop_total_s": stats(&secs(&looped, 1)),
+        "tasks_per_s": stats(&rate(&mapped.runs)),
+        "submit_s": stats(&secs(&mapped.runs, 0)),
+        "total_s": stats(&secs(&mapped.runs, 1)),
+        "cpu_ms_per_rep": mapped.cpu_json(),
+        "submit_loop_tasks_per_s": stats(&rate(&looped.runs)),
+        "submit_loop_submit_s": stats(&secs(&looped.runs, 0)),
+        "submit_loop_total_s": stats(&secs(&looped.runs, 1)),
+        "submit_loop_cpu_ms_per_rep": looped.cpu_json(),
         "target_tasks_per_s": target::MAP_TASKS_PER_S,
         "dask_ref_tasks_per_s": dask_ref::MAP_TASKS_PER_S,
         "rss_after": rss_report(cluster)?,
@@ -410,10 +478,8 @@ fn cluster_label() -> String {
 
 /// RSS of this process (client and scheduler) and of each worker process.
 fn rss_report(cluster: &LocalCluster) -> Result<Json> {
-    let workers = cluster
-        .worker_names()
-        .iter()
-        .filter_map(|name| cluster.worker_pid(name))
+    let workers = worker_pids(cluster)
+        .into_iter()
         .map(rss_of)
         .collect::<Result<Vec<_>>>()?;
     Ok(json!({
@@ -444,9 +510,9 @@ async fn chain_once(client: &Client, links: usize) -> Result<(f64, f64)> {
 async fn chain(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json> {
     let links = cli.links.max(1);
     let runs = repeat(cli, cluster, "chain", || chain_once(client, links)).await?;
-    let per_link: Vec<f64> = runs.iter().map(|r| r.1 * 1e3 / links as f64).collect();
-    let submit: Vec<f64> = runs.iter().map(|r| r.0).collect();
-    let total: Vec<f64> = runs.iter().map(|r| r.1).collect();
+    let per_link: Vec<f64> = runs.runs.iter().map(|r| r.1 * 1e3 / links as f64).collect();
+    let submit: Vec<f64> = runs.runs.iter().map(|r| r.0).collect();
+    let total: Vec<f64> = runs.runs.iter().map(|r| r.1).collect();
     Ok(json!({
         "bench": "chain",
         "cluster": cluster_label(),
@@ -455,6 +521,7 @@ async fn chain(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Jso
         "ms_per_link": stats(&per_link),
         "submit_s": stats(&submit),
         "total_s": stats(&total),
+        "cpu_ms_per_rep": runs.cpu_json(),
         "target_ms_per_link": target::CHAIN_MS_PER_LINK,
         "dask_ref_ms_per_link": dask_ref::CHAIN_MS_PER_LINK,
     }))
@@ -527,8 +594,8 @@ async fn delayed_graphs(cli: &Cli, cluster: &LocalCluster, client: &Client) -> R
         delayed_once(client, || seed_pattern_graph(n))
     })
     .await?;
-    let (build, compute, total) = delayed_stats(&ind);
-    let (s_build, s_compute, s_total) = delayed_stats(&seed);
+    let (build, compute, total) = delayed_stats(&ind.runs);
+    let (s_build, s_compute, s_total) = delayed_stats(&seed.runs);
     Ok(json!({
         "bench": "delayed",
         "cluster": cluster_label(),
@@ -537,6 +604,7 @@ async fn delayed_graphs(cli: &Cli, cluster: &LocalCluster, client: &Client) -> R
         "build_ms": build,
         "compute_ms": compute,
         "total_ms": total,
+        "cpu_ms_per_rep": ind.cpu_json(),
         "target_total_ms": target::DELAYED_TOTAL_MS,
         "dask_ref_build_s": dask_ref::DELAYED_BUILD_S,
         "dask_ref_compute_s": dask_ref::DELAYED_COMPUTE_S,
@@ -545,6 +613,7 @@ async fn delayed_graphs(cli: &Cli, cluster: &LocalCluster, client: &Client) -> R
             "build_ms": s_build,
             "compute_ms": s_compute,
             "total_ms": s_total,
+            "cpu_ms_per_rep": seed.cpu_json(),
         },
     }))
 }
@@ -572,16 +641,17 @@ async fn pipeline(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<
     })
     .await?;
     let ideal = pairs as f64 * 4.0 * step / (WORKERS * THREADS) as f64;
-    let over: Vec<f64> = runs.iter().map(|s| (s - ideal) * 1e3).collect();
+    let over: Vec<f64> = runs.runs.iter().map(|s| (s - ideal) * 1e3).collect();
     Ok(json!({
         "bench": "futures-pipeline",
         "cluster": cluster_label(),
         "pairs": pairs,
         "step_s": step,
         "reps": cli.reps,
-        "pipeline_s": stats(&runs),
-        "ideal_s": ideal,
+        "pipeline_s": stats(&runs.runs),
+        "ideal_s": round(ideal),
         "overhead_ms": stats(&over),
+        "cpu_ms_per_rep": runs.cpu_json(),
     }))
 }
 
