@@ -280,7 +280,8 @@ async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
     config.worker_env.push(("RUST_LOG".into(), log));
     let cluster = LocalCluster::start(config).await?;
     let client = cluster.client().await?;
-    // Warm up the connections to both workers, as bench_e does before measuring.
+    // One task per worker first (each starts with room for one task of unknown duration), so
+    // connections are open and `inc`'s duration is known before measuring, as bench_e warms up.
     let warm = client.map("inc", 0..WORKERS as i64);
     client.gather(&warm).await?;
     drop(warm);
@@ -473,7 +474,9 @@ async fn map(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json>
 }
 
 fn cluster_label() -> String {
-    format!("LocalCluster {WORKERS} worker processes x {THREADS} thread, scheduler in-process")
+    format!(
+        "LocalCluster {WORKERS} worker processes x {THREADS} thread, scheduler in the bench process"
+    )
 }
 
 /// RSS of this process (client and scheduler) and of each worker process.
