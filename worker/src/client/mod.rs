@@ -55,6 +55,9 @@ struct Inner {
     sched: net::Sender<ToScheduler>,
     results: Mutex<Results>,
     pool: Arc<PeerPool>,
+    /// Keys whose last future was dropped, sent to the scheduler in batches.
+    releases: Mutex<Vec<Key>>,
+    release_wake: Arc<Notify>,
 }
 
 #[derive(Default)]
@@ -112,11 +115,15 @@ impl Client {
             Ok(None) => return Err(connect_err("closed during registration".into())),
             Err(e) => return Err(connect_err(e.to_string())),
         }
+        let release_wake = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             sched,
             results: Mutex::new(Results::default()),
             pool: Arc::new(PeerPool::default()),
+            releases: Mutex::new(Vec::new()),
+            release_wake: release_wake.clone(),
         });
+        tokio::spawn(release_loop(Arc::downgrade(&inner), release_wake));
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
             let reason = loop {
@@ -364,9 +371,42 @@ impl Inner {
 
     fn release(&self, key: &Key) {
         self.lock().slots.remove(key);
-        self.sched.send(ToScheduler::ReleaseKeys {
-            keys: vec![key.clone()],
-        });
+        let mut pending = self.releases.lock().unwrap_or_else(|p| p.into_inner());
+        pending.push(key.clone());
+        if pending.len() == 1 {
+            self.release_wake.notify_one();
+        }
+    }
+
+    fn flush_releases(&self) {
+        let keys = std::mem::take(&mut *self.releases.lock().unwrap_or_else(|p| p.into_inner()));
+        if !keys.is_empty() {
+            self.sched.send(ToScheduler::ReleaseKeys { keys });
+        }
+    }
+}
+
+/// Sends dropped futures' keys in batches: dropping 10,000 futures is one message, not 10,000.
+async fn release_loop(inner: std::sync::Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        if inner.strong_count() == 0 {
+            return;
+        }
+        wake.notified().await;
+        // Let the rest of a drop burst arrive.
+        tokio::task::yield_now().await;
+        match inner.upgrade() {
+            Some(strong) => strong.flush_releases(),
+            None => return,
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.flush_releases();
+        // Ends the release loop.
+        self.release_wake.notify_one();
     }
 }
 

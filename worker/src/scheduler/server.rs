@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::state::{self, ClientId, Outbox, RequestId, State, WorkerId};
 use super::{Request, RetiredWorker, SchedulerHandle, http};
+use crate::graph::Key;
 use crate::net;
 use crate::protocol::{Envelope, FromScheduler, ToScheduler};
 
@@ -76,6 +77,7 @@ impl Scheduler {
         let state = State::new(config.policy, address.clone(), now());
         let event_loop = tokio::spawn(async move {
             EventLoop {
+                frees: FxHashMap::default(),
                 state,
                 conns: FxHashMap::default(),
                 retire_replies: FxHashMap::default(),
@@ -243,6 +245,7 @@ struct Conn {
 }
 
 struct EventLoop {
+    frees: FxHashMap<WorkerId, Vec<Key>>,
     state: State,
     conns: FxHashMap<u64, Conn>,
     retire_replies: FxHashMap<RequestId, oneshot::Sender<Vec<RetiredWorker>>>,
@@ -252,10 +255,39 @@ struct EventLoop {
 struct NetOutbox<'a> {
     conns: &'a FxHashMap<u64, Conn>,
     retire_replies: &'a mut FxHashMap<RequestId, oneshot::Sender<Vec<RetiredWorker>>>,
+    /// Keys to free per worker, sent as one message (a finished reduction frees thousands).
+    frees: &'a mut FxHashMap<WorkerId, Vec<Key>>,
+}
+
+impl NetOutbox<'_> {
+    fn flush_frees(&mut self, worker: WorkerId) {
+        if let Some(keys) = self.frees.remove(&worker)
+            && let Some(c) = self.conns.get(&worker)
+        {
+            c.sender.send(FromScheduler::FreeKeys { keys });
+        }
+    }
+
+    fn flush_all_frees(&mut self) {
+        let workers: Vec<WorkerId> = self.frees.keys().copied().collect();
+        for w in workers {
+            self.flush_frees(w);
+        }
+    }
 }
 
 impl Outbox for NetOutbox<'_> {
     fn to_worker(&mut self, worker: WorkerId, msg: Envelope<FromScheduler>) {
+        if let (FromScheduler::FreeKeys { keys }, true) = (&msg.msg, msg.blobs.is_empty()) {
+            self.frees
+                .entry(worker)
+                .or_default()
+                .extend(keys.iter().cloned());
+            return;
+        }
+        // Anything else goes after the frees already decided, keeping the order the state
+        // machine chose.
+        self.flush_frees(worker);
         if let Some(c) = self.conns.get(&worker) {
             c.sender.send(msg);
         }
@@ -285,11 +317,18 @@ impl EventLoop {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                Some(ev) = events.recv() => self.on_event(ev),
-                Some(req) = requests.recv() => self.on_request(req),
+                Some(ev) = events.recv() => {
+                    self.on_event(ev);
+                    self.flush();
+                }
+                Some(req) = requests.recv() => {
+                    self.on_request(req);
+                    self.flush();
+                }
                 _ = tick.tick() => {
                     let (state, mut out) = self.split();
                     state.tick(now(), &mut out);
+                    out.flush_all_frees();
                 }
                 _ = &mut stop => break,
             }
@@ -312,8 +351,13 @@ impl EventLoop {
             NetOutbox {
                 conns: &self.conns,
                 retire_replies: &mut self.retire_replies,
+                frees: &mut self.frees,
             },
         )
+    }
+
+    fn flush(&mut self) {
+        self.split().1.flush_all_frees();
     }
 
     fn on_request(&mut self, req: Request) {

@@ -549,16 +549,21 @@ impl Core {
     }
 
     fn on_fetched(&mut self, outcome: FetchOutcome) {
-        let mut added = Vec::new();
+        let mut added = Vec::with_capacity(outcome.found.len());
         let mut ready = Vec::new();
-        for (key, data) in outcome.found {
-            self.in_flight.remove(&key);
-            let nbytes = data.len() as u64;
-            if let Err(e) = lock(&self.store).put(key.clone(), Encoded(data)) {
-                tracing::error!(%key, error = %e, "spilling to disk failed; results stay in memory");
+        {
+            let mut store = lock(&self.store);
+            for (key, data) in outcome.found {
+                let nbytes = data.len() as u64;
+                if let Err(e) = store.put(key.clone(), Encoded(data)) {
+                    tracing::error!(%key, error = %e, "spilling to disk failed; results stay in memory");
+                }
+                added.push((key, nbytes));
             }
-            added.push((key.clone(), nbytes));
-            for t in self.waiters.remove(&key).unwrap_or_default() {
+        }
+        for (key, _) in &added {
+            self.in_flight.remove(key);
+            for t in self.waiters.remove(key).unwrap_or_default() {
                 if let Some(p) = self.tasks.get_mut(&t) {
                     p.missing = p.missing.saturating_sub(1);
                     if p.missing == 0 {
