@@ -1,0 +1,38 @@
+//! An in-process Kubernetes API server and kubelet that behave like the real ones, for testing
+//! controllers (kube-rs `Controller`s included) without a cluster.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use k8s_openapi::api::core::v1::ConfigMap;
+//! use kube::api::{Api, PostParams};
+//!
+//! let server = kube_double::ApiServer::new();
+//! let cms: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+//! let mut cm = ConfigMap::default();
+//! cm.metadata.name = Some("settings".into());
+//! cms.create(&PostParams::default(), &cm).await.unwrap();
+//! # }
+//! ```
+//!
+//! What is and is not simulated is listed in the crate README.
+
+mod apply;
+mod builtin;
+mod error;
+mod fields;
+mod gc;
+mod http;
+mod kubelet;
+mod meta;
+mod ops;
+mod patch;
+mod resources;
+mod schema;
+mod selector;
+mod server;
+mod store;
+mod watch;
+
+pub use error::Error;
+pub use kubelet::{Kubelet, KubeletConfig};
+pub use server::{ApiServer, Fault, Options, RequestRecord, Verb};
