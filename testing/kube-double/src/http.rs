@@ -395,12 +395,10 @@ fn delete_opts(q: &Query, body: &[u8]) -> Result<DeleteOpts, ApiError> {
             .and_then(Value::as_str)
             .or(q.get("propagationPolicy"))
             .map(str::to_owned),
-        orphan_dependents: b.get("orphanDependents").and_then(Value::as_bool).or(
-            match q.get("orphanDependents") {
-                Some(v) => Some(v == "true"),
-                None => None,
-            },
-        ),
+        orphan_dependents: b
+            .get("orphanDependents")
+            .and_then(Value::as_bool)
+            .or(q.get("orphanDependents").map(|v| v == "true")),
         precondition_uid: b
             .pointer("/preconditions/uid")
             .and_then(Value::as_str)
@@ -496,10 +494,12 @@ fn serve(shared: &Arc<Shared>, r: ResourceRequest<'_>) -> Result<Served, ApiErro
                 &ctx,
                 n,
                 sub,
-                pt,
-                r.body,
-                q.flag("force"),
-                manager_given,
+                &ops::PatchRequest {
+                    patch_type: pt,
+                    body: r.body,
+                    force: q.flag("force"),
+                    manager_given,
+                },
             )?
         }
         (Verb::Delete, Some(n)) if sub == Sub::Main => {

@@ -697,20 +697,28 @@ fn finish_update(
     })
 }
 
+/// A `PATCH` request's body and options.
+pub(crate) struct PatchRequest<'a> {
+    pub patch_type: PatchType,
+    pub body: &'a [u8],
+    /// `force=true` (server-side apply only).
+    pub force: bool,
+    /// Whether the request named a `fieldManager` (server-side apply requires one).
+    pub manager_given: bool,
+}
+
 /// `PATCH`: merge, JSON and strategic patches of existing objects, and server-side apply.
 pub(crate) fn patch(
     state: &mut State,
     ctx: &Ctx<'_>,
     name: &str,
     sub: Sub,
-    ty_patch: PatchType,
-    body: &[u8],
-    force: bool,
-    manager_given: bool,
+    req: &PatchRequest<'_>,
 ) -> Result<Reply, ApiError> {
     let ty = ctx.ty;
+    let (ty_patch, body) = (req.patch_type, req.body);
     if ty_patch == PatchType::Apply {
-        return server_side_apply(state, ctx, name, sub, body, force, manager_given);
+        return server_side_apply(state, ctx, name, sub, req);
     }
     if ty_patch == PatchType::Strategic && ty.is_custom() {
         return Err(ApiError::unsupported_media_type(
@@ -729,12 +737,11 @@ fn server_side_apply(
     ctx: &Ctx<'_>,
     name: &str,
     sub: Sub,
-    body: &[u8],
-    force: bool,
-    manager_given: bool,
+    req: &PatchRequest<'_>,
 ) -> Result<Reply, ApiError> {
     let ty = ctx.ty;
-    if !manager_given {
+    let (body, force) = (req.body, req.force);
+    if !req.manager_given {
         return Err(ApiError::invalid(
             "meta.k8s.io",
             "PatchOptions",
@@ -992,7 +999,9 @@ pub(crate) fn delete_key(
         meta::set_finalizers(&mut obj, &finals);
         let grace_done = grace == 0 || current == 0;
         if finals.is_empty() && grace_done {
-            state.objects.get_mut(key).map(|s| s.obj = obj);
+            if let Some(s) = state.objects.get_mut(key) {
+                s.obj = obj;
+            }
             let gone = state.remove(key).unwrap_or_default();
             after_removal(state, ty, &gone);
             return Reply {

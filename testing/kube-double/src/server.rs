@@ -279,10 +279,12 @@ impl ApiServer {
                 &ctx,
                 &name,
                 ops::Sub::Main,
-                crate::patch::PatchType::Apply,
-                &bytes,
-                true,
-                true,
+                &ops::PatchRequest {
+                    patch_type: crate::patch::PatchType::Apply,
+                    body: &bytes,
+                    force: true,
+                    manager_given: true,
+                },
             )
         };
         self.shared.changed();
