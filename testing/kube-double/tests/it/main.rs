@@ -7,6 +7,7 @@ mod apply;
 mod controller;
 mod crd;
 mod crud;
+mod dask;
 mod delete;
 mod faults;
 mod gc;
