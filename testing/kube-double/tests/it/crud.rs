@@ -327,3 +327,45 @@ async fn services_get_a_cluster_ip_that_survives_updates() {
         .unwrap();
     assert_eq!(updated.spec.unwrap().cluster_ip, Some(ip));
 }
+
+#[tokio::test]
+async fn dry_run_writes_validate_but_store_nothing() {
+    let server = server();
+    let cms: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+    let before = server.resource_version();
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let answered = cms.create(&dry, &config_map("a", &[])).await.unwrap();
+    assert_eq!(answered.name_any(), "a");
+    assert!(cms.get_opt("a").await.unwrap().is_none());
+    assert_eq!(server.resource_version(), before);
+    let err = api_error(cms.create(&dry, &config_map("Bad", &[])).await);
+    assert_eq!(err.code, 422);
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_what_it_holds() {
+    let server = server();
+    let nss: Api<Namespace> = Api::all(server.client());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "scratch"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(server.client(), "scratch");
+    cms.create(&PostParams::default(), &config_map("a", &[]))
+        .await
+        .unwrap();
+    nss.delete("scratch", &Default::default()).await.unwrap();
+    assert!(
+        cms.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(nss.get_opt("scratch").await.unwrap().is_none());
+}
