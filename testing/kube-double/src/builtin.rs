@@ -187,13 +187,30 @@ fn qos_class(pod: &Value) -> &'static str {
 
 const POD_UPDATE_RULE: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
 
-/// Checks an update of the main resource against the type's immutability rules.
-pub(crate) fn validate_update(
-    kind: Builtin,
-    old: &Value,
-    new: &mut Value,
-    errs: &mut Vec<FieldError>,
-) {
+/// Carries server-allocated values a client may omit on update (a Service's cluster IP) over from
+/// the stored object, before defaulting would allocate new ones.
+pub(crate) fn carry_over(kind: Builtin, old: &Value, new: &mut Value) {
+    if kind != Builtin::Service {
+        return;
+    }
+    let Some(ip) = old.pointer("/spec/clusterIP").cloned() else {
+        return;
+    };
+    let spec = object_at(new, "spec");
+    if spec
+        .get("clusterIP")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        spec.insert("clusterIP".into(), ip);
+        if let Some(ips) = old.pointer("/spec/clusterIPs") {
+            spec.insert("clusterIPs".into(), ips.clone());
+        }
+    }
+}
+
+/// Checks an update of the main resource (after defaulting) against the type's immutability rules.
+pub(crate) fn validate_update(kind: Builtin, old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
     match kind {
         Builtin::Pod => {
             let strip = |spec: Option<&Value>, images_from: Option<&Value>| {
@@ -231,27 +248,16 @@ pub(crate) fn validate_update(
             }
         }
         Builtin::Service => {
-            let old_ip = old.pointer("/spec/clusterIP").cloned();
-            let spec = object_at(new, "spec");
-            let new_ip = spec.get("clusterIP").cloned();
-            match (&old_ip, &new_ip) {
-                (Some(o), None) => {
-                    spec.insert("clusterIP".into(), o.clone());
-                    if let Some(ips) = old.pointer("/spec/clusterIPs") {
-                        spec.insert("clusterIPs".into(), ips.clone());
-                    }
-                }
-                (Some(o), Some(n)) if n.as_str() == Some("") => {
-                    spec.insert("clusterIP".into(), o.clone());
-                }
-                (Some(o), Some(n)) if o != n => {
-                    errs.push(FieldError::invalid(
-                        "spec.clusterIPs[0]",
-                        n,
-                        "may not change once set",
-                    ));
-                }
-                _ => {}
+            let old_ip = old.pointer("/spec/clusterIP");
+            let new_ip = new.pointer("/spec/clusterIP");
+            if let (Some(o), Some(n)) = (old_ip, new_ip)
+                && o != n
+            {
+                errs.push(FieldError::invalid(
+                    "spec.clusterIPs[0]",
+                    n,
+                    "may not change once set",
+                ));
             }
         }
         _ => {}
@@ -284,12 +290,12 @@ mod tests {
     fn pod_spec_is_immutable_but_for_images() {
         let old = json!({"spec": {"containers": [{"name": "c", "image": "a", "env": []}]}});
         let mut errs = Vec::new();
-        let mut new = json!({"spec": {"containers": [{"name": "c", "image": "b", "env": []}]}});
-        validate_update(Builtin::Pod, &old, &mut new, &mut errs);
+        let new = json!({"spec": {"containers": [{"name": "c", "image": "b", "env": []}]}});
+        validate_update(Builtin::Pod, &old, &new, &mut errs);
         assert!(errs.is_empty());
-        let mut new =
+        let new =
             json!({"spec": {"containers": [{"name": "c", "image": "a", "env": [{"name": "X"}]}]}});
-        validate_update(Builtin::Pod, &old, &mut new, &mut errs);
+        validate_update(Builtin::Pod, &old, &new, &mut errs);
         assert_eq!(errs.len(), 1);
     }
 
@@ -300,9 +306,15 @@ mod tests {
         assert_eq!(svc["spec"]["clusterIP"], "10.96.0.7");
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8786);
         let mut new = json!({"spec": {"ports": []}});
-        let mut errs = Vec::new();
-        validate_update(Builtin::Service, &svc, &mut new, &mut errs);
-        assert!(errs.is_empty());
+        carry_over(Builtin::Service, &svc, &mut new);
         assert_eq!(new["spec"]["clusterIP"], "10.96.0.7");
+        let mut errs = Vec::new();
+        validate_update(
+            Builtin::Service,
+            &svc,
+            &json!({"spec": {"clusterIP": "10.96.0.8"}}),
+            &mut errs,
+        );
+        assert_eq!(errs.len(), 1);
     }
 }

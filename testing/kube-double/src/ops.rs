@@ -259,12 +259,15 @@ fn admit(
     }
     match ty.builtin {
         Some(kind) => {
+            if let Some(old) = old {
+                builtin::carry_over(kind, old, new);
+            }
+            builtin::apply_defaults(kind, new, &mut || state.next_service_ip());
             if let Some(old) = old
                 && sub == Sub::Main
             {
                 builtin::validate_update(kind, old, new, &mut errs);
             }
-            builtin::apply_defaults(kind, new, &mut || state.next_service_ip());
             let typed = kind.roundtrip(new.take()).map_err(|e| {
                 ApiError::bad_request(format!(
                     "{} in version {:?} cannot be handled as a {}: {e}",

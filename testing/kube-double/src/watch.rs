@@ -122,7 +122,7 @@ impl Watcher {
             };
             out.extend(line(kind, &present(&self.spec.ty, &obj)));
         }
-        self.cursor = state.rv;
+        self.cursor = self.cursor.max(state.rv);
         Ok(out)
     }
 
