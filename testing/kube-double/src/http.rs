@@ -279,6 +279,11 @@ pub(crate) async fn handle(
         faults.retain(|f| !f.spent());
         hit
     };
+    let metadata_only = parts
+        .headers
+        .get(::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let user_agent = parts
         .headers
         .get(::http::header::USER_AGENT)
@@ -316,8 +321,12 @@ pub(crate) async fn handle(
                 content_type: content_type.as_deref(),
                 manager: &manager,
                 verb: record.verb,
+                metadata_only,
             };
             match serve(&shared, req) {
+                Ok(Served::Json(code, v)) if metadata_only => {
+                    json_response(code, &metadata_view(v))
+                }
                 Ok(Served::Json(code, v)) => json_response(code, &v),
                 Ok(Served::Stream(stream)) => {
                     let body = StreamBody::new(
@@ -355,6 +364,24 @@ struct ResourceRequest<'a> {
     content_type: Option<&'a str>,
     manager: &'a str,
     verb: Option<Verb>,
+    metadata_only: bool,
+}
+
+/// The metadata-only view of an answer: objects become `PartialObjectMetadata`, lists
+/// `PartialObjectMetadataList`; `Status` answers stay as they are.
+fn metadata_view(v: Value) -> Value {
+    match v.get("kind").and_then(Value::as_str) {
+        Some("Status") | None => v,
+        Some(_) => match v.get("items").and_then(Value::as_array) {
+            Some(items) => json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": v.get("metadata").cloned().unwrap_or_default(),
+                "items": items.iter().map(watch::partial_metadata).collect::<Vec<_>>(),
+            }),
+            None => watch::partial_metadata(&v),
+        },
+    }
 }
 
 enum Served {
@@ -474,6 +501,7 @@ fn serve(shared: &Arc<Shared>, r: ResourceRequest<'_>) -> Result<Served, ApiErro
                 start,
                 bookmarks: q.flag("allowWatchBookmarks"),
                 send_initial_events: q.flag("sendInitialEvents"),
+                metadata_only: r.metadata_only,
                 timeout: Duration::from_secs(timeout),
             };
             return Ok(Served::Stream(Box::pin(watch::start(shared.clone(), spec))));

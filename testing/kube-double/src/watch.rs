@@ -36,6 +36,8 @@ pub(crate) struct WatchSpec {
     pub bookmarks: bool,
     /// `sendInitialEvents=true`: the current state, then a bookmark marking its end.
     pub send_initial_events: bool,
+    /// `Accept: ...;as=PartialObjectMetadata`: events carry metadata only.
+    pub metadata_only: bool,
     pub timeout: Duration,
 }
 
@@ -43,6 +45,20 @@ impl WatchSpec {
     fn matches(&self, obj: &Value) -> bool {
         self.labels.matches(obj) && self.fields.matches(obj)
     }
+
+    fn render(&self, obj: &Value) -> Value {
+        let full = present(&self.ty, obj);
+        if self.metadata_only {
+            partial_metadata(&full)
+        } else {
+            full
+        }
+    }
+}
+
+/// An object as `meta.k8s.io/v1` `PartialObjectMetadata` (what metadata-only requests get).
+pub(crate) fn partial_metadata(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or_default()})
 }
 
 fn line(kind: &str, obj: &Value) -> Vec<u8> {
@@ -120,7 +136,7 @@ impl Watcher {
                 }
                 _ => continue,
             };
-            out.extend(line(kind, &present(&self.spec.ty, &obj)));
+            out.extend(line(kind, &self.spec.render(&obj)));
         }
         self.cursor = self.cursor.max(state.rv);
         Ok(out)
@@ -189,7 +205,7 @@ pub(crate) fn start(
                 let after: Option<&ObjKey> = None;
                 for (_, stored) in state.range(&resource, ns, after) {
                     if spec.matches(&stored.obj) {
-                        out.extend(line("ADDED", &present(&spec.ty, &stored.obj)));
+                        out.extend(line("ADDED", &spec.render(&stored.obj)));
                     }
                 }
                 (state.rv, Some(out), false)

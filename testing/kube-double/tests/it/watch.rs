@@ -6,6 +6,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::runtime::{WatchStreamExt, reflector};
 use kube_double::{ApiServer, Options, Verb};
@@ -335,4 +336,45 @@ async fn streaming_list_watchers_get_initial_events_and_the_end_bookmark() {
         watch.query
     );
     assert!(!server.requests().iter().any(|r| r.verb == Some(Verb::List)));
+}
+
+#[tokio::test]
+async fn metadata_only_requests_and_watchers_get_partial_object_metadata() {
+    let server = ApiServer::new();
+    let cms: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+    cms.create(
+        &PostParams::default(),
+        &config_map("a", &[("big", "payload")]),
+    )
+    .await
+    .unwrap();
+    let meta = cms.get_metadata("a").await.unwrap();
+    assert_eq!(meta.metadata.name.as_deref(), Some("a"));
+    assert_eq!(meta.types.unwrap().kind, "PartialObjectMetadata");
+    let list = cms.list_metadata(&Default::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let (reader, writer) = reflector::store();
+    let mut stream = reflector(
+        writer,
+        watcher(
+            Api::<PartialObjectMeta<ConfigMap>>::namespaced(server.client(), "default"),
+            watcher::Config::default(),
+        ),
+    )
+    .boxed();
+    loop {
+        if let Event::InitDone = stream.try_next().await.unwrap().unwrap() {
+            break;
+        }
+    }
+    cms.create(&PostParams::default(), &config_map("b", &[]))
+        .await
+        .unwrap();
+    loop {
+        if let Event::Apply(o) = stream.try_next().await.unwrap().unwrap() {
+            assert_eq!(o.metadata.name.as_deref(), Some("b"));
+            break;
+        }
+    }
+    assert_eq!(reader.state().len(), 2);
 }
