@@ -49,13 +49,7 @@ pub(crate) fn apply_patch(
         PatchType::Json => {
             let patch: json_patch::Patch = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding JSON patch: {e}")))?;
-            json_patch::patch(target, &patch).map_err(|e| {
-                ApiError::new(
-                    422,
-                    "Invalid",
-                    format!("the server rejected our request due to an error in our request: {e}"),
-                )
-            })
+            json_patch_ops(target, patch)
         }
         PatchType::Strategic => {
             let patch: Value = parse_json(body)?;
@@ -66,6 +60,27 @@ pub(crate) fn apply_patch(
             "apply patches are handled by server-side apply",
         )),
     }
+}
+
+/// RFC 6902, with the API server's (evanphx/json-patch) reading of `test`: a missing path
+/// equals `null` (kube's finalizer helper relies on it when adding the first finalizer).
+fn json_patch_ops(target: &mut Value, patch: json_patch::Patch) -> Result<(), ApiError> {
+    for op in patch.0 {
+        if let json_patch::PatchOperation::Test(t) = &op
+            && t.value.is_null()
+            && target.pointer(t.path.as_str()).is_none_or(Value::is_null)
+        {
+            continue;
+        }
+        json_patch::patch(target, &[op]).map_err(|e| {
+            ApiError::new(
+                422,
+                "Invalid",
+                format!("the server rejected our request due to an error in our request: {e}"),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 pub(crate) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {

@@ -139,3 +139,49 @@ async fn delete_collection_removes_what_the_selector_matches() {
         .collect();
     assert_eq!(left, ["c"]);
 }
+
+#[tokio::test]
+async fn kube_runtimes_finalizer_helper_adds_runs_cleanup_and_removes_its_finalizer() {
+    use kube::runtime::controller::Action;
+    use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let server = server();
+    let widgets: Api<Widget> = Api::namespaced(server.client(), "default");
+    widgets
+        .create(&PostParams::default(), &widget("w", 1))
+        .await
+        .unwrap();
+    let cleanups = Arc::new(AtomicUsize::new(0));
+    let step = || {
+        let widgets = widgets.clone();
+        let cleanups = cleanups.clone();
+        async move {
+            let w = Arc::new(widgets.get("w").await.unwrap());
+            finalizer(
+                &widgets,
+                "test.kube-double.dev/cleanup",
+                w,
+                |event| async move {
+                    if let Finalizer::Cleanup(_) = event {
+                        cleanups.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok::<_, kube::Error>(Action::await_change())
+                },
+            )
+            .await
+            .unwrap();
+        }
+    };
+    step().await; // adds the finalizer (a JSON patch testing a missing list against null)
+    assert_eq!(
+        widgets.get("w").await.unwrap().finalizers(),
+        ["test.kube-double.dev/cleanup"]
+    );
+    step().await; // reconciles
+    widgets.delete("w", &DeleteParams::default()).await.unwrap();
+    step().await; // cleans up, removes the finalizer: the object goes
+    assert_eq!(cleanups.load(Ordering::SeqCst), 1);
+    assert!(widgets.get_opt("w").await.unwrap().is_none());
+}
