@@ -47,7 +47,11 @@ pub(crate) fn apply_defaults(kind: Builtin, obj: &mut Value, next_ip: &mut dyn F
             let spec = object_at(obj, "spec");
             default(spec, "finalizers", json!(["kubernetes"]));
         }
-        Builtin::ConfigMap | Builtin::CoreEvent | Builtin::Event | Builtin::Crd => {}
+        Builtin::ConfigMap
+        | Builtin::CoreEvent
+        | Builtin::Event
+        | Builtin::Lease
+        | Builtin::Crd => {}
     }
 }
 

@@ -1,5 +1,6 @@
 //! The resource types the server serves: built-in ones (core/v1 Pod, Service, ConfigMap, Secret,
-//! Namespace, Event; events.k8s.io/v1 Event; apiextensions.k8s.io/v1 CustomResourceDefinition) and
+//! Namespace, Event; events.k8s.io/v1 Event; coordination.k8s.io/v1 Lease;
+//! apiextensions.k8s.io/v1 CustomResourceDefinition) and
 //! those defined by installed CRDs.
 
 use crate::error::Error;
@@ -22,6 +23,7 @@ pub(crate) enum Builtin {
     Namespace,
     CoreEvent,
     Event,
+    Lease,
     Crd,
 }
 
@@ -36,6 +38,7 @@ impl Builtin {
             Builtin::Namespace => roundtrip::<core::Namespace>(v),
             Builtin::CoreEvent => roundtrip::<core::Event>(v),
             Builtin::Event => roundtrip::<k8s_openapi::api::events::v1::Event>(v),
+            Builtin::Lease => roundtrip::<k8s_openapi::api::coordination::v1::Lease>(v),
             Builtin::Crd => roundtrip::<CustomResourceDefinition>(v),
         }
     }
@@ -279,8 +282,10 @@ pub(crate) fn builtin_types() -> Vec<Arc<ResourceType>> {
         &META_ONLY,
     );
     crd.group = "apiextensions.k8s.io".into();
+    let mut lease = core("Lease", "leases", Builtin::Lease, true, false, &META_ONLY);
+    lease.group = "coordination.k8s.io".into();
     [
-        pod, service, configmap, secret, namespace, core_event, event, crd,
+        pod, service, configmap, secret, namespace, core_event, event, lease, crd,
     ]
     .into_iter()
     .map(Arc::new)

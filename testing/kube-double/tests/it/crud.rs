@@ -369,3 +369,28 @@ async fn deleting_a_namespace_deletes_what_it_holds() {
     );
     assert!(nss.get_opt("scratch").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn leases_support_optimistic_leader_election() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let server = server();
+    let leases: Api<Lease> = Api::namespaced(server.client(), "default");
+    let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "rask-operator"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}}))
+    .unwrap();
+    let held = leases.create(&PostParams::default(), &lease).await.unwrap();
+    let mut by_b = held.clone();
+    by_b.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    leases
+        .replace("rask-operator", &PostParams::default(), &by_b)
+        .await
+        .unwrap();
+    let mut by_c = held;
+    by_c.spec.as_mut().unwrap().holder_identity = Some("c".into());
+    let err = api_error(
+        leases
+            .replace("rask-operator", &PostParams::default(), &by_c)
+            .await,
+    );
+    assert_eq!(err.code, 409, "a stale holder cannot take the lease");
+}
