@@ -1,0 +1,217 @@
+//! The test environment: API server double, kubelet, operator, and a scheduler with workers that
+//! follow the worker pods.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::watcher;
+use kube_double::{ApiServer, Kubelet, KubeletConfig};
+use rask::scheduler::server::{Scheduler, SchedulerConfig};
+use rask::worker::{Worker, WorkerConfig};
+use rask_operator::context::Context;
+use rask_operator::crd::DaskCluster;
+use rask_operator::metrics::Metrics;
+use rask_operator::run::{Scope, controllers};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub struct Env {
+    pub client: kube::Client,
+    pub kubelet: Kubelet,
+    pub scheduler: Scheduler,
+    pub dashboard: String,
+    operator: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    runner: JoinHandle<()>,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let api = ApiServer::new();
+        for crd in rask_operator::crd::all() {
+            api.install_crd(crd).unwrap();
+        }
+        let client = api.client();
+        let kubelet = Kubelet::start(&api, KubeletConfig::default());
+        let config = SchedulerConfig {
+            dashboard: Some("127.0.0.1:0".parse().unwrap()),
+            ..SchedulerConfig::default()
+        };
+        let scheduler = Scheduler::start(config).await.unwrap();
+        let dashboard = format!("http://{}", scheduler.dashboard_address().unwrap());
+        let workers = Arc::new(Mutex::new(BTreeMap::new()));
+        let runner = tokio::spawn(run_worker_pods(
+            client.clone(),
+            scheduler.address().to_owned(),
+            workers,
+        ));
+        let mut env = Env {
+            client,
+            kubelet,
+            scheduler,
+            dashboard,
+            operator: None,
+            runner,
+        };
+        env.start_operator();
+        env
+    }
+
+    /// Starts (or restarts) the operator against the same API server.
+    pub fn start_operator(&mut self) {
+        let dashboard = self.dashboard.clone();
+        let ctx = Context::new(self.client.clone(), Arc::new(Metrics::default()))
+            .with_scheduler_url(Arc::new(move |_cluster, _ns| dashboard.clone()));
+        let (tx, mut rx) = watch::channel(false);
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let task = tokio::spawn(controllers(Arc::new(ctx), Scope::AllNamespaces, shutdown));
+        self.operator = Some((tx, task));
+    }
+
+    /// Kills the operator at once (no graceful shutdown), as a crash would.
+    pub async fn kill_operator(&mut self) {
+        if let Some((_, task)) = self.operator.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    pub fn clusters(&self) -> Api<DaskCluster> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    pub async fn apply_example(&self, file: &str) -> DaskCluster {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(file);
+        let c: DaskCluster = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        self.clusters()
+            .create(&PostParams::default(), &c)
+            .await
+            .unwrap()
+    }
+
+    /// Worker pod names of a cluster, sorted (pods being deleted left out).
+    pub async fn worker_pods(&self, cluster: &str) -> Vec<String> {
+        let lp = ListParams::default().labels(&format!(
+            "dask.org/cluster-name={cluster},dask.org/component=worker"
+        ));
+        let mut names: Vec<String> = self
+            .pods()
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Names of the workers registered with the scheduler, sorted.
+    pub async fn scheduler_workers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .scheduler
+            .handle()
+            .snapshot()
+            .await
+            .unwrap()
+            .workers
+            .into_iter()
+            .map(|w| w.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some((tx, task)) = self.operator.take() {
+            let _ = tx.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        self.runner.abort();
+        self.kubelet.stop();
+        self.scheduler.shutdown().await;
+    }
+}
+
+/// Polls `f` until it is true; panics with `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let start = std::time::Instant::now();
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Stands in for the worker containers: a rask worker named after each running worker pod,
+/// stopped when the pod goes away (as the kubelet would kill the container).
+async fn run_worker_pods(
+    client: kube::Client,
+    scheduler: String,
+    workers: Arc<Mutex<BTreeMap<String, Worker>>>,
+) {
+    let pods: Api<Pod> = Api::all(client);
+    let cfg = watcher::Config::default().labels("dask.org/component=worker");
+    let mut store: BTreeMap<String, Pod> = BTreeMap::new();
+    let mut stream = watcher(pods, cfg).boxed();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                store.insert(p.metadata.name.clone().unwrap_or_default(), p);
+            }
+            Ok(watcher::Event::Delete(p)) => {
+                store.remove(&p.metadata.name.clone().unwrap_or_default());
+            }
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        let running: Vec<String> = store
+            .values()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        let (to_stop, to_start): (Vec<String>, Vec<String>) = {
+            let w = workers.lock().unwrap();
+            (
+                w.keys().filter(|n| !running.contains(n)).cloned().collect(),
+                running
+                    .iter()
+                    .filter(|n| !w.contains_key(*n))
+                    .cloned()
+                    .collect(),
+            )
+        };
+        for name in to_stop {
+            let worker = workers.lock().unwrap().remove(&name);
+            if let Some(w) = worker {
+                w.close().await;
+            }
+        }
+        for name in to_start {
+            let mut wc = WorkerConfig::new(scheduler.clone(), name.clone());
+            wc.listen_host = Some("127.0.0.1".into());
+            if let Ok(w) = Worker::start(wc).await {
+                workers.lock().unwrap().insert(name, w);
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The operator's controllers driven against kube-double (an in-process API server with
+//! Kubernetes' semantics and a simulated kubelet), with a real rask scheduler standing in for the
+//! cluster's scheduler and real rask workers started for running worker pods.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failure
+
+mod env;
+mod lifecycle;
+mod scaling;
+mod validation;
