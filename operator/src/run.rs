@@ -6,13 +6,14 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use warp::Filter;
 
 use crate::cluster;
 use crate::context::Context;
-use crate::crd::{DaskCluster, DaskWorkerGroup};
+use crate::crd::{ClusterPhase, DaskCluster, DaskWorkerGroup};
 use crate::metrics::Metrics;
 use crate::names::{LABEL_CLUSTER, LABEL_COMPONENT};
 use crate::workergroup;
@@ -44,43 +45,63 @@ pub async fn controllers(
     let client = ctx.client.clone();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let worker_pods = watcher::Config::default().labels(&format!("{LABEL_COMPONENT}=worker"));
-    let clusters = Controller::new(
+    // Children only trigger reconciles, which read what they need from the API server, so their
+    // caches keep metadata only (the metadata API: hundreds of bytes per pod, not kilobytes).
+    let cluster_controller = Controller::new(
         api::<DaskCluster>(&client, &scope),
         watcher::Config::default(),
-    )
-    .owns(api::<Pod>(&client, &scope), watcher::Config::default())
-    .owns(api::<Service>(&client, &scope), watcher::Config::default())
-    .owns(
-        api::<DaskWorkerGroup>(&client, &scope),
-        watcher::Config::default(),
-    )
-    // The cluster's status counts ready workers, whose pods belong to its worker groups.
-    .watches(api::<Pod>(&client, &scope), worker_pods, |pod: Pod| {
-        let ns = pod.metadata.namespace.clone();
-        pod.metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_CLUSTER))
-            .map(|c| {
-                let r = ObjectRef::<DaskCluster>::new(c);
-                match ns {
-                    Some(ns) => r.within(&ns),
-                    None => r,
-                }
-            })
-    })
-    .graceful_shutdown_on(shutdown.clone())
-    .run(cluster::reconcile, cluster::error_policy, ctx.clone())
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "DaskCluster controller event");
-        }
-    });
+    );
+    let phases = tokio::spawn(count_phases(
+        cluster_controller.store(),
+        ctx.metrics.clone(),
+    ));
+    let clusters = cluster_controller
+        .owns(
+            api::<PartialObjectMeta<Pod>>(&client, &scope),
+            watcher::Config::default(),
+        )
+        .owns(
+            api::<PartialObjectMeta<Service>>(&client, &scope),
+            watcher::Config::default(),
+        )
+        .owns(
+            api::<PartialObjectMeta<DaskWorkerGroup>>(&client, &scope),
+            watcher::Config::default(),
+        )
+        // The cluster's status counts ready workers, whose pods belong to its worker groups.
+        .watches(
+            api::<PartialObjectMeta<Pod>>(&client, &scope),
+            worker_pods,
+            |pod: PartialObjectMeta<Pod>| {
+                let ns = pod.metadata.namespace.clone();
+                pod.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_CLUSTER))
+                    .map(|c| {
+                        let r = ObjectRef::<DaskCluster>::new(c);
+                        match ns {
+                            Some(ns) => r.within(&ns),
+                            None => r,
+                        }
+                    })
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(cluster::reconcile, cluster::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "DaskCluster controller event");
+            }
+        });
     let groups = Controller::new(
         api::<DaskWorkerGroup>(&client, &scope),
         watcher::Config::default(),
     )
-    .owns(api::<Pod>(&client, &scope), watcher::Config::default())
+    .owns(
+        api::<PartialObjectMeta<Pod>>(&client, &scope),
+        watcher::Config::default(),
+    )
     .graceful_shutdown_on(shutdown)
     .run(workergroup::reconcile, workergroup::error_policy, ctx)
     .for_each(|r| async move {
@@ -89,6 +110,31 @@ pub async fn controllers(
         }
     });
     futures::join!(clusters, groups);
+    phases.abort();
+}
+
+/// Keeps the `rask_operator_clusters{phase}` gauge up to date from the controller's cache.
+async fn count_phases(store: kube::runtime::reflector::Store<DaskCluster>, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let mut counts = [
+            ("Pending", 0i64),
+            ("Running", 0),
+            ("Failed", 0),
+            ("Unknown", 0),
+        ];
+        for c in store.state() {
+            let i = match c.status.as_ref().and_then(|s| s.phase) {
+                Some(ClusterPhase::Pending) => 0,
+                Some(ClusterPhase::Running) => 1,
+                Some(ClusterPhase::Failed) => 2,
+                None => 3,
+            };
+            counts[i].1 += 1;
+        }
+        metrics.set_clusters_by_phase(&counts);
+    }
 }
 
 /// Serves `/health`, `/metrics` and `/` (diagnostics as JSON) until `shutdown` resolves.
@@ -128,3 +174,52 @@ pub async fn serve_http(
 }
 
 use warp::Reply;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn health_metrics_and_diagnostics_are_served() {
+        let metrics = Arc::new(Metrics::default());
+        metrics.reconciled("daskcluster", std::time::Duration::from_millis(3));
+        metrics.failed("daskcluster", "conflict", "409 on pods".into());
+        metrics.set_clusters_by_phase(&[("Running", 2), ("Failed", 1)]);
+        let (addr, server) = serve_http(
+            "127.0.0.1:0".parse().unwrap(),
+            metrics,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        assert!(get(addr, "/health").await.ends_with("ok"));
+        let text = get(addr, "/metrics").await;
+        assert!(
+            text.contains("rask_operator_reconciles_total{controller=\"daskcluster\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("rask_operator_reconcile_errors_total{controller=\"daskcluster\",error=\"conflict\"} 1"), "{text}");
+        assert!(
+            text.contains("rask_operator_clusters{phase=\"Running\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rask_operator_reconcile_duration_seconds_bucket"),
+            "{text}"
+        );
+        let diag = get(addr, "/").await;
+        assert!(diag.contains("\"last_error\":\"409 on pods\""), "{diag}");
+        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+        server.abort();
+    }
+}

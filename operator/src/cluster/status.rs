@@ -66,9 +66,9 @@ pub async fn observe(ctx: &Context, v: &ValidatedCluster) -> Result<Observed, Er
             ready_workers += 1;
         }
     }
-    // Extra groups need not carry the cluster's label: `spec.cluster` is what joins them.
+    // Extra groups get the cluster's label when adopted; `spec.cluster` is what joins them.
     let desired_workers = groups
-        .list(&ListParams::default())
+        .list(&ListParams::default().labels(&format!("{LABEL_CLUSTER}={}", v.name)))
         .await?
         .items
         .iter()

@@ -21,7 +21,7 @@ use crate::cluster::status::is_ready;
 use crate::context::Context;
 use crate::crd::{DaskCluster, DaskWorkerGroup};
 use crate::error::Error;
-use crate::names::{ANNOTATION_TEMPLATE_HASH, FIELD_MANAGER, LABEL_WORKER_GROUP};
+use crate::names::{ANNOTATION_TEMPLATE_HASH, FIELD_MANAGER, LABEL_CLUSTER, LABEL_WORKER_GROUP};
 use plan::PodView;
 
 pub const CONTROLLER: &str = "daskworkergroup";
@@ -147,7 +147,8 @@ async fn adopt(ctx: &Context, group: &DaskWorkerGroup, cluster: &DaskCluster) ->
     let Some(owner) = crate::template::owner_ref(cluster) else {
         return Ok(());
     };
-    if group.owner_references().iter().any(|o| o.uid == owner.uid) {
+    let labelled = group.labels().get(LABEL_CLUSTER) == Some(&cluster.name_any());
+    if labelled && group.owner_references().iter().any(|o| o.uid == owner.uid) {
         return Ok(());
     }
     let mut owner = owner;
@@ -157,7 +158,11 @@ async fn adopt(ctx: &Context, group: &DaskWorkerGroup, cluster: &DaskCluster) ->
     let patch = json!({
         "apiVersion": "kubernetes.dask.org/v1",
         "kind": "DaskWorkerGroup",
-        "metadata": {"name": group.name_any(), "ownerReferences": [owner]},
+        "metadata": {
+            "name": group.name_any(),
+            "labels": {LABEL_CLUSTER: cluster.name_any()},
+            "ownerReferences": [owner],
+        },
     });
     api.patch(
         &group.name_any(),

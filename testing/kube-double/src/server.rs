@@ -299,6 +299,51 @@ impl ApiServer {
         self.client_as("client")
     }
 
+    /// Also serves the API over plain HTTP on `addr` (port 0 picks one), for clients in other
+    /// processes (a controller binary under test, `kubectl`). Returns the bound address.
+    pub async fn serve_http(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let shared = self.shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: ::http::Request<hyper::body::Incoming>| {
+                            let shared = shared.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let bytes = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let req = ::http::Request::from_parts(
+                                    parts,
+                                    kube::client::Body::from(bytes.to_vec()),
+                                );
+                                Ok::<_, Infallible>(http::handle(shared, "http", req).await)
+                            }
+                        },
+                    );
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        Ok((bound, task))
+    }
+
     pub(crate) fn client_as(&self, actor: &str) -> kube::Client {
         let shared = self.shared.clone();
         let actor: Arc<str> = Arc::from(actor);
