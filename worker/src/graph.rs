@@ -88,13 +88,13 @@ impl<T: Into<Value>> From<T> for Arg {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub key: Key,
-    /// Name of a function in the [`crate::registry`].
-    pub func: String,
+    /// Name of a function in the [`crate::registry`] (shared: a graph repeats a few names).
+    pub func: Arc<str>,
     pub args: Vec<Arg>,
 }
 
 impl TaskSpec {
-    pub fn new(key: impl Into<Key>, func: impl Into<String>, args: Vec<Arg>) -> Self {
+    pub fn new(key: impl Into<Key>, func: impl Into<Arc<str>>, args: Vec<Arg>) -> Self {
         TaskSpec {
             key: key.into(),
             func: func.into(),
@@ -105,14 +105,21 @@ impl TaskSpec {
     /// The keys this task reads, without duplicates, in first-use order.
     pub fn dependencies(&self) -> Vec<Key> {
         let mut deps: Vec<Key> = Vec::new();
-        let mut seen = rustc_hash::FxHashSet::default();
         for a in &self.args {
-            a.for_each_key(&mut |k| {
-                if seen.insert(k.clone()) {
-                    deps.push(k.clone());
-                }
-            });
+            a.for_each_key(&mut |k| deps.push(k.clone()));
         }
+        if deps.len() <= 16 {
+            // Few keys (the common case): a quadratic dedup is cheaper than a hash set.
+            let mut unique: Vec<Key> = Vec::with_capacity(deps.len());
+            for k in deps {
+                if !unique.contains(&k) {
+                    unique.push(k);
+                }
+            }
+            return unique;
+        }
+        let mut seen = rustc_hash::FxHashSet::default();
+        deps.retain(|k| seen.insert(k.clone()));
         deps
     }
 }

@@ -23,7 +23,7 @@ pub struct Delayed(Arc<Node>);
 
 struct Node {
     key: Key,
-    func: String,
+    func: Arc<str>,
     args: Vec<DArg>,
 }
 
@@ -84,7 +84,7 @@ pub(crate) fn process_token() -> &'static str {
 pub fn delayed(func: &str, args: Vec<DArg>) -> Delayed {
     Delayed(Arc::new(Node {
         key: new_key(func),
-        func: func.to_owned(),
+        func: func.into(),
         args,
     }))
 }

@@ -146,7 +146,7 @@ impl Client {
     pub fn submit(&self, func: &str, args: Vec<Arg>) -> TaskFuture {
         let spec = TaskSpec {
             key: new_key(func),
-            func: func.to_owned(),
+            func: func.into(),
             args,
         };
         self.send_graph(vec![spec])
@@ -164,7 +164,7 @@ impl Client {
             .into_iter()
             .map(|i| TaskSpec {
                 key: new_key(func),
-                func: func.to_owned(),
+                func: func.into(),
                 args: vec![i.into()],
             })
             .collect();
@@ -181,7 +181,7 @@ impl Client {
             .into_iter()
             .map(|args| TaskSpec {
                 key: new_key(func),
-                func: func.to_owned(),
+                func: func.into(),
                 args,
             })
             .collect();
