@@ -15,6 +15,9 @@ pub type SchedulerUrl = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
 
 pub struct Context {
     pub client: kube::Client,
+    /// Each DaskAutoscaler's policy and its memory of recent targets, by object UID.
+    pub policies:
+        std::sync::Mutex<std::collections::HashMap<String, crate::autoscaler::policy::Policy>>,
     pub scheduler_api: SchedulerApi,
     pub scheduler_url: SchedulerUrl,
     pub metrics: Arc<Metrics>,
@@ -29,6 +32,7 @@ impl Context {
         };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
+            policies: std::sync::Mutex::default(),
             client,
             scheduler_api: SchedulerApi::default(),
             scheduler_url: Arc::new(names::scheduler_http),

@@ -11,9 +11,10 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use warp::Filter;
 
+use crate::autoscaler;
 use crate::cluster;
 use crate::context::Context;
-use crate::crd::{ClusterPhase, DaskCluster, DaskWorkerGroup};
+use crate::crd::{ClusterPhase, DaskAutoscaler, DaskCluster, DaskWorkerGroup};
 use crate::metrics::Metrics;
 use crate::names::{LABEL_CLUSTER, LABEL_COMPONENT};
 use crate::workergroup;
@@ -44,6 +45,8 @@ pub async fn controllers(
 ) {
     let client = ctx.client.clone();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let shutdown_autoscalers = shutdown.clone();
+    let ctx_autoscalers = ctx.clone();
     let worker_pods = watcher::Config::default().labels(&format!("{LABEL_COMPONENT}=worker"));
     // Children only trigger reconciles, which read what they need from the API server, so their
     // caches keep metadata only (the metadata API: hundreds of bytes per pod, not kilobytes).
@@ -109,7 +112,22 @@ pub async fn controllers(
             tracing::debug!(error = %e, "DaskWorkerGroup controller event");
         }
     });
-    futures::join!(clusters, groups);
+    let autoscalers = Controller::new(
+        api::<DaskAutoscaler>(&client, &scope),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown_autoscalers)
+    .run(
+        autoscaler::kubernetes::reconcile,
+        autoscaler::kubernetes::error_policy,
+        ctx_autoscalers,
+    )
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "DaskAutoscaler controller event");
+        }
+    });
+    futures::join!(clusters, groups, autoscalers);
     phases.abort();
 }
 

@@ -1,3 +1,5 @@
-//! Adaptive scaling from the scheduler's queue: one pure [`policy`] for every backend.
+//! Adaptive scaling from the scheduler's queue: one pure [`policy`] for every backend, and the
+//! DaskAutoscaler controller that applies it on Kubernetes.
 
+pub mod kubernetes;
 pub mod policy;

@@ -66,8 +66,51 @@ async fn reconcile_inner(cluster: &DaskCluster, ctx: &Context) -> Result<Action,
     if st != previous {
         status::write(ctx, &namespace, &name, &st).await?;
     }
+    if let Some(timeout) = v.idle_timeout {
+        return idle_check(ctx, cluster, &v, timeout).await;
+    }
     // Pod and worker-group watches bring us back on changes; the requeue is a safety net.
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// `spec.idleTimeout`: deletes the cluster once its scheduler has been idle that long (Dask's
+/// `/api/v1/check_idle`). An unreachable scheduler is not idle.
+async fn idle_check(
+    ctx: &Context,
+    cluster: &DaskCluster,
+    v: &validate::ValidatedCluster,
+    timeout: Duration,
+) -> Result<Action, Error> {
+    let base = (ctx.scheduler_url)(&v.name, &v.namespace);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    match ctx.scheduler_api.idle_since(&base).await {
+        Ok(Some(since)) if now - since >= timeout.as_secs_f64() => {
+            let note = format!(
+                "the scheduler has been idle for {:.0} s (idleTimeout {} s); deleting the cluster",
+                now - since,
+                timeout.as_secs()
+            );
+            tracing::info!(cluster = %v.name, %note);
+            ctx.event(cluster, EventType::Normal, "IdleTimeout", "Delete", note)
+                .await;
+            let api: kube::Api<DaskCluster> =
+                kube::Api::namespaced(ctx.client.clone(), &v.namespace);
+            match api.delete(&v.name, &Default::default()).await {
+                Ok(_) => {}
+                Err(e) if crate::error::is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(Action::await_change())
+        }
+        Ok(_) => Ok(Action::requeue(timeout.min(Duration::from_secs(5)))),
+        Err(e) => {
+            tracing::debug!(cluster = %v.name, error = %e, "idle check: scheduler not reachable");
+            Ok(Action::requeue(timeout.min(Duration::from_secs(5))))
+        }
+    }
 }
 
 pub fn error_policy(cluster: Arc<DaskCluster>, error: &Error, ctx: Arc<Context>) -> Action {

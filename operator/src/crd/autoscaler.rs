@@ -32,6 +32,10 @@ pub struct DaskAutoscalerSpec {
     /// Worker group to scale (default: the cluster's default group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_group: Option<String>,
+    /// Scale down only to the highest target seen over this many seconds (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub scale_down_stabilization_seconds: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -209,8 +209,14 @@ async fn run_worker_pods(
         for name in to_start {
             let mut wc = WorkerConfig::new(scheduler.clone(), name.clone());
             wc.listen_host = Some("127.0.0.1".into());
-            if let Ok(w) = Worker::start(wc).await {
-                workers.lock().unwrap().insert(name, w);
+            // As `rask worker --memory-limit auto` would give it: with a limit, the scheduler
+            // may close a worker holding data (its data moves); without one it never would.
+            wc.memory_limit = 1 << 30;
+            match Worker::start(wc).await {
+                Ok(w) => {
+                    workers.lock().unwrap().insert(name, w);
+                }
+                Err(e) => eprintln!("worker for pod {name} did not start: {e}"),
             }
         }
     }

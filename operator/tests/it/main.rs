@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failure
 
+mod autoscaling;
 mod env;
 mod lifecycle;
 mod scaling;

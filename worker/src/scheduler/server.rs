@@ -405,9 +405,7 @@ impl EventLoop {
                     );
                     let (state, mut out) = self.split();
                     match state.add_worker(id, info, now(), &mut out) {
-                        Ok(()) => {
-                            sender.send(FromScheduler::Welcome { id });
-                        }
+                        Ok(()) => {}
                         Err(e) => {
                             tracing::warn!(error = %e, "worker refused");
                             sender.send(FromScheduler::Refused {

@@ -377,6 +377,8 @@ impl State {
                 load: WorkerLoad::default(),
             },
         );
+        // The welcome goes first: queued tasks may be sent to the new worker right below.
+        out.to_worker(id, FromScheduler::Welcome { id }.into());
         self.drain_queue(now, out);
         Ok(())
     }

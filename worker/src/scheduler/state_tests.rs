@@ -685,3 +685,25 @@ fn a_busy_retiring_worker_is_closed_after_the_grace_period_and_its_task_runs_els
     }
     assert_eq!(sim.client_value(&k("long")), Some(Value::None));
 }
+
+#[test]
+fn a_worker_joining_while_tasks_queue_is_welcomed_before_it_gets_tasks() {
+    let mut sim = Sim::new(&[]);
+    sim.submit(vec![task("a", "inc", vec![1.into()])], &[&k("a")]);
+    sim.add_worker(7, 1);
+    let to_7: Vec<&FromScheduler> = sim
+        .out
+        .to_workers
+        .iter()
+        .filter(|(w, _)| *w == 7)
+        .map(|(_, m)| m)
+        .collect();
+    assert!(
+        matches!(to_7.first(), Some(FromScheduler::Welcome { id: 7 })),
+        "{to_7:?}"
+    );
+    assert!(
+        matches!(to_7.get(1), Some(FromScheduler::Compute(_))),
+        "{to_7:?}"
+    );
+}

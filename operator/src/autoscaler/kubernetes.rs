@@ -1,0 +1,247 @@
+//! The DaskAutoscaler controller: every second, asks the cluster's scheduler what it wants, runs
+//! the policy, and sets the worker group's size through its scale subresource. The worker-group
+//! controller then adds pods, or retires pods through the scheduler before deleting them, so
+//! scaling down never loses a result.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use serde_json::json;
+
+use super::policy::{Decision, GroupWorker, Observation, Policy, Settings};
+use crate::apply::apply_status;
+use crate::conditions::condition;
+use crate::context::Context;
+use crate::crd::{DaskAutoscaler, DaskAutoscalerStatus, DaskCluster, DaskWorkerGroup};
+use crate::error::Error;
+use crate::names::{self, LABEL_WORKER_GROUP};
+
+pub const CONTROLLER: &str = "daskautoscaler";
+/// How often the scheduler is asked.
+pub const POLL: Duration = Duration::from_secs(1);
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+pub async fn reconcile(a: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&a, &ctx).await;
+    ctx.metrics.reconciled(CONTROLLER, started.elapsed());
+    result
+}
+
+async fn write_status(
+    ctx: &Context,
+    a: &DaskAutoscaler,
+    st: &DaskAutoscalerStatus,
+) -> Result<(), Error> {
+    if a.status.as_ref() == Some(st) {
+        return Ok(());
+    }
+    let api: Api<DaskAutoscaler> =
+        Api::namespaced(ctx.client.clone(), &a.namespace().unwrap_or_default());
+    let body =
+        json!({"apiVersion": "kubernetes.dask.org/v1", "kind": "DaskAutoscaler", "status": st});
+    apply_status(&api, &a.name_any(), body).await?;
+    Ok(())
+}
+
+async fn reconcile_inner(a: &DaskAutoscaler, ctx: &Context) -> Result<Action, Error> {
+    if a.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = a.namespace().unwrap_or_else(|| "default".into());
+    let g = a.metadata.generation.unwrap_or(0);
+    let previous = a.status.clone().unwrap_or_default();
+    let prev = &previous.conditions;
+
+    // Validate.
+    if a.spec.minimum < 0 || a.spec.maximum < a.spec.minimum {
+        let msg = format!(
+            "spec.minimum ({}) must be at least 0 and at most spec.maximum ({})",
+            a.spec.minimum, a.spec.maximum
+        );
+        let st = DaskAutoscalerStatus {
+            observed_generation: Some(g),
+            conditions: vec![condition(
+                prev,
+                "Valid",
+                false,
+                "InvalidSpec",
+                msg.clone(),
+                g,
+            )],
+            ..previous.clone()
+        };
+        if a.status.as_ref() != Some(&st) {
+            ctx.event(a, EventType::Warning, "InvalidSpec", "Validate", msg)
+                .await;
+        }
+        write_status(ctx, a, &st).await?;
+        return Ok(Action::await_change());
+    }
+
+    // Read the cluster and the group it scales.
+    let clusters: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let groups: Api<DaskWorkerGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let group_name = a
+        .spec
+        .worker_group
+        .clone()
+        .unwrap_or_else(|| names::default_worker_group(&a.spec.cluster));
+    let (Some(_cluster), Some(group)) = (
+        clusters.get_opt(&a.spec.cluster).await?,
+        groups.get_opt(&group_name).await?,
+    ) else {
+        let msg = format!(
+            "DaskCluster {} or its worker group {group_name} does not exist",
+            a.spec.cluster
+        );
+        let st = DaskAutoscalerStatus {
+            observed_generation: Some(g),
+            conditions: vec![condition(prev, "Ready", false, "ClusterNotFound", msg, g)],
+            ..previous.clone()
+        };
+        write_status(ctx, a, &st).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    };
+    let current = usize::try_from(group.spec.worker.replicas).unwrap_or(0);
+
+    // Observe the scheduler: its target for the whole cluster, minus the workers of other groups.
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let own: BTreeSet<String> = pods
+        .list(&ListParams::default().labels(&format!("{LABEL_WORKER_GROUP}={group_name}")))
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    let base = (ctx.scheduler_url)(&a.spec.cluster, &ns);
+    let observed = match (
+        ctx.scheduler_api.adaptive_target(&base).await,
+        ctx.scheduler_api.get_workers(&base).await,
+    ) {
+        (Ok(target), Ok(workers)) => {
+            let others = workers.iter().filter(|w| !own.contains(&w.name)).count();
+            let mine: Vec<GroupWorker> = workers
+                .into_iter()
+                .filter(|w| own.contains(&w.name))
+                .map(|w| GroupWorker {
+                    name: w.name,
+                    nbytes: None,
+                })
+                .collect();
+            let target = usize::try_from(target).unwrap_or(0).saturating_sub(others);
+            Ok((Some(target), mine))
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let (target, workers, api_error) = match observed {
+        Ok((t, w)) => (t, w, None),
+        Err(e) => (None, Vec::new(), Some(e.to_string())),
+    };
+
+    // Decide.
+    let key = a.uid().unwrap_or_else(|| format!("{ns}/{}", a.name_any()));
+    let mut settings = Settings::new(a.spec.minimum as usize, a.spec.maximum as usize);
+    if let Some(s) = a.spec.scale_down_stabilization_seconds {
+        settings.down_window = Duration::from_secs(s.max(0).unsigned_abs());
+    }
+    let decision = {
+        let mut policies = ctx.policies.lock().unwrap_or_else(|p| p.into_inner());
+        let policy = policies
+            .entry(key)
+            .or_insert_with(|| Policy::new(settings.clone()));
+        if *policy.settings() != settings {
+            *policy = Policy::new(settings);
+        }
+        policy.decide(&Observation {
+            at: now(),
+            target,
+            current,
+            workers,
+        })
+    };
+
+    // Apply: the group's size through its scale subresource.
+    let desired = match &decision {
+        Decision::ScaleUp { by, .. } => current + by,
+        Decision::Retire {
+            workers, unstarted, ..
+        } => current.saturating_sub(workers.len() + unstarted),
+        Decision::Hold { .. } => current,
+    };
+    if desired != current {
+        let patch = json!({"spec": {"replicas": desired}});
+        groups_or_cluster_scale(ctx, &ns, &a.spec.cluster, &group_name, &patch).await?;
+        let note = format!(
+            "{group_name}: {current} → {desired} workers ({})",
+            decision.reason()
+        );
+        tracing::info!(autoscaler = %a.name_any(), %note, "scaling");
+        ctx.event(a, EventType::Normal, "Scaled", "Scale", note)
+            .await;
+    }
+
+    // Status.
+    let ready = match &api_error {
+        Some(e) => condition(prev, "Ready", false, "SchedulerUnreachable", e.clone(), g),
+        None => condition(
+            prev,
+            "Ready",
+            true,
+            "Polling",
+            format!("the scheduler is asked every {POLL:?}"),
+            g,
+        ),
+    };
+    let st = DaskAutoscalerStatus {
+        desired: Some(desired as i32),
+        current: Some(current as i32),
+        last_decision: Some(decision.reason().to_owned()),
+        observed_generation: Some(g),
+        conditions: vec![
+            condition(prev, "Valid", true, "Valid", "the spec is valid".into(), g),
+            ready,
+        ],
+    };
+    write_status(ctx, a, &st).await?;
+    Ok(Action::requeue(POLL))
+}
+
+/// The default group is sized by its cluster (whose reconcile applies the group), extra groups
+/// directly; both through the scale subresource, as `kubectl scale` would.
+async fn groups_or_cluster_scale(
+    ctx: &Context,
+    ns: &str,
+    cluster: &str,
+    group: &str,
+    patch: &serde_json::Value,
+) -> Result<(), Error> {
+    let pp = PatchParams::default();
+    if group == names::default_worker_group(cluster) {
+        let api: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), ns);
+        api.patch_scale(cluster, &pp, &Patch::Merge(patch)).await?;
+    } else {
+        let api: Api<DaskWorkerGroup> = Api::namespaced(ctx.client.clone(), ns);
+        api.patch_scale(group, &pp, &Patch::Merge(patch)).await?;
+    }
+    Ok(())
+}
+
+pub fn error_policy(a: Arc<DaskAutoscaler>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(name = %a.name_any(), %error, "DaskAutoscaler reconcile failed; retrying");
+    ctx.metrics
+        .failed(CONTROLLER, error.kind(), error.to_string());
+    Action::requeue(Duration::from_secs(2))
+}
