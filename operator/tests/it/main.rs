@@ -8,4 +8,5 @@ mod autoscaling;
 mod env;
 mod lifecycle;
 mod scaling;
+mod scheduler_api;
 mod validation;
