@@ -47,6 +47,7 @@ pub async fn controllers(
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let shutdown_autoscalers = shutdown.clone();
     let ctx_autoscalers = ctx.clone();
+    let cluster_pods = watcher::Config::default().labels(LABEL_CLUSTER);
     let worker_pods = watcher::Config::default().labels(&format!("{LABEL_COMPONENT}=worker"));
     // Children only trigger reconciles, which read what they need from the API server, so their
     // caches keep metadata only (the metadata API: hundreds of bytes per pod, not kilobytes).
@@ -60,10 +61,6 @@ pub async fn controllers(
     ));
     let clusters = cluster_controller
         .owns(
-            api::<PartialObjectMeta<Pod>>(&client, &scope),
-            watcher::Config::default(),
-        )
-        .owns(
             api::<PartialObjectMeta<Service>>(&client, &scope),
             watcher::Config::default(),
         )
@@ -71,10 +68,11 @@ pub async fn controllers(
             api::<PartialObjectMeta<DaskWorkerGroup>>(&client, &scope),
             watcher::Config::default(),
         )
-        // The cluster's status counts ready workers, whose pods belong to its worker groups.
+        // Its scheduler pod and every worker pod (the status counts ready workers, whose pods
+        // belong to the worker groups) carry the cluster's label: one watch serves both.
         .watches(
             api::<PartialObjectMeta<Pod>>(&client, &scope),
-            worker_pods,
+            cluster_pods,
             |pod: PartialObjectMeta<Pod>| {
                 let ns = pod.metadata.namespace.clone();
                 pod.metadata
@@ -90,6 +88,7 @@ pub async fn controllers(
                     })
             },
         )
+        .with_config(controller_config())
         .graceful_shutdown_on(shutdown.clone())
         .run(cluster::reconcile, cluster::error_policy, ctx.clone())
         .for_each(|r| async move {
@@ -101,10 +100,8 @@ pub async fn controllers(
         api::<DaskWorkerGroup>(&client, &scope),
         watcher::Config::default(),
     )
-    .owns(
-        api::<PartialObjectMeta<Pod>>(&client, &scope),
-        watcher::Config::default(),
-    )
+    .owns(api::<PartialObjectMeta<Pod>>(&client, &scope), worker_pods)
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown)
     .run(workergroup::reconcile, workergroup::error_policy, ctx)
     .for_each(|r| async move {
@@ -129,6 +126,15 @@ pub async fn controllers(
     });
     futures::join!(clusters, groups, autoscalers);
     phases.abort();
+}
+
+/// Reconciles run at most this many at once per controller: a burst of new clusters is worked
+/// through in order instead of all at once, which keeps memory flat (each reconcile holds its
+/// API responses) without slowing one cluster's own progress.
+const CONCURRENCY: u16 = 8;
+
+fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(CONCURRENCY)
 }
 
 /// Keeps the `rask_operator_clusters{phase}` gauge up to date from the controller's cache.

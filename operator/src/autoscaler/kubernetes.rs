@@ -127,10 +127,22 @@ async fn reconcile_inner(a: &DaskAutoscaler, ctx: &Context) -> Result<Action, Er
         .filter_map(|p| p.metadata.name)
         .collect();
     let base = (ctx.scheduler_url)(&a.spec.cluster, &ns);
-    let observed = match (
-        ctx.scheduler_api.adaptive_target(&base).await,
-        ctx.scheduler_api.get_workers(&base).await,
-    ) {
+    let ask = async {
+        (
+            ctx.scheduler_api.adaptive_target(&base).await,
+            ctx.scheduler_api.get_workers(&base).await,
+        )
+    };
+    let answers = tokio::time::timeout(Duration::from_secs(2), ask)
+        .await
+        .unwrap_or_else(|_| {
+            let e = || crate::scheduler_api::SchedulerApiError::Unreachable {
+                url: base.clone(),
+                reason: "no answer within 2 s".into(),
+            };
+            (Err(e()), Err(e()))
+        });
+    let observed = match answers {
         (Ok(target), Ok(workers)) => {
             let others = workers.iter().filter(|w| !own.contains(&w.name)).count();
             let mine: Vec<GroupWorker> = workers

@@ -26,7 +26,7 @@ pub async fn reconcile(cluster: Arc<DaskCluster>, ctx: Arc<Context>) -> Result<A
     result
 }
 
-async fn reconcile_inner(cluster: &DaskCluster, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_inner(cluster: &DaskCluster, ctx: &Arc<Context>) -> Result<Action, Error> {
     if cluster.metadata.deletion_timestamp.is_some() {
         // Children carry owner references: the garbage collector removes them.
         return Ok(Action::await_change());
@@ -67,7 +67,14 @@ async fn reconcile_inner(cluster: &DaskCluster, ctx: &Context) -> Result<Action,
         status::write(ctx, &namespace, &name, &st).await?;
     }
     if let Some(timeout) = v.idle_timeout {
-        return idle_check(ctx, cluster, &v, timeout).await;
+        // Asked off the reconcile path: an unreachable scheduler must not hold up other clusters.
+        let (ctx, cluster, v) = (ctx.clone(), cluster.clone(), v.clone());
+        tokio::spawn(async move {
+            if let Err(e) = idle_check(&ctx, &cluster, &v, timeout).await {
+                tracing::warn!(cluster = %v.name, error = %e, "idle check failed");
+            }
+        });
+        return Ok(Action::requeue(timeout.min(Duration::from_secs(5))));
     }
     // Pod and worker-group watches bring us back on changes; the requeue is a safety net.
     Ok(Action::requeue(Duration::from_secs(300)))
@@ -80,13 +87,23 @@ async fn idle_check(
     cluster: &DaskCluster,
     v: &validate::ValidatedCluster,
     timeout: Duration,
-) -> Result<Action, Error> {
+) -> Result<(), Error> {
     let base = (ctx.scheduler_url)(&v.name, &v.namespace);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    match ctx.scheduler_api.idle_since(&base).await {
+    // A quick question: a scheduler that cannot answer within 2 s is not idle, and a slow answer
+    // must not hold up the other clusters' reconciles.
+    let asked =
+        tokio::time::timeout(Duration::from_secs(2), ctx.scheduler_api.idle_since(&base)).await;
+    let answer = asked.unwrap_or_else(|_| {
+        Err(crate::scheduler_api::SchedulerApiError::Unreachable {
+            url: base.clone(),
+            reason: "no answer within 2 s".into(),
+        })
+    });
+    match answer {
         Ok(Some(since)) if now - since >= timeout.as_secs_f64() => {
             let note = format!(
                 "the scheduler has been idle for {:.0} s (idleTimeout {} s); deleting the cluster",
@@ -103,12 +120,12 @@ async fn idle_check(
                 Err(e) if crate::error::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
             }
-            Ok(Action::await_change())
+            Ok(())
         }
-        Ok(_) => Ok(Action::requeue(timeout.min(Duration::from_secs(5)))),
+        Ok(_) => Ok(()),
         Err(e) => {
             tracing::debug!(cluster = %v.name, error = %e, "idle check: scheduler not reachable");
-            Ok(Action::requeue(timeout.min(Duration::from_secs(5))))
+            Ok(())
         }
     }
 }
