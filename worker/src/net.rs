@@ -82,6 +82,11 @@ async fn write_loop<M: Serialize>(
                 None => break,
             },
         };
+        if rx.is_empty() {
+            // Let the tasks producing messages run once before writing: a worker finishing
+            // tasks one by one then sends them in one frame and one syscall, not one each.
+            tokio::task::yield_now().await;
+        }
         let mut bytes = first.blob_bytes();
         let mut batch = vec![first];
         while batch.len() < BATCH_MSGS {
