@@ -88,6 +88,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Runs one reconcile and records it.
+    pub async fn timed<T>(
+        &self,
+        controller: &str,
+        reconcile: impl std::future::Future<Output = T>,
+    ) -> T {
+        let started = std::time::Instant::now();
+        let result = reconcile.await;
+        self.reconciled(controller, started.elapsed());
+        result
+    }
+
     pub fn reconciled(&self, controller: &str, took: Duration) {
         let l = ControllerLabel {
             controller: controller.into(),

@@ -91,6 +91,24 @@ enum LocalWorker {
     Process(Child),
 }
 
+impl LocalWorker {
+    /// Waits up to `grace` for a worker that was told to leave; a process still running then is
+    /// killed, so no child outlives the cluster.
+    async fn await_exit(self, grace: Duration) {
+        match self {
+            LocalWorker::InProcess(w) => {
+                let _ = tokio::time::timeout(grace, w.wait()).await;
+            }
+            LocalWorker::Process(mut c) => {
+                if tokio::time::timeout(grace, c.wait()).await.is_err() {
+                    let _ = c.start_kill();
+                    let _ = c.wait().await;
+                }
+            }
+        }
+    }
+}
+
 /// A running local cluster. Dropping it stops the workers.
 pub struct LocalCluster {
     config: LocalClusterConfig,
@@ -260,20 +278,7 @@ impl LocalCluster {
             .position(|(n, _)| n == name)
             .ok_or_else(|| LocalError::NoSuchWorker(name.into()))?;
         let (_, w) = self.workers.remove(i);
-        match w {
-            LocalWorker::InProcess(w) => {
-                let _ = tokio::time::timeout(Duration::from_secs(10), w.wait()).await;
-            }
-            LocalWorker::Process(mut c) => {
-                if tokio::time::timeout(Duration::from_secs(10), c.wait())
-                    .await
-                    .is_err()
-                {
-                    let _ = c.start_kill();
-                    let _ = c.wait().await;
-                }
-            }
-        }
+        w.await_exit(Duration::from_secs(10)).await;
         Ok(())
     }
 
@@ -282,20 +287,7 @@ impl LocalCluster {
         let workers = std::mem::take(&mut self.workers);
         self.scheduler.shutdown().await;
         for (_, w) in workers {
-            match w {
-                LocalWorker::InProcess(w) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), w.wait()).await;
-                }
-                LocalWorker::Process(mut c) => {
-                    if tokio::time::timeout(Duration::from_secs(5), c.wait())
-                        .await
-                        .is_err()
-                    {
-                        let _ = c.start_kill();
-                        let _ = c.wait().await;
-                    }
-                }
-            }
+            w.await_exit(Duration::from_secs(5)).await;
         }
     }
 }

@@ -6,7 +6,7 @@ pub mod status;
 pub mod validate;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -20,10 +20,9 @@ use apply::{Desired, apply_cluster};
 pub const CONTROLLER: &str = "daskcluster";
 
 pub async fn reconcile(cluster: Arc<DaskCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&cluster, &ctx).await;
-    ctx.metrics.reconciled(CONTROLLER, started.elapsed());
-    result
+    ctx.metrics
+        .timed(CONTROLLER, reconcile_inner(&cluster, &ctx))
+        .await
 }
 
 async fn reconcile_inner(cluster: &DaskCluster, ctx: &Arc<Context>) -> Result<Action, Error> {

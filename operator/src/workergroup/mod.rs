@@ -8,7 +8,7 @@ mod status;
 pub mod validate;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -27,10 +27,9 @@ use plan::PodView;
 pub const CONTROLLER: &str = "daskworkergroup";
 
 pub async fn reconcile(group: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&group, &ctx).await;
-    ctx.metrics.reconciled(CONTROLLER, started.elapsed());
-    result
+    ctx.metrics
+        .timed(CONTROLLER, reconcile_inner(&group, &ctx))
+        .await
 }
 
 async fn reconcile_inner(group: &DaskWorkerGroup, ctx: &Context) -> Result<Action, Error> {
