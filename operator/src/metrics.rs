@@ -35,6 +35,7 @@ pub struct Metrics {
     duration: Family<ControllerLabel, Histogram>,
     clusters: Family<PhaseLabel, Gauge>,
     diagnostics: Mutex<Diagnostics>,
+    ready: std::sync::atomic::AtomicBool,
 }
 
 /// What `/` shows: when the operator last reconciled something.
@@ -83,11 +84,21 @@ impl Default for Metrics {
                 started_at: now(),
                 ..Diagnostics::default()
             }),
+            ready: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
 
 impl Metrics {
+    /// The controllers' caches have synced: the operator acts on the cluster's real state.
+    pub fn set_ready(&self) {
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Runs one reconcile and records it.
     pub async fn timed<T>(
         &self,

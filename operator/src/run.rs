@@ -59,6 +59,7 @@ pub async fn controllers(
         cluster_controller.store(),
         ctx.metrics.clone(),
     ));
+    let cluster_store = cluster_controller.store();
     let clusters = cluster_controller
         .owns(
             api::<PartialObjectMeta<Service>>(&client, &scope),
@@ -96,19 +97,30 @@ pub async fn controllers(
                 tracing::debug!(error = %e, "DaskCluster controller event");
             }
         });
-    let groups = Controller::new(
+    let group_controller = Controller::new(
         api::<DaskWorkerGroup>(&client, &scope),
         watcher::Config::default(),
-    )
-    .owns(api::<PartialObjectMeta<Pod>>(&client, &scope), worker_pods)
-    .with_config(controller_config())
-    .graceful_shutdown_on(shutdown)
-    .run(workergroup::reconcile, workergroup::error_policy, ctx)
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "DaskWorkerGroup controller event");
+    );
+    let group_store = group_controller.store();
+    let metrics = ctx.metrics.clone();
+    let ready = tokio::spawn(async move {
+        if cluster_store.wait_until_ready().await.is_ok()
+            && group_store.wait_until_ready().await.is_ok()
+        {
+            tracing::info!("caches synced; ready");
+            metrics.set_ready();
         }
     });
+    let groups = group_controller
+        .owns(api::<PartialObjectMeta<Pod>>(&client, &scope), worker_pods)
+        .with_config(controller_config())
+        .graceful_shutdown_on(shutdown)
+        .run(workergroup::reconcile, workergroup::error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "DaskWorkerGroup controller event");
+            }
+        });
     let autoscalers = Controller::new(
         api::<DaskAutoscaler>(&client, &scope),
         watcher::Config::default(),
@@ -126,6 +138,7 @@ pub async fn controllers(
     });
     futures::join!(clusters, groups, autoscalers);
     phases.abort();
+    ready.abort();
 }
 
 /// Reconciles run at most this many at once per controller: a burst of new clusters is worked
@@ -161,7 +174,8 @@ async fn count_phases(store: kube::runtime::reflector::Store<DaskCluster>, metri
     }
 }
 
-/// Serves `/health`, `/metrics` and `/` (diagnostics as JSON) until `shutdown` resolves.
+/// Serves `/health` (alive), `/ready` (caches synced), `/metrics` and `/` (diagnostics as JSON)
+/// until `shutdown` resolves.
 pub async fn serve_http(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
@@ -184,8 +198,19 @@ pub async fn serve_http(
             )
             .into_response(),
         });
+    let r = metrics.clone();
+    let ready = warp::path("ready").and(warp::path::end()).map(move || {
+        if r.is_ready() {
+            warp::reply::with_status("ready", warp::http::StatusCode::OK)
+        } else {
+            warp::reply::with_status(
+                "starting: the watches have not synced yet",
+                warp::http::StatusCode::SERVICE_UNAVAILABLE,
+            )
+        }
+    });
     let diag = warp::path::end().map(move || warp::reply::json(&metrics.diagnostics()));
-    let routes = warp::get().and(health.or(prom).or(diag));
+    let routes = warp::get().and(health.or(ready).or(prom).or(diag));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
