@@ -7,7 +7,7 @@ use kube::api::{Api, PostParams};
 use rask::Arg;
 use rask_operator::crd::{DaskAutoscaler, DaskAutoscalerSpec, DaskCluster};
 
-use crate::env::{Env, wait_until};
+use crate::env::{Env, example, wait_until};
 
 fn autoscaler(min: i32, max: i32, down_s: i64) -> DaskAutoscaler {
     let mut a = DaskAutoscaler::new(
@@ -113,9 +113,7 @@ async fn an_invalid_autoscaler_says_why() {
 #[tokio::test]
 async fn an_idle_cluster_is_deleted_after_its_idle_timeout() {
     let env = Env::new().await;
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rask-cluster.yaml");
-    let mut c: DaskCluster = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut c: DaskCluster = example("rask-cluster.yaml");
     c.spec.idle_timeout = Some(1);
     env.clusters()
         .create(&PostParams::default(), &c)

@@ -90,10 +90,7 @@ impl Env {
     }
 
     pub async fn apply_example(&self, file: &str) -> DaskCluster {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples")
-            .join(file);
-        let c: DaskCluster = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let c: DaskCluster = example(file);
         self.clusters()
             .create(&PostParams::default(), &c)
             .await
@@ -144,6 +141,14 @@ impl Env {
         self.kubelet.stop();
         self.scheduler.shutdown().await;
     }
+}
+
+/// A manifest from `examples/`, typed.
+pub fn example<K: serde::de::DeserializeOwned>(file: &str) -> K {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(file);
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// Polls `f` until it is true; panics with `what` after `timeout`.

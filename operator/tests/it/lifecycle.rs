@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams};
 use rask_operator::crd::{ClusterPhase, DaskWorkerGroup};
 
-use crate::env::{Env, wait_until};
+use crate::env::{Env, example, wait_until};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -101,10 +101,7 @@ async fn every_example_reconciles() {
     })
     .await;
     // The extra worker group joins foo.
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/daskworkergroup.yaml");
-    let wg: DaskWorkerGroup =
-        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let wg: DaskWorkerGroup = example("daskworkergroup.yaml");
     let groups: Api<DaskWorkerGroup> = Api::namespaced(env.client.clone(), "default");
     groups.create(&Default::default(), &wg).await.unwrap();
     wait_until("foo has 3 workers across two groups", T, async || {
@@ -197,10 +194,7 @@ async fn an_operator_restarted_mid_reconcile_converges_without_duplicates() {
 async fn deleting_the_cluster_removes_everything_it_owned() {
     let env = Env::new().await;
     env.apply_example("daskcluster.yaml").await;
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/daskworkergroup.yaml");
-    let wg: DaskWorkerGroup =
-        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let wg: DaskWorkerGroup = example("daskworkergroup.yaml");
     let groups: Api<DaskWorkerGroup> = Api::namespaced(env.client.clone(), "default");
     groups.create(&Default::default(), &wg).await.unwrap();
     wait_until("3 workers", T, async || {

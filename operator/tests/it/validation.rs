@@ -5,12 +5,10 @@ use std::time::Duration;
 use kube::api::PostParams;
 use rask_operator::crd::{ClusterPhase, DaskCluster};
 
-use crate::env::{Env, wait_until};
+use crate::env::{self, Env, wait_until};
 
 fn example() -> DaskCluster {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/daskcluster.yaml");
-    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    env::example("daskcluster.yaml")
 }
 
 #[tokio::test]

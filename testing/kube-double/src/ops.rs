@@ -573,20 +573,7 @@ fn finish_update(
             "the name of the object ({given}) does not match the name on the URL ({name})"
         )));
     }
-    let old_rv = meta_str(&old.obj, "resourceVersion")
-        .unwrap_or_default()
-        .to_owned();
-    if let Some(rv) = meta_str(&new, "resourceVersion")
-        && !rv.is_empty()
-        && rv != old_rv
-    {
-        return Err(ApiError::conflict(
-            &ty.group,
-            &ty.plural,
-            name,
-            "the object has been modified; please apply your changes to the latest version and try again",
-        ));
-    }
+    check_resource_version(ty, name, &old.obj, &new)?;
     strip_client_meta(&mut new);
     match sub {
         Sub::Status => {
@@ -807,18 +794,7 @@ fn server_side_apply(
             )?;
         return create_with(state, ctx, cfg, Some(managed));
     };
-    let old_rv = meta_str(&old.obj, "resourceVersion").unwrap_or_default();
-    if let Some(rv) = meta_str(&cfg, "resourceVersion")
-        && !rv.is_empty()
-        && rv != old_rv
-    {
-        return Err(ApiError::conflict(
-            &ty.group,
-            &ty.plural,
-            name,
-            "the object has been modified; please apply your changes to the latest version and try again",
-        ));
-    }
+    check_resource_version(ty, name, &old.obj, &cfg)?;
     let mut effective = match sub {
         Sub::Status => json!({
             "apiVersion": ty.api_version(),
@@ -1280,5 +1256,25 @@ pub(crate) fn seed_namespaces(state: &mut State) {
             dry_run: false,
         };
         let _ = create(state, &ctx, json!({"metadata": {"name": ns}}));
+    }
+}
+
+/// A write naming a `resourceVersion` other than the stored one is a 409 Conflict (optimistic
+/// concurrency); a write naming none is unconditional.
+fn check_resource_version(
+    ty: &ResourceType,
+    name: &str,
+    stored: &Value,
+    written: &Value,
+) -> Result<(), ApiError> {
+    let current = meta_str(stored, "resourceVersion").unwrap_or_default();
+    match meta_str(written, "resourceVersion") {
+        Some(rv) if !rv.is_empty() && rv != current => Err(ApiError::conflict(
+            &ty.group,
+            &ty.plural,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )),
+        _ => Ok(()),
     }
 }

@@ -375,8 +375,8 @@ impl Core {
                 }
                 FromScheduler::AcquireReplicas { keys } => {
                     for (k, holders) in keys {
-                        if lock(&self.store).contains(&k) {
-                            let nbytes = lock(&self.store).nbytes(&k).unwrap_or(0);
+                        let held = lock(&self.store).nbytes(&k);
+                        if let Some(nbytes) = held {
                             self.sched.send(ToScheduler::AddKeys {
                                 keys: vec![(k, nbytes)],
                             });
