@@ -8,17 +8,28 @@ use crate::value::{Value, ValueError};
 /// A task function: resolved arguments in, a value or an error message out.
 pub type TaskFn = fn(&[Value]) -> Result<Value, String>;
 
+/// A family of task functions by name; each collection (arrays, dataframes) brings its own.
+pub type Table = &'static [(&'static str, TaskFn)];
+
+/// Every table the engine knows. Names are unique across tables (a unit test checks).
+const TABLES: &[Table] = &[CORE];
+
+fn all() -> impl Iterator<Item = &'static (&'static str, TaskFn)> {
+    TABLES.iter().flat_map(|t| t.iter())
+}
+
 /// Looks a function up by name.
 pub fn lookup(name: &str) -> Option<TaskFn> {
-    FUNCTIONS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    all().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
 
 /// Every registered name, for error messages and `--help`.
 pub fn names() -> impl Iterator<Item = &'static str> {
-    FUNCTIONS.iter().map(|(n, _)| *n)
+    all().map(|(n, _)| *n)
 }
 
-const FUNCTIONS: &[(&str, TaskFn)] = &[
+/// The scalar functions of the seed's delayed and futures examples.
+const CORE: Table = &[
     ("inc", inc),
     ("add", add),
     ("custom_op", custom_op),
@@ -211,6 +222,14 @@ fn save(args: &[Value]) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_unique_across_tables() {
+        let mut seen = std::collections::HashSet::new();
+        for name in names() {
+            assert!(seen.insert(name), "task function {name} is registered twice");
+        }
+    }
 
     fn call(name: &str, args: &[Value]) -> Result<Value, String> {
         lookup(name).expect(name)(args)
