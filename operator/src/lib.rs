@@ -5,6 +5,7 @@
 
 mod apply;
 pub mod autoscaler;
+pub mod backend;
 pub mod cluster;
 mod conditions;
 pub mod context;

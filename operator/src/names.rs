@@ -9,6 +9,9 @@ pub const LABEL_WORKER_GROUP: &str = "dask.org/workergroup-name";
 /// Hash of the pod template a pod was made from; a different hash means the pod is outdated.
 pub const ANNOTATION_TEMPLATE_HASH: &str = "kubernetes.dask.org/template-hash";
 /// The one field manager for every object and status the operator writes.
+/// Kubernetes' own hint of which pods of a set to remove first (lower first).
+pub const ANNOTATION_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
 pub const FIELD_MANAGER: &str = "rask-operator";
 
 pub const SCHEDULER_PORT: u16 = 8786;
