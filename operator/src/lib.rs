@@ -11,6 +11,7 @@ mod conditions;
 pub mod context;
 pub mod crd;
 pub mod error;
+pub mod local;
 pub mod metrics;
 pub mod names;
 pub mod run;

@@ -7,6 +7,7 @@
 mod autoscaling;
 mod env;
 mod lifecycle;
+mod local_backend;
 mod scaling;
 mod scheduler_api;
 mod validation;
