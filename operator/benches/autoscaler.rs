@@ -14,7 +14,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot run should stop loudly
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,10 +45,10 @@ fn rask_binary() -> PathBuf {
     target.join("release/rask")
 }
 
-async fn cluster(rask: &PathBuf, dir: &tempfile::TempDir, workers: usize) -> Arc<LocalBackend> {
+async fn cluster(rask: &Path, dir: &tempfile::TempDir, workers: usize) -> Arc<LocalBackend> {
     let spec = LocalSpec {
         cluster: "bench".into(),
-        rask: rask.clone(),
+        rask: rask.to_owned(),
         dir: dir.path().to_owned(),
         scheduler_env: vec![("RUST_LOG".into(), "error".into())],
         groups: [(
@@ -147,7 +147,7 @@ async fn wait_joined(api: &SchedulerApi, backend: &LocalBackend, n: usize) {
     }
 }
 
-async fn reaction(rask: &PathBuf) -> serde_json::Value {
+async fn reaction(rask: &Path) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let backend = cluster(rask, &dir, 1).await;
     let client = Client::connect(backend.scheduler_address()).await.unwrap();
@@ -191,7 +191,7 @@ async fn reaction(rask: &PathBuf) -> serde_json::Value {
     })
 }
 
-async fn oscillation(rask: &PathBuf) -> serde_json::Value {
+async fn oscillation(rask: &Path) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let backend = cluster(rask, &dir, 1).await;
     let client = Client::connect(backend.scheduler_address()).await.unwrap();
@@ -223,7 +223,7 @@ async fn oscillation(rask: &PathBuf) -> serde_json::Value {
     })
 }
 
-async fn scale_down_trials(rask: &PathBuf) -> serde_json::Value {
+async fn scale_down_trials(rask: &Path) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let backend = cluster(rask, &dir, 4).await;
     let api = SchedulerApi::new(Duration::from_secs(10));
