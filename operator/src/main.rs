@@ -50,6 +50,9 @@ enum Command {
         /// Write one file per CRD into this directory instead of printing.
         #[arg(long)]
         out_dir: Option<std::path::PathBuf>,
+        /// Also write the Markdown field reference to this file (docs/crd-reference.md).
+        #[arg(long)]
+        reference: Option<std::path::PathBuf>,
     },
 }
 
@@ -124,7 +127,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Crds { out_dir } => match crds(out_dir) {
+        Command::Crds { out_dir, reference } => match crds(out_dir, reference) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -134,8 +137,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn crds(out_dir: Option<std::path::PathBuf>) -> Result<(), String> {
+fn crds(
+    out_dir: Option<std::path::PathBuf>,
+    reference: Option<std::path::PathBuf>,
+) -> Result<(), String> {
     let render = |e: serde_yaml::Error| format!("cannot render the CRDs: {e}");
+    if let Some(path) = reference {
+        let md = rask_operator::crd::reference::markdown(&rask_operator::crd::all());
+        std::fs::write(&path, md).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+        if out_dir.is_none() {
+            return Ok(());
+        }
+    }
     let Some(dir) = out_dir else {
         print!("{}", rask_operator::crd::all_yaml().map_err(render)?);
         return Ok(());

@@ -5,6 +5,7 @@ mod autoscaler;
 mod cluster;
 mod common;
 mod job;
+pub mod reference;
 pub mod schema;
 mod workergroup;
 
