@@ -204,7 +204,7 @@ fn regular(dim: usize, c: usize) -> Vec<usize> {
         return vec![0];
     }
     let mut out = vec![c; dim / c];
-    if dim % c != 0 {
+    if !dim.is_multiple_of(c) {
         out.push(dim % c);
     }
     out
@@ -280,7 +280,7 @@ fn round_to(c: f64, s: usize) -> usize {
     (1..=c_int)
         .rev()
         .take_while(|&f| f as f64 >= c / 2.0)
-        .find(|f| s % f == 0)
+        .find(|f| s.is_multiple_of(*f))
         .unwrap_or(c_int)
 }
 

@@ -660,7 +660,8 @@ fn combine_task(args: &[Value]) -> KResult<Value> {
             Ok(to_value(acc))
         }
         Reduction::Moments => {
-            let unpack = |v: &Value| -> KResult<(f64, Arc<ArrayD<f64>>, Arc<ArrayD<f64>>)> {
+            type Moments = (f64, Arc<ArrayD<f64>>, Arc<ArrayD<f64>>);
+            let unpack = |v: &Value| -> KResult<Moments> {
                 let l = list(v, "moments partial")?;
                 match l {
                     [n, mean, m2] => Ok((

@@ -129,7 +129,7 @@ fn reductions_match_ndarray_for_many_shapes_and_chunks() {
         let max = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         close(&local(&x.min(None).unwrap()), &scalar(min), &what("min"));
         close(&local(&x.max(None).unwrap()), &scalar(max), &what("max"));
-        for ax in 0..shape.len() {
+        for (ax, &len) in shape.iter().enumerate() {
             close(
                 &local(&x.sum(Some(ax)).unwrap()),
                 &r.sum_axis(Axis(ax)),
@@ -140,7 +140,7 @@ fn reductions_match_ndarray_for_many_shapes_and_chunks() {
                 &r.mean_axis(Axis(ax)).unwrap(),
                 &what(&format!("mean axis {ax}")),
             );
-            if shape[ax] > 1 {
+            if len > 1 {
                 close(
                     &local(&x.std(Some(ax), 1.0).unwrap()),
                     &var_axis(&r, ax, 1.0).mapv(f64::sqrt),
@@ -233,7 +233,7 @@ fn elementwise_transpose_slice_and_rechunk_match_ndarray() {
             &view.to_owned(),
             &what(&format!("slice {ranges:?}")),
         );
-        if view.len() > 0 {
+        if !view.is_empty() {
             close(
                 &local(&s.sum(None).unwrap()),
                 &scalar(view.sum()),
