@@ -429,3 +429,17 @@ fn shared_chunks_are_computed_once() {
     assert_eq!(count("array_eval"), 8);
     assert_eq!(count("array_matmul"), 4);
 }
+
+#[test]
+fn array_graphs_visualize() {
+    let x = random(&[20, 20], 10, 0).unwrap();
+    let m = x.mean(Some(0)).unwrap();
+    let dot = crate::client::visualize::to_dot(&m.graph());
+    assert_eq!(dot.matches("label=\"array_partial\"").count(), 4);
+    assert_eq!(dot.matches("label=\"array_combine\"").count(), 2);
+    assert_eq!(dot.matches(" -> ").count(), 4);
+    let dir = tempfile::tempdir().unwrap();
+    let w = m.visualize(dir.path().join("mean")).unwrap();
+    assert!(w.dot.ends_with("mean.dot"));
+    assert_eq!(std::fs::read_to_string(&w.dot).unwrap(), dot);
+}
