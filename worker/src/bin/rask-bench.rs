@@ -826,6 +826,14 @@ async fn array_linalg(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Res
     })
     .await?;
     let (peak, sum, max) = peak_rss_report(cluster)?;
+    let small_sum = repeat(cli, cluster, "array-linalg", || {
+        small_per_call(client, false)
+    })
+    .await?;
+    let small_expr = repeat(cli, cluster, "array-linalg", || {
+        small_per_call(client, true)
+    })
+    .await?;
     let sum_s: Vec<f64> = runs.runs.iter().map(|r| r.0).collect();
     let expr_s: Vec<f64> = runs.runs.iter().map(|r| r.1).collect();
     let gflops: Vec<f64> = expr_s
@@ -847,7 +855,40 @@ async fn array_linalg(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Res
         "peak_rss_sum_mib": round(sum),
         "peak_rss_max_process_mib": max,
         "dask_ref_expr_std_s_1_blas_thread": dask_ref::ARRAY_LINALG_EXPR_S,
+        "small": {
+            "shape": [SMALL_N, SMALL_N],
+            "chunks": [SMALL_CHUNK, SMALL_CHUNK],
+            "calls_per_rep": SMALL_CALLS,
+            "sum_axis0_per_call_ms": stats(&small_sum.runs),
+            "expr_std_per_call_ms": stats(&small_expr.runs),
+        },
     }))
+}
+
+/// bench_b's small case: a 15×15 random matrix in 5×5 chunks, 200 calls per repetition.
+const SMALL_N: usize = 15;
+const SMALL_CHUNK: usize = 5;
+const SMALL_CALLS: usize = 200;
+
+/// Milliseconds per build + compute of `x.sum(axis=0)` (or of the seed expression) on a small
+/// matrix, over [`SMALL_CALLS`] calls one after another.
+async fn small_per_call(client: &Client, expr: bool) -> Result<f64> {
+    let t0 = Instant::now();
+    for seed in 0..SMALL_CALLS as u64 {
+        let x = rask::array::random(&[SMALL_N, SMALL_N], SMALL_CHUNK, seed).map_err(array_err)?;
+        if expr {
+            let e = x
+                .dot(&(&x.t() + 1.0))
+                .and_then(|p| p.sub(&x.mean(None)?))
+                .and_then(|d| d.std(None, 0.0))
+                .map_err(array_err)?;
+            e.compute_scalar(client).await.map_err(array_err)?;
+        } else {
+            let s = x.sum(Some(0)).map_err(array_err)?;
+            s.compute(client).await.map_err(array_err)?;
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64() * 1e3 / SMALL_CALLS as f64)
 }
 
 // ----- startup ----------------------------------------------------------------------------
