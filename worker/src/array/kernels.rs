@@ -792,7 +792,7 @@ fn rechunk_task(args: &[Value]) -> KResult<Value> {
                 return Err(format!("rechunk range {r:?} is not [start, stop]"));
             };
             let len = stop.saturating_sub(start);
-            if stop > src.shape()[d] || dst[d] + len > shape[d] {
+            if start > stop || stop > src.shape()[d] || dst[d] + len > shape[d] {
                 return Err(format!(
                     "rechunk range {start}..{stop} at {} out of bounds",
                     dst[d]
