@@ -442,13 +442,12 @@ impl Array {
     /// The transpose (axes reversed), like NumPy's `.T`.
     pub fn t(&self) -> Array {
         let grid = self.grid.reversed();
-        let old_counts = self.grid.blocks_per_dim();
         let blocks = grid
             .block_indices()
             .iter()
             .map(|idx| {
                 let old: Vec<usize> = idx.iter().rev().copied().collect();
-                let b = &self.blocks[linear_of(&old_counts, &old)];
+                let b = &self.blocks[self.grid.linear(&old)];
                 let shape: Vec<usize> = b.shape().iter().rev().copied().collect();
                 Block::new(shape, Expr::Transpose(b.operand()))
             })
@@ -482,7 +481,6 @@ impl Array {
             .map(|p| p.iter().map(|s| s.local.len()).collect())
             .collect();
         let grid = Grid::from_chunks(&shape, new_chunks)?;
-        let old_counts = self.grid.blocks_per_dim();
         let blocks = grid
             .block_indices()
             .iter()
@@ -497,7 +495,7 @@ impl Array {
                     .enumerate()
                     .map(|(d, &i)| pieces[d][i].local)
                     .collect();
-                let b = &self.blocks[linear_of(&old_counts, &src)];
+                let b = &self.blocks[self.grid.linear(&src)];
                 let whole = local
                     .iter()
                     .zip(b.shape())
@@ -521,7 +519,6 @@ impl Array {
         let per_dim: Vec<_> = (0..self.ndim())
             .map(|d| chunks::rechunk_dim(&self.chunks()[d], &grid.chunks()[d]))
             .collect();
-        let old_counts = self.grid.blocks_per_dim();
         let blocks = grid
             .block_indices()
             .iter()
@@ -540,7 +537,7 @@ impl Array {
                         .enumerate()
                         .map(|(d, &k)| lists[d][k].0)
                         .collect();
-                    let b = &self.blocks[linear_of(&old_counts, &src)];
+                    let b = &self.blocks[self.grid.linear(&src)];
                     if b.shape() == shape.as_slice() {
                         return b.clone();
                     }
@@ -554,7 +551,7 @@ impl Array {
                             .map(|(d, &k)| &lists[d][k])
                             .collect();
                         let src: Vec<usize> = parts.iter().map(|p| p.0).collect();
-                        let b = &self.blocks[linear_of(&old_counts, &src)];
+                        let b = &self.blocks[self.grid.linear(&src)];
                         list(vec![
                             b.task().into(),
                             list(
@@ -710,7 +707,7 @@ impl Array {
                             .map(|k| {
                                 let mut full = idx.clone();
                                 full.insert(ax, k);
-                                partial(&self.blocks[linear_of(&counts, &full)])
+                                partial(&self.blocks[self.grid.linear(&full)])
                             })
                             .collect();
                         Block::new(grid.block_shape(idx), Expr::Task(self.tree(op, parts, fin)))
@@ -810,10 +807,6 @@ impl std::fmt::Debug for Array {
             .field("chunks", &self.chunks())
             .finish()
     }
-}
-
-fn linear_of(counts: &[usize], idx: &[usize]) -> usize {
-    idx.iter().zip(counts).fold(0, |acc, (&i, &n)| acc * n + i)
 }
 
 macro_rules! scalar_ops {
