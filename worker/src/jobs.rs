@@ -1,5 +1,6 @@
 //! The seed workloads `rask run` offers, usable from tests and benchmarks too.
 
+use crate::array::{self, Array, ArrayError, ChunkSpec};
 use crate::client::delayed::{Delayed, delayed};
 use crate::client::{Client, ClientError, TaskFuture};
 use crate::graph::Arg;
@@ -73,4 +74,37 @@ pub async fn burst_wrong(futures: &[TaskFuture]) -> Result<Vec<usize>, ClientErr
         }
     }
     Ok(wrong)
+}
+
+/// The seed's `da.random.random((n, n, n), chunks=chunk).mean()`: (the mean, chunks computed).
+pub async fn array_mean(
+    client: &Client,
+    n: usize,
+    chunks: ChunkSpec,
+    seed: u64,
+) -> Result<(f64, usize), ArrayError> {
+    let x = array::random(&[n, n, n], chunks, seed)?;
+    let mean = x.mean(None)?.compute_scalar(client).await?;
+    Ok((mean, x.nblocks()))
+}
+
+/// Whether a mean of `n` uniform [0, 1) values is plausible: within 6 standard errors of 0.5.
+pub fn uniform_mean_plausible(mean: f64, n: usize) -> bool {
+    (mean - 0.5).abs() <= 6.0 * (1.0 / 12.0 / n.max(1) as f64).sqrt()
+}
+
+/// The seed's linear-algebra demo on an `n`×`n` random matrix `x`: `x.sum(axis=0)` and
+/// `(x.dot(x.T + 1) - x.mean()).std()`.
+pub fn array_linalg_graphs(
+    n: usize,
+    chunks: ChunkSpec,
+    seed: u64,
+) -> Result<(Array, Array), ArrayError> {
+    let x = array::random(&[n, n], chunks, seed)?;
+    let sum0 = x.sum(Some(0))?;
+    let expr = x
+        .dot(&(&x.t() + 1.0))?
+        .sub(&x.mean(None)?)?
+        .std(None, 0.0)?;
+    Ok((sum0, expr))
 }

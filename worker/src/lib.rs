@@ -4,6 +4,7 @@
 //! Layers, bottom up: [`value`] and [`graph`] (what tasks are), [`registry`] (what they run),
 //! [`protocol`] and `net` (how processes talk), [`scheduler`], [`worker`], [`client`], [`local`].
 
+pub mod array;
 pub mod client;
 pub mod graph;
 pub mod jobs;

@@ -12,7 +12,7 @@ pub type TaskFn = fn(&[Value]) -> Result<Value, String>;
 pub type Table = &'static [(&'static str, TaskFn)];
 
 /// Every table the engine knows. Names are unique across tables (a unit test checks).
-const TABLES: &[Table] = &[CORE];
+const TABLES: &[Table] = &[CORE, crate::array::kernels::TABLE];
 
 fn all() -> impl Iterator<Item = &'static (&'static str, TaskFn)> {
     TABLES.iter().flat_map(|t| t.iter())

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value as Json, json};
 
+use rask::array::ChunkSpec;
 use rask::client::delayed::{Delayed, delayed};
 use rask::client::{Client, ClientError, TaskFuture};
 use rask::jobs;
@@ -33,6 +34,11 @@ mod dask_ref {
     pub const DELAYED_COMPUTE_S: f64 = 4.1;
     pub const STARTUP_S: f64 = 0.71;
     pub const SCHEDULER_RSS_MIB: f64 = 79.0;
+    /// `da.random.random((800,)*3, chunks=200).mean()`, threaded scheduler, 2 threads.
+    pub const ARRAY_MEAN_GB_S: f64 = 1.24;
+    pub const ARRAY_MEAN_PEAK_RSS_MIB: f64 = 188.0;
+    /// `(x.dot(x.T + 1) - x.mean()).std()` on 8000², chunks 1000², 1 BLAS thread.
+    pub const ARRAY_LINALG_EXPR_S: f64 = 22.8;
 }
 
 /// rask's targets for the same workloads.
@@ -42,6 +48,12 @@ mod target {
     pub const DELAYED_TOTAL_MS: f64 = 50.0;
     pub const STARTUP_MS: f64 = 20.0;
     pub const SCHEDULER_RSS_MIB: f64 = 10.0;
+    pub const ARRAY_MEAN_GB_S: f64 = 3.7;
+    /// Summed over the bench process (client and scheduler) and the workers.
+    pub const ARRAY_MEAN_PEAK_RSS_MIB: f64 = 100.0;
+    pub const ARRAY_MEAN_BIG_S: f64 = 20.0;
+    /// Per process.
+    pub const ARRAY_MEAN_BIG_PEAK_RSS_MIB: f64 = 1024.0;
 }
 
 const WORKERS: usize = 2;
@@ -77,6 +89,18 @@ struct Cli {
     /// Threads of this process's async runtime, which runs the client and the scheduler.
     #[arg(long, default_value_t = 2)]
     runtime_threads: usize,
+    /// `array-mean`: length of each of the 3 dimensions (the reference is 800).
+    #[arg(long, default_value_t = 800)]
+    array_size: usize,
+    /// `array-mean`: chunk length (the reference is 200).
+    #[arg(long, default_value_t = 200)]
+    array_chunk: usize,
+    /// `array-linalg`: rows and columns of the matrix (the reference is 8000).
+    #[arg(long, default_value_t = 8000)]
+    linalg_size: usize,
+    /// `array-linalg`: chunk rows and columns (the reference is 1000).
+    #[arg(long, default_value_t = 1000)]
+    linalg_chunk: usize,
     /// Seconds one repetition may take before the run is abandoned.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -94,6 +118,12 @@ enum Workload {
     Startup,
     /// The seed futures pipeline: 50 × (load → process1 → process2 → save), 0.2 s per step.
     FuturesPipeline,
+    /// `random((800,)*3, chunks=200).mean()`: GB/s generated, peak RSS of every process.
+    ArrayMean,
+    /// `random((2000,)*3, chunks="auto").mean()` (59.6 GiB): seconds, peak RSS per process.
+    ArrayMeanBig,
+    /// On a random 8000² matrix, chunks 1000²: `x.sum(axis=0)`, `(x.dot(x.T + 1) - x.mean()).std()`.
+    ArrayLinalg,
     /// Every workload above (the pipeline only with --with-pipeline).
     All,
 }
@@ -191,6 +221,9 @@ fn expand(chosen: &[Workload], with_pipeline: bool) -> Vec<Workload> {
         Workload::Delayed,
         Workload::Startup,
         Workload::FuturesPipeline,
+        Workload::ArrayMean,
+        Workload::ArrayMeanBig,
+        Workload::ArrayLinalg,
     ];
     let mut out = Vec::new();
     for w in chosen {
@@ -290,6 +323,10 @@ async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
         Workload::Chain => chain(cli, &cluster, &client).await,
         Workload::Delayed => delayed_graphs(cli, &cluster, &client).await,
         Workload::FuturesPipeline => pipeline(cli, &cluster, &client).await,
+        Workload::ArrayMean | Workload::ArrayMeanBig => {
+            array_mean(cli, &cluster, &client, w == Workload::ArrayMeanBig).await
+        }
+        Workload::ArrayLinalg => array_linalg(cli, &cluster, &client).await,
         Workload::Startup | Workload::All => unreachable!("not a cluster workload"),
     };
     drop(client);
@@ -656,6 +693,202 @@ async fn pipeline(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<
         "overhead_ms": stats(&over),
         "cpu_ms_per_rep": runs.cpu_json(),
     }))
+}
+
+// ----- arrays -------------------------------------------------------------------------------
+
+/// Resets the peak RSS (`VmHWM`) of a process, so a workload's peak is its own.
+fn reset_peak_rss(pid: u32) -> Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").map_err(|e| BenchError::Proc {
+        pid,
+        field: "clear_refs",
+        reason: e.to_string(),
+    })
+}
+
+/// Peak RSS since the last reset of the bench process and each worker, and their sum, in MiB.
+fn peak_rss_report(cluster: &LocalCluster) -> Result<(Json, f64, f64)> {
+    let this = proc_mib(std::process::id(), "VmHWM")?;
+    let workers = worker_pids(cluster)
+        .into_iter()
+        .map(|p| proc_mib(p, "VmHWM"))
+        .collect::<Result<Vec<_>>>()?;
+    let sum = this + workers.iter().sum::<f64>();
+    let max = workers.iter().copied().fold(this, f64::max);
+    let json = json!({"bench_process_mib": this, "workers_mib": workers, "sum_mib": round(sum), "max_mib": max});
+    Ok((json, sum, max))
+}
+
+fn reset_all_peaks(cluster: &LocalCluster) -> Result<()> {
+    reset_peak_rss(std::process::id())?;
+    worker_pids(cluster)
+        .into_iter()
+        .try_for_each(reset_peak_rss)
+}
+
+fn array_err(e: rask::array::ArrayError) -> BenchError {
+    BenchError::Wrong {
+        workload: "array",
+        got: e.to_string(),
+        expected: "a result".into(),
+    }
+}
+
+/// `array-mean` (800³, chunks 200³) or `array-mean-big` (2000³, auto chunks): seconds from
+/// building the graph to the mean, GB/s of generated data, peak RSS of every process.
+async fn array_mean(cli: &Cli, cluster: &LocalCluster, client: &Client, big: bool) -> Result<Json> {
+    let (n, chunks) = if big {
+        (2000, ChunkSpec::Auto)
+    } else {
+        (cli.array_size, ChunkSpec::Size(cli.array_chunk))
+    };
+    let workload = if big { "array-mean-big" } else { "array-mean" };
+    let elements = n * n * n;
+    reset_all_peaks(cluster)?;
+    let runs = repeat(cli, cluster, workload, || async {
+        let t0 = Instant::now();
+        let (mean, nchunks) = jobs::array_mean(client, n, chunks.clone(), 0)
+            .await
+            .map_err(array_err)?;
+        let secs = t0.elapsed().as_secs_f64();
+        if !jobs::uniform_mean_plausible(mean, elements) {
+            return Err(BenchError::Wrong {
+                workload,
+                got: mean.to_string(),
+                expected: "about 0.5".into(),
+            });
+        }
+        Ok((secs, mean, nchunks))
+    })
+    .await?;
+    let (peak, sum, max) = peak_rss_report(cluster)?;
+    let secs: Vec<f64> = runs.runs.iter().map(|r| r.0).collect();
+    let gbs: Vec<f64> = secs
+        .iter()
+        .map(|s| elements as f64 * 8.0 / 1e9 / s)
+        .collect();
+    let mut line = json!({
+        "bench": workload,
+        "cluster": cluster_label(),
+        "shape": [n, n, n],
+        "chunks": runs.runs.first().map(|r| r.2),
+        "logical_gib": round(elements as f64 * 8.0 / (1u64 << 30) as f64),
+        "reps": cli.reps,
+        "wall_s": stats(&secs),
+        "gb_per_s": stats(&gbs),
+        "results": runs.runs.iter().map(|r| r.1).collect::<Vec<_>>(),
+        "cpu_ms_per_rep": runs.cpu_json(),
+        "peak_rss": peak,
+        "peak_rss_sum_mib": round(sum),
+        "peak_rss_max_process_mib": max,
+    });
+    if big {
+        line["target_wall_s"] = json!(target::ARRAY_MEAN_BIG_S);
+        line["target_peak_rss_per_process_mib"] = json!(target::ARRAY_MEAN_BIG_PEAK_RSS_MIB);
+    } else {
+        line["target_gb_per_s"] = json!(target::ARRAY_MEAN_GB_S);
+        line["target_peak_rss_sum_mib"] = json!(target::ARRAY_MEAN_PEAK_RSS_MIB);
+        line["dask_ref_gb_per_s"] = json!(dask_ref::ARRAY_MEAN_GB_S);
+        line["dask_ref_peak_rss_mib"] = json!(dask_ref::ARRAY_MEAN_PEAK_RSS_MIB);
+    }
+    Ok(line)
+}
+
+/// `array-linalg`: bench_b's big case, `x.sum(axis=0)` and `(x.dot(x.T + 1) - x.mean()).std()`
+/// on a fresh random matrix each repetition (generation included), seconds each.
+async fn array_linalg(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json> {
+    let (n, c) = (cli.linalg_size, cli.linalg_chunk);
+    reset_all_peaks(cluster)?;
+    let mut seed = 0;
+    let runs = repeat(cli, cluster, "array-linalg", || {
+        seed += 1;
+        let seed = seed;
+        async move {
+            let t0 = Instant::now();
+            let (sum0, _) =
+                jobs::array_linalg_graphs(n, ChunkSpec::Size(c), seed).map_err(array_err)?;
+            let s = sum0.compute(client).await.map_err(array_err)?;
+            let sum_s = t0.elapsed().as_secs_f64();
+            let t1 = Instant::now();
+            let (_, expr) =
+                jobs::array_linalg_graphs(n, ChunkSpec::Size(c), seed).map_err(array_err)?;
+            let std = expr.compute_scalar(client).await.map_err(array_err)?;
+            let expr_s = t1.elapsed().as_secs_f64();
+            if s.len() != n || !std.is_finite() {
+                return Err(BenchError::Wrong {
+                    workload: "array-linalg",
+                    got: format!("{} column sums, std {std}", s.len()),
+                    expected: format!("{n} column sums and a finite std"),
+                });
+            }
+            Ok((sum_s, expr_s, std))
+        }
+    })
+    .await?;
+    let (peak, sum, max) = peak_rss_report(cluster)?;
+    let small_sum = repeat(cli, cluster, "array-linalg", || {
+        small_per_call(client, false)
+    })
+    .await?;
+    let small_expr = repeat(cli, cluster, "array-linalg", || {
+        small_per_call(client, true)
+    })
+    .await?;
+    let sum_s: Vec<f64> = runs.runs.iter().map(|r| r.0).collect();
+    let expr_s: Vec<f64> = runs.runs.iter().map(|r| r.1).collect();
+    let gflops: Vec<f64> = expr_s
+        .iter()
+        .map(|s| 2.0 * (n as f64).powi(3) / 1e9 / s)
+        .collect();
+    Ok(json!({
+        "bench": "array-linalg",
+        "cluster": cluster_label(),
+        "shape": [n, n],
+        "chunks": [c, c],
+        "reps": cli.reps,
+        "sum_axis0_s": stats(&sum_s),
+        "expr_std_s": stats(&expr_s),
+        "expr_std_gflop_per_s_dot_only": stats(&gflops),
+        "results": runs.runs.iter().map(|r| r.2).collect::<Vec<_>>(),
+        "cpu_ms_per_rep": runs.cpu_json(),
+        "peak_rss": peak,
+        "peak_rss_sum_mib": round(sum),
+        "peak_rss_max_process_mib": max,
+        "dask_ref_expr_std_s_1_blas_thread": dask_ref::ARRAY_LINALG_EXPR_S,
+        "small": {
+            "shape": [SMALL_N, SMALL_N],
+            "chunks": [SMALL_CHUNK, SMALL_CHUNK],
+            "calls_per_rep": SMALL_CALLS,
+            "sum_axis0_per_call_ms": stats(&small_sum.runs),
+            "expr_std_per_call_ms": stats(&small_expr.runs),
+        },
+    }))
+}
+
+/// bench_b's small case: a 15×15 random matrix in 5×5 chunks, 200 calls per repetition.
+const SMALL_N: usize = 15;
+const SMALL_CHUNK: usize = 5;
+const SMALL_CALLS: usize = 200;
+
+/// Milliseconds per build + compute of `x.sum(axis=0)` (or of the seed expression) on a small
+/// matrix, over [`SMALL_CALLS`] calls one after another.
+async fn small_per_call(client: &Client, expr: bool) -> Result<f64> {
+    let t0 = Instant::now();
+    for seed in 0..SMALL_CALLS as u64 {
+        let x = rask::array::random(&[SMALL_N, SMALL_N], SMALL_CHUNK, seed).map_err(array_err)?;
+        if expr {
+            let e = x
+                .dot(&(&x.t() + 1.0))
+                .and_then(|p| p.sub(&x.mean(None)?))
+                .and_then(|d| d.std(None, 0.0))
+                .map_err(array_err)?;
+            e.compute_scalar(client).await.map_err(array_err)?;
+        } else {
+            let s = x.sum(Some(0)).map_err(array_err)?;
+            s.compute(client).await.map_err(array_err)?;
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64() * 1e3 / SMALL_CALLS as f64)
 }
 
 // ----- startup ----------------------------------------------------------------------------

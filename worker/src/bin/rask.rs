@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use rask::array::{ChunkSpec, Grid};
 use rask::client::Client;
 use rask::jobs;
 use rask::local::{LocalCluster, LocalClusterConfig};
@@ -96,6 +97,11 @@ enum Job {
     Futures,
     /// Waves of short independent tasks with pauses between them: the load an autoscaler follows.
     Burst,
+    /// `random((N, N, N), chunks=C).mean()` (--size, default 800; --chunk, default 200).
+    ArrayMean,
+    /// On a random N×N matrix x: `x.sum(axis=0)` and `(x.dot(x.T + 1) - x.mean()).std()`
+    /// (--size, default 2000; --chunk, default 1000).
+    ArrayLinalg,
 }
 
 #[derive(Args)]
@@ -132,6 +138,15 @@ struct RunArgs {
     /// Burst job: seconds of quiet between waves.
     #[arg(long, default_value_t = 0.0)]
     pause: f64,
+    /// Array jobs: length of each dimension.
+    #[arg(long)]
+    size: Option<usize>,
+    /// Array jobs: chunk length per dimension (`250`), per dimension (`250,100`) or `auto`.
+    #[arg(long)]
+    chunk: Option<String>,
+    /// Array jobs: seed of the random array.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Print one JSON line with the result and timings.
     #[arg(long)]
     json: bool,
@@ -323,7 +338,36 @@ async fn worker(a: WorkerArgs) -> CliResult {
     w.run_until(signal).await.map_err(|e| e.to_string())
 }
 
+/// The array jobs' size and chunks: the flags, or the job's defaults; bad chunks are an error
+/// naming the flag.
+fn array_size(a: &RunArgs, size: usize, chunk: &str) -> Result<(usize, ChunkSpec), String> {
+    let spec: ChunkSpec = a
+        .chunk
+        .as_deref()
+        .unwrap_or(chunk)
+        .parse()
+        .map_err(|e| format!("--chunk: {e}"))?;
+    if matches!(spec, ChunkSpec::Size(0)) {
+        return Err("--chunk: chunks must be at least 1 long".into());
+    }
+    Ok((a.size.unwrap_or(size), spec))
+}
+
 async fn run(a: RunArgs) -> CliResult {
+    // Bad array flags fail before a cluster starts.
+    let array_args = match a.job {
+        Job::ArrayMean => Some(array_size(&a, 800, "200")?),
+        Job::ArrayLinalg => Some(array_size(&a, 2000, "1000")?),
+        _ => None,
+    };
+    if let Some((n, spec)) = &array_args {
+        let ndim = if matches!(a.job, Job::ArrayMean) {
+            3
+        } else {
+            2
+        };
+        Grid::new(&vec![*n; ndim], spec, 8).map_err(|e| format!("--chunk: {e}"))?;
+    }
     let t0 = Instant::now();
     let (cluster, client) = match &a.scheduler {
         Some(addr) => (
@@ -417,6 +461,47 @@ async fn run(a: RunArgs) -> CliResult {
             );
             (line, human, ok)
         }
+        Job::ArrayMean => {
+            let (n, spec) = array_args.clone().ok_or("array job without sizes")?;
+            let (mean, chunks) = jobs::array_mean(&client, n, spec, a.seed)
+                .await
+                .map_err(|e| e.to_string())?;
+            let elements = n.pow(3);
+            let ok = jobs::uniform_mean_plausible(mean, elements);
+            let secs = t1.elapsed().as_secs_f64();
+            let gb_s = elements as f64 * 8.0 / 1e9 / secs;
+            let line = json!({"job": "array-mean", "size": n, "chunks": chunks, "result": mean, "gb_per_s": gb_s, "ok": ok});
+            let human = format!(
+                "random(({n}, {n}, {n})).mean() = {mean} over {chunks} chunks; {:.2} GiB generated at {gb_s:.2} GB/s",
+                elements as f64 * 8.0 / (1u64 << 30) as f64
+            );
+            (line, human, ok)
+        }
+        Job::ArrayLinalg => {
+            let (n, spec) = array_args.clone().ok_or("array job without sizes")?;
+            let (sum0, expr) =
+                jobs::array_linalg_graphs(n, spec, a.seed).map_err(|e| e.to_string())?;
+            let ts = Instant::now();
+            let s = sum0.compute(&client).await.map_err(|e| e.to_string())?;
+            let sum_s = ts.elapsed().as_secs_f64();
+            let te = Instant::now();
+            let std = expr
+                .compute_scalar(&client)
+                .await
+                .map_err(|e| e.to_string())?;
+            let expr_s = te.elapsed().as_secs_f64();
+            let head: Vec<f64> = s.iter().take(4).copied().collect();
+            // Each column sum of n uniform values is near n / 2.
+            let ok = s.len() == n
+                && s.iter()
+                    .all(|v| (v - n as f64 / 2.0).abs() <= 6.0 * (n as f64 / 12.0).sqrt())
+                && std.is_finite();
+            let line = json!({"job": "array-linalg", "size": n, "sum_axis0_head": head, "sum_axis0_s": sum_s, "expr_std": std, "expr_s": expr_s, "ok": ok});
+            let human = format!(
+                "x = random(({n}, {n})): x.sum(axis=0)[:4] = {head:?} ({sum_s:.3} s)\n(x.dot(x.T + 1) - x.mean()).std() = {std} ({expr_s:.3} s)"
+            );
+            (line, human, ok)
+        }
     };
     let compute_s = t1.elapsed().as_secs_f64();
     drop(client);
@@ -452,6 +537,34 @@ async fn run(a: RunArgs) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_args(job: Job, size: Option<usize>, chunk: Option<&str>) -> RunArgs {
+        let mut a = match Cli::parse_from(["rask", "run", "delayed"]).command {
+            Command::Run(a) => a,
+            _ => unreachable!(),
+        };
+        a.job = job;
+        a.size = size;
+        a.chunk = chunk.map(str::to_owned);
+        a
+    }
+
+    #[test]
+    fn array_flags_default_and_bad_chunks_name_the_flag() {
+        let (n, spec) = array_size(&run_args(Job::ArrayMean, None, None), 800, "200").unwrap();
+        assert_eq!((n, spec), (800, ChunkSpec::Size(200)));
+        let (_, spec) = array_size(
+            &run_args(Job::ArrayMean, Some(2000), Some("auto")),
+            800,
+            "200",
+        )
+        .unwrap();
+        assert_eq!(spec, ChunkSpec::Auto);
+        for bad in ["x", "0", "-3", ""] {
+            let e = array_size(&run_args(Job::ArrayMean, None, Some(bad)), 800, "200").unwrap_err();
+            assert!(e.starts_with("--chunk"), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn dashboard_addresses() {

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod delayed;
+pub mod visualize;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failure
 
+mod array;
 mod cluster;
 mod http_api;
 mod wire;

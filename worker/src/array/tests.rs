@@ -1,0 +1,445 @@
+//! Arrays against a direct single-process ndarray computation, over many shapes and chunkings
+//! (seeded loops), with every graph executed here through the registry: each task's result is
+//! encoded and decoded as it would be between workers.
+
+use std::collections::HashMap;
+
+use ndarray::{ArrayD, Axis, Dimension, IxDyn};
+
+use super::random::ChunkRng;
+use super::*;
+use crate::graph::{Arg, Key};
+use crate::registry;
+
+/// Runs a graph (inputs before users) through the registry.
+fn run(tasks: &[TaskSpec]) -> HashMap<Key, Value> {
+    fn resolve(a: &Arg, done: &HashMap<Key, Value>) -> Value {
+        match a {
+            Arg::Value(v) => v.clone(),
+            Arg::Key(k) => done.get(k).cloned().expect("input computed first"),
+            Arg::List(items) => Value::List(items.iter().map(|i| resolve(i, done)).collect()),
+        }
+    }
+    let mut done = HashMap::new();
+    for t in tasks {
+        let f = registry::lookup(&t.func).expect("registered");
+        let args: Vec<Value> = t.args.iter().map(|a| resolve(a, &done)).collect();
+        let v = f(&args).unwrap_or_else(|e| panic!("{} failed: {e}", t.key));
+        done.insert(t.key.clone(), v.encode().decode().unwrap());
+    }
+    done
+}
+
+fn local(a: &Array) -> ArrayD<f64> {
+    let roots = a.to_delayed();
+    let done = run(&graph_of(&roots));
+    let values = roots.iter().map(|d| done[d.key()].clone()).collect();
+    a.assemble(values).unwrap()
+}
+
+/// What `random` must give: each chunk's own stream, placed at its offset.
+fn reference_random(a: &Array, seed: u64) -> ArrayD<f64> {
+    let mut out = ArrayD::zeros(IxDyn(a.shape()));
+    for (i, idx) in a.grid.block_indices().iter().enumerate() {
+        let shape = a.grid.block_shape(idx);
+        let mut data = vec![0.0; shape.iter().product()];
+        ChunkRng::new(seed, i as u64).fill(&mut data);
+        let block = ArrayD::from_shape_vec(shape.clone(), data).unwrap();
+        let mut view = out.view_mut();
+        for (d, (&o, &s)) in a.grid.block_offset(idx).iter().zip(&shape).enumerate() {
+            view.slice_axis_inplace(Axis(d), Slice::from(o..o + s));
+        }
+        view.assign(&block);
+    }
+    out
+}
+
+fn close(got: &ArrayD<f64>, want: &ArrayD<f64>, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    for (g, w) in got.iter().zip(want.iter()) {
+        let tol = 1e-9 * w.abs().max(1.0);
+        assert!(
+            (g - w).abs() <= tol || (g.is_nan() && w.is_nan()),
+            "{what}: {g} != {w}"
+        );
+    }
+}
+
+fn scalar(x: f64) -> ArrayD<f64> {
+    ArrayD::from_elem(IxDyn(&[]), x)
+}
+
+/// Small deterministic generator for test cases.
+struct Cases(ChunkRng);
+
+impl Cases {
+    fn below(&mut self, n: usize) -> usize {
+        let mut x = [0.0];
+        self.0.fill(&mut x);
+        (x[0] * n as f64) as usize
+    }
+
+    /// A shape of 1..=3 dimensions of 1..=9 and chunks of 1..=dim (1-element and uneven last
+    /// chunks included).
+    fn shape_and_chunks(&mut self) -> (Vec<usize>, Vec<usize>) {
+        let ndim = 1 + self.below(3);
+        let shape: Vec<usize> = (0..ndim).map(|_| 1 + self.below(9)).collect();
+        let chunks = shape.iter().map(|&d| 1 + self.below(d)).collect();
+        (shape, chunks)
+    }
+}
+
+fn var_axis(a: &ArrayD<f64>, axis: usize, ddof: f64) -> ArrayD<f64> {
+    a.var_axis(Axis(axis), ddof)
+}
+
+#[test]
+fn reductions_match_ndarray_for_many_shapes_and_chunks() {
+    let mut cases = Cases(ChunkRng::new(99, 0));
+    for case in 0..60 {
+        let (shape, chunks) = cases.shape_and_chunks();
+        let seed = case as u64;
+        let x = random(&shape, chunks.as_slice(), seed)
+            .unwrap()
+            .split_every(2 + case % 4);
+        let r = reference_random(&x, seed);
+        let what = |op: &str| format!("case {case}: {op} of {shape:?} in chunks {chunks:?}");
+        close(&local(&x), &r, &what("values"));
+        close(
+            &local(&x.sum(None).unwrap()),
+            &scalar(r.sum()),
+            &what("sum"),
+        );
+        close(
+            &local(&x.mean(None).unwrap()),
+            &scalar(r.mean().unwrap()),
+            &what("mean"),
+        );
+        close(
+            &local(&x.var(None, 0.0).unwrap()),
+            &scalar(r.var(0.0)),
+            &what("var"),
+        );
+        close(
+            &local(&x.std(None, 0.0).unwrap()),
+            &scalar(r.std(0.0)),
+            &what("std"),
+        );
+        let min = r.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        close(&local(&x.min(None).unwrap()), &scalar(min), &what("min"));
+        close(&local(&x.max(None).unwrap()), &scalar(max), &what("max"));
+        for (ax, &len) in shape.iter().enumerate() {
+            close(
+                &local(&x.sum(Some(ax)).unwrap()),
+                &r.sum_axis(Axis(ax)),
+                &what(&format!("sum axis {ax}")),
+            );
+            close(
+                &local(&x.mean(Some(ax)).unwrap()),
+                &r.mean_axis(Axis(ax)).unwrap(),
+                &what(&format!("mean axis {ax}")),
+            );
+            if len > 1 {
+                close(
+                    &local(&x.std(Some(ax), 1.0).unwrap()),
+                    &var_axis(&r, ax, 1.0).mapv(f64::sqrt),
+                    &what(&format!("std axis {ax}")),
+                );
+            }
+            close(
+                &local(&x.var(Some(ax), 0.0).unwrap()),
+                &var_axis(&r, ax, 0.0),
+                &what(&format!("var axis {ax}")),
+            );
+            let mn = r.fold_axis(Axis(ax), f64::INFINITY, |&m, &v| m.min(v));
+            let mx = r.fold_axis(Axis(ax), f64::NEG_INFINITY, |&m, &v| m.max(v));
+            close(
+                &local(&x.min(Some(ax)).unwrap()),
+                &mn,
+                &what(&format!("min axis {ax}")),
+            );
+            close(
+                &local(&x.max(Some(ax)).unwrap()),
+                &mx,
+                &what(&format!("max axis {ax}")),
+            );
+        }
+    }
+}
+
+#[test]
+fn elementwise_transpose_slice_and_rechunk_match_ndarray() {
+    let mut cases = Cases(ChunkRng::new(5, 0));
+    for case in 0..60 {
+        let (shape, chunks) = cases.shape_and_chunks();
+        let what = |op: &str| format!("case {case}: {op} of {shape:?} in chunks {chunks:?}");
+        let x = random(&shape, chunks.as_slice(), 7).unwrap();
+        let r = reference_random(&x, 7);
+        let lit = ArrayD::from_shape_fn(IxDyn(&shape), |ix| {
+            (0..ix.ndim()).map(|d| ix[d] * (d + 1)).sum::<usize>() as f64
+        });
+        let y = from_ndarray(&lit, chunks.as_slice()).unwrap();
+        // (x * 2 + y - 1) / 4, and 3 - x, and -x
+        let e = &(&x * 2.0).add(&y).unwrap() - 1.0;
+        let e = &e / 4.0;
+        close(
+            &local(&e),
+            &((&r * 2.0 + &lit - 1.0) / 4.0),
+            &what("elementwise"),
+        );
+        close(&local(&(3.0 - &x)), &(3.0 - &r), &what("scalar first"));
+        close(
+            &local(&(-&x).mul(&x).unwrap()),
+            &(-&r * &r),
+            &what("neg mul"),
+        );
+        close(&local(&x.sqrt()), &r.mapv(f64::sqrt), &what("sqrt"));
+        // the elementwise result reduced (fused) and materialized agree
+        let sum = local(&e.sum(None).unwrap());
+        close(&sum, &scalar(local(&e).sum()), &what("fused sum"));
+        // transpose
+        let rt = r.t().to_owned();
+        close(&local(&x.t()), &rt, &what("transpose"));
+        close(
+            &local(&(&x.t() + 1.0).t()),
+            &(&r + 1.0),
+            &what("transpose twice"),
+        );
+        close(
+            &local(&x.t().sum(Some(0)).unwrap()),
+            &rt.sum_axis(Axis(0)),
+            &what("transpose sum"),
+        );
+        // a slice with random bounds and steps
+        let ranges: Vec<Range> = shape
+            .iter()
+            .map(|&d| {
+                let a = cases.below(d + 1);
+                let b = a + cases.below(d + 1 - a);
+                Range::new(a, b).step(1 + cases.below(3))
+            })
+            .collect();
+        let s = x.slice(&ranges).unwrap();
+        let mut view = r.view();
+        for (d, rg) in ranges.iter().enumerate() {
+            view.slice_axis_inplace(
+                Axis(d),
+                Slice::new(rg.start as isize, Some(rg.stop as isize), rg.step as isize),
+            );
+        }
+        close(
+            &local(&s),
+            &view.to_owned(),
+            &what(&format!("slice {ranges:?}")),
+        );
+        if !view.is_empty() {
+            close(
+                &local(&s.sum(None).unwrap()),
+                &scalar(view.sum()),
+                &what("slice sum"),
+            );
+        }
+        // rechunk to other random chunks
+        let new: Vec<usize> = shape.iter().map(|&d| 1 + cases.below(d)).collect();
+        let rc = x.rechunk(new.as_slice()).unwrap();
+        assert_eq!(
+            rc.chunks(),
+            Grid::new(&shape, &ChunkSpec::Sizes(new.clone()), 8)
+                .unwrap()
+                .chunks()
+        );
+        close(&local(&rc), &r, &what(&format!("rechunk to {new:?}")));
+        close(
+            &local(&rc.add(&x.rechunk(new.as_slice()).unwrap()).unwrap()),
+            &(&r * 2.0),
+            &what("rechunked add"),
+        );
+    }
+}
+
+#[test]
+fn dot_matches_ndarray() {
+    let mut cases = Cases(ChunkRng::new(11, 0));
+    for case in 0..30 {
+        let (m, k, n) = (
+            1 + cases.below(12),
+            1 + cases.below(12),
+            1 + cases.below(12),
+        );
+        let (cm, ck, cn) = (1 + cases.below(m), 1 + cases.below(k), 1 + cases.below(n));
+        let a = random(&[m, k], [cm, ck], 1)
+            .unwrap()
+            .split_every(2 + case % 3);
+        let b = random(&[k, n], [ck, cn], 2).unwrap();
+        let ra = reference_random(&a, 1)
+            .into_dimensionality::<ndarray::Ix2>()
+            .unwrap();
+        let rb = reference_random(&b, 2)
+            .into_dimensionality::<ndarray::Ix2>()
+            .unwrap();
+        let what = format!("case {case}: dot of {m}x{k} ({cm},{ck}) and {k}x{n} ({ck},{cn})");
+        close(&local(&a.dot(&b).unwrap()), &ra.dot(&rb).into_dyn(), &what);
+    }
+    // The seed expression on a square matrix: (x.dot(x.T + 1) - x.mean()).std()
+    let x = random(&[13, 13], [5, 5], 3).unwrap();
+    let r = reference_random(&x, 3)
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap();
+    let got = x
+        .dot(&(&x.t() + 1.0))
+        .unwrap()
+        .sub(&x.mean(None).unwrap())
+        .unwrap()
+        .std(None, 0.0)
+        .unwrap();
+    let want = (r.dot(&(&r.t() + 1.0)) - r.mean().unwrap()).std(0.0);
+    close(&local(&got), &scalar(want), "seed expression");
+    close(
+        &local(&x.sum(Some(0)).unwrap()),
+        &r.sum_axis(Axis(0)).into_dyn(),
+        "seed sum(axis=0)",
+    );
+}
+
+#[test]
+fn creation_functions() {
+    close(
+        &local(&zeros(&[4, 3], 2).unwrap()),
+        &ArrayD::zeros(IxDyn(&[4, 3])),
+        "zeros",
+    );
+    close(
+        &local(&ones(&[5], 2).unwrap().sum(None).unwrap()),
+        &scalar(5.0),
+        "ones",
+    );
+    let a = arange(1.0, 10.0, 2.0, 2).unwrap();
+    assert_eq!(a.shape(), &[5]);
+    close(
+        &local(&a),
+        &ArrayD::from_shape_vec(IxDyn(&[5]), vec![1.0, 3.0, 5.0, 7.0, 9.0]).unwrap(),
+        "arange",
+    );
+    assert_eq!(arange(0.0, -1.0, 1.0, 2).unwrap().shape(), &[0]);
+    assert!(
+        arange(0.0, 1.0, 0.0, 2)
+            .unwrap_err()
+            .to_string()
+            .contains("non-zero step")
+    );
+    // random is reproducible and chunk-keyed
+    let x1 = local(&random(&[6, 6], 3, 9).unwrap());
+    let x2 = local(&random(&[6, 6], 3, 9).unwrap());
+    assert_eq!(x1, x2);
+    assert_ne!(x1, local(&random(&[6, 6], 3, 10).unwrap()));
+    // .npy files
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.npy");
+    npy::write(&p, &x1).unwrap();
+    let f = from_npy(&p, [4, 5]).unwrap();
+    close(&local(&f), &x1, "from_npy");
+    close(
+        &local(&f.mean(Some(1)).unwrap()),
+        &x1.mean_axis(Axis(1)).unwrap(),
+        "from_npy mean",
+    );
+    // auto chunks
+    let big = random(&[2000, 2000, 2000], ChunkSpec::Auto, 0).unwrap();
+    assert_eq!(big.chunks()[0], vec![250; 8]);
+    assert_eq!(big.nblocks(), 512);
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let x = random(&[4, 6], 2, 0).unwrap();
+    let y = random(&[4, 6], 3, 0).unwrap();
+    let z = random(&[6, 4], 2, 0).unwrap();
+    let e = x.add(&y).unwrap_err().to_string();
+    assert!(
+        e.contains("different chunks") && e.contains("rechunk"),
+        "{e}"
+    );
+    let e = x.add(&z).unwrap_err().to_string();
+    assert!(e.contains("[4, 6]") && e.contains("[6, 4]"), "{e}");
+    let e = x.dot(&x).unwrap_err().to_string();
+    assert!(e.contains("6 columns against 4 rows"), "{e}");
+    let e = x
+        .dot(&random(&[6, 2], [3, 2], 0).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("column chunks [2, 2, 2]"), "{e}");
+    let e = x.sum(None).unwrap().dot(&x).unwrap_err().to_string();
+    assert!(e.contains("2-d"), "{e}");
+    let e = x.sum(Some(2)).unwrap_err().to_string();
+    assert!(e.contains("axis 2") && e.contains("2 dimensions"), "{e}");
+    let e = x
+        .slice(&[Range::new(0, 5), Range::full(6)])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("out of bounds"), "{e}");
+    let e = x.slice(&[Range::new(0, 1)]).unwrap_err().to_string();
+    assert!(e.contains("1 ranges"), "{e}");
+    let e = x.rechunk([0, 2]).unwrap_err().to_string();
+    assert!(e.contains("chunk size 0"), "{e}");
+    let e = random(&[4], ChunkSpec::Explicit(vec![vec![1, 2]]), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("add up to 3"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.npy");
+    std::fs::write(&p, b"\x93NUMPY\x01\x00").unwrap();
+    let e = from_npy(&p, 2).unwrap_err().to_string();
+    assert!(e.contains("bad.npy"), "{e}");
+}
+
+#[test]
+fn mean_graph_is_a_tree_of_fused_partials() {
+    let x = random(&[40, 40, 40], 10, 0).unwrap();
+    let g = x.mean(None).unwrap().graph();
+    // 64 fused random+partial tasks, then 8 combines of 8 and a root: nothing materializes a chunk.
+    let count = |f: &str| g.iter().filter(|t| &*t.func == f).count();
+    assert_eq!(count("array_partial"), 64);
+    assert_eq!(count("array_combine"), 9);
+    assert_eq!(count("array_eval"), 0);
+    // Post-order: each group's partials come right before its combine (so the scheduler's
+    // priorities finish a group before starting the next).
+    assert_eq!(&*g[8].func, "array_combine");
+    let x = x.split_every(4);
+    let g = x.sum(None).unwrap().graph();
+    assert_eq!(
+        g.iter().filter(|t| &*t.func == "array_combine").count(),
+        16 + 4 + 1
+    );
+}
+
+#[test]
+fn shared_chunks_are_computed_once() {
+    let x = random(&[20, 20], 10, 0).unwrap();
+    let z = x
+        .dot(&(&x.t() + 1.0))
+        .unwrap()
+        .sub(&x.mean(None).unwrap())
+        .unwrap()
+        .std(None, 0.0)
+        .unwrap();
+    let g = z.graph();
+    let count = |f: &str| g.iter().filter(|t| &*t.func == f).count();
+    // x's 4 chunks and (x.T + 1)'s 4 chunks, each once; 4 products of 2 blocks each.
+    assert_eq!(count("array_eval"), 8);
+    assert_eq!(count("array_matmul"), 4);
+}
+
+#[test]
+fn array_graphs_visualize() {
+    let x = random(&[20, 20], 10, 0).unwrap();
+    let m = x.mean(Some(0)).unwrap();
+    let dot = crate::client::visualize::to_dot(&m.graph());
+    assert_eq!(dot.matches("label=\"array_partial\"").count(), 4);
+    assert_eq!(dot.matches("label=\"array_combine\"").count(), 2);
+    assert_eq!(dot.matches(" -> ").count(), 4);
+    let dir = tempfile::tempdir().unwrap();
+    let w = m.visualize(dir.path().join("mean")).unwrap();
+    assert!(w.dot.ends_with("mean.dot"));
+    assert_eq!(std::fs::read_to_string(&w.dot).unwrap(), dot);
+}

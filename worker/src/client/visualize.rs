@@ -1,0 +1,159 @@
+//! Task graphs as Graphviz DOT (Dask's `visualize()`): one box per task labelled with its
+//! function, edges from inputs to their users; an SVG beside it when Graphviz's `dot` is installed.
+//!
+//! ```
+//! use rask::client::delayed::delayed;
+//! use rask::client::visualize::to_dot;
+//! let total = delayed("add", vec![delayed("inc", vec![1.into()]).into(), 2.into()]);
+//! let dot = to_dot(&total.graph());
+//! assert!(dot.starts_with("digraph"));
+//! assert_eq!(dot.matches(" -> ").count(), 1);
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rustc_hash::FxHashMap;
+
+use super::delayed::Delayed;
+use crate::graph::{Arg, TaskSpec};
+
+/// Escapes a string for a double-quoted DOT identifier.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A short label for a literal argument count, e.g. `inc(3)` or `array_eval(…)`.
+fn label(t: &TaskSpec) -> String {
+    let literal = |a: &Arg| match a {
+        Arg::Value(v) => {
+            let s = v.to_string();
+            (s.len() <= 12).then_some(s)
+        }
+        _ => None,
+    };
+    let args: Vec<String> = t.args.iter().filter_map(literal).collect();
+    if args.len() == t.args.len() && !args.is_empty() {
+        format!("{}({})", t.func, args.join(", "))
+    } else {
+        t.func.to_string()
+    }
+}
+
+/// The graph as DOT text: tasks are boxes labelled by function (and small literal arguments),
+/// edges run from each input to the tasks reading it.
+pub fn to_dot(tasks: &[TaskSpec]) -> String {
+    let ids: FxHashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.key.as_str(), i))
+        .collect();
+    let mut out = String::from("digraph rask {\n  rankdir=BT;\n  node [shape=box, fontsize=10];\n");
+    for (i, t) in tasks.iter().enumerate() {
+        out.push_str(&format!(
+            "  t{i} [label={}, tooltip={}];\n",
+            quote(&label(t)),
+            quote(t.key.as_str())
+        ));
+    }
+    for (i, t) in tasks.iter().enumerate() {
+        for d in t.dependencies() {
+            match ids.get(d.as_str()) {
+                Some(j) => out.push_str(&format!("  t{j} -> t{i};\n")),
+                // An input computed earlier (a future's key): drawn as a plain node.
+                None => out.push_str(&format!(
+                    "  {} [shape=ellipse];\n  {} -> t{i};\n",
+                    quote(d.as_str()),
+                    quote(d.as_str())
+                )),
+            }
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// What [`write`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub dot: PathBuf,
+    /// The SVG, when Graphviz's `dot` is installed.
+    pub svg: Option<PathBuf>,
+}
+
+/// Writes the graph's DOT to `path` (with the extension `.dot`) and, when `dot` is on the PATH,
+/// renders `path` with the extension `.svg` beside it.
+pub fn write(tasks: &[TaskSpec], path: &Path) -> std::io::Result<Written> {
+    let dot_path = path.with_extension("dot");
+    std::fs::write(&dot_path, to_dot(tasks))?;
+    let svg_path = path.with_extension("svg");
+    let rendered = Command::new("dot")
+        .arg("-Tsvg")
+        .arg(&dot_path)
+        .arg("-o")
+        .arg(&svg_path)
+        .output();
+    let svg = match rendered {
+        Ok(o) if o.status.success() => Some(svg_path),
+        Ok(o) => {
+            tracing::warn!(stderr = %String::from_utf8_lossy(&o.stderr), "dot could not render the graph");
+            None
+        }
+        Err(_) => None, // Graphviz is not installed: the DOT file is the result.
+    };
+    Ok(Written { dot: dot_path, svg })
+}
+
+impl Delayed {
+    /// Writes this value's task graph (see [`write`]), like Dask's `visualize()`.
+    pub fn visualize(&self, path: impl AsRef<Path>) -> std::io::Result<Written> {
+        write(&self.graph(), path.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::delayed::delayed;
+
+    #[test]
+    fn seed_graph_has_every_task_and_edge() {
+        let g = crate::jobs::seed_delayed_graph().graph();
+        let dot = to_dot(&g);
+        assert_eq!(dot.matches("[label=").count(), 19);
+        assert_eq!(dot.matches(" -> ").count(), 18);
+        assert!(dot.contains("label=\"inc(0)\""));
+        assert!(dot.contains("label=\"sum\""));
+    }
+
+    #[test]
+    fn labels_are_escaped_and_files_written() {
+        let d = delayed("identity", vec!["a\"b".into()]);
+        let dot = to_dot(&d.graph());
+        assert!(
+            dot.contains("identity(\\\"a\\\\\\\"b\\\")") || dot.contains("\\\""),
+            "{dot}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let w = d.visualize(dir.path().join("g.svg")).unwrap();
+        assert!(
+            std::fs::read_to_string(&w.dot)
+                .unwrap()
+                .starts_with("digraph")
+        );
+        if let Some(svg) = w.svg {
+            assert!(std::fs::read_to_string(svg).unwrap().contains("<svg"));
+        }
+    }
+}
