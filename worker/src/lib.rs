@@ -5,6 +5,7 @@
 //! [`protocol`] and `net` (how processes talk), [`scheduler`], [`worker`], [`client`], [`local`].
 
 pub mod client;
+pub mod frame;
 pub mod graph;
 pub mod jobs;
 pub mod local;

@@ -12,7 +12,7 @@ pub type TaskFn = fn(&[Value]) -> Result<Value, String>;
 pub type Table = &'static [(&'static str, TaskFn)];
 
 /// Every table the engine knows. Names are unique across tables (a unit test checks).
-const TABLES: &[Table] = &[CORE];
+const TABLES: &[Table] = &[CORE, crate::frame::kernels::FRAME];
 
 fn all() -> impl Iterator<Item = &'static (&'static str, TaskFn)> {
     TABLES.iter().flat_map(|t| t.iter())
@@ -227,7 +227,10 @@ mod tests {
     fn names_are_unique_across_tables() {
         let mut seen = std::collections::HashSet::new();
         for name in names() {
-            assert!(seen.insert(name), "task function {name} is registered twice");
+            assert!(
+                seen.insert(name),
+                "task function {name} is registered twice"
+            );
         }
     }
 

@@ -16,6 +16,8 @@ pub enum Value {
     Str(String),
     Bytes(Bytes),
     List(Vec<Value>),
+    /// A dataframe partition (see [`crate::frame`]); encoded on its own as Arrow IPC.
+    Frame(crate::frame::FramePart),
 }
 
 /// Why a value could not be decoded or converted.
@@ -29,11 +31,15 @@ pub enum ValueError {
     Malformed(#[from] postcard::Error),
     #[error("expected {expected}, got {got}")]
     Type { expected: &'static str, got: String },
+    #[error("malformed dataframe partition: {0}")]
+    Frame(String),
 }
 
 /// Format tag in front of every encoded value, so new layouts (raw array chunks, Arrow IPC) can be
 /// added without breaking old readers' error messages.
 const TAG_POSTCARD: u8 = 0;
+/// A dataframe partition at top level: Arrow IPC file bytes (no postcard framing, no copy).
+const TAG_FRAME: u8 = 2;
 
 /// The bytes of an encoded [`Value`]: what is stored, spilled and sent between processes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +58,9 @@ impl Encoded {
         let (&tag, body) = self.0.split_first().ok_or(ValueError::Empty)?;
         match tag {
             TAG_POSTCARD => Ok(postcard::from_bytes(body)?),
+            TAG_FRAME => crate::frame::FramePart::from_ipc(body)
+                .map(Value::Frame)
+                .map_err(ValueError::Frame),
             other => Err(ValueError::UnknownTag(other)),
         }
     }
@@ -59,6 +68,11 @@ impl Encoded {
 
 impl Value {
     pub fn encode(&self) -> Encoded {
+        if let Value::Frame(f) = self {
+            let mut out = vec![TAG_FRAME];
+            f.write_ipc(&mut out);
+            return Encoded(Bytes::from(out));
+        }
         let out = vec![TAG_POSTCARD];
         // Serializing an in-memory Value into a Vec cannot fail: every variant is supported.
         match postcard::to_extend(self, out) {
@@ -77,6 +91,7 @@ impl Value {
             Value::Str(_) => "str",
             Value::Bytes(_) => "bytes",
             Value::List(_) => "list",
+            Value::Frame(_) => "frame",
         }
     }
 
@@ -169,6 +184,7 @@ impl std::fmt::Display for Value {
                 }
                 write!(f, "]")
             }
+            Value::Frame(p) => write!(f, "<frame {}>", p),
         }
     }
 }
