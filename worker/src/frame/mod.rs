@@ -401,6 +401,17 @@ impl DataFrame {
     }
 }
 
+impl std::fmt::Debug for DataFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DataFrame({} partitions, {:?})",
+            self.inputs.len(),
+            self.schema
+        )
+    }
+}
+
 /// Concatenates computed partitions (an empty frame of `schema` when there are none).
 fn concat(values: Vec<Value>, schema: &Schema) -> Result<polars::prelude::DataFrame, FrameError> {
     let mut out: Option<polars::prelude::DataFrame> = None;
