@@ -131,3 +131,45 @@ fn create(path: &str) -> Result<std::fs::File, String> {
     }
     std::fs::File::create(p).map_err(|e| format!("creating {path}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_arguments_are_errors_naming_the_function() {
+        let e = read_csv(&[]).unwrap_err();
+        assert_eq!(e, "frame_read_csv() takes at least 1 argument(s), got 0");
+        let args: Vec<Value> = vec![
+            "/nowhere.csv".into(),
+            Value::Int(-1),
+            Value::Int(0),
+            Value::Int(0),
+            "[]".into(),
+            "{}".into(),
+        ];
+        assert!(
+            read_csv(&args)
+                .unwrap_err()
+                .contains("argument 2 is negative")
+        );
+        let mut args = args;
+        args[1] = Value::Int(0);
+        args[4] = "not json".into();
+        assert!(read_csv(&args).unwrap_err().contains("malformed schema"));
+        args[4] = "[]".into();
+        args[5] = "{\"ops\": 3}".into();
+        assert!(
+            read_csv(&args)
+                .unwrap_err()
+                .contains("malformed partition plan")
+        );
+        args[5] = Plan::default().to_json().into();
+        let e = read_csv(&args).unwrap_err();
+        assert!(e.contains("/nowhere.csv"), "{e}");
+        let e = apply(&[Value::Int(1), "{}".into()]).unwrap_err();
+        assert_eq!(e, "frame_apply(): argument 1 must be a frame, got int");
+        let e = combine(&[Value::List(vec![]), "{}".into(), true.into()]).unwrap_err();
+        assert!(e.contains("malformed aggregation"), "{e}");
+    }
+}

@@ -160,9 +160,23 @@ pub fn read_block(block: &Block) -> Result<(Vec<u8>, u64), FrameError> {
         what: "reading",
         source: io::Error::other("block larger than memory"),
     })?;
-    let mut buf = vec![0u8; len];
+    // Not zero-filled first: a 64 MB block would be written twice.
+    let mut buf = Vec::with_capacity(len);
     f.seek(SeekFrom::Start(a)).map_err(io_err("reading"))?;
-    f.read_exact(&mut buf).map_err(io_err("reading"))?;
+    (&mut f)
+        .take(len as u64)
+        .read_to_end(&mut buf)
+        .map_err(io_err("reading"))?;
+    if buf.len() != len {
+        return Err(FrameError::Io {
+            path: block.path.clone(),
+            what: "reading",
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file shrank while reading bytes {a}..{b}"),
+            ),
+        });
+    }
     Ok((buf, a))
 }
 
