@@ -6,6 +6,7 @@
 
 pub mod array;
 pub mod client;
+pub mod frame;
 pub mod graph;
 pub mod jobs;
 pub mod local;

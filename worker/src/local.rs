@@ -202,6 +202,14 @@ impl LocalCluster {
                     .envs(self.config.worker_env.iter().map(|(k, v)| (k, v)))
                     .stdin(Stdio::null())
                     .kill_on_drop(true);
+                // Polars (dataframe tasks) sizes its thread pool once per process from this
+                // variable; by default it takes every core, so workers sharing a machine would
+                // oversubscribe it. Give each worker its own share unless told otherwise.
+                if std::env::var_os("POLARS_MAX_THREADS").is_none() {
+                    let threads = self.config.threads_per_worker.max(1).to_string();
+                    cmd.env("POLARS_MAX_THREADS", threads);
+                }
+                cmd.envs(self.config.worker_env.iter().map(|(k, v)| (k, v)));
                 let child = cmd.spawn().map_err(|source| LocalError::Spawn {
                     name: name.clone(),
                     binary: rask_binary.clone(),

@@ -12,7 +12,11 @@ pub type TaskFn = fn(&[Value]) -> Result<Value, String>;
 pub type Table = &'static [(&'static str, TaskFn)];
 
 /// Every table the engine knows. Names are unique across tables (a unit test checks).
-const TABLES: &[Table] = &[CORE, crate::array::kernels::TABLE];
+const TABLES: &[Table] = &[
+    CORE,
+    crate::array::kernels::TABLE,
+    crate::frame::kernels::FRAME,
+];
 
 fn all() -> impl Iterator<Item = &'static (&'static str, TaskFn)> {
     TABLES.iter().flat_map(|t| t.iter())

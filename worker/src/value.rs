@@ -21,6 +21,8 @@ pub enum Value {
     List(Vec<Value>),
     /// An n-d chunk of f64, encoded as its shape and raw little-endian data (never per element).
     Array(#[serde(with = "array_serde")] Arc<ArrayD<f64>>),
+    /// A dataframe partition (see [`crate::frame`]); encoded on its own as Arrow IPC.
+    Frame(crate::frame::FramePart),
 }
 
 /// Why a value could not be decoded or converted.
@@ -36,6 +38,8 @@ pub enum ValueError {
     Type { expected: &'static str, got: String },
     #[error("malformed array chunk: {0}")]
     Array(String),
+    #[error("malformed dataframe partition: {0}")]
+    Frame(String),
 }
 
 /// Format tag in front of every encoded value, so new layouts (raw array chunks, Arrow IPC) can be
@@ -43,6 +47,8 @@ pub enum ValueError {
 const TAG_POSTCARD: u8 = 0;
 /// An f64 array chunk: `ndim` (u32 LE), each dimension (u64 LE), then the data (f64 LE, C order).
 const TAG_ARRAY: u8 = 1;
+/// A dataframe partition at top level: Arrow IPC file bytes (no postcard framing, no copy).
+const TAG_FRAME: u8 = 2;
 
 /// The bytes of an encoded [`Value`]: what is stored, spilled and sent between processes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +68,9 @@ impl Encoded {
         match tag {
             TAG_POSTCARD => Ok(postcard::from_bytes(body)?),
             TAG_ARRAY => Ok(Value::Array(Arc::new(array_from_bytes(body)?))),
+            TAG_FRAME => crate::frame::FramePart::from_ipc(body)
+                .map(Value::Frame)
+                .map_err(ValueError::Frame),
             other => Err(ValueError::UnknownTag(other)),
         }
     }
@@ -73,6 +82,11 @@ impl Value {
             let mut out = Vec::with_capacity(1 + array_encoded_len(a));
             out.push(TAG_ARRAY);
             array_to_bytes(a, &mut out);
+            return Encoded(Bytes::from(out));
+        }
+        if let Value::Frame(f) = self {
+            let mut out = vec![TAG_FRAME];
+            f.write_ipc(&mut out);
             return Encoded(Bytes::from(out));
         }
         let out = vec![TAG_POSTCARD];
@@ -94,6 +108,7 @@ impl Value {
             Value::Bytes(_) => "bytes",
             Value::List(_) => "list",
             Value::Array(_) => "array",
+            Value::Frame(_) => "frame",
         }
     }
 
@@ -293,6 +308,7 @@ impl std::fmt::Display for Value {
                 }
                 write!(f, "]")
             }
+            Value::Frame(p) => write!(f, "<frame {}>", p),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Workloads mirror the peer scripts in `shared/peer-bench/`: `map` and `chain` (bench_e),
-//! `delayed` (bench_d), `startup` (bench_f) and `futures-pipeline` (bench_e's seed pipeline).
+//! `delayed` (bench_d), `startup` (bench_f), `futures-pipeline` (bench_e's seed pipeline) and
+//! `dataframe` (bench_c: the taxi CSV read with a block size, `len`, groupby-mean).
 //! Cluster workloads run on a [`LocalCluster`] of 2 worker processes × 1 thread whose scheduler
 //! lives in this process, like Dask's `LocalCluster(processes=True)`.
 
@@ -39,6 +40,11 @@ mod dask_ref {
     pub const ARRAY_MEAN_PEAK_RSS_MIB: f64 = 188.0;
     /// `(x.dot(x.T + 1) - x.mean()).std()` on 8000², chunks 1000², 1 BLAS thread.
     pub const ARRAY_LINALG_EXPR_S: f64 = 22.8;
+    /// CSV 5 M rows (234 MB), `blocksize=64MB`: groupby-mean and `len`.
+    pub const DATAFRAME_GROUPBY_S: f64 = 1.44;
+    pub const DATAFRAME_LEN_S: f64 = 2.0;
+    /// Polars' lazy `scan_csv` group_by on the same file (DESIGN.md).
+    pub const POLARS_GROUPBY_S: f64 = 0.55;
 }
 
 /// rask's targets for the same workloads.
@@ -54,6 +60,9 @@ mod target {
     pub const ARRAY_MEAN_BIG_S: f64 = 20.0;
     /// Per process.
     pub const ARRAY_MEAN_BIG_PEAK_RSS_MIB: f64 = 1024.0;
+    /// No slower than Polars' lazy group_by on one process.
+    pub const DATAFRAME_GROUPBY_S: f64 = 0.55;
+    pub const DATAFRAME_LEN_S: f64 = 0.2;
 }
 
 const WORKERS: usize = 2;
@@ -101,6 +110,13 @@ struct Cli {
     /// `array-linalg`: chunk rows and columns (the reference is 1000).
     #[arg(long, default_value_t = 1000)]
     linalg_chunk: usize,
+    /// CSV for `dataframe` (the peers' `taxi_5000000_seed42.csv` for like-for-like figures);
+    /// without it, a 5,000,000-row file is generated once under the target directory.
+    #[arg(long, env = "RASK_BENCH_CSV")]
+    csv: Option<PathBuf>,
+    /// Block size of `dataframe`'s read_csv.
+    #[arg(long, default_value = "64MB")]
+    blocksize: String,
     /// Seconds one repetition may take before the run is abandoned.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -124,6 +140,9 @@ enum Workload {
     ArrayMeanBig,
     /// On a random 8000² matrix, chunks 1000²: `x.sum(axis=0)`, `(x.dot(x.T + 1) - x.mean()).std()`.
     ArrayLinalg,
+    /// The taxi CSV (5 M rows, 234 MB) read with blocksize 64MB: `len`, then the mean of
+    /// total_amount and trip_distance by payment_type (bench_c).
+    Dataframe,
     /// Every workload above (the pipeline only with --with-pipeline).
     All,
 }
@@ -161,6 +180,8 @@ enum BenchError {
         what: &'static str,
         secs: u64,
     },
+    #[error("dataframe: {0}")]
+    Frame(#[from] rask::frame::FrameError),
     #[error("startup: the scheduler exited before answering /health ({0})")]
     SchedulerExited(std::process::ExitStatus),
     #[error("cannot read {field} of process {pid} from /proc: {reason}")]
@@ -224,6 +245,7 @@ fn expand(chosen: &[Workload], with_pipeline: bool) -> Vec<Workload> {
         Workload::ArrayMean,
         Workload::ArrayMeanBig,
         Workload::ArrayLinalg,
+        Workload::Dataframe,
     ];
     let mut out = Vec::new();
     for w in chosen {
@@ -327,6 +349,7 @@ async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
             array_mean(cli, &cluster, &client, w == Workload::ArrayMeanBig).await
         }
         Workload::ArrayLinalg => array_linalg(cli, &cluster, &client).await,
+        Workload::Dataframe => dataframe(cli, &cluster, &client).await,
         Workload::Startup | Workload::All => unreachable!("not a cluster workload"),
     };
     drop(client);
@@ -889,6 +912,80 @@ async fn small_per_call(client: &Client, expr: bool) -> Result<f64> {
         }
     }
     Ok(t0.elapsed().as_secs_f64() * 1e3 / SMALL_CALLS as f64)
+}
+
+/// The CSV of `dataframe`: `--csv`, or a 5 M-row file generated once beside this binary.
+fn dataframe_csv(cli: &Cli) -> Result<PathBuf> {
+    if let Some(p) = &cli.csv {
+        return Ok(p.clone());
+    }
+    let path = std::env::current_exe()
+        .map_err(BenchError::CurrentExe)?
+        .with_file_name("taxi_5000000_seed42.csv");
+    if !path.is_file() {
+        eprintln!("generating {} (once)", path.display());
+        rask::frame::taxi::write_taxi_csv(&path, 5_000_000, 42)?;
+    }
+    Ok(path)
+}
+
+/// `dataframe`: bench_c's workload through the engine: read_csv(blocksize), `len`, groupby-mean.
+async fn dataframe(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json> {
+    let csv = dataframe_csv(cli)?;
+    let blocksize = rask::frame::partition::parse_blocksize(&cli.blocksize)?;
+    let pattern = csv.to_string_lossy().into_owned();
+    let runs = repeat(cli, cluster, "dataframe", || {
+        let pattern = pattern.clone();
+        async move { Ok(rask::frame::taxi::taxi_groupby(client, &pattern, blocksize).await?) }
+    })
+    .await?;
+    let first = runs.runs.first().ok_or(BenchError::Wrong {
+        workload: "dataframe",
+        got: "no repetition".into(),
+        expected: "at least one".into(),
+    })?;
+    let pick = |f: fn(&rask::frame::taxi::TaxiOutcome) -> f64| -> Vec<f64> {
+        runs.runs.iter().map(f).collect()
+    };
+    let total: Vec<f64> = runs
+        .runs
+        .iter()
+        .map(|r| r.read_s + r.len_s + r.groupby_s)
+        .collect();
+    let result: serde_json::Map<String, Json> = first
+        .means
+        .iter()
+        .map(|(k, t, d)| (k.to_string(), json!([round6(*t), round6(*d)])))
+        .collect();
+    let bytes = std::fs::metadata(&csv)
+        .map_err(io_err(format!("reading the size of {}", csv.display())))?
+        .len();
+    Ok(json!({
+        "bench": "dataframe",
+        "cluster": cluster_label(),
+        "csv": csv,
+        "csv_mb": round(bytes as f64 / 1e6),
+        "blocksize": cli.blocksize,
+        "npartitions": first.npartitions,
+        "rows": first.rows,
+        "reps": cli.reps,
+        "read_csv_call_s": stats(&pick(|r| r.read_s)),
+        "len_s": stats(&pick(|r| r.len_s)),
+        "groupby_s": stats(&pick(|r| r.groupby_s)),
+        "total_s": stats(&total),
+        "cpu_ms_per_rep": runs.cpu_json(),
+        "result": result,
+        "target_groupby_s": target::DATAFRAME_GROUPBY_S,
+        "target_len_s": target::DATAFRAME_LEN_S,
+        "dask_ref_groupby_s": dask_ref::DATAFRAME_GROUPBY_S,
+        "dask_ref_len_s": dask_ref::DATAFRAME_LEN_S,
+        "polars_ref_groupby_s": dask_ref::POLARS_GROUPBY_S,
+    }))
+}
+
+/// Six decimals, as bench_c prints its groupby result.
+fn round6(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
 }
 
 // ----- startup ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use rask::array::{ChunkSpec, Grid};
 use rask::client::Client;
+use rask::frame;
 use rask::jobs;
 use rask::local::{LocalCluster, LocalClusterConfig};
 use rask::scheduler::server::{Scheduler, SchedulerConfig};
@@ -102,6 +103,11 @@ enum Job {
     /// On a random N×N matrix x: `x.sum(axis=0)` and `(x.dot(x.T + 1) - x.mean()).std()`
     /// (--size, default 2000; --chunk, default 1000).
     ArrayLinalg,
+    /// The seed's dataframe job: read_csv(--path, --blocksize), len, mean total_amount and
+    /// trip_distance by payment_type.
+    TaxiGroupby,
+    /// Write a seeded synthetic taxi CSV (--out, --rows, --seed); needs no cluster.
+    GenTaxi,
 }
 
 #[derive(Args)]
@@ -144,9 +150,21 @@ struct RunArgs {
     /// Array jobs: chunk length per dimension (`250`), per dimension (`250,100`) or `auto`.
     #[arg(long)]
     chunk: Option<String>,
-    /// Array jobs: seed of the random array.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Taxi jobs: the CSV file or glob to read.
+    #[arg(long)]
+    path: Option<String>,
+    /// taxi-groupby: bytes per partition (`64MB`, `none` for one partition per file).
+    #[arg(long, default_value = "64MB")]
+    blocksize: String,
+    /// gen-taxi: the file to write.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// gen-taxi: rows to write (the reference file has 5,000,000).
+    #[arg(long, default_value_t = 5_000_000)]
+    rows: u64,
+    /// Random seed (array jobs: of the random array, default 0; gen-taxi: of the rows, default 42).
+    #[arg(long)]
+    seed: Option<u64>,
     /// Print one JSON line with the result and timings.
     #[arg(long)]
     json: bool,
@@ -353,7 +371,46 @@ fn array_size(a: &RunArgs, size: usize, chunk: &str) -> Result<(usize, ChunkSpec
     Ok((a.size.unwrap_or(size), spec))
 }
 
+/// `rask run gen-taxi`: writes the file here, without a cluster.
+fn gen_taxi(a: &RunArgs) -> CliResult {
+    let out = a
+        .out
+        .as_deref()
+        .ok_or("gen-taxi needs --out FILE (where to write the CSV)")?;
+    let t0 = Instant::now();
+    let bytes = frame::taxi::write_taxi_csv(out, a.rows, a.seed.unwrap_or(42))
+        .map_err(|e| e.to_string())?;
+    let secs = t0.elapsed().as_secs_f64();
+    if a.json {
+        let line = json!({"job": "gen-taxi", "path": out, "rows": a.rows, "seed": a.seed.unwrap_or(42), "bytes": bytes, "wall_s": secs});
+        println!("{line}");
+    } else {
+        println!(
+            "wrote {} rows ({:.1} MB) to {} in {secs:.2} s",
+            a.rows,
+            bytes as f64 / 1e6,
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 async fn run(a: RunArgs) -> CliResult {
+    if matches!(a.job, Job::GenTaxi) {
+        return gen_taxi(&a);
+    }
+    // Check the job's own arguments before starting a cluster for it.
+    let taxi_input = match a.job {
+        Job::TaxiGroupby => {
+            let path = a.path.clone().ok_or(
+                "taxi-groupby needs --path GLOB (CSV files; make one with `rask run gen-taxi`)",
+            )?;
+            let blocksize = frame::partition::parse_blocksize(&a.blocksize)
+                .map_err(|e| format!("--blocksize: {e}"))?;
+            Some((path, blocksize))
+        }
+        _ => None,
+    };
     // Bad array flags fail before a cluster starts.
     let array_args = match a.job {
         Job::ArrayMean => Some(array_size(&a, 800, "200")?),
@@ -463,7 +520,7 @@ async fn run(a: RunArgs) -> CliResult {
         }
         Job::ArrayMean => {
             let (n, spec) = array_args.clone().ok_or("array job without sizes")?;
-            let (mean, chunks) = jobs::array_mean(&client, n, spec, a.seed)
+            let (mean, chunks) = jobs::array_mean(&client, n, spec, a.seed.unwrap_or(0))
                 .await
                 .map_err(|e| e.to_string())?;
             let elements = n.pow(3);
@@ -479,8 +536,8 @@ async fn run(a: RunArgs) -> CliResult {
         }
         Job::ArrayLinalg => {
             let (n, spec) = array_args.clone().ok_or("array job without sizes")?;
-            let (sum0, expr) =
-                jobs::array_linalg_graphs(n, spec, a.seed).map_err(|e| e.to_string())?;
+            let (sum0, expr) = jobs::array_linalg_graphs(n, spec, a.seed.unwrap_or(0))
+                .map_err(|e| e.to_string())?;
             let ts = Instant::now();
             let s = sum0.compute(&client).await.map_err(|e| e.to_string())?;
             let sum_s = ts.elapsed().as_secs_f64();
@@ -502,6 +559,31 @@ async fn run(a: RunArgs) -> CliResult {
             );
             (line, human, ok)
         }
+        Job::TaxiGroupby => {
+            let (path, blocksize) = taxi_input.ok_or("taxi-groupby without --path")?;
+            let r = frame::taxi::taxi_groupby(&client, &path, blocksize)
+                .await
+                .map_err(|e| e.to_string())?;
+            let result: serde_json::Map<String, serde_json::Value> = r
+                .means
+                .iter()
+                .map(|(k, t, d)| (k.to_string(), json!([t, d])))
+                .collect();
+            let ok = r.rows > 0 && !r.means.is_empty();
+            let line = json!({"job": "taxi-groupby", "path": path, "blocksize": a.blocksize,
+                "npartitions": r.npartitions, "rows": r.rows, "read_csv_s": r.read_s,
+                "len_s": r.len_s, "groupby_s": r.groupby_s, "result": result, "ok": ok});
+            let mut human = format!(
+                "{} rows in {} partitions (len {:.3} s); mean by payment_type ({:.3} s):\n",
+                r.rows, r.npartitions, r.len_s, r.groupby_s
+            );
+            human.push_str("payment_type  total_amount  trip_distance\n");
+            for (k, t, d) in &r.means {
+                human.push_str(&format!("{k:>12}  {t:>12.6}  {d:>13.6}\n"));
+            }
+            (line, human.trim_end().to_owned(), ok)
+        }
+        Job::GenTaxi => unreachable!("gen-taxi returned before starting a cluster"),
     };
     let compute_s = t1.elapsed().as_secs_f64();
     drop(client);

@@ -5,6 +5,7 @@
 
 mod array;
 mod cluster;
+mod frame;
 mod http_api;
 mod wire;
 

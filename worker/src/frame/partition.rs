@@ -1,0 +1,422 @@
+//! Splitting CSV input into partitions: a glob into files, files into byte blocks of at most
+//! `blocksize`, and each block into the whole lines that belong to it.
+//!
+//! A line belongs to the block that holds its first byte, so the blocks of a file cover each of
+//! its lines exactly once wherever the block boundaries fall (Dask's rule). A block's task finds
+//! its lines by reading a little before its start and past its end; the client only needs the
+//! file sizes. Rows are lines: a newline inside a quoted field is not supported across a block
+//! boundary (the task that sees the broken row fails with a parse error naming the file).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use super::FrameError;
+
+/// One partition's share of one file: the lines starting in `start..end`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub path: PathBuf,
+    pub start: u64,
+    pub end: u64,
+    /// The first byte after the file's header line; lines before it are not data.
+    pub header_end: u64,
+}
+
+/// The files a pattern names, sorted; an error if it is malformed or matches no file.
+pub fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, FrameError> {
+    let entries = glob::glob(pattern).map_err(|e| FrameError::BadGlob {
+        pattern: pattern.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| FrameError::Io {
+            path: e.path().to_owned(),
+            what: "listing",
+            source: io::Error::other(e.error().to_string()),
+        })?;
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        return Err(FrameError::NoFiles(pattern.to_owned()));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Parses a block size: `64MB`, `64MiB`, `1000000`, or `none` (one partition per file).
+pub fn parse_blocksize(s: &str) -> Result<Option<u64>, FrameError> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let bad = |reason: String| FrameError::BadBlocksize {
+        given: s.to_owned(),
+        reason,
+    };
+    let n = crate::units::parse_bytes(t).map_err(|e| bad(e.to_string()))?;
+    if n == 0 {
+        return Err(bad("a block size must be at least 1 byte".into()));
+    }
+    Ok(Some(n))
+}
+
+/// Byte blocks of at most `blocksize` for files of the given sizes (one per file without a
+/// block size; one empty block for a file with no data, so every file is a partition).
+pub fn split_blocks(files: &[(PathBuf, u64, u64)], blocksize: Option<u64>) -> Vec<Block> {
+    let mut out = Vec::new();
+    for (path, size, header_end) in files {
+        let bs = blocksize.unwrap_or(u64::MAX).max(1);
+        let mut start: u64 = 0;
+        loop {
+            let end = start.saturating_add(bs).min(*size);
+            out.push(Block {
+                path: path.clone(),
+                start,
+                end,
+                header_end: *header_end,
+            });
+            if end >= *size {
+                break;
+            }
+            start = end;
+        }
+    }
+    out
+}
+
+/// The first position at or after `pos` where a line starts (0, or just after a `\n`), in a
+/// file of `bytes`; `bytes.len()` when no line starts there.
+pub fn next_line_start(bytes: &[u8], pos: usize) -> usize {
+    if pos == 0 {
+        return 0;
+    }
+    match memchr::memchr(b'\n', bytes.get(pos - 1..).unwrap_or(&[])) {
+        Some(i) => pos + i,
+        None => bytes.len(),
+    }
+}
+
+/// The range of whole data lines of block `start..end` in a file of `bytes` (pure form of
+/// [`read_block`], for tests and small inputs).
+pub fn block_lines(bytes: &[u8], start: usize, end: usize, header_end: usize) -> Range<usize> {
+    let a = next_line_start(bytes, start)
+        .max(header_end)
+        .min(bytes.len());
+    let b = if end >= bytes.len() {
+        bytes.len()
+    } else {
+        next_line_start(bytes, end)
+    };
+    a..b.max(a)
+}
+
+/// [`next_line_start`] on an open file of `size` bytes, reading only from `pos - 1` onwards.
+fn file_next_line_start(f: &mut File, pos: u64, size: u64) -> io::Result<u64> {
+    if pos == 0 {
+        return Ok(0);
+    }
+    if pos >= size {
+        return Ok(size);
+    }
+    let mut at = pos - 1;
+    f.seek(SeekFrom::Start(at))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(size);
+        }
+        if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+            return Ok(at + i as u64 + 1);
+        }
+        at += n as u64;
+    }
+}
+
+/// The data lines of `block`: their bytes and the file offset of the first.
+pub fn read_block(block: &Block) -> Result<(Vec<u8>, u64), FrameError> {
+    let io_err = |what: &'static str| {
+        let path = block.path.clone();
+        move |source| FrameError::Io { path, what, source }
+    };
+    let mut f = File::open(&block.path).map_err(io_err("opening"))?;
+    let size = f.metadata().map_err(io_err("reading the size of"))?.len();
+    let a = file_next_line_start(&mut f, block.start, size)
+        .map_err(io_err("reading"))?
+        .max(block.header_end)
+        .min(size);
+    let b = if block.end >= size {
+        size
+    } else {
+        file_next_line_start(&mut f, block.end, size).map_err(io_err("reading"))?
+    };
+    let len = usize::try_from(b.saturating_sub(a)).map_err(|_| FrameError::Io {
+        path: block.path.clone(),
+        what: "reading",
+        source: io::Error::other("block larger than memory"),
+    })?;
+    // Not zero-filled first: a 64 MB block would be written twice.
+    let mut buf = Vec::with_capacity(len);
+    f.seek(SeekFrom::Start(a)).map_err(io_err("reading"))?;
+    (&mut f)
+        .take(len as u64)
+        .read_to_end(&mut buf)
+        .map_err(io_err("reading"))?;
+    if buf.len() != len {
+        return Err(FrameError::Io {
+            path: block.path.clone(),
+            what: "reading",
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file shrank while reading bytes {a}..{b}"),
+            ),
+        });
+    }
+    Ok((buf, a))
+}
+
+/// The header line of a file (without its line ending) and the offset just after it.
+pub fn read_header(path: &Path) -> Result<(String, u64), FrameError> {
+    let io_err = |what: &'static str| {
+        let path = path.to_owned();
+        move |source| FrameError::Io { path, what, source }
+    };
+    let mut f = File::open(path).map_err(io_err("opening"))?;
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err("reading"))?;
+        if n == 0 {
+            break;
+        }
+        if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+            head.extend_from_slice(&buf[..=i]);
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > 16 << 20 {
+            return Err(FrameError::Csv {
+                path: path.to_owned(),
+                detail: "the header line is longer than 16 MiB".into(),
+            });
+        }
+    }
+    let end = head.len() as u64;
+    let text = String::from_utf8(head).map_err(|_| FrameError::Csv {
+        path: path.to_owned(),
+        detail: "the header line is not UTF-8".into(),
+    })?;
+    let line = text.trim_end_matches(['\n', '\r']).to_owned();
+    if line.is_empty() {
+        return Err(FrameError::Csv {
+            path: path.to_owned(),
+            detail: "the file has no header line (it is empty or starts with a blank line)".into(),
+        });
+    }
+    Ok((line, end))
+}
+
+/// What a scan of some CSV bytes found: enough to count rows without parsing when the bytes
+/// are plain (no quotes, no blank lines), and to check every row's field count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    pub newlines: u64,
+    pub separators: u64,
+    pub quotes: bool,
+    pub blank_lines: bool,
+    /// The bytes end without a newline (a last line without one still counts as a row).
+    pub unterminated: bool,
+}
+
+impl Scan {
+    /// Scans lines of CSV, starting at a line start.
+    pub fn of(bytes: &[u8], sep: u8) -> Scan {
+        let mut s = Scan::default();
+        let mut prev = b'\n';
+        // Plain loops over chunks: the compiler vectorises the counting.
+        for chunk in bytes.chunks(1 << 16) {
+            let (mut nl, mut sp, mut q) = (0u64, 0u64, 0u64);
+            for &b in chunk {
+                nl += u64::from(b == b'\n');
+                sp += u64::from(b == sep);
+                q += u64::from(b == b'"');
+            }
+            s.newlines += nl;
+            s.separators += sp;
+            s.quotes |= q > 0;
+            if !s.blank_lines {
+                s.blank_lines = (prev == b'\n' && matches!(chunk.first(), Some(b'\n' | b'\r')))
+                    || memchr::memmem::find(chunk, b"\n\n").is_some()
+                    || memchr::memmem::find(chunk, b"\n\r\n").is_some();
+            }
+            prev = chunk.last().copied().unwrap_or(prev);
+        }
+        s.unterminated = bytes.last().is_some_and(|&b| b != b'\n');
+        s
+    }
+
+    /// Rows in the scanned bytes when they are plain, `None` when only a parse can tell.
+    pub fn plain_rows(&self) -> Option<u64> {
+        (!self.quotes && !self.blank_lines).then(|| self.newlines + u64::from(self.unterminated))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator, so the tests need no RNG crate.
+    pub(crate) struct Lcg(pub u64);
+    impl Lcg {
+        pub fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    fn random_csv(rng: &mut Lcg) -> (Vec<u8>, usize) {
+        let header = b"a,b\n";
+        let mut out = header.to_vec();
+        let rows = rng.below(40);
+        for i in 0..rows {
+            let width = rng.below(12) as usize;
+            out.extend(std::iter::repeat_n(b'x', width));
+            out.extend_from_slice(format!(",{i}").as_bytes());
+            if i + 1 < rows || rng.below(2) == 0 {
+                out.push(b'\n');
+            }
+        }
+        (out, header.len())
+    }
+
+    #[test]
+    fn blocks_cover_every_line_once_whatever_the_blocksize() {
+        let mut rng = Lcg(7);
+        for _ in 0..500 {
+            let (bytes, header_end) = random_csv(&mut rng);
+            let bs = 1 + rng.below(bytes.len() as u64 + 3);
+            let blocks = split_blocks(
+                &[("f".into(), bytes.len() as u64, header_end as u64)],
+                Some(bs),
+            );
+            let mut joined = Vec::new();
+            let mut last_end = header_end;
+            for b in &blocks {
+                let r = block_lines(&bytes, b.start as usize, b.end as usize, header_end);
+                assert!(r.start == r.end || r.start == last_end, "gap or overlap");
+                if r.start < r.end {
+                    last_end = r.end;
+                }
+                joined.extend_from_slice(&bytes[r]);
+            }
+            assert_eq!(joined, &bytes[header_end..], "blocksize {bs}");
+        }
+    }
+
+    #[test]
+    fn file_reads_match_the_pure_alignment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Lcg(11);
+        for n in 0..60 {
+            let (bytes, header_end) = random_csv(&mut rng);
+            let path = dir.path().join(format!("{n}.csv"));
+            std::fs::write(&path, &bytes).unwrap();
+            let (header, end) = read_header(&path).unwrap();
+            assert_eq!((header.as_str(), end), ("a,b", header_end as u64));
+            let bs = 1 + rng.below(bytes.len() as u64);
+            let files = [(path.clone(), bytes.len() as u64, end)];
+            for b in split_blocks(&files, Some(bs)) {
+                let (got, at) = read_block(&b).unwrap();
+                let r = block_lines(&bytes, b.start as usize, b.end as usize, header_end);
+                assert_eq!((got.as_slice(), at), (&bytes[r.clone()], r.start as u64));
+            }
+        }
+    }
+
+    #[test]
+    fn split_sizes() {
+        let f = |size, bs| {
+            split_blocks(&[("f".into(), size, 0)], bs)
+                .iter()
+                .map(|b| (b.start, b.end))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(f(10, Some(4)), vec![(0, 4), (4, 8), (8, 10)]);
+        assert_eq!(f(8, Some(4)), vec![(0, 4), (4, 8)]);
+        assert_eq!(f(0, Some(4)), vec![(0, 0)]);
+        assert_eq!(f(10, None), vec![(0, 10)]);
+    }
+
+    #[test]
+    fn blocksizes_parse_or_say_why_not() {
+        assert_eq!(parse_blocksize("64MB").unwrap(), Some(64_000_000));
+        assert_eq!(parse_blocksize("1KiB").unwrap(), Some(1024));
+        assert_eq!(parse_blocksize("None").unwrap(), None);
+        for bad in ["0", "-1", "64XB", "", "lots"] {
+            let e = parse_blocksize(bad).unwrap_err().to_string();
+            assert!(e.contains("blocksize") && e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn globs_fail_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let pat = format!("{}/*.csv", dir.path().display());
+        assert!(matches!(expand_glob(&pat), Err(FrameError::NoFiles(p)) if p == pat));
+        assert!(matches!(
+            expand_glob("/tmp/[unclosed"),
+            Err(FrameError::BadGlob { .. })
+        ));
+        std::fs::write(dir.path().join("b.csv"), "x\n").unwrap();
+        std::fs::write(dir.path().join("a.csv"), "x\n").unwrap();
+        std::fs::create_dir(dir.path().join("d.csv")).unwrap();
+        let got = expand_glob(&pat).unwrap();
+        let names: Vec<_> = got.iter().map(|p| p.file_name().unwrap()).collect();
+        assert_eq!(names, ["a.csv", "b.csv"]);
+    }
+
+    #[test]
+    fn headers_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("e.csv");
+        std::fs::write(&empty, "").unwrap();
+        assert!(
+            read_header(&empty)
+                .unwrap_err()
+                .to_string()
+                .contains("no header")
+        );
+        let crlf = dir.path().join("c.csv");
+        std::fs::write(&crlf, "a,b\r\n1,2\r\n").unwrap();
+        assert_eq!(read_header(&crlf).unwrap(), ("a,b".into(), 5));
+        let missing = dir.path().join("nope.csv");
+        assert!(
+            read_header(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("nope.csv")
+        );
+    }
+
+    #[test]
+    fn scans_count_plain_rows() {
+        assert_eq!(Scan::of(b"1,2\n3,4\n", b',').plain_rows(), Some(2));
+        assert_eq!(Scan::of(b"1,2\n3,4", b',').plain_rows(), Some(2));
+        assert_eq!(Scan::of(b"", b',').plain_rows(), Some(0));
+        assert_eq!(Scan::of(b"1,2\n\n3,4\n", b',').plain_rows(), None);
+        assert_eq!(Scan::of(b"\n3,4\n", b',').plain_rows(), None);
+        assert_eq!(Scan::of(b"\"a\nb\",2\n", b',').plain_rows(), None);
+        assert_eq!(Scan::of(b"1,2\n3,4\n", b',').separators, 2);
+    }
+}

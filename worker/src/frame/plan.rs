@@ -1,0 +1,462 @@
+//! What a partition task does to its frame: column selection, boolean filters, partial
+//! aggregation, and the other per-partition steps, as serde data that travels in the graph.
+//!
+//! Steps are fused: a partition's whole pipeline (read the CSV block, filter, select, aggregate)
+//! runs in one task, so only its small result leaves the worker, and the CSV reader parses only
+//! the columns the pipeline reads.
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::groupby::AggSpec;
+
+/// A column's type in a rask frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DType {
+    Int64,
+    Float64,
+    Str,
+    Bool,
+}
+
+impl DType {
+    pub fn polars(self) -> DataType {
+        match self {
+            DType::Int64 => DataType::Int64,
+            DType::Float64 => DataType::Float64,
+            DType::Str => DataType::String,
+            DType::Bool => DataType::Boolean,
+        }
+    }
+
+    /// The rask type of a Polars type (anything else is read as text).
+    pub fn of(dt: &DataType) -> DType {
+        match dt {
+            DataType::Int64 | DataType::Int32 | DataType::UInt32 => DType::Int64,
+            DataType::Float64 | DataType::Float32 => DType::Float64,
+            DataType::Boolean => DType::Bool,
+            _ => DType::Str,
+        }
+    }
+
+    pub fn is_numeric(self) -> bool {
+        matches!(self, DType::Int64 | DType::Float64)
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DType::Int64 => "int64",
+            DType::Float64 => "float64",
+            DType::Str => "string",
+            DType::Bool => "bool",
+        })
+    }
+}
+
+/// Column names and types, in order.
+pub type Schema = Vec<(String, DType)>;
+
+pub fn to_polars_schema(schema: &Schema) -> polars::prelude::Schema {
+    schema
+        .iter()
+        .map(|(n, t)| Field::new(n.as_str().into(), t.polars()))
+        .collect()
+}
+
+/// A literal in a filter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Lit {
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bool(bool),
+}
+
+macro_rules! lit_from {
+    ($($t:ty => $v:ident $(as $c:ty)?),*) => {$(
+        impl From<$t> for Lit {
+            fn from(x: $t) -> Lit { Lit::$v(x $(as $c)?) }
+        }
+    )*};
+}
+lit_from!(i64 => Int, i32 => Int as i64, f64 => Float, bool => Bool, String => Str);
+
+impl From<&str> for Lit {
+    fn from(x: &str) -> Lit {
+        Lit::Str(x.to_owned())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// A boolean filter over a row: comparisons of a column with a literal, combined.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Expr {
+    Cmp {
+        column: String,
+        op: CmpOp,
+        value: Lit,
+    },
+    IsNull(String),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+}
+
+/// `col("x").gt(3.5)`: the start of a filter.
+pub fn col(name: &str) -> Col {
+    Col(name.to_owned())
+}
+
+/// A column named in a filter, waiting for its comparison.
+pub struct Col(String);
+
+impl Col {
+    fn cmp(self, op: CmpOp, value: impl Into<Lit>) -> Expr {
+        Expr::Cmp {
+            column: self.0,
+            op,
+            value: value.into(),
+        }
+    }
+    pub fn eq(self, v: impl Into<Lit>) -> Expr {
+        self.cmp(CmpOp::Eq, v)
+    }
+    pub fn ne(self, v: impl Into<Lit>) -> Expr {
+        self.cmp(CmpOp::Ne, v)
+    }
+    pub fn lt(self, v: impl Into<Lit>) -> Expr {
+        self.cmp(CmpOp::Lt, v)
+    }
+    pub fn le(self, v: impl Into<Lit>) -> Expr {
+        self.cmp(CmpOp::Le, v)
+    }
+    pub fn gt(self, v: impl Into<Lit>) -> Expr {
+        self.cmp(CmpOp::Gt, v)
+    }
+    pub fn ge(self, v: impl Into<Lit>) -> Expr {
+        self.cmp(CmpOp::Ge, v)
+    }
+    pub fn is_null(self) -> Expr {
+        Expr::IsNull(self.0)
+    }
+}
+
+impl Expr {
+    pub fn and(self, other: Expr) -> Expr {
+        Expr::And(Box::new(self), Box::new(other))
+    }
+    pub fn or(self, other: Expr) -> Expr {
+        Expr::Or(Box::new(self), Box::new(other))
+    }
+    #[allow(clippy::should_implement_trait)]
+    pub fn not(self) -> Expr {
+        Expr::Not(Box::new(self))
+    }
+
+    /// Every column the filter reads.
+    pub fn columns(&self, out: &mut Vec<String>) {
+        match self {
+            Expr::Cmp { column, .. } | Expr::IsNull(column) => {
+                if !out.contains(column) {
+                    out.push(column.clone());
+                }
+            }
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                a.columns(out);
+                b.columns(out);
+            }
+            Expr::Not(a) => a.columns(out),
+        }
+    }
+
+    /// Checks the filter against a schema: columns exist, literals fit their column's type.
+    pub fn check(&self, schema: &Schema) -> Result<(), String> {
+        match self {
+            Expr::Cmp { column, op, value } => {
+                let t = lookup(schema, column)?;
+                let ok = match (t, value) {
+                    (DType::Int64 | DType::Float64, Lit::Int(_) | Lit::Float(_)) => true,
+                    (DType::Str, Lit::Str(_)) => true,
+                    (DType::Bool, Lit::Bool(_)) => matches!(op, CmpOp::Eq | CmpOp::Ne),
+                    _ => false,
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "filter compares column {column:?} of type {t} with {value:?} using {op:?}"
+                    ))
+                }
+            }
+            Expr::IsNull(column) => lookup(schema, column).map(|_| ()),
+            Expr::And(a, b) | Expr::Or(a, b) => a.check(schema).and_then(|_| b.check(schema)),
+            Expr::Not(a) => a.check(schema),
+        }
+    }
+
+    /// The rows of `df` where the filter holds (a null is `!=` anything and fails every other
+    /// comparison, as NaN in pandas).
+    pub fn mask(&self, df: &DataFrame) -> PolarsResult<BooleanChunked> {
+        Ok(match self {
+            Expr::Cmp { column, op, value } => {
+                let s = df.column(column)?.as_materialized_series();
+                let m = compare(s, *op, value)?;
+                // As pandas with NaN: a null is unequal to everything and compares false.
+                m.fill_null_with_values(*op == CmpOp::Ne)?
+            }
+            Expr::IsNull(column) => df.column(column)?.is_null(),
+            Expr::And(a, b) => &a.mask(df)? & &b.mask(df)?,
+            Expr::Or(a, b) => &a.mask(df)? | &b.mask(df)?,
+            Expr::Not(a) => !&a.mask(df)?,
+        })
+    }
+}
+
+fn compare(s: &Series, op: CmpOp, value: &Lit) -> PolarsResult<BooleanChunked> {
+    macro_rules! cmp {
+        ($rhs:expr) => {
+            match op {
+                CmpOp::Eq => s.equal($rhs),
+                CmpOp::Ne => s.not_equal($rhs),
+                CmpOp::Lt => s.lt($rhs),
+                CmpOp::Le => s.lt_eq($rhs),
+                CmpOp::Gt => s.gt($rhs),
+                CmpOp::Ge => s.gt_eq($rhs),
+            }
+        };
+    }
+    match value {
+        Lit::Int(v) if s.dtype().is_float() => cmp!(*v as f64),
+        Lit::Int(v) => cmp!(*v),
+        Lit::Float(v) => {
+            let f = s.cast(&DataType::Float64)?;
+            let s = &f;
+            match op {
+                CmpOp::Eq => s.equal(*v),
+                CmpOp::Ne => s.not_equal(*v),
+                CmpOp::Lt => s.lt(*v),
+                CmpOp::Le => s.lt_eq(*v),
+                CmpOp::Gt => s.gt(*v),
+                CmpOp::Ge => s.gt_eq(*v),
+            }
+        }
+        Lit::Str(v) => cmp!(v.as_str()),
+        Lit::Bool(v) => {
+            let b = s.bool()?;
+            let m = match op {
+                CmpOp::Eq if *v => b.clone(),
+                CmpOp::Ne if !*v => b.clone(),
+                _ => !b,
+            };
+            Ok(m)
+        }
+    }
+}
+
+pub fn lookup(schema: &Schema, column: &str) -> Result<DType, String> {
+    schema
+        .iter()
+        .find(|(n, _)| n == column)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let names: Vec<&str> = schema.iter().map(|(n, _)| n.as_str()).collect();
+            format!("no column {column:?} (columns: {})", names.join(", "))
+        })
+}
+
+/// One step of a partition's pipeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    Select(Vec<String>),
+    Filter(Expr),
+    Head(usize),
+    /// Per-partition state of a groupby aggregation (see [`super::groupby`]).
+    Partial(AggSpec),
+}
+
+/// The output of a partition's pipeline: a frame, or a scalar that ends it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Sink {
+    Frame,
+    /// The number of rows.
+    Len,
+    /// Write the frame to this path as CSV; the task returns the rows written.
+    Csv(String),
+    /// Write the frame to this path as Parquet; the task returns the rows written.
+    Parquet(String),
+}
+
+/// A partition's fused pipeline.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Plan {
+    pub ops: Vec<Op>,
+    pub sink: Option<Sink>,
+}
+
+impl Plan {
+    /// The input columns the pipeline reads, in input order; `None` when it needs all.
+    pub fn needed_columns(&self, input: &Schema) -> Option<Vec<String>> {
+        let mut used: Vec<String> = Vec::new();
+        for op in &self.ops {
+            match op {
+                Op::Filter(e) => e.columns(&mut used),
+                Op::Head(_) => {}
+                Op::Select(cols) => {
+                    used.extend(cols.iter().cloned());
+                    return Some(in_order(input, &used));
+                }
+                Op::Partial(spec) => {
+                    used.extend(spec.input_columns());
+                    return Some(in_order(input, &used));
+                }
+            }
+        }
+        match self.sink {
+            // The length needs no column, but a frame of no columns has no rows: read one.
+            Some(Sink::Len) => {
+                if used.is_empty() {
+                    used.extend(input.first().map(|(n, _)| n.clone()));
+                }
+                Some(in_order(input, &used))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Plans are plain data: serializing them to a string cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|e| unreachable!("plan to JSON: {e}"))
+    }
+
+    pub fn from_json(s: &str) -> Result<Plan, String> {
+        serde_json::from_str(s).map_err(|e| format!("malformed partition plan: {e}"))
+    }
+
+    /// Runs the ops on a frame (the sink is the caller's).
+    pub fn apply(&self, mut df: DataFrame) -> Result<DataFrame, String> {
+        for op in &self.ops {
+            df = match op {
+                Op::Select(cols) => df.select(cols.iter().map(|c| c.as_str())),
+                Op::Filter(e) => e.mask(&df).and_then(|m| df.filter(&m)),
+                Op::Head(n) => Ok(df.head(Some(*n))),
+                Op::Partial(spec) => return spec.partial(&df).map_err(|e| format!("groupby: {e}")),
+            }
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(df)
+    }
+}
+
+fn in_order(input: &Schema, used: &[String]) -> Vec<String> {
+    input
+        .iter()
+        .filter(|(n, _)| used.contains(n))
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// The schema after the ops (for `columns`/`dtypes` on the client).
+pub fn output_schema(input: &Schema, ops: &[Op]) -> Schema {
+    let mut s = input.clone();
+    for op in ops {
+        match op {
+            Op::Select(cols) => {
+                s = cols
+                    .iter()
+                    .filter_map(|c| s.iter().find(|(n, _)| n == c).cloned())
+                    .collect()
+            }
+            Op::Partial(spec) => s = spec.partial_schema(&s),
+            Op::Filter(_) | Op::Head(_) => {}
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame() -> DataFrame {
+        df!(
+            "i" => [Some(1i64), Some(5), None, Some(9)],
+            "f" => [0.5f64, 2.5, 3.0, -1.0],
+            "s" => ["a", "b", "a", "c"],
+            "b" => [true, false, true, false],
+        )
+        .unwrap()
+    }
+
+    fn rows(e: Expr) -> Vec<bool> {
+        e.mask(&frame())
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn filters_compare_like_pandas() {
+        assert_eq!(rows(col("i").gt(1)), [false, true, false, true]);
+        assert_eq!(rows(col("i").gt(1.5)), [false, true, false, true]);
+        assert_eq!(rows(col("f").le(2.5)), [true, true, false, true]);
+        assert_eq!(rows(col("f").lt(3)), [true, true, false, true]);
+        assert_eq!(rows(col("s").eq("a")), [true, false, true, false]);
+        assert_eq!(rows(col("b").eq(false)), [false, true, false, true]);
+        assert_eq!(rows(col("i").is_null()), [false, false, true, false]);
+        assert_eq!(
+            rows(col("s").eq("a").and(col("f").gt(1.0)).or(col("i").eq(9))),
+            [false, false, true, true]
+        );
+        assert_eq!(rows(col("i").ne(5).not()), [false, true, false, false]);
+    }
+
+    #[test]
+    fn filters_are_checked_against_the_schema() {
+        let schema: Schema = vec![("i".into(), DType::Int64), ("s".into(), DType::Str)];
+        assert!(col("i").gt(1.5).check(&schema).is_ok());
+        let e = col("s").gt(1).check(&schema).unwrap_err();
+        assert!(e.contains("\"s\"") && e.contains("string"), "{e}");
+        let e = col("nope").eq(1).check(&schema).unwrap_err();
+        assert!(
+            e.contains("no column \"nope\"") && e.contains("i, s"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plans_read_only_what_they_use() {
+        let schema: Schema = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| (n.to_string(), DType::Int64))
+            .collect();
+        let p = Plan {
+            ops: vec![
+                Op::Filter(col("d").gt(1)),
+                Op::Select(vec!["b".into(), "a".into()]),
+                Op::Filter(col("a").gt(1)),
+            ],
+            sink: None,
+        };
+        assert_eq!(p.needed_columns(&schema).unwrap(), ["a", "b", "d"]);
+        let len = Plan {
+            ops: vec![],
+            sink: Some(Sink::Len),
+        };
+        assert_eq!(len.needed_columns(&schema).unwrap(), ["a"]);
+        assert_eq!(Plan::default().needed_columns(&schema), None);
+        assert_eq!(Plan::from_json(&p.to_json()).unwrap(), p);
+        assert!(Plan::from_json("{").unwrap_err().contains("malformed"));
+    }
+}

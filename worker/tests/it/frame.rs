@@ -1,0 +1,502 @@
+//! Partitioned dataframes on clusters of worker processes, checked against one Polars read of
+//! the whole data; bad input; a worker killed in the middle of a groupby.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use polars::prelude::{CsvReadOptions, DataFrame as PlFrame, DataType, SerReader};
+use rask::client::Client;
+use rask::frame::{self, Agg, FrameError, ReadCsvOptions, col, read_csv};
+
+use crate::{eventually, process_cluster};
+
+/// A small seeded generator (the tests need no RNG crate).
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+/// Writes `rows` rows of `k,s,x,n` (k and x sometimes empty: null) to `path`.
+fn write_csv(path: &Path, rows: u64, keys: u64, rng: &mut Lcg) {
+    let mut out = String::from("k,s,x,n\n");
+    for _ in 0..rows {
+        let k = if rng.below(10) == 0 {
+            String::new()
+        } else {
+            rng.below(keys).to_string()
+        };
+        let s = ["red", "green", "blue"][rng.below(3) as usize];
+        let x = if rng.below(8) == 0 {
+            String::new()
+        } else {
+            format!("{}.{:02}", rng.below(200) as i64 - 100, rng.below(100))
+        };
+        let n = rng.below(1000) as i64 - 500;
+        out.push_str(&format!("{k},{s},{x},{n}\n"));
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// The whole data read by Polars in one go, files in glob order.
+fn reference(files: &[PathBuf]) -> PlFrame {
+    let mut all: Option<PlFrame> = None;
+    for f in files {
+        let schema = polars::prelude::Schema::from_iter([
+            polars::prelude::Field::new("k".into(), DataType::Int64),
+            polars::prelude::Field::new("s".into(), DataType::String),
+            polars::prelude::Field::new("x".into(), DataType::Float64),
+            polars::prelude::Field::new("n".into(), DataType::Int64),
+        ]);
+        let df = CsvReadOptions::default()
+            .with_has_header(true)
+            .with_schema(Some(Arc::new(schema)))
+            .try_into_reader_with_file_path(Some(f.clone()))
+            .unwrap()
+            .finish()
+            .unwrap();
+        match &mut all {
+            None => all = Some(df),
+            Some(a) => {
+                a.vstack_mut(&df).unwrap();
+            }
+        }
+    }
+    all.unwrap()
+}
+
+/// Per non-null `k`: (mean x, count x, sum n, min n, max x), computed row by row.
+type Expected = BTreeMap<i64, (Option<f64>, i64, i64, i64, Option<f64>)>;
+
+fn expected_groups(df: &PlFrame, x_gt: Option<f64>) -> Expected {
+    let k = df.column("k").unwrap().i64().unwrap().clone();
+    let x = df.column("x").unwrap().f64().unwrap().clone();
+    let n = df.column("n").unwrap().i64().unwrap().clone();
+    let mut acc: BTreeMap<i64, (f64, i64, i64, i64, Option<f64>)> = BTreeMap::new();
+    for i in 0..df.height() {
+        let (Some(k), xv, Some(nv)) = (k.get(i), x.get(i), n.get(i)) else {
+            continue;
+        };
+        if let Some(t) = x_gt
+            && !xv.is_some_and(|v| v > t)
+        {
+            continue;
+        }
+        let e = acc.entry(k).or_insert((0.0, 0, 0, i64::MAX, None));
+        if let Some(v) = xv {
+            e.0 += v;
+            e.1 += 1;
+            e.4 = Some(e.4.map_or(v, |m: f64| m.max(v)));
+        }
+        e.2 += nv;
+        e.3 = e.3.min(nv);
+    }
+    acc.into_iter()
+        .map(|(k, (sx, cx, sn, mn, mx))| {
+            let mean = (cx > 0).then(|| sx / cx as f64);
+            (k, (mean, cx, sn, mn, mx))
+        })
+        .collect()
+}
+
+fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * (1.0 + b.abs()),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn check_groups(got: &PlFrame, want: &Expected, case: &str) {
+    let keys: Vec<i64> = got
+        .column("k")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        want.keys().copied().collect::<Vec<_>>(),
+        "{case}: keys"
+    );
+    let f = |name: &str| -> Vec<Option<f64>> {
+        got.column(name)
+            .unwrap()
+            .cast(&DataType::Float64)
+            .unwrap()
+            .f64()
+            .unwrap()
+            .iter()
+            .collect()
+    };
+    let (mean, count, sum, min, max) = (
+        f("x_mean"),
+        f("x_count"),
+        f("n_sum"),
+        f("n_min"),
+        f("x_max"),
+    );
+    for (i, (k, (m, c, s, mn, mx))) in want.iter().enumerate() {
+        assert!(
+            close(mean[i], *m),
+            "{case}: mean of {k}: {:?} vs {m:?}",
+            mean[i]
+        );
+        assert_eq!(count[i], Some(*c as f64), "{case}: count of {k}");
+        assert_eq!(sum[i], Some(*s as f64), "{case}: sum of {k}");
+        assert_eq!(min[i], Some(*mn as f64), "{case}: min of {k}");
+        assert!(close(max[i], *mx), "{case}: max of {k}");
+    }
+}
+
+async fn groupby_all(df: &frame::DataFrame, client: &Client, split_every: usize) -> PlFrame {
+    df.groupby(&["k"])
+        .unwrap()
+        .split_every(split_every)
+        .agg(&[
+            ("x", Agg::Mean),
+            ("x", Agg::Count),
+            ("n", Agg::Sum),
+            ("n", Agg::Min),
+            ("x", Agg::Max),
+        ])
+        .unwrap()
+        .compute(client)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn results_match_one_polars_read_for_many_shapes_and_blocksizes() {
+    let cluster = process_cluster(2).await;
+    let client = cluster.client().await.unwrap();
+    let mut rng = Lcg(2026);
+    for case_no in 0..16 {
+        let dir = tempfile::tempdir().unwrap();
+        let nfiles = 1 + rng.below(3);
+        let mut files = Vec::new();
+        for f in 0..nfiles {
+            let path = dir.path().join(format!("part{f}.csv"));
+            // Later files may be empty (header only): empty partitions.
+            let rows = if f > 0 && rng.below(3) == 0 {
+                0
+            } else {
+                // The first file is the type sample: enough rows to show every type.
+                20 + rng.below(400)
+            };
+            write_csv(&path, rows, 1 + rng.below(7), &mut rng);
+            files.push(path);
+        }
+        let size: u64 = files
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum();
+        // From blocks smaller than a line (partitions with no line) to one block per file.
+        let blocksize = match rng.below(4) {
+            0 => None,
+            1 => Some(1 + rng.below(24)),
+            _ => Some(16 + rng.below(size / nfiles + 16)),
+        };
+        let case = format!("case {case_no}: {nfiles} files, {size} bytes, blocksize {blocksize:?}");
+        let pattern = format!("{}/part*.csv", dir.path().display());
+        let df = read_csv(
+            &pattern,
+            &ReadCsvOptions {
+                blocksize,
+                ..ReadCsvOptions::default()
+            },
+        )
+        .unwrap();
+        let whole = reference(&files);
+        assert_eq!(df.columns(), ["k", "s", "x", "n"], "{case}");
+        assert_eq!(
+            df.len(&client).await.unwrap(),
+            whole.height() as u64,
+            "{case}"
+        );
+        let computed = df.compute(&client).await.unwrap();
+        assert!(computed.equals_missing(&whole), "{case}: compute()");
+
+        let split_every = 2 + rng.below(7) as usize;
+        check_groups(
+            &groupby_all(&df, &client, split_every).await,
+            &expected_groups(&whole, None),
+            &case,
+        );
+        let filtered = df.filter(col("x").gt(0.5)).unwrap();
+        check_groups(
+            &groupby_all(&filtered, &client, split_every).await,
+            &expected_groups(&whole, Some(0.5)),
+            &format!("{case}, x > 0.5"),
+        );
+        let want_filtered = whole
+            .column("x")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .iter()
+            .filter(|v| v.is_some_and(|v| v > 0.5))
+            .count() as u64;
+        assert_eq!(
+            filtered.len(&client).await.unwrap(),
+            want_filtered,
+            "{case}"
+        );
+
+        let head = df
+            .select(&["n", "k"])
+            .unwrap()
+            .head(5, &client)
+            .await
+            .unwrap();
+        let want_head = whole.select(["n", "k"]).unwrap().head(Some(5));
+        assert!(head.equals_missing(&want_head), "{case}: head");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_taxi_job_matches_polars_and_writes_partitions() {
+    let cluster = process_cluster(2).await;
+    let client = cluster.client().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("taxi.csv");
+    frame::taxi::write_taxi_csv(&path, 30_000, 7).unwrap();
+    let r = frame::taxi::taxi_groupby(&client, path.to_str().unwrap(), Some(200_000))
+        .await
+        .unwrap();
+    let whole = CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(path.clone()))
+        .unwrap()
+        .finish()
+        .unwrap();
+    assert_eq!(r.rows, 30_000);
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(r.npartitions as u64, size.div_ceil(200_000));
+    let key = whole.column("payment_type").unwrap().i64().unwrap().clone();
+    let total = whole.column("total_amount").unwrap().f64().unwrap().clone();
+    let mut sums: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
+    for i in 0..whole.height() {
+        let e = sums.entry(key.get(i).unwrap()).or_default();
+        e.0 += total.get(i).unwrap();
+        e.1 += 1.0;
+    }
+    assert_eq!(r.means.len(), sums.len());
+    for ((k, mean, _), (rk, (s, c))) in r.means.iter().zip(&sums) {
+        assert_eq!(k, rk);
+        assert!(close(Some(*mean), Some(s / c)), "{k}: {mean} vs {}", s / c);
+    }
+
+    // to_csv / to_parquet: one file per partition, the same rows as the input.
+    let df = read_csv(
+        path.to_str().unwrap(),
+        &ReadCsvOptions {
+            blocksize: Some(300_000),
+            ..ReadCsvOptions::default()
+        },
+    )
+    .unwrap()
+    .filter(col("payment_type").eq(2))
+    .unwrap();
+    let out = dir.path().join("out");
+    let written = df.to_csv(&out, &client).await.unwrap();
+    assert_eq!(written.len(), df.npartitions());
+    let back = read_csv(
+        &format!("{}/part-*.csv", out.display()),
+        &ReadCsvOptions::default(),
+    )
+    .unwrap();
+    let want = key.iter().filter(|k| *k == Some(2)).count() as u64;
+    assert_eq!(back.len(&client).await.unwrap(), want);
+    let pq = df
+        .to_parquet(&dir.path().join("pq"), &client)
+        .await
+        .unwrap();
+    let mut rows = 0;
+    for p in &pq {
+        let f = std::fs::File::open(p).unwrap();
+        rows += polars::prelude::ParquetReader::new(f)
+            .finish()
+            .unwrap()
+            .height();
+    }
+    assert_eq!(rows as u64, want);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_fails_with_errors_that_say_where() {
+    let cluster = process_cluster(2).await;
+    let client = cluster.client().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // A malformed row deep in the second block: file, line, byte offset and column.
+    let mut text = String::from("k,s,x,n\n");
+    for i in 0..2000 {
+        text.push_str(&format!("{},a,{}.5,{i}\n", i % 3, i));
+    }
+    let bad_at = text.len();
+    text.push_str("1,a,twelve,5\n");
+    for i in 0..100 {
+        text.push_str(&format!("1,b,{i}.0,{i}\n"));
+    }
+    let path = dir.path().join("bad.csv");
+    std::fs::write(&path, &text).unwrap();
+    let df = read_csv(
+        path.to_str().unwrap(),
+        &ReadCsvOptions {
+            blocksize: Some(20_000),
+            // Types from the first rows only, as with a large file, so the bad row is data.
+            sample: 4_000,
+            ..ReadCsvOptions::default()
+        },
+    )
+    .unwrap();
+    let err = df
+        .groupby(&["k"])
+        .unwrap()
+        .agg(&[("x", Agg::Mean)])
+        .unwrap()
+        .compute(&client)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bad.csv"), "{err}");
+    assert!(err.contains("line 2002"), "{err}");
+    assert!(err.contains(&format!("byte offset {bad_at}")), "{err}");
+    assert!(err.contains("column \"x\""), "{err}");
+
+    // A row with a field missing.
+    let short = dir.path().join("short.csv");
+    std::fs::write(&short, "k,s,x,n\n1,a,2.5,3\n2,b,4.5\n").unwrap();
+    let err = read_csv(short.to_str().unwrap(), &ReadCsvOptions::default())
+        .unwrap()
+        .compute(&client)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("short.csv") && err.contains("line 3"), "{err}");
+    assert!(err.contains("column \"n\" is missing"), "{err}");
+
+    // Nothing matches; a named file that does not exist; a bad pattern; a bad block size.
+    let none = format!("{}/*.parquet", dir.path().display());
+    let e = read_csv(&none, &ReadCsvOptions::default()).unwrap_err();
+    assert!(matches!(e, FrameError::NoFiles(_)), "{e}");
+    assert_eq!(e.to_string(), format!("no file matches {none:?}"));
+    let missing = dir.path().join("missing.csv");
+    let e = read_csv(missing.to_str().unwrap(), &ReadCsvOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("missing.csv"), "{e}");
+    let e = read_csv("[", &ReadCsvOptions::default()).unwrap_err();
+    assert!(e.to_string().starts_with("bad glob pattern"), "{e}");
+    let zero = ReadCsvOptions {
+        blocksize: Some(0),
+        ..ReadCsvOptions::default()
+    };
+    let e = read_csv(path.to_str().unwrap(), &zero).unwrap_err();
+    assert!(e.to_string().contains("bad blocksize"), "{e}");
+    let e = frame::partition::parse_blocksize("64 parsecs").unwrap_err();
+    assert!(
+        e.to_string().contains("bad blocksize \"64 parsecs\""),
+        "{e}"
+    );
+
+    // Columns that do not exist, aggregations that do not fit.
+    let e = df.select(&["k", "nope"]).unwrap_err().to_string();
+    assert!(e.contains("no column \"nope\""), "{e}");
+    let e = df
+        .groupby(&["k"])
+        .unwrap()
+        .agg(&[("s", Agg::Sum)])
+        .unwrap_err();
+    assert!(e.to_string().contains("sum of column \"s\""), "{e}");
+    let e = df.filter(col("s").gt(1)).unwrap_err();
+    assert!(e.to_string().contains("column \"s\""), "{e}");
+
+    // Files that change under us: a header that differs, a file gone by the time tasks run.
+    let other = dir.path().join("other.csv");
+    std::fs::write(&other, "k,s,y,n\n1,a,2,3\n").unwrap();
+    let e = read_csv(
+        &format!("{}/*.csv", dir.path().display()),
+        &ReadCsvOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("header") && e.contains("other.csv"), "{e}");
+    let gone = dir.path().join("gone.csv");
+    std::fs::write(&gone, "k,s,x,n\n1,a,2.5,3\n").unwrap();
+    let df = read_csv(gone.to_str().unwrap(), &ReadCsvOptions::default()).unwrap();
+    std::fs::remove_file(&gone).unwrap();
+    let e = df.len(&client).await.unwrap_err().to_string();
+    assert!(e.contains("gone.csv"), "{e}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn sigkill_of_a_worker_mid_groupby_still_gives_the_right_answer() {
+    let mut cluster = process_cluster(3).await;
+    let client = cluster.client().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.csv");
+    let mut rng = Lcg(99);
+    write_csv(&path, 60_000, 5, &mut rng);
+    let df = read_csv(
+        path.to_str().unwrap(),
+        &ReadCsvOptions {
+            blocksize: Some(8_000),
+            ..ReadCsvOptions::default()
+        },
+    )
+    .unwrap();
+    let parts = df.npartitions();
+    assert!(parts > 100, "{parts} partitions");
+    let g = df
+        .groupby(&["k"])
+        .unwrap()
+        .agg(&[
+            ("x", Agg::Mean),
+            ("x", Agg::Count),
+            ("n", Agg::Sum),
+            ("n", Agg::Min),
+            ("x", Agg::Max),
+        ])
+        .unwrap();
+    let futures = client.compute_many(&g.partitions());
+    let handle = cluster.handle();
+    let started = eventually(Duration::from_secs(60), async || {
+        handle
+            .snapshot()
+            .await
+            .map(|s| s.tasks_computed_total >= (parts / 3) as u64)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(started, "the groupby made progress");
+    let victim = cluster.worker_names()[1].clone();
+    cluster.kill_worker(&victim).await.unwrap();
+    let values = tokio::time::timeout(Duration::from_secs(120), client.gather(&futures))
+        .await
+        .expect("finishes")
+        .unwrap();
+    let got = match values.into_iter().next() {
+        Some(rask::Value::Frame(f)) => f.into_frame(),
+        other => panic!("expected a frame, got {other:?}"),
+    };
+    check_groups(
+        &got,
+        &expected_groups(&reference(&[path]), None),
+        "after a kill",
+    );
+    let snap = cluster.snapshot().await.unwrap();
+    assert_eq!(snap.workers.len(), 2);
+    cluster.shutdown().await;
+}
