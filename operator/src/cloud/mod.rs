@@ -1,8 +1,9 @@
-//! Clusters on cloud VMs (AWS EC2, Azure) from a config file: the file ([`config`]) and what each VM
+//! Clusters on cloud VMs (AWS EC2, Azure) from a config file: the file ([`config`]), what each VM
 //! boots with ([`userdata`]), and the commands `up`, `scale`, `status`, `logs`, `down`, `sweep`
 //! and `autoscale` ([`cli`]). The VMs themselves are managed by [`crate::backend::cloud`] through
 //! one provider per cloud.
 
+pub mod cli;
 pub mod config;
 pub mod userdata;
 
