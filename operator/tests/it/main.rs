@@ -5,6 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failure
 
 mod autoscaling;
+#[cfg(feature = "aws")]
+mod cloud_aws;
+mod cloud_env;
 mod env;
 mod lifecycle;
 mod scaling;
