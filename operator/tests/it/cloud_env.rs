@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rask::scheduler::server::{Scheduler, SchedulerConfig};
@@ -53,7 +53,6 @@ impl LocalScheduler {
 /// cloud-init and the VM's deletion would do.
 pub struct VmBodies {
     task: JoinHandle<()>,
-    pub started: Arc<Mutex<Vec<String>>>,
 }
 
 impl VmBodies {
@@ -62,8 +61,6 @@ impl VmBodies {
         F: Fn() -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Vec<String>> + Send,
     {
-        let started = Arc::new(Mutex::new(Vec::new()));
-        let log = started.clone();
         let task = tokio::spawn(async move {
             let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
             loop {
@@ -87,7 +84,6 @@ impl VmBodies {
                     wc.memory_limit = 1 << 30;
                     match Worker::start(wc).await {
                         Ok(w) => {
-                            log.lock().unwrap().push(n.clone());
                             workers.insert(n, w);
                         }
                         Err(e) => eprintln!("worker for VM {n} did not start: {e}"),
@@ -96,7 +92,7 @@ impl VmBodies {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        VmBodies { task, started }
+        VmBodies { task }
     }
 }
 
