@@ -4,11 +4,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cloud_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "rask-operator",
     version,
-    about = "Kubernetes operator for Dask's custom resources"
+    about = "Kubernetes operator for Dask's custom resources, and clusters on cloud VMs"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,6 +37,14 @@ enum Command {
         #[arg(long)]
         out_dir: Option<std::path::PathBuf>,
     },
+    /// Start the cluster a file describes. A file with a top-level `provider:` key (aws, azure)
+    /// starts a cluster on cloud VMs and prints its scheduler address and dashboard URL.
+    Up {
+        /// The cluster's file.
+        file: std::path::PathBuf,
+    },
+    #[command(flatten)]
+    Cloud(cloud_cmd::CloudCommand),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +74,27 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Up { file } => match cloud_cmd::is_cloud_file(&file) {
+            Ok(true) => cloud_cmd::up(&file, shutdown_signal()),
+            // Manifests of Dask resources run on the local backend: that is a separate `up`.
+            Ok(false) => {
+                eprintln!(
+                    "error: {} has no top-level `provider:` key: this build runs cloud cluster files only",
+                    file.display()
+                );
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Cloud(cmd) => {
+            if matches!(cmd, cloud_cmd::CloudCommand::Autoscale { .. }) {
+                init_logging(false);
+            }
+            cloud_cmd::run(cmd, shutdown_signal())
         }
         Command::Crds { out_dir } => match crds(out_dir) {
             Ok(()) => ExitCode::SUCCESS,
