@@ -477,7 +477,7 @@ fn in_use_by(s: &State, id: &str) -> Option<String> {
     s.resources.values().find_map(|v| {
         let text = v.to_string().to_ascii_lowercase();
         let own = v["id"].as_str().unwrap_or_default().to_ascii_lowercase();
-        (own != id && text.contains(&format!("\"{id}\""))).then(|| own)
+        (own != id && text.contains(&format!("\"{id}\""))).then_some(own)
     })
 }
 

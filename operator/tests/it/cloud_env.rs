@@ -120,6 +120,7 @@ pub fn write_config(dir: &Path, file: &str, text: &str) -> PathBuf {
 }
 
 /// A free loopback port.
+#[cfg(feature = "aws")]
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
