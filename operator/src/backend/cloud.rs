@@ -288,9 +288,10 @@ async fn wait_running<P: Provider>(
                 unreachable!("matched just above")
             };
             let log = provider.boot_log(vm).await.ok().map(|l| tail(&l, 30));
-            return Err(CloudError::Timeout {
-                what: format!("VM {} ({}) failed: {reason}; it running", vm.name, vm.id),
-                after: start.elapsed(),
+            return Err(CloudError::VmFailed {
+                name: vm.name.clone(),
+                id: vm.id.clone(),
+                reason: reason.clone(),
                 boot_log: log,
             });
         }

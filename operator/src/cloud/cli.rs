@@ -244,6 +244,14 @@ pub async fn up(config: &Path, opts: &Options) -> Result<UpReport, CloudError> {
     let (cluster, text) = config::load(config)?;
     let cloud = Cloud::connect(&cluster, opts).await?;
     let saved = saved_path(opts, &cluster.name);
+    if saved.exists() {
+        return Err(CloudError::Other(format!(
+            "cluster {} already exists (its config is saved at {}): `rask-operator status {0}` shows it, \
+             `rask-operator down {0}` deletes it",
+            cluster.name,
+            saved.display()
+        )));
+    }
     std::fs::create_dir_all(&opts.state_dir).map_err(|e| CloudError::Read {
         path: opts.state_dir.display().to_string(),
         reason: format!("cannot create it: {e}"),
@@ -324,6 +332,14 @@ pub async fn scale(
         .collect();
     current.sort_by(|a, b| b.created.total_cmp(&a.created).then(b.name.cmp(&a.name)));
     let mut report = ScaleReport::default();
+    if !workers.is_empty() && workers.len() + n != current.len() {
+        return Err(CloudError::Other(format!(
+            "scaling {name}/{group} from {} to {n} workers retires {}, but {} were named to retire",
+            current.len(),
+            current.len().saturating_sub(n),
+            workers.len()
+        )));
+    }
     if n > current.len() {
         report.added = b.grow(group, n - current.len()).await?;
     } else if n < current.len() {

@@ -432,7 +432,9 @@ fn seconds(key: &str, value: Option<u64>) -> Result<Duration, CloudError> {
 
 /// Settles names and defaults, and checks every value.
 pub fn validate(file: ConfigFile) -> Result<CloudCluster, CloudError> {
-    check_name("name", &file.name, 40)?;
+    // VM names are `{name}-{group}-{8 hex}` plus `-nic`/`-osdisk` on Azure: within the 64
+    // characters of EC2's client token and Azure's resource names.
+    check_name("name", &file.name, 30)?;
     let version = env!("CARGO_PKG_VERSION");
     let software = Software {
         image: file
@@ -620,7 +622,7 @@ pub fn validate(file: ConfigFile) -> Result<CloudCluster, CloudError> {
         } else {
             format!("worker_groups.{name}")
         };
-        check_name(&key, &name, 20)?;
+        check_name(&key, &name, 16)?;
         check_env(&format!("{key}.env"), &g.env)?;
         if g.nthreads == Some(0) {
             return Err(bad(format!("{key}.nthreads"), "must be at least 1"));

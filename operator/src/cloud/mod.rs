@@ -63,6 +63,13 @@ pub enum CloudError {
         /// The boot (console) log of the VM at fault, when there is one.
         boot_log: Option<String>,
     },
+    #[error("VM {name} ({id}) failed: {reason}{}", boot_log_suffix(.boot_log))]
+    VmFailed {
+        name: String,
+        id: String,
+        reason: String,
+        boot_log: Option<String>,
+    },
     #[error("{0}")]
     Scheduler(#[from] crate::scheduler_api::SchedulerApiError),
     #[error("no cluster named {name}: {reason}")]

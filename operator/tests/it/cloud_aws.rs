@@ -230,6 +230,13 @@ async fn up_scale_named_down_and_down_against_moto() {
     assert_eq!(joined, reported, "up returns only once the workers joined");
     let vms = instances(&c, "demo").await;
     assert_eq!(vms.len(), 3, "{vms:?}");
+    let again = cli::up(&path, &opts).await.unwrap_err().to_string();
+    assert!(again.contains("cluster demo already exists"), "{again}");
+    assert_eq!(
+        instances(&c, "demo").await.len(),
+        3,
+        "a second up touches nothing"
+    );
     assert_eq!(vms.iter().filter(|v| v.2 == "scheduler").count(), 1);
 
     // Tags, spot for workers only, IMDSv2, and user-data naming the VM and the scheduler's
@@ -331,6 +338,11 @@ async fn up_scale_named_down_and_down_against_moto() {
 
     // scale down by name: the scheduler retires that worker, then its instance is terminated.
     let victim = report.workers[0].clone();
+    let msg = cli::scale("demo", 1, None, std::slice::from_ref(&victim), None, &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("retires 2, but 1 were named"), "{msg}");
     let r = cli::scale("demo", 2, None, std::slice::from_ref(&victim), None, &opts)
         .await
         .unwrap();
