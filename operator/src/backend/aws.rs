@@ -847,3 +847,27 @@ impl Provider for Ec2 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_ec2_stopped_on_its_own_has_failed_and_says_why() {
+        let spot = stopping(
+            "shutting-down",
+            Some("Server.SpotInstanceTermination: Spot instance termination"),
+        );
+        assert_eq!(
+            spot,
+            VmState::Failed(
+                "shutting-down: Server.SpotInstanceTermination: Spot instance termination".into()
+            )
+        );
+        assert_eq!(
+            stopping("stopping", Some("Client.UserInitiatedShutdown")),
+            VmState::Stopping
+        );
+        assert_eq!(stopping("stopped", None), VmState::Stopping);
+    }
+}

@@ -283,10 +283,11 @@ async fn wait_running<P: Provider>(
             .into_iter()
             .filter(|v| names.contains(&v.name))
             .collect();
-        if let Some(vm) = vms.iter().find(|v| matches!(v.state, VmState::Failed(_))) {
-            let VmState::Failed(reason) = &vm.state else {
-                unreachable!("matched just above")
-            };
+        let failed = vms.iter().find_map(|v| match &v.state {
+            VmState::Failed(reason) => Some((v, reason)),
+            _ => None,
+        });
+        if let Some((vm, reason)) = failed {
             let log = provider.boot_log(vm).await.ok().map(|l| tail(&l, 30));
             return Err(CloudError::VmFailed {
                 name: vm.name.clone(),
