@@ -11,6 +11,7 @@ mod autoscaling;
 mod cloud_aws;
 #[cfg(feature = "azure")]
 mod cloud_azure;
+mod cloud_cli;
 #[cfg(any(feature = "aws", feature = "azure"))]
 mod cloud_env;
 mod env;
