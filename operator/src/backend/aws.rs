@@ -745,8 +745,19 @@ impl Provider for Ec2 {
             cluster: cluster.name.clone(),
             created: Some(crate::autoscaler::driver::now() as u64),
         });
-        self.vm_of(instance)
-            .ok_or_else(|| CloudError::Other(format!("instance {id} came back without its tags")))
+        // Built from the request: RunInstances' answer need not carry the tags yet.
+        Ok(Vm {
+            id: id.to_owned(),
+            name: req.name.clone(),
+            cluster: cluster.name.clone(),
+            role: req.role,
+            group: req.group.clone(),
+            state: VmState::Pending,
+            private_ip: instance.private_ip_address().map(str::to_owned),
+            public_ip: instance.public_ip_address().map(str::to_owned),
+            created: crate::autoscaler::driver::now(),
+            ready: false,
+        })
     }
 
     async fn list_vms(&self, cluster: &str) -> Result<Vec<Vm>, CloudError> {
