@@ -6,6 +6,7 @@
 mod apply;
 pub mod autoscaler;
 pub mod backend;
+pub mod cloud;
 pub mod cluster;
 mod conditions;
 pub mod context;

@@ -4,11 +4,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cloud_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "rask-operator",
     version,
-    about = "Kubernetes operator for Dask's custom resources"
+    about = "Kubernetes operator for Dask's custom resources, and clusters on cloud VMs"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,11 +31,13 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
-    /// Run the DaskCluster or DaskJob of a manifest file on this machine (the local backend):
-    /// the scheduler and workers as `rask` processes, scaled by the file's DaskAutoscalers. A
-    /// DaskJob ends with its runner; a DaskCluster at Ctrl-C or its idleTimeout.
+    /// Start the cluster a file describes. A cloud config (a top-level `provider:` key: aws,
+    /// azure) starts it on VMs and prints its scheduler address and dashboard URL. A manifest of
+    /// Dask resources runs its DaskCluster or DaskJob on this machine (the local backend): the
+    /// scheduler and workers as `rask` processes, scaled by the file's DaskAutoscalers; a DaskJob
+    /// ends with its runner, a DaskCluster at Ctrl-C or its idleTimeout.
     Up {
-        /// YAML file of Dask resources (as for `kubectl apply -f`).
+        /// A cloud config, or a YAML file of Dask resources (as for `kubectl apply -f`).
         file: std::path::PathBuf,
         /// The `rask` binary to start (default: $RASK_BIN, beside this binary, or on PATH).
         #[arg(long)]
@@ -54,6 +58,8 @@ enum Command {
         #[arg(long)]
         reference: Option<std::path::PathBuf>,
     },
+    #[command(flatten)]
+    Cloud(cloud_cmd::CloudCommand),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +96,14 @@ fn main() -> ExitCode {
             dir,
             poll,
         } => {
+            match cloud_cmd::is_cloud_file(&file) {
+                Ok(true) => return cloud_cmd::up(&file, shutdown_signal()),
+                Ok(false) => {}
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             init_logging(false);
             let opts = rask_operator::local::UpOptions {
                 rask: rask_bin,
@@ -126,6 +140,12 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Cloud(cmd) => {
+            if matches!(cmd, cloud_cmd::CloudCommand::Autoscale { .. }) {
+                init_logging(false);
+            }
+            cloud_cmd::run(cmd, shutdown_signal())
         }
         Command::Crds { out_dir, reference } => match crds(out_dir, reference) {
             Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,11 @@ use std::future::Future;
 
 use crate::scheduler_api::{SchedulerApi, SchedulerApiError};
 
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(feature = "azure")]
+pub mod azure;
+pub mod cloud;
 pub mod kubernetes;
 pub mod local;
 

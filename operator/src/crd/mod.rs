@@ -77,6 +77,12 @@ mod tests {
             }
             let text = std::fs::read_to_string(&path).unwrap();
             let value: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+            if value.get("provider").is_some() {
+                // A cloud cluster's config file (docs/cloud.md), not a Kubernetes manifest.
+                crate::cloud::config::parse(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                continue;
+            }
             let kind = value["kind"].as_str().unwrap_or_default().to_owned();
             let ok = match kind.as_str() {
                 "DaskCluster" => serde_json::from_value::<DaskCluster>(value).map(drop),

@@ -4,7 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failure
 
+#[cfg(feature = "azure")]
+mod arm_stub;
 mod autoscaling;
+#[cfg(feature = "aws")]
+mod cloud_aws;
+#[cfg(feature = "azure")]
+mod cloud_azure;
+mod cloud_cli;
+#[cfg(any(feature = "aws", feature = "azure"))]
+mod cloud_env;
 mod env;
 mod lifecycle;
 mod local_backend;

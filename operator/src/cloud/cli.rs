@@ -1,0 +1,602 @@
+//! The cloud commands as functions: `up`, `scale`, `status`, `logs`, `down`, `sweep`, and
+//! `autoscale` (which the scheduler VM runs). `main.rs` parses arguments and prints; tests call
+//! these directly with [`Options`] pointing at an emulator.
+//!
+//! `up` saves the config under the state directory (`$RASK_STATE_DIR`, default
+//! `~/.config/rask/clusters/NAME.yaml`) before it creates anything, so the other commands find the
+//! cluster by name — also after a crash.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::CloudError;
+use super::config::{self, CloudCluster, ProviderSettings};
+#[cfg(feature = "aws")]
+use crate::backend::aws::{AwsOptions, Ec2};
+#[cfg(feature = "azure")]
+use crate::backend::azure::{Arm, AzureOptions};
+use crate::backend::cloud::{
+    CloudBackend, Ledger, Provider, ResolveUrl, Resource, Runtime, Swept, Vm, VmRequest,
+    delete_all, scheduler_url_by_ip,
+};
+use crate::backend::{Backend, Retirement};
+
+/// Where and how the commands reach things.
+#[derive(Clone)]
+pub struct Options {
+    /// Saved configs of the clusters `up` started.
+    pub state_dir: PathBuf,
+    #[cfg(feature = "aws")]
+    pub aws: AwsOptions,
+    #[cfg(feature = "azure")]
+    pub azure: AzureOptions,
+    /// How the scheduler's HTTP API is reached from here (default: its public IP, or its private
+    /// IP with `use_private_ip`).
+    pub resolve_url: Option<ResolveUrl>,
+    /// Between looks at the cloud or the scheduler while waiting.
+    pub poll: Duration,
+    pub progress: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+impl Options {
+    /// The defaults for a user's machine.
+    pub fn from_env() -> Options {
+        let state_dir = std::env::var_os("RASK_STATE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("XDG_CONFIG_HOME").map(|c| PathBuf::from(c).join("rask/clusters"))
+            })
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/rask/clusters"))
+            })
+            .unwrap_or_else(|| PathBuf::from(".rask/clusters"));
+        Options {
+            state_dir,
+            #[cfg(feature = "aws")]
+            aws: AwsOptions::default(),
+            #[cfg(feature = "azure")]
+            azure: AzureOptions::default(),
+            resolve_url: None,
+            poll: Duration::from_secs(2),
+            progress: Arc::new(|line| eprintln!("{line}")),
+        }
+    }
+
+    fn runtime(&self, cluster: &CloudCluster) -> Runtime {
+        let private = match &cluster.provider {
+            ProviderSettings::Aws(e) => e.use_private_ip,
+            ProviderSettings::Azure(a) => !a.public_ingress,
+        };
+        let mut rt = Runtime::new(
+            self.resolve_url
+                .clone()
+                .unwrap_or_else(|| scheduler_url_by_ip(private)),
+        );
+        rt.poll = self.poll;
+        rt.progress = self.progress.clone();
+        rt
+    }
+}
+
+/// The provider a config names. Every cloud behind one type, so the commands are written once.
+pub enum Cloud {
+    #[cfg(feature = "aws")]
+    Aws(Box<Ec2>),
+    #[cfg(feature = "azure")]
+    Azure(Box<Arm>),
+    /// Only there so the type is inhabited in a build without clouds.
+    #[doc(hidden)]
+    None(std::convert::Infallible),
+}
+
+macro_rules! each {
+    ($self:expr, $p:ident => $e:expr) => {
+        match $self {
+            #[cfg(feature = "aws")]
+            Cloud::Aws($p) => $e,
+            #[cfg(feature = "azure")]
+            Cloud::Azure($p) => $e,
+            Cloud::None(never) => match *never {},
+        }
+    };
+}
+
+impl Cloud {
+    pub async fn connect(cluster: &CloudCluster, opts: &Options) -> Result<Cloud, CloudError> {
+        match &cluster.provider {
+            #[cfg(feature = "aws")]
+            ProviderSettings::Aws(_) => Ok(Cloud::Aws(Box::new(
+                Ec2::connect(cluster, &opts.aws).await?,
+            ))),
+            #[cfg(feature = "azure")]
+            ProviderSettings::Azure(_) => {
+                Ok(Cloud::Azure(Box::new(Arm::connect(cluster, &opts.azure)?)))
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                let _ = opts;
+                Err(CloudError::NotBuilt {
+                    provider: other.name().as_str(),
+                })
+            }
+        }
+    }
+}
+
+// Without a cloud feature every method's body is `match *never {}`.
+#[cfg_attr(not(any(feature = "aws", feature = "azure")), allow(unused_variables))]
+impl Provider for Cloud {
+    fn name(&self) -> &'static str {
+        each!(self, p => p.name())
+    }
+    async fn prepare(&self, cluster: &CloudCluster, ledger: &mut Ledger) -> Result<(), CloudError> {
+        each!(self, p => p.prepare(cluster, ledger).await)
+    }
+    async fn create_vm(
+        &self,
+        cluster: &CloudCluster,
+        req: &VmRequest,
+        ledger: &mut Ledger,
+    ) -> Result<Vm, CloudError> {
+        each!(self, p => p.create_vm(cluster, req, ledger).await)
+    }
+    async fn list_vms(&self, cluster: &str) -> Result<Vec<Vm>, CloudError> {
+        each!(self, p => p.list_vms(cluster).await)
+    }
+    async fn tagged(&self, cluster: Option<&str>) -> Result<Vec<Resource>, CloudError> {
+        each!(self, p => p.tagged(cluster).await)
+    }
+    async fn delete(&self, resources: &[Resource], timeout: Duration) -> Result<(), CloudError> {
+        each!(self, p => p.delete(resources, timeout).await)
+    }
+    async fn boot_log(&self, vm: &Vm) -> Result<String, CloudError> {
+        each!(self, p => p.boot_log(vm).await)
+    }
+    async fn mark_ready(&self, vm: &Vm) -> Result<(), CloudError> {
+        each!(self, p => p.mark_ready(vm).await)
+    }
+    fn vm_resource(&self, vm: &Vm) -> Resource {
+        each!(self, p => p.vm_resource(vm))
+    }
+}
+
+/// What `up` made.
+#[derive(Clone, Debug)]
+pub struct UpReport {
+    pub name: String,
+    pub scheduler_vm: String,
+    /// Where clients connect: `tcp://IP:8786`.
+    pub scheduler_address: String,
+    /// The scheduler's dashboard / HTTP API: `http://IP:8787`.
+    pub dashboard: String,
+    /// Worker VMs, all of them seen in the scheduler's `get_workers`.
+    pub workers: Vec<String>,
+}
+
+impl std::fmt::Display for UpReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "cluster {} is up", self.name)?;
+        writeln!(
+            f,
+            "scheduler: {} (VM {})",
+            self.scheduler_address, self.scheduler_vm
+        )?;
+        writeln!(f, "dashboard: {}", self.dashboard)?;
+        write!(f, "workers:   {}", self.workers.join(", "))
+    }
+}
+
+fn saved_path(opts: &Options, name: &str) -> PathBuf {
+    opts.state_dir.join(format!("{name}.yaml"))
+}
+
+/// The config `up` saved for `name`.
+fn load_saved(opts: &Options, name: &str) -> Result<(CloudCluster, String), CloudError> {
+    let path = saved_path(opts, name);
+    if !path.exists() {
+        return Err(CloudError::NoSuchCluster {
+            name: name.to_owned(),
+            reason: format!(
+                "no saved config at {} (`up` saves one there; on another machine pass --config FILE)",
+                path.display()
+            ),
+        });
+    }
+    config::load(&path)
+}
+
+/// The cluster named `name`, from `config` when given, else from the saved configs.
+fn find(
+    opts: &Options,
+    name: &str,
+    config: Option<&Path>,
+) -> Result<(CloudCluster, String), CloudError> {
+    match config {
+        Some(path) => {
+            let (c, text) = config::load(path)?;
+            if c.name != name {
+                return Err(CloudError::Other(format!(
+                    "{} describes cluster {}, not {name}",
+                    path.display(),
+                    c.name
+                )));
+            }
+            Ok((c, text))
+        }
+        None => load_saved(opts, name),
+    }
+}
+
+fn tcp_address(url: &str) -> String {
+    let host = url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(url);
+    format!("tcp://{host}:8786")
+}
+
+/// `up CONFIG`: the scheduler VM, then the workers, each verified in the scheduler. On failure
+/// everything created is deleted again (and the saved config removed).
+pub async fn up(config: &Path, opts: &Options) -> Result<UpReport, CloudError> {
+    let (cluster, text) = config::load(config)?;
+    let cloud = Cloud::connect(&cluster, opts).await?;
+    let saved = saved_path(opts, &cluster.name);
+    if saved.exists() {
+        return Err(CloudError::Other(format!(
+            "cluster {} already exists (its config is saved at {}): `rask-operator status {0}` shows it, \
+             `rask-operator down {0}` deletes it",
+            cluster.name,
+            saved.display()
+        )));
+    }
+    std::fs::create_dir_all(&opts.state_dir).map_err(|e| CloudError::Read {
+        path: opts.state_dir.display().to_string(),
+        reason: format!("cannot create it: {e}"),
+    })?;
+    std::fs::write(&saved, &text).map_err(|e| CloudError::Read {
+        path: saved.display().to_string(),
+        reason: format!("cannot write it: {e}"),
+    })?;
+    let rt = opts.runtime(&cluster);
+    match CloudBackend::provision(Arc::new(cloud), Arc::new(cluster), &text, rt).await {
+        Ok(b) => {
+            let workers = b.workers().await?.into_iter().map(|v| v.name).collect();
+            Ok(UpReport {
+                name: b.cluster.name.clone(),
+                scheduler_vm: b.scheduler.id.clone(),
+                scheduler_address: tcp_address(&b.url),
+                dashboard: b.url.clone(),
+                workers,
+            })
+        }
+        Err(e) => {
+            // Keep the saved config while something may remain, so `down NAME` finds it.
+            if !matches!(e, CloudError::RollbackFailed { .. }) {
+                let _ = std::fs::remove_file(&saved);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The running cluster named `name` as a [`Backend`].
+pub async fn attach(
+    opts: &Options,
+    name: &str,
+    config: Option<&Path>,
+) -> Result<CloudBackend<Cloud>, CloudError> {
+    let (cluster, _) = find(opts, name, config)?;
+    let cloud = Cloud::connect(&cluster, opts).await?;
+    let rt = opts.runtime(&cluster);
+    CloudBackend::attach(Arc::new(cloud), Arc::new(cluster), rt).await
+}
+
+/// What `scale` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScaleReport {
+    pub added: Vec<String>,
+    pub retired: Retirement,
+}
+
+/// `scale NAME N`: adds workers (verified in the scheduler) or retires the newest ones through
+/// the scheduler, then deletes their VMs. `workers` names them instead of the newest.
+pub async fn scale(
+    name: &str,
+    n: usize,
+    group: Option<&str>,
+    workers: &[String],
+    config: Option<&Path>,
+    opts: &Options,
+) -> Result<ScaleReport, CloudError> {
+    let b = attach(opts, name, config).await?;
+    let group = group.unwrap_or(config::DEFAULT_GROUP);
+    if !b.cluster.groups.contains_key(group) {
+        return Err(CloudError::Other(format!(
+            "cluster {name} has no worker group {group} (it has: {})",
+            b.cluster
+                .groups
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut current: Vec<Vm> = b
+        .workers()
+        .await?
+        .into_iter()
+        .filter(|v| v.group.as_deref() == Some(group))
+        .collect();
+    current.sort_by(|a, b| b.created.total_cmp(&a.created).then(b.name.cmp(&a.name)));
+    let mut report = ScaleReport::default();
+    if !workers.is_empty() && workers.len() + n != current.len() {
+        return Err(CloudError::Other(format!(
+            "scaling {name}/{group} from {} to {n} workers retires {}, but {} were named to retire",
+            current.len(),
+            current.len().saturating_sub(n),
+            workers.len()
+        )));
+    }
+    if n > current.len() {
+        report.added = b.grow(group, n - current.len()).await?;
+    } else if n < current.len() {
+        let names: Vec<String> = if workers.is_empty() {
+            current
+                .iter()
+                .take(current.len() - n)
+                .map(|v| v.name.clone())
+                .collect()
+        } else {
+            if let Some(w) = workers
+                .iter()
+                .find(|w| !current.iter().any(|v| &v.name == *w))
+            {
+                return Err(CloudError::Other(format!(
+                    "cluster {name} has no worker VM {w} in group {group}"
+                )));
+            }
+            workers.to_vec()
+        };
+        report.retired = b
+            .retire_workers(group, &names)
+            .await
+            .map_err(|e| CloudError::Other(e.to_string()))?;
+    }
+    Ok(report)
+}
+
+/// One VM in `status`.
+#[derive(Clone, Debug)]
+pub struct VmStatus {
+    pub vm: Vm,
+    /// Whether the scheduler lists it (workers only).
+    pub joined: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Status {
+    pub name: String,
+    pub provider: &'static str,
+    pub dashboard: Option<String>,
+    /// Why the scheduler could not be asked, if it could not.
+    pub scheduler_error: Option<String>,
+    pub vms: Vec<VmStatus>,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "cluster {} ({})", self.name, self.provider)?;
+        if let Some(d) = &self.dashboard {
+            writeln!(f, "dashboard: {d}")?;
+        }
+        if let Some(e) = &self.scheduler_error {
+            writeln!(f, "scheduler: {e}")?;
+        }
+        writeln!(
+            f,
+            "{:<36} {:<10} {:<10} {:<16} {:<16} JOINED",
+            "VM", "ROLE", "STATE", "PRIVATE IP", "PUBLIC IP"
+        )?;
+        for s in &self.vms {
+            let v = &s.vm;
+            writeln!(
+                f,
+                "{:<36} {:<10} {:<10} {:<16} {:<16} {}",
+                v.name,
+                v.group
+                    .clone()
+                    .unwrap_or_else(|| v.role.as_str().to_owned()),
+                match &v.state {
+                    crate::backend::cloud::VmState::Failed(r) => format!("failed: {r}"),
+                    other => format!("{other:?}").to_lowercase(),
+                },
+                v.private_ip.as_deref().unwrap_or("-"),
+                v.public_ip.as_deref().unwrap_or("-"),
+                if v.role == crate::backend::cloud::Role::Worker {
+                    if s.joined { "yes" } else { "no" }
+                } else {
+                    "-"
+                }
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `status NAME`: every VM of the cluster, and whether each worker has joined.
+pub async fn status(
+    name: &str,
+    config: Option<&Path>,
+    opts: &Options,
+) -> Result<Status, CloudError> {
+    let (cluster, _) = find(opts, name, config)?;
+    let cloud = Cloud::connect(&cluster, opts).await?;
+    let rt = opts.runtime(&cluster);
+    let mut vms = cloud.list_vms(&cluster.name).await?;
+    vms.sort_by(|a, b| (a.role as u8, &a.name).cmp(&(b.role as u8, &b.name)));
+    let dashboard = vms
+        .iter()
+        .find(|v| v.role == crate::backend::cloud::Role::Scheduler)
+        .and_then(|v| (rt.resolve_url)(v));
+    let (joined, scheduler_error) = match &dashboard {
+        Some(url) => match rt.api.get_workers(url).await {
+            Ok(ws) => (ws.into_iter().map(|w| w.name).collect(), None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        },
+        None => (Vec::new(), Some("no scheduler VM".to_owned())),
+    };
+    Ok(Status {
+        name: cluster.name.clone(),
+        provider: cloud.name(),
+        dashboard,
+        scheduler_error,
+        vms: vms
+            .into_iter()
+            .map(|vm| VmStatus {
+                joined: joined.contains(&vm.name),
+                vm,
+            })
+            .collect(),
+    })
+}
+
+/// `logs NAME [VM]`: the boot (serial console) output of the scheduler VM or the named one.
+pub async fn logs(
+    name: &str,
+    vm: Option<&str>,
+    config: Option<&Path>,
+    opts: &Options,
+) -> Result<String, CloudError> {
+    let (cluster, _) = find(opts, name, config)?;
+    let cloud = Cloud::connect(&cluster, opts).await?;
+    let vms = cloud.list_vms(&cluster.name).await?;
+    let found = match vm {
+        Some(want) => vms.iter().find(|v| v.name == want || v.id == want),
+        None => vms
+            .iter()
+            .find(|v| v.role == crate::backend::cloud::Role::Scheduler),
+    };
+    let Some(found) = found else {
+        return Err(CloudError::Other(format!(
+            "cluster {name} has no VM {} (it has: {})",
+            vm.unwrap_or("scheduler"),
+            vms.iter()
+                .map(|v| v.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    cloud.boot_log(found).await
+}
+
+/// `down NAME`: deletes everything tagged with the cluster, then its saved config.
+pub async fn down(
+    name: &str,
+    config: Option<&Path>,
+    opts: &Options,
+) -> Result<Vec<Resource>, CloudError> {
+    let (cluster, _) = find(opts, name, config)?;
+    let cloud = Cloud::connect(&cluster, opts).await?;
+    let deleted = delete_all(&cloud, &cluster.name, cluster.timeouts.delete).await?;
+    let _ = std::fs::remove_file(saved_path(opts, name));
+    Ok(deleted)
+}
+
+/// `sweep`: in the place (region / resource group) of `config`, or of every saved cluster,
+/// deletes the resources of clusters that are not live and older than `grace`.
+pub async fn sweep(
+    config: Option<&Path>,
+    grace: Duration,
+    opts: &Options,
+) -> Result<Vec<Swept>, CloudError> {
+    let mut places: Vec<CloudCluster> = Vec::new();
+    match config {
+        Some(path) => places.push(config::load(path)?.0),
+        None => {
+            let entries = std::fs::read_dir(&opts.state_dir).map_err(|e| CloudError::Read {
+                path: opts.state_dir.display().to_string(),
+                reason: format!(
+                    "{e} (no saved clusters: pass --config FILE to say where to sweep)"
+                ),
+            })?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
+                    let c = config::load(&path)?.0;
+                    if !places.iter().any(|p| same_place(p, &c)) {
+                        places.push(c);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for c in places {
+        let cloud = Cloud::connect(&c, opts).await?;
+        out.extend(crate::backend::cloud::sweep(&cloud, grace, c.timeouts.delete).await?);
+    }
+    Ok(out)
+}
+
+fn same_place(a: &CloudCluster, b: &CloudCluster) -> bool {
+    match (&a.provider, &b.provider) {
+        (ProviderSettings::Aws(x), ProviderSettings::Aws(y)) => x.region == y.region,
+        (ProviderSettings::Azure(x), ProviderSettings::Azure(y)) => {
+            x.subscription_id == y.subscription_id && x.resource_group == y.resource_group
+        }
+        _ => false,
+    }
+}
+
+/// `autoscale CONFIG` (on the scheduler VM): the autoscaling loop for the config's group, with the
+/// scheduler at `scheduler_url`, until `stop` turns true.
+pub async fn autoscale(
+    config: &Path,
+    scheduler_url: &str,
+    interval: Duration,
+    opts: &Options,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), CloudError> {
+    let (cluster, _) = config::load(config)?;
+    let Some(auto) = cluster.autoscaling.clone() else {
+        return Err(CloudError::Config {
+            file: config.display().to_string(),
+            key: "autoscaling".into(),
+            message: "is not set: nothing to autoscale".into(),
+        });
+    };
+    let cloud = Cloud::connect(&cluster, opts).await?;
+    let url = scheduler_url.to_owned();
+    let mut opts = opts.clone();
+    opts.resolve_url = Some(Arc::new(move |_| Some(url.clone())));
+    let rt = opts.runtime(&cluster);
+    let backend = CloudBackend::attach(Arc::new(cloud), Arc::new(cluster), rt).await?;
+    run_autoscaler(&backend, auto, interval, stop).await;
+    Ok(())
+}
+
+/// The autoscaling loop of [`crate::autoscaler::driver`] on a cloud cluster, logging each step.
+pub async fn run_autoscaler<B: Backend>(
+    backend: &B,
+    auto: config::AutoscalingSettings,
+    interval: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut scaler = crate::autoscaler::driver::Autoscaler::new(auto.group.clone(), auto.settings);
+    scaler.interval = interval;
+    scaler
+        .run(backend, stop, |s| {
+            tracing::info!(
+                group = %auto.group,
+                current = s.current,
+                target = ?s.target,
+                decision = s.decision.reason(),
+                outcome = ?s.outcome,
+                "autoscaler step"
+            );
+        })
+        .await;
+}

@@ -1,0 +1,849 @@
+//! The cloud cluster's config file: which provider, the cluster (scheduler, worker groups,
+//! autoscaling bounds) and the provider's section, which takes dask-cloudprovider's keys where
+//! they mean the same. Reading is strict — an unknown key or a bad value is an error that names
+//! the key — and [`validate`] settles every default, so the rest of the cloud code never reads the
+//! raw file.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::CloudError;
+use crate::autoscaler::policy::Settings;
+
+/// The file as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub provider: ProviderName,
+    pub name: String,
+    #[serde(default)]
+    pub software: SoftwareConfig,
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    #[serde(default)]
+    pub worker: WorkerGroupConfig,
+    /// More worker groups besides the default one (`worker:`), by name.
+    #[serde(default)]
+    pub worker_groups: BTreeMap<String, WorkerGroupConfig>,
+    #[serde(default)]
+    pub autoscaling: Option<AutoscalingConfig>,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    #[serde(default)]
+    pub ec2: Option<Ec2Config>,
+    #[serde(default)]
+    pub azure: Option<AzureConfig>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderName {
+    Aws,
+    Azure,
+}
+
+impl ProviderName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderName::Aws => "aws",
+            ProviderName::Azure => "azure",
+        }
+    }
+}
+
+/// What the VMs run: container images started by cloud-init.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoftwareConfig {
+    /// The image with the `rask` binary (scheduler and workers).
+    pub image: Option<String>,
+    /// The image with `rask-operator`, run on the scheduler VM when `autoscaling` is set.
+    pub operator_image: Option<String>,
+    /// Install Docker with the distribution's package manager at boot (default true); false when
+    /// the image (AMI / VM image) already has it.
+    pub install_docker: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Networks (IPv4 CIDRs) allowed to reach the scheduler's ports 8786 and 8787 besides the
+    /// cluster's own VMs. Empty by default: nobody outside the cluster.
+    #[serde(default)]
+    pub ingress_cidrs: Vec<String>,
+    /// Instance type / VM size for the scheduler only (overrides the provider section's).
+    pub instance_type: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerGroupConfig {
+    /// Workers `up` starts (default 1 for the default group, 0 for others).
+    pub replicas: Option<u32>,
+    /// Threads per worker (default: the VM's cores).
+    pub nthreads: Option<u32>,
+    /// `rask worker --memory-limit`: `4GiB`, `auto` (default), `0`.
+    pub memory_limit: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Instance type / VM size for this group (overrides the provider section's).
+    pub instance_type: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscalingConfig {
+    pub minimum: u32,
+    pub maximum: u32,
+    /// Group to scale (default: `default`, the `worker:` group).
+    pub worker_group: Option<String>,
+    /// Scale down only to the highest target seen over this many seconds (default 30).
+    pub scale_down_stabilization_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// How long the scheduler VM may take from creation to answering `/health` (default 600).
+    pub scheduler_seconds: Option<u64>,
+    /// How long new workers may take from creation to appearing in the scheduler (default 600).
+    pub workers_seconds: Option<u64>,
+    /// How long deleting resources may take (default 600).
+    pub delete_seconds: Option<u64>,
+}
+
+/// dask-cloudprovider's `EC2Cluster` keys, where they mean the same.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2Config {
+    pub region: Option<String>,
+    pub availability_zone: Option<String>,
+    pub ami: Option<String>,
+    pub instance_type: Option<String>,
+    pub scheduler_instance_type: Option<String>,
+    pub worker_instance_type: Option<String>,
+    pub vpc: Option<String>,
+    pub subnet_id: Option<String>,
+    /// Existing security groups to use instead of the one rask creates per cluster.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// Root volume size in GiB (default 40).
+    pub filesystem_size: Option<u32>,
+    pub key_name: Option<String>,
+    pub iam_instance_profile: Option<String>,
+    #[serde(default)]
+    pub instance_tags: BTreeMap<String, String>,
+    /// Reach the scheduler from here at its private IP (when this machine is inside the VPC).
+    pub use_private_ip: Option<bool>,
+    /// Workers as spot instances.
+    pub spot: Option<bool>,
+}
+
+/// dask-cloudprovider's `AzureVMCluster` keys, where they mean the same.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConfig {
+    pub location: Option<String>,
+    pub resource_group: Option<String>,
+    pub subscription_id: Option<String>,
+    pub vnet: Option<String>,
+    pub subnet: Option<String>,
+    /// An existing network security group for the scheduler's NIC instead of the one rask creates.
+    pub security_group: Option<String>,
+    /// Give the scheduler a public IP (default true). Workers never get one.
+    pub public_ingress: Option<bool>,
+    pub vm_size: Option<String>,
+    pub scheduler_vm_size: Option<String>,
+    pub vm_image: Option<AzureImage>,
+    /// OS disk size in GiB (default 50).
+    pub disk_size: Option<u32>,
+    /// Workers as spot VMs (evicted VMs are deleted, never left stopped and billed).
+    pub spot: Option<bool>,
+    /// Login user on the VMs (default `rask`).
+    pub admin_username: Option<String>,
+    /// SSH public key for the login user (Azure requires one; no password is ever set).
+    pub ssh_public_key: Option<String>,
+    /// Resource id of a user-assigned managed identity for the scheduler VM, allowed to manage
+    /// VMs and NICs in the resource group: the autoscaler runs there as this identity.
+    pub identity: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureImage {
+    pub publisher: String,
+    pub offer: String,
+    pub sku: String,
+    #[serde(default = "latest")]
+    pub version: String,
+}
+
+fn latest() -> String {
+    "latest".into()
+}
+
+/// A cluster ready to provision: every name and default settled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CloudCluster {
+    pub name: String,
+    pub software: Software,
+    pub scheduler: SchedulerSettings,
+    pub groups: BTreeMap<String, GroupSettings>,
+    pub autoscaling: Option<AutoscalingSettings>,
+    pub timeouts: Timeouts,
+    pub provider: ProviderSettings,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Software {
+    pub image: String,
+    pub operator_image: String,
+    pub install_docker: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SchedulerSettings {
+    pub env: BTreeMap<String, String>,
+    pub ingress_cidrs: Vec<String>,
+    pub size: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupSettings {
+    pub replicas: u32,
+    pub nthreads: Option<u32>,
+    pub memory_limit: String,
+    pub env: BTreeMap<String, String>,
+    pub size: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AutoscalingSettings {
+    pub group: String,
+    pub settings: Settings,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timeouts {
+    pub scheduler: Duration,
+    pub workers: Duration,
+    pub delete: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProviderSettings {
+    Aws(Ec2Settings),
+    Azure(AzureSettings),
+}
+
+impl ProviderSettings {
+    pub fn name(&self) -> ProviderName {
+        match self {
+            ProviderSettings::Aws(_) => ProviderName::Aws,
+            ProviderSettings::Azure(_) => ProviderName::Azure,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ec2Settings {
+    pub region: String,
+    pub availability_zone: Option<String>,
+    pub ami: String,
+    pub vpc: Option<String>,
+    pub subnet_id: Option<String>,
+    pub security_groups: Vec<String>,
+    pub filesystem_size: u32,
+    pub key_name: Option<String>,
+    pub iam_instance_profile: Option<String>,
+    pub instance_tags: BTreeMap<String, String>,
+    pub use_private_ip: bool,
+    pub spot: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AzureSettings {
+    pub location: String,
+    pub resource_group: String,
+    pub subscription_id: String,
+    pub vnet: String,
+    pub subnet: String,
+    pub security_group: Option<String>,
+    pub public_ingress: bool,
+    pub vm_image: AzureImage,
+    pub disk_size: u32,
+    pub spot: bool,
+    pub admin_username: String,
+    pub ssh_public_key: String,
+    pub identity: Option<String>,
+}
+
+/// The default group's name: the `worker:` section.
+pub const DEFAULT_GROUP: &str = "default";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Reads and validates a config file. Errors name the file and the key.
+pub fn load(path: &Path) -> Result<(CloudCluster, String), CloudError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CloudError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let cluster = parse(&text).map_err(|e| match e {
+        CloudError::Config { key, message, .. } => CloudError::Config {
+            file: path.display().to_string(),
+            key,
+            message,
+        },
+        other => other,
+    })?;
+    Ok((cluster, text))
+}
+
+/// Whether a YAML document names a cloud provider (a top-level `provider:` key): `up` runs such a
+/// file on cloud VMs, any other as a local manifest.
+pub fn names_provider(text: &str) -> bool {
+    serde_yaml::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("provider").cloned())
+        .is_some()
+}
+
+/// Parses and validates config text (the file name is filled in by [`load`]).
+pub fn parse(text: &str) -> Result<CloudCluster, CloudError> {
+    let file: ConfigFile = serde_yaml::from_str(text).map_err(|e| {
+        let msg = e.to_string();
+        // serde_yaml_ng says `path: message at line L column C`; the path is the key.
+        let (key, message) = match msg.split_once(": ") {
+            Some((k, m)) if !k.contains(' ') => (k.to_owned(), m.to_owned()),
+            _ => ("(file)".to_owned(), msg),
+        };
+        CloudError::Config {
+            file: String::new(),
+            key,
+            message,
+        }
+    })?;
+    validate(file)
+}
+
+fn bad(key: impl Into<String>, message: impl Into<String>) -> CloudError {
+    CloudError::Config {
+        file: String::new(),
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// A cluster, group or VM name: lowercase letters, digits and `-`, starting with a letter.
+fn check_name(key: &str, value: &str, max: usize) -> Result<(), CloudError> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && !value.ends_with('-')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            key,
+            format!(
+                "{value:?} is not a valid name: 1 to {max} lowercase letters, digits or '-', \
+                 starting with a letter and not ending with '-'"
+            ),
+        ))
+    }
+}
+
+/// An IPv4 CIDR such as `203.0.113.0/24`.
+fn check_cidr(key: &str, value: &str) -> Result<(), CloudError> {
+    let ok = value.split_once('/').is_some_and(|(ip, len)| {
+        ip.parse::<Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            key,
+            format!("{value:?} is not an IPv4 CIDR like 203.0.113.0/24"),
+        ))
+    }
+}
+
+/// User-data is readable by anyone who may describe the VM, and it is kept in the cloud's
+/// records: values that look like credentials must not go there.
+fn check_env(key: &str, env: &BTreeMap<String, String>) -> Result<(), CloudError> {
+    const SECRET_WORDS: [&str; 7] = [
+        "SECRET",
+        "PASSWORD",
+        "TOKEN",
+        "CREDENTIAL",
+        "PRIVATE_KEY",
+        "ACCESS_KEY",
+        "TLS_KEY",
+    ];
+    for (name, _) in env.iter() {
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(bad(
+                format!("{key}.{name}"),
+                "not an environment variable name (letters, digits and '_')",
+            ));
+        }
+        let upper = name.to_ascii_uppercase();
+        if let Some(word) = SECRET_WORDS.iter().find(|w| upper.contains(*w)) {
+            return Err(bad(
+                format!("{key}.{name}"),
+                format!(
+                    "looks like a secret ({word}); VM user-data is readable by anyone allowed to \
+                     describe the VM, so rask never puts secrets there: give the VMs an instance \
+                     profile or managed identity and read secrets from a secret store at run time"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn required(key: &str, value: Option<String>) -> Result<String, CloudError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        Some(_) => Err(bad(key, "must not be empty")),
+        None => Err(bad(key, "is required")),
+    }
+}
+
+fn seconds(key: &str, value: Option<u64>) -> Result<Duration, CloudError> {
+    match value {
+        None => Ok(DEFAULT_TIMEOUT),
+        Some(0) => Err(bad(key, "must be at least 1 second")),
+        Some(s) => Ok(Duration::from_secs(s)),
+    }
+}
+
+/// Settles names and defaults, and checks every value.
+pub fn validate(file: ConfigFile) -> Result<CloudCluster, CloudError> {
+    // VM names are `{name}-{group}-{8 hex}` plus `-nic`/`-osdisk` on Azure: within the 64
+    // characters of EC2's client token and Azure's resource names.
+    check_name("name", &file.name, 30)?;
+    let version = env!("CARGO_PKG_VERSION");
+    let software = Software {
+        image: file
+            .software
+            .image
+            .unwrap_or_else(|| format!("ghcr.io/rask-dev/rask:{version}")),
+        operator_image: file
+            .software
+            .operator_image
+            .unwrap_or_else(|| format!("ghcr.io/rask-dev/rask-operator:{version}")),
+        install_docker: file.software.install_docker.unwrap_or(true),
+    };
+    for (key, image) in [
+        ("software.image", &software.image),
+        ("software.operator_image", &software.operator_image),
+    ] {
+        if image.is_empty() || image.contains(char::is_whitespace) {
+            return Err(bad(key, format!("{image:?} is not an image reference")));
+        }
+    }
+    check_env("scheduler.env", &file.scheduler.env)?;
+    for (i, cidr) in file.scheduler.ingress_cidrs.iter().enumerate() {
+        check_cidr(&format!("scheduler.ingress_cidrs[{i}]"), cidr)?;
+    }
+    let timeouts = Timeouts {
+        scheduler: seconds(
+            "timeouts.scheduler_seconds",
+            file.timeouts.scheduler_seconds,
+        )?,
+        workers: seconds("timeouts.workers_seconds", file.timeouts.workers_seconds)?,
+        delete: seconds("timeouts.delete_seconds", file.timeouts.delete_seconds)?,
+    };
+
+    let (provider, default_size, scheduler_size) = match file.provider {
+        ProviderName::Aws => {
+            if file.azure.is_some() {
+                return Err(bad("azure", "given, but provider is aws"));
+            }
+            let ec2 = file
+                .ec2
+                .ok_or_else(|| bad("ec2", "is required when provider is aws"))?;
+            let region = required("ec2.region", ec2.region)?;
+            let ami = required("ec2.ami", ec2.ami)?;
+            if !ami.starts_with("ami-") {
+                return Err(bad(
+                    "ec2.ami",
+                    format!("{ami:?} is not an AMI id (ami-...)"),
+                ));
+            }
+            for (k, v) in &ec2.instance_tags {
+                if k.starts_with("rask:") || k.starts_with("aws:") || k == "Name" {
+                    return Err(bad(
+                        format!("ec2.instance_tags.{k}"),
+                        "is reserved: rask sets Name and the rask: tags, AWS the aws: ones",
+                    ));
+                }
+                if v.len() > 256 {
+                    return Err(bad(
+                        format!("ec2.instance_tags.{k}"),
+                        "longer than 256 characters",
+                    ));
+                }
+            }
+            let size = ec2.filesystem_size.unwrap_or(40);
+            if !(8..=16384).contains(&size) {
+                return Err(bad(
+                    "ec2.filesystem_size",
+                    format!("{size} GiB is outside 8..=16384"),
+                ));
+            }
+            let default = ec2
+                .worker_instance_type
+                .or(ec2.instance_type.clone())
+                .unwrap_or_else(|| "t3.medium".into());
+            let scheduler = ec2
+                .scheduler_instance_type
+                .or(ec2.instance_type)
+                .unwrap_or_else(|| "t3.medium".into());
+            if file.autoscaling.is_some() && ec2.iam_instance_profile.is_none() {
+                return Err(bad(
+                    "ec2.iam_instance_profile",
+                    "is required with autoscaling: the autoscaler runs on the scheduler VM and \
+                     needs the profile's EC2 permissions (no keys are ever put in user-data)",
+                ));
+            }
+            let settings = Ec2Settings {
+                region,
+                availability_zone: ec2.availability_zone,
+                ami,
+                vpc: ec2.vpc,
+                subnet_id: ec2.subnet_id,
+                security_groups: ec2.security_groups,
+                filesystem_size: size,
+                key_name: ec2.key_name,
+                iam_instance_profile: ec2.iam_instance_profile,
+                instance_tags: ec2.instance_tags,
+                use_private_ip: ec2.use_private_ip.unwrap_or(false),
+                spot: ec2.spot.unwrap_or(false),
+            };
+            (ProviderSettings::Aws(settings), default, scheduler)
+        }
+        ProviderName::Azure => {
+            if file.ec2.is_some() {
+                return Err(bad("ec2", "given, but provider is azure"));
+            }
+            let az = file
+                .azure
+                .ok_or_else(|| bad("azure", "is required when provider is azure"))?;
+            let disk = az.disk_size.unwrap_or(50);
+            if !(30..=4095).contains(&disk) {
+                return Err(bad(
+                    "azure.disk_size",
+                    format!("{disk} GiB is outside 30..=4095"),
+                ));
+            }
+            let subscription_id = required("azure.subscription_id", az.subscription_id)?;
+            let uuid_like = subscription_id.len() == 36
+                && subscription_id
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == '-');
+            if !uuid_like {
+                return Err(bad(
+                    "azure.subscription_id",
+                    format!("{subscription_id:?} is not a subscription id (a UUID)"),
+                ));
+            }
+            let ssh = required("azure.ssh_public_key", az.ssh_public_key)?;
+            if !ssh.starts_with("ssh-") && !ssh.starts_with("ecdsa-") {
+                return Err(bad(
+                    "azure.ssh_public_key",
+                    "is not an OpenSSH public key (ssh-rsa ..., ssh-ed25519 ...)",
+                ));
+            }
+            let default = az
+                .vm_size
+                .clone()
+                .unwrap_or_else(|| "Standard_D2s_v3".into());
+            let scheduler = az
+                .scheduler_vm_size
+                .or(az.vm_size)
+                .unwrap_or_else(|| "Standard_D2s_v3".into());
+            if file.autoscaling.is_some() && az.identity.is_none() {
+                return Err(bad(
+                    "azure.identity",
+                    "is required with autoscaling: the autoscaler runs on the scheduler VM as this \
+                     user-assigned managed identity (no credentials are ever put in custom data)",
+                ));
+            }
+            let settings = AzureSettings {
+                location: required("azure.location", az.location)?,
+                resource_group: required("azure.resource_group", az.resource_group)?,
+                subscription_id,
+                vnet: required("azure.vnet", az.vnet)?,
+                subnet: required("azure.subnet", az.subnet)?,
+                security_group: az.security_group,
+                public_ingress: az.public_ingress.unwrap_or(true),
+                vm_image: az.vm_image.unwrap_or_else(|| AzureImage {
+                    publisher: "Canonical".into(),
+                    offer: "ubuntu-24_04-lts".into(),
+                    sku: "server".into(),
+                    version: latest(),
+                }),
+                disk_size: disk,
+                spot: az.spot.unwrap_or(false),
+                admin_username: az.admin_username.unwrap_or_else(|| "rask".into()),
+                ssh_public_key: ssh,
+                identity: az.identity,
+            };
+            (ProviderSettings::Azure(settings), default, scheduler)
+        }
+    };
+
+    if file.worker_groups.contains_key(DEFAULT_GROUP) {
+        return Err(bad(
+            "worker_groups.default",
+            "is the name of the `worker:` group; give this group another name",
+        ));
+    }
+    let mut groups = BTreeMap::new();
+    let all = std::iter::once((DEFAULT_GROUP.to_owned(), file.worker, 1))
+        .chain(file.worker_groups.into_iter().map(|(n, g)| (n, g, 0)));
+    for (name, g, default_replicas) in all {
+        let key = if name == DEFAULT_GROUP {
+            "worker".to_owned()
+        } else {
+            format!("worker_groups.{name}")
+        };
+        check_name(&key, &name, 16)?;
+        check_env(&format!("{key}.env"), &g.env)?;
+        if g.nthreads == Some(0) {
+            return Err(bad(format!("{key}.nthreads"), "must be at least 1"));
+        }
+        let memory_limit = g.memory_limit.unwrap_or_else(|| "auto".into());
+        if memory_limit.is_empty() || memory_limit.contains(char::is_whitespace) {
+            return Err(bad(
+                format!("{key}.memory_limit"),
+                format!("{memory_limit:?} is not a size like 4GiB, `auto` or 0"),
+            ));
+        }
+        groups.insert(
+            name,
+            GroupSettings {
+                replicas: g.replicas.unwrap_or(default_replicas),
+                nthreads: g.nthreads,
+                memory_limit,
+                env: g.env,
+                size: g.instance_type.unwrap_or_else(|| default_size.clone()),
+            },
+        );
+    }
+
+    let autoscaling = match file.autoscaling {
+        None => None,
+        Some(a) => {
+            let group = a.worker_group.unwrap_or_else(|| DEFAULT_GROUP.into());
+            if !groups.contains_key(&group) {
+                return Err(bad(
+                    "autoscaling.worker_group",
+                    format!(
+                        "no worker group {group:?} (the groups are: {})",
+                        groups.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            if a.minimum > a.maximum {
+                return Err(bad(
+                    "autoscaling.minimum",
+                    format!("{} is above maximum {}", a.minimum, a.maximum),
+                ));
+            }
+            let mut settings = Settings::new(a.minimum as usize, a.maximum as usize);
+            if let Some(s) = a.scale_down_stabilization_seconds {
+                settings.down_window = Duration::from_secs(s);
+            }
+            Some(AutoscalingSettings { group, settings })
+        }
+    };
+
+    Ok(CloudCluster {
+        name: file.name,
+        software,
+        scheduler: SchedulerSettings {
+            env: file.scheduler.env,
+            ingress_cidrs: file.scheduler.ingress_cidrs,
+            size: file.scheduler.instance_type.unwrap_or(scheduler_size),
+        },
+        groups,
+        autoscaling,
+        timeouts,
+        provider,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AWS: &str = "
+provider: aws
+name: demo
+worker:
+  replicas: 2
+ec2:
+  region: eu-west-1
+  ami: ami-0123456789abcdef0
+";
+
+    fn err(text: &str) -> (String, String) {
+        match parse(text) {
+            Err(CloudError::Config { key, message, .. }) => (key, message),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_minimal_aws_file_gets_every_default() {
+        let c = parse(AWS).unwrap();
+        assert_eq!(c.name, "demo");
+        assert_eq!(c.groups[DEFAULT_GROUP].replicas, 2);
+        assert_eq!(c.groups[DEFAULT_GROUP].size, "t3.medium");
+        assert_eq!(c.groups[DEFAULT_GROUP].memory_limit, "auto");
+        assert!(c.scheduler.ingress_cidrs.is_empty(), "closed by default");
+        assert_eq!(c.timeouts.workers, Duration::from_secs(600));
+        let ProviderSettings::Aws(ec2) = &c.provider else {
+            panic!()
+        };
+        assert_eq!(ec2.filesystem_size, 40);
+        assert!(!ec2.spot && !ec2.use_private_ip);
+    }
+
+    #[test]
+    fn dask_cloudprovider_instance_type_keys_mean_the_same() {
+        let text = format!(
+            "{AWS}  instance_type: m5.large\n  scheduler_instance_type: t3.small\nworker_groups:\n  big:\n    instance_type: r5.4xlarge\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.scheduler.size, "t3.small");
+        assert_eq!(c.groups[DEFAULT_GROUP].size, "m5.large");
+        assert_eq!(c.groups["big"].size, "r5.4xlarge");
+        assert_eq!(c.groups["big"].replicas, 0);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path() {
+        let (key, message) = err(&format!("{AWS}  instance_typo: m5.large\n"));
+        assert_eq!(key, "ec2");
+        assert!(message.contains("instance_typo"), "{message}");
+        let (key, message) = err(&AWS.replace("replicas: 2", "replicas: 2\n  nthread: 2"));
+        assert_eq!(key, "worker");
+        assert!(message.contains("nthread"), "{message}");
+        let (_, message) = err(&format!("{AWS}colour: blue\n"));
+        assert!(message.contains("colour"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            (
+                AWS.replace("replicas: 2", "replicas: -1"),
+                "worker.replicas",
+            ),
+            (AWS.replace("name: demo", "name: Demo_1"), "name"),
+            (
+                AWS.replace("ami: ami-0123456789abcdef0", "ami: ubuntu"),
+                "ec2.ami",
+            ),
+            (AWS.replace("  region: eu-west-1\n", ""), "ec2.region"),
+            (AWS.replace("provider: aws", "provider: gcp"), "provider"),
+            (
+                format!("{AWS}scheduler:\n  ingress_cidrs: [10.0.0.0/33]\n"),
+                "scheduler.ingress_cidrs[0]",
+            ),
+            (
+                format!(
+                    "{AWS}  iam_instance_profile: p\nautoscaling: {{minimum: 5, maximum: 2}}\n"
+                ),
+                "autoscaling.minimum",
+            ),
+            (
+                format!(
+                    "{AWS}  iam_instance_profile: p\nautoscaling: {{minimum: 1, maximum: 2, worker_group: gpu}}\n"
+                ),
+                "autoscaling.worker_group",
+            ),
+            (
+                format!("{AWS}autoscaling: {{minimum: 1, maximum: 2}}\n"),
+                "ec2.iam_instance_profile",
+            ),
+            (
+                format!("{AWS}  filesystem_size: 2\n"),
+                "ec2.filesystem_size",
+            ),
+            (
+                format!("{AWS}  instance_tags: {{\"rask:cluster\": x}}\n"),
+                "ec2.instance_tags.rask:cluster",
+            ),
+            (format!("{AWS}azure: {{}}\n"), "azure"),
+            (
+                "provider: azure\nname: demo\nazure: {location: westeurope}\n".to_owned(),
+                "azure.subscription_id",
+            ),
+        ];
+        for (text, want) in cases {
+            let (key, message) = err(&text);
+            assert_eq!(key, want, "{message}");
+        }
+    }
+
+    #[test]
+    fn secrets_in_env_are_refused_because_user_data_is_not_secret() {
+        let text = AWS.replace(
+            "replicas: 2",
+            "replicas: 2\n  env:\n    AWS_SECRET_ACCESS_KEY: abc",
+        );
+        let (key, message) = err(&text);
+        assert_eq!(key, "worker.env.AWS_SECRET_ACCESS_KEY");
+        assert!(message.contains("user-data"), "{message}");
+    }
+
+    #[test]
+    fn azure_settles_dask_cloudprovider_defaults() {
+        let text = "
+provider: azure
+name: az
+azure:
+  location: westeurope
+  resource_group: rg
+  subscription_id: 00000000-0000-0000-0000-000000000000
+  vnet: net
+  subnet: sub
+  vm_size: Standard_D4s_v3
+  spot: true
+  ssh_public_key: ssh-ed25519 AAAA test
+";
+        let c = parse(text).unwrap();
+        let ProviderSettings::Azure(az) = &c.provider else {
+            panic!()
+        };
+        assert!(az.public_ingress && az.spot);
+        assert_eq!(az.disk_size, 50);
+        assert_eq!(c.groups[DEFAULT_GROUP].size, "Standard_D4s_v3");
+        assert_eq!(c.scheduler.size, "Standard_D4s_v3");
+    }
+
+    #[test]
+    fn the_provider_key_tells_a_cloud_file_from_a_manifest() {
+        assert!(names_provider(AWS));
+        assert!(!names_provider(
+            "apiVersion: kubernetes.dask.org/v1\nkind: DaskCluster\n"
+        ));
+    }
+}

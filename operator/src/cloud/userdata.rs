@@ -1,0 +1,295 @@
+//! The cloud-init document each VM boots with, as a pure function of the validated cluster. It
+//! starts the scheduler or one worker from the rask image (and, on the scheduler VM of an
+//! autoscaled cluster, the autoscaler from the operator image). It holds no secret: cloud
+//! credentials come from the VM's instance profile or managed identity, and the config refuses
+//! secret-looking environment variables (see [`super::config`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::config::CloudCluster;
+
+/// Where the cluster's file lives on the scheduler VM, for `rask-operator autoscale`.
+pub const CONFIG_PATH: &str = "/etc/rask/cluster.yaml";
+
+/// What one VM runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body<'a> {
+    Scheduler {
+        /// The config file as the user wrote it (checked to hold no secret-looking env), for the
+        /// autoscaler on the scheduler VM. `None` without autoscaling.
+        config_text: Option<&'a str>,
+    },
+    Worker {
+        group: &'a str,
+        /// The VM's name, which is also the worker's name at the scheduler.
+        name: &'a str,
+        /// `tcp://PRIVATE_IP:8786`.
+        scheduler: &'a str,
+    },
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// A YAML block scalar's lines, indented.
+fn block(out: &mut String, indent: &str, text: &str) {
+    for line in text.lines() {
+        let _ = writeln!(out, "{indent}{line}");
+    }
+}
+
+fn env_file(env: &BTreeMap<String, String>, extra: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (k, v) in extra
+        .iter()
+        .copied()
+        .chain(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    {
+        // docker's --env-file takes the value literally up to the end of the line.
+        let _ = writeln!(out, "{k}={}", v.replace('\n', " "));
+    }
+    out
+}
+
+/// Renders the `#cloud-config` document for one VM of `cluster`.
+pub fn render(cluster: &CloudCluster, body: &Body<'_>) -> String {
+    let sw = &cluster.software;
+    let mut out = String::from("#cloud-config\n");
+    let (role, env, script, config) = match body {
+        Body::Scheduler { config_text } => {
+            let env = env_file(
+                &cluster.scheduler.env,
+                &[
+                    ("DASK_CLUSTER_NAME", &cluster.name),
+                    (
+                        "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES",
+                        "['distributed.http.scheduler.api','distributed.http.health','distributed.http.scheduler.prometheus']",
+                    ),
+                ],
+            );
+            let mut script = format!(
+                "docker run -d --name rask-scheduler --restart always --network host \
+                 --env-file /etc/rask/scheduler.env {} scheduler --host 0.0.0.0 --port 8786 \
+                 --dashboard-address 0.0.0.0:8787\n",
+                quote(&sw.image)
+            );
+            if config_text.is_some() {
+                let _ = writeln!(
+                    script,
+                    "docker run -d --name rask-autoscaler --restart always --network host \
+                     -v /etc/rask:/etc/rask:ro {} autoscale {CONFIG_PATH} \
+                     --scheduler-url http://127.0.0.1:8787",
+                    quote(&sw.operator_image)
+                );
+            }
+            ("scheduler", env, script, *config_text)
+        }
+        Body::Worker {
+            group,
+            name,
+            scheduler,
+        } => {
+            let g = &cluster.groups[*group];
+            let env = env_file(
+                &g.env,
+                &[
+                    ("DASK_CLUSTER_NAME", &cluster.name),
+                    ("DASK_WORKER_NAME", name),
+                    ("DASK_SCHEDULER_ADDRESS", scheduler),
+                ],
+            );
+            let nthreads = g
+                .nthreads
+                .map(|n| format!(" --nthreads {n}"))
+                .unwrap_or_default();
+            // The worker tells peers its private IP: scheduler-to-worker and worker-to-worker
+            // traffic stays inside the network.
+            let script = format!(
+                "PRIVATE_IP=$(hostname -I | cut -d' ' -f1)\n\
+                 docker run -d --name rask-worker --restart always --network host \
+                 --env-file /etc/rask/worker.env {} worker {} --name {}{nthreads} \
+                 --memory-limit {} --contact-host \"$PRIVATE_IP\" --local-directory /tmp\n",
+                quote(&sw.image),
+                quote(scheduler),
+                quote(name),
+                quote(&g.memory_limit),
+            );
+            ("worker", env, script, None)
+        }
+    };
+    let _ = writeln!(
+        out,
+        "# rask {}: cluster {}, {role}",
+        env!("CARGO_PKG_VERSION"),
+        cluster.name
+    );
+    if sw.install_docker {
+        out.push_str("package_update: true\npackages:\n  - docker.io\n");
+    }
+    out.push_str("write_files:\n");
+    let _ = writeln!(
+        out,
+        "  - path: /etc/rask/{role}.env\n    permissions: '0644'\n    content: |"
+    );
+    block(&mut out, "      ", &env);
+    if let Some(text) = config {
+        let _ = writeln!(
+            out,
+            "  - path: {CONFIG_PATH}\n    permissions: '0644'\n    content: |"
+        );
+        block(&mut out, "      ", text);
+    }
+    let _ = writeln!(
+        out,
+        "  - path: /etc/rask/start.sh\n    permissions: '0755'\n    content: |\n      #!/bin/sh\n      set -eu"
+    );
+    block(&mut out, "      ", &script);
+    out.push_str("runcmd:\n");
+    if sw.install_docker {
+        out.push_str("  - [systemctl, enable, --now, docker]\n");
+    }
+    out.push_str("  - [/etc/rask/start.sh]\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::config;
+
+    const CONFIG: &str = "
+provider: aws
+name: demo
+software:
+  image: example.org/rask:1
+  operator_image: example.org/rask-operator:1
+worker:
+  replicas: 2
+  nthreads: 4
+  memory_limit: 6GiB
+  env: {EXTRA_PIP: pandas}
+autoscaling: {minimum: 1, maximum: 4}
+ec2:
+  region: eu-west-1
+  ami: ami-0123456789abcdef0
+  iam_instance_profile: rask-scheduler
+";
+
+    fn parse_yaml(doc: &str) -> serde_json::Value {
+        serde_yaml::from_str(doc).unwrap()
+    }
+
+    #[test]
+    fn a_worker_joins_the_scheduler_at_its_private_address_under_its_vm_name() {
+        let c = config::parse(CONFIG).unwrap();
+        let doc = render(
+            &c,
+            &Body::Worker {
+                group: "default",
+                name: "demo-default-1a2b",
+                scheduler: "tcp://10.0.1.5:8786",
+            },
+        );
+        assert!(doc.starts_with("#cloud-config\n"));
+        let v = parse_yaml(&doc);
+        let files = v["write_files"].as_array().unwrap();
+        let env = files[0]["content"].as_str().unwrap();
+        assert!(
+            env.contains("DASK_WORKER_NAME=demo-default-1a2b\n"),
+            "{env}"
+        );
+        assert!(env.contains("DASK_SCHEDULER_ADDRESS=tcp://10.0.1.5:8786\n"));
+        assert!(env.contains("EXTRA_PIP=pandas\n"));
+        let script = files[1]["content"].as_str().unwrap();
+        assert!(script.contains(
+            "'example.org/rask:1' worker 'tcp://10.0.1.5:8786' --name 'demo-default-1a2b' --nthreads 4 --memory-limit '6GiB' --contact-host \"$PRIVATE_IP\""
+        ), "{script}");
+        assert_eq!(v["packages"][0], "docker.io");
+        assert_eq!(v["runcmd"][1][0], "/etc/rask/start.sh");
+    }
+
+    #[test]
+    fn the_scheduler_serves_dasks_api_and_runs_the_autoscaler_from_the_config() {
+        let c = config::parse(CONFIG).unwrap();
+        let doc = render(
+            &c,
+            &Body::Scheduler {
+                config_text: Some(CONFIG),
+            },
+        );
+        let v = parse_yaml(&doc);
+        let files = v["write_files"].as_array().unwrap();
+        assert!(
+            files[0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("distributed.http.scheduler.api")
+        );
+        assert_eq!(files[1]["path"], CONFIG_PATH);
+        // The file on the VM is the user's config, which reads back the same.
+        let again = config::parse(files[1]["content"].as_str().unwrap()).unwrap();
+        assert_eq!(again, c);
+        let script = files[2]["content"].as_str().unwrap();
+        assert!(
+            script
+                .contains("scheduler --host 0.0.0.0 --port 8786 --dashboard-address 0.0.0.0:8787")
+        );
+        assert!(script.contains("'example.org/rask-operator:1' autoscale /etc/rask/cluster.yaml"));
+    }
+
+    #[test]
+    fn user_data_holds_no_secret() {
+        // Whatever credentials the machine running `up` has, rendering never sees them: the
+        // function takes only the validated cluster. Check that no credential-shaped text appears.
+        let c = config::parse(CONFIG).unwrap();
+        for doc in [
+            render(
+                &c,
+                &Body::Scheduler {
+                    config_text: Some(CONFIG),
+                },
+            ),
+            render(
+                &c,
+                &Body::Worker {
+                    group: "default",
+                    name: "w",
+                    scheduler: "tcp://10.0.0.1:8786",
+                },
+            ),
+        ] {
+            let upper = doc.to_ascii_uppercase();
+            for word in [
+                "SECRET",
+                "PASSWORD",
+                "TOKEN",
+                "AKIA",
+                "PRIVATE KEY",
+                "BEGIN ",
+                "CREDENTIAL",
+            ] {
+                assert!(!upper.contains(word), "user-data contains {word}:\n{doc}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_with_quotes_stay_one_shell_word() {
+        let text = CONFIG.replace("memory_limit: 6GiB", "memory_limit: \"6GiB';reboot;'\"");
+        let c = config::parse(&text).unwrap();
+        let doc = render(
+            &c,
+            &Body::Worker {
+                group: "default",
+                name: "w",
+                scheduler: "tcp://10.0.0.1:8786",
+            },
+        );
+        assert!(
+            doc.contains(r"--memory-limit '6GiB'\'';reboot;'\'''"),
+            "{doc}"
+        );
+    }
+}

@@ -1,0 +1,745 @@
+//! The EC2 backend and the cloud commands against moto's EC2 emulator (`moto_server`, from the
+//! test venv: `scripts/test` sets `RASK_MOTO_SERVER`), with a local rask scheduler and workers
+//! standing in for what the VMs' user-data starts. API faults (throttling, no capacity) come from
+//! a proxy in front of moto that answers chosen calls with EC2's own error documents.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::Filter;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use rask_operator::backend::Backend;
+use rask_operator::cloud::CloudError;
+use rask_operator::cloud::cli::{self, Options};
+
+use crate::cloud_env::{LocalScheduler, VmBodies, free_port, options, write_config};
+use crate::env::wait_until;
+
+/// `moto_server` from `RASK_MOTO_SERVER` or the repository's `.venv`. In CI its absence fails the
+/// test; on a bare `cargo test` without the venv the test says so and checks nothing.
+fn moto_bin() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("RASK_MOTO_SERVER") {
+        return Some(p.into());
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+    if venv.exists() {
+        return Some(venv);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "RASK_MOTO_SERVER is not set and there is no .venv/bin/moto_server: the EC2 tests need \
+         moto's server (scripts/test installs it from tests/requirements.txt and sets the variable)"
+    );
+    eprintln!("RASK_MOTO_SERVER is not set (scripts/test sets it): EC2 tests skipped");
+    None
+}
+
+struct Moto {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    async fn start() -> Option<Moto> {
+        let bin = moto_bin()?;
+        let port = free_port();
+        let child = std::process::Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let moto = Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        wait_until("moto_server listens", Duration::from_secs(60), async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        Some(moto)
+    }
+}
+
+const REGION: &str = "us-east-1";
+
+async fn ec2(url: &str) -> Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    Client::new(&config)
+}
+
+/// An AMI moto knows.
+async fn some_ami(c: &Client) -> String {
+    c.describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .iter()
+        .find_map(|i| i.image_id().map(str::to_owned))
+        .expect("moto ships AMIs")
+}
+
+fn opts_for(dir: &Path, dashboard: &str, endpoint: &str) -> Options {
+    let mut o = options(dir, dashboard);
+    o.aws.endpoint_url = Some(endpoint.to_owned());
+    o.aws.static_credentials = Some(("testing".into(), "testing".into()));
+    o.aws.max_attempts = Some(2);
+    o
+}
+
+fn config(name: &str, ami: &str, extra: &str) -> String {
+    format!(
+        "provider: aws
+name: {name}
+worker:
+  replicas: 2
+timeouts:
+  scheduler_seconds: 20
+  workers_seconds: 20
+  delete_seconds: 30
+scheduler:
+  ingress_cidrs: [203.0.113.0/24]
+ec2:
+  region: {REGION}
+  ami: {ami}
+  instance_type: t3.small
+  instance_tags: {{team: data}}
+{extra}"
+    )
+}
+
+fn cluster_filter(name: &str) -> Filter {
+    Filter::builder()
+        .name("tag:rask:cluster")
+        .values(name)
+        .build()
+}
+
+/// Instances of a cluster that are not terminated: (Name tag, id, role).
+async fn instances(c: &Client, cluster: &str) -> Vec<(String, String, String)> {
+    let out = c
+        .describe_instances()
+        .filters(cluster_filter(cluster))
+        .send()
+        .await
+        .unwrap();
+    let mut v: Vec<(String, String, String)> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| i.state().and_then(|s| s.name()).map(|s| s.as_str()) != Some("terminated"))
+        .map(|i| {
+            let tag = |k: &str| {
+                i.tags()
+                    .iter()
+                    .find(|t| t.key() == Some(k))
+                    .and_then(|t| t.value())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (
+                tag("Name"),
+                i.instance_id().unwrap().to_owned(),
+                tag("rask:role"),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn groups(c: &Client, cluster: &str) -> Vec<aws_sdk_ec2::types::SecurityGroup> {
+    c.describe_security_groups()
+        .filters(cluster_filter(cluster))
+        .send()
+        .await
+        .unwrap()
+        .security_groups()
+        .to_vec()
+}
+
+/// Worker VMs of `cluster` that run, as the VM bodies see them.
+fn running_workers(
+    c: Client,
+    cluster: &'static str,
+) -> impl Fn() -> futures::future::BoxFuture<'static, Vec<String>> {
+    move || {
+        let c = c.clone();
+        Box::pin(async move {
+            instances(&c, cluster)
+                .await
+                .into_iter()
+                .filter(|(_, _, role)| role == "worker")
+                .map(|(name, _, _)| name)
+                .collect()
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_scale_named_down_and_down_against_moto() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = ec2(&moto.url).await;
+    let ami = some_ami(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalScheduler::start().await;
+    let _bodies = VmBodies::start(
+        local.scheduler.address().to_owned(),
+        running_workers(c.clone(), "demo"),
+    );
+    let opts = opts_for(dir.path(), &local.dashboard, &moto.url);
+    let path = write_config(
+        dir.path(),
+        "demo.yaml",
+        &config("demo", &ami, "  spot: true\n"),
+    );
+
+    // up: security group, scheduler, two workers that joined the scheduler.
+    let report = cli::up(&path, &opts).await.unwrap();
+    assert_eq!(report.dashboard, local.dashboard);
+    assert_eq!(report.workers.len(), 2);
+    let mut joined = local.workers().await;
+    joined.sort();
+    let mut reported = report.workers.clone();
+    reported.sort();
+    assert_eq!(joined, reported, "up returns only once the workers joined");
+    let vms = instances(&c, "demo").await;
+    assert_eq!(vms.len(), 3, "{vms:?}");
+    let again = cli::up(&path, &opts).await.unwrap_err().to_string();
+    assert!(again.contains("cluster demo already exists"), "{again}");
+    assert_eq!(
+        instances(&c, "demo").await.len(),
+        3,
+        "a second up touches nothing"
+    );
+    assert_eq!(vms.iter().filter(|v| v.2 == "scheduler").count(), 1);
+
+    // Tags, spot for workers only, IMDSv2, and user-data naming the VM and the scheduler's
+    // private address.
+    let described = c
+        .describe_instances()
+        .filters(cluster_filter("demo"))
+        .send()
+        .await
+        .unwrap();
+    let all: Vec<_> = described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .cloned()
+        .collect();
+    let scheduler = all
+        .iter()
+        .find(|i| i.tags().iter().any(|t| t.value() == Some("scheduler")))
+        .unwrap();
+    let scheduler_ip = scheduler.private_ip_address().unwrap().to_owned();
+    for i in &all {
+        let tags: BTreeMap<&str, &str> = i
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?, t.value()?)))
+            .collect();
+        assert_eq!(tags["rask:cluster"], "demo");
+        assert_eq!(tags["team"], "data", "instance_tags are applied");
+        let worker = tags["rask:role"] == "worker";
+        let spot = i.instance_lifecycle().map(|l| l.as_str().to_owned());
+        assert_eq!(
+            spot.as_deref() == Some("spot"),
+            worker,
+            "spot: workers only"
+        );
+        assert_eq!(
+            i.metadata_options()
+                .and_then(|m| m.http_tokens())
+                .map(|t| t.as_str()),
+            Some("required")
+        );
+        let attr = c
+            .describe_instance_attribute()
+            .instance_id(i.instance_id().unwrap())
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .unwrap();
+        let b64 = attr.user_data().and_then(|u| u.value()).unwrap();
+        let text = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(text.starts_with("#cloud-config"), "{text}");
+        if worker {
+            assert!(text.contains(&format!("DASK_WORKER_NAME={}\n", tags["Name"])));
+            assert!(text.contains(&format!("tcp://{scheduler_ip}:8786")));
+        }
+        assert!(!text.contains("testing"), "no credentials in user-data");
+    }
+
+    // The security group: everything within the group, 8786-8787 from the configured CIDR only.
+    let sgs = groups(&c, "demo").await;
+    assert_eq!(sgs.len(), 1);
+    let sg = &sgs[0];
+    let mut cidrs = Vec::new();
+    for p in sg.ip_permissions() {
+        for r in p.ip_ranges() {
+            cidrs.push((r.cidr_ip().unwrap().to_owned(), p.from_port(), p.to_port()));
+        }
+        for g in p.user_id_group_pairs() {
+            assert_eq!(g.group_id(), sg.group_id());
+        }
+    }
+    assert_eq!(
+        cidrs,
+        vec![("203.0.113.0/24".to_owned(), Some(8786), Some(8787))]
+    );
+
+    // scale up: one more worker, verified in the scheduler.
+    let r = cli::scale("demo", 3, None, &[], None, &opts).await.unwrap();
+    assert_eq!(r.added.len(), 1);
+    assert!(local.workers().await.contains(&r.added[0]));
+    assert_eq!(instances(&c, "demo").await.len(), 4);
+
+    // status: every VM, all workers joined.
+    let s = cli::status("demo", None, &opts).await.unwrap();
+    assert_eq!(s.vms.len(), 4);
+    assert!(
+        s.vms
+            .iter()
+            .filter(|v| v.vm.group.is_some())
+            .all(|v| v.joined)
+    );
+    assert!(s.to_string().contains(&r.added[0]));
+
+    // scale down by name: the scheduler retires that worker, then its instance is terminated.
+    let victim = report.workers[0].clone();
+    let msg = cli::scale("demo", 1, None, std::slice::from_ref(&victim), None, &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("retires 2, but 1 were named"), "{msg}");
+    let r = cli::scale("demo", 2, None, std::slice::from_ref(&victim), None, &opts)
+        .await
+        .unwrap();
+    assert_eq!(r.retired.removed, vec![victim.clone()]);
+    let left = instances(&c, "demo").await;
+    assert!(!left.iter().any(|v| v.0 == victim), "{left:?}");
+    assert_eq!(left.len(), 3);
+    wait_until(
+        "the retired worker left the scheduler",
+        Duration::from_secs(10),
+        async || !local.workers().await.contains(&victim),
+    )
+    .await;
+
+    // logs: the console output EC2 keeps (moto answers a fixed sample).
+    let log = cli::logs("demo", Some(&report.workers[1]), None, &opts)
+        .await
+        .unwrap();
+    assert!(log.contains("Linux version"), "{log}");
+
+    // down: nothing tagged remains, and the saved config is gone.
+    let deleted = cli::down("demo", None, &opts).await.unwrap();
+    assert_eq!(deleted.len(), 4, "{deleted:?}");
+    assert!(instances(&c, "demo").await.is_empty());
+    assert!(groups(&c, "demo").await.is_empty());
+    let again = cli::status("demo", None, &opts).await.unwrap_err();
+    assert!(matches!(again, CloudError::NoSuchCluster { .. }), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_up_killed_midway_is_swept_and_a_live_cluster_is_not() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = ec2(&moto.url).await;
+    let ami = some_ami(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalScheduler::start().await;
+    // Only the live cluster's workers ever boot.
+    let _bodies = VmBodies::start(
+        local.scheduler.address().to_owned(),
+        running_workers(c.clone(), "live"),
+    );
+    let opts = opts_for(dir.path(), &local.dashboard, &moto.url);
+    let live = write_config(dir.path(), "live.yaml", &config("live", &ami, ""));
+    cli::up(&live, &opts).await.unwrap();
+
+    let dead = write_config(dir.path(), "dead.yaml", &config("dead", &ami, ""));
+    let task = {
+        let opts = opts.clone();
+        tokio::spawn(async move { cli::up(&dead, &opts).await })
+    };
+    wait_until(
+        "the second up created its workers",
+        Duration::from_secs(30),
+        async || instances(&c, "dead").await.len() == 3,
+    )
+    .await;
+    // Killed: no rollback runs.
+    task.abort();
+    let _ = task.await;
+    assert_eq!(instances(&c, "dead").await.len(), 3);
+    assert_eq!(groups(&c, "dead").await.len(), 1);
+
+    // A sweep with a grace period spares it (an `up` may still be running)...
+    let swept = cli::sweep(None, Duration::from_secs(3600), &opts)
+        .await
+        .unwrap();
+    assert!(swept.iter().all(|s| !s.deleted), "{swept:?}");
+    // ...one without deletes the dead cluster's instances and group, and leaves the live one.
+    let swept = cli::sweep(None, Duration::ZERO, &opts).await.unwrap();
+    let dead_report = swept.iter().find(|s| s.cluster == "dead").unwrap();
+    assert!(dead_report.deleted);
+    assert_eq!(dead_report.resources.len(), 4);
+    assert!(!swept.iter().find(|s| s.cluster == "live").unwrap().deleted);
+    assert!(instances(&c, "dead").await.is_empty());
+    assert!(groups(&c, "dead").await.is_empty());
+    assert_eq!(instances(&c, "live").await.len(), 3);
+
+    cli::down("live", None, &opts).await.unwrap();
+    assert!(instances(&c, "live").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_that_never_join_fail_up_naming_the_vm_with_its_boot_log_and_roll_back() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = ec2(&moto.url).await;
+    let ami = some_ami(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalScheduler::start().await;
+    // No VM bodies: the instances run, but no worker ever reaches the scheduler.
+    let opts = opts_for(dir.path(), &local.dashboard, &moto.url);
+    let text = config("silent", &ami, "").replace("workers_seconds: 20", "workers_seconds: 2");
+    let path = write_config(dir.path(), "silent.yaml", &text);
+    let err = cli::up(&path, &opts).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, CloudError::RolledBack { .. }), "{msg}");
+    assert!(msg.contains("joining the scheduler"), "{msg}");
+    assert!(msg.contains("silent-default-"), "names the VM: {msg}");
+    assert!(msg.contains("Linux version"), "carries the boot log: {msg}");
+    assert!(msg.contains("rolled back: deleted"), "{msg}");
+    assert!(instances(&c, "silent").await.is_empty());
+    assert!(groups(&c, "silent").await.is_empty());
+    assert!(!dir.path().join("state/silent.yaml").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_config_or_an_unknown_ami_creates_nothing_and_names_the_key() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = ec2(&moto.url).await;
+    let ami = some_ami(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalScheduler::start().await;
+    let opts = opts_for(dir.path(), &local.dashboard, &moto.url);
+
+    let typo = write_config(
+        dir.path(),
+        "typo.yaml",
+        &config("typo", &ami, "  instance_typ: m5.large\n"),
+    );
+    let msg = cli::up(&typo, &opts).await.unwrap_err().to_string();
+    assert!(
+        msg.contains("typo.yaml: ec2: unknown field `instance_typ`"),
+        "{msg}"
+    );
+
+    let bad_ami = write_config(
+        dir.path(),
+        "ami.yaml",
+        &config("ami", "ami-00000000000000000", ""),
+    );
+    let msg = cli::up(&bad_ami, &opts).await.unwrap_err().to_string();
+    assert!(
+        msg.contains("ec2.ami: ami-00000000000000000 is not an image in us-east-1"),
+        "{msg}"
+    );
+    assert!(instances(&c, "ami").await.is_empty());
+    assert!(groups(&c, "ami").await.is_empty());
+
+    // An API that does not answer is named.
+    let mut closed = opts.clone();
+    closed.aws.endpoint_url = Some(format!("http://127.0.0.1:{}", free_port()));
+    let ok = write_config(dir.path(), "ok.yaml", &config("ok", &ami, ""));
+    let err = cli::up(&ok, &closed).await.unwrap_err();
+    assert!(matches!(err, CloudError::Unreachable { .. }), "{err}");
+    assert!(
+        err.to_string().contains("unreachable at http://127.0.0.1:"),
+        "{err}"
+    );
+}
+
+/// An HTTP proxy in front of moto that answers chosen EC2 actions with an EC2 error document.
+struct FaultProxy {
+    url: String,
+    /// Requests seen per action.
+    seen: Arc<Mutex<BTreeMap<String, usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone)]
+struct Fault {
+    action: &'static str,
+    /// Calls of the action let through first.
+    after: usize,
+    status: u16,
+    code: &'static str,
+    message: &'static str,
+}
+
+impl FaultProxy {
+    async fn start(upstream: String, faults: Vec<Fault>) -> FaultProxy {
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+        let counts = seen.clone();
+        let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (client, upstream, faults, counts) = (
+                    client.clone(),
+                    upstream.clone(),
+                    faults.clone(),
+                    counts.clone(),
+                );
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (client, upstream, faults, counts) = (
+                            client.clone(),
+                            upstream.clone(),
+                            faults.clone(),
+                            counts.clone(),
+                        );
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            let form = String::from_utf8_lossy(&body).into_owned();
+                            let action = form
+                                .split('&')
+                                .find_map(|kv| kv.strip_prefix("Action="))
+                                .unwrap_or_default()
+                                .to_owned();
+                            let n = {
+                                let mut c = counts.lock().unwrap();
+                                let n = c.entry(action.clone()).or_default();
+                                *n += 1;
+                                *n
+                            };
+                            if let Some(f) =
+                                faults.iter().find(|f| f.action == action && n > f.after)
+                            {
+                                let xml = format!(
+                                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>fault-{n}</RequestID></Response>",
+                                    f.code, f.message
+                                );
+                                return Ok::<_, std::convert::Infallible>(
+                                    http::Response::builder()
+                                        .status(f.status)
+                                        .header("content-type", "text/xml")
+                                        .body(Full::new(Bytes::from(xml)))
+                                        .unwrap(),
+                                );
+                            }
+                            let mut fwd =
+                                http::Request::builder().method(parts.method).uri(format!(
+                                    "{upstream}{}",
+                                    parts
+                                        .uri
+                                        .path_and_query()
+                                        .map(|p| p.as_str())
+                                        .unwrap_or("/")
+                                ));
+                            for (k, v) in parts.headers.iter() {
+                                fwd = fwd.header(k, v);
+                            }
+                            let resp = client
+                                .request(fwd.body(Full::new(body)).unwrap())
+                                .await
+                                .unwrap();
+                            let (parts, body) = resp.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            Ok(http::Response::from_parts(parts, Full::new(body)))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FaultProxy { url, seen, task }
+    }
+
+    fn count(&self, action: &str) -> usize {
+        self.seen.lock().unwrap().get(action).copied().unwrap_or(0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_capacity_and_throttling_are_clear_errors_and_up_rolls_back() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = ec2(&moto.url).await;
+    let ami = some_ami(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalScheduler::start().await;
+    let _bodies = VmBodies::start(
+        local.scheduler.address().to_owned(),
+        running_workers(c.clone(), "full"),
+    );
+
+    // The scheduler's instance is made; the first worker's finds no capacity.
+    let proxy = FaultProxy::start(
+        moto.url.clone(),
+        vec![Fault {
+            action: "RunInstances",
+            after: 1,
+            status: 500,
+            code: "InsufficientInstanceCapacity",
+            message: "We currently do not have sufficient t3.small capacity in the Availability Zone you requested (us-east-1a).",
+        }],
+    )
+    .await;
+    let opts = opts_for(dir.path(), &local.dashboard, &proxy.url);
+    let path = write_config(dir.path(), "full.yaml", &config("full", &ami, ""));
+    let err = cli::up(&path, &opts).await.unwrap_err();
+    let msg = err.to_string();
+    let CloudError::RolledBack { cause, deleted } = &err else {
+        panic!("{msg}")
+    };
+    assert!(matches!(**cause, CloudError::Capacity { .. }), "{msg}");
+    assert!(
+        msg.contains("no capacity for t3.small us-east-1 (InsufficientInstanceCapacity)"),
+        "{msg}"
+    );
+    assert_eq!(
+        deleted.len(),
+        2,
+        "the scheduler's instance and the group: {msg}"
+    );
+    assert!(instances(&c, "full").await.is_empty());
+    assert!(groups(&c, "full").await.is_empty());
+    drop(proxy);
+
+    // Throttled on every RunInstances: retried (the SDK's standard mode), then a clear error.
+    let proxy = FaultProxy::start(
+        moto.url.clone(),
+        vec![Fault {
+            action: "RunInstances",
+            after: 0,
+            status: 503,
+            code: "RequestLimitExceeded",
+            message: "Request limit exceeded.",
+        }],
+    )
+    .await;
+    let opts = opts_for(dir.path(), &local.dashboard, &proxy.url);
+    let err = cli::up(&path, &opts).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("RunInstances full-scheduler (t3.small): throttled by the API (RequestLimitExceeded) after retrying"), "{msg}");
+    assert_eq!(
+        proxy.count("RunInstances"),
+        2,
+        "retried once (max_attempts 2)"
+    );
+    assert!(
+        matches!(err, CloudError::RolledBack { .. }),
+        "the group is deleted: {msg}"
+    );
+    assert!(groups(&c, "full").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autoscaler_keeps_the_minimum_on_ec2() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let c = ec2(&moto.url).await;
+    let ami = some_ami(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalScheduler::start().await;
+    let _bodies = VmBodies::start(
+        local.scheduler.address().to_owned(),
+        running_workers(c.clone(), "auto"),
+    );
+    let opts = opts_for(dir.path(), &local.dashboard, &moto.url);
+    let text = config("auto", &ami, "").replace("replicas: 2", "replicas: 0");
+    let path = write_config(dir.path(), "auto.yaml", &text);
+    let report = cli::up(&path, &opts).await.unwrap();
+    assert!(report.workers.is_empty());
+
+    // The loop the scheduler VM runs (`rask-operator autoscale`), on the same backend.
+    let backend = cli::attach(&opts, "auto", None).await.unwrap();
+    let mut settings = rask_operator::autoscaler::policy::Settings::new(2, 4);
+    settings.down_window = Duration::ZERO;
+    let auto = rask_operator::cloud::config::AutoscalingSettings {
+        group: "default".into(),
+        settings,
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let run = {
+        let backend_url = backend.scheduler_url();
+        assert_eq!(backend_url, local.dashboard);
+        tokio::spawn(async move {
+            cli::run_autoscaler(&backend, auto, Duration::from_millis(200), stop).await;
+        })
+    };
+    wait_until(
+        "the autoscaler brought the minimum of 2 workers",
+        Duration::from_secs(30),
+        async || local.workers().await.len() == 2,
+    )
+    .await;
+    let workers: Vec<_> = instances(&c, "auto")
+        .await
+        .into_iter()
+        .filter(|v| v.2 == "worker")
+        .collect();
+    assert_eq!(workers.len(), 2);
+    let _ = stop_tx.send(true);
+    run.await.unwrap();
+    cli::down("auto", None, &opts).await.unwrap();
+}

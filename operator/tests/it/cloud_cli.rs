@@ -1,0 +1,61 @@
+//! The `rask-operator` binary's cloud commands, where they fail before reaching any cloud: the
+//! message names what is wrong and the exit code says it failed.
+
+use std::process::Command;
+
+fn run(args: &[&str], state: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rask-operator"))
+        .args(args)
+        .env("RASK_STATE_DIR", state)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cloud_commands_name_the_bad_key_the_missing_cluster_and_the_wrong_kind_of_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "provider: aws\nname: x\nworker: {replicas: 1, nthreads: 0}\nec2: {region: eu-west-1, ami: ami-1}\n",
+    )
+    .unwrap();
+    let (ok, err) = run(&["up", bad.to_str().unwrap()], &state);
+    assert!(!ok);
+    assert!(
+        err.contains("bad.yaml: worker.nthreads: must be at least 1"),
+        "{err}"
+    );
+
+    let manifest = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: kubernetes.dask.org/v1\nkind: DaskCluster\n",
+    )
+    .unwrap();
+    let (ok, err) = run(&["up", manifest.to_str().unwrap()], &state);
+    assert!(!ok);
+    assert!(err.contains("no top-level `provider:` key"), "{err}");
+
+    for cmd in [
+        vec!["scale", "ghost", "3"],
+        vec!["status", "ghost"],
+        vec!["logs", "ghost"],
+        vec!["down", "ghost"],
+    ] {
+        let (ok, err) = run(&cmd, &state);
+        assert!(!ok, "{cmd:?}");
+        assert!(
+            err.contains("no cluster named ghost: no saved config at"),
+            "{cmd:?}: {err}"
+        );
+    }
+    let (ok, err) = run(&["sweep"], &state);
+    assert!(!ok);
+    assert!(err.contains("pass --config FILE"), "{err}");
+}
