@@ -10,6 +10,7 @@ mod conditions;
 pub mod context;
 pub mod crd;
 pub mod error;
+pub mod job;
 pub mod metrics;
 pub mod names;
 pub mod run;
