@@ -6,6 +6,7 @@
 
 mod autoscaling;
 mod env;
+mod job;
 mod lifecycle;
 mod scaling;
 mod scheduler_api;
