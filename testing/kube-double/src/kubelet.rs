@@ -112,6 +112,23 @@ impl Kubelet {
             .collect()
     }
 
+    /// [`logs`](Kubelet::logs) of every pod that ran as processes, each under a `=== ns/name ===`
+    /// line: what a failed end-to-end test prints.
+    pub fn all_logs(&self) -> String {
+        let mut pods: Vec<(String, String)> = self
+            .node
+            .logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        pods.sort();
+        pods.iter()
+            .map(|(ns, name)| format!("=== {ns}/{name} ===\n{}", self.logs(ns, name)))
+            .collect()
+    }
+
     /// The pod network's name resolution: Service names to the address of a pod behind them.
     pub fn resolver(&self) -> Resolver {
         Resolver {
@@ -604,6 +621,9 @@ impl Node {
         let resolver = Resolver {
             net: self.net.clone(),
         };
+        // The pod may name its own Service (the scheduler's DASK_SCHEDULER_ADDRESS does).
+        let me_key = (ns.clone(), name.clone());
+        let me_net = crate::process::PodNet::starting(&pod, &ip);
 
         // Each container's program and environment, Service names resolved (waiting for them).
         let mut prepared: Vec<Prepared> = Vec::new();
@@ -625,13 +645,14 @@ impl Node {
                 .iter()
                 .map(|p| {
                     p.clone().map(|(argv, env)| {
-                        let mut fix = |t: &str| match resolver.try_rewrite(t) {
-                            Ok(t) => t,
-                            Err((partial, name)) => {
-                                missing.get_or_insert(name);
-                                partial
-                            }
-                        };
+                        let mut fix =
+                            |t: &str| match resolver.try_rewrite(t, Some((&me_key, &me_net))) {
+                                Ok(t) => t,
+                                Err((partial, name)) => {
+                                    missing.get_or_insert(name);
+                                    partial
+                                }
+                            };
                         let argv: Vec<String> = argv.iter().map(|a| fix(a)).collect();
                         let env: Vec<(String, String)> =
                             env.iter().map(|(k, v)| (k.clone(), fix(v))).collect();

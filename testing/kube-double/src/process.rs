@@ -185,7 +185,7 @@ pub(crate) struct Network {
     services: HashMap<(String, String), SvcNet>,
 }
 
-struct PodNet {
+pub(crate) struct PodNet {
     labels: BTreeMap<String, String>,
     ip: Option<String>,
     running: bool,
@@ -203,10 +203,10 @@ fn key<K: ResourceExt>(o: &K) -> (String, String) {
     (o.namespace().unwrap_or_default(), o.name_any())
 }
 
-impl Network {
-    pub(crate) fn pod_changed(&mut self, pod: &Pod) {
+impl PodNet {
+    fn of(pod: &Pod) -> PodNet {
         let status = pod.status.as_ref();
-        let net = PodNet {
+        PodNet {
             labels: pod.labels().clone(),
             ip: status.and_then(|s| s.pod_ip.clone()),
             running: status.and_then(|s| s.phase.as_deref()) == Some("Running"),
@@ -221,8 +221,23 @@ impl Network {
                 .flat_map(|c| c.ports.iter().flatten())
                 .map(|p| (p.name.clone(), p.container_port))
                 .collect(),
-        };
-        self.pods.insert(key(pod), net);
+        }
+    }
+
+    /// A pod about to start on `ip`: a Service that selects it reaches it (as its ClusterIP
+    /// would route there once it listens), which is how a pod resolves its own Service.
+    pub(crate) fn starting(pod: &Pod, ip: &str) -> PodNet {
+        PodNet {
+            ip: Some(ip.to_owned()),
+            running: true,
+            ..PodNet::of(pod)
+        }
+    }
+}
+
+impl Network {
+    pub(crate) fn pod_changed(&mut self, pod: &Pod) {
+        self.pods.insert(key(pod), PodNet::of(pod));
     }
 
     pub(crate) fn pod_deleted(&mut self, pod: &Pod) {
@@ -248,7 +263,13 @@ impl Network {
     }
 
     /// The pod behind Service `ns/name` (ready ones first), and the port `port` reaches on it.
-    fn endpoint(&self, ns: &str, name: &str, port: Option<i32>) -> Option<(String, Option<i32>)> {
+    fn endpoint(
+        &self,
+        ns: &str,
+        name: &str,
+        port: Option<i32>,
+        me: Option<(&(String, String), &PodNet)>,
+    ) -> Option<(String, Option<i32>)> {
         let svc = self.services.get(&(ns.to_owned(), name.to_owned()))?;
         if svc.selector.is_empty() {
             return None;
@@ -264,6 +285,13 @@ impl Network {
                     && svc.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
             })
             .collect();
+        if candidates.is_empty()
+            && let Some((k, p)) = me
+            && k.0 == ns
+            && svc.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+        {
+            candidates.push((k, p));
+        }
         candidates.sort_by_key(|(k, p)| (!p.ready, (*k).clone()));
         let (_, pod) = candidates.first()?;
         let target =
@@ -304,19 +332,24 @@ impl Resolver {
     /// `text` with every Service name that has an endpoint replaced by `ip[:port]`; names without
     /// one are left as written.
     pub fn rewrite(&self, text: &str) -> String {
-        match self.try_rewrite(text) {
+        match self.try_rewrite(text, None) {
             Ok(t) => t,
             Err((partial, _)) => partial,
         }
     }
 
     /// Like [`rewrite`](Resolver::rewrite), but says which name had no endpoint.
-    pub(crate) fn try_rewrite(&self, text: &str) -> Result<String, (String, String)> {
+    /// `me` is the pod being started, which its own Service may name.
+    pub(crate) fn try_rewrite(
+        &self,
+        text: &str,
+        me: Option<(&(String, String), &PodNet)>,
+    ) -> Result<String, (String, String)> {
         let net = self.net.lock().unwrap_or_else(|e| e.into_inner());
         let mut missing = None;
         let out = service_names().replace_all(text, |m: &regex::Captures<'_>| {
             let port = m.get(3).and_then(|p| p.as_str().parse::<i32>().ok());
-            match net.endpoint(&m[2], &m[1], port) {
+            match net.endpoint(&m[2], &m[1], port, me) {
                 Some((ip, Some(port))) => format!("{ip}:{port}"),
                 Some((ip, None)) => ip,
                 None => {

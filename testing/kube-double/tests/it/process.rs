@@ -289,3 +289,27 @@ async fn killing_a_process_pod_fails_it_with_137() {
     let p = wait_for(&pods, "victim", "failed", |p| phase(p) == "Failed").await;
     assert_eq!(terminated(&p).0, 137);
 }
+
+#[tokio::test]
+async fn a_pod_that_names_its_own_service_reaches_itself() {
+    let server = ApiServer::new();
+    let kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let services: Api<Service> = Api::namespaced(server.client(), "default");
+    let svc: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "me"},
+        "spec": {"selector": {"app": "me"}, "ports": [{"port": 8786}]}
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    let pod = shell_pod(
+        "me",
+        "echo \"$SELF\"",
+        json!({"env": [{"name": "SELF", "value": "tcp://me.default.svc.cluster.local:8786"}]}),
+    );
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let p = wait_for(&pods, "me", "succeeded", |p| phase(p) == "Succeeded").await;
+    let ip = p.status.unwrap().pod_ip.unwrap();
+    let logs = kubelet.logs("default", "me");
+    assert!(logs.contains(&format!("tcp://{ip}:8786")), "{logs}");
+}
