@@ -119,3 +119,38 @@ pub async fn write(
     apply_status(&api, name, body).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_runner_pod_reads_as_its_attempt_exit_code_and_reason() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "j-runner-1", "annotations": {ANNOTATION_RUNNER_ATTEMPT: "1"}},
+            "status": {"phase": "Failed", "startTime": "2026-11-25T20:00:00Z", "containerStatuses": [{
+                "name": "job", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 128, "reason": "StartError",
+                          "message": "exec: \"python\": executable file not found in $PATH"}}}]}
+        }))
+        .unwrap();
+        let r = runner_view(&pod).unwrap();
+        assert_eq!(
+            (r.attempt, r.phase, r.exit_code),
+            (1, RunnerPhase::Failed, Some(128))
+        );
+        assert!(
+            r.reason
+                .unwrap()
+                .starts_with("StartError: exec: \"python\"")
+        );
+        assert!(r.started.is_some());
+        let mut other = pod.clone();
+        other.metadata.annotations = None;
+        assert_eq!(
+            runner_view(&other),
+            None,
+            "a pod without an attempt is not a runner"
+        );
+    }
+}
