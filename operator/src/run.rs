@@ -106,10 +106,14 @@ pub async fn controllers(
         watcher::Config::default(),
     );
     let group_store = group_controller.store();
+    let job_controller =
+        Controller::new(api::<DaskJob>(&client, &scope), watcher::Config::default());
+    let job_store = job_controller.store();
     let metrics = ctx.metrics.clone();
     let ready = tokio::spawn(async move {
         if cluster_store.wait_until_ready().await.is_ok()
             && group_store.wait_until_ready().await.is_ok()
+            && job_store.wait_until_ready().await.is_ok()
         {
             tracing::info!("caches synced; ready");
             metrics.set_ready();
@@ -143,7 +147,7 @@ pub async fn controllers(
     // A job's cluster and runner pods are its children; metadata is all a trigger needs.
     let runner_pods =
         watcher::Config::default().labels(&format!("{LABEL_COMPONENT}={COMPONENT_JOB_RUNNER}"));
-    let jobs = Controller::new(api::<DaskJob>(&client, &scope), watcher::Config::default())
+    let jobs = job_controller
         .owns(
             api::<PartialObjectMeta<DaskCluster>>(&client, &scope),
             watcher::Config::default(),

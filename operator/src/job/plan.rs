@@ -303,7 +303,9 @@ pub fn plan(v: &ValidatedJob, previous: &DaskJobStatus, o: &Observed, now: Times
         notes.push(note(false, state_reason(next), message));
     }
     status.job_status = Some(next);
-    status.job_runner_pod_name = Some(crate::names::job_runner_name(&v.name, failures));
+    if current.is_some() || steps.contains(&Step::CreateRunner(failures)) {
+        status.job_runner_pod_name = Some(crate::names::job_runner_name(&v.name, failures));
+    }
     Plan {
         status,
         steps,
@@ -422,6 +424,7 @@ mod tests {
         assert_eq!(p.status.job_status, Some(JobStatus::JobCreated));
         assert_eq!(p.steps, vec![Step::ApplyCluster]);
         assert_eq!(p.status.cluster_name.as_deref(), Some("simple-job"));
+        assert_eq!(p.status.job_runner_pod_name, None, "no runner yet");
 
         let o = Observed {
             cluster: cluster(false),
