@@ -7,7 +7,7 @@
 //!
 //! With [`KubeletConfig::processes`] set, pods of one image really run: see [`crate::process`].
 
-use crate::process::{Addresses, LogBuf, Network, ProcessConfig, Resolver};
+use crate::process::{Addresses, LogBuf, Network, Prepared, ProcessConfig, Resolver};
 use crate::server::ApiServer;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -195,9 +195,6 @@ struct Node {
 /// Each container's name and output.
 type ContainerLogs = Vec<(String, Arc<Mutex<LogBuf>>)>;
 
-/// A container's program and environment, or why it cannot start.
-type Prepared = Result<(Vec<String>, Vec<(String, String)>), String>;
-
 /// What a process pod's task holds: the stop request, its "gone" signal, its processes' ids.
 struct Registration {
     stop: watch::Receiver<Option<Duration>>,
@@ -327,29 +324,39 @@ impl Node {
         Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default())
     }
 
-    async fn start_pod(self: Arc<Self>, pod: Pod) {
-        let api = self.pod_api(&pod);
-        let name = pod.name_any();
+    /// Binds an unscheduled pod to this node, as the scheduler would; false if that failed.
+    async fn bind(&self, pod: &Pod) -> bool {
         if pod
             .spec
             .as_ref()
             .and_then(|s| s.node_name.as_ref())
-            .is_none()
+            .is_some()
         {
-            let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
-                                 "target": {"apiVersion": "v1", "kind": "Node", "name": self.config.node_name}});
-            if let Err(e) = api
-                .create_subresource::<Value, kube::core::Status>(
-                    "binding",
-                    &name,
-                    &PostParams::default(),
-                    &binding,
-                )
-                .await
-            {
-                tracing::debug!("kubelet could not bind {name}: {e}");
-                return;
-            }
+            return true;
+        }
+        let name = pod.name_any();
+        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                             "target": {"apiVersion": "v1", "kind": "Node", "name": self.config.node_name}});
+        let bound = self
+            .pod_api(pod)
+            .create_subresource::<Value, kube::core::Status>(
+                "binding",
+                &name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await;
+        if let Err(e) = &bound {
+            tracing::debug!("kubelet could not bind {name}: {e}");
+        }
+        bound.is_ok()
+    }
+
+    async fn start_pod(self: Arc<Self>, pod: Pod) {
+        let api = self.pod_api(&pod);
+        let name = pod.name_any();
+        if !self.bind(&pod).await {
+            return;
         }
         tokio::time::sleep(self.config.start_delay).await;
         let images = containers(&pod);
@@ -576,6 +583,9 @@ impl Node {
         stop: &mut watch::Receiver<Option<Duration>>,
         pids: &Arc<Mutex<Vec<u32>>>,
     ) {
+        if !self.bind(&pod).await {
+            return;
+        }
         let api = self.pod_api(&pod);
         let name = pod.name_any();
         let ns = pod.namespace().unwrap_or_default();
@@ -583,102 +593,23 @@ impl Node {
             field_manager: Some(MANAGER.into()),
             ..PatchParams::default()
         };
-        if pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_ref())
-            .is_none()
-        {
-            let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
-                                 "target": {"apiVersion": "v1", "kind": "Node", "name": self.config.node_name}});
-            if let Err(e) = api
-                .create_subresource::<Value, kube::core::Status>(
-                    "binding",
-                    &name,
-                    &PostParams::default(),
-                    &binding,
-                )
-                .await
-            {
-                tracing::debug!("kubelet could not bind {name}: {e}");
-                return;
-            }
-        }
         let spec = pod.spec.clone().unwrap_or_default();
-        let ports: Vec<i32> = spec
-            .containers
-            .iter()
-            .flat_map(|c| c.ports.iter().flatten())
-            .filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
-            .map(|p| p.container_port)
-            .collect();
         let ip = self
             .addresses
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .allocate(&ports)
+            .allocate(&crate::process::tcp_ports(&spec))
             .to_string();
-        let resolver = Resolver {
-            net: self.net.clone(),
-        };
-        // The pod may name its own Service (the scheduler's DASK_SCHEDULER_ADDRESS does).
-        let me_key = (ns.clone(), name.clone());
-        let me_net = crate::process::PodNet::starting(&pod, &ip);
-
-        // Each container's program and environment, Service names resolved (waiting for them).
-        let mut prepared: Vec<Prepared> = Vec::new();
-        for c in &spec.containers {
-            let ready = crate::process::environment(&config, &pod, c, &ip).and_then(|env| {
-                let argv = config.program(c)?;
-                let argv: Vec<String> = argv
-                    .iter()
-                    .map(|a| crate::process::expand(a, &env))
-                    .collect();
-                Ok((argv, env))
-            });
-            prepared.push(ready);
-        }
-        let waited = tokio::time::Instant::now();
-        let resolved = loop {
-            let mut missing = None;
-            let attempt: Vec<_> = prepared
-                .iter()
-                .map(|p| {
-                    p.clone().map(|(argv, env)| {
-                        let mut fix =
-                            |t: &str| match resolver.try_rewrite(t, Some((&me_key, &me_net))) {
-                                Ok(t) => t,
-                                Err((partial, name)) => {
-                                    missing.get_or_insert(name);
-                                    partial
-                                }
-                            };
-                        let argv: Vec<String> = argv.iter().map(|a| fix(a)).collect();
-                        let env: Vec<(String, String)> =
-                            env.iter().map(|(k, v)| (k.clone(), fix(v))).collect();
-                        (argv, env)
-                    })
-                })
-                .collect();
-            match missing {
-                None => break attempt,
-                Some(svc) if waited.elapsed() >= config.resolve_timeout => {
-                    tracing::warn!("pod {ns}/{name}: {svc} has no endpoint; starting anyway");
-                    break attempt;
-                }
-                Some(_) => {}
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = stop.changed() => return,
-            }
+        let prepared = crate::process::prepare(&config, &pod, &ip);
+        let Some(resolved) = self.resolve(&config, &pod, &ip, prepared, stop).await else {
+            return;
         };
         tokio::select! {
             _ = tokio::time::sleep(self.config.start_delay) => {}
             _ = stop.changed() => return,
         }
 
-        // Start every container.
+        // Start every container; one that cannot start has ended with exit code 128.
         let n = spec.containers.len();
         let mut state = Containers {
             names: containers(&pod),
@@ -696,73 +627,21 @@ impl Node {
             let buf = Arc::new(Mutex::new(LogBuf::default()));
             logs.push((c.name.clone(), buf.clone()));
             let now = crate::meta::now();
-            let spawned = prepared.and_then(|(mut argv, env)| {
-                (config.bind)(&mut argv, &ip);
-                let mut cmd = tokio::process::Command::new(&config.binary);
-                cmd.args(&argv[1..])
-                    .env_clear()
-                    .envs(env)
-                    .current_dir(std::env::temp_dir())
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .kill_on_drop(true);
-                cmd.spawn()
-                    .map_err(|e| format!("failed to start {}: {e}", config.binary.display()))
-            });
-            match spawned {
-                Ok(mut child) => {
+            match prepared.and_then(|(argv, env)| crate::process::spawn(&config, argv, env, &ip)) {
+                Ok(child) => {
                     if let Some(pid) = child.id() {
                         pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
                     }
-                    for out in
-                        [
-                            child.stdout.take().map(|o| {
-                                Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>
-                            }),
-                            child.stderr.take().map(|o| {
-                                Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>
-                            }),
-                        ]
-                        .into_iter()
-                        .flatten()
-                    {
-                        let (buf, limit) = (buf.clone(), config.log_limit);
-                        exits.spawn(async move {
-                            use tokio::io::AsyncBufReadExt;
-                            let mut lines = tokio::io::BufReader::new(out).lines();
-                            while let Ok(Some(line)) = lines.next_line().await {
-                                buf.lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .push(&line, limit);
-                            }
-                            None
-                        });
-                    }
-                    let mut stop = stop.clone();
-                    let started = now.clone();
-                    state.started[i] = Some(now);
-                    exits.spawn(async move {
-                        let status = tokio::select! {
-                            s = child.wait() => s,
-                            grace = async { stop.wait_for(Option::is_some).await.ok().and_then(|g| *g) } => {
-                                let grace = grace.unwrap_or_default();
-                                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw) {
-                                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-                                }
-                                match tokio::time::timeout(grace, child.wait()).await {
-                                    Ok(s) => s,
-                                    Err(_) => {
-                                        let _ = child.start_kill();
-                                        child.wait().await
-                                    }
-                                }
-                            }
-                        };
-                        let code = status.map(exit_code).unwrap_or(255);
-                        Some((i, Ended { code, reason: if code == 0 { "Completed" } else { "Error" }, message: None,
-                                         started, finished: crate::meta::now() }))
-                    });
+                    state.started[i] = Some(now.clone());
+                    supervise(
+                        &mut exits,
+                        child,
+                        i,
+                        now,
+                        stop.clone(),
+                        buf,
+                        config.log_limit,
+                    );
                 }
                 Err(message) => {
                     buf.lock()
@@ -781,7 +660,7 @@ impl Node {
         self.logs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((ns.clone(), name.clone()), logs);
+            .insert((ns, name.clone()), logs);
 
         let started_at = crate::meta::now();
         let running = json!({"status": {
@@ -839,6 +718,12 @@ impl Node {
                 }
             }
         }
+        // The last lines of output are still in the pipes: read them before the pod ends (a
+        // grandchild holding a pipe open must not hold the pod up).
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while exits.join_next().await.is_some() {}
+        })
+        .await;
         if stop.borrow().is_some() {
             // Stopped for a deletion: the pod is going away, its status with it.
             return;
@@ -852,4 +737,121 @@ impl Node {
             tracing::debug!("kubelet could not finish {name}: {e}");
         }
     }
+
+    /// The prepared containers with the Service names they mention rewritten, waiting (up to the
+    /// config's `resolve_timeout`) for those Services to have a running pod; `None` if the pod
+    /// is stopped meanwhile. The pod may name its own Service (the scheduler's
+    /// `DASK_SCHEDULER_ADDRESS` does): it counts as that Service's pod.
+    async fn resolve(
+        &self,
+        config: &ProcessConfig,
+        pod: &Pod,
+        ip: &str,
+        prepared: Vec<Prepared>,
+        stop: &mut watch::Receiver<Option<Duration>>,
+    ) -> Option<Vec<Prepared>> {
+        let resolver = Resolver {
+            net: self.net.clone(),
+        };
+        let me = (pod.namespace().unwrap_or_default(), pod.name_any());
+        let me_net = crate::process::PodNet::starting(pod, ip);
+        let since = tokio::time::Instant::now();
+        loop {
+            let mut missing = None;
+            let mut fix = |t: &str| match resolver.try_rewrite(t, Some((&me, &me_net))) {
+                Ok(t) => t,
+                Err((partial, name)) => {
+                    missing.get_or_insert(name);
+                    partial
+                }
+            };
+            let attempt: Vec<Prepared> = prepared
+                .iter()
+                .map(|p| {
+                    p.as_ref().map_err(Clone::clone).map(|(argv, env)| {
+                        let argv = argv.iter().map(|a| fix(a)).collect();
+                        let env = env.iter().map(|(k, v)| (k.clone(), fix(v))).collect();
+                        (argv, env)
+                    })
+                })
+                .collect();
+            match missing {
+                None => return Some(attempt),
+                Some(svc) if since.elapsed() >= config.resolve_timeout => {
+                    tracing::warn!(
+                        "pod {}/{}: {svc} has no endpoint; starting anyway",
+                        me.0,
+                        me.1
+                    );
+                    return Some(attempt);
+                }
+                Some(_) => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = stop.changed() => return None,
+            }
+        }
+    }
+}
+
+/// Watches a started container: its output into `buf`, and its exit (after `SIGTERM`, then
+/// `SIGKILL` once the grace period is over, when `stop` asks) as `(index, Ended)` on `exits`.
+fn supervise(
+    exits: &mut JoinSet<Option<(usize, Ended)>>,
+    mut child: tokio::process::Child,
+    index: usize,
+    started: String,
+    mut stop: watch::Receiver<Option<Duration>>,
+    buf: Arc<Mutex<LogBuf>>,
+    limit: usize,
+) {
+    type Output = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+    let outputs: [Option<Output>; 2] = [
+        child.stdout.take().map(|o| Box::new(o) as Output),
+        child.stderr.take().map(|o| Box::new(o) as Output),
+    ];
+    for out in outputs.into_iter().flatten() {
+        let buf = buf.clone();
+        exits.spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                buf.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(&line, limit);
+            }
+            None
+        });
+    }
+    exits.spawn(async move {
+        let status = tokio::select! {
+            s = child.wait() => s,
+            grace = async { stop.wait_for(Option::is_some).await.ok().and_then(|g| *g) } => {
+                let pid = child.id().and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw);
+                if let Some(pid) = pid {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                }
+                match tokio::time::timeout(grace.unwrap_or_default(), child.wait()).await {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = child.start_kill();
+                        child.wait().await
+                    }
+                }
+            }
+        };
+        let code = status.map(exit_code).unwrap_or(255);
+        let reason = if code == 0 { "Completed" } else { "Error" };
+        Some((
+            index,
+            Ended {
+                code,
+                reason,
+                message: None,
+                started,
+                finished: crate::meta::now(),
+            },
+        ))
+    });
 }

@@ -109,6 +109,55 @@ impl ProcessConfig {
     }
 }
 
+/// A container's program and environment, or why it cannot start.
+pub(crate) type Prepared = Result<(Vec<String>, Vec<(String, String)>), String>;
+
+/// Each container's program and environment, `$(VAR)` references expanded.
+pub(crate) fn prepare(config: &ProcessConfig, pod: &Pod, ip: &str) -> Vec<Prepared> {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .map(|c| {
+            let env = environment(config, pod, c, ip)?;
+            let argv = config.program(c)?;
+            let argv = argv.iter().map(|a| expand(a, &env)).collect();
+            Ok((argv, env))
+        })
+        .collect()
+}
+
+/// The TCP ports a pod's containers declare.
+pub(crate) fn tcp_ports(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<i32> {
+    spec.containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
+        .map(|p| p.container_port)
+        .collect()
+}
+
+/// Starts `argv` (its first word the entrypoint) as `config.binary`, bound to the pod's `ip`, with
+/// only `env` for environment and its output piped; the process dies with its handle.
+pub(crate) fn spawn(
+    config: &ProcessConfig,
+    mut argv: Vec<String>,
+    env: Vec<(String, String)>,
+    ip: &str,
+) -> Result<tokio::process::Child, String> {
+    (config.bind)(&mut argv, ip);
+    tokio::process::Command::new(&config.binary)
+        .args(argv.iter().skip(1))
+        .env_clear()
+        .envs(env)
+        .current_dir(std::env::temp_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("failed to start {}: {e}", config.binary.display()))
+}
+
 /// Kubernetes' `$(VAR)` expansion: defined variables are replaced, `$$` is a literal `$`, and
 /// references to undefined variables stay as written.
 pub(crate) fn expand(text: &str, vars: &[(String, String)]) -> String {
