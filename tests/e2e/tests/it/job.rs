@@ -203,3 +203,63 @@ async fn a_worker_killed_mid_job_still_gives_a_correct_result() {
     assert!(killed.is_none_or(|p| p.status.and_then(|s| s.phase).as_deref() == Some("Failed")));
     e2e.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_operator_stopped_and_started_throughout_a_job_ends_it_the_same_way() {
+    let mut e2e = E2e::start().await;
+    let j = job("restarted");
+    e2e.jobs().create(&PostParams::default(), &j).await.unwrap();
+    // Killed and started again every 1 to 15 ms: between any two of its steps, sooner or later.
+    let mut restarts = 0;
+    for pause in [1u64, 3, 7, 15].into_iter().cycle() {
+        if finished(&e2e, "restarted").await {
+            break;
+        }
+        e2e.kill_operator().await;
+        restarts += 1;
+        e2e.start_operator();
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        assert!(
+            restarts < 500,
+            "no end after {restarts} restarts\n{}",
+            e2e.kubelet.all_logs()
+        );
+    }
+    let st = status(&e2e, "restarted").await;
+    assert_eq!(
+        st.job_status,
+        Some(JobStatus::Successful),
+        "{st:?}\n{}",
+        e2e.kubelet.all_logs()
+    );
+    assert_eq!(st.failed, None);
+    assert!(
+        e2e.kubelet
+            .logs("default", "restarted-runner")
+            .contains("= 131")
+    );
+    let runners: Vec<String> = pods_of(&e2e, "restarted")
+        .await
+        .into_iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("dask.org/component"))
+                .map(String::as_str)
+                == Some("job-runner")
+        })
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(
+        runners,
+        ["restarted-runner"],
+        "one runner, never made twice"
+    );
+    e2e.wait_until("the cluster is deleted", T, async || {
+        e2e.clusters().get_opt("restarted").await.unwrap().is_none()
+    })
+    .await;
+    eprintln!("{restarts} operator restarts");
+    e2e.shutdown().await;
+}
