@@ -227,7 +227,10 @@ mod tests {
     fn names_are_unique_across_tables() {
         let mut seen = std::collections::HashSet::new();
         for name in names() {
-            assert!(seen.insert(name), "task function {name} is registered twice");
+            assert!(
+                seen.insert(name),
+                "task function {name} is registered twice"
+            );
         }
     }
 
