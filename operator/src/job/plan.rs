@@ -180,7 +180,12 @@ pub fn plan(v: &ValidatedJob, previous: &DaskJobStatus, o: &Observed, now: Times
     let succeeded = o.runners.iter().find(|r| r.phase == RunnerPhase::Succeeded);
     let deadline = v.deadline.zip(v.created).map(|(d, c)| plus(c, d));
 
-    let final_runner = succeeded.or(last_failed).map(|r| r.name.clone());
+    // The runner that ends the job is its latest attempt (nothing runs after a success).
+    let final_runner = o
+        .runners
+        .iter()
+        .max_by_key(|r| r.attempt)
+        .map(|r| r.name.clone());
     let outcome = if let Some(r) = succeeded {
         Some((
             JobStatus::Successful,
@@ -574,6 +579,29 @@ mod tests {
 
     #[test]
     fn the_deadline_stops_the_runner_and_fails_the_job() {
+        let v = job(|j| {
+            j.spec.active_deadline_seconds = Some(60);
+            j.spec.backoff_limit = Some(1);
+        });
+        let o = Observed {
+            cluster: cluster(true),
+            runners: vec![
+                runner(0, RunnerPhase::Failed, Some(1)),
+                runner(1, RunnerPhase::Running, None),
+            ],
+        };
+        let p = plan(&v, &status_of(JobStatus::Running), &o, at(61));
+        assert_eq!(
+            p.status.job_runner_pod_name.as_deref(),
+            Some("simple-job-runner-1")
+        );
+        assert_eq!(
+            p.steps,
+            vec![
+                Step::DeleteRunner("simple-job-runner-1".into()),
+                Step::DeleteCluster
+            ]
+        );
         let v = job(|j| j.spec.active_deadline_seconds = Some(60));
         let o = Observed {
             cluster: cluster(true),
