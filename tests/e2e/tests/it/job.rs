@@ -1,6 +1,7 @@
-//! DaskJobs whose runner is `rask run`: success with the cluster deleted and the TTL honoured,
-//! a failing runner retried up to its backoff limit, a command the image lacks, and a worker
-//! killed mid-job.
+//! DaskJobs whose runner is `rask run`: success with the cluster deleted and the TTL honoured, a
+//! failing runner retried up to its backoff limit, a command the image lacks, a worker killed
+//! mid-job, an operator restarted throughout. The example job's command lives in
+//! examples/rask-job.yaml alone: swapping the job there needs no change here.
 
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ async fn pods_of(e2e: &E2e, cluster: &str) -> Vec<Pod> {
 }
 
 #[tokio::test]
-async fn the_example_job_computes_131_then_its_cluster_and_after_the_ttl_the_job_go() {
+async fn the_example_job_succeeds_on_its_cluster_then_the_cluster_and_after_the_ttl_the_job_go() {
     let e2e = E2e::start().await;
     let mut j = job("rask-job");
     j.spec.ttl_seconds_after_finished = Some(2);
@@ -65,8 +66,10 @@ async fn the_example_job_computes_131_then_its_cluster_and_after_the_ttl_the_job
         "{st:?}\n{}",
         e2e.kubelet.all_logs()
     );
+    // `rask run` checks its own result (a wrong one exits 1), so Successful means correct; its
+    // last line names the scheduler it used: the cluster's, at its pod's address.
     let logs = e2e.kubelet.logs("default", "rask-job-runner");
-    assert!(logs.contains("= 131"), "{logs}");
+    assert!(logs.contains("on tcp://127."), "{logs}");
     e2e.wait_until("the cluster and its pods are gone", T, async || {
         e2e.clusters().get_opt("rask-job").await.unwrap().is_none()
             && pods_of(&e2e, "rask-job").await.iter().all(|p| {
@@ -236,7 +239,7 @@ async fn an_operator_stopped_and_started_throughout_a_job_ends_it_the_same_way()
     assert!(
         e2e.kubelet
             .logs("default", "restarted-runner")
-            .contains("= 131")
+            .contains("on tcp://127.")
     );
     let runners: Vec<String> = pods_of(&e2e, "restarted")
         .await
