@@ -33,7 +33,7 @@ pub async fn carry_out(
     let clusters: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &v.namespace);
     for step in steps {
         match step {
-            Step::ApplyCluster => {
+            Step::CreateCluster => {
                 apply(&clusters, &build::cluster(v)).await?;
             }
             Step::CreateRunner(attempt) => {

@@ -53,7 +53,9 @@ pub struct Observed {
 /// A change to make, in the order given.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    ApplyCluster,
+    /// Made once, as dask-kubernetes does: afterwards the cluster is the user's and the
+    /// autoscaler's to scale (re-applying the job's template would undo their scaling).
+    CreateCluster,
     CreateRunner(u32),
     /// Stop a runner that is still running (the deadline passed).
     DeleteRunner(String),
@@ -250,7 +252,10 @@ pub fn plan(v: &ValidatedJob, previous: &DaskJobStatus, o: &Observed, now: Times
             ),
         ));
     }
-    let mut steps = vec![Step::ApplyCluster];
+    let mut steps = Vec::new();
+    if o.cluster.is_none() {
+        steps.push(Step::CreateCluster);
+    }
     let current = o
         .runners
         .iter()
@@ -427,7 +432,7 @@ mod tests {
         let v = job(|_| {});
         let p = plan(&v, &DaskJobStatus::default(), &Observed::default(), at(1));
         assert_eq!(p.status.job_status, Some(JobStatus::JobCreated));
-        assert_eq!(p.steps, vec![Step::ApplyCluster]);
+        assert_eq!(p.steps, vec![Step::CreateCluster]);
         assert_eq!(p.status.cluster_name.as_deref(), Some("simple-job"));
         assert_eq!(p.status.job_runner_pod_name, None, "no runner yet");
 
@@ -437,11 +442,7 @@ mod tests {
         };
         let p = plan(&v, &p.status, &o, at(2));
         assert_eq!(p.status.job_status, Some(JobStatus::ClusterCreated));
-        assert_eq!(
-            p.steps,
-            vec![Step::ApplyCluster],
-            "no runner before the scheduler is ready"
-        );
+        assert_eq!(p.steps, vec![], "no runner before the scheduler is ready");
         assert_eq!(p.notes[0].reason, "ClusterCreated");
 
         let o = Observed {
@@ -449,7 +450,7 @@ mod tests {
             runners: vec![],
         };
         let p = plan(&v, &p.status, &o, at(3));
-        assert_eq!(p.steps, vec![Step::ApplyCluster, Step::CreateRunner(0)]);
+        assert_eq!(p.steps, vec![Step::CreateRunner(0)]);
         assert_eq!(
             p.status.job_runner_pod_name.as_deref(),
             Some("simple-job-runner")
@@ -461,7 +462,7 @@ mod tests {
             runners: vec![runner(0, RunnerPhase::Pending, None)],
         };
         let again = plan(&v, &p.status, &o, at(4));
-        assert_eq!(again.steps, vec![Step::ApplyCluster]);
+        assert_eq!(again.steps, vec![]);
 
         let o = Observed {
             cluster: cluster(true),
@@ -516,7 +517,7 @@ mod tests {
             runners: runners.clone(),
         };
         let p = plan(&v, &status_of(JobStatus::Running), &o, at(5));
-        assert_eq!(p.steps, vec![Step::ApplyCluster, Step::CreateRunner(1)]);
+        assert_eq!(p.steps, vec![Step::CreateRunner(1)]);
         assert_eq!((p.status.failed, p.status.exit_code), (Some(1), Some(3)));
         assert_eq!(p.status.job_status, Some(JobStatus::Running));
         assert_eq!(p.notes[0].reason, "RunnerFailed");
@@ -532,7 +533,7 @@ mod tests {
             runners: runners.clone(),
         };
         let p2 = plan(&v, &p.status, &o, at(6));
-        assert_eq!(p2.steps, vec![Step::ApplyCluster]);
+        assert_eq!(p2.steps, vec![]);
         assert_eq!(p2.status.failed, Some(1));
         assert!(p2.notes.is_empty());
 

@@ -310,3 +310,35 @@ async fn an_operator_restarted_between_steps_converges_to_the_same_end() {
     );
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_jobs_cluster_is_made_once_so_scaling_it_sticks() {
+    let env = env().await;
+    jobs(&env)
+        .create(&PostParams::default(), &job("ghcr.io/dask/dask:latest"))
+        .await
+        .unwrap();
+    wait_until("the job is Running", T, async || {
+        status(&env).await.job_status == Some(JobStatus::Running)
+    })
+    .await;
+    let scale = serde_json::json!({"spec": {"replicas": 3}});
+    env.clusters()
+        .patch_scale("simple-job", &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .unwrap();
+    // Make the job reconcile again: its cluster keeps the new size.
+    let touch = serde_json::json!({"metadata": {"annotations": {"touched": "yes"}}});
+    jobs(&env)
+        .patch("simple-job", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .unwrap();
+    wait_until("3 workers", T, async || {
+        env.worker_pods("simple-job").await.len() == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c: DaskCluster = env.clusters().get("simple-job").await.unwrap();
+    assert_eq!(c.spec.worker.replicas, 3);
+    env.shutdown().await;
+}
