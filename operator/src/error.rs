@@ -8,6 +8,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error(transparent)]
     SchedulerApi(#[from] SchedulerApiError),
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
     #[error("{0}")]
     Other(String),
 }
@@ -20,6 +22,7 @@ impl Error {
             Error::Kube(kube::Error::Api(s)) if s.code == 422 => "invalid",
             Error::Kube(_) => "kube",
             Error::SchedulerApi(_) => "scheduler_api",
+            Error::Backend(_) => "backend",
             Error::Other(_) => "other",
         }
     }

@@ -5,12 +5,14 @@
 
 mod apply;
 pub mod autoscaler;
+pub mod backend;
 pub mod cluster;
 mod conditions;
 pub mod context;
 pub mod crd;
 pub mod error;
 pub mod job;
+pub mod local;
 pub mod metrics;
 pub mod names;
 pub mod run;

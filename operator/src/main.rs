@@ -29,6 +29,22 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
+    /// Run the DaskCluster or DaskJob of a manifest file on this machine (the local backend):
+    /// the scheduler and workers as `rask` processes, scaled by the file's DaskAutoscalers. A
+    /// DaskJob ends with its runner; a DaskCluster at Ctrl-C or its idleTimeout.
+    Up {
+        /// YAML file of Dask resources (as for `kubectl apply -f`).
+        file: std::path::PathBuf,
+        /// The `rask` binary to start (default: $RASK_BIN, beside this binary, or on PATH).
+        #[arg(long)]
+        rask_bin: Option<std::path::PathBuf>,
+        /// Where the processes' logs and spill files go (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Seconds between the autoscalers' looks at the scheduler.
+        #[arg(long, default_value_t = 1.0)]
+        poll: f64,
+    },
     /// Print the CustomResourceDefinitions as YAML, or write them as the files of `crds/`.
     Crds {
         /// Write one file per CRD into this directory instead of printing.
@@ -59,6 +75,49 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(run(namespace, metrics_address)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Up {
+            file,
+            rask_bin,
+            dir,
+            poll,
+        } => {
+            init_logging(false);
+            let opts = rask_operator::local::UpOptions {
+                rask: rask_bin,
+                dir,
+                poll: std::time::Duration::from_secs_f64(poll.clamp(0.05, 3600.0)),
+                ..Default::default()
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let outcome = runtime.block_on(async {
+                let plan = rask_operator::local::load(&file)?;
+                rask_operator::local::up(plan, opts, shutdown_signal()).await
+            });
+            match outcome {
+                Ok(report) if report.succeeded => ExitCode::SUCCESS,
+                Ok(report) => ExitCode::from(
+                    report
+                        .exit_code
+                        .and_then(|c| u8::try_from(c).ok())
+                        .filter(|c| *c != 0)
+                        .unwrap_or(1),
+                ),
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE

@@ -13,6 +13,9 @@ pub const ANNOTATION_RUNNER_ATTEMPT: &str = "kubernetes.dask.org/runner-attempt"
 /// `dask.org/component` of a DaskJob's runner pod, as dask-kubernetes labels it.
 pub const COMPONENT_JOB_RUNNER: &str = "job-runner";
 /// The one field manager for every object and status the operator writes.
+/// Kubernetes' own hint of which pods of a set to remove first (lower first).
+pub const ANNOTATION_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
 pub const FIELD_MANAGER: &str = "rask-operator";
 
 pub const SCHEDULER_PORT: u16 = 8786;

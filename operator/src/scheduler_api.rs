@@ -152,6 +152,39 @@ impl SchedulerApi {
             .collect())
     }
 
+    /// Retires workers by name: looks their addresses up, asks the scheduler to retire those it
+    /// knows, and returns `(retired, kept)`. Workers the scheduler does not know hold no results
+    /// and count as retired; workers it declined to retire (their results had nowhere to go) are
+    /// kept. Names the scheduler answers that were not asked for are ignored.
+    pub async fn retire_by_name(
+        &self,
+        base: &str,
+        names: &[String],
+    ) -> Result<(Vec<String>, Vec<String>), SchedulerApiError> {
+        let known: std::collections::BTreeMap<String, String> = self
+            .get_workers(base)
+            .await?
+            .into_iter()
+            .map(|w| (w.name, w.address))
+            .collect();
+        let mut retired: Vec<String> = names
+            .iter()
+            .filter(|n| !known.contains_key(*n))
+            .cloned()
+            .collect();
+        let addresses: Vec<String> = names.iter().filter_map(|n| known.get(n).cloned()).collect();
+        if !addresses.is_empty() {
+            let answered = self.retire_workers(base, &addresses).await?;
+            retired.extend(answered.into_iter().filter(|n| names.contains(n)));
+        }
+        let kept = names
+            .iter()
+            .filter(|n| !retired.contains(n))
+            .cloned()
+            .collect();
+        Ok((retired, kept))
+    }
+
     /// `GET /api/v1/adaptive_target`.
     pub async fn adaptive_target(&self, base: &str) -> Result<i64, SchedulerApiError> {
         let url = format!("{base}/api/v1/adaptive_target");

@@ -54,3 +54,23 @@ pub fn futures_pipeline_expected(i: usize) -> Value {
         Value::Int(2 * i as i64 + 1),
     ])
 }
+
+/// A burst of `tasks` independent tasks of `task_s` seconds each (`sleep(task_s, i)`): a queue the
+/// autoscaler sees build up and drain. Returns the futures, whose results are `0..tasks` in order.
+pub fn burst(client: &Client, tasks: usize, task_s: f64) -> Vec<TaskFuture> {
+    client.map_args(
+        "sleep",
+        (0..tasks).map(|i| vec![Arg::from(task_s), Arg::from(i as i64)]),
+    )
+}
+
+/// Indices of the burst's results that are not what `sleep(task_s, i)` returns.
+pub async fn burst_wrong(futures: &[TaskFuture]) -> Result<Vec<usize>, ClientError> {
+    let mut wrong = Vec::new();
+    for (i, f) in futures.iter().enumerate() {
+        if f.result().await? != Value::Int(i as i64) {
+            wrong.push(i);
+        }
+    }
+    Ok(wrong)
+}

@@ -37,6 +37,7 @@ const CORE: Table = &[
     ("identity", identity),
     ("sleep", sleep),
     ("fail", fail),
+    ("stamp", stamp),
     ("load", load),
     ("process1", process1),
     ("process2", process2),
@@ -137,6 +138,22 @@ fn sleep(args: &[Value]) -> Result<Value, String> {
     }
     std::thread::sleep(Duration::from_secs_f64(secs));
     Ok(args.get(1).cloned().unwrap_or(Value::None))
+}
+
+/// `stamp(x, seconds)`: sleeps, then returns `[x, n]` where `n` differs on every execution (the
+/// process id and a per-process counter), so a test can tell a result computed once from one
+/// computed again after its copy was lost.
+fn stamp(args: &[Value]) -> Result<Value, String> {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let x = arg(args, 0, "stamp")?;
+    let secs = match args.get(1) {
+        Some(v) => v.as_float().map_err(|e| type_err("stamp", e))?,
+        None => 0.0,
+    };
+    sleep(&[Value::Float(secs)])?;
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = (u64::from(std::process::id()) << 32) | (n & 0xffff_ffff);
+    Ok(Value::List(vec![x, Value::Int(id as i64)]))
 }
 
 /// Always raises, with the message given (for tests of error propagation).
@@ -287,5 +304,14 @@ mod tests {
         );
         assert_eq!(call("fail", &[Value::from("boom")]).unwrap_err(), "boom");
         assert!(lookup("nope").is_none());
+    }
+
+    #[test]
+    fn stamp_differs_on_every_execution() {
+        let a = call("stamp", &[Value::Int(7)]).unwrap();
+        let b = call("stamp", &[Value::Int(7), Value::Float(0.0)]).unwrap();
+        assert_eq!(a.as_list().unwrap()[0], Value::Int(7));
+        assert_ne!(a, b);
+        assert!(call("stamp", &[Value::Int(7), Value::Str("x".into())]).is_err());
     }
 }

@@ -3,35 +3,28 @@
 //! controller then adds pods, or retires pods through the scheduler before deleting them, so
 //! scaling down never loses a result.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use serde_json::json;
 
-use super::policy::{Decision, GroupWorker, Observation, Policy, Settings};
+use super::driver;
+use super::policy::{Decision, Policy, Settings};
 use crate::apply::apply_status;
+use crate::backend::kubernetes::KubernetesBackend;
 use crate::conditions::condition;
 use crate::context::Context;
 use crate::crd::{DaskAutoscaler, DaskAutoscalerStatus, DaskCluster, DaskWorkerGroup};
 use crate::error::Error;
-use crate::names::{self, LABEL_WORKER_GROUP};
+use crate::names;
 
 pub const CONTROLLER: &str = "daskautoscaler";
 /// How often the scheduler is asked.
 pub const POLL: Duration = Duration::from_secs(1);
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 pub async fn reconcile(a: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics
@@ -116,53 +109,15 @@ async fn reconcile_inner(a: &DaskAutoscaler, ctx: &Context) -> Result<Action, Er
     };
     let current = usize::try_from(group.spec.worker.replicas).unwrap_or(0);
 
-    // Observe the scheduler: its target for the whole cluster, minus the workers of other groups.
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let own: BTreeSet<String> = pods
-        .list(&ListParams::default().labels(&format!("{LABEL_WORKER_GROUP}={group_name}")))
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|p| p.metadata.name)
-        .collect();
-    let base = (ctx.scheduler_url)(&a.spec.cluster, &ns);
-    let ask = async {
-        (
-            ctx.scheduler_api.adaptive_target(&base).await,
-            ctx.scheduler_api.get_workers(&base).await,
-        )
+    // Observe the group's pods and the scheduler, decide, apply (through the scale subresource;
+    // the worker-group controller then adds pods, or retires the chosen ones first).
+    let backend = KubernetesBackend {
+        client: ctx.client.clone(),
+        namespace: ns.clone(),
+        cluster: a.spec.cluster.clone(),
+        scheduler_url: (ctx.scheduler_url)(&a.spec.cluster, &ns),
     };
-    let answers = tokio::time::timeout(Duration::from_secs(2), ask)
-        .await
-        .unwrap_or_else(|_| {
-            let e = || crate::scheduler_api::SchedulerApiError::Unreachable {
-                url: base.clone(),
-                reason: "no answer within 2 s".into(),
-            };
-            (Err(e()), Err(e()))
-        });
-    let observed = match answers {
-        (Ok(target), Ok(workers)) => {
-            let others = workers.iter().filter(|w| !own.contains(&w.name)).count();
-            let mine: Vec<GroupWorker> = workers
-                .into_iter()
-                .filter(|w| own.contains(&w.name))
-                .map(|w| GroupWorker {
-                    name: w.name,
-                    nbytes: None,
-                })
-                .collect();
-            let target = usize::try_from(target).unwrap_or(0).saturating_sub(others);
-            Ok((Some(target), mine))
-        }
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
-    let (target, workers, api_error) = match observed {
-        Ok((t, w)) => (t, w, None),
-        Err(e) => (None, Vec::new(), Some(e.to_string())),
-    };
-
-    // Decide.
+    let observed = driver::observe(&backend, &ctx.scheduler_api, &group_name).await?;
     let key = a.uid().unwrap_or_else(|| format!("{ns}/{}", a.name_any()));
     let mut settings = Settings::new(a.spec.minimum as usize, a.spec.maximum as usize);
     if let Some(s) = a.spec.scale_down_stabilization_seconds {
@@ -176,15 +131,9 @@ async fn reconcile_inner(a: &DaskAutoscaler, ctx: &Context) -> Result<Action, Er
         if *policy.settings() != settings {
             *policy = Policy::new(settings);
         }
-        policy.decide(&Observation {
-            at: now(),
-            target,
-            current,
-            workers,
-        })
+        policy.decide(&observed.observation)
     };
-
-    // Apply: the group's size through its scale subresource.
+    driver::apply(&backend, &group_name, &decision, &observed).await?;
     let desired = match &decision {
         Decision::ScaleUp { by, .. } => current + by,
         Decision::Retire {
@@ -193,8 +142,6 @@ async fn reconcile_inner(a: &DaskAutoscaler, ctx: &Context) -> Result<Action, Er
         Decision::Hold { .. } => current,
     };
     if desired != current {
-        let patch = json!({"spec": {"replicas": desired}});
-        groups_or_cluster_scale(ctx, &ns, &a.spec.cluster, &group_name, &patch).await?;
         let note = format!(
             "{group_name}: {current} → {desired} workers ({})",
             decision.reason()
@@ -203,6 +150,7 @@ async fn reconcile_inner(a: &DaskAutoscaler, ctx: &Context) -> Result<Action, Er
         ctx.event(a, EventType::Normal, "Scaled", "Scale", note)
             .await;
     }
+    let api_error = observed.scheduler_error;
 
     // Status.
     let ready = match &api_error {
@@ -228,26 +176,6 @@ async fn reconcile_inner(a: &DaskAutoscaler, ctx: &Context) -> Result<Action, Er
     };
     write_status(ctx, a, &st).await?;
     Ok(Action::requeue(POLL))
-}
-
-/// The default group is sized by its cluster (whose reconcile applies the group), extra groups
-/// directly; both through the scale subresource, as `kubectl scale` would.
-async fn groups_or_cluster_scale(
-    ctx: &Context,
-    ns: &str,
-    cluster: &str,
-    group: &str,
-    patch: &serde_json::Value,
-) -> Result<(), Error> {
-    let pp = PatchParams::default();
-    if group == names::default_worker_group(cluster) {
-        let api: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), ns);
-        api.patch_scale(cluster, &pp, &Patch::Merge(patch)).await?;
-    } else {
-        let api: Api<DaskWorkerGroup> = Api::namespaced(ctx.client.clone(), ns);
-        api.patch_scale(group, &pp, &Patch::Merge(patch)).await?;
-    }
-    Ok(())
 }
 
 pub fn error_policy(a: Arc<DaskAutoscaler>, error: &Error, ctx: Arc<Context>) -> Action {

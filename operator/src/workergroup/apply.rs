@@ -1,8 +1,6 @@
 //! Stage 4 for worker groups: carry out a plan. Ready pods are only deleted after the scheduler
 //! retired them (moved their results to other workers); if it cannot be asked, they stay.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::events::EventType;
@@ -95,36 +93,12 @@ pub async fn carry_out(
     Ok(out)
 }
 
-/// Asks the scheduler to retire the named workers; returns (retired, kept). Workers the scheduler
-/// does not know hold no results and count as retired.
+/// Asks the scheduler to retire the named workers; returns (retired, kept).
 async fn retire(
     ctx: &Context,
     v: &ValidatedGroup,
     names: &[String],
 ) -> Result<(Vec<String>, Vec<String>), Error> {
     let base = (ctx.scheduler_url)(&v.cluster, &v.namespace);
-    let known: BTreeMap<String, String> = ctx
-        .scheduler_api
-        .get_workers(&base)
-        .await?
-        .into_iter()
-        .map(|w| (w.name, w.address))
-        .collect();
-    let mut retired: Vec<String> = names
-        .iter()
-        .filter(|n| !known.contains_key(*n))
-        .cloned()
-        .collect();
-    let addresses: Vec<String> = names.iter().filter_map(|n| known.get(n).cloned()).collect();
-    if !addresses.is_empty() {
-        let answered = ctx.scheduler_api.retire_workers(&base, &addresses).await?;
-        // Only pods of this group: a scheduler answering with others' names is ignored.
-        retired.extend(answered.into_iter().filter(|n| names.contains(n)));
-    }
-    let kept = names
-        .iter()
-        .filter(|n| !retired.contains(n))
-        .cloned()
-        .collect();
-    Ok((retired, kept))
+    Ok(ctx.scheduler_api.retire_by_name(&base, names).await?)
 }

@@ -21,7 +21,9 @@ use crate::cluster::status::is_ready;
 use crate::context::Context;
 use crate::crd::{DaskCluster, DaskWorkerGroup};
 use crate::error::Error;
-use crate::names::{ANNOTATION_TEMPLATE_HASH, FIELD_MANAGER, LABEL_CLUSTER, LABEL_WORKER_GROUP};
+use crate::names::{
+    self, ANNOTATION_TEMPLATE_HASH, FIELD_MANAGER, LABEL_CLUSTER, LABEL_WORKER_GROUP,
+};
 use plan::PodView;
 
 pub const CONTROLLER: &str = "daskworkergroup";
@@ -111,6 +113,11 @@ async fn reconcile_inner(group: &DaskWorkerGroup, ctx: &Context) -> Result<Actio
                 Some("Failed" | "Succeeded")
             ),
             up_to_date: p.annotations().get(ANNOTATION_TEMPLATE_HASH) == Some(&v.template_hash),
+            deletion_cost: p
+                .annotations()
+                .get(names::ANNOTATION_DELETION_COST)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0),
             created: p
                 .metadata
                 .creation_timestamp

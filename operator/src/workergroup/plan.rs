@@ -13,6 +13,9 @@ pub struct PodView {
     pub up_to_date: bool,
     /// Creation time (seconds), to remove the newest first.
     pub created: i64,
+    /// `controller.kubernetes.io/pod-deletion-cost`, as ReplicaSets honour it: lower goes first.
+    /// The autoscaler marks the workers it chose to retire this way.
+    pub deletion_cost: i32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -48,8 +51,13 @@ pub fn plan(desired: usize, pods: &[PodView]) -> Plan {
             live.push(p);
         }
     }
-    // Newest first: they are the least likely to hold results.
-    live.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
+    // Cheapest to delete first, then newest first: they are the least likely to hold results.
+    live.sort_by(|a, b| {
+        a.deletion_cost
+            .cmp(&b.deletion_cost)
+            .then_with(|| b.created.cmp(&a.created))
+            .then_with(|| b.name.cmp(&a.name))
+    });
     let up: Vec<&PodView> = live.iter().copied().filter(|p| p.up_to_date).collect();
     let old: Vec<&PodView> = live.iter().copied().filter(|p| !p.up_to_date).collect();
     out.create = desired.saturating_sub(up.len());
@@ -101,6 +109,7 @@ mod tests {
             terminal: false,
             up_to_date,
             created,
+            deletion_cost: 0,
         }
     }
 
@@ -224,5 +233,15 @@ mod tests {
         let p = plan(0, &pods);
         assert_eq!(p.delete, vec!["pending".to_string()]);
         assert_eq!(p.retire, vec!["w1".to_string(), "w0".into()]);
+    }
+
+    #[test]
+    fn scale_down_retires_the_pods_marked_cheapest_to_delete() {
+        let mut pods = ready(4);
+        pods[0].deletion_cost = -100;
+        pods[2].deletion_cost = -100;
+        let p = plan(2, &pods);
+        assert_eq!(p.retire, vec!["w2".to_string(), "w0".to_string()]);
+        assert!(p.delete.is_empty());
     }
 }

@@ -8,6 +8,7 @@ mod autoscaling;
 mod env;
 mod job;
 mod lifecycle;
+mod local_backend;
 mod scaling;
 mod scheduler_api;
 mod validation;

@@ -53,6 +53,10 @@ struct SchedulerArgs {
     /// Seconds without a heartbeat before a worker is considered lost.
     #[arg(long, default_value_t = 30.0)]
     worker_ttl: f64,
+    /// Write the scheduler's address and dashboard as JSON to this file once listening (as Dask's
+    /// `--scheduler-file`), so whoever started it with `--port 0` learns where it is.
+    #[arg(long)]
+    scheduler_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -90,13 +94,16 @@ enum Job {
     Delayed,
     /// The seed notebook's futures pipeline: load → process1 → process2 → save over input pairs.
     Futures,
+    /// Waves of short independent tasks with pauses between them: the load an autoscaler follows.
+    Burst,
 }
 
 #[derive(Args)]
 struct RunArgs {
     job: Job,
-    /// Use this scheduler instead of starting a local cluster.
-    #[arg(long)]
+    /// Use this scheduler instead of starting a local cluster (a DaskJob's runner gets it from
+    /// `DASK_SCHEDULER_ADDRESS`).
+    #[arg(long, env = "DASK_SCHEDULER_ADDRESS")]
     scheduler: Option<String>,
     /// Workers of the local cluster.
     #[arg(long, default_value_t = 2)]
@@ -113,6 +120,18 @@ struct RunArgs {
     /// Futures job: seconds each step takes.
     #[arg(long, default_value_t = 0.2)]
     step: f64,
+    /// Burst job: tasks per wave.
+    #[arg(long, default_value_t = 2000)]
+    tasks: usize,
+    /// Burst job: seconds each task takes.
+    #[arg(long, default_value_t = 0.05)]
+    task_seconds: f64,
+    /// Burst job: number of waves.
+    #[arg(long, default_value_t = 1)]
+    waves: usize,
+    /// Burst job: seconds of quiet between waves.
+    #[arg(long, default_value_t = 0.0)]
+    pause: f64,
     /// Print one JSON line with the result and timings.
     #[arg(long)]
     json: bool,
@@ -219,10 +238,31 @@ async fn scheduler(a: SchedulerArgs) -> CliResult {
     if let Some(d) = s.dashboard_address() {
         eprintln!("dashboard (HTTP API, /metrics) at http://{d}");
     }
+    if let Some(path) = &a.scheduler_file {
+        write_scheduler_file(path, s.address(), s.dashboard_address())?;
+    }
     let sig = shutdown_signal().await;
     tracing::info!(signal = sig, "shutting down");
     s.shutdown().await;
     Ok(())
+}
+
+/// Writes `{"address": ..., "dashboard": ...}` atomically (a temporary file renamed into place),
+/// so a reader never sees half of it.
+fn write_scheduler_file(
+    path: &std::path::Path,
+    address: &str,
+    dashboard: Option<SocketAddr>,
+) -> CliResult {
+    let body = json!({
+        "type": "Scheduler",
+        "address": address,
+        "dashboard": dashboard.map(|d| format!("http://{d}")),
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write --scheduler-file {}: {e}", path.display()))
 }
 
 /// The address to advertise when listening on all interfaces: this host's name.
@@ -342,6 +382,39 @@ async fn run(a: RunArgs) -> CliResult {
             let ideal = a.pairs as f64 * 4.0 * a.step / (a.workers * a.threads).max(1) as f64;
             let line = json!({"job": "futures", "pairs": a.pairs, "step_s": a.step, "last": last, "wrong": wrong, "ok": ok, "ideal_s": ideal});
             let human = format!("saved {} pairs; last = {last}", a.pairs);
+            (line, human, ok)
+        }
+        Job::Burst => {
+            let mut wrong = 0;
+            for wave in 0..a.waves {
+                if wave > 0 && a.pause > 0.0 {
+                    tokio::time::sleep(std::time::Duration::from_secs_f64(a.pause)).await;
+                }
+                let t = Instant::now();
+                let futures = jobs::burst(&client, a.tasks, a.task_seconds);
+                wrong += jobs::burst_wrong(&futures)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .len();
+                if !a.json {
+                    eprintln!(
+                        "wave {}/{}: {} tasks of {} s done in {:.1} s",
+                        wave + 1,
+                        a.waves,
+                        a.tasks,
+                        a.task_seconds,
+                        t.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            let ok = wrong == 0;
+            let line = json!({"job": "burst", "tasks": a.tasks, "waves": a.waves, "task_s": a.task_seconds, "wrong": wrong, "ok": ok});
+            let human = format!(
+                "{} waves of {} tasks: {} results, {wrong} wrong",
+                a.waves,
+                a.tasks,
+                a.waves * a.tasks
+            );
             (line, human, ok)
         }
     };

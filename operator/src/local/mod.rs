@@ -1,0 +1,382 @@
+//! `rask-operator up FILE` on the embedded default backend: the DaskCluster (or DaskJob) of a
+//! manifest file as `rask` processes on this machine, scaled by the file's DaskAutoscalers with
+//! the same policy as on Kubernetes. A DaskJob's runner runs to the end and the cluster goes with
+//! it; a DaskCluster runs until Ctrl-C or its `idleTimeout`.
+
+pub mod manifest;
+pub mod plan;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::autoscaler::driver::{Autoscaler, Outcome, Step};
+use crate::backend::local::{LocalBackend, LocalSpec, log_tail};
+use crate::backend::{Backend, BackendError};
+use crate::scheduler_api::SchedulerApi;
+use manifest::ManifestError;
+use plan::{Invalid, LocalPlan, RunnerPlan, expand};
+
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    /// The `rask` binary (default: `$RASK_BIN`, then beside this executable, then `PATH`).
+    pub rask: Option<PathBuf>,
+    /// Logs and spill files (default: a new directory under the system's temporary directory).
+    pub dir: Option<PathBuf>,
+    /// How long the scheduler and the first workers may take to come up.
+    pub start_timeout: Duration,
+    /// How often each autoscaler asks the scheduler.
+    pub poll: Duration,
+    /// Print progress lines on stderr.
+    pub verbose: bool,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        UpOptions {
+            rask: None,
+            dir: None,
+            start_timeout: Duration::from_secs(30),
+            poll: Duration::from_secs(1),
+            verbose: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(
+        "cannot find the rask binary ({0}); build it with `cargo build --release --bin rask`, or pass --rask-bin"
+    )]
+    NoRask(String),
+    #[error(
+        "worker {name} did not join the scheduler within {after:?}; its log ({log}) ends with:\n{tail}"
+    )]
+    NotJoined {
+        name: String,
+        after: Duration,
+        log: String,
+        tail: String,
+    },
+    #[error("cannot start the job runner {argv:?}: {reason}")]
+    Runner { argv: Vec<String>, reason: String },
+}
+
+/// A change of a group's size, as the autoscaler made it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScaleEvent {
+    /// Seconds since `up` started.
+    pub at: f64,
+    pub group: String,
+    pub from: usize,
+    pub to: usize,
+    pub reason: String,
+}
+
+/// How `up` ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpReport {
+    pub cluster: String,
+    /// The runner's exit code for a DaskJob (`None` when killed by a signal, or for a DaskCluster).
+    pub exit_code: Option<i32>,
+    pub succeeded: bool,
+    pub scale_events: Vec<ScaleEvent>,
+    pub dir: PathBuf,
+}
+
+/// Finds the `rask` binary the local backend starts.
+pub fn find_rask(given: Option<&Path>) -> Result<PathBuf, UpError> {
+    if let Some(p) = given {
+        return if p.is_file() {
+            Ok(p.to_owned())
+        } else {
+            Err(UpError::NoRask(format!("{} does not exist", p.display())))
+        };
+    }
+    if let Ok(p) = std::env::var("RASK_BIN") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(UpError::NoRask(format!(
+                "RASK_BIN={} does not exist",
+                p.display()
+            )))
+        };
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("rask")));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("rask"));
+    beside
+        .into_iter()
+        .chain(on_path)
+        .find(|p| p.is_file())
+        .ok_or_else(|| UpError::NoRask("not beside rask-operator nor on PATH".into()))
+}
+
+/// Reads and checks a manifest file for a local run.
+pub fn load(path: &Path) -> Result<LocalPlan, UpError> {
+    let text = std::fs::read_to_string(path).map_err(|e| UpError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let resources = manifest::parse(&path.display().to_string(), &text)?;
+    Ok(plan::plan(&resources)?)
+}
+
+struct Say {
+    t0: Instant,
+    verbose: bool,
+}
+
+impl Say {
+    fn line(&self, msg: impl std::fmt::Display) {
+        if self.verbose {
+            eprintln!("[{:7.1}s] {msg}", self.t0.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Brings the plan's cluster up, runs its autoscalers and its job runner (if any), and tears it
+/// all down when the runner ends, the cluster is idle for its `idleTimeout`, or `stop` resolves.
+pub async fn up(
+    plan: LocalPlan,
+    opts: UpOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<UpReport, UpError> {
+    let say = Arc::new(Say {
+        t0: Instant::now(),
+        verbose: opts.verbose,
+    });
+    let rask = find_rask(opts.rask.as_deref())?;
+    let runner_rask = rask.clone();
+    let dir = opts.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("rask-{}-{}", plan.cluster, std::process::id()))
+    });
+    let spec = LocalSpec {
+        cluster: plan.cluster.clone(),
+        rask,
+        dir: dir.clone(),
+        scheduler_env: plan.scheduler_env.clone(),
+        groups: plan
+            .groups
+            .iter()
+            .map(|(n, g)| (n.clone(), g.template.clone()))
+            .collect(),
+        start_timeout: opts.start_timeout,
+    };
+    let backend = Arc::new(LocalBackend::start(spec).await?);
+    say.line(format_args!(
+        "cluster {}: scheduler at {}, dashboard {} (logs in {})",
+        plan.cluster,
+        backend.scheduler_address(),
+        backend.scheduler_url(),
+        dir.display()
+    ));
+    let result = run(&plan, &opts, &backend, &say, &runner_rask, stop).await;
+    backend.delete_cluster().await?;
+    say.line(format_args!("cluster {} deleted", plan.cluster));
+    let (exit_code, succeeded, scale_events) = result?;
+    Ok(UpReport {
+        cluster: plan.cluster,
+        exit_code,
+        succeeded,
+        scale_events,
+        dir,
+    })
+}
+
+type RunResult = Result<(Option<i32>, bool, Vec<ScaleEvent>), UpError>;
+
+async fn run(
+    plan: &LocalPlan,
+    opts: &UpOptions,
+    backend: &Arc<LocalBackend>,
+    say: &Arc<Say>,
+    rask: &Path,
+    stop: impl std::future::Future<Output = ()>,
+) -> RunResult {
+    let api = SchedulerApi::new(Duration::from_secs(60));
+    let mut started = Vec::new();
+    for (group, g) in &plan.groups {
+        started.extend(backend.add_workers(group, g.replicas).await?);
+    }
+    wait_joined(backend, &api, &started, opts.start_timeout).await?;
+    say.line(format_args!("{} workers joined", started.len()));
+
+    let events = Arc::new(Mutex::new(Vec::<ScaleEvent>::new()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut loops = Vec::new();
+    for a in &plan.autoscalers {
+        let mut scaler = Autoscaler::new(a.group.clone(), a.settings.clone());
+        scaler.interval = opts.poll;
+        say.line(format_args!(
+            "autoscaler {}: {} between {} and {} workers",
+            a.name, a.group, a.settings.minimum, a.settings.maximum
+        ));
+        let (backend, events, say, rx) = (
+            backend.clone(),
+            events.clone(),
+            say.clone(),
+            stop_rx.clone(),
+        );
+        loops.push(tokio::spawn(async move {
+            let group = scaler.group.clone();
+            scaler
+                .run(backend.as_ref(), rx, |s: &Step| {
+                    if let Some(e) = scale_event(&group, s, say.t0.elapsed().as_secs_f64()) {
+                        say.line(format_args!(
+                            "{}: {} → {} workers ({})",
+                            e.group, e.from, e.to, e.reason
+                        ));
+                        events.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+                    } else if let Err(why) = &s.outcome {
+                        say.line(format_args!("{group}: {why}"));
+                    }
+                })
+                .await;
+        }));
+    }
+
+    let ended = async {
+        match &plan.runner {
+            Some(r) => run_runner(r, backend, say, rask).await,
+            None => {
+                idle(plan, backend, &api, say).await;
+                Ok((None, true))
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        r = ended => r,
+        () = stop => {
+            say.line("stopping");
+            Ok((None, false))
+        }
+    };
+    let _ = stop_tx.send(true);
+    for l in loops {
+        let _ = l.await;
+    }
+    let events = std::mem::take(&mut *events.lock().unwrap_or_else(|p| p.into_inner()));
+    outcome.map(|(code, ok)| (code, ok, events))
+}
+
+fn scale_event(group: &str, s: &Step, at: f64) -> Option<ScaleEvent> {
+    let to = match &s.outcome {
+        Ok(Outcome::Added(names)) if !names.is_empty() => s.current + names.len(),
+        Ok(Outcome::Retired(r)) if !r.removed.is_empty() => {
+            s.current.saturating_sub(r.removed.len())
+        }
+        _ => return None,
+    };
+    Some(ScaleEvent {
+        at,
+        group: group.to_owned(),
+        from: s.current,
+        to,
+        reason: s.decision.reason().to_owned(),
+    })
+}
+
+/// Waits until the scheduler lists every one of `names`.
+async fn wait_joined(
+    backend: &LocalBackend,
+    api: &SchedulerApi,
+    names: &[String],
+    timeout: Duration,
+) -> Result<(), UpError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let known: Vec<String> = api
+            .get_workers(&backend.scheduler_url())
+            .await
+            .map(|ws| ws.into_iter().map(|w| w.name).collect())
+            .unwrap_or_default();
+        let Some(missing) = names.iter().find(|n| !known.contains(n)) else {
+            return Ok(());
+        };
+        if Instant::now() > deadline {
+            let log = backend.log_path(missing);
+            return Err(UpError::NotJoined {
+                name: missing.clone(),
+                after: timeout,
+                tail: log_tail(&log, 20),
+                log: log.display().to_string(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs a DaskJob's runner with the scheduler's address, its output passed through.
+async fn run_runner(
+    r: &RunnerPlan,
+    backend: &LocalBackend,
+    say: &Say,
+    rask: &Path,
+) -> Result<(Option<i32>, bool), UpError> {
+    let mut vars = r.env.clone();
+    vars.push((
+        "DASK_SCHEDULER_ADDRESS".into(),
+        backend.scheduler_address().into(),
+    ));
+    let argv: Vec<String> = r.argv.iter().map(|a| expand(a, &vars)).collect();
+    let program = match argv[0].as_str() {
+        "rask" => rask.display().to_string(),
+        other => other.to_owned(),
+    };
+    say.line(format_args!("job {}: running {}", r.job, argv.join(" ")));
+    let status = tokio::process::Command::new(&program)
+        .args(&argv[1..])
+        .envs(vars.iter().cloned())
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| UpError::Runner {
+            argv: argv.clone(),
+            reason: e.to_string(),
+        })?;
+    let ok = status.success();
+    say.line(format_args!(
+        "job {}: {} ({status})",
+        r.job,
+        if ok { "Successful" } else { "Failed" }
+    ));
+    Ok((status.code(), ok))
+}
+
+/// Returns once the scheduler has been idle for the cluster's `idleTimeout`; never without one.
+async fn idle(plan: &LocalPlan, backend: &LocalBackend, api: &SchedulerApi, say: &Say) {
+    let Some(limit) = plan.idle_timeout else {
+        say.line("running until Ctrl-C");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Ok(Some(since)) = api.idle_since(&backend.scheduler_url()).await {
+            let idle_for = crate::autoscaler::driver::now() - since;
+            if idle_for >= limit.as_secs_f64() {
+                say.line(format_args!(
+                    "idle for {idle_for:.0} s (idleTimeout {} s)",
+                    limit.as_secs()
+                ));
+                return;
+            }
+        }
+    }
+}

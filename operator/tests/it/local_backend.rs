@@ -1,0 +1,203 @@
+//! The local backend with real `rask` processes: the autoscaler driving it under a burst, and
+//! `up` running DaskJobs from manifest files.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rask::Value;
+use rask::client::Client;
+use rask::graph::Arg;
+use rask_operator::autoscaler::driver::{Autoscaler, Outcome, Step};
+use rask_operator::autoscaler::policy::Settings;
+use rask_operator::backend::Backend;
+use rask_operator::backend::local::{LocalBackend, LocalSpec, WorkerTemplate};
+use rask_operator::local::{UpError, UpOptions, load, up};
+
+use crate::env::wait_until;
+
+/// The workspace's `rask` binary (`scripts/test` builds every binary before the tests).
+pub fn rask_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RASK_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("rask");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first with `cargo build --bin rask` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+fn spec(dir: &tempfile::TempDir) -> LocalSpec {
+    LocalSpec {
+        cluster: "t".into(),
+        rask: rask_bin(),
+        dir: dir.path().to_owned(),
+        scheduler_env: vec![("RUST_LOG".into(), "warn".into())],
+        groups: [(
+            "t-default".to_string(),
+            WorkerTemplate {
+                nthreads: 1,
+                memory_limit: "1GiB".into(),
+                env: vec![("RUST_LOG".into(), "warn".into())],
+            },
+        )]
+        .into(),
+        start_timeout: Duration::from_secs(20),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_scales_from_one_to_the_maximum_and_back_losing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(LocalBackend::start(spec(&dir)).await.unwrap());
+    backend.add_workers("t-default", 1).await.unwrap();
+    let mut settings = Settings::new(1, 4);
+    settings.down_window = Duration::from_secs(1);
+    let mut scaler = Autoscaler::new("t-default", settings);
+    scaler.interval = Duration::from_millis(200);
+    let steps = Arc::new(Mutex::new(Vec::<Step>::new()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let loop_ = {
+        let (backend, steps) = (backend.clone(), steps.clone());
+        tokio::spawn(async move {
+            scaler
+                .run(backend.as_ref(), stop_rx, |s| {
+                    steps.lock().unwrap().push(s.clone())
+                })
+                .await
+        })
+    };
+
+    // 2,000 tasks of 10 ms whose results say which execution made them.
+    let client = Client::connect(backend.scheduler_address()).await.unwrap();
+    let futures = client.map_args(
+        "stamp",
+        (0..2000i64).map(|i| vec![Arg::from(i), Arg::from(0.01)]),
+    );
+    let first: Vec<Value> = client.gather(&futures).await.unwrap();
+    for (i, v) in first.iter().enumerate() {
+        assert_eq!(v.as_list().unwrap()[0], Value::Int(i as i64));
+    }
+    let peak = steps
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| match &s.outcome {
+            Ok(Outcome::Added(n)) => s.current + n.len(),
+            _ => s.current,
+        })
+        .max()
+        .unwrap_or(0);
+    assert_eq!(peak, 4, "the burst should have scaled to the maximum");
+
+    // The queue is empty: back to the minimum, the results moving off each retired worker.
+    wait_until("back to one worker", Duration::from_secs(30), async || {
+        backend.list_workers("t-default").await.unwrap().len() == 1
+    })
+    .await;
+    let retired: usize = steps
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| match &s.outcome {
+            Ok(Outcome::Retired(r)) => {
+                assert!(r.kept.is_empty(), "the scheduler kept {:?}", r.kept);
+                r.removed.len()
+            }
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(retired, 3);
+    // Every result is still the one first computed: none was lost and recomputed.
+    let again = client.gather(&futures).await.unwrap();
+    assert_eq!(again, first);
+
+    stop_tx.send(true).unwrap();
+    loop_.await.unwrap();
+    backend.delete_cluster().await.unwrap();
+}
+
+fn job_file(dir: &tempfile::TempDir, runner_args: &str) -> PathBuf {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/burst-job.yaml"),
+    )
+    .unwrap();
+    let start = text.find("args: [run, burst").unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    let text = format!("{}args: [{runner_args}]{}", &text[..start], &text[end..]);
+    let path = dir.path().join("job.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn opts(dir: &tempfile::TempDir) -> UpOptions {
+    UpOptions {
+        rask: Some(rask_bin()),
+        dir: Some(dir.path().join("run")),
+        poll: Duration::from_millis(200),
+        verbose: false,
+        ..UpOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_a_dask_job_to_success_and_deletes_its_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = load(&job_file(&dir, "run, delayed")).unwrap();
+    let report = up(plan, opts(&dir), std::future::pending()).await.unwrap();
+    assert!(report.succeeded, "{report:?}");
+    assert_eq!(report.exit_code, Some(0));
+    assert_eq!(report.cluster, "burst");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_runner_reports_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    // `rask run` of a job that does not exist: clap's usage error, exit code 2.
+    let plan = load(&job_file(&dir, "run, no-such-job")).unwrap();
+    let report = up(plan, opts(&dir), std::future::pending()).await.unwrap();
+    assert!(!report.succeeded);
+    assert_eq!(report.exit_code, Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_start_is_named_with_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = job_file(&dir, "run, delayed");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("--memory-limit, 1GiB", "--memory-limit, lots");
+    std::fs::write(&path, text).unwrap();
+    let mut o = opts(&dir);
+    o.start_timeout = Duration::from_secs(3);
+    let err = up(load(&path).unwrap(), o, std::future::pending())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, UpError::NotJoined { .. }), "{msg}");
+    assert!(msg.contains("burst-burst-default-worker-1"), "{msg}");
+    assert!(msg.contains("--memory-limit"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_missing_rask_binary_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(&dir);
+    o.rask = Some(dir.path().join("nothing-here"));
+    let err = up(
+        load(&job_file(&dir, "run, delayed")).unwrap(),
+        o,
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot find the rask binary"),
+        "{err}"
+    );
+}
