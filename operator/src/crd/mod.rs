@@ -75,17 +75,24 @@ mod tests {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            let value: serde_json::Value = serde_yaml::from_str(&text).unwrap();
-            let kind = value["kind"].as_str().unwrap_or_default().to_owned();
-            let ok = match kind.as_str() {
-                "DaskCluster" => serde_json::from_value::<DaskCluster>(value).map(drop),
-                "DaskWorkerGroup" => serde_json::from_value::<DaskWorkerGroup>(value).map(drop),
-                "DaskJob" => serde_json::from_value::<DaskJob>(value).map(drop),
-                "DaskAutoscaler" => serde_json::from_value::<DaskAutoscaler>(value).map(drop),
-                other => panic!("{}: unexpected kind {other}", path.display()),
-            };
-            ok.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            seen += 1;
+            // A file may hold several documents (a job and its autoscaler).
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let value = <serde_json::Value as serde::Deserialize>::deserialize(doc)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                if value.is_null() {
+                    continue;
+                }
+                let kind = value["kind"].as_str().unwrap_or_default().to_owned();
+                let ok = match kind.as_str() {
+                    "DaskCluster" => serde_json::from_value::<DaskCluster>(value).map(drop),
+                    "DaskWorkerGroup" => serde_json::from_value::<DaskWorkerGroup>(value).map(drop),
+                    "DaskJob" => serde_json::from_value::<DaskJob>(value).map(drop),
+                    "DaskAutoscaler" => serde_json::from_value::<DaskAutoscaler>(value).map(drop),
+                    other => panic!("{}: unexpected kind {other}", path.display()),
+                };
+                ok.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
         }
         assert!(seen >= 5);
     }
