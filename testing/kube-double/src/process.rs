@@ -514,13 +514,13 @@ pub(crate) async fn probe(probe: &Probe, c: &Container, ip: &str) -> bool {
             .unwrap_or(false);
     }
     if let Some(tcp) = &probe.tcp_socket {
-        let Some(port) = port_of(&tcp.port) else {
+        let Some(port) = port_of(&tcp.port).and_then(|p| u16::try_from(p).ok()) else {
             return false;
         };
         let host = tcp.host.clone().unwrap_or_else(|| ip.to_owned());
         return tokio::time::timeout(
             timeout,
-            tokio::net::TcpStream::connect((host.as_str(), port as u16)),
+            tokio::net::TcpStream::connect((host.as_str(), port)),
         )
         .await
         .is_ok_and(|r| r.is_ok());

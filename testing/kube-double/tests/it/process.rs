@@ -313,3 +313,31 @@ async fn a_pod_that_names_its_own_service_reaches_itself() {
     let logs = kubelet.logs("default", "me");
     assert!(logs.contains(&format!("tcp://{ip}:8786")), "{logs}");
 }
+
+#[tokio::test]
+async fn readiness_follows_a_tcp_probe() {
+    let server = ApiServer::new();
+    let _kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let pod = shell_pod(
+        "tcp",
+        "sleep 30",
+        json!({"ports": [{"containerPort": 9090}],
+               "readinessProbe": {"tcpSocket": {"port": 9090}, "periodSeconds": 1}}),
+    );
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let p = wait_for(&pods, "tcp", "runs", |p| phase(p) == "Running").await;
+    assert!(!ready(&p));
+    let ip = p.status.unwrap().pod_ip.unwrap();
+    let _listener = tokio::net::TcpListener::bind((ip.as_str(), 9090))
+        .await
+        .unwrap();
+    wait_for(&pods, "tcp", "is ready", ready).await;
+    pods.delete("tcp", &DeleteParams::default()).await.unwrap();
+}
