@@ -12,6 +12,7 @@ mod conditions;
 pub mod context;
 pub mod crd;
 pub mod error;
+pub mod job;
 pub mod local;
 pub mod metrics;
 pub mod names;

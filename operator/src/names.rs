@@ -8,6 +8,10 @@ pub const LABEL_COMPONENT: &str = "dask.org/component";
 pub const LABEL_WORKER_GROUP: &str = "dask.org/workergroup-name";
 /// Hash of the pod template a pod was made from; a different hash means the pod is outdated.
 pub const ANNOTATION_TEMPLATE_HASH: &str = "kubernetes.dask.org/template-hash";
+/// Which attempt of a DaskJob's runner a pod is (0, 1, ...).
+pub const ANNOTATION_RUNNER_ATTEMPT: &str = "kubernetes.dask.org/runner-attempt";
+/// `dask.org/component` of a DaskJob's runner pod, as dask-kubernetes labels it.
+pub const COMPONENT_JOB_RUNNER: &str = "job-runner";
 /// The one field manager for every object and status the operator writes.
 /// Kubernetes' own hint of which pods of a set to remove first (lower first).
 pub const ANNOTATION_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
@@ -47,6 +51,16 @@ pub fn scheduler_http(cluster: &str, namespace: &str) -> String {
     )
 }
 
+/// A DaskJob's runner pod: `{job}-runner` as dask-kubernetes names it, `{job}-runner-{n}` for
+/// the n-th retry.
+pub fn job_runner_name(job: &str, attempt: u32) -> String {
+    if attempt == 0 {
+        format!("{job}-runner")
+    } else {
+        format!("{job}-runner-{attempt}")
+    }
+}
+
 /// A new worker pod name, `{group}-worker-{10 hex}` as dask-kubernetes names them.
 pub fn new_worker_pod_name(group: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +94,8 @@ mod tests {
             "tcp://foo-scheduler.ns.svc.cluster.local:8786"
         );
         assert_eq!(default_worker_group("foo"), "foo-default");
+        assert_eq!(job_runner_name("j", 0), "j-runner");
+        assert_eq!(job_runner_name("j", 2), "j-runner-2");
         let p = new_worker_pod_name("foo-default");
         assert!(
             p.starts_with("foo-default-worker-") && p.len() == "foo-default-worker-".len() + 10,

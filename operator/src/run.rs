@@ -14,9 +14,10 @@ use warp::Filter;
 use crate::autoscaler;
 use crate::cluster;
 use crate::context::Context;
-use crate::crd::{ClusterPhase, DaskAutoscaler, DaskCluster, DaskWorkerGroup};
+use crate::crd::{ClusterPhase, DaskAutoscaler, DaskCluster, DaskJob, DaskWorkerGroup};
+use crate::job;
 use crate::metrics::Metrics;
-use crate::names::{LABEL_CLUSTER, LABEL_COMPONENT};
+use crate::names::{COMPONENT_JOB_RUNNER, LABEL_CLUSTER, LABEL_COMPONENT};
 use crate::workergroup;
 
 /// Where the controllers watch.
@@ -37,7 +38,8 @@ where
     }
 }
 
-/// Runs the DaskCluster and DaskWorkerGroup controllers until `shutdown` resolves.
+/// Runs the DaskCluster, DaskWorkerGroup, DaskJob and DaskAutoscaler controllers until `shutdown`
+/// resolves.
 pub async fn controllers(
     ctx: Arc<Context>,
     scope: Scope,
@@ -46,6 +48,8 @@ pub async fn controllers(
     let client = ctx.client.clone();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let shutdown_autoscalers = shutdown.clone();
+    let shutdown_jobs = shutdown.clone();
+    let ctx_jobs = ctx.clone();
     let ctx_autoscalers = ctx.clone();
     let cluster_pods = watcher::Config::default().labels(LABEL_CLUSTER);
     let worker_pods = watcher::Config::default().labels(&format!("{LABEL_COMPONENT}=worker"));
@@ -102,10 +106,14 @@ pub async fn controllers(
         watcher::Config::default(),
     );
     let group_store = group_controller.store();
+    let job_controller =
+        Controller::new(api::<DaskJob>(&client, &scope), watcher::Config::default());
+    let job_store = job_controller.store();
     let metrics = ctx.metrics.clone();
     let ready = tokio::spawn(async move {
         if cluster_store.wait_until_ready().await.is_ok()
             && group_store.wait_until_ready().await.is_ok()
+            && job_store.wait_until_ready().await.is_ok()
         {
             tracing::info!("caches synced; ready");
             metrics.set_ready();
@@ -136,7 +144,24 @@ pub async fn controllers(
             tracing::debug!(error = %e, "DaskAutoscaler controller event");
         }
     });
-    futures::join!(clusters, groups, autoscalers);
+    // A job's cluster and runner pods are its children; metadata is all a trigger needs.
+    let runner_pods =
+        watcher::Config::default().labels(&format!("{LABEL_COMPONENT}={COMPONENT_JOB_RUNNER}"));
+    let jobs = job_controller
+        .owns(
+            api::<PartialObjectMeta<DaskCluster>>(&client, &scope),
+            watcher::Config::default(),
+        )
+        .owns(api::<PartialObjectMeta<Pod>>(&client, &scope), runner_pods)
+        .with_config(controller_config())
+        .graceful_shutdown_on(shutdown_jobs)
+        .run(job::reconcile, job::error_policy, ctx_jobs)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "DaskJob controller event");
+            }
+        });
+    futures::join!(clusters, groups, autoscalers, jobs);
     phases.abort();
     ready.abort();
 }

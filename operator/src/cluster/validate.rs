@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{PodSpec, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 
-use crate::crd::{DaskCluster, WorkerSpec};
+use crate::crd::{DaskCluster, DaskClusterSpec, WorkerSpec};
 use crate::names;
 use crate::template::{check_pod_spec, inherited_annotations, inherited_labels, owner_ref};
 
@@ -38,6 +38,37 @@ pub struct Invalid {
     pub problems: Vec<String>,
 }
 
+/// Problems with a cluster spec found at `path` (`spec` of a DaskCluster, `spec.cluster.spec` of
+/// a DaskJob), named by field path.
+pub fn check_spec(path: &str, spec: &DaskClusterSpec, problems: &mut Vec<String>) {
+    check_pod_spec(
+        &format!("{path}.scheduler.spec"),
+        &spec.scheduler.spec,
+        problems,
+    );
+    check_pod_spec(&format!("{path}.worker.spec"), &spec.worker.spec, problems);
+    if spec.worker.replicas < 0 {
+        problems.push(format!(
+            "{path}.worker.replicas: {} is negative",
+            spec.worker.replicas
+        ));
+    }
+    if spec
+        .scheduler
+        .service
+        .ports
+        .as_ref()
+        .is_none_or(Vec::is_empty)
+    {
+        problems.push(format!(
+            "{path}.scheduler.service.ports: at least one port is required"
+        ));
+    }
+    if let Some(s) = spec.idle_timeout.filter(|s| *s < 0) {
+        problems.push(format!("{path}.idleTimeout: {s} is negative"));
+    }
+}
+
 pub fn validate(c: &DaskCluster) -> Result<ValidatedCluster, Invalid> {
     let name = c.name_any();
     let mut problems = Vec::new();
@@ -53,30 +84,10 @@ pub fn validate(c: &DaskCluster) -> Result<ValidatedCluster, Invalid> {
     if owner.is_none() {
         problems.push("metadata.uid: missing (the object was not read from the API server)".into());
     }
-    check_pod_spec("spec.scheduler.spec", &c.spec.scheduler.spec, &mut problems);
-    check_pod_spec("spec.worker.spec", &c.spec.worker.spec, &mut problems);
-    if c.spec.worker.replicas < 0 {
-        problems.push(format!(
-            "spec.worker.replicas: {} is negative",
-            c.spec.worker.replicas
-        ));
-    }
-    if c.spec
-        .scheduler
-        .service
-        .ports
-        .as_ref()
-        .is_none_or(Vec::is_empty)
-    {
-        problems.push("spec.scheduler.service.ports: at least one port is required".into());
-    }
+    check_spec("spec", &c.spec, &mut problems);
     let idle_timeout = match c.spec.idle_timeout {
-        Some(s) if s < 0 => {
-            problems.push(format!("spec.idleTimeout: {s} is negative"));
-            None
-        }
-        Some(0) | None => None,
-        Some(s) => Some(Duration::from_secs(s.unsigned_abs())),
+        Some(s) if s > 0 => Some(Duration::from_secs(s.unsigned_abs())),
+        _ => None,
     };
     if !problems.is_empty() {
         return Err(Invalid { name, problems });

@@ -20,6 +20,7 @@ use super::schema;
     shortname = "djb",
     status = "DaskJobStatus",
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.jobStatus"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","description":"Runner attempts that failed","jsonPath":".status.failed"}"#,
     printcolumn = r#"{"name":"Workers","type":"integer","jsonPath":".spec.cluster.spec.worker.replicas"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.metadata.name.size() <= 53").message("the name must be at most 53 characters: the cluster and pod names are derived from it")
@@ -28,6 +29,21 @@ use super::schema;
 pub struct DaskJobSpec {
     pub job: JobPodSpec,
     pub cluster: JobClusterSpec,
+    /// rask: how many times a failed runner pod is replaced before the job fails (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub backoff_limit: Option<i32>,
+    /// rask: seconds from the job's creation after which it fails (its runner is stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+    /// rask: delete the DaskJob this many seconds after it finished (default: keep it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i64>,
+    /// rask: keep the cluster of a failed job for debugging (default false: it is deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_cluster_on_failure: Option<bool>,
 }
 
 /// The job-runner pod.
@@ -50,11 +66,23 @@ pub struct JobClusterSpec {
 /// Dask's job states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum JobStatus {
+    /// The DaskJob was seen; its cluster is being created.
     JobCreated,
+    /// The cluster exists; the runner starts once its scheduler is ready.
     ClusterCreated,
+    /// The runner pod runs.
     Running,
+    /// The runner exited 0.
     Successful,
+    /// The runner failed more than `backoffLimit` times, or the deadline passed.
     Failed,
+}
+
+impl JobStatus {
+    /// Whether the job has ended.
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobStatus::Successful | JobStatus::Failed)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -70,6 +98,12 @@ pub struct DaskJobStatus {
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<Time>,
+    /// rask: runner attempts that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<i32>,
+    /// rask: the exit code of the last failed runner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

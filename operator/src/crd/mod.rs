@@ -76,23 +76,30 @@ mod tests {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            let value: serde_json::Value = serde_yaml::from_str(&text).unwrap();
-            if value.get("provider").is_some() {
-                // A cloud cluster's config file (docs/cloud.md), not a Kubernetes manifest.
-                crate::cloud::config::parse(&text)
+            // A file may hold several documents (a job and its autoscaler).
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let value = <serde_json::Value as serde::Deserialize>::deserialize(doc)
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                continue;
+                if value.is_null() {
+                    continue;
+                }
+                if value.get("provider").is_some() {
+                    // A cloud cluster's config file (docs/cloud.md), not a Kubernetes manifest.
+                    crate::cloud::config::parse(&text)
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    continue;
+                }
+                let kind = value["kind"].as_str().unwrap_or_default().to_owned();
+                let ok = match kind.as_str() {
+                    "DaskCluster" => serde_json::from_value::<DaskCluster>(value).map(drop),
+                    "DaskWorkerGroup" => serde_json::from_value::<DaskWorkerGroup>(value).map(drop),
+                    "DaskJob" => serde_json::from_value::<DaskJob>(value).map(drop),
+                    "DaskAutoscaler" => serde_json::from_value::<DaskAutoscaler>(value).map(drop),
+                    other => panic!("{}: unexpected kind {other}", path.display()),
+                };
+                ok.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
             }
-            let kind = value["kind"].as_str().unwrap_or_default().to_owned();
-            let ok = match kind.as_str() {
-                "DaskCluster" => serde_json::from_value::<DaskCluster>(value).map(drop),
-                "DaskWorkerGroup" => serde_json::from_value::<DaskWorkerGroup>(value).map(drop),
-                "DaskJob" => serde_json::from_value::<DaskJob>(value).map(drop),
-                "DaskAutoscaler" => serde_json::from_value::<DaskAutoscaler>(value).map(drop),
-                other => panic!("{}: unexpected kind {other}", path.display()),
-            };
-            ok.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            seen += 1;
         }
         assert!(seen >= 5);
     }

@@ -30,12 +30,17 @@ pub struct Env {
 
 impl Env {
     pub async fn new() -> Env {
+        Env::with_kubelet(KubeletConfig::default()).await
+    }
+
+    /// An environment whose kubelet behaves as `kubelet` says (crash and completion patterns).
+    pub async fn with_kubelet(kubelet: KubeletConfig) -> Env {
         let api = ApiServer::new();
         for crd in rask_operator::crd::all() {
             api.install_crd(crd).unwrap();
         }
         let client = api.client();
-        let kubelet = Kubelet::start(&api, KubeletConfig::default());
+        let kubelet = Kubelet::start(&api, kubelet);
         let config = SchedulerConfig {
             dashboard: Some("127.0.0.1:0".parse().unwrap()),
             ..SchedulerConfig::default()

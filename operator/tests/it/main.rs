@@ -15,6 +15,7 @@ mod cloud_cli;
 #[cfg(any(feature = "aws", feature = "azure"))]
 mod cloud_env;
 mod env;
+mod job;
 mod lifecycle;
 mod local_backend;
 mod scaling;

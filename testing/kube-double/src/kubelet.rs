@@ -4,18 +4,22 @@
 //! `Succeeded` after `run_time` when it matches a completion pattern). Pods with a
 //! `deletionTimestamp` are stopped and then deleted with grace period 0, which is what lets a
 //! graceful pod deletion finish while a kubelet runs.
+//!
+//! With [`KubeletConfig::processes`] set, pods of one image really run: see [`crate::process`].
 
+use crate::process::{Addresses, LogBuf, Network, Prepared, ProcessConfig, Resolver};
 use crate::server::ApiServer;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 const MANAGER: &str = "kubelet";
@@ -36,6 +40,8 @@ pub struct KubeletConfig {
     pub complete_images: Vec<String>,
     /// How long completing pods run.
     pub run_time: Duration,
+    /// Pods of this image run as local processes (off by default: pods are only reported).
+    pub processes: Option<ProcessConfig>,
 }
 
 impl Default for KubeletConfig {
@@ -47,6 +53,7 @@ impl Default for KubeletConfig {
             crash_images: Vec::new(),
             complete_images: Vec::new(),
             run_time: Duration::from_millis(100),
+            processes: None,
         }
     }
 }
@@ -55,7 +62,9 @@ impl Default for KubeletConfig {
 pub struct Kubelet {
     api: ApiServer,
     client: Client,
+    node: Arc<Node>,
     task: JoinHandle<()>,
+    services: Option<JoinHandle<()>>,
 }
 
 impl Kubelet {
@@ -65,23 +74,82 @@ impl Kubelet {
     pub fn start(api: &ApiServer, config: KubeletConfig) -> Kubelet {
         api.kubelet_started();
         let client = api.client_as("kubelet");
+        let processes = config.processes.is_some();
         let node = Arc::new(Node {
             client: client.clone(),
             config,
             next_ip: AtomicU32::new(2),
+            net: Arc::default(),
+            addresses: Mutex::new(Addresses::new()),
+            procs: Mutex::default(),
+            logs: Mutex::default(),
         });
+        // Service names resolve to pods only for pods that run.
+        let services = processes.then(|| tokio::spawn(node.clone().watch_services()));
         Kubelet {
             api: api.clone(),
             client,
-            task: tokio::spawn(node.run()),
+            task: tokio::spawn(node.clone().run()),
+            node,
+            services,
+        }
+    }
+
+    /// What the containers of pod `namespace/name` printed (stdout and stderr, interleaved), each
+    /// container's under a `==> container <==` line; empty for pods that do not run as processes.
+    /// Kept after the pod is gone.
+    pub fn logs(&self, namespace: &str, name: &str) -> String {
+        let logs = self.node.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(containers) = logs.get(&(namespace.to_owned(), name.to_owned())) else {
+            return String::new();
+        };
+        containers
+            .iter()
+            .map(|(c, buf)| {
+                let text = buf.lock().unwrap_or_else(|e| e.into_inner()).text();
+                format!("==> {c} <==\n{text}")
+            })
+            .collect()
+    }
+
+    /// [`logs`](Kubelet::logs) of every pod that ran as processes, each under a `=== ns/name ===`
+    /// line: what a failed end-to-end test prints.
+    pub fn all_logs(&self) -> String {
+        let mut pods: Vec<(String, String)> = self
+            .node
+            .logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        pods.sort();
+        pods.iter()
+            .map(|(ns, name)| format!("=== {ns}/{name} ===\n{}", self.logs(ns, name)))
+            .collect()
+    }
+
+    /// The pod network's name resolution: Service names to the address of a pod behind them.
+    pub fn resolver(&self) -> Resolver {
+        Resolver {
+            net: self.node.net.clone(),
         }
     }
 
     /// Kills a pod as a node loss or the OOM killer would: phase `Failed`, containers terminated
     /// with exit code 137, not ready.
+    ///
+    /// A pod that runs as processes has them killed (`SIGKILL`): it fails with exit code 137 as
+    /// its processes exit.
     pub async fn kill(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let pod = pods.get(name).await?;
+        if self.node.signal(
+            &pod.uid().unwrap_or_default(),
+            rustix::process::Signal::KILL,
+        ) {
+            return Ok(());
+        }
         let now = crate::meta::now();
         let statuses: Vec<Value> = containers(&pod)
             .into_iter()
@@ -104,7 +172,11 @@ impl Kubelet {
 
 impl Drop for Kubelet {
     fn drop(&mut self) {
+        // Aborting the task drops the processes' handles, which kills them.
         self.task.abort();
+        if let Some(s) = &self.services {
+            s.abort();
+        }
         self.api.kubelet_stopped();
     }
 }
@@ -113,6 +185,28 @@ struct Node {
     client: Client,
     config: KubeletConfig,
     next_ip: AtomicU32,
+    net: Arc<Mutex<Network>>,
+    addresses: Mutex<Addresses>,
+    /// Pods running as processes, by uid.
+    procs: Mutex<HashMap<String, Procs>>,
+    logs: Mutex<HashMap<(String, String), ContainerLogs>>,
+}
+
+/// Each container's name and output.
+type ContainerLogs = Vec<(String, Arc<Mutex<LogBuf>>)>;
+
+/// What a process pod's task holds: the stop request, its "gone" signal, its processes' ids.
+struct Registration {
+    stop: watch::Receiver<Option<Duration>>,
+    done: watch::Sender<bool>,
+    pids: Arc<Mutex<Vec<u32>>>,
+}
+
+/// A pod's processes: how to stop them (with a grace period) and whether they are gone.
+struct Procs {
+    stop: watch::Sender<Option<Duration>>,
+    done: watch::Receiver<bool>,
+    pids: Arc<Mutex<Vec<u32>>>,
 }
 
 fn containers(pod: &Pod) -> Vec<(String, String)> {
@@ -158,7 +252,6 @@ impl Node {
         let pods: Api<Pod> = Api::all(self.client.clone());
         let mut events = watcher(pods, watcher::Config::default())
             .default_backoff()
-            .applied_objects()
             .boxed();
         let mut started: HashSet<String> = HashSet::new();
         let mut terminating: HashSet<String> = HashSet::new();
@@ -166,7 +259,8 @@ impl Node {
         loop {
             tokio::select! {
                 ev = events.next() => match ev {
-                    Some(Ok(pod)) => {
+                    Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
+                        self.lock_net().pod_changed(&pod);
                         let uid = pod.uid().unwrap_or_default();
                         let mine = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_none_or(|n| n == self.config.node_name);
                         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
@@ -177,10 +271,26 @@ impl Node {
                             if terminating.insert(uid) {
                                 work.spawn(self.clone().terminate(pod));
                             }
-                        } else if phase == "Pending" && started.insert(uid) {
-                            work.spawn(self.clone().start_pod(pod));
+                        } else if phase == "Pending" && started.insert(uid.clone()) {
+                            let procs = self.config.processes.as_ref().filter(|p| p.runs(&pod)).cloned();
+                            match procs {
+                                Some(procs) => {
+                                    // Registered before anything awaits, so a deletion finds it.
+                                    let handle = self.register(&uid);
+                                    work.spawn(self.clone().run_pod(pod, procs, handle));
+                                }
+                                None => {
+                                    work.spawn(self.clone().start_pod(pod));
+                                }
+                            }
                         }
                     }
+                    Some(Ok(watcher::Event::Delete(pod))) => {
+                        self.lock_net().pod_deleted(&pod);
+                        // Gone without a graceful stop (force deletion): kill what still runs.
+                        self.stop(&pod.uid().unwrap_or_default(), Duration::ZERO);
+                    }
+                    Some(Ok(_)) => {}
                     Some(Err(e)) => tracing::debug!("kubelet watch error: {e}"),
                     None => return,
                 },
@@ -189,33 +299,64 @@ impl Node {
         }
     }
 
+    fn lock_net(&self) -> std::sync::MutexGuard<'_, Network> {
+        self.net.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn watch_services(self: Arc<Self>) {
+        let services: Api<Service> = Api::all(self.client.clone());
+        let mut events = watcher(services, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(ev) = events.next().await {
+            match ev {
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                    self.lock_net().service_changed(&s)
+                }
+                Ok(watcher::Event::Delete(s)) => self.lock_net().service_deleted(&s),
+                Ok(_) => {}
+                Err(e) => tracing::debug!("kubelet service watch error: {e}"),
+            }
+        }
+    }
+
     fn pod_api(&self, pod: &Pod) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default())
+    }
+
+    /// Binds an unscheduled pod to this node, as the scheduler would; false if that failed.
+    async fn bind(&self, pod: &Pod) -> bool {
+        if pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_some()
+        {
+            return true;
+        }
+        let name = pod.name_any();
+        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                             "target": {"apiVersion": "v1", "kind": "Node", "name": self.config.node_name}});
+        let bound = self
+            .pod_api(pod)
+            .create_subresource::<Value, kube::core::Status>(
+                "binding",
+                &name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await;
+        if let Err(e) = &bound {
+            tracing::debug!("kubelet could not bind {name}: {e}");
+        }
+        bound.is_ok()
     }
 
     async fn start_pod(self: Arc<Self>, pod: Pod) {
         let api = self.pod_api(&pod);
         let name = pod.name_any();
-        if pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_ref())
-            .is_none()
-        {
-            let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
-                                 "target": {"apiVersion": "v1", "kind": "Node", "name": self.config.node_name}});
-            if let Err(e) = api
-                .create_subresource::<Value, kube::core::Status>(
-                    "binding",
-                    &name,
-                    &PostParams::default(),
-                    &binding,
-                )
-                .await
-            {
-                tracing::debug!("kubelet could not bind {name}: {e}");
-                return;
-            }
+        if !self.bind(&pod).await {
+            return;
         }
         tokio::time::sleep(self.config.start_delay).await;
         let images = containers(&pod);
@@ -284,11 +425,15 @@ impl Node {
             .deletion_grace_period_seconds
             .unwrap_or(0)
             .max(0) as u64;
-        let wait = self
-            .config
-            .termination_delay
-            .min(Duration::from_secs(grace));
-        tokio::time::sleep(wait).await;
+        let grace = Duration::from_secs(grace);
+        let uid = pod.uid().unwrap_or_default();
+        if let Some(mut done) = self.stop(&uid, grace) {
+            // SIGTERM, then SIGKILL after the grace period: wait for the processes to be gone.
+            let _ =
+                tokio::time::timeout(grace + Duration::from_secs(5), done.wait_for(|d| *d)).await;
+        } else {
+            tokio::time::sleep(self.config.termination_delay.min(grace)).await;
+        }
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {
@@ -301,4 +446,412 @@ impl Node {
             tracing::debug!("kubelet could not finish deleting {}: {e}", pod.name_any());
         }
     }
+}
+
+/// How a container of a process pod ended: exit code, reason, message, start and end times.
+#[derive(Clone)]
+struct Ended {
+    code: i32,
+    reason: &'static str,
+    message: Option<String>,
+    started: String,
+    finished: String,
+}
+
+/// A process pod's containers as its status reports them.
+struct Containers {
+    names: Vec<(String, String)>,
+    started: Vec<Option<String>>,
+    ready: Vec<bool>,
+    ended: Vec<Option<Ended>>,
+}
+
+impl Containers {
+    fn statuses(&self, pod: &Pod) -> Vec<Value> {
+        self.names
+            .iter()
+            .enumerate()
+            .map(|(i, (c, image))| {
+                let state = match (&self.ended[i], &self.started[i]) {
+                    (Some(e), _) => {
+                        let mut t = json!({"exitCode": e.code, "reason": e.reason, "startedAt": e.started,
+                                           "finishedAt": e.finished, "containerID": container_id(pod, c)});
+                        if let Some(m) = &e.message {
+                            t["message"] = json!(m);
+                        }
+                        json!({"terminated": t})
+                    }
+                    (None, Some(at)) => json!({"running": {"startedAt": at}}),
+                    (None, None) => json!({"waiting": {"reason": "ContainerCreating"}}),
+                };
+                json!({"name": c, "image": image, "imageID": image_id(image), "containerID": container_id(pod, c),
+                       "ready": self.ready[i] && self.ended[i].is_none(), "started": self.started[i].is_some() && self.ended[i].is_none(),
+                       "restartCount": 0, "state": state})
+            })
+            .collect()
+    }
+
+    fn all_ready(&self) -> bool {
+        self.ready
+            .iter()
+            .zip(&self.ended)
+            .all(|(r, e)| *r && e.is_none())
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255)
+}
+
+impl Node {
+    fn register(&self, uid: &str) -> Registration {
+        let (stop, stop_rx) = watch::channel(None);
+        let (done_tx, done) = watch::channel(false);
+        let pids = Arc::new(Mutex::new(Vec::new()));
+        self.procs.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            uid.to_owned(),
+            Procs {
+                stop,
+                done,
+                pids: pids.clone(),
+            },
+        );
+        Registration {
+            stop: stop_rx,
+            done: done_tx,
+            pids,
+        }
+    }
+
+    /// Asks a process pod's containers to stop within `grace`; `None` if the pod has none.
+    fn stop(&self, uid: &str, grace: Duration) -> Option<watch::Receiver<bool>> {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        let p = procs.get(uid)?;
+        p.stop.send_if_modified(|s| {
+            let tighter = s.is_none_or(|g| grace < g);
+            if tighter {
+                *s = Some(grace);
+            }
+            tighter
+        });
+        Some(p.done.clone())
+    }
+
+    /// Sends `signal` to a process pod's processes; false if the pod has none.
+    fn signal(&self, uid: &str, signal: rustix::process::Signal) -> bool {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = procs.get(uid) else {
+            return false;
+        };
+        for pid in p.pids.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Some(pid) = i32::try_from(*pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, signal);
+            }
+        }
+        true
+    }
+
+    /// Runs a pod's containers as processes until they exit or the pod is deleted.
+    async fn run_pod(self: Arc<Self>, pod: Pod, config: ProcessConfig, reg: Registration) {
+        let Registration {
+            mut stop,
+            done,
+            pids,
+        } = reg;
+        let uid = pod.uid().unwrap_or_default();
+        self.clone()
+            .run_containers(pod, config, &mut stop, &pids)
+            .await;
+        self.procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uid);
+        let _ = done.send(true);
+    }
+
+    async fn run_containers(
+        self: Arc<Self>,
+        pod: Pod,
+        config: ProcessConfig,
+        stop: &mut watch::Receiver<Option<Duration>>,
+        pids: &Arc<Mutex<Vec<u32>>>,
+    ) {
+        if !self.bind(&pod).await {
+            return;
+        }
+        let api = self.pod_api(&pod);
+        let name = pod.name_any();
+        let ns = pod.namespace().unwrap_or_default();
+        let pp = PatchParams {
+            field_manager: Some(MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let ip = self
+            .addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allocate(&crate::process::tcp_ports(&spec))
+            .to_string();
+        let prepared = crate::process::prepare(&config, &pod, &ip);
+        let Some(resolved) = self.resolve(&config, &pod, &ip, prepared, stop).await else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(self.config.start_delay) => {}
+            _ = stop.changed() => return,
+        }
+
+        // Start every container; one that cannot start has ended with exit code 128.
+        let n = spec.containers.len();
+        let mut state = Containers {
+            names: containers(&pod),
+            started: vec![None; n],
+            ready: spec
+                .containers
+                .iter()
+                .map(|c| c.readiness_probe.is_none())
+                .collect(),
+            ended: vec![None; n],
+        };
+        let mut logs = Vec::new();
+        let mut exits = JoinSet::new();
+        for (i, (c, prepared)) in spec.containers.iter().zip(resolved).enumerate() {
+            let buf = Arc::new(Mutex::new(LogBuf::default()));
+            logs.push((c.name.clone(), buf.clone()));
+            let now = crate::meta::now();
+            match prepared.and_then(|(argv, env)| crate::process::spawn(&config, argv, env, &ip)) {
+                Ok(child) => {
+                    if let Some(pid) = child.id() {
+                        pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+                    }
+                    state.started[i] = Some(now.clone());
+                    supervise(
+                        &mut exits,
+                        child,
+                        i,
+                        now,
+                        stop.clone(),
+                        buf,
+                        config.log_limit,
+                    );
+                }
+                Err(message) => {
+                    buf.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(&message, config.log_limit);
+                    state.ended[i] = Some(Ended {
+                        code: 128,
+                        reason: "StartError",
+                        message: Some(message),
+                        started: now.clone(),
+                        finished: now,
+                    });
+                }
+            }
+        }
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((ns, name.clone()), logs);
+
+        let started_at = crate::meta::now();
+        let running = json!({"status": {
+            "phase": "Running", "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": ip, "podIPs": [{"ip": ip}], "startTime": started_at,
+            "conditions": conditions(state.all_ready(), &started_at),
+            "containerStatuses": state.statuses(&pod),
+        }});
+        if let Err(e) = api.patch_status(&name, &pp, &Patch::Merge(&running)).await {
+            // Deleted meanwhile: the processes die with their handles.
+            tracing::debug!("kubelet could not start {name}: {e}");
+            return;
+        }
+
+        // Readiness probes and exits until every container has ended.
+        let period = spec
+            .containers
+            .iter()
+            .filter_map(|c| c.readiness_probe.as_ref())
+            .map(|p| p.period_seconds.unwrap_or(10).max(1))
+            .min()
+            .unwrap_or(1);
+        let mut tick = tokio::time::interval(Duration::from_secs(period.unsigned_abs().into()));
+        let since = tokio::time::Instant::now();
+        let mut last_ready = state.all_ready();
+        let publish = |state: &Containers, phase: &str| {
+            let now = crate::meta::now();
+            json!({"status": {"phase": phase, "conditions": conditions(state.all_ready(), &now),
+                              "containerStatuses": state.statuses(&pod)}})
+        };
+        while state.ended.iter().any(Option::is_none) {
+            tokio::select! {
+                Some(r) = exits.join_next() => {
+                    if let Ok(Some((i, ended))) = r {
+                        state.ended[i] = Some(ended);
+                        if state.ended.iter().any(Option::is_none) && stop.borrow().is_none() {
+                            last_ready = false;
+                            let _ = api.patch_status(&name, &pp, &Patch::Merge(&publish(&state, "Running"))).await;
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    for (i, c) in spec.containers.iter().enumerate() {
+                        let Some(p) = &c.readiness_probe else { continue };
+                        let delay = Duration::from_secs(p.initial_delay_seconds.unwrap_or(0).max(0).unsigned_abs().into());
+                        if state.ended[i].is_none() && since.elapsed() >= delay {
+                            state.ready[i] = crate::process::probe(p, c, &ip).await;
+                        }
+                    }
+                    let ready = state.all_ready();
+                    if ready != last_ready && stop.borrow().is_none() {
+                        last_ready = ready;
+                        let _ = api.patch_status(&name, &pp, &Patch::Merge(&publish(&state, "Running"))).await;
+                    }
+                }
+            }
+        }
+        // The last lines of output are still in the pipes: read them before the pod ends (a
+        // grandchild holding a pipe open must not hold the pod up).
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while exits.join_next().await.is_some() {}
+        })
+        .await;
+        if stop.borrow().is_some() {
+            // Stopped for a deletion: the pod is going away, its status with it.
+            return;
+        }
+        let failed = state.ended.iter().flatten().any(|e| e.code != 0);
+        let phase = if failed { "Failed" } else { "Succeeded" };
+        if let Err(e) = api
+            .patch_status(&name, &pp, &Patch::Merge(&publish(&state, phase)))
+            .await
+        {
+            tracing::debug!("kubelet could not finish {name}: {e}");
+        }
+    }
+
+    /// The prepared containers with the Service names they mention rewritten, waiting (up to the
+    /// config's `resolve_timeout`) for those Services to have a running pod; `None` if the pod
+    /// is stopped meanwhile. The pod may name its own Service (the scheduler's
+    /// `DASK_SCHEDULER_ADDRESS` does): it counts as that Service's pod.
+    async fn resolve(
+        &self,
+        config: &ProcessConfig,
+        pod: &Pod,
+        ip: &str,
+        prepared: Vec<Prepared>,
+        stop: &mut watch::Receiver<Option<Duration>>,
+    ) -> Option<Vec<Prepared>> {
+        let resolver = Resolver {
+            net: self.net.clone(),
+        };
+        let me = (pod.namespace().unwrap_or_default(), pod.name_any());
+        let me_net = crate::process::PodNet::starting(pod, ip);
+        let since = tokio::time::Instant::now();
+        loop {
+            let mut missing = None;
+            let mut fix = |t: &str| match resolver.try_rewrite(t, Some((&me, &me_net))) {
+                Ok(t) => t,
+                Err((partial, name)) => {
+                    missing.get_or_insert(name);
+                    partial
+                }
+            };
+            let attempt: Vec<Prepared> = prepared
+                .iter()
+                .map(|p| {
+                    p.as_ref().map_err(Clone::clone).map(|(argv, env)| {
+                        let argv = argv.iter().map(|a| fix(a)).collect();
+                        let env = env.iter().map(|(k, v)| (k.clone(), fix(v))).collect();
+                        (argv, env)
+                    })
+                })
+                .collect();
+            match missing {
+                None => return Some(attempt),
+                Some(svc) if since.elapsed() >= config.resolve_timeout => {
+                    tracing::warn!(
+                        "pod {}/{}: {svc} has no endpoint; starting anyway",
+                        me.0,
+                        me.1
+                    );
+                    return Some(attempt);
+                }
+                Some(_) => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = stop.changed() => return None,
+            }
+        }
+    }
+}
+
+/// Watches a started container: its output into `buf`, and its exit (after `SIGTERM`, then
+/// `SIGKILL` once the grace period is over, when `stop` asks) as `(index, Ended)` on `exits`.
+fn supervise(
+    exits: &mut JoinSet<Option<(usize, Ended)>>,
+    mut child: tokio::process::Child,
+    index: usize,
+    started: String,
+    mut stop: watch::Receiver<Option<Duration>>,
+    buf: Arc<Mutex<LogBuf>>,
+    limit: usize,
+) {
+    type Output = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+    let outputs: [Option<Output>; 2] = [
+        child.stdout.take().map(|o| Box::new(o) as Output),
+        child.stderr.take().map(|o| Box::new(o) as Output),
+    ];
+    for out in outputs.into_iter().flatten() {
+        let buf = buf.clone();
+        exits.spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                buf.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(&line, limit);
+            }
+            None
+        });
+    }
+    exits.spawn(async move {
+        let status = tokio::select! {
+            s = child.wait() => s,
+            grace = async { stop.wait_for(Option::is_some).await.ok().and_then(|g| *g) } => {
+                let pid = child.id().and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw);
+                if let Some(pid) = pid {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                }
+                match tokio::time::timeout(grace.unwrap_or_default(), child.wait()).await {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = child.start_kill();
+                        child.wait().await
+                    }
+                }
+            }
+        };
+        let code = status.map(exit_code).unwrap_or(255);
+        let reason = if code == 0 { "Completed" } else { "Error" };
+        Some((
+            index,
+            Ended {
+                code,
+                reason,
+                message: None,
+                started,
+                finished: crate::meta::now(),
+            },
+        ))
+    });
 }

@@ -26,6 +26,7 @@ mod kubelet;
 mod meta;
 mod ops;
 mod patch;
+mod process;
 mod resources;
 mod schema;
 mod selector;
@@ -35,4 +36,5 @@ mod watch;
 
 pub use error::Error;
 pub use kubelet::{Kubelet, KubeletConfig};
+pub use process::{BindArgs, ProcessConfig, Resolver};
 pub use server::{ApiServer, Fault, Options, RequestRecord, Verb};

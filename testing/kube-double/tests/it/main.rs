@@ -13,6 +13,7 @@ mod faults;
 mod gc;
 mod kubelet;
 mod patch;
+mod process;
 mod status;
 mod support;
 mod watch;

@@ -1,0 +1,124 @@
+//! Stage 2: a DaskJob's spec checked and settled into everything the builders and the plan need.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::cluster::validate::check_spec;
+use crate::crd::{DaskClusterSpec, DaskJob};
+use crate::names;
+use crate::template::{check_pod_spec, inherited_annotations, inherited_labels, owner_ref};
+
+/// A DaskJob whose names and defaults are settled; the builders and the plan read only this.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedJob {
+    pub name: String,
+    pub namespace: String,
+    pub generation: i64,
+    /// The job as controller of its cluster and runner pods.
+    pub owner: OwnerReference,
+    /// Labels and annotations children inherit.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// The cluster made for the job: named as the job, as dask-kubernetes names it.
+    pub cluster_name: String,
+    pub cluster_spec: DaskClusterSpec,
+    pub cluster_labels: BTreeMap<String, String>,
+    pub cluster_annotations: BTreeMap<String, String>,
+    /// The runner pod's spec, `restartPolicy: Never` settled (retries replace the pod).
+    pub runner_spec: PodSpec,
+    pub runner_labels: BTreeMap<String, String>,
+    pub runner_annotations: BTreeMap<String, String>,
+    pub scheduler_address: String,
+    /// Runner pods that may fail before the job does: `backoffLimit` + 1.
+    pub max_attempts: u32,
+    /// From the job's creation.
+    pub deadline: Option<Duration>,
+    pub ttl_after_finished: Option<Duration>,
+    pub keep_cluster_on_failure: bool,
+    /// `metadata.creationTimestamp`; the deadline counts from it.
+    pub created: Option<Timestamp>,
+}
+
+/// Why a spec cannot be run; the list names every problem by field path.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid DaskJob {name}: {}", problems.join("; "))]
+pub struct Invalid {
+    pub name: String,
+    pub problems: Vec<String>,
+}
+
+pub fn validate(j: &DaskJob) -> Result<ValidatedJob, Invalid> {
+    let name = j.name_any();
+    let mut problems = Vec::new();
+    if name.len() > names::MAX_CLUSTER_NAME {
+        problems.push(format!(
+            "metadata.name: {} characters, at most {} allowed (the job's cluster is named after it)",
+            name.len(),
+            names::MAX_CLUSTER_NAME
+        ));
+    }
+    check_pod_spec("spec.job.spec", &j.spec.job.spec, &mut problems);
+    match j.spec.job.spec.restart_policy.as_deref() {
+        None | Some("Never") => {}
+        Some(other) => problems.push(format!(
+            "spec.job.spec.restartPolicy: {other:?} is not supported: only \"Never\" (rask retries a failed runner with a new pod, up to spec.backoffLimit)"
+        )),
+    }
+    check_spec("spec.cluster.spec", &j.spec.cluster.spec, &mut problems);
+    let backoff_limit = j.spec.backoff_limit.unwrap_or(0);
+    if backoff_limit < 0 {
+        problems.push(format!("spec.backoffLimit: {backoff_limit} is negative"));
+    }
+    let deadline = match j.spec.active_deadline_seconds {
+        Some(s) if s <= 0 => {
+            problems.push(format!("spec.activeDeadlineSeconds: {s} is not positive"));
+            None
+        }
+        s => s.map(|s| Duration::from_secs(s.unsigned_abs())),
+    };
+    let ttl_after_finished = match j.spec.ttl_seconds_after_finished {
+        Some(s) if s < 0 => {
+            problems.push(format!("spec.ttlSecondsAfterFinished: {s} is negative"));
+            None
+        }
+        s => s.map(|s| Duration::from_secs(s.unsigned_abs())),
+    };
+    let owner = owner_ref(j);
+    if owner.is_none() {
+        problems.push("metadata.uid: missing (the object was not read from the API server)".into());
+    }
+    let (Some(owner), true) = (owner, problems.is_empty()) else {
+        return Err(Invalid { name, problems });
+    };
+    let namespace = j.namespace().unwrap_or_else(|| "default".into());
+    let cluster_meta = j.spec.cluster.metadata.clone().unwrap_or_default();
+    let runner_meta = j.spec.job.metadata.clone().unwrap_or_default();
+    let mut runner_spec = j.spec.job.spec.clone();
+    runner_spec.restart_policy = Some("Never".into());
+    Ok(ValidatedJob {
+        generation: j.metadata.generation.unwrap_or(0),
+        labels: inherited_labels(j),
+        annotations: inherited_annotations(j),
+        cluster_name: name.clone(),
+        cluster_spec: j.spec.cluster.spec.clone(),
+        cluster_labels: cluster_meta.labels.unwrap_or_default(),
+        cluster_annotations: cluster_meta.annotations.unwrap_or_default(),
+        runner_spec,
+        runner_labels: runner_meta.labels.unwrap_or_default(),
+        runner_annotations: runner_meta.annotations.unwrap_or_default(),
+        scheduler_address: names::scheduler_address(&name, &namespace),
+        max_attempts: backoff_limit.unsigned_abs().saturating_add(1),
+        deadline,
+        ttl_after_finished,
+        keep_cluster_on_failure: j.spec.keep_cluster_on_failure.unwrap_or(false),
+        created: j.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        owner,
+        name,
+        namespace,
+    })
+}

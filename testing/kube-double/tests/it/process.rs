@@ -1,0 +1,343 @@
+//! Pods that really run: processes on their own loopback address, `$(VAR)` expansion, Service
+//! names resolved to pod IPs, readiness probes, exit codes, logs, and deletion by signal.
+//! `/bin/sh` stands in for an image's entrypoint.
+
+use crate::support::*;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube_double::{ApiServer, Kubelet, KubeletConfig, ProcessConfig};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "example/shell:1";
+
+fn kubelet(server: &ApiServer) -> Kubelet {
+    let processes = ProcessConfig::new("example/shell", "/bin/sh", "/bin/sh")
+        .bind_args(|argv, ip| {
+            for a in argv.iter_mut() {
+                *a = a.replace("@IP@", ip);
+            }
+        })
+        .env("FROM_CONFIG", "yes");
+    Kubelet::start(
+        server,
+        KubeletConfig {
+            processes: Some(processes),
+            ..KubeletConfig::default()
+        },
+    )
+}
+
+fn shell_pod(name: &str, script: &str, extra: serde_json::Value) -> Pod {
+    let mut v = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": IMAGE, "args": ["-c", script]}]}
+    });
+    if let Some(obj) = extra.as_object() {
+        for (k, val) in obj {
+            v["spec"]["containers"][0][k] = val.clone();
+        }
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+fn phase(p: &Pod) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
+}
+
+async fn wait_for(pods: &Api<Pod>, name: &str, what: &str, f: impl Fn(&Pod) -> bool) -> Pod {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(p) = pods.get(name).await
+            && f(&p)
+        {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {name} {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn terminated(p: &Pod) -> (i32, String) {
+    let cs = &p
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    let t = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    (t.exit_code, t.reason.clone().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_pod_runs_as_a_process_on_its_own_address_and_its_exit_code_is_reported() {
+    let server = ApiServer::new();
+    let kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let script = "echo \"hello $(GREETING) from $HOSTNAME on @IP@ config=$FROM_CONFIG\"; echo oops >&2; exit 3";
+    let pod = shell_pod(
+        "job",
+        script,
+        json!({"env": [{"name": "GREETING", "value": "world"}]}),
+    );
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let p = wait_for(&pods, "job", "failed", |p| phase(p) == "Failed").await;
+    assert_eq!(terminated(&p), (3, "Error".into()));
+    let ip = p.status.unwrap().pod_ip.unwrap();
+    assert!(ip.starts_with("127.") && ip != "127.0.0.1", "{ip}");
+    let logs = kubelet.logs("default", "job");
+    assert!(
+        logs.contains(&format!("hello world from job on {ip} config=yes")),
+        "{logs}"
+    );
+    assert!(logs.contains("oops"), "{logs}");
+
+    pods.create(
+        &PostParams::default(),
+        &shell_pod("ok", "exit 0", json!({})),
+    )
+    .await
+    .unwrap();
+    let p = wait_for(&pods, "ok", "succeeded", |p| phase(p) == "Succeeded").await;
+    assert_eq!(terminated(&p), (0, "Completed".into()));
+}
+
+#[tokio::test]
+async fn a_command_the_image_does_not_have_fails_to_start() {
+    let server = ApiServer::new();
+    let kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let pod = shell_pod(
+        "bad",
+        "exit 0",
+        json!({"command": ["/usr/bin/no-such-tool"]}),
+    );
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let p = wait_for(&pods, "bad", "failed", |p| phase(p) == "Failed").await;
+    assert_eq!(terminated(&p), (128, "StartError".into()));
+    let logs = kubelet.logs("default", "bad");
+    assert!(
+        logs.contains("\"/usr/bin/no-such-tool\": executable file not found"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_follows_the_http_probe_against_the_pod_ip() {
+    let server = ApiServer::new();
+    let _kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let pod = shell_pod(
+        "web",
+        "sleep 30",
+        json!({"ports": [{"name": "http", "containerPort": 8080}],
+               "readinessProbe": {"httpGet": {"port": "http", "path": "/health"}, "periodSeconds": 1}}),
+    );
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let p = wait_for(&pods, "web", "runs", |p| phase(p) == "Running").await;
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    assert!(!ready(&p), "nothing answers the probe yet");
+    let ip = p.status.unwrap().pod_ip.unwrap();
+    // Answer the probe in the pod's place.
+    let listener = tokio::net::TcpListener::bind((ip.as_str(), 8080))
+        .await
+        .unwrap();
+    let served = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /health HTTP/1.1"));
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+        }
+    });
+    wait_for(&pods, "web", "is ready", ready).await;
+    served.abort();
+    pods.delete("web", &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn service_names_resolve_to_the_selected_pods_ip_and_target_port() {
+    let server = ApiServer::new();
+    let kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let services: Api<Service> = Api::namespaced(server.client(), "default");
+    let svc: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
+        "spec": {"selector": {"app": "db"}, "ports": [{"port": 80, "targetPort": "pg"}]}
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    // The client starts first: it waits for the Service to have a pod.
+    let client = shell_pod(
+        "client",
+        "echo \"$ADDR\"",
+        json!({"env": [{"name": "ADDR", "value": "tcp://db.default.svc.cluster.local:80"}]}),
+    );
+    pods.create(&PostParams::default(), &client).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(phase(&pods.get("client").await.unwrap()), "Pending");
+    let db = shell_pod(
+        "db",
+        "sleep 30",
+        json!({"ports": [{"name": "pg", "containerPort": 5432}]}),
+    );
+    pods.create(&PostParams::default(), &db).await.unwrap();
+    let db_ip = wait_for(&pods, "db", "runs", |p| phase(p) == "Running")
+        .await
+        .status
+        .unwrap()
+        .pod_ip
+        .unwrap();
+    wait_for(&pods, "client", "succeeded", |p| phase(p) == "Succeeded").await;
+    let logs = kubelet.logs("default", "client");
+    assert!(logs.contains(&format!("tcp://{db_ip}:5432")), "{logs}");
+    assert_eq!(
+        kubelet.resolver().rewrite("http://db.default.svc:80/x"),
+        format!("http://{db_ip}:5432/x")
+    );
+    assert_eq!(
+        kubelet
+            .resolver()
+            .rewrite("tcp://nothing.default.svc.cluster.local:1"),
+        "tcp://nothing.default.svc.cluster.local:1",
+        "a Service without pods is left as written"
+    );
+}
+
+#[tokio::test]
+async fn deletion_sends_sigterm_then_sigkill_after_the_grace_period() {
+    let server = ApiServer::new();
+    let kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let polite = "trap 'echo got TERM; exit 0' TERM; echo up; while true; do sleep 0.05; done";
+    let stubborn = "trap '' TERM; echo up; while true; do sleep 0.05; done";
+    for (name, script) in [("polite", polite), ("stubborn", stubborn)] {
+        pods.create(&PostParams::default(), &shell_pod(name, script, json!({})))
+            .await
+            .unwrap();
+    }
+    for name in ["polite", "stubborn"] {
+        wait_for(&pods, name, "runs", |p| phase(p) == "Running").await;
+        eventually("the script is up", || async {
+            kubelet.logs("default", name).contains("up").then_some(())
+        })
+        .await;
+    }
+    let grace = DeleteParams {
+        grace_period_seconds: Some(1),
+        ..DeleteParams::default()
+    };
+    let t0 = Instant::now();
+    pods.delete("polite", &grace).await.unwrap();
+    pods.delete("stubborn", &grace).await.unwrap();
+    eventually("polite is gone", || async {
+        pods.get_opt("polite")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let polite_took = t0.elapsed();
+    eventually("stubborn is gone", || async {
+        pods.get_opt("stubborn")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let stubborn_took = t0.elapsed();
+    assert!(kubelet.logs("default", "polite").contains("got TERM"));
+    assert!(polite_took < Duration::from_millis(900), "{polite_took:?}");
+    assert!(
+        stubborn_took >= Duration::from_secs(1),
+        "killed only after the grace period: {stubborn_took:?}"
+    );
+}
+
+#[tokio::test]
+async fn killing_a_process_pod_fails_it_with_137() {
+    let server = ApiServer::new();
+    let kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    pods.create(
+        &PostParams::default(),
+        &shell_pod("victim", "sleep 30", json!({})),
+    )
+    .await
+    .unwrap();
+    wait_for(&pods, "victim", "runs", |p| phase(p) == "Running").await;
+    kubelet.kill("default", "victim").await.unwrap();
+    let p = wait_for(&pods, "victim", "failed", |p| phase(p) == "Failed").await;
+    assert_eq!(terminated(&p).0, 137);
+}
+
+#[tokio::test]
+async fn a_pod_that_names_its_own_service_reaches_itself() {
+    let server = ApiServer::new();
+    let kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let services: Api<Service> = Api::namespaced(server.client(), "default");
+    let svc: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "me"},
+        "spec": {"selector": {"app": "me"}, "ports": [{"port": 8786}]}
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    let pod = shell_pod(
+        "me",
+        "echo \"$SELF\"",
+        json!({"env": [{"name": "SELF", "value": "tcp://me.default.svc.cluster.local:8786"}]}),
+    );
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let p = wait_for(&pods, "me", "succeeded", |p| phase(p) == "Succeeded").await;
+    let ip = p.status.unwrap().pod_ip.unwrap();
+    let logs = kubelet.logs("default", "me");
+    assert!(logs.contains(&format!("tcp://{ip}:8786")), "{logs}");
+}
+
+#[tokio::test]
+async fn readiness_follows_a_tcp_probe() {
+    let server = ApiServer::new();
+    let _kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let pod = shell_pod(
+        "tcp",
+        "sleep 30",
+        json!({"ports": [{"containerPort": 9090}],
+               "readinessProbe": {"tcpSocket": {"port": 9090}, "periodSeconds": 1}}),
+    );
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let p = wait_for(&pods, "tcp", "runs", |p| phase(p) == "Running").await;
+    assert!(!ready(&p));
+    let ip = p.status.unwrap().pod_ip.unwrap();
+    let _listener = tokio::net::TcpListener::bind((ip.as_str(), 9090))
+        .await
+        .unwrap();
+    wait_for(&pods, "tcp", "is ready", ready).await;
+    pods.delete("tcp", &DeleteParams::default()).await.unwrap();
+}

@@ -1,0 +1,294 @@
+//! The end-to-end harness: kube-double's API server, its kubelet running every pod of rask's
+//! worker image as a real `rask` process (each on its own loopback address), and the operator's
+//! controllers, in one test process. A scenario applies manifests and watches real schedulers,
+//! workers and job runners do the work.
+//!
+//! The `rask` binary comes from `RASK_BIN`, else from beside the test executable
+//! (`target/debug/rask`): `cargo test --workspace` and `scripts/test` build it first; alone,
+//! build it with `cargo build -p rask --bin rask`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::Api;
+use kube_double::{ApiServer, Kubelet, KubeletConfig, ProcessConfig};
+use rask_operator::context::Context;
+use rask_operator::crd::{DaskCluster, DaskJob};
+use rask_operator::metrics::Metrics;
+use rask_operator::names;
+use rask_operator::run::{Scope, controllers};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Pods whose image contains this run as `rask` processes (images/worker, examples/rask-*.yaml).
+pub const WORKER_IMAGE: &str = "rask-dev/rask-worker";
+/// The worker image's entrypoint (images/worker/Dockerfile).
+pub const ENTRYPOINT: &str = "/usr/local/bin/rask";
+
+/// The `rask` binary the pods run.
+pub fn rask_bin() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("RASK_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the test executable: {e}"))?;
+    // target/debug/deps/it-<hash> → target/debug/rask
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("rask"))
+        .ok_or_else(|| format!("{} has no target directory above it", exe.display()))?;
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "no rask binary at {}: run `cargo build -p rask --bin rask` first, or set RASK_BIN",
+            bin.display()
+        ))
+    }
+}
+
+/// What listening on all interfaces inside a pod means here: on the pod's IP. `rask scheduler`
+/// gets `--host IP` and its dashboard on `IP:port`; `rask worker` gets `--listen-host IP`. Other
+/// commands (`rask run`) only connect out and are left alone.
+pub fn bind_rask_args(argv: &mut Vec<String>, ip: &str) {
+    fn set(argv: &mut Vec<String>, flag: &str, value: impl Fn(Option<&str>) -> Option<String>) {
+        let eq = format!("{flag}=");
+        let at = argv.iter().position(|a| a == flag || a.starts_with(&eq));
+        match at {
+            Some(i) if argv[i] == flag => {
+                let old = argv.get(i + 1).cloned();
+                if let Some(v) = value(old.as_deref()) {
+                    if i + 1 < argv.len() {
+                        argv[i + 1] = v;
+                    } else {
+                        argv.push(v);
+                    }
+                }
+            }
+            Some(i) => {
+                let old = argv[i][eq.len()..].to_owned();
+                if let Some(v) = value(Some(&old)) {
+                    argv[i] = format!("{eq}{v}");
+                }
+            }
+            None => {
+                if let Some(v) = value(None) {
+                    argv.push(flag.to_owned());
+                    argv.push(v);
+                }
+            }
+        }
+    }
+    match argv.get(1).map(String::as_str) {
+        Some("scheduler") => {
+            set(argv, "--host", |_| Some(ip.to_owned()));
+            set(argv, "--dashboard-address", |old| match old {
+                Some(v) if v.eq_ignore_ascii_case("none") => None,
+                Some(v) => {
+                    let port = v.rsplit(':').next().unwrap_or(v);
+                    Some(format!("{ip}:{port}"))
+                }
+                None => Some(format!("{ip}:{}", names::DASHBOARD_PORT)),
+            });
+        }
+        Some("worker") => set(argv, "--listen-host", |_| Some(ip.to_owned())),
+        _ => {}
+    }
+}
+
+/// An API server, a kubelet that runs rask's pods, and the operator.
+pub struct E2e {
+    pub client: kube::Client,
+    pub kubelet: Kubelet,
+    operator: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+impl E2e {
+    pub async fn start() -> E2e {
+        let bin = rask_bin().unwrap_or_else(|e| panic!("{e}"));
+        let api = ApiServer::new();
+        for crd in rask_operator::crd::all() {
+            api.install_crd(crd)
+                .unwrap_or_else(|e| panic!("cannot install a CRD: {e}"));
+        }
+        let processes = ProcessConfig::new(WORKER_IMAGE, bin, ENTRYPOINT)
+            .bind_args(bind_rask_args)
+            .env("RUST_LOG", "info");
+        let kubelet = Kubelet::start(
+            &api,
+            KubeletConfig {
+                processes: Some(processes),
+                start_delay: Duration::ZERO,
+                ..KubeletConfig::default()
+            },
+        );
+        let mut e2e = E2e {
+            client: api.client(),
+            kubelet,
+            operator: None,
+        };
+        e2e.start_operator();
+        e2e
+    }
+
+    /// Starts the operator; it reaches schedulers' HTTP API at their pods' addresses.
+    pub fn start_operator(&mut self) {
+        let resolver = self.kubelet.resolver();
+        let url =
+            move |cluster: &str, ns: &str| resolver.rewrite(&names::scheduler_http(cluster, ns));
+        let ctx = Context::new(self.client.clone(), Arc::new(Metrics::default()))
+            .with_scheduler_url(Arc::new(url));
+        let (tx, mut rx) = watch::channel(false);
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let task = tokio::spawn(controllers(Arc::new(ctx), Scope::AllNamespaces, shutdown));
+        self.operator = Some((tx, task));
+    }
+
+    /// Kills the operator at once, as a crash would.
+    pub async fn kill_operator(&mut self) {
+        if let Some((_, task)) = self.operator.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    pub fn pods(&self) -> Api<k8s_openapi::api::core::v1::Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    pub fn clusters(&self) -> Api<DaskCluster> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    pub fn jobs(&self) -> Api<DaskJob> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    /// `tcp://IP:8786` of a cluster's scheduler pod: the Service address, rewritten as a pod in
+    /// the cluster would reach it.
+    pub fn scheduler_address(&self, cluster: &str) -> String {
+        self.kubelet
+            .resolver()
+            .rewrite(&names::scheduler_address(cluster, "default"))
+    }
+
+    /// Polls `f` until it holds; after `timeout`, panics with `what` and every pod's output.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl AsyncFnMut() -> bool,
+    ) {
+        let start = std::time::Instant::now();
+        loop {
+            if f().await {
+                return;
+            }
+            if start.elapsed() >= timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting until {what}\n{}",
+                    self.kubelet.all_logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some((tx, task)) = self.operator.take() {
+            let _ = tx.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        // Dropping the kubelet kills every process it started.
+        self.kubelet.stop();
+    }
+}
+
+/// A manifest from `examples/`, typed.
+pub fn example<K: serde::de::DeserializeOwned>(file: &str) -> Result<K, String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(file);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(args: &[&str]) -> Vec<String> {
+        let mut argv: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        bind_rask_args(&mut argv, "127.9.0.1");
+        argv
+    }
+
+    #[test]
+    fn schedulers_and_workers_listen_on_the_pod_ip() {
+        assert_eq!(
+            bound(&[
+                "rask",
+                "scheduler",
+                "--port",
+                "8786",
+                "--dashboard-address",
+                ":8787"
+            ]),
+            [
+                "rask",
+                "scheduler",
+                "--port",
+                "8786",
+                "--dashboard-address",
+                "127.9.0.1:8787",
+                "--host",
+                "127.9.0.1"
+            ]
+        );
+        assert_eq!(
+            bound(&[
+                "rask",
+                "scheduler",
+                "--host=0.0.0.0",
+                "--dashboard-address=none"
+            ]),
+            [
+                "rask",
+                "scheduler",
+                "--host=127.9.0.1",
+                "--dashboard-address=none"
+            ]
+        );
+        assert_eq!(
+            bound(&["rask", "scheduler"]),
+            [
+                "rask",
+                "scheduler",
+                "--host",
+                "127.9.0.1",
+                "--dashboard-address",
+                "127.9.0.1:8787"
+            ]
+        );
+        assert_eq!(
+            bound(&["rask", "worker", "--nthreads", "1"]),
+            [
+                "rask",
+                "worker",
+                "--nthreads",
+                "1",
+                "--listen-host",
+                "127.9.0.1"
+            ]
+        );
+        assert_eq!(
+            bound(&["rask", "run", "delayed"]),
+            ["rask", "run", "delayed"]
+        );
+    }
+}

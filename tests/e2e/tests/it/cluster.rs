@@ -1,0 +1,138 @@
+//! A DaskCluster of rask's image: scheduler and workers run, a client computes on them, and a
+//! DaskAutoscaler scales the workers under a burst and back.
+
+use std::time::Duration;
+
+use kube::api::PostParams;
+use rask::Arg;
+use rask_e2e::{E2e, example};
+use rask_operator::crd::{ClusterPhase, DaskAutoscaler, DaskAutoscalerSpec, DaskCluster};
+use rask_operator::scheduler_api::SchedulerApi;
+
+const T: Duration = Duration::from_secs(60);
+
+/// `examples/rask-cluster.yaml` with two single-threaded workers.
+fn cluster() -> DaskCluster {
+    let mut c: DaskCluster = example("rask-cluster.yaml").unwrap();
+    c.spec.worker.replicas = 2;
+    c.spec.worker.spec.containers[0].args = Some(
+        ["worker", "--nthreads", "1", "--memory-limit", "1GiB"]
+            .map(String::from)
+            .to_vec(),
+    );
+    c
+}
+
+async fn workers(e2e: &E2e) -> usize {
+    let lp = kube::api::ListParams::default()
+        .labels("dask.org/cluster-name=rask,dask.org/component=worker");
+    e2e.pods()
+        .list(&lp)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count()
+}
+
+/// Workers registered with the scheduler, through its HTTP API.
+async fn connected(e2e: &E2e) -> usize {
+    let base = e2e
+        .kubelet
+        .resolver()
+        .rewrite(&rask_operator::names::scheduler_http("rask", "default"));
+    SchedulerApi::default()
+        .get_workers(&base)
+        .await
+        .map(|w| w.len())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_cluster_runs_its_scheduler_and_workers_and_computes_the_seed_graph() {
+    let e2e = E2e::start().await;
+    e2e.clusters()
+        .create(&PostParams::default(), &cluster())
+        .await
+        .unwrap();
+    e2e.wait_until(
+        "the cluster is Running with 2 ready workers",
+        T,
+        async || {
+            e2e.clusters()
+                .get("rask")
+                .await
+                .unwrap()
+                .status
+                .is_some_and(|s| s.phase == Some(ClusterPhase::Running) && s.ready_workers == 2)
+        },
+    )
+    .await;
+    let scheduler = e2e.pods().get("rask-scheduler").await.unwrap();
+    let ip = scheduler.status.unwrap().pod_ip.unwrap();
+    let address = e2e.scheduler_address("rask");
+    assert_eq!(
+        address,
+        format!("tcp://{ip}:8786"),
+        "the Service address is the scheduler pod's"
+    );
+    e2e.wait_until("both workers joined the scheduler", T, async || {
+        connected(&e2e).await == 2
+    })
+    .await;
+    let client = rask::client::Client::connect(&address).await.unwrap();
+    assert_eq!(rask::jobs::seed_delayed(&client).await.unwrap(), 131);
+    e2e.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_autoscaler_scales_real_workers_under_a_burst_and_back() {
+    let e2e = E2e::start().await;
+    e2e.clusters()
+        .create(&PostParams::default(), &cluster())
+        .await
+        .unwrap();
+    let mut a = DaskAutoscaler::new(
+        "rask",
+        DaskAutoscalerSpec {
+            cluster: "rask".into(),
+            minimum: 1,
+            maximum: 3,
+            worker_group: None,
+            scale_down_stabilization_seconds: Some(2),
+        },
+    );
+    a.metadata.namespace = Some("default".into());
+    kube::Api::<DaskAutoscaler>::namespaced(e2e.client.clone(), "default")
+        .create(&PostParams::default(), &a)
+        .await
+        .unwrap();
+    e2e.wait_until(
+        "the autoscaler brings the cluster to 1 worker",
+        T,
+        async || workers(&e2e).await == 1 && connected(&e2e).await == 1,
+    )
+    .await;
+    // 600 tasks of 20 ms: 12 s of work for one thread, so the scheduler asks for more.
+    let client = rask::client::Client::connect(&e2e.scheduler_address("rask"))
+        .await
+        .unwrap();
+    let futures = client.map_args(
+        "sleep",
+        (0..600i64).map(|i| vec![Arg::from(0.02), Arg::from(i)]),
+    );
+    e2e.wait_until("3 workers joined", T, async || connected(&e2e).await == 3)
+        .await;
+    let values = client.gather(&futures).await.unwrap();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(*v, rask::Value::Int(i as i64), "result {i}");
+    }
+    drop(futures);
+    e2e.wait_until("back to 1 worker", T, async || {
+        workers(&e2e).await == 1 && connected(&e2e).await == 1
+    })
+    .await;
+    e2e.shutdown().await;
+}
