@@ -90,6 +90,8 @@ pub struct UpReport {
     /// The runner's exit code for a DaskJob (`None` when killed by a signal, or for a DaskCluster).
     pub exit_code: Option<i32>,
     pub succeeded: bool,
+    /// How many times a DaskJob's runner ran (retries included).
+    pub runner_runs: u32,
     pub scale_events: Vec<ScaleEvent>,
     pub dir: PathBuf,
 }
@@ -190,17 +192,18 @@ pub async fn up(
     let result = run(&plan, &opts, &backend, &say, &runner_rask, stop).await;
     backend.delete_cluster().await?;
     say.line(format_args!("cluster {} deleted", plan.cluster));
-    let (exit_code, succeeded, scale_events) = result?;
+    let (exit_code, succeeded, runner_runs, scale_events) = result?;
     Ok(UpReport {
         cluster: plan.cluster,
         exit_code,
         succeeded,
+        runner_runs,
         scale_events,
         dir,
     })
 }
 
-type RunResult = Result<(Option<i32>, bool, Vec<ScaleEvent>), UpError>;
+type RunResult = Result<(Option<i32>, bool, u32, Vec<ScaleEvent>), UpError>;
 
 async fn run(
     plan: &LocalPlan,
@@ -257,7 +260,7 @@ async fn run(
             Some(r) => run_runner(r, backend, say, rask).await,
             None => {
                 idle(plan, backend, &api, say).await;
-                Ok((None, true))
+                Ok((None, true, 0))
             }
         }
     };
@@ -265,7 +268,7 @@ async fn run(
         r = ended => r,
         () = stop => {
             say.line("stopping");
-            Ok((None, false))
+            Ok((None, false, 0))
         }
     };
     let _ = stop_tx.send(true);
@@ -273,7 +276,7 @@ async fn run(
         let _ = l.await;
     }
     let events = std::mem::take(&mut *events.lock().unwrap_or_else(|p| p.into_inner()));
-    outcome.map(|(code, ok)| (code, ok, events))
+    outcome.map(|(code, ok, runs)| (code, ok, runs, events))
 }
 
 fn scale_event(group: &str, s: &Step, at: f64) -> Option<ScaleEvent> {
@@ -323,13 +326,15 @@ async fn wait_joined(
     }
 }
 
-/// Runs a DaskJob's runner with the scheduler's address, its output passed through.
+/// Runs a DaskJob's runner with the scheduler's address, its output passed through; a failed run
+/// is retried up to the job's `backoffLimit`, all within its `activeDeadlineSeconds`. A failed job
+/// with `keepClusterOnFailure` keeps the cluster until Ctrl-C.
 async fn run_runner(
     r: &RunnerPlan,
     backend: &LocalBackend,
     say: &Say,
     rask: &Path,
-) -> Result<(Option<i32>, bool), UpError> {
+) -> Result<(Option<i32>, bool, u32), UpError> {
     let mut vars = r.env.clone();
     vars.push((
         "DASK_SCHEDULER_ADDRESS".into(),
@@ -340,24 +345,69 @@ async fn run_runner(
         "rask" => rask.display().to_string(),
         other => other.to_owned(),
     };
-    say.line(format_args!("job {}: running {}", r.job, argv.join(" ")));
-    let status = tokio::process::Command::new(&program)
-        .args(&argv[1..])
-        .envs(vars.iter().cloned())
-        .kill_on_drop(true)
-        .status()
-        .await
-        .map_err(|e| UpError::Runner {
-            argv: argv.clone(),
-            reason: e.to_string(),
-        })?;
-    let ok = status.success();
-    say.line(format_args!(
-        "job {}: {} ({status})",
-        r.job,
-        if ok { "Successful" } else { "Failed" }
-    ));
-    Ok((status.code(), ok))
+    let deadline = r.deadline.map(|d| say.t0 + d);
+    let mut outcome = (None, false);
+    let mut runs = 0;
+    for attempt in 0..=r.backoff_limit {
+        runs += 1;
+        say.line(format_args!(
+            "job {}: running {} (attempt {} of {})",
+            r.job,
+            argv.join(" "),
+            attempt + 1,
+            r.backoff_limit + 1
+        ));
+        let mut child = tokio::process::Command::new(&program)
+            .args(&argv[1..])
+            .envs(vars.iter().cloned())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| UpError::Runner {
+                argv: argv.clone(),
+                reason: e.to_string(),
+            })?;
+        let waited = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), child.wait()).await,
+            None => Ok(child.wait().await),
+        };
+        let status = match waited {
+            Ok(s) => s.map_err(|e| UpError::Runner {
+                argv: argv.clone(),
+                reason: e.to_string(),
+            })?,
+            Err(_) => {
+                let _ = child.kill().await;
+                say.line(format_args!(
+                    "job {}: Failed (activeDeadlineSeconds {} s exceeded)",
+                    r.job,
+                    r.deadline.map(|d| d.as_secs()).unwrap_or(0)
+                ));
+                outcome = (None, false);
+                break;
+            }
+        };
+        outcome = (status.code(), status.success());
+        say.line(format_args!(
+            "job {}: {} ({status})",
+            r.job,
+            if status.success() {
+                "Successful"
+            } else {
+                "Failed"
+            }
+        ));
+        if status.success() {
+            break;
+        }
+    }
+    if !outcome.1 && r.keep_cluster_on_failure {
+        say.line(format_args!(
+            "job {}: keeping the cluster for debugging (keepClusterOnFailure); Ctrl-C deletes it",
+            r.job
+        ));
+        std::future::pending::<()>().await;
+    }
+    Ok((outcome.0, outcome.1, runs))
 }
 
 /// Returns once the scheduler has been idle for the cluster's `idleTimeout`; never without one.

@@ -37,6 +37,13 @@ pub struct RunnerPlan {
     pub job: String,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Failed runs retried this many times (`spec.backoffLimit`).
+    pub backoff_limit: u32,
+    /// The job fails when it has not finished this long after `up` started
+    /// (`spec.activeDeadlineSeconds`).
+    pub deadline: Option<Duration>,
+    /// Keep the cluster after a failure, until Ctrl-C (`spec.keepClusterOnFailure`).
+    pub keep_cluster_on_failure: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -70,7 +77,21 @@ pub fn plan(resources: &[Resource]) -> Result<LocalPlan, Invalid> {
                     &j.spec.job.spec,
                     &format!("DaskJob {name}: spec.job.spec"),
                     &mut problems,
-                );
+                )
+                .map(|r| RunnerPlan {
+                    backoff_limit: j
+                        .spec
+                        .backoff_limit
+                        .and_then(|b| u32::try_from(b).ok())
+                        .unwrap_or(0),
+                    deadline: j
+                        .spec
+                        .active_deadline_seconds
+                        .filter(|s| *s > 0)
+                        .map(|s| Duration::from_secs(s.unsigned_abs())),
+                    keep_cluster_on_failure: j.spec.keep_cluster_on_failure.unwrap_or(false),
+                    ..r
+                });
                 clusters.push((name, &j.spec.cluster.spec, runner));
             }
             _ => {}
@@ -318,6 +339,9 @@ fn runner(job: &str, spec: &PodSpec, path: &str, problems: &mut Vec<String>) -> 
         job: job.to_owned(),
         argv,
         env: env(c, &cpath, problems),
+        backoff_limit: 0,
+        deadline: None,
+        keep_cluster_on_failure: false,
     })
 }
 

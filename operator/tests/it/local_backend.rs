@@ -164,11 +164,43 @@ async fn up_runs_a_dask_job_to_success_and_deletes_its_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_runner_reports_its_exit_code() {
     let dir = tempfile::tempdir().unwrap();
-    // `rask run` of a job that does not exist: clap's usage error, exit code 2.
-    let plan = load(&job_file(&dir, "run, no-such-job")).unwrap();
+    // `rask run` of a job that does not exist: clap's usage error, exit code 2; retried once.
+    let path = job_file(&dir, "run, no-such-job");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "spec:
+  job:",
+        "spec:
+  backoffLimit: 1
+  job:",
+    );
+    std::fs::write(&path, text).unwrap();
+    let plan = load(&path).unwrap();
     let report = up(plan, opts(&dir), std::future::pending()).await.unwrap();
     assert!(!report.succeeded);
     assert_eq!(report.exit_code, Some(2));
+    assert_eq!(report.runner_runs, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_past_its_deadline_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    // A futures pipeline of 100 s stopped by a 2 s activeDeadlineSeconds.
+    let path = job_file(&dir, "run, futures, --pairs, \"50\", --step, \"2\"");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "spec:
+  job:",
+        "spec:
+  activeDeadlineSeconds: 2
+  job:",
+    );
+    std::fs::write(&path, text).unwrap();
+    let t = std::time::Instant::now();
+    let report = up(load(&path).unwrap(), opts(&dir), std::future::pending())
+        .await
+        .unwrap();
+    assert!(!report.succeeded);
+    assert_eq!(report.exit_code, None);
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
