@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use polars::prelude::*;
 
-use super::partition::{Block, Scan, read_block};
+use super::partition::{Block, Scan, read_block, scan_block_lines};
 use super::plan::{DType, Schema, to_polars_schema};
 
 /// The field separator (comma; other separators are not offered yet).
@@ -76,10 +76,11 @@ pub fn parse(
 /// The number of data rows of `block`: counted without parsing when its bytes hold no quote
 /// and no blank line, parsed (one column) otherwise. Values are not checked.
 pub fn count_block_rows(block: &Block, schema: &Schema) -> Result<u64, String> {
-    let (bytes, at) = read_block(block).map_err(|e| e.to_string())?;
-    if let Some(rows) = Scan::of(&bytes, SEP).plain_rows() {
+    let scan = scan_block_lines(block).map_err(|e| e.to_string())?;
+    if let Some(rows) = scan.plain_rows() {
         return Ok(rows);
     }
+    let (bytes, at) = read_block(block).map_err(|e| e.to_string())?;
     let first: Vec<String> = schema.iter().take(1).map(|(n, _)| n.clone()).collect();
     Ok(parse(&bytes, at, &block.path, schema, Some(&first))?.height() as u64)
 }
