@@ -328,7 +328,7 @@ impl Scan {
 }
 
 /// Whether some line of `bytes` (which start at a line start) is empty.
-fn has_blank_line(bytes: &[u8]) -> bool {
+pub fn has_blank_line(bytes: &[u8]) -> bool {
     matches!(bytes.first(), Some(b'\n' | b'\r'))
         || memchr::memmem::find(bytes, b"\n\n").is_some()
         || memchr::memmem::find(bytes, b"\n\r\n").is_some()
