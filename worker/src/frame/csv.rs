@@ -312,6 +312,11 @@ mod tests {
         assert_eq!(names, [Some("a"), Some("b,c"), Some("say \"hi\"")]);
         let only = read_block_frame(&whole(&path, h), &schema(), Some(&["x".into()])).unwrap();
         assert_eq!(only.get_column_names(), ["x"]);
+
+        let (_d, path, h) = write("id,x,name\r\n1,2.5,a\r\n2,,b\r\n");
+        let df = read_block_frame(&whole(&path, h), &schema(), None).unwrap();
+        let names: Vec<_> = df.column("name").unwrap().str().unwrap().iter().collect();
+        assert_eq!(names, [Some("a"), Some("b")], "CRLF line endings");
     }
 
     #[test]
