@@ -482,6 +482,14 @@ async fn sigkill_of_a_worker_mid_groupby_still_gives_the_right_answer() {
     .await;
     assert!(started, "the groupby made progress");
     let victim = cluster.worker_names()[1].clone();
+    let snap = cluster.snapshot().await.unwrap();
+    let held_before = snap
+        .workers
+        .iter()
+        .find(|w| w.name == victim)
+        .map(|w| w.keys)
+        .unwrap_or(0);
+    let computed_at_kill = snap.tasks_computed_total;
     cluster.kill_worker(&victim).await.unwrap();
     let values = tokio::time::timeout(Duration::from_secs(120), client.gather(&futures))
         .await
@@ -498,5 +506,15 @@ async fn sigkill_of_a_worker_mid_groupby_still_gives_the_right_answer() {
     );
     let snap = cluster.snapshot().await.unwrap();
     assert_eq!(snap.workers.len(), 2);
+    let tasks = rask::client::delayed::graph_of(&g.partitions()).len() as u64;
+    assert!(
+        snap.tasks_computed_total > tasks || held_before == 0,
+        "the victim's {held_before} results were recomputed ({} runs of {tasks} tasks)",
+        snap.tasks_computed_total
+    );
+    eprintln!(
+        "killed at {computed_at_kill} of {tasks} tasks, holding {held_before}; {} runs in all",
+        snap.tasks_computed_total
+    );
     cluster.shutdown().await;
 }
