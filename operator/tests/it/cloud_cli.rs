@@ -38,9 +38,13 @@ fn cloud_commands_name_the_bad_key_the_missing_cluster_and_the_wrong_kind_of_fil
         "apiVersion: kubernetes.dask.org/v1\nkind: DaskCluster\n",
     )
     .unwrap();
+    // Not a cloud config: read as a manifest for the local backend, whose error names the problem.
     let (ok, err) = run(&["up", manifest.to_str().unwrap()], &state);
     assert!(!ok);
-    assert!(err.contains("no top-level `provider:` key"), "{err}");
+    assert!(
+        err.contains("cluster.yaml, document 1: DaskCluster has no metadata.name"),
+        "{err}"
+    );
 
     for cmd in [
         vec!["scale", "ghost", "3"],
