@@ -14,36 +14,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot run should stop loudly
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rask::Value;
 use rask::client::{Client, TaskFuture};
 use rask::graph::Arg;
-use rask_operator::autoscaler::driver::{Autoscaler, Outcome, Step, now};
+use rask_operator::autoscaler::driver::{Autoscaler, Outcome, Step};
 use rask_operator::autoscaler::policy::Settings;
 use rask_operator::backend::Backend;
 use rask_operator::backend::local::{LocalBackend, LocalSpec, WorkerTemplate};
+use rask_operator::clock::now;
 use rask_operator::scheduler_api::SchedulerApi;
 use serde_json::json;
 
 const GROUP: &str = "bench-default";
-
-fn rask_binary() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--bin", "rask"])
-        .current_dir(&root)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building rask failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    target.join("release/rask")
-}
 
 async fn cluster(rask: &Path, dir: &tempfile::TempDir, workers: usize) -> Arc<LocalBackend> {
     let spec = LocalSpec {
@@ -285,7 +273,7 @@ async fn scale_down_trials(rask: &Path) -> serde_json::Value {
 }
 
 fn main() {
-    let rask = rask_binary();
+    let rask = common::release_binary("rask");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

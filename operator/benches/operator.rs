@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot run should stop loudly
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,20 +21,6 @@ use kube::api::{Api, ListParams, PostParams};
 use kube_double::{ApiServer, Kubelet, KubeletConfig};
 use rask_operator::crd::{ClusterPhase, DaskCluster};
 use serde_json::json;
-
-fn operator_binary() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--bin", "rask-operator"])
-        .current_dir(&root)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building rask-operator failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    target.join("release/rask-operator")
-}
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -86,7 +74,7 @@ async fn wait_running(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let binary = operator_binary();
+    let binary = common::release_binary("rask-operator");
     let api = ApiServer::new();
     for crd in rask_operator::crd::all() {
         api.install_crd(crd).unwrap();

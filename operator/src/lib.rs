@@ -6,6 +6,7 @@
 mod apply;
 pub mod autoscaler;
 pub mod backend;
+pub mod clock;
 pub mod cloud;
 pub mod cluster;
 mod conditions;

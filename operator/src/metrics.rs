@@ -1,7 +1,9 @@
 //! The operator's own metrics and diagnostics, shared by the controllers and the HTTP server.
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::clock::now;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -44,13 +46,6 @@ pub struct Diagnostics {
     pub started_at: f64,
     pub last_reconcile_at: Option<f64>,
     pub last_error: Option<String>,
-}
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 impl Default for Metrics {

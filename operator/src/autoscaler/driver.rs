@@ -3,21 +3,15 @@
 //! the local and cloud backends run [`Autoscaler::run`] next to their scheduler.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::policy::{Decision, GroupWorker, Observation, Policy, Settings};
 use crate::backend::{Backend, BackendError, InstanceState, Retirement, WorkerInstance};
+use crate::clock::now;
 use crate::scheduler_api::SchedulerApi;
 
 /// How long one look at the scheduler may take before the policy is told it did not answer.
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(2);
-
-pub fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 /// What one poll saw.
 #[derive(Clone, Debug)]

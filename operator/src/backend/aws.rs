@@ -520,10 +520,7 @@ fn tags_for(
         tag("Name", name),
         tag(TAG_CLUSTER, cluster),
         tag(TAG_ROLE, role.as_str()),
-        tag(
-            TAG_CREATED,
-            &(crate::autoscaler::driver::now() as u64).to_string(),
-        ),
+        tag(TAG_CREATED, &(crate::clock::now() as u64).to_string()),
     ];
     if let Some(g) = group {
         tags.push(tag(TAG_GROUP, g));
@@ -581,7 +578,7 @@ impl Provider for Ec2 {
             kind: SECURITY_GROUP,
             id: id.clone(),
             cluster: cluster.name.clone(),
-            created: Some(crate::autoscaler::driver::now() as u64),
+            created: Some(crate::clock::now() as u64),
         });
         // Everything between the cluster's own instances; the scheduler's ports to the
         // configured networks only. Never 0.0.0.0/0 unless the config says so.
@@ -743,7 +740,7 @@ impl Provider for Ec2 {
             kind: INSTANCE,
             id: id.to_owned(),
             cluster: cluster.name.clone(),
-            created: Some(crate::autoscaler::driver::now() as u64),
+            created: Some(crate::clock::now() as u64),
         });
         // Built from the request: RunInstances' answer need not carry the tags yet.
         Ok(Vm {
@@ -755,7 +752,7 @@ impl Provider for Ec2 {
             state: VmState::Pending,
             private_ip: instance.private_ip_address().map(str::to_owned),
             public_ip: instance.public_ip_address().map(str::to_owned),
-            created: crate::autoscaler::driver::now(),
+            created: crate::clock::now(),
             ready: false,
         })
     }

@@ -23,7 +23,7 @@ use super::cloud::{
     Ledger, Provider, Resource, Role, TAG_CLUSTER, TAG_CREATED, TAG_GROUP, TAG_READY, TAG_ROLE, Vm,
     VmRequest, VmState,
 };
-use crate::autoscaler::driver::now;
+use crate::clock::now;
 use crate::cloud::CloudError;
 use crate::cloud::config::{AzureSettings, CloudCluster, ProviderSettings};
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Backend, BackendError, InstanceState, Retirement, WorkerInstance, retire_then_remove};
-use crate::autoscaler::driver::now;
+use crate::clock::now;
 use crate::cloud::config::CloudCluster;
 use crate::cloud::userdata::{self, Body};
 use crate::cloud::{CloudError, tail};

@@ -9,7 +9,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::{Backend, BackendError, InstanceState, Retirement, WorkerInstance};
-use crate::autoscaler::driver::now;
+use crate::clock::now;
 use crate::cluster::status::is_ready;
 use crate::crd::{DaskCluster, DaskWorkerGroup};
 use crate::names::{self, ANNOTATION_DELETION_COST, LABEL_WORKER_GROUP};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 use super::{Backend, BackendError, InstanceState, Retirement, WorkerInstance, retire_then_remove};
-use crate::autoscaler::driver::now;
+use crate::clock::now;
 use crate::scheduler_api::SchedulerApi;
 
 const BACKEND: &str = "local";
@@ -79,9 +79,7 @@ fn failed(action: impl Into<String>, reason: impl std::fmt::Display) -> BackendE
 
 /// The last lines of a log file, to say why a process ended.
 pub fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    crate::cloud::tail(&std::fs::read_to_string(path).unwrap_or_default(), lines)
 }
 
 impl LocalBackend {

@@ -88,10 +88,7 @@ async fn idle_check(
     timeout: Duration,
 ) -> Result<(), Error> {
     let base = (ctx.scheduler_url)(&v.name, &v.namespace);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let now = crate::clock::now();
     // A quick question: a scheduler that cannot answer within 2 s is not idle, and a slow answer
     // must not hold up the other clusters' reconciles.
     let asked =

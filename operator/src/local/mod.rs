@@ -419,7 +419,7 @@ async fn idle(plan: &LocalPlan, backend: &LocalBackend, api: &SchedulerApi, say:
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if let Ok(Some(since)) = api.idle_since(&backend.scheduler_url()).await {
-            let idle_for = crate::autoscaler::driver::now() - since;
+            let idle_for = crate::clock::now() - since;
             if idle_for >= limit.as_secs_f64() {
                 say.line(format_args!(
                     "idle for {idle_for:.0} s (idleTimeout {} s)",
