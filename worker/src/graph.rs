@@ -11,9 +11,24 @@ use serde::{Deserialize, Serialize};
 use crate::value::Value;
 
 /// The name of a task and of its result, unique within a scheduler (Dask's "key").
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Key(Arc<str>);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        // Most comparisons are of clones of one key (the scheduler's maps hold the graph's
+        // keys), where the pointers match and the bytes need no comparing.
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl std::hash::Hash for Key {
+    /// Hashes the text, so equal keys hash alike whether or not they share an allocation.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
 
 impl Key {
     pub fn new(s: impl Into<Arc<str>>) -> Self {
@@ -24,7 +39,7 @@ impl Key {
         &self.0
     }
 
-    /// The key's prefix: everything before the last `-` (Dask groups task statistics by it),
+    /// The key's prefix: everything before the first `-` (Dask groups task statistics by it),
     /// e.g. `inc` for `inc-3f2a-17`.
     pub fn prefix(&self) -> &str {
         let s = self.as_str();

@@ -1,6 +1,7 @@
 //! The thin networking layer: TCP connections that carry protocol frames, with outgoing messages
 //! batched into as few frames (and syscalls) as the queue allows.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -19,7 +20,13 @@ const BATCH_MSGS: usize = 20_000;
 
 /// Sends envelopes to one peer; cloning is cheap. Sending never blocks; a closed connection
 /// makes `send` return false.
-pub struct Sender<M>(mpsc::UnboundedSender<Envelope<M>>);
+pub struct Sender<M>(mpsc::UnboundedSender<Outgoing<M>>);
+
+/// What goes through a connection's queue: one message, or many decided together.
+enum Outgoing<M> {
+    One(Envelope<M>),
+    Many(Vec<Envelope<M>>),
+}
 
 impl<M> Clone for Sender<M> {
     fn clone(&self) -> Self {
@@ -29,7 +36,15 @@ impl<M> Clone for Sender<M> {
 
 impl<M> Sender<M> {
     pub fn send(&self, e: impl Into<Envelope<M>>) -> bool {
-        self.0.send(e.into()).is_ok()
+        self.0.send(Outgoing::One(e.into())).is_ok()
+    }
+
+    /// Queues many messages at once, in order: one wake-up of the writer instead of one each.
+    pub fn send_many(&self, batch: Vec<Envelope<M>>) -> bool {
+        if batch.is_empty() {
+            return !self.0.is_closed();
+        }
+        self.0.send(Outgoing::Many(batch)).is_ok()
     }
 }
 
@@ -69,38 +84,42 @@ where
 
 async fn write_loop<M: Serialize>(
     write: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Envelope<M>>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing<M>>,
     peer: String,
 ) {
     let mut w = BufWriter::with_capacity(256 << 10, write);
-    let mut carry: Option<Envelope<M>> = None;
+    let mut queue: VecDeque<Envelope<M>> = VecDeque::new();
+    let take = |item: Outgoing<M>, queue: &mut VecDeque<Envelope<M>>| match item {
+        Outgoing::One(e) => queue.push_back(e),
+        Outgoing::Many(batch) => queue.extend(batch),
+    };
     loop {
-        let first = match carry.take() {
-            Some(e) => e,
-            None => match rx.recv().await {
-                Some(e) => e,
+        if queue.is_empty() {
+            match rx.recv().await {
+                Some(item) => take(item, &mut queue),
                 None => break,
-            },
-        };
-        if rx.is_empty() {
-            // Let the tasks producing messages run once before writing: a worker finishing
-            // tasks one by one then sends them in one frame and one syscall, not one each.
-            tokio::task::yield_now().await;
-        }
-        let mut bytes = first.blob_bytes();
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MSGS {
-            match rx.try_recv() {
-                Ok(e) => {
-                    if bytes + e.blob_bytes() > BATCH_BYTES {
-                        carry = Some(e);
-                        break;
-                    }
-                    bytes += e.blob_bytes();
-                    batch.push(e);
-                }
-                Err(_) => break,
             }
+            if rx.is_empty() {
+                // Let the tasks producing messages run once before writing: a worker finishing
+                // tasks one by one then sends them in one frame and one syscall, not one each.
+                tokio::task::yield_now().await;
+            }
+        }
+        while let Ok(item) = rx.try_recv() {
+            take(item, &mut queue);
+        }
+        // One frame of at most BATCH_MSGS messages and BATCH_BYTES blob bytes (a single larger
+        // message still goes alone).
+        let mut bytes = 0;
+        let mut batch = Vec::new();
+        while let Some(e) = queue.front() {
+            let b = e.blob_bytes();
+            if batch.len() >= BATCH_MSGS || (!batch.is_empty() && bytes + b > BATCH_BYTES) {
+                break;
+            }
+            let Some(e) = queue.pop_front() else { break };
+            bytes += b;
+            batch.push(e);
         }
         match write_frame(&mut w, &batch, DEFAULT_MAX_FRAME).await {
             Ok(()) => {}
@@ -118,7 +137,7 @@ async fn write_loop<M: Serialize>(
                 return;
             }
         }
-        if carry.is_none()
+        if queue.is_empty()
             && rx.is_empty()
             && let Err(e) = w.flush().await
         {

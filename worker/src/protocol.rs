@@ -324,13 +324,35 @@ where
     M: Serialize,
     W: AsyncWrite + Unpin,
 {
-    let (head, blobs) = encode_frame(batch, max)?;
-    w.write_all(&head).await?;
+    let (mut pending, blobs) = encode_frame(batch, max)?;
+    // Small blobs are copied after the header and go out in few writes (one write per blob
+    // would be one TCP segment per result on an unbuffered socket: 5,000 small results took
+    // 10 ms); large ones are written from their own buffers without a copy.
     for b in &blobs {
-        w.write_all(b).await?;
+        if b.len() < COALESCE_BELOW && pending.len() + b.len() <= COALESCE_MAX {
+            pending.extend_from_slice(b);
+            continue;
+        }
+        if !pending.is_empty() {
+            w.write_all(&pending).await?;
+            pending.clear();
+        }
+        if b.len() < COALESCE_BELOW {
+            pending.extend_from_slice(b);
+        } else {
+            w.write_all(b).await?;
+        }
+    }
+    if !pending.is_empty() {
+        w.write_all(&pending).await?;
     }
     Ok(())
 }
+
+/// Blobs below this size are copied into the frame's write buffer rather than written alone.
+const COALESCE_BELOW: usize = 64 << 10;
+/// The most bytes `write_frame` buffers before writing.
+const COALESCE_MAX: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -387,6 +409,62 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// Records each write call, as an unbuffered socket would send each as its own segment.
+    #[derive(Default)]
+    struct Writes {
+        data: Vec<u8>,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.calls += 1;
+            self.data.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn many_small_blobs_go_out_in_few_writes_and_big_ones_intact() {
+        let small: Vec<Bytes> = (0..5000u32)
+            .map(|i| Bytes::from(i.to_le_bytes().to_vec()))
+            .collect();
+        let big = Bytes::from(vec![7u8; 3 << 20]);
+        let mut blobs = small.clone();
+        blobs.insert(2500, big.clone());
+        let keys = (0..blobs.len())
+            .map(|i| (Key::from(format!("k-{i}")), 4))
+            .collect();
+        let batch = vec![Envelope::with_blobs(ToScheduler::AddKeys { keys }, blobs)];
+        let mut w = Writes::default();
+        write_frame(&mut w, &batch, DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
+        // Header and first half, the big blob, the second half.
+        assert_eq!(w.calls, 3);
+        let got: Vec<Envelope<ToScheduler>> = read_frame(&mut &w.data[..], DEFAULT_MAX_FRAME)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, batch);
     }
 
     #[tokio::test]

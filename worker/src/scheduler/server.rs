@@ -77,7 +77,7 @@ impl Scheduler {
         let state = State::new(config.policy, address.clone(), now());
         let event_loop = tokio::spawn(async move {
             EventLoop {
-                frees: FxHashMap::default(),
+                pending: FxHashMap::default(),
                 state,
                 conns: FxHashMap::default(),
                 retire_replies: FxHashMap::default(),
@@ -245,7 +245,7 @@ struct Conn {
 }
 
 struct EventLoop {
-    frees: FxHashMap<WorkerId, Vec<Key>>,
+    pending: FxHashMap<u64, Outgoing>,
     state: State,
     conns: FxHashMap<u64, Conn>,
     retire_replies: FxHashMap<RequestId, oneshot::Sender<Vec<RetiredWorker>>>,
@@ -255,48 +255,56 @@ struct EventLoop {
 struct NetOutbox<'a> {
     conns: &'a FxHashMap<u64, Conn>,
     retire_replies: &'a mut FxHashMap<RequestId, oneshot::Sender<Vec<RetiredWorker>>>,
-    /// Keys to free per worker, sent as one message (a finished reduction frees thousands).
-    frees: &'a mut FxHashMap<WorkerId, Vec<Key>>,
+    /// Messages decided while handling the current event, per connection, handed to the
+    /// connections' writers together by `flush` (one channel send per connection, not one per
+    /// message: an update of 10,000 tasks sends thousands).
+    pending: &'a mut FxHashMap<u64, Outgoing>,
+}
+
+/// One connection's messages not yet handed to its writer.
+#[derive(Default)]
+struct Outgoing {
+    msgs: Vec<Envelope<FromScheduler>>,
+    /// Keys to free, sent as one message (a finished reduction frees thousands).
+    frees: Vec<Key>,
+}
+
+impl Outgoing {
+    fn close_frees(&mut self) {
+        if !self.frees.is_empty() {
+            let keys = std::mem::take(&mut self.frees);
+            self.msgs.push(FromScheduler::FreeKeys { keys }.into());
+        }
+    }
 }
 
 impl NetOutbox<'_> {
-    fn flush_frees(&mut self, worker: WorkerId) {
-        if let Some(keys) = self.frees.remove(&worker)
-            && let Some(c) = self.conns.get(&worker)
-        {
-            c.sender.send(FromScheduler::FreeKeys { keys });
-        }
-    }
-
-    fn flush_all_frees(&mut self) {
-        let workers: Vec<WorkerId> = self.frees.keys().copied().collect();
-        for w in workers {
-            self.flush_frees(w);
+    /// Hands every pending message to its connection's writer.
+    fn flush(&mut self) {
+        for (id, mut out) in self.pending.drain() {
+            out.close_frees();
+            if let Some(c) = self.conns.get(&id) {
+                c.sender.send_many(out.msgs);
+            }
         }
     }
 }
 
 impl Outbox for NetOutbox<'_> {
     fn to_worker(&mut self, worker: WorkerId, msg: Envelope<FromScheduler>) {
+        let out = self.pending.entry(worker).or_default();
         if let (FromScheduler::FreeKeys { keys }, true) = (&msg.msg, msg.blobs.is_empty()) {
-            self.frees
-                .entry(worker)
-                .or_default()
-                .extend(keys.iter().cloned());
+            out.frees.extend(keys.iter().cloned());
             return;
         }
         // Anything else goes after the frees already decided, keeping the order the state
         // machine chose.
-        self.flush_frees(worker);
-        if let Some(c) = self.conns.get(&worker) {
-            c.sender.send(msg);
-        }
+        out.close_frees();
+        out.msgs.push(msg);
     }
 
     fn to_client(&mut self, client: ClientId, msg: Envelope<FromScheduler>) {
-        if let Some(c) = self.conns.get(&client) {
-            c.sender.send(msg);
-        }
+        self.pending.entry(client).or_default().msgs.push(msg);
     }
 
     fn retire_done(&mut self, request: RequestId, retired: Vec<RetiredWorker>) {
@@ -320,6 +328,14 @@ impl EventLoop {
                 Some(ev) = events.recv() => {
                     self.on_event(ev);
                     self.flush();
+                    if self.state.has_deferred_work() {
+                        // Let the connection writers send this event's answers first (a client
+                        // waiting for a reduction's result), then free what it left unneeded.
+                        tokio::task::yield_now().await;
+                        let (state, mut out) = self.split();
+                        state.settle(now(), &mut out);
+                        out.flush();
+                    }
                 }
                 Some(req) = requests.recv() => {
                     self.on_request(req);
@@ -328,7 +344,7 @@ impl EventLoop {
                 _ = tick.tick() => {
                     let (state, mut out) = self.split();
                     state.tick(now(), &mut out);
-                    out.flush_all_frees();
+                    out.flush();
                 }
                 _ = &mut stop => break,
             }
@@ -351,13 +367,13 @@ impl EventLoop {
             NetOutbox {
                 conns: &self.conns,
                 retire_replies: &mut self.retire_replies,
-                frees: &mut self.frees,
+                pending: &mut self.pending,
             },
         )
     }
 
     fn flush(&mut self) {
-        self.split().1.flush_all_frees();
+        self.split().1.flush();
     }
 
     fn on_request(&mut self, req: Request) {

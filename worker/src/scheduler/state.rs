@@ -75,6 +75,10 @@ pub enum TaskState {
     Erred,
 }
 
+impl TaskState {
+    const COUNT: usize = TaskState::Erred as usize + 1;
+}
+
 struct Task {
     spec: TaskSpec,
     deps: Vec<Key>,
@@ -127,12 +131,17 @@ pub struct State {
     /// Ready tasks no worker has room for, by priority.
     queued: BTreeMap<u64, Key>,
     prefixes: FxHashMap<String, PrefixStats>,
-    counts: FxHashMap<TaskState, usize>,
+    /// Tasks per state, indexed by `TaskState as usize`.
+    counts: [usize; TaskState::COUNT],
     retirements: Vec<Retirement>,
     /// Keys being copied off retiring workers, and the worker copying each.
     replicating: FxHashMap<Key, WorkerId>,
     next_priority: u64,
     idle_since: Option<f64>,
+    /// Inputs of finished tasks that may no longer be needed, freed by [`State::settle`] once
+    /// the answers to the current events are on their way: a finished reduction can leave
+    /// thousands of inputs to free, and its client should not wait for that.
+    releasable: Vec<Key>,
     forgotten_total: u64,
     suspicious_total: u64,
     transfer_bytes_total: u64,
@@ -167,11 +176,12 @@ impl State {
             clients: FxHashMap::default(),
             queued: BTreeMap::new(),
             prefixes: FxHashMap::default(),
-            counts: FxHashMap::default(),
+            counts: [0; TaskState::COUNT],
             retirements: Vec::new(),
             replicating: FxHashMap::default(),
             next_priority: 0,
             idle_since: Some(now),
+            releasable: Vec::new(),
             forgotten_total: 0,
             suspicious_total: 0,
             transfer_bytes_total: 0,
@@ -203,7 +213,7 @@ impl State {
     }
 
     pub fn count(&self, state: TaskState) -> usize {
-        self.counts.get(&state).copied().unwrap_or(0)
+        self.counts[state as usize]
     }
 
     // ----- clients -------------------------------------------------------------------------
@@ -231,6 +241,7 @@ impl State {
     ) {
         let mut unknown_deps: Vec<(Key, Key)> = Vec::new();
         let mut new_keys: Vec<Key> = Vec::with_capacity(tasks.len());
+        self.tasks.reserve(tasks.len());
         for spec in tasks {
             if self.tasks.contains_key(&spec.key) {
                 continue;
@@ -261,7 +272,7 @@ impl State {
                 failure: None,
                 suspicious: 0,
             };
-            *self.counts.entry(TaskState::Released).or_default() += 1;
+            self.counts[TaskState::Released as usize] += 1;
             new_keys.push(key.clone());
             self.tasks.insert(key, task);
         }
@@ -621,19 +632,32 @@ impl State {
             self.set_state(&d, TaskState::Released);
             self.make_ready_or_wait(&d, now, out);
         }
-        // The inputs of this task may now be unneeded.
-        let deps = self
-            .tasks
-            .get(key)
-            .map(|t| t.deps.clone())
-            .unwrap_or_default();
-        for d in &deps {
-            self.release_if_unneeded(d, now, out);
+        // The inputs of this task may now be unneeded: `settle` frees them.
+        if let Some(t) = self.tasks.get(key) {
+            self.releasable.extend(t.deps.iter().cloned());
         }
         self.release_if_unneeded(key, now, out);
         self.check_retirements(now, out);
         self.drain_queue(now, out);
         self.update_idle(now);
+    }
+
+    /// Whether [`State::settle`] has work to do.
+    pub fn has_deferred_work(&self) -> bool {
+        !self.releasable.is_empty()
+    }
+
+    /// Frees the inputs that finished tasks left unneeded. Callers run it after the messages of
+    /// the events they handled are sent (the server) or after each event (tests); until then
+    /// those results only stay on their workers a little longer.
+    pub fn settle(&mut self, now: f64, out: &mut impl Outbox) {
+        if self.releasable.is_empty() {
+            return;
+        }
+        for k in std::mem::take(&mut self.releasable) {
+            self.release_if_unneeded(&k, now, out);
+        }
+        self.check_retirements(now, out);
     }
 
     /// A task raised: it and everything depending on it fail with its error.
@@ -966,10 +990,9 @@ impl State {
                 self.queued.remove(&t.priority);
             }
             t.state = to;
-            if let Some(c) = self.counts.get_mut(&from) {
-                *c = c.saturating_sub(1);
-            }
-            *self.counts.entry(to).or_default() += 1;
+            let c = &mut self.counts[from as usize];
+            *c = c.saturating_sub(1);
+            self.counts[to as usize] += 1;
         }
     }
 
@@ -1190,7 +1213,14 @@ impl State {
     }
 
     fn record_duration(&mut self, key: &Key, duration_us: u64) {
-        let p = self.prefixes.entry(key.prefix().to_owned()).or_default();
+        let prefix = key.prefix();
+        if !self.prefixes.contains_key(prefix) {
+            self.prefixes
+                .insert(prefix.to_owned(), PrefixStats::default());
+        }
+        let Some(p) = self.prefixes.get_mut(prefix) else {
+            return;
+        };
         let d = duration_us as f64;
         p.avg_us = Some(match p.avg_us {
             Some(a) => 0.5 * a + 0.5 * d,
@@ -1249,6 +1279,9 @@ impl State {
     /// Frees `key` if nothing needs it, and forgets it if nothing refers to it; then the same for
     /// its inputs. Iterative.
     fn release_if_unneeded(&mut self, key: &Key, now: f64, out: &mut impl Outbox) {
+        if self.is_needed(key) {
+            return;
+        }
         let mut stack = vec![key.clone()];
         while let Some(k) = stack.pop() {
             if self.is_needed(&k) {
@@ -1317,9 +1350,8 @@ impl State {
         let Some(t) = self.tasks.remove(key) else {
             return;
         };
-        if let Some(c) = self.counts.get_mut(&t.state) {
-            *c = c.saturating_sub(1);
-        }
+        let c = &mut self.counts[t.state as usize];
+        *c = c.saturating_sub(1);
         if t.state == TaskState::Queued {
             self.queued.remove(&t.priority);
         }

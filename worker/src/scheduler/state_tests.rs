@@ -138,6 +138,7 @@ impl Sim {
                     data,
                 };
                 self.st.task_finished(w, done, self.now, &mut self.out);
+                self.st.settle(self.now, &mut self.out);
             }
             Err(e) => self
                 .st
@@ -706,4 +707,49 @@ fn a_worker_joining_while_tasks_queue_is_welcomed_before_it_gets_tasks() {
         matches!(to_7.get(1), Some(FromScheduler::Compute(_))),
         "{to_7:?}"
     );
+}
+
+#[test]
+fn a_finished_reduction_answers_first_and_frees_its_inputs_on_settle() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    let mut tasks: Vec<TaskSpec> = (0..200)
+        .map(|i| task(&format!("inc-r-{i}"), "inc", vec![Arg::from(i as i64)]))
+        .collect();
+    let inputs: Vec<Arg> = tasks.iter().map(|t| Arg::Key(t.key.clone())).collect();
+    tasks.push(task("sum-r", "sum", vec![Arg::List(inputs)]));
+    sim.submit(tasks, &[&k("sum-r")]);
+    let mut sum_on = None;
+    loop {
+        let batch = sim.computes();
+        if batch.is_empty() {
+            break;
+        }
+        for (w, ct) in batch {
+            if ct.spec.key == k("sum-r") {
+                sum_on = Some((w, ct));
+            } else {
+                sim.run(w, &ct);
+            }
+        }
+    }
+    let (w, ct) = sum_on.expect("the sum is assigned once its inputs are in memory");
+    sim.log.clear();
+    let done = Finished {
+        key: ct.spec.key.clone(),
+        nbytes: 8,
+        duration_us: 10,
+        data: Some(Value::Int((1..=200).sum()).encode().0),
+    };
+    sim.st.task_finished(w, done, sim.now, &mut sim.out);
+    assert_eq!(sim.client_value(&k("sum-r")), Some(Value::Int(20_100)));
+    assert!(sim.st.has_deferred_work());
+    assert!(sim.frees_to(1).is_empty() && sim.frees_to(2).is_empty());
+    sim.st.settle(sim.now, &mut sim.out);
+    assert!(!sim.st.has_deferred_work());
+    let mut freed: Vec<Key> = [sim.frees_to(1), sim.frees_to(2)].concat();
+    freed.sort();
+    freed.dedup();
+    assert_eq!(freed.len(), 200, "every input freed on its holder");
+    assert_eq!(sim.st.task_state(&k("inc-r-0")), Some(TaskState::Released));
+    assert_eq!(sim.st.task_state(&k("sum-r")), Some(TaskState::Memory));
 }
