@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use super::state::{self, ClientId, Outbox, RequestId, State, WorkerId};
 use super::{Request, RetiredWorker, SchedulerHandle, http};
@@ -44,7 +43,8 @@ pub struct Scheduler {
     dashboard: Option<SocketAddr>,
     handle: SchedulerHandle,
     stop: Option<oneshot::Sender<()>>,
-    event_loop: JoinHandle<()>,
+    /// Resolves when the event loop's thread has finished.
+    event_loop_done: oneshot::Receiver<()>,
 }
 
 impl Scheduler {
@@ -75,25 +75,35 @@ impl Scheduler {
         };
         tokio::spawn(accept_loop(listener, events_tx.clone()));
         let state = State::new(config.policy, address.clone(), now());
-        let event_loop = tokio::spawn(async move {
-            EventLoop {
-                pending: FxHashMap::default(),
-                state,
-                conns: FxHashMap::default(),
-                retire_replies: FxHashMap::default(),
-                next_request: 0,
-            }
-            .run(events_rx, req_rx, stop_rx)
-            .await;
-            let _ = http_stop_tx.send(());
-        });
+        let event_loop = EventLoop {
+            pending: FxHashMap::default(),
+            state,
+            conns: FxHashMap::default(),
+            retire_replies: FxHashMap::default(),
+            next_request: 0,
+        };
+        // The state machine gets a thread of its own: the connections' readers and writers
+        // keep running on the other threads while it works (a task it wakes on a shared
+        // runtime would wait in that thread's LIFO slot until it yields), and a long handler
+        // never holds up the HTTP API.
+        let (done_tx, event_loop_done) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        std::thread::Builder::new()
+            .name("rask-scheduler".into())
+            .spawn(move || {
+                runtime.block_on(event_loop.run(events_rx, req_rx, stop_rx));
+                let _ = http_stop_tx.send(());
+                let _ = done_tx.send(());
+            })?;
         tracing::info!(%address, ?dashboard, "scheduler listening");
         Ok(Scheduler {
             address,
             dashboard,
             handle,
             stop: Some(stop_tx),
-            event_loop,
+            event_loop_done,
         })
     }
 
@@ -116,12 +126,12 @@ impl Scheduler {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.event_loop).await;
+        let _ = (&mut self.event_loop_done).await;
     }
 
     /// Runs until the event loop ends (it does not on its own; use with a signal).
     pub async fn wait(mut self) {
-        let _ = (&mut self.event_loop).await;
+        let _ = (&mut self.event_loop_done).await;
     }
 }
 
