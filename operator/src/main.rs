@@ -71,8 +71,9 @@ fn main() -> ExitCode {
             log_json,
         } => {
             init_logging(log_json);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // One thread: the controllers wait on the API server, not the CPU, and every
+            // extra thread brings its own malloc arena (memory freed there is kept there).
+            let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
 use warp::Filter;
 
 use crate::autoscaler;
@@ -55,10 +55,7 @@ pub async fn controllers(
     let worker_pods = watcher::Config::default().labels(&format!("{LABEL_COMPONENT}=worker"));
     // Children only trigger reconciles, which read what they need from the API server, so their
     // caches keep metadata only (the metadata API: hundreds of bytes per pod, not kilobytes).
-    let cluster_controller = Controller::new(
-        api::<DaskCluster>(&client, &scope),
-        watcher::Config::default(),
-    );
+    let cluster_controller = controller(api::<DaskCluster>(&client, &scope));
     let phases = tokio::spawn(count_phases(
         cluster_controller.store(),
         ctx.metrics.clone(),
@@ -101,13 +98,9 @@ pub async fn controllers(
                 tracing::debug!(error = %e, "DaskCluster controller event");
             }
         });
-    let group_controller = Controller::new(
-        api::<DaskWorkerGroup>(&client, &scope),
-        watcher::Config::default(),
-    );
+    let group_controller = controller(api::<DaskWorkerGroup>(&client, &scope));
     let group_store = group_controller.store();
-    let job_controller =
-        Controller::new(api::<DaskJob>(&client, &scope), watcher::Config::default());
+    let job_controller = controller(api::<DaskJob>(&client, &scope));
     let job_store = job_controller.store();
     let metrics = ctx.metrics.clone();
     let ready = tokio::spawn(async move {
@@ -129,21 +122,18 @@ pub async fn controllers(
                 tracing::debug!(error = %e, "DaskWorkerGroup controller event");
             }
         });
-    let autoscalers = Controller::new(
-        api::<DaskAutoscaler>(&client, &scope),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(shutdown_autoscalers)
-    .run(
-        autoscaler::kubernetes::reconcile,
-        autoscaler::kubernetes::error_policy,
-        ctx_autoscalers,
-    )
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "DaskAutoscaler controller event");
-        }
-    });
+    let autoscalers = controller(api::<DaskAutoscaler>(&client, &scope))
+        .graceful_shutdown_on(shutdown_autoscalers)
+        .run(
+            autoscaler::kubernetes::reconcile,
+            autoscaler::kubernetes::error_policy,
+            ctx_autoscalers,
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "DaskAutoscaler controller event");
+            }
+        });
     // A job's cluster and runner pods are its children; metadata is all a trigger needs.
     let runner_pods =
         watcher::Config::default().labels(&format!("{LABEL_COMPONENT}={COMPONENT_JOB_RUNNER}"));
@@ -164,6 +154,35 @@ pub async fn controllers(
     futures::join!(clusters, groups, autoscalers, jobs);
     phases.abort();
     ready.abort();
+}
+
+/// A controller for `K` whose cache holds the objects without their bookkeeping: the managed
+/// fields (after the first status write, more than half of a cached DaskCluster's memory) and
+/// kubectl's last-applied copy of the spec. Reconciles read neither: they apply objects built
+/// afresh, and children do not inherit `kubectl.kubernetes.io/` annotations.
+fn controller<K>(api: Api<K>) -> Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let objects = watcher(api, watcher::Config::default())
+        .modify(strip_bookkeeping)
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(objects, reader)
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+fn strip_bookkeeping<K: ResourceExt>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    obj.annotations_mut().remove(LAST_APPLIED);
 }
 
 /// Reconciles run at most this many at once per controller: a burst of new clusters is worked
@@ -261,6 +280,32 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
+    }
+
+    #[test]
+    fn cached_objects_lose_managed_fields_and_last_applied_only() {
+        let mut c: DaskCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubernetes.dask.org/v1",
+            "kind": "DaskCluster",
+            "metadata": {
+                "name": "c",
+                "annotations": {LAST_APPLIED: "{}", "team": "a"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply", "fieldsV1": {}}],
+            },
+            "spec": {
+                "worker": {"replicas": 1, "spec": {"containers": []}},
+                "scheduler": {"spec": {"containers": []}, "service": {}},
+            },
+            "status": {"phase": "Running"},
+        }))
+        .unwrap();
+        let spec = serde_json::to_value(&c.spec).unwrap();
+        strip_bookkeeping(&mut c);
+        assert!(c.managed_fields().is_empty());
+        assert_eq!(c.annotations().len(), 1);
+        assert_eq!(c.annotations()["team"], "a");
+        assert_eq!(serde_json::to_value(&c.spec).unwrap(), spec);
+        assert_eq!(c.status.and_then(|s| s.phase), Some(ClusterPhase::Running));
     }
 
     #[tokio::test]
