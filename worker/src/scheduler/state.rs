@@ -246,8 +246,13 @@ impl State {
             if self.tasks.contains_key(&spec.key) {
                 continue;
             }
-            let deps = spec.dependencies();
-            for d in &deps {
+            let mut deps = spec.dependencies();
+            for d in &mut deps {
+                // Keep the map's own copy of each input's key: lookups by it then compare
+                // pointers, not bytes (the graph's copies arrive as separate allocations).
+                if let Some((known, _)) = self.tasks.get_key_value(d) {
+                    *d = known.clone();
+                }
                 match self.tasks.get_mut(d) {
                     Some(dt) => {
                         dt.dependents.insert(spec.key.clone());
