@@ -73,7 +73,6 @@ impl Scheduler {
             }
             None => None,
         };
-        tokio::spawn(accept_loop(listener, events_tx.clone()));
         let state = State::new(config.policy, address.clone(), now());
         let event_loop = EventLoop {
             pending: FxHashMap::default(),
@@ -82,18 +81,27 @@ impl Scheduler {
             retire_replies: FxHashMap::default(),
             next_request: 0,
         };
-        // The state machine gets a thread of its own: the connections' readers and writers
-        // keep running on the other threads while it works (a task it wakes on a shared
-        // runtime would wait in that thread's LIFO slot until it yields), and a long handler
-        // never holds up the HTTP API.
+        // The scheduler's connections and its state machine get a thread and runtime of their
+        // own: whatever else the process runs (a client, the HTTP API) never delays them, and
+        // the path from a worker's message to the scheduler's answer stays on one thread, with
+        // no hand-off between threads on the way.
         let (done_tx, event_loop_done) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()?;
+        let listener = listener.into_std()?;
         std::thread::Builder::new()
             .name("rask-scheduler".into())
             .spawn(move || {
-                runtime.block_on(event_loop.run(events_rx, req_rx, stop_rx));
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            tokio::spawn(accept_loop(listener, events_tx));
+                            event_loop.run(events_rx, req_rx, stop_rx).await;
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot serve the scheduler port"),
+                    }
+                });
                 let _ = http_stop_tx.send(());
                 let _ = done_tx.send(());
             })?;
