@@ -167,6 +167,8 @@ async fn main() {
             "all_running": all,
             "reconciled_in_s": settle.as_secs_f64(),
             "operator_rss_mib": rss_kib(pid, "VmRSS:") as f64 / 1024.0,
+            "operator_rss_anon_mib": rss_kib(pid, "RssAnon:") as f64 / 1024.0,
+            "operator_rss_file_mib": rss_kib(pid, "RssFile:") as f64 / 1024.0,
             "operator_peak_rss_mib": rss_kib(pid, "VmHWM:") as f64 / 1024.0,
             "operator_idle_rss_mib": idle_rss as f64 / 1024.0,
             "target_rss_mib": 20.0

@@ -6,6 +6,13 @@ use clap::{Parser, Subcommand};
 
 mod cloud_cmd;
 
+/// jemalloc, built to purge freed pages at once (`JEMALLOC_SYS_WITH_MALLOC_CONF` in
+/// `.cargo/config.toml`): the operator's RSS after a burst of reconciles is then its live heap,
+/// not what glibc's malloc kept. Only this binary: the engine keeps the system allocator.
+#[cfg(unix)]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "rask-operator",
