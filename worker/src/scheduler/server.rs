@@ -1,5 +1,7 @@
 //! The scheduler's networking: accepts client and worker connections, feeds their messages to the
 //! state machine in one event loop, and routes what the state machine emits back to connections.
+//! All of it runs on one thread of its own (`rask-scheduler`, a current-thread runtime); only the
+//! HTTP API stays on the caller's runtime and talks to the loop through requests.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
