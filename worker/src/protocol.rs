@@ -329,15 +329,12 @@ where
     // would be one TCP segment per result on an unbuffered socket: 5,000 small results took
     // 10 ms); large ones are written from their own buffers without a copy.
     for b in &blobs {
-        if b.len() < COALESCE_BELOW && pending.len() + b.len() <= COALESCE_MAX {
-            pending.extend_from_slice(b);
-            continue;
-        }
-        if !pending.is_empty() {
+        let small = b.len() < COALESCE_BELOW;
+        if (!small || pending.len() + b.len() > COALESCE_MAX) && !pending.is_empty() {
             w.write_all(&pending).await?;
             pending.clear();
         }
-        if b.len() < COALESCE_BELOW {
+        if small {
             pending.extend_from_slice(b);
         } else {
             w.write_all(b).await?;

@@ -34,18 +34,7 @@ impl LocalScheduler {
 
     /// Names of the workers registered with the scheduler, sorted.
     pub async fn workers(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .scheduler
-            .handle()
-            .snapshot()
-            .await
-            .unwrap()
-            .workers
-            .into_iter()
-            .map(|w| w.name)
-            .collect();
-        names.sort();
-        names
+        crate::env::registered_workers(&self.scheduler).await
     }
 }
 

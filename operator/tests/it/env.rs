@@ -123,18 +123,7 @@ impl Env {
 
     /// Names of the workers registered with the scheduler, sorted.
     pub async fn scheduler_workers(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .scheduler
-            .handle()
-            .snapshot()
-            .await
-            .unwrap()
-            .workers
-            .into_iter()
-            .map(|w| w.name)
-            .collect();
-        names.sort();
-        names
+        registered_workers(&self.scheduler).await
     }
 
     pub async fn shutdown(mut self) {
@@ -230,4 +219,19 @@ async fn run_worker_pods(
             }
         }
     }
+}
+
+/// Names of the workers registered with `scheduler`, sorted.
+pub async fn registered_workers(scheduler: &Scheduler) -> Vec<String> {
+    let mut names: Vec<String> = scheduler
+        .handle()
+        .snapshot()
+        .await
+        .unwrap()
+        .workers
+        .into_iter()
+        .map(|w| w.name)
+        .collect();
+    names.sort();
+    names
 }
