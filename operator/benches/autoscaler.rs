@@ -273,7 +273,7 @@ async fn scale_down_trials(rask: &Path) -> serde_json::Value {
 }
 
 fn main() {
-    let rask = common::release_binary("rask");
+    let rask = common::built_binary("rask", "release");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

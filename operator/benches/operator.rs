@@ -1,4 +1,4 @@
-//! Operator benchmark: the `rask-operator` binary (release build) against kube-double served over
+//! Operator benchmark: the `rask-operator` binary against kube-double served over
 //! HTTP, with its simulated kubelet. Prints one JSON line per scenario:
 //!
 //! - `converge_100_workers`: a DaskCluster with 100 workers applied → all worker pods created and
@@ -6,7 +6,9 @@
 //! - `rss_100_clusters`: 100 DaskClusters of 2 workers each reconciled → the operator process's
 //!   resident memory (target ≤ 20 MiB).
 //!
-//! `cargo bench -p rask-operator --bench operator` (builds the release binary first).
+//! `cargo bench -p rask-operator --bench operator` builds the binary as the operator image does
+//! (`cargo build --profile operator`) first; `OPERATOR_PROFILE=release` measures the release
+//! build instead.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot run should stop loudly
 
@@ -30,6 +32,64 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// The process's resident memory by where it lives, in MiB, from `/proc/{pid}/smaps`:
+///
+/// - `binary_code`: the executable's code;
+/// - `binary_read_only`: its other file-backed pages: read-only data, unwind tables, and the
+///   relocation table the dynamic loader reads at start;
+/// - `binary_written`: its pages the process wrote (the loader's relocations, statics), now
+///   anonymous copies;
+/// - `heap_and_anonymous`, `shared_libraries` (libc and the loader) and `stacks`.
+fn rss_by_mapping(pid: u32, binary: &std::path::Path) -> serde_json::Value {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let binary = std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_path_buf());
+    let binary = binary.to_string_lossy();
+    let mut kib = std::collections::BTreeMap::<&str, u64>::new();
+    // Where the current mapping's file-backed and anonymous pages go.
+    let mut region = ("", "");
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        let value = |mut f: std::str::SplitWhitespace| f.next().and_then(|v| v.parse().ok());
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: `start-end perms offset dev inode [path]`.
+            let perms = fields.next().unwrap_or("");
+            let path = fields.nth(3).unwrap_or("");
+            region = if path == binary {
+                let file = if perms.contains('x') {
+                    "binary_code"
+                } else {
+                    "binary_read_only"
+                };
+                (file, "binary_written")
+            } else if path.starts_with('/') {
+                ("shared_libraries", "shared_libraries")
+            } else if path.starts_with("[stack") {
+                ("stacks", "stacks")
+            } else {
+                ("heap_and_anonymous", "heap_and_anonymous")
+            };
+        } else if first == "Rss:" {
+            *kib.entry(region.0).or_default() += value(fields).unwrap_or(0);
+        } else if first == "Anonymous:" {
+            // Counted in Rss above: move it from the file's share to the written one.
+            let anon = value(fields).unwrap_or(0);
+            let file = kib.entry(region.0).or_default();
+            *file = file.saturating_sub(anon);
+            *kib.entry(region.1).or_default() += anon;
+        }
+    }
+    kib.into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                json!((v as f64 / 1024.0 * 100.0).round() / 100.0),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn cluster(name: &str, replicas: i32) -> DaskCluster {
@@ -74,7 +134,9 @@ async fn wait_running(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let binary = common::release_binary("rask-operator");
+    // The image's build (`[profile.operator]`) unless asked for another, e.g. `release`.
+    let profile = std::env::var("OPERATOR_PROFILE").unwrap_or_else(|_| "operator".into());
+    let binary = common::built_binary("rask-operator", &profile);
     let api = ApiServer::new();
     for crd in rask_operator::crd::all() {
         api.install_crd(crd).unwrap();
@@ -163,6 +225,7 @@ async fn main() {
         "{}",
         json!({
             "bench": "rss_100_clusters",
+            "profile": profile,
             "clusters": 101,
             "all_running": all,
             "reconciled_in_s": settle.as_secs_f64(),
@@ -171,6 +234,7 @@ async fn main() {
             "operator_rss_file_mib": rss_kib(pid, "RssFile:") as f64 / 1024.0,
             "operator_peak_rss_mib": rss_kib(pid, "VmHWM:") as f64 / 1024.0,
             "operator_idle_rss_mib": idle_rss as f64 / 1024.0,
+            "operator_rss_by_mapping_mib": rss_by_mapping(pid, &binary),
             "target_rss_mib": 20.0
         })
     );
