@@ -932,11 +932,14 @@ fn dataframe_csv(cli: &Cli) -> Result<PathBuf> {
 /// `dataframe`: bench_c's workload through the engine: read_csv(blocksize), `len`, groupby-mean.
 async fn dataframe(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json> {
     let csv = dataframe_csv(cli)?;
-    let blocksize = rask::frame::partition::parse_blocksize(&cli.blocksize)?;
+    let options = rask::frame::ReadCsvOptions {
+        blocksize: rask::frame::partition::parse_blocksize(&cli.blocksize)?,
+        ..rask::frame::ReadCsvOptions::default()
+    };
     let pattern = csv.to_string_lossy().into_owned();
     let runs = repeat(cli, cluster, "dataframe", || {
-        let pattern = pattern.clone();
-        async move { Ok(rask::frame::taxi::taxi_groupby(client, &pattern, blocksize).await?) }
+        let (pattern, options) = (pattern.clone(), &options);
+        async move { Ok(rask::frame::taxi::taxi_groupby(client, &pattern, options).await?) }
     })
     .await?;
     let first = runs.runs.first().ok_or(BenchError::Wrong {

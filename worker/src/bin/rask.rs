@@ -156,6 +156,9 @@ struct RunArgs {
     /// taxi-groupby: bytes per partition (`64MB`, `none` for one partition per file).
     #[arg(long, default_value = "64MB")]
     blocksize: String,
+    /// taxi-groupby: the field separator (one ASCII character; `\t` or `tab` for a tab).
+    #[arg(long, default_value = ",")]
+    sep: String,
     /// gen-taxi: the file to write.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -405,9 +408,13 @@ async fn run(a: RunArgs) -> CliResult {
             let path = a.path.clone().ok_or(
                 "taxi-groupby needs --path GLOB (CSV files; make one with `rask run gen-taxi`)",
             )?;
-            let blocksize = frame::partition::parse_blocksize(&a.blocksize)
-                .map_err(|e| format!("--blocksize: {e}"))?;
-            Some((path, blocksize))
+            let options = frame::ReadCsvOptions {
+                blocksize: frame::partition::parse_blocksize(&a.blocksize)
+                    .map_err(|e| format!("--blocksize: {e}"))?,
+                sep: frame::partition::parse_sep(&a.sep).map_err(|e| format!("--sep: {e}"))?,
+                ..frame::ReadCsvOptions::default()
+            };
+            Some((path, options))
         }
         _ => None,
     };
@@ -560,8 +567,8 @@ async fn run(a: RunArgs) -> CliResult {
             (line, human, ok)
         }
         Job::TaxiGroupby => {
-            let (path, blocksize) = taxi_input.ok_or("taxi-groupby without --path")?;
-            let r = frame::taxi::taxi_groupby(&client, &path, blocksize)
+            let (path, options) = taxi_input.ok_or("taxi-groupby without --path")?;
+            let r = frame::taxi::taxi_groupby(&client, &path, &options)
                 .await
                 .map_err(|e| e.to_string())?;
             let result: serde_json::Map<String, serde_json::Value> = r
@@ -570,7 +577,7 @@ async fn run(a: RunArgs) -> CliResult {
                 .map(|(k, t, d)| (k.to_string(), json!([t, d])))
                 .collect();
             let ok = r.rows > 0 && !r.means.is_empty();
-            let line = json!({"job": "taxi-groupby", "path": path, "blocksize": a.blocksize,
+            let line = json!({"job": "taxi-groupby", "path": path, "blocksize": a.blocksize, "sep": a.sep,
                 "npartitions": r.npartitions, "rows": r.rows, "read_csv_s": r.read_s,
                 "len_s": r.len_s, "groupby_s": r.groupby_s, "result": result, "ok": ok});
             let mut human = format!(

@@ -17,9 +17,6 @@ use super::partition::{
 };
 use super::plan::{DType, Schema, to_polars_schema};
 
-/// The field separator (comma; other separators are not offered yet).
-pub const SEP: u8 = b',';
-
 /// Parses the data lines of `block` into a frame of `schema`, reading only `columns` (all when
 /// `None`). Errors name the file and the row.
 pub fn read_block_frame(
@@ -34,7 +31,7 @@ pub fn read_block_frame(
     BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
         let at = read_block_into(block, &mut buf).map_err(|e| e.to_string())?;
-        let out = parse(&buf, at, &block.path, schema, columns);
+        let out = parse(&buf, at, &block.path, block.sep, schema, columns);
         if buf.capacity() > 256 << 20 {
             // Do not keep an unusually large block's memory for good.
             *buf = Vec::new();
@@ -43,16 +40,17 @@ pub fn read_block_frame(
     })
 }
 
-/// Parses data lines that start at byte `at` of `path`.
+/// Parses data lines, fields separated by `sep`, that start at byte `at` of `path`.
 pub fn parse(
     bytes: &[u8],
     at: u64,
     path: &Path,
+    sep: u8,
     schema: &Schema,
     columns: Option<&[String]>,
 ) -> Result<DataFrame, String> {
     let fail = |polars_error: String| -> String {
-        match diagnose(bytes, at, path, schema) {
+        match diagnose(bytes, at, path, sep, schema) {
             Some(row_error) => row_error,
             None => format!(
                 "{}: bytes {}..{}: {polars_error}",
@@ -62,12 +60,12 @@ pub fn parse(
             ),
         }
     };
-    let df = parse_polars(bytes, schema, columns).map_err(|e| fail(e.to_string()))?;
+    let df = parse_polars(bytes, sep, schema, columns).map_err(|e| fail(e.to_string()))?;
     // Polars fills the missing fields of a short row with nulls: a null among the columns read
     // is the only trace, and then the row-by-row pass tells a short row from an empty field.
     let suspicious = df.columns().iter().any(|c| c.null_count() > 0);
     if suspicious {
-        if let Some(row_error) = diagnose(bytes, at, path, schema) {
+        if let Some(row_error) = diagnose(bytes, at, path, sep, schema) {
             return Err(row_error);
         }
         // The chunk parser reads a blank line as a row of nulls; pandas, Dask and `len` skip
@@ -79,7 +77,7 @@ pub fn parse(
                 .flatten()
                 .copied()
                 .collect();
-            return parse_polars(&kept, schema, columns).map_err(|e| fail(e.to_string()));
+            return parse_polars(&kept, sep, schema, columns).map_err(|e| fail(e.to_string()));
         }
     }
     Ok(df)
@@ -94,6 +92,7 @@ pub fn parse(
 /// nothing in a task that has one thread. Rows are preallocated from a newline count.
 fn parse_polars(
     bytes: &[u8],
+    sep: u8,
     schema: &Schema,
     columns: Option<&[String]>,
 ) -> PolarsResult<DataFrame> {
@@ -117,7 +116,7 @@ fn parse_polars(
     {
         polars_bail!(ComputeError: "invalid utf-8 sequence");
     }
-    let options = CsvParseOptions::default().with_separator(SEP);
+    let options = CsvParseOptions::default().with_separator(sep);
     let rows = count_byte(bytes, b'\n') as usize + 1;
     _csv_read_internal::read_chunk(
         bytes,
@@ -143,17 +142,17 @@ pub fn count_block_rows(block: &Block, schema: &Schema) -> Result<u64, String> {
     }
     let (bytes, at) = read_block(block).map_err(|e| e.to_string())?;
     let first: Vec<String> = schema.iter().take(1).map(|(n, _)| n.clone()).collect();
-    Ok(parse(&bytes, at, &block.path, schema, Some(&first))?.height() as u64)
+    Ok(parse(&bytes, at, &block.path, block.sep, schema, Some(&first))?.height() as u64)
 }
 
 /// The first malformed row of the data lines at byte `at` of `path`: one with another number of
 /// fields than the header, or a field that is not of its column's type. `None` if every row is
 /// well formed.
-pub fn diagnose(bytes: &[u8], at: u64, path: &Path, schema: &Schema) -> Option<String> {
+pub fn diagnose(bytes: &[u8], at: u64, path: &Path, sep: u8, schema: &Schema) -> Option<String> {
     let mut row_start = 0usize;
     let mut line_in_block = 0u64;
     while row_start < bytes.len() {
-        let (fields, row_end, newlines) = split_row(bytes, row_start);
+        let (fields, row_end, newlines) = split_row(bytes, row_start, sep);
         let row = &bytes[row_start..row_end];
         let blank = row.iter().all(|&b| b == b'\r' || b == b'\n');
         if !blank && let Some(problem) = check_row(&fields, schema) {
@@ -174,9 +173,9 @@ pub fn diagnose(bytes: &[u8], at: u64, path: &Path, schema: &Schema) -> Option<S
     None
 }
 
-/// The fields of the row starting at `start` (quotes honoured, `""` inside quotes is a quote),
-/// the offset just past its line ending, and the newlines it spans.
-fn split_row(bytes: &[u8], start: usize) -> (Vec<String>, usize, u64) {
+/// The fields of the row starting at `start`, separated by `sep` (quotes honoured, `""` inside
+/// quotes is a quote), the offset just past its line ending, and the newlines it spans.
+fn split_row(bytes: &[u8], start: usize, sep: u8) -> (Vec<String>, usize, u64) {
     let mut fields = Vec::new();
     let mut field = Vec::new();
     let mut in_quotes = false;
@@ -199,7 +198,7 @@ fn split_row(bytes: &[u8], start: usize) -> (Vec<String>, usize, u64) {
                 newlines += 1;
                 break;
             }
-            _ if b == SEP && !in_quotes => {
+            _ if b == sep && !in_quotes => {
                 fields.push(String::from_utf8_lossy(&field).into_owned());
                 field.clear();
             }
@@ -299,6 +298,7 @@ mod tests {
             start: 0,
             end: size,
             header_end,
+            sep: b',',
         }
     }
 
@@ -354,6 +354,45 @@ mod tests {
     }
 
     #[test]
+    fn other_separators_split_fields_and_name_bad_columns() {
+        for sep in [b'\t', b';', b'|'] {
+            let s = char::from(sep);
+            let text = format!("id{s}x{s}name\n1{s}2.5{s}a,b\n2{s}{s}\"c{s}d\"\n");
+            let (_d, path, h) = write(&text);
+            let block = Block {
+                sep,
+                ..whole(&path, h)
+            };
+            let df = read_block_frame(&block, &schema(), None).unwrap();
+            assert_eq!(df.shape(), (2, 3), "{s:?}");
+            let names: Vec<_> = df.column("name").unwrap().str().unwrap().iter().collect();
+            // A comma is data under another separator; a quoted separator is data too.
+            assert_eq!(
+                names,
+                [Some("a,b"), Some(format!("c{s}d").as_str())],
+                "{s:?}"
+            );
+            assert_eq!(df.column("x").unwrap().null_count(), 1, "{s:?}");
+
+            let text = format!("id{s}x{s}name\n1{s}2.5{s}a\n2{s}oops{s}b\n");
+            let (_d, path, h) = write(&text);
+            let block = Block {
+                sep,
+                ..whole(&path, h)
+            };
+            let e = read_block_frame(&block, &schema(), None).unwrap_err();
+            assert!(
+                e.contains("line 3") && e.contains("column \"x\": \"oops\" is not a float64"),
+                "{s:?}: {e}"
+            );
+        }
+        // The same tab-separated text read with the default comma is one column per line.
+        let (_d, path, h) = write("id\tx\tname\n1\t2.5\ta\n");
+        let e = read_block_frame(&whole(&path, h), &schema(), None).unwrap_err();
+        assert!(e.contains("1 fields where the header has 3"), "{e}");
+    }
+
+    #[test]
     fn a_later_block_reports_the_line_in_the_file() {
         let mut text = String::from("id,x,name\n");
         for i in 0..100 {
@@ -367,6 +406,7 @@ mod tests {
             start: size - 30,
             end: size,
             header_end: h,
+            sep: b',',
         };
         let e = read_block_frame(&block, &schema(), None).unwrap_err();
         assert!(e.contains("line 102"), "{e}");

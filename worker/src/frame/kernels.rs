@@ -2,7 +2,7 @@
 //!
 //! | function | arguments | result |
 //! |---|---|---|
-//! | `frame_read_csv` | path, start, end, header_end, schema (JSON), plan (JSON) | the plan's sink |
+//! | `frame_read_csv` | path, start, end, header_end, schema (JSON), plan (JSON), separator (optional, `,`) | the plan's sink |
 //! | `frame_apply` | frame, plan (JSON) | the plan's sink |
 //! | `frame_combine` | list of partial-aggregate frames, spec (JSON), finish (bool) | frame |
 
@@ -52,14 +52,28 @@ fn schema_arg(args: &[Value], i: usize, func: &str) -> Result<Schema, String> {
         .map_err(|e| format!("{func}(): malformed schema: {e}"))
 }
 
-/// `frame_read_csv(path, start, end, header_end, schema, plan)`: one CSV block through a plan.
+/// `frame_read_csv(path, start, end, header_end, schema, plan[, sep])`: one CSV block through a
+/// plan.
 fn read_csv(args: &[Value]) -> Result<Value, String> {
     const F: &str = "frame_read_csv";
+    let sep = match args.get(6) {
+        None => b',',
+        Some(_) => match str_arg(args, 6, F)?.as_bytes() {
+            [b] if b.is_ascii() => *b,
+            other => {
+                return Err(format!(
+                    "{F}(): argument 7: the separator must be one ASCII character, got {:?}",
+                    String::from_utf8_lossy(other)
+                ));
+            }
+        },
+    };
     let block = Block {
         path: PathBuf::from(str_arg(args, 0, F)?),
         start: u64_arg(args, 1, F)?,
         end: u64_arg(args, 2, F)?,
         header_end: u64_arg(args, 3, F)?,
+        sep,
     };
     let schema = schema_arg(args, 4, F)?;
     let plan = Plan::from_json(str_arg(args, 5, F)?)?;
@@ -167,6 +181,18 @@ mod tests {
         args[5] = Plan::default().to_json().into();
         let e = read_csv(&args).unwrap_err();
         assert!(e.contains("/nowhere.csv"), "{e}");
+        for bad in [";;", "", "é"] {
+            let mut with_sep = args.clone();
+            with_sep.push(bad.into());
+            let e = read_csv(&with_sep).unwrap_err();
+            assert!(
+                e.contains("argument 7: the separator must be one ASCII character"),
+                "{bad:?}: {e}"
+            );
+        }
+        let mut with_sep = args.clone();
+        with_sep.push(Value::Int(9));
+        assert!(read_csv(&with_sep).unwrap_err().contains("argument 7"));
         let e = apply(&[Value::Int(1), "{}".into()]).unwrap_err();
         assert_eq!(e, "frame_apply(): argument 1 must be a frame, got int");
         let e = combine(&[Value::List(vec![]), "{}".into(), true.into()]).unwrap_err();

@@ -54,6 +54,8 @@ pub enum FrameError {
     NoFiles(String),
     #[error("bad blocksize {given:?}: {reason}")]
     BadBlocksize { given: String, reason: String },
+    #[error("sep {given:?} cannot separate fields: {reason}")]
+    BadSep { given: String, reason: String },
     #[error("{what} {path}: {source}")]
     Io {
         path: PathBuf,
@@ -81,6 +83,9 @@ pub struct ReadCsvOptions {
     pub sample: usize,
     /// Column types to use instead of the inferred ones.
     pub dtypes: Vec<(String, DType)>,
+    /// The field separator, an ASCII character: `b','` (the default), `b'\t'`, `b';'`, ...
+    /// (Dask's and pandas' `sep`). Not a quote, a line ending or a character above 127.
+    pub sep: u8,
 }
 
 impl Default for ReadCsvOptions {
@@ -89,6 +94,7 @@ impl Default for ReadCsvOptions {
             blocksize: Some(64_000_000),
             sample: 256_000,
             dtypes: Vec::new(),
+            sep: b',',
         }
     }
 }
@@ -122,6 +128,7 @@ pub fn read_csv(pattern: &str, options: &ReadCsvOptions) -> Result<DataFrame, Fr
             reason: "a block size must be at least 1 byte".into(),
         });
     }
+    partition::check_sep(options.sep)?;
     let files = partition::expand_glob(pattern)?;
     let mut sized = Vec::with_capacity(files.len());
     let mut first_header: Option<(PathBuf, String)> = None;
@@ -151,7 +158,7 @@ pub fn read_csv(pattern: &str, options: &ReadCsvOptions) -> Result<DataFrame, Fr
         sized.push((path.clone(), size, header_end));
     }
     let schema = infer_schema(&files[0], options)?;
-    let inputs = partition::split_blocks(&sized, options.blocksize)
+    let inputs = partition::split_blocks(&sized, options.blocksize, options.sep)
         .into_iter()
         .map(Input::Csv)
         .collect();
@@ -191,7 +198,7 @@ fn infer_schema(path: &Path, options: &ReadCsvOptions) -> Result<Schema, FrameEr
         .with_has_header(true)
         .with_infer_schema_length(None)
         .with_raise_if_empty(false)
-        .map_parse_options(|p| p.with_separator(csv::SEP))
+        .map_parse_options(|p| p.with_separator(options.sep))
         .into_reader_with_file_handle(Cursor::new(&sample[..whole]))
         .finish()
         .map_err(|e| csv_err(format!("cannot infer the column types from a sample: {e}")))?;
@@ -200,7 +207,7 @@ fn infer_schema(path: &Path, options: &ReadCsvOptions) -> Result<Schema, FrameEr
         .iter()
         .map(|(name, dt)| (name.to_string(), DType::of(dt)))
         .collect();
-    let names: Vec<&str> = header.split(csv::SEP as char).collect();
+    let names: Vec<&str> = header.split(char::from(options.sep)).collect();
     if names.len() != schema.len() {
         return Err(csv_err(format!(
             "the header has {} names but the sample {} columns",
@@ -304,6 +311,7 @@ impl DataFrame {
                         (b.header_end as i64).into(),
                         schema_json.clone().into(),
                         plan_json.clone().into(),
+                        char::from(b.sep).to_string().into(),
                     ],
                 ),
                 Input::Task(d) if plan == Plan::default() => d.clone(),

@@ -22,6 +22,8 @@ pub struct Block {
     pub end: u64,
     /// The first byte after the file's header line; lines before it are not data.
     pub header_end: u64,
+    /// The field separator.
+    pub sep: u8,
 }
 
 /// The files a pattern names, sorted; an error if it is malformed or matches no file.
@@ -48,6 +50,40 @@ pub fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, FrameError> {
     Ok(files)
 }
 
+/// A separator the parsers can split fields at: one ASCII byte that is not part of a line
+/// ending or of quoting.
+pub fn check_sep(sep: u8) -> Result<(), FrameError> {
+    let reason = match sep {
+        b'\n' | b'\r' => "it ends lines",
+        b'"' => "it quotes fields",
+        128.. => "it is not an ASCII character",
+        _ => return Ok(()),
+    };
+    Err(FrameError::BadSep {
+        given: char::from(sep).to_string(),
+        reason: reason.into(),
+    })
+}
+
+/// Parses a field separator as a command line gives it: one ASCII character (`;`), or `\t` or
+/// `tab` for a tab.
+pub fn parse_sep(s: &str) -> Result<u8, FrameError> {
+    let sep = match s {
+        "\\t" | "tab" => b'\t',
+        _ => match s.as_bytes() {
+            [b] => *b,
+            _ => {
+                return Err(FrameError::BadSep {
+                    given: s.to_owned(),
+                    reason: "give one ASCII character, or \\t for a tab".into(),
+                });
+            }
+        },
+    };
+    check_sep(sep)?;
+    Ok(sep)
+}
+
 /// Parses a block size: `64MB`, `64MiB`, `1000000`, or `none` (one partition per file).
 pub fn parse_blocksize(s: &str) -> Result<Option<u64>, FrameError> {
     let t = s.trim();
@@ -67,7 +103,7 @@ pub fn parse_blocksize(s: &str) -> Result<Option<u64>, FrameError> {
 
 /// Byte blocks of at most `blocksize` for files of the given sizes (one per file without a
 /// block size; one empty block for a file with no data, so every file is a partition).
-pub fn split_blocks(files: &[(PathBuf, u64, u64)], blocksize: Option<u64>) -> Vec<Block> {
+pub fn split_blocks(files: &[(PathBuf, u64, u64)], blocksize: Option<u64>, sep: u8) -> Vec<Block> {
     let mut out = Vec::new();
     for (path, size, header_end) in files {
         let bs = blocksize.unwrap_or(u64::MAX).max(1);
@@ -79,6 +115,7 @@ pub fn split_blocks(files: &[(PathBuf, u64, u64)], blocksize: Option<u64>) -> Ve
                 start,
                 end,
                 header_end: *header_end,
+                sep,
             });
             if end >= *size {
                 break;
@@ -398,6 +435,7 @@ mod tests {
             let blocks = split_blocks(
                 &[("f".into(), bytes.len() as u64, header_end as u64)],
                 Some(bs),
+                b',',
             );
             let mut joined = Vec::new();
             let mut last_end = header_end;
@@ -425,7 +463,7 @@ mod tests {
             assert_eq!((header.as_str(), end), ("a,b", header_end as u64));
             let bs = 1 + rng.below(bytes.len() as u64);
             let files = [(path.clone(), bytes.len() as u64, end)];
-            for b in split_blocks(&files, Some(bs)) {
+            for b in split_blocks(&files, Some(bs), b',') {
                 let (got, at) = read_block(&b).unwrap();
                 let r = block_lines(&bytes, b.start as usize, b.end as usize, header_end);
                 assert_eq!((got.as_slice(), at), (&bytes[r.clone()], r.start as u64));
@@ -451,6 +489,7 @@ mod tests {
                 start: 0,
                 end: bytes.len() as u64,
                 header_end: 2,
+                sep: b',',
             };
             let want = Scan::lines(&bytes[2..]);
             let got = scan_block_lines(&b).unwrap();
@@ -459,9 +498,37 @@ mod tests {
     }
 
     #[test]
+    fn separators_parse_from_the_command_line_or_say_why_not() {
+        assert_eq!(parse_sep(",").unwrap(), b',');
+        assert_eq!(parse_sep(";").unwrap(), b';');
+        assert_eq!(parse_sep("\t").unwrap(), b'\t');
+        assert_eq!(parse_sep("\\t").unwrap(), b'\t');
+        assert_eq!(parse_sep("tab").unwrap(), b'\t');
+        for (given, why) in [
+            ("", "give one ASCII character"),
+            (";;", "give one ASCII character"),
+            ("é", "give one ASCII character"),
+            ("\"", "it quotes fields"),
+            ("\n", "it ends lines"),
+        ] {
+            let e = parse_sep(given).unwrap_err().to_string();
+            assert!(
+                e.contains("cannot separate fields") && e.contains(why),
+                "{given:?}: {e}"
+            );
+        }
+        assert!(
+            check_sep(0xE9)
+                .unwrap_err()
+                .to_string()
+                .contains("not an ASCII character")
+        );
+    }
+
+    #[test]
     fn split_sizes() {
         let f = |size, bs| {
-            split_blocks(&[("f".into(), size, 0)], bs)
+            split_blocks(&[("f".into(), size, 0)], bs, b',')
                 .iter()
                 .map(|b| (b.start, b.end))
                 .collect::<Vec<_>>()

@@ -271,7 +271,21 @@ pub fn lookup(schema: &Schema, column: &str) -> Result<DType, String> {
         .map(|(_, t)| *t)
         .ok_or_else(|| {
             let names: Vec<&str> = schema.iter().map(|(n, _)| n.as_str()).collect();
-            format!("no column {column:?} (columns: {})", names.join(", "))
+            let mut msg = format!("no column {column:?} (columns: {})", names.join(", "));
+            // One column whose name holds the wanted one: the file is split by another
+            // separator than the one read with.
+            if let [only] = names.as_slice()
+                && only.contains(column)
+                && let Some(sep) = ['\t', ';', '|', ',']
+                    .into_iter()
+                    .find(|&c| only.contains(c))
+            {
+                msg.push_str(&format!(
+                    "; the header looks separated by {sep:?}: read it with that separator (sep, or \
+                     --sep in `rask run`)"
+                ));
+            }
+            msg
         })
 }
 
@@ -396,6 +410,24 @@ mod tests {
             "b" => [true, false, true, false],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_missing_column_names_the_columns_and_a_likely_separator() {
+        let schema: Schema = vec![("a".into(), DType::Int64), ("b".into(), DType::Str)];
+        assert_eq!(
+            lookup(&schema, "c").unwrap_err(),
+            "no column \"c\" (columns: a, b)"
+        );
+        let tabs: Schema = vec![("a\tb\tc".into(), DType::Str)];
+        let e = lookup(&tabs, "b").unwrap_err();
+        assert!(
+            e.contains("the header looks separated by '\\t': read it with that separator (sep"),
+            "{e}"
+        );
+        // A one-column frame without the name inside: no guess.
+        let one: Schema = vec![("a;b".into(), DType::Str)];
+        assert!(!lookup(&one, "z").unwrap_err().contains("separated"));
     }
 
     fn rows(e: Expr) -> Vec<bool> {

@@ -202,19 +202,15 @@ pub struct TaxiOutcome {
     pub means: Vec<(i64, f64, f64)>,
 }
 
-/// The seed's dataframe workload: `read_csv(pattern, blocksize)`, `len`, then
+/// The seed's dataframe workload: `read_csv(pattern, blocksize=..., sep=...)`, `len`, then
 /// `groupby("payment_type").agg({"total_amount": "mean", "trip_distance": "mean"})`.
 pub async fn taxi_groupby(
     client: &Client,
     pattern: &str,
-    blocksize: Option<u64>,
+    options: &ReadCsvOptions,
 ) -> Result<TaxiOutcome, FrameError> {
     let t0 = Instant::now();
-    let options = ReadCsvOptions {
-        blocksize,
-        ..ReadCsvOptions::default()
-    };
-    let df = read_csv(pattern, &options)?;
+    let df = read_csv(pattern, options)?;
     let t1 = Instant::now();
     let rows = df.len(client).await?;
     let t2 = Instant::now();

@@ -14,7 +14,7 @@ use super::state::{self, ClientId, Outbox, RequestId, State, WorkerId};
 use super::{Request, RetiredWorker, SchedulerHandle, http};
 use crate::graph::Key;
 use crate::net;
-use crate::protocol::{Envelope, FromScheduler, ToScheduler};
+use crate::protocol::{Envelope, FrameError, FromScheduler, ToScheduler};
 
 /// How to start a scheduler.
 #[derive(Clone, Debug)]
@@ -250,6 +250,12 @@ async fn read_loop(
                 }
             }
             Ok(None) => break "connection closed".to_owned(),
+            // A peer that went away (a client that exited, a worker killed) is not a protocol
+            // error: the scheduler's handling of the disconnection says what it means.
+            Err(e @ (FrameError::Io(_) | FrameError::Truncated)) => {
+                tracing::info!(%peer, error = %e, "connection lost");
+                break e.to_string();
+            }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection: malformed frame");
                 break e.to_string();

@@ -26,7 +26,13 @@ impl Lcg {
 
 /// Writes `rows` rows of `k,s,x,n` (k and x sometimes empty: null) to `path`.
 fn write_csv(path: &Path, rows: u64, keys: u64, rng: &mut Lcg) {
-    let mut out = String::from("k,s,x,n\n");
+    write_csv_sep(path, rows, keys, b',', rng)
+}
+
+/// [`write_csv`] with fields separated by `sep`.
+fn write_csv_sep(path: &Path, rows: u64, keys: u64, sep: u8, rng: &mut Lcg) {
+    let sep = char::from(sep);
+    let mut out = format!("k{sep}s{sep}x{sep}n\n");
     for _ in 0..rows {
         let k = if rng.below(10) == 0 {
             String::new()
@@ -40,13 +46,18 @@ fn write_csv(path: &Path, rows: u64, keys: u64, rng: &mut Lcg) {
             format!("{}.{:02}", rng.below(200) as i64 - 100, rng.below(100))
         };
         let n = rng.below(1000) as i64 - 500;
-        out.push_str(&format!("{k},{s},{x},{n}\n"));
+        out.push_str(&format!("{k}{sep}{s}{sep}{x}{sep}{n}\n"));
     }
     std::fs::write(path, out).unwrap();
 }
 
 /// The whole data read by Polars in one go, files in glob order.
 fn reference(files: &[PathBuf]) -> PlFrame {
+    reference_sep(files, b',')
+}
+
+/// [`reference`] for fields separated by `sep`.
+fn reference_sep(files: &[PathBuf], sep: u8) -> PlFrame {
     let mut all: Option<PlFrame> = None;
     for f in files {
         let schema = polars::prelude::Schema::from_iter([
@@ -58,6 +69,7 @@ fn reference(files: &[PathBuf]) -> PlFrame {
         let df = CsvReadOptions::default()
             .with_has_header(true)
             .with_schema(Some(Arc::new(schema)))
+            .map_parse_options(|p| p.with_separator(sep))
             .try_into_reader_with_file_path(Some(f.clone()))
             .unwrap()
             .finish()
@@ -182,6 +194,8 @@ async fn results_match_one_polars_read_for_many_shapes_and_blocksizes() {
     let mut rng = Lcg(2026);
     for case_no in 0..16 {
         let dir = tempfile::tempdir().unwrap();
+        // Dask's `sep`: commas mostly, and the other separators people use.
+        let sep = [b',', b',', b'\t', b';', b'|'][rng.below(5) as usize];
         let nfiles = 1 + rng.below(3);
         let mut files = Vec::new();
         for f in 0..nfiles {
@@ -193,7 +207,7 @@ async fn results_match_one_polars_read_for_many_shapes_and_blocksizes() {
                 // The first file is the type sample: enough rows to show every type.
                 20 + rng.below(400)
             };
-            write_csv(&path, rows, 1 + rng.below(7), &mut rng);
+            write_csv_sep(&path, rows, 1 + rng.below(7), sep, &mut rng);
             files.push(path);
         }
         let size: u64 = files
@@ -206,17 +220,21 @@ async fn results_match_one_polars_read_for_many_shapes_and_blocksizes() {
             1 => Some(1 + rng.below(24)),
             _ => Some(16 + rng.below(size / nfiles + 16)),
         };
-        let case = format!("case {case_no}: {nfiles} files, {size} bytes, blocksize {blocksize:?}");
+        let case = format!(
+            "case {case_no}: {nfiles} files, {size} bytes, blocksize {blocksize:?}, sep {:?}",
+            char::from(sep)
+        );
         let pattern = format!("{}/part*.csv", dir.path().display());
         let df = read_csv(
             &pattern,
             &ReadCsvOptions {
                 blocksize,
+                sep,
                 ..ReadCsvOptions::default()
             },
         )
         .unwrap();
-        let whole = reference(&files);
+        let whole = reference_sep(&files, sep);
         assert_eq!(df.columns(), ["k", "s", "x", "n"], "{case}");
         assert_eq!(
             df.len(&client).await.unwrap(),
@@ -271,7 +289,11 @@ async fn the_taxi_job_matches_polars_and_writes_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("taxi.csv");
     frame::taxi::write_taxi_csv(&path, 30_000, 7).unwrap();
-    let r = frame::taxi::taxi_groupby(&client, path.to_str().unwrap(), Some(200_000))
+    let options = ReadCsvOptions {
+        blocksize: Some(200_000),
+        ..ReadCsvOptions::default()
+    };
+    let r = frame::taxi::taxi_groupby(&client, path.to_str().unwrap(), &options)
         .await
         .unwrap();
     let whole = CsvReadOptions::default()
@@ -332,6 +354,65 @@ async fn the_taxi_job_matches_polars_and_writes_partitions() {
     }
     assert_eq!(rows as u64, want);
     cluster.shutdown().await;
+}
+
+/// `rask run taxi-groupby --path P [args]`: (exit success, stdout, stderr).
+fn taxi_groupby_cli(path: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(crate::rask_bin())
+        .args(["run", "taxi-groupby", "--json", "--path"])
+        .arg(path)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_taxi_job_reads_tab_separated_files_with_sep() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("taxi.csv");
+    frame::taxi::write_taxi_csv(&csv, 20_000, 3).unwrap();
+    let tsv = dir.path().join("taxi.tsv");
+    std::fs::write(
+        &tsv,
+        std::fs::read_to_string(&csv).unwrap().replace(',', "\t"),
+    )
+    .unwrap();
+    let result = |stdout: &str| -> serde_json::Value {
+        let line: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(line["ok"], true, "{line}");
+        line["result"].clone()
+    };
+
+    let (ok, from_csv, err) = taxi_groupby_cli(&csv, &["--blocksize", "200kB"]);
+    assert!(ok, "{err}");
+    for sep in ["\\t", "tab", "\t"] {
+        let (ok, from_tsv, err) = taxi_groupby_cli(&tsv, &["--blocksize", "200kB", "--sep", sep]);
+        assert!(ok, "--sep {sep:?}: {err}");
+        assert_eq!(result(&from_tsv), result(&from_csv), "--sep {sep:?}");
+    }
+
+    // Without --sep the header is one column: the error says which separator it looks like.
+    let (ok, _, err) = taxi_groupby_cli(&tsv, &[]);
+    assert!(!ok);
+    assert!(err.contains("no column \"payment_type\""), "{err}");
+    assert!(err.contains("looks separated by '\\t'"), "{err}");
+    // Its workers and client then go away; that is not reported as a protocol error.
+    assert!(!err.contains("malformed frame"), "{err}");
+    // A separator that cannot be one fails before a cluster starts, naming the flag.
+    let (ok, _, err) = taxi_groupby_cli(&tsv, &["--sep", ";;"]);
+    assert!(!ok);
+    assert!(
+        err.contains("--sep: sep \";;\" cannot separate fields"),
+        "{err}"
+    );
+    // A peer that exits is not reported as a protocol error.
+    assert!(!err.contains("malformed frame"), "{err}");
 }
 
 #[tokio::test]
@@ -404,6 +485,24 @@ async fn bad_input_fails_with_errors_that_say_where() {
     };
     let e = read_csv(path.to_str().unwrap(), &zero).unwrap_err();
     assert!(e.to_string().contains("bad blocksize"), "{e}");
+    for (sep, why) in [
+        (b'"', "it quotes fields"),
+        (b'\n', "it ends lines"),
+        (b'\r', "it ends lines"),
+        (0xE9, "it is not an ASCII character"),
+    ] {
+        let options = ReadCsvOptions {
+            sep,
+            ..ReadCsvOptions::default()
+        };
+        let e = read_csv(path.to_str().unwrap(), &options)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot separate fields") && e.contains(why),
+            "{e}"
+        );
+    }
     let e = frame::partition::parse_blocksize("64 parsecs").unwrap_err();
     assert!(
         e.to_string().contains("bad blocksize \"64 parsecs\""),
