@@ -201,6 +201,18 @@ fn init_logging(json: bool) {
     } else {
         builder.init();
     }
+    log_panics();
+}
+
+/// Reports a panic through the log as well (a JSON line with `--log-json`, where log pipelines
+/// look), then as Rust does on stderr. The operator image aborts on panic (Cargo.toml's
+/// `operator` profile): the process ends and Kubernetes restarts it.
+fn log_panics() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "panicked; the process exits");
+        default_hook(info);
+    }));
 }
 
 async fn shutdown_signal() {
@@ -257,4 +269,45 @@ async fn run(
     controllers(ctx, scope, signal).await;
     let _ = server.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panic_is_logged_as_a_json_line() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        super::log_panics();
+        let caught = std::panic::catch_unwind(|| panic!("cache out of sync"));
+        let _ = std::panic::take_hook();
+        assert!(caught.is_err());
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["level"], "ERROR", "{text}");
+        assert_eq!(line["fields"]["message"], "panicked; the process exits");
+        let panic = line["fields"]["panic"].as_str().unwrap();
+        assert!(panic.contains("cache out of sync"), "{panic}");
+        assert!(panic.contains("main.rs"), "the location: {panic}");
+    }
 }
