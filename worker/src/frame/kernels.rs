@@ -3,6 +3,7 @@
 //! | function | arguments | result |
 //! |---|---|---|
 //! | `frame_read_csv` | path, start, end, header_end, schema (JSON), plan (JSON), separator (optional, `,`) | the plan's sink |
+//! | `frame_read_parquet` | path, schema (JSON), plan (JSON) | the plan's sink |
 //! | `frame_apply` | frame, plan (JSON) | the plan's sink |
 //! | `frame_combine` | list of partial-aggregate frames, spec (JSON), finish (bool) | frame |
 
@@ -12,6 +13,7 @@ use polars::prelude::*;
 
 use super::csv::{count_block_rows, read_block_frame};
 use super::groupby::AggSpec;
+use super::parquet;
 use super::part::{FramePart, frame_arg};
 use super::partition::Block;
 use super::plan::{Plan, Schema, Sink};
@@ -20,6 +22,7 @@ use crate::value::Value;
 
 pub const FRAME: Table = &[
     ("frame_read_csv", read_csv),
+    ("frame_read_parquet", read_parquet),
     ("frame_apply", apply),
     ("frame_combine", combine),
 ];
@@ -82,6 +85,20 @@ fn read_csv(args: &[Value]) -> Result<Value, String> {
     }
     let columns = plan.needed_columns(&schema);
     let df = read_block_frame(&block, &schema, columns.as_deref())?;
+    finish(plan.apply(df)?, plan.sink.as_ref())
+}
+
+/// `frame_read_parquet(path, schema, plan)`: one Parquet file through a plan.
+fn read_parquet(args: &[Value]) -> Result<Value, String> {
+    const F: &str = "frame_read_parquet";
+    let path = PathBuf::from(str_arg(args, 0, F)?);
+    let schema = schema_arg(args, 1, F)?;
+    let plan = Plan::from_json(str_arg(args, 2, F)?)?;
+    if plan.ops.is_empty() && plan.sink == Some(Sink::Len) {
+        return parquet::count_rows(&path).map(|n| Value::Int(n as i64));
+    }
+    let columns = plan.needed_columns(&schema);
+    let df = parquet::read_file(&path, &schema, columns.as_deref())?;
     finish(plan.apply(df)?, plan.sink.as_ref())
 }
 

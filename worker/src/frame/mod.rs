@@ -1,8 +1,10 @@
-//! Partitioned dataframes: `read_csv` over a glob split into byte blocks, column selection,
+//! Partitioned dataframes: `read_csv` over a glob split into byte blocks and `read_parquet` one
+//! partition per file, column selection,
 //! boolean filters, `groupby().agg()` as partial aggregates combined in a tree, `len`, `head`,
 //! `compute`, and `to_csv`/`to_parquet` per partition.
 //!
-//! A [`DataFrame`] is lazy: a list of partition inputs (a CSV block or a task) and the steps
+//! A [`DataFrame`] is lazy: a list of partition inputs (a CSV block, a Parquet file or a task)
+//! and the steps
 //! to apply to each. Building one does no work beyond reading the files' headers and a sample;
 //! calls that need data (`len`, `compute`, `head`, `to_csv`, ...) build a task graph whose
 //! partition tasks run the whole pipeline at once (see [`plan`]) and run it on a cluster.
@@ -25,6 +27,7 @@
 mod csv;
 mod groupby;
 pub mod kernels;
+mod parquet;
 mod part;
 pub mod partition;
 mod plan;
@@ -64,6 +67,9 @@ pub enum FrameError {
     },
     #[error("{path}: {detail}")]
     Csv { path: PathBuf, detail: String },
+    /// A Parquet file that cannot be read, or whose columns do not fit a frame.
+    #[error("{0}")]
+    Parquet(String),
     /// A column, filter or aggregation that does not fit the frame.
     #[error("{0}")]
     Invalid(String),
@@ -103,6 +109,7 @@ impl Default for ReadCsvOptions {
 #[derive(Clone)]
 enum Input {
     Csv(Block),
+    Parquet(PathBuf),
     Task(Delayed),
 }
 
@@ -166,6 +173,44 @@ pub fn read_csv(pattern: &str, options: &ReadCsvOptions) -> Result<DataFrame, Fr
         input_schema: schema.clone(),
         schema,
         inputs,
+        ops: Vec::new(),
+    })
+}
+
+/// Reads every Parquet file `pattern` matches, one partition per file (Dask's `read_parquet`):
+/// `columns` of them in that order, or all. Every file needs the same columns. Integer columns
+/// become `int64`, floats `float64`, booleans `bool`, strings `string`; a column of another
+/// type (dates, decimals, lists, ...) is refused by name unless `columns` leaves it out. Only
+/// the columns a pipeline uses are read.
+pub fn read_parquet(pattern: &str, columns: Option<&[&str]>) -> Result<DataFrame, FrameError> {
+    let files = partition::expand_glob(pattern)?;
+    let columns: Option<Vec<String>> = columns.map(|c| c.iter().map(|s| s.to_string()).collect());
+    let mut first: Option<(&Path, Schema)> = None;
+    for path in &files {
+        let schema = parquet::file_schema(path, columns.as_deref()).map_err(FrameError::Parquet)?;
+        match &first {
+            None => first = Some((path, schema)),
+            Some((first_path, s)) if *s != schema => {
+                let names = |s: &Schema| {
+                    let cols: Vec<String> = s.iter().map(|(n, t)| format!("{n}: {t}")).collect();
+                    cols.join(", ")
+                };
+                return Err(FrameError::Parquet(format!(
+                    "{}: columns [{}] differ from [{}] of {}",
+                    path.display(),
+                    names(&schema),
+                    names(s),
+                    first_path.display()
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    let schema = first.map(|(_, s)| s).unwrap_or_default();
+    Ok(DataFrame {
+        input_schema: schema.clone(),
+        schema,
+        inputs: files.into_iter().map(Input::Parquet).collect(),
         ops: Vec::new(),
     })
 }
@@ -248,7 +293,7 @@ impl DataFrame {
             .iter()
             .filter_map(|i| match i {
                 Input::Csv(b) => Some(b),
-                Input::Task(_) => None,
+                Input::Parquet(_) | Input::Task(_) => None,
             })
             .collect()
     }
@@ -312,6 +357,14 @@ impl DataFrame {
                         schema_json.clone().into(),
                         plan_json.clone().into(),
                         char::from(b.sep).to_string().into(),
+                    ],
+                ),
+                Input::Parquet(path) => delayed(
+                    "frame_read_parquet",
+                    vec![
+                        path.to_string_lossy().into_owned().into(),
+                        schema_json.clone().into(),
+                        plan_json.clone().into(),
                     ],
                 ),
                 Input::Task(d) if plan == Plan::default() => d.clone(),

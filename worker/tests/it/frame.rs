@@ -356,6 +356,88 @@ async fn the_taxi_job_matches_polars_and_writes_partitions() {
     cluster.shutdown().await;
 }
 
+#[tokio::test]
+async fn read_parquet_gives_what_read_csv_gives() {
+    let cluster = process_cluster(2).await;
+    let client = cluster.client().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Lcg(11);
+    let mut files = Vec::new();
+    for f in 0..3 {
+        let path = dir.path().join(format!("part{f}.csv"));
+        write_csv(&path, 200 + rng.below(300), 5, &mut rng);
+        files.push(path);
+    }
+    let pattern = format!("{}/part*.csv", dir.path().display());
+    let from_csv = read_csv(&pattern, &ReadCsvOptions::default()).unwrap();
+    let pq = dir.path().join("pq");
+    from_csv.to_parquet(&pq, &client).await.unwrap();
+    let df = frame::read_parquet(&format!("{}/*.parquet", pq.display()), None).unwrap();
+    assert_eq!(df.npartitions(), 3);
+    assert_eq!(df.columns(), ["k", "s", "x", "n"]);
+    assert_eq!(df.dtypes(), from_csv.dtypes());
+    let whole = reference(&files);
+    assert_eq!(df.len(&client).await.unwrap(), whole.height() as u64);
+    assert!(df.compute(&client).await.unwrap().equals_missing(&whole));
+    check_groups(
+        &groupby_all(&df, &client, 2).await,
+        &expected_groups(&whole, None),
+        "parquet",
+    );
+    let filtered = df.filter(col("x").gt(0.5)).unwrap();
+    check_groups(
+        &groupby_all(&filtered, &client, 2).await,
+        &expected_groups(&whole, Some(0.5)),
+        "parquet, x > 0.5",
+    );
+    // Some columns, in the order asked.
+    let some =
+        frame::read_parquet(&format!("{}/*.parquet", pq.display()), Some(&["n", "k"])).unwrap();
+    let head = some.head(5, &client).await.unwrap();
+    assert!(head.equals_missing(&whole.select(["n", "k"]).unwrap().head(Some(5))));
+
+    // Files whose columns differ; a column that is not there; nothing that matches.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::copy(pq.join("part-00000.parquet"), other.join("a.parquet")).unwrap();
+    from_csv
+        .select(&["k", "s"])
+        .unwrap()
+        .to_parquet(&dir.path().join("narrow"), &client)
+        .await
+        .unwrap();
+    std::fs::copy(
+        dir.path().join("narrow/part-00000.parquet"),
+        other.join("b.parquet"),
+    )
+    .unwrap();
+    let e = frame::read_parquet(&format!("{}/*.parquet", other.display()), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("b.parquet: columns [k: int64, s: string] differ from"),
+        "{e}"
+    );
+    let e = frame::read_parquet(&format!("{}/*.parquet", pq.display()), Some(&["nope"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no column \"nope\" (columns: k, s, x, n)"),
+        "{e}"
+    );
+    let none = format!("{}/*.parquet", dir.path().display());
+    assert!(matches!(
+        frame::read_parquet(&none, None).unwrap_err(),
+        FrameError::NoFiles(_)
+    ));
+    // A file that is gone by the time its task runs: the task's error names it.
+    let gone = frame::read_parquet(&format!("{}/a.parquet", other.display()), None).unwrap();
+    std::fs::remove_file(other.join("a.parquet")).unwrap();
+    let e = gone.compute(&client).await.unwrap_err().to_string();
+    assert!(e.contains("a.parquet"), "{e}");
+    cluster.shutdown().await;
+}
+
 /// `rask run taxi-groupby --path P [args]`: (exit success, stdout, stderr).
 fn taxi_groupby_cli(path: &Path, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(crate::rask_bin())

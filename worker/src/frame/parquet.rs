@@ -1,0 +1,266 @@
+//! Parquet input: a file's schema from its metadata, mapped onto the frame's four column types,
+//! and one file's columns read as a partition.
+//!
+//! Integer columns (signed, and unsigned up to 64 bits) become `int64`, floats `float64`,
+//! booleans `bool`, strings `string`. A 64-bit unsigned value above `i64::MAX` fails its
+//! partition naming the column. Other columns (dates, timestamps, decimals, lists, ...) are
+//! refused by name when the frame is built; leave them out with `read_parquet`'s `columns`.
+
+use std::fs::File;
+use std::path::Path;
+
+use polars::prelude::*;
+
+use super::plan::{DType, Schema, to_polars_schema};
+
+/// The frame type for a Parquet column stored as `dt`, or `None`.
+fn frame_type(dt: &ArrowDataType) -> Option<DType> {
+    match dt {
+        ArrowDataType::Int8
+        | ArrowDataType::Int16
+        | ArrowDataType::Int32
+        | ArrowDataType::Int64
+        | ArrowDataType::UInt8
+        | ArrowDataType::UInt16
+        | ArrowDataType::UInt32
+        | ArrowDataType::UInt64 => Some(DType::Int64),
+        ArrowDataType::Float32 | ArrowDataType::Float64 => Some(DType::Float64),
+        ArrowDataType::Boolean => Some(DType::Bool),
+        ArrowDataType::Utf8 | ArrowDataType::LargeUtf8 | ArrowDataType::Utf8View => {
+            Some(DType::Str)
+        }
+        _ => None,
+    }
+}
+
+fn open(path: &Path) -> Result<ParquetReader<File>, String> {
+    File::open(path)
+        .map(ParquetReader::new)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The frame schema of the Parquet file at `path`, from its metadata: its `columns` in that
+/// order, or all of them.
+pub fn file_schema(path: &Path, columns: Option<&[String]>) -> Result<Schema, String> {
+    let mut reader = open(path)?;
+    schema_of(&mut reader, path, columns)
+}
+
+fn schema_of(
+    reader: &mut ParquetReader<File>,
+    path: &Path,
+    columns: Option<&[String]>,
+) -> Result<Schema, String> {
+    let arrow = reader
+        .schema()
+        .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
+    let names: Vec<String> = match columns {
+        Some(cols) => cols.to_vec(),
+        None => arrow.iter().map(|(n, _)| n.to_string()).collect(),
+    };
+    names
+        .into_iter()
+        .map(|name| {
+            let field = arrow.get(name.as_str()).ok_or_else(|| {
+                let have: Vec<&str> = arrow.iter().map(|(n, _)| n.as_str()).collect();
+                format!(
+                    "{}: no column {name:?} (columns: {})",
+                    path.display(),
+                    have.join(", ")
+                )
+            })?;
+            let t = frame_type(&field.dtype).ok_or_else(|| {
+                format!(
+                    "{}: column {name:?} holds {:?} values, which frames do not (int64, float64, \
+                     bool and string); leave it out with read_parquet's columns",
+                    path.display(),
+                    field.dtype
+                )
+            })?;
+            Ok((name, t))
+        })
+        .collect()
+}
+
+/// The number of rows of the file at `path`, from its metadata.
+pub fn count_rows(path: &Path) -> Result<u64, String> {
+    open(path)?
+        .num_rows()
+        .map(|n| n as u64)
+        .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))
+}
+
+/// The `columns` (all of `schema`'s when `None`) of the file at `path`, cast to the frame's
+/// types. Fails if the file no longer has `schema`'s columns and types (it changed after the
+/// frame was built).
+pub fn read_file(
+    path: &Path,
+    schema: &Schema,
+    columns: Option<&[String]>,
+) -> Result<DataFrame, String> {
+    let mut reader = open(path)?;
+    let names: Vec<String> = schema.iter().map(|(n, _)| n.clone()).collect();
+    let found = schema_of(&mut reader, path, Some(&names))?;
+    if found != *schema {
+        return Err(format!(
+            "{}: its columns changed since the frame was built: {} where it had {}",
+            path.display(),
+            describe(&found),
+            describe(schema)
+        ));
+    }
+    let wanted: Vec<String> = match columns {
+        Some(cols) => cols.to_vec(),
+        None => schema.iter().map(|(n, _)| n.clone()).collect(),
+    };
+    let df = reader
+        .with_columns(Some(wanted.clone()))
+        // One task, one thread: the cluster runs partitions in parallel.
+        .read_parallel(ParallelStrategy::None)
+        .finish()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let types = to_polars_schema(schema);
+    // In the frame's column order, whatever order the reader returns them in.
+    let cast = wanted
+        .iter()
+        .map(|name| {
+            let c = df
+                .column(name)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let to = types
+                .get(name.as_str())
+                .cloned()
+                .unwrap_or(DataType::String);
+            if c.dtype() == &to {
+                return Ok(c.clone());
+            }
+            c.strict_cast(&to).map_err(|e| {
+                format!(
+                    "{}: column {name:?}: cannot read its {} values as {to}: {e}",
+                    path.display(),
+                    c.dtype()
+                )
+            })
+        })
+        .collect::<Result<Vec<Column>, String>>()?;
+    DataFrame::new(df.height(), cast).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn describe(schema: &Schema) -> String {
+    let cols: Vec<String> = schema.iter().map(|(n, t)| format!("{n}: {t}")).collect();
+    format!("[{}]", cols.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, mut df: DataFrame) -> std::path::PathBuf {
+        let path = dir.join(name);
+        ParquetWriter::new(File::create(&path).unwrap())
+            .finish(&mut df)
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn types_map_onto_the_frame_types_and_values_are_cast() {
+        let dir = tempfile::tempdir().unwrap();
+        let df = df!(
+            "i32" => [1i32, -2],
+            "u64" => [3u64, 4],
+            "f32" => [0.5f32, 1.5],
+            "b" => [true, false],
+            "s" => ["x", "y"],
+        )
+        .unwrap();
+        let path = write(dir.path(), "t.parquet", df);
+        let schema = file_schema(&path, None).unwrap();
+        let names: Vec<(&str, DType)> = schema.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        assert_eq!(
+            names,
+            [
+                ("i32", DType::Int64),
+                ("u64", DType::Int64),
+                ("f32", DType::Float64),
+                ("b", DType::Bool),
+                ("s", DType::Str),
+            ]
+        );
+        assert_eq!(count_rows(&path).unwrap(), 2);
+        let got = read_file(&path, &schema, None).unwrap();
+        assert_eq!(got.column("i32").unwrap().dtype(), &DataType::Int64);
+        assert_eq!(got.column("u64").unwrap().i64().unwrap().get(1), Some(4));
+        assert_eq!(got.column("f32").unwrap().f64().unwrap().get(1), Some(1.5));
+        let only = read_file(&path, &schema, Some(&["s".into(), "b".into()])).unwrap();
+        assert_eq!(only.width(), 2);
+        // Some columns, in the order asked.
+        let some = file_schema(&path, Some(&["s".into(), "i32".into()])).unwrap();
+        assert_eq!(
+            some,
+            [
+                ("s".to_string(), DType::Str),
+                ("i32".to_string(), DType::Int64)
+            ]
+        );
+        let got = read_file(&path, &some, None).unwrap();
+        assert_eq!(got.get_column_names(), ["s", "i32"]);
+    }
+
+    #[test]
+    fn bad_files_and_columns_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_parquet = dir.path().join("x.parquet");
+        std::fs::write(&not_parquet, "a,b\n1,2\n").unwrap();
+        let e = file_schema(&not_parquet, None).unwrap_err();
+        assert!(e.contains("x.parquet: not a readable Parquet file"), "{e}");
+        let e = count_rows(&dir.path().join("gone.parquet")).unwrap_err();
+        assert!(e.contains("gone.parquet"), "{e}");
+
+        let list = Series::new("l".into(), [1i64, 2])
+            .implode()
+            .unwrap()
+            .into_column();
+        let n = Column::new("n".into(), [7i64]);
+        let path = write(
+            dir.path(),
+            "nested.parquet",
+            DataFrame::new(1, vec![list, n]).unwrap(),
+        );
+        let e = file_schema(&path, None).unwrap_err();
+        assert!(
+            e.contains("column \"l\" holds")
+                && e.contains("leave it out with read_parquet's columns"),
+            "{e}"
+        );
+        // Leaving it out works.
+        let schema = file_schema(&path, Some(&["n".into()])).unwrap();
+        let got = read_file(&path, &schema, None).unwrap();
+        assert_eq!(got.column("n").unwrap().i64().unwrap().get(0), Some(7));
+        let e = file_schema(&path, Some(&["nope".into()])).unwrap_err();
+        assert!(e.contains("no column \"nope\" (columns: l, n)"), "{e}");
+
+        let big = df!("u" => [u64::MAX]).unwrap();
+        let path = write(dir.path(), "big.parquet", big);
+        let schema = file_schema(&path, None).unwrap();
+        let e = read_file(&path, &schema, None).unwrap_err();
+        assert!(
+            e.contains("column \"u\": cannot read its u64 values as i64"),
+            "{e}"
+        );
+
+        // A file rewritten with other columns after the frame was built.
+        let path = write(dir.path(), "changed.parquet", df!("a" => [1i64]).unwrap());
+        let before = file_schema(&path, None).unwrap();
+        write(
+            dir.path(),
+            "changed.parquet",
+            df!("a" => ["now text"]).unwrap(),
+        );
+        let e = read_file(&path, &before, None).unwrap_err();
+        assert!(
+            e.contains("its columns changed since the frame was built"),
+            "{e}"
+        );
+    }
+}
