@@ -1,13 +1,13 @@
 //! Partitioned dataframes: `read_csv` over a glob split into byte blocks and `read_parquet` one
-//! partition per file, column selection,
-//! boolean filters, `groupby().agg()` as partial aggregates combined in a tree, `len`, `head`,
-//! `compute`, and `to_csv`/`to_parquet` per partition.
+//! partition per file, column selection, boolean filters, `groupby().agg()` as partial
+//! aggregates combined in a tree, `len`, `head`, `compute`, and `to_csv`/`to_parquet` per
+//! partition.
 //!
 //! A [`DataFrame`] is lazy: a list of partition inputs (a CSV block, a Parquet file or a task)
-//! and the steps
-//! to apply to each. Building one does no work beyond reading the files' headers and a sample;
-//! calls that need data (`len`, `compute`, `head`, `to_csv`, ...) build a task graph whose
-//! partition tasks run the whole pipeline at once (see [`plan`]) and run it on a cluster.
+//! and the steps to apply to each. Building one does no work beyond reading the files' headers
+//! (or metadata) and a sample; calls that need data (`len`, `compute`, `head`, `to_csv`, ...)
+//! build a task graph whose partition tasks run the whole pipeline at once (see [`plan`]) and
+//! run it on a cluster.
 //! Partitions are Polars frames and travel between processes as Arrow IPC.
 //!
 //! ```no_run
@@ -191,15 +191,11 @@ pub fn read_parquet(pattern: &str, columns: Option<&[&str]>) -> Result<DataFrame
         match &first {
             None => first = Some((path, schema)),
             Some((first_path, s)) if *s != schema => {
-                let names = |s: &Schema| {
-                    let cols: Vec<String> = s.iter().map(|(n, t)| format!("{n}: {t}")).collect();
-                    cols.join(", ")
-                };
                 return Err(FrameError::Parquet(format!(
-                    "{}: columns [{}] differ from [{}] of {}",
+                    "{}: columns {} differ from {} of {}",
                     path.display(),
-                    names(&schema),
-                    names(s),
+                    parquet::describe(&schema),
+                    parquet::describe(s),
                     first_path.display()
                 )));
             }

@@ -146,7 +146,8 @@ pub fn read_file(
     DataFrame::new(df.height(), cast).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn describe(schema: &Schema) -> String {
+/// `[name: type, ...]`, for messages.
+pub(super) fn describe(schema: &Schema) -> String {
     let cols: Vec<String> = schema.iter().map(|(n, t)| format!("{n}: {t}")).collect();
     format!("[{}]", cols.join(", "))
 }
