@@ -3,7 +3,7 @@
 //! | function | arguments | result |
 //! |---|---|---|
 //! | `frame_read_csv` | path, start, end, header_end, schema (JSON), plan (JSON), separator (optional, `,`) | the plan's sink |
-//! | `frame_read_parquet` | path, schema (JSON), plan (JSON) | the plan's sink |
+//! | `frame_read_parquet` | path, schema (JSON), plan (JSON), first row and row count (optional: all) | the plan's sink |
 //! | `frame_apply` | frame, plan (JSON) | the plan's sink |
 //! | `frame_combine` | list of partial-aggregate frames, spec (JSON), finish (bool) | frame |
 
@@ -88,17 +88,22 @@ fn read_csv(args: &[Value]) -> Result<Value, String> {
     finish(plan.apply(df)?, plan.sink.as_ref())
 }
 
-/// `frame_read_parquet(path, schema, plan)`: one Parquet file through a plan.
+/// `frame_read_parquet(path, schema, plan[, start, count])`: a Parquet file's rows (all, or
+/// `count` from `start`) through a plan.
 fn read_parquet(args: &[Value]) -> Result<Value, String> {
     const F: &str = "frame_read_parquet";
     let path = PathBuf::from(str_arg(args, 0, F)?);
     let schema = schema_arg(args, 1, F)?;
     let plan = Plan::from_json(str_arg(args, 2, F)?)?;
+    let rows = match args.len() {
+        3 => None,
+        _ => Some((u64_arg(args, 3, F)?, u64_arg(args, 4, F)?)),
+    };
     if plan.ops.is_empty() && plan.sink == Some(Sink::Len) {
-        return parquet::count_rows(&path).map(|n| Value::Int(n as i64));
+        return parquet::count_rows(&path, rows).map(|n| Value::Int(n as i64));
     }
     let columns = plan.needed_columns(&schema);
-    let df = parquet::read_file(&path, &schema, columns.as_deref())?;
+    let df = parquet::read_file(&path, rows, &schema, columns.as_deref())?;
     finish(plan.apply(df)?, plan.sink.as_ref())
 }
 

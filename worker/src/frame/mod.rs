@@ -1,9 +1,9 @@
-//! Partitioned dataframes: `read_csv` over a glob split into byte blocks and `read_parquet` one
-//! partition per file, column selection, boolean filters, `groupby().agg()` as partial
+//! Partitioned dataframes: `read_csv` over a glob split into byte blocks and `read_parquet` into
+//! runs of row groups, column selection, boolean filters, `groupby().agg()` as partial
 //! aggregates combined in a tree, `len`, `head`, `compute`, and `to_csv`/`to_parquet` per
 //! partition.
 //!
-//! A [`DataFrame`] is lazy: a list of partition inputs (a CSV block, a Parquet file or a task)
+//! A [`DataFrame`] is lazy: a list of partition inputs (a CSV block, Parquet rows or a task)
 //! and the steps to apply to each. Building one does no work beyond reading the files' headers
 //! (or metadata) and a sample; calls that need data (`len`, `compute`, `head`, `to_csv`, ...)
 //! build a task graph whose partition tasks run the whole pipeline at once (see [`plan`]) and
@@ -109,7 +109,8 @@ impl Default for ReadCsvOptions {
 #[derive(Clone)]
 enum Input {
     Csv(Block),
-    Parquet(PathBuf),
+    /// A Parquet file's rows: some of its row groups, or all.
+    Parquet(PathBuf, parquet::Rows),
     Task(Delayed),
 }
 
@@ -177,17 +178,50 @@ pub fn read_csv(pattern: &str, options: &ReadCsvOptions) -> Result<DataFrame, Fr
     })
 }
 
-/// Reads every Parquet file `pattern` matches, one partition per file (Dask's `read_parquet`):
-/// `columns` of them in that order, or all. Every file needs the same columns. Integer columns
-/// become `int64`, floats `float64`, booleans `bool`, strings `string`; a column of another
-/// type (dates, decimals, lists, ...) is refused by name unless `columns` leaves it out. Only
-/// the columns a pipeline uses are read.
-pub fn read_parquet(pattern: &str, columns: Option<&[&str]>) -> Result<DataFrame, FrameError> {
+/// Options of [`read_parquet`].
+#[derive(Clone, Debug)]
+pub struct ReadParquetOptions {
+    /// The columns to read, in this order; `None`: all.
+    pub columns: Option<Vec<String>>,
+    /// Uncompressed bytes per partition: a file's consecutive row groups are joined until they
+    /// reach it (a larger row group is a partition of its own); `None`: one partition per file.
+    pub blocksize: Option<u64>,
+}
+
+impl Default for ReadParquetOptions {
+    fn default() -> Self {
+        ReadParquetOptions {
+            columns: None,
+            // Dask's default for Parquet.
+            blocksize: Some(256 << 20),
+        }
+    }
+}
+
+/// Reads every Parquet file `pattern` matches (Dask's `read_parquet`): `options.columns` of
+/// them, or all; one partition per `options.blocksize` of row groups. Every file needs the same
+/// columns. Integer columns become `int64`, floats `float64`, booleans `bool`, strings
+/// `string`; a column of another type (dates, decimals, lists, ...) is refused by name unless
+/// `columns` leaves it out. Only the columns a pipeline uses are read.
+pub fn read_parquet(pattern: &str, options: &ReadParquetOptions) -> Result<DataFrame, FrameError> {
+    if options.blocksize == Some(0) {
+        return Err(FrameError::BadBlocksize {
+            given: "0".into(),
+            reason: "a block size must be at least 1 byte".into(),
+        });
+    }
     let files = partition::expand_glob(pattern)?;
-    let columns: Option<Vec<String>> = columns.map(|c| c.iter().map(|s| s.to_string()).collect());
+    let mut inputs = Vec::new();
     let mut first: Option<(&Path, Schema)> = None;
     for path in &files {
-        let schema = parquet::file_schema(path, columns.as_deref()).map_err(FrameError::Parquet)?;
+        let schema =
+            parquet::file_schema(path, options.columns.as_deref()).map_err(FrameError::Parquet)?;
+        let groups = parquet::row_groups(path).map_err(FrameError::Parquet)?;
+        inputs.extend(
+            parquet::split_row_groups(&groups, options.blocksize)
+                .into_iter()
+                .map(|rows| Input::Parquet(path.clone(), rows)),
+        );
         match &first {
             None => first = Some((path, schema)),
             Some((first_path, s)) if *s != schema => {
@@ -206,7 +240,7 @@ pub fn read_parquet(pattern: &str, columns: Option<&[&str]>) -> Result<DataFrame
     Ok(DataFrame {
         input_schema: schema.clone(),
         schema,
-        inputs: files.into_iter().map(Input::Parquet).collect(),
+        inputs,
         ops: Vec::new(),
     })
 }
@@ -289,7 +323,7 @@ impl DataFrame {
             .iter()
             .filter_map(|i| match i {
                 Input::Csv(b) => Some(b),
-                Input::Parquet(_) | Input::Task(_) => None,
+                Input::Parquet(..) | Input::Task(_) => None,
             })
             .collect()
     }
@@ -355,14 +389,17 @@ impl DataFrame {
                         char::from(b.sep).to_string().into(),
                     ],
                 ),
-                Input::Parquet(path) => delayed(
-                    "frame_read_parquet",
-                    vec![
+                Input::Parquet(path, rows) => {
+                    let mut args: Vec<DArg> = vec![
                         path.to_string_lossy().into_owned().into(),
                         schema_json.clone().into(),
                         plan_json.clone().into(),
-                    ],
-                ),
+                    ];
+                    if let Some((start, count)) = rows {
+                        args.extend([(*start as i64).into(), (*count as i64).into()]);
+                    }
+                    delayed("frame_read_parquet", args)
+                }
                 Input::Task(d) if plan == Plan::default() => d.clone(),
                 Input::Task(d) => delayed("frame_apply", vec![d.into(), plan_json.clone().into()]),
             })

@@ -1,5 +1,6 @@
-//! Parquet input: a file's schema from its metadata, mapped onto the frame's four column types,
-//! and one file's columns read as a partition.
+//! Parquet input: a file's schema from its metadata, mapped onto the frame's four column types;
+//! its row groups joined into partitions of about a block size; and one partition's columns
+//! read.
 //!
 //! Integer columns (signed, and unsigned up to 64 bits) become `int64`, floats `float64`,
 //! booleans `bool`, strings `string`. A 64-bit unsigned value above `i64::MAX` fails its
@@ -82,23 +83,81 @@ fn schema_of(
         .collect()
 }
 
-/// The number of rows of the file at `path`, from its metadata.
-pub fn count_rows(path: &Path) -> Result<u64, String> {
-    open(path)?
-        .num_rows()
-        .map(|n| n as u64)
-        .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))
+/// A file's rows a partition reads: `start..start + count`, or all of them.
+pub type Rows = Option<(u64, u64)>;
+
+/// The row groups of the file at `path`: (rows, uncompressed bytes) each, from its metadata.
+pub fn row_groups(path: &Path) -> Result<Vec<(u64, u64)>, String> {
+    let mut reader = open(path)?;
+    let metadata = reader
+        .get_metadata()
+        .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
+    Ok(metadata
+        .row_groups
+        .iter()
+        .map(|rg| (rg.num_rows() as u64, rg.total_byte_size() as u64))
+        .collect())
 }
 
-/// The `columns` (all of `schema`'s when `None`) of the file at `path`, cast to the frame's
-/// types. Fails if the file no longer has `schema`'s columns and types (it changed after the
-/// frame was built).
+/// Consecutive row groups joined into partitions of at least `blocksize` uncompressed bytes
+/// (the last may be smaller; a row group larger than that is a partition of its own). One
+/// partition for the whole file when it has at most one row group or no block size is given.
+pub fn split_row_groups(groups: &[(u64, u64)], blocksize: Option<u64>) -> Vec<Rows> {
+    let Some(blocksize) = blocksize.filter(|_| groups.len() > 1) else {
+        return vec![None];
+    };
+    let mut out = Vec::new();
+    let (mut start, mut rows, mut bytes) = (0u64, 0u64, 0u64);
+    for (n, b) in groups {
+        rows += n;
+        bytes += b;
+        if bytes >= blocksize {
+            out.push(Some((start, rows)));
+            start += rows;
+            (rows, bytes) = (0, 0);
+        }
+    }
+    if rows > 0 || out.is_empty() {
+        out.push(Some((start, rows)));
+    }
+    out
+}
+
+fn check_rows(path: &Path, total: u64, rows: Rows) -> Result<(), String> {
+    match rows {
+        Some((start, count)) if start + count > total => Err(format!(
+            "{}: rows {start}..{} asked, the file has {total}: it changed since the frame was built",
+            path.display(),
+            start + count
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The number of `rows` of the file at `path` (all when `None`), from its metadata.
+pub fn count_rows(path: &Path, rows: Rows) -> Result<u64, String> {
+    let total = open(path)?
+        .num_rows()
+        .map(|n| n as u64)
+        .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
+    check_rows(path, total, rows)?;
+    Ok(rows.map_or(total, |(_, count)| count))
+}
+
+/// The `columns` (all of `schema`'s when `None`) of the `rows` of the file at `path`, cast to
+/// the frame's types. Fails if the file no longer has `schema`'s columns and types, or those
+/// rows (it changed after the frame was built).
 pub fn read_file(
     path: &Path,
+    rows: Rows,
     schema: &Schema,
     columns: Option<&[String]>,
 ) -> Result<DataFrame, String> {
     let mut reader = open(path)?;
+    let total = reader
+        .num_rows()
+        .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
+    check_rows(path, total as u64, rows)?;
     let names: Vec<String> = schema.iter().map(|(n, _)| n.clone()).collect();
     let found = schema_of(&mut reader, path, Some(&names))?;
     if found != *schema {
@@ -115,6 +174,7 @@ pub fn read_file(
     };
     let df = reader
         .with_columns(Some(wanted.clone()))
+        .with_slice(rows.map(|(start, count)| (start as usize, count as usize)))
         // One task, one thread: the cluster runs partitions in parallel.
         .read_parallel(ParallelStrategy::None)
         .finish()
@@ -188,12 +248,12 @@ mod tests {
                 ("s", DType::Str),
             ]
         );
-        assert_eq!(count_rows(&path).unwrap(), 2);
-        let got = read_file(&path, &schema, None).unwrap();
+        assert_eq!(count_rows(&path, None).unwrap(), 2);
+        let got = read_file(&path, None, &schema, None).unwrap();
         assert_eq!(got.column("i32").unwrap().dtype(), &DataType::Int64);
         assert_eq!(got.column("u64").unwrap().i64().unwrap().get(1), Some(4));
         assert_eq!(got.column("f32").unwrap().f64().unwrap().get(1), Some(1.5));
-        let only = read_file(&path, &schema, Some(&["s".into(), "b".into()])).unwrap();
+        let only = read_file(&path, None, &schema, Some(&["s".into(), "b".into()])).unwrap();
         assert_eq!(only.width(), 2);
         // Some columns, in the order asked.
         let some = file_schema(&path, Some(&["s".into(), "i32".into()])).unwrap();
@@ -204,8 +264,60 @@ mod tests {
                 ("i32".to_string(), DType::Int64)
             ]
         );
-        let got = read_file(&path, &some, None).unwrap();
+        let got = read_file(&path, None, &some, None).unwrap();
         assert_eq!(got.get_column_names(), ["s", "i32"]);
+    }
+
+    #[test]
+    fn row_groups_join_into_partitions_of_a_block_size() {
+        let groups = [(10, 40), (10, 40), (10, 40), (5, 100), (3, 10)];
+        assert_eq!(split_row_groups(&groups, None), [None]);
+        assert_eq!(split_row_groups(&groups[..1], Some(1)), [None]);
+        assert_eq!(split_row_groups(&[], Some(1)), [None]);
+        assert_eq!(
+            split_row_groups(&groups, Some(80)),
+            [Some((0, 20)), Some((20, 15)), Some((35, 3))]
+        );
+        assert_eq!(
+            split_row_groups(&groups, Some(1)),
+            [
+                Some((0, 10)),
+                Some((10, 10)),
+                Some((20, 10)),
+                Some((30, 5)),
+                Some((35, 3))
+            ]
+        );
+        assert_eq!(split_row_groups(&groups, Some(10_000)), [Some((0, 38))]);
+    }
+
+    #[test]
+    fn a_partition_reads_its_rows_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let n: Vec<i64> = (0..1000).collect();
+        let mut df = df!("n" => n).unwrap();
+        let path = dir.path().join("rg.parquet");
+        ParquetWriter::new(File::create(&path).unwrap())
+            .with_row_group_size(Some(100))
+            .finish(&mut df)
+            .unwrap();
+        let groups = row_groups(&path).unwrap();
+        assert_eq!(groups.len(), 10);
+        assert!(groups.iter().all(|(rows, _)| *rows == 100));
+        let schema = file_schema(&path, None).unwrap();
+        let got = read_file(&path, Some((300, 200)), &schema, None).unwrap();
+        let values: Vec<i64> = got
+            .column("n")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        assert_eq!(values, (300..500).collect::<Vec<_>>());
+        assert_eq!(count_rows(&path, Some((300, 200))).unwrap(), 200);
+        let e = count_rows(&path, Some((900, 200))).unwrap_err();
+        assert!(e.contains("rows 900..1100 asked, the file has 1000"), "{e}");
+        assert!(read_file(&path, Some((900, 200)), &schema, None).is_err());
     }
 
     #[test]
@@ -215,7 +327,7 @@ mod tests {
         std::fs::write(&not_parquet, "a,b\n1,2\n").unwrap();
         let e = file_schema(&not_parquet, None).unwrap_err();
         assert!(e.contains("x.parquet: not a readable Parquet file"), "{e}");
-        let e = count_rows(&dir.path().join("gone.parquet")).unwrap_err();
+        let e = count_rows(&dir.path().join("gone.parquet"), None).unwrap_err();
         assert!(e.contains("gone.parquet"), "{e}");
 
         let list = Series::new("l".into(), [1i64, 2])
@@ -236,7 +348,7 @@ mod tests {
         );
         // Leaving it out works.
         let schema = file_schema(&path, Some(&["n".into()])).unwrap();
-        let got = read_file(&path, &schema, None).unwrap();
+        let got = read_file(&path, None, &schema, None).unwrap();
         assert_eq!(got.column("n").unwrap().i64().unwrap().get(0), Some(7));
         let e = file_schema(&path, Some(&["nope".into()])).unwrap_err();
         assert!(e.contains("no column \"nope\" (columns: l, n)"), "{e}");
@@ -244,7 +356,7 @@ mod tests {
         let big = df!("u" => [u64::MAX]).unwrap();
         let path = write(dir.path(), "big.parquet", big);
         let schema = file_schema(&path, None).unwrap();
-        let e = read_file(&path, &schema, None).unwrap_err();
+        let e = read_file(&path, None, &schema, None).unwrap_err();
         assert!(
             e.contains("column \"u\": cannot read its u64 values as i64"),
             "{e}"
@@ -258,7 +370,7 @@ mod tests {
             "changed.parquet",
             df!("a" => ["now text"]).unwrap(),
         );
-        let e = read_file(&path, &before, None).unwrap_err();
+        let e = read_file(&path, None, &before, None).unwrap_err();
         assert!(
             e.contains("its columns changed since the frame was built"),
             "{e}"

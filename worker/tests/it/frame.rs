@@ -372,7 +372,8 @@ async fn read_parquet_gives_what_read_csv_gives() {
     let from_csv = read_csv(&pattern, &ReadCsvOptions::default()).unwrap();
     let pq = dir.path().join("pq");
     from_csv.to_parquet(&pq, &client).await.unwrap();
-    let df = frame::read_parquet(&format!("{}/*.parquet", pq.display()), None).unwrap();
+    let all = frame::ReadParquetOptions::default();
+    let df = frame::read_parquet(&format!("{}/*.parquet", pq.display()), &all).unwrap();
     assert_eq!(df.npartitions(), 3);
     assert_eq!(df.columns(), ["k", "s", "x", "n"]);
     assert_eq!(df.dtypes(), from_csv.dtypes());
@@ -390,9 +391,50 @@ async fn read_parquet_gives_what_read_csv_gives() {
         &expected_groups(&whole, Some(0.5)),
         "parquet, x > 0.5",
     );
+    // One file of many row groups, split into partitions of a few row groups each.
+    let mut one = whole.clone();
+    let big = dir.path().join("rowgroups.parquet");
+    polars::prelude::ParquetWriter::new(std::fs::File::create(&big).unwrap())
+        .with_row_group_size(Some(40))
+        .finish(&mut one)
+        .unwrap();
+    let split = frame::read_parquet(
+        big.to_str().unwrap(),
+        &frame::ReadParquetOptions {
+            blocksize: Some(1_000),
+            ..frame::ReadParquetOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        split.npartitions() > 3,
+        "{} partitions",
+        split.npartitions()
+    );
+    assert_eq!(split.len(&client).await.unwrap(), whole.height() as u64);
+    assert!(split.compute(&client).await.unwrap().equals_missing(&whole));
+    check_groups(
+        &groupby_all(&split, &client, 3).await,
+        &expected_groups(&whole, None),
+        "parquet row groups",
+    );
+    let unsplit = frame::read_parquet(
+        big.to_str().unwrap(),
+        &frame::ReadParquetOptions {
+            blocksize: None,
+            ..frame::ReadParquetOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(unsplit.npartitions(), 1);
+
     // Some columns, in the order asked.
+    let cols = |c: &[&str]| frame::ReadParquetOptions {
+        columns: Some(c.iter().map(|s| s.to_string()).collect()),
+        ..frame::ReadParquetOptions::default()
+    };
     let some =
-        frame::read_parquet(&format!("{}/*.parquet", pq.display()), Some(&["n", "k"])).unwrap();
+        frame::read_parquet(&format!("{}/*.parquet", pq.display()), &cols(&["n", "k"])).unwrap();
     let head = some.head(5, &client).await.unwrap();
     assert!(head.equals_missing(&whole.select(["n", "k"]).unwrap().head(Some(5))));
 
@@ -411,27 +453,33 @@ async fn read_parquet_gives_what_read_csv_gives() {
         other.join("b.parquet"),
     )
     .unwrap();
-    let e = frame::read_parquet(&format!("{}/*.parquet", other.display()), None)
+    let e = frame::read_parquet(&format!("{}/*.parquet", other.display()), &all)
         .unwrap_err()
         .to_string();
     assert!(
         e.contains("b.parquet: columns [k: int64, s: string] differ from"),
         "{e}"
     );
-    let e = frame::read_parquet(&format!("{}/*.parquet", pq.display()), Some(&["nope"]))
+    let e = frame::read_parquet(&format!("{}/*.parquet", pq.display()), &cols(&["nope"]))
         .unwrap_err()
         .to_string();
     assert!(
         e.contains("no column \"nope\" (columns: k, s, x, n)"),
         "{e}"
     );
-    let none = format!("{}/*.parquet", dir.path().display());
+    let none = format!("{}/missing-*.parquet", dir.path().display());
     assert!(matches!(
-        frame::read_parquet(&none, None).unwrap_err(),
+        frame::read_parquet(&none, &all).unwrap_err(),
         FrameError::NoFiles(_)
     ));
+    let zero = frame::ReadParquetOptions {
+        blocksize: Some(0),
+        ..frame::ReadParquetOptions::default()
+    };
+    let e = frame::read_parquet(big.to_str().unwrap(), &zero).unwrap_err();
+    assert!(e.to_string().contains("bad blocksize"), "{e}");
     // A file that is gone by the time its task runs: the task's error names it.
-    let gone = frame::read_parquet(&format!("{}/a.parquet", other.display()), None).unwrap();
+    let gone = frame::read_parquet(&format!("{}/a.parquet", other.display()), &all).unwrap();
     std::fs::remove_file(other.join("a.parquet")).unwrap();
     let e = gone.compute(&client).await.unwrap_err().to_string();
     assert!(e.contains("a.parquet"), "{e}");
