@@ -357,12 +357,19 @@ mod tests {
     fn other_separators_split_fields_and_name_bad_columns() {
         for sep in [b'\t', b';', b'|'] {
             let s = char::from(sep);
-            let text = format!("id{s}x{s}name\n1{s}2.5{s}a,b\n2{s}{s}\"c{s}d\"\n");
-            let (_d, path, h) = write(&text);
-            let block = Block {
-                sep,
-                ..whole(&path, h)
+            // The file and one block of all of it, fields separated by `sep`.
+            let block_of = |text: &str| {
+                let (dir, path, h) = write(text);
+                (
+                    dir,
+                    Block {
+                        sep,
+                        ..whole(&path, h)
+                    },
+                )
             };
+            let text = format!("id{s}x{s}name\n1{s}2.5{s}a,b\n2{s}{s}\"c{s}d\"\n");
+            let (_d, block) = block_of(&text);
             let df = read_block_frame(&block, &schema(), None).unwrap();
             assert_eq!(df.shape(), (2, 3), "{s:?}");
             let names: Vec<_> = df.column("name").unwrap().str().unwrap().iter().collect();
@@ -375,11 +382,7 @@ mod tests {
             assert_eq!(df.column("x").unwrap().null_count(), 1, "{s:?}");
 
             let text = format!("id{s}x{s}name\n1{s}2.5{s}a\n2{s}oops{s}b\n");
-            let (_d, path, h) = write(&text);
-            let block = Block {
-                sep,
-                ..whole(&path, h)
-            };
+            let (_d, block) = block_of(&text);
             let e = read_block_frame(&block, &schema(), None).unwrap_err();
             assert!(
                 e.contains("line 3") && e.contains("column \"x\": \"oops\" is not a float64"),

@@ -130,12 +130,7 @@ pub struct DataFrame {
 /// boundaries. Every file needs the same header line; column types come from a sample of the
 /// first file (integers, floats, booleans, else strings) unless `options.dtypes` names them.
 pub fn read_csv(pattern: &str, options: &ReadCsvOptions) -> Result<DataFrame, FrameError> {
-    if options.blocksize == Some(0) {
-        return Err(FrameError::BadBlocksize {
-            given: "0".into(),
-            reason: "a block size must be at least 1 byte".into(),
-        });
-    }
+    partition::check_blocksize(options.blocksize)?;
     partition::check_sep(options.sep)?;
     let files = partition::expand_glob(pattern)?;
     let mut sized = Vec::with_capacity(files.len());
@@ -204,19 +199,13 @@ impl Default for ReadParquetOptions {
 /// `string`; a column of another type (dates, decimals, lists, ...) is refused by name unless
 /// `columns` leaves it out. Only the columns a pipeline uses are read.
 pub fn read_parquet(pattern: &str, options: &ReadParquetOptions) -> Result<DataFrame, FrameError> {
-    if options.blocksize == Some(0) {
-        return Err(FrameError::BadBlocksize {
-            given: "0".into(),
-            reason: "a block size must be at least 1 byte".into(),
-        });
-    }
+    partition::check_blocksize(options.blocksize)?;
     let files = partition::expand_glob(pattern)?;
     let mut inputs = Vec::new();
     let mut first: Option<(&Path, Schema)> = None;
     for path in &files {
-        let schema =
-            parquet::file_schema(path, options.columns.as_deref()).map_err(FrameError::Parquet)?;
-        let groups = parquet::row_groups(path).map_err(FrameError::Parquet)?;
+        let (schema, groups) =
+            parquet::file_layout(path, options.columns.as_deref()).map_err(FrameError::Parquet)?;
         inputs.extend(
             parquet::split_row_groups(&groups, options.blocksize)
                 .into_iter()

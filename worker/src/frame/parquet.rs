@@ -40,11 +40,27 @@ fn open(path: &Path) -> Result<ParquetReader<File>, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The frame schema of the Parquet file at `path`, from its metadata: its `columns` in that
-/// order, or all of them.
-pub fn file_schema(path: &Path, columns: Option<&[String]>) -> Result<Schema, String> {
+/// Why the Parquet file at `path` could not be read.
+fn unreadable(path: &Path) -> impl Fn(PolarsError) -> String + '_ {
+    move |e| format!("{}: not a readable Parquet file: {e}", path.display())
+}
+
+/// The frame schema of the Parquet file at `path` (its `columns` in that order, or all of
+/// them) and its row groups, (rows, uncompressed bytes) each: all from its metadata, read once.
+pub fn file_layout(
+    path: &Path,
+    columns: Option<&[String]>,
+) -> Result<(Schema, Vec<(u64, u64)>), String> {
     let mut reader = open(path)?;
-    schema_of(&mut reader, path, columns)
+    let schema = schema_of(&mut reader, path, columns)?;
+    let groups = reader
+        .get_metadata()
+        .map_err(unreadable(path))?
+        .row_groups
+        .iter()
+        .map(|rg| (rg.num_rows() as u64, rg.total_byte_size() as u64))
+        .collect();
+    Ok((schema, groups))
 }
 
 fn schema_of(
@@ -52,9 +68,7 @@ fn schema_of(
     path: &Path,
     columns: Option<&[String]>,
 ) -> Result<Schema, String> {
-    let arrow = reader
-        .schema()
-        .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
+    let arrow = reader.schema().map_err(unreadable(path))?;
     let names: Vec<String> = match columns {
         Some(cols) => cols.to_vec(),
         None => arrow.iter().map(|(n, _)| n.to_string()).collect(),
@@ -85,19 +99,6 @@ fn schema_of(
 
 /// A file's rows a partition reads: `start..start + count`, or all of them.
 pub type Rows = Option<(u64, u64)>;
-
-/// The row groups of the file at `path`: (rows, uncompressed bytes) each, from its metadata.
-pub fn row_groups(path: &Path) -> Result<Vec<(u64, u64)>, String> {
-    let mut reader = open(path)?;
-    let metadata = reader
-        .get_metadata()
-        .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
-    Ok(metadata
-        .row_groups
-        .iter()
-        .map(|rg| (rg.num_rows() as u64, rg.total_byte_size() as u64))
-        .collect())
-}
 
 /// Consecutive row groups joined into partitions of at least `blocksize` uncompressed bytes
 /// (the last may be smaller; a row group larger than that is a partition of its own). One
@@ -139,7 +140,7 @@ pub fn count_rows(path: &Path, rows: Rows) -> Result<u64, String> {
     let total = open(path)?
         .num_rows()
         .map(|n| n as u64)
-        .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
+        .map_err(unreadable(path))?;
     check_rows(path, total, rows)?;
     Ok(rows.map_or(total, |(_, count)| count))
 }
@@ -154,9 +155,7 @@ pub fn read_file(
     columns: Option<&[String]>,
 ) -> Result<DataFrame, String> {
     let mut reader = open(path)?;
-    let total = reader
-        .num_rows()
-        .map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
+    let total = reader.num_rows().map_err(unreadable(path))?;
     check_rows(path, total as u64, rows)?;
     let names: Vec<String> = schema.iter().map(|(n, _)| n.clone()).collect();
     let found = schema_of(&mut reader, path, Some(&names))?;
@@ -168,10 +167,7 @@ pub fn read_file(
             describe(schema)
         ));
     }
-    let wanted: Vec<String> = match columns {
-        Some(cols) => cols.to_vec(),
-        None => schema.iter().map(|(n, _)| n.clone()).collect(),
-    };
+    let wanted: Vec<String> = columns.map_or(names, <[String]>::to_vec);
     let df = reader
         .with_columns(Some(wanted.clone()))
         .with_slice(rows.map(|(start, count)| (start as usize, count as usize)))
@@ -215,6 +211,10 @@ pub(super) fn describe(schema: &Schema) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file_schema(path: &Path, columns: Option<&[String]>) -> Result<Schema, String> {
+        file_layout(path, columns).map(|(schema, _)| schema)
+    }
 
     fn write(dir: &Path, name: &str, mut df: DataFrame) -> std::path::PathBuf {
         let path = dir.join(name);
@@ -301,7 +301,7 @@ mod tests {
             .with_row_group_size(Some(100))
             .finish(&mut df)
             .unwrap();
-        let groups = row_groups(&path).unwrap();
+        let (_, groups) = file_layout(&path, None).unwrap();
         assert_eq!(groups.len(), 10);
         assert!(groups.iter().all(|(rows, _)| *rows == 100));
         let schema = file_schema(&path, None).unwrap();

@@ -84,6 +84,17 @@ pub fn parse_sep(s: &str) -> Result<u8, FrameError> {
     Ok(sep)
 }
 
+/// A block size a file can be split by: at least 1 byte, or none.
+pub fn check_blocksize(blocksize: Option<u64>) -> Result<(), FrameError> {
+    match blocksize {
+        Some(0) => Err(FrameError::BadBlocksize {
+            given: "0".into(),
+            reason: "a block size must be at least 1 byte".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Parses a block size: `64MB`, `64MiB`, `1000000`, or `none` (one partition per file).
 pub fn parse_blocksize(s: &str) -> Result<Option<u64>, FrameError> {
     let t = s.trim();

@@ -398,14 +398,14 @@ async fn read_parquet_gives_what_read_csv_gives() {
         .with_row_group_size(Some(40))
         .finish(&mut one)
         .unwrap();
-    let split = frame::read_parquet(
-        big.to_str().unwrap(),
-        &frame::ReadParquetOptions {
-            blocksize: Some(1_000),
+    let by_blocksize = |blocksize| {
+        let options = frame::ReadParquetOptions {
+            blocksize,
             ..frame::ReadParquetOptions::default()
-        },
-    )
-    .unwrap();
+        };
+        frame::read_parquet(big.to_str().unwrap(), &options)
+    };
+    let split = by_blocksize(Some(1_000)).unwrap();
     assert!(
         split.npartitions() > 3,
         "{} partitions",
@@ -418,14 +418,7 @@ async fn read_parquet_gives_what_read_csv_gives() {
         &expected_groups(&whole, None),
         "parquet row groups",
     );
-    let unsplit = frame::read_parquet(
-        big.to_str().unwrap(),
-        &frame::ReadParquetOptions {
-            blocksize: None,
-            ..frame::ReadParquetOptions::default()
-        },
-    )
-    .unwrap();
+    let unsplit = by_blocksize(None).unwrap();
     assert_eq!(unsplit.npartitions(), 1);
 
     // Some columns, in the order asked.
@@ -472,11 +465,7 @@ async fn read_parquet_gives_what_read_csv_gives() {
         frame::read_parquet(&none, &all).unwrap_err(),
         FrameError::NoFiles(_)
     ));
-    let zero = frame::ReadParquetOptions {
-        blocksize: Some(0),
-        ..frame::ReadParquetOptions::default()
-    };
-    let e = frame::read_parquet(big.to_str().unwrap(), &zero).unwrap_err();
+    let e = by_blocksize(Some(0)).unwrap_err();
     assert!(e.to_string().contains("bad blocksize"), "{e}");
     // A file that is gone by the time its task runs: the task's error names it.
     let gone = frame::read_parquet(&format!("{}/a.parquet", other.display()), &all).unwrap();
