@@ -1,30 +1,39 @@
 //! The client: connects to a scheduler, submits tasks and delayed graphs, and gathers results.
 //!
+//! Tasks are calls of registered functions, typed by their [`Func`] constant (see
+//! [`rask_core::function`]); a [`Future<R>`] is a result on the cluster whose value is an `R`.
+//!
 //! ```no_run
-//! # async fn demo() -> Result<(), rask::client::ClientError> {
-//! use rask::client::Client;
+//! # async fn demo() -> Result<(), rask_client::ClientError> {
+//! use rask_client::Client;
+//! use rask_core::{Func, Operand, Value};
+//!
+//! const INC: Func<Operand<Value>, Value> = Func::new("seed.inc");
+//! const SUM: Func<Vec<Operand<Value>>, Value> = Func::new("seed.sum");
+//!
 //! let client = Client::connect("tcp://127.0.0.1:8786").await?;
-//! let futures = client.map("inc", 0..10);
-//! let total = client.submit("sum", vec![futures.iter().collect::<Vec<_>>().into()]);
-//! assert_eq!(total.result().await?.as_int().ok(), Some(55));
+//! let futures = client.map(INC, (0..10).map(|i| Operand::Value(Value::Int(i))));
+//! let total = client.submit_with(SUM, |d| futures.iter().map(|f| d.input(f).into()).collect());
+//! assert_eq!(total.result().await?, Value::Int(55));
 //! # Ok(()) }
 //! ```
 
 pub mod delayed;
 pub mod visualize;
 
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
+use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::graph::{Arg, Key, TaskSpec};
-use crate::net;
-use crate::protocol::{FromScheduler, TaskFailure, ToScheduler};
-use crate::value::{Encoded, Value};
-use crate::worker::PeerPool;
-use delayed::{Delayed, graph_of, new_key};
+use rask_core::net::{self, PeerPool};
+use rask_core::protocol::{Envelope, FromScheduler, TaskFailure, ToScheduler};
+use rask_core::{Data, Encoded, Func, Key, TaskSpec};
+pub use delayed::{Deps, delayed, delayed_with, kernel};
+use delayed::{Delayed, func_prefix, graph_of, new_key, payload_of};
 
 /// Why a client call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -74,14 +83,15 @@ struct Slot {
 }
 
 enum Poll {
-    Ready(Value),
+    Ready(Encoded),
     Fetch(Vec<String>),
     Wait(Arc<Notify>),
 }
 
 #[derive(Clone)]
 enum Outcome {
-    Value(Value),
+    /// The encoded value, here.
+    Value(Encoded),
     /// In memory on these workers; fetched on demand.
     Remote(Vec<String>),
     Failed(TaskFailure),
@@ -143,73 +153,78 @@ impl Client {
         Ok(Client { inner })
     }
 
-    /// Runs `func(args...)` on the cluster.
-    pub fn submit(&self, func: &str, args: Vec<Arg>) -> TaskFuture {
-        let spec = TaskSpec {
-            key: new_key(func),
-            func: func.into(),
-            args,
-        };
+    /// Runs `f(args)` on the cluster (arguments without inputs).
+    pub fn submit<A: Serialize, R>(&self, f: Func<A, R>, args: A) -> Future<R> {
+        self.submit_with(f, |_| args)
+    }
+
+    /// Runs `f` on arguments that read other results: `build` registers them with the [`Deps`].
+    pub fn submit_with<A: Serialize, R>(
+        &self,
+        f: Func<A, R>,
+        build: impl FnOnce(&mut Deps) -> A,
+    ) -> Future<R> {
+        let mut deps = Deps::new();
+        let args = build(&mut deps);
+        let spec = TaskSpec::new(
+            new_key(func_prefix(f.name())),
+            f.func_name(),
+            payload_of(f.name(), &args),
+            deps.keys(),
+        );
+        self.submit_spec(spec).cast()
+    }
+
+    /// Runs `f` on each item's arguments, as one submission.
+    pub fn map<A: Serialize, R>(
+        &self,
+        f: Func<A, R>,
+        items: impl IntoIterator<Item = A>,
+    ) -> Vec<Future<R>> {
+        let prefix = func_prefix(f.name());
+        let specs = items
+            .into_iter()
+            .map(|args| {
+                TaskSpec::new(
+                    new_key(prefix),
+                    f.func_name(),
+                    payload_of(f.name(), &args),
+                    Vec::new(),
+                )
+            })
+            .collect();
+        self.send_graph(specs)
+    }
+
+    /// Runs one task built elsewhere (a kernel, a Python call) and holds its result.
+    pub fn submit_spec(&self, spec: TaskSpec) -> Future<Encoded> {
         self.send_graph(vec![spec])
             .pop()
             .unwrap_or_else(|| unreachable!("send_graph returns one future per wanted task"))
     }
 
-    /// Runs `func(item)` for every item, as one submission.
-    pub fn map<T: Into<Arg>>(
-        &self,
-        func: &str,
-        items: impl IntoIterator<Item = T>,
-    ) -> Vec<TaskFuture> {
-        let specs = items
-            .into_iter()
-            .map(|i| TaskSpec {
-                key: new_key(func),
-                func: func.into(),
-                args: vec![i.into()],
-            })
-            .collect();
-        self.send_graph(specs)
-    }
-
-    /// Like [`Client::map`] for functions of several arguments.
-    pub fn map_args(
-        &self,
-        func: &str,
-        items: impl IntoIterator<Item = Vec<Arg>>,
-    ) -> Vec<TaskFuture> {
-        let specs = items
-            .into_iter()
-            .map(|args| TaskSpec {
-                key: new_key(func),
-                func: func.into(),
-                args,
-            })
-            .collect();
-        self.send_graph(specs)
-    }
-
     /// Sends a delayed value's whole graph in one message; the future resolves to its value.
-    pub fn compute(&self, d: &Delayed) -> TaskFuture {
+    pub fn compute<R>(&self, d: &Delayed<R>) -> Future<R> {
         let mut fs = self.compute_many(std::slice::from_ref(d));
         fs.pop()
             .unwrap_or_else(|| unreachable!("one root gives one future"))
     }
 
     /// Computes several delayed values together (shared inputs run once).
-    pub fn compute_many(&self, roots: &[Delayed]) -> Vec<TaskFuture> {
+    pub fn compute_many<R>(&self, roots: &[Delayed<R>]) -> Vec<Future<R>> {
         let tasks = graph_of(roots);
         let wanted: Vec<Key> = roots.iter().map(|d| d.key().clone()).collect();
         self.send(tasks, wanted)
     }
 
     /// Sends tasks that are all wanted (futures for each).
-    fn send_graph(&self, tasks: Vec<TaskSpec>) -> Vec<TaskFuture> {
+    fn send_graph<R>(&self, tasks: Vec<TaskSpec>) -> Vec<Future<R>> {
         let wanted = tasks.iter().map(|t| t.key.clone()).collect();
         self.send(tasks, wanted)
     }
 
-    fn send(&self, tasks: Vec<TaskSpec>, wanted: Vec<Key>) -> Vec<TaskFuture> {
+    /// Sends tasks and holds the `wanted` keys.
+    pub fn send<R>(&self, tasks: Vec<TaskSpec>, wanted: Vec<Key>) -> Vec<Future<R>> {
         {
             let mut r = self.inner.lock();
             for k in &wanted {
@@ -221,11 +236,12 @@ impl Client {
         }
         let futures = wanted
             .iter()
-            .map(|k| TaskFuture {
+            .map(|k| Future {
                 inner: Arc::new(FutureRef {
                     key: k.clone(),
                     client: self.clone(),
                 }),
+                _result: PhantomData,
             })
             .collect();
         self.inner
@@ -236,15 +252,15 @@ impl Client {
 
     /// Waits for every future and returns their values in order; the first failure is returned
     /// as the error (naming the task that raised).
-    pub async fn gather(&self, futures: &[TaskFuture]) -> Result<Vec<Value>, ClientError> {
+    pub async fn gather<R: Data>(&self, futures: &[Future<R>]) -> Result<Vec<R>, ClientError> {
         let mut out = Vec::with_capacity(futures.len());
         for f in futures {
-            out.push(self.result_of(f.key()).await?);
+            out.push(f.result().await?);
         }
         Ok(out)
     }
 
-    async fn result_of(&self, key: &Key) -> Result<Value, ClientError> {
+    async fn result_of(&self, key: &Key) -> Result<Encoded, ClientError> {
         loop {
             let notify = match self.poll(key)? {
                 Poll::Ready(v) => return Ok(v),
@@ -289,16 +305,13 @@ impl Client {
         }
     }
 
-    async fn fetch(&self, key: &Key, holders: Vec<String>) -> Result<Value, ClientError> {
+    async fn fetch(&self, key: &Key, holders: Vec<String>) -> Result<Encoded, ClientError> {
         let mut last = String::from("no holder");
         for h in &holders {
             match self.inner.pool.get_data(h, vec![key.clone()]).await {
                 Ok((mut found, _)) => {
                     if let Some((_, data)) = found.pop() {
-                        return Encoded(data).decode().map_err(|e| ClientError::Decode {
-                            key: key.clone(),
-                            reason: e.to_string(),
-                        });
+                        return Ok(Encoded::from_bytes(data));
                     }
                     last = format!("{h} does not hold it");
                 }
@@ -323,23 +336,14 @@ impl Inner {
         self.results.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn on_batch(&self, batch: Vec<crate::protocol::Envelope<FromScheduler>>) {
+    fn on_batch(&self, batch: Vec<Envelope<FromScheduler>>) {
         let mut wake = Vec::new();
         let mut r = self.lock();
         for env in batch {
             let (key, outcome) = match env.msg {
                 FromScheduler::KeyInMemory { key, who_has, .. } => {
                     match env.blobs.into_iter().next() {
-                        Some(data) => match Encoded(data).decode() {
-                            Ok(v) => (key, Outcome::Value(v)),
-                            Err(e) => {
-                                let failure = TaskFailure {
-                                    key: key.clone(),
-                                    message: format!("undecodable result: {e}"),
-                                };
-                                (key, Outcome::Failed(failure))
-                            }
-                        },
+                        Some(data) => (key, Outcome::Value(Encoded::from_bytes(data))),
                         None => (key, Outcome::Remote(who_has)),
                     }
                 }
@@ -411,11 +415,20 @@ impl Drop for Inner {
     }
 }
 
-/// A task's result that is or will be on the cluster. Clones share one hold on the result; when
-/// the last is dropped the scheduler may free it.
-#[derive(Clone)]
-pub struct TaskFuture {
+/// A task's result that is or will be on the cluster, whose value is an `R`. Clones share one
+/// hold on the result; when the last is dropped the scheduler may free it.
+pub struct Future<R = Encoded> {
     inner: Arc<FutureRef>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for Future<R> {
+    fn clone(&self) -> Self {
+        Future {
+            inner: self.inner.clone(),
+            _result: PhantomData,
+        }
+    }
 }
 
 struct FutureRef {
@@ -429,31 +442,38 @@ impl Drop for FutureRef {
     }
 }
 
-impl TaskFuture {
+impl<R> Future<R> {
     pub fn key(&self) -> &Key {
         &self.inner.key
     }
 
-    /// Waits for the value.
-    pub async fn result(&self) -> Result<Value, ClientError> {
+    /// The same result, read as another type.
+    pub fn cast<S>(self) -> Future<S> {
+        Future {
+            inner: self.inner,
+            _result: PhantomData,
+        }
+    }
+
+    /// Waits for the result and returns it undecoded.
+    pub async fn encoded(&self) -> Result<Encoded, ClientError> {
         self.inner.client.result_of(&self.inner.key).await
     }
 }
 
-impl std::fmt::Debug for TaskFuture {
+impl<R: Data> Future<R> {
+    /// Waits for the value.
+    pub async fn result(&self) -> Result<R, ClientError> {
+        let e = self.encoded().await?;
+        R::decode(&e).map_err(|err| ClientError::Decode {
+            key: self.key().clone(),
+            reason: err.to_string(),
+        })
+    }
+}
+
+impl<R> std::fmt::Debug for Future<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TaskFuture({})", self.inner.key)
-    }
-}
-
-impl From<&TaskFuture> for Arg {
-    fn from(f: &TaskFuture) -> Self {
-        Arg::Key(f.key().clone())
-    }
-}
-
-impl From<Vec<&TaskFuture>> for Arg {
-    fn from(fs: Vec<&TaskFuture>) -> Self {
-        Arg::List(fs.into_iter().map(Arg::from).collect())
+        write!(f, "Future({})", self.inner.key)
     }
 }

@@ -1,8 +1,13 @@
 //! The thin networking layer: TCP connections that carry protocol frames, with outgoing messages
-//! batched into as few frames (and syscalls) as the queue allows.
+//! batched into as few frames (and syscalls) as the queue allows; and [`PeerPool`], the client
+//! side of workers' data servers.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use bytes::Bytes;
+use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -11,7 +16,10 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
-use crate::protocol::{DEFAULT_MAX_FRAME, Envelope, FrameError, read_frame, write_frame};
+use crate::key::Key;
+use crate::protocol::{
+    DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, read_frame, write_frame,
+};
 
 /// Most blob bytes batched into one frame before it is sent.
 const BATCH_BYTES: u64 = 64 << 20;
@@ -174,4 +182,67 @@ pub async fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream
 /// `tcp://host:port` → `host:port`.
 pub fn strip_scheme(addr: &str) -> &str {
     addr.strip_prefix("tcp://").unwrap_or(addr)
+}
+
+/// Idle connections to peers' data servers, reused between fetches.
+#[derive(Default)]
+pub struct PeerPool {
+    idle: Mutex<FxHashMap<String, Vec<TcpStream>>>,
+}
+
+impl PeerPool {
+    /// Asks `addr` for `keys`; returns the data found and the keys it lacked.
+    pub async fn get_data(
+        &self,
+        addr: &str,
+        keys: Vec<Key>,
+    ) -> Result<(Vec<(Key, Bytes)>, Vec<Key>), String> {
+        let reused = self
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(addr)
+            .and_then(Vec::pop);
+        let mut stream = match reused {
+            Some(s) => s,
+            None => {
+                let s = connect(addr, Duration::from_secs(2))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = s.set_nodelay(true);
+                s
+            }
+        };
+        let req = [Envelope::new(DataRequest::GetData { keys })];
+        write_frame(&mut stream, &req, DEFAULT_MAX_FRAME)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let reply = read_frame::<DataReply, _>(&mut stream, DEFAULT_MAX_FRAME)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let Some(mut batch) = reply else {
+            return Err(format!("{addr} closed the connection"));
+        };
+        let Some(Envelope {
+            msg: DataReply::Data { found, missing },
+            blobs,
+        }) = batch.pop()
+        else {
+            return Err(format!("{addr} sent an empty reply"));
+        };
+        if found.len() != blobs.len() {
+            return Err(format!(
+                "{addr} sent {} keys but {} blobs",
+                found.len(),
+                blobs.len()
+            ));
+        }
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(addr.to_owned())
+            .or_default()
+            .push(stream);
+        Ok((found.into_iter().zip(blobs).collect(), missing))
+    }
 }

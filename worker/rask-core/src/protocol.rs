@@ -19,7 +19,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::graph::{Key, TaskSpec};
+use crate::function::{FamilyInfo, KernelError};
+use crate::key::Key;
+use crate::task::{Resources, TaskSpec};
 
 /// Default ceiling on one frame's body; a peer announcing more is disconnected.
 pub const DEFAULT_MAX_FRAME: u64 = 1 << 30;
@@ -55,7 +57,7 @@ pub enum ToScheduler {
     /// Worker: a task raised an error.
     TaskErred {
         key: Key,
-        error: String,
+        error: KernelError,
         duration_us: u64,
     },
     /// Worker: it now also holds these keys (copied from peers on the scheduler's request).
@@ -83,6 +85,10 @@ pub struct WorkerInfo {
     pub nthreads: u32,
     pub memory_limit: u64,
     pub pid: u32,
+    /// The function families it can run (the scheduler places tasks by them).
+    pub families: Vec<FamilyInfo>,
+    /// What it offers to tasks that need resources (`--resources`).
+    pub resources: Resources,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -132,16 +138,60 @@ pub struct ComputeTask {
     pub send_result: bool,
 }
 
-/// Where an error came from: the task that raised, and its message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Where an error came from: the task that failed, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskFailure {
     pub key: Key,
-    pub message: String,
+    pub error: TaskError,
 }
 
 impl std::fmt::Display for TaskFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "task {} failed: {}", self.key, self.message)
+        write!(f, "task {} failed: {}", self.key, self.error)
+    }
+}
+
+/// Why a task failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum TaskError {
+    /// Its function returned an error or panicked.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// Workers died while running it, more often than allowed (Dask's `KilledWorker`).
+    #[error("worker {last_worker} died while running it; {deaths} workers died on this task{}", reason_suffix(.reason))]
+    KilledWorker {
+        deaths: u32,
+        last_worker: String,
+        /// Why the last worker went, when known (e.g. it exceeded its memory limit).
+        reason: Option<String>,
+    },
+    /// No connected worker has the function (or the resources) it needs.
+    #[error("no worker can run {func}{}: the workers have {families}", resources_suffix(.resources))]
+    NoWorker {
+        func: String,
+        resources: String,
+        families: String,
+    },
+    /// It reads a key the scheduler does not know.
+    #[error("depends on unknown key {input}")]
+    UnknownInput { input: Key },
+    /// An input was forgotten before it ran.
+    #[error("input {input} was forgotten")]
+    InputForgotten { input: Key },
+    /// A client asked for a key that names no task.
+    #[error("unknown key: no such task")]
+    UnknownKey,
+}
+
+fn reason_suffix(reason: &Option<String>) -> String {
+    reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+}
+
+fn resources_suffix(resources: &str) -> String {
+    if resources.is_empty() {
+        String::new()
+    } else {
+        format!(" with resources {resources}")
     }
 }
 
@@ -354,12 +404,16 @@ const COALESCE_MAX: usize = 1 << 20;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::Arg;
 
     fn sample() -> Vec<Envelope<ToScheduler>> {
         vec![
             Envelope::new(ToScheduler::UpdateGraph {
-                tasks: vec![TaskSpec::new("inc-1", "inc", vec![Arg::from(1)])],
+                tasks: vec![TaskSpec::new(
+                    "inc-1".into(),
+                    "seed.inc".into(),
+                    Bytes::from_static(&[1, 2]),
+                    vec!["x-1".into()],
+                )],
                 wanted: vec!["inc-1".into()],
             }),
             Envelope::with_blobs(

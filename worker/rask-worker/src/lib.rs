@@ -678,69 +678,6 @@ async fn serve_data_conn(
     Ok(())
 }
 
-/// Idle connections to peers' data servers, reused between fetches.
-#[derive(Default)]
-pub(crate) struct PeerPool {
-    idle: Mutex<FxHashMap<String, Vec<TcpStream>>>,
-}
-
-impl PeerPool {
-    /// Asks `addr` for `keys`; returns the data found and the keys it lacked.
-    pub(crate) async fn get_data(
-        &self,
-        addr: &str,
-        keys: Vec<Key>,
-    ) -> Result<(Vec<(Key, Bytes)>, Vec<Key>), String> {
-        let reused = self
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(addr)
-            .and_then(Vec::pop);
-        let mut stream = match reused {
-            Some(s) => s,
-            None => {
-                let s = net::connect(addr, Duration::from_secs(2))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let _ = s.set_nodelay(true);
-                s
-            }
-        };
-        let req = [Envelope::new(DataRequest::GetData { keys })];
-        write_frame(&mut stream, &req, DEFAULT_MAX_FRAME)
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        let reply = read_frame::<DataReply, _>(&mut stream, DEFAULT_MAX_FRAME)
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        let Some(mut batch) = reply else {
-            return Err(format!("{addr} closed the connection"));
-        };
-        let Some(Envelope {
-            msg: DataReply::Data { found, missing },
-            blobs,
-        }) = batch.pop()
-        else {
-            return Err(format!("{addr} sent an empty reply"));
-        };
-        if found.len() != blobs.len() {
-            return Err(format!(
-                "{addr} sent {} keys but {} blobs",
-                found.len(),
-                blobs.len()
-            ));
-        }
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(addr.to_owned())
-            .or_default()
-            .push(stream);
-        Ok((found.into_iter().zip(blobs).collect(), missing))
-    }
-}
-
 struct FetchOutcome {
     found: Vec<(Key, Bytes)>,
     /// Keys no holder could give, with the holders tried.

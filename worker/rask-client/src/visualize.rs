@@ -2,9 +2,11 @@
 //! function, edges from inputs to their users; an SVG beside it when Graphviz's `dot` is installed.
 //!
 //! ```
-//! use rask::client::delayed::delayed;
-//! use rask::client::visualize::to_dot;
-//! let total = delayed("add", vec![delayed("inc", vec![1.into()]).into(), 2.into()]);
+//! use rask_client::delayed::{delayed, delayed_with};
+//! use rask_client::visualize::to_dot;
+//! use rask_core::{Func, Operand, Value};
+//! const INC: Func<Operand<Value>, Value> = Func::new("seed.inc");
+//! let total = delayed_with(INC, |d| d.input(&delayed(INC, Operand::Value(Value::Int(1)))).into());
 //! let dot = to_dot(&total.graph());
 //! assert!(dot.starts_with("digraph"));
 //! assert_eq!(dot.matches(" -> ").count(), 1);
@@ -15,8 +17,9 @@ use std::process::Command;
 
 use rustc_hash::FxHashMap;
 
-use super::delayed::Delayed;
-use crate::graph::{Arg, TaskSpec};
+use rask_core::TaskSpec;
+
+use super::delayed::{Delayed, func_prefix};
 
 /// Escapes a string for a double-quoted DOT identifier.
 fn quote(s: &str) -> String {
@@ -34,24 +37,12 @@ fn quote(s: &str) -> String {
     out
 }
 
-/// A short label for a literal argument count, e.g. `inc(3)` or `array_eval(…)`.
+/// A task's label: its function without the family (`inc`, `eval`).
 fn label(t: &TaskSpec) -> String {
-    let literal = |a: &Arg| match a {
-        Arg::Value(v) => {
-            let s = v.to_string();
-            (s.len() <= 12).then_some(s)
-        }
-        _ => None,
-    };
-    let args: Vec<String> = t.args.iter().filter_map(literal).collect();
-    if args.len() == t.args.len() && !args.is_empty() {
-        format!("{}({})", t.func, args.join(", "))
-    } else {
-        t.func.to_string()
-    }
+    func_prefix(t.func.as_str()).to_owned()
 }
 
-/// The graph as DOT text: tasks are boxes labelled by function (and small literal arguments),
+/// The graph as DOT text: tasks are boxes labelled by function,
 /// edges run from each input to the tasks reading it.
 pub fn to_dot(tasks: &[TaskSpec]) -> String {
     let ids: FxHashMap<&str, usize> = tasks
@@ -115,7 +106,7 @@ pub fn write(tasks: &[TaskSpec], path: &Path) -> std::io::Result<Written> {
     Ok(Written { dot: dot_path, svg })
 }
 
-impl Delayed {
+impl<R> Delayed<R> {
     /// Writes this value's task graph (see [`write`]), like Dask's `visualize()`.
     pub fn visualize(&self, path: impl AsRef<Path>) -> std::io::Result<Written> {
         write(&self.graph(), path.as_ref())
@@ -124,27 +115,43 @@ impl Delayed {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use rask_core::{Func, Operand, Value};
+
     use super::*;
-    use crate::client::delayed::delayed;
+    use crate::delayed::{Deps, delayed, delayed_with};
+
+    const INC: Func<Operand<Value>, Value> = Func::new("t.inc");
+    const ADD: Func<(Operand<Value>, Operand<Value>), Value> = Func::new("t.add");
+    const SUM: Func<Vec<Operand<Value>>, Value> = Func::new("t.sum");
 
     #[test]
-    fn seed_graph_has_every_task_and_edge() {
-        let g = crate::jobs::seed_delayed_graph().graph();
-        let dot = to_dot(&g);
+    fn seed_shaped_graph_has_every_task_and_edge() {
+        let parts: Vec<Delayed<Value>> = (0..6)
+            .map(|x| {
+                let a = delayed(INC, Operand::Value(Value::Int(x)));
+                let b = delayed(INC, Operand::Value(Value::Int(x)));
+                delayed_with(ADD, |d| (d.input(&a).into(), d.input(&b).into()))
+            })
+            .collect();
+        let total = delayed_with(SUM, |d| parts.iter().map(|p| d.input(p).into()).collect());
+        let dot = to_dot(&total.graph());
         assert_eq!(dot.matches("[label=").count(), 19);
         assert_eq!(dot.matches(" -> ").count(), 18);
-        assert!(dot.contains("label=\"inc(0)\""));
+        assert!(dot.contains("label=\"inc\""));
         assert!(dot.contains("label=\"sum\""));
     }
 
     #[test]
-    fn labels_are_escaped_and_files_written() {
-        let d = delayed("identity", vec!["a\"b".into()]);
-        let dot = to_dot(&d.graph());
-        assert!(
-            dot.contains("identity(\\\"a\\\\\\\"b\\\")") || dot.contains("\\\""),
-            "{dot}"
+    fn keys_are_escaped_and_files_written() {
+        let d: Delayed<Value> = Delayed::from_parts(
+            "odd-\"key\\".into(),
+            "t.inc".into(),
+            Bytes::new(),
+            Deps::new(),
         );
+        let dot = to_dot(&d.graph());
+        assert!(dot.contains("tooltip=\"odd-\\\"key\\\\\""), "{dot}");
         let dir = tempfile::tempdir().unwrap();
         let w = d.visualize(dir.path().join("g.svg")).unwrap();
         assert!(

@@ -1,0 +1,386 @@
+//! Delayed graphs: lazy, typed calls of registered functions that build a task graph, computed in
+//! one message ([`crate::Client::compute`]).
+//!
+//! A call's arguments are its function's serde type; results of other calls (or futures) enter
+//! them as typed [`Input`]s, collected by a [`Deps`] while the arguments are built:
+//!
+//! ```
+//! use rask_client::delayed::{delayed, delayed_with};
+//! use rask_core::{Func, Operand, Value};
+//!
+//! const INC: Func<Operand<Value>, Value> = Func::new("seed.inc");
+//! const ADD: Func<(Operand<Value>, Operand<Value>), Value> = Func::new("seed.add");
+//!
+//! let one = delayed(INC, Operand::Value(Value::Int(1)));
+//! let two = delayed(INC, Operand::Value(Value::Int(2)));
+//! let total = delayed_with(ADD, |d| (d.input(&one).into(), d.input(&two).into()));
+//! assert_eq!(total.graph().len(), 3);
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Serialize;
+
+use rask_core::function::encode_payload;
+use rask_core::{Encoded, Func, FuncName, Input, KernelTask, Key, Resources, TaskSpec};
+
+/// A lazy call whose result is an `R`; cheap to clone.
+pub struct Delayed<R = Encoded> {
+    node: Arc<Node>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for Delayed<R> {
+    fn clone(&self) -> Self {
+        Delayed {
+            node: self.node.clone(),
+            _result: PhantomData,
+        }
+    }
+}
+
+impl<R> fmt::Debug for Delayed<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Delayed({} {})", self.node.func, self.node.key)
+    }
+}
+
+struct Node {
+    key: Key,
+    func: FuncName,
+    payload: Bytes,
+    inputs: Vec<Source>,
+    resources: Resources,
+}
+
+/// Where an input comes from: another delayed call (part of the graph), or a result a client
+/// already holds (a future's key).
+#[derive(Clone)]
+enum Source {
+    Node(Arc<Node>),
+    Key(Key),
+}
+
+impl Source {
+    fn key(&self) -> &Key {
+        match self {
+            Source::Node(n) => &n.key,
+            Source::Key(k) => k,
+        }
+    }
+}
+
+/// Something a task can read: a [`Delayed`] or a [`crate::Future`].
+pub trait AsInput<T> {
+    #[doc(hidden)]
+    fn input_source(&self) -> InputSource;
+}
+
+/// The source of an input (opaque).
+#[doc(hidden)]
+pub struct InputSource(Source);
+
+impl<T> AsInput<T> for Delayed<T> {
+    fn input_source(&self) -> InputSource {
+        InputSource(Source::Node(self.node.clone()))
+    }
+}
+
+impl<T> AsInput<T> for crate::Future<T> {
+    fn input_source(&self) -> InputSource {
+        InputSource(Source::Key(self.key().clone()))
+    }
+}
+
+/// Collects a task's inputs while its arguments are built: each distinct input gets one position.
+#[derive(Default)]
+pub struct Deps {
+    inputs: Vec<Source>,
+    positions: FxHashMap<Key, u32>,
+}
+
+impl Deps {
+    pub fn new() -> Self {
+        Deps::default()
+    }
+
+    /// The position of `x` among the task's inputs (the same for the same input).
+    pub fn input<T>(&mut self, x: &impl AsInput<T>) -> Input<T> {
+        let InputSource(source) = x.input_source();
+        if let Some(&i) = self.positions.get(source.key()) {
+            return Input::new(i);
+        }
+        let i = u32::try_from(self.inputs.len()).unwrap_or(u32::MAX);
+        self.positions.insert(source.key().clone(), i);
+        self.inputs.push(source);
+        Input::new(i)
+    }
+
+    pub fn len(&self) -> usize {
+        self.inputs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inputs.is_empty()
+    }
+
+    /// The inputs' keys, in position order.
+    pub fn keys(&self) -> Vec<Key> {
+        self.inputs.iter().map(|s| s.key().clone()).collect()
+    }
+}
+
+/// Unique key for a new task: `prefix-<process token>-<counter>`.
+pub fn new_key(prefix: &str) -> Key {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    Key::new(format!("{prefix}-{}-{n}", process_token()))
+}
+
+/// The key prefix of a typed function's tasks: its name without the family (`seed.inc` → `inc`),
+/// as Dask names a task by its function.
+pub fn func_prefix(func: &str) -> &str {
+    func.split_once('.').map_or(func, |(_, f)| f)
+}
+
+/// The key prefix of a kernel's tasks: family and function (`array.eval` → `array_eval`), so
+/// kernels of different families keep apart in the scheduler's statistics.
+pub fn kernel_prefix(func: &str) -> String {
+    func.replace('.', "_")
+}
+
+/// A random token for this process, so keys from different clients never collide.
+pub fn process_token() -> &'static str {
+    use std::hash::{BuildHasher, Hasher};
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            h.write_u128(d.as_nanos());
+        }
+        format!("{:08x}", h.finish() as u32)
+    })
+}
+
+/// Encodes arguments, or panics naming the type: postcard refuses only serde features a type
+/// author chose (e.g. sequences of unknown length), a bug found on the first call.
+pub(crate) fn payload_of<A: Serialize>(func: &str, args: &A) -> Bytes {
+    match encode_payload(args) {
+        Ok(p) => p,
+        Err(e) => panic!("arguments of {func}: {e}"),
+    }
+}
+
+/// A lazy call of `f` on literal arguments.
+pub fn delayed<A: Serialize, R>(f: Func<A, R>, args: A) -> Delayed<R> {
+    delayed_with(f, |_| args)
+}
+
+/// A lazy call of `f` whose arguments read other results: `build` gets the [`Deps`] to register
+/// them with.
+pub fn delayed_with<A: Serialize, R>(
+    f: Func<A, R>,
+    build: impl FnOnce(&mut Deps) -> A,
+) -> Delayed<R> {
+    let mut deps = Deps::new();
+    let args = build(&mut deps);
+    let payload = payload_of(f.name(), &args);
+    Delayed::from_parts(
+        new_key(func_prefix(f.name())),
+        f.func_name(),
+        payload,
+        deps,
+    )
+}
+
+/// A lazy kernel call (a family's task enum); its result type is the caller's to name.
+pub fn kernel<T: KernelTask, R>(build: impl FnOnce(&mut Deps) -> T) -> Delayed<R> {
+    let mut deps = Deps::new();
+    let task = build(&mut deps);
+    let func = task.func();
+    let payload = payload_of(func, &task);
+    Delayed::from_parts(new_key(&kernel_prefix(func)), FuncName::new(func), payload, deps)
+}
+
+impl<R> Delayed<R> {
+    /// A call from its parts: a key, a function, an encoded payload and its inputs.
+    pub fn from_parts(key: Key, func: FuncName, payload: Bytes, deps: Deps) -> Self {
+        Delayed {
+            node: Arc::new(Node {
+                key,
+                func,
+                payload,
+                inputs: deps.inputs,
+                resources: Resources::none(),
+            }),
+            _result: PhantomData,
+        }
+    }
+
+    pub fn key(&self) -> &Key {
+        &self.node.key
+    }
+
+    pub fn func(&self) -> &FuncName {
+        &self.node.func
+    }
+
+    /// The same call, holding `resources` on its worker while it runs (Dask's
+    /// `resources={"GPU": 1}`). Set it before the value is used by other calls: it makes a new
+    /// node with the same key.
+    pub fn with_resources(self, resources: Resources) -> Self {
+        let node = match Arc::try_unwrap(self.node) {
+            Ok(mut n) => {
+                n.resources = resources;
+                n
+            }
+            Err(shared) => Node {
+                key: shared.key.clone(),
+                func: shared.func.clone(),
+                payload: shared.payload.clone(),
+                inputs: shared.inputs.clone(),
+                resources,
+            },
+        };
+        Delayed {
+            node: Arc::new(node),
+            _result: PhantomData,
+        }
+    }
+
+    /// The same call, read as another result type.
+    pub fn cast<S>(self) -> Delayed<S> {
+        Delayed {
+            node: self.node,
+            _result: PhantomData,
+        }
+    }
+
+    /// The same call, untyped (to compute values of several types together).
+    pub fn erased(&self) -> Delayed<Encoded> {
+        self.clone().cast()
+    }
+
+    /// The task graph needed for this value, inputs before their users (the order in which the
+    /// scheduler prefers to run them). Linear in the size of the graph.
+    pub fn graph(&self) -> Vec<TaskSpec> {
+        graph_of(std::slice::from_ref(self))
+    }
+}
+
+/// The union of the graphs of `roots`, each task once, in depth-first post-order.
+pub fn graph_of<R>(roots: &[Delayed<R>]) -> Vec<TaskSpec> {
+    let mut out = Vec::new();
+    let mut seen: FxHashSet<*const Node> = FxHashSet::default();
+    // (node, inputs pushed yet?)
+    let mut stack: Vec<(&Arc<Node>, bool)> = roots.iter().rev().map(|d| (&d.node, false)).collect();
+    while let Some((n, expanded)) = stack.pop() {
+        if expanded {
+            out.push(TaskSpec {
+                key: n.key.clone(),
+                func: n.func.clone(),
+                inputs: n.inputs.iter().map(|s| s.key().clone()).collect(),
+                payload: n.payload.clone(),
+                resources: n.resources.clone(),
+            });
+            continue;
+        }
+        if !seen.insert(Arc::as_ptr(n)) {
+            continue;
+        }
+        stack.push((n, true));
+        for s in n.inputs.iter().rev() {
+            if let Source::Node(c) = s
+                && !seen.contains(&Arc::as_ptr(c))
+            {
+                stack.push((c, false));
+            }
+        }
+    }
+    out
+}
+
+impl Drop for Node {
+    /// Drops long chains without recursing once per link (a 100,000-long chain would overflow
+    /// the stack otherwise).
+    fn drop(&mut self) {
+        let mut stack: Vec<Source> = std::mem::take(&mut self.inputs);
+        while let Some(s) = stack.pop() {
+            if let Source::Node(n) = s
+                && let Ok(mut node) = Arc::try_unwrap(n)
+            {
+                stack.extend(std::mem::take(&mut node.inputs));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rask_core::{Operand, Value};
+
+    use super::*;
+
+    const INC: Func<Operand<Value>, Value> = Func::new("t.inc");
+    const SUM: Func<Vec<Operand<Value>>, Value> = Func::new("t.sum");
+
+    fn inc_of(x: &Delayed<Value>) -> Delayed<Value> {
+        delayed_with(INC, |d| d.input(x).into())
+    }
+
+    #[test]
+    fn graph_is_post_order_and_shares_nodes() {
+        let a = delayed(INC, Operand::Value(Value::Int(1)));
+        let b = inc_of(&a);
+        let c = delayed_with(SUM, |d| vec![d.input(&a).into(), d.input(&b).into(), d.input(&a).into()]);
+        let g = c.graph();
+        let keys: Vec<&Key> = g.iter().map(|t| &t.key).collect();
+        assert_eq!(keys, vec![a.key(), b.key(), c.key()]);
+        // `a` is read twice but is one input.
+        assert_eq!(g[2].inputs, vec![a.key().clone(), b.key().clone()]);
+        assert_eq!(&*g[2].func.as_str(), "t.sum");
+    }
+
+    #[test]
+    fn long_chains_build_collect_and_drop_without_recursion() {
+        let mut x = delayed(INC, Operand::Value(Value::Int(0)));
+        for _ in 0..200_000 {
+            x = inc_of(&x);
+        }
+        assert_eq!(x.graph().len(), 200_001);
+        drop(x);
+    }
+
+    #[test]
+    fn wide_sum_graph_is_linear() {
+        let parts: Vec<Delayed<Value>> = (0..100_000)
+            .map(|i| delayed(INC, Operand::Value(Value::Int(i))))
+            .collect();
+        let total = delayed_with(SUM, |d| parts.iter().map(|p| d.input(p).into()).collect());
+        let g = total.graph();
+        assert_eq!(g.len(), 100_001);
+        assert_eq!(g.last().map(|t| t.dependencies().len()), Some(100_000));
+    }
+
+    #[test]
+    fn keys_are_unique_and_prefixed_by_function() {
+        let a = delayed(INC, Operand::Value(Value::Int(1)));
+        let b = delayed(INC, Operand::Value(Value::Int(1)));
+        assert_ne!(a.key(), b.key());
+        assert_eq!(a.key().prefix(), "inc");
+        assert_eq!(kernel_prefix("array.eval"), "array_eval");
+    }
+
+    #[test]
+    fn resources_travel_with_the_task() {
+        let gpu = Resources::parse("GPU=1").unwrap();
+        let a = delayed(INC, Operand::Value(Value::Int(1))).with_resources(gpu.clone());
+        assert_eq!(a.graph()[0].resources, gpu);
+    }
+}

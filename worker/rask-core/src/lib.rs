@@ -1,0 +1,28 @@
+//! rask's core: what every other layer of the engine shares, and nothing else.
+//!
+//! - [`key`] and [`task`]: what a task is (a key, a function name, inputs, a payload, resources);
+//! - [`data`] and [`value`]: results as bytes, and the dynamic scalar value;
+//! - [`function`]: task functions, typed by [`function::Func`], and the [`function::Registry`]
+//!   that whoever builds a worker fills;
+//! - [`protocol`] and [`net`]: every message between processes, and the connections carrying them;
+//! - [`units`]: sizes written by people (`4GiB`).
+//!
+//! No collection (arrays, dataframes) and no Python lives here: they register their functions
+//! and data types from above.
+
+pub mod data;
+pub mod function;
+pub mod key;
+pub mod net;
+pub mod protocol;
+pub mod task;
+pub mod units;
+pub mod value;
+
+pub use data::{Data, DataError, Encoded};
+pub use function::{
+    Family, FamilyInfo, Func, Input, Inputs, KernelError, KernelTask, Operand, Registry,
+};
+pub use key::Key;
+pub use task::{FuncName, Resources, TaskSpec};
+pub use value::Value;

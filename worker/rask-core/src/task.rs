@@ -1,0 +1,291 @@
+//! Tasks: what a client builds, the scheduler places and a worker runs.
+//!
+//! A task names a registered function (`family.function`), the keys of the results it reads (its
+//! inputs, in the order the function sees them), the function's arguments as one payload (the
+//! family's serde type, encoded by whoever built the task), and the resources it holds while it
+//! runs. The scheduler reads the function name, the inputs and the resources; only the worker that
+//! runs the task decodes the payload.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::key::Key;
+
+/// The name of a registered function: `family.function` (`array.eval`, `seed.inc`).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FuncName(Arc<str>);
+
+impl FuncName {
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        FuncName(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The family part: everything before the first `.` (the whole name if there is none).
+    pub fn family(&self) -> &str {
+        self.0.split_once('.').map_or(&self.0, |(f, _)| f)
+    }
+}
+
+impl fmt::Debug for FuncName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
+impl fmt::Display for FuncName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for FuncName {
+    fn from(s: &str) -> Self {
+        FuncName::new(s)
+    }
+}
+
+/// Abstract resources (Dask's worker resources): what a worker offers (`GPU=1,MEM=8e9`) or a
+/// task holds while it runs (`GPU=1`). Names are sorted and unique.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources(Vec<(Arc<str>, f64)>);
+
+/// A resource list that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResourceError {
+    #[error("resource {item:?} is not NAME=AMOUNT (e.g. \"GPU=1,MEM=8e9\")")]
+    Syntax { item: String },
+    #[error("resource {name}: amount {amount:?} is not a non-negative number")]
+    Amount { name: String, amount: String },
+    #[error("resource {name} is given twice")]
+    Duplicate { name: String },
+}
+
+impl Resources {
+    pub fn none() -> Self {
+        Resources(Vec::new())
+    }
+
+    /// Builds a list from pairs; a name given twice is an error.
+    pub fn from_pairs<N: Into<Arc<str>>>(
+        pairs: impl IntoIterator<Item = (N, f64)>,
+    ) -> Result<Self, ResourceError> {
+        let mut items: Vec<(Arc<str>, f64)> = Vec::new();
+        for (name, amount) in pairs {
+            let name: Arc<str> = name.into();
+            if !(amount.is_finite() && amount >= 0.0) {
+                return Err(ResourceError::Amount {
+                    name: name.to_string(),
+                    amount: amount.to_string(),
+                });
+            }
+            if items.iter().any(|(n, _)| *n == name) {
+                return Err(ResourceError::Duplicate {
+                    name: name.to_string(),
+                });
+            }
+            items.push((name, amount));
+        }
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Resources(items))
+    }
+
+    /// Parses Dask's `--resources` text: `GPU=1,MEM=8e9` or `GPU=1 MEM=8e9`.
+    pub fn parse(text: &str) -> Result<Self, ResourceError> {
+        let mut pairs = Vec::new();
+        for item in text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+        {
+            let (name, amount) = item.split_once('=').ok_or_else(|| ResourceError::Syntax {
+                item: item.to_owned(),
+            })?;
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(ResourceError::Syntax {
+                    item: item.to_owned(),
+                });
+            }
+            let value: f64 = amount.trim().parse().map_err(|_| ResourceError::Amount {
+                name: name.to_owned(),
+                amount: amount.to_owned(),
+            })?;
+            pairs.push((name.to_owned(), value));
+        }
+        Resources::from_pairs(pairs)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.0.iter().map(|(n, a)| (&**n, *a))
+    }
+
+    /// The amount of `name`, 0 when absent.
+    pub fn get(&self, name: &str) -> f64 {
+        self.0
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map_or(0.0, |(_, a)| *a)
+    }
+
+    /// Whether every resource `need` names is offered here at all (in any amount ≥ the need).
+    pub fn covers(&self, need: &Resources) -> bool {
+        need.iter().all(|(n, a)| self.get(n) >= a)
+    }
+
+    /// Whether `need` fits in what is left of this total once `used` is taken.
+    pub fn fits(&self, used: &Resources, need: &Resources) -> bool {
+        need.iter()
+            .all(|(n, a)| self.get(n) - used.get(n) >= a - 1e-9)
+    }
+
+    /// Adds `other` to these amounts (`sign` -1 subtracts; results never go below 0).
+    pub fn add(&mut self, other: &Resources, sign: f64) {
+        for (name, amount) in other.iter() {
+            match self.0.iter_mut().find(|(n, _)| &**n == name) {
+                Some((_, a)) => *a = (*a + sign * amount).max(0.0),
+                None if sign > 0.0 => {
+                    self.0.push((name.into(), amount));
+                    self.0.sort_by(|a, b| a.0.cmp(&b.0));
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+impl fmt::Display for Resources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (name, amount)) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{name}={amount}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A task: a registered function applied to a payload and to the results of other tasks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub key: Key,
+    /// The function to run (a worker that has it is chosen).
+    pub func: FuncName,
+    /// The results it reads, in the order the function sees them (an input may repeat).
+    pub inputs: Vec<Key>,
+    /// The function's arguments, encoded by the task's builder (see [`crate::function`]).
+    pub payload: Bytes,
+    /// What it holds on its worker while it runs.
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+impl TaskSpec {
+    pub fn new(key: Key, func: FuncName, payload: Bytes, inputs: Vec<Key>) -> Self {
+        TaskSpec {
+            key,
+            func,
+            inputs,
+            payload,
+            resources: Resources::none(),
+        }
+    }
+
+    /// The keys this task reads, without duplicates, in first-use order.
+    pub fn dependencies(&self) -> Vec<Key> {
+        let mut deps = self.inputs.clone();
+        if deps.len() <= 16 {
+            // Few keys (the common case): a quadratic dedup is cheaper than a hash set.
+            let mut unique: Vec<Key> = Vec::with_capacity(deps.len());
+            for k in deps {
+                if !unique.contains(&k) {
+                    unique.push(k);
+                }
+            }
+            return unique;
+        }
+        let mut seen = rustc_hash::FxHashSet::default();
+        deps.retain(|k| seen.insert(k.clone()));
+        deps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_are_unique_in_first_use_order() {
+        let t = TaskSpec::new(
+            "sum-1".into(),
+            "seed.sum".into(),
+            Bytes::new(),
+            vec!["a-1".into(), "b-1".into(), "a-1".into()],
+        );
+        assert_eq!(t.dependencies(), vec![Key::from("a-1"), Key::from("b-1")]);
+        let many: Vec<Key> = (0..40).map(|i| Key::from(format!("k-{}", i % 20))).collect();
+        let t = TaskSpec::new("s".into(), "seed.sum".into(), Bytes::new(), many);
+        assert_eq!(t.dependencies().len(), 20);
+    }
+
+    #[test]
+    fn func_name_family() {
+        assert_eq!(FuncName::from("array.eval").family(), "array");
+        assert_eq!(FuncName::from("plain").family(), "plain");
+    }
+
+    #[test]
+    fn resources_parse_in_dask_forms() {
+        let r = Resources::parse("GPU=1,MEM=8e9").unwrap();
+        assert_eq!(r.get("GPU"), 1.0);
+        assert_eq!(r.get("MEM"), 8e9);
+        assert_eq!(r.get("TPU"), 0.0);
+        assert_eq!(Resources::parse("MEM=8e9 GPU=1").unwrap(), r);
+        assert_eq!(r.to_string(), "GPU=1,MEM=8000000000");
+        assert!(Resources::parse("").unwrap().is_empty());
+        assert_eq!(
+            Resources::parse("GPU").unwrap_err(),
+            ResourceError::Syntax { item: "GPU".into() }
+        );
+        assert!(matches!(
+            Resources::parse("GPU=lots"),
+            Err(ResourceError::Amount { .. })
+        ));
+        assert!(matches!(
+            Resources::parse("GPU=-1"),
+            Err(ResourceError::Amount { .. })
+        ));
+        assert!(matches!(
+            Resources::parse("GPU=1,GPU=2"),
+            Err(ResourceError::Duplicate { .. })
+        ));
+    }
+
+    #[test]
+    fn resources_fit_what_is_left() {
+        let total = Resources::parse("GPU=2,MEM=10").unwrap();
+        let mut used = Resources::none();
+        let need = Resources::parse("GPU=1").unwrap();
+        assert!(total.covers(&need));
+        assert!(total.fits(&used, &need));
+        used.add(&need, 1.0);
+        assert!(total.fits(&used, &need));
+        used.add(&need, 1.0);
+        assert!(!total.fits(&used, &need));
+        used.add(&need, -1.0);
+        assert!(total.fits(&used, &need));
+        assert!(!total.covers(&Resources::parse("TPU=1").unwrap()));
+        assert!(!Resources::none().fits(&Resources::none(), &need));
+    }
+}
