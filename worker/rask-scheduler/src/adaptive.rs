@@ -2,7 +2,7 @@
 //! load.
 //!
 //! The scheduler's state machine fills an [`AdaptiveInput`] and stores [`adaptive_target`]'s answer
-//! in [`Snapshot::adaptive_target`](super::Snapshot::adaptive_target), which the HTTP API serves as
+//! in [`Snapshot::adaptive_target`](crate::Snapshot::adaptive_target), which the HTTP API serves as
 //! `/api/v1/adaptive_target` and as the `dask_scheduler_desired_workers` metric. The rules follow
 //! `Scheduler.adaptive_target` in Dask's `distributed/scheduler.py`:
 //!

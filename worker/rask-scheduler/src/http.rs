@@ -45,7 +45,7 @@
 //!
 //! Where rask differs: worker states come from task counts (no tasks processing: idle; fewer than
 //! its threads: partially saturated; else saturated) where Dask also weighs expected durations;
-//! rask workers never pause and rask has no `no-worker` state, so those always read 0; and
+//! rask workers never pause, so the `paused` worker state always reads 0; and
 //! `dask_scheduler_tasks_suspicious_total` carries no `task_prefix_name` label because the
 //! scheduler counts suspicious tasks only in total. Figures Dask has no metric for use a `rask_`
 //! prefix: `rask_scheduler_transfer_bytes_total`, `rask_scheduler_start_time_seconds`,
@@ -72,7 +72,7 @@ use warp::http::header::CONTENT_TYPE;
 use warp::reply::Response;
 use warp::{Buf, Filter, Reply, Stream};
 
-use super::{
+use crate::{
     RetireSelector, RetiredWorker, SchedulerGone, SchedulerHandle, Snapshot, WorkerStatus,
 };
 
@@ -420,8 +420,7 @@ fn metrics_text(s: &Snapshot) -> Result<String, std::fmt::Error> {
             [
                 ("released", t.released),
                 ("waiting", t.waiting),
-                // rask queues tasks no worker can run with the others.
-                ("no-worker", 0),
+                ("no-worker", t.no_worker),
                 ("queued", t.queued),
                 ("processing", t.processing),
                 ("memory", t.memory),
@@ -627,7 +626,7 @@ mod tests {
     use tokio::sync::{mpsc, oneshot};
 
     use super::*;
-    use crate::scheduler::{Request, TaskCounts, WorkerSnapshot};
+    use crate::{Request, TaskCounts, WorkerSnapshot};
 
     fn worker(name: &str, address: &str, nthreads: u32, processing: usize) -> WorkerSnapshot {
         WorkerSnapshot {
@@ -660,6 +659,7 @@ mod tests {
                 released: 1,
                 waiting: 2,
                 queued: 3,
+                no_worker: 8,
                 processing: 6,
                 memory: 4,
                 erred: 5,
@@ -1145,7 +1145,7 @@ mod tests {
             r#"dask_scheduler_workers{state="retiring"} 1.0"#,
             r#"dask_scheduler_tasks{state="released"} 1.0"#,
             r#"dask_scheduler_tasks{state="waiting"} 2.0"#,
-            r#"dask_scheduler_tasks{state="no-worker"} 0.0"#,
+            r#"dask_scheduler_tasks{state="no-worker"} 8.0"#,
             r#"dask_scheduler_tasks{state="queued"} 3.0"#,
             r#"dask_scheduler_tasks{state="processing"} 6.0"#,
             r#"dask_scheduler_tasks{state="memory"} 4.0"#,

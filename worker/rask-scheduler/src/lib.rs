@@ -100,6 +100,8 @@ pub struct TaskCounts {
     pub released: usize,
     pub waiting: usize,
     pub queued: usize,
+    /// Ready, but no connected worker has their function or resources (Dask's `no-worker`).
+    pub no_worker: usize,
     pub processing: usize,
     pub memory: usize,
     pub erred: usize,

@@ -10,11 +10,11 @@ use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::state::{self, ClientId, Outbox, RequestId, State, WorkerId};
-use super::{Request, RetiredWorker, SchedulerHandle, http};
-use crate::graph::Key;
-use crate::net;
-use crate::protocol::{Envelope, FrameError, FromScheduler, ToScheduler};
+use crate::state::{self, ClientId, Outbox, RequestId, State, WorkerId};
+use crate::{Request, RetiredWorker, SchedulerHandle, http};
+use rask_core::Key;
+use rask_core::net;
+use rask_core::protocol::{Envelope, FrameError, FromScheduler, ToScheduler};
 
 /// How to start a scheduler.
 #[derive(Clone, Debug)]

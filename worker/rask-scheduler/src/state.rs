@@ -2,9 +2,14 @@
 //! time and an [`Outbox`] that collects the messages to send, so it is tested without sockets.
 //!
 //! Task states: `Released` (known, not held, not needed now) → `Waiting` (needs results that are
-//! not in memory yet) → `Queued` (ready, but no worker has room) → `Processing` (sent to a worker)
-//! → `Memory` (held by one or more workers), or `Erred`. A task nobody wants and nothing depends on
-//! is forgotten.
+//! not in memory yet) → `Queued` (ready, but no worker has room) or `NoWorker` (ready, but no
+//! connected worker has its function or resources) → `Processing` (sent to a worker) → `Memory`
+//! (held by one or more workers), or `Erred`. A task nobody wants and nothing depends on is
+//! forgotten.
+//!
+//! Placement: a task runs only on a worker that registered its function (its family) and offers
+//! the resources it needs, free at that moment. Ready tasks wait in one queue per *class* (function
+//! and resources), so tasks waiting for a GPU never hold up tasks any worker can run.
 //!
 //! Recovery: when a worker is lost, the tasks it was running are rescheduled and the results only
 //! it held are recomputed from their specs (lineage) if anything still needs them.
@@ -15,10 +20,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target};
-use super::{RetireSelector, RetiredWorker, Snapshot, TaskCounts, WorkerSnapshot, WorkerStatus};
-use crate::graph::{Key, TaskSpec};
-use crate::protocol::{ComputeTask, Envelope, FromScheduler, TaskFailure, WorkerInfo, WorkerLoad};
+use crate::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target};
+use crate::{RetireSelector, RetiredWorker, Snapshot, TaskCounts, WorkerSnapshot, WorkerStatus};
+use rask_core::function::describe_families;
+use rask_core::{FuncName, Key, Resources, TaskSpec};
+use rask_core::protocol::{
+    ComputeTask, Envelope, FromScheduler, TaskError, TaskFailure, WorkerInfo, WorkerLoad,
+};
 
 pub type WorkerId = u64;
 pub type ClientId = u64;
@@ -50,6 +58,10 @@ pub struct Config {
     /// A retiring worker still running tasks after this long is closed anyway; its tasks run
     /// elsewhere (its results have moved by then).
     pub retire_grace_s: f64,
+    /// A task no connected worker can run (its function or resources are missing) fails after
+    /// this long; `None` waits for such a worker for ever (Dask's
+    /// `distributed.scheduler.no-workers-timeout`, unset by default).
+    pub no_workers_timeout_s: Option<f64>,
 }
 
 impl Default for Config {
@@ -61,6 +73,7 @@ impl Default for Config {
             allowed_failures: 3,
             target_duration_s: 5.0,
             retire_grace_s: 30.0,
+            no_workers_timeout_s: None,
         }
     }
 }
@@ -70,6 +83,7 @@ pub enum TaskState {
     Released,
     Waiting,
     Queued,
+    NoWorker,
     Processing,
     Memory,
     Erred,
@@ -79,8 +93,32 @@ impl TaskState {
     const COUNT: usize = TaskState::Erred as usize + 1;
 }
 
+/// Index of a [`Class`] in [`State::classes`].
+type ClassId = u32;
+
+/// Tasks that need the same function and resources: they wait in one queue and can run on the
+/// same workers.
+struct Class {
+    func: FuncName,
+    resources: Resources,
+    /// Ready tasks of this class that no worker has taken yet, by priority (`Queued` or
+    /// `NoWorker`).
+    queue: BTreeMap<u64, Key>,
+    /// Connected workers that have the function and offer the resources (in any amount).
+    eligible: Vec<WorkerId>,
+    /// Since when this class's waiting tasks have had no worker that can run them.
+    unrunnable_since: Option<f64>,
+}
+
+impl Class {
+    fn can_run(&self, w: &Worker) -> bool {
+        w.functions.contains(&self.func) && w.info.resources.covers(&self.resources)
+    }
+}
+
 struct Task {
     spec: TaskSpec,
+    class: ClassId,
     deps: Vec<Key>,
     dependents: FxHashSet<Key>,
     state: TaskState,
@@ -99,6 +137,10 @@ struct Task {
 
 struct Worker {
     info: WorkerInfo,
+    /// Every function of the families it registered.
+    functions: FxHashSet<FuncName>,
+    /// Resources held by the tasks it is running.
+    used: Resources,
     status: WorkerStatus,
     processing: FxHashSet<Key>,
     occupancy_us: u64,
@@ -128,8 +170,9 @@ pub struct State {
     tasks: FxHashMap<Key, Task>,
     workers: BTreeMap<WorkerId, Worker>,
     clients: FxHashMap<ClientId, FxHashSet<Key>>,
-    /// Ready tasks no worker has room for, by priority.
-    queued: BTreeMap<u64, Key>,
+    /// Tasks by function and resources, each with its queue of ready tasks.
+    classes: Vec<Class>,
+    class_ids: FxHashMap<(FuncName, String), ClassId>,
     prefixes: FxHashMap<String, PrefixStats>,
     /// Tasks per state, indexed by `TaskState as usize`.
     counts: [usize; TaskState::COUNT],
@@ -174,7 +217,8 @@ impl State {
             tasks: FxHashMap::default(),
             workers: BTreeMap::new(),
             clients: FxHashMap::default(),
-            queued: BTreeMap::new(),
+            classes: Vec::new(),
+            class_ids: FxHashMap::default(),
             prefixes: FxHashMap::default(),
             counts: [0; TaskState::COUNT],
             retirements: Vec::new(),
@@ -262,8 +306,10 @@ impl State {
             }
             let key = spec.key.clone();
             self.next_priority += 1;
+            let class = self.class_of(&spec, now);
             let task = Task {
                 spec,
+                class,
                 deps,
                 dependents: FxHashSet::default(),
                 state: TaskState::Released,
@@ -284,7 +330,7 @@ impl State {
         for (task, dep) in unknown_deps {
             let failure = TaskFailure {
                 key: task.clone(),
-                message: format!("depends on unknown key {dep}"),
+                error: TaskError::UnknownInput { input: dep },
             };
             self.fail_task(&task, failure, out);
         }
@@ -299,7 +345,7 @@ impl State {
             let Some(t) = self.tasks.get_mut(&key) else {
                 let failure = TaskFailure {
                     key: key.clone(),
-                    message: "unknown key: no such task".to_owned(),
+                    error: TaskError::UnknownKey,
                 };
                 out.to_client(client, FromScheduler::KeyErred { key, failure }.into());
                 continue;
@@ -324,7 +370,7 @@ impl State {
                         .and_then(|t| t.failure.clone())
                         .unwrap_or_else(|| TaskFailure {
                             key: key.clone(),
-                            message: "failed".into(),
+                            error: TaskError::Kernel(rask_core::KernelError::failed("failed")),
                         });
                     out.to_client(client, FromScheduler::KeyErred { key, failure }.into());
                 }
@@ -379,11 +425,25 @@ impl State {
         if self.workers.values().any(|w| w.info.name == info.name) {
             return Err(RegisterError::DuplicateName(info.name));
         }
-        tracing::info!(name = %info.name, address = %info.address, nthreads = info.nthreads, "worker registered");
+        tracing::info!(
+            name = %info.name,
+            address = %info.address,
+            nthreads = info.nthreads,
+            families = %describe_families(&info.families),
+            resources = %info.resources,
+            "worker registered"
+        );
+        let functions = info
+            .families
+            .iter()
+            .flat_map(|f| f.functions.iter().map(|n| FuncName::new(n.as_str())))
+            .collect();
         self.workers.insert(
             id,
             Worker {
                 info,
+                functions,
+                used: Resources::none(),
                 status: WorkerStatus::Running,
                 processing: FxHashSet::default(),
                 occupancy_us: 0,
@@ -395,6 +455,7 @@ impl State {
         );
         // The welcome goes first: queued tasks may be sent to the new worker right below.
         out.to_worker(id, FromScheduler::Welcome { id }.into());
+        self.workers_changed(now);
         self.drain_queue(now, out);
         Ok(())
     }
@@ -439,6 +500,59 @@ impl State {
         }
         // Retirements also progress on their own (e.g. after work was cancelled).
         self.check_retirements(now, out);
+        self.fail_unrunnable(now, out);
+    }
+
+    /// Fails the tasks that have waited longer than `no_workers_timeout_s` for a worker that
+    /// can run them.
+    fn fail_unrunnable(&mut self, now: f64, out: &mut impl Outbox) {
+        let Some(timeout) = self.config.no_workers_timeout_s else {
+            return;
+        };
+        let families = self.worker_families();
+        for c in 0..self.classes.len() {
+            let class = &mut self.classes[c];
+            let Some(since) = class.unrunnable_since else {
+                continue;
+            };
+            if now - since < timeout || class.queue.is_empty() {
+                continue;
+            }
+            let error = TaskError::NoWorker {
+                func: class.func.to_string(),
+                resources: class.resources.to_string(),
+                families: families.clone(),
+            };
+            let keys: Vec<Key> = std::mem::take(&mut class.queue).into_values().collect();
+            class.unrunnable_since = None;
+            tracing::warn!(tasks = keys.len(), %error, "failing tasks no worker can run");
+            for key in keys {
+                self.set_state(&key, TaskState::Released);
+                let failure = TaskFailure {
+                    key: key.clone(),
+                    error: error.clone(),
+                };
+                self.fail_task(&key, failure, out);
+            }
+        }
+        self.update_idle(now);
+    }
+
+    /// `array 0.1, seed 0.1` over every connected worker (for error messages).
+    fn worker_families(&self) -> String {
+        let mut all: Vec<rask_core::FamilyInfo> = Vec::new();
+        for w in self.workers.values() {
+            for f in &w.info.families {
+                if !all.contains(f) {
+                    all.push(f.clone());
+                }
+            }
+        }
+        all.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+        if self.workers.is_empty() {
+            return "no workers connected".to_owned();
+        }
+        describe_families(&all)
     }
 
     /// A worker is gone (connection lost, timed out, or closed). Its running tasks go elsewhere;
@@ -448,6 +562,7 @@ impl State {
             return;
         };
         tracing::info!(name = %w.info.name, address = %w.info.address, "worker removed");
+        self.workers_changed(now);
         // Results only this worker held are lost first, while the tasks it was running still
         // count as needing their inputs.
         let mut lost: Vec<Key> = Vec::new();
@@ -480,15 +595,16 @@ impl State {
             let suspicious = t.suspicious;
             self.set_state(&key, TaskState::Released);
             if suspicious > self.config.allowed_failures {
-                let message = format!(
-                    "worker {} died while running it; {suspicious} workers died on this task",
-                    w.info.name
-                );
+                let error = TaskError::KilledWorker {
+                    deaths: suspicious,
+                    last_worker: w.info.name.clone(),
+                    reason: None,
+                };
                 self.fail_task(
                     &key,
                     TaskFailure {
                         key: key.clone(),
-                        message,
+                        error,
                     },
                     out,
                 );
@@ -519,7 +635,7 @@ impl State {
                         dt.waiting_on += 1;
                     }
                 }
-                Some(TaskState::Queued) => {
+                Some(TaskState::Queued | TaskState::NoWorker) => {
                     self.set_state(d, TaskState::Released);
                     requeue.push(d.clone());
                 }
@@ -670,7 +786,7 @@ impl State {
         &mut self,
         worker: WorkerId,
         key: &Key,
-        error: String,
+        error: rask_core::KernelError,
         duration_us: u64,
         now: f64,
         out: &mut impl Outbox,
@@ -687,7 +803,7 @@ impl State {
             key,
             TaskFailure {
                 key: key.clone(),
-                message: error,
+                error: TaskError::Kernel(error),
             },
             out,
         );
@@ -991,8 +1107,10 @@ impl State {
             if from == to {
                 return;
             }
-            if from == TaskState::Queued {
-                self.queued.remove(&t.priority);
+            if matches!(from, TaskState::Queued | TaskState::NoWorker)
+                && let Some(c) = self.classes.get_mut(t.class as usize)
+            {
+                c.queue.remove(&t.priority);
             }
             t.state = to;
             let c = &mut self.counts[from as usize];
@@ -1061,7 +1179,7 @@ impl State {
                 None => {
                     failed = Some(TaskFailure {
                         key: key.clone(),
-                        message: format!("input {d} was forgotten"),
+                        error: TaskError::InputForgotten { input: d.clone() },
                     });
                 }
             }
@@ -1084,14 +1202,100 @@ impl State {
         self.update_idle(now);
     }
 
-    /// Sends a ready task to the best worker with room, or queues it.
+    /// Sends a ready task to the best worker with room, or queues it (as `NoWorker` when no
+    /// connected worker can run it at all).
     fn schedule(&mut self, key: &Key, out: &mut impl Outbox) {
-        match self.pick_worker(key) {
-            Some(w) => self.assign(key, w, out),
-            None => {
-                self.set_state(key, TaskState::Queued);
-                if let Some(t) = self.tasks.get(key) {
-                    self.queued.insert(t.priority, key.clone());
+        if let Some(w) = self.pick_worker(key) {
+            self.assign(key, w, out);
+            return;
+        }
+        let Some(t) = self.tasks.get(key) else { return };
+        let (class, priority) = (t.class as usize, t.priority);
+        let state = if self.runnable(class) {
+            TaskState::Queued
+        } else {
+            TaskState::NoWorker
+        };
+        self.set_state(key, state);
+        if let Some(c) = self.classes.get_mut(class) {
+            c.queue.insert(priority, key.clone());
+        }
+    }
+
+    /// Whether some connected worker can run the class's tasks (with no worker at all, tasks
+    /// simply queue for the first one).
+    fn runnable(&self, class: usize) -> bool {
+        self.workers.is_empty() || self.classes.get(class).is_some_and(|c| !c.eligible.is_empty())
+    }
+
+    /// The class of a new task, made on first use.
+    fn class_of(&mut self, spec: &TaskSpec, now: f64) -> ClassId {
+        let resources = if spec.resources.is_empty() {
+            String::new()
+        } else {
+            spec.resources.to_string()
+        };
+        let id_key = (spec.func.clone(), resources);
+        if let Some(&id) = self.class_ids.get(&id_key) {
+            return id;
+        }
+        let mut class = Class {
+            func: spec.func.clone(),
+            resources: spec.resources.clone(),
+            queue: BTreeMap::new(),
+            eligible: Vec::new(),
+            unrunnable_since: None,
+        };
+        class.eligible = self
+            .workers
+            .iter()
+            .filter(|(_, w)| class.can_run(w))
+            .map(|(id, _)| *id)
+            .collect();
+        if class.eligible.is_empty() && !self.workers.is_empty() {
+            class.unrunnable_since = Some(now);
+        }
+        let id = self.classes.len() as ClassId;
+        self.classes.push(class);
+        self.class_ids.insert(id_key, id);
+        id
+    }
+
+    /// Recomputes which workers can run each class after a worker came or went, and moves the
+    /// waiting tasks of classes that became runnable (or unrunnable) between `Queued` and
+    /// `NoWorker`.
+    fn workers_changed(&mut self, now: f64) {
+        for c in 0..self.classes.len() {
+            let class = &self.classes[c];
+            let eligible: Vec<WorkerId> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| class.can_run(w))
+                .map(|(id, _)| *id)
+                .collect();
+            let was = self.runnable(c);
+            self.classes[c].eligible = eligible;
+            let is = self.runnable(c);
+            if is {
+                self.classes[c].unrunnable_since = None;
+            } else if self.classes[c].unrunnable_since.is_none() {
+                self.classes[c].unrunnable_since = Some(now);
+            }
+            if was != is && !self.classes[c].queue.is_empty() {
+                let (from, to) = if is {
+                    (TaskState::NoWorker, TaskState::Queued)
+                } else {
+                    (TaskState::Queued, TaskState::NoWorker)
+                };
+                let keys: Vec<Key> = self.classes[c].queue.values().cloned().collect();
+                for k in &keys {
+                    if let Some(t) = self.tasks.get_mut(k)
+                        && t.state == from
+                    {
+                        t.state = to;
+                        self.counts[from as usize] = self.counts[from as usize].saturating_sub(1);
+                        self.counts[to as usize] += 1;
+                    }
                 }
             }
         }
@@ -1107,6 +1311,7 @@ impl State {
         avg.max(1.0) as u64
     }
 
+    /// Whether `w` can take one more task (threads and expected work; resources apart).
     fn has_room(&self, w: &Worker) -> bool {
         let threads = u64::from(w.info.nthreads.max(1));
         w.status == WorkerStatus::Running
@@ -1114,9 +1319,11 @@ impl State {
                 || w.occupancy_us < threads * (self.config.pipeline_s * 1e6) as u64)
     }
 
-    /// Prefers the worker holding most of the task's input bytes; among equals, the least busy.
+    /// Among the workers that can run the task and have room (and its resources free), prefers
+    /// the one holding most of the task's input bytes; among equals, the least busy.
     fn pick_worker(&self, key: &Key) -> Option<WorkerId> {
         let t = self.tasks.get(key)?;
+        let class = self.classes.get(t.class as usize)?;
         let mut local: FxHashMap<WorkerId, u64> = FxHashMap::default();
         for d in &t.deps {
             if let Some(dt) = self.tasks.get(d) {
@@ -1126,8 +1333,14 @@ impl State {
             }
         }
         let mut best: Option<(u64, std::cmp::Reverse<u64>, WorkerId)> = None;
-        for (id, w) in &self.workers {
-            if !self.has_room(w) {
+        for id in &class.eligible {
+            let Some(w) = self.workers.get(id) else {
+                continue;
+            };
+            if !self.has_room(w)
+                || (!class.resources.is_empty()
+                    && !w.info.resources.fits(&w.used, &class.resources))
+            {
                 continue;
             }
             let bytes = local.get(id).copied().unwrap_or(0);
@@ -1152,6 +1365,7 @@ impl State {
         let priority = t.priority;
         let spec = t.spec.clone();
         let deps = t.deps.clone();
+        let resources = spec.resources.clone();
         let who_has = deps
             .into_iter()
             .map(|d| {
@@ -1166,6 +1380,9 @@ impl State {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.processing.insert(key.clone());
             w.occupancy_us += expected;
+            if !resources.is_empty() {
+                w.used.add(&resources, 1.0);
+            }
         }
         let msg = ComputeTask {
             spec,
@@ -1177,28 +1394,61 @@ impl State {
     }
 
     fn unassign(&mut self, key: &Key, worker: WorkerId) {
-        let charged = match self.tasks.get_mut(key) {
+        let (charged, resources) = match self.tasks.get_mut(key) {
             Some(t) if t.processing_on == Some(worker) => {
                 t.processing_on = None;
-                std::mem::take(&mut t.charged_us)
+                (std::mem::take(&mut t.charged_us), Some(&t.spec.resources))
             }
-            _ => 0,
+            _ => (0, None),
         };
-        if let Some(w) = self.workers.get_mut(&worker) {
-            w.processing.remove(key);
+        if let Some(w) = self.workers.get_mut(&worker)
+            && w.processing.remove(key)
+        {
             w.occupancy_us = w.occupancy_us.saturating_sub(charged);
+            if let Some(r) = resources.filter(|r| !r.is_empty()) {
+                w.used.add(r, -1.0);
+            }
         }
     }
 
-    /// Sends queued tasks, highest priority first, while any worker has room.
+    /// Sends queued tasks, highest priority first across classes, while a worker that can run
+    /// them has room. A class whose head finds no worker is passed over, so it never holds up
+    /// the others.
     fn drain_queue(&mut self, _now: f64, out: &mut impl Outbox) {
-        while let Some((&prio, key)) = self.queued.iter().next() {
-            let key = key.clone();
-            let Some(w) = self.pick_worker(&key) else {
+        if !self.workers.values().any(|w| self.has_room(w)) {
+            return;
+        }
+        let mut open: Vec<usize> = (0..self.classes.len())
+            .filter(|&c| !self.classes[c].queue.is_empty() && !self.classes[c].eligible.is_empty())
+            .collect();
+        while !open.is_empty() {
+            // The class whose next task comes first.
+            let Some((i, _)) = open
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &c)| self.classes[c].queue.keys().next().map(|p| (i, *p)))
+                .min_by_key(|&(_, p)| p)
+            else {
                 break;
             };
-            self.queued.remove(&prio);
-            self.assign(&key, w, out);
+            let c = open[i];
+            let Some((&prio, key)) = self.classes[c].queue.iter().next() else {
+                open.swap_remove(i);
+                continue;
+            };
+            let key = key.clone();
+            match self.pick_worker(&key) {
+                Some(w) => {
+                    self.classes[c].queue.remove(&prio);
+                    self.assign(&key, w, out);
+                    if self.classes[c].queue.is_empty() {
+                        open.swap_remove(i);
+                    }
+                }
+                None => {
+                    open.swap_remove(i);
+                }
+            }
         }
     }
 
@@ -1276,7 +1526,12 @@ impl State {
             || t.dependents.iter().any(|d| {
                 matches!(
                     self.state_of(d),
-                    Some(TaskState::Waiting | TaskState::Queued | TaskState::Processing)
+                    Some(
+                        TaskState::Waiting
+                            | TaskState::Queued
+                            | TaskState::NoWorker
+                            | TaskState::Processing
+                    )
                 )
             })
     }
@@ -1332,7 +1587,9 @@ impl State {
                     }
                     self.set_state(&k, TaskState::Released);
                 }
-                TaskState::Queued | TaskState::Waiting => self.set_state(&k, TaskState::Released),
+                TaskState::Queued | TaskState::NoWorker | TaskState::Waiting => {
+                    self.set_state(&k, TaskState::Released)
+                }
                 TaskState::Released | TaskState::Erred => {}
             }
             let Some(t) = self.tasks.get(&k) else {
@@ -1357,8 +1614,10 @@ impl State {
         };
         let c = &mut self.counts[t.state as usize];
         *c = c.saturating_sub(1);
-        if t.state == TaskState::Queued {
-            self.queued.remove(&t.priority);
+        if matches!(t.state, TaskState::Queued | TaskState::NoWorker)
+            && let Some(c) = self.classes.get_mut(t.class as usize)
+        {
+            c.queue.remove(&t.priority);
         }
         self.forgotten_total += 1;
         for d in &t.deps {
@@ -1377,6 +1636,7 @@ impl State {
     fn update_idle(&mut self, now: f64) {
         let busy = self.count(TaskState::Waiting)
             + self.count(TaskState::Queued)
+            + self.count(TaskState::NoWorker)
             + self.count(TaskState::Processing)
             > 0;
         if busy {
@@ -1410,6 +1670,7 @@ impl State {
             released: self.count(TaskState::Released),
             waiting: self.count(TaskState::Waiting),
             queued: self.count(TaskState::Queued),
+            no_worker: self.count(TaskState::NoWorker),
             processing: self.count(TaskState::Processing),
             memory: self.count(TaskState::Memory),
             erred: self.count(TaskState::Erred),
@@ -1439,8 +1700,9 @@ impl State {
     fn adaptive_input(&self) -> AdaptiveInput {
         // Expected work: queued tasks at their prefix's average, processing at what was charged.
         let queued_seconds: f64 = self
-            .queued
-            .values()
+            .classes
+            .iter()
+            .flat_map(|c| c.queue.values())
             .map(|k| self.expected_us(k) as f64 / 1e6)
             .sum();
         let processing_seconds: f64 = self
@@ -1449,7 +1711,7 @@ impl State {
             .map(|w| w.occupancy_us as f64 / 1e6)
             .sum();
         AdaptiveInput {
-            queued: self.queued.len(),
+            queued: self.classes.iter().map(|c| c.queue.len()).sum(),
             queued_seconds,
             processing_seconds,
             workers: self

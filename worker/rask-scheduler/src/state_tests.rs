@@ -1,12 +1,65 @@
 //! State machine tests: no sockets, a recording outbox and simulated workers.
 
 use bytes::Bytes;
+use rask_core::function::encode_payload;
+use rask_core::{Data, Encoded, Family, Func, Input, Inputs, KernelError, Operand, Registry, Value};
 use rustc_hash::FxHashMap;
 
 use super::*;
-use crate::graph::Arg;
-use crate::jobs::seed_delayed_graph;
-use crate::value::Value;
+
+/// The functions the simulated workers run: a few of the seed's, over dynamic values.
+type Args = Vec<Operand<Value>>;
+const INC: Func<Args, Value> = Func::new("t.inc");
+const ADD: Func<Args, Value> = Func::new("t.add");
+const SUM: Func<Args, Value> = Func::new("t.sum");
+const SLEEP: Func<Args, Value> = Func::new("t.sleep");
+const FAIL: Func<Args, Value> = Func::new("t.fail");
+
+fn ints(args: Args, inputs: &Inputs<'_>) -> Result<Vec<i64>, KernelError> {
+    args.iter()
+        .map(|a| {
+            a.resolve(inputs)?
+                .as_int()
+                .map_err(KernelError::failed)
+        })
+        .collect()
+}
+
+fn family() -> Family {
+    Family::new("t", "1")
+        .function(INC, |a, i| Ok(Value::Int(ints(a, i)?[0] + 1)))
+        .function(ADD, |a, i| Ok(Value::Int(ints(a, i)?.iter().sum())))
+        .function(SUM, |a, i| Ok(Value::Int(ints(a, i)?.iter().sum())))
+        .function(SLEEP, |_, _| Ok(Value::None))
+        .function(FAIL, |a: Args, _| match a.first() {
+            Some(Operand::Value(Value::Str(m))) => Err(KernelError::failed(m)),
+            _ => Err(KernelError::failed("failed")),
+        })
+}
+
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(family()).unwrap();
+    r
+}
+
+/// A test task's argument: a literal, another task's key, or a list flattened into the
+/// arguments.
+enum A {
+    V(Value),
+    K(String),
+    L(Vec<A>),
+}
+
+impl<T: Into<Value>> From<T> for A {
+    fn from(v: T) -> Self {
+        A::V(v.into())
+    }
+}
+
+fn key(s: impl ToString) -> A {
+    A::K(s.to_string())
+}
 
 #[derive(Default)]
 struct Rec {
@@ -35,8 +88,9 @@ struct Sim {
     out: Rec,
     now: f64,
     /// Results each worker holds.
-    held: FxHashMap<WorkerId, FxHashMap<Key, Value>>,
+    held: FxHashMap<WorkerId, FxHashMap<Key, Encoded>>,
     log: Vec<(WorkerId, FromScheduler)>,
+    registry: Registry,
 }
 
 impl Sim {
@@ -47,6 +101,7 @@ impl Sim {
             now: 1000.0,
             held: FxHashMap::default(),
             log: Vec::new(),
+            registry: registry(),
         };
         for &(id, nthreads) in workers {
             sim.add_worker(id, nthreads);
@@ -56,12 +111,25 @@ impl Sim {
     }
 
     fn add_worker(&mut self, id: WorkerId, nthreads: u32) {
+        let families = self.registry.families().to_vec();
+        self.add_worker_with(id, nthreads, families, Resources::none());
+    }
+
+    fn add_worker_with(
+        &mut self,
+        id: WorkerId,
+        nthreads: u32,
+        families: Vec<rask_core::FamilyInfo>,
+        resources: Resources,
+    ) {
         let info = WorkerInfo {
             name: format!("w{id}"),
             address: addr(id),
             nthreads,
             memory_limit: 1 << 30,
             pid: id as u32,
+            families,
+            resources,
         };
         self.st
             .add_worker(id, info, self.now, &mut self.out)
@@ -121,12 +189,19 @@ impl Sim {
             });
             self.held.get_mut(&w).unwrap().insert(dep.clone(), v);
         }
-        let args: Vec<Value> = ct.spec.args.iter().map(|a| self.resolve(w, a)).collect();
-        let f = crate::registry::lookup(&ct.spec.func).unwrap();
+        let inputs: Vec<Encoded> = ct
+            .spec
+            .inputs
+            .iter()
+            .map(|k| self.held[&w][k].clone())
+            .collect();
         self.now += 0.001;
-        match f(&args) {
+        match self
+            .registry
+            .call(ct.spec.func.as_str(), &ct.spec.payload, &inputs)
+        {
             Ok(v) => {
-                let data = ct.send_result.then(|| v.encode().0);
+                let data = ct.send_result.then(|| v.bytes().clone());
                 self.held
                     .get_mut(&w)
                     .unwrap()
@@ -143,14 +218,6 @@ impl Sim {
             Err(e) => self
                 .st
                 .task_erred(w, &ct.spec.key, e, 100, self.now, &mut self.out),
-        }
-    }
-
-    fn resolve(&self, w: WorkerId, a: &Arg) -> Value {
-        match a {
-            Arg::Value(v) => v.clone(),
-            Arg::Key(k) => self.held[&w][k].clone(),
-            Arg::List(items) => Value::List(items.iter().map(|i| self.resolve(w, i)).collect()),
         }
     }
 
@@ -177,7 +244,7 @@ impl Sim {
             .find_map(|(c, m, blobs)| match m {
                 FromScheduler::KeyInMemory { key: k, .. } if k == key && *c == C => blobs
                     .first()
-                    .map(|b| crate::value::Encoded(b.clone()).decode().unwrap()),
+                    .map(|b| Value::decode(&Encoded::from_bytes(b.clone())).unwrap()),
                 _ => None,
             })
     }
@@ -205,8 +272,41 @@ fn addr(id: WorkerId) -> String {
     format!("tcp://w{id}")
 }
 
-fn task(key: &str, func: &str, args: Vec<Arg>) -> TaskSpec {
-    TaskSpec::new(key, func, args)
+/// A task of the test family: `func` (`inc`, `add`, ...) on the arguments.
+fn task(key: &str, func: &str, args: Vec<A>) -> TaskSpec {
+    fn flatten(a: A, out: &mut Vec<A>) {
+        match a {
+            A::L(items) => items.into_iter().for_each(|i| flatten(i, out)),
+            other => out.push(other),
+        }
+    }
+    let mut flat = Vec::new();
+    args.into_iter().for_each(|a| flatten(a, &mut flat));
+    let mut inputs: Vec<Key> = Vec::new();
+    let operands: Args = flat
+        .into_iter()
+        .map(|a| match a {
+            A::V(v) => Operand::Value(v),
+            A::K(s) => {
+                let k = Key::from(s);
+                let i = match inputs.iter().position(|x| *x == k) {
+                    Some(i) => i,
+                    None => {
+                        inputs.push(k);
+                        inputs.len() - 1
+                    }
+                };
+                Operand::Input(Input::new(i as u32))
+            }
+            A::L(_) => unreachable!("flattened"),
+        })
+        .collect();
+    TaskSpec::new(
+        key.into(),
+        format!("t.{func}").as_str().into(),
+        encode_payload(&operands).unwrap(),
+        inputs,
+    )
 }
 
 fn k(s: &str) -> Key {
@@ -216,11 +316,26 @@ fn k(s: &str) -> Key {
 #[test]
 fn seed_delayed_graph_is_131() {
     let mut sim = Sim::new(&[(1, 1), (2, 1)]);
-    let g = seed_delayed_graph();
-    let root = g.key().clone();
-    sim.submit(g.graph(), &[&root]);
+    // sum(add(inc(x), add(x, x)) for x in 0..6): the seed's shape, 131 with custom_op = 2x²
+    // replaced by x + x... so computed here instead.
+    let mut g = Vec::new();
+    let mut parts = Vec::new();
+    for x in 0..6i64 {
+        g.push(task(&format!("inc-{x}"), "inc", vec![x.into()]));
+        g.push(task(&format!("custom-{x}"), "add", vec![x.into(), x.into()]));
+        g.push(task(
+            &format!("add-{x}"),
+            "add",
+            vec![key(format!("inc-{x}")), key(format!("custom-{x}"))],
+        ));
+        parts.push(key(format!("add-{x}")));
+    }
+    g.push(task("sum-root", "sum", vec![A::L(parts)]));
+    let root = k("sum-root");
+    sim.submit(g, &[&root]);
     sim.run_all();
-    assert_eq!(sim.client_value(&root), Some(Value::Int(131)));
+    let want: i64 = (0..6).map(|x| x + 1 + 2 * x).sum();
+    assert_eq!(sim.client_value(&root), Some(Value::Int(want)));
     // Only the wanted result is held; its inputs stay as specs (lineage) until it is released.
     assert_eq!(sim.st.count(TaskState::Memory), 1);
     assert_eq!(sim.st.count(TaskState::Released), 18);
@@ -309,7 +424,7 @@ fn placement_prefers_the_worker_holding_most_input_bytes() {
     sim.st
         .task_finished(1, done("b", 10), sim.now, &mut sim.out);
     sim.submit(
-        vec![task("c", "add", vec![Arg::Key(k("a")), Arg::Key(k("b"))])],
+        vec![task("c", "add", vec![key("a"), key("b")])],
         &[&k("c")],
     );
     let cs = sim.computes();
@@ -328,7 +443,7 @@ fn a_lost_worker_s_results_are_recomputed_from_lineage() {
     sim.run_all();
     let holder = sim.st.who_has(&k("x"))[0];
     // y needs x; before y runs, x's only holder dies.
-    sim.submit(vec![task("y", "inc", vec![Arg::Key(k("x"))])], &[&k("y")]);
+    sim.submit(vec![task("y", "inc", vec![key("x")])], &[&k("y")]);
     let y_assignments = sim.computes();
     assert_eq!(y_assignments.len(), 1);
     sim.st.remove_worker(holder, sim.now, &mut sim.out);
@@ -362,7 +477,12 @@ fn a_task_on_a_dead_worker_is_retried_then_failed_after_repeated_deaths() {
         .client_error(&k("boom"))
         .expect("failed after repeated worker deaths");
     assert_eq!(f.key, k("boom"));
-    assert!(f.message.contains("died while running it"), "{}", f.message);
+    assert!(
+        matches!(f.error, TaskError::KilledWorker { deaths: 4, .. }),
+        "{}",
+        f.error
+    );
+    assert!(f.to_string().contains("died while running it"), "{f}");
     assert_eq!(sim.st.snapshot(sim.now).tasks_suspicious_total, 4);
 }
 
@@ -372,11 +492,11 @@ fn an_error_reaches_the_client_with_the_failing_task_s_key() {
     sim.submit(
         vec![
             task("bad", "fail", vec!["kaputt".into()]),
-            task("mid", "inc", vec![Arg::Key(k("bad"))]),
+            task("mid", "inc", vec![key("bad")]),
             task(
                 "top",
                 "sum",
-                vec![Arg::List(vec![Arg::Key(k("mid")), 1.into()])],
+                vec![A::L(vec![key("mid"), 1.into()])],
             ),
         ],
         &[&k("top")],
@@ -387,13 +507,13 @@ fn an_error_reaches_the_client_with_the_failing_task_s_key() {
         f,
         TaskFailure {
             key: k("bad"),
-            message: "kaputt".into()
+            error: TaskError::Kernel(KernelError::failed("kaputt"))
         }
     );
     assert_eq!(sim.st.task_state(&k("mid")), Some(TaskState::Erred));
     // A later graph on top of the failed key fails at once.
     sim.submit(
-        vec![task("later", "inc", vec![Arg::Key(k("top"))])],
+        vec![task("later", "inc", vec![key("top")])],
         &[&k("later")],
     );
     assert_eq!(sim.client_error(&k("later")).map(|f| f.key), Some(k("bad")));
@@ -403,16 +523,15 @@ fn an_error_reaches_the_client_with_the_failing_task_s_key() {
 fn unknown_dependencies_and_keys_are_errors() {
     let mut sim = Sim::new(&[(1, 1)]);
     sim.submit(
-        vec![task("t", "inc", vec![Arg::Key(k("ghost"))])],
+        vec![task("t", "inc", vec![key("ghost")])],
         &[&k("t"), &k("nothing")],
     );
     let f = sim.client_error(&k("t")).unwrap();
-    assert!(f.message.contains("unknown key ghost"), "{}", f.message);
-    assert!(
-        sim.client_error(&k("nothing"))
-            .unwrap()
-            .message
-            .contains("no such task")
+    assert_eq!(f.error, TaskError::UnknownInput { input: k("ghost") });
+    assert_eq!(f.to_string(), "task t failed: depends on unknown key ghost");
+    assert_eq!(
+        sim.client_error(&k("nothing")).unwrap().error,
+        TaskError::UnknownKey
     );
 }
 
@@ -422,7 +541,7 @@ fn released_results_are_freed_on_workers_and_forgotten() {
     sim.submit(
         vec![
             task("a", "inc", vec![1.into()]),
-            task("b", "inc", vec![Arg::Key(k("a"))]),
+            task("b", "inc", vec![key("a")]),
         ],
         &[&k("b")],
     );
@@ -558,6 +677,8 @@ fn duplicate_worker_names_are_refused() {
         nthreads: 1,
         memory_limit: 0,
         pid: 9,
+        families: Vec::new(),
+        resources: Resources::none(),
     };
     assert_eq!(
         sim.st.add_worker(9, info, sim.now, &mut sim.out),
@@ -572,7 +693,7 @@ fn missing_data_forgets_the_false_holder_and_recomputes() {
     sim.run_all();
     let holder = sim.st.who_has(&k("x"))[0];
     let other = if holder == 1 { 2 } else { 1 };
-    sim.submit(vec![task("y", "inc", vec![Arg::Key(k("x"))])], &[&k("y")]);
+    sim.submit(vec![task("y", "inc", vec![key("x")])], &[&k("y")]);
     // Occupy the holder so y must go to the other worker and fetch.
     let cs = sim.computes();
     assert_eq!(cs.len(), 1);
@@ -627,9 +748,9 @@ fn large_graphs_are_handled_in_linear_passes() {
     tasks.push(task(
         "sum-0",
         "sum",
-        vec![Arg::List(
+        vec![A::L(
             (0..10_000)
-                .map(|i| Arg::Key(k(&format!("inc-{i}"))))
+                .map(|i| key(&format!("inc-{i}")))
                 .collect(),
         )],
     ));
@@ -645,7 +766,7 @@ fn large_graphs_are_handled_in_linear_passes() {
         task(
             &format!("c-{i}"),
             "inc",
-            vec![Arg::Key(k(&format!("c-{}", i - 1)))],
+            vec![key(&format!("c-{}", i - 1))],
         )
     }));
     sim.submit(chain, &[&k("c-9999")]);
@@ -713,10 +834,10 @@ fn a_worker_joining_while_tasks_queue_is_welcomed_before_it_gets_tasks() {
 fn a_finished_reduction_answers_first_and_frees_its_inputs_on_settle() {
     let mut sim = Sim::new(&[(1, 1), (2, 1)]);
     let mut tasks: Vec<TaskSpec> = (0..200)
-        .map(|i| task(&format!("inc-r-{i}"), "inc", vec![Arg::from(i as i64)]))
+        .map(|i| task(&format!("inc-r-{i}"), "inc", vec![A::from(i as i64)]))
         .collect();
-    let inputs: Vec<Arg> = tasks.iter().map(|t| Arg::Key(t.key.clone())).collect();
-    tasks.push(task("sum-r", "sum", vec![Arg::List(inputs)]));
+    let inputs: Vec<A> = tasks.iter().map(|t| key(&t.key)).collect();
+    tasks.push(task("sum-r", "sum", vec![A::L(inputs)]));
     sim.submit(tasks, &[&k("sum-r")]);
     let mut sum_on = None;
     loop {
@@ -738,7 +859,7 @@ fn a_finished_reduction_answers_first_and_frees_its_inputs_on_settle() {
         key: ct.spec.key.clone(),
         nbytes: 8,
         duration_us: 10,
-        data: Some(Value::Int((1..=200).sum()).encode().0),
+        data: Some(Value::Int((1..=200).sum()).encode().into_bytes()),
     };
     sim.st.task_finished(w, done, sim.now, &mut sim.out);
     assert_eq!(sim.client_value(&k("sum-r")), Some(Value::Int(20_100)));
@@ -752,4 +873,178 @@ fn a_finished_reduction_answers_first_and_frees_its_inputs_on_settle() {
     assert_eq!(freed.len(), 200, "every input freed on its holder");
     assert_eq!(sim.st.task_state(&k("inc-r-0")), Some(TaskState::Released));
     assert_eq!(sim.st.task_state(&k("sum-r")), Some(TaskState::Memory));
+}
+
+fn gpu_task(key: &str) -> TaskSpec {
+    let mut t = task(key, "sleep", vec![0.0.into()]);
+    t.resources = Resources::parse("GPU=1").unwrap();
+    t
+}
+
+fn computed_on(cs: &[(WorkerId, ComputeTask)]) -> Vec<(String, WorkerId)> {
+    let mut v: Vec<(String, WorkerId)> = cs
+        .iter()
+        .map(|(w, ct)| (ct.spec.key.to_string(), *w))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn tasks_go_only_to_workers_with_their_function() {
+    let mut sim = Sim::new(&[]);
+    let other = vec![rask_core::FamilyInfo {
+        name: "u".into(),
+        version: "1".into(),
+        functions: vec!["u.other".into()],
+    }];
+    sim.add_worker_with(1, 4, other, Resources::none());
+    sim.add_worker(2, 1);
+    let tasks: Vec<TaskSpec> = (0..3)
+        .map(|i| task(&format!("inc-{i}"), "inc", vec![(i as i64).into()]))
+        .collect();
+    sim.submit(tasks, &[&k("inc-0"), &k("inc-1"), &k("inc-2")]);
+    let cs = sim.computes();
+    // Worker 1 has four idle threads but not the function: one task goes to worker 2.
+    assert_eq!(computed_on(&cs), vec![("inc-0".into(), 2)]);
+    assert_eq!(sim.st.count(TaskState::Queued), 2);
+    for (w, ct) in cs {
+        sim.run(w, &ct);
+    }
+    sim.run_all();
+    for i in 0..3 {
+        assert_eq!(
+            sim.client_value(&k(&format!("inc-{i}"))),
+            Some(Value::Int(i + 1))
+        );
+    }
+}
+
+#[test]
+fn a_task_no_worker_can_run_waits_counted_then_runs_when_one_joins() {
+    let mut sim = Sim::new(&[]);
+    let other = vec![rask_core::FamilyInfo {
+        name: "u".into(),
+        version: "2.0".into(),
+        functions: vec!["u.other".into()],
+    }];
+    sim.add_worker_with(1, 2, other, Resources::none());
+    sim.submit(vec![task("a", "inc", vec![1.into()])], &[&k("a")]);
+    assert!(sim.computes().is_empty());
+    assert_eq!(sim.st.count(TaskState::NoWorker), 1);
+    let snap = sim.st.snapshot(sim.now);
+    assert_eq!(snap.tasks.no_worker, 1);
+    assert_eq!(snap.tasks.queued, 0);
+    assert!(snap.adaptive_target >= 1, "the autoscaler sees it");
+    assert_eq!(snap.idle_since, None);
+    // Without a timeout it waits for ever.
+    sim.now += 3600.0;
+    sim.st.tick(sim.now, &mut sim.out);
+    assert!(sim.client_error(&k("a")).is_none());
+    sim.add_worker(2, 1);
+    assert_eq!(sim.st.count(TaskState::NoWorker), 0);
+    sim.run_all();
+    assert_eq!(sim.client_value(&k("a")), Some(Value::Int(2)));
+}
+
+#[test]
+fn a_task_no_worker_can_run_fails_after_the_timeout_naming_function_and_families() {
+    let mut sim = Sim::new(&[]);
+    sim.st.config.no_workers_timeout_s = Some(10.0);
+    let other = vec![rask_core::FamilyInfo {
+        name: "u".into(),
+        version: "2.0".into(),
+        functions: vec!["u.other".into()],
+    }];
+    sim.add_worker_with(1, 2, other, Resources::none());
+    sim.submit(
+        vec![
+            task("a", "inc", vec![1.into()]),
+            task("b", "inc", vec![key("a")]),
+        ],
+        &[&k("b")],
+    );
+    sim.now += 5.0;
+    sim.st.tick(sim.now, &mut sim.out);
+    assert!(sim.client_error(&k("b")).is_none(), "not before the timeout");
+    sim.now += 6.0;
+    sim.st.tick(sim.now, &mut sim.out);
+    let f = sim.client_error(&k("b")).expect("failed after the timeout");
+    assert_eq!(f.key, k("a"));
+    assert_eq!(
+        f.error,
+        TaskError::NoWorker {
+            func: "t.inc".into(),
+            resources: String::new(),
+            families: "u 2.0".into(),
+        }
+    );
+    assert_eq!(
+        f.to_string(),
+        "task a failed: no worker can run t.inc: the workers have u 2.0"
+    );
+    assert_eq!(sim.st.count(TaskState::NoWorker), 0);
+    assert!(sim.st.snapshot(sim.now).idle_since.is_some());
+}
+
+#[test]
+fn resource_tasks_run_only_where_the_resource_is_free_and_never_block_others() {
+    let mut sim = Sim::new(&[]);
+    let families = sim.registry.families().to_vec();
+    sim.add_worker_with(1, 4, families.clone(), Resources::parse("GPU=1").unwrap());
+    sim.add_worker_with(2, 4, families, Resources::none());
+    let mut tasks: Vec<TaskSpec> = (0..3).map(|i| gpu_task(&format!("gpu-{i}"))).collect();
+    tasks.extend((0..4).map(|i| task(&format!("cpu-{i}"), "sleep", vec![0.0.into()])));
+    let keys: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
+    sim.submit(tasks, &keys.iter().collect::<Vec<_>>());
+    let cs = sim.computes();
+    let placed = computed_on(&cs);
+    let gpu: Vec<&(String, WorkerId)> = placed.iter().filter(|(k, _)| k.starts_with("gpu")).collect();
+    assert_eq!(gpu, vec![&("gpu-0".to_owned(), 1)], "one GPU task at a time, on worker 1");
+    let cpu = placed.iter().filter(|(k, _)| k.starts_with("cpu")).count();
+    assert_eq!(cpu, 4, "the GPU queue holds up no other task: {placed:?}");
+    assert_eq!(sim.st.count(TaskState::Queued), 2);
+    // The snapshot's adaptive target counts the tasks waiting for the GPU.
+    assert!(sim.st.snapshot(sim.now).adaptive_target >= 1);
+    let mut gpu_runs = Vec::new();
+    let mut pending = cs;
+    while !pending.is_empty() {
+        for (w, ct) in pending {
+            if ct.spec.key.as_str().starts_with("gpu") {
+                assert_eq!(w, 1, "{} ran without a GPU", ct.spec.key);
+                gpu_runs.push(ct.spec.key.to_string());
+            }
+            sim.run(w, &ct);
+        }
+        pending = sim.computes();
+        let gpus = pending
+            .iter()
+            .filter(|(_, ct)| ct.spec.key.as_str().starts_with("gpu"))
+            .count();
+        assert!(gpus <= 1, "two GPU tasks at once");
+    }
+    assert_eq!(gpu_runs, vec!["gpu-0", "gpu-1", "gpu-2"]);
+    for k in &keys {
+        assert_eq!(sim.client_value(k), Some(Value::None), "{k}");
+    }
+}
+
+#[test]
+fn resource_tasks_wait_as_no_worker_when_the_only_worker_with_the_resource_leaves() {
+    let mut sim = Sim::new(&[]);
+    let families = sim.registry.families().to_vec();
+    sim.add_worker_with(1, 1, families.clone(), Resources::parse("GPU=1").unwrap());
+    sim.add_worker_with(2, 1, families.clone(), Resources::none());
+    sim.submit(
+        vec![gpu_task("g-0"), gpu_task("g-1")],
+        &[&k("g-0"), &k("g-1")],
+    );
+    assert_eq!(computed_on(&sim.computes()), vec![("g-0".into(), 1)]);
+    sim.st.remove_worker(1, sim.now, &mut sim.out);
+    assert_eq!(sim.st.count(TaskState::NoWorker), 2, "both wait for a GPU");
+    assert!(sim.computes().is_empty(), "worker 2 has no GPU");
+    sim.add_worker_with(3, 1, families, Resources::parse("GPU=2").unwrap());
+    sim.run_all();
+    assert_eq!(sim.client_value(&k("g-0")), Some(Value::None));
+    assert_eq!(sim.client_value(&k("g-1")), Some(Value::None));
 }
