@@ -16,26 +16,34 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::graph::Key;
-use crate::registry::TaskFn;
-use crate::value::{Encoded, Value};
+use bytes::Bytes;
+use rask_core::function::Function;
+use rask_core::{Encoded, FuncName, Inputs, KernelError, Key};
 
-/// A task ready to run: its function and resolved arguments.
-#[derive(Debug)]
+/// A task ready to run: its function, payload and inputs.
 pub struct Job {
     pub key: Key,
-    pub func: TaskFn,
-    pub args: Vec<Value>,
+    pub func: Arc<dyn Function>,
+    /// The function's name, for its errors.
+    pub name: FuncName,
+    pub payload: Bytes,
+    pub inputs: Vec<Encoded>,
     /// Lower runs first (Dask's priority tuples, flattened by the scheduler).
     pub priority: u64,
 }
 
-/// A finished job: its encoded result or error message.
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Job({} {})", self.name, self.key)
+    }
+}
+
+/// A finished job: its encoded result or error.
 #[derive(Debug)]
 pub struct Done {
     pub key: Key,
-    /// The encoded value, or the task's error message (`task panicked: …` if it panicked).
-    pub result: Result<Encoded, String>,
+    /// The encoded value, or the task's error ([`KernelError::Panicked`] if it panicked).
+    pub result: Result<Encoded, KernelError>,
     /// Time the thread spent on the job: running the function and encoding its result.
     pub duration: Duration,
 }
@@ -193,16 +201,18 @@ impl Shared {
 /// Runs one job and encodes its result, turning a panic into an error.
 fn run(job: Job) -> Done {
     let Job {
-        key, func, args, ..
+        key,
+        func,
+        name,
+        payload,
+        inputs,
+        ..
     } = job;
     let start = Instant::now();
-    let result = panic::catch_unwind(AssertUnwindSafe(|| func(&args).map(|v| v.encode())))
-        .unwrap_or_else(|payload| {
-            Err(format!(
-                "task panicked: {}",
-                panic_message(payload.as_ref())
-            ))
-        });
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        func.call(&payload, &Inputs::new(name.as_str(), &inputs))
+    }))
+    .unwrap_or_else(|p| Err(KernelError::Panicked(panic_message(p.as_ref()).to_owned())));
     let duration = start.elapsed();
     Done {
         key,
@@ -330,8 +340,39 @@ impl Drop for Executor {
 mod tests {
     use std::sync::mpsc;
 
+    use rask_core::function::encode_payload;
+    use rask_core::{Data, Value};
+
     use super::*;
-    use crate::registry;
+
+    /// A test function: the payload is one i64, given to `f`.
+    struct F(fn(i64) -> Result<Value, KernelError>);
+
+    impl Function for F {
+        fn call(&self, payload: &[u8], _: &Inputs<'_>) -> Result<Encoded, KernelError> {
+            let x: i64 = rask_core::function::decode_payload("t", payload)?;
+            (self.0)(x).map(|v| v.encode())
+        }
+    }
+
+    fn inc(x: i64) -> Result<Value, KernelError> {
+        Ok(Value::Int(x + 1))
+    }
+
+    fn fail(_: i64) -> Result<Value, KernelError> {
+        Err(KernelError::failed("boom"))
+    }
+
+    fn make(key: &str, f: fn(i64) -> Result<Value, KernelError>, x: i64, priority: u64) -> Job {
+        Job {
+            key: Key::from(key),
+            func: Arc::new(F(f)),
+            name: FuncName::from("t.f"),
+            payload: encode_payload(&x).unwrap(),
+            inputs: Vec::new(),
+            priority,
+        }
+    }
 
     const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -344,13 +385,8 @@ mod tests {
         (ex, rx)
     }
 
-    fn job(key: &str, func: &str, args: Vec<Value>, priority: u64) -> Job {
-        Job {
-            key: Key::from(key),
-            func: registry::lookup(func).unwrap(),
-            args,
-            priority,
-        }
+    fn job(key: &str, x: i64, priority: u64) -> Job {
+        make(key, inc, x, priority)
     }
 
     fn collect(rx: &mpsc::Receiver<Done>, n: usize) -> Vec<Done> {
@@ -374,8 +410,7 @@ mod tests {
     static OPEN_GATES: Mutex<Vec<i64>> = Mutex::new(Vec::new());
     static GATE_OPENED: Condvar = Condvar::new();
 
-    fn gated(args: &[Value]) -> Result<Value, String> {
-        let gate = args[0].as_int().unwrap();
+    fn gated(gate: i64) -> Result<Value, KernelError> {
         let mut open = OPEN_GATES.lock().unwrap();
         while !open.contains(&gate) {
             open = GATE_OPENED.wait(open).unwrap();
@@ -389,20 +424,15 @@ mod tests {
     }
 
     fn gate_job(key: &str, gate: i64, priority: u64) -> Job {
-        Job {
-            key: Key::from(key),
-            func: gated,
-            args: vec![Value::Int(gate)],
-            priority,
-        }
+        make(key, gated, gate, priority)
     }
 
-    fn panics_with_str(_: &[Value]) -> Result<Value, String> {
+    fn panics_with_str(_: i64) -> Result<Value, KernelError> {
         panic!("kaboom")
     }
 
-    fn panics_with_string(args: &[Value]) -> Result<Value, String> {
-        panic!("bad input {}", args.len())
+    fn panics_with_string(x: i64) -> Result<Value, KernelError> {
+        panic!("bad input {x}")
     }
 
     fn value(done: &Done) -> Value {
@@ -412,8 +442,8 @@ mod tests {
     #[test]
     fn jobs_run_and_report_encoded_results() {
         let (ex, rx) = executor(2);
-        ex.submit(job("inc-1", "inc", vec![Value::Int(1)], 0));
-        ex.submit(job("add-1", "add", vec![Value::Int(2), Value::Int(3)], 0));
+        ex.submit(job("inc-1", 1, 0));
+        ex.submit(job("add-1", 4, 0));
         let mut done = collect(&rx, 2);
         done.sort_by(|a, b| a.key.cmp(&b.key));
         assert_eq!(done[0].key, Key::from("add-1"));
@@ -439,9 +469,9 @@ mod tests {
         ex.submit_many(
             batch
                 .iter()
-                .map(|&(k, p)| job(k, "inc", vec![Value::Int(0)], p)),
+                .map(|&(k, p)| job(k, 0, p)),
         );
-        ex.submit(job("a3", "inc", vec![Value::Int(0)], 1));
+        ex.submit(job("a3", 0, 1));
         assert_eq!(ex.queued(), 7);
         open_gate(1);
         let order: Vec<String> = collect(&rx, 8).iter().map(|d| d.key.to_string()).collect();
@@ -451,24 +481,17 @@ mod tests {
     #[test]
     fn errors_and_panics_are_reported_and_the_thread_survives() {
         let (ex, rx) = executor(1);
-        ex.submit(job("fail-1", "fail", vec![Value::from("boom")], 0));
-        ex.submit(Job {
-            key: Key::from("p-1"),
-            func: panics_with_str,
-            args: vec![],
-            priority: 1,
-        });
-        ex.submit(Job {
-            key: Key::from("p-2"),
-            func: panics_with_string,
-            args: vec![Value::None],
-            priority: 2,
-        });
-        ex.submit(job("inc-1", "inc", vec![Value::Int(41)], 3));
+        ex.submit(make("fail-1", fail, 0, 0));
+        ex.submit(make("p-1", panics_with_str, 0, 1));
+        ex.submit(make("p-2", panics_with_string, 1, 2));
+        ex.submit(job("inc-1", 41, 3));
         let done = collect(&rx, 4);
-        assert_eq!(done[0].result, Err("boom".to_owned()));
-        assert_eq!(done[1].result, Err("task panicked: kaboom".to_owned()));
-        assert_eq!(done[2].result, Err("task panicked: bad input 1".to_owned()));
+        assert_eq!(done[0].result, Err(KernelError::failed("boom")));
+        assert_eq!(done[1].result, Err(KernelError::Panicked("kaboom".to_owned())));
+        assert_eq!(
+            done[2].result.as_ref().unwrap_err().to_string(),
+            "task panicked: bad input 1"
+        );
         assert_eq!(value(&done[3]), Value::Int(42));
     }
 
@@ -477,7 +500,7 @@ mod tests {
         let (ex, rx) = executor(2);
         assert_eq!((ex.executing(), ex.queued()), (0, 0));
         let mut jobs = vec![gate_job("g-1", 2, 0), gate_job("g-2", 2, 0)];
-        jobs.extend((0..3).map(|i| job(&format!("inc-{i}"), "inc", vec![Value::Int(i)], 1)));
+        jobs.extend((0..3).map(|i| job(&format!("inc-{i}"), i, 1)));
         ex.submit_many(jobs);
         wait_until("both gate jobs run", || ex.executing() == 2);
         assert_eq!(ex.queued(), 3);
@@ -491,7 +514,7 @@ mod tests {
         let (ex, rx) = executor(1);
         ex.submit(gate_job("gate", 3, 0));
         wait_until("the gate job runs", || ex.executing() == 1);
-        ex.submit_many((0..10).map(|i| job(&format!("inc-{i}"), "inc", vec![Value::Int(i)], 0)));
+        ex.submit_many((0..10).map(|i| job(&format!("inc-{i}"), i, 0)));
         drop(ex);
         open_gate(3);
         // The running job still reports; then the thread exits, dropping the sender.
@@ -536,7 +559,7 @@ mod tests {
             let _ = tx.send(thread::current().name().map(str::to_owned));
         })
         .unwrap();
-        ex.submit(job("inc-1", "inc", vec![Value::Int(1)], 0));
+        ex.submit(job("inc-1", 1, 0));
         let name = rx.recv_timeout(TIMEOUT).unwrap().unwrap();
         assert!(name == "rask-exec-0" || name == "rask-exec-1", "{name}");
     }
@@ -546,12 +569,9 @@ mod tests {
         const N: i64 = 100_000;
         let (ex, rx) = executor(2);
         for chunk in 0..N / 1000 {
-            ex.submit_many((chunk * 1000..(chunk + 1) * 1000).map(|i| Job {
-                key: Key::from(format!("inc-{i}")),
-                func: registry::lookup("inc").unwrap(),
-                args: vec![Value::Int(i)],
-                priority: i as u64,
-            }));
+            ex.submit_many(
+                (chunk * 1000..(chunk + 1) * 1000).map(|i| job(&format!("inc-{i}"), i, i as u64)),
+            );
         }
         let total: i64 = collect(&rx, N as usize)
             .iter()

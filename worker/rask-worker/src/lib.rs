@@ -1,6 +1,10 @@
 //! The worker: executes tasks on a thread pool, keeps results in a store that spills to disk,
 //! fetches inputs from peers, serves its results to peers and clients, and retires gracefully
 //! (the scheduler has peers copy its results, then closes it).
+//!
+//! A worker runs the functions of the [`Registry`] it is started with: whoever builds it (the
+//! `rask` binary, or a user's own program) registers the families it should carry, and the worker
+//! tells the scheduler which they are.
 
 pub mod executor;
 pub mod store;
@@ -15,14 +19,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::graph::{Arg, Key, TaskSpec};
-use crate::net;
-use crate::protocol::{
+use rask_core::function::describe_families;
+use rask_core::net::{self, PeerPool};
+use rask_core::protocol::{
     ComputeTask, DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, FromScheduler,
     ToScheduler, WorkerInfo, WorkerLoad, read_frame, write_frame,
 };
-use crate::registry;
-use crate::value::{Encoded, Value};
+use rask_core::{Encoded, KernelError, Key, Registry, Resources, TaskSpec};
 use executor::{Done, Executor, Job};
 use store::{Store, StoreError};
 
@@ -51,6 +54,8 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     /// How long to keep trying to reach the scheduler at start.
     pub connect_timeout: Duration,
+    /// What it offers to tasks that need resources (Dask's `--resources "GPU=1"`).
+    pub resources: Resources,
 }
 
 impl WorkerConfig {
@@ -66,6 +71,7 @@ impl WorkerConfig {
             advertise_host: None,
             heartbeat: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),
+            resources: Resources::none(),
         }
     }
 }
@@ -102,8 +108,8 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Connects to the scheduler, registers, and starts working.
-    pub async fn start(config: WorkerConfig) -> Result<Worker, WorkerError> {
+    /// Connects to the scheduler, registers with the families of `registry`, and starts working.
+    pub async fn start(config: WorkerConfig, registry: Registry) -> Result<Worker, WorkerError> {
         let stream = net::connect(&config.scheduler, config.connect_timeout)
             .await
             .map_err(|source| WorkerError::Connect {
@@ -151,6 +157,8 @@ impl Worker {
             nthreads: config.nthreads as u32,
             memory_limit: config.memory_limit,
             pid: std::process::id(),
+            families: registry.families().to_vec(),
+            resources: config.resources.clone(),
         };
         sched.send(ToScheduler::RegisterWorker(info));
         let first = from_sched
@@ -178,7 +186,14 @@ impl Worker {
                 ));
             }
         };
-        tracing::info!(name = %config.name, %address, scheduler = %config.scheduler, "worker registered");
+        tracing::info!(
+            name = %config.name,
+            %address,
+            scheduler = %config.scheduler,
+            families = %describe_families(registry.families()),
+            resources = %config.resources,
+            "worker registered"
+        );
 
         tokio::spawn(serve_data(listener, store.clone()));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -216,6 +231,7 @@ impl Worker {
             waiters: FxHashMap::default(),
             in_flight: FxHashSet::default(),
             pool: Arc::new(PeerPool::default()),
+            registry,
         };
         let heartbeat = config.heartbeat;
         let handle = tokio::spawn(core.run(events_rx, stop_rx, heartbeat));
@@ -310,6 +326,7 @@ struct Core {
     waiters: FxHashMap<Key, Vec<Key>>,
     in_flight: FxHashSet<Key>,
     pool: Arc<PeerPool>,
+    registry: Registry,
 }
 
 fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
@@ -463,25 +480,32 @@ impl Core {
                 let Some(p) = self.tasks.get(&key) else {
                     continue;
                 };
-                let Some(func) = registry::lookup(&p.spec.func) else {
-                    let known: Vec<&str> = registry::names().collect();
+                let Some(func) = self.registry.get_name(&p.spec.func) else {
+                    // The scheduler places tasks by the families workers register, so this is a
+                    // scheduler that did not check (an older one?) or a name it mistook.
                     failures.push((
                         key,
-                        format!(
-                            "unknown function {:?}; this engine has: {}",
-                            p.spec.func,
-                            known.join(", ")
-                        ),
+                        KernelError::failed(format!(
+                            "unknown function {:?}; this worker has {}",
+                            p.spec.func.as_str(),
+                            describe_families(self.registry.families())
+                        )),
                     ));
                     continue;
                 };
-                let args: Result<Vec<Value>, String> =
-                    p.spec.args.iter().map(|a| resolve(a, &mut store)).collect();
-                match args {
-                    Ok(args) => jobs.push(Job {
+                let inputs: Result<Vec<Encoded>, KernelError> = p
+                    .spec
+                    .inputs
+                    .iter()
+                    .map(|k| input(&p.spec, k, &mut store))
+                    .collect();
+                match inputs {
+                    Ok(inputs) => jobs.push(Job {
                         key,
-                        func,
-                        args,
+                        func: func.clone(),
+                        name: p.spec.func.clone(),
+                        payload: p.spec.payload.clone(),
+                        inputs,
                         priority: p.priority,
                     }),
                     Err(e) => failures.push((key, e)),
@@ -508,7 +532,7 @@ impl Core {
             Ok(encoded) => {
                 let nbytes = encoded.len() as u64;
                 let inline = (p.send_result && encoded.len() <= INLINE_RESULT_MAX)
-                    .then(|| encoded.0.clone());
+                    .then(|| encoded.bytes().clone());
                 if let Err(e) = lock(&self.store).put(d.key.clone(), encoded) {
                     // The result is stored; only spilling other results failed.
                     tracing::error!(key = %d.key, error = %e, "spilling to disk failed; results stay in memory");
@@ -535,7 +559,7 @@ impl Core {
         let mut blobs = Vec::new();
         if send_result && nbytes as usize <= INLINE_RESULT_MAX {
             match lock(&self.store).get(key) {
-                Ok(Some(e)) => blobs.push(e.0),
+                Ok(Some(e)) => blobs.push(e.into_bytes()),
                 Ok(None) => {}
                 Err(e) => tracing::error!(%key, error = %e, "cannot read a stored result"),
             }
@@ -555,7 +579,7 @@ impl Core {
             let mut store = lock(&self.store);
             for (key, data) in outcome.found {
                 let nbytes = data.len() as u64;
-                if let Err(e) = store.put(key.clone(), Encoded(data)) {
+                if let Err(e) = store.put(key.clone(), Encoded::from_bytes(data)) {
                     tracing::error!(%key, error = %e, "spilling to disk failed; results stay in memory");
                 }
                 added.push((key, nbytes));
@@ -596,22 +620,18 @@ impl Core {
     }
 }
 
-/// Builds a task's argument from literals and stored results.
-fn resolve(arg: &Arg, store: &mut Store) -> Result<Value, String> {
-    match arg {
-        Arg::Value(v) => Ok(v.clone()),
-        Arg::Key(k) => match store.get(k) {
-            Ok(Some(e)) => e
-                .decode()
-                .map_err(|err| format!("input {k} cannot be decoded: {err}")),
-            Ok(None) => Err(format!("input {k} is not on this worker")),
-            Err(err) => Err(format!("input {k} cannot be read: {err}")),
-        },
-        Arg::List(items) => items
-            .iter()
-            .map(|a| resolve(a, store))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::List),
+/// One of a task's inputs, from the store.
+fn input(spec: &TaskSpec, key: &Key, store: &mut Store) -> Result<Encoded, KernelError> {
+    let index = spec.inputs.iter().position(|k| k == key).unwrap_or(0);
+    let fail = |reason: String| KernelError::Input {
+        func: spec.func.to_string(),
+        index,
+        reason,
+    };
+    match store.get(key) {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(fail(format!("{key} is not on this worker"))),
+        Err(err) => Err(fail(format!("{key} cannot be read: {err}"))),
     }
 }
 
@@ -658,7 +678,7 @@ async fn serve_data_conn(
                     match s.get(&k) {
                         Ok(Some(e)) => {
                             found.push(k);
-                            blobs.push(e.0);
+                            blobs.push(e.into_bytes());
                         }
                         Ok(None) => missing.push(k),
                         Err(e) => {

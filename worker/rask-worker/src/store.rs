@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
-use crate::graph::Key;
-use crate::value::Encoded;
+use rask_core::{Encoded, Key};
 
 /// Share of the memory limit that in-memory results may use before spilling starts (Dask's
 /// `distributed.worker.memory.target`).
@@ -177,7 +176,7 @@ impl Store {
                 actual: bytes.len() as u64,
             });
         }
-        let data = Encoded(Bytes::from(bytes));
+        let data = Encoded::from_bytes(Bytes::from(bytes));
         let fits = self
             .target
             .is_none_or(|target| self.memory_bytes + nbytes <= target);
@@ -304,7 +303,7 @@ impl Store {
 
 /// Writes a whole spill file; on failure removes whatever part of it was written.
 fn write_spill_file(key: &Key, path: &Path, data: &Encoded) -> Result<(), StoreError> {
-    std::fs::write(path, &data.0).map_err(|source| {
+    std::fs::write(path, data.bytes()).map_err(|source| {
         // A partial file would only waste disk until the store is dropped; the write error is the
         // one worth reporting.
         let _ = std::fs::remove_file(path);
@@ -329,7 +328,7 @@ mod tests {
     use super::*;
 
     fn data(len: usize, fill: u8) -> Encoded {
-        Encoded(Bytes::from(vec![fill; len]))
+        Encoded::from_bytes(Bytes::from(vec![fill; len]))
     }
 
     fn key(i: usize) -> Key {
