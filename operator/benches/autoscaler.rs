@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rask::Value;
-use rask::client::{Client, TaskFuture};
-use rask::graph::Arg;
+use rask::client::{Client, Future};
+use rask::seed::{self, lit};
 use rask_operator::autoscaler::driver::{Autoscaler, Outcome, Step};
 use rask_operator::autoscaler::policy::Settings;
 use rask_operator::backend::Backend;
@@ -55,10 +55,13 @@ async fn cluster(rask: &Path, dir: &tempfile::TempDir, workers: usize) -> Arc<Lo
     b
 }
 
-fn stamps(client: &Client, n: usize, secs: f64) -> Vec<TaskFuture> {
-    client.map_args(
-        "stamp",
-        (0..n as i64).map(|i| vec![Arg::from(i), Arg::from(secs)]),
+fn stamps(client: &Client, n: usize, secs: f64) -> Vec<Future<Value>> {
+    client.map(
+        seed::STAMP,
+        (0..n as i64).map(|i| seed::Stamp {
+            x: lit(i),
+            seconds: secs,
+        }),
     )
 }
 

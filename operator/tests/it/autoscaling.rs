@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kube::api::{Api, PostParams};
-use rask::Arg;
+use rask::seed::{self, lit};
 use rask_operator::crd::{DaskAutoscaler, DaskAutoscalerSpec, DaskCluster};
 
 use crate::env::{Env, example, wait_until};
@@ -51,9 +51,12 @@ async fn a_burst_scales_to_the_maximum_and_back_to_the_minimum_losing_nothing() 
     let client = rask::client::Client::connect(env.scheduler.address())
         .await
         .unwrap();
-    let futures = client.map_args(
-        "sleep",
-        (0..2000i64).map(|i| vec![Arg::from(0.02), Arg::from(i)]),
+    let futures = client.map(
+        seed::SLEEP,
+        (0..2000i64).map(|i| seed::Sleep {
+            seconds: 0.02,
+            value: lit(i),
+        }),
     );
     wait_until(
         "scaled up to the maximum",
@@ -80,7 +83,7 @@ async fn a_burst_scales_to_the_maximum_and_back_to_the_minimum_losing_nothing() 
             && env.scheduler_workers().await.len() == 1
     })
     .await;
-    let total = client.submit("sum", vec![Arg::List(kept.iter().map(Arg::from).collect())]);
+    let total = client.submit_with(seed::SUM, |d| kept.iter().map(|f| d.input(f).into()).collect());
     assert_eq!(
         total.result().await.unwrap(),
         rask::Value::Int((0..10).sum())

@@ -71,7 +71,7 @@ impl VmBodies {
                     let mut wc = WorkerConfig::new(scheduler_address.clone(), n.clone());
                     wc.listen_host = Some("127.0.0.1".into());
                     wc.memory_limit = 1 << 30;
-                    match Worker::start(wc).await {
+                    match Worker::start(wc, rask::registry()).await {
                         Ok(w) => {
                             workers.insert(n, w);
                         }

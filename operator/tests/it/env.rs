@@ -211,7 +211,7 @@ async fn run_worker_pods(
             // As `rask worker --memory-limit auto` would give it: with a limit, the scheduler
             // may close a worker holding data (its data moves); without one it never would.
             wc.memory_limit = 1 << 30;
-            match Worker::start(wc).await {
+            match Worker::start(wc, rask::registry()).await {
                 Ok(w) => {
                     workers.lock().unwrap().insert(name, w);
                 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rask::Value;
 use rask::client::Client;
-use rask::graph::Arg;
+use rask::seed::{self, lit};
 use rask_operator::autoscaler::driver::{Autoscaler, Outcome, Step};
 use rask_operator::autoscaler::policy::Settings;
 use rask_operator::backend::Backend;
@@ -75,9 +75,12 @@ async fn a_burst_scales_from_one_to_the_maximum_and_back_losing_nothing() {
 
     // 2,000 tasks of 10 ms whose results say which execution made them.
     let client = Client::connect(backend.scheduler_address()).await.unwrap();
-    let futures = client.map_args(
-        "stamp",
-        (0..2000i64).map(|i| vec![Arg::from(i), Arg::from(0.01)]),
+    let futures = client.map(
+        seed::STAMP,
+        (0..2000i64).map(|i| seed::Stamp {
+            x: lit(i),
+            seconds: 0.01,
+        }),
     );
     let first: Vec<Value> = client.gather(&futures).await.unwrap();
     for (i, v) in first.iter().enumerate() {

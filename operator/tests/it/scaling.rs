@@ -31,7 +31,7 @@ async fn scale_down_retires_exactly_the_workers_the_scheduler_named() {
     let client = rask::client::Client::connect(env.scheduler.address())
         .await
         .unwrap();
-    let futures = client.map("inc", 0..100i64);
+    let futures = client.map(rask::seed::INC, (0..100i64).map(rask::seed::lit));
     client.gather(&futures).await.unwrap();
 
     scale(&env, "rask", 3).await;
@@ -44,12 +44,9 @@ async fn scale_down_retires_exactly_the_workers_the_scheduler_named() {
     })
     .await;
     // Nothing was lost: every result is still there, computed once.
-    let total = client.submit(
-        "sum",
-        vec![rask::Arg::List(
-            futures.iter().map(rask::Arg::from).collect(),
-        )],
-    );
+    let total = client.submit_with(rask::seed::SUM, |d| {
+        futures.iter().map(|f| d.input(f).into()).collect()
+    });
     assert_eq!(
         total.result().await.unwrap(),
         rask::Value::Int((1..=100).sum())
@@ -77,7 +74,7 @@ async fn scaling_to_zero_keeps_the_worker_the_scheduler_would_not_retire() {
     let client = rask::client::Client::connect(env.scheduler.address())
         .await
         .unwrap();
-    let held = client.submit("inc", vec![1i64.into()]);
+    let held = client.submit(rask::seed::INC, rask::seed::lit(1));
     held.result().await.unwrap();
     scale(&env, "rask", 0).await;
     // Two go; the last one holds a result nobody else can take.

@@ -68,7 +68,7 @@ async fn the_client_works_against_rasks_scheduler() {
     let scheduler = Scheduler::start(config).await.unwrap();
     let mut wc = WorkerConfig::new(scheduler.address(), "w0");
     wc.listen_host = Some("127.0.0.1".into());
-    let _worker = Worker::start(wc).await.unwrap();
+    let _worker = Worker::start(wc, rask::registry()).await.unwrap();
     let base = format!("http://{}", scheduler.dashboard_address().unwrap());
     exercise(&SchedulerApi::default(), &base).await;
     scheduler.shutdown().await;

@@ -85,15 +85,16 @@ pub trait AsInput<T> {
 #[doc(hidden)]
 pub struct InputSource(Source);
 
-impl<T> AsInput<T> for Delayed<T> {
-    fn input_source(&self) -> InputSource {
-        InputSource(Source::Node(self.node.clone()))
+impl InputSource {
+    /// A result a client already holds.
+    pub(crate) fn key(key: Key) -> Self {
+        InputSource(Source::Key(key))
     }
 }
 
-impl<T> AsInput<T> for crate::Future<T> {
+impl<T> AsInput<T> for Delayed<T> {
     fn input_source(&self) -> InputSource {
-        InputSource(Source::Key(self.key().clone()))
+        InputSource(Source::Node(self.node.clone()))
     }
 }
 

@@ -1,25 +1,22 @@
 //! The seed workloads `rask run` offers, usable from tests and benchmarks too.
 
-use crate::array::{self, Array, ArrayError, ChunkSpec};
-use crate::client::delayed::{Delayed, delayed};
-use crate::client::{Client, ClientError, TaskFuture};
-use crate::graph::Arg;
-use crate::value::Value;
+use rask_array::{self as array, Array, ArrayError, ChunkSpec};
+use rask_client::delayed::{Delayed, delayed, delayed_with};
+use rask_client::{Client, ClientError, Future};
+use rask_core::{Operand, Value};
+
+use crate::seed::{self, ADD, CUSTOM_OP, INC, SUM, lit};
 
 /// The seed notebook's delayed example: `sum(add(inc(x), custom_op(x)) for x in 0..6)`, which is 131.
-pub fn seed_delayed_graph() -> Delayed {
-    let parts: Vec<Delayed> = (0..6i64)
+pub fn seed_delayed_graph() -> Delayed<Value> {
+    let parts: Vec<Delayed<Value>> = (0..6i64)
         .map(|x| {
-            delayed(
-                "add",
-                vec![
-                    delayed("inc", vec![x.into()]).into(),
-                    delayed("custom_op", vec![x.into()]).into(),
-                ],
-            )
+            let a = delayed(INC, lit(x));
+            let b = delayed(CUSTOM_OP, lit(x));
+            delayed_with(ADD, |d| (d.input(&a).into(), d.input(&b).into()))
         })
         .collect();
-    delayed("sum", vec![parts.into()])
+    delayed_with(SUM, |d| parts.iter().map(|p| d.input(p).into()).collect())
 }
 
 pub async fn seed_delayed(client: &Client) -> Result<i64, ClientError> {
@@ -33,17 +30,18 @@ pub async fn seed_delayed(client: &Client) -> Result<i64, ClientError> {
 /// The seed notebook's futures pipeline: for each of `pairs` (src, dst) pairs,
 /// `save(process2(process1(load(src))), dst)`, each step taking `step_s` seconds.
 /// Returns the futures of the `save` calls, in order.
-pub fn futures_pipeline(client: &Client, pairs: usize, step_s: f64) -> Vec<TaskFuture> {
+pub fn futures_pipeline(client: &Client, pairs: usize, step_s: f64) -> Vec<Future<Value>> {
+    let step = |x: Operand<Value>| seed::Step { x, seconds: step_s };
     (0..pairs)
         .map(|i| {
-            let step = Arg::from(step_s);
-            let loaded = client.submit("load", vec![Arg::from(i as i64), step.clone()]);
-            let p1 = client.submit("process1", vec![(&loaded).into(), step.clone()]);
-            let p2 = client.submit("process2", vec![(&p1).into(), step.clone()]);
-            client.submit(
-                "save",
-                vec![(&p2).into(), Arg::from(format!("out-{i}")), step],
-            )
+            let loaded = client.submit(seed::LOAD, step(lit(i as i64)));
+            let p1 = client.submit_with(seed::PROCESS1, |d| step(d.input(&loaded).into()));
+            let p2 = client.submit_with(seed::PROCESS2, |d| step(d.input(&p1).into()));
+            client.submit_with(seed::SAVE, |d| seed::Save {
+                x: d.input(&p2).into(),
+                dst: format!("out-{i}"),
+                seconds: step_s,
+            })
         })
         .collect()
 }
@@ -58,15 +56,18 @@ pub fn futures_pipeline_expected(i: usize) -> Value {
 
 /// A burst of `tasks` independent tasks of `task_s` seconds each (`sleep(task_s, i)`): a queue the
 /// autoscaler sees build up and drain. Returns the futures, whose results are `0..tasks` in order.
-pub fn burst(client: &Client, tasks: usize, task_s: f64) -> Vec<TaskFuture> {
-    client.map_args(
-        "sleep",
-        (0..tasks).map(|i| vec![Arg::from(task_s), Arg::from(i as i64)]),
+pub fn burst(client: &Client, tasks: usize, task_s: f64) -> Vec<Future<Value>> {
+    client.map(
+        seed::SLEEP,
+        (0..tasks).map(|i| seed::Sleep {
+            seconds: task_s,
+            value: lit(i as i64),
+        }),
     )
 }
 
 /// Indices of the burst's results that are not what `sleep(task_s, i)` returns.
-pub async fn burst_wrong(futures: &[TaskFuture]) -> Result<Vec<usize>, ClientError> {
+pub async fn burst_wrong(futures: &[Future<Value>]) -> Result<Vec<usize>, ClientError> {
     let mut wrong = Vec::new();
     for (i, f) in futures.iter().enumerate() {
         if f.result().await? != Value::Int(i as i64) {

@@ -8,16 +8,18 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-use crate::client::{Client, ClientError};
-use crate::scheduler::server::{Scheduler, SchedulerConfig};
-use crate::scheduler::{SchedulerHandle, Snapshot};
-use crate::worker::{Worker, WorkerConfig, WorkerError};
+use rask_client::{Client, ClientError};
+use rask_core::Registry;
+use rask_scheduler::server::{Scheduler, SchedulerConfig};
+use rask_scheduler::{SchedulerHandle, Snapshot};
+use rask_worker::{Worker, WorkerConfig, WorkerError};
 
 /// Where the workers run.
 #[derive(Clone, Debug)]
 pub enum Mode {
-    /// As tasks of this process (fast to start; a crash takes all down).
-    InProcess,
+    /// As tasks of this process, running the functions of the registry given (fast to start;
+    /// a crash takes all down).
+    InProcess(Registry),
     /// As `rask worker` child processes of this binary.
     Processes { rask_binary: PathBuf },
 }
@@ -35,6 +37,8 @@ pub struct LocalClusterConfig {
     pub local_directory: PathBuf,
     /// Extra environment for worker processes (e.g. `RUST_LOG`).
     pub worker_env: Vec<(String, String)>,
+    /// The scheduler's policy (timeouts, retries).
+    pub policy: rask_scheduler::state::Config,
 }
 
 impl LocalClusterConfig {
@@ -43,10 +47,11 @@ impl LocalClusterConfig {
             workers,
             threads_per_worker,
             memory_limit: 0,
-            mode: Mode::InProcess,
+            mode: Mode::InProcess(crate::registry()),
             dashboard: None,
             local_directory: std::env::temp_dir(),
             worker_env: Vec::new(),
+            policy: rask_scheduler::state::Config::default(),
         }
     }
 
@@ -126,6 +131,7 @@ impl LocalCluster {
     pub async fn start(config: LocalClusterConfig) -> Result<LocalCluster, LocalError> {
         let sched_config = SchedulerConfig {
             dashboard: config.dashboard,
+            policy: config.policy.clone(),
             ..SchedulerConfig::default()
         };
         let scheduler = Scheduler::start(sched_config)
@@ -173,13 +179,13 @@ impl LocalCluster {
         let name = format!("local-{}", self.next_worker);
         self.next_worker += 1;
         let w = match &self.config.mode {
-            Mode::InProcess => {
+            Mode::InProcess(registry) => {
                 let mut wc = WorkerConfig::new(self.scheduler.address(), name.clone());
                 wc.nthreads = self.config.threads_per_worker;
                 wc.memory_limit = self.config.memory_limit;
                 wc.local_directory = self.config.local_directory.clone();
                 wc.listen_host = Some("127.0.0.1".into());
-                let worker = Worker::start(wc)
+                let worker = Worker::start(wc, registry.clone())
                     .await
                     .map_err(|source| LocalError::Worker {
                         name: name.clone(),

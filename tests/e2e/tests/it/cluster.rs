@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kube::api::PostParams;
-use rask::Arg;
+use rask::seed::{self, lit};
 use rask_e2e::{E2e, example};
 use rask_operator::crd::{ClusterPhase, DaskAutoscaler, DaskAutoscalerSpec, DaskCluster};
 use rask_operator::scheduler_api::SchedulerApi;
@@ -119,9 +119,12 @@ async fn an_autoscaler_scales_real_workers_under_a_burst_and_back() {
     let client = rask::client::Client::connect(&e2e.scheduler_address("rask"))
         .await
         .unwrap();
-    let futures = client.map_args(
-        "sleep",
-        (0..600i64).map(|i| vec![Arg::from(0.02), Arg::from(i)]),
+    let futures = client.map(
+        seed::SLEEP,
+        (0..600i64).map(|i| seed::Sleep {
+            seconds: 0.02,
+            value: lit(i),
+        }),
     );
     e2e.wait_until("3 workers joined", T, async || connected(&e2e).await == 3)
         .await;

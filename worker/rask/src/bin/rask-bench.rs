@@ -21,11 +21,12 @@ use clap::{Parser, ValueEnum};
 use serde_json::{Value as Json, json};
 
 use rask::array::ChunkSpec;
-use rask::client::delayed::{Delayed, delayed};
-use rask::client::{Client, ClientError, TaskFuture};
+use rask::client::delayed::{Delayed, delayed, delayed_with};
+use rask::client::{Client, ClientError, Future};
 use rask::jobs;
 use rask::local::{LocalCluster, LocalClusterConfig, LocalError};
-use rask::value::Value;
+use rask::seed::{ADD, CUSTOM_OP, INC, SUM, lit};
+use rask::Value;
 
 /// Dask's figures from DESIGN.md ("Dask 2026.8 on a 2-core machine of this kind, median of 3").
 mod dask_ref {
@@ -337,7 +338,7 @@ async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
     let client = cluster.client().await?;
     // One task per worker first (each starts with room for one task of unknown duration), so
     // connections are open and `inc`'s duration is known before measuring, as bench_e warms up.
-    let warm = client.map("inc", 0..WORKERS as i64);
+    let warm = client.map(INC, (0..WORKERS as i64).map(lit));
     client.gather(&warm).await?;
     drop(warm);
     let line = match w {
@@ -471,7 +472,7 @@ async fn drained(cluster: &LocalCluster, workload: &'static str) -> Result<()> {
 /// Gathers `futures` and checks that the last one is `expected`.
 async fn gather_checked(
     client: &Client,
-    futures: &[TaskFuture],
+    futures: &[Future<Value>],
     workload: &'static str,
     expected: Value,
 ) -> Result<()> {
@@ -489,12 +490,10 @@ async fn gather_checked(
 /// One timed `map` (or `submit` loop) + gather: (seconds to submit, seconds in total).
 async fn map_once(client: &Client, n: usize, submit_loop: bool) -> Result<(f64, f64)> {
     let t0 = Instant::now();
-    let futures: Vec<TaskFuture> = if submit_loop {
-        (0..n as i64)
-            .map(|i| client.submit("inc", vec![i.into()]))
-            .collect()
+    let futures: Vec<Future<Value>> = if submit_loop {
+        (0..n as i64).map(|i| client.submit(INC, lit(i))).collect()
     } else {
-        client.map("inc", 0..n as i64)
+        client.map(INC, (0..n as i64).map(lit))
     };
     let submitted = t0.elapsed().as_secs_f64();
     gather_checked(client, &futures, "map", Value::Int(n as i64)).await?;
@@ -554,9 +553,9 @@ fn rss_report(cluster: &LocalCluster) -> Result<Json> {
 /// One chain of `links` dependent tasks: (seconds to submit, seconds in total).
 async fn chain_once(client: &Client, links: usize) -> Result<(f64, f64)> {
     let t0 = Instant::now();
-    let mut x = client.submit("inc", vec![0i64.into()]);
+    let mut x = client.submit(INC, lit(0));
     for _ in 1..links {
-        x = client.submit("inc", vec![(&x).into()]);
+        x = client.submit_with(INC, |d| d.input(&x).into());
     }
     let submitted = t0.elapsed().as_secs_f64();
     gather_checked(
@@ -591,33 +590,32 @@ async fn chain(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Jso
 }
 
 /// bench_d's "independent" graph: `sum(inc(i) for i in 0..n)`, n + 1 tasks.
-fn independent_graph(n: usize) -> (Delayed, i64) {
-    let parts: Vec<Delayed> = (0..n as i64)
-        .map(|i| delayed("inc", vec![i.into()]))
-        .collect();
+fn independent_graph(n: usize) -> (Delayed<Value>, i64) {
+    let parts: Vec<Delayed<Value>> = (0..n as i64).map(|i| delayed(INC, lit(i))).collect();
     let expected = (1..=n as i64).sum();
-    (delayed("sum", vec![parts.into()]), expected)
+    let total = delayed_with(SUM, |d| parts.iter().map(|p| d.input(p).into()).collect());
+    (total, expected)
 }
 
 /// bench_d's "seed_pattern" graph: `sum(add(inc(x), custom_op(x)) for x in 0..n/3)`.
-fn seed_pattern_graph(n: usize) -> (Delayed, i64) {
-    let parts: Vec<Delayed> = (0..(n / 3) as i64)
+fn seed_pattern_graph(n: usize) -> (Delayed<Value>, i64) {
+    let parts: Vec<Delayed<Value>> = (0..(n / 3) as i64)
         .map(|x| {
-            delayed(
-                "add",
-                vec![
-                    delayed("inc", vec![x.into()]).into(),
-                    delayed("custom_op", vec![x.into()]).into(),
-                ],
-            )
+            let a = delayed(INC, lit(x));
+            let b = delayed(CUSTOM_OP, lit(x));
+            delayed_with(ADD, |d| (d.input(&a).into(), d.input(&b).into()))
         })
         .collect();
     let expected = (0..(n / 3) as i64).map(|x| x + 1 + 2 * x * x).sum();
-    (delayed("sum", vec![parts.into()]), expected)
+    let total = delayed_with(SUM, |d| parts.iter().map(|p| d.input(p).into()).collect());
+    (total, expected)
 }
 
 /// Builds a delayed graph and computes it: (build seconds, compute seconds).
-async fn delayed_once(client: &Client, build: impl Fn() -> (Delayed, i64)) -> Result<(f64, f64)> {
+async fn delayed_once(
+    client: &Client,
+    build: impl Fn() -> (Delayed<Value>, i64),
+) -> Result<(f64, f64)> {
     let t0 = Instant::now();
     let (root, expected) = build();
     let built = t0.elapsed().as_secs_f64();

@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use rask::client::ClientError;
-use rask::client::delayed::{Delayed, delayed};
+use rask::client::delayed::{Delayed, delayed, delayed_with};
+use rask::core::protocol::TaskError;
 use rask::local::{LocalCluster, LocalClusterConfig};
-use rask::{Arg, Value, jobs};
+use rask::seed::{self, lit};
+use rask::{Func, KernelError, Value, jobs};
 
 use crate::{eventually, process_cluster};
 
@@ -30,15 +32,23 @@ async fn futures_pipeline_gives_every_pair() {
 }
 
 /// 2,000 leaf tasks, 200 partial sums of 10, one total: intermediate results live only on workers.
-fn two_level_sum(leaf_seconds: f64) -> Delayed {
-    let leaves: Vec<Delayed> = (0..2000i64)
-        .map(|i| delayed("sleep", vec![leaf_seconds.into(), i.into()]))
+fn two_level_sum(leaf_seconds: f64) -> Delayed<Value> {
+    let leaves: Vec<Delayed<Value>> = (0..2000i64)
+        .map(|i| {
+            delayed(
+                seed::SLEEP,
+                seed::Sleep {
+                    seconds: leaf_seconds,
+                    value: lit(i),
+                },
+            )
+        })
         .collect();
-    let partials: Vec<Delayed> = leaves
+    let partials: Vec<Delayed<Value>> = leaves
         .chunks(10)
-        .map(|c| delayed("sum", vec![c.to_vec().into()]))
+        .map(|c| delayed_with(seed::SUM, |d| c.iter().map(|l| d.input(l).into()).collect()))
         .collect();
-    delayed("sum", vec![partials.into()])
+    delayed_with(seed::SUM, |d| partials.iter().map(|p| d.input(p).into()).collect())
 }
 
 #[tokio::test]
@@ -85,10 +95,12 @@ async fn sigkill_of_a_worker_mid_job_still_gives_the_right_answer() {
 
 #[tokio::test]
 async fn a_task_error_reaches_the_client_with_its_key() {
-    let cluster = LocalCluster::new(2, 1).await.unwrap();
+    let mut config = LocalClusterConfig::new(2, 1);
+    config.policy.no_workers_timeout_s = Some(0.0);
+    let cluster = LocalCluster::start(config).await.unwrap();
     let client = cluster.client().await.unwrap();
-    let bad = client.submit("fail", vec!["disk on fire".into()]);
-    let after = client.submit("inc", vec![(&bad).into()]);
+    let bad = client.submit(seed::FAIL, "disk on fire".to_owned());
+    let after = client.submit_with(seed::INC, |d| d.input(&bad).into());
     let err = tokio::time::timeout(Duration::from_secs(10), after.result())
         .await
         .expect("no hang")
@@ -96,20 +108,27 @@ async fn a_task_error_reaches_the_client_with_its_key() {
     match &err {
         ClientError::Task(f) => {
             assert_eq!(&f.key, bad.key());
-            assert_eq!(f.message, "disk on fire");
+            assert_eq!(f.error, TaskError::Kernel(KernelError::failed("disk on fire")));
         }
         other => panic!("expected a task error, got {other:?}"),
     }
     assert!(err.to_string().contains(bad.key().as_str()), "{err}");
-    // Unknown functions are errors naming the function, not hangs.
-    let unknown = client.submit("no_such_function", vec![]);
-    let err = unknown.result().await.unwrap_err().to_string();
+    // A function no worker has fails (here at once: no-workers-timeout 0) naming the function
+    // and what the workers have, instead of hanging.
+    const NOPE: Func<i64, Value> = Func::new("nobody.nope");
+    let unknown = client.submit(NOPE, 1);
+    let err = tokio::time::timeout(Duration::from_secs(10), unknown.result())
+        .await
+        .expect("no hang")
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("unknown function \"no_such_function\""),
+        err.contains("no worker can run nobody.nope: the workers have seed "),
         "{err}"
     );
+    assert!(err.contains("array ") && err.contains("frame "), "{err}");
     // Wrong argument types name the function.
-    let wrong = client.submit("inc", vec!["x".into()]);
+    let wrong = client.submit(seed::INC, lit("x"));
     assert!(
         wrong
             .result()
@@ -125,7 +144,7 @@ async fn a_task_error_reaches_the_client_with_its_key() {
 async fn retire_workers_moves_data_so_nothing_is_recomputed() {
     let cluster = process_cluster(3).await;
     let client = cluster.client().await.unwrap();
-    let futures = client.map("inc", 0..300i64);
+    let futures = client.map(seed::INC, (0..300i64).map(lit));
     client.gather(&futures).await.unwrap();
     let before = cluster.snapshot().await.unwrap();
     assert_eq!(before.tasks_computed_total, 300);
@@ -146,10 +165,9 @@ async fn retire_workers_moves_data_so_nothing_is_recomputed() {
     assert_eq!(after.workers.len(), 2);
     assert_eq!(after.tasks.memory, 300, "every result still held");
     // Using every result needs the moved data: only the sum itself runs.
-    let total = client.submit(
-        "sum",
-        vec![Arg::List(futures.iter().map(Arg::from).collect())],
-    );
+    let total = client.submit_with(seed::SUM, |d| {
+        futures.iter().map(|f| d.input(f).into()).collect()
+    });
     assert_eq!(total.result().await.unwrap(), Value::Int((1..=300).sum()));
     assert_eq!(
         cluster.snapshot().await.unwrap().tasks_computed_total,
@@ -168,9 +186,12 @@ async fn results_over_the_memory_limit_spill_and_read_back_intact() {
     let cluster = LocalCluster::start(config).await.unwrap();
     let client = cluster.client().await.unwrap();
     // 40 results of 100 kB: 4 MB against a 1 MiB limit.
-    let blobs = client.map_args(
-        "bytes",
-        (0..40i64).map(|i| vec![Arg::from(100_000i64), Arg::from(i)]),
+    let blobs = client.map(
+        seed::BYTES,
+        (0..40u8).map(|i| seed::MakeBytes {
+            n: 100_000,
+            fill: i,
+        }),
     );
     client.gather(&blobs).await.unwrap();
     let handle = cluster.handle();
@@ -184,7 +205,10 @@ async fn results_over_the_memory_limit_spill_and_read_back_intact() {
     .await;
     assert!(spilled, "most results went to disk");
     // Read every result back through the worker (from disk for the spilled ones).
-    let copies = client.map("identity", blobs.iter());
+    let copies: Vec<_> = blobs
+        .iter()
+        .map(|b| client.submit_with(seed::IDENTITY, |d| d.input(b).into()))
+        .collect();
     for (i, v) in client
         .gather(&copies)
         .await
@@ -208,7 +232,13 @@ async fn large_results_are_fetched_from_the_worker() {
     let cluster = LocalCluster::new(1, 1).await.unwrap();
     let client = cluster.client().await.unwrap();
     // Over the inline limit, so the client fetches it from the worker's data server.
-    let big = client.submit("bytes", vec![Arg::from(3_000_000i64), Arg::from(7i64)]);
+    let big = client.submit(
+        seed::BYTES,
+        seed::MakeBytes {
+            n: 3_000_000,
+            fill: 7,
+        },
+    );
     match big.result().await.unwrap() {
         Value::Bytes(b) => assert!(b.len() == 3_000_000 && b.iter().all(|&x| x == 7)),
         other => panic!("unexpected {other:?}"),
@@ -220,7 +250,13 @@ async fn large_results_are_fetched_from_the_worker() {
 async fn a_scheduler_that_goes_away_fails_pending_results_instead_of_hanging() {
     let cluster = LocalCluster::new(1, 1).await.unwrap();
     let client = cluster.client().await.unwrap();
-    let slow = client.submit("sleep", vec![30.0.into()]);
+    let slow = client.submit(
+        seed::SLEEP,
+        seed::Sleep {
+            seconds: 30.0,
+            value: lit(()),
+        },
+    );
     cluster.shutdown().await;
     let err = tokio::time::timeout(Duration::from_secs(10), slow.result())
         .await
@@ -233,7 +269,7 @@ async fn a_scheduler_that_goes_away_fails_pending_results_instead_of_hanging() {
 async fn released_futures_are_freed_on_the_workers() {
     let cluster = LocalCluster::new(2, 1).await.unwrap();
     let client = cluster.client().await.unwrap();
-    let futures = client.map("inc", 0..100i64);
+    let futures = client.map(seed::INC, (0..100i64).map(lit));
     client.gather(&futures).await.unwrap();
     assert_eq!(cluster.snapshot().await.unwrap().tasks.memory, 100);
     drop(futures);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rask::Arg;
+use rask::seed::{self, lit};
 use serde_json::Value as Json;
 
 use crate::{eventually, http, process_cluster};
@@ -42,7 +42,13 @@ async fn endpoints_answer_with_dask_shapes_on_a_live_cluster() {
 
     // Queue 200 one-second tasks on 2 threads: the target asks for more workers.
     let client = cluster.client().await.unwrap();
-    let _queued = client.map_args("sleep", (0..200).map(|_| vec![Arg::from(1.0)]));
+    let _queued = client.map(
+        seed::SLEEP,
+        (0..200).map(|_| seed::Sleep {
+            seconds: 1.0,
+            value: lit(()),
+        }),
+    );
     let handle = cluster.handle();
     assert!(
         eventually(Duration::from_secs(5), async || handle

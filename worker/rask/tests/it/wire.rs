@@ -4,7 +4,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use rask::local::LocalCluster;
-use rask::protocol::{DEFAULT_MAX_FRAME, Envelope, ToScheduler, encode_frame};
+use rask::core::protocol::{DEFAULT_MAX_FRAME, Envelope, ToScheduler, encode_frame};
 
 fn host_port(addr: &str) -> &str {
     addr.trim_start_matches("tcp://")
@@ -49,7 +49,7 @@ async fn garbage_and_oversized_frames_do_not_hurt_the_scheduler_or_workers() {
     let client = cluster.client().await.unwrap();
     assert_eq!(
         client
-            .submit("inc", vec![41i64.into()])
+            .submit(rask::seed::INC, rask::seed::lit(41))
             .result()
             .await
             .unwrap(),

@@ -1,0 +1,465 @@
+//! The client: a connection to a scheduler, and the futures of the results it holds.
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use rask_core::net::{self, PeerPool};
+use rask_core::protocol::{Envelope, FromScheduler, TaskFailure, ToScheduler};
+use rask_core::{Data, Encoded, Func, Key, TaskSpec};
+use crate::delayed::{
+    AsInput, Delayed, Deps, InputSource, func_prefix, graph_of, new_key, payload_of,
+};
+
+/// Why a client call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to the scheduler at {address}: {reason}")]
+    Connect { address: String, reason: String },
+    /// A task raised (or depends on one that did): the failing task's key and message.
+    #[error("{0}")]
+    Task(TaskFailure),
+    #[error("lost the connection to the scheduler: {0}")]
+    Lost(String),
+    #[error("result of {key} cannot be decoded: {reason}")]
+    Decode { key: Key, reason: String },
+    #[error("result of {key} could not be fetched from {holders:?}: {reason}")]
+    Fetch {
+        key: Key,
+        holders: Vec<String>,
+        reason: String,
+    },
+}
+
+/// A connection to a scheduler; cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sched: net::Sender<ToScheduler>,
+    results: Mutex<Results>,
+    pool: Arc<PeerPool>,
+    /// Keys whose last future was dropped, sent to the scheduler in batches.
+    releases: Mutex<Vec<Key>>,
+    release_wake: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Results {
+    slots: FxHashMap<Key, Slot>,
+    /// Set once the scheduler connection is gone.
+    lost: Option<String>,
+}
+
+struct Slot {
+    outcome: Option<Outcome>,
+    notify: Arc<Notify>,
+}
+
+enum Poll {
+    Ready(Encoded),
+    Fetch(Vec<String>),
+    Wait(Arc<Notify>),
+}
+
+#[derive(Clone)]
+enum Outcome {
+    /// The encoded value, here.
+    Value(Encoded),
+    /// In memory on these workers; fetched on demand.
+    Remote(Vec<String>),
+    Failed(TaskFailure),
+}
+
+impl Client {
+    /// Connects and registers with the scheduler at `address` (`tcp://host:port`).
+    pub async fn connect(address: &str) -> Result<Client, ClientError> {
+        let connect_err = |reason: String| ClientError::Connect {
+            address: address.to_owned(),
+            reason,
+        };
+        let stream = net::connect(address, Duration::from_secs(10))
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let (sched, mut rx) = net::split::<ToScheduler>(stream, address.to_owned());
+        sched.send(ToScheduler::RegisterClient {
+            name: format!("client-{}", crate::delayed::process_token()),
+        });
+        match rx.recv::<FromScheduler>().await {
+            Ok(Some(batch))
+                if matches!(
+                    batch.first().map(|e| &e.msg),
+                    Some(FromScheduler::Welcome { .. })
+                ) => {}
+            Ok(Some(batch)) => {
+                return Err(connect_err(format!(
+                    "unexpected reply {:?}",
+                    batch.first().map(|e| &e.msg)
+                )));
+            }
+            Ok(None) => return Err(connect_err("closed during registration".into())),
+            Err(e) => return Err(connect_err(e.to_string())),
+        }
+        let release_wake = Arc::new(Notify::new());
+        let inner = Arc::new(Inner {
+            sched,
+            results: Mutex::new(Results::default()),
+            pool: Arc::new(PeerPool::default()),
+            releases: Mutex::new(Vec::new()),
+            release_wake: release_wake.clone(),
+        });
+        tokio::spawn(release_loop(Arc::downgrade(&inner), release_wake));
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let reason = loop {
+                let batch = match rx.recv::<FromScheduler>().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => break "the scheduler closed the connection".to_owned(),
+                    Err(e) => break format!("malformed message from the scheduler: {e}"),
+                };
+                let Some(inner) = weak.upgrade() else { return };
+                inner.on_batch(batch);
+            };
+            if let Some(inner) = weak.upgrade() {
+                inner.on_lost(reason);
+            }
+        });
+        Ok(Client { inner })
+    }
+
+    /// Runs `f(args)` on the cluster (arguments without inputs).
+    pub fn submit<A: Serialize, R>(&self, f: Func<A, R>, args: A) -> Future<R> {
+        self.submit_with(f, |_| args)
+    }
+
+    /// Runs `f` on arguments that read other results: `build` registers them with the [`Deps`].
+    pub fn submit_with<A: Serialize, R>(
+        &self,
+        f: Func<A, R>,
+        build: impl FnOnce(&mut Deps) -> A,
+    ) -> Future<R> {
+        let mut deps = Deps::new();
+        let args = build(&mut deps);
+        let spec = TaskSpec::new(
+            new_key(func_prefix(f.name())),
+            f.func_name(),
+            payload_of(f.name(), &args),
+            deps.keys(),
+        );
+        self.submit_spec(spec).cast()
+    }
+
+    /// Runs `f` on each item's arguments, as one submission.
+    pub fn map<A: Serialize, R>(
+        &self,
+        f: Func<A, R>,
+        items: impl IntoIterator<Item = A>,
+    ) -> Vec<Future<R>> {
+        let prefix = func_prefix(f.name());
+        let specs = items
+            .into_iter()
+            .map(|args| {
+                TaskSpec::new(
+                    new_key(prefix),
+                    f.func_name(),
+                    payload_of(f.name(), &args),
+                    Vec::new(),
+                )
+            })
+            .collect();
+        self.send_graph(specs)
+    }
+
+    /// Runs one task built elsewhere (a kernel, a Python call) and holds its result.
+    pub fn submit_spec(&self, spec: TaskSpec) -> Future<Encoded> {
+        self.send_graph(vec![spec])
+            .pop()
+            .unwrap_or_else(|| unreachable!("send_graph returns one future per wanted task"))
+    }
+
+    /// Sends a delayed value's whole graph in one message; the future resolves to its value.
+    pub fn compute<R>(&self, d: &Delayed<R>) -> Future<R> {
+        let mut fs = self.compute_many(std::slice::from_ref(d));
+        fs.pop()
+            .unwrap_or_else(|| unreachable!("one root gives one future"))
+    }
+
+    /// Computes several delayed values together (shared inputs run once).
+    pub fn compute_many<R>(&self, roots: &[Delayed<R>]) -> Vec<Future<R>> {
+        let tasks = graph_of(roots);
+        let wanted: Vec<Key> = roots.iter().map(|d| d.key().clone()).collect();
+        self.send(tasks, wanted)
+    }
+
+    /// Sends tasks that are all wanted (futures for each).
+    fn send_graph<R>(&self, tasks: Vec<TaskSpec>) -> Vec<Future<R>> {
+        let wanted = tasks.iter().map(|t| t.key.clone()).collect();
+        self.send(tasks, wanted)
+    }
+
+    /// Sends tasks and holds the `wanted` keys.
+    pub fn send<R>(&self, tasks: Vec<TaskSpec>, wanted: Vec<Key>) -> Vec<Future<R>> {
+        {
+            let mut r = self.inner.lock();
+            for k in &wanted {
+                r.slots.entry(k.clone()).or_insert_with(|| Slot {
+                    outcome: None,
+                    notify: Arc::new(Notify::new()),
+                });
+            }
+        }
+        let futures = wanted
+            .iter()
+            .map(|k| Future {
+                inner: Arc::new(FutureRef {
+                    key: k.clone(),
+                    client: self.clone(),
+                }),
+                _result: PhantomData,
+            })
+            .collect();
+        self.inner
+            .sched
+            .send(ToScheduler::UpdateGraph { tasks, wanted });
+        futures
+    }
+
+    /// Waits for every future and returns their values in order; the first failure is returned
+    /// as the error (naming the task that raised).
+    pub async fn gather<R: Data>(&self, futures: &[Future<R>]) -> Result<Vec<R>, ClientError> {
+        let mut out = Vec::with_capacity(futures.len());
+        for f in futures {
+            out.push(f.result().await?);
+        }
+        Ok(out)
+    }
+
+    async fn result_of(&self, key: &Key) -> Result<Encoded, ClientError> {
+        loop {
+            let notify = match self.poll(key)? {
+                Poll::Ready(v) => return Ok(v),
+                Poll::Fetch(holders) => {
+                    let v = self.fetch(key, holders).await?;
+                    if let Some(slot) = self.inner.lock().slots.get_mut(key) {
+                        slot.outcome = Some(Outcome::Value(v.clone()));
+                    }
+                    return Ok(v);
+                }
+                Poll::Wait(notify) => notify,
+            };
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Re-check after registering, so a result that arrived in between is not missed.
+            let ready = {
+                let r = self.inner.lock();
+                r.lost.is_some() || r.slots.get(key).is_some_and(|s| s.outcome.is_some())
+            };
+            if !ready {
+                notified.await;
+            }
+        }
+    }
+
+    fn poll(&self, key: &Key) -> Result<Poll, ClientError> {
+        let r = self.inner.lock();
+        let Some(slot) = r.slots.get(key) else {
+            return Err(ClientError::Lost(format!(
+                "{key} is not held by this client"
+            )));
+        };
+        match &slot.outcome {
+            Some(Outcome::Value(v)) => Ok(Poll::Ready(v.clone())),
+            Some(Outcome::Failed(f)) => Err(ClientError::Task(f.clone())),
+            Some(Outcome::Remote(holders)) => Ok(Poll::Fetch(holders.clone())),
+            None => match &r.lost {
+                Some(reason) => Err(ClientError::Lost(reason.clone())),
+                None => Ok(Poll::Wait(slot.notify.clone())),
+            },
+        }
+    }
+
+    async fn fetch(&self, key: &Key, holders: Vec<String>) -> Result<Encoded, ClientError> {
+        let mut last = String::from("no holder");
+        for h in &holders {
+            match self.inner.pool.get_data(h, vec![key.clone()]).await {
+                Ok((mut found, _)) => {
+                    if let Some((_, data)) = found.pop() {
+                        return Ok(Encoded::from_bytes(data));
+                    }
+                    last = format!("{h} does not hold it");
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(ClientError::Fetch {
+            key: key.clone(),
+            holders,
+            reason: last,
+        })
+    }
+
+    /// Closes the connection; futures still held fail with [`ClientError::Lost`].
+    pub fn close(self) {
+        drop(self);
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Results> {
+        self.results.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn on_batch(&self, batch: Vec<Envelope<FromScheduler>>) {
+        let mut wake = Vec::new();
+        let mut r = self.lock();
+        for env in batch {
+            let (key, outcome) = match env.msg {
+                FromScheduler::KeyInMemory { key, who_has, .. } => {
+                    match env.blobs.into_iter().next() {
+                        Some(data) => (key, Outcome::Value(Encoded::from_bytes(data))),
+                        None => (key, Outcome::Remote(who_has)),
+                    }
+                }
+                FromScheduler::KeyErred { key, failure } => (key, Outcome::Failed(failure)),
+                other => {
+                    tracing::debug!(message = ?other, "client ignoring message");
+                    continue;
+                }
+            };
+            if let Some(slot) = r.slots.get_mut(&key) {
+                slot.outcome = Some(outcome);
+                wake.push(slot.notify.clone());
+            }
+        }
+        drop(r);
+        for n in wake {
+            n.notify_waiters();
+        }
+    }
+
+    fn on_lost(&self, reason: String) {
+        let mut r = self.lock();
+        r.lost = Some(reason);
+        let all: Vec<Arc<Notify>> = r.slots.values().map(|s| s.notify.clone()).collect();
+        drop(r);
+        for n in all {
+            n.notify_waiters();
+        }
+    }
+
+    fn release(&self, key: &Key) {
+        self.lock().slots.remove(key);
+        let mut pending = self.releases.lock().unwrap_or_else(|p| p.into_inner());
+        pending.push(key.clone());
+        if pending.len() == 1 {
+            self.release_wake.notify_one();
+        }
+    }
+
+    fn flush_releases(&self) {
+        let keys = std::mem::take(&mut *self.releases.lock().unwrap_or_else(|p| p.into_inner()));
+        if !keys.is_empty() {
+            self.sched.send(ToScheduler::ReleaseKeys { keys });
+        }
+    }
+}
+
+/// Sends dropped futures' keys in batches: dropping 10,000 futures is one message, not 10,000.
+async fn release_loop(inner: std::sync::Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        if inner.strong_count() == 0 {
+            return;
+        }
+        wake.notified().await;
+        // Let the rest of a drop burst arrive.
+        tokio::task::yield_now().await;
+        match inner.upgrade() {
+            Some(strong) => strong.flush_releases(),
+            None => return,
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.flush_releases();
+        // Ends the release loop.
+        self.release_wake.notify_one();
+    }
+}
+
+/// A task's result that is or will be on the cluster, whose value is an `R`. Clones share one
+/// hold on the result; when the last is dropped the scheduler may free it.
+pub struct Future<R = Encoded> {
+    inner: Arc<FutureRef>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for Future<R> {
+    fn clone(&self) -> Self {
+        Future {
+            inner: self.inner.clone(),
+            _result: PhantomData,
+        }
+    }
+}
+
+struct FutureRef {
+    key: Key,
+    client: Client,
+}
+
+impl Drop for FutureRef {
+    fn drop(&mut self) {
+        self.client.inner.release(&self.key);
+    }
+}
+
+impl<R> Future<R> {
+    pub fn key(&self) -> &Key {
+        &self.inner.key
+    }
+
+    /// The same result, read as another type.
+    pub fn cast<S>(self) -> Future<S> {
+        Future {
+            inner: self.inner,
+            _result: PhantomData,
+        }
+    }
+
+    /// Waits for the result and returns it undecoded.
+    pub async fn encoded(&self) -> Result<Encoded, ClientError> {
+        self.inner.client.result_of(&self.inner.key).await
+    }
+}
+
+impl<T> AsInput<T> for Future<T> {
+    fn input_source(&self) -> InputSource {
+        InputSource::key(self.key().clone())
+    }
+}
+
+impl<R: Data> Future<R> {
+    /// Waits for the value.
+    pub async fn result(&self) -> Result<R, ClientError> {
+        let e = self.encoded().await?;
+        R::decode(&e).map_err(|err| ClientError::Decode {
+            key: self.key().clone(),
+            reason: err.to_string(),
+        })
+    }
+}
+
+impl<R> std::fmt::Debug for Future<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Future({})", self.inner.key)
+    }
+}
