@@ -73,6 +73,11 @@ pub enum ToScheduler {
     WorkerClosing {
         reason: String,
     },
+    /// Worker: it stopped (`true`) or resumed (`false`) taking new tasks, its process being over
+    /// (or back under) its memory's pause threshold. A paused worker gets no new tasks.
+    Paused {
+        paused: bool,
+    },
 }
 
 /// What a worker tells the scheduler when it registers.
@@ -93,9 +98,13 @@ pub struct WorkerInfo {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkerLoad {
+    /// Bytes of results held in memory.
     pub memory_bytes: u64,
     pub spilled_bytes: u64,
     pub executing: u32,
+    /// The process's resident set (0 when not measured: no memory limit).
+    #[serde(default)]
+    pub rss: u64,
 }
 
 /// Messages from the scheduler to clients and workers.

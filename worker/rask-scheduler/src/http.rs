@@ -45,7 +45,7 @@
 //!
 //! Where rask differs: worker states come from task counts (no tasks processing: idle; fewer than
 //! its threads: partially saturated; else saturated) where Dask also weighs expected durations;
-//! rask workers never pause, so the `paused` worker state always reads 0; and
+//! and
 //! `dask_scheduler_tasks_suspicious_total` carries no `task_prefix_name` label because the
 //! scheduler counts suspicious tasks only in total. Figures Dask has no metric for use a `rask_`
 //! prefix: `rask_scheduler_transfer_bytes_total`, `rask_scheduler_start_time_seconds`,
@@ -386,10 +386,12 @@ fn metrics_text(s: &Snapshot) -> Result<String, std::fmt::Error> {
         ConstGauge::new(s.adaptive_target),
     );
 
-    let (mut idle, mut partially_saturated, mut saturated, mut retiring) = (0, 0, 0, 0);
+    let (mut idle, mut partially_saturated, mut saturated, mut paused, mut retiring) =
+        (0, 0, 0, 0, 0);
     for w in &s.workers {
         match w.status {
             WorkerStatus::Retiring => retiring += 1,
+            WorkerStatus::Paused => paused += 1,
             WorkerStatus::Running if w.processing == 0 => idle += 1,
             WorkerStatus::Running if w.processing < w.nthreads as usize => partially_saturated += 1,
             WorkerStatus::Running => saturated += 1,
@@ -404,8 +406,7 @@ fn metrics_text(s: &Snapshot) -> Result<String, std::fmt::Error> {
                 ("idle", idle),
                 ("partially_saturated", partially_saturated),
                 ("saturated", saturated),
-                // rask workers do not pause.
-                ("paused", 0),
+                ("paused", paused),
                 ("retiring", retiring),
             ],
         ),
@@ -638,6 +639,7 @@ mod tests {
             processing,
             keys: 3,
             spilled_bytes: 0,
+            rss: 0,
             status: WorkerStatus::Running,
             pid: 4242,
             last_seen_s: 0.5,

@@ -121,6 +121,8 @@ pub struct WorkerSnapshot {
     pub keys: usize,
     /// Bytes of results it has spilled to disk (from its last heartbeat).
     pub spilled_bytes: u64,
+    /// Its process's resident set, from its last heartbeat (0 when it has no memory limit).
+    pub rss: u64,
     pub status: WorkerStatus,
     pub pid: u32,
     /// Seconds since its last message.
@@ -131,6 +133,8 @@ pub struct WorkerSnapshot {
 #[serde(rename_all = "snake_case")]
 pub enum WorkerStatus {
     Running,
+    /// Over its memory's pause threshold: it gets no new tasks until it resumes.
+    Paused,
     /// Being retired: its data is moving to other workers.
     Retiring,
 }

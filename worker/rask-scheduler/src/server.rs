@@ -529,6 +529,7 @@ fn on_worker_message(
             tracing::info!(worker = id, %reason, "worker closing");
             state.remove_worker(id, now, out);
         }
+        ToScheduler::Paused { paused } => state.set_paused(id, paused, now, out),
         other => {
             tracing::warn!(worker = id, message = ?other, "ignoring a client message from a worker")
         }

@@ -467,6 +467,27 @@ impl State {
         }
     }
 
+    /// A worker paused (over its memory's pause threshold) or resumed.
+    pub fn set_paused(&mut self, worker: WorkerId, paused: bool, now: f64, out: &mut impl Outbox) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        w.last_seen = now;
+        match (w.status, paused) {
+            (WorkerStatus::Running, true) => {
+                tracing::warn!(worker = %w.info.name, "worker paused: its memory is over the pause threshold");
+                w.status = WorkerStatus::Paused;
+            }
+            (WorkerStatus::Paused, false) => {
+                tracing::info!(worker = %w.info.name, "worker resumed");
+                w.status = WorkerStatus::Running;
+                self.drain_queue(now, out);
+            }
+            // A retiring worker stays retiring.
+            _ => {}
+        }
+    }
+
     /// Any message from a worker shows it is alive.
     pub fn touch(&mut self, worker: WorkerId, now: f64) {
         if let Some(w) = self.workers.get_mut(&worker) {
@@ -1661,6 +1682,7 @@ impl State {
                 processing: w.processing.len(),
                 keys: w.has_what.len(),
                 spilled_bytes: w.load.spilled_bytes,
+                rss: w.load.rss,
                 status: w.status,
                 pid: w.info.pid,
                 last_seen_s: (now - w.last_seen).max(0.0),

@@ -1048,3 +1048,30 @@ fn resource_tasks_wait_as_no_worker_when_the_only_worker_with_the_resource_leave
     assert_eq!(sim.client_value(&k("g-0")), Some(Value::None));
     assert_eq!(sim.client_value(&k("g-1")), Some(Value::None));
 }
+
+#[test]
+fn a_paused_worker_gets_no_new_tasks_until_it_resumes() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    sim.st.set_paused(1, true, sim.now, &mut sim.out);
+    assert_eq!(
+        sim.st.snapshot(sim.now).workers[0].status,
+        WorkerStatus::Paused
+    );
+    let tasks: Vec<TaskSpec> = (0..4)
+        .map(|i| task(&format!("s-{i}"), "sleep", vec![0.0.into()]))
+        .collect();
+    let keys: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
+    sim.submit(tasks, &keys.iter().collect::<Vec<_>>());
+    let cs = sim.computes();
+    assert_eq!(computed_on(&cs), vec![("s-0".into(), 2)], "only the running worker");
+    sim.st.set_paused(1, false, sim.now, &mut sim.out);
+    let cs2 = sim.computes();
+    assert_eq!(computed_on(&cs2), vec![("s-1".into(), 1)], "resumed: it takes work again");
+    for (w, ct) in cs.into_iter().chain(cs2) {
+        sim.run(w, &ct);
+    }
+    sim.run_all();
+    for k in &keys {
+        assert_eq!(sim.client_value(k), Some(Value::None));
+    }
+}

@@ -79,6 +79,8 @@ struct Queue {
     next_seq: u64,
     /// Threads waiting on [`Shared::work`] that no notify has been sent for yet.
     sleeping: usize,
+    /// While set, threads start no new job (the worker is over its memory's pause threshold).
+    paused: bool,
     /// Notifies sent and not yet taken up by a waking thread. A thread that wakes takes one of
     /// these if there are any, else (a spurious wakeup) takes itself off `sleeping`, so the two
     /// always add up to the number of threads in the wait.
@@ -165,7 +167,9 @@ impl Shared {
             if queue.stopping {
                 return None;
             }
-            if let Some(Queued { job, .. }) = queue.jobs.pop() {
+            if !queue.paused
+                && let Some(Queued { job, .. }) = queue.jobs.pop()
+            {
                 // Counted under the lock, so a job is always in `queued` or `executing`.
                 self.executing.fetch_add(1, atomic::Ordering::Relaxed);
                 return Some(job);
@@ -249,6 +253,7 @@ impl Executor {
                 sleeping: 0,
                 wakeups: 0,
                 stopping: false,
+                paused: false,
             }),
             work: Condvar::new(),
             executing: AtomicUsize::new(0),
@@ -294,6 +299,21 @@ impl Executor {
                 queue.push(job);
             }
             queue.claim_sleepers(added)
+        };
+        self.shared.notify(wake);
+    }
+
+    /// Stops (`true`) or resumes (`false`) starting queued jobs; running ones go on.
+    pub fn pause(&self, paused: bool) {
+        let wake = {
+            let mut queue = self.shared.lock();
+            queue.paused = paused;
+            if paused {
+                0
+            } else {
+                let n = queue.jobs.len();
+                queue.claim_sleepers(n)
+            }
         };
         self.shared.notify(wake);
     }
@@ -544,6 +564,20 @@ mod tests {
         ex.shutdown();
         assert_eq!(rx.try_recv().unwrap().key, Key::from("gate"));
         opener.join().unwrap();
+    }
+
+    #[test]
+    fn a_paused_executor_starts_no_job_until_resumed() {
+        let (ex, rx) = executor(2);
+        ex.pause(true);
+        ex.submit_many((0..5).map(|i| job(&format!("inc-{i}"), i, 0)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(rx.try_recv().is_err(), "a job ran while paused");
+        assert_eq!((ex.executing(), ex.queued()), (0, 5));
+        ex.pause(false);
+        let done = collect(&rx, 5);
+        assert_eq!(done.len(), 5);
+        ex.shutdown();
     }
 
     #[test]

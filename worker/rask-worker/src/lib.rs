@@ -7,6 +7,8 @@
 //! tells the scheduler which they are.
 
 pub mod executor;
+pub mod memory;
+mod state;
 pub mod store;
 
 use std::path::PathBuf;
@@ -22,16 +24,17 @@ use tokio::task::JoinHandle;
 use rask_core::function::describe_families;
 use rask_core::net::{self, PeerPool};
 use rask_core::protocol::{
-    ComputeTask, DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, FromScheduler,
+    DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, FromScheduler,
     ToScheduler, WorkerInfo, WorkerLoad, read_frame, write_frame,
 };
 use rask_core::{Encoded, KernelError, Key, Registry, Resources, TaskSpec};
 use executor::{Done, Executor, Job};
+use memory::{MemoryFractions, MemoryPolicy, MemorySample, process_rss};
+use state::{Effects, Holdings, INLINE_RESULT_MAX, Ready, WorkerState};
 use store::{Store, StoreError};
 
-/// Results up to this size travel to the scheduler (and on to a waiting client) with the
-/// completion message; larger ones are fetched from the worker.
-const INLINE_RESULT_MAX: usize = 1 << 20;
+/// How often the worker samples its process's memory (Dask: 100 ms).
+const MEMORY_SAMPLE: Duration = Duration::from_millis(100);
 
 /// How to start a worker.
 #[derive(Clone, Debug)]
@@ -56,6 +59,8 @@ pub struct WorkerConfig {
     pub connect_timeout: Duration,
     /// What it offers to tasks that need resources (Dask's `--resources "GPU=1"`).
     pub resources: Resources,
+    /// Where it spills, pauses and is restarted, as fractions of `memory_limit`.
+    pub memory: MemoryFractions,
 }
 
 impl WorkerConfig {
@@ -72,6 +77,7 @@ impl WorkerConfig {
             heartbeat: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),
             resources: Resources::none(),
+            memory: MemoryFractions::default(),
         }
     }
 }
@@ -146,8 +152,9 @@ impl Worker {
         };
         let address = format!("tcp://{host}:{port}");
 
-        let store = Arc::new(Mutex::new(Store::new(
-            config.memory_limit,
+        let policy = MemoryPolicy::new(config.memory_limit, config.memory);
+        let store = Arc::new(Mutex::new(Store::with_target(
+            policy.target_bytes(),
             &config.local_directory,
         )?));
         let (sched, mut from_sched) = net::split::<ToScheduler>(stream, config.scheduler.clone());
@@ -223,15 +230,16 @@ impl Worker {
         let (stop_tx, stop_rx) = oneshot::channel();
         let core = Core {
             name: config.name.clone(),
-            store,
-            executor,
-            sched,
-            events: events_tx,
-            tasks: FxHashMap::default(),
-            waiters: FxHashMap::default(),
-            in_flight: FxHashSet::default(),
-            pool: Arc::new(PeerPool::default()),
-            registry,
+            state: WorkerState::new(policy),
+            io: Io {
+                store,
+                executor,
+                sched,
+                events: events_tx,
+                pool: Arc::new(PeerPool::default()),
+                registry,
+                sample_memory: config.memory_limit > 0,
+            },
         };
         let heartbeat = config.heartbeat;
         let handle = tokio::spawn(core.run(events_rx, stop_rx, heartbeat));
@@ -307,32 +315,73 @@ enum Event {
     Fetched(FetchOutcome),
 }
 
-/// A task assigned to this worker and not finished yet.
-struct Pending {
-    spec: TaskSpec,
-    priority: u64,
-    missing: usize,
-    send_result: bool,
-}
-
+/// The worker's event loop: its logic ([`WorkerState`], no I/O) and the I/O that carries out
+/// what the logic asks for.
 struct Core {
     name: String,
+    state: WorkerState,
+    io: Io,
+}
+
+/// The worker's I/O: its store, threads, connections.
+struct Io {
     store: Arc<Mutex<Store>>,
     executor: Executor,
     sched: net::Sender<ToScheduler>,
     events: mpsc::UnboundedSender<Event>,
-    tasks: FxHashMap<Key, Pending>,
-    /// Inputs being fetched, and the tasks waiting for each.
-    waiters: FxHashMap<Key, Vec<Key>>,
-    in_flight: FxHashSet<Key>,
     pool: Arc<PeerPool>,
     registry: Registry,
+    /// Whether to sample the process's memory (only with a memory limit).
+    sample_memory: bool,
 }
 
 fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
     // A panic while holding the lock cannot leave the store half-updated in a way that matters
     // more than stopping the worker would; keep serving.
     store.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Holdings for Store {
+    fn nbytes(&self, key: &Key) -> Option<u64> {
+        Store::nbytes(self, key)
+    }
+}
+
+/// What a handler of [`WorkerState`] asked for, carried out once it returns (the store stays
+/// locked while the handler reads it).
+#[derive(Default)]
+struct Actions {
+    send: Vec<Envelope<ToScheduler>>,
+    fetch: Vec<(Key, Vec<String>)>,
+    execute: Vec<Ready>,
+    free: Vec<Key>,
+    pause: Option<bool>,
+    spill_to: Option<u64>,
+    finished_with_data: Vec<(Key, u64, u64)>,
+}
+
+impl Effects for Actions {
+    fn send(&mut self, msg: Envelope<ToScheduler>) {
+        self.send.push(msg);
+    }
+    fn fetch(&mut self, keys: Vec<(Key, Vec<String>)>) {
+        self.fetch.extend(keys);
+    }
+    fn execute(&mut self, tasks: Vec<Ready>) {
+        self.execute.extend(tasks);
+    }
+    fn free(&mut self, keys: Vec<Key>) {
+        self.free.extend(keys);
+    }
+    fn pause(&mut self, paused: bool) {
+        self.pause = Some(paused);
+    }
+    fn spill_to(&mut self, bytes: u64) {
+        self.spill_to = Some(bytes);
+    }
+    fn finished_with_data(&mut self, key: Key, nbytes: u64, duration_us: u64) {
+        self.finished_with_data.push((key, nbytes, duration_us));
+    }
 }
 
 impl Core {
@@ -344,6 +393,8 @@ impl Core {
     ) -> Result<(), WorkerError> {
         let mut beat = tokio::time::interval(heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sample = tokio::time::interval(MEMORY_SAMPLE);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             tokio::select! {
                 Some(ev) = events.recv() => match ev {
@@ -357,58 +408,153 @@ impl Core {
                     Event::Done(d) => self.on_done(d),
                     Event::Fetched(f) => self.on_fetched(f),
                 },
-                _ = beat.tick() => {
-                    let load = {
-                        let s = lock(&self.store);
-                        WorkerLoad { memory_bytes: s.memory_bytes(), spilled_bytes: s.spilled_bytes(), executing: self.executor.executing() as u32 }
-                    };
-                    self.sched.send(ToScheduler::Heartbeat(load));
-                }
+                _ = beat.tick() => self.heartbeat(),
+                _ = sample.tick(), if self.io.sample_memory => self.sample_memory(),
                 _ = &mut stop => {
-                    self.sched.send(ToScheduler::WorkerClosing { reason: "worker stopped".into() });
+                    self.io.sched.send(ToScheduler::WorkerClosing { reason: "worker stopped".into() });
                     break Ok(());
                 }
             }
         };
         // Give the writer a moment to flush the last messages.
         tokio::time::sleep(Duration::from_millis(10)).await;
-        self.executor.shutdown();
+        self.io.executor.shutdown();
         result
+    }
+
+    fn heartbeat(&self) {
+        let load = {
+            let s = lock(&self.io.store);
+            WorkerLoad {
+                memory_bytes: s.memory_bytes(),
+                spilled_bytes: s.spilled_bytes(),
+                executing: self.io.executor.executing() as u32,
+                rss: self.state.last_sample().rss,
+            }
+        };
+        self.io.sched.send(ToScheduler::Heartbeat(load));
+    }
+
+    fn sample_memory(&mut self) {
+        let Some(rss) = process_rss(None) else {
+            return;
+        };
+        let managed = lock(&self.io.store).memory_bytes();
+        let mut fx = Actions::default();
+        self.state.memory(MemorySample { rss, managed }, &mut fx);
+        self.io.apply(fx);
     }
 
     /// Handles a batch from the scheduler; returns the reason when told to close.
     fn on_scheduler(&mut self, batch: Vec<Envelope<FromScheduler>>) -> Option<String> {
-        let mut fetches: Vec<(Key, Vec<String>)> = Vec::new();
-        let mut ready: Vec<Key> = Vec::new();
-        for env in batch {
-            match env.msg {
-                FromScheduler::Compute(ct) => self.on_compute(ct, &mut fetches, &mut ready),
-                FromScheduler::FreeKeys { keys } => {
-                    let mut store = lock(&self.store);
-                    for k in keys {
-                        store.remove(&k);
-                        self.tasks.remove(&k);
+        let mut fx = Actions::default();
+        let mut computes = Vec::new();
+        let mut close = None;
+        {
+            let store = lock(&self.io.store);
+            for env in batch {
+                match env.msg {
+                    FromScheduler::Compute(ct) => computes.push(ct),
+                    FromScheduler::FreeKeys { keys } => self.state.free_keys(keys, &mut fx),
+                    FromScheduler::AcquireReplicas { keys } => {
+                        self.state.acquire_replicas(keys, &*store, &mut fx)
                     }
-                }
-                FromScheduler::AcquireReplicas { keys } => {
-                    for (k, holders) in keys {
-                        let held = lock(&self.store).nbytes(&k);
-                        if let Some(nbytes) = held {
-                            self.sched.send(ToScheduler::AddKeys {
-                                keys: vec![(k, nbytes)],
-                            });
-                        } else if self.in_flight.insert(k.clone()) {
-                            fetches.push((k, holders));
-                        }
+                    FromScheduler::Close { reason } => {
+                        close = Some(reason);
+                        break;
                     }
-                }
-                FromScheduler::Close { reason } => return Some(reason),
-                other => {
-                    tracing::warn!(message = ?other, "ignoring an unexpected message from the scheduler")
+                    other => {
+                        tracing::warn!(message = ?other, "ignoring an unexpected message from the scheduler")
+                    }
                 }
             }
+            if !computes.is_empty() {
+                self.state.compute(computes, &*store, &mut fx);
+            }
         }
-        self.submit(ready);
+        self.io.apply(fx);
+        close
+    }
+
+    fn on_done(&mut self, d: Done) {
+        let duration_us = d.duration.as_micros() as u64;
+        if let Ok(encoded) = &d.result
+            && let Err(e) = lock(&self.io.store).put(d.key.clone(), encoded.clone())
+        {
+            // The result is stored; only spilling other results failed.
+            tracing::error!(key = %d.key, error = %e, "spilling to disk failed; results stay in memory");
+        }
+        let mut fx = Actions::default();
+        self.state
+            .done(d.key, d.result.as_ref().map_err(Clone::clone), duration_us, &mut fx);
+        self.io.apply(fx);
+    }
+
+    fn on_fetched(&mut self, outcome: FetchOutcome) {
+        let mut found = Vec::with_capacity(outcome.found.len());
+        {
+            let mut store = lock(&self.io.store);
+            for (key, data) in outcome.found {
+                let nbytes = data.len() as u64;
+                if let Err(e) = store.put(key.clone(), Encoded::from_bytes(data)) {
+                    tracing::error!(%key, error = %e, "spilling to disk failed; results stay in memory");
+                }
+                found.push((key, nbytes));
+            }
+        }
+        for (key, holders) in &outcome.missing {
+            tracing::warn!(%key, ?holders, "could not fetch an input from any holder");
+        }
+        let mut fx = Actions::default();
+        self.state.fetched(found, outcome.missing, &mut fx);
+        self.io.apply(fx);
+    }
+}
+
+impl Io {
+    /// Carries out what a handler asked for.
+    fn apply(&mut self, fx: Actions) {
+        let Actions {
+            send,
+            fetch: fetches,
+            execute,
+            free,
+            pause,
+            spill_to,
+            finished_with_data,
+        } = fx;
+        if !free.is_empty() || spill_to.is_some() || !finished_with_data.is_empty() {
+            let mut store = lock(&self.store);
+            for k in &free {
+                store.remove(k);
+            }
+            if let Some(bytes) = spill_to
+                && let Err(e) = store.spill_to(bytes)
+            {
+                tracing::error!(error = %e, "spilling to disk failed; results stay in memory");
+            }
+            for (key, nbytes, duration_us) in finished_with_data {
+                let mut blobs = Vec::new();
+                if nbytes as usize <= INLINE_RESULT_MAX {
+                    match store.get(&key) {
+                        Ok(Some(e)) => blobs.push(e.into_bytes()),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(%key, error = %e, "cannot read a stored result"),
+                    }
+                }
+                let msg = ToScheduler::TaskFinished {
+                    key,
+                    nbytes,
+                    duration_us,
+                };
+                self.sched.send(Envelope::with_blobs(msg, blobs));
+            }
+        }
+        if let Some(p) = pause {
+            self.executor.pause(p);
+        }
+        self.submit(execute);
+        self.sched.send_many(send);
         if !fetches.is_empty() {
             let pool = self.pool.clone();
             let events = self.events.clone();
@@ -417,58 +563,10 @@ impl Core {
                 let _ = events.send(Event::Fetched(outcome));
             });
         }
-        None
     }
 
-    fn on_compute(
-        &mut self,
-        ct: ComputeTask,
-        fetches: &mut Vec<(Key, Vec<String>)>,
-        ready: &mut Vec<Key>,
-    ) {
-        let key = ct.spec.key.clone();
-        if self.tasks.contains_key(&key) {
-            return;
-        }
-        let have = lock(&self.store).nbytes(&key);
-        if let Some(nbytes) = have {
-            // Already computed here (a recompute after a lost peer, or a duplicate).
-            self.report_finished(&key, nbytes, 0, ct.send_result);
-            return;
-        }
-        let mut missing = 0;
-        {
-            let store = lock(&self.store);
-            for (dep, holders) in ct.who_has {
-                if store.contains(&dep) {
-                    continue;
-                }
-                missing += 1;
-                self.waiters
-                    .entry(dep.clone())
-                    .or_default()
-                    .push(key.clone());
-                if self.in_flight.insert(dep.clone()) {
-                    fetches.push((dep, holders));
-                }
-            }
-        }
-        self.tasks.insert(
-            key.clone(),
-            Pending {
-                spec: ct.spec,
-                priority: ct.priority,
-                missing,
-                send_result: ct.send_result,
-            },
-        );
-        if missing == 0 {
-            ready.push(key);
-        }
-    }
-
-    /// Resolves inputs and hands ready tasks to the thread pool.
-    fn submit(&mut self, ready: Vec<Key>) {
+    /// Reads ready tasks' inputs from the store and hands them to the thread pool.
+    fn submit(&mut self, ready: Vec<Ready>) {
         if ready.is_empty() {
             return;
         }
@@ -476,153 +574,51 @@ impl Core {
         let mut failures = Vec::new();
         {
             let mut store = lock(&self.store);
-            for key in ready {
-                let Some(p) = self.tasks.get(&key) else {
-                    continue;
-                };
-                let Some(func) = self.registry.get_name(&p.spec.func) else {
+            for Ready { spec, priority } in ready {
+                let Some(func) = self.registry.get_name(&spec.func) else {
                     // The scheduler places tasks by the families workers register, so this is a
                     // scheduler that did not check (an older one?) or a name it mistook.
-                    failures.push((
-                        key,
-                        KernelError::failed(format!(
-                            "unknown function {:?}; this worker has {}",
-                            p.spec.func.as_str(),
-                            describe_families(self.registry.families())
-                        )),
+                    let error = KernelError::failed(format!(
+                        "unknown function {:?}; this worker has {}",
+                        spec.func.as_str(),
+                        describe_families(self.registry.families())
                     ));
+                    failures.push((spec.key, error));
                     continue;
                 };
-                let inputs: Result<Vec<Encoded>, KernelError> = p
-                    .spec
+                let inputs: Result<Vec<Encoded>, KernelError> = spec
                     .inputs
                     .iter()
-                    .map(|k| input(&p.spec, k, &mut store))
+                    .enumerate()
+                    .map(|(i, k)| input(&spec, i, k, &mut store))
                     .collect();
                 match inputs {
                     Ok(inputs) => jobs.push(Job {
-                        key,
+                        key: spec.key,
                         func: func.clone(),
-                        name: p.spec.func.clone(),
-                        payload: p.spec.payload.clone(),
+                        name: spec.func,
+                        payload: spec.payload,
                         inputs,
-                        priority: p.priority,
+                        priority,
                     }),
-                    Err(e) => failures.push((key, e)),
+                    Err(e) => failures.push((spec.key, e)),
                 }
             }
         }
         self.executor.submit_many(jobs);
         for (key, error) in failures {
-            self.tasks.remove(&key);
-            self.sched.send(ToScheduler::TaskErred {
+            // Reported as the executor would, so the logic forgets the task.
+            let _ = self.events.send(Event::Done(Done {
                 key,
-                error,
-                duration_us: 0,
-            });
+                result: Err(error),
+                duration: Duration::ZERO,
+            }));
         }
-    }
-
-    fn on_done(&mut self, d: Done) {
-        let Some(p) = self.tasks.remove(&d.key) else {
-            return; // freed while it ran
-        };
-        let duration_us = d.duration.as_micros() as u64;
-        match d.result {
-            Ok(encoded) => {
-                let nbytes = encoded.len() as u64;
-                let inline = (p.send_result && encoded.len() <= INLINE_RESULT_MAX)
-                    .then(|| encoded.bytes().clone());
-                if let Err(e) = lock(&self.store).put(d.key.clone(), encoded) {
-                    // The result is stored; only spilling other results failed.
-                    tracing::error!(key = %d.key, error = %e, "spilling to disk failed; results stay in memory");
-                }
-                let msg = ToScheduler::TaskFinished {
-                    key: d.key,
-                    nbytes,
-                    duration_us,
-                };
-                self.sched
-                    .send(Envelope::with_blobs(msg, inline.into_iter().collect()));
-            }
-            Err(error) => {
-                self.sched.send(ToScheduler::TaskErred {
-                    key: d.key,
-                    error,
-                    duration_us,
-                });
-            }
-        }
-    }
-
-    fn report_finished(&self, key: &Key, nbytes: u64, duration_us: u64, send_result: bool) {
-        let mut blobs = Vec::new();
-        if send_result && nbytes as usize <= INLINE_RESULT_MAX {
-            match lock(&self.store).get(key) {
-                Ok(Some(e)) => blobs.push(e.into_bytes()),
-                Ok(None) => {}
-                Err(e) => tracing::error!(%key, error = %e, "cannot read a stored result"),
-            }
-        }
-        let msg = ToScheduler::TaskFinished {
-            key: key.clone(),
-            nbytes,
-            duration_us,
-        };
-        self.sched.send(Envelope::with_blobs(msg, blobs));
-    }
-
-    fn on_fetched(&mut self, outcome: FetchOutcome) {
-        let mut added = Vec::with_capacity(outcome.found.len());
-        let mut ready = Vec::new();
-        {
-            let mut store = lock(&self.store);
-            for (key, data) in outcome.found {
-                let nbytes = data.len() as u64;
-                if let Err(e) = store.put(key.clone(), Encoded::from_bytes(data)) {
-                    tracing::error!(%key, error = %e, "spilling to disk failed; results stay in memory");
-                }
-                added.push((key, nbytes));
-            }
-        }
-        for (key, _) in &added {
-            self.in_flight.remove(key);
-            for t in self.waiters.remove(key).unwrap_or_default() {
-                if let Some(p) = self.tasks.get_mut(&t) {
-                    p.missing = p.missing.saturating_sub(1);
-                    if p.missing == 0 {
-                        ready.push(t);
-                    }
-                }
-            }
-        }
-        if !added.is_empty() {
-            self.sched.send(ToScheduler::AddKeys { keys: added });
-        }
-        for (key, holders) in outcome.missing {
-            self.in_flight.remove(&key);
-            self.abandon(&key, holders);
-        }
-        ready.sort_by_key(|k| self.tasks.get(k).map(|p| p.priority));
-        self.submit(ready);
-    }
-
-    /// An input could not be fetched: drop the tasks that need it and tell the scheduler.
-    fn abandon(&mut self, key: &Key, holders: Vec<String>) {
-        tracing::warn!(%key, ?holders, "could not fetch an input from any holder");
-        for t in self.waiters.remove(key).unwrap_or_default() {
-            self.tasks.remove(&t);
-        }
-        self.sched.send(ToScheduler::MissingData {
-            key: key.clone(),
-            holders,
-        });
     }
 }
 
 /// One of a task's inputs, from the store.
-fn input(spec: &TaskSpec, key: &Key, store: &mut Store) -> Result<Encoded, KernelError> {
-    let index = spec.inputs.iter().position(|k| k == key).unwrap_or(0);
+fn input(spec: &TaskSpec, index: usize, key: &Key, store: &mut Store) -> Result<Encoded, KernelError> {
     let fail = |reason: String| KernelError::Input {
         func: spec.func.to_string(),
         index,

@@ -85,6 +85,13 @@ impl Store {
     /// spill). Spill files go in a new directory of its own under `spill_dir`, which is created if
     /// missing, so stores sharing a `spill_dir` never collide.
     pub fn new(memory_limit: u64, spill_dir: &Path) -> Result<Store, StoreError> {
+        let target = (memory_limit > 0)
+            .then(|| (u128::from(memory_limit) * TARGET_FRACTION_PERCENT / 100) as u64);
+        Store::with_target(target, spill_dir)
+    }
+
+    /// A store that keeps at most `target` bytes in memory (`None`: never spill on its own).
+    pub fn with_target(target: Option<u64>, spill_dir: &Path) -> Result<Store, StoreError> {
         let create_err = |source| StoreError::CreateDir {
             path: spill_dir.to_owned(),
             source,
@@ -94,8 +101,6 @@ impl Store {
             .prefix("rask-spill-")
             .tempdir_in(spill_dir)
             .map_err(create_err)?;
-        let target = (memory_limit > 0)
-            .then(|| (u128::from(memory_limit) * TARGET_FRACTION_PERCENT / 100) as u64);
         Ok(Store {
             entries: FxHashMap::default(),
             lru: BTreeMap::new(),
@@ -273,10 +278,17 @@ impl Store {
     /// Spills least recently used entries until memory is at or below the target. Stops at the
     /// first failure, leaving that entry in memory.
     fn spill_to_target(&mut self) -> Result<(), StoreError> {
-        let Some(target) = self.target else {
-            return Ok(());
-        };
-        while self.memory_bytes > target {
+        match self.target {
+            Some(target) => self.spill_to(target),
+            None => Ok(()),
+        }
+    }
+
+    /// Spills least recently used entries until at most `bytes` stay in memory (the worker asks
+    /// when the whole process is over its spill threshold). Stops at the first failure, leaving
+    /// that entry in memory.
+    pub fn spill_to(&mut self, bytes: u64) -> Result<(), StoreError> {
+        while self.memory_bytes > bytes {
             let Some((last_use, key)) = self.lru.pop_first() else {
                 break;
             };
@@ -452,6 +464,25 @@ mod tests {
         store.put(key(1), data(10, 3)).unwrap();
         assert_eq!((store.memory_bytes(), store.spilled_bytes()), (110, 0));
         assert_eq!(spill_files(&store), 0);
+    }
+
+    #[test]
+    fn spill_to_brings_memory_down_oldest_first_and_data_stays_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new(0, dir.path()).unwrap();
+        for i in 0..10 {
+            store.put(key(i), data(100, i as u8)).unwrap();
+        }
+        assert_eq!(store.memory_bytes(), 1000);
+        store.spill_to(450).unwrap();
+        assert!(store.memory_bytes() <= 450, "{}", store.memory_bytes());
+        assert_eq!(store.memory_bytes() + store.spilled_bytes(), 1000);
+        assert_eq!(spill_files(&store), 6);
+        // The oldest went first; every entry reads back intact.
+        assert!(store.spilled_bytes() >= 500);
+        for i in 0..10 {
+            assert_eq!(store.get(&key(i)).unwrap(), Some(data(100, i as u8)), "key {i}");
+        }
     }
 
     #[test]

@@ -1,0 +1,316 @@
+//! The worker's logic, without I/O: which tasks to run, which inputs to fetch and from whom, what
+//! to tell the scheduler, when to pause. Every handler takes the worker's holdings (what its
+//! store has) and an [`Effects`] that collects what to do; the tokio layer around it (`lib.rs`)
+//! carries the effects out, and tests record them.
+
+use bytes::Bytes;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use rask_core::protocol::{ComputeTask, Envelope, ToScheduler};
+use rask_core::{Encoded, KernelError, Key, TaskSpec};
+
+use crate::memory::{MemoryPolicy, MemorySample};
+
+/// Results up to this size travel to the scheduler (and on to a waiting client) with the
+/// completion message; larger ones are fetched from the worker.
+pub(crate) const INLINE_RESULT_MAX: usize = 1 << 20;
+
+/// What the worker's results store holds, as the logic needs to know it.
+pub(crate) trait Holdings {
+    /// Bytes of `key`'s result when the store has it.
+    fn nbytes(&self, key: &Key) -> Option<u64>;
+}
+
+/// What the logic asks the worker's I/O layer to do.
+pub(crate) trait Effects {
+    /// Send a message to the scheduler.
+    fn send(&mut self, msg: Envelope<ToScheduler>);
+    /// Fetch these keys from the listed holders (tried in order), then report with
+    /// [`WorkerState::fetched`].
+    fn fetch(&mut self, keys: Vec<(Key, Vec<String>)>);
+    /// Run these tasks (their inputs are in the store), most urgent first; report each with
+    /// [`WorkerState::done`].
+    fn execute(&mut self, tasks: Vec<Ready>);
+    /// Drop these results from the store.
+    fn free(&mut self, keys: Vec<Key>);
+    /// Stop (`true`) or resume (`false`) starting new tasks on the executor.
+    fn pause(&mut self, paused: bool);
+    /// Spill stored results until at most this many bytes stay in memory.
+    fn spill_to(&mut self, bytes: u64);
+    /// Send the encoded result of `key` along with `TaskFinished` (the store reads it).
+    fn finished_with_data(&mut self, key: Key, nbytes: u64, duration_us: u64);
+}
+
+/// A task ready to run.
+#[derive(Debug)]
+pub(crate) struct Ready {
+    pub spec: TaskSpec,
+    pub priority: u64,
+}
+
+/// A task assigned to this worker and not finished yet.
+struct Pending {
+    spec: TaskSpec,
+    priority: u64,
+    /// Inputs not in the store yet.
+    missing: usize,
+    send_result: bool,
+    /// Handed to the executor.
+    running: bool,
+}
+
+/// The worker's logic.
+pub(crate) struct WorkerState {
+    tasks: FxHashMap<Key, Pending>,
+    /// Inputs being fetched, and the tasks waiting for each.
+    waiters: FxHashMap<Key, Vec<Key>>,
+    /// Keys being fetched (for tasks or for the scheduler's `AcquireReplicas`).
+    in_flight: FxHashSet<Key>,
+    memory: MemoryPolicy,
+    paused: bool,
+    /// The last memory sample, for the heartbeat.
+    last_sample: MemorySample,
+}
+
+impl WorkerState {
+    pub fn new(memory: MemoryPolicy) -> Self {
+        WorkerState {
+            tasks: FxHashMap::default(),
+            waiters: FxHashMap::default(),
+            in_flight: FxHashSet::default(),
+            memory,
+            paused: false,
+            last_sample: MemorySample::default(),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Tasks assigned and not finished (waiting for inputs, queued or running).
+    #[cfg(test)]
+    pub fn assigned(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn last_sample(&self) -> MemorySample {
+        self.last_sample
+    }
+
+    /// The scheduler assigned tasks: run the ready ones, fetch the inputs of the others.
+    pub fn compute(
+        &mut self,
+        batch: Vec<ComputeTask>,
+        held: &impl Holdings,
+        fx: &mut impl Effects,
+    ) {
+        let mut fetches = Vec::new();
+        let mut ready = Vec::new();
+        for ct in batch {
+            let key = ct.spec.key.clone();
+            if self.tasks.contains_key(&key) {
+                continue;
+            }
+            if let Some(nbytes) = held.nbytes(&key) {
+                // Already computed here (a recompute after a lost peer, or a duplicate).
+                self.report_held(key, nbytes, ct.send_result, fx);
+                continue;
+            }
+            let mut missing = 0;
+            for (dep, holders) in ct.who_has {
+                if held.nbytes(&dep).is_some() {
+                    continue;
+                }
+                missing += 1;
+                self.waiters.entry(dep.clone()).or_default().push(key.clone());
+                if self.in_flight.insert(dep.clone()) {
+                    fetches.push((dep, holders));
+                }
+            }
+            self.tasks.insert(
+                key.clone(),
+                Pending {
+                    spec: ct.spec,
+                    priority: ct.priority,
+                    missing,
+                    send_result: ct.send_result,
+                    running: false,
+                },
+            );
+            if missing == 0 {
+                ready.push(key);
+            }
+        }
+        self.run(ready, fx);
+        if !fetches.is_empty() {
+            fx.fetch(fetches);
+        }
+    }
+
+    /// The scheduler released results: drop them, and forget tasks not started.
+    pub fn free_keys(&mut self, keys: Vec<Key>, fx: &mut impl Effects) {
+        for k in &keys {
+            self.tasks.remove(k);
+        }
+        fx.free(keys);
+    }
+
+    /// The scheduler asked for copies of a retiring peer's results.
+    pub fn acquire_replicas(
+        &mut self,
+        keys: Vec<(Key, Vec<String>)>,
+        held: &impl Holdings,
+        fx: &mut impl Effects,
+    ) {
+        let mut fetches = Vec::new();
+        let mut have = Vec::new();
+        for (k, holders) in keys {
+            match held.nbytes(&k) {
+                Some(nbytes) => have.push((k, nbytes)),
+                None if self.in_flight.insert(k.clone()) => fetches.push((k, holders)),
+                None => {}
+            }
+        }
+        if !have.is_empty() {
+            fx.send(ToScheduler::AddKeys { keys: have }.into());
+        }
+        if !fetches.is_empty() {
+            fx.fetch(fetches);
+        }
+    }
+
+    /// A task ran: its result is in the store (`Ok`), or it failed.
+    pub fn done(
+        &mut self,
+        key: Key,
+        result: Result<&Encoded, KernelError>,
+        duration_us: u64,
+        fx: &mut impl Effects,
+    ) {
+        let Some(p) = self.tasks.remove(&key) else {
+            return; // freed while it ran
+        };
+        match result {
+            Ok(encoded) => {
+                let nbytes = encoded.len() as u64;
+                let blobs: Vec<Bytes> = (p.send_result && encoded.len() <= INLINE_RESULT_MAX)
+                    .then(|| encoded.bytes().clone())
+                    .into_iter()
+                    .collect();
+                let msg = ToScheduler::TaskFinished {
+                    key,
+                    nbytes,
+                    duration_us,
+                };
+                fx.send(Envelope::with_blobs(msg, blobs));
+            }
+            Err(error) => fx.send(
+                ToScheduler::TaskErred {
+                    key,
+                    error,
+                    duration_us,
+                }
+                .into(),
+            ),
+        }
+    }
+
+    /// A fetch ended: `found` keys are in the store now (with their sizes); no holder could give
+    /// the `missing` ones.
+    pub fn fetched(
+        &mut self,
+        found: Vec<(Key, u64)>,
+        missing: Vec<(Key, Vec<String>)>,
+        fx: &mut impl Effects,
+    ) {
+        let mut ready = Vec::new();
+        for (key, _) in &found {
+            self.in_flight.remove(key);
+            for t in self.waiters.remove(key).unwrap_or_default() {
+                if let Some(p) = self.tasks.get_mut(&t) {
+                    p.missing = p.missing.saturating_sub(1);
+                    if p.missing == 0 {
+                        ready.push(t);
+                    }
+                }
+            }
+        }
+        if !found.is_empty() {
+            fx.send(ToScheduler::AddKeys { keys: found }.into());
+        }
+        for (key, holders) in missing {
+            self.in_flight.remove(&key);
+            // The tasks that need it are dropped; the scheduler recomputes the input (or finds
+            // another holder) and assigns them again.
+            for t in self.waiters.remove(&key).unwrap_or_default() {
+                self.tasks.remove(&t);
+            }
+            fx.send(ToScheduler::MissingData { key, holders }.into());
+        }
+        self.run(ready, fx);
+    }
+
+    /// A memory sample: spill when the process is over the spill threshold, pause over the pause
+    /// threshold, resume below it.
+    pub fn memory(&mut self, sample: MemorySample, fx: &mut impl Effects) {
+        self.last_sample = sample;
+        let d = self.memory.decide(sample, self.paused);
+        if let Some(bytes) = d.spill_to {
+            fx.spill_to(bytes);
+        }
+        if d.paused != self.paused {
+            self.paused = d.paused;
+            if d.paused {
+                tracing::warn!(
+                    rss = sample.rss,
+                    limit = self.memory.limit,
+                    "worker paused: process memory is over the pause threshold; no new task starts"
+                );
+            } else {
+                tracing::info!(rss = sample.rss, "worker resumed: process memory is back under the pause threshold");
+            }
+            fx.pause(d.paused);
+            fx.send(ToScheduler::Paused { paused: d.paused }.into());
+        }
+    }
+
+    /// Hands ready tasks to the executor, most urgent first.
+    fn run(&mut self, mut ready: Vec<Key>, fx: &mut impl Effects) {
+        if ready.is_empty() {
+            return;
+        }
+        ready.sort_by_key(|k| self.tasks.get(k).map(|p| p.priority));
+        let mut batch = Vec::with_capacity(ready.len());
+        for k in ready {
+            if let Some(p) = self.tasks.get_mut(&k)
+                && !p.running
+            {
+                p.running = true;
+                batch.push(Ready {
+                    spec: p.spec.clone(),
+                    priority: p.priority,
+                });
+            }
+        }
+        fx.execute(batch);
+    }
+
+    fn report_held(&mut self, key: Key, nbytes: u64, send_result: bool, fx: &mut impl Effects) {
+        if send_result && nbytes as usize <= INLINE_RESULT_MAX {
+            fx.finished_with_data(key, nbytes, 0);
+        } else {
+            let msg = ToScheduler::TaskFinished {
+                key,
+                nbytes,
+                duration_us: 0,
+            };
+            fx.send(msg.into());
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

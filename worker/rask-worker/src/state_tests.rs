@@ -1,0 +1,288 @@
+//! The worker's logic without sockets, threads or disks: a recording of the effects it asks for.
+
+use rask_core::protocol::{ComputeTask, ToScheduler};
+use rask_core::{Data, Encoded, KernelError, Key, TaskSpec, Value};
+use rustc_hash::FxHashMap;
+
+use super::*;
+use crate::memory::{MemoryFractions, MemoryPolicy, MemorySample};
+
+/// What the worker's store holds, as key → bytes.
+#[derive(Default)]
+struct Held(FxHashMap<Key, u64>);
+
+impl Holdings for Held {
+    fn nbytes(&self, key: &Key) -> Option<u64> {
+        self.0.get(key).copied()
+    }
+}
+
+#[derive(Default, Debug)]
+struct Rec {
+    sent: Vec<ToScheduler>,
+    blobs: Vec<Vec<bytes::Bytes>>,
+    fetches: Vec<Vec<(Key, Vec<String>)>>,
+    executed: Vec<Key>,
+    freed: Vec<Key>,
+    paused: Vec<bool>,
+    spill_to: Vec<u64>,
+    with_data: Vec<Key>,
+}
+
+impl Effects for Rec {
+    fn send(&mut self, msg: Envelope<ToScheduler>) {
+        self.sent.push(msg.msg);
+        self.blobs.push(msg.blobs);
+    }
+    fn fetch(&mut self, keys: Vec<(Key, Vec<String>)>) {
+        self.fetches.push(keys);
+    }
+    fn execute(&mut self, tasks: Vec<Ready>) {
+        self.executed.extend(tasks.into_iter().map(|r| r.spec.key));
+    }
+    fn free(&mut self, keys: Vec<Key>) {
+        self.freed.extend(keys);
+    }
+    fn pause(&mut self, paused: bool) {
+        self.paused.push(paused);
+    }
+    fn spill_to(&mut self, bytes: u64) {
+        self.spill_to.push(bytes);
+    }
+    fn finished_with_data(&mut self, key: Key, _nbytes: u64, _duration_us: u64) {
+        self.with_data.push(key);
+    }
+}
+
+const MB: u64 = 1 << 20;
+
+fn state() -> WorkerState {
+    WorkerState::new(MemoryPolicy::new(1000 * MB, MemoryFractions::default()))
+}
+
+fn k(s: &str) -> Key {
+    Key::from(s)
+}
+
+/// A task reading `inputs`, each held by the listed peers.
+fn task(key: &str, inputs: &[(&str, &[&str])], priority: u64, send_result: bool) -> ComputeTask {
+    let spec = TaskSpec::new(
+        k(key),
+        "t.f".into(),
+        bytes::Bytes::new(),
+        inputs.iter().map(|(i, _)| k(i)).collect(),
+    );
+    ComputeTask {
+        spec,
+        priority,
+        who_has: inputs
+            .iter()
+            .map(|(i, holders)| (k(i), holders.iter().map(|h| h.to_string()).collect()))
+            .collect(),
+        send_result,
+    }
+}
+
+#[test]
+fn ready_tasks_run_in_priority_order_and_missing_inputs_are_fetched_once() {
+    let mut st = state();
+    let mut held = Held::default();
+    held.0.insert(k("local"), 8);
+    let mut fx = Rec::default();
+    st.compute(
+        vec![
+            task("c", &[("local", &[])], 3, false),
+            task("a", &[], 1, false),
+            task("x", &[("remote", &["tcp://p1", "tcp://p2"]), ("local", &[])], 2, false),
+            task("y", &[("remote", &["tcp://p1", "tcp://p2"])], 4, false),
+        ],
+        &held,
+        &mut fx,
+    );
+    assert_eq!(fx.executed, vec![k("a"), k("c")], "ready ones, most urgent first");
+    assert_eq!(
+        fx.fetches,
+        vec![vec![(
+            k("remote"),
+            vec!["tcp://p1".to_owned(), "tcp://p2".to_owned()]
+        )]],
+        "one fetch for an input two tasks need"
+    );
+    // The input arrives: both tasks run, and the scheduler learns this worker has a copy.
+    let mut fx = Rec::default();
+    st.fetched(vec![(k("remote"), 100)], Vec::new(), &mut fx);
+    assert_eq!(fx.executed, vec![k("x"), k("y")]);
+    assert_eq!(
+        fx.sent,
+        vec![ToScheduler::AddKeys {
+            keys: vec![(k("remote"), 100)]
+        }]
+    );
+}
+
+#[test]
+fn results_are_reported_inline_when_a_client_waits_and_small() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![task("small", &[], 1, true), task("big", &[], 2, true), task("quiet", &[], 3, false)],
+        &Held::default(),
+        &mut fx,
+    );
+    let small = Value::Int(7).encode();
+    let big = Encoded::with_tag(9, &vec![0u8; INLINE_RESULT_MAX + 1]);
+    let mut fx = Rec::default();
+    st.done(k("small"), Ok(&small), 5, &mut fx);
+    st.done(k("big"), Ok(&big), 5, &mut fx);
+    st.done(k("quiet"), Ok(&small), 5, &mut fx);
+    assert_eq!(fx.blobs[0], vec![small.bytes().clone()]);
+    assert!(fx.blobs[1].is_empty(), "too big to inline: the client fetches it");
+    assert!(fx.blobs[2].is_empty(), "nobody waits for it");
+    assert!(matches!(
+        &fx.sent[1],
+        ToScheduler::TaskFinished { key, nbytes, .. } if *key == k("big") && *nbytes == big.len() as u64
+    ));
+    // A failure is reported with its typed error; a result for a task freed meanwhile is not.
+    st.compute(vec![task("bad", &[], 4, false)], &Held::default(), &mut fx);
+    st.done(k("bad"), Err(KernelError::failed("boom")), 1, &mut fx);
+    assert!(matches!(
+        fx.sent.last(),
+        Some(ToScheduler::TaskErred { error, .. }) if *error == KernelError::failed("boom")
+    ));
+    let before = fx.sent.len();
+    st.done(k("never-assigned"), Ok(&small), 1, &mut fx);
+    assert_eq!(fx.sent.len(), before);
+    assert_eq!(st.assigned(), 0);
+}
+
+#[test]
+fn a_task_already_held_is_reported_without_running_it() {
+    let mut st = state();
+    let mut held = Held::default();
+    held.0.insert(k("done"), 16);
+    let mut fx = Rec::default();
+    st.compute(
+        vec![task("done", &[], 1, true)],
+        &held,
+        &mut fx,
+    );
+    assert!(fx.executed.is_empty());
+    assert_eq!(fx.with_data, vec![k("done")]);
+    st.compute(vec![task("done", &[], 1, false)], &held, &mut fx);
+    assert!(matches!(
+        fx.sent.last(),
+        Some(ToScheduler::TaskFinished { nbytes: 16, .. })
+    ));
+}
+
+#[test]
+fn an_input_no_peer_can_give_drops_its_tasks_and_tells_the_scheduler() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![
+            task("x", &[("gone", &["tcp://dead"])], 1, false),
+            task("y", &[("gone", &["tcp://dead"]), ("ok", &["tcp://p"])], 2, false),
+        ],
+        &Held::default(),
+        &mut fx,
+    );
+    assert_eq!(st.assigned(), 2);
+    let mut fx = Rec::default();
+    st.fetched(
+        vec![(k("ok"), 4)],
+        vec![(k("gone"), vec!["tcp://dead".into()])],
+        &mut fx,
+    );
+    assert!(fx.executed.is_empty(), "y still lacks `gone`");
+    assert_eq!(
+        fx.sent.last(),
+        Some(&ToScheduler::MissingData {
+            key: k("gone"),
+            holders: vec!["tcp://dead".into()]
+        })
+    );
+    assert_eq!(st.assigned(), 0, "the scheduler assigns them again");
+    // A later assignment fetches `gone` again (it is no longer in flight).
+    let mut fx = Rec::default();
+    st.compute(
+        vec![task("x", &[("gone", &["tcp://p2"])], 1, false)],
+        &Held::default(),
+        &mut fx,
+    );
+    assert_eq!(fx.fetches.len(), 1);
+}
+
+#[test]
+fn freed_keys_are_dropped_and_unstarted_tasks_forgotten() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.compute(vec![task("w", &[("in", &["tcp://p"])], 1, false)], &Held::default(), &mut fx);
+    st.free_keys(vec![k("w"), k("old")], &mut fx);
+    assert_eq!(fx.freed, vec![k("w"), k("old")]);
+    assert_eq!(st.assigned(), 0);
+    // Its input arriving later runs nothing.
+    let mut fx = Rec::default();
+    st.fetched(vec![(k("in"), 1)], Vec::new(), &mut fx);
+    assert!(fx.executed.is_empty());
+}
+
+#[test]
+fn retirement_copies_what_is_missing_and_reports_what_is_here() {
+    let mut st = state();
+    let mut held = Held::default();
+    held.0.insert(k("mine"), 10);
+    let mut fx = Rec::default();
+    st.acquire_replicas(
+        vec![
+            (k("mine"), vec!["tcp://retiring".into()]),
+            (k("theirs"), vec!["tcp://retiring".into()]),
+        ],
+        &held,
+        &mut fx,
+    );
+    assert_eq!(
+        fx.sent,
+        vec![ToScheduler::AddKeys {
+            keys: vec![(k("mine"), 10)]
+        }]
+    );
+    assert_eq!(
+        fx.fetches,
+        vec![vec![(k("theirs"), vec!["tcp://retiring".to_owned()])]]
+    );
+    // Asked again while the copy is under way: not fetched twice.
+    st.acquire_replicas(
+        vec![(k("theirs"), vec!["tcp://retiring".into()])],
+        &held,
+        &mut fx,
+    );
+    assert_eq!(fx.fetches.len(), 1);
+}
+
+#[test]
+fn memory_over_the_thresholds_spills_pauses_and_resumes() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    let sample = |rss: u64, managed: u64| MemorySample {
+        rss: rss * MB,
+        managed: managed * MB,
+    };
+    st.memory(sample(500, 300), &mut fx);
+    assert!(fx.spill_to.is_empty() && fx.paused.is_empty() && fx.sent.is_empty());
+    // Over spill (70%): back towards the target (60%).
+    st.memory(sample(750, 300), &mut fx);
+    assert_eq!(fx.spill_to, vec![150 * MB]);
+    assert!(!st.paused());
+    // Over pause (80%): the executor stops taking jobs, the scheduler stops sending them.
+    st.memory(sample(850, 0), &mut fx);
+    assert_eq!(fx.paused, vec![true]);
+    assert_eq!(fx.sent, vec![ToScheduler::Paused { paused: true }]);
+    assert!(st.paused());
+    // Still paused just under the threshold; resumed clearly under it.
+    st.memory(sample(790, 0), &mut fx);
+    assert_eq!(fx.paused, vec![true]);
+    st.memory(sample(700, 0), &mut fx);
+    assert_eq!(fx.paused, vec![true, false]);
+    assert_eq!(fx.sent.last(), Some(&ToScheduler::Paused { paused: false }));
+}
