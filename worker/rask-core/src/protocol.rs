@@ -26,14 +26,21 @@ use crate::task::{Resources, TaskSpec};
 /// Default ceiling on one frame's body; a peer announcing more is disconnected.
 pub const DEFAULT_MAX_FRAME: u64 = 1 << 30;
 
-/// Messages to the scheduler, from clients and workers. The first message on a connection says
-/// which of the two it is.
+/// Messages to the scheduler, from clients, workers and nannies. The first message on a
+/// connection says which it is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToScheduler {
     RegisterClient {
         name: String,
     },
     RegisterWorker(WorkerInfo),
+    /// A nanny (a worker's supervising parent process), alone on a connection of its own: it is
+    /// about to kill worker `name` for `reason` (its memory is over the terminate threshold).
+    /// The scheduler removes the worker at once, answers `Welcome`, and the nanny kills it.
+    WorkerKilled {
+        name: String,
+        reason: String,
+    },
 
     /// Client: add these tasks (in priority order: earlier runs first) and hold the `wanted` keys.
     UpdateGraph {
@@ -112,8 +119,10 @@ pub struct WorkerLoad {
 pub enum FromScheduler {
     /// Registration accepted; `id` names this connection in the scheduler's logs.
     Welcome { id: u64 },
-    /// Registration refused (for example a duplicate worker name); the connection closes.
-    Refused { reason: String },
+    /// Registration refused; the connection closes. `retry`: the same registration may succeed
+    /// shortly (a worker of that name is still connected, as when a nanny restarts a worker
+    /// before the scheduler has seen the old connection close).
+    Refused { reason: String, retry: bool },
 
     /// Worker: run this task.
     Compute(ComputeTask),

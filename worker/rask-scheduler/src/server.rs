@@ -163,6 +163,8 @@ fn now() -> f64 {
 enum Role {
     Client,
     Worker,
+    /// A worker's nanny with a notice: one message, answered, then the connection closes.
+    Nanny,
 }
 
 enum Event {
@@ -221,10 +223,14 @@ async fn read_loop(
     let role = match first.msg {
         ToScheduler::RegisterClient { .. } => Role::Client,
         ToScheduler::RegisterWorker(_) => Role::Worker,
+        ToScheduler::WorkerKilled { .. } => Role::Nanny,
         ref other => {
             let reason = format!("expected a registration message first, got {other:?}");
             tracing::warn!(%peer, %reason, "closing connection");
-            sender.send(FromScheduler::Refused { reason });
+            sender.send(FromScheduler::Refused {
+                reason,
+                retry: false,
+            });
             return;
         }
     };
@@ -452,10 +458,17 @@ impl EventLoop {
                             tracing::warn!(error = %e, "worker refused");
                             sender.send(FromScheduler::Refused {
                                 reason: e.to_string(),
+                                retry: matches!(e, state::RegisterError::DuplicateName(_)),
                             });
                             self.conns.remove(&id);
                         }
                     }
+                }
+                (Role::Nanny, ToScheduler::WorkerKilled { name, reason }) => {
+                    let (state, mut out) = self.split();
+                    state.worker_killed(&name, reason, now(), &mut out);
+                    // The acknowledgement tells the nanny it may kill the worker now.
+                    sender.send(FromScheduler::Welcome { id });
                 }
                 _ => {}
             },
@@ -463,7 +476,12 @@ impl EventLoop {
                 let Some(conn) = self.conns.get(&id) else {
                     return;
                 };
-                let is_worker = matches!(conn.role, Role::Worker);
+                let is_worker = match conn.role {
+                    Role::Worker => true,
+                    Role::Client => false,
+                    // A nanny's connection is never kept (see `Connected`).
+                    Role::Nanny => return,
+                };
                 let t = now();
                 for env in batch {
                     let (state, mut out) = self.split();
@@ -486,6 +504,7 @@ impl EventLoop {
                         state.remove_worker(id, t, &mut out);
                     }
                     Role::Client => state.remove_client(id, t, &mut out),
+                    Role::Nanny => {}
                 }
             }
         }

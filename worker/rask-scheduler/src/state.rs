@@ -576,9 +576,35 @@ impl State {
         describe_families(&all)
     }
 
+    /// A worker's nanny is about to kill it (its memory is over the terminate threshold): it is
+    /// removed now, and `reason` is what a task that killed too many workers fails with.
+    pub fn worker_killed(&mut self, name: &str, reason: String, now: f64, out: &mut impl Outbox) {
+        let Some(id) = self
+            .workers
+            .iter()
+            .find(|(_, w)| w.info.name == name)
+            .map(|(id, _)| *id)
+        else {
+            tracing::info!(worker = name, %reason, "a nanny reports a worker killed that is not connected");
+            return;
+        };
+        tracing::warn!(worker = name, %reason, "worker killed by its nanny");
+        self.remove_worker_because(id, Some(reason), now, out);
+    }
+
     /// A worker is gone (connection lost, timed out, or closed). Its running tasks go elsewhere;
     /// results only it held are recomputed where still needed.
     pub fn remove_worker(&mut self, id: WorkerId, now: f64, out: &mut impl Outbox) {
+        self.remove_worker_because(id, None, now, out);
+    }
+
+    fn remove_worker_because(
+        &mut self,
+        id: WorkerId,
+        reason: Option<String>,
+        now: f64,
+        out: &mut impl Outbox,
+    ) {
         let Some(w) = self.workers.remove(&id) else {
             return;
         };
@@ -619,7 +645,7 @@ impl State {
                 let error = TaskError::KilledWorker {
                     deaths: suspicious,
                     last_worker: w.info.name.clone(),
-                    reason: None,
+                    reason: reason.clone(),
                 };
                 self.fail_task(
                     &key,

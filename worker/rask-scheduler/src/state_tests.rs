@@ -1075,3 +1075,33 @@ fn a_paused_worker_gets_no_new_tasks_until_it_resumes() {
         assert_eq!(sim.client_value(k), Some(Value::None));
     }
 }
+
+#[test]
+fn a_task_that_keeps_killing_workers_fails_with_the_nanny_s_reason() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    sim.submit(vec![task("hog", "inc", vec![1.into()])], &[&k("hog")]);
+    let reason = "process memory 1.90 GiB is over 95% of the 2 GiB limit";
+    for round in 0..=sim.st.config.allowed_failures {
+        let cs = sim.computes();
+        assert_eq!(cs.len(), 1, "round {round}");
+        let name = format!("w{}", cs[0].0);
+        sim.st
+            .worker_killed(&name, reason.to_owned(), sim.now, &mut sim.out);
+        assert!(!sim.st.workers.contains_key(&cs[0].0), "removed at once");
+        sim.add_worker(10 + u64::from(round), 1);
+    }
+    let f = sim.client_error(&k("hog")).expect("failed");
+    assert_eq!(
+        f.error,
+        TaskError::KilledWorker {
+            deaths: 4,
+            last_worker: "w12".into(),
+            reason: Some(reason.into()),
+        }
+    );
+    assert!(f.to_string().ends_with(&format!("({reason})")), "{f}");
+    // An unknown name is ignored.
+    sim.st
+        .worker_killed("nobody", "x".into(), sim.now, &mut sim.out);
+    assert_eq!(sim.st.workers.len(), 1);
+}

@@ -8,6 +8,7 @@
 
 pub mod executor;
 pub mod memory;
+pub mod nanny;
 mod state;
 pub mod store;
 
@@ -157,7 +158,6 @@ impl Worker {
             policy.target_bytes(),
             &config.local_directory,
         )?));
-        let (sched, mut from_sched) = net::split::<ToScheduler>(stream, config.scheduler.clone());
         let info = WorkerInfo {
             name: config.name.clone(),
             address: address.clone(),
@@ -167,30 +167,33 @@ impl Worker {
             families: registry.families().to_vec(),
             resources: config.resources.clone(),
         };
-        sched.send(ToScheduler::RegisterWorker(info));
-        let first = from_sched
-            .recv::<FromScheduler>()
-            .await
-            .map_err(|e| WorkerError::SchedulerLost(e.to_string()))?;
-        let mut pending = match first {
-            Some(mut batch) if !batch.is_empty() => match batch.remove(0).msg {
-                FromScheduler::Welcome { .. } => batch,
-                FromScheduler::Refused { reason } => {
+        // A worker of the same name may still be connected (a nanny restarting this one before
+        // the scheduler saw the old connection close): try again until the connect timeout.
+        let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        let mut stream = Some(stream);
+        let (sched, mut from_sched, mut pending) = loop {
+            let s = match stream.take() {
+                Some(s) => s,
+                None => net::connect(&config.scheduler, config.connect_timeout)
+                    .await
+                    .map_err(|source| WorkerError::Connect {
+                        address: config.scheduler.clone(),
+                        source,
+                    })?,
+            };
+            match register(s, &config.scheduler, info.clone()).await {
+                Ok(registered) => break registered,
+                Err(Refusal::Retry(reason)) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!(name = %config.name, %reason, "registration refused for now; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(Refusal::Retry(reason)) => {
                     return Err(WorkerError::Refused {
                         name: config.name,
                         reason,
                     });
                 }
-                other => {
-                    return Err(WorkerError::SchedulerLost(format!(
-                        "unexpected first message {other:?}"
-                    )));
-                }
-            },
-            _ => {
-                return Err(WorkerError::SchedulerLost(
-                    "closed during registration".into(),
-                ));
+                Err(Refusal::Fatal(e)) => return Err(e),
             }
         };
         tracing::info!(
@@ -313,6 +316,50 @@ enum Event {
     SchedulerLost(String),
     Done(Done),
     Fetched(FetchOutcome),
+}
+
+/// Why a registration did not go through.
+enum Refusal {
+    /// The scheduler may accept the same registration shortly.
+    Retry(String),
+    Fatal(WorkerError),
+}
+
+type Registered = (
+    net::Sender<ToScheduler>,
+    net::Receiver,
+    Vec<Envelope<FromScheduler>>,
+);
+
+/// Registers over a fresh connection: the connection's two halves and any messages that came
+/// with the welcome.
+async fn register(
+    stream: tokio::net::TcpStream,
+    scheduler: &str,
+    info: WorkerInfo,
+) -> Result<Registered, Refusal> {
+    let name = info.name.clone();
+    let (sched, mut from_sched) = net::split::<ToScheduler>(stream, scheduler.to_owned());
+    sched.send(ToScheduler::RegisterWorker(info));
+    let lost = |m: String| Refusal::Fatal(WorkerError::SchedulerLost(m));
+    let first = from_sched
+        .recv::<FromScheduler>()
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    match first {
+        Some(mut batch) if !batch.is_empty() => match batch.remove(0).msg {
+            FromScheduler::Welcome { .. } => Ok((sched, from_sched, batch)),
+            FromScheduler::Refused {
+                reason,
+                retry: true,
+            } => Err(Refusal::Retry(reason)),
+            FromScheduler::Refused { reason, .. } => {
+                Err(Refusal::Fatal(WorkerError::Refused { name, reason }))
+            }
+            other => Err(lost(format!("unexpected first message {other:?}"))),
+        },
+        _ => Err(lost("closed during registration".into())),
+    }
 }
 
 /// The worker's event loop: its logic ([`WorkerState`], no I/O) and the I/O that carries out

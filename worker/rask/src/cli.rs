@@ -28,6 +28,8 @@ use rask_core::units::parse_bytes;
 use rask_core::{Registry, Resources};
 use rask_frame as frame;
 use rask_scheduler::server::{Scheduler, SchedulerConfig};
+use rask_worker::memory::{MemoryFractions, MemoryPolicy};
+use rask_worker::nanny::{self, NannyConfig};
 use rask_worker::{Worker, WorkerConfig};
 
 #[derive(Parser)]
@@ -108,6 +110,13 @@ struct WorkerArgs {
     /// Resources this worker offers to tasks that ask for them, as Dask's: `"GPU=1,MEM=8e9"`.
     #[arg(long, env = "DASK_DISTRIBUTED__WORKER__RESOURCES", value_parser = parse_resources)]
     resources: Option<Resources>,
+    /// Run the worker under a nanny, a parent process that restarts it when it dies or when its
+    /// memory goes over the terminate threshold: the default, as Dask's.
+    #[arg(long, overrides_with = "no_nanny")]
+    nanny: bool,
+    /// Run the worker in this process, without a nanny.
+    #[arg(long, overrides_with = "nanny")]
+    no_nanny: bool,
 }
 
 fn parse_resources(s: &str) -> Result<Resources, String> {
@@ -372,12 +381,20 @@ async fn worker(a: WorkerArgs, registry: Registry) -> CliResult {
     } else {
         parse_bytes(&a.memory_limit).map_err(|e| format!("--memory-limit: {e}"))?
     };
+    let fractions =
+        MemoryFractions::from_env(|k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
     let name = a
         .name
+        .clone()
         .unwrap_or_else(|| format!("{}-{}", hostname_ip(), std::process::id()));
+    if a.nanny || !a.no_nanny {
+        return supervise(&a, name, nthreads, memory_limit, fractions).await;
+    }
+    nanny::die_with_parent()?;
     let mut config = WorkerConfig::new(a.scheduler, name);
     config.nthreads = nthreads;
     config.memory_limit = memory_limit;
+    config.memory = fractions;
     config.local_directory = a.local_directory;
     config.listen_host = a.listen_host;
     config.port = a.worker_port;
@@ -391,6 +408,57 @@ async fn worker(a: WorkerArgs, registry: Registry) -> CliResult {
         tracing::info!(signal = sig, "worker leaving");
     };
     w.run_until(signal).await.map_err(|e| e.to_string())
+}
+
+/// `rask worker` with a nanny: this process supervises a worker started from this same
+/// executable with the settings resolved here (its name and memory limit stay the same across
+/// restarts).
+async fn supervise(
+    a: &WorkerArgs,
+    name: String,
+    nthreads: usize,
+    memory_limit: u64,
+    fractions: MemoryFractions,
+) -> CliResult {
+    let program = std::env::current_exe()
+        .map_err(|e| format!("cannot find this executable to start the worker: {e}"))?;
+    let mut args: Vec<std::ffi::OsString> = vec!["worker".into(), a.scheduler.clone().into()];
+    let mut flag = |k: &str, v: std::ffi::OsString| {
+        args.push(k.into());
+        args.push(v);
+    };
+    flag("--name", name.clone().into());
+    flag("--nthreads", nthreads.to_string().into());
+    flag("--memory-limit", memory_limit.to_string().into());
+    flag("--local-directory", a.local_directory.clone().into());
+    flag("--worker-port", a.worker_port.to_string().into());
+    if let Some(h) = &a.listen_host {
+        flag("--listen-host", h.into());
+    }
+    if let Some(h) = &a.contact_host {
+        flag("--contact-host", h.into());
+    }
+    if let Some(r) = &a.resources {
+        flag("--resources", r.to_string().into());
+    }
+    args.push("--no-nanny".into());
+    let config = NannyConfig {
+        program,
+        args,
+        scheduler: a.scheduler.clone(),
+        worker_name: name,
+        memory: MemoryPolicy::new(memory_limit, fractions),
+        sample_every: std::time::Duration::from_millis(100),
+        grace: std::time::Duration::from_secs(30),
+    };
+    let stop = async {
+        let sig = shutdown_signal().await;
+        tracing::info!(signal = sig, "nanny passing the signal on to the worker");
+    };
+    nanny::supervise(config, stop)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// The array jobs' size and chunks: the flags, or the job's defaults; bad chunks are an error

@@ -39,6 +39,9 @@ pub struct LocalClusterConfig {
     pub worker_env: Vec<(String, String)>,
     /// The scheduler's policy (timeouts, retries).
     pub policy: rask_scheduler::state::Config,
+    /// Worker processes run under a nanny (restarted when they die or outgrow their memory);
+    /// off by default, so a worker's pid is its own (tests kill and measure them).
+    pub nanny: bool,
 }
 
 impl LocalClusterConfig {
@@ -52,6 +55,7 @@ impl LocalClusterConfig {
             local_directory: std::env::temp_dir(),
             worker_env: Vec::new(),
             policy: rask_scheduler::state::Config::default(),
+            nanny: false,
         }
     }
 
@@ -203,6 +207,11 @@ impl LocalCluster {
                     .arg("--local-directory")
                     .arg(&self.config.local_directory)
                     .args(["--listen-host", "127.0.0.1"])
+                    .arg(if self.config.nanny {
+                        "--nanny"
+                    } else {
+                        "--no-nanny"
+                    })
                     .env_remove("DASK_SCHEDULER_ADDRESS")
                     .env_remove("DASK_WORKER_NAME")
                     .envs(self.config.worker_env.iter().map(|(k, v)| (k, v)))
