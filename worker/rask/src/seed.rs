@@ -35,6 +35,9 @@ pub const FAIL: Func<String, Value> = Func::new("seed.fail");
 pub const BYTES: Func<MakeBytes, Value> = Func::new("seed.bytes");
 /// The length of a byte string, string or list.
 pub const LEN: Func<Arg, Value> = Func::new("seed.len");
+/// Allocates and touches `bytes` of memory, step by step, holds it, and returns how many bytes
+/// it held (for memory-limit tests: the worker's memory grows as a real task's would).
+pub const ALLOCATE: Func<Allocate, Value> = Func::new("seed.allocate");
 /// The futures pipeline's first step: reads the source (here: returns it).
 pub const LOAD: Func<Step, Value> = Func::new("seed.load");
 /// `2x`
@@ -64,6 +67,14 @@ pub struct Stamp {
 pub struct MakeBytes {
     pub n: u64,
     pub fill: u8,
+}
+
+/// `allocate(bytes, hold_seconds)`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Allocate {
+    pub bytes: u64,
+    /// How long to hold the memory once it is all allocated.
+    pub hold_seconds: f64,
 }
 
 /// A step of the futures pipeline: its input and how long it takes.
@@ -106,6 +117,7 @@ pub fn family() -> Family {
             Ok(Value::Bytes(vec![b.fill; n].into()))
         })
         .function(LEN, len)
+        .function(ALLOCATE, allocate)
         .function(LOAD, |s, i| {
             wait("load", s.seconds)?;
             s.x.resolve(i)
@@ -184,6 +196,26 @@ fn len(x: Arg, inputs: &Inputs<'_>) -> Result<Value, KernelError> {
             other.kind()
         ))),
     }
+}
+
+fn allocate(a: Allocate, _: &Inputs<'_>) -> Result<Value, KernelError> {
+    // Steps over glibc's largest mmap threshold (32 MiB), so each is its own mapping, returned
+    // to the system when the task ends (the worker's memory really goes down again).
+    const STEP: usize = 40 << 20;
+    let total = usize::try_from(a.bytes)
+        .map_err(|_| KernelError::failed(format!("allocate(): {} bytes do not fit", a.bytes)))?;
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let mut done = 0;
+    while done < total {
+        let n = STEP.min(total - done);
+        // Filled, so the pages are really resident (an untouched allocation is not).
+        held.push(vec![1u8; n]);
+        done += n;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait("allocate", a.hold_seconds)?;
+    let touched: usize = held.iter().map(|v| v.len()).sum();
+    Ok(Value::Int(touched as i64))
 }
 
 fn stamp(s: Stamp, inputs: &Inputs<'_>) -> Result<Value, KernelError> {

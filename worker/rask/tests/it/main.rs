@@ -8,6 +8,7 @@ mod binary;
 mod cluster;
 mod frame;
 mod http_api;
+mod memory;
 mod wire;
 
 use std::time::Duration;
