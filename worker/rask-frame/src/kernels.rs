@@ -334,8 +334,9 @@ mod tests {
         let corrupt = Encoded::from_tagged_vec(vec![FramePart::TAG, 1, 2, 3]);
         let e = call(&apply, &[corrupt]).unwrap_err();
         assert!(
-            e.to_string()
-                .starts_with("frame.apply: input 0: malformed a dataframe partition"),
+            matches!(&e, KernelError::Input { index: 0, reason, .. }
+                if reason.contains("dataframe partition")
+                    && reason.contains("3 bytes that do not start with the Arrow IPC file magic")),
             "{e}"
         );
         let sum = FrameTask::Sum {
