@@ -56,6 +56,8 @@ impl From<FrameError> for KernelError {
 }
 
 impl FrameError {
+    /// Makes an I/O error about `path` (`what` was being done: "opening", "creating", ...) a
+    /// [`FrameError::Io`]: `.map_err(FrameError::io(path, "creating"))`.
     pub(crate) fn io(
         path: impl Into<PathBuf>,
         what: &'static str,

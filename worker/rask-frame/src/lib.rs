@@ -383,7 +383,8 @@ impl DataFrame {
             .collect()
     }
 
-    /// The partitions as delayed values.
+    /// The partitions as delayed values, each a [`FramePart`] (one task per partition, running
+    /// the frame's steps).
     pub fn partitions(&self) -> Vec<Delayed<FramePart>> {
         self.tasks(None, Sink::Frame)
     }
