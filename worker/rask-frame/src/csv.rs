@@ -12,26 +12,28 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use super::partition::{
+use crate::FrameError;
+use crate::partition::{
     Block, count_byte, has_blank_line, read_block, read_block_into, scan_block_lines,
 };
-use super::plan::{DType, Schema, to_polars_schema};
+use crate::plan::{DType, Schema, to_polars_schema};
 
-/// Parses the data lines of `block` into a frame of `schema`, reading only `columns` (all when
-/// `None`). Errors name the file and the row.
-pub fn read_block_frame(
+/// Parses the data lines of `block`, fields separated by `sep`, into a frame of `schema`,
+/// reading only `columns` (all when `None`). Errors name the file and the row.
+pub(crate) fn read_block_frame(
     block: &Block,
+    sep: u8,
     schema: &Schema,
     columns: Option<&[String]>,
-) -> Result<DataFrame, String> {
+) -> Result<DataFrame, FrameError> {
     thread_local! {
         /// Each executor thread reuses one block buffer (parsed frames copy what they keep).
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
-        let at = read_block_into(block, &mut buf).map_err(|e| e.to_string())?;
-        let out = parse(&buf, at, &block.path, block.sep, schema, columns);
+        let at = read_block_into(block, &mut buf)?;
+        let out = parse(&buf, at, &block.path, sep, schema, columns);
         if buf.capacity() > 256 << 20 {
             // Do not keep an unusually large block's memory for good.
             *buf = Vec::new();
@@ -41,24 +43,23 @@ pub fn read_block_frame(
 }
 
 /// Parses data lines, fields separated by `sep`, that start at byte `at` of `path`.
-pub fn parse(
+fn parse(
     bytes: &[u8],
     at: u64,
     path: &Path,
     sep: u8,
     schema: &Schema,
     columns: Option<&[String]>,
-) -> Result<DataFrame, String> {
-    let fail = |polars_error: String| -> String {
-        match diagnose(bytes, at, path, sep, schema) {
+) -> Result<DataFrame, FrameError> {
+    let csv_error = |detail: String| FrameError::Csv {
+        path: path.to_owned(),
+        detail,
+    };
+    let fail = |polars_error: String| -> FrameError {
+        csv_error(match diagnose(bytes, at, path, sep, schema) {
             Some(row_error) => row_error,
-            None => format!(
-                "{}: bytes {}..{}: {polars_error}",
-                path.display(),
-                at,
-                at + bytes.len() as u64
-            ),
-        }
+            None => format!("bytes {}..{}: {polars_error}", at, at + bytes.len() as u64),
+        })
     };
     let df = parse_polars(bytes, sep, schema, columns).map_err(|e| fail(e.to_string()))?;
     // Polars fills the missing fields of a short row with nulls: a null among the columns read
@@ -66,7 +67,7 @@ pub fn parse(
     let suspicious = df.columns().iter().any(|c| c.null_count() > 0);
     if suspicious {
         if let Some(row_error) = diagnose(bytes, at, path, sep, schema) {
-            return Err(row_error);
+            return Err(csv_error(row_error));
         }
         // The chunk parser reads a blank line as a row of nulls; pandas, Dask and `len` skip
         // it. (Only outside quotes: with quotes a blank line may be inside a field.)
@@ -133,22 +134,23 @@ fn parse_polars(
     )
 }
 
-/// The number of data rows of `block`: counted without parsing when its bytes hold no quote
-/// and no blank line, parsed (one column) otherwise. Values are not checked.
-pub fn count_block_rows(block: &Block, schema: &Schema) -> Result<u64, String> {
-    let scan = scan_block_lines(block).map_err(|e| e.to_string())?;
+/// The number of data rows of `block` (fields separated by `sep`): counted without parsing when
+/// its bytes hold no quote and no blank line, parsed (one column) otherwise. Values are not
+/// checked.
+pub(crate) fn count_block_rows(block: &Block, sep: u8, schema: &Schema) -> Result<u64, FrameError> {
+    let scan = scan_block_lines(block)?;
     if let Some(rows) = scan.plain_rows() {
         return Ok(rows);
     }
-    let (bytes, at) = read_block(block).map_err(|e| e.to_string())?;
+    let (bytes, at) = read_block(block)?;
     let first: Vec<String> = schema.iter().take(1).map(|(n, _)| n.clone()).collect();
-    Ok(parse(&bytes, at, &block.path, block.sep, schema, Some(&first))?.height() as u64)
+    Ok(parse(&bytes, at, &block.path, sep, schema, Some(&first))?.height() as u64)
 }
 
-/// The first malformed row of the data lines at byte `at` of `path`: one with another number of
-/// fields than the header, or a field that is not of its column's type. `None` if every row is
-/// well formed.
-pub fn diagnose(bytes: &[u8], at: u64, path: &Path, sep: u8, schema: &Schema) -> Option<String> {
+/// The first malformed row of the data lines at byte `at` of `path`, as `line N (byte offset
+/// M): what is wrong`: a row with another number of fields than the header, or a field that is
+/// not of its column's type. `None` if every row is well formed.
+fn diagnose(bytes: &[u8], at: u64, path: &Path, sep: u8, schema: &Schema) -> Option<String> {
     let mut row_start = 0usize;
     let mut line_in_block = 0u64;
     while row_start < bytes.len() {
@@ -162,8 +164,7 @@ pub fn diagnose(bytes: &[u8], at: u64, path: &Path, sep: u8, schema: &Schema) ->
                 Err(_) => "line ?".into(),
             };
             return Some(format!(
-                "{}: {where_} (byte offset {}): {problem}",
-                path.display(),
+                "{where_} (byte offset {}): {problem}",
                 at + row_start as u64
             ));
         }
@@ -298,23 +299,23 @@ mod tests {
             start: 0,
             end: size,
             header_end,
-            sep: b',',
         }
     }
 
     #[test]
     fn good_blocks_parse_with_projection_quotes_and_nulls() {
         let (_d, path, h) = write("id,x,name\n1,2.5,a\n2,,\"b,c\"\n3,1e3,\"say \"\"hi\"\"\"\n");
-        let df = read_block_frame(&whole(&path, h), &schema(), None).unwrap();
+        let df = read_block_frame(&whole(&path, h), b',', &schema(), None).unwrap();
         assert_eq!(df.shape(), (3, 3));
         assert_eq!(df.column("x").unwrap().null_count(), 1);
         let names: Vec<_> = df.column("name").unwrap().str().unwrap().iter().collect();
         assert_eq!(names, [Some("a"), Some("b,c"), Some("say \"hi\"")]);
-        let only = read_block_frame(&whole(&path, h), &schema(), Some(&["x".into()])).unwrap();
+        let only =
+            read_block_frame(&whole(&path, h), b',', &schema(), Some(&["x".into()])).unwrap();
         assert_eq!(only.get_column_names(), ["x"]);
 
         let (_d, path, h) = write("id,x,name\r\n1,2.5,a\r\n2,,b\r\n");
-        let df = read_block_frame(&whole(&path, h), &schema(), None).unwrap();
+        let df = read_block_frame(&whole(&path, h), b',', &schema(), None).unwrap();
         let names: Vec<_> = df.column("name").unwrap().str().unwrap().iter().collect();
         assert_eq!(names, [Some("a"), Some("b")], "CRLF line endings");
     }
@@ -323,7 +324,9 @@ mod tests {
     fn malformed_rows_name_file_line_offset_and_column() {
         let text = "id,x,name\n1,2.5,a\n2,oops,b\n";
         let (_d, path, h) = write(text);
-        let e = read_block_frame(&whole(&path, h), &schema(), None).unwrap_err();
+        let e = read_block_frame(&whole(&path, h), b',', &schema(), None)
+            .unwrap_err()
+            .to_string();
         let offset = text.find("2,oops").unwrap();
         assert!(e.contains("t.csv"), "{e}");
         assert!(e.contains("line 3"), "{e}");
@@ -331,26 +334,32 @@ mod tests {
         assert!(e.contains("column \"x\": \"oops\" is not a float64"), "{e}");
 
         let (_d, path, h) = write("id,x,name\n1,2.5,a\n2,3.5\n4,1,c\n");
-        let e = read_block_frame(&whole(&path, h), &schema(), Some(&["name".into()])).unwrap_err();
+        let e = read_block_frame(&whole(&path, h), b',', &schema(), Some(&["name".into()]))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("line 3") && e.contains("column \"name\" is missing"),
             "{e}"
         );
         // A short row whose missing fields are not read is not seen (as unread values).
-        assert!(read_block_frame(&whole(&path, h), &schema(), Some(&["id".into()])).is_ok());
+        assert!(read_block_frame(&whole(&path, h), b',', &schema(), Some(&["id".into()])).is_ok());
 
         let (_d, path, h) = write("id,x,name\n1,2.5,a,extra\n");
-        let e = read_block_frame(&whole(&path, h), &schema(), None).unwrap_err();
+        let e = read_block_frame(&whole(&path, h), b',', &schema(), None)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("line 2") && e.contains("4 fields where the header has 3"),
             "{e}"
         );
 
         let (_d, path, h) = write("id,x,name\n1,2.5,a\n1.5,2,b\n");
-        let e = read_block_frame(&whole(&path, h), &schema(), Some(&["id".into()])).unwrap_err();
+        let e = read_block_frame(&whole(&path, h), b',', &schema(), Some(&["id".into()]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("column \"id\": \"1.5\" is not a int64"), "{e}");
         // Like Polars' own projection pushdown, columns that are not read are not checked.
-        assert!(read_block_frame(&whole(&path, h), &schema(), Some(&["x".into()])).is_ok());
+        assert!(read_block_frame(&whole(&path, h), b',', &schema(), Some(&["x".into()])).is_ok());
     }
 
     #[test]
@@ -360,17 +369,11 @@ mod tests {
             // The file and one block of all of it, fields separated by `sep`.
             let block_of = |text: &str| {
                 let (dir, path, h) = write(text);
-                (
-                    dir,
-                    Block {
-                        sep,
-                        ..whole(&path, h)
-                    },
-                )
+                (dir, whole(&path, h))
             };
             let text = format!("id{s}x{s}name\n1{s}2.5{s}a,b\n2{s}{s}\"c{s}d\"\n");
             let (_d, block) = block_of(&text);
-            let df = read_block_frame(&block, &schema(), None).unwrap();
+            let df = read_block_frame(&block, sep, &schema(), None).unwrap();
             assert_eq!(df.shape(), (2, 3), "{s:?}");
             let names: Vec<_> = df.column("name").unwrap().str().unwrap().iter().collect();
             // A comma is data under another separator; a quoted separator is data too.
@@ -383,7 +386,9 @@ mod tests {
 
             let text = format!("id{s}x{s}name\n1{s}2.5{s}a\n2{s}oops{s}b\n");
             let (_d, block) = block_of(&text);
-            let e = read_block_frame(&block, &schema(), None).unwrap_err();
+            let e = read_block_frame(&block, sep, &schema(), None)
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.contains("line 3") && e.contains("column \"x\": \"oops\" is not a float64"),
                 "{s:?}: {e}"
@@ -391,7 +396,9 @@ mod tests {
         }
         // The same tab-separated text read with the default comma is one column per line.
         let (_d, path, h) = write("id\tx\tname\n1\t2.5\ta\n");
-        let e = read_block_frame(&whole(&path, h), &schema(), None).unwrap_err();
+        let e = read_block_frame(&whole(&path, h), b',', &schema(), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("1 fields where the header has 3"), "{e}");
     }
 
@@ -409,9 +416,10 @@ mod tests {
             start: size - 30,
             end: size,
             header_end: h,
-            sep: b',',
         };
-        let e = read_block_frame(&block, &schema(), None).unwrap_err();
+        let e = read_block_frame(&block, b',', &schema(), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 102"), "{e}");
         assert!(
             e.contains(&format!("byte offset {}", text.find("100,bad").unwrap())),
@@ -431,8 +439,14 @@ mod tests {
         ] {
             let (_d, path, h) = write(text);
             let b = whole(&path, h);
-            let parsed = read_block_frame(&b, &schema(), None).unwrap().height() as u64;
-            assert_eq!(count_block_rows(&b, &schema()).unwrap(), parsed, "{text:?}");
+            let parsed = read_block_frame(&b, b',', &schema(), None)
+                .unwrap()
+                .height() as u64;
+            assert_eq!(
+                count_block_rows(&b, b',', &schema()).unwrap(),
+                parsed,
+                "{text:?}"
+            );
             let lines = text
                 .lines()
                 .skip(1)

@@ -13,7 +13,8 @@ use polars::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::plan::{DType, Schema, lookup};
+use crate::FrameError;
+use crate::plan::{DType, Schema, lookup};
 
 /// An aggregation of a column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,8 +26,11 @@ pub enum Agg {
     Max,
 }
 
-impl Agg {
-    pub fn parse(s: &str) -> Result<Agg, String> {
+/// `"mean"`, `"sum"`, `"count"`, `"min"` or `"max"`, as pandas names them.
+impl std::str::FromStr for Agg {
+    type Err = FrameError;
+
+    fn from_str(s: &str) -> Result<Agg, FrameError> {
         Ok(match s {
             "mean" => Agg::Mean,
             "sum" => Agg::Sum,
@@ -34,13 +38,15 @@ impl Agg {
             "min" => Agg::Min,
             "max" => Agg::Max,
             other => {
-                return Err(format!(
+                return Err(FrameError::Invalid(format!(
                     "unknown aggregation {other:?} (one of mean, sum, count, min, max)"
-                ));
+                )));
             }
         })
     }
+}
 
+impl Agg {
     fn name(self) -> &'static str {
         match self {
             Agg::Mean => "mean",
@@ -54,7 +60,7 @@ impl Agg {
 
 /// One aggregated column: its input, aggregation, output name and input type.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AggCol {
+pub(crate) struct AggCol {
     pub column: String,
     pub agg: Agg,
     pub output: String,
@@ -63,7 +69,7 @@ pub struct AggCol {
 
 /// A whole groupby aggregation, checked against the input schema.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AggSpec {
+pub(crate) struct AggSpec {
     pub keys: Vec<String>,
     pub aggs: Vec<AggCol>,
 }
@@ -506,8 +512,9 @@ mod tests {
         .unwrap();
         let names: Vec<_> = spec.aggs.iter().map(|a| a.output.as_str()).collect();
         assert_eq!(names, ["x_mean", "x_max", "s"]);
+        assert_eq!("max".parse::<Agg>().unwrap(), Agg::Max);
         assert_eq!(
-            Agg::parse("median").unwrap_err(),
+            "median".parse::<Agg>().unwrap_err().to_string(),
             "unknown aggregation \"median\" (one of mean, sum, count, min, max)"
         );
     }

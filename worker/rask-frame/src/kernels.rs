@@ -1,223 +1,444 @@
-//! The dataframe task functions, registered as one [`Table`] of the engine's registry.
+//! The dataframe kernels: one serde enum, [`FrameTask`], whose variants are the `frame.*`
+//! functions. The graph builders (`lib.rs`) make the values and the worker runs them, so both
+//! sides agree on every argument by type. [`family`] registers them with a worker.
 //!
-//! | function | arguments | result |
-//! |---|---|---|
-//! | `frame_read_csv` | path, start, end, header_end, schema (JSON), plan (JSON), separator (optional, `,`) | the plan's sink |
-//! | `frame_read_parquet` | path, schema (JSON), plan (JSON), first row and row count (optional: all) | the plan's sink |
-//! | `frame_apply` | frame, plan (JSON) | the plan's sink |
-//! | `frame_combine` | list of partial-aggregate frames, spec (JSON), finish (bool) | frame |
+//! | function | task | inputs | result |
+//! |---|---|---|---|
+//! | `frame.read_csv` | `ReadCsv { block, sep, schema, plan }` | none | the plan's sink |
+//! | `frame.read_parquet` | `ReadParquet { path, rows, schema, plan }` | none | the plan's sink |
+//! | `frame.apply` | `Apply { part, plan }` | a partition | the plan's sink |
+//! | `frame.combine` | `Combine { parts, spec, finish }` | partial aggregates | a partition |
+//! | `frame.sum` | `Sum { counts }` | counts | their total (`u64`) |
+//!
+//! A plan is the partition's fused steps (select, filter, head, a groupby's partial aggregate)
+//! and its sink: the frame (a [`FramePart`], format tag 2), or a count as a serde `u64` (tag 0):
+//! its rows (`len`), or the rows written to a CSV or Parquet file (`to_csv`, `to_parquet`).
+//! `rows` is a Parquet file's row range (`None`: all); `finish` makes the groupby's result from
+//! the combined states (the root of the tree). A failure is a [`KernelError`] naming the file,
+//! block, line, column or value that was wrong.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-use polars::prelude::*;
+use polars::prelude::{CsvWriter, DataFrame, ParquetWriter, SerWriter};
+use rask_core::{Data, Encoded, Family, Input, Inputs, KernelError, KernelTask};
+use serde::{Deserialize, Serialize};
 
-use super::csv::{count_block_rows, read_block_frame};
-use super::groupby::AggSpec;
-use super::parquet;
-use super::part::{FramePart, frame_arg};
-use super::partition::Block;
-use super::plan::{Plan, Schema, Sink};
-use crate::registry::Table;
-use crate::value::Value;
+use crate::FrameError;
+use crate::csv::{count_block_rows, read_block_frame};
+use crate::groupby::AggSpec;
+use crate::parquet::{self, RowRange};
+use crate::part::FramePart;
+use crate::partition::{Block, check_sep};
+use crate::plan::{Plan, Schema, Sink};
 
-pub const FRAME: Table = &[
-    ("frame_read_csv", read_csv),
-    ("frame_read_parquet", read_parquet),
-    ("frame_apply", apply),
-    ("frame_combine", combine),
-];
-
-fn arg<'a>(args: &'a [Value], i: usize, func: &str) -> Result<&'a Value, String> {
-    args.get(i).ok_or_else(|| {
-        format!(
-            "{func}() takes at least {} argument(s), got {}",
-            i + 1,
-            args.len()
-        )
-    })
+/// A dataframe task: built by the graph builders, run by [`run`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum FrameTask {
+    /// One CSV block, fields separated by `sep`, read as `schema` and run through `plan`.
+    ReadCsv {
+        block: Block,
+        sep: u8,
+        schema: Schema,
+        plan: Plan,
+    },
+    /// A Parquet file's `rows` (all when `None`), checked against `schema`, through `plan`.
+    ReadParquet {
+        path: PathBuf,
+        rows: Option<RowRange>,
+        schema: Schema,
+        plan: Plan,
+    },
+    /// A computed partition through `plan`.
+    Apply { part: Input<FramePart>, plan: Plan },
+    /// One node of a groupby's tree: partial aggregates combined; with `finish`, the result.
+    Combine {
+        parts: Vec<Input<FramePart>>,
+        spec: AggSpec,
+        finish: bool,
+    },
+    /// The total of partitions' counts (`len`).
+    Sum { counts: Vec<Input<u64>> },
 }
 
-fn str_arg<'a>(args: &'a [Value], i: usize, func: &str) -> Result<&'a str, String> {
-    arg(args, i, func)?
-        .as_str()
-        .map_err(|e| format!("{func}(): argument {}: {e}", i + 1))
-}
+impl KernelTask for FrameTask {
+    const FUNCTIONS: &'static [&'static str] = &[
+        "frame.read_csv",
+        "frame.read_parquet",
+        "frame.apply",
+        "frame.combine",
+        "frame.sum",
+    ];
 
-fn u64_arg(args: &[Value], i: usize, func: &str) -> Result<u64, String> {
-    let v = arg(args, i, func)?
-        .as_int()
-        .map_err(|e| format!("{func}(): argument {}: {e}", i + 1))?;
-    u64::try_from(v).map_err(|_| format!("{func}(): argument {} is negative: {v}", i + 1))
-}
-
-fn schema_arg(args: &[Value], i: usize, func: &str) -> Result<Schema, String> {
-    serde_json::from_str(str_arg(args, i, func)?)
-        .map_err(|e| format!("{func}(): malformed schema: {e}"))
-}
-
-/// `frame_read_csv(path, start, end, header_end, schema, plan[, sep])`: one CSV block through a
-/// plan.
-fn read_csv(args: &[Value]) -> Result<Value, String> {
-    const F: &str = "frame_read_csv";
-    let sep = match args.get(6) {
-        None => b',',
-        Some(_) => match str_arg(args, 6, F)?.as_bytes() {
-            [b] if b.is_ascii() => *b,
-            other => {
-                return Err(format!(
-                    "{F}(): argument 7: the separator must be one ASCII character, got {:?}",
-                    String::from_utf8_lossy(other)
-                ));
-            }
-        },
-    };
-    let block = Block {
-        path: PathBuf::from(str_arg(args, 0, F)?),
-        start: u64_arg(args, 1, F)?,
-        end: u64_arg(args, 2, F)?,
-        header_end: u64_arg(args, 3, F)?,
-        sep,
-    };
-    let schema = schema_arg(args, 4, F)?;
-    let plan = Plan::from_json(str_arg(args, 5, F)?)?;
-    if plan.ops.is_empty() && plan.sink == Some(Sink::Len) {
-        return count_block_rows(&block, &schema).map(|n| Value::Int(n as i64));
+    fn func(&self) -> &'static str {
+        match self {
+            FrameTask::ReadCsv { .. } => "frame.read_csv",
+            FrameTask::ReadParquet { .. } => "frame.read_parquet",
+            FrameTask::Apply { .. } => "frame.apply",
+            FrameTask::Combine { .. } => "frame.combine",
+            FrameTask::Sum { .. } => "frame.sum",
+        }
     }
-    let columns = plan.needed_columns(&schema);
-    let df = read_block_frame(&block, &schema, columns.as_deref())?;
-    finish(plan.apply(df)?, plan.sink.as_ref())
 }
 
-/// `frame_read_parquet(path, schema, plan[, start, count])`: a Parquet file's rows (all, or
-/// `count` from `start`) through a plan.
-fn read_parquet(args: &[Value]) -> Result<Value, String> {
-    const F: &str = "frame_read_parquet";
-    let path = PathBuf::from(str_arg(args, 0, F)?);
-    let schema = schema_arg(args, 1, F)?;
-    let plan = Plan::from_json(str_arg(args, 2, F)?)?;
-    let rows = match args.len() {
-        3 => None,
-        _ => Some((u64_arg(args, 3, F)?, u64_arg(args, 4, F)?)),
-    };
-    if plan.ops.is_empty() && plan.sink == Some(Sink::Len) {
-        return parquet::count_rows(&path, rows).map(|n| Value::Int(n as i64));
+/// The dataframe family (`frame`, this crate's version), for the program that builds a worker.
+pub fn family() -> Family {
+    Family::new("frame", env!("CARGO_PKG_VERSION")).kernels(run)
+}
+
+/// Runs one dataframe task on its inputs.
+fn run(task: FrameTask, inputs: &Inputs<'_>) -> Result<Encoded, KernelError> {
+    match task {
+        FrameTask::ReadCsv {
+            block,
+            sep,
+            schema,
+            plan,
+        } => read_csv(&block, sep, &schema, &plan),
+        FrameTask::ReadParquet {
+            path,
+            rows,
+            schema,
+            plan,
+        } => read_parquet(&path, rows, &schema, &plan),
+        FrameTask::Apply { part, plan } => {
+            let df = inputs.get(part)?.into_frame();
+            finish(&plan, df, &"a computed partition")
+        }
+        FrameTask::Combine {
+            parts,
+            spec,
+            finish,
+        } => combine(&parts, &spec, finish, inputs),
+        FrameTask::Sum { counts } => sum(&counts, inputs),
     }
-    let columns = plan.needed_columns(&schema);
-    let df = parquet::read_file(&path, rows, &schema, columns.as_deref())?;
-    finish(plan.apply(df)?, plan.sink.as_ref())
 }
 
-/// `frame_apply(frame, plan)`: a plan over a computed partition.
-fn apply(args: &[Value]) -> Result<Value, String> {
-    const F: &str = "frame_apply";
-    let df = frame_arg(args, 0, F)?.clone();
-    let plan = Plan::from_json(str_arg(args, 1, F)?)?;
-    finish(plan.apply(df)?, plan.sink.as_ref())
+/// `frame.read_csv`: the len fast path counts lines without parsing; otherwise only the columns
+/// the plan reads are parsed.
+fn read_csv(block: &Block, sep: u8, schema: &Schema, plan: &Plan) -> Result<Encoded, KernelError> {
+    check_sep(sep).map_err(|e| KernelError::failed(format!("{block}: {e}")))?;
+    if plan.is_len_only() {
+        return Ok(count_block_rows(block, sep, schema)?.encode());
+    }
+    let columns = plan.needed_columns(schema);
+    let df = read_block_frame(block, sep, schema, columns.as_deref())?;
+    finish(plan, df, block)
 }
 
-/// `frame_combine([partials], spec, finish)`: one node of the groupby tree.
-fn combine(args: &[Value]) -> Result<Value, String> {
-    const F: &str = "frame_combine";
-    let items = arg(args, 0, F)?
-        .as_list()
-        .map_err(|e| format!("{F}(): argument 1: {e}"))?;
-    let parts = (0..items.len())
-        .map(|i| frame_arg(items, i, F))
-        .collect::<Result<Vec<_>, _>>()?;
-    let spec: AggSpec = serde_json::from_str(str_arg(args, 1, F)?)
-        .map_err(|e| format!("{F}(): malformed aggregation: {e}"))?;
-    let last = arg(args, 2, F)? == &Value::Bool(true);
-    let state = spec.combine(&parts).map_err(|e| format!("groupby: {e}"))?;
-    let out = if last {
-        spec.finish(&state).map_err(|e| format!("groupby: {e}"))?
+/// `frame.read_parquet`: `len` reads only the file's metadata; otherwise only the columns the
+/// plan reads.
+fn read_parquet(
+    path: &Path,
+    rows: Option<RowRange>,
+    schema: &Schema,
+    plan: &Plan,
+) -> Result<Encoded, KernelError> {
+    if plan.is_len_only() {
+        return Ok(parquet::count_rows(path, rows)?.encode());
+    }
+    let columns = plan.needed_columns(schema);
+    let df = parquet::read_file(path, rows, schema, columns.as_deref())?;
+    let what = match rows {
+        Some(r) => format!("{} {r}", path.display()),
+        None => path.display().to_string(),
+    };
+    finish(plan, df, &what)
+}
+
+/// `frame.combine`: partial aggregates into one state, or into the result.
+fn combine(
+    parts: &[Input<FramePart>],
+    spec: &AggSpec,
+    finish: bool,
+    inputs: &Inputs<'_>,
+) -> Result<Encoded, KernelError> {
+    let parts = parts
+        .iter()
+        .map(|&p| inputs.get(p))
+        .collect::<Result<Vec<FramePart>, _>>()?;
+    let frames: Vec<&DataFrame> = parts.iter().map(FramePart::frame).collect();
+    let failed = |e: polars::prelude::PolarsError| FrameError::Compute {
+        step: "groupby",
+        reason: e.to_string(),
+    };
+    let state = spec.combine(&frames).map_err(failed)?;
+    let out = if finish {
+        spec.finish(&state).map_err(failed)?
     } else {
         state
     };
-    Ok(Value::Frame(FramePart::new(out)))
+    Ok(FramePart::new(out).encode())
 }
 
-/// The end of a partition's pipeline.
-fn finish(mut df: DataFrame, sink: Option<&Sink>) -> Result<Value, String> {
-    let rows = df.height() as i64;
-    match sink {
-        None | Some(Sink::Frame) => Ok(Value::Frame(FramePart::new(df))),
-        Some(Sink::Len) => Ok(Value::Int(rows)),
-        Some(Sink::Csv(path)) => {
-            let mut f = create(path)?;
-            CsvWriter::new(&mut f)
+/// `frame.sum`: the total of counts.
+fn sum(counts: &[Input<u64>], inputs: &Inputs<'_>) -> Result<Encoded, KernelError> {
+    let mut total = 0u64;
+    for &c in counts {
+        let n = inputs.get(c)?;
+        total = total.checked_add(n).ok_or_else(|| {
+            KernelError::failed(format!("the sum of counts overflows at {total} + {n}"))
+        })?;
+    }
+    Ok(total.encode())
+}
+
+/// The rest of a partition's pipeline, on the frame read from `what`: its steps, then its sink.
+fn finish(plan: &Plan, df: DataFrame, what: &dyn fmt::Display) -> Result<Encoded, KernelError> {
+    let mut df = plan
+        .apply(df)
+        .map_err(|e| KernelError::failed(format!("{what}: {e}")))?;
+    let rows = df.height() as u64;
+    match &plan.sink {
+        Sink::Frame => Ok(FramePart::new(df).encode()),
+        Sink::Len => Ok(rows.encode()),
+        Sink::Csv(path) => {
+            let written = CsvWriter::new(&mut create(path)?)
                 .include_header(true)
-                .finish(&mut df)
-                .map_err(|e| format!("writing {path}: {e}"))?;
-            Ok(Value::Int(rows))
+                .finish(&mut df);
+            written.map_err(|e| write_error(path, e))?;
+            Ok(rows.encode())
         }
-        Some(Sink::Parquet(path)) => {
-            let f = create(path)?;
-            ParquetWriter::new(f)
-                .finish(&mut df)
-                .map_err(|e| format!("writing {path}: {e}"))?;
-            Ok(Value::Int(rows))
+        Sink::Parquet(path) => {
+            let written = ParquetWriter::new(create(path)?).finish(&mut df);
+            written.map_err(|e| write_error(path, e))?;
+            Ok(rows.encode())
         }
     }
 }
 
-fn create(path: &str) -> Result<std::fs::File, String> {
-    let p = Path::new(path);
-    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+fn write_error(path: &Path, e: polars::prelude::PolarsError) -> FrameError {
+    FrameError::Write {
+        path: path.to_owned(),
+        reason: e.to_string(),
     }
-    std::fs::File::create(p).map_err(|e| format!("creating {path}: {e}"))
+}
+
+/// Creates `path` and the directories it needs.
+fn create(path: &Path) -> Result<std::fs::File, FrameError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(FrameError::io(dir, "creating"))?;
+    }
+    std::fs::File::create(path).map_err(FrameError::io(path, "creating"))
 }
 
 #[cfg(test)]
 mod tests {
+    use rask_core::Registry;
+    use rask_core::function::encode_payload;
+
     use super::*;
+    use crate::plan::{DType, Op, col};
+
+    fn registry() -> Registry {
+        let mut r = Registry::new();
+        r.register(family()).unwrap();
+        r
+    }
+
+    fn call(task: &FrameTask, inputs: &[Encoded]) -> Result<Encoded, KernelError> {
+        registry().call(task.func(), &encode_payload(task).unwrap(), inputs)
+    }
+
+    fn part() -> FramePart {
+        let df = polars::df!("k" => [1i64, 2, 1], "x" => [0.5f64, 1.5, 2.5]).unwrap();
+        FramePart::new(df)
+    }
 
     #[test]
-    fn bad_arguments_are_errors_naming_the_function() {
-        let e = read_csv(&[]).unwrap_err();
-        assert_eq!(e, "frame_read_csv() takes at least 1 argument(s), got 0");
-        let args: Vec<Value> = vec![
-            "/nowhere.csv".into(),
-            Value::Int(-1),
-            Value::Int(0),
-            Value::Int(0),
-            "[]".into(),
-            "{}".into(),
-        ];
-        assert!(
-            read_csv(&args)
-                .unwrap_err()
-                .contains("argument 2 is negative")
+    fn the_family_registers_every_variant_under_its_name() {
+        let r = registry();
+        let info = &r.families()[0];
+        assert_eq!(
+            (info.name.as_str(), info.version.as_str()),
+            ("frame", env!("CARGO_PKG_VERSION"))
         );
-        let mut args = args;
-        args[1] = Value::Int(0);
-        args[4] = "not json".into();
-        assert!(read_csv(&args).unwrap_err().contains("malformed schema"));
-        args[4] = "[]".into();
-        args[5] = "{\"ops\": 3}".into();
-        assert!(
-            read_csv(&args)
-                .unwrap_err()
-                .contains("malformed partition plan")
+        assert_eq!(info.functions, FrameTask::FUNCTIONS);
+        for f in FrameTask::FUNCTIONS {
+            assert!(r.get(f).is_some(), "{f}");
+        }
+    }
+
+    #[test]
+    fn apply_and_sum_read_their_inputs_by_type() {
+        let task = FrameTask::Apply {
+            part: Input::new(0),
+            plan: Plan {
+                ops: vec![Op::Filter(col("k").eq(1))],
+                sink: Sink::Len,
+            },
+        };
+        let out = call(&task, &[part().encode()]).unwrap();
+        assert_eq!(out.decode::<u64>().unwrap(), 2);
+        let sum = FrameTask::Sum {
+            counts: vec![Input::new(0), Input::new(1), Input::new(0)],
+        };
+        let out = call(&sum, &[2u64.encode(), 5u64.encode()]).unwrap();
+        assert_eq!(out.decode::<u64>().unwrap(), 9);
+        let e = call(&sum, &[u64::MAX.encode(), 1u64.encode()]).unwrap_err();
+        assert!(e.to_string().contains("overflows"), "{e}");
+    }
+
+    #[test]
+    fn a_payload_of_another_variant_is_refused() {
+        let sum = FrameTask::Sum { counts: vec![] };
+        let payload = encode_payload(&sum).unwrap();
+        let e = registry()
+            .call("frame.read_csv", &payload, &[])
+            .unwrap_err();
+        assert_eq!(
+            e,
+            KernelError::Arguments {
+                func: "frame.read_csv".into(),
+                reason: "the payload is a frame.sum task".into()
+            }
         );
-        args[5] = Plan::default().to_json().into();
-        let e = read_csv(&args).unwrap_err();
-        assert!(e.contains("/nowhere.csv"), "{e}");
-        for bad in [";;", "", "é"] {
-            let mut with_sep = args.clone();
-            with_sep.push(bad.into());
-            let e = read_csv(&with_sep).unwrap_err();
+    }
+
+    #[test]
+    fn a_corrupt_payload_is_refused_naming_the_function_and_type() {
+        for payload in [&b""[..], b"\xff\xff", b"\x02\x00"] {
+            let e = registry().call("frame.apply", payload, &[]).unwrap_err();
             assert!(
-                e.contains("argument 7: the separator must be one ASCII character"),
-                "{bad:?}: {e}"
+                matches!(&e, KernelError::Arguments { func, reason }
+                    if func == "frame.apply" && reason.starts_with("as FrameTask: ")),
+                "{payload:?}: {e}"
             );
         }
-        let mut with_sep = args.clone();
-        with_sep.push(Value::Int(9));
-        assert!(read_csv(&with_sep).unwrap_err().contains("argument 7"));
-        let e = apply(&[Value::Int(1), "{}".into()]).unwrap_err();
-        assert_eq!(e, "frame_apply(): argument 1 must be a frame, got int");
-        let e = combine(&[Value::List(vec![]), "{}".into(), true.into()]).unwrap_err();
-        assert!(e.contains("malformed aggregation"), "{e}");
+        // A whole task with bytes after it: another type's payload.
+        let mut long = encode_payload(&FrameTask::Sum { counts: vec![] })
+            .unwrap()
+            .to_vec();
+        long.extend_from_slice(b"tail");
+        let e = registry().call("frame.sum", &long, &[]).unwrap_err();
+        assert!(e.to_string().contains("bytes left over"), "{e}");
+    }
+
+    #[test]
+    fn an_input_of_the_wrong_kind_is_named_by_position() {
+        let apply = FrameTask::Apply {
+            part: Input::new(0),
+            plan: Plan::default(),
+        };
+        let e = call(&apply, &[7u64.encode()]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "frame.apply: input 0: expected a dataframe partition, got data of another kind \
+             (format tag 0)"
+        );
+        let e = call(&apply, &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "frame.apply: input 0: the task has only 0 inputs"
+        );
+        let corrupt = Encoded::from_tagged_vec(vec![FramePart::TAG, 1, 2, 3]);
+        let e = call(&apply, &[corrupt]).unwrap_err();
+        assert!(
+            matches!(&e, KernelError::Input { index: 0, reason, .. }
+                if reason.contains("dataframe partition")
+                    && reason.contains("3 bytes that do not start with the Arrow IPC file magic")),
+            "{e}"
+        );
+        let sum = FrameTask::Sum {
+            counts: vec![Input::new(0), Input::new(1)],
+        };
+        let e = call(&sum, &[1u64.encode(), part().encode()]).unwrap_err();
+        assert!(
+            matches!(&e, KernelError::Input { func, index: 1, .. } if func == "frame.sum"),
+            "{e}"
+        );
+        let combine = FrameTask::Combine {
+            parts: vec![Input::new(0)],
+            spec: AggSpec::new(
+                &vec![("k".into(), DType::Int64), ("x".into(), DType::Float64)],
+                &["k"],
+                &[("x", crate::Agg::Mean)],
+            )
+            .unwrap(),
+            finish: true,
+        };
+        let e = call(&combine, &[3u64.encode()]).unwrap_err();
+        assert!(matches!(e, KernelError::Input { index: 0, .. }), "{e}");
+        // A partition that is not a partial aggregate: the step and the column are named.
+        let e = call(&combine, &[part().encode()]).unwrap_err().to_string();
+        assert!(e.starts_with("groupby: ") && e.contains("__0_sum"), "{e}");
+    }
+
+    #[test]
+    fn bad_task_values_fail_naming_the_block_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        std::fs::write(&path, "k,x\n1,2.5\n").unwrap();
+        let block = Block {
+            path: path.clone(),
+            start: 0,
+            end: 10,
+            header_end: 4,
+        };
+        let schema: Schema = vec![("k".into(), DType::Int64), ("x".into(), DType::Float64)];
+        let read = |sep: u8, plan: Plan| {
+            call(
+                &FrameTask::ReadCsv {
+                    block: block.clone(),
+                    sep,
+                    schema: schema.clone(),
+                    plan,
+                },
+                &[],
+            )
+        };
+        let e = read(b'"', Plan::default()).unwrap_err().to_string();
+        assert!(
+            e.contains("t.csv bytes 0..10: sep") && e.contains("it quotes fields"),
+            "{e}"
+        );
+        let select_nope = Plan {
+            ops: vec![Op::Select(vec!["nope".into()])],
+            sink: Sink::Frame,
+        };
+        let e = read(b',', select_nope.clone()).unwrap_err().to_string();
+        assert!(e.contains("t.csv") && e.contains("nope"), "{e}");
+        let filter = Plan {
+            ops: vec![Op::Filter(col("x").gt(1.0))],
+            sink: Sink::Len,
+        };
+        assert_eq!(read(b',', filter).unwrap().decode::<u64>().unwrap(), 1);
+
+        let e = call(
+            &FrameTask::ReadParquet {
+                path: dir.path().join("gone.parquet"),
+                rows: None,
+                schema,
+                plan: Plan::default(),
+            },
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("opening") && e.contains("gone.parquet"), "{e}");
+    }
+
+    #[test]
+    fn sinks_write_files_and_return_the_rows_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("deep/er/p.csv");
+        let apply = |sink: Sink| FrameTask::Apply {
+            part: Input::new(0),
+            plan: Plan { ops: vec![], sink },
+        };
+        let n = call(&apply(Sink::Csv(out.clone())), &[part().encode()]).unwrap();
+        assert_eq!(n.decode::<u64>().unwrap(), 3);
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "k,x\n1,0.5\n2,1.5\n1,2.5\n"
+        );
+        // A directory where the file should be: the error names the path.
+        let e = call(
+            &apply(Sink::Parquet(dir.path().join("deep"))),
+            &[part().encode()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("creating") && e.contains("deep"), "{e}");
     }
 }

@@ -1,18 +1,24 @@
-//! Partitioned dataframes: `read_csv` over a glob split into byte blocks and `read_parquet` into
-//! runs of row groups, column selection, boolean filters, `groupby().agg()` as partial
-//! aggregates combined in a tree, `len`, `head`, `compute`, and `to_csv`/`to_parquet` per
-//! partition.
+//! Partitioned dataframes (Dask's `dask.dataframe`) on Polars: `read_csv` over a glob split
+//! into byte blocks and `read_parquet` into runs of row groups, column selection, boolean
+//! filters, `groupby().agg()` as partial aggregates combined in a tree, `len`, `head`,
+//! `compute`, and `to_csv`/`to_parquet` per partition.
 //!
-//! A [`DataFrame`] is lazy: a list of partition inputs (a CSV block, Parquet rows or a task)
+//! A [`DataFrame`] is lazy: a list of partition sources (a CSV block, Parquet rows or a task)
 //! and the steps to apply to each. Building one does no work beyond reading the files' headers
 //! (or metadata) and a sample; calls that need data (`len`, `compute`, `head`, `to_csv`, ...)
-//! build a task graph whose partition tasks run the whole pipeline at once (see [`plan`]) and
-//! run it on a cluster.
-//! Partitions are Polars frames and travel between processes as Arrow IPC.
+//! build a graph of `frame.*` tasks, whose partition tasks run the whole pipeline at once, and
+//! run it on a cluster. Partitions are Polars frames ([`FramePart`]) and travel between
+//! processes as Arrow IPC (format tag [`FramePart::TAG`]).
+//!
+//! Two sides share this crate:
+//! - the client builds tasks: each is a `FrameTask` value (one serde enum, one variant per
+//!   function, typed fields: the block, the schema, the plan, the aggregation);
+//! - a worker runs them: the program that builds it registers [`family()`] (the `frame`
+//!   functions, at this crate's version).
 //!
 //! ```no_run
-//! # async fn demo(client: &rask::client::Client) -> Result<(), rask::frame::FrameError> {
-//! use rask::frame::{read_csv, ReadCsvOptions, Agg, col};
+//! # async fn demo(client: &rask_client::Client) -> Result<(), rask_frame::FrameError> {
+//! use rask_frame::{Agg, ReadCsvOptions, col, read_csv};
 //! let df = read_csv("data/taxi_*.csv", &ReadCsvOptions::default())?;
 //! let n = df.len(client).await?;
 //! let means = df
@@ -23,13 +29,22 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! A worker that runs them:
+//!
+//! ```
+//! let mut registry = rask_core::Registry::new();
+//! registry.register(rask_frame::family()).unwrap();
+//! assert!(registry.get("frame.read_csv").is_some());
+//! ```
 
 mod csv;
+mod error;
 mod groupby;
-pub mod kernels;
+mod kernels;
 mod parquet;
 mod part;
-pub mod partition;
+mod partition;
 mod plan;
 pub mod taxi;
 
@@ -37,48 +52,24 @@ use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
 use polars::prelude::{CsvReadOptions, SerReader};
+use rask_client::delayed::Delayed;
+use rask_client::{Client, kernel};
 
-use crate::client::delayed::{DArg, Delayed, delayed};
-use crate::client::{Client, ClientError};
-use crate::value::Value;
-
-pub use groupby::{Agg, AggSpec};
+pub use error::FrameError;
+pub use groupby::Agg;
+pub use kernels::family;
 pub use part::FramePart;
-pub use partition::Block;
+pub use partition::{parse_blocksize, parse_sep};
 pub use plan::{CmpOp, Col, DType, Expr, Lit, Schema, col};
+
+use groupby::AggSpec;
+use kernels::FrameTask;
+use parquet::RowRange;
+use partition::Block;
 use plan::{Op, Plan, Sink};
 
-/// Why a dataframe could not be built or computed.
-#[derive(Debug, thiserror::Error)]
-pub enum FrameError {
-    #[error("bad glob pattern {pattern:?}: {reason}")]
-    BadGlob { pattern: String, reason: String },
-    #[error("no file matches {0:?}")]
-    NoFiles(String),
-    #[error("bad blocksize {given:?}: {reason}")]
-    BadBlocksize { given: String, reason: String },
-    #[error("sep {given:?} cannot separate fields: {reason}")]
-    BadSep { given: String, reason: String },
-    #[error("{what} {path}: {source}")]
-    Io {
-        path: PathBuf,
-        what: &'static str,
-        source: std::io::Error,
-    },
-    #[error("{path}: {detail}")]
-    Csv { path: PathBuf, detail: String },
-    /// A Parquet file that cannot be read, or whose columns do not fit a frame.
-    #[error("{0}")]
-    Parquet(String),
-    /// A column, filter or aggregation that does not fit the frame.
-    #[error("{0}")]
-    Invalid(String),
-    /// A task failed (a malformed row, a missing file, ...): the cluster's message.
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    #[error("unexpected task result: {0}")]
-    Result(String),
-}
+#[cfg(test)]
+mod tests;
 
 /// Options of [`read_csv`].
 #[derive(Clone, Debug)]
@@ -107,21 +98,26 @@ impl Default for ReadCsvOptions {
 
 /// Where a partition's frame comes from.
 #[derive(Clone)]
-enum Input {
-    Csv(Block),
-    /// A Parquet file's rows: some of its row groups, or all.
-    Parquet(PathBuf, parquet::Rows),
-    Task(Delayed),
+enum Source {
+    /// A block of a CSV file, fields separated by `sep`.
+    Csv { block: Block, sep: u8 },
+    /// A Parquet file's rows: a run of its row groups, or all.
+    Parquet {
+        path: PathBuf,
+        rows: Option<RowRange>,
+    },
+    /// A partition computed by another task (a groupby's result).
+    Task(Delayed<FramePart>),
 }
 
 /// A lazy partitioned dataframe.
 #[derive(Clone)]
 pub struct DataFrame {
-    /// The schema of every partition's input.
+    /// The schema of every partition's source.
     input_schema: Schema,
     /// The schema after `ops`.
     schema: Schema,
-    inputs: Vec<Input>,
+    sources: Vec<Source>,
     /// Applied to every partition, in the partition's own task.
     ops: Vec<Op>,
 }
@@ -161,16 +157,14 @@ pub fn read_csv(pattern: &str, options: &ReadCsvOptions) -> Result<DataFrame, Fr
         sized.push((path.clone(), size, header_end));
     }
     let schema = infer_schema(&files[0], options)?;
-    let inputs = partition::split_blocks(&sized, options.blocksize, options.sep)
+    let sources = partition::split_blocks(&sized, options.blocksize)
         .into_iter()
-        .map(Input::Csv)
+        .map(|block| Source::Csv {
+            block,
+            sep: options.sep,
+        })
         .collect();
-    Ok(DataFrame {
-        input_schema: schema.clone(),
-        schema,
-        inputs,
-        ops: Vec::new(),
-    })
+    Ok(DataFrame::from_sources(schema, sources))
 }
 
 /// Options of [`read_parquet`].
@@ -201,15 +195,17 @@ impl Default for ReadParquetOptions {
 pub fn read_parquet(pattern: &str, options: &ReadParquetOptions) -> Result<DataFrame, FrameError> {
     partition::check_blocksize(options.blocksize)?;
     let files = partition::expand_glob(pattern)?;
-    let mut inputs = Vec::new();
+    let mut sources = Vec::new();
     let mut first: Option<(&Path, Schema)> = None;
     for path in &files {
-        let (schema, groups) =
-            parquet::file_layout(path, options.columns.as_deref()).map_err(FrameError::Parquet)?;
-        inputs.extend(
+        let (schema, groups) = parquet::file_layout(path, options.columns.as_deref())?;
+        sources.extend(
             parquet::split_row_groups(&groups, options.blocksize)
                 .into_iter()
-                .map(|rows| Input::Parquet(path.clone(), rows)),
+                .map(|rows| Source::Parquet {
+                    path: path.clone(),
+                    rows,
+                }),
         );
         match &first {
             None => first = Some((path, schema)),
@@ -226,12 +222,7 @@ pub fn read_parquet(pattern: &str, options: &ReadParquetOptions) -> Result<DataF
         }
     }
     let schema = first.map(|(_, s)| s).unwrap_or_default();
-    Ok(DataFrame {
-        input_schema: schema.clone(),
-        schema,
-        inputs,
-        ops: Vec::new(),
-    })
+    Ok(DataFrame::from_sources(schema, sources))
 }
 
 /// Column names from the header and types from the first `options.sample` bytes of `path`.
@@ -294,6 +285,15 @@ fn infer_schema(path: &Path, options: &ReadCsvOptions) -> Result<Schema, FrameEr
 }
 
 impl DataFrame {
+    fn from_sources(schema: Schema, sources: Vec<Source>) -> DataFrame {
+        DataFrame {
+            input_schema: schema.clone(),
+            schema,
+            sources,
+            ops: Vec::new(),
+        }
+    }
+
     pub fn columns(&self) -> Vec<&str> {
         self.schema.iter().map(|(n, _)| n.as_str()).collect()
     }
@@ -303,18 +303,7 @@ impl DataFrame {
     }
 
     pub fn npartitions(&self) -> usize {
-        self.inputs.len()
-    }
-
-    /// The CSV blocks behind the partitions (empty for computed frames).
-    pub fn blocks(&self) -> Vec<&Block> {
-        self.inputs
-            .iter()
-            .filter_map(|i| match i {
-                Input::Csv(b) => Some(b),
-                Input::Parquet(..) | Input::Task(_) => None,
-            })
-            .collect()
+        self.sources.len()
     }
 
     fn with_op(&self, op: Op) -> DataFrame {
@@ -322,6 +311,14 @@ impl DataFrame {
         out.ops.push(op);
         out.schema = plan::output_schema(&self.input_schema, &out.ops);
         out
+    }
+
+    /// The same frame of only partition `i`.
+    fn partition(&self, i: usize) -> DataFrame {
+        DataFrame {
+            sources: self.sources[i..=i].to_vec(),
+            ..self.clone()
+        }
     }
 
     /// `df[cols]`: these columns, in this order.
@@ -355,65 +352,62 @@ impl DataFrame {
         })
     }
 
-    /// One task per partition, running the pipeline into `sink`.
-    fn tasks(&self, extra: Option<Op>, sink: Option<Sink>) -> Vec<Delayed> {
+    /// One task per partition, running the pipeline (and `extra`) into `sink`. The caller names
+    /// the result type the sink gives: [`FramePart`] for [`Sink::Frame`], `u64` for the others.
+    fn tasks<R>(&self, extra: Option<Op>, sink: Sink) -> Vec<Delayed<R>> {
         let mut ops = self.ops.clone();
         ops.extend(extra);
         let plan = Plan { ops, sink };
-        let plan_json = plan.to_json();
-        let schema_json = serde_json::to_string(&self.input_schema)
-            .unwrap_or_else(|e| unreachable!("a schema is plain data: {e}"));
-        self.inputs
+        let schema = &self.input_schema;
+        self.sources
             .iter()
-            .map(|input| match input {
-                Input::Csv(b) => delayed(
-                    "frame_read_csv",
-                    vec![
-                        b.path.to_string_lossy().into_owned().into(),
-                        (b.start as i64).into(),
-                        (b.end as i64).into(),
-                        (b.header_end as i64).into(),
-                        schema_json.clone().into(),
-                        plan_json.clone().into(),
-                        char::from(b.sep).to_string().into(),
-                    ],
-                ),
-                Input::Parquet(path, rows) => {
-                    let mut args: Vec<DArg> = vec![
-                        path.to_string_lossy().into_owned().into(),
-                        schema_json.clone().into(),
-                        plan_json.clone().into(),
-                    ];
-                    if let Some((start, count)) = rows {
-                        args.extend([(*start as i64).into(), (*count as i64).into()]);
-                    }
-                    delayed("frame_read_parquet", args)
-                }
-                Input::Task(d) if plan == Plan::default() => d.clone(),
-                Input::Task(d) => delayed("frame_apply", vec![d.into(), plan_json.clone().into()]),
+            .map(|source| match source {
+                Source::Csv { block, sep } => kernel(|_| FrameTask::ReadCsv {
+                    block: block.clone(),
+                    sep: *sep,
+                    schema: schema.clone(),
+                    plan: plan.clone(),
+                }),
+                Source::Parquet { path, rows } => kernel(|_| FrameTask::ReadParquet {
+                    path: path.clone(),
+                    rows: *rows,
+                    schema: schema.clone(),
+                    plan: plan.clone(),
+                }),
+                Source::Task(d) if plan == Plan::default() => d.clone().cast(),
+                Source::Task(d) => kernel(|deps| FrameTask::Apply {
+                    part: deps.input(d),
+                    plan: plan.clone(),
+                }),
             })
             .collect()
     }
 
-    /// The partitions as delayed values (each a [`Value::Frame`]).
-    pub fn partitions(&self) -> Vec<Delayed> {
-        self.tasks(None, None)
+    /// The partitions as delayed values, each a [`FramePart`] (one task per partition, running
+    /// the frame's steps).
+    pub fn partitions(&self) -> Vec<Delayed<FramePart>> {
+        self.tasks(None, Sink::Frame)
     }
 
-    /// The number of rows. A CSV partition with no filter counts its lines without parsing.
+    /// The number of rows, as one task summing one count per partition.
+    fn len_task(&self) -> Delayed<u64> {
+        let counts: Vec<Delayed<u64>> = self.tasks(None, Sink::Len);
+        kernel(|deps| FrameTask::Sum {
+            counts: counts.iter().map(|c| deps.input(c)).collect(),
+        })
+    }
+
+    /// The number of rows. A CSV partition with no filter counts its lines without parsing; a
+    /// Parquet partition reads its file's metadata.
     pub async fn len(&self, client: &Client) -> Result<u64, FrameError> {
-        let counts = self.tasks(None, Some(Sink::Len));
-        let total = delayed("sum", vec![counts.into()]);
-        let v = client.compute(&total).result().await?;
-        let n = v.as_int().map_err(|e| FrameError::Result(e.to_string()))?;
-        u64::try_from(n).map_err(|_| FrameError::Result(format!("negative length {n}")))
+        Ok(client.compute(&self.len_task()).result().await?)
     }
 
     /// The whole frame, partitions concatenated in order, on this process.
     pub async fn compute(&self, client: &Client) -> Result<polars::prelude::DataFrame, FrameError> {
         let futures = client.compute_many(&self.partitions());
-        let values = client.gather(&futures).await?;
-        concat(values, &self.schema)
+        let parts = client.gather(&futures).await?;
+        concat(parts, &self.schema)
     }
 
     /// The first `n` rows, computing partitions in order until there are enough.
@@ -422,30 +416,25 @@ impl DataFrame {
         n: usize,
         client: &Client,
     ) -> Result<polars::prelude::DataFrame, FrameError> {
-        let mut got: Vec<Value> = Vec::new();
+        let mut got: Vec<FramePart> = Vec::new();
         let mut have = 0;
-        for i in 0..self.inputs.len() {
+        for i in 0..self.sources.len() {
             if have >= n {
                 break;
             }
-            let mut one = self.clone();
-            one.inputs = vec![self.inputs[i].clone()];
-            let task = one.tasks(Some(Op::Head(n - have)), None);
-            let v = client.compute_many(&task);
-            let part = client.gather(&v).await?;
-            for p in &part {
-                if let Value::Frame(f) = p {
-                    have += f.frame().height();
-                }
-            }
-            got.extend(part);
+            let task = self
+                .partition(i)
+                .tasks(Some(Op::Head(n - have)), Sink::Frame);
+            let parts: Vec<FramePart> = client.gather(&client.compute_many(&task)).await?;
+            have += parts.iter().map(|p| p.frame().height()).sum::<usize>();
+            got.extend(parts);
         }
         concat(got, &self.schema)
     }
 
     /// Writes each partition to `dir/part-NNNNN.csv` (with a header); returns the paths.
     pub async fn to_csv(&self, dir: &Path, client: &Client) -> Result<Vec<PathBuf>, FrameError> {
-        self.write(dir, "csv", client).await
+        self.write(dir, "csv", Sink::Csv, client).await
     }
 
     /// Writes each partition to `dir/part-NNNNN.parquet`; returns the paths.
@@ -454,32 +443,37 @@ impl DataFrame {
         dir: &Path,
         client: &Client,
     ) -> Result<Vec<PathBuf>, FrameError> {
-        self.write(dir, "parquet", client).await
+        self.write(dir, "parquet", Sink::Parquet, client).await
+    }
+
+    /// One writing task per partition, each returning the rows it wrote.
+    fn write_tasks(
+        &self,
+        dir: &Path,
+        ext: &str,
+        sink: fn(PathBuf) -> Sink,
+    ) -> Result<(Vec<PathBuf>, Vec<Delayed<u64>>), FrameError> {
+        partition::utf8(dir)?;
+        let paths: Vec<PathBuf> = (0..self.sources.len())
+            .map(|i| dir.join(format!("part-{i:05}.{ext}")))
+            .collect();
+        let tasks = paths
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| self.partition(i).tasks(None, sink(p.clone())))
+            .collect();
+        Ok((paths, tasks))
     }
 
     async fn write(
         &self,
         dir: &Path,
         ext: &str,
+        sink: fn(PathBuf) -> Sink,
         client: &Client,
     ) -> Result<Vec<PathBuf>, FrameError> {
-        let paths: Vec<PathBuf> = (0..self.inputs.len())
-            .map(|i| dir.join(format!("part-{i:05}.{ext}")))
-            .collect();
-        let mut tasks = Vec::new();
-        for (i, p) in paths.iter().enumerate() {
-            let path = p.to_string_lossy().into_owned();
-            let sink = if ext == "csv" {
-                Sink::Csv(path)
-            } else {
-                Sink::Parquet(path)
-            };
-            let mut one = self.clone();
-            one.inputs = vec![self.inputs[i].clone()];
-            tasks.extend(one.tasks(None, Some(sink)));
-        }
-        let futures = client.compute_many(&tasks);
-        client.gather(&futures).await?;
+        let (paths, tasks) = self.write_tasks(dir, ext, sink)?;
+        client.gather(&client.compute_many(&tasks)).await?;
         Ok(paths)
     }
 }
@@ -489,25 +483,20 @@ impl std::fmt::Debug for DataFrame {
         write!(
             f,
             "DataFrame({} partitions, {:?})",
-            self.inputs.len(),
+            self.sources.len(),
             self.schema
         )
     }
 }
 
 /// Concatenates computed partitions (an empty frame of `schema` when there are none).
-fn concat(values: Vec<Value>, schema: &Schema) -> Result<polars::prelude::DataFrame, FrameError> {
+fn concat(
+    parts: Vec<FramePart>,
+    schema: &Schema,
+) -> Result<polars::prelude::DataFrame, FrameError> {
     let mut out: Option<polars::prelude::DataFrame> = None;
-    for v in values {
-        let df = match v {
-            Value::Frame(f) => f.into_frame(),
-            other => {
-                return Err(FrameError::Result(format!(
-                    "expected a frame, got {}",
-                    other.kind()
-                )));
-            }
-        };
+    for part in parts {
+        let df = part.into_frame();
         match &mut out {
             None => out = Some(df),
             Some(acc) => {
@@ -542,30 +531,24 @@ impl GroupBy {
     pub fn agg(&self, aggs: &[(&str, Agg)]) -> Result<DataFrame, FrameError> {
         let keys: Vec<&str> = self.keys.iter().map(|k| k.as_str()).collect();
         let spec = AggSpec::new(&self.df.schema, &keys, aggs).map_err(FrameError::Invalid)?;
-        let spec_json = serde_json::to_string(&spec)
-            .unwrap_or_else(|e| unreachable!("an aggregation is plain data: {e}"));
-        let mut level = self.df.tasks(Some(Op::Partial(spec.clone())), None);
+        let mut level = self.df.tasks(Some(Op::Partial(spec.clone())), Sink::Frame);
         while level.len() > self.split_every {
             level = level
                 .chunks(self.split_every)
-                .map(|c| {
-                    delayed(
-                        "frame_combine",
-                        vec![c.to_vec().into(), spec_json.clone().into(), false.into()],
-                    )
-                })
+                .map(|parts| combine(parts, &spec, false))
                 .collect();
         }
-        let root = delayed(
-            "frame_combine",
-            vec![DArg::from(level), spec_json.into(), true.into()],
-        );
+        let root = combine(&level, &spec, true);
         let schema = spec.result_schema(&self.df.schema);
-        Ok(DataFrame {
-            input_schema: schema.clone(),
-            schema,
-            inputs: vec![Input::Task(root)],
-            ops: Vec::new(),
-        })
+        Ok(DataFrame::from_sources(schema, vec![Source::Task(root)]))
     }
+}
+
+/// A node of the groupby tree: `parts` combined (and, at the root, finished).
+fn combine(parts: &[Delayed<FramePart>], spec: &AggSpec, finish: bool) -> Delayed<FramePart> {
+    kernel(|deps| FrameTask::Combine {
+        parts: parts.iter().map(|p| deps.input(p)).collect(),
+        spec: spec.clone(),
+        finish,
+    })
 }

@@ -11,8 +11,10 @@ use std::fs::File;
 use std::path::Path;
 
 use polars::prelude::*;
+use serde::{Deserialize, Serialize};
 
-use super::plan::{DType, Schema, to_polars_schema};
+use crate::FrameError;
+use crate::plan::{DType, Schema, to_polars_schema};
 
 /// The frame type for a Parquet column stored as `dt`, or `None`.
 fn frame_type(dt: &ArrowDataType) -> Option<DType> {
@@ -34,23 +36,32 @@ fn frame_type(dt: &ArrowDataType) -> Option<DType> {
     }
 }
 
-fn open(path: &Path) -> Result<ParquetReader<File>, String> {
+fn open(path: &Path) -> Result<ParquetReader<File>, FrameError> {
     File::open(path)
         .map(ParquetReader::new)
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|source| FrameError::Io {
+            path: path.to_owned(),
+            what: "opening",
+            source,
+        })
 }
 
 /// Why the Parquet file at `path` could not be read.
-fn unreadable(path: &Path) -> impl Fn(PolarsError) -> String + '_ {
-    move |e| format!("{}: not a readable Parquet file: {e}", path.display())
+fn unreadable(path: &Path) -> impl Fn(PolarsError) -> FrameError + '_ {
+    move |e| {
+        FrameError::Parquet(format!(
+            "{}: not a readable Parquet file: {e}",
+            path.display()
+        ))
+    }
 }
 
 /// The frame schema of the Parquet file at `path` (its `columns` in that order, or all of
 /// them) and its row groups, (rows, uncompressed bytes) each: all from its metadata, read once.
-pub fn file_layout(
+pub(crate) fn file_layout(
     path: &Path,
     columns: Option<&[String]>,
-) -> Result<(Schema, Vec<(u64, u64)>), String> {
+) -> Result<(Schema, Vec<(u64, u64)>), FrameError> {
     let mut reader = open(path)?;
     let schema = schema_of(&mut reader, path, columns)?;
     let groups = reader
@@ -67,7 +78,7 @@ fn schema_of(
     reader: &mut ParquetReader<File>,
     path: &Path,
     columns: Option<&[String]>,
-) -> Result<Schema, String> {
+) -> Result<Schema, FrameError> {
     let arrow = reader.schema().map_err(unreadable(path))?;
     let names: Vec<String> = match columns {
         Some(cols) => cols.to_vec(),
@@ -78,32 +89,53 @@ fn schema_of(
         .map(|name| {
             let field = arrow.get(name.as_str()).ok_or_else(|| {
                 let have: Vec<&str> = arrow.iter().map(|(n, _)| n.as_str()).collect();
-                format!(
+                FrameError::Parquet(format!(
                     "{}: no column {name:?} (columns: {})",
                     path.display(),
                     have.join(", ")
-                )
+                ))
             })?;
             let t = frame_type(&field.dtype).ok_or_else(|| {
-                format!(
+                FrameError::Parquet(format!(
                     "{}: column {name:?} holds {:?} values, which frames do not (int64, float64, \
                      bool and string); leave it out with read_parquet's columns",
                     path.display(),
                     field.dtype
-                )
+                ))
             })?;
             Ok((name, t))
         })
         .collect()
 }
 
-/// A file's rows a partition reads: `start..start + count`, or all of them.
-pub type Rows = Option<(u64, u64)>;
+/// Consecutive rows of a Parquet file: `start..start + count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RowRange {
+    pub start: u64,
+    pub count: u64,
+}
+
+impl RowRange {
+    pub fn end(self) -> u64 {
+        self.start.saturating_add(self.count)
+    }
+}
+
+/// `rows 300..500`, for messages.
+impl std::fmt::Display for RowRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rows {}..{}", self.start, self.end())
+    }
+}
 
 /// Consecutive row groups joined into partitions of at least `blocksize` uncompressed bytes
 /// (the last may be smaller; a row group larger than that is a partition of its own). One
-/// partition for the whole file when it has at most one row group or no block size is given.
-pub fn split_row_groups(groups: &[(u64, u64)], blocksize: Option<u64>) -> Vec<Rows> {
+/// partition for the whole file (`None`) when it has at most one row group or no block size is
+/// given.
+pub(crate) fn split_row_groups(
+    groups: &[(u64, u64)],
+    blocksize: Option<u64>,
+) -> Vec<Option<RowRange>> {
     let Some(blocksize) = blocksize.filter(|_| groups.len() > 1) else {
         return vec![None];
     };
@@ -113,76 +145,74 @@ pub fn split_row_groups(groups: &[(u64, u64)], blocksize: Option<u64>) -> Vec<Ro
         rows += n;
         bytes += b;
         if bytes >= blocksize {
-            out.push(Some((start, rows)));
+            out.push(Some(RowRange { start, count: rows }));
             start += rows;
             (rows, bytes) = (0, 0);
         }
     }
     if rows > 0 || out.is_empty() {
-        out.push(Some((start, rows)));
+        out.push(Some(RowRange { start, count: rows }));
     }
     out
 }
 
-fn check_rows(path: &Path, total: u64, rows: Rows) -> Result<(), String> {
+fn check_rows(path: &Path, total: u64, rows: Option<RowRange>) -> Result<(), FrameError> {
     match rows {
-        Some((start, count)) if start + count > total => Err(format!(
-            "{}: rows {start}..{} asked, the file has {total}: it changed since the frame was built",
+        Some(r) if r.end() > total => Err(FrameError::Parquet(format!(
+            "{}: {r} asked, the file has {total}: it changed since the frame was built",
             path.display(),
-            start + count
-        )),
+        ))),
         _ => Ok(()),
     }
 }
 
 /// The number of `rows` of the file at `path` (all when `None`), from its metadata.
-pub fn count_rows(path: &Path, rows: Rows) -> Result<u64, String> {
+pub(crate) fn count_rows(path: &Path, rows: Option<RowRange>) -> Result<u64, FrameError> {
     let total = open(path)?
         .num_rows()
         .map(|n| n as u64)
         .map_err(unreadable(path))?;
     check_rows(path, total, rows)?;
-    Ok(rows.map_or(total, |(_, count)| count))
+    Ok(rows.map_or(total, |r| r.count))
 }
 
 /// The `columns` (all of `schema`'s when `None`) of the `rows` of the file at `path`, cast to
 /// the frame's types. Fails if the file no longer has `schema`'s columns and types, or those
 /// rows (it changed after the frame was built).
-pub fn read_file(
+pub(crate) fn read_file(
     path: &Path,
-    rows: Rows,
+    rows: Option<RowRange>,
     schema: &Schema,
     columns: Option<&[String]>,
-) -> Result<DataFrame, String> {
+) -> Result<DataFrame, FrameError> {
     let mut reader = open(path)?;
     let total = reader.num_rows().map_err(unreadable(path))?;
     check_rows(path, total as u64, rows)?;
     let names: Vec<String> = schema.iter().map(|(n, _)| n.clone()).collect();
     let found = schema_of(&mut reader, path, Some(&names))?;
     if found != *schema {
-        return Err(format!(
+        return Err(FrameError::Parquet(format!(
             "{}: its columns changed since the frame was built: {} where it had {}",
             path.display(),
             describe(&found),
             describe(schema)
-        ));
+        )));
     }
+    let failed = |e: PolarsError| FrameError::Parquet(format!("{}: {e}", path.display()));
     let wanted: Vec<String> = columns.map_or(names, <[String]>::to_vec);
     let df = reader
         .with_columns(Some(wanted.clone()))
-        .with_slice(rows.map(|(start, count)| (start as usize, count as usize)))
+        .with_slice(rows.map(|r| (r.start as usize, r.count as usize)))
         // One task, one thread: the cluster runs partitions in parallel.
         .read_parallel(ParallelStrategy::None)
         .finish()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(failed)?;
     let types = to_polars_schema(schema);
     // In the frame's column order, whatever order the reader returns them in.
     let cast = wanted
         .iter()
         .map(|name| {
-            let c = df
-                .column(name)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let c = df.column(name).map_err(failed)?;
             let to = types
                 .get(name.as_str())
                 .cloned()
@@ -191,19 +221,19 @@ pub fn read_file(
                 return Ok(c.clone());
             }
             c.strict_cast(&to).map_err(|e| {
-                format!(
+                FrameError::Parquet(format!(
                     "{}: column {name:?}: cannot read its {} values as {to}: {e}",
                     path.display(),
                     c.dtype()
-                )
+                ))
             })
         })
-        .collect::<Result<Vec<Column>, String>>()?;
-    DataFrame::new(df.height(), cast).map_err(|e| format!("{}: {e}", path.display()))
+        .collect::<Result<Vec<Column>, FrameError>>()?;
+    DataFrame::new(df.height(), cast).map_err(failed)
 }
 
 /// `[name: type, ...]`, for messages.
-pub(super) fn describe(schema: &Schema) -> String {
+pub(crate) fn describe(schema: &Schema) -> String {
     let cols: Vec<String> = schema.iter().map(|(n, t)| format!("{n}: {t}")).collect();
     format!("[{}]", cols.join(", "))
 }
@@ -213,7 +243,13 @@ mod tests {
     use super::*;
 
     fn file_schema(path: &Path, columns: Option<&[String]>) -> Result<Schema, String> {
-        file_layout(path, columns).map(|(schema, _)| schema)
+        file_layout(path, columns)
+            .map(|(schema, _)| schema)
+            .map_err(|e| e.to_string())
+    }
+
+    fn rows(start: u64, count: u64) -> Option<RowRange> {
+        Some(RowRange { start, count })
     }
 
     fn write(dir: &Path, name: &str, mut df: DataFrame) -> std::path::PathBuf {
@@ -276,19 +312,19 @@ mod tests {
         assert_eq!(split_row_groups(&[], Some(1)), [None]);
         assert_eq!(
             split_row_groups(&groups, Some(80)),
-            [Some((0, 20)), Some((20, 15)), Some((35, 3))]
+            [rows(0, 20), rows(20, 15), rows(35, 3)]
         );
         assert_eq!(
             split_row_groups(&groups, Some(1)),
             [
-                Some((0, 10)),
-                Some((10, 10)),
-                Some((20, 10)),
-                Some((30, 5)),
-                Some((35, 3))
+                rows(0, 10),
+                rows(10, 10),
+                rows(20, 10),
+                rows(30, 5),
+                rows(35, 3)
             ]
         );
-        assert_eq!(split_row_groups(&groups, Some(10_000)), [Some((0, 38))]);
+        assert_eq!(split_row_groups(&groups, Some(10_000)), [rows(0, 38)]);
     }
 
     #[test]
@@ -305,7 +341,7 @@ mod tests {
         assert_eq!(groups.len(), 10);
         assert!(groups.iter().all(|(rows, _)| *rows == 100));
         let schema = file_schema(&path, None).unwrap();
-        let got = read_file(&path, Some((300, 200)), &schema, None).unwrap();
+        let got = read_file(&path, rows(300, 200), &schema, None).unwrap();
         let values: Vec<i64> = got
             .column("n")
             .unwrap()
@@ -314,10 +350,10 @@ mod tests {
             .into_no_null_iter()
             .collect();
         assert_eq!(values, (300..500).collect::<Vec<_>>());
-        assert_eq!(count_rows(&path, Some((300, 200))).unwrap(), 200);
-        let e = count_rows(&path, Some((900, 200))).unwrap_err();
+        assert_eq!(count_rows(&path, rows(300, 200)).unwrap(), 200);
+        let e = count_rows(&path, rows(900, 200)).unwrap_err().to_string();
         assert!(e.contains("rows 900..1100 asked, the file has 1000"), "{e}");
-        assert!(read_file(&path, Some((900, 200)), &schema, None).is_err());
+        assert!(read_file(&path, rows(900, 200), &schema, None).is_err());
     }
 
     #[test]
@@ -325,9 +361,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let not_parquet = dir.path().join("x.parquet");
         std::fs::write(&not_parquet, "a,b\n1,2\n").unwrap();
-        let e = file_schema(&not_parquet, None).unwrap_err();
+        let e = file_schema(&not_parquet, None).unwrap_err().to_string();
         assert!(e.contains("x.parquet: not a readable Parquet file"), "{e}");
-        let e = count_rows(&dir.path().join("gone.parquet"), None).unwrap_err();
+        let e = count_rows(&dir.path().join("gone.parquet"), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("gone.parquet"), "{e}");
 
         let list = Series::new("l".into(), [1i64, 2])
@@ -340,7 +378,7 @@ mod tests {
             "nested.parquet",
             DataFrame::new(1, vec![list, n]).unwrap(),
         );
-        let e = file_schema(&path, None).unwrap_err();
+        let e = file_schema(&path, None).unwrap_err().to_string();
         assert!(
             e.contains("column \"l\" holds")
                 && e.contains("leave it out with read_parquet's columns"),
@@ -350,13 +388,17 @@ mod tests {
         let schema = file_schema(&path, Some(&["n".into()])).unwrap();
         let got = read_file(&path, None, &schema, None).unwrap();
         assert_eq!(got.column("n").unwrap().i64().unwrap().get(0), Some(7));
-        let e = file_schema(&path, Some(&["nope".into()])).unwrap_err();
+        let e = file_schema(&path, Some(&["nope".into()]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no column \"nope\" (columns: l, n)"), "{e}");
 
         let big = df!("u" => [u64::MAX]).unwrap();
         let path = write(dir.path(), "big.parquet", big);
         let schema = file_schema(&path, None).unwrap();
-        let e = read_file(&path, None, &schema, None).unwrap_err();
+        let e = read_file(&path, None, &schema, None)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("column \"u\": cannot read its u64 values as i64"),
             "{e}"
@@ -370,7 +412,9 @@ mod tests {
             "changed.parquet",
             df!("a" => ["now text"]).unwrap(),
         );
-        let e = read_file(&path, None, &before, None).unwrap_err();
+        let e = read_file(&path, None, &before, None)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("its columns changed since the frame was built"),
             "{e}"

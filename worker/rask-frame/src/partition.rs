@@ -12,22 +12,37 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::FrameError;
+use serde::{Deserialize, Serialize};
+
+use crate::FrameError;
 
 /// One partition's share of one file: the lines starting in `start..end`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Block {
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Block {
+    /// UTF-8 (checked by [`expand_glob`]), so it travels in a task.
     pub path: PathBuf,
     pub start: u64,
     pub end: u64,
     /// The first byte after the file's header line; lines before it are not data.
     pub header_end: u64,
-    /// The field separator.
-    pub sep: u8,
 }
 
-/// The files a pattern names, sorted; an error if it is malformed or matches no file.
-pub fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, FrameError> {
+/// `data/taxi.csv bytes 0..64000000`, for messages.
+impl std::fmt::Display for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes {}..{}",
+            self.path.display(),
+            self.start,
+            self.end
+        )
+    }
+}
+
+/// The files a pattern names, sorted; an error if it is malformed, matches no file, or matches
+/// one whose path is not UTF-8 (tasks carry paths as text).
+pub(crate) fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, FrameError> {
     let entries = glob::glob(pattern).map_err(|e| FrameError::BadGlob {
         pattern: pattern.to_owned(),
         reason: e.to_string(),
@@ -40,6 +55,7 @@ pub fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, FrameError> {
             source: io::Error::other(e.error().to_string()),
         })?;
         if path.is_file() {
+            utf8(&path)?;
             files.push(path);
         }
     }
@@ -50,9 +66,16 @@ pub fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, FrameError> {
     Ok(files)
 }
 
+/// `path` as text, or an error: tasks carry paths as UTF-8. (The glob crate matches names as
+/// text, so it never lists another; a directory given to `to_csv` may be one.)
+pub(crate) fn utf8(path: &Path) -> Result<&str, FrameError> {
+    path.to_str()
+        .ok_or_else(|| FrameError::NonUtf8Path(path.to_owned()))
+}
+
 /// A separator the parsers can split fields at: one ASCII byte that is not part of a line
 /// ending or of quoting.
-pub fn check_sep(sep: u8) -> Result<(), FrameError> {
+pub(crate) fn check_sep(sep: u8) -> Result<(), FrameError> {
     let reason = match sep {
         b'\n' | b'\r' => "it ends lines",
         b'"' => "it quotes fields",
@@ -85,7 +108,7 @@ pub fn parse_sep(s: &str) -> Result<u8, FrameError> {
 }
 
 /// A block size a file can be split by: at least 1 byte, or none.
-pub fn check_blocksize(blocksize: Option<u64>) -> Result<(), FrameError> {
+pub(crate) fn check_blocksize(blocksize: Option<u64>) -> Result<(), FrameError> {
     match blocksize {
         Some(0) => Err(FrameError::BadBlocksize {
             given: "0".into(),
@@ -105,7 +128,7 @@ pub fn parse_blocksize(s: &str) -> Result<Option<u64>, FrameError> {
         given: s.to_owned(),
         reason,
     };
-    let n = crate::units::parse_bytes(t).map_err(|e| bad(e.to_string()))?;
+    let n = rask_core::units::parse_bytes(t).map_err(|e| bad(e.to_string()))?;
     if n == 0 {
         return Err(bad("a block size must be at least 1 byte".into()));
     }
@@ -114,7 +137,7 @@ pub fn parse_blocksize(s: &str) -> Result<Option<u64>, FrameError> {
 
 /// Byte blocks of at most `blocksize` for files of the given sizes (one per file without a
 /// block size; one empty block for a file with no data, so every file is a partition).
-pub fn split_blocks(files: &[(PathBuf, u64, u64)], blocksize: Option<u64>, sep: u8) -> Vec<Block> {
+pub(crate) fn split_blocks(files: &[(PathBuf, u64, u64)], blocksize: Option<u64>) -> Vec<Block> {
     let mut out = Vec::new();
     for (path, size, header_end) in files {
         let bs = blocksize.unwrap_or(u64::MAX).max(1);
@@ -126,7 +149,6 @@ pub fn split_blocks(files: &[(PathBuf, u64, u64)], blocksize: Option<u64>, sep: 
                 start,
                 end,
                 header_end: *header_end,
-                sep,
             });
             if end >= *size {
                 break;
@@ -139,7 +161,8 @@ pub fn split_blocks(files: &[(PathBuf, u64, u64)], blocksize: Option<u64>, sep: 
 
 /// The first position at or after `pos` where a line starts (0, or just after a `\n`), in a
 /// file of `bytes`; `bytes.len()` when no line starts there.
-pub fn next_line_start(bytes: &[u8], pos: usize) -> usize {
+#[cfg(test)]
+pub(crate) fn next_line_start(bytes: &[u8], pos: usize) -> usize {
     if pos == 0 {
         return 0;
     }
@@ -150,8 +173,14 @@ pub fn next_line_start(bytes: &[u8], pos: usize) -> usize {
 }
 
 /// The range of whole data lines of block `start..end` in a file of `bytes` (pure form of
-/// [`read_block`], for tests and small inputs).
-pub fn block_lines(bytes: &[u8], start: usize, end: usize, header_end: usize) -> Range<usize> {
+/// [`read_block`], for tests).
+#[cfg(test)]
+pub(crate) fn block_lines(
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+    header_end: usize,
+) -> Range<usize> {
     let a = next_line_start(bytes, start)
         .max(header_end)
         .min(bytes.len());
@@ -219,7 +248,7 @@ fn shrank(block: &Block, r: &Range<u64>) -> FrameError {
 }
 
 /// The data lines of `block`: their bytes and the file offset of the first.
-pub fn read_block(block: &Block) -> Result<(Vec<u8>, u64), FrameError> {
+pub(crate) fn read_block(block: &Block) -> Result<(Vec<u8>, u64), FrameError> {
     let mut buf = Vec::new();
     let at = read_block_into(block, &mut buf)?;
     Ok((buf, at))
@@ -227,7 +256,7 @@ pub fn read_block(block: &Block) -> Result<(Vec<u8>, u64), FrameError> {
 
 /// [`read_block`] into `buf` (cleared first), so a caller can reuse its allocation: a fresh
 /// 64 MB buffer costs 16,000 page faults per block.
-pub fn read_block_into(block: &Block, buf: &mut Vec<u8>) -> Result<u64, FrameError> {
+pub(crate) fn read_block_into(block: &Block, buf: &mut Vec<u8>) -> Result<u64, FrameError> {
     let (f, r) = open_block(block)?;
     let len = usize::try_from(r.end - r.start).map_err(|_| FrameError::Io {
         path: block.path.clone(),
@@ -251,7 +280,7 @@ pub fn read_block_into(block: &Block, buf: &mut Vec<u8>) -> Result<u64, FrameErr
 
 /// [`Scan::lines`] of `block`'s data lines, streamed through a small buffer (no copy of the
 /// block is kept: this is `len`'s fast path).
-pub fn scan_block_lines(block: &Block) -> Result<Scan, FrameError> {
+pub(crate) fn scan_block_lines(block: &Block) -> Result<Scan, FrameError> {
     let (mut f, r) = open_block(block)?;
     let mut s = Scan::default();
     let mut buf = vec![0u8; 1 << 20];
@@ -294,7 +323,7 @@ pub fn scan_block_lines(block: &Block) -> Result<Scan, FrameError> {
 }
 
 /// The header line of a file (without its line ending) and the offset just after it.
-pub fn read_header(path: &Path) -> Result<(String, u64), FrameError> {
+pub(crate) fn read_header(path: &Path) -> Result<(String, u64), FrameError> {
     let io_err = |what: &'static str| {
         let path = path.to_owned();
         move |source| FrameError::Io { path, what, source }
@@ -335,11 +364,10 @@ pub fn read_header(path: &Path) -> Result<(String, u64), FrameError> {
 }
 
 /// What a scan of some CSV bytes found: enough to count rows without parsing when the bytes
-/// are plain (no quotes, no blank lines), and to check every row's field count.
+/// are plain (no quotes, no blank lines).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Scan {
+pub(crate) struct Scan {
     pub newlines: u64,
-    pub separators: u64,
     pub quotes: bool,
     pub blank_lines: bool,
     /// The bytes end without a newline (a last line without one still counts as a row).
@@ -347,22 +375,12 @@ pub struct Scan {
 }
 
 impl Scan {
-    /// Scans lines of CSV, starting at a line start.
-    pub fn of(bytes: &[u8], sep: u8) -> Scan {
-        Scan {
-            newlines: count_byte(bytes, b'\n'),
-            separators: count_byte(bytes, sep),
-            quotes: memchr::memchr(b'"', bytes).is_some(),
-            blank_lines: has_blank_line(bytes),
-            unterminated: bytes.last().is_some_and(|&b| b != b'\n'),
-        }
-    }
-
-    /// Like [`Scan::of`] without counting separators (for `len`).
+    /// Scans lines of CSV in memory, starting at a line start (the pure form of
+    /// [`scan_block_lines`]).
+    #[cfg(test)]
     pub fn lines(bytes: &[u8]) -> Scan {
         Scan {
             newlines: count_byte(bytes, b'\n'),
-            separators: 0,
             quotes: memchr::memchr(b'"', bytes).is_some(),
             blank_lines: has_blank_line(bytes),
             unterminated: bytes.last().is_some_and(|&b| b != b'\n'),
@@ -376,7 +394,7 @@ impl Scan {
 }
 
 /// Whether some line of `bytes` (which start at a line start) is empty.
-pub fn has_blank_line(bytes: &[u8]) -> bool {
+pub(crate) fn has_blank_line(bytes: &[u8]) -> bool {
     matches!(bytes.first(), Some(b'\n' | b'\r'))
         || memchr::memmem::find(bytes, b"\n\n").is_some()
         || memchr::memmem::find(bytes, b"\n\r\n").is_some()
@@ -385,7 +403,7 @@ pub fn has_blank_line(bytes: &[u8]) -> bool {
 /// Occurrences of `needle` in `hay`. Counts in 16 byte-wide lanes that cannot overflow within
 /// 255 rows, a shape the compiler turns into one vector compare and subtract per 16 bytes
 /// (several times faster than a filter-count over u64).
-pub fn count_byte(hay: &[u8], needle: u8) -> u64 {
+pub(crate) fn count_byte(hay: &[u8], needle: u8) -> u64 {
     const LANES: usize = 16;
     let mut total = 0u64;
     for block in hay.chunks(255 * LANES) {
@@ -446,7 +464,6 @@ mod tests {
             let blocks = split_blocks(
                 &[("f".into(), bytes.len() as u64, header_end as u64)],
                 Some(bs),
-                b',',
             );
             let mut joined = Vec::new();
             let mut last_end = header_end;
@@ -474,7 +491,7 @@ mod tests {
             assert_eq!((header.as_str(), end), ("a,b", header_end as u64));
             let bs = 1 + rng.below(bytes.len() as u64);
             let files = [(path.clone(), bytes.len() as u64, end)];
-            for b in split_blocks(&files, Some(bs), b',') {
+            for b in split_blocks(&files, Some(bs)) {
                 let (got, at) = read_block(&b).unwrap();
                 let r = block_lines(&bytes, b.start as usize, b.end as usize, header_end);
                 assert_eq!((got.as_slice(), at), (&bytes[r.clone()], r.start as u64));
@@ -500,7 +517,6 @@ mod tests {
                 start: 0,
                 end: bytes.len() as u64,
                 header_end: 2,
-                sep: b',',
             };
             let want = Scan::lines(&bytes[2..]);
             let got = scan_block_lines(&b).unwrap();
@@ -539,7 +555,7 @@ mod tests {
     #[test]
     fn split_sizes() {
         let f = |size, bs| {
-            split_blocks(&[("f".into(), size, 0)], bs, b',')
+            split_blocks(&[("f".into(), size, 0)], bs)
                 .iter()
                 .map(|b| (b.start, b.end))
                 .collect::<Vec<_>>()
@@ -576,6 +592,16 @@ mod tests {
         let got = expand_glob(&pat).unwrap();
         let names: Vec<_> = got.iter().map(|p| p.file_name().unwrap()).collect();
         assert_eq!(names, ["a.csv", "b.csv"]);
+        // A name that is not UTF-8 cannot travel in a task: glob does not match it, and a
+        // path given otherwise is refused by name.
+        use std::os::unix::ffi::OsStrExt;
+        let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"c\xff.csv"));
+        std::fs::write(&odd, "x\n").unwrap();
+        assert_eq!(expand_glob(&pat).unwrap(), got);
+        let e = utf8(&odd).unwrap_err();
+        assert!(matches!(&e, FrameError::NonUtf8Path(p) if *p == odd), "{e}");
+        assert!(e.to_string().contains("is not UTF-8"), "{e}");
+        assert_eq!(utf8(Path::new("a/b.csv")).unwrap(), "a/b.csv");
     }
 
     #[test]
@@ -603,13 +629,12 @@ mod tests {
 
     #[test]
     fn scans_count_plain_rows() {
-        assert_eq!(Scan::of(b"1,2\n3,4\n", b',').plain_rows(), Some(2));
-        assert_eq!(Scan::of(b"1,2\n3,4", b',').plain_rows(), Some(2));
-        assert_eq!(Scan::of(b"", b',').plain_rows(), Some(0));
-        assert_eq!(Scan::of(b"1,2\n\n3,4\n", b',').plain_rows(), None);
-        assert_eq!(Scan::of(b"\n3,4\n", b',').plain_rows(), None);
-        assert_eq!(Scan::of(b"\"a\nb\",2\n", b',').plain_rows(), None);
-        assert_eq!(Scan::of(b"1,2\n3,4\n", b',').separators, 2);
+        assert_eq!(Scan::lines(b"1,2\n3,4\n").plain_rows(), Some(2));
+        assert_eq!(Scan::lines(b"1,2\n3,4").plain_rows(), Some(2));
+        assert_eq!(Scan::lines(b"").plain_rows(), Some(0));
+        assert_eq!(Scan::lines(b"1,2\n\n3,4\n").plain_rows(), None);
+        assert_eq!(Scan::lines(b"\n3,4\n").plain_rows(), None);
+        assert_eq!(Scan::lines(b"\"a\nb\",2\n").plain_rows(), None);
         assert_eq!(Scan::lines(b"1,2\n\"3\",4").plain_rows(), None);
     }
 

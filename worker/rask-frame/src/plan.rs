@@ -5,10 +5,13 @@
 //! runs in one task, so only its small result leaves the worker, and the CSV reader parses only
 //! the columns the pipeline reads.
 
+use std::path::PathBuf;
+
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::groupby::AggSpec;
+use crate::FrameError;
+use crate::groupby::AggSpec;
 
 /// A column's type in a rask frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +61,7 @@ impl std::fmt::Display for DType {
 /// Column names and types, in order.
 pub type Schema = Vec<(String, DType)>;
 
-pub fn to_polars_schema(schema: &Schema) -> polars::prelude::Schema {
+pub(crate) fn to_polars_schema(schema: &Schema) -> polars::prelude::Schema {
     schema
         .iter()
         .map(|(n, t)| Field::new(n.as_str().into(), t.polars()))
@@ -165,7 +168,7 @@ impl Expr {
     }
 
     /// Every column the filter reads.
-    pub fn columns(&self, out: &mut Vec<String>) {
+    pub(crate) fn columns(&self, out: &mut Vec<String>) {
         match self {
             Expr::Cmp { column, .. } | Expr::IsNull(column) => {
                 if !out.contains(column) {
@@ -181,7 +184,7 @@ impl Expr {
     }
 
     /// Checks the filter against a schema: columns exist, literals fit their column's type.
-    pub fn check(&self, schema: &Schema) -> Result<(), String> {
+    pub(crate) fn check(&self, schema: &Schema) -> Result<(), String> {
         match self {
             Expr::Cmp { column, op, value } => {
                 let t = lookup(schema, column)?;
@@ -207,7 +210,7 @@ impl Expr {
 
     /// The rows of `df` where the filter holds (a null is `!=` anything and fails every other
     /// comparison, as NaN in pandas).
-    pub fn mask(&self, df: &DataFrame) -> PolarsResult<BooleanChunked> {
+    pub(crate) fn mask(&self, df: &DataFrame) -> PolarsResult<BooleanChunked> {
         Ok(match self {
             Expr::Cmp { column, op, value } => {
                 let s = df.column(column)?.as_materialized_series();
@@ -264,7 +267,7 @@ fn compare(s: &Series, op: CmpOp, value: &Lit) -> PolarsResult<BooleanChunked> {
     }
 }
 
-pub fn lookup(schema: &Schema, column: &str) -> Result<DType, String> {
+pub(crate) fn lookup(schema: &Schema, column: &str) -> Result<DType, String> {
     schema
         .iter()
         .find(|(n, _)| n == column)
@@ -291,31 +294,44 @@ pub fn lookup(schema: &Schema, column: &str) -> Result<DType, String> {
 
 /// One step of a partition's pipeline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Op {
+pub(crate) enum Op {
     Select(Vec<String>),
     Filter(Expr),
     Head(usize),
-    /// Per-partition state of a groupby aggregation (see [`super::groupby`]).
+    /// Per-partition state of a groupby aggregation (see [`crate::groupby`]).
     Partial(AggSpec),
 }
 
-/// The output of a partition's pipeline: a frame, or a scalar that ends it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Sink {
+impl Op {
+    /// The step's name, for messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Select(_) => "select",
+            Op::Filter(_) => "filter",
+            Op::Head(_) => "head",
+            Op::Partial(_) => "groupby",
+        }
+    }
+}
+
+/// The output of a partition's pipeline: the frame, or a count that ends it (a serde `u64`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Sink {
+    #[default]
     Frame,
     /// The number of rows.
     Len,
-    /// Write the frame to this path as CSV; the task returns the rows written.
-    Csv(String),
-    /// Write the frame to this path as Parquet; the task returns the rows written.
-    Parquet(String),
+    /// Write the frame to this path (UTF-8) as CSV; the task returns the rows written.
+    Csv(PathBuf),
+    /// Write the frame to this path (UTF-8) as Parquet; the task returns the rows written.
+    Parquet(PathBuf),
 }
 
 /// A partition's fused pipeline.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub ops: Vec<Op>,
-    pub sink: Option<Sink>,
+    pub sink: Sink,
 }
 
 impl Plan {
@@ -338,7 +354,7 @@ impl Plan {
         }
         match self.sink {
             // The length needs no column, but a frame of no columns has no rows: read one.
-            Some(Sink::Len) => {
+            Sink::Len => {
                 if used.is_empty() {
                     used.extend(input.first().map(|(n, _)| n.clone()));
                 }
@@ -348,40 +364,47 @@ impl Plan {
         }
     }
 
-    pub fn to_json(&self) -> String {
-        // Plans are plain data: serializing them to a string cannot fail.
-        serde_json::to_string(self).unwrap_or_else(|e| unreachable!("plan to JSON: {e}"))
+    /// Only a count of the input's rows: no step, the length sink.
+    pub fn is_len_only(&self) -> bool {
+        self.ops.is_empty() && self.sink == Sink::Len
     }
 
-    pub fn from_json(s: &str) -> Result<Plan, String> {
-        serde_json::from_str(s).map_err(|e| format!("malformed partition plan: {e}"))
-    }
-
-    /// Runs the ops on a frame (the sink is the caller's).
-    pub fn apply(&self, mut df: DataFrame) -> Result<DataFrame, String> {
+    /// Runs the ops on a frame (the sink is the caller's); an error names the step.
+    pub fn apply(&self, mut df: DataFrame) -> Result<DataFrame, FrameError> {
         for op in &self.ops {
             df = match op {
                 Op::Select(cols) => df.select(cols.iter().map(|c| c.as_str())),
                 Op::Filter(e) => e.mask(&df).and_then(|m| df.filter(&m)),
                 Op::Head(n) => Ok(df.head(Some(*n))),
-                Op::Partial(spec) => return spec.partial(&df).map_err(|e| format!("groupby: {e}")),
+                Op::Partial(spec) => spec.partial(&df),
             }
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| FrameError::Compute {
+                step: op.name(),
+                reason: e.to_string(),
+            })?;
         }
         Ok(df)
     }
 }
 
+/// `used` in the order of `input`; a name `input` does not have (a task not built by this
+/// crate's builders, which check names) is kept at the end, so the reader fails naming it.
 fn in_order(input: &Schema, used: &[String]) -> Vec<String> {
-    input
+    let mut out: Vec<String> = input
         .iter()
         .filter(|(n, _)| used.contains(n))
         .map(|(n, _)| n.clone())
-        .collect()
+        .collect();
+    out.extend(
+        used.iter()
+            .filter(|u| !input.iter().any(|(n, _)| n == *u))
+            .cloned(),
+    );
+    out
 }
 
 /// The schema after the ops (for `columns`/`dtypes` on the client).
-pub fn output_schema(input: &Schema, ops: &[Op]) -> Schema {
+pub(crate) fn output_schema(input: &Schema, ops: &[Op]) -> Schema {
     let mut s = input.clone();
     for op in ops {
         match op {
@@ -455,6 +478,23 @@ mod tests {
     }
 
     #[test]
+    fn a_step_that_fails_is_named() {
+        let p = Plan {
+            ops: vec![Op::Filter(col("i").gt(1)), Op::Select(vec!["nope".into()])],
+            sink: Sink::Frame,
+        };
+        let e = p.apply(frame()).unwrap_err();
+        assert!(
+            matches!(e, FrameError::Compute { step: "select", .. }),
+            "{e}"
+        );
+        assert!(
+            e.to_string().starts_with("select: ") && e.to_string().contains("nope"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn filters_are_checked_against_the_schema() {
         let schema: Schema = vec![("i".into(), DType::Int64), ("s".into(), DType::Str)];
         assert!(col("i").gt(1.5).check(&schema).is_ok());
@@ -479,16 +519,20 @@ mod tests {
                 Op::Select(vec!["b".into(), "a".into()]),
                 Op::Filter(col("a").gt(1)),
             ],
-            sink: None,
+            sink: Sink::Frame,
         };
         assert_eq!(p.needed_columns(&schema).unwrap(), ["a", "b", "d"]);
+        let unknown = Plan {
+            ops: vec![Op::Select(vec!["z".into(), "c".into()])],
+            sink: Sink::Frame,
+        };
+        assert_eq!(unknown.needed_columns(&schema).unwrap(), ["c", "z"]);
         let len = Plan {
             ops: vec![],
-            sink: Some(Sink::Len),
+            sink: Sink::Len,
         };
+        assert!(len.is_len_only());
         assert_eq!(len.needed_columns(&schema).unwrap(), ["a"]);
         assert_eq!(Plan::default().needed_columns(&schema), None);
-        assert_eq!(Plan::from_json(&p.to_json()).unwrap(), p);
-        assert!(Plan::from_json("{").unwrap_err().contains("malformed"));
     }
 }

@@ -10,17 +10,18 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use super::{Agg, FrameError, ReadCsvOptions, read_csv};
-use crate::client::Client;
+use rask_client::Client;
+
+use crate::{Agg, FrameError, ReadCsvOptions, read_csv};
 
 /// The reference file's header.
 pub const HEADER: &str = "VendorID,tpep_pickup_datetime,passenger_count,trip_distance,payment_type,fare_amount,tip_amount,total_amount";
 
 /// xoshiro256** seeded through splitmix64: small, fast and good enough for synthetic data.
-pub struct Rng([u64; 4]);
+struct Rng([u64; 4]);
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
+    fn new(seed: u64) -> Rng {
         let mut x = seed;
         let mut next = || {
             x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -32,7 +33,7 @@ impl Rng {
         Rng([next(), next(), next(), next()])
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         let s = &mut self.0;
         let out = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = s[1] << 17;
@@ -46,28 +47,28 @@ impl Rng {
     }
 
     /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
+    fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// Uniform integer in [0, n).
-    pub fn below(&mut self, n: u64) -> u64 {
+    fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 
-    pub fn exponential(&mut self, scale: f64) -> f64 {
+    fn exponential(&mut self, scale: f64) -> f64 {
         -(1.0 - self.uniform()).ln() * scale
     }
 
     /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f64 {
+    fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.uniform();
         let u2 = self.uniform();
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 
     /// An index drawn with the given probabilities (which sum to 1).
-    pub fn choice(&mut self, p: &[f64]) -> usize {
+    fn choice(&mut self, p: &[f64]) -> usize {
         let u = self.uniform();
         let mut acc = 0.0;
         for (i, pi) in p.iter().enumerate() {
