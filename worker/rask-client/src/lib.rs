@@ -23,4 +23,4 @@ pub mod delayed;
 pub mod visualize;
 
 pub use client::{Client, ClientError, Future};
-pub use delayed::{Delayed, Deps, delayed, delayed_with, kernel};
+pub use delayed::{Delayed, Deps, delayed, delayed_with, graph_of, kernel};

@@ -99,7 +99,7 @@ pub enum DataError {
     Empty,
     #[error("expected {expected}, got data of another kind (format tag {tag})")]
     WrongKind { expected: &'static str, tag: u8 },
-    #[error("malformed {kind}: {reason}")]
+    #[error("cannot decode {kind}: {reason}")]
     Malformed { kind: &'static str, reason: String },
 }
 

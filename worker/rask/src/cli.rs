@@ -511,9 +511,9 @@ async fn run(a: RunArgs, registry: Registry) -> CliResult {
                 "taxi-groupby needs --path GLOB (CSV files; make one with `rask run gen-taxi`)",
             )?;
             let options = frame::ReadCsvOptions {
-                blocksize: frame::partition::parse_blocksize(&a.blocksize)
+                blocksize: frame::parse_blocksize(&a.blocksize)
                     .map_err(|e| format!("--blocksize: {e}"))?,
-                sep: frame::partition::parse_sep(&a.sep).map_err(|e| format!("--sep: {e}"))?,
+                sep: frame::parse_sep(&a.sep).map_err(|e| format!("--sep: {e}"))?,
                 ..frame::ReadCsvOptions::default()
             };
             Some((path, options))

@@ -931,7 +931,7 @@ fn dataframe_csv(cli: &Cli) -> Result<PathBuf> {
 async fn dataframe(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json> {
     let csv = dataframe_csv(cli)?;
     let options = rask::frame::ReadCsvOptions {
-        blocksize: rask::frame::partition::parse_blocksize(&cli.blocksize)?,
+        blocksize: rask::frame::parse_blocksize(&cli.blocksize)?,
         ..rask::frame::ReadCsvOptions::default()
     };
     let pattern = csv.to_string_lossy().into_owned();

@@ -622,7 +622,7 @@ async fn bad_input_fails_with_errors_that_say_where() {
             "{e}"
         );
     }
-    let e = frame::partition::parse_blocksize("64 parsecs").unwrap_err();
+    let e = frame::parse_blocksize("64 parsecs").unwrap_err();
     assert!(
         e.to_string().contains("bad blocksize \"64 parsecs\""),
         "{e}"
@@ -713,10 +713,7 @@ async fn sigkill_of_a_worker_mid_groupby_still_gives_the_right_answer() {
         .await
         .expect("finishes")
         .unwrap();
-    let got = match values.into_iter().next() {
-        Some(rask::Value::Frame(f)) => f.into_frame(),
-        other => panic!("expected a frame, got {other:?}"),
-    };
+    let got = values.into_iter().next().expect("one root").into_frame();
     check_groups(
         &got,
         &expected_groups(&reference(&[path]), None),
