@@ -1,52 +1,49 @@
 //! Arrays against a direct single-process ndarray computation, over many shapes and chunkings
-//! (seeded loops), with every graph executed here through the registry: each task's result is
-//! encoded and decoded as it would be between workers.
+//! (seeded loops), with every graph run here by the array family in a [`Registry`]: each task's
+//! result is encoded and decoded as it would be between workers.
 
-use std::collections::HashMap;
+use std::sync::OnceLock;
 
-use ndarray::{ArrayD, Axis, Dimension, IxDyn};
+use ndarray::{ArrayD, Axis, Dimension, IxDyn, Slice};
+use rask_client::delayed::graph_of;
+use rask_core::{Data, Registry};
 
-use super::random::ChunkRng;
 use super::*;
-use crate::graph::{Arg, Key};
-use crate::registry;
+use crate::random::ChunkRng;
 
-/// Runs a graph (inputs before users) through the registry.
-fn run(tasks: &[TaskSpec]) -> HashMap<Key, Value> {
-    fn resolve(a: &Arg, done: &HashMap<Key, Value>) -> Value {
-        match a {
-            Arg::Value(v) => v.clone(),
-            Arg::Key(k) => done.get(k).cloned().expect("input computed first"),
-            Arg::List(items) => Value::List(items.iter().map(|i| resolve(i, done)).collect()),
-        }
-    }
-    let mut done = HashMap::new();
-    for t in tasks {
-        let f = registry::lookup(&t.func).expect("registered");
-        let args: Vec<Value> = t.args.iter().map(|a| resolve(a, &done)).collect();
-        let v = f(&args).unwrap_or_else(|e| panic!("{} failed: {e}", t.key));
-        done.insert(t.key.clone(), v.encode().decode().unwrap());
-    }
-    done
+/// A registry holding the array family, as a worker's would.
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut r = Registry::new();
+        r.register(family()).unwrap();
+        r
+    })
 }
 
+/// Computes an array here: its whole graph through the registry, then the chunks assembled.
 fn local(a: &Array) -> ArrayD<f64> {
     let roots = a.to_delayed();
-    let done = run(&graph_of(&roots));
-    let values = roots.iter().map(|d| done[d.key()].clone()).collect();
-    a.assemble(values).unwrap()
+    let done = registry()
+        .compute_local(&graph_of(&roots), &[])
+        .unwrap_or_else(|(key, e)| panic!("{key} failed: {e}"));
+    let chunks = roots
+        .iter()
+        .map(|d| Chunk::decode(&done[d.key()]).unwrap())
+        .collect();
+    a.assemble(chunks).unwrap()
 }
 
 /// What `random` must give: each chunk's own stream, placed at its offset.
 fn reference_random(a: &Array, seed: u64) -> ArrayD<f64> {
     let mut out = ArrayD::zeros(IxDyn(a.shape()));
-    for (i, idx) in a.grid.block_indices().iter().enumerate() {
-        let shape = a.grid.block_shape(idx);
+    for (i, idx) in a.grid().block_indices().iter().enumerate() {
+        let shape = a.grid().block_shape(idx);
         let mut data = vec![0.0; shape.iter().product()];
         ChunkRng::new(seed, i as u64).fill(&mut data);
         let block = ArrayD::from_shape_vec(shape.clone(), data).unwrap();
         let mut view = out.view_mut();
-        for (d, (&o, &s)) in a.grid.block_offset(idx).iter().zip(&shape).enumerate() {
+        for (d, (&o, &s)) in a.grid().block_offset(idx).iter().zip(&shape).enumerate() {
             view.slice_axis_inplace(Axis(d), Slice::from(o..o + s));
         }
         view.assign(&block);
@@ -398,17 +395,19 @@ fn mean_graph_is_a_tree_of_fused_partials() {
     let x = random(&[40, 40, 40], 10, 0).unwrap();
     let g = x.mean(None).unwrap().graph();
     // 64 fused random+partial tasks, then 8 combines of 8 and a root: nothing materializes a chunk.
-    let count = |f: &str| g.iter().filter(|t| &*t.func == f).count();
-    assert_eq!(count("array_partial"), 64);
-    assert_eq!(count("array_combine"), 9);
-    assert_eq!(count("array_eval"), 0);
+    let count = |f: &str| g.iter().filter(|t| t.func.as_str() == f).count();
+    assert_eq!(count("array.partial"), 64);
+    assert_eq!(count("array.combine"), 9);
+    assert_eq!(count("array.eval"), 0);
     // Post-order: each group's partials come right before its combine (so the scheduler's
     // priorities finish a group before starting the next).
-    assert_eq!(&*g[8].func, "array_combine");
+    assert_eq!(g[8].func.as_str(), "array.combine");
     let x = x.split_every(4);
     let g = x.sum(None).unwrap().graph();
     assert_eq!(
-        g.iter().filter(|t| &*t.func == "array_combine").count(),
+        g.iter()
+            .filter(|t| t.func.as_str() == "array.combine")
+            .count(),
         16 + 4 + 1
     );
 }
@@ -424,19 +423,19 @@ fn shared_chunks_are_computed_once() {
         .std(None, 0.0)
         .unwrap();
     let g = z.graph();
-    let count = |f: &str| g.iter().filter(|t| &*t.func == f).count();
+    let count = |f: &str| g.iter().filter(|t| t.func.as_str() == f).count();
     // x's 4 chunks and (x.T + 1)'s 4 chunks, each once; 4 products of 2 blocks each.
-    assert_eq!(count("array_eval"), 8);
-    assert_eq!(count("array_matmul"), 4);
+    assert_eq!(count("array.eval"), 8);
+    assert_eq!(count("array.matmul"), 4);
 }
 
 #[test]
 fn array_graphs_visualize() {
     let x = random(&[20, 20], 10, 0).unwrap();
     let m = x.mean(Some(0)).unwrap();
-    let dot = crate::client::visualize::to_dot(&m.graph());
-    assert_eq!(dot.matches("label=\"array_partial\"").count(), 4);
-    assert_eq!(dot.matches("label=\"array_combine\"").count(), 2);
+    let dot = rask_client::visualize::to_dot(&m.graph());
+    assert_eq!(dot.matches("label=\"partial\"").count(), 4);
+    assert_eq!(dot.matches("label=\"combine\"").count(), 2);
     assert_eq!(dot.matches(" -> ").count(), 4);
     let dir = tempfile::tempdir().unwrap();
     let w = m.visualize(dir.path().join("mean")).unwrap();
