@@ -12,7 +12,7 @@ use super::*;
 use crate::random::ChunkRng;
 
 /// A registry holding the array family, as a worker's would.
-fn registry() -> &'static Registry {
+pub(crate) fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     REGISTRY.get_or_init(|| {
         let mut r = Registry::new();
@@ -161,8 +161,108 @@ fn reductions_match_ndarray_for_many_shapes_and_chunks() {
                 &mx,
                 &what(&format!("max axis {ax}")),
             );
+            close(
+                &local(&x.argmin(Some(ax)).unwrap()),
+                &r.map_axis(Axis(ax), |lane| first_best(lane.iter(), |a, b| a < b)),
+                &what(&format!("argmin axis {ax}")),
+            );
+            close(
+                &local(&x.argmax(Some(ax)).unwrap()),
+                &r.map_axis(Axis(ax), |lane| first_best(lane.iter(), |a, b| a > b)),
+                &what(&format!("argmax axis {ax}")),
+            );
+        }
+        close(
+            &local(&x.argmin(None).unwrap()),
+            &scalar(first_best(r.iter(), |a, b| a < b)),
+            &what("argmin"),
+        );
+        close(
+            &local(&x.argmax(None).unwrap()),
+            &scalar(first_best(r.iter(), |a, b| a > b)),
+            &what("argmax"),
+        );
+    }
+}
+
+/// An array method comparing with another array.
+type Comparison = fn(&Array, &Array) -> Result<Array, ArrayError>;
+
+/// What a comparison computes, for one pair of values.
+type Truth = fn(f64, f64) -> bool;
+
+/// The position of the first value no later one beats (`better(later, best)`), as f64.
+fn first_best<'a>(values: impl Iterator<Item = &'a f64>, better: fn(f64, f64) -> bool) -> f64 {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, &v) in values.enumerate() {
+        if best.is_none_or(|(_, b)| better(v, b)) {
+            best = Some((i, v));
         }
     }
+    best.map_or(f64::NAN, |(i, _)| i as f64)
+}
+
+#[test]
+fn arg_reductions_take_the_first_of_ties_and_of_nans() {
+    let lit = |v: &[f64]| ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.to_vec()).unwrap();
+    // Ties across chunks and across combine nodes: the lowest index wins.
+    let a = from_ndarray(&lit(&[3.0, 0.0, 0.0, 3.0, 0.0, 3.0]), 1)
+        .unwrap()
+        .split_every(2);
+    close(
+        &local(&a.argmax(None).unwrap()),
+        &scalar(0.0),
+        "argmax of ties",
+    );
+    close(
+        &local(&a.argmin(None).unwrap()),
+        &scalar(1.0),
+        "argmin of ties",
+    );
+    close(
+        &local(&zeros(&[5, 6], [2, 4]).unwrap().argmax(Some(1)).unwrap()),
+        &ArrayD::zeros(IxDyn(&[5])),
+        "argmax of zeros along an axis",
+    );
+    // NumPy returns the first NaN's index, for argmin and argmax alike.
+    let n = from_ndarray(&lit(&[1.0, 5.0, f64::NAN, 0.0, f64::NAN]), 2).unwrap();
+    close(
+        &local(&n.argmin(None).unwrap()),
+        &scalar(2.0),
+        "argmin with NaN",
+    );
+    close(
+        &local(&n.argmax(None).unwrap()),
+        &scalar(2.0),
+        "argmax with NaN",
+    );
+    // Indices are global: a chunk's offset is added, in C order of the whole array.
+    let m = ArrayD::from_shape_fn(IxDyn(&[4, 5]), |ix| {
+        -(((ix[0] * 7 + ix[1] * 3) % 11) as f64)
+    });
+    let x = from_ndarray(&m, [3, 2]).unwrap();
+    close(
+        &local(&x.argmin(None).unwrap()),
+        &scalar(first_best(m.iter(), |a, b| a < b)),
+        "argmin of a 2-d array",
+    );
+    close(
+        &local(&x.argmin(Some(0)).unwrap()),
+        &m.map_axis(Axis(0), |lane| first_best(lane.iter(), |a, b| a < b)),
+        "argmin along axis 0",
+    );
+    // An empty array has no extreme: the task fails and says so.
+    let empty = random(&[4], 2, 0)
+        .unwrap()
+        .slice(&[Range::new(2, 2)])
+        .unwrap();
+    let g = empty.argmin(None).unwrap().graph();
+    let (_, err) = registry().compute_local(&g, &[]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("array.partial: argmin() of an empty chunk has no identity"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -192,6 +292,35 @@ fn elementwise_transpose_slice_and_rechunk_match_ndarray() {
             &what("neg mul"),
         );
         close(&local(&x.sqrt()), &r.mapv(f64::sqrt), &what("sqrt"));
+        close(&local(&x.exp()), &r.mapv(f64::exp), &what("exp"));
+        close(
+            &local(&(&x + 0.5).log().abs()),
+            &(&r + 0.5).mapv(|v| v.ln().abs()),
+            &what("log abs"),
+        );
+        // Comparisons give 1.0 and 0.0, against an array and against itself.
+        let half = full(&shape, chunks.as_slice(), 0.5).unwrap();
+        let comparisons: [(Comparison, Truth); 6] = [
+            (Array::less, |a, b| a < b),
+            (Array::less_equal, |a, b| a <= b),
+            (Array::greater, |a, b| a > b),
+            (Array::greater_equal, |a, b| a >= b),
+            (Array::equal, |a, b| a == b),
+            (Array::not_equal, |a, b| a != b),
+        ];
+        for (i, (op, f)) in comparisons.into_iter().enumerate() {
+            let truth = |a: f64, b: f64| if f(a, b) { 1.0 } else { 0.0 };
+            close(
+                &local(&op(&x, &half).unwrap()),
+                &r.mapv(|v| truth(v, 0.5)),
+                &what(&format!("comparison {i} with 0.5")),
+            );
+            close(
+                &local(&op(&x, &x).unwrap()),
+                &r.mapv(|v| truth(v, v)),
+                &what(&format!("comparison {i} with itself")),
+            );
+        }
         // the elementwise result reduced (fused) and materialized agree
         let sum = local(&e.sum(None).unwrap());
         close(&sum, &scalar(local(&e).sum()), &what("fused sum"));

@@ -76,3 +76,6 @@ impl<'a, 'b> ChunkInputs<'a, 'b> {
         self.inputs.input_error(i.index(), reason)
     }
 }
+
+#[cfg(test)]
+mod tests;
