@@ -27,7 +27,7 @@ impl UnOp {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn apply(self, x: f64) -> f64 {
         match self {
             UnOp::Neg => -x,
@@ -79,7 +79,7 @@ impl BinOp {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn apply(self, a: f64, b: f64) -> f64 {
         match self {
             BinOp::Add => a + b,
@@ -96,6 +96,80 @@ impl BinOp {
             BinOp::Equal => truth(a == b),
             BinOp::NotEqual => truth(a != b),
         }
+    }
+}
+
+/// Runs `$body` with `$op` rebound to each variant as a constant, so the per-element `apply`
+/// inlines to one operation and each loop vectorizes: the `match` runs once per tile, never once
+/// per element. (LLVM stops unswitching a loop over a `match` this large: with the comparisons
+/// added, a per-element `match` made streamed `(x * 3 + 1).std()` partials 2x slower.)
+macro_rules! per_variant {
+    ($ty:ident, $op:ident, [$($v:ident),*], $body:expr) => {
+        match $op {
+            $($ty::$v => {
+                let $op = $ty::$v;
+                $body
+            })*
+        }
+    };
+}
+
+macro_rules! each_unop {
+    ($op:ident => $body:expr) => {
+        per_variant!(UnOp, $op, [Neg, Abs, Sqrt, Exp, Log, Square], $body)
+    };
+}
+
+macro_rules! each_binop {
+    ($op:ident => $body:expr) => {
+        per_variant!(
+            BinOp,
+            $op,
+            [
+                Add,
+                Sub,
+                Mul,
+                Div,
+                Pow,
+                Maximum,
+                Minimum,
+                Less,
+                LessEqual,
+                Greater,
+                GreaterEqual,
+                Equal,
+                NotEqual
+            ],
+            $body
+        )
+    };
+}
+
+impl UnOp {
+    /// `x = op(x)` over a tile.
+    pub(crate) fn apply_all(self, out: &mut [f64]) {
+        let op = self;
+        each_unop!(op => out.iter_mut().for_each(|x| *x = op.apply(*x)))
+    }
+}
+
+impl BinOp {
+    /// `x = op(x, v)` over a tile.
+    pub(crate) fn apply_right(self, out: &mut [f64], v: f64) {
+        let op = self;
+        each_binop!(op => out.iter_mut().for_each(|x| *x = op.apply(*x, v)))
+    }
+
+    /// `x = op(v, x)` over a tile.
+    pub(crate) fn apply_left(self, v: f64, out: &mut [f64]) {
+        let op = self;
+        each_binop!(op => out.iter_mut().for_each(|x| *x = op.apply(v, *x)))
+    }
+
+    /// `x = op(x, y)` over a tile and another of the same length.
+    pub(crate) fn apply_zip(self, out: &mut [f64], other: &[f64]) {
+        let op = self;
+        each_binop!(op => out.iter_mut().zip(other).for_each(|(x, y)| *x = op.apply(*x, *y)))
     }
 }
 
@@ -119,6 +193,59 @@ pub(crate) fn nan_max(m: f64, x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BINOPS: [BinOp; 13] = [
+        BinOp::Add,
+        BinOp::Sub,
+        BinOp::Mul,
+        BinOp::Div,
+        BinOp::Pow,
+        BinOp::Maximum,
+        BinOp::Minimum,
+        BinOp::Less,
+        BinOp::LessEqual,
+        BinOp::Greater,
+        BinOp::GreaterEqual,
+        BinOp::Equal,
+        BinOp::NotEqual,
+    ];
+
+    fn same(a: f64, b: f64) -> bool {
+        a == b || (a.is_nan() && b.is_nan())
+    }
+
+    #[test]
+    fn tile_loops_apply_the_operation_they_are_given() {
+        let xs = [-1.5, 0.0, 0.25, 2.0, f64::NAN, 3.0];
+        let ys = [2.0, 0.0, 0.25, -1.0, 1.0, f64::NAN];
+        for op in BINOPS {
+            let mut right = xs;
+            op.apply_right(&mut right, 0.25);
+            let mut left = xs;
+            op.apply_left(0.25, &mut left);
+            let mut zip = xs;
+            op.apply_zip(&mut zip, &ys);
+            for i in 0..xs.len() {
+                assert!(same(right[i], op.apply(xs[i], 0.25)), "{op:?} right {i}");
+                assert!(same(left[i], op.apply(0.25, xs[i])), "{op:?} left {i}");
+                assert!(same(zip[i], op.apply(xs[i], ys[i])), "{op:?} zip {i}");
+            }
+        }
+        for op in [
+            UnOp::Neg,
+            UnOp::Abs,
+            UnOp::Sqrt,
+            UnOp::Exp,
+            UnOp::Log,
+            UnOp::Square,
+        ] {
+            let mut all = xs;
+            op.apply_all(&mut all);
+            for i in 0..xs.len() {
+                assert!(same(all[i], op.apply(xs[i])), "{op:?} {i}");
+            }
+        }
+    }
 
     #[test]
     fn comparisons_are_numpy_truth_values() {

@@ -162,24 +162,20 @@ impl Node {
             }
             Node::Un(op, a) => {
                 a.fill(off, out);
-                let op = *op;
-                out.iter_mut().for_each(|x| *x = op.apply(*x));
+                op.apply_all(out);
             }
             Node::Bin(op, a, b, scratch) => {
-                let op = *op;
                 if let Node::Full(v) = **b {
                     a.fill(off, out);
-                    out.iter_mut().for_each(|x| *x = op.apply(*x, v));
+                    op.apply_right(out, v);
                 } else if let Node::Full(v) = **a {
                     b.fill(off, out);
-                    out.iter_mut().for_each(|x| *x = op.apply(v, *x));
+                    op.apply_left(v, out);
                 } else {
                     a.fill(off, out);
                     scratch.resize(out.len(), 0.0);
                     b.fill(off, scratch);
-                    out.iter_mut()
-                        .zip(scratch.iter())
-                        .for_each(|(x, y)| *x = op.apply(*x, *y));
+                    op.apply_zip(out, scratch);
                 }
             }
         }
