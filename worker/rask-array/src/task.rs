@@ -4,7 +4,9 @@
 //! Each variant is one function (`array.eval`, `array.partial`, ...). Inputs (other tasks'
 //! results) enter as typed positions ([`Input`]); everything else travels in the payload.
 
-use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+
+use serde::{Deserialize, Deserializer, Serialize};
 
 use rask_core::{Input, KernelTask};
 
@@ -92,16 +94,52 @@ pub(crate) enum ChunkExpr {
         path: String,
         offset: Vec<usize>,
     },
-    Un(UnOp, Box<ChunkExpr>),
-    Bin(BinOp, Box<ChunkExpr>, Box<ChunkExpr>),
+    Un(UnOp, #[serde(deserialize_with = "nested")] Box<ChunkExpr>),
+    Bin(
+        BinOp,
+        #[serde(deserialize_with = "nested")] Box<ChunkExpr>,
+        #[serde(deserialize_with = "nested")] Box<ChunkExpr>,
+    ),
     /// The source (of the reversed shape) with its axes reversed.
-    Transpose(Box<ChunkExpr>),
+    Transpose(#[serde(deserialize_with = "nested")] Box<ChunkExpr>),
     /// `ranges` of the source chunk, which has `source_shape`.
     Slice {
+        #[serde(deserialize_with = "nested")]
         source: Box<ChunkExpr>,
         source_shape: Vec<usize>,
         ranges: Vec<Range>,
     },
+}
+
+/// Expressions nested deeper than this are refused when a payload is read. Builders fuse at
+/// most 24 operations (then compute the chunk), so only a corrupt or hostile payload comes near;
+/// without a bound, one nested 100,000 deep would overflow the worker thread's stack and take
+/// the worker process down with it.
+pub(crate) const MAX_EXPR_DEPTH: usize = 256;
+
+thread_local! {
+    /// Sub-expressions being read on this thread, outermost first.
+    static EXPR_DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Reads a sub-expression, refusing one nested deeper than [`MAX_EXPR_DEPTH`].
+fn nested<'de, D: Deserializer<'de>>(d: D) -> Result<Box<ChunkExpr>, D::Error> {
+    /// Leaves the level on every way out (errors included).
+    struct Level;
+    impl Drop for Level {
+        fn drop(&mut self) {
+            EXPR_DEPTH.set(EXPR_DEPTH.get().saturating_sub(1));
+        }
+    }
+    let depth = EXPR_DEPTH.get();
+    if depth >= MAX_EXPR_DEPTH {
+        return Err(serde::de::Error::custom(format!(
+            "chunk expression nested deeper than {MAX_EXPR_DEPTH}"
+        )));
+    }
+    EXPR_DEPTH.set(depth + 1);
+    let _level = Level;
+    ChunkExpr::deserialize(d).map(Box::new)
 }
 
 /// What a partial result holds.
@@ -201,4 +239,80 @@ pub(crate) struct RechunkPiece {
     pub source: Input<Chunk>,
     pub ranges: Vec<Span>,
     pub offset: Vec<usize>,
+}
+
+#[cfg(test)]
+mod tests {
+    use rask_core::function::{decode_payload, encode_payload};
+
+    use super::*;
+
+    fn negations(depth: usize) -> ChunkExpr {
+        (0..depth).fold(ChunkExpr::Full(1.0), |e, _| {
+            ChunkExpr::Un(UnOp::Neg, Box::new(e))
+        })
+    }
+
+    #[test]
+    fn tasks_round_trip_through_payloads() {
+        let t = ArrayTask::Partial {
+            expr: ChunkExpr::Slice {
+                source: Box::new(ChunkExpr::Bin(
+                    BinOp::Less,
+                    Box::new(ChunkExpr::Data(Input::new(1))),
+                    Box::new(negations(3)),
+                )),
+                source_shape: vec![4, 5],
+                ranges: vec![Range::new(1, 3), Range::new(0, 5).step(2)],
+            },
+            shape: vec![2, 3],
+            reduction: Reduction::Arg {
+                op: ArgOp::Max,
+                offset: vec![4, 0],
+                array_shape: vec![8, 5],
+            },
+            axis: Some(1),
+        };
+        let back: ArrayTask =
+            decode_payload("array.partial", &encode_payload(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn payloads_nested_too_deep_are_refused_not_a_stack_overflow() {
+        let ok = ArrayTask::Eval {
+            expr: negations(MAX_EXPR_DEPTH),
+            shape: vec![2],
+        };
+        let p = encode_payload(&ok).unwrap();
+        assert_eq!(decode_payload::<ArrayTask>("array.eval", &p).unwrap(), ok);
+        // Built byte by byte (building the tree itself would need the recursion we refuse):
+        // Eval (variant 0), then Un (6) of Neg (0) 100,000 times, Full (1) of 1.0, shape [2].
+        let mut deep = vec![0u8];
+        for _ in 0..100_000 {
+            deep.extend_from_slice(&[6, 0]);
+        }
+        deep.push(1);
+        deep.extend_from_slice(&1.0f64.to_le_bytes());
+        deep.extend_from_slice(&[1, 2]);
+        // The same layout at a legal depth decodes, so the bytes above are what they claim.
+        let mut shallow = vec![0u8, 6, 0, 6, 0, 1];
+        shallow.extend_from_slice(&1.0f64.to_le_bytes());
+        shallow.extend_from_slice(&[1, 2]);
+        assert_eq!(
+            decode_payload::<ArrayTask>("array.eval", &shallow).unwrap(),
+            ArrayTask::Eval {
+                expr: negations(2),
+                shape: vec![2]
+            }
+        );
+        let err = decode_payload::<ArrayTask>("array.eval", &deep).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("array.eval: arguments cannot be decoded: as ArrayTask"),
+            "{err}"
+        );
+        // The depth count is back to zero after the error: a legal payload still decodes.
+        assert_eq!(decode_payload::<ArrayTask>("array.eval", &p).unwrap(), ok);
+    }
 }
