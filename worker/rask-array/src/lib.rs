@@ -38,7 +38,8 @@ mod ops;
 mod random;
 mod task;
 
-pub use array::{Array, arange, from_ndarray, from_npy, full, ones, random, zeros};
+pub use array::Array;
+pub use array::create::{arange, from_ndarray, from_npy, full, ones, random, zeros};
 pub use chunk::{Chunk, TAG};
 pub use chunks::{AUTO_CHUNK_BYTES, ChunkSpec, Grid, Range};
 pub use error::ArrayError;

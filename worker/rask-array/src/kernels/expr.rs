@@ -5,9 +5,8 @@
 use std::path::Path;
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
-use rask_core::KernelError;
+use rask_core::{Input, Inputs, KernelError};
 
-use super::ChunkInputs;
 use crate::chunk::Chunk;
 use crate::npy;
 use crate::ops::{BinOp, UnOp};
@@ -33,6 +32,38 @@ pub(super) enum Node {
     Dense(Chunk),
     Un(UnOp, Box<Node>),
     Bin(BinOp, Box<Node>, Box<Node>, Vec<f64>),
+}
+
+/// The chunk inputs of an expression, each decoded once however often the expression reads it
+/// (`x * x`). Chunks read here are shared, so whoever needs to own one copies it.
+pub(super) struct ChunkInputs<'a, 'b> {
+    inputs: &'a Inputs<'b>,
+    decoded: Vec<Option<Chunk>>,
+}
+
+impl<'a, 'b> ChunkInputs<'a, 'b> {
+    pub(super) fn new(inputs: &'a Inputs<'b>) -> Self {
+        ChunkInputs {
+            inputs,
+            decoded: vec![None; inputs.len()],
+        }
+    }
+
+    fn get(&mut self, i: Input<Chunk>) -> Result<Chunk, KernelError> {
+        if let Some(Some(c)) = self.decoded.get(i.index()) {
+            return Ok(c.clone());
+        }
+        let c: Chunk = self.inputs.get(i)?;
+        if let Some(slot) = self.decoded.get_mut(i.index()) {
+            *slot = Some(c.clone());
+        }
+        Ok(c)
+    }
+
+    /// An error about input `i` (its shape, its rank).
+    fn error(&self, i: Input<Chunk>, reason: impl std::fmt::Display) -> KernelError {
+        self.inputs.input_error(i.index(), reason)
+    }
 }
 
 /// Prepares `expr` for a chunk of `shape`.

@@ -5,8 +5,7 @@
 use ndarray::{ArrayD, Axis, Zip};
 use rask_core::{Data, Encoded, Input, Inputs, KernelError};
 
-use super::ChunkInputs;
-use super::expr::{materialize, prepare};
+use super::expr::{ChunkInputs, materialize, prepare};
 use crate::chunk::Chunk;
 use crate::ops::{nan_max, nan_min};
 use crate::task::{ArgOp, ArgPartial, ChunkExpr, Combine, Moments, Reduction, Spread};
