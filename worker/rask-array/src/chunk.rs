@@ -40,10 +40,6 @@ impl Chunk {
         &self.0
     }
 
-    pub fn shared(&self) -> &Arc<ArrayD<f64>> {
-        &self.0
-    }
-
     /// The values, copied only if another clone of this chunk still holds them.
     pub fn into_array(self) -> ArrayD<f64> {
         Arc::unwrap_or_clone(self.0)

@@ -184,7 +184,7 @@ impl Grid {
     }
 
     /// The grid with its dimensions reversed (a transpose).
-    pub fn reversed(&self) -> Grid {
+    pub(crate) fn reversed(&self) -> Grid {
         Grid {
             shape: self.shape.iter().rev().copied().collect(),
             chunks: self.chunks.iter().rev().cloned().collect(),
@@ -192,7 +192,7 @@ impl Grid {
     }
 
     /// The grid without dimension `axis` (a reduction along it).
-    pub fn without(&self, axis: usize) -> Grid {
+    pub(crate) fn without(&self, axis: usize) -> Grid {
         let mut g = self.clone();
         g.shape.remove(axis);
         g.chunks.remove(axis);

@@ -25,8 +25,26 @@
 //! graph builders here and run by the kernels here, so both sides agree on every argument by
 //! type: a chunk's expression is a typed tree, its inputs typed positions
 //! ([`rask_core::Input`]). Workers run the kernels once the program that builds them registers
-//! [`family()`]. Chunks travel as [`Chunk`]s, format tag [`TAG`]: the shape and the raw
-//! little-endian values.
+//! [`family()`]; the same registry runs a graph in-process, as tests do:
+//!
+//! ```
+//! use rask_array::{Chunk, family};
+//! use rask_core::{Data, Registry};
+//!
+//! let mut registry = Registry::new();
+//! registry.register(family()).expect("one array family");
+//! let x = rask_array::arange(0.0, 10.0, 1.0, 4)?; // chunks of 4, 4, 2
+//! let total = x.mul(&x)?.sum(None)?;
+//! let roots = total.to_delayed();
+//! let done = registry
+//!     .compute_local(&rask_client::delayed::graph_of(&roots), &[])
+//!     .expect("the graph runs");
+//! let chunks = roots.iter().map(|d| Chunk::decode(&done[d.key()])).collect::<Result<_, _>>()?;
+//! assert_eq!(total.assemble(chunks)?.sum(), 285.0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Chunks travel as [`Chunk`]s, format tag [`TAG`]: the shape and the raw little-endian values.
 
 mod array;
 mod chunk;
