@@ -1,7 +1,9 @@
 //! Chunk grids: how an n-d shape is cut into blocks, `"auto"` chunking, and the index arithmetic
 //! of slicing and rechunking. Pure functions, no graphs.
 
-use super::ArrayError;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ArrayError;
 
 /// How a caller asks for chunks.
 #[derive(Clone, Debug, PartialEq)]
@@ -182,7 +184,7 @@ impl Grid {
     }
 
     /// The grid with its dimensions reversed (a transpose).
-    pub fn reversed(&self) -> Grid {
+    pub(crate) fn reversed(&self) -> Grid {
         Grid {
             shape: self.shape.iter().rev().copied().collect(),
             chunks: self.chunks.iter().rev().cloned().collect(),
@@ -190,7 +192,7 @@ impl Grid {
     }
 
     /// The grid without dimension `axis` (a reduction along it).
-    pub fn without(&self, axis: usize) -> Grid {
+    pub(crate) fn without(&self, axis: usize) -> Grid {
         let mut g = self.clone();
         g.shape.remove(axis);
         g.chunks.remove(axis);
@@ -211,7 +213,7 @@ fn regular(dim: usize, c: usize) -> Vec<usize> {
 }
 
 /// Every index of a grid with `counts` along each dimension, in C order.
-pub fn c_order(counts: &[usize]) -> Vec<Vec<usize>> {
+pub(crate) fn c_order(counts: &[usize]) -> Vec<Vec<usize>> {
     let total: usize = counts.iter().product();
     let mut out = Vec::with_capacity(total);
     if total == 0 {
@@ -239,7 +241,7 @@ fn linear(counts: &[usize], idx: &[usize]) -> usize {
 /// element count per dimension; dimensions shorter than that are whole, and the others take the
 /// largest divisor of their length between half and all of the ideal size, or the ideal size.
 /// (2000³ f64 at 128 MiB: ideal 256, so 250.)
-pub fn auto_chunks(shape: &[usize], itemsize: usize, limit_bytes: usize) -> Vec<Vec<usize>> {
+pub(crate) fn auto_chunks(shape: &[usize], itemsize: usize, limit_bytes: usize) -> Vec<Vec<usize>> {
     let mut chunk: Vec<Option<usize>> = vec![None; shape.len()];
     loop {
         let autos: Vec<usize> = (0..shape.len()).filter(|&i| chunk[i].is_none()).collect();
@@ -285,7 +287,7 @@ fn round_to(c: f64, s: usize) -> usize {
 }
 
 /// A range along one dimension, with a positive step (like Python's `start:stop:step`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Range {
     pub start: usize,
     pub stop: usize,
@@ -326,13 +328,17 @@ impl Range {
 /// One output chunk of a slice along a dimension: the input block it comes from and the range
 /// within that block.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SlicePiece {
+pub(crate) struct SlicePiece {
     pub block: usize,
     pub local: Range,
 }
 
 /// Slices a dimension cut into `chunks` by `r`: one piece per input block that `r` selects from.
-pub fn slice_dim(chunks: &[usize], r: Range, dim: usize) -> Result<Vec<SlicePiece>, ArrayError> {
+pub(crate) fn slice_dim(
+    chunks: &[usize],
+    r: Range,
+    dim: usize,
+) -> Result<Vec<SlicePiece>, ArrayError> {
     if r.step == 0 {
         return Err(ArrayError::Slice(format!(
             "step 0 in {}..{}",
@@ -376,7 +382,7 @@ pub fn slice_dim(chunks: &[usize], r: Range, dim: usize) -> Result<Vec<SlicePiec
 
 /// For rechunking one dimension: each new chunk as a list of (old block, range within it, offset
 /// within the new chunk).
-pub fn rechunk_dim(old: &[usize], new: &[usize]) -> Vec<Vec<(usize, Range, usize)>> {
+pub(crate) fn rechunk_dim(old: &[usize], new: &[usize]) -> Vec<Vec<(usize, Range, usize)>> {
     let mut out = Vec::with_capacity(new.len());
     let mut start = 0;
     for &n in new {

@@ -7,14 +7,14 @@ use std::path::Path;
 
 use ndarray::ArrayD;
 
-use super::ArrayError;
-use super::chunks::c_order;
+use crate::chunks::c_order;
+use crate::error::ArrayError;
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
 /// Element types read from `.npy` files; every one is converted to f64 as it is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DType {
+pub(crate) enum DType {
     F64,
     F32,
     I64,
@@ -41,7 +41,7 @@ impl DType {
         Some((t, big))
     }
 
-    pub fn size(self) -> usize {
+    pub(crate) fn size(self) -> usize {
         match self {
             DType::F64 | DType::I64 => 8,
             DType::F32 | DType::I32 => 4,
@@ -52,7 +52,7 @@ impl DType {
 
 /// What a `.npy` header says.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     pub dtype: DType,
     pub big_endian: bool,
     pub shape: Vec<usize>,
@@ -69,7 +69,7 @@ fn bad(path: &Path, what: impl Into<String>) -> ArrayError {
 
 /// Reads and checks the header of the `.npy` file at `path` (including that the file is long
 /// enough for the data it announces).
-pub fn read_header(path: &Path) -> Result<Header, ArrayError> {
+pub(crate) fn read_header(path: &Path) -> Result<Header, ArrayError> {
     let mut f = File::open(path).map_err(|e| bad(path, e.to_string()))?;
     let file_len = f.metadata().map_err(|e| bad(path, e.to_string()))?.len();
     let mut pre = [0u8; 8];
@@ -183,7 +183,7 @@ fn convert(h: &Header, bytes: &[u8], out: &mut Vec<f64>) {
 
 /// Reads the block at `offset` with `shape` from the `.npy` file at `path`, seeking to each
 /// contiguous run of the last dimension.
-pub fn read_block(
+pub(crate) fn read_block(
     path: &Path,
     offset: &[usize],
     shape: &[usize],

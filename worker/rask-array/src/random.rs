@@ -13,10 +13,10 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// The stream of uniform [0, 1) values of chunk `stream` of an array seeded with `seed`.
-pub struct ChunkRng(Xoshiro256PlusPlus);
+pub(crate) struct ChunkRng(Xoshiro256PlusPlus);
 
 impl ChunkRng {
-    pub fn new(seed: u64, stream: u64) -> ChunkRng {
+    pub(crate) fn new(seed: u64, stream: u64) -> ChunkRng {
         // Mixing the seed first keeps (seed, stream) and (seed + 1, stream - 1) apart.
         let s = mix(mix(seed).wrapping_add(stream.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
         ChunkRng(Xoshiro256PlusPlus::seed_from_u64(s))
@@ -24,7 +24,7 @@ impl ChunkRng {
 
     /// Fills `out` with the stream's next values, uniform on [0, 1) with 53 random bits each.
     #[inline]
-    pub fn fill(&mut self, out: &mut [f64]) {
+    pub(crate) fn fill(&mut self, out: &mut [f64]) {
         const SCALE: f64 = 1.0 / (1u64 << 53) as f64;
         for x in out {
             *x = (self.0.next_u64() >> 11) as f64 * SCALE;
@@ -32,7 +32,7 @@ impl ChunkRng {
     }
 
     /// Skips `n` values (as if they were generated).
-    pub fn skip(&mut self, n: usize) {
+    pub(crate) fn skip(&mut self, n: usize) {
         for _ in 0..n {
             self.0.next_u64();
         }

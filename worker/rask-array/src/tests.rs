@@ -1,52 +1,49 @@
 //! Arrays against a direct single-process ndarray computation, over many shapes and chunkings
-//! (seeded loops), with every graph executed here through the registry: each task's result is
-//! encoded and decoded as it would be between workers.
+//! (seeded loops), with every graph run here by the array family in a [`Registry`]: each task's
+//! result is encoded and decoded as it would be between workers.
 
-use std::collections::HashMap;
+use std::sync::OnceLock;
 
-use ndarray::{ArrayD, Axis, Dimension, IxDyn};
+use ndarray::{ArrayD, Axis, Dimension, IxDyn, Slice};
+use rask_client::delayed::graph_of;
+use rask_core::{Data, Registry};
 
-use super::random::ChunkRng;
 use super::*;
-use crate::graph::{Arg, Key};
-use crate::registry;
+use crate::random::ChunkRng;
 
-/// Runs a graph (inputs before users) through the registry.
-fn run(tasks: &[TaskSpec]) -> HashMap<Key, Value> {
-    fn resolve(a: &Arg, done: &HashMap<Key, Value>) -> Value {
-        match a {
-            Arg::Value(v) => v.clone(),
-            Arg::Key(k) => done.get(k).cloned().expect("input computed first"),
-            Arg::List(items) => Value::List(items.iter().map(|i| resolve(i, done)).collect()),
-        }
-    }
-    let mut done = HashMap::new();
-    for t in tasks {
-        let f = registry::lookup(&t.func).expect("registered");
-        let args: Vec<Value> = t.args.iter().map(|a| resolve(a, &done)).collect();
-        let v = f(&args).unwrap_or_else(|e| panic!("{} failed: {e}", t.key));
-        done.insert(t.key.clone(), v.encode().decode().unwrap());
-    }
-    done
+/// A registry holding the array family, as a worker's would.
+pub(crate) fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut r = Registry::new();
+        r.register(family()).unwrap();
+        r
+    })
 }
 
+/// Computes an array here: its whole graph through the registry, then the chunks assembled.
 fn local(a: &Array) -> ArrayD<f64> {
     let roots = a.to_delayed();
-    let done = run(&graph_of(&roots));
-    let values = roots.iter().map(|d| done[d.key()].clone()).collect();
-    a.assemble(values).unwrap()
+    let done = registry()
+        .compute_local(&graph_of(&roots), &[])
+        .unwrap_or_else(|(key, e)| panic!("{key} failed: {e}"));
+    let chunks = roots
+        .iter()
+        .map(|d| Chunk::decode(&done[d.key()]).unwrap())
+        .collect();
+    a.assemble(chunks).unwrap()
 }
 
 /// What `random` must give: each chunk's own stream, placed at its offset.
 fn reference_random(a: &Array, seed: u64) -> ArrayD<f64> {
     let mut out = ArrayD::zeros(IxDyn(a.shape()));
-    for (i, idx) in a.grid.block_indices().iter().enumerate() {
-        let shape = a.grid.block_shape(idx);
+    for (i, idx) in a.grid().block_indices().iter().enumerate() {
+        let shape = a.grid().block_shape(idx);
         let mut data = vec![0.0; shape.iter().product()];
         ChunkRng::new(seed, i as u64).fill(&mut data);
         let block = ArrayD::from_shape_vec(shape.clone(), data).unwrap();
         let mut view = out.view_mut();
-        for (d, (&o, &s)) in a.grid.block_offset(idx).iter().zip(&shape).enumerate() {
+        for (d, (&o, &s)) in a.grid().block_offset(idx).iter().zip(&shape).enumerate() {
             view.slice_axis_inplace(Axis(d), Slice::from(o..o + s));
         }
         view.assign(&block);
@@ -164,8 +161,108 @@ fn reductions_match_ndarray_for_many_shapes_and_chunks() {
                 &mx,
                 &what(&format!("max axis {ax}")),
             );
+            close(
+                &local(&x.argmin(Some(ax)).unwrap()),
+                &r.map_axis(Axis(ax), |lane| first_best(lane.iter(), |a, b| a < b)),
+                &what(&format!("argmin axis {ax}")),
+            );
+            close(
+                &local(&x.argmax(Some(ax)).unwrap()),
+                &r.map_axis(Axis(ax), |lane| first_best(lane.iter(), |a, b| a > b)),
+                &what(&format!("argmax axis {ax}")),
+            );
+        }
+        close(
+            &local(&x.argmin(None).unwrap()),
+            &scalar(first_best(r.iter(), |a, b| a < b)),
+            &what("argmin"),
+        );
+        close(
+            &local(&x.argmax(None).unwrap()),
+            &scalar(first_best(r.iter(), |a, b| a > b)),
+            &what("argmax"),
+        );
+    }
+}
+
+/// An array method comparing with another array.
+type Comparison = fn(&Array, &Array) -> Result<Array, ArrayError>;
+
+/// What a comparison computes, for one pair of values.
+type Truth = fn(f64, f64) -> bool;
+
+/// The position of the first value no later one beats (`better(later, best)`), as f64.
+fn first_best<'a>(values: impl Iterator<Item = &'a f64>, better: fn(f64, f64) -> bool) -> f64 {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, &v) in values.enumerate() {
+        if best.is_none_or(|(_, b)| better(v, b)) {
+            best = Some((i, v));
         }
     }
+    best.map_or(f64::NAN, |(i, _)| i as f64)
+}
+
+#[test]
+fn arg_reductions_take_the_first_of_ties_and_of_nans() {
+    let lit = |v: &[f64]| ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.to_vec()).unwrap();
+    // Ties across chunks and across combine nodes: the lowest index wins.
+    let a = from_ndarray(&lit(&[3.0, 0.0, 0.0, 3.0, 0.0, 3.0]), 1)
+        .unwrap()
+        .split_every(2);
+    close(
+        &local(&a.argmax(None).unwrap()),
+        &scalar(0.0),
+        "argmax of ties",
+    );
+    close(
+        &local(&a.argmin(None).unwrap()),
+        &scalar(1.0),
+        "argmin of ties",
+    );
+    close(
+        &local(&zeros(&[5, 6], [2, 4]).unwrap().argmax(Some(1)).unwrap()),
+        &ArrayD::zeros(IxDyn(&[5])),
+        "argmax of zeros along an axis",
+    );
+    // NumPy returns the first NaN's index, for argmin and argmax alike.
+    let n = from_ndarray(&lit(&[1.0, 5.0, f64::NAN, 0.0, f64::NAN]), 2).unwrap();
+    close(
+        &local(&n.argmin(None).unwrap()),
+        &scalar(2.0),
+        "argmin with NaN",
+    );
+    close(
+        &local(&n.argmax(None).unwrap()),
+        &scalar(2.0),
+        "argmax with NaN",
+    );
+    // Indices are global: a chunk's offset is added, in C order of the whole array.
+    let m = ArrayD::from_shape_fn(IxDyn(&[4, 5]), |ix| {
+        -(((ix[0] * 7 + ix[1] * 3) % 11) as f64)
+    });
+    let x = from_ndarray(&m, [3, 2]).unwrap();
+    close(
+        &local(&x.argmin(None).unwrap()),
+        &scalar(first_best(m.iter(), |a, b| a < b)),
+        "argmin of a 2-d array",
+    );
+    close(
+        &local(&x.argmin(Some(0)).unwrap()),
+        &m.map_axis(Axis(0), |lane| first_best(lane.iter(), |a, b| a < b)),
+        "argmin along axis 0",
+    );
+    // An empty array has no extreme: the task fails and says so.
+    let empty = random(&[4], 2, 0)
+        .unwrap()
+        .slice(&[Range::new(2, 2)])
+        .unwrap();
+    let g = empty.argmin(None).unwrap().graph();
+    let (_, err) = registry().compute_local(&g, &[]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("array.partial: argmin() of an empty chunk has no identity"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -195,6 +292,35 @@ fn elementwise_transpose_slice_and_rechunk_match_ndarray() {
             &what("neg mul"),
         );
         close(&local(&x.sqrt()), &r.mapv(f64::sqrt), &what("sqrt"));
+        close(&local(&x.exp()), &r.mapv(f64::exp), &what("exp"));
+        close(
+            &local(&(&x + 0.5).log().abs()),
+            &(&r + 0.5).mapv(|v| v.ln().abs()),
+            &what("log abs"),
+        );
+        // Comparisons give 1.0 and 0.0, against an array and against itself.
+        let half = full(&shape, chunks.as_slice(), 0.5).unwrap();
+        let comparisons: [(Comparison, Truth); 6] = [
+            (Array::less, |a, b| a < b),
+            (Array::less_equal, |a, b| a <= b),
+            (Array::greater, |a, b| a > b),
+            (Array::greater_equal, |a, b| a >= b),
+            (Array::equal, |a, b| a == b),
+            (Array::not_equal, |a, b| a != b),
+        ];
+        for (i, (op, f)) in comparisons.into_iter().enumerate() {
+            let truth = |a: f64, b: f64| if f(a, b) { 1.0 } else { 0.0 };
+            close(
+                &local(&op(&x, &half).unwrap()),
+                &r.mapv(|v| truth(v, 0.5)),
+                &what(&format!("comparison {i} with 0.5")),
+            );
+            close(
+                &local(&op(&x, &x).unwrap()),
+                &r.mapv(|v| truth(v, v)),
+                &what(&format!("comparison {i} with itself")),
+            );
+        }
         // the elementwise result reduced (fused) and materialized agree
         let sum = local(&e.sum(None).unwrap());
         close(&sum, &scalar(local(&e).sum()), &what("fused sum"));
@@ -398,17 +524,19 @@ fn mean_graph_is_a_tree_of_fused_partials() {
     let x = random(&[40, 40, 40], 10, 0).unwrap();
     let g = x.mean(None).unwrap().graph();
     // 64 fused random+partial tasks, then 8 combines of 8 and a root: nothing materializes a chunk.
-    let count = |f: &str| g.iter().filter(|t| &*t.func == f).count();
-    assert_eq!(count("array_partial"), 64);
-    assert_eq!(count("array_combine"), 9);
-    assert_eq!(count("array_eval"), 0);
+    let count = |f: &str| g.iter().filter(|t| t.func.as_str() == f).count();
+    assert_eq!(count("array.partial"), 64);
+    assert_eq!(count("array.combine"), 9);
+    assert_eq!(count("array.eval"), 0);
     // Post-order: each group's partials come right before its combine (so the scheduler's
     // priorities finish a group before starting the next).
-    assert_eq!(&*g[8].func, "array_combine");
+    assert_eq!(g[8].func.as_str(), "array.combine");
     let x = x.split_every(4);
     let g = x.sum(None).unwrap().graph();
     assert_eq!(
-        g.iter().filter(|t| &*t.func == "array_combine").count(),
+        g.iter()
+            .filter(|t| t.func.as_str() == "array.combine")
+            .count(),
         16 + 4 + 1
     );
 }
@@ -424,19 +552,19 @@ fn shared_chunks_are_computed_once() {
         .std(None, 0.0)
         .unwrap();
     let g = z.graph();
-    let count = |f: &str| g.iter().filter(|t| &*t.func == f).count();
+    let count = |f: &str| g.iter().filter(|t| t.func.as_str() == f).count();
     // x's 4 chunks and (x.T + 1)'s 4 chunks, each once; 4 products of 2 blocks each.
-    assert_eq!(count("array_eval"), 8);
-    assert_eq!(count("array_matmul"), 4);
+    assert_eq!(count("array.eval"), 8);
+    assert_eq!(count("array.matmul"), 4);
 }
 
 #[test]
 fn array_graphs_visualize() {
     let x = random(&[20, 20], 10, 0).unwrap();
     let m = x.mean(Some(0)).unwrap();
-    let dot = crate::client::visualize::to_dot(&m.graph());
-    assert_eq!(dot.matches("label=\"array_partial\"").count(), 4);
-    assert_eq!(dot.matches("label=\"array_combine\"").count(), 2);
+    let dot = rask_client::visualize::to_dot(&m.graph());
+    assert_eq!(dot.matches("label=\"partial\"").count(), 4);
+    assert_eq!(dot.matches("label=\"combine\"").count(), 2);
     assert_eq!(dot.matches(" -> ").count(), 4);
     let dir = tempfile::tempdir().unwrap();
     let w = m.visualize(dir.path().join("mean")).unwrap();

@@ -1,0 +1,80 @@
+//! Computing an array: the tasks of its chunks, their graph and its picture, and the chunks
+//! computed on a cluster and assembled into one array here.
+
+use std::path::Path;
+
+use ndarray::{ArrayD, IxDyn, Slice};
+use rask_client::Client;
+use rask_client::delayed::{Delayed, graph_of};
+use rask_client::visualize::{self, Written};
+use rask_core::TaskSpec;
+
+use super::{Array, Block};
+use crate::chunk::Chunk;
+use crate::error::ArrayError;
+
+impl Array {
+    /// The tasks that compute every chunk (one per chunk, C order).
+    pub fn to_delayed(&self) -> Vec<Delayed<Chunk>> {
+        self.blocks.iter().map(Block::task).collect()
+    }
+
+    /// This array's task graph, inputs before their users.
+    pub fn graph(&self) -> Vec<TaskSpec> {
+        graph_of(&self.to_delayed())
+    }
+
+    /// Writes the task graph as Graphviz DOT to `path`, and as SVG beside it when `dot` is
+    /// installed (see [`rask_client::visualize`]).
+    pub fn visualize(&self, path: impl AsRef<Path>) -> std::io::Result<Written> {
+        visualize::write(&self.graph(), path.as_ref())
+    }
+
+    /// Computes every chunk on the cluster and assembles them into one array here.
+    pub async fn compute(&self, client: &Client) -> Result<ArrayD<f64>, ArrayError> {
+        let futures = client.compute_many(&self.to_delayed());
+        let chunks = client.gather(&futures).await?;
+        drop(futures);
+        self.assemble(chunks)
+    }
+
+    /// Computes a single-element array (a full reduction) and returns its value.
+    pub async fn compute_scalar(&self, client: &Client) -> Result<f64, ArrayError> {
+        let a = self.compute(client).await?;
+        match a.len() {
+            1 => Ok(a.iter().copied().sum()),
+            n => Err(ArrayError::Shape(format!(
+                "compute_scalar of an array of shape {:?} ({n} elements)",
+                a.shape()
+            ))),
+        }
+    }
+
+    /// Places computed chunks (C order, as [`Array::to_delayed`] lists their tasks) into one
+    /// array; a missing chunk or one of the wrong shape is an error.
+    pub fn assemble(&self, chunks: Vec<Chunk>) -> Result<ArrayD<f64>, ArrayError> {
+        if chunks.len() != self.nblocks() {
+            return Err(ArrayError::Result(format!(
+                "{} chunks for an array of {} chunks",
+                chunks.len(),
+                self.nblocks()
+            )));
+        }
+        let mut out = ArrayD::<f64>::zeros(IxDyn(self.shape()));
+        for (idx, chunk) in self.grid.block_indices().iter().zip(chunks) {
+            let shape = self.grid.block_shape(idx);
+            if chunk.shape() != shape.as_slice() {
+                return Err(ArrayError::Result(format!(
+                    "chunk {idx:?} has shape {:?}, expected {shape:?}",
+                    chunk.shape()
+                )));
+            }
+            let mut view = out.view_mut();
+            for (d, (&o, &s)) in self.grid.block_offset(idx).iter().zip(&shape).enumerate() {
+                view.slice_axis_inplace(ndarray::Axis(d), Slice::from(o..o + s));
+            }
+            view.assign(chunk.array());
+        }
+        Ok(out)
+    }
+}

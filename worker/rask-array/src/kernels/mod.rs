@@ -1,0 +1,48 @@
+//! The array kernels: what a worker runs for each [`ArrayTask`].
+//!
+//! Elementwise work arrives as a [`crate::task::ChunkExpr`] per chunk: sources (random, constant,
+//! arange, carried or computed data, a `.npy` block) under elementwise operations, with
+//! transposes and slices materialized where they occur. [`expr`] evaluates it a tile at a time;
+//! a materializing task (`array.eval`) writes the tiles into one buffer, a reduction
+//! ([`reduce`]) reduces each tile as it comes, so `random(...).mean()` never holds a chunk in
+//! memory. Matrix products, sums of blocks and rechunks work on whole chunks ([`blocks`]).
+
+mod blocks;
+mod expr;
+mod reduce;
+
+use rask_core::{Data, Encoded, Inputs, KernelError, KernelTask};
+
+use crate::task::ArrayTask;
+use expr::ChunkInputs;
+
+/// Runs one array task on its inputs. The function's own errors name it (`array.eval: ...`);
+/// errors about an input name the input.
+pub(crate) fn run(task: ArrayTask, inputs: &Inputs<'_>) -> Result<Encoded, KernelError> {
+    let func = task.func();
+    let mut chunks = ChunkInputs::new(inputs);
+    let out = match task {
+        ArrayTask::Eval { expr, shape } => {
+            expr::materialize(expr, &shape, &mut chunks).map(|c| c.encode())
+        }
+        ArrayTask::Partial {
+            expr,
+            shape,
+            reduction,
+            axis,
+        } => reduce::partial(expr, &shape, reduction, axis, &mut chunks),
+        ArrayTask::Combine(c) => reduce::combine(c, inputs),
+        ArrayTask::Matmul { pairs } => blocks::matmul(&pairs, inputs).map(|c| c.encode()),
+        ArrayTask::Add { blocks } => blocks::add(&blocks, inputs).map(|c| c.encode()),
+        ArrayTask::Rechunk { shape, pieces } => {
+            blocks::rechunk(&shape, &pieces, inputs).map(|c| c.encode())
+        }
+    };
+    out.map_err(|e| match e {
+        KernelError::Failed(m) => KernelError::Failed(format!("{func}: {m}")),
+        other => other,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,372 @@
+//! The kernels called as a worker calls them: a function name, an encoded payload and encoded
+//! inputs, through the array family in a registry. Results agree with direct computation, and
+//! every bad payload or input is a `KernelError` that names the function and what was wrong.
+
+use ndarray::{ArrayD, Axis, Dimension, IxDyn};
+use rask_core::function::encode_payload;
+use rask_core::{Data, Encoded, Input, KernelError, KernelTask, Value};
+
+use crate::chunk::Chunk;
+use crate::chunks::Range;
+use crate::ops::BinOp;
+use crate::task::{ArgOp, ArgPartial, ArrayTask, ChunkExpr, Combine, Moments, Reduction, Spread};
+use crate::tests::registry;
+
+/// `start..end` (a function, so a one-range list reads as one).
+fn span(start: usize, end: usize) -> crate::task::Span {
+    start..end
+}
+
+fn call(task: &ArrayTask, inputs: &[Encoded]) -> Result<Encoded, KernelError> {
+    let payload = encode_payload(task).unwrap();
+    registry().call(task.func(), &payload, inputs)
+}
+
+fn chunk(shape: &[usize]) -> Chunk {
+    Chunk::new(ArrayD::from_shape_fn(IxDyn(shape), |ix| {
+        (0..ix.ndim()).map(|d| ix[d] * (d + 2)).sum::<usize>() as f64
+    }))
+}
+
+fn scalar_of(e: &Encoded) -> f64 {
+    let c = Chunk::decode(e).unwrap();
+    assert_eq!(c.ndim(), 0);
+    c.iter().copied().sum()
+}
+
+fn failed(err: KernelError) -> String {
+    match err {
+        KernelError::Failed(m) => m,
+        other => panic!("expected the function's own failure, got {other:?}"),
+    }
+}
+
+/// The input error's index and reason.
+fn input_error(err: KernelError) -> (String, usize, String) {
+    match err {
+        KernelError::Input {
+            func,
+            index,
+            reason,
+        } => (func, index, reason),
+        other => panic!("expected an input error, got {other:?}"),
+    }
+}
+
+#[test]
+fn streaming_and_materialized_reductions_agree() {
+    let shape = vec![7, 5, 300];
+    let expr = ChunkExpr::Bin(
+        BinOp::Mul,
+        Box::new(ChunkExpr::Rand { seed: 1, stream: 2 }),
+        Box::new(ChunkExpr::Full(3.0)),
+    );
+    let eval = ArrayTask::Eval {
+        expr: expr.clone(),
+        shape: shape.clone(),
+    };
+    let a = Chunk::decode(&call(&eval, &[]).unwrap()).unwrap();
+    let partial = |reduction, axis| ArrayTask::Partial {
+        expr: expr.clone(),
+        shape: shape.clone(),
+        reduction,
+        axis,
+    };
+    let s = scalar_of(&call(&partial(Reduction::Sum, None), &[]).unwrap());
+    assert!((s - a.sum()).abs() < 1e-9 * a.sum());
+    let mx = scalar_of(&call(&partial(Reduction::Max, None), &[]).unwrap());
+    assert_eq!(mx, a.iter().copied().fold(f64::MIN, f64::max));
+    let m = call(&partial(Reduction::Moments, None), &[]).unwrap();
+    assert_eq!(Moments::decode(&m).unwrap().count, 7.0 * 5.0 * 300.0);
+    let var = ArrayTask::Combine(Combine::Moments {
+        parts: vec![Input::new(0)],
+        spread: Some(Spread::Var { ddof: 0.0 }),
+    });
+    let v = scalar_of(&call(&var, &[m]).unwrap());
+    assert!((v - a.var(0.0)).abs() < 1e-12 * a.var(0.0).max(1.0));
+    let ax = call(&partial(Reduction::Sum, Some(1)), &[]).unwrap();
+    let ax = Chunk::decode(&ax).unwrap();
+    assert_eq!(ax.shape(), &[7, 300]);
+    let want = a.sum_axis(Axis(1));
+    assert!(ax.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-9));
+    // The expression reading a computed chunk twice gives its square.
+    let data = ChunkExpr::Data(Input::new(0));
+    let square = ArrayTask::Eval {
+        expr: ChunkExpr::Bin(BinOp::Mul, Box::new(data.clone()), Box::new(data)),
+        shape: shape.clone(),
+    };
+    let sq = Chunk::decode(&call(&square, &[a.encode()]).unwrap()).unwrap();
+    assert_eq!(sq.array(), &a.mapv(|x| x * x));
+}
+
+#[test]
+fn a_payload_of_another_function_is_refused() {
+    let eval = ArrayTask::Eval {
+        expr: ChunkExpr::Full(1.0),
+        shape: vec![2],
+    };
+    let payload = encode_payload(&eval).unwrap();
+    let err = registry().call("array.matmul", &payload, &[]).unwrap_err();
+    assert!(matches!(err, KernelError::Arguments { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "array.matmul: arguments cannot be decoded: the payload is a array.eval task"
+    );
+    // Every variant's function is registered, and only those.
+    for f in ArrayTask::FUNCTIONS {
+        assert!(registry().get(f).is_some(), "{f}");
+    }
+    let err = registry().call("array.nope", &payload, &[]).unwrap_err();
+    assert!(err.to_string().contains("array 0.1"), "{err}");
+}
+
+#[test]
+fn corrupt_payloads_are_argument_errors() {
+    let good = encode_payload(&ArrayTask::Eval {
+        expr: ChunkExpr::Rand { seed: 3, stream: 9 },
+        shape: vec![4, 4],
+    })
+    .unwrap();
+    let mut long = good.to_vec();
+    long.push(7);
+    let variants = u8::try_from(ArrayTask::FUNCTIONS.len()).unwrap();
+    for payload in [
+        Vec::new(),
+        vec![variants],
+        vec![0xff, 0xff, 0xff],
+        good[..good.len() - 1].to_vec(),
+        long,
+    ] {
+        let err = registry().call("array.eval", &payload, &[]).unwrap_err();
+        assert!(matches!(err, KernelError::Arguments { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("array.eval: arguments cannot be decoded: as ArrayTask"),
+            "{payload:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn inputs_of_the_wrong_kind_name_the_input() {
+    let read = |i: u32| ArrayTask::Eval {
+        expr: ChunkExpr::Un(
+            crate::ops::UnOp::Neg,
+            Box::new(ChunkExpr::Data(Input::new(i))),
+        ),
+        shape: vec![2],
+    };
+    // A serde value where a chunk is expected.
+    let (func, index, reason) =
+        input_error(call(&read(0), &[Value::Float(1.5).encode()]).unwrap_err());
+    assert_eq!((func.as_str(), index), ("array.eval", 0));
+    assert!(
+        reason.contains("expected an array chunk") && reason.contains("format tag 0"),
+        "{reason}"
+    );
+    // A missing input.
+    let (_, index, reason) = input_error(call(&read(1), &[chunk(&[2]).encode()]).unwrap_err());
+    assert_eq!(index, 1);
+    assert!(reason.contains("only 1 inputs"), "{reason}");
+    // A chunk of another shape than the expression's.
+    let (_, _, reason) = input_error(call(&read(0), &[chunk(&[3]).encode()]).unwrap_err());
+    assert!(
+        reason.contains("a chunk of shape [3] where shape [2] was expected"),
+        "{reason}"
+    );
+    // A chunk where moments are expected, and moments where arg partials are.
+    let moments = ArrayTask::Combine(Combine::Moments {
+        parts: vec![Input::new(0)],
+        spread: None,
+    });
+    let (func, _, reason) = input_error(call(&moments, &[chunk(&[2]).encode()]).unwrap_err());
+    assert_eq!(func, "array.combine");
+    assert!(reason.contains("format tag 1"), "{reason}");
+    let m = Moments {
+        count: 2.0,
+        mean: chunk(&[2]),
+        m2: chunk(&[2]),
+    };
+    let args = ArrayTask::Combine(Combine::Arg {
+        op: ArgOp::Min,
+        parts: vec![Input::new(0)],
+        root: true,
+    });
+    let (_, _, reason) = input_error(call(&args, &[m.encode()]).unwrap_err());
+    assert!(reason.contains("as ArgPartial"), "{reason}");
+    // Partials that do not combine, blocks that do not add, a block that is not a matrix.
+    let sum = ArrayTask::Combine(Combine::Sum {
+        parts: vec![Input::new(0), Input::new(1)],
+        divisor: None,
+    });
+    let (_, index, reason) =
+        input_error(call(&sum, &[chunk(&[2]).encode(), chunk(&[3]).encode()]).unwrap_err());
+    assert_eq!(index, 1);
+    assert!(
+        reason.contains("shape [3] does not combine with shape [2]"),
+        "{reason}"
+    );
+    let arg_parts = ArgPartial {
+        values: chunk(&[2]),
+        indices: chunk(&[3]),
+    };
+    let (_, index, _) = input_error(call(&args, &[arg_parts.encode()]).unwrap_err());
+    assert_eq!(index, 0);
+    let add = ArrayTask::Add {
+        blocks: vec![Input::new(0), Input::new(1)],
+    };
+    let (_, index, reason) =
+        input_error(call(&add, &[chunk(&[2, 2]).encode(), chunk(&[2, 3]).encode()]).unwrap_err());
+    assert_eq!(index, 1);
+    assert!(reason.contains("does not add"), "{reason}");
+    let matmul = ArrayTask::Matmul {
+        pairs: vec![(Input::new(0), Input::new(1))],
+    };
+    let (_, index, reason) =
+        input_error(call(&matmul, &[chunk(&[2, 2]).encode(), chunk(&[2]).encode()]).unwrap_err());
+    assert_eq!(index, 1);
+    assert!(reason.contains("shape [2] is not a matrix"), "{reason}");
+    let rechunk = ArrayTask::Rechunk {
+        shape: vec![2, 2],
+        pieces: vec![crate::task::RechunkPiece {
+            source: Input::new(0),
+            ranges: vec![0..2, 0..2],
+            offset: vec![0, 0],
+        }],
+    };
+    let (_, _, reason) = input_error(call(&rechunk, &[chunk(&[4]).encode()]).unwrap_err());
+    assert!(reason.contains("not a piece of shape [2, 2]"), "{reason}");
+}
+
+#[test]
+fn bad_arguments_are_failures_naming_the_function() {
+    let cases: Vec<(ArrayTask, Vec<Encoded>, &str)> = vec![
+        (
+            ArrayTask::Eval {
+                expr: ChunkExpr::Literal(chunk(&[3])),
+                shape: vec![2],
+            },
+            vec![],
+            "array.eval: carried data: a chunk of shape [3] where shape [2] was expected",
+        ),
+        (
+            ArrayTask::Eval {
+                expr: ChunkExpr::Slice {
+                    source: Box::new(ChunkExpr::Full(0.0)),
+                    source_shape: vec![4],
+                    ranges: vec![Range::new(1, 6)],
+                },
+                shape: vec![5],
+            },
+            vec![],
+            "array.eval: slice 1..6 step 1 of a dimension of 4",
+        ),
+        (
+            ArrayTask::Eval {
+                expr: ChunkExpr::Slice {
+                    source: Box::new(ChunkExpr::Full(0.0)),
+                    source_shape: vec![4, 4],
+                    ranges: vec![Range::new(0, 1)],
+                },
+                shape: vec![1],
+            },
+            vec![],
+            "array.eval: 1 slice ranges for a chunk of shape [4, 4]",
+        ),
+        (
+            ArrayTask::Eval {
+                expr: ChunkExpr::Npy {
+                    path: "/nonexistent/x.npy".into(),
+                    offset: vec![0],
+                },
+                shape: vec![2],
+            },
+            vec![],
+            "array.eval: /nonexistent/x.npy:",
+        ),
+        (
+            ArrayTask::Partial {
+                expr: ChunkExpr::Full(1.0),
+                shape: vec![2, 2],
+                reduction: Reduction::Sum,
+                axis: Some(2),
+            },
+            vec![],
+            "array.partial: axis 2 of a chunk of shape [2, 2]",
+        ),
+        (
+            ArrayTask::Partial {
+                expr: ChunkExpr::Full(1.0),
+                shape: vec![0, 2],
+                reduction: Reduction::Min,
+                axis: Some(0),
+            },
+            vec![],
+            "array.partial: min() of an empty axis has no identity",
+        ),
+        (
+            ArrayTask::Partial {
+                expr: ChunkExpr::Full(1.0),
+                shape: vec![2, 2],
+                reduction: Reduction::Arg {
+                    op: ArgOp::Max,
+                    offset: vec![0],
+                    array_shape: vec![4, 4],
+                },
+                axis: None,
+            },
+            vec![],
+            "array.partial: a chunk of shape [2, 2] at [0] in an array of shape [4, 4]",
+        ),
+        (
+            ArrayTask::Combine(Combine::Min { parts: vec![] }),
+            vec![],
+            "array.combine: a combine of no partial results",
+        ),
+        (
+            ArrayTask::Matmul { pairs: vec![] },
+            vec![],
+            "array.matmul: a product of no blocks",
+        ),
+        (
+            ArrayTask::Matmul {
+                pairs: vec![(Input::new(0), Input::new(0))],
+            },
+            vec![chunk(&[2, 3]).encode()],
+            "array.matmul: blocks of shapes [2, 3] and [2, 3] (inputs 0 and 0) do not multiply",
+        ),
+        (
+            ArrayTask::Add { blocks: vec![] },
+            vec![],
+            "array.add: a sum of no blocks",
+        ),
+        (
+            ArrayTask::Rechunk {
+                shape: vec![2],
+                pieces: vec![crate::task::RechunkPiece {
+                    source: Input::new(0),
+                    ranges: vec![span(1, 3)],
+                    offset: vec![0],
+                }],
+            },
+            vec![chunk(&[2]).encode()],
+            "array.rechunk: piece 1..3 of a dimension of 2 at 0 is out of bounds for 2",
+        ),
+        (
+            ArrayTask::Rechunk {
+                shape: vec![2],
+                pieces: vec![crate::task::RechunkPiece {
+                    source: Input::new(0),
+                    ranges: vec![0..1, 0..1],
+                    offset: vec![0],
+                }],
+            },
+            vec![chunk(&[2]).encode()],
+            "array.rechunk: a piece of 2 ranges at [0] for a chunk of shape [2]",
+        ),
+    ];
+    for (task, inputs, want) in cases {
+        let msg = failed(call(&task, &inputs).unwrap_err());
+        assert!(msg.starts_with(want), "{task:?}: {msg}");
+    }
+}
