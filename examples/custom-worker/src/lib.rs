@@ -101,14 +101,31 @@ pub async fn count_words(
     chunks: Vec<String>,
     min_len: usize,
 ) -> Result<Counts, ClientError> {
-    client.compute(&count_graph(chunks, min_len, 8)).result().await
+    client
+        .compute(&count_graph(chunks, min_len, 8))
+        .result()
+        .await
 }
 
 /// A seeded text of `lines` lines over a small vocabulary (for demos and tests).
 pub fn sample_text(lines: usize, seed: u64) -> Vec<String> {
     const WORDS: &[&str] = &[
-        "dask", "rask", "graph", "task", "worker", "scheduler", "future", "array", "frame",
-        "chunk", "spill", "memory", "cluster", "rust", "python", "delayed",
+        "dask",
+        "rask",
+        "graph",
+        "task",
+        "worker",
+        "scheduler",
+        "future",
+        "array",
+        "frame",
+        "chunk",
+        "spill",
+        "memory",
+        "cluster",
+        "rust",
+        "python",
+        "delayed",
     ];
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut next = || {

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use rask::client::ClientError;
 use rask::core::protocol::TaskError;
 use rask::local::{LocalCluster, LocalClusterConfig, Mode};
 use rask::worker::{Worker, WorkerConfig};
-use rask::client::ClientError;
 use rask_custom_worker::{count_words, family, sample_text, tokenize};
 
 fn chunks(lines: usize) -> (Vec<String>, String) {
@@ -34,12 +34,21 @@ async fn the_wordcount_client_runs_against_a_custom_worker_scheduler() {
     let config = LocalClusterConfig::new(1, 2).processes(env!("CARGO_BIN_EXE_custom-worker"));
     let cluster = LocalCluster::start(config).await.unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wordcount"))
-        .args(["--scheduler", cluster.scheduler_address(), "--lines", "5000"])
+        .args([
+            "--scheduler",
+            cluster.scheduler_address(),
+            "--lines",
+            "5000",
+        ])
         .output()
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("ok: the counts match"), "{stdout}");
     cluster.shutdown().await;
 }
@@ -53,10 +62,13 @@ async fn tasks_go_only_to_workers_with_the_family_and_fail_clearly_without_one()
     let mut cluster = LocalCluster::start(config).await.unwrap();
     let client = cluster.client().await.unwrap();
     let (few, _) = chunks(200);
-    let err = tokio::time::timeout(Duration::from_secs(20), count_words(&client, few.clone(), 1))
-        .await
-        .expect("no hang")
-        .unwrap_err();
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        count_words(&client, few.clone(), 1),
+    )
+    .await
+    .expect("no hang")
+    .unwrap_err();
     let ClientError::Task(f) = &err else {
         panic!("{err:?}")
     };
@@ -68,7 +80,10 @@ async fn tasks_go_only_to_workers_with_the_family_and_fail_clearly_without_one()
         families.contains("seed ") && families.contains("array ") && !families.contains("words"),
         "{families}"
     );
-    assert!(err.to_string().contains("no worker can run words.tokenize"), "{err}");
+    assert!(
+        err.to_string().contains("no worker can run words.tokenize"),
+        "{err}"
+    );
 
     // A worker with the family joins: the same graph runs, on it alone.
     let mut registry = rask::registry();
@@ -83,7 +98,11 @@ async fn tasks_go_only_to_workers_with_the_family_and_fail_clearly_without_one()
     let counts = count_words(&client, chunks, 1).await.unwrap();
     assert_eq!(counts, tokenize(&text, 1).unwrap());
     let snap = cluster.snapshot().await.unwrap();
-    let plain = snap.workers.iter().find(|w| w.name != "words-worker").unwrap();
+    let plain = snap
+        .workers
+        .iter()
+        .find(|w| w.name != "words-worker")
+        .unwrap();
     assert_eq!(plain.keys, 0, "no words task ran on the plain worker");
     w.close().await;
     cluster.add_worker().await.unwrap();

@@ -83,7 +83,9 @@ async fn a_burst_scales_to_the_maximum_and_back_to_the_minimum_losing_nothing() 
             && env.scheduler_workers().await.len() == 1
     })
     .await;
-    let total = client.submit_with(seed::SUM, |d| kept.iter().map(|f| d.input(f).into()).collect());
+    let total = client.submit_with(seed::SUM, |d| {
+        kept.iter().map(|f| d.input(f).into()).collect()
+    });
     assert_eq!(
         total.result().await.unwrap(),
         rask::Value::Int((0..10).sum())

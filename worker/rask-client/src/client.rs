@@ -8,12 +8,12 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use rask_core::net::{self, PeerPool};
-use rask_core::protocol::{Envelope, FromScheduler, TaskFailure, ToScheduler};
-use rask_core::{Data, Encoded, Func, Key, TaskSpec};
 use crate::delayed::{
     AsInput, Delayed, Deps, InputSource, func_prefix, graph_of, new_key, payload_of,
 };
+use rask_core::net::{self, PeerPool};
+use rask_core::protocol::{Envelope, FromScheduler, TaskFailure, ToScheduler};
+use rask_core::{Data, Encoded, Func, Key, TaskSpec};
 
 /// Why a client call failed.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -192,12 +192,7 @@ pub fn delayed_with<A: Serialize, R>(
     let mut deps = Deps::new();
     let args = build(&mut deps);
     let payload = payload_of(f.name(), &args);
-    Delayed::from_parts(
-        new_key(func_prefix(f.name())),
-        f.func_name(),
-        payload,
-        deps,
-    )
+    Delayed::from_parts(new_key(func_prefix(f.name())), f.func_name(), payload, deps)
 }
 
 /// A lazy kernel call (a family's task enum); its result type is the caller's to name.
@@ -206,7 +201,12 @@ pub fn kernel<T: KernelTask, R>(build: impl FnOnce(&mut Deps) -> T) -> Delayed<R
     let task = build(&mut deps);
     let func = task.func();
     let payload = payload_of(func, &task);
-    Delayed::from_parts(new_key(&kernel_prefix(func)), FuncName::new(func), payload, deps)
+    Delayed::from_parts(
+        new_key(&kernel_prefix(func)),
+        FuncName::new(func),
+        payload,
+        deps,
+    )
 }
 
 impl<R> Delayed<R> {
@@ -339,13 +339,15 @@ mod tests {
     fn graph_is_post_order_and_shares_nodes() {
         let a = delayed(INC, Operand::Value(Value::Int(1)));
         let b = inc_of(&a);
-        let c = delayed_with(SUM, |d| vec![d.input(&a).into(), d.input(&b).into(), d.input(&a).into()]);
+        let c = delayed_with(SUM, |d| {
+            vec![d.input(&a).into(), d.input(&b).into(), d.input(&a).into()]
+        });
         let g = c.graph();
         let keys: Vec<&Key> = g.iter().map(|t| &t.key).collect();
         assert_eq!(keys, vec![a.key(), b.key(), c.key()]);
         // `a` is read twice but is one input.
         assert_eq!(g[2].inputs, vec![a.key().clone(), b.key().clone()]);
-        assert_eq!(&*g[2].func.as_str(), "t.sum");
+        assert_eq!(g[2].func.as_str(), "t.sum");
     }
 
     #[test]

@@ -530,7 +530,8 @@ mod tests {
 
     fn registry() -> Registry {
         let mut r = Registry::new();
-        r.register(Family::new("t", "1").function(ADD, add)).unwrap();
+        r.register(Family::new("t", "1").function(ADD, add))
+            .unwrap();
         r
     }
 
@@ -555,7 +556,10 @@ mod tests {
         };
         let payload = encode_payload(&args).unwrap();
         let err = r.call("t.add", &payload, &[1i64.encode()]).unwrap_err();
-        assert_eq!(err.to_string(), "t.add: input 1: the task has only 1 inputs");
+        assert_eq!(
+            err.to_string(),
+            "t.add: input 1: the task has only 1 inputs"
+        );
         let err = r
             .call("t.add", &payload, &[1i64.encode(), "x".to_owned().encode()])
             .unwrap_err();
@@ -571,7 +575,12 @@ mod tests {
             b: Operand::Value(1),
         })
         .unwrap();
-        assert!(r.call("t.add", &overflow, &[]).unwrap_err().to_string().contains("overflows"));
+        assert!(
+            r.call("t.add", &overflow, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("overflows")
+        );
         let err = r.call("t.nope", &payload, &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -621,12 +630,14 @@ mod tests {
     #[test]
     fn kernel_enums_register_one_function_per_variant() {
         let mut r = Registry::new();
-        r.register(Family::new("k", "1").kernels(|op: Op, inputs: &Inputs<'_>| {
-            Ok(match op {
-                Op::Double(x) => (2 * inputs.get(x)?).encode(),
-                Op::Negate(x) => (-x).encode(),
-            })
-        }))
+        r.register(
+            Family::new("k", "1").kernels(|op: Op, inputs: &Inputs<'_>| {
+                Ok(match op {
+                    Op::Double(x) => (2 * inputs.get(x)?).encode(),
+                    Op::Negate(x) => (-x).encode(),
+                })
+            }),
+        )
         .unwrap();
         let p = encode_payload(&Op::Double(Input::new(0))).unwrap();
         let out = r.call("k.double", &p, &[21i64.encode()]).unwrap();

@@ -234,7 +234,9 @@ mod tests {
             vec!["a-1".into(), "b-1".into(), "a-1".into()],
         );
         assert_eq!(t.dependencies(), vec![Key::from("a-1"), Key::from("b-1")]);
-        let many: Vec<Key> = (0..40).map(|i| Key::from(format!("k-{}", i % 20))).collect();
+        let many: Vec<Key> = (0..40)
+            .map(|i| Key::from(format!("k-{}", i % 20)))
+            .collect();
         let t = TaskSpec::new("s".into(), "seed.sum".into(), Bytes::new(), many);
         assert_eq!(t.dependencies().len(), 20);
     }

@@ -77,7 +77,6 @@ impl Value {
             other => Err(other.type_error("list")),
         }
     }
-
 }
 
 macro_rules! from_impl {

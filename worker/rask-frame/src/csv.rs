@@ -16,7 +16,7 @@ use crate::FrameError;
 use crate::partition::{
     Block, count_byte, has_blank_line, read_block, read_block_into, scan_block_lines,
 };
-use crate::plan::{DType, Schema, to_polars_schema};
+use crate::schema::{DType, Schema, to_polars_schema};
 
 /// Parses the data lines of `block`, fields separated by `sep`, into a frame of `schema`,
 /// reading only `columns` (all when `None`). Errors name the file and the row.

@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::FrameError;
-use crate::plan::{DType, Schema, lookup};
+use crate::schema::{DType, Schema, lookup};
 
 /// An aggregation of a column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,7 +30,8 @@ use crate::groupby::AggSpec;
 use crate::parquet::{self, RowRange};
 use crate::part::FramePart;
 use crate::partition::{Block, check_sep};
-use crate::plan::{Plan, Schema, Sink};
+use crate::plan::{Plan, Sink};
+use crate::schema::Schema;
 
 /// A dataframe task: built by the graph builders, run by [`run`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -228,7 +229,8 @@ mod tests {
     use rask_core::function::encode_payload;
 
     use super::*;
-    use crate::plan::{DType, Op, col};
+    use crate::plan::{Op, col};
+    use crate::schema::DType;
 
     fn registry() -> Registry {
         let mut r = Registry::new();

@@ -46,6 +46,7 @@ mod parquet;
 mod part;
 mod partition;
 mod plan;
+mod schema;
 pub mod taxi;
 
 use std::io::{Cursor, Read};
@@ -60,7 +61,8 @@ pub use groupby::Agg;
 pub use kernels::family;
 pub use part::FramePart;
 pub use partition::{parse_blocksize, parse_sep};
-pub use plan::{CmpOp, Col, DType, Expr, Lit, Schema, col};
+pub use plan::{CmpOp, Col, Expr, Lit, col};
+pub use schema::{DType, Schema};
 
 use groupby::AggSpec;
 use kernels::FrameTask;
@@ -324,7 +326,7 @@ impl DataFrame {
     /// `df[cols]`: these columns, in this order.
     pub fn select(&self, cols: &[&str]) -> Result<DataFrame, FrameError> {
         for c in cols {
-            plan::lookup(&self.schema, c).map_err(FrameError::Invalid)?;
+            schema::lookup(&self.schema, c).map_err(FrameError::Invalid)?;
         }
         if cols.is_empty() {
             return Err(FrameError::Invalid(
@@ -343,7 +345,7 @@ impl DataFrame {
     /// `df.groupby(keys)`; aggregate with [`GroupBy::agg`].
     pub fn groupby(&self, keys: &[&str]) -> Result<GroupBy, FrameError> {
         for k in keys {
-            plan::lookup(&self.schema, k).map_err(FrameError::Invalid)?;
+            schema::lookup(&self.schema, k).map_err(FrameError::Invalid)?;
         }
         Ok(GroupBy {
             df: self.clone(),
@@ -506,7 +508,7 @@ fn concat(
         }
     }
     let mut df = out.unwrap_or_else(|| {
-        polars::prelude::DataFrame::empty_with_schema(&plan::to_polars_schema(schema))
+        polars::prelude::DataFrame::empty_with_schema(&schema::to_polars_schema(schema))
     });
     df.rechunk_mut();
     Ok(df)

@@ -14,7 +14,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::FrameError;
-use crate::plan::{DType, Schema, to_polars_schema};
+use crate::schema::{DType, Schema, to_polars_schema};
 
 /// The frame type for a Parquet column stored as `dt`, or `None`.
 fn frame_type(dt: &ArrowDataType) -> Option<DType> {

@@ -23,10 +23,10 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target};
 use crate::{RetireSelector, RetiredWorker, Snapshot, TaskCounts, WorkerSnapshot, WorkerStatus};
 use rask_core::function::describe_families;
-use rask_core::{FuncName, Key, Resources, TaskSpec};
 use rask_core::protocol::{
     ComputeTask, Envelope, FromScheduler, TaskError, TaskFailure, WorkerInfo, WorkerLoad,
 };
+use rask_core::{FuncName, Key, Resources, TaskSpec};
 
 pub type WorkerId = u64;
 pub type ClientId = u64;
@@ -1272,7 +1272,11 @@ impl State {
     /// Whether some connected worker can run the class's tasks (with no worker at all, tasks
     /// simply queue for the first one).
     fn runnable(&self, class: usize) -> bool {
-        self.workers.is_empty() || self.classes.get(class).is_some_and(|c| !c.eligible.is_empty())
+        self.workers.is_empty()
+            || self
+                .classes
+                .get(class)
+                .is_some_and(|c| !c.eligible.is_empty())
     }
 
     /// The class of a new task, made on first use.

@@ -2,7 +2,9 @@
 
 use bytes::Bytes;
 use rask_core::function::encode_payload;
-use rask_core::{Data, Encoded, Family, Func, Input, Inputs, KernelError, Operand, Registry, Value};
+use rask_core::{
+    Data, Encoded, Family, Func, Input, Inputs, KernelError, Operand, Registry, Value,
+};
 use rustc_hash::FxHashMap;
 
 use super::*;
@@ -17,11 +19,7 @@ const FAIL: Func<Args, Value> = Func::new("t.fail");
 
 fn ints(args: Args, inputs: &Inputs<'_>) -> Result<Vec<i64>, KernelError> {
     args.iter()
-        .map(|a| {
-            a.resolve(inputs)?
-                .as_int()
-                .map_err(KernelError::failed)
-        })
+        .map(|a| a.resolve(inputs)?.as_int().map_err(KernelError::failed))
         .collect()
 }
 
@@ -322,7 +320,11 @@ fn seed_delayed_graph_is_131() {
     let mut parts = Vec::new();
     for x in 0..6i64 {
         g.push(task(&format!("inc-{x}"), "inc", vec![x.into()]));
-        g.push(task(&format!("custom-{x}"), "add", vec![x.into(), x.into()]));
+        g.push(task(
+            &format!("custom-{x}"),
+            "add",
+            vec![x.into(), x.into()],
+        ));
         g.push(task(
             &format!("add-{x}"),
             "add",
@@ -423,10 +425,7 @@ fn placement_prefers_the_worker_holding_most_input_bytes() {
         .task_finished(2, done("a", 1_000_000), sim.now, &mut sim.out);
     sim.st
         .task_finished(1, done("b", 10), sim.now, &mut sim.out);
-    sim.submit(
-        vec![task("c", "add", vec![key("a"), key("b")])],
-        &[&k("c")],
-    );
+    sim.submit(vec![task("c", "add", vec![key("a"), key("b")])], &[&k("c")]);
     let cs = sim.computes();
     assert_eq!(cs.len(), 1);
     assert_eq!(cs[0].0, 2);
@@ -493,11 +492,7 @@ fn an_error_reaches_the_client_with_the_failing_task_s_key() {
         vec![
             task("bad", "fail", vec!["kaputt".into()]),
             task("mid", "inc", vec![key("bad")]),
-            task(
-                "top",
-                "sum",
-                vec![A::L(vec![key("mid"), 1.into()])],
-            ),
+            task("top", "sum", vec![A::L(vec![key("mid"), 1.into()])]),
         ],
         &[&k("top")],
     );
@@ -512,10 +507,7 @@ fn an_error_reaches_the_client_with_the_failing_task_s_key() {
     );
     assert_eq!(sim.st.task_state(&k("mid")), Some(TaskState::Erred));
     // A later graph on top of the failed key fails at once.
-    sim.submit(
-        vec![task("later", "inc", vec![key("top")])],
-        &[&k("later")],
-    );
+    sim.submit(vec![task("later", "inc", vec![key("top")])], &[&k("later")]);
     assert_eq!(sim.client_error(&k("later")).map(|f| f.key), Some(k("bad")));
 }
 
@@ -749,9 +741,7 @@ fn large_graphs_are_handled_in_linear_passes() {
         "sum-0",
         "sum",
         vec![A::L(
-            (0..10_000)
-                .map(|i| key(&format!("inc-{i}")))
-                .collect(),
+            (0..10_000).map(|i| key(format!("inc-{i}"))).collect(),
         )],
     ));
     sim.submit(tasks, &[&k("sum-0")]);
@@ -762,13 +752,9 @@ fn large_graphs_are_handled_in_linear_passes() {
     );
 
     let mut chain = vec![task("c-0", "inc", vec![0.into()])];
-    chain.extend((1..10_000).map(|i| {
-        task(
-            &format!("c-{i}"),
-            "inc",
-            vec![key(&format!("c-{}", i - 1))],
-        )
-    }));
+    chain.extend(
+        (1..10_000).map(|i| task(&format!("c-{i}"), "inc", vec![key(format!("c-{}", i - 1))])),
+    );
     sim.submit(chain, &[&k("c-9999")]);
     sim.run_all();
     assert_eq!(sim.client_value(&k("c-9999")), Some(Value::Int(10_000)));
@@ -966,7 +952,10 @@ fn a_task_no_worker_can_run_fails_after_the_timeout_naming_function_and_families
     );
     sim.now += 5.0;
     sim.st.tick(sim.now, &mut sim.out);
-    assert!(sim.client_error(&k("b")).is_none(), "not before the timeout");
+    assert!(
+        sim.client_error(&k("b")).is_none(),
+        "not before the timeout"
+    );
     sim.now += 6.0;
     sim.st.tick(sim.now, &mut sim.out);
     let f = sim.client_error(&k("b")).expect("failed after the timeout");
@@ -999,8 +988,15 @@ fn resource_tasks_run_only_where_the_resource_is_free_and_never_block_others() {
     sim.submit(tasks, &keys.iter().collect::<Vec<_>>());
     let cs = sim.computes();
     let placed = computed_on(&cs);
-    let gpu: Vec<&(String, WorkerId)> = placed.iter().filter(|(k, _)| k.starts_with("gpu")).collect();
-    assert_eq!(gpu, vec![&("gpu-0".to_owned(), 1)], "one GPU task at a time, on worker 1");
+    let gpu: Vec<&(String, WorkerId)> = placed
+        .iter()
+        .filter(|(k, _)| k.starts_with("gpu"))
+        .collect();
+    assert_eq!(
+        gpu,
+        vec![&("gpu-0".to_owned(), 1)],
+        "one GPU task at a time, on worker 1"
+    );
     let cpu = placed.iter().filter(|(k, _)| k.starts_with("cpu")).count();
     assert_eq!(cpu, 4, "the GPU queue holds up no other task: {placed:?}");
     assert_eq!(sim.st.count(TaskState::Queued), 2);
@@ -1063,10 +1059,18 @@ fn a_paused_worker_gets_no_new_tasks_until_it_resumes() {
     let keys: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
     sim.submit(tasks, &keys.iter().collect::<Vec<_>>());
     let cs = sim.computes();
-    assert_eq!(computed_on(&cs), vec![("s-0".into(), 2)], "only the running worker");
+    assert_eq!(
+        computed_on(&cs),
+        vec![("s-0".into(), 2)],
+        "only the running worker"
+    );
     sim.st.set_paused(1, false, sim.now, &mut sim.out);
     let cs2 = sim.computes();
-    assert_eq!(computed_on(&cs2), vec![("s-1".into(), 1)], "resumed: it takes work again");
+    assert_eq!(
+        computed_on(&cs2),
+        vec![("s-1".into(), 1)],
+        "resumed: it takes work again"
+    );
     for (w, ct) in cs.into_iter().chain(cs2) {
         sim.run(w, &ct);
     }

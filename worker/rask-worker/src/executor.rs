@@ -486,11 +486,7 @@ mod tests {
             ("a2", 1),
             ("e3", 5),
         ];
-        ex.submit_many(
-            batch
-                .iter()
-                .map(|&(k, p)| job(k, 0, p)),
-        );
+        ex.submit_many(batch.iter().map(|&(k, p)| job(k, 0, p)));
         ex.submit(job("a3", 0, 1));
         assert_eq!(ex.queued(), 7);
         open_gate(1);
@@ -507,7 +503,10 @@ mod tests {
         ex.submit(job("inc-1", 41, 3));
         let done = collect(&rx, 4);
         assert_eq!(done[0].result, Err(KernelError::failed("boom")));
-        assert_eq!(done[1].result, Err(KernelError::Panicked("kaboom".to_owned())));
+        assert_eq!(
+            done[1].result,
+            Err(KernelError::Panicked("kaboom".to_owned()))
+        );
         assert_eq!(
             done[2].result.as_ref().unwrap_err().to_string(),
             "task panicked: bad input 1"

@@ -22,15 +22,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use executor::{Done, Executor, Job};
+use memory::{MemoryFractions, MemoryPolicy, MemorySample, process_rss};
 use rask_core::function::describe_families;
 use rask_core::net::{self, PeerPool};
 use rask_core::protocol::{
-    DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, FromScheduler,
-    ToScheduler, WorkerInfo, WorkerLoad, read_frame, write_frame,
+    DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, FromScheduler, ToScheduler,
+    WorkerInfo, WorkerLoad, read_frame, write_frame,
 };
 use rask_core::{Encoded, KernelError, Key, Registry, Resources, TaskSpec};
-use executor::{Done, Executor, Job};
-use memory::{MemoryFractions, MemoryPolicy, MemorySample, process_rss};
 use state::{Effects, Holdings, INLINE_RESULT_MAX, Ready, WorkerState};
 use store::{Store, StoreError};
 
@@ -241,7 +241,9 @@ impl Worker {
                 events: events_tx,
                 pool: Arc::new(PeerPool::default()),
                 registry,
-                sample_memory: config.memory_limit > 0,
+                // Sampling the process's memory only serves the spill and pause thresholds.
+                sample_memory: config.memory_limit > 0
+                    && (config.memory.spill.is_some() || config.memory.pause.is_some()),
             },
         };
         let heartbeat = config.heartbeat;
@@ -532,8 +534,12 @@ impl Core {
             tracing::error!(key = %d.key, error = %e, "spilling to disk failed; results stay in memory");
         }
         let mut fx = Actions::default();
-        self.state
-            .done(d.key, d.result.as_ref().map_err(Clone::clone), duration_us, &mut fx);
+        self.state.done(
+            d.key,
+            d.result.as_ref().map_err(Clone::clone),
+            duration_us,
+            &mut fx,
+        );
         self.io.apply(fx);
     }
 
@@ -665,7 +671,12 @@ impl Io {
 }
 
 /// One of a task's inputs, from the store.
-fn input(spec: &TaskSpec, index: usize, key: &Key, store: &mut Store) -> Result<Encoded, KernelError> {
+fn input(
+    spec: &TaskSpec,
+    index: usize,
+    key: &Key,
+    store: &mut Store,
+) -> Result<Encoded, KernelError> {
     let fail = |reason: String| KernelError::Input {
         func: spec.func.to_string(),
         index,

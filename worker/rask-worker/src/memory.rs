@@ -247,11 +247,15 @@ mod tests {
         assert_eq!(f.pause, Some(0.5));
         assert_eq!(f.terminate, None);
         assert_eq!(f.target, Some(0.6));
-        let err = MemoryFractions::from_env(env(&[("DASK_DISTRIBUTED__WORKER__MEMORY__SPILL", "70%")]))
-            .unwrap_err();
+        let err =
+            MemoryFractions::from_env(env(&[("DASK_DISTRIBUTED__WORKER__MEMORY__SPILL", "70%")]))
+                .unwrap_err();
         assert_eq!(err.name, "DASK_DISTRIBUTED__WORKER__MEMORY__SPILL");
         assert!(err.to_string().contains("between 0 and 1"), "{err}");
-        assert!(MemoryFractions::from_env(env(&[("DASK_DISTRIBUTED__WORKER__MEMORY__TARGET", "1.5")])).is_err());
+        assert!(
+            MemoryFractions::from_env(env(&[("DASK_DISTRIBUTED__WORKER__MEMORY__TARGET", "1.5")]))
+                .is_err()
+        );
     }
 
     #[test]

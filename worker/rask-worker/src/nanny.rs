@@ -120,7 +120,8 @@ pub async fn supervise(
         } else {
             0
         };
-        let delay = Duration::from_millis(100 * 2u64.pow(restarts.min(6))).min(Duration::from_secs(5));
+        let delay =
+            Duration::from_millis(100 * 2u64.pow(restarts.min(6))).min(Duration::from_secs(5));
         tracing::warn!(worker = %config.worker_name, reason = %restart_reason, ?delay, "restarting the worker");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -145,7 +146,10 @@ fn spawn(config: &NannyConfig) -> Result<Child, NannyError> {
 /// Asks the worker to leave (SIGTERM: it tells the scheduler, which reschedules its work) and
 /// kills it if it has not left after `grace`.
 async fn leave(child: &mut Child, grace: Duration) {
-    if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+    {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
@@ -158,13 +162,21 @@ async fn leave(child: &mut Child, grace: Duration) {
 /// take note, so the worker's tasks fail with the reason rather than as a mere lost worker.
 async fn tell_scheduler(config: &NannyConfig, reason: &str) {
     let notice = async {
-        let stream = net::connect(&config.scheduler, Duration::from_secs(1)).await.ok()?;
+        let stream = net::connect(&config.scheduler, Duration::from_secs(1))
+            .await
+            .ok()?;
         let (tx, mut rx) = net::split::<ToScheduler>(stream, config.scheduler.clone());
         tx.send(ToScheduler::WorkerKilled {
             name: config.worker_name.clone(),
             reason: reason.to_owned(),
         });
-        match rx.recv::<FromScheduler>().await.ok()??.first().map(|e| &e.msg) {
+        match rx
+            .recv::<FromScheduler>()
+            .await
+            .ok()??
+            .first()
+            .map(|e| &e.msg)
+        {
             Some(FromScheduler::Welcome { .. }) => Some(()),
             _ => None,
         }

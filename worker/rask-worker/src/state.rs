@@ -124,7 +124,10 @@ impl WorkerState {
                     continue;
                 }
                 missing += 1;
-                self.waiters.entry(dep.clone()).or_default().push(key.clone());
+                self.waiters
+                    .entry(dep.clone())
+                    .or_default()
+                    .push(key.clone());
                 if self.in_flight.insert(dep.clone()) {
                     fetches.push((dep, holders));
                 }
@@ -269,7 +272,10 @@ impl WorkerState {
                     "worker paused: process memory is over the pause threshold; no new task starts"
                 );
             } else {
-                tracing::info!(rss = sample.rss, "worker resumed: process memory is back under the pause threshold");
+                tracing::info!(
+                    rss = sample.rss,
+                    "worker resumed: process memory is back under the pause threshold"
+                );
             }
             fx.pause(d.paused);
             fx.send(ToScheduler::Paused { paused: d.paused }.into());

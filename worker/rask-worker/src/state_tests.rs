@@ -93,13 +93,22 @@ fn ready_tasks_run_in_priority_order_and_missing_inputs_are_fetched_once() {
         vec![
             task("c", &[("local", &[])], 3, false),
             task("a", &[], 1, false),
-            task("x", &[("remote", &["tcp://p1", "tcp://p2"]), ("local", &[])], 2, false),
+            task(
+                "x",
+                &[("remote", &["tcp://p1", "tcp://p2"]), ("local", &[])],
+                2,
+                false,
+            ),
             task("y", &[("remote", &["tcp://p1", "tcp://p2"])], 4, false),
         ],
         &held,
         &mut fx,
     );
-    assert_eq!(fx.executed, vec![k("a"), k("c")], "ready ones, most urgent first");
+    assert_eq!(
+        fx.executed,
+        vec![k("a"), k("c")],
+        "ready ones, most urgent first"
+    );
     assert_eq!(
         fx.fetches,
         vec![vec![(
@@ -125,7 +134,11 @@ fn results_are_reported_inline_when_a_client_waits_and_small() {
     let mut st = state();
     let mut fx = Rec::default();
     st.compute(
-        vec![task("small", &[], 1, true), task("big", &[], 2, true), task("quiet", &[], 3, false)],
+        vec![
+            task("small", &[], 1, true),
+            task("big", &[], 2, true),
+            task("quiet", &[], 3, false),
+        ],
         &Held::default(),
         &mut fx,
     );
@@ -136,7 +149,10 @@ fn results_are_reported_inline_when_a_client_waits_and_small() {
     st.done(k("big"), Ok(&big), 5, &mut fx);
     st.done(k("quiet"), Ok(&small), 5, &mut fx);
     assert_eq!(fx.blobs[0], vec![small.bytes().clone()]);
-    assert!(fx.blobs[1].is_empty(), "too big to inline: the client fetches it");
+    assert!(
+        fx.blobs[1].is_empty(),
+        "too big to inline: the client fetches it"
+    );
     assert!(fx.blobs[2].is_empty(), "nobody waits for it");
     assert!(matches!(
         &fx.sent[1],
@@ -161,11 +177,7 @@ fn a_task_already_held_is_reported_without_running_it() {
     let mut held = Held::default();
     held.0.insert(k("done"), 16);
     let mut fx = Rec::default();
-    st.compute(
-        vec![task("done", &[], 1, true)],
-        &held,
-        &mut fx,
-    );
+    st.compute(vec![task("done", &[], 1, true)], &held, &mut fx);
     assert!(fx.executed.is_empty());
     assert_eq!(fx.with_data, vec![k("done")]);
     st.compute(vec![task("done", &[], 1, false)], &held, &mut fx);
@@ -182,7 +194,12 @@ fn an_input_no_peer_can_give_drops_its_tasks_and_tells_the_scheduler() {
     st.compute(
         vec![
             task("x", &[("gone", &["tcp://dead"])], 1, false),
-            task("y", &[("gone", &["tcp://dead"]), ("ok", &["tcp://p"])], 2, false),
+            task(
+                "y",
+                &[("gone", &["tcp://dead"]), ("ok", &["tcp://p"])],
+                2,
+                false,
+            ),
         ],
         &Held::default(),
         &mut fx,
@@ -217,7 +234,11 @@ fn an_input_no_peer_can_give_drops_its_tasks_and_tells_the_scheduler() {
 fn freed_keys_are_dropped_and_unstarted_tasks_forgotten() {
     let mut st = state();
     let mut fx = Rec::default();
-    st.compute(vec![task("w", &[("in", &["tcp://p"])], 1, false)], &Held::default(), &mut fx);
+    st.compute(
+        vec![task("w", &[("in", &["tcp://p"])], 1, false)],
+        &Held::default(),
+        &mut fx,
+    );
     st.free_keys(vec![k("w"), k("old")], &mut fx);
     assert_eq!(fx.freed, vec![k("w"), k("old")]);
     assert_eq!(st.assigned(), 0);

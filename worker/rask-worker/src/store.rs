@@ -481,7 +481,11 @@ mod tests {
         // The oldest went first; every entry reads back intact.
         assert!(store.spilled_bytes() >= 500);
         for i in 0..10 {
-            assert_eq!(store.get(&key(i)).unwrap(), Some(data(100, i as u8)), "key {i}");
+            assert_eq!(
+                store.get(&key(i)).unwrap(),
+                Some(data(100, i as u8)),
+                "key {i}"
+            );
         }
     }
 

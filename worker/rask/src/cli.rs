@@ -302,7 +302,9 @@ async fn scheduler(a: SchedulerArgs) -> CliResult {
     config.policy.worker_ttl_s = a.worker_ttl;
     if let Some(t) = a.no_workers_timeout {
         if !(t.is_finite() && t >= 0.0) {
-            return Err(format!("--no-workers-timeout {t} is not a number of seconds ≥ 0"));
+            return Err(format!(
+                "--no-workers-timeout {t} is not a number of seconds ≥ 0"
+            ));
         }
         config.policy.no_workers_timeout_s = Some(t);
     }

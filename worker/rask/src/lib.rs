@@ -52,7 +52,11 @@ mod tests {
         let r = registry();
         let names: Vec<&str> = r.families().iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["seed", "array", "frame"]);
-        let tags = [rask_core::data::TAG_SERDE, rask_array::TAG, rask_frame::TAG];
+        let tags = [
+            rask_core::data::TAG_SERDE,
+            rask_array::TAG,
+            rask_frame::FramePart::TAG,
+        ];
         for (i, a) in tags.iter().enumerate() {
             assert!(!tags[i + 1..].contains(a), "format tag {a} is used twice");
         }

@@ -189,6 +189,14 @@ impl LocalCluster {
                 wc.memory_limit = self.config.memory_limit;
                 wc.local_directory = self.config.local_directory.clone();
                 wc.listen_host = Some("127.0.0.1".into());
+                // Workers in this process share its memory: only the store's own budget (the
+                // target) applies, not the process-wide spill/pause thresholds.
+                wc.memory = rask_worker::memory::MemoryFractions {
+                    spill: None,
+                    pause: None,
+                    terminate: None,
+                    ..rask_worker::memory::MemoryFractions::default()
+                };
                 let worker = Worker::start(wc, registry.clone())
                     .await
                     .map_err(|source| LocalError::Worker {

@@ -100,8 +100,12 @@ pub fn lit(v: impl Into<Value>) -> Arg {
 /// The `seed` family, as a worker registers it.
 pub fn family() -> Family {
     Family::new("seed", env!("CARGO_PKG_VERSION"))
-        .function(INC, |x, i| num_op("inc", &x.resolve(i)?, &Value::Int(1), Op::Add))
-        .function(ADD, |(a, b), i| num_op("add", &a.resolve(i)?, &b.resolve(i)?, Op::Add))
+        .function(INC, |x, i| {
+            num_op("inc", &x.resolve(i)?, &Value::Int(1), Op::Add)
+        })
+        .function(ADD, |(a, b), i| {
+            num_op("add", &a.resolve(i)?, &b.resolve(i)?, Op::Add)
+        })
         .function(CUSTOM_OP, custom_op)
         .function(SUM, sum)
         .function(IDENTITY, |x, i| x.resolve(i))
@@ -253,7 +257,11 @@ mod tests {
         r
     }
 
-    fn call<A: Serialize, R>(f: Func<A, R>, args: &A, inputs: &[Value]) -> Result<Value, KernelError> {
+    fn call<A: Serialize, R>(
+        f: Func<A, R>,
+        args: &A,
+        inputs: &[Value],
+    ) -> Result<Value, KernelError> {
         let inputs: Vec<Encoded> = inputs.iter().map(Data::encode).collect();
         let out = registry().call(f.name(), &encode_payload(args).unwrap(), &inputs)?;
         Ok(Value::decode(&out).unwrap())
@@ -263,7 +271,12 @@ mod tests {
     fn seed_functions() {
         assert_eq!(call(INC, &lit(1), &[]).unwrap(), Value::Int(2));
         assert_eq!(
-            call(ADD, &(lit(1), Operand::Input(Input::new(0))), &[Value::Float(0.5)]).unwrap(),
+            call(
+                ADD,
+                &(lit(1), Operand::Input(Input::new(0))),
+                &[Value::Float(0.5)]
+            )
+            .unwrap(),
             Value::Float(1.5)
         );
         assert_eq!(call(CUSTOM_OP, &lit(3), &[]).unwrap(), Value::Int(18));
@@ -271,7 +284,10 @@ mod tests {
             call(SUM, &vec![lit(vec![1i64, 2, 3])], &[]).unwrap(),
             Value::Int(6)
         );
-        assert_eq!(call(SUM, &vec![lit(1), lit(2)], &[]).unwrap(), Value::Int(3));
+        assert_eq!(
+            call(SUM, &vec![lit(1), lit(2)], &[]).unwrap(),
+            Value::Int(3)
+        );
         let save = Save {
             x: lit(99),
             dst: "out-49".into(),
@@ -322,7 +338,12 @@ mod tests {
             call(FAIL, &"boom".to_owned(), &[]).unwrap_err(),
             KernelError::Failed("boom".into())
         );
-        assert!(call(LEN, &lit(1), &[]).unwrap_err().to_string().contains("no length"));
+        assert!(
+            call(LEN, &lit(1), &[])
+                .unwrap_err()
+                .to_string()
+                .contains("no length")
+        );
     }
 
     #[test]

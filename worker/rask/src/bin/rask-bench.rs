@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value as Json, json};
 
+use rask::Value;
 use rask::array::ChunkSpec;
 use rask::client::delayed::{Delayed, delayed, delayed_with};
 use rask::client::{Client, ClientError, Future};
 use rask::jobs;
 use rask::local::{LocalCluster, LocalClusterConfig, LocalError};
 use rask::seed::{ADD, CUSTOM_OP, INC, SUM, lit};
-use rask::Value;
 
 /// Dask's figures from DESIGN.md ("Dask 2026.8 on a 2-core machine of this kind, median of 3").
 mod dask_ref {
@@ -384,7 +384,7 @@ async fn repeat<T, F, Fut>(
 ) -> Result<Reps<T>>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T>>,
+    Fut: std::future::Future<Output = Result<T>>,
 {
     let workers = worker_pids(cluster);
     let cpu = || -> Result<(f64, f64)> { Ok((cpu_ms(std::process::id())?, cpu_ms_all(&workers)?)) };

@@ -98,7 +98,7 @@ async fn a_failing_chunk_task_reaches_the_client_with_its_message() {
     let err = x.sum(None).unwrap().compute(&client).await.unwrap_err();
     match err {
         array::ArrayError::Client(ClientError::Task(f)) => {
-            assert!(f.message.contains("gone.npy"), "{}", f.message)
+            assert!(f.error.to_string().contains("gone.npy"), "{f}")
         }
         other => panic!("unexpected error {other}"),
     }

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
+use rask::Value;
 use rask::client::ClientError;
 use rask::client::delayed::delayed;
-use rask::core::protocol::TaskError;
 use rask::core::Resources;
+use rask::core::protocol::TaskError;
 use rask::local::{LocalCluster, LocalClusterConfig};
 use rask::scheduler::WorkerStatus;
 use rask::seed::{self, lit};
-use rask::Value;
 use tokio::process::{Child, Command};
 
 use crate::{eventually, rask_bin};
@@ -25,12 +25,25 @@ async fn scheduler() -> LocalCluster {
 }
 
 /// `rask worker` under its nanny (the default), with a memory limit.
-fn worker(cluster: &LocalCluster, name: &str, limit_mb: u64, extra: &[&str], env: &[(&str, &str)]) -> Child {
+fn worker(
+    cluster: &LocalCluster,
+    name: &str,
+    limit_mb: u64,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
     let dir = std::env::temp_dir();
     Command::new(rask_bin())
         .arg("worker")
         .arg(cluster.scheduler_address())
-        .args(["--name", name, "--nthreads", "2", "--listen-host", "127.0.0.1"])
+        .args([
+            "--name",
+            name,
+            "--nthreads",
+            "2",
+            "--listen-host",
+            "127.0.0.1",
+        ])
         .args(["--memory-limit", &format!("{}", limit_mb * MB)])
         .arg("--local-directory")
         .arg(dir)
@@ -46,7 +59,11 @@ async fn wait_workers(cluster: &LocalCluster, n: usize) {
     let handle = cluster.handle();
     assert!(
         eventually(Duration::from_secs(30), async || {
-            handle.snapshot().await.map(|s| s.workers.len() == n).unwrap_or(false)
+            handle
+                .snapshot()
+                .await
+                .map(|s| s.workers.len() == n)
+                .unwrap_or(false)
         })
         .await,
         "{n} workers joined"
@@ -81,7 +98,10 @@ async fn a_task_allocating_twice_the_limit_fails_with_the_memory_reason_and_the_
         } => {
             assert_eq!(*deaths, 4, "the allowed retries, then the failure");
             assert_eq!(last_worker, "hungry");
-            assert!(reason.contains("over 95% of its 160.0 MiB limit"), "{reason}");
+            assert!(
+                reason.contains("over 95% of its 160.0 MiB limit"),
+                "{reason}"
+            );
         }
         other => panic!("expected KilledWorker with a reason, got {other:?}"),
     }
@@ -123,7 +143,11 @@ async fn a_worker_over_its_pause_threshold_starts_no_task_until_back_under() {
             .unwrap_or(false)
     })
     .await;
-    assert!(paused, "the worker paused: {:?}", cluster.snapshot().await.unwrap().workers);
+    assert!(
+        paused,
+        "the worker paused: {:?}",
+        cluster.snapshot().await.unwrap().workers
+    );
     let dashboard = cluster.dashboard_address().unwrap();
     let (_, metrics) = crate::http(dashboard, "GET", "/metrics", "").await;
     assert!(
@@ -184,7 +208,9 @@ async fn results_on_a_worker_the_nanny_restarts_are_recomputed_and_nothing_is_lo
         Err(ClientError::Task(f)) if matches!(f.error, TaskError::KilledWorker { .. })
     ));
     // Every result is still there: those `big` held were recomputed from their tasks.
-    let total = client.submit_with(seed::SUM, |d| parts.iter().map(|f| d.input(f).into()).collect());
+    let total = client.submit_with(seed::SUM, |d| {
+        parts.iter().map(|f| d.input(f).into()).collect()
+    });
     assert_eq!(total.result().await.unwrap(), Value::Int((1..=200).sum()));
     let snap = cluster.snapshot().await.unwrap();
     assert!(

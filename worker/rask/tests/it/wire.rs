@@ -3,8 +3,8 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use rask::local::LocalCluster;
 use rask::core::protocol::{DEFAULT_MAX_FRAME, Envelope, ToScheduler, encode_frame};
+use rask::local::LocalCluster;
 
 fn host_port(addr: &str) -> &str {
     addr.trim_start_matches("tcp://")
