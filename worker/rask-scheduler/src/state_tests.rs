@@ -740,9 +740,7 @@ fn large_graphs_are_handled_in_linear_passes() {
     tasks.push(task(
         "sum-0",
         "sum",
-        vec![A::L(
-            (0..10_000).map(|i| key(format!("inc-{i}"))).collect(),
-        )],
+        vec![A::L((0..10_000).map(|i| key(format!("inc-{i}"))).collect())],
     ));
     sim.submit(tasks, &[&k("sum-0")]);
     sim.run_all();
