@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
-use rask_operator::cloud::CloudError;
-use rask_operator::cloud::cli::{self, Options};
+use rask_operator::providers::ProviderError;
+use rask_operator::providers::commands::{Options, vm as cli};
 
 #[derive(Subcommand)]
 pub enum CloudCommand {
@@ -89,7 +89,7 @@ fn finish(r: Result<(), String>) -> ExitCode {
     }
 }
 
-fn text(e: CloudError) -> String {
+fn text(e: ProviderError) -> String {
     e.to_string()
 }
 
@@ -97,7 +97,7 @@ fn text(e: CloudError) -> String {
 pub fn is_cloud_file(file: &Path) -> Result<bool, String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    Ok(rask_operator::cloud::config::names_provider(&text))
+    Ok(rask_operator::providers::config::names_provider(&text))
 }
 
 /// `up FILE` for a cloud config. Interrupted, it says how to delete what was made.

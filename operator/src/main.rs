@@ -105,7 +105,10 @@ fn main() -> ExitCode {
             poll,
         } => {
             match cloud_cmd::is_cloud_file(&file) {
-                Ok(true) => return cloud_cmd::up(&file, shutdown_signal()),
+                Ok(true) => {
+                    init_cli_logging();
+                    return cloud_cmd::up(&file, shutdown_signal());
+                }
                 Ok(false) => {}
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -152,6 +155,8 @@ fn main() -> ExitCode {
         Command::Cloud(cmd) => {
             if matches!(cmd, cloud_cmd::CloudCommand::Autoscale { .. }) {
                 init_logging(false);
+            } else {
+                init_cli_logging();
             }
             cloud_cmd::run(cmd, shutdown_signal())
         }
@@ -202,6 +207,17 @@ fn init_logging(json: bool) {
         builder.init();
     }
     log_panics();
+}
+
+/// The provider commands' log: warnings only unless `RUST_LOG` says more (`RUST_LOG=debug` shows
+/// the full errors of cloud SDKs and batch commands that the messages summarise).
+fn init_cli_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Reports a panic through the log as well (a JSON line with `--log-json`, where log pipelines
