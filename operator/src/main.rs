@@ -17,7 +17,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[command(
     name = "rask-operator",
     version,
-    about = "Kubernetes operator for Dask's custom resources, and clusters on cloud VMs"
+    about = "Kubernetes operator for Dask's custom resources, and clusters on cloud VMs and batch queues"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,13 +38,14 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
-    /// Start the cluster a file describes. A cloud config (a top-level `provider:` key: aws,
-    /// azure) starts it on VMs and prints its scheduler address and dashboard URL. A manifest of
+    /// Start the cluster a file describes. A cluster config (a top-level `provider:` key: aws,
+    /// azure on VMs; slurm, sge as batch jobs) starts it and prints its scheduler address and
+    /// dashboard URL. A manifest of
     /// Dask resources runs its DaskCluster or DaskJob on this machine (the local backend): the
     /// scheduler and workers as `rask` processes, scaled by the file's DaskAutoscalers; a DaskJob
     /// ends with its runner, a DaskCluster at Ctrl-C or its idleTimeout.
     Up {
-        /// A cloud config, or a YAML file of Dask resources (as for `kubectl apply -f`).
+        /// A cluster config, or a YAML file of Dask resources (as for `kubectl apply -f`).
         file: std::path::PathBuf,
         /// The `rask` binary to start (default: $RASK_BIN, beside this binary, or on PATH).
         #[arg(long)]
@@ -153,7 +154,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Cloud(cmd) => {
-            if matches!(cmd, cloud_cmd::CloudCommand::Autoscale { .. }) {
+            if matches!(
+                cmd,
+                cloud_cmd::CloudCommand::Autoscale { .. } | cloud_cmd::CloudCommand::Keep { .. }
+            ) {
                 init_logging(false);
             } else {
                 init_cli_logging();

@@ -85,6 +85,13 @@ pub enum ProviderError {
         code: Option<i32>,
         message: String,
     },
+    #[error("{what} within {after:?}:\n{}", .jobs.join("\n"))]
+    Jobs {
+        what: String,
+        after: Duration,
+        /// One line (or a few, with the end of its output) per job at fault.
+        jobs: Vec<String>,
+    },
     #[error("{0}")]
     Scheduler(#[from] crate::scheduler_api::SchedulerApiError),
     #[error("no cluster named {name}: {reason}")]

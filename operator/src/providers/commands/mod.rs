@@ -7,7 +7,7 @@
 //! `~/.config/rask/clusters/NAME.yaml`) before it creates anything, so the other commands find the
 //! cluster by name — also after a crash.
 
-// pub mod batch;
+pub mod batch;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +71,29 @@ impl Options {
             operator_bin: None,
         }
     }
+}
+
+/// What kind of cluster a saved name or a file is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Vm,
+    Batch,
+}
+
+/// Whether the cluster named `name` (saved, or in `config`) runs on VMs or a batch queue.
+pub fn kind_of(opts: &Options, name: &str, config: Option<&Path>) -> Result<Kind, ProviderError> {
+    Ok(match find(opts, name, config)?.0 {
+        ClusterConfig::Vm(_) => Kind::Vm,
+        ClusterConfig::Batch(_) => Kind::Batch,
+    })
+}
+
+/// Whether a config file describes VMs or a batch queue.
+pub fn kind_of_file(path: &Path) -> Result<Kind, ProviderError> {
+    Ok(match config::load(path)?.0 {
+        ClusterConfig::Vm(_) => Kind::Vm,
+        ClusterConfig::Batch(_) => Kind::Batch,
+    })
 }
 
 /// What `scale` did.

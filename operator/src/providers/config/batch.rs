@@ -627,6 +627,8 @@ pub fn validate(file: BatchFile) -> Result<BatchCluster, ProviderError> {
         .map(|m| size("scheduler_options.memory", m))
         .transpose()?;
     sjob.job_mem = None;
+    // The workers' extra directives (GPUs, node features) are not the scheduler's.
+    sjob.extra_directives = Vec::new();
     if let Some(w) = &o.walltime {
         sjob.walltime = walltime("scheduler_options.walltime", w)?;
     }

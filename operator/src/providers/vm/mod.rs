@@ -13,8 +13,8 @@ use crate::backend::{
     Backend, BackendError, InstanceState, Retirement, WorkerInstance, retire_then_remove, tail,
 };
 use crate::clock::now;
-use crate::providers::ProviderError;
 use crate::providers::config::vm::CloudCluster;
+use crate::providers::{ProviderError, suffix};
 use crate::scheduler_api::SchedulerApi;
 use userdata::Body;
 
@@ -215,20 +215,6 @@ pub fn scheduler_url_by_ip(private: bool) -> ResolveUrl {
         };
         ip.map(|ip| format!("http://{ip}:8787"))
     })
-}
-
-/// A short random-enough suffix for VM names: time and a process-wide counter.
-pub fn suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mixed = (t ^ (n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ u64::from(std::process::id()))
-        .wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    format!("{:08x}", (mixed >> 32) as u32)
 }
 
 /// A cluster on cloud VMs.
