@@ -103,6 +103,39 @@ async fn up_with_two_workers_computes_the_array_mean_and_down_leaves_no_job() {
             .contains("scheduler")
     );
 
+    // scale: one more job, waited for until its worker joined; then that one retired by name.
+    let more = batch::scale("t-mean", 3, None, &[], None, &opts)
+        .await
+        .unwrap();
+    assert_eq!(more.added.len(), 1, "{more:?}");
+    assert_eq!(queued(SLURM, "t-mean").len(), 3);
+    let less = batch::scale("t-mean", 2, None, &more.added, None, &opts)
+        .await
+        .unwrap();
+    assert_eq!(less.retired.removed, more.added, "{less:?}");
+    wait_until(
+        "the retired worker's job is gone",
+        Duration::from_secs(30),
+        async || queued(SLURM, "t-mean").len() == 2,
+    )
+    .await;
+    let wrong = batch::scale(
+        "t-mean",
+        1,
+        None,
+        &["t-mean-default-nope".to_owned()],
+        None,
+        &opts,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        wrong
+            .to_string()
+            .contains("has no worker t-mean-default-nope"),
+        "{wrong}"
+    );
+
     let deleted = batch::down("t-mean", None, &opts).await.unwrap();
     assert!(
         deleted.iter().any(|d| d.starts_with("keeper process ")),
@@ -141,6 +174,14 @@ async fn the_autoscaler_goes_from_one_to_three_and_back_to_one_under_a_burst() {
     let _down = down_guard("t-auto", &opts);
     let report = batch::up(&path, &opts).await.unwrap();
     assert_eq!(report.workers.len(), 1);
+    let manual = batch::scale("t-auto", 3, None, &[], None, &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        manual.contains("t-auto/default is autoscaled between 1 and 3 workers"),
+        "{manual}"
+    );
 
     // Count the cluster's jobs in the queue every 100 ms.
     let counts = Arc::new(Mutex::new(Vec::<usize>::new()));

@@ -343,13 +343,16 @@ async fn wait_joined(
     let start = Instant::now();
     let pending_after = b.cluster.timeouts.pending;
     let mut said: BTreeMap<String, String> = BTreeMap::new();
+    // Workers seen once have joined, even if the scheduler retired them since.
+    let mut known: BTreeSet<String> = BTreeSet::new();
     loop {
-        let known: BTreeSet<String> = b
-            .api
-            .get_workers(&b.scheduler.dashboard)
-            .await
-            .map(|ws| ws.into_iter().map(|w| w.name).collect())
-            .unwrap_or_default();
+        known.extend(
+            b.api
+                .get_workers(&b.scheduler.dashboard)
+                .await
+                .map(|ws| ws.into_iter().map(|w| w.name).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        );
         let missing: Vec<&(Job, Vec<String>)> = submitted
             .iter()
             .filter(|(_, ws)| ws.iter().any(|w| !known.contains(w)))
@@ -759,6 +762,14 @@ pub async fn scale(
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(", ")
+        )));
+    }
+    if let Some(a) = b.cluster.autoscaling.as_ref().filter(|a| a.group == group) {
+        return Err(ProviderError::Other(format!(
+            "{name}/{group} is autoscaled between {} and {} workers: its size follows the \
+             scheduler's load; change `autoscaling:` in the config (and `down`/`up`), or scale \
+             another group",
+            a.settings.minimum, a.settings.maximum
         )));
     }
     let mut current = b
