@@ -224,9 +224,19 @@ async fn the_autoscaler_goes_from_one_to_three_and_back_to_one_under_a_burst() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_job_cancelled_with_scancel_mid_job_leaves_the_results_correct() {
     let (dir, opts) = setup("t-cancel");
-    let path = config(dir.path(), SLURM, "t-cancel", 2, "", "");
+    // Scheduler and workers on the addresses of an interface (as `ib0` on a real cluster).
+    let path = config(dir.path(), SLURM, "t-cancel", 2, "", "  interface: lo\n");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "scheduler_options:\n  host: 127.0.0.1\n",
+        "scheduler_options:\n  interface: lo\n",
+    );
+    std::fs::write(&path, text).unwrap();
     let _down = down_guard("t-cancel", &opts);
     let report = batch::up(&path, &opts).await.unwrap();
+    assert!(
+        report.scheduler.address.starts_with("tcp://127.0.0.1:"),
+        "{report}"
+    );
     let client = Client::connect(&report.scheduler.address).await.unwrap();
     let futures = stamps(&client, 120, 0.05);
     // Some results exist on both workers when one of them goes.
@@ -468,4 +478,101 @@ async fn sweep_cancels_jobs_of_clusters_that_are_not_live_and_keeps_live_ones() 
     .await;
     assert_eq!(queued(SLURM, "t-live").len(), 1);
     batch::down("t-live", None, &opts).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_fails_at_start_is_reported_with_how_its_job_ended() {
+    let (dir, mut opts) = setup("t-fail");
+    // A `rask` whose workers fail at start on the node, while its scheduler runs.
+    let wrapper = dir.path().join("rask");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = worker ]; then echo 'libcuda.so.1: cannot open shared object file' >&2; exit 3; fi\nexec {} \"$@\"\n",
+            crate::local_backend::rask_bin().display()
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&wrapper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&wrapper, perms).unwrap();
+    opts.rask_bin = Some(wrapper);
+    let path = config(dir.path(), SLURM, "t-fail", 1, "", "");
+    let _down = down_guard("t-fail", &opts);
+    let err = batch::up(&path, &opts).await.unwrap_err().to_string();
+    assert!(
+        err.contains("worker jobs ended before joining the scheduler"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ended (FAILED (NonZeroExitCode), exit code 3:0) before its worker joined"),
+        "{err}"
+    );
+    assert!(
+        err.contains("libcuda.so.1: cannot open shared object file"),
+        "{err}"
+    );
+    assert!(err.contains(".err ends:"), "{err}");
+
+    // An interface this machine does not have is named before anything is submitted.
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "scheduler_options:\n  host: 127.0.0.1\n",
+        "scheduler_options:\n  interface: nosuchif0\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let err = batch::up(&path, &opts).await.unwrap_err().to_string();
+    assert!(
+        err.contains("scheduler_options.interface: nosuchif0 has no IPv4 address on this machine"),
+        "{err}"
+    );
+    assert!(queued(SLURM, "t-fail").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_scheduler_dies_the_jobs_end_and_the_keeper_gives_up() {
+    let (dir, opts) = setup("t-lost");
+    let path = config(dir.path(), SLURM, "t-lost", 2, "", "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("scheduler_seconds: 60", "scheduler_seconds: 3");
+    std::fs::write(&path, text).unwrap();
+    let _down = down_guard("t-lost", &opts);
+    batch::up(&path, &opts).await.unwrap();
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(opts.state_dir.join("t-lost.state.json")).unwrap(),
+    )
+    .unwrap();
+    let pid = state["scheduler_pid"].as_u64().unwrap().to_string();
+    // The scheduler dies (as when the machine it ran on goes away).
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until(
+        "the cluster's jobs ended",
+        Duration::from_secs(60),
+        async || queued(SLURM, "t-lost").is_empty(),
+    )
+    .await;
+    let log = dir.path().join("logs/t-lost-keeper.log");
+    wait_until("the keeper gave up", Duration::from_secs(30), async || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("has not answered for")
+    })
+    .await;
+    let status = batch::status("t-lost", None, &opts)
+        .await
+        .unwrap()
+        .to_string();
+    assert!(status.contains("which is not running"), "{status}");
+    assert!(
+        status.contains("is not running: start it again with `rask-operator keep t-lost &`"),
+        "{status}"
+    );
+    batch::down("t-lost", None, &opts).await.unwrap();
+    assert!(!opts.state_dir.join("t-lost.yaml").exists());
 }

@@ -8,7 +8,8 @@
 //! 2. reports jobs pending longer than `timeouts.pending_seconds` with the batch system's reason;
 //! 3. runs the autoscaler's step for the `autoscaling:` group (pending jobs count as workers, so
 //!    a waiting queue is never flooded past `maximum`);
-//! 4. cancels the cluster's jobs and ends when the scheduler has not answered for a minute.
+//! 4. cancels the cluster's jobs and ends when the scheduler has not answered for a minute (or
+//!    `timeouts.scheduler_seconds`, when shorter).
 //!
 //! The choices are pure functions ([`due`], [`needs_replacement`]); the loop around them is
 //! thin.
@@ -25,8 +26,11 @@ use crate::clock::now;
 use crate::providers::ProviderError;
 use crate::providers::config::batch::BatchCluster;
 
-/// How long the scheduler may stay silent before the cluster is given up.
-pub const SCHEDULER_LOST_AFTER: Duration = Duration::from_secs(60);
+/// How long the scheduler may stay silent before the cluster is given up: a minute, or the
+/// scheduler's start timeout when that is shorter.
+pub fn scheduler_lost_after(cluster: &BatchCluster) -> Duration {
+    cluster.timeouts.scheduler.min(Duration::from_secs(60))
+}
 
 /// A running worker job past its lifetime.
 #[derive(Clone, Debug, PartialEq)]
@@ -143,7 +147,7 @@ impl<S: BatchSystem> Keeper<S> {
             Err(e) => {
                 let silent = t - self.last_answer;
                 tracing::warn!(error = %e, silent_s = silent as u64, "the scheduler does not answer");
-                if silent >= SCHEDULER_LOST_AFTER.as_secs_f64() {
+                if silent >= scheduler_lost_after(&b.cluster).as_secs_f64() {
                     let _ = b.delete_cluster().await;
                     return Err(ProviderError::NoSuchCluster {
                         name: b.cluster.name.clone(),

@@ -125,6 +125,10 @@ pub trait BatchSystem: Send + Sync + 'static {
     /// Cancels jobs; jobs already gone are not an error.
     fn cancel(&self, ids: &[String]) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
+    /// How a job that left the queue ended (`FAILED (NonZeroExitCode), exit code 3:0`), from the
+    /// batch system's accounting or its memory of recent jobs; `None` when it no longer knows.
+    fn ended(&self, id: &str) -> impl Future<Output = Option<String>> + Send;
+
     /// The files a job writes its output to.
     fn output_files(&self, job: &Job, log_dir: &std::path::Path) -> Vec<PathBuf>;
 }
@@ -488,6 +492,12 @@ impl BatchSystem for Queue {
         match self {
             Queue::Slurm(s) => s.cancel(ids).await,
             Queue::Sge(s) => s.cancel(ids).await,
+        }
+    }
+    async fn ended(&self, id: &str) -> Option<String> {
+        match self {
+            Queue::Slurm(s) => s.ended(id).await,
+            Queue::Sge(s) => s.ended(id).await,
         }
     }
     fn output_files(&self, job: &Job, log_dir: &std::path::Path) -> Vec<PathBuf> {

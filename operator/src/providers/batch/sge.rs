@@ -104,6 +104,21 @@ pub fn parse_qstat_j(out: &str) -> Vec<BTreeMap<String, String>> {
     jobs
 }
 
+/// How `qacct -j` says a job ended: `exit status 1` or `failed (11: before job), exit status 0`.
+pub fn parse_qacct(out: &str) -> Option<String> {
+    let field = |k: &str| {
+        out.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_owned()))
+    };
+    let status = field("exit_status")?;
+    let code = status.split_whitespace().next().unwrap_or("0");
+    match field("failed").filter(|f| !f.starts_with('0')) {
+        Some(f) => Some(format!("failed ({f}), exit status {code}")),
+        None => Some(format!("exit status {code}")),
+    }
+}
+
 /// The rask tag in a job's context (`rask_cluster=...,rask_role=...,rask_group=...`).
 pub fn parse_context(context: &str) -> Option<Tag> {
     let mut cluster = None;
@@ -287,6 +302,20 @@ impl BatchSystem for Sge {
         }
     }
 
+    async fn ended(&self, id: &str) -> Option<String> {
+        let out = run(
+            SYSTEM,
+            "qacct",
+            &["-j", id],
+            &[],
+            None,
+            std::time::Duration::from_secs(15),
+        )
+        .await
+        .ok()?;
+        parse_qacct(&out)
+    }
+
     fn output_files(&self, job: &Job, log_dir: &Path) -> Vec<PathBuf> {
         vec![log_dir.join(format!("{}.o{}", job.name, job.id))]
     }
@@ -344,6 +373,18 @@ error reason    1:          12/04/2026 16:43:48 [0:1042]: gid of user root (0) l
         );
         assert_eq!(state("r", &d[1]), JobState::Running);
         assert_eq!(parse_context("team=x"), None);
+    }
+
+    #[test]
+    fn how_a_job_ended() {
+        let ok = "qname        all.q\nfailed       0    \nexit_status  1                   \n";
+        assert_eq!(parse_qacct(ok).as_deref(), Some("exit status 1"));
+        let failed = "failed       11  : before job\nexit_status  0\n";
+        assert_eq!(
+            parse_qacct(failed).as_deref(),
+            Some("failed (11  : before job), exit status 0")
+        );
+        assert_eq!(parse_qacct("error: job id 9 not found"), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! whose comment is a rask [`Tag`].
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::{BatchSystem, COMMAND_TIMEOUT, Job, JobState, Tag, run};
 use crate::providers::ProviderError;
@@ -48,6 +49,23 @@ pub fn parse_squeue(out: &str) -> Vec<Job> {
             })
         })
         .collect()
+}
+
+/// How `scontrol -o show job` says a job ended: `FAILED (NonZeroExitCode), exit code 3:0`.
+pub fn parse_scontrol_end(out: &str) -> Option<String> {
+    let field = |k: &str| {
+        out.split_whitespace()
+            .find_map(|f| f.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+    };
+    let state = field("JobState")?;
+    let mut s = state.to_owned();
+    if let Some(r) = field("Reason").filter(|r| *r != "None") {
+        s.push_str(&format!(" ({r})"));
+    }
+    if let Some(c) = field("ExitCode") {
+        s.push_str(&format!(", exit code {c}"));
+    }
+    Some(s)
 }
 
 /// `Submitted batch job 123` or `--parsable`'s `123[;cluster]`.
@@ -114,6 +132,36 @@ impl BatchSystem for Slurm {
         Ok(())
     }
 
+    async fn ended(&self, id: &str) -> Option<String> {
+        // sacct needs accounting (slurmdbd); scontrol remembers jobs for MinJobAge seconds.
+        let timeout = Duration::from_secs(15);
+        if let Ok(out) = run(
+            SYSTEM,
+            "sacct",
+            &["-n", "-P", "-X", "-j", id, "-o", "State,ExitCode"],
+            &[],
+            None,
+            timeout,
+        )
+        .await
+            && let Some(line) = out.lines().find(|l| !l.trim().is_empty())
+            && let Some((state, code)) = line.split_once('|')
+        {
+            return Some(format!("{state}, exit code {code}"));
+        }
+        let out = run(
+            SYSTEM,
+            "scontrol",
+            &["-o", "show", "job", id],
+            &[],
+            None,
+            timeout,
+        )
+        .await
+        .ok()?;
+        parse_scontrol_end(&out)
+    }
+
     fn output_files(&self, job: &Job, log_dir: &Path) -> Vec<PathBuf> {
         ["out", "err"]
             .iter()
@@ -153,6 +201,23 @@ mod tests {
             JobState::Ending {
                 state: "completing".into()
             }
+        );
+    }
+
+    #[test]
+    fn how_a_job_ended() {
+        let out = "JobId=81 JobName=wrap JobState=FAILED Reason=NonZeroExitCode Dependency=(null) ExitCode=3:0 RunTime=00:00:00";
+        assert_eq!(
+            parse_scontrol_end(out).as_deref(),
+            Some("FAILED (NonZeroExitCode), exit code 3:0")
+        );
+        assert_eq!(
+            parse_scontrol_end("JobId=2 JobState=TIMEOUT Reason=None ExitCode=0:15").as_deref(),
+            Some("TIMEOUT, exit code 0:15")
+        );
+        assert_eq!(
+            parse_scontrol_end("slurm_load_jobs error: Invalid job id"),
+            None
         );
     }
 

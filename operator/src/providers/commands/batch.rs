@@ -279,8 +279,15 @@ fn read_scheduler_file(path: &Path) -> Option<SchedulerEndpoint> {
     })
 }
 
-/// A line about a job for an error message: its state and, when it ended, its output's end.
-fn job_line(queue: &Queue, job: Option<&Job>, id: &str, name: &str, log_dir: &Path) -> String {
+/// A line about a job for an error message: its state and, when it ended, how (from the batch
+/// system's accounting) and how its output ends.
+async fn job_line(
+    queue: &Queue,
+    job: Option<&Job>,
+    id: &str,
+    name: &str,
+    log_dir: &Path,
+) -> String {
     match job {
         Some(j) => match &j.state {
             JobState::Pending { reason } => {
@@ -293,6 +300,11 @@ fn job_line(queue: &Queue, job: Option<&Job>, id: &str, name: &str, log_dir: &Pa
             JobState::Ending { state } => format!("  job {id} ({name}): {state}"),
         },
         None => {
+            let how = queue
+                .ended(id)
+                .await
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
             let probe = Job {
                 id: id.to_owned(),
                 name: name.to_owned(),
@@ -319,7 +331,7 @@ fn job_line(queue: &Queue, job: Option<&Job>, id: &str, name: &str, log_dir: &Pa
             } else {
                 outputs.join("\n")
             };
-            format!("  job {id} ({name}) ended before its worker joined\n{outputs}")
+            format!("  job {id} ({name}) ended{how} before its worker joined\n{outputs}")
         }
     }
 }
@@ -377,18 +389,14 @@ async fn wait_joined(
                     "worker jobs ended before joining the scheduler".into()
                 },
                 after: start.elapsed(),
-                jobs: at_fault
-                    .iter()
-                    .map(|(j, _)| {
-                        job_line(
-                            &b.system,
-                            by_id.get(j.id.as_str()).copied(),
-                            &j.id,
-                            &j.name,
-                            &b.log_dir,
-                        )
-                    })
-                    .collect(),
+                jobs: {
+                    let mut lines = Vec::new();
+                    for (j, _) in at_fault.iter() {
+                        let listed = by_id.get(j.id.as_str()).copied();
+                        lines.push(job_line(&b.system, listed, &j.id, &j.name, &b.log_dir).await);
+                    }
+                    lines
+                },
             });
         }
         for (j, _) in &missing {
