@@ -235,16 +235,7 @@ impl Backend for LocalBackend {
         let template = self.spec.groups.get(group).ok_or_else(|| {
             failed(
                 format!("add workers to {group}"),
-                format!(
-                    "cluster {} has no worker group {group} (it has: {})",
-                    self.spec.cluster,
-                    self.spec
-                        .groups
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                super::no_group(&self.spec.cluster, group, self.spec.groups.keys()),
             )
         })?;
         let spill = self.spec.dir.join("spill");

@@ -121,3 +121,15 @@ pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// `cluster C has no worker group G (it has: a, b)`.
+pub fn no_group<'a>(
+    cluster: &str,
+    group: &str,
+    groups: impl Iterator<Item = &'a String>,
+) -> String {
+    format!(
+        "cluster {cluster} has no worker group {group} (it has: {})",
+        groups.cloned().collect::<Vec<_>>().join(", ")
+    )
+}

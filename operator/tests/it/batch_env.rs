@@ -161,3 +161,24 @@ pub fn rask_run(job: &str, scheduler: &str, args: &[&str]) -> serde_json::Value 
     serde_json::from_str(text.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("rask run {job} printed no JSON line ({e}): {text}"))
 }
+
+/// One state directory for every batch test: `sweep` then sees the others' clusters as live.
+pub fn state_root() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("batch-tests");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A test's directory and options for `system`, after checking the system answers and taking
+/// down a cluster of the same name an interrupted earlier run left.
+pub fn setup(system: &str, name: &str) -> (tempfile::TempDir, Options) {
+    require(system);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.state_dir = state_root();
+    let _ = Command::new(env!("CARGO_BIN_EXE_rask-operator"))
+        .args(["down", name])
+        .env("RASK_STATE_DIR", &opts.state_dir)
+        .output();
+    (dir, opts)
+}

@@ -5,8 +5,7 @@
 use rask_operator::providers::ProviderError;
 use rask_operator::providers::commands::batch;
 
-use crate::batch_env::{config, down_guard, queued, rask_run, require};
-use crate::batch_slurm::state_root;
+use crate::batch_env::{config, down_guard, queued, rask_run};
 
 const SGE: &str = "sge";
 
@@ -16,15 +15,7 @@ fn setup(
     tempfile::TempDir,
     rask_operator::providers::commands::Options,
 ) {
-    require(SGE);
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = crate::batch_env::options(dir.path());
-    opts.state_dir = state_root();
-    let _ = std::process::Command::new(env!("CARGO_BIN_EXE_rask-operator"))
-        .args(["down", name])
-        .env("RASK_STATE_DIR", &opts.state_dir)
-        .output();
-    (dir, opts)
+    crate::batch_env::setup(SGE, name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

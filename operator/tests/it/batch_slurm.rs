@@ -14,17 +14,10 @@ use rask::graph::Arg;
 use rask_operator::providers::ProviderError;
 use rask_operator::providers::commands::batch;
 
-use crate::batch_env::{config, down_guard, options, queued, rask_run, require};
+use crate::batch_env::{config, down_guard, queued, rask_run};
 use crate::env::wait_until;
 
 const SLURM: &str = "slurm";
-
-/// One state directory for every batch test: `sweep` then sees the others' clusters as live.
-pub fn state_root() -> std::path::PathBuf {
-    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("batch-tests");
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn setup(
     name: &str,
@@ -32,16 +25,7 @@ fn setup(
     tempfile::TempDir,
     rask_operator::providers::commands::Options,
 ) {
-    require(SLURM);
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = options(dir.path());
-    opts.state_dir = state_root();
-    // A cluster left by an earlier, interrupted run of the same test goes first.
-    let _ = std::process::Command::new(env!("CARGO_BIN_EXE_rask-operator"))
-        .args(["down", name])
-        .env("RASK_STATE_DIR", &opts.state_dir)
-        .output();
-    (dir, opts)
+    crate::batch_env::setup(SLURM, name)
 }
 
 fn stamps(client: &Client, n: i64, seconds: f64) -> Vec<rask::client::TaskFuture> {
@@ -483,19 +467,7 @@ async fn sweep_cancels_jobs_of_clusters_that_are_not_live_and_keeps_live_ones() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_fails_at_start_is_reported_with_how_its_job_ended() {
     let (dir, mut opts) = setup("t-fail");
-    // A `rask` whose workers fail at start on the node, while its scheduler runs.
-    let wrapper = dir.path().join("rask");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = worker ]; then echo 'libcuda.so.1: cannot open shared object file' >&2; exit 3; fi\nexec {} \"$@\"\n",
-            crate::local_backend::rask_bin().display()
-        ),
-    )
-    .unwrap();
-    let mut perms = std::fs::metadata(&wrapper).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&wrapper, perms).unwrap();
+    let wrapper = crate::local_backend::failing_worker_rask(dir.path());
     opts.rask_bin = Some(wrapper);
     let path = config(dir.path(), SLURM, "t-fail", 1, "", "");
     let _down = down_guard("t-fail", &opts);

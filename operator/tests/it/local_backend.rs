@@ -33,6 +33,24 @@ pub fn rask_bin() -> PathBuf {
     bin
 }
 
+/// A `rask` whose workers fail at start (as on a node without a library they need) and whose
+/// scheduler runs: a script in `dir` around the real binary.
+pub fn failing_worker_rask(dir: &std::path::Path) -> PathBuf {
+    let wrapper = dir.join("rask");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = worker ]; then echo 'libcuda.so.1: cannot open shared object file' >&2; exit 3; fi\nexec {} \"$@\"\n",
+            rask_bin().display()
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&wrapper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&wrapper, perms).unwrap();
+    wrapper
+}
+
 fn spec(dir: &tempfile::TempDir) -> LocalSpec {
     LocalSpec {
         cluster: "t".into(),
@@ -208,20 +226,7 @@ async fn a_runner_past_its_deadline_is_stopped() {
 async fn a_worker_that_cannot_start_is_named_with_its_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = job_file(&dir, "run, delayed");
-    // A `rask` whose workers fail at start (as on a node without the library they need), while
-    // its scheduler runs.
-    let wrapper = dir.path().join("rask");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = worker ]; then echo 'libcuda.so.1: cannot open shared object file' >&2; exit 3; fi\nexec {} \"$@\"\n",
-            rask_bin().display()
-        ),
-    )
-    .unwrap();
-    let mut perms = std::fs::metadata(&wrapper).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&wrapper, perms).unwrap();
+    let wrapper = failing_worker_rask(dir.path());
     let mut o = opts(&dir);
     o.rask = Some(wrapper);
     o.start_timeout = Duration::from_secs(3);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{
-    Backend, BackendError, InstanceState, Retirement, WorkerInstance, retire_then_remove,
+    Backend, BackendError, InstanceState, Retirement, WorkerInstance, no_group, retire_then_remove,
 };
 use crate::providers::config::batch::{BatchCluster, System};
 use crate::providers::{ProviderError, suffix};
@@ -255,15 +255,10 @@ impl<S: BatchSystem> BatchBackend<S> {
         n: usize,
     ) -> Result<Vec<(Job, Vec<String>)>, ProviderError> {
         let g = self.cluster.groups.get(group).ok_or_else(|| {
-            ProviderError::Other(format!(
-                "cluster {} has no worker group {group} (it has: {})",
-                self.cluster.name,
-                self.cluster
-                    .groups
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            ProviderError::Other(no_group(
+                &self.cluster.name,
+                group,
+                self.cluster.groups.keys(),
             ))
         })?;
         let jobs = n.div_ceil(g.processes.max(1) as usize);

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Options, ScaleReport, find, save, saved_clusters, saved_path};
-use crate::backend::{Backend, tail};
+use super::{Options, ScalePlan, ScaleReport, find, save, saved_clusters, saved_path, scale_plan};
+use crate::backend::{Backend, no_group, tail};
 use crate::clock::now;
 use crate::providers::ProviderError;
 use crate::providers::batch::keeper::Keeper;
@@ -762,14 +762,10 @@ pub async fn scale(
     let b = attach(opts, name, config).await?;
     let group = group.unwrap_or(DEFAULT_GROUP);
     if !b.cluster.groups.contains_key(group) {
-        return Err(ProviderError::Other(format!(
-            "cluster {name} has no worker group {group} (it has: {})",
-            b.cluster
-                .groups
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+        return Err(ProviderError::Other(no_group(
+            name,
+            group,
+            b.cluster.groups.keys(),
         )));
     }
     if let Some(a) = b.cluster.autoscaling.as_ref().filter(|a| a.group == group) {
@@ -786,50 +782,31 @@ pub async fn scale(
         .map_err(|e| ProviderError::Other(e.to_string()))?;
     current.retain(|w| !matches!(w.state, crate::backend::InstanceState::Failed { .. }));
     current.sort_by(|a, b| b.created.total_cmp(&a.created).then(b.name.cmp(&a.name)));
+    let names: Vec<String> = current.into_iter().map(|w| w.name).collect();
     let mut report = ScaleReport::default();
-    if !workers.is_empty() && workers.len() + n != current.len() {
-        return Err(ProviderError::Other(format!(
-            "scaling {name}/{group} from {} to {n} workers retires {}, but {} were named to retire",
-            current.len(),
-            current.len().saturating_sub(n),
-            workers.len()
-        )));
-    }
-    if n > current.len() {
-        let submitted = b.submit_workers(group, n - current.len()).await?;
-        if let Err(cause) = wait_joined(&b, &submitted, b.cluster.timeouts.workers, opts).await {
-            let made = Made {
-                scheduler_pid: None,
-                jobs: submitted
-                    .iter()
-                    .map(|(j, _)| (j.id.clone(), j.name.clone()))
-                    .collect(),
-            };
-            return Err(roll_back(&b.system, made, cause).await);
-        }
-        report.added = submitted.into_iter().flat_map(|(_, w)| w).collect();
-    } else if n < current.len() {
-        let names: Vec<String> = if workers.is_empty() {
-            current
-                .iter()
-                .take(current.len() - n)
-                .map(|w| w.name.clone())
-                .collect()
-        } else {
-            if let Some(w) = workers
-                .iter()
-                .find(|w| !current.iter().any(|c| &c.name == *w))
+    match scale_plan(name, group, &names, n, workers)? {
+        ScalePlan::Add(k) => {
+            let submitted = b.submit_workers(group, k).await?;
+            if let Err(cause) = wait_joined(&b, &submitted, b.cluster.timeouts.workers, opts).await
             {
-                return Err(ProviderError::Other(format!(
-                    "cluster {name} has no worker {w} in group {group}"
-                )));
+                let made = Made {
+                    scheduler_pid: None,
+                    jobs: submitted
+                        .iter()
+                        .map(|(j, _)| (j.id.clone(), j.name.clone()))
+                        .collect(),
+                };
+                return Err(roll_back(&b.system, made, cause).await);
             }
-            workers.to_vec()
-        };
-        report.retired = b
-            .retire_workers(group, &names)
-            .await
-            .map_err(|e| ProviderError::Other(e.to_string()))?;
+            report.added = submitted.into_iter().flat_map(|(_, w)| w).collect();
+        }
+        ScalePlan::Retire(names) => {
+            report.retired = b
+                .retire_workers(group, &names)
+                .await
+                .map_err(|e| ProviderError::Other(e.to_string()))?;
+        }
+        ScalePlan::Nothing => {}
     }
     Ok(report)
 }
@@ -1247,14 +1224,9 @@ pub fn job_script(
     let group = group.unwrap_or(DEFAULT_GROUP);
     if !cluster.groups.contains_key(group) {
         return Err(ProviderError::Other(format!(
-            "{} has no worker group {group} (it has: {})",
+            "{}: {}",
             path.display(),
-            cluster
-                .groups
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            no_group(&cluster.name, group, cluster.groups.keys())
         )));
     }
     let rask = rask_bin(opts, &cluster).unwrap_or_else(|_| "rask".into());

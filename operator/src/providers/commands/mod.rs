@@ -103,6 +103,48 @@ pub struct ScaleReport {
     pub retired: Retirement,
 }
 
+/// What `scale` does to a group, decided from its workers alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScalePlan {
+    Add(usize),
+    Retire(Vec<String>),
+    Nothing,
+}
+
+/// The plan for scaling `cluster/group` to `n` workers: add the missing ones, or retire the
+/// newest (`newest_first` is the group's workers, newest first) or those `named`, which must be
+/// exactly as many as the workers to go and all in the group.
+pub fn scale_plan(
+    cluster: &str,
+    group: &str,
+    newest_first: &[String],
+    n: usize,
+    named: &[String],
+) -> Result<ScalePlan, ProviderError> {
+    let now = newest_first.len();
+    if !named.is_empty() && named.len() + n != now {
+        return Err(ProviderError::Other(format!(
+            "scaling {cluster}/{group} from {now} to {n} workers retires {}, but {} were named to retire",
+            now.saturating_sub(n),
+            named.len()
+        )));
+    }
+    if let Some(w) = named.iter().find(|w| !newest_first.contains(w)) {
+        return Err(ProviderError::Other(format!(
+            "cluster {cluster} has no worker {w} in group {group}"
+        )));
+    }
+    Ok(if n > now {
+        ScalePlan::Add(n - now)
+    } else if n == now {
+        ScalePlan::Nothing
+    } else if named.is_empty() {
+        ScalePlan::Retire(newest_first[..now - n].to_vec())
+    } else {
+        ScalePlan::Retire(named.to_vec())
+    })
+}
+
 pub(crate) fn saved_path(opts: &Options, name: &str) -> PathBuf {
     opts.state_dir.join(format!("{name}.yaml"))
 }
@@ -179,4 +221,31 @@ pub(crate) fn saved_clusters(opts: &Options) -> Result<Vec<ClusterConfig>, Provi
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_plans() {
+        let w = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let now = w(&["c", "b", "a"]);
+        let table: [(usize, Vec<String>, Result<ScalePlan, &str>); 6] = [
+            (5, vec![], Ok(ScalePlan::Add(2))),
+            (3, vec![], Ok(ScalePlan::Nothing)),
+            (1, vec![], Ok(ScalePlan::Retire(w(&["c", "b"])))),
+            (2, w(&["a"]), Ok(ScalePlan::Retire(w(&["a"])))),
+            (1, w(&["a"]), Err("retires 2, but 1 were named")),
+            (2, w(&["z"]), Err("has no worker z in group g")),
+        ];
+        for (n, named, want) in table {
+            let got = scale_plan("x", "g", &now, n, &named);
+            match (got, want) {
+                (Ok(p), Ok(w)) => assert_eq!(p, w, "{n} {named:?}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{e}"),
+                (got, want) => panic!("{n} {named:?}: {got:?}, wanted {want:?}"),
+            }
+        }
+    }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Options, ScaleReport, find, save, saved_clusters, saved_path};
-use crate::backend::Backend;
+use super::{Options, ScalePlan, ScaleReport, find, save, saved_clusters, saved_path, scale_plan};
+use crate::backend::{Backend, no_group};
 use crate::providers::ProviderError;
 use crate::providers::config::vm::{CloudCluster, ProviderSettings};
 use crate::providers::config::{self, ClusterConfig};
@@ -242,14 +242,10 @@ pub async fn scale(
     let b = attach(opts, name, config).await?;
     let group = group.unwrap_or(config::DEFAULT_GROUP);
     if !b.cluster.groups.contains_key(group) {
-        return Err(ProviderError::Other(format!(
-            "cluster {name} has no worker group {group} (it has: {})",
-            b.cluster
-                .groups
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+        return Err(ProviderError::Other(no_group(
+            name,
+            group,
+            b.cluster.groups.keys(),
         )));
     }
     let mut current: Vec<Vm> = b
@@ -259,39 +255,17 @@ pub async fn scale(
         .filter(|v| v.group.as_deref() == Some(group))
         .collect();
     current.sort_by(|a, b| b.created.total_cmp(&a.created).then(b.name.cmp(&a.name)));
+    let names: Vec<String> = current.into_iter().map(|v| v.name).collect();
     let mut report = ScaleReport::default();
-    if !workers.is_empty() && workers.len() + n != current.len() {
-        return Err(ProviderError::Other(format!(
-            "scaling {name}/{group} from {} to {n} workers retires {}, but {} were named to retire",
-            current.len(),
-            current.len().saturating_sub(n),
-            workers.len()
-        )));
-    }
-    if n > current.len() {
-        report.added = b.grow(group, n - current.len()).await?;
-    } else if n < current.len() {
-        let names: Vec<String> = if workers.is_empty() {
-            current
-                .iter()
-                .take(current.len() - n)
-                .map(|v| v.name.clone())
-                .collect()
-        } else {
-            if let Some(w) = workers
-                .iter()
-                .find(|w| !current.iter().any(|v| &v.name == *w))
-            {
-                return Err(ProviderError::Other(format!(
-                    "cluster {name} has no worker VM {w} in group {group}"
-                )));
-            }
-            workers.to_vec()
-        };
-        report.retired = b
-            .retire_workers(group, &names)
-            .await
-            .map_err(|e| ProviderError::Other(e.to_string()))?;
+    match scale_plan(name, group, &names, n, workers)? {
+        ScalePlan::Add(k) => report.added = b.grow(group, k).await?,
+        ScalePlan::Retire(names) => {
+            report.retired = b
+                .retire_workers(group, &names)
+                .await
+                .map_err(|e| ProviderError::Other(e.to_string()))?;
+        }
+        ScalePlan::Nothing => {}
     }
     Ok(report)
 }

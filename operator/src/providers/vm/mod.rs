@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::{
-    Backend, BackendError, InstanceState, Retirement, WorkerInstance, retire_then_remove, tail,
+    Backend, BackendError, InstanceState, Retirement, WorkerInstance, no_group, retire_then_remove,
+    tail,
 };
 use crate::clock::now;
 use crate::providers::config::vm::CloudCluster;
@@ -507,16 +508,7 @@ impl<P: Provider> CloudBackend<P> {
     ) -> Result<Vec<String>, ProviderError> {
         let cluster = &self.cluster;
         let g = cluster.groups.get(group).ok_or_else(|| {
-            ProviderError::Other(format!(
-                "cluster {} has no worker group {group} (it has: {})",
-                cluster.name,
-                cluster
-                    .groups
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+            ProviderError::Other(no_group(&cluster.name, group, cluster.groups.keys()))
         })?;
         let spot = match &cluster.provider {
             crate::providers::config::vm::ProviderSettings::Aws(e) => e.spot,
