@@ -20,7 +20,7 @@ use crate::providers::ProviderError;
 const RETRIES: u32 = 4;
 const ARM: &str = "https://management.azure.com";
 
-pub(super) type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// An ARM endpoint with its credentials.
 pub struct Arm {

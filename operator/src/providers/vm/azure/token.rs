@@ -11,8 +11,9 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use super::PROVIDER;
-use super::arm::Https;
 use crate::providers::ProviderError;
+
+type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// A token for ARM: client credentials from the environment, else the Azure CLI's, else the
 /// VM's managed identity (what the autoscaler on the scheduler VM uses).
