@@ -26,9 +26,10 @@ use rask::seed::{self, lit};
 use rask_operator::autoscaler::driver::{Autoscaler, Outcome, Step};
 use rask_operator::autoscaler::policy::Settings;
 use rask_operator::backend::Backend;
-use rask_operator::backend::local::{LocalBackend, LocalSpec, WorkerTemplate};
+use rask_operator::backend::local::{LocalBackend, LocalSpec};
 use rask_operator::clock::now;
 use rask_operator::scheduler_api::SchedulerApi;
+use rask_operator::spec::{ByteSize, MemoryLimit, WorkerTemplate};
 use serde_json::json;
 
 const GROUP: &str = "bench-default";
@@ -42,8 +43,8 @@ async fn cluster(rask: &Path, dir: &tempfile::TempDir, workers: usize) -> Arc<Lo
         groups: [(
             GROUP.to_string(),
             WorkerTemplate {
-                nthreads: 1,
-                memory_limit: "1GiB".into(),
+                nthreads: Some(1),
+                memory_limit: MemoryLimit::Bytes(ByteSize(1 << 30)),
                 env: vec![("RUST_LOG".into(), "error".into())],
             },
         )]

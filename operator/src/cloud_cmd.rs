@@ -1,6 +1,7 @@
-//! The cloud cluster subcommands of `rask-operator` (`scale`, `status`, `logs`, `down`, `sweep`,
-//! `autoscale`) and `up` for files with a top-level `provider:` key: argument parsing and printing
-//! around [`rask_operator::cloud::cli`].
+//! The provider cluster subcommands of `rask-operator` (`scale`, `status`, `logs`, `down`,
+//! `sweep`, `autoscale`, `keep`, `job-script`) and `up` for files with a top-level `provider:`
+//! key: argument parsing and printing around [`rask_operator::providers::commands`], which
+//! holds one function per command for VM clusters and one for batch clusters.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -8,13 +9,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
-use rask_operator::cloud::CloudError;
-use rask_operator::cloud::cli::{self, Options};
+use rask_operator::providers::ProviderError;
+use rask_operator::providers::batch::JobRole;
+use rask_operator::providers::commands::{self, Kind, Options, ScaleReport, batch, vm as cli};
 
 #[derive(Subcommand)]
 pub enum CloudCommand {
-    /// Set the number of workers of a cloud cluster: new VMs are waited for until their workers
-    /// joined the scheduler; removed ones are retired through the scheduler first.
+    /// Set the number of workers of a VM or batch cluster: new VMs or jobs are waited for until
+    /// their workers joined the scheduler; removed ones are retired through the scheduler first.
     Scale {
         /// The cluster's name (the config's `name:`).
         name: String,
@@ -23,39 +25,44 @@ pub enum CloudCommand {
         /// Worker group (default: `default`, the config's `worker:`).
         #[arg(long)]
         group: Option<String>,
-        /// When scaling down, retire these worker VMs instead of the newest (repeatable).
+        /// When scaling down, retire these workers instead of the newest (repeatable).
         #[arg(long = "retire")]
         retire: Vec<String>,
         /// The cluster's config file, when `up` did not run on this machine.
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Show a cloud cluster's VMs and whether each worker has joined the scheduler.
+    /// Show a cluster's VMs or jobs (a pending job with the batch system's reason) and whether
+    /// each worker has joined the scheduler.
     Status {
         name: String,
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Print the boot (serial console) log of the scheduler VM, or of the VM named.
+    /// Print the boot (serial console) log of the scheduler VM or of the VM named; on a batch
+    /// queue the scheduler's log, `keeper`'s, or a job's output files.
     Logs {
         name: String,
-        /// A VM name or id (default: the scheduler's).
+        /// A VM name or id; a job id, job name, worker name or `keeper` (default: the
+        /// scheduler's).
         vm: Option<String>,
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Delete every resource tagged with the cluster.
+    /// Delete every resource tagged with the cluster, or cancel every job of it.
     Down {
         name: String,
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Delete resources tagged with a cluster that is not live (no running scheduler VM marked
-    /// ready), in the places of the saved clusters or of `--config`.
+    /// ready), and cancel the jobs of clusters whose scheduler does not answer, in the places and
+    /// batch systems of the saved clusters or of `--config`.
     Sweep {
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Spare clusters with resources younger than this (an `up` may still be running).
+        /// Spare clusters with resources or jobs younger than this (an `up` may still be
+        /// running).
         #[arg(long, default_value_t = 1800)]
         grace_seconds: u64,
     },
@@ -68,6 +75,34 @@ pub enum CloudCommand {
         /// Seconds between looks at the scheduler.
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
+    },
+    /// Keep a batch cluster (what `up` leaves running in the background): retire workers before
+    /// their walltime and replace them, report jobs pending too long, autoscale, and cancel the
+    /// jobs if the scheduler is gone.
+    Keep {
+        name: String,
+        /// Seconds between looks.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
+    /// Print the job script `up` submits for a worker of a SLURM, SGE or PBS cluster (or, with
+    /// --scheduler-job, for its scheduler), like dask-jobqueue's `job_script()`.
+    JobScript {
+        /// The cluster's config file (`provider: slurm`, `sge` or `pbs`).
+        config: PathBuf,
+        /// Worker group (default: `default`, the config's `worker:`).
+        #[arg(long)]
+        group: Option<String>,
+        /// The job's name (default: CLUSTER-GROUP-XXXXXXXX, as `up` names jobs).
+        #[arg(long)]
+        name: Option<String>,
+        /// The scheduler's address (default: the running cluster's, else
+        /// scheduler_options.host:port).
+        #[arg(long)]
+        scheduler: Option<String>,
+        /// The scheduler's job script instead (scheduler_options.location: job).
+        #[arg(long)]
+        scheduler_job: bool,
     },
 }
 
@@ -89,15 +124,15 @@ fn finish(r: Result<(), String>) -> ExitCode {
     }
 }
 
-fn text(e: CloudError) -> String {
+fn text(e: ProviderError) -> String {
     e.to_string()
 }
 
-/// Whether `file` describes a cloud cluster (a top-level `provider:` key).
+/// Whether `file` describes a VM or batch cluster (a top-level `provider:` key).
 pub fn is_cloud_file(file: &Path) -> Result<bool, String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    Ok(rask_operator::cloud::config::names_provider(&text))
+    Ok(rask_operator::providers::config::names_provider(&text))
 }
 
 /// `up FILE` for a cloud config. Interrupted, it says how to delete what was made.
@@ -105,8 +140,14 @@ pub fn up(file: &Path, signal: impl Future<Output = ()>) -> ExitCode {
     finish(runtime().and_then(|rt| {
         rt.block_on(async {
             let opts = Options::from_env();
+            let up = async {
+                match commands::kind_of_file(file)? {
+                    Kind::Vm => cli::up(file, &opts).await.map(|r| r.to_string()),
+                    Kind::Batch => batch::up(file, &opts).await.map(|r| r.to_string()),
+                }
+            };
             tokio::select! {
-                r = cli::up(file, &opts) => {
+                r = up => {
                     let report = r.map_err(text)?;
                     println!("{report}");
                     Ok(())
@@ -133,9 +174,12 @@ pub fn run(cmd: CloudCommand, signal: impl Future<Output = ()> + Send + 'static)
                     retire,
                     config,
                 } => {
-                    let r = cli::scale(&name, workers, group.as_deref(), &retire, config.as_deref(), &opts)
-                        .await
-                        .map_err(text)?;
+                    let kind = commands::kind_of(&opts, &name, config.as_deref()).map_err(text)?;
+                    let r: ScaleReport = match kind {
+                        Kind::Vm => cli::scale(&name, workers, group.as_deref(), &retire, config.as_deref(), &opts).await,
+                        Kind::Batch => batch::scale(&name, workers, group.as_deref(), &retire, config.as_deref(), &opts).await,
+                    }
+                    .map_err(text)?;
                     for w in &r.added {
                         println!("added {w} (joined the scheduler)");
                     }
@@ -151,20 +195,32 @@ pub fn run(cmd: CloudCommand, signal: impl Future<Output = ()> + Send + 'static)
                     Ok(())
                 }
                 CloudCommand::Status { name, config } => {
-                    print!("{}", cli::status(&name, config.as_deref(), &opts).await.map_err(text)?);
+                    let kind = commands::kind_of(&opts, &name, config.as_deref()).map_err(text)?;
+                    let out = match kind {
+                        Kind::Vm => cli::status(&name, config.as_deref(), &opts).await.map(|s| s.to_string()),
+                        Kind::Batch => batch::status(&name, config.as_deref(), &opts).await.map(|s| s.to_string()),
+                    };
+                    print!("{}", out.map_err(text)?);
                     Ok(())
                 }
                 CloudCommand::Logs { name, vm, config } => {
-                    print!(
-                        "{}",
-                        cli::logs(&name, vm.as_deref(), config.as_deref(), &opts)
-                            .await
-                            .map_err(text)?
-                    );
+                    let kind = commands::kind_of(&opts, &name, config.as_deref()).map_err(text)?;
+                    let out = match kind {
+                        Kind::Vm => cli::logs(&name, vm.as_deref(), config.as_deref(), &opts).await,
+                        Kind::Batch => batch::logs(&name, vm.as_deref(), config.as_deref(), &opts).await,
+                    };
+                    print!("{}", out.map_err(text)?);
                     Ok(())
                 }
                 CloudCommand::Down { name, config } => {
-                    let deleted = cli::down(&name, config.as_deref(), &opts).await.map_err(text)?;
+                    let kind = commands::kind_of(&opts, &name, config.as_deref()).map_err(text)?;
+                    let deleted: Vec<String> = match kind {
+                        Kind::Vm => cli::down(&name, config.as_deref(), &opts)
+                            .await
+                            .map(|d| d.iter().map(|r| r.to_string()).collect()),
+                        Kind::Batch => batch::down(&name, config.as_deref(), &opts).await,
+                    }
+                    .map_err(text)?;
                     for r in &deleted {
                         println!("deleted {r}");
                     }
@@ -175,16 +231,27 @@ pub fn run(cmd: CloudCommand, signal: impl Future<Output = ()> + Send + 'static)
                     config,
                     grace_seconds,
                 } => {
-                    let swept = cli::sweep(config.as_deref(), Duration::from_secs(grace_seconds), &opts)
-                        .await
-                        .map_err(text)?;
-                    if swept.is_empty() {
+                    let grace = Duration::from_secs(grace_seconds);
+                    // (cluster, deleted, why, what) for VMs and for jobs alike.
+                    let mut lines: Vec<(String, bool, String, Vec<String>)> = Vec::new();
+                    let kind = config.as_deref().map(commands::kind_of_file).transpose().map_err(text)?;
+                    if kind != Some(Kind::Batch) {
+                        for s in cli::sweep(config.as_deref(), grace, &opts).await.map_err(text)? {
+                            let what = s.resources.iter().map(|r| r.to_string()).collect();
+                            lines.push((s.cluster, s.deleted, s.why, what));
+                        }
+                    }
+                    if kind != Some(Kind::Vm) {
+                        for s in batch::sweep(config.as_deref(), grace, &opts).await.map_err(text)? {
+                            lines.push((s.cluster, s.deleted, s.why, s.jobs));
+                        }
+                    }
+                    if lines.is_empty() {
                         println!("nothing tagged with a rask cluster");
                     }
-                    for s in swept {
-                        let what: Vec<String> = s.resources.iter().map(|r| r.to_string()).collect();
-                        let verb = if s.deleted { "deleted" } else { "kept" };
-                        println!("{}: {verb} ({}): {}", s.cluster, s.why, what.join(", "));
+                    for (cluster, deleted, why, what) in lines {
+                        let verb = if deleted { "deleted" } else { "kept" };
+                        println!("{cluster}: {verb} ({why}): {}", what.join(", "));
                     }
                     Ok(())
                 }
@@ -202,6 +269,30 @@ pub fn run(cmd: CloudCommand, signal: impl Future<Output = ()> + Send + 'static)
                     cli::autoscale(&config, &scheduler_url, interval, &opts, rx)
                         .await
                         .map_err(text)
+                }
+                CloudCommand::Keep { name, interval } => {
+                    let (tx, rx) = tokio::sync::watch::channel(false);
+                    tokio::spawn(async move {
+                        signal.await;
+                        let _ = tx.send(true);
+                    });
+                    let interval = Duration::from_secs_f64(interval.clamp(0.05, 3600.0));
+                    batch::keep(&name, interval, &opts, rx).await.map_err(text)
+                }
+                CloudCommand::JobScript {
+                    config,
+                    group,
+                    name,
+                    scheduler,
+                    scheduler_job,
+                } => {
+                    let role = if scheduler_job { JobRole::Scheduler } else { JobRole::Worker };
+                    print!(
+                        "{}",
+                        batch::job_script(&config, group.as_deref(), role, name.as_deref(), scheduler.as_deref(), &opts)
+                            .map_err(text)?
+                    );
+                    Ok(())
                 }
             }
         })

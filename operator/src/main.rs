@@ -17,7 +17,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[command(
     name = "rask-operator",
     version,
-    about = "Kubernetes operator for Dask's custom resources, and clusters on cloud VMs"
+    about = "Kubernetes operator for Dask's custom resources, and clusters on cloud VMs and batch queues"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,13 +38,14 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
-    /// Start the cluster a file describes. A cloud config (a top-level `provider:` key: aws,
-    /// azure) starts it on VMs and prints its scheduler address and dashboard URL. A manifest of
+    /// Start the cluster a file describes. A cluster config (a top-level `provider:` key: aws,
+    /// azure on VMs; slurm, sge as batch jobs) starts it and prints its scheduler address and
+    /// dashboard URL. A manifest of
     /// Dask resources runs its DaskCluster or DaskJob on this machine (the local backend): the
     /// scheduler and workers as `rask` processes, scaled by the file's DaskAutoscalers; a DaskJob
     /// ends with its runner, a DaskCluster at Ctrl-C or its idleTimeout.
     Up {
-        /// A cloud config, or a YAML file of Dask resources (as for `kubectl apply -f`).
+        /// A cluster config, or a YAML file of Dask resources (as for `kubectl apply -f`).
         file: std::path::PathBuf,
         /// The `rask` binary to start (default: $RASK_BIN, beside this binary, or on PATH).
         #[arg(long)]
@@ -105,7 +106,10 @@ fn main() -> ExitCode {
             poll,
         } => {
             match cloud_cmd::is_cloud_file(&file) {
-                Ok(true) => return cloud_cmd::up(&file, shutdown_signal()),
+                Ok(true) => {
+                    init_cli_logging();
+                    return cloud_cmd::up(&file, shutdown_signal());
+                }
                 Ok(false) => {}
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -150,8 +154,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Cloud(cmd) => {
-            if matches!(cmd, cloud_cmd::CloudCommand::Autoscale { .. }) {
+            if matches!(
+                cmd,
+                cloud_cmd::CloudCommand::Autoscale { .. } | cloud_cmd::CloudCommand::Keep { .. }
+            ) {
                 init_logging(false);
+            } else {
+                init_cli_logging();
             }
             cloud_cmd::run(cmd, shutdown_signal())
         }
@@ -195,13 +204,29 @@ fn crds(
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a person at a terminal, not in files and log pipelines.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
     log_panics();
+}
+
+/// The provider commands' log: warnings only unless `RUST_LOG` says more (`RUST_LOG=debug` shows
+/// the full errors of cloud SDKs and batch commands that the messages summarise).
+fn init_cli_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Reports a panic through the log as well (a JSON line with `--log-json`, where log pipelines

@@ -13,7 +13,7 @@ use kube::runtime::events::EventType;
 use serde_json::json;
 
 use super::driver;
-use super::policy::{Decision, Policy, Settings};
+use super::policy::{Decision, Policy};
 use crate::apply::apply_status;
 use crate::backend::kubernetes::KubernetesBackend;
 use crate::conditions::condition;
@@ -21,6 +21,7 @@ use crate::context::Context;
 use crate::crd::{DaskAutoscaler, DaskAutoscalerStatus, DaskCluster, DaskWorkerGroup};
 use crate::error::Error;
 use crate::names;
+use crate::spec::autoscaler::{AutoscalerSpec, Keys};
 
 pub const CONTROLLER: &str = "daskautoscaler";
 /// How often the scheduler is asked.
@@ -58,39 +59,46 @@ async fn reconcile_inner(a: &DaskAutoscaler, ctx: &Context) -> Result<Action, Er
     let prev = &previous.conditions;
 
     // Validate.
-    if a.spec.minimum < 0 || a.spec.maximum < a.spec.minimum {
-        let msg = format!(
-            "spec.minimum ({}) must be at least 0 and at most spec.maximum ({})",
-            a.spec.minimum, a.spec.maximum
-        );
-        let st = DaskAutoscalerStatus {
-            observed_generation: Some(g),
-            conditions: vec![condition(
-                prev,
-                "Valid",
-                false,
-                "InvalidSpec",
-                msg.clone(),
-                g,
-            )],
-            ..previous.clone()
-        };
-        if a.status.as_ref() != Some(&st) {
-            ctx.event(a, EventType::Warning, "InvalidSpec", "Validate", msg)
-                .await;
-        }
-        write_status(ctx, a, &st).await?;
-        return Ok(Action::await_change());
-    }
-
-    // Read the cluster and the group it scales.
-    let clusters: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let groups: Api<DaskWorkerGroup> = Api::namespaced(ctx.client.clone(), &ns);
     let group_name = a
         .spec
         .worker_group
         .clone()
         .unwrap_or_else(|| names::default_worker_group(&a.spec.cluster));
+    let spec = match AutoscalerSpec::validate(
+        group_name,
+        i64::from(a.spec.minimum),
+        i64::from(a.spec.maximum),
+        a.spec.scale_down_stabilization_seconds,
+        Keys::RESOURCE,
+    ) {
+        Ok(spec) => spec,
+        Err(invalid) => {
+            let msg = invalid.message;
+            let st = DaskAutoscalerStatus {
+                observed_generation: Some(g),
+                conditions: vec![condition(
+                    prev,
+                    "Valid",
+                    false,
+                    "InvalidSpec",
+                    msg.clone(),
+                    g,
+                )],
+                ..previous.clone()
+            };
+            if a.status.as_ref() != Some(&st) {
+                ctx.event(a, EventType::Warning, "InvalidSpec", "Validate", msg)
+                    .await;
+            }
+            write_status(ctx, a, &st).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    // Read the cluster and the group it scales.
+    let clusters: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let groups: Api<DaskWorkerGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let group_name = spec.group.clone();
     let (Some(_cluster), Some(group)) = (
         clusters.get_opt(&a.spec.cluster).await?,
         groups.get_opt(&group_name).await?,
@@ -119,10 +127,7 @@ async fn reconcile_inner(a: &DaskAutoscaler, ctx: &Context) -> Result<Action, Er
     };
     let observed = driver::observe(&backend, &ctx.scheduler_api, &group_name).await?;
     let key = a.uid().unwrap_or_else(|| format!("{ns}/{}", a.name_any()));
-    let mut settings = Settings::new(a.spec.minimum as usize, a.spec.maximum as usize);
-    if let Some(s) = a.spec.scale_down_stabilization_seconds {
-        settings.down_window = Duration::from_secs(s.max(0).unsigned_abs());
-    }
+    let settings = spec.settings;
     let decision = {
         let mut policies = ctx.policies.lock().unwrap_or_else(|p| p.into_inner());
         let policy = policies

@@ -11,22 +11,16 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-use super::{Backend, BackendError, InstanceState, Retirement, WorkerInstance, retire_then_remove};
+use super::{
+    Backend, BackendError, InstanceState, Retirement, WorkerInstance, retire_then_remove, tail,
+};
 use crate::clock::now;
 use crate::scheduler_api::SchedulerApi;
+use crate::spec::WorkerTemplate;
 
 const BACKEND: &str = "local";
 /// How long a retired worker gets to leave on its own before it is killed (it holds nothing).
 const EXIT_GRACE: Duration = Duration::from_secs(10);
-
-/// How one worker group's processes are started.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WorkerTemplate {
-    pub nthreads: usize,
-    /// As `rask worker --memory-limit` takes it: `4GiB`, `auto`, `0`.
-    pub memory_limit: String,
-    pub env: Vec<(String, String)>,
-}
 
 /// Everything the local backend needs to run a cluster.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,7 +73,7 @@ fn failed(action: impl Into<String>, reason: impl std::fmt::Display) -> BackendE
 
 /// The last lines of a log file, to say why a process ended.
 pub fn log_tail(path: &Path, lines: usize) -> String {
-    crate::cloud::tail(&std::fs::read_to_string(path).unwrap_or_default(), lines)
+    tail(&std::fs::read_to_string(path).unwrap_or_default(), lines)
 }
 
 impl LocalBackend {
@@ -241,16 +235,7 @@ impl Backend for LocalBackend {
         let template = self.spec.groups.get(group).ok_or_else(|| {
             failed(
                 format!("add workers to {group}"),
-                format!(
-                    "cluster {} has no worker group {group} (it has: {})",
-                    self.spec.cluster,
-                    self.spec
-                        .groups
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                super::no_group(&self.spec.cluster, group, self.spec.groups.keys()),
             )
         })?;
         let spill = self.spec.dir.join("spill");
@@ -267,8 +252,7 @@ impl Backend for LocalBackend {
             cmd.arg("worker")
                 .arg(&self.address)
                 .args(["--name", &name])
-                .args(["--nthreads", &template.nthreads.to_string()])
-                .args(["--memory-limit", &template.memory_limit])
+                .args(template.args())
                 .args(["--listen-host", "127.0.0.1", "--local-directory"])
                 .arg(&spill)
                 .envs(template.env.iter().cloned())

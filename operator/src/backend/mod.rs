@@ -1,16 +1,12 @@
 //! Where workers live. One trait — add workers, retire named workers, list them, delete the
-//! cluster — and one file per backend: local processes, Kubernetes pods, cloud VMs. The
-//! autoscaler ([`crate::autoscaler::driver`]) drives any of them the same way.
+//! cluster — implemented here for local processes and Kubernetes pods, and for cloud VMs and
+//! batch jobs in [`crate::providers`]. The autoscaler ([`crate::autoscaler::driver`]) drives any
+//! of them the same way.
 
 use std::future::Future;
 
 use crate::scheduler_api::{SchedulerApi, SchedulerApiError};
 
-#[cfg(feature = "aws")]
-pub mod aws;
-#[cfg(feature = "azure")]
-pub mod azure;
-pub mod cloud;
 pub mod kubernetes;
 pub mod local;
 
@@ -118,4 +114,22 @@ where
         removed: retired,
         kept,
     })
+}
+
+/// The last `lines` lines of a text (a log's end, for an error message).
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `cluster C has no worker group G (it has: a, b)`.
+pub fn no_group<'a>(
+    cluster: &str,
+    group: &str,
+    groups: impl Iterator<Item = &'a String>,
+) -> String {
+    format!(
+        "cluster {cluster} has no worker group {group} (it has: {})",
+        groups.cloned().collect::<Vec<_>>().join(", ")
+    )
 }

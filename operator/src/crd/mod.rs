@@ -85,7 +85,7 @@ mod tests {
                 }
                 if value.get("provider").is_some() {
                     // A cloud cluster's config file (docs/cloud.md), not a Kubernetes manifest.
-                    crate::cloud::config::parse(&text)
+                    crate::providers::config::parse(&text)
                         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                     continue;
                 }

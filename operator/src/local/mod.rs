@@ -225,11 +225,11 @@ async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loops = Vec::new();
     for a in &plan.autoscalers {
-        let mut scaler = Autoscaler::new(a.group.clone(), a.settings.clone());
+        let mut scaler = Autoscaler::new(a.spec.group.clone(), a.spec.settings.clone());
         scaler.interval = opts.poll;
         say.line(format_args!(
             "autoscaler {}: {} between {} and {} workers",
-            a.name, a.group, a.settings.minimum, a.settings.maximum
+            a.name, a.spec.group, a.spec.settings.minimum, a.spec.settings.maximum
         ));
         let (backend, events, say, rx) = (
             backend.clone(),

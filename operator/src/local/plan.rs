@@ -9,10 +9,11 @@ use k8s_openapi::api::core::v1::{Container, PodSpec};
 use kube::ResourceExt;
 
 use super::manifest::Resource;
-use crate::autoscaler::policy::Settings;
-use crate::backend::local::WorkerTemplate;
 use crate::crd::{DaskClusterSpec, WorkerSpec};
 use crate::names;
+use crate::spec::autoscaler::{AutoscalerSpec, Keys};
+use crate::spec::quantity::kube_quantity;
+use crate::spec::{ByteSize, MemoryLimit, WorkerTemplate};
 
 /// The name of rask's worker image, whose entrypoint is the `rask` binary.
 pub const RASK_IMAGE: &str = "rask-dev/rask-worker";
@@ -25,9 +26,9 @@ pub struct GroupPlan {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct AutoscalerPlan {
+    /// The DaskAutoscaler's name.
     pub name: String,
-    pub group: String,
-    pub settings: Settings,
+    pub spec: AutoscalerSpec,
 }
 
 /// A DaskJob's runner: its command line as written (`$(VAR)` references expanded at start, when
@@ -153,32 +154,26 @@ pub fn plan(resources: &[Resource]) -> Result<LocalPlan, Invalid> {
                     ));
                     continue;
                 }
-                if a.spec.minimum < 0 || a.spec.maximum < a.spec.minimum {
-                    problems.push(format!(
-                        "DaskAutoscaler {name}: spec.minimum ({}) must be at least 0 and at most spec.maximum ({})",
-                        a.spec.minimum, a.spec.maximum
-                    ));
-                    continue;
-                }
-                let mut settings = Settings::new(a.spec.minimum as usize, a.spec.maximum as usize);
-                if let Some(s) = a.spec.scale_down_stabilization_seconds {
-                    settings.down_window = Duration::from_secs(s.max(0).unsigned_abs());
-                }
-                autoscalers.push(AutoscalerPlan {
-                    name,
+                match AutoscalerSpec::validate(
                     group,
-                    settings,
-                });
+                    i64::from(a.spec.minimum),
+                    i64::from(a.spec.maximum),
+                    a.spec.scale_down_stabilization_seconds,
+                    Keys::RESOURCE,
+                ) {
+                    Ok(spec) => autoscalers.push(AutoscalerPlan { name, spec }),
+                    Err(e) => problems.push(format!("DaskAutoscaler {name}: {e}")),
+                }
             }
             Resource::Cluster(_) | Resource::Job(_) => {}
         }
     }
     for a in &autoscalers {
-        if !groups.contains_key(&a.group) {
+        if !groups.contains_key(&a.spec.group) {
             problems.push(format!(
                 "DaskAutoscaler {}: worker group {} is not in the file (groups: {})",
                 a.name,
-                a.group,
+                a.spec.group,
                 groups.keys().cloned().collect::<Vec<_>>().join(", ")
             ));
         }
@@ -238,29 +233,6 @@ fn flag(args: &[String], name: &str) -> Option<String> {
     })
 }
 
-/// A Kubernetes quantity (`2Gi`, `500M`, `1.5`, `250m`) as a number.
-pub fn quantity(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0f64.powi(2),
-        "Gi" => 1024.0f64.powi(3),
-        "Ti" => 1024.0f64.powi(4),
-        _ => return None,
-    };
-    let v = n * mult;
-    (v.is_finite() && v >= 0.0).then_some(v)
-}
-
 fn group(w: &WorkerSpec, path: &str, problems: &mut Vec<String>) -> Option<GroupPlan> {
     if w.replicas < 0 {
         problems.push(format!("{path}.replicas: {} is negative", w.replicas));
@@ -283,7 +255,7 @@ fn group(w: &WorkerSpec, path: &str, problems: &mut Vec<String>) -> Option<Group
             }
         },
         None => match limit("cpu") {
-            Some(q) => match quantity(&q) {
+            Some(q) => match kube_quantity(&q) {
                 Some(cpus) => (cpus.ceil() as usize).max(1),
                 None => {
                     problems.push(format!(
@@ -296,10 +268,16 @@ fn group(w: &WorkerSpec, path: &str, problems: &mut Vec<String>) -> Option<Group
         },
     };
     let memory_limit = match flag(&args, "--memory-limit") {
-        Some(m) => m,
+        Some(m) => match MemoryLimit::parse(&m) {
+            Ok(l) => l,
+            Err(e) => {
+                problems.push(format!("{cpath}.args: --memory-limit: {e}"));
+                return None;
+            }
+        },
         None => match limit("memory") {
-            Some(q) => match quantity(&q) {
-                Some(bytes) => format!("{}", bytes as u64),
+            Some(q) => match kube_quantity(&q) {
+                Some(bytes) => MemoryLimit::Bytes(ByteSize(bytes as u64)),
                 None => {
                     problems.push(format!(
                         "{cpath}.resources.limits.memory: {q:?} is not a quantity"
@@ -307,13 +285,13 @@ fn group(w: &WorkerSpec, path: &str, problems: &mut Vec<String>) -> Option<Group
                     return None;
                 }
             },
-            None => "auto".into(),
+            None => MemoryLimit::Auto,
         },
     };
     Some(GroupPlan {
         replicas: w.replicas as usize,
         template: WorkerTemplate {
-            nthreads,
+            nthreads: Some(nthreads),
             memory_limit,
             env: env(c, &cpath, problems),
         },
@@ -402,11 +380,14 @@ mod tests {
         let g = &p.groups["foo-default"];
         assert_eq!(g.replicas, 2);
         // limits.memory 64Gi, no --nthreads and no cpu limit.
-        assert_eq!(g.template.memory_limit, (64u64 << 30).to_string());
-        assert_eq!(g.template.nthreads, 1);
+        assert_eq!(
+            g.template.memory_limit,
+            MemoryLimit::Bytes(ByteSize(64u64 << 30))
+        );
+        assert_eq!(g.template.nthreads, Some(1));
         assert_eq!(p.autoscalers.len(), 1);
-        assert_eq!(p.autoscalers[0].group, "foo-default");
-        assert_eq!(p.autoscalers[0].settings.maximum, 10);
+        assert_eq!(p.autoscalers[0].spec.group, "foo-default");
+        assert_eq!(p.autoscalers[0].spec.settings.maximum, 10);
         assert!(p.runner.is_none());
     }
 
@@ -454,11 +435,21 @@ mod tests {
     }
 
     #[test]
-    fn quantities_and_expansion() {
-        assert_eq!(quantity("2Gi"), Some(2.0 * 1024.0 * 1024.0 * 1024.0));
-        assert_eq!(quantity("500M"), Some(5e8));
-        assert_eq!(quantity("250m"), Some(0.25));
-        assert_eq!(quantity("2 apples"), None);
+    fn a_memory_limit_that_is_not_a_size_is_named() {
+        let cluster = example("daskcluster.yaml");
+        let bad = cluster.replace(
+            "--name, $(DASK_WORKER_NAME)",
+            "--name, $(DASK_WORKER_NAME), --memory-limit, lots",
+        );
+        let e = plan_of(&bad).unwrap_err();
+        assert!(
+            e.problems[0].contains("args: --memory-limit: \"lots\" is not a size"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn expansion() {
         let vars = vec![("A".to_string(), "x".to_string())];
         assert_eq!(expand("--name=$(A)-$(B)", &vars), "--name=x-$(B)");
         assert_eq!(expand("$$(A) costs $5", &vars), "$(A) costs $5");

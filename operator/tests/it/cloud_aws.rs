@@ -14,8 +14,8 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use rask_operator::backend::Backend;
-use rask_operator::cloud::CloudError;
-use rask_operator::cloud::cli::{self, Options};
+use rask_operator::providers::ProviderError;
+use rask_operator::providers::commands::{Options, vm as cli};
 
 use crate::cloud_env::{LocalScheduler, VmBodies, free_port, options, write_config};
 use crate::env::wait_until;
@@ -369,7 +369,10 @@ async fn up_scale_named_down_and_down_against_moto() {
     assert!(instances(&c, "demo").await.is_empty());
     assert!(groups(&c, "demo").await.is_empty());
     let again = cli::status("demo", None, &opts).await.unwrap_err();
-    assert!(matches!(again, CloudError::NoSuchCluster { .. }), "{again}");
+    assert!(
+        matches!(again, ProviderError::NoSuchCluster { .. }),
+        "{again}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,7 +444,7 @@ async fn workers_that_never_join_fail_up_naming_the_vm_with_its_boot_log_and_rol
     let path = write_config(dir.path(), "silent.yaml", &text);
     let err = cli::up(&path, &opts).await.unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, CloudError::RolledBack { .. }), "{msg}");
+    assert!(matches!(err, ProviderError::RolledBack { .. }), "{msg}");
     assert!(msg.contains("joining the scheduler"), "{msg}");
     assert!(msg.contains("silent-default-"), "names the VM: {msg}");
     assert!(msg.contains("Linux version"), "carries the boot log: {msg}");
@@ -491,7 +494,7 @@ async fn a_bad_config_or_an_unknown_ami_creates_nothing_and_names_the_key() {
     closed.aws.endpoint_url = Some(format!("http://127.0.0.1:{}", free_port()));
     let ok = write_config(dir.path(), "ok.yaml", &config("ok", &ami, ""));
     let err = cli::up(&ok, &closed).await.unwrap_err();
-    assert!(matches!(err, CloudError::Unreachable { .. }), "{err}");
+    assert!(matches!(err, ProviderError::Unreachable { .. }), "{err}");
     assert!(
         err.to_string().contains("unreachable at http://127.0.0.1:"),
         "{err}"
@@ -647,10 +650,10 @@ async fn no_capacity_and_throttling_are_clear_errors_and_up_rolls_back() {
     let path = write_config(dir.path(), "full.yaml", &config("full", &ami, ""));
     let err = cli::up(&path, &opts).await.unwrap_err();
     let msg = err.to_string();
-    let CloudError::RolledBack { cause, deleted } = &err else {
+    let ProviderError::RolledBack { cause, deleted } = &err else {
         panic!("{msg}")
     };
-    assert!(matches!(**cause, CloudError::Capacity { .. }), "{msg}");
+    assert!(matches!(**cause, ProviderError::Capacity { .. }), "{msg}");
     assert!(
         msg.contains("no capacity for t3.small us-east-1 (InsufficientInstanceCapacity)"),
         "{msg}"
@@ -686,7 +689,7 @@ async fn no_capacity_and_throttling_are_clear_errors_and_up_rolls_back() {
         "retried once (max_attempts 2)"
     );
     assert!(
-        matches!(err, CloudError::RolledBack { .. }),
+        matches!(err, ProviderError::RolledBack { .. }),
         "the group is deleted: {msg}"
     );
     assert!(groups(&c, "full").await.is_empty());
@@ -713,12 +716,14 @@ async fn the_autoscaler_keeps_the_minimum_on_ec2() {
 
     // The loop the scheduler VM runs (`rask-operator autoscale`), on the same backend.
     let backend = cli::attach(&opts, "auto", None).await.unwrap();
-    let mut settings = rask_operator::autoscaler::policy::Settings::new(2, 4);
-    settings.down_window = Duration::ZERO;
-    let auto = rask_operator::cloud::config::AutoscalingSettings {
-        group: "default".into(),
-        settings,
-    };
+    let auto = rask_operator::spec::AutoscalerSpec::validate(
+        "default",
+        2,
+        4,
+        Some(0),
+        rask_operator::spec::autoscaler::Keys::FILE,
+    )
+    .unwrap();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let run = {
         let backend_url = backend.scheduler_url();

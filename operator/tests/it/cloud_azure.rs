@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
-use rask_operator::cloud::CloudError;
-use rask_operator::cloud::cli::{self, Options};
+use rask_operator::providers::ProviderError;
+use rask_operator::providers::commands::{Options, vm as cli};
 use serde_json::Value;
 
 use crate::arm_stub::{ArmStub, Fault, FaultKind, GROUP, SUBSCRIPTION, TOKEN};
@@ -254,10 +254,10 @@ async fn failed_operations_and_throttling_are_clear_errors_and_up_rolls_back() {
     });
     let err = cli::up(&path, &opts).await.unwrap_err();
     let msg = err.to_string();
-    let CloudError::RolledBack { cause, .. } = &err else {
+    let ProviderError::RolledBack { cause, .. } = &err else {
         panic!("{msg}")
     };
-    assert!(matches!(**cause, CloudError::Capacity { .. }), "{msg}");
+    assert!(matches!(**cause, ProviderError::Capacity { .. }), "{msg}");
     assert!(
         msg.contains("no capacity for Standard_D2s_v3 in westeurope (AllocationFailed)"),
         "{msg}"
@@ -319,7 +319,7 @@ async fn workers_that_never_join_and_bad_settings_fail_clearly_on_azure() {
         .await
         .unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, CloudError::RolledBack { .. }), "{msg}");
+    assert!(matches!(err, ProviderError::RolledBack { .. }), "{msg}");
     assert!(msg.contains("joining the scheduler"), "{msg}");
     assert!(
         msg.contains("serial log of silent-default-"),
@@ -359,7 +359,7 @@ async fn workers_that_never_join_and_bad_settings_fail_clearly_on_azure() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, CloudError::Unauthorized { .. }), "{err}");
+    assert!(matches!(err, ProviderError::Unauthorized { .. }), "{err}");
     assert!(
         err.to_string().contains("InvalidAuthenticationToken"),
         "{err}"

@@ -63,3 +63,46 @@ fn cloud_commands_name_the_bad_key_the_missing_cluster_and_the_wrong_kind_of_fil
     assert!(!ok);
     assert!(err.contains("pass --config FILE"), "{err}");
 }
+
+#[cfg(feature = "aws")]
+#[test]
+fn missing_aws_credentials_are_summarised_and_the_sdk_dump_is_kept_for_debug_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cloud-aws.yaml");
+    let up = |rust_log: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rask-operator"))
+            .args(["up", example.to_str().unwrap()])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("RASK_STATE_DIR", dir.path().join("state"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", rust_log)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = up("warn");
+    assert!(
+        err.contains("error: aws: no credentials found (tried: AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
+    assert!(
+        err.contains("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"),
+        "{err}"
+    );
+    for dump in ["DispatchFailure", "headers", "SdkBody", "{"] {
+        assert!(
+            !err.contains(dump),
+            "the message holds a debug dump ({dump}):\n{err}"
+        );
+    }
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let debug = up("rask_operator=debug");
+    assert!(
+        debug.contains("DispatchFailure"),
+        "RUST_LOG=debug keeps the SDK's error:\n{debug}"
+    );
+}

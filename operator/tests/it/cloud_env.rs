@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rask::scheduler::server::{Scheduler, SchedulerConfig};
 use rask::worker::{Worker, WorkerConfig};
-use rask_operator::cloud::cli::Options;
+use rask_operator::providers::commands::Options;
 use tokio::task::JoinHandle;
 
 /// The scheduler the VMs' user-data would start, here a local process-internal one.

@@ -11,8 +11,9 @@ use rask::seed::{self, lit};
 use rask_operator::autoscaler::driver::{Autoscaler, Outcome, Step};
 use rask_operator::autoscaler::policy::Settings;
 use rask_operator::backend::Backend;
-use rask_operator::backend::local::{LocalBackend, LocalSpec, WorkerTemplate};
+use rask_operator::backend::local::{LocalBackend, LocalSpec};
 use rask_operator::local::{UpError, UpOptions, load, up};
+use rask_operator::spec::{ByteSize, MemoryLimit, WorkerTemplate};
 
 use crate::env::wait_until;
 
@@ -32,6 +33,24 @@ pub fn rask_bin() -> PathBuf {
     bin
 }
 
+/// A `rask` whose workers fail at start (as on a node without a library they need) and whose
+/// scheduler runs: a script in `dir` around the real binary.
+pub fn failing_worker_rask(dir: &std::path::Path) -> PathBuf {
+    let wrapper = dir.join("rask");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = worker ]; then echo 'libcuda.so.1: cannot open shared object file' >&2; exit 3; fi\nexec {} \"$@\"\n",
+            rask_bin().display()
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&wrapper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&wrapper, perms).unwrap();
+    wrapper
+}
+
 fn spec(dir: &tempfile::TempDir) -> LocalSpec {
     LocalSpec {
         cluster: "t".into(),
@@ -41,8 +60,8 @@ fn spec(dir: &tempfile::TempDir) -> LocalSpec {
         groups: [(
             "t-default".to_string(),
             WorkerTemplate {
-                nthreads: 1,
-                memory_limit: "1GiB".into(),
+                nthreads: Some(1),
+                memory_limit: MemoryLimit::Bytes(ByteSize(1 << 30)),
                 env: vec![("RUST_LOG".into(), "warn".into())],
             },
         )]
@@ -210,11 +229,9 @@ async fn a_runner_past_its_deadline_is_stopped() {
 async fn a_worker_that_cannot_start_is_named_with_its_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = job_file(&dir, "run, delayed");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("--memory-limit, 1GiB", "--memory-limit, lots");
-    std::fs::write(&path, text).unwrap();
+    let wrapper = failing_worker_rask(dir.path());
     let mut o = opts(&dir);
+    o.rask = Some(wrapper);
     o.start_timeout = Duration::from_secs(3);
     let err = up(load(&path).unwrap(), o, std::future::pending())
         .await
@@ -222,7 +239,22 @@ async fn a_worker_that_cannot_start_is_named_with_its_log() {
     let msg = err.to_string();
     assert!(matches!(err, UpError::NotJoined { .. }), "{msg}");
     assert!(msg.contains("burst-burst-default-worker-1"), "{msg}");
-    assert!(msg.contains("--memory-limit"), "{msg}");
+    assert!(msg.contains("libcuda.so.1"), "{msg}");
+}
+
+#[test]
+fn a_memory_limit_that_is_not_a_size_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = job_file(&dir, "run, delayed");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("--memory-limit, 1GiB", "--memory-limit, lots");
+    std::fs::write(&path, text).unwrap();
+    let err = load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("--memory-limit: \"lots\" is not a size"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

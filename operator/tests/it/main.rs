@@ -7,6 +7,9 @@
 #[cfg(feature = "azure")]
 mod arm_stub;
 mod autoscaling;
+mod batch_env;
+mod batch_sge;
+mod batch_slurm;
 #[cfg(feature = "aws")]
 mod cloud_aws;
 #[cfg(feature = "azure")]
@@ -16,6 +19,7 @@ mod cloud_cli;
 mod cloud_env;
 mod env;
 mod job;
+mod job_script;
 mod lifecycle;
 mod local_backend;
 mod scaling;

@@ -1,5 +1,5 @@
 //! Cloud VMs as a [`Backend`]: one generic implementation over a [`Provider`] (EC2 in
-//! [`super::aws`], Azure in [`super::azure`]) that knows only how to create, describe and delete
+//! [`aws`], Azure in [`azure`]) that knows only how to create, describe and delete
 //! tagged resources. Provisioning is a staged pipeline that records every resource it creates in a
 //! [`Ledger`], so a failure rolls back exactly those; every wait has a timeout; new workers count
 //! only once they appear in the scheduler's `get_workers`.
@@ -9,12 +9,21 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Backend, BackendError, InstanceState, Retirement, WorkerInstance, retire_then_remove};
+use crate::backend::{
+    Backend, BackendError, InstanceState, Retirement, WorkerInstance, no_group, retire_then_remove,
+    tail,
+};
 use crate::clock::now;
-use crate::cloud::config::CloudCluster;
-use crate::cloud::userdata::{self, Body};
-use crate::cloud::{CloudError, tail};
+use crate::providers::config::vm::CloudCluster;
+use crate::providers::{ProviderError, suffix};
 use crate::scheduler_api::SchedulerApi;
+use userdata::Body;
+
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(feature = "azure")]
+pub mod azure;
+pub mod userdata;
 
 /// Tag keys every resource carries.
 pub const TAG_CLUSTER: &str = "rask:cluster";
@@ -131,7 +140,7 @@ pub trait Provider: Send + Sync + 'static {
         &self,
         cluster: &CloudCluster,
         ledger: &mut Ledger,
-    ) -> impl Future<Output = Result<(), CloudError>> + Send;
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
     /// Creates one VM (and its NIC, IP, disk...), recording each in the ledger.
     fn create_vm(
@@ -139,16 +148,19 @@ pub trait Provider: Send + Sync + 'static {
         cluster: &CloudCluster,
         req: &VmRequest,
         ledger: &mut Ledger,
-    ) -> impl Future<Output = Result<Vm, CloudError>> + Send;
+    ) -> impl Future<Output = Result<Vm, ProviderError>> + Send;
 
     /// The cluster's VMs that are not deleted.
-    fn list_vms(&self, cluster: &str) -> impl Future<Output = Result<Vec<Vm>, CloudError>> + Send;
+    fn list_vms(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Vec<Vm>, ProviderError>> + Send;
 
     /// Every resource carrying a cluster tag (of `cluster`, or of any cluster).
     fn tagged(
         &self,
         cluster: Option<&str>,
-    ) -> impl Future<Output = Result<Vec<Resource>, CloudError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Resource>, ProviderError>> + Send;
 
     /// Deletes the resources (VMs before the network pieces they use) and waits until they are
     /// gone, up to `timeout`.
@@ -156,13 +168,13 @@ pub trait Provider: Send + Sync + 'static {
         &self,
         resources: &[Resource],
         timeout: Duration,
-    ) -> impl Future<Output = Result<(), CloudError>> + Send;
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
     /// The VM's boot (serial console) output so far.
-    fn boot_log(&self, vm: &Vm) -> impl Future<Output = Result<String, CloudError>> + Send;
+    fn boot_log(&self, vm: &Vm) -> impl Future<Output = Result<String, ProviderError>> + Send;
 
     /// Marks the scheduler VM as belonging to a live cluster ([`TAG_READY`]).
-    fn mark_ready(&self, vm: &Vm) -> impl Future<Output = Result<(), CloudError>> + Send;
+    fn mark_ready(&self, vm: &Vm) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
     /// The resource a VM is, for [`Provider::delete`].
     fn vm_resource(&self, vm: &Vm) -> Resource;
@@ -206,20 +218,6 @@ pub fn scheduler_url_by_ip(private: bool) -> ResolveUrl {
     })
 }
 
-/// A short random-enough suffix for VM names: time and a process-wide counter.
-pub fn suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mixed = (t ^ (n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ u64::from(std::process::id()))
-        .wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    format!("{:08x}", (mixed >> 32) as u32)
-}
-
 /// A cluster on cloud VMs.
 pub struct CloudBackend<P: Provider> {
     pub provider: Arc<P>,
@@ -233,11 +231,11 @@ pub struct CloudBackend<P: Provider> {
 }
 
 /// The scheduler VM's private TCP address.
-fn private_address(vm: &Vm) -> Result<String, CloudError> {
+fn private_address(vm: &Vm) -> Result<String, ProviderError> {
     vm.private_ip
         .as_ref()
         .map(|ip| format!("tcp://{ip}:8786"))
-        .ok_or_else(|| CloudError::Other(format!("scheduler VM {} has no private IP", vm.id)))
+        .ok_or_else(|| ProviderError::Other(format!("scheduler VM {} has no private IP", vm.id)))
 }
 
 /// Deletes what the ledger holds, newest first, and wraps `cause` with what happened.
@@ -245,8 +243,8 @@ pub async fn rollback<P: Provider>(
     provider: &P,
     ledger: Ledger,
     timeout: Duration,
-    cause: CloudError,
-) -> CloudError {
+    cause: ProviderError,
+) -> ProviderError {
     if ledger.created.is_empty() {
         return cause;
     }
@@ -254,11 +252,11 @@ pub async fn rollback<P: Provider>(
     items.reverse();
     let names: Vec<String> = items.iter().map(|r| r.to_string()).collect();
     match provider.delete(&items, timeout).await {
-        Ok(()) => CloudError::RolledBack {
+        Ok(()) => ProviderError::RolledBack {
             cause: Box::new(cause),
             deleted: names,
         },
-        Err(e) => CloudError::RollbackFailed {
+        Err(e) => ProviderError::RollbackFailed {
             cause: Box::new(cause),
             error: Box::new(e),
             left: names,
@@ -274,7 +272,7 @@ async fn wait_running<P: Provider>(
     names: &BTreeSet<String>,
     timeout: Duration,
     poll: Duration,
-) -> Result<Vec<Vm>, CloudError> {
+) -> Result<Vec<Vm>, ProviderError> {
     let start = Instant::now();
     loop {
         let vms: Vec<Vm> = provider
@@ -289,7 +287,7 @@ async fn wait_running<P: Provider>(
         });
         if let Some((vm, reason)) = failed {
             let log = provider.boot_log(vm).await.ok().map(|l| tail(&l, 30));
-            return Err(CloudError::VmFailed {
+            return Err(ProviderError::VmFailed {
                 name: vm.name.clone(),
                 id: vm.id.clone(),
                 reason: reason.clone(),
@@ -314,7 +312,7 @@ async fn wait_running<P: Provider>(
                 Some(vm) => provider.boot_log(vm).await.ok().map(|l| tail(&l, 30)),
                 None => None,
             };
-            return Err(CloudError::Timeout {
+            return Err(ProviderError::Timeout {
                 what: format!("VMs {} running", missing.join(", ")),
                 after: timeout,
                 boot_log: log,
@@ -332,15 +330,17 @@ impl<P: Provider> CloudBackend<P> {
         cluster: Arc<CloudCluster>,
         config_text: &str,
         rt: Runtime,
-    ) -> Result<CloudBackend<P>, CloudError> {
+    ) -> Result<CloudBackend<P>, ProviderError> {
         let mut ledger = Ledger::default();
         match Self::provision_stages(&provider, &cluster, config_text, &rt, &mut ledger).await {
             Ok(b) => Ok(b),
             Err(cause) => {
-                (rt.progress)(&format!(
-                    "up failed; deleting the {} resources it created",
-                    ledger.created.len()
-                ));
+                if !ledger.created.is_empty() {
+                    (rt.progress)(&format!(
+                        "up failed; deleting the {} resources it created",
+                        ledger.created.len()
+                    ));
+                }
                 Err(rollback(&*provider, ledger, cluster.timeouts.delete, cause).await)
             }
         }
@@ -352,10 +352,10 @@ impl<P: Provider> CloudBackend<P> {
         config_text: &str,
         rt: &Runtime,
         ledger: &mut Ledger,
-    ) -> Result<CloudBackend<P>, CloudError> {
+    ) -> Result<CloudBackend<P>, ProviderError> {
         let existing = provider.tagged(Some(&cluster.name)).await?;
         if !existing.is_empty() {
-            return Err(CloudError::Other(format!(
+            return Err(ProviderError::Other(format!(
                 "cluster {} already has resources ({}): `rask-operator down {}` first, or pick another name",
                 cluster.name,
                 existing
@@ -370,8 +370,8 @@ impl<P: Provider> CloudBackend<P> {
         provider.prepare(cluster, ledger).await?;
         let with_config = cluster.autoscaling.as_ref().map(|_| config_text);
         let public_ip = match &cluster.provider {
-            crate::cloud::config::ProviderSettings::Aws(e) => !e.use_private_ip,
-            crate::cloud::config::ProviderSettings::Azure(a) => a.public_ingress,
+            crate::providers::config::vm::ProviderSettings::Aws(e) => !e.use_private_ip,
+            crate::providers::config::vm::ProviderSettings::Azure(a) => a.public_ingress,
         };
         let req = VmRequest {
             name: format!("{}-scheduler", cluster.name),
@@ -399,9 +399,9 @@ impl<P: Provider> CloudBackend<P> {
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| CloudError::Other("the scheduler VM vanished".into()))?;
+            .ok_or_else(|| ProviderError::Other("the scheduler VM vanished".into()))?;
         let url = (rt.resolve_url)(&scheduler).ok_or_else(|| {
-            CloudError::Other(format!(
+            ProviderError::Other(format!(
                 "scheduler VM {} has no IP address to reach it by",
                 scheduler.id
             ))
@@ -427,7 +427,7 @@ impl<P: Provider> CloudBackend<P> {
                     .await
                     .ok()
                     .map(|l| tail(&l, 30));
-                return Err(CloudError::Timeout {
+                return Err(ProviderError::Timeout {
                     what: format!(
                         "the scheduler on VM {} ({}) answering at {url}/api/v1/get_workers",
                         scheduler.name, scheduler.id
@@ -466,17 +466,17 @@ impl<P: Provider> CloudBackend<P> {
         provider: Arc<P>,
         cluster: Arc<CloudCluster>,
         rt: Runtime,
-    ) -> Result<CloudBackend<P>, CloudError> {
+    ) -> Result<CloudBackend<P>, ProviderError> {
         let vms = provider.list_vms(&cluster.name).await?;
         let scheduler = vms
             .into_iter()
             .find(|v| v.role == Role::Scheduler)
-            .ok_or_else(|| CloudError::NoSuchCluster {
+            .ok_or_else(|| ProviderError::NoSuchCluster {
                 name: cluster.name.clone(),
                 reason: format!("no scheduler VM tagged {TAG_CLUSTER}={}", cluster.name),
             })?;
         if scheduler.state != VmState::Running {
-            return Err(CloudError::NoSuchCluster {
+            return Err(ProviderError::NoSuchCluster {
                 name: cluster.name.clone(),
                 reason: format!(
                     "its scheduler VM {} is {:?}, not running",
@@ -485,7 +485,7 @@ impl<P: Provider> CloudBackend<P> {
             });
         }
         let url = (rt.resolve_url)(&scheduler).ok_or_else(|| {
-            CloudError::Other(format!("scheduler VM {} has no IP address", scheduler.id))
+            ProviderError::Other(format!("scheduler VM {} has no IP address", scheduler.id))
         })?;
         let address = private_address(&scheduler)?;
         Ok(CloudBackend {
@@ -505,23 +505,14 @@ impl<P: Provider> CloudBackend<P> {
         group: &str,
         n: usize,
         ledger: &mut Ledger,
-    ) -> Result<Vec<String>, CloudError> {
+    ) -> Result<Vec<String>, ProviderError> {
         let cluster = &self.cluster;
         let g = cluster.groups.get(group).ok_or_else(|| {
-            CloudError::Other(format!(
-                "cluster {} has no worker group {group} (it has: {})",
-                cluster.name,
-                cluster
-                    .groups
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+            ProviderError::Other(no_group(&cluster.name, group, cluster.groups.keys()))
         })?;
         let spot = match &cluster.provider {
-            crate::cloud::config::ProviderSettings::Aws(e) => e.spot,
-            crate::cloud::config::ProviderSettings::Azure(a) => a.spot,
+            crate::providers::config::vm::ProviderSettings::Aws(e) => e.spot,
+            crate::providers::config::vm::ProviderSettings::Azure(a) => a.spot,
         };
         let mut names = BTreeSet::new();
         for _ in 0..n {
@@ -562,7 +553,7 @@ impl<P: Provider> CloudBackend<P> {
 
     /// Waits until every VM's worker is in the scheduler's `get_workers`. On timeout the error
     /// names the VMs that did not join and carries the first one's boot log.
-    pub async fn wait_joined(&self, vms: &[Vm], timeout: Duration) -> Result<(), CloudError> {
+    pub async fn wait_joined(&self, vms: &[Vm], timeout: Duration) -> Result<(), ProviderError> {
         let start = Instant::now();
         loop {
             let seen: BTreeSet<String> = match self.rt.api.get_workers(&self.url).await {
@@ -581,7 +572,7 @@ impl<P: Provider> CloudBackend<P> {
                     .await
                     .ok()
                     .map(|l| tail(&l, 30));
-                return Err(CloudError::Timeout {
+                return Err(ProviderError::Timeout {
                     what: format!(
                         "workers on VMs {} joining the scheduler at {} (see `rask-operator logs {} {}`)",
                         missing
@@ -602,7 +593,7 @@ impl<P: Provider> CloudBackend<P> {
     }
 
     /// Adds workers; on any failure the VMs this call created are deleted.
-    pub async fn grow(&self, group: &str, n: usize) -> Result<Vec<String>, CloudError> {
+    pub async fn grow(&self, group: &str, n: usize) -> Result<Vec<String>, ProviderError> {
         let mut ledger = Ledger::default();
         match self.create_workers(group, n, &mut ledger).await {
             Ok(names) => Ok(names),
@@ -613,7 +604,7 @@ impl<P: Provider> CloudBackend<P> {
     }
 
     /// Deletes worker VMs by name.
-    pub async fn remove(&self, names: &[String]) -> Result<(), CloudError> {
+    pub async fn remove(&self, names: &[String]) -> Result<(), ProviderError> {
         let vms = self.provider.list_vms(&self.cluster.name).await?;
         let doomed: Vec<Resource> = vms
             .iter()
@@ -626,7 +617,7 @@ impl<P: Provider> CloudBackend<P> {
     }
 
     /// The cluster's worker VMs.
-    pub async fn workers(&self) -> Result<Vec<Vm>, CloudError> {
+    pub async fn workers(&self) -> Result<Vec<Vm>, ProviderError> {
         Ok(self
             .provider
             .list_vms(&self.cluster.name)
@@ -701,7 +692,7 @@ pub async fn delete_all<P: Provider>(
     provider: &P,
     cluster: &str,
     timeout: Duration,
-) -> Result<Vec<Resource>, CloudError> {
+) -> Result<Vec<Resource>, ProviderError> {
     let mut found = provider.tagged(Some(cluster)).await?;
     found.sort_by_key(|r| delete_order(r.kind));
     provider.delete(&found, timeout).await?;
@@ -735,7 +726,7 @@ pub async fn sweep<P: Provider>(
     provider: &P,
     grace: Duration,
     timeout: Duration,
-) -> Result<Vec<Swept>, CloudError> {
+) -> Result<Vec<Swept>, ProviderError> {
     let mut by_cluster: std::collections::BTreeMap<String, Vec<Resource>> = Default::default();
     for r in provider.tagged(None).await? {
         by_cluster.entry(r.cluster.clone()).or_default().push(r);

@@ -1,23 +1,23 @@
-//! The cloud cluster's config file: which provider, the cluster (scheduler, worker groups,
-//! autoscaling bounds) and the provider's section, which takes dask-cloudprovider's keys where
-//! they mean the same. Reading is strict — an unknown key or a bad value is an error that names
-//! the key — and [`validate`] settles every default, so the rest of the cloud code never reads the
-//! raw file.
+//! A VM cluster's file (`provider: aws` or `azure`): the scheduler and worker groups as VMs, and
+//! the provider's section, which takes dask-cloudprovider's keys where they mean the same.
+//! [`validate`] settles every default into a [`CloudCluster`].
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::CloudError;
-use crate::autoscaler::policy::Settings;
+use super::{
+    AutoscalingConfig, ClusterConfig, ProviderName, Timeouts, TimeoutsConfig, bad, check_name,
+    env_vars, required,
+};
+use crate::providers::ProviderError;
+use crate::spec::{AutoscalerSpec, MemoryLimit, WorkerTemplate};
 
 /// The file as written.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub struct VmFile {
     pub provider: ProviderName,
     pub name: String,
     #[serde(default)]
@@ -37,22 +37,6 @@ pub struct ConfigFile {
     pub ec2: Option<Ec2Config>,
     #[serde(default)]
     pub azure: Option<AzureConfig>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderName {
-    Aws,
-    Azure,
-}
-
-impl ProviderName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderName::Aws => "aws",
-            ProviderName::Azure => "azure",
-        }
-    }
 }
 
 /// What the VMs run: container images started by cloud-init.
@@ -94,28 +78,6 @@ pub struct WorkerGroupConfig {
     pub env: BTreeMap<String, String>,
     /// Instance type / VM size for this group (overrides the provider section's).
     pub instance_type: Option<String>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AutoscalingConfig {
-    pub minimum: u32,
-    pub maximum: u32,
-    /// Group to scale (default: `default`, the `worker:` group).
-    pub worker_group: Option<String>,
-    /// Scale down only to the highest target seen over this many seconds (default 30).
-    pub scale_down_stabilization_seconds: Option<u64>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimeoutsConfig {
-    /// How long the scheduler VM may take from creation to answering `/health` (default 600).
-    pub scheduler_seconds: Option<u64>,
-    /// How long new workers may take from creation to appearing in the scheduler (default 600).
-    pub workers_seconds: Option<u64>,
-    /// How long deleting resources may take (default 600).
-    pub delete_seconds: Option<u64>,
 }
 
 /// dask-cloudprovider's `EC2Cluster` keys, where they mean the same.
@@ -195,7 +157,7 @@ pub struct CloudCluster {
     pub software: Software,
     pub scheduler: SchedulerSettings,
     pub groups: BTreeMap<String, GroupSettings>,
-    pub autoscaling: Option<AutoscalingSettings>,
+    pub autoscaling: Option<AutoscalerSpec>,
     pub timeouts: Timeouts,
     pub provider: ProviderSettings,
 }
@@ -217,23 +179,9 @@ pub struct SchedulerSettings {
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupSettings {
     pub replicas: u32,
-    pub nthreads: Option<u32>,
-    pub memory_limit: String,
-    pub env: BTreeMap<String, String>,
+    pub worker: WorkerTemplate,
+    /// Instance type / VM size.
     pub size: String,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct AutoscalingSettings {
-    pub group: String,
-    pub settings: Settings,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Timeouts {
-    pub scheduler: Duration,
-    pub workers: Duration,
-    pub delete: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -284,86 +232,8 @@ pub struct AzureSettings {
     pub identity: Option<String>,
 }
 
-/// The default group's name: the `worker:` section.
-pub const DEFAULT_GROUP: &str = "default";
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Reads and validates a config file. Errors name the file and the key.
-pub fn load(path: &Path) -> Result<(CloudCluster, String), CloudError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CloudError::Read {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let cluster = parse(&text).map_err(|e| match e {
-        CloudError::Config { key, message, .. } => CloudError::Config {
-            file: path.display().to_string(),
-            key,
-            message,
-        },
-        other => other,
-    })?;
-    Ok((cluster, text))
-}
-
-/// Whether a YAML document names a cloud provider (a top-level `provider:` key): `up` runs such a
-/// file on cloud VMs, any other as a local manifest.
-pub fn names_provider(text: &str) -> bool {
-    serde_yaml::from_str::<serde_json::Value>(text)
-        .ok()
-        .and_then(|v| v.get("provider").cloned())
-        .is_some()
-}
-
-/// Parses and validates config text (the file name is filled in by [`load`]).
-pub fn parse(text: &str) -> Result<CloudCluster, CloudError> {
-    let file: ConfigFile = serde_yaml::from_str(text).map_err(|e| {
-        let msg = e.to_string();
-        // serde_yaml_ng says `path: message at line L column C`; the path is the key.
-        let (key, message) = match msg.split_once(": ") {
-            Some((k, m)) if !k.contains(' ') => (k.to_owned(), m.to_owned()),
-            _ => ("(file)".to_owned(), msg),
-        };
-        CloudError::Config {
-            file: String::new(),
-            key,
-            message,
-        }
-    })?;
-    validate(file)
-}
-
-fn bad(key: impl Into<String>, message: impl Into<String>) -> CloudError {
-    CloudError::Config {
-        file: String::new(),
-        key: key.into(),
-        message: message.into(),
-    }
-}
-
-/// A cluster, group or VM name: lowercase letters, digits and `-`, starting with a letter.
-fn check_name(key: &str, value: &str, max: usize) -> Result<(), CloudError> {
-    let ok = !value.is_empty()
-        && value.len() <= max
-        && value.starts_with(|c: char| c.is_ascii_lowercase())
-        && !value.ends_with('-')
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(
-            key,
-            format!(
-                "{value:?} is not a valid name: 1 to {max} lowercase letters, digits or '-', \
-                 starting with a letter and not ending with '-'"
-            ),
-        ))
-    }
-}
-
 /// An IPv4 CIDR such as `203.0.113.0/24`.
-fn check_cidr(key: &str, value: &str) -> Result<(), CloudError> {
+fn check_cidr(key: &str, value: &str) -> Result<(), ProviderError> {
     let ok = value.split_once('/').is_some_and(|(ip, len)| {
         ip.parse::<Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
     });
@@ -379,7 +249,7 @@ fn check_cidr(key: &str, value: &str) -> Result<(), CloudError> {
 
 /// User-data is readable by anyone who may describe the VM, and it is kept in the cloud's
 /// records: values that look like credentials must not go there.
-fn check_env(key: &str, env: &BTreeMap<String, String>) -> Result<(), CloudError> {
+fn check_env(key: &str, env: &BTreeMap<String, String>) -> Result<(), ProviderError> {
     const SECRET_WORDS: [&str; 7] = [
         "SECRET",
         "PASSWORD",
@@ -390,10 +260,7 @@ fn check_env(key: &str, env: &BTreeMap<String, String>) -> Result<(), CloudError
         "TLS_KEY",
     ];
     for (name, _) in env.iter() {
-        let valid = !name.is_empty()
-            && !name.starts_with(|c: char| c.is_ascii_digit())
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
+        if !crate::spec::worker::is_env_name(name) {
             return Err(bad(
                 format!("{key}.{name}"),
                 "not an environment variable name (letters, digits and '_')",
@@ -414,24 +281,8 @@ fn check_env(key: &str, env: &BTreeMap<String, String>) -> Result<(), CloudError
     Ok(())
 }
 
-fn required(key: &str, value: Option<String>) -> Result<String, CloudError> {
-    match value {
-        Some(v) if !v.trim().is_empty() => Ok(v),
-        Some(_) => Err(bad(key, "must not be empty")),
-        None => Err(bad(key, "is required")),
-    }
-}
-
-fn seconds(key: &str, value: Option<u64>) -> Result<Duration, CloudError> {
-    match value {
-        None => Ok(DEFAULT_TIMEOUT),
-        Some(0) => Err(bad(key, "must be at least 1 second")),
-        Some(s) => Ok(Duration::from_secs(s)),
-    }
-}
-
 /// Settles names and defaults, and checks every value.
-pub fn validate(file: ConfigFile) -> Result<CloudCluster, CloudError> {
+pub fn validate(file: VmFile) -> Result<CloudCluster, ProviderError> {
     // VM names are `{name}-{group}-{8 hex}` plus `-nic`/`-osdisk` on Azure: within the 64
     // characters of EC2's client token and Azure's resource names.
     check_name("name", &file.name, 30)?;
@@ -459,14 +310,7 @@ pub fn validate(file: ConfigFile) -> Result<CloudCluster, CloudError> {
     for (i, cidr) in file.scheduler.ingress_cidrs.iter().enumerate() {
         check_cidr(&format!("scheduler.ingress_cidrs[{i}]"), cidr)?;
     }
-    let timeouts = Timeouts {
-        scheduler: seconds(
-            "timeouts.scheduler_seconds",
-            file.timeouts.scheduler_seconds,
-        )?,
-        workers: seconds("timeouts.workers_seconds", file.timeouts.workers_seconds)?,
-        delete: seconds("timeouts.delete_seconds", file.timeouts.delete_seconds)?,
-    };
+    let timeouts = super::timeouts(file.timeouts)?;
 
     let (provider, default_size, scheduler_size) = match file.provider {
         ProviderName::Aws => {
@@ -605,73 +449,39 @@ pub fn validate(file: ConfigFile) -> Result<CloudCluster, CloudError> {
             };
             (ProviderSettings::Azure(settings), default, scheduler)
         }
+        other => {
+            return Err(bad(
+                "provider",
+                format!("{} is a batch queue, not a cloud", other.as_str()),
+            ));
+        }
     };
 
-    if file.worker_groups.contains_key(DEFAULT_GROUP) {
-        return Err(bad(
-            "worker_groups.default",
-            "is the name of the `worker:` group; give this group another name",
-        ));
-    }
     let mut groups = BTreeMap::new();
-    let all = std::iter::once((DEFAULT_GROUP.to_owned(), file.worker, 1))
-        .chain(file.worker_groups.into_iter().map(|(n, g)| (n, g, 0)));
-    for (name, g, default_replicas) in all {
-        let key = if name == DEFAULT_GROUP {
-            "worker".to_owned()
-        } else {
-            format!("worker_groups.{name}")
-        };
-        check_name(&key, &name, 16)?;
+    for (name, key, g, default_replicas) in super::groups(file.worker, file.worker_groups)? {
         check_env(&format!("{key}.env"), &g.env)?;
         if g.nthreads == Some(0) {
             return Err(bad(format!("{key}.nthreads"), "must be at least 1"));
         }
-        let memory_limit = g.memory_limit.unwrap_or_else(|| "auto".into());
-        if memory_limit.is_empty() || memory_limit.contains(char::is_whitespace) {
-            return Err(bad(
-                format!("{key}.memory_limit"),
-                format!("{memory_limit:?} is not a size like 4GiB, `auto` or 0"),
-            ));
-        }
+        let memory_limit = match g.memory_limit {
+            None => MemoryLimit::Auto,
+            Some(m) => MemoryLimit::parse(&m).map_err(|e| bad(format!("{key}.memory_limit"), e))?,
+        };
+        let worker = WorkerTemplate {
+            nthreads: g.nthreads.map(|n| n as usize),
+            memory_limit,
+            env: env_vars(&format!("{key}.env"), g.env)?,
+        };
         groups.insert(
             name,
             GroupSettings {
                 replicas: g.replicas.unwrap_or(default_replicas),
-                nthreads: g.nthreads,
-                memory_limit,
-                env: g.env,
+                worker,
                 size: g.instance_type.unwrap_or_else(|| default_size.clone()),
             },
         );
     }
-
-    let autoscaling = match file.autoscaling {
-        None => None,
-        Some(a) => {
-            let group = a.worker_group.unwrap_or_else(|| DEFAULT_GROUP.into());
-            if !groups.contains_key(&group) {
-                return Err(bad(
-                    "autoscaling.worker_group",
-                    format!(
-                        "no worker group {group:?} (the groups are: {})",
-                        groups.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-            }
-            if a.minimum > a.maximum {
-                return Err(bad(
-                    "autoscaling.minimum",
-                    format!("{} is above maximum {}", a.minimum, a.maximum),
-                ));
-            }
-            let mut settings = Settings::new(a.minimum as usize, a.maximum as usize);
-            if let Some(s) = a.scale_down_stabilization_seconds {
-                settings.down_window = Duration::from_secs(s);
-            }
-            Some(AutoscalingSettings { group, settings })
-        }
-    };
+    let autoscaling = super::autoscaling(file.autoscaling, groups.keys())?;
 
     Ok(CloudCluster {
         name: file.name,
@@ -688,9 +498,22 @@ pub fn validate(file: ConfigFile) -> Result<CloudCluster, CloudError> {
     })
 }
 
+/// Parses a VM cluster's config text; a batch cluster's is an error naming `provider`.
+pub fn parse(text: &str) -> Result<CloudCluster, ProviderError> {
+    match super::parse(text)? {
+        ClusterConfig::Vm(c) => Ok(c),
+        ClusterConfig::Batch(c) => Err(bad(
+            "provider",
+            format!("{} is a batch queue, not a cloud", c.system.name().as_str()),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::config::{DEFAULT_GROUP, names_provider};
+    use std::time::Duration;
 
     const AWS: &str = "
 provider: aws
@@ -704,7 +527,7 @@ ec2:
 
     fn err(text: &str) -> (String, String) {
         match parse(text) {
-            Err(CloudError::Config { key, message, .. }) => (key, message),
+            Err(ProviderError::Config { key, message, .. }) => (key, message),
             other => panic!("expected a config error, got {other:?}"),
         }
     }
@@ -715,7 +538,10 @@ ec2:
         assert_eq!(c.name, "demo");
         assert_eq!(c.groups[DEFAULT_GROUP].replicas, 2);
         assert_eq!(c.groups[DEFAULT_GROUP].size, "t3.medium");
-        assert_eq!(c.groups[DEFAULT_GROUP].memory_limit, "auto");
+        assert_eq!(
+            c.groups[DEFAULT_GROUP].worker.memory_limit,
+            MemoryLimit::Auto
+        );
         assert!(c.scheduler.ingress_cidrs.is_empty(), "closed by default");
         assert_eq!(c.timeouts.workers, Duration::from_secs(600));
         let ProviderSettings::Aws(ec2) = &c.provider else {

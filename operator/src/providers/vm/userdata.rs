@@ -2,12 +2,11 @@
 //! starts the scheduler or one worker from the rask image (and, on the scheduler VM of an
 //! autoscaled cluster, the autoscaler from the operator image). It holds no secret: cloud
 //! credentials come from the VM's instance profile or managed identity, and the config refuses
-//! secret-looking environment variables (see [`super::config`]).
+//! secret-looking environment variables (see [`crate::providers::config`]).
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::config::CloudCluster;
+use crate::providers::config::vm::CloudCluster;
 
 /// Where the cluster's file lives on the scheduler VM, for `rask-operator autoscale`.
 pub const CONFIG_PATH: &str = "/etc/rask/cluster.yaml";
@@ -40,12 +39,15 @@ fn block(out: &mut String, indent: &str, text: &str) {
     }
 }
 
-fn env_file(env: &BTreeMap<String, String>, extra: &[(&str, &str)]) -> String {
+fn env_file<'a>(
+    env: impl IntoIterator<Item = (&'a String, &'a String)>,
+    extra: &[(&str, &str)],
+) -> String {
     let mut out = String::new();
     for (k, v) in extra
         .iter()
         .copied()
-        .chain(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .chain(env.into_iter().map(|(k, v)| (k.as_str(), v.as_str())))
     {
         // docker's --env-file takes the value literally up to the end of the line.
         let _ = writeln!(out, "{k}={}", v.replace('\n', " "));
@@ -93,28 +95,25 @@ pub fn render(cluster: &CloudCluster, body: &Body<'_>) -> String {
         } => {
             let g = &cluster.groups[*group];
             let env = env_file(
-                &g.env,
+                g.worker.env.iter().map(|(k, v)| (k, v)),
                 &[
                     ("DASK_CLUSTER_NAME", &cluster.name),
                     ("DASK_WORKER_NAME", name),
                     ("DASK_SCHEDULER_ADDRESS", scheduler),
                 ],
             );
-            let nthreads = g
-                .nthreads
-                .map(|n| format!(" --nthreads {n}"))
-                .unwrap_or_default();
+            let flags: Vec<String> = g.worker.args().iter().map(|a| quote(a)).collect();
             // The worker tells peers its private IP: scheduler-to-worker and worker-to-worker
             // traffic stays inside the network.
             let script = format!(
                 "PRIVATE_IP=$(hostname -I | cut -d' ' -f1)\n\
                  docker run -d --name rask-worker --restart always --network host \
-                 --env-file /etc/rask/worker.env {} worker {} --name {}{nthreads} \
-                 --memory-limit {} --contact-host \"$PRIVATE_IP\" --local-directory /tmp\n",
+                 --env-file /etc/rask/worker.env {} worker {} --name {} {} \
+                 --contact-host \"$PRIVATE_IP\" --local-directory /tmp\n",
                 quote(&sw.image),
                 quote(scheduler),
                 quote(name),
-                quote(&g.memory_limit),
+                flags.join(" "),
             );
             ("worker", env, script, None)
         }
@@ -157,7 +156,7 @@ pub fn render(cluster: &CloudCluster, body: &Body<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::config;
+    use crate::providers::config::vm as config;
 
     const CONFIG: &str = "
 provider: aws
@@ -204,7 +203,7 @@ ec2:
         assert!(env.contains("EXTRA_PIP=pandas\n"));
         let script = files[1]["content"].as_str().unwrap();
         assert!(script.contains(
-            "'example.org/rask:1' worker 'tcp://10.0.1.5:8786' --name 'demo-default-1a2b' --nthreads 4 --memory-limit '6GiB' --contact-host \"$PRIVATE_IP\""
+            "'example.org/rask:1' worker 'tcp://10.0.1.5:8786' --name 'demo-default-1a2b' '--nthreads' '4' '--memory-limit' '6442450944' --contact-host \"$PRIVATE_IP\""
         ), "{script}");
         assert_eq!(v["packages"][0], "docker.io");
         assert_eq!(v["runcmd"][1][0], "/etc/rask/start.sh");
@@ -276,20 +275,10 @@ ec2:
     }
 
     #[test]
-    fn values_with_quotes_stay_one_shell_word() {
+    fn a_memory_limit_that_is_not_a_size_never_reaches_user_data() {
         let text = CONFIG.replace("memory_limit: 6GiB", "memory_limit: \"6GiB';reboot;'\"");
-        let c = config::parse(&text).unwrap();
-        let doc = render(
-            &c,
-            &Body::Worker {
-                group: "default",
-                name: "w",
-                scheduler: "tcp://10.0.0.1:8786",
-            },
-        );
-        assert!(
-            doc.contains(r"--memory-limit '6GiB'\'';reboot;'\'''"),
-            "{doc}"
-        );
+        let e = config::parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("worker.memory_limit: "), "{e}");
+        assert!(e.contains("unknown unit"), "{e}");
     }
 }

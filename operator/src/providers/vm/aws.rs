@@ -18,12 +18,13 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 
-use super::cloud::{
+use super::{
     Ledger, Provider, Resource, Role, TAG_CLUSTER, TAG_CREATED, TAG_GROUP, TAG_READY, TAG_ROLE, Vm,
     VmRequest, VmState,
 };
-use crate::cloud::CloudError;
-use crate::cloud::config::{CloudCluster, Ec2Settings, ProviderSettings};
+use crate::providers::ProviderError;
+use crate::providers::config::vm::{CloudCluster, Ec2Settings, ProviderSettings};
+use crate::providers::error::summary;
 
 const PROVIDER: &str = "aws";
 const INSTANCE: &str = "instance";
@@ -53,23 +54,28 @@ pub struct Ec2 {
     network: Mutex<Option<Network>>,
 }
 
-fn api_error<E, R>(action: &str, e: SdkError<E, R>, endpoint: &str) -> CloudError
+fn api_error<E, R>(action: &str, e: SdkError<E, R>, endpoint: &str) -> ProviderError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let Some(code) = e.code().map(str::to_owned) else {
-        return CloudError::Unreachable {
+        tracing::debug!(action, error = ?e, "EC2 call failed before EC2 answered");
+        let reason = summary(&e);
+        if reason.contains("credentials") {
+            return no_credentials(&reason);
+        }
+        return ProviderError::Unreachable {
             provider: PROVIDER,
             action: action.to_owned(),
             endpoint: endpoint.to_owned(),
-            reason: aws_sdk_ec2::error::DisplayErrorContext(&e).to_string(),
+            reason,
         };
     };
     let message = e.message().unwrap_or_default().to_owned();
     let action = action.to_owned();
     match code.as_str() {
-        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => CloudError::Throttled {
+        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => ProviderError::Throttled {
             provider: PROVIDER,
             action,
             code,
@@ -83,7 +89,7 @@ where
         | "VcpuLimitExceeded"
         | "MaxSpotInstanceCountExceeded"
         | "SpotMaxPriceTooLow"
-        | "InsufficientFreeAddressesInSubnet" => CloudError::Capacity {
+        | "InsufficientFreeAddressesInSubnet" => ProviderError::Capacity {
             provider: PROVIDER,
             what: String::new(),
             action,
@@ -91,14 +97,14 @@ where
             message,
         },
         "UnauthorizedOperation" | "AuthFailure" | "InvalidClientTokenId" | "Blocked" => {
-            CloudError::Unauthorized {
+            ProviderError::Unauthorized {
                 provider: PROVIDER,
                 action,
                 code,
                 message,
             }
         }
-        _ => CloudError::Api {
+        _ => ProviderError::Api {
             provider: PROVIDER,
             action,
             code,
@@ -107,9 +113,31 @@ where
     }
 }
 
-fn code_of(e: &CloudError) -> Option<&str> {
+/// The SDK's default chain found nothing: say where it looked, what the last source said, and
+/// what to set.
+fn no_credentials(reason: &str) -> ProviderError {
+    let last = reason.rsplit(": ").next().unwrap_or(reason);
+    ProviderError::NoCredentials {
+        provider: PROVIDER,
+        tried: vec![
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".into(),
+            "the profile AWS_PROFILE (or `default`) in ~/.aws/config and ~/.aws/credentials, \
+             SSO included"
+                .into(),
+            "a web identity token (AWS_WEB_IDENTITY_TOKEN_FILE)".into(),
+            "container credentials (ECS)".into(),
+            format!("the EC2 instance metadata service ({last})"),
+        ],
+        hint: "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE naming a profile \
+               (`aws configure`, `aws sso login`); on an EC2 VM give it an instance profile. \
+               RUST_LOG=debug shows the SDK's full error"
+            .into(),
+    }
+}
+
+fn code_of(e: &ProviderError) -> Option<&str> {
     match e {
-        CloudError::Api { code, .. } => Some(code),
+        ProviderError::Api { code, .. } => Some(code),
         _ => None,
     }
 }
@@ -143,9 +171,9 @@ const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "sh
 
 impl Ec2 {
     /// A client for the config's region.
-    pub async fn connect(cluster: &CloudCluster, opts: &AwsOptions) -> Result<Ec2, CloudError> {
+    pub async fn connect(cluster: &CloudCluster, opts: &AwsOptions) -> Result<Ec2, ProviderError> {
         let ProviderSettings::Aws(settings) = &cluster.provider else {
-            return Err(CloudError::Other(format!(
+            return Err(ProviderError::Other(format!(
                 "cluster {} is not an aws cluster",
                 cluster.name
             )));
@@ -187,10 +215,10 @@ impl Ec2 {
         })
     }
 
-    fn err<E, R>(&self, action: &str, e: SdkError<E, R>) -> CloudError
+    fn err<E, R>(&self, action: &str, e: SdkError<E, R>) -> ProviderError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + Send + Sync + 'static,
     {
         api_error(action, e, &self.endpoint)
     }
@@ -207,7 +235,7 @@ impl Ec2 {
     }
 
     /// The VPC to use: the configured one, the subnet's, or the region's default VPC.
-    async fn vpc(&self) -> Result<String, CloudError> {
+    async fn vpc(&self) -> Result<String, ProviderError> {
         if let Some(v) = &self.settings.vpc {
             return Ok(v.clone());
         }
@@ -224,7 +252,7 @@ impl Ec2 {
                 .first()
                 .and_then(|s| s.vpc_id())
                 .map(str::to_owned)
-                .ok_or_else(|| CloudError::Config {
+                .ok_or_else(|| ProviderError::Config {
                     file: String::new(),
                     key: "ec2.subnet_id".into(),
                     message: format!("subnet {s} not found in {}", self.settings.region),
@@ -241,7 +269,7 @@ impl Ec2 {
             .first()
             .and_then(|v| v.vpc_id())
             .map(str::to_owned)
-            .ok_or_else(|| CloudError::Config {
+            .ok_or_else(|| ProviderError::Config {
                 file: String::new(),
                 key: "ec2.vpc".into(),
                 message: format!(
@@ -252,7 +280,7 @@ impl Ec2 {
     }
 
     /// The subnet: the configured one, or one of the VPC's (in the availability zone, if set).
-    async fn subnet(&self, vpc: &str) -> Result<String, CloudError> {
+    async fn subnet(&self, vpc: &str) -> Result<String, ProviderError> {
         if let Some(s) = &self.settings.subnet_id {
             return Ok(s.clone());
         }
@@ -277,7 +305,7 @@ impl Ec2 {
             .into_iter()
             .next()
             .map(|(id, _)| id)
-            .ok_or_else(|| CloudError::Config {
+            .ok_or_else(|| ProviderError::Config {
                 file: String::new(),
                 key: "ec2.subnet_id".into(),
                 message: format!(
@@ -292,7 +320,7 @@ impl Ec2 {
 
     /// The security groups and subnet of an existing cluster (for `scale`): from the cache, the
     /// config, or the group tagged with the cluster.
-    async fn network_of(&self, cluster: &str) -> Result<Network, CloudError> {
+    async fn network_of(&self, cluster: &str) -> Result<Network, ProviderError> {
         if let Some(n) = self.cached_network() {
             return Ok(n);
         }
@@ -312,7 +340,7 @@ impl Ec2 {
                 .filter_map(|g| g.group_id().map(str::to_owned))
                 .collect();
             if ids.is_empty() {
-                return Err(CloudError::NoSuchCluster {
+                return Err(ProviderError::NoSuchCluster {
                     name: cluster.to_owned(),
                     reason: format!("no security group tagged {TAG_CLUSTER}={cluster}"),
                 });
@@ -330,7 +358,7 @@ impl Ec2 {
     }
 
     /// The AMI's root device, for the root volume's size; also checks the AMI exists.
-    async fn root_device(&self) -> Result<String, CloudError> {
+    async fn root_device(&self) -> Result<String, ProviderError> {
         let ami = &self.settings.ami;
         let out = self
             .client
@@ -340,8 +368,10 @@ impl Ec2 {
             .await
             .map_err(
                 |e| match self.err(&format!("DescribeImages {ami} (ec2.ami)"), e) {
-                    CloudError::Api { code, message, .. } if code.starts_with("InvalidAMIID") => {
-                        CloudError::Config {
+                    ProviderError::Api { code, message, .. }
+                        if code.starts_with("InvalidAMIID") =>
+                    {
+                        ProviderError::Config {
                             file: String::new(),
                             key: "ec2.ami".into(),
                             message: format!(
@@ -353,7 +383,7 @@ impl Ec2 {
                     other => other,
                 },
             )?;
-        let image = out.images().first().ok_or_else(|| CloudError::Config {
+        let image = out.images().first().ok_or_else(|| ProviderError::Config {
             file: String::new(),
             key: "ec2.ami".into(),
             message: format!("{ami} is not an image in {}", self.settings.region),
@@ -391,7 +421,7 @@ impl Ec2 {
         })
     }
 
-    async fn instances(&self, cluster: Option<&str>) -> Result<Vec<Instance>, CloudError> {
+    async fn instances(&self, cluster: Option<&str>) -> Result<Vec<Instance>, ProviderError> {
         let mut out = Vec::new();
         let mut pages = self
             .client
@@ -409,7 +439,7 @@ impl Ec2 {
         Ok(out)
     }
 
-    async fn terminate(&self, ids: &[String], timeout: Duration) -> Result<(), CloudError> {
+    async fn terminate(&self, ids: &[String], timeout: Duration) -> Result<(), ProviderError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -463,7 +493,7 @@ impl Ec2 {
                 return Ok(());
             }
             if start.elapsed() > timeout {
-                return Err(CloudError::Timeout {
+                return Err(ProviderError::Timeout {
                     what: format!("instances {} terminating", left.join(", ")),
                     after: timeout,
                     boot_log: None,
@@ -474,7 +504,7 @@ impl Ec2 {
     }
 
     /// Deletes a security group, retrying while instances that use it are still terminating.
-    async fn delete_group(&self, id: &str, timeout: Duration) -> Result<(), CloudError> {
+    async fn delete_group(&self, id: &str, timeout: Duration) -> Result<(), ProviderError> {
         let start = Instant::now();
         loop {
             match self
@@ -534,7 +564,11 @@ impl Provider for Ec2 {
         PROVIDER
     }
 
-    async fn prepare(&self, cluster: &CloudCluster, ledger: &mut Ledger) -> Result<(), CloudError> {
+    async fn prepare(
+        &self,
+        cluster: &CloudCluster,
+        ledger: &mut Ledger,
+    ) -> Result<(), ProviderError> {
         self.root_device().await?;
         let vpc = self.vpc().await?;
         let subnet = self.subnet(&vpc).await?;
@@ -572,7 +606,7 @@ impl Provider for Ec2 {
             .map_err(|e| self.err(&format!("CreateSecurityGroup {name} in {vpc}"), e))?;
         let id = created
             .group_id()
-            .ok_or_else(|| CloudError::Other("CreateSecurityGroup answered no group id".into()))?
+            .ok_or_else(|| ProviderError::Other("CreateSecurityGroup answered no group id".into()))?
             .to_owned();
         ledger.record(Resource {
             kind: SECURITY_GROUP,
@@ -622,7 +656,7 @@ impl Provider for Ec2 {
         cluster: &CloudCluster,
         req: &VmRequest,
         ledger: &mut Ledger,
-    ) -> Result<Vm, CloudError> {
+    ) -> Result<Vm, ProviderError> {
         let network = self.network_of(&cluster.name).await?;
         let root = self.root_device().await?;
         let s = &self.settings;
@@ -709,13 +743,13 @@ impl Provider for Ec2 {
         }
         let out = run.send().await.map_err(|e| {
             match self.err(&format!("RunInstances {} ({})", req.name, req.size), e) {
-                CloudError::Capacity {
+                ProviderError::Capacity {
                     provider,
                     action,
                     code,
                     message,
                     ..
-                } => CloudError::Capacity {
+                } => ProviderError::Capacity {
                     provider,
                     action,
                     what: format!(
@@ -731,11 +765,11 @@ impl Provider for Ec2 {
             }
         })?;
         let instance = out.instances().first().ok_or_else(|| {
-            CloudError::Other(format!("RunInstances {} answered no instance", req.name))
+            ProviderError::Other(format!("RunInstances {} answered no instance", req.name))
         })?;
         let id = instance
             .instance_id()
-            .ok_or_else(|| CloudError::Other("RunInstances answered no instance id".into()))?;
+            .ok_or_else(|| ProviderError::Other("RunInstances answered no instance id".into()))?;
         ledger.record(Resource {
             kind: INSTANCE,
             id: id.to_owned(),
@@ -757,7 +791,7 @@ impl Provider for Ec2 {
         })
     }
 
-    async fn list_vms(&self, cluster: &str) -> Result<Vec<Vm>, CloudError> {
+    async fn list_vms(&self, cluster: &str) -> Result<Vec<Vm>, ProviderError> {
         Ok(self
             .instances(Some(cluster))
             .await?
@@ -766,7 +800,7 @@ impl Provider for Ec2 {
             .collect())
     }
 
-    async fn tagged(&self, cluster: Option<&str>) -> Result<Vec<Resource>, CloudError> {
+    async fn tagged(&self, cluster: Option<&str>) -> Result<Vec<Resource>, ProviderError> {
         let mut out = Vec::new();
         for i in self.instances(cluster).await? {
             let tags = i.tags();
@@ -800,7 +834,7 @@ impl Provider for Ec2 {
         Ok(out)
     }
 
-    async fn delete(&self, resources: &[Resource], timeout: Duration) -> Result<(), CloudError> {
+    async fn delete(&self, resources: &[Resource], timeout: Duration) -> Result<(), ProviderError> {
         let start = Instant::now();
         let instances: Vec<String> = resources
             .iter()
@@ -815,7 +849,7 @@ impl Provider for Ec2 {
         Ok(())
     }
 
-    async fn boot_log(&self, vm: &Vm) -> Result<String, CloudError> {
+    async fn boot_log(&self, vm: &Vm) -> Result<String, ProviderError> {
         let out = self
             .client
             .get_console_output()
@@ -830,12 +864,12 @@ impl Provider for Ec2 {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text.trim())
             .map_err(|e| {
-                CloudError::Other(format!("console output of {} is not base64: {e}", vm.id))
+                ProviderError::Other(format!("console output of {} is not base64: {e}", vm.id))
             })?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    async fn mark_ready(&self, vm: &Vm) -> Result<(), CloudError> {
+    async fn mark_ready(&self, vm: &Vm) -> Result<(), ProviderError> {
         self.client
             .create_tags()
             .resources(&vm.id)

@@ -8,24 +8,23 @@
 //! retried after `Retry-After`.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use super::cloud::{
+use super::{
     Ledger, Provider, Resource, Role, TAG_CLUSTER, TAG_CREATED, TAG_GROUP, TAG_READY, TAG_ROLE, Vm,
     VmRequest, VmState,
 };
 use crate::clock::now;
-use crate::cloud::CloudError;
-use crate::cloud::config::{AzureSettings, CloudCluster, ProviderSettings};
+use crate::providers::ProviderError;
+use crate::providers::config::vm::{AzureSettings, CloudCluster, ProviderSettings};
+
+pub mod arm;
+mod token;
+
+use arm::{Arm, arm_error};
 
 const PROVIDER: &str = "azure";
 const COMPUTE_API: &str = "2024-07-01";
@@ -34,9 +33,6 @@ const VM: &str = "virtual-machine";
 const NIC: &str = "network-interface";
 const PUBLIC_IP: &str = "public-ip";
 const NSG: &str = "network-security-group";
-/// Answers of 429/503 retried before giving up.
-const RETRIES: u32 = 4;
-const ARM: &str = "https://management.azure.com";
 
 /// How to reach ARM besides the config: tests point it at a local stub with a fixed token.
 #[derive(Clone, Debug, Default)]
@@ -50,23 +46,10 @@ pub struct AzureOptions {
     pub poll: Option<Duration>,
 }
 
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
-
-pub struct Arm {
-    http: Client<Https, Full<Bytes>>,
-    base: String,
+/// Azure as a cloud [`Provider`] for one resource group.
+pub struct Azure {
+    arm: Arm,
     settings: AzureSettings,
-    opts: AzureOptions,
-    token: Mutex<Option<(String, Instant)>>,
-    poll: Duration,
-}
-
-/// One HTTP answer.
-struct Answer {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Value,
-    text: String,
 }
 
 fn kind_path(kind: &str) -> (&'static str, &'static str) {
@@ -76,80 +59,6 @@ fn kind_path(kind: &str) -> (&'static str, &'static str) {
         PUBLIC_IP => ("Microsoft.Network/publicIPAddresses", NETWORK_API),
         _ => ("Microsoft.Network/networkSecurityGroups", NETWORK_API),
     }
-}
-
-fn arm_error(action: &str, status: u16, body: &Value, text: &str) -> CloudError {
-    let err = body.get("error").unwrap_or(body);
-    let code = err
-        .get("code")
-        .and_then(Value::as_str)
-        .unwrap_or(if status == 0 { "Unknown" } else { "HttpError" })
-        .to_owned();
-    let message = err
-        .get("message")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            format!(
-                "HTTP {status}: {}",
-                text.chars().take(300).collect::<String>()
-            )
-        });
-    let action = action.to_owned();
-    match code.as_str() {
-        "TooManyRequests" | "ThrottlingException" | "SubscriptionRequestsThrottled" => {
-            CloudError::Throttled {
-                provider: PROVIDER,
-                action,
-                code,
-                message,
-            }
-        }
-        "SkuNotAvailable"
-        | "AllocationFailed"
-        | "ZonalAllocationFailed"
-        | "OverconstrainedAllocationRequest"
-        | "OverconstrainedZonalAllocationRequest"
-        | "QuotaExceeded"
-        | "OperationNotAllowed" => CloudError::Capacity {
-            provider: PROVIDER,
-            action,
-            what: String::new(),
-            code,
-            message,
-        },
-        "AuthorizationFailed"
-        | "InvalidAuthenticationToken"
-        | "AuthenticationFailed"
-        | "ExpiredAuthenticationToken" => CloudError::Unauthorized {
-            provider: PROVIDER,
-            action,
-            code,
-            message,
-        },
-        _ => CloudError::Api {
-            provider: PROVIDER,
-            action,
-            code,
-            message,
-        },
-    }
-}
-
-fn retry_after(headers: &http::HeaderMap, default: Duration) -> Duration {
-    headers
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s.min(60)))
-        .unwrap_or(default)
-}
-
-fn header(headers: &http::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 fn tags_of(v: &Value) -> BTreeMap<String, String> {
@@ -163,34 +72,17 @@ fn tags_of(v: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-impl Arm {
-    pub fn connect(cluster: &CloudCluster, opts: &AzureOptions) -> Result<Arm, CloudError> {
+impl Azure {
+    pub fn connect(cluster: &CloudCluster, opts: &AzureOptions) -> Result<Azure, ProviderError> {
         let ProviderSettings::Azure(settings) = &cluster.provider else {
-            return Err(CloudError::Other(format!(
+            return Err(ProviderError::Other(format!(
                 "cluster {} is not an azure cluster",
                 cluster.name
             )));
         };
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| {
-                CloudError::Other(format!("cannot load the system's CA certificates: {e}"))
-            })?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        Ok(Arm {
-            http: Client::builder(TokioExecutor::new()).build(https),
-            base: opts
-                .endpoint
-                .clone()
-                .unwrap_or_else(|| ARM.into())
-                .trim_end_matches('/')
-                .to_owned(),
+        Ok(Azure {
+            arm: Arm::connect(opts)?,
             settings: settings.clone(),
-            poll: opts.poll.unwrap_or(Duration::from_secs(2)),
-            opts: opts.clone(),
-            token: Mutex::new(None),
         })
     }
 
@@ -209,10 +101,6 @@ impl Arm {
         )
     }
 
-    fn url(&self, id: &str, api: &str) -> String {
-        format!("{}{id}?api-version={api}", self.base)
-    }
-
     fn subnet_id(&self) -> String {
         if self.settings.subnet.starts_with("/subscriptions/") {
             return self.settings.subnet.clone();
@@ -225,111 +113,20 @@ impl Arm {
         )
     }
 
-    async fn token(&self) -> Result<String, CloudError> {
-        if let Some(t) = &self.opts.token {
-            return Ok(t.clone());
-        }
-        if let Some((t, until)) = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone()
-            && Instant::now() < until
-        {
-            return Ok(t);
-        }
-        let (token, lifetime) = fetch_token().await?;
-        let until = Instant::now() + lifetime.saturating_sub(Duration::from_secs(300));
-        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some((token.clone(), until));
-        Ok(token)
-    }
-
-    /// One request, retried on 429/503 after `Retry-After`.
-    async fn send(
-        &self,
-        method: http::Method,
-        url: &str,
-        body: Option<&Value>,
-        action: &str,
-        auth: bool,
-    ) -> Result<Answer, CloudError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut req = http::Request::builder()
-                .method(method.clone())
-                .uri(url)
-                .header("content-type", "application/json");
-            if auth {
-                req = req.header("authorization", format!("Bearer {}", self.token().await?));
-            }
-            let payload = body.map(Value::to_string).unwrap_or_default();
-            let req = req
-                .body(Full::new(Bytes::from(payload)))
-                .map_err(|e| CloudError::Other(format!("{action}: bad request: {e}")))?;
-            let unreachable = |reason: String| CloudError::Unreachable {
-                provider: PROVIDER,
-                action: action.to_owned(),
-                endpoint: self.base.clone(),
-                reason,
-            };
-            let resp = tokio::time::timeout(Duration::from_secs(60), self.http.request(req))
-                .await
-                .map_err(|_| unreachable("no answer within 60s".into()))?
-                .map_err(|e| unreachable(format!("{e:?}")))?;
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let bytes = tokio::time::timeout(Duration::from_secs(60), resp.into_body().collect())
-                .await
-                .map_err(|_| unreachable("body not received in time".into()))?
-                .map_err(|e| unreachable(e.to_string()))?
-                .to_bytes();
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            if (status == 429 || status == 503) && attempt <= RETRIES {
-                tokio::time::sleep(retry_after(&headers, self.poll)).await;
-                continue;
-            }
-            if status == 429 {
-                let mut e = arm_error(action, status, &body, &text);
-                if !matches!(e, CloudError::Throttled { .. }) {
-                    e = CloudError::Throttled {
-                        provider: PROVIDER,
-                        action: action.to_owned(),
-                        code: "TooManyRequests".into(),
-                        message: text.chars().take(300).collect(),
-                    };
-                }
-                return Err(e);
-            }
-            return Ok(Answer {
-                status,
-                headers,
-                body,
-                text,
-            });
-        }
-    }
-
-    async fn get(&self, id: &str, api: &str, action: &str) -> Result<Option<Value>, CloudError> {
-        let a = self
-            .send(http::Method::GET, &self.url(id, api), None, action, true)
-            .await?;
-        match a.status {
-            200 => Ok(Some(a.body)),
-            404 => Ok(None),
-            s => Err(arm_error(action, s, &a.body, &a.text)),
-        }
-    }
-
-    /// Every resource of a type in the resource group (following `nextLink`).
-    async fn list(&self, kind: &str) -> Result<Vec<Value>, CloudError> {
+    async fn list(&self, kind: &str) -> Result<Vec<Value>, ProviderError> {
         let (path, api) = kind_path(kind);
         let action = format!("list {path} in {}", self.settings.resource_group);
-        let mut url = self.url(&format!("{}/providers/{path}", self.group_path()), api);
+        let mut url = self
+            .arm
+            .url(&format!("{}/providers/{path}", self.group_path()), api);
         let mut out = Vec::new();
         loop {
             let a = self
+                .arm
                 .send(http::Method::GET, &url, None, &action, true)
                 .await?;
             if a.status == 404 {
-                return Err(CloudError::Config {
+                return Err(ProviderError::Config {
                     file: String::new(),
                     key: "azure.resource_group".into(),
                     message: format!(
@@ -353,95 +150,6 @@ impl Arm {
     }
 
     /// Follows a long-running operation to its end.
-    async fn follow(
-        &self,
-        first: Answer,
-        resource_url: &str,
-        action: &str,
-        timeout: Duration,
-        deleting: bool,
-    ) -> Result<(), CloudError> {
-        let start = Instant::now();
-        let timed_out = || CloudError::Timeout {
-            what: format!("{action} finishing"),
-            after: timeout,
-            boot_log: None,
-        };
-        if let Some(op) = header(&first.headers, "azure-asyncoperation") {
-            let mut wait = retry_after(&first.headers, self.poll);
-            loop {
-                if start.elapsed() > timeout {
-                    return Err(timed_out());
-                }
-                tokio::time::sleep(wait).await;
-                let a = self
-                    .send(http::Method::GET, &op, None, action, true)
-                    .await?;
-                if a.status != 200 {
-                    return Err(arm_error(action, a.status, &a.body, &a.text));
-                }
-                match a.body.get("status").and_then(Value::as_str) {
-                    Some("Succeeded") => return Ok(()),
-                    Some("Failed" | "Canceled") => {
-                        return Err(arm_error(action, a.status, &a.body, &a.text));
-                    }
-                    _ => wait = retry_after(&a.headers, self.poll),
-                }
-            }
-        }
-        if first.status == 202
-            && let Some(loc) = header(&first.headers, "location")
-        {
-            let mut wait = retry_after(&first.headers, self.poll);
-            loop {
-                if start.elapsed() > timeout {
-                    return Err(timed_out());
-                }
-                tokio::time::sleep(wait).await;
-                let a = self
-                    .send(http::Method::GET, &loc, None, action, true)
-                    .await?;
-                match a.status {
-                    202 => wait = retry_after(&a.headers, self.poll),
-                    200..=299 => return Ok(()),
-                    404 if deleting => return Ok(()),
-                    s => return Err(arm_error(action, s, &a.body, &a.text)),
-                }
-            }
-        }
-        // No operation to follow: watch the resource itself.
-        loop {
-            let a = self
-                .send(http::Method::GET, resource_url, None, action, true)
-                .await?;
-            match (a.status, deleting) {
-                (404, true) => return Ok(()),
-                (200, false) => match a.body["properties"]["provisioningState"].as_str() {
-                    Some("Succeeded") | None => return Ok(()),
-                    Some("Failed" | "Canceled") => {
-                        return Err(CloudError::Api {
-                            provider: PROVIDER,
-                            action: action.to_owned(),
-                            code: "ProvisioningFailed".into(),
-                            message: format!(
-                                "provisioningState is {}",
-                                a.body["properties"]["provisioningState"]
-                            ),
-                        });
-                    }
-                    _ => {}
-                },
-                (200, true) => {}
-                (s, _) => return Err(arm_error(action, s, &a.body, &a.text)),
-            }
-            if start.elapsed() > timeout {
-                return Err(timed_out());
-            }
-            tokio::time::sleep(self.poll).await;
-        }
-    }
-
-    /// PUTs a resource, records it in the ledger once ARM accepted it, and follows the operation.
     async fn put(
         &self,
         kind: &'static str,
@@ -450,11 +158,12 @@ impl Arm {
         cluster: &str,
         ledger: &mut Ledger,
         timeout: Duration,
-    ) -> Result<String, CloudError> {
+    ) -> Result<String, ProviderError> {
         let id = self.id(kind, name);
-        let url = self.url(&id, kind_path(kind).1);
+        let url = self.arm.url(&id, kind_path(kind).1);
         let action = format!("create {kind} {name}");
         let a = self
+            .arm
             .send(http::Method::PUT, &url, Some(body), &action, true)
             .await?;
         if !(200..300).contains(&a.status) {
@@ -466,20 +175,21 @@ impl Arm {
             cluster: cluster.to_owned(),
             created: Some(now() as u64),
         });
-        self.follow(a, &url, &action, timeout, false).await?;
+        self.arm.follow(a, &url, &action, timeout, false).await?;
         Ok(id)
     }
 
-    async fn delete_one(&self, r: &Resource, timeout: Duration) -> Result<(), CloudError> {
+    async fn delete_one(&self, r: &Resource, timeout: Duration) -> Result<(), ProviderError> {
         let id = self.id(r.kind, &r.id);
-        let url = self.url(&id, kind_path(r.kind).1);
+        let url = self.arm.url(&id, kind_path(r.kind).1);
         let action = format!("delete {} {}", r.kind, r.id);
         let a = self
+            .arm
             .send(http::Method::DELETE, &url, None, &action, true)
             .await?;
         match a.status {
             404 | 204 => Ok(()),
-            200..=299 => self.follow(a, &url, &action, timeout, true).await,
+            200..=299 => self.arm.follow(a, &url, &action, timeout, true).await,
             s => Err(arm_error(&action, s, &a.body, &a.text)),
         }
     }
@@ -497,130 +207,16 @@ impl Arm {
     }
 }
 
-/// A token for ARM: client credentials from the environment, else the Azure CLI's, else the
-/// VM's managed identity (what the autoscaler on the scheduler VM uses).
-async fn fetch_token() -> Result<(String, Duration), CloudError> {
-    let fail = |how: &str, e: String| CloudError::Unauthorized {
-        provider: PROVIDER,
-        action: format!("get a token ({how})"),
-        code: "NoCredentials".into(),
-        message: e,
-    };
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    if let (Some(tenant), Some(client), Some(secret)) = (
-        env("AZURE_TENANT_ID"),
-        env("AZURE_CLIENT_ID"),
-        env("AZURE_CLIENT_SECRET"),
-    ) {
-        let form = format!(
-            "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
-            form_escape(&client),
-            form_escape(&secret),
-            form_escape("https://management.azure.com/.default")
-        );
-        let url = format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token");
-        let body = post_form(&url, form)
-            .await
-            .map_err(|e| fail("AZURE_CLIENT_SECRET", e))?;
-        return token_from(&body).ok_or_else(|| fail("AZURE_CLIENT_SECRET", body.to_string()));
-    }
-    let cli = tokio::process::Command::new("az")
-        .args([
-            "account",
-            "get-access-token",
-            "--resource",
-            "https://management.azure.com/",
-            "--output",
-            "json",
-        ])
-        .output()
-        .await;
-    if let Ok(out) = cli
-        && out.status.success()
-        && let Ok(v) = serde_json::from_slice::<Value>(&out.stdout)
-        && let Some(t) = v.get("accessToken").and_then(Value::as_str)
-    {
-        return Ok((t.to_owned(), Duration::from_secs(1800)));
-    }
-    // Managed identity through the instance metadata service (only on an Azure VM).
-    let url = "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com%2F";
-    let http: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build({
-        let mut c = HttpConnector::new();
-        c.set_connect_timeout(Some(Duration::from_secs(2)));
-        c
-    });
-    let req = http::Request::get(url)
-        .header("Metadata", "true")
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| fail("managed identity", e.to_string()))?;
-    let none = "no AZURE_CLIENT_ID/AZURE_CLIENT_SECRET/AZURE_TENANT_ID, no `az login`, and no managed identity";
-    let resp = tokio::time::timeout(Duration::from_secs(5), http.request(req))
-        .await
-        .map_err(|_| fail("managed identity", none.into()))?
-        .map_err(|_| fail("managed identity", none.into()))?;
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| fail("managed identity", e.to_string()))?
-        .to_bytes();
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    token_from(&v).ok_or_else(|| fail("managed identity", String::from_utf8_lossy(&bytes).into()))
-}
-
-fn token_from(v: &Value) -> Option<(String, Duration)> {
-    let t = v.get("access_token")?.as_str()?.to_owned();
-    let secs = match v.get("expires_in") {
-        Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
-    }
-    .unwrap_or(1800);
-    Some((t, Duration::from_secs(secs)))
-}
-
-fn form_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-async fn post_form(url: &str, form: String) -> Result<Value, String> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| e.to_string())?
-        .https_only()
-        .enable_http1()
-        .build();
-    let http: Client<Https, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
-    let req = http::Request::post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(form)))
-        .map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(30), http.request(req))
-        .await
-        .map_err(|_| format!("{url}: no answer within 30s"))?
-        .map_err(|e| format!("{url}: {e}"))?;
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| format!("{url}: {e}"))
-}
-
-impl Provider for Arm {
+impl Provider for Azure {
     fn name(&self) -> &'static str {
         PROVIDER
     }
 
-    async fn prepare(&self, cluster: &CloudCluster, ledger: &mut Ledger) -> Result<(), CloudError> {
+    async fn prepare(
+        &self,
+        cluster: &CloudCluster,
+        ledger: &mut Ledger,
+    ) -> Result<(), ProviderError> {
         if self.settings.security_group.is_some() {
             return Ok(());
         }
@@ -665,7 +261,7 @@ impl Provider for Arm {
         cluster: &CloudCluster,
         req: &VmRequest,
         ledger: &mut Ledger,
-    ) -> Result<Vm, CloudError> {
+    ) -> Result<Vm, ProviderError> {
         let s = &self.settings;
         let timeout = match req.role {
             Role::Scheduler => cluster.timeouts.scheduler,
@@ -774,12 +370,12 @@ impl Provider for Arm {
         self.put(VM, &req.name, &body, &cluster.name, ledger, timeout)
             .await
             .map_err(|e| match e {
-                CloudError::Capacity {
+                ProviderError::Capacity {
                     provider,
                     code,
                     message,
                     ..
-                } => CloudError::Capacity {
+                } => ProviderError::Capacity {
                     provider,
                     action: action.clone(),
                     what: format!(
@@ -798,11 +394,11 @@ impl Provider for Arm {
             .into_iter()
             .find(|v| v.name == req.name)
             .ok_or_else(|| {
-                CloudError::Other(format!("VM {} vanished after its creation", req.name))
+                ProviderError::Other(format!("VM {} vanished after its creation", req.name))
             })
     }
 
-    async fn list_vms(&self, cluster: &str) -> Result<Vec<Vm>, CloudError> {
+    async fn list_vms(&self, cluster: &str) -> Result<Vec<Vm>, ProviderError> {
         let vms = self.list(VM).await?;
         let mut nics: BTreeMap<String, (Option<String>, Option<String>)> = BTreeMap::new();
         for n in self.list(NIC).await? {
@@ -870,7 +466,7 @@ impl Provider for Arm {
             .collect())
     }
 
-    async fn tagged(&self, cluster: Option<&str>) -> Result<Vec<Resource>, CloudError> {
+    async fn tagged(&self, cluster: Option<&str>) -> Result<Vec<Resource>, ProviderError> {
         let mut out = Vec::new();
         for kind in [VM, NIC, PUBLIC_IP, NSG] {
             for r in self.list(kind).await? {
@@ -894,7 +490,7 @@ impl Provider for Arm {
         Ok(out)
     }
 
-    async fn delete(&self, resources: &[Resource], timeout: Duration) -> Result<(), CloudError> {
+    async fn delete(&self, resources: &[Resource], timeout: Duration) -> Result<(), ProviderError> {
         let start = Instant::now();
         // VMs first, all at once (each takes their NIC, IP and disk along), then what is left.
         for batch in [
@@ -916,14 +512,15 @@ impl Provider for Arm {
         Ok(())
     }
 
-    async fn boot_log(&self, vm: &Vm) -> Result<String, CloudError> {
+    async fn boot_log(&self, vm: &Vm) -> Result<String, ProviderError> {
         let id = self.id(VM, &vm.name);
         let action = format!("retrieveBootDiagnosticsData {}", vm.name);
         let url = format!(
             "{}{id}/retrieveBootDiagnosticsData?api-version={COMPUTE_API}",
-            self.base
+            self.arm.base()
         );
         let a = self
+            .arm
             .send(http::Method::POST, &url, Some(&json!({})), &action, true)
             .await?;
         if a.status != 200 {
@@ -934,6 +531,7 @@ impl Provider for Arm {
         };
         // A SAS URL: no ARM token.
         let log = self
+            .arm
             .send(
                 http::Method::GET,
                 blob,
@@ -948,17 +546,19 @@ impl Provider for Arm {
         Ok(log.text)
     }
 
-    async fn mark_ready(&self, vm: &Vm) -> Result<(), CloudError> {
+    async fn mark_ready(&self, vm: &Vm) -> Result<(), ProviderError> {
         let id = self.id(VM, &vm.name);
         let action = format!("tag virtual-machine {} ready", vm.name);
         let current = self
+            .arm
             .get(&id, COMPUTE_API, &action)
             .await?
-            .ok_or_else(|| CloudError::Other(format!("VM {} vanished", vm.name)))?;
+            .ok_or_else(|| ProviderError::Other(format!("VM {} vanished", vm.name)))?;
         let mut tags = current.get("tags").cloned().unwrap_or_else(|| json!({}));
         tags[TAG_READY] = json!("true");
-        let url = self.url(&id, COMPUTE_API);
+        let url = self.arm.url(&id, COMPUTE_API);
         let a = self
+            .arm
             .send(
                 http::Method::PATCH,
                 &url,
@@ -970,7 +570,8 @@ impl Provider for Arm {
         if !(200..300).contains(&a.status) {
             return Err(arm_error(&action, a.status, &a.body, &a.text));
         }
-        self.follow(a, &url, &action, Duration::from_secs(300), false)
+        self.arm
+            .follow(a, &url, &action, Duration::from_secs(300), false)
             .await
     }
 
@@ -981,31 +582,5 @@ impl Provider for Arm {
             cluster: vm.cluster.clone(),
             created: Some(vm.created as u64),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arm_error_codes_become_clear_errors() {
-        let body = json!({"error": {"code": "SkuNotAvailable", "message": "Standard_X is not available in westeurope"}});
-        let e = arm_error("create virtual-machine w", 409, &body, "");
-        assert!(matches!(e, CloudError::Capacity { .. }), "{e}");
-        let e = arm_error(
-            "list",
-            403,
-            &json!({"error": {"code": "AuthorizationFailed", "message": "no"}}),
-            "",
-        );
-        assert!(matches!(e, CloudError::Unauthorized { .. }), "{e}");
-        let e = arm_error("x", 500, &Value::Null, "<html>oops</html>");
-        assert!(e.to_string().contains("HTTP 500: <html>oops</html>"), "{e}");
-    }
-
-    #[test]
-    fn form_values_are_escaped() {
-        assert_eq!(form_escape("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
     }
 }

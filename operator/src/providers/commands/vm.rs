@@ -1,69 +1,28 @@
-//! The cloud commands as functions: `up`, `scale`, `status`, `logs`, `down`, `sweep`, and
-//! `autoscale` (which the scheduler VM runs). `main.rs` parses arguments and prints; tests call
-//! these directly with [`Options`] pointing at an emulator.
-//!
-//! `up` saves the config under the state directory (`$RASK_STATE_DIR`, default
-//! `~/.config/rask/clusters/NAME.yaml`) before it creates anything, so the other commands find the
-//! cluster by name — also after a crash.
+//! The commands on VM clusters: `up`, `scale`, `status`, `logs`, `down`, `sweep`, and
+//! `autoscale` (which the scheduler VM runs). Tests call these directly with [`Options`] pointing
+//! at an emulator.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::CloudError;
-use super::config::{self, CloudCluster, ProviderSettings};
+use super::{Options, ScalePlan, ScaleReport, find, save, saved_clusters, saved_path, scale_plan};
+use crate::backend::{Backend, no_group};
+use crate::providers::ProviderError;
+use crate::providers::config::vm::{CloudCluster, ProviderSettings};
+use crate::providers::config::{self, ClusterConfig};
 #[cfg(feature = "aws")]
-use crate::backend::aws::{AwsOptions, Ec2};
+use crate::providers::vm::aws::Ec2;
 #[cfg(feature = "azure")]
-use crate::backend::azure::{Arm, AzureOptions};
-use crate::backend::cloud::{
-    CloudBackend, Ledger, Provider, ResolveUrl, Resource, Runtime, Swept, Vm, VmRequest,
-    delete_all, scheduler_url_by_ip,
+use crate::providers::vm::azure::Azure;
+use crate::providers::vm::{
+    CloudBackend, Ledger, Provider, Resource, Runtime, Swept, Vm, VmRequest, delete_all,
+    scheduler_url_by_ip,
 };
-use crate::backend::{Backend, Retirement};
-
-/// Where and how the commands reach things.
-#[derive(Clone)]
-pub struct Options {
-    /// Saved configs of the clusters `up` started.
-    pub state_dir: PathBuf,
-    #[cfg(feature = "aws")]
-    pub aws: AwsOptions,
-    #[cfg(feature = "azure")]
-    pub azure: AzureOptions,
-    /// How the scheduler's HTTP API is reached from here (default: its public IP, or its private
-    /// IP with `use_private_ip`).
-    pub resolve_url: Option<ResolveUrl>,
-    /// Between looks at the cloud or the scheduler while waiting.
-    pub poll: Duration,
-    pub progress: Arc<dyn Fn(&str) + Send + Sync>,
-}
+use crate::spec::AutoscalerSpec;
 
 impl Options {
-    /// The defaults for a user's machine.
-    pub fn from_env() -> Options {
-        let state_dir = std::env::var_os("RASK_STATE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("XDG_CONFIG_HOME").map(|c| PathBuf::from(c).join("rask/clusters"))
-            })
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/rask/clusters"))
-            })
-            .unwrap_or_else(|| PathBuf::from(".rask/clusters"));
-        Options {
-            state_dir,
-            #[cfg(feature = "aws")]
-            aws: AwsOptions::default(),
-            #[cfg(feature = "azure")]
-            azure: AzureOptions::default(),
-            resolve_url: None,
-            poll: Duration::from_secs(2),
-            progress: Arc::new(|line| eprintln!("{line}")),
-        }
-    }
-
-    fn runtime(&self, cluster: &CloudCluster) -> Runtime {
+    fn vm_runtime(&self, cluster: &CloudCluster) -> Runtime {
         let private = match &cluster.provider {
             ProviderSettings::Aws(e) => e.use_private_ip,
             ProviderSettings::Azure(a) => !a.public_ingress,
@@ -84,7 +43,7 @@ pub enum Cloud {
     #[cfg(feature = "aws")]
     Aws(Box<Ec2>),
     #[cfg(feature = "azure")]
-    Azure(Box<Arm>),
+    Azure(Box<Azure>),
     /// Only there so the type is inhabited in a build without clouds.
     #[doc(hidden)]
     None(std::convert::Infallible),
@@ -103,20 +62,21 @@ macro_rules! each {
 }
 
 impl Cloud {
-    pub async fn connect(cluster: &CloudCluster, opts: &Options) -> Result<Cloud, CloudError> {
+    pub async fn connect(cluster: &CloudCluster, opts: &Options) -> Result<Cloud, ProviderError> {
         match &cluster.provider {
             #[cfg(feature = "aws")]
             ProviderSettings::Aws(_) => Ok(Cloud::Aws(Box::new(
                 Ec2::connect(cluster, &opts.aws).await?,
             ))),
             #[cfg(feature = "azure")]
-            ProviderSettings::Azure(_) => {
-                Ok(Cloud::Azure(Box::new(Arm::connect(cluster, &opts.azure)?)))
-            }
+            ProviderSettings::Azure(_) => Ok(Cloud::Azure(Box::new(Azure::connect(
+                cluster,
+                &opts.azure,
+            )?))),
             #[allow(unreachable_patterns)]
             other => {
                 let _ = opts;
-                Err(CloudError::NotBuilt {
+                Err(ProviderError::NotBuilt {
                     provider: other.name().as_str(),
                 })
             }
@@ -130,7 +90,11 @@ impl Provider for Cloud {
     fn name(&self) -> &'static str {
         each!(self, p => p.name())
     }
-    async fn prepare(&self, cluster: &CloudCluster, ledger: &mut Ledger) -> Result<(), CloudError> {
+    async fn prepare(
+        &self,
+        cluster: &CloudCluster,
+        ledger: &mut Ledger,
+    ) -> Result<(), ProviderError> {
         each!(self, p => p.prepare(cluster, ledger).await)
     }
     async fn create_vm(
@@ -138,22 +102,22 @@ impl Provider for Cloud {
         cluster: &CloudCluster,
         req: &VmRequest,
         ledger: &mut Ledger,
-    ) -> Result<Vm, CloudError> {
+    ) -> Result<Vm, ProviderError> {
         each!(self, p => p.create_vm(cluster, req, ledger).await)
     }
-    async fn list_vms(&self, cluster: &str) -> Result<Vec<Vm>, CloudError> {
+    async fn list_vms(&self, cluster: &str) -> Result<Vec<Vm>, ProviderError> {
         each!(self, p => p.list_vms(cluster).await)
     }
-    async fn tagged(&self, cluster: Option<&str>) -> Result<Vec<Resource>, CloudError> {
+    async fn tagged(&self, cluster: Option<&str>) -> Result<Vec<Resource>, ProviderError> {
         each!(self, p => p.tagged(cluster).await)
     }
-    async fn delete(&self, resources: &[Resource], timeout: Duration) -> Result<(), CloudError> {
+    async fn delete(&self, resources: &[Resource], timeout: Duration) -> Result<(), ProviderError> {
         each!(self, p => p.delete(resources, timeout).await)
     }
-    async fn boot_log(&self, vm: &Vm) -> Result<String, CloudError> {
+    async fn boot_log(&self, vm: &Vm) -> Result<String, ProviderError> {
         each!(self, p => p.boot_log(vm).await)
     }
-    async fn mark_ready(&self, vm: &Vm) -> Result<(), CloudError> {
+    async fn mark_ready(&self, vm: &Vm) -> Result<(), ProviderError> {
         each!(self, p => p.mark_ready(vm).await)
     }
     fn vm_resource(&self, vm: &Vm) -> Resource {
@@ -187,44 +151,31 @@ impl std::fmt::Display for UpReport {
     }
 }
 
-fn saved_path(opts: &Options, name: &str) -> PathBuf {
-    opts.state_dir.join(format!("{name}.yaml"))
-}
-
-/// The config `up` saved for `name`.
-fn load_saved(opts: &Options, name: &str) -> Result<(CloudCluster, String), CloudError> {
-    let path = saved_path(opts, name);
-    if !path.exists() {
-        return Err(CloudError::NoSuchCluster {
-            name: name.to_owned(),
-            reason: format!(
-                "no saved config at {} (`up` saves one there; on another machine pass --config FILE)",
-                path.display()
-            ),
-        });
-    }
-    config::load(&path)
-}
-
-/// The cluster named `name`, from `config` when given, else from the saved configs.
-fn find(
+/// The VM cluster named `name`, from `config` when given, else from the saved configs.
+fn find_vm(
     opts: &Options,
     name: &str,
     config: Option<&Path>,
-) -> Result<(CloudCluster, String), CloudError> {
-    match config {
-        Some(path) => {
-            let (c, text) = config::load(path)?;
-            if c.name != name {
-                return Err(CloudError::Other(format!(
-                    "{} describes cluster {}, not {name}",
-                    path.display(),
-                    c.name
-                )));
-            }
-            Ok((c, text))
-        }
-        None => load_saved(opts, name),
+) -> Result<(CloudCluster, String), ProviderError> {
+    match find(opts, name, config)? {
+        (ClusterConfig::Vm(c), text) => Ok((c, text)),
+        (ClusterConfig::Batch(c), _) => Err(ProviderError::Other(format!(
+            "cluster {name} runs on {}, not on cloud VMs",
+            c.system.name().as_str()
+        ))),
+    }
+}
+
+/// Reads a VM cluster's file.
+fn load_vm(path: &Path) -> Result<(CloudCluster, String), ProviderError> {
+    let (c, text) = config::load(path)?;
+    match c {
+        ClusterConfig::Vm(c) => Ok((c, text)),
+        ClusterConfig::Batch(c) => Err(ProviderError::Other(format!(
+            "{} describes a {} cluster, not a cloud one",
+            path.display(),
+            c.system.name().as_str()
+        ))),
     }
 }
 
@@ -240,27 +191,11 @@ fn tcp_address(url: &str) -> String {
 
 /// `up CONFIG`: the scheduler VM, then the workers, each verified in the scheduler. On failure
 /// everything created is deleted again (and the saved config removed).
-pub async fn up(config: &Path, opts: &Options) -> Result<UpReport, CloudError> {
-    let (cluster, text) = config::load(config)?;
+pub async fn up(config: &Path, opts: &Options) -> Result<UpReport, ProviderError> {
+    let (cluster, text) = load_vm(config)?;
     let cloud = Cloud::connect(&cluster, opts).await?;
-    let saved = saved_path(opts, &cluster.name);
-    if saved.exists() {
-        return Err(CloudError::Other(format!(
-            "cluster {} already exists (its config is saved at {}): `rask-operator status {0}` shows it, \
-             `rask-operator down {0}` deletes it",
-            cluster.name,
-            saved.display()
-        )));
-    }
-    std::fs::create_dir_all(&opts.state_dir).map_err(|e| CloudError::Read {
-        path: opts.state_dir.display().to_string(),
-        reason: format!("cannot create it: {e}"),
-    })?;
-    std::fs::write(&saved, &text).map_err(|e| CloudError::Read {
-        path: saved.display().to_string(),
-        reason: format!("cannot write it: {e}"),
-    })?;
-    let rt = opts.runtime(&cluster);
+    let saved = save(opts, &cluster.name, &text)?;
+    let rt = opts.vm_runtime(&cluster);
     match CloudBackend::provision(Arc::new(cloud), Arc::new(cluster), &text, rt).await {
         Ok(b) => {
             let workers = b.workers().await?.into_iter().map(|v| v.name).collect();
@@ -274,7 +209,7 @@ pub async fn up(config: &Path, opts: &Options) -> Result<UpReport, CloudError> {
         }
         Err(e) => {
             // Keep the saved config while something may remain, so `down NAME` finds it.
-            if !matches!(e, CloudError::RollbackFailed { .. }) {
+            if !matches!(e, ProviderError::RollbackFailed { .. }) {
                 let _ = std::fs::remove_file(&saved);
             }
             Err(e)
@@ -287,18 +222,11 @@ pub async fn attach(
     opts: &Options,
     name: &str,
     config: Option<&Path>,
-) -> Result<CloudBackend<Cloud>, CloudError> {
-    let (cluster, _) = find(opts, name, config)?;
+) -> Result<CloudBackend<Cloud>, ProviderError> {
+    let (cluster, _) = find_vm(opts, name, config)?;
     let cloud = Cloud::connect(&cluster, opts).await?;
-    let rt = opts.runtime(&cluster);
+    let rt = opts.vm_runtime(&cluster);
     CloudBackend::attach(Arc::new(cloud), Arc::new(cluster), rt).await
-}
-
-/// What `scale` did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ScaleReport {
-    pub added: Vec<String>,
-    pub retired: Retirement,
 }
 
 /// `scale NAME N`: adds workers (verified in the scheduler) or retires the newest ones through
@@ -310,18 +238,14 @@ pub async fn scale(
     workers: &[String],
     config: Option<&Path>,
     opts: &Options,
-) -> Result<ScaleReport, CloudError> {
+) -> Result<ScaleReport, ProviderError> {
     let b = attach(opts, name, config).await?;
     let group = group.unwrap_or(config::DEFAULT_GROUP);
     if !b.cluster.groups.contains_key(group) {
-        return Err(CloudError::Other(format!(
-            "cluster {name} has no worker group {group} (it has: {})",
-            b.cluster
-                .groups
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+        return Err(ProviderError::Other(no_group(
+            name,
+            group,
+            b.cluster.groups.keys(),
         )));
     }
     let mut current: Vec<Vm> = b
@@ -331,39 +255,17 @@ pub async fn scale(
         .filter(|v| v.group.as_deref() == Some(group))
         .collect();
     current.sort_by(|a, b| b.created.total_cmp(&a.created).then(b.name.cmp(&a.name)));
+    let names: Vec<String> = current.into_iter().map(|v| v.name).collect();
     let mut report = ScaleReport::default();
-    if !workers.is_empty() && workers.len() + n != current.len() {
-        return Err(CloudError::Other(format!(
-            "scaling {name}/{group} from {} to {n} workers retires {}, but {} were named to retire",
-            current.len(),
-            current.len().saturating_sub(n),
-            workers.len()
-        )));
-    }
-    if n > current.len() {
-        report.added = b.grow(group, n - current.len()).await?;
-    } else if n < current.len() {
-        let names: Vec<String> = if workers.is_empty() {
-            current
-                .iter()
-                .take(current.len() - n)
-                .map(|v| v.name.clone())
-                .collect()
-        } else {
-            if let Some(w) = workers
-                .iter()
-                .find(|w| !current.iter().any(|v| &v.name == *w))
-            {
-                return Err(CloudError::Other(format!(
-                    "cluster {name} has no worker VM {w} in group {group}"
-                )));
-            }
-            workers.to_vec()
-        };
-        report.retired = b
-            .retire_workers(group, &names)
-            .await
-            .map_err(|e| CloudError::Other(e.to_string()))?;
+    match scale_plan(name, group, &names, n, workers)? {
+        ScalePlan::Add(k) => report.added = b.grow(group, k).await?,
+        ScalePlan::Retire(names) => {
+            report.retired = b
+                .retire_workers(group, &names)
+                .await
+                .map_err(|e| ProviderError::Other(e.to_string()))?;
+        }
+        ScalePlan::Nothing => {}
     }
     Ok(report)
 }
@@ -410,12 +312,12 @@ impl std::fmt::Display for Status {
                     .clone()
                     .unwrap_or_else(|| v.role.as_str().to_owned()),
                 match &v.state {
-                    crate::backend::cloud::VmState::Failed(r) => format!("failed: {r}"),
+                    crate::providers::vm::VmState::Failed(r) => format!("failed: {r}"),
                     other => format!("{other:?}").to_lowercase(),
                 },
                 v.private_ip.as_deref().unwrap_or("-"),
                 v.public_ip.as_deref().unwrap_or("-"),
-                if v.role == crate::backend::cloud::Role::Worker {
+                if v.role == crate::providers::vm::Role::Worker {
                     if s.joined { "yes" } else { "no" }
                 } else {
                     "-"
@@ -431,15 +333,15 @@ pub async fn status(
     name: &str,
     config: Option<&Path>,
     opts: &Options,
-) -> Result<Status, CloudError> {
-    let (cluster, _) = find(opts, name, config)?;
+) -> Result<Status, ProviderError> {
+    let (cluster, _) = find_vm(opts, name, config)?;
     let cloud = Cloud::connect(&cluster, opts).await?;
-    let rt = opts.runtime(&cluster);
+    let rt = opts.vm_runtime(&cluster);
     let mut vms = cloud.list_vms(&cluster.name).await?;
     vms.sort_by(|a, b| (a.role as u8, &a.name).cmp(&(b.role as u8, &b.name)));
     let dashboard = vms
         .iter()
-        .find(|v| v.role == crate::backend::cloud::Role::Scheduler)
+        .find(|v| v.role == crate::providers::vm::Role::Scheduler)
         .and_then(|v| (rt.resolve_url)(v));
     let (joined, scheduler_error) = match &dashboard {
         Some(url) => match rt.api.get_workers(url).await {
@@ -469,18 +371,18 @@ pub async fn logs(
     vm: Option<&str>,
     config: Option<&Path>,
     opts: &Options,
-) -> Result<String, CloudError> {
-    let (cluster, _) = find(opts, name, config)?;
+) -> Result<String, ProviderError> {
+    let (cluster, _) = find_vm(opts, name, config)?;
     let cloud = Cloud::connect(&cluster, opts).await?;
     let vms = cloud.list_vms(&cluster.name).await?;
     let found = match vm {
         Some(want) => vms.iter().find(|v| v.name == want || v.id == want),
         None => vms
             .iter()
-            .find(|v| v.role == crate::backend::cloud::Role::Scheduler),
+            .find(|v| v.role == crate::providers::vm::Role::Scheduler),
     };
     let Some(found) = found else {
-        return Err(CloudError::Other(format!(
+        return Err(ProviderError::Other(format!(
             "cluster {name} has no VM {} (it has: {})",
             vm.unwrap_or("scheduler"),
             vms.iter()
@@ -497,8 +399,8 @@ pub async fn down(
     name: &str,
     config: Option<&Path>,
     opts: &Options,
-) -> Result<Vec<Resource>, CloudError> {
-    let (cluster, _) = find(opts, name, config)?;
+) -> Result<Vec<Resource>, ProviderError> {
+    let (cluster, _) = find_vm(opts, name, config)?;
     let cloud = Cloud::connect(&cluster, opts).await?;
     let deleted = delete_all(&cloud, &cluster.name, cluster.timeouts.delete).await?;
     let _ = std::fs::remove_file(saved_path(opts, name));
@@ -511,24 +413,16 @@ pub async fn sweep(
     config: Option<&Path>,
     grace: Duration,
     opts: &Options,
-) -> Result<Vec<Swept>, CloudError> {
+) -> Result<Vec<Swept>, ProviderError> {
     let mut places: Vec<CloudCluster> = Vec::new();
     match config {
-        Some(path) => places.push(config::load(path)?.0),
+        Some(path) => places.push(load_vm(path)?.0),
         None => {
-            let entries = std::fs::read_dir(&opts.state_dir).map_err(|e| CloudError::Read {
-                path: opts.state_dir.display().to_string(),
-                reason: format!(
-                    "{e} (no saved clusters: pass --config FILE to say where to sweep)"
-                ),
-            })?;
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
-                    let c = config::load(&path)?.0;
-                    if !places.iter().any(|p| same_place(p, &c)) {
-                        places.push(c);
-                    }
+            for c in saved_clusters(opts)? {
+                if let ClusterConfig::Vm(c) = c
+                    && !places.iter().any(|p| same_place(p, &c))
+                {
+                    places.push(c);
                 }
             }
         }
@@ -536,7 +430,7 @@ pub async fn sweep(
     let mut out = Vec::new();
     for c in places {
         let cloud = Cloud::connect(&c, opts).await?;
-        out.extend(crate::backend::cloud::sweep(&cloud, grace, c.timeouts.delete).await?);
+        out.extend(crate::providers::vm::sweep(&cloud, grace, c.timeouts.delete).await?);
     }
     Ok(out)
 }
@@ -559,10 +453,10 @@ pub async fn autoscale(
     interval: Duration,
     opts: &Options,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), CloudError> {
-    let (cluster, _) = config::load(config)?;
+) -> Result<(), ProviderError> {
+    let (cluster, _) = load_vm(config)?;
     let Some(auto) = cluster.autoscaling.clone() else {
-        return Err(CloudError::Config {
+        return Err(ProviderError::Config {
             file: config.display().to_string(),
             key: "autoscaling".into(),
             message: "is not set: nothing to autoscale".into(),
@@ -572,7 +466,7 @@ pub async fn autoscale(
     let url = scheduler_url.to_owned();
     let mut opts = opts.clone();
     opts.resolve_url = Some(Arc::new(move |_| Some(url.clone())));
-    let rt = opts.runtime(&cluster);
+    let rt = opts.vm_runtime(&cluster);
     let backend = CloudBackend::attach(Arc::new(cloud), Arc::new(cluster), rt).await?;
     run_autoscaler(&backend, auto, interval, stop).await;
     Ok(())
@@ -581,7 +475,7 @@ pub async fn autoscale(
 /// The autoscaling loop of [`crate::autoscaler::driver`] on a cloud cluster, logging each step.
 pub async fn run_autoscaler<B: Backend>(
     backend: &B,
-    auto: config::AutoscalingSettings,
+    auto: AutoscalerSpec,
     interval: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
