@@ -38,6 +38,8 @@ async fn cluster(rask: &Path, dir: &tempfile::TempDir, workers: usize) -> Arc<Lo
     let spec = LocalSpec {
         cluster: "bench".into(),
         rask: rask.to_owned(),
+        scheduler_program: None,
+        programs: Default::default(),
         dir: dir.path().to_owned(),
         scheduler_env: vec![("RUST_LOG".into(), "error".into())],
         groups: [(
@@ -46,6 +48,7 @@ async fn cluster(rask: &Path, dir: &tempfile::TempDir, workers: usize) -> Arc<Lo
                 nthreads: Some(1),
                 memory_limit: MemoryLimit::Bytes(ByteSize(1 << 30)),
                 env: vec![("RUST_LOG".into(), "error".into())],
+                resources: None,
             },
         )]
         .into(),

@@ -26,8 +26,12 @@ const EXIT_GRACE: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, PartialEq)]
 pub struct LocalSpec {
     pub cluster: String,
-    /// The `rask` binary.
+    /// The `rask` binary: the scheduler's and the workers' program unless they name another.
     pub rask: PathBuf,
+    /// The scheduler's program when it is not `rask` (a binary with families of its own).
+    pub scheduler_program: Option<PathBuf>,
+    /// Worker groups' programs when not `rask`, by group.
+    pub programs: BTreeMap<String, PathBuf>,
     /// Logs, the scheduler file and spill directories go here.
     pub dir: PathBuf,
     pub scheduler_env: Vec<(String, String)>,
@@ -85,12 +89,13 @@ impl LocalBackend {
         let file = spec.dir.join("scheduler.json");
         let _ = std::fs::remove_file(&file);
         let log = spec.dir.join("scheduler.log");
-        let mut cmd = Command::new(&spec.rask);
+        let program = spec.scheduler_program.as_ref().unwrap_or(&spec.rask).clone();
+        let mut cmd = Command::new(&program);
         cmd.args(["scheduler", "--host", "127.0.0.1", "--port", "0"])
             .args(["--dashboard-address", "127.0.0.1:0", "--scheduler-file"])
             .arg(&file)
             .envs(spec.scheduler_env.iter().cloned());
-        let mut child = spawn(cmd, &log, "start the scheduler", &spec.rask)?;
+        let mut child = spawn(cmd, &log, "start the scheduler", &program)?;
         let deadline = Instant::now() + spec.start_timeout;
         let found = loop {
             if let Ok(text) = std::fs::read_to_string(&file)
@@ -248,7 +253,8 @@ impl Backend for LocalBackend {
                 procs.next += 1;
                 format!("{}-{group}-worker-{}", self.spec.cluster, procs.next)
             };
-            let mut cmd = Command::new(&self.spec.rask);
+            let program = self.spec.programs.get(group).unwrap_or(&self.spec.rask);
+            let mut cmd = Command::new(program);
             cmd.arg("worker")
                 .arg(&self.address)
                 .args(["--name", &name])
@@ -263,7 +269,7 @@ impl Backend for LocalBackend {
                 cmd,
                 &self.log_path(&name),
                 &format!("start worker {name}"),
-                &self.spec.rask,
+                program,
             )?;
             self.lock().workers.insert(
                 name.clone(),

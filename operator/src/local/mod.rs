@@ -70,6 +70,15 @@ pub enum UpError {
     },
     #[error("cannot start the job runner {argv:?}: {reason}")]
     Runner { argv: Vec<String>, reason: String },
+    #[error(
+        "cannot find {program}, the command of {what}: not beside {} nor on PATH; build it, or give its path",
+        rask.display()
+    )]
+    NoProgram {
+        program: String,
+        what: String,
+        rask: PathBuf,
+    },
 }
 
 /// A change of a group's size, as the autoscaler made it.
@@ -130,6 +139,38 @@ pub fn find_rask(given: Option<&Path>) -> Result<PathBuf, UpError> {
         .ok_or_else(|| UpError::NoRask("not beside rask-operator nor on PATH".into()))
 }
 
+/// The program a container's `command` names, for a local run: a path as given; a bare name
+/// beside the `rask` binary (where `cargo build` puts a workspace's binaries), beside this
+/// executable, then on `PATH`; `rask` is the `rask` binary.
+pub fn find_program(name: &str, rask: &Path, what: &str) -> Result<PathBuf, UpError> {
+    if name == "rask" {
+        return Ok(rask.to_owned());
+    }
+    let missing = || UpError::NoProgram {
+        program: name.to_owned(),
+        what: what.to_owned(),
+        rask: rask.to_owned(),
+    };
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return if p.is_file() { Ok(p) } else { Err(missing()) };
+    }
+    let beside_rask = rask.parent().map(|d| d.join(name));
+    let beside_self = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name));
+    beside_rask
+        .into_iter()
+        .chain(beside_self)
+        .chain(on_path)
+        .find(|p| p.is_file())
+        .ok_or_else(missing)
+}
+
 /// Reads and checks a manifest file for a local run.
 pub fn load(path: &Path) -> Result<LocalPlan, UpError> {
     let text = std::fs::read_to_string(path).map_err(|e| UpError::Read {
@@ -169,9 +210,24 @@ pub async fn up(
     let dir = opts.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("rask-{}-{}", plan.cluster, std::process::id()))
     });
+    let scheduler_program = match &plan.scheduler_program {
+        Some(p) => Some(find_program(p, &rask, "the scheduler")?),
+        None => None,
+    };
+    let mut programs = std::collections::BTreeMap::new();
+    for (name, g) in &plan.groups {
+        if let Some(p) = &g.program {
+            programs.insert(
+                name.clone(),
+                find_program(p, &rask, &format!("worker group {name}"))?,
+            );
+        }
+    }
     let spec = LocalSpec {
         cluster: plan.cluster.clone(),
         rask,
+        scheduler_program,
+        programs,
         dir: dir.clone(),
         scheduler_env: plan.scheduler_env.clone(),
         groups: plan
@@ -341,10 +397,7 @@ async fn run_runner(
         backend.scheduler_address().into(),
     ));
     let argv: Vec<String> = r.argv.iter().map(|a| expand(a, &vars)).collect();
-    let program = match argv[0].as_str() {
-        "rask" => rask.display().to_string(),
-        other => other.to_owned(),
-    };
+    let program = find_program(&argv[0], rask, &format!("job {}", r.job))?;
     let deadline = r.deadline.map(|d| say.t0 + d);
     let mut outcome = (None, false);
     let mut runs = 0;

@@ -13,6 +13,7 @@ use crate::crd::{DaskClusterSpec, WorkerSpec};
 use crate::names;
 use crate::spec::autoscaler::{AutoscalerSpec, Keys};
 use crate::spec::quantity::kube_quantity;
+use crate::spec::worker::parse_resources;
 use crate::spec::{ByteSize, MemoryLimit, WorkerTemplate};
 
 /// The name of rask's worker image, whose entrypoint is the `rask` binary.
@@ -22,6 +23,9 @@ pub const RASK_IMAGE: &str = "rask-dev/rask-worker";
 pub struct GroupPlan {
     pub replicas: usize,
     pub template: WorkerTemplate,
+    /// The program its workers run, when the container names one (`command: [custom-worker]`);
+    /// otherwise `rask`.
+    pub program: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +55,8 @@ pub struct RunnerPlan {
 pub struct LocalPlan {
     pub cluster: String,
     pub scheduler_env: Vec<(String, String)>,
+    /// The program the scheduler runs, when its container names one; otherwise `rask`.
+    pub scheduler_program: Option<String>,
     /// By group name; the default group is `{cluster}-default`, as on Kubernetes.
     pub groups: BTreeMap<String, GroupPlan>,
     pub autoscalers: Vec<AutoscalerPlan>,
@@ -110,9 +116,11 @@ pub fn plan(resources: &[Resource]) -> Result<LocalPlan, Invalid> {
             });
         }
     };
-    let scheduler_env = first_container(&spec.scheduler.spec, "spec.scheduler.spec", &mut problems)
+    let scheduler = first_container(&spec.scheduler.spec, "spec.scheduler.spec", &mut problems);
+    let scheduler_env = scheduler
         .map(|c| env(c, "spec.scheduler.spec.containers[0]", &mut problems))
         .unwrap_or_default();
+    let scheduler_program = scheduler.and_then(program);
     let mut groups = BTreeMap::new();
     let default = names::default_worker_group(&cluster);
     if let Some(g) = group(
@@ -184,6 +192,7 @@ pub fn plan(resources: &[Resource]) -> Result<LocalPlan, Invalid> {
     Ok(LocalPlan {
         cluster,
         scheduler_env,
+        scheduler_program,
         groups,
         autoscalers,
         idle_timeout: spec
@@ -219,6 +228,15 @@ fn env(c: &Container, path: &str, problems: &mut Vec<String>) -> Vec<(String, St
         }
     }
     out
+}
+
+/// The program a container names with `command`, which runs in place of `rask` locally; Dask's
+/// own commands (`dask`, `dask-worker`, `dask-scheduler`, as dask-kubernetes writes them) stand
+/// for `rask`, which takes their flags.
+fn program(c: &Container) -> Option<String> {
+    let first = c.command.as_ref()?.first()?;
+    let base = first.rsplit('/').next().unwrap_or(first);
+    (!matches!(base, "dask" | "dask-worker" | "dask-scheduler" | "rask")).then(|| first.clone())
 }
 
 /// The value of `--flag V` or `--flag=V` in a command line.
@@ -288,13 +306,25 @@ fn group(w: &WorkerSpec, path: &str, problems: &mut Vec<String>) -> Option<Group
             None => MemoryLimit::Auto,
         },
     };
+    let resources = match flag(&args, "--resources") {
+        Some(r) => match parse_resources(&r) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                problems.push(format!("{cpath}.args: --resources: {e}"));
+                return None;
+            }
+        },
+        None => None,
+    };
     Some(GroupPlan {
         replicas: w.replicas as usize,
         template: WorkerTemplate {
             nthreads: Some(nthreads),
             memory_limit,
             env: env(c, &cpath, problems),
+            resources,
         },
+        program: program(c),
     })
 }
 
@@ -430,6 +460,44 @@ mod tests {
         let e = plan_of(&value_from).unwrap_err();
         assert!(
             e.problems[0].contains("env[0] (T): valueFrom needs Kubernetes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn containers_name_their_programs_and_workers_their_resources() {
+        let p = plan_of(&example("custom-worker/job.yaml")).unwrap();
+        assert_eq!(p.scheduler_program.as_deref(), Some("custom-worker"));
+        assert_eq!(
+            p.groups["wordcount-default"].program.as_deref(),
+            Some("custom-worker")
+        );
+        assert_eq!(p.runner.unwrap().argv[0], "wordcount");
+        // Dask's own commands stand for rask.
+        let dask = example("daskcluster.yaml").replace(
+            "args: [dask-worker",
+            "command: [dask-worker]\n        args: [dask-worker",
+        );
+        assert_eq!(plan_of(&dask).unwrap().groups["foo-default"].program, None);
+        let cluster = example("daskcluster.yaml");
+        let gpu = cluster.replace(
+            "--name, $(DASK_WORKER_NAME)",
+            "--name, $(DASK_WORKER_NAME), --resources, \"GPU=1 MEM=8e9\"",
+        );
+        assert_eq!(
+            plan_of(&gpu).unwrap().groups["foo-default"]
+                .template
+                .resources
+                .as_deref(),
+            Some("GPU=1,MEM=8000000000")
+        );
+        let bad = cluster.replace(
+            "--name, $(DASK_WORKER_NAME)",
+            "--name, $(DASK_WORKER_NAME), --resources, GPU",
+        );
+        let e = plan_of(&bad).unwrap_err();
+        assert!(
+            e.problems[0].contains("args: --resources: \"GPU\" is not NAME=AMOUNT"),
             "{e}"
         );
     }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rask::Value;
-use rask::client::Client;
-use rask::graph::Arg;
+use rask::client::{Client, Future};
+use rask::seed::{self, lit};
 use rask_operator::providers::ProviderError;
 use rask_operator::providers::commands::batch;
 
@@ -28,10 +28,13 @@ fn setup(
     crate::batch_env::setup(SLURM, name)
 }
 
-fn stamps(client: &Client, n: i64, seconds: f64) -> Vec<rask::client::TaskFuture> {
-    client.map_args(
-        "stamp",
-        (0..n).map(|i| vec![Arg::from(i), Arg::from(seconds)]),
+fn stamps(client: &Client, n: i64, seconds: f64) -> Vec<Future<Value>> {
+    client.map(
+        seed::STAMP,
+        (0..n).map(|i| seed::Stamp {
+            x: lit(i),
+            seconds,
+        }),
     )
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rask::Value;
 use rask::client::Client;
+use rask::core::Resources;
 use rask::seed::{self, lit};
 use rask_operator::autoscaler::driver::{Autoscaler, Outcome, Step};
 use rask_operator::autoscaler::policy::Settings;
@@ -55,6 +56,8 @@ fn spec(dir: &tempfile::TempDir) -> LocalSpec {
     LocalSpec {
         cluster: "t".into(),
         rask: rask_bin(),
+        scheduler_program: None,
+        programs: Default::default(),
         dir: dir.path().to_owned(),
         scheduler_env: vec![("RUST_LOG".into(), "warn".into())],
         groups: [(
@@ -63,6 +66,7 @@ fn spec(dir: &tempfile::TempDir) -> LocalSpec {
                 nthreads: Some(1),
                 memory_limit: MemoryLimit::Bytes(ByteSize(1 << 30)),
                 env: vec![("RUST_LOG".into(), "warn".into())],
+                resources: None,
             },
         )]
         .into(),
@@ -273,4 +277,123 @@ async fn a_missing_rask_binary_is_a_clear_error() {
         err.to_string().contains("cannot find the rask binary"),
         "{err}"
     );
+}
+
+/// A program the workspace builds beside `rask` (scripts/test builds every binary).
+fn workspace_bin(name: &str) -> PathBuf {
+    let bin = rask_bin().with_file_name(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first with `cargo build --bins` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_custom_worker_example_runs_its_job_on_programs_named_by_the_manifest() {
+    // The scheduler and workers run `custom-worker` (rask with the `words` family), the runner
+    // `wordcount`, which checks the cluster's counts against its own.
+    workspace_bin("custom-worker");
+    workspace_bin("wordcount");
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/custom-worker/job.yaml");
+    let plan = load(&path).unwrap();
+    assert_eq!(plan.scheduler_program.as_deref(), Some("custom-worker"));
+    let report = up(plan, opts(&dir), std::future::pending()).await.unwrap();
+    assert!(report.succeeded, "{report:?}");
+    assert_eq!(report.exit_code, Some(0));
+}
+
+#[tokio::test]
+async fn a_program_that_does_not_exist_is_named_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = job_file(&dir, "run, delayed");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("args: [worker", "command: [no-such-worker]\n            args: [worker");
+    std::fs::write(&path, &text).unwrap();
+    let err = up(load(&path).unwrap(), opts(&dir), std::future::pending())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot find no-such-worker, the command of worker group burst-default"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_group_offering_a_resource_gets_every_task_that_needs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = r#"
+apiVersion: kubernetes.dask.org/v1
+kind: DaskCluster
+metadata: {name: res}
+spec:
+  worker:
+    replicas: 2
+    spec:
+      containers:
+      - {name: worker, image: ghcr.io/rask-dev/rask-worker:latest, args: [worker, --nthreads, "2"]}
+  scheduler:
+    spec:
+      containers:
+      - {name: scheduler, image: ghcr.io/rask-dev/rask-worker:latest, args: [scheduler]}
+    service: {}
+---
+apiVersion: kubernetes.dask.org/v1
+kind: DaskWorkerGroup
+metadata: {name: res-gpu}
+spec:
+  cluster: res
+  worker:
+    replicas: 1
+    spec:
+      containers:
+      - {name: worker, image: ghcr.io/rask-dev/rask-worker:latest, args: [worker, --nthreads, "1", --resources, "GPU=1"]}
+"#;
+    let path = dir.path().join("res.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    let plan = load(&path).unwrap();
+    assert_eq!(
+        plan.groups["res-gpu"].template.resources.as_deref(),
+        Some("GPU=1")
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let o = opts(&dir);
+    let run_dir = o.dir.clone().unwrap();
+    let running = tokio::spawn(up(plan, o, async {
+        let _ = stop_rx.await;
+    }));
+    // The scheduler's address, from the file it writes once listening.
+    let file = run_dir.join("scheduler.json");
+    let mut address = None;
+    wait_until("the scheduler is up", Duration::from_secs(30), async || {
+        address = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["address"].as_str().map(str::to_owned));
+        address.is_some()
+    })
+    .await;
+    let client = Client::connect(address.as_deref().unwrap()).await.unwrap();
+    let gpu = Resources::parse("GPU=1").unwrap();
+    let var = || "DASK_WORKER_NAME".to_owned();
+    let needs: Vec<_> = (0..12)
+        .map(|_| {
+            client.compute(&rask::client::delayed(seed::ENVIRON, var()).with_resources(gpu.clone()))
+        })
+        .collect();
+    let any: Vec<_> = (0..12).map(|_| client.submit(seed::ENVIRON, var())).collect();
+    for (i, v) in client.gather(&needs).await.unwrap().iter().enumerate() {
+        let n = v.as_str().unwrap();
+        assert!(n.starts_with("res-res-gpu-worker-"), "GPU task {i} ran on {n}");
+    }
+    let others = client.gather(&any).await.unwrap();
+    assert!(others.iter().all(|v| v.as_str().is_ok()));
+    drop(client);
+    let _ = stop_tx.send(());
+    running.await.unwrap().unwrap();
 }

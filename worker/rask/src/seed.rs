@@ -35,6 +35,9 @@ pub const FAIL: Func<String, Value> = Func::new("seed.fail");
 pub const BYTES: Func<MakeBytes, Value> = Func::new("seed.bytes");
 /// The length of a byte string, string or list.
 pub const LEN: Func<Arg, Value> = Func::new("seed.len");
+/// The value of an environment variable of the worker that runs it (`None` when unset):
+/// `environ("DASK_WORKER_NAME")` says which worker ran a task.
+pub const ENVIRON: Func<String, Value> = Func::new("seed.environ");
 /// Allocates and touches `bytes` of memory, step by step, holds it, and returns how many bytes
 /// it held (for memory-limit tests: the worker's memory grows as a real task's would).
 pub const ALLOCATE: Func<Allocate, Value> = Func::new("seed.allocate");
@@ -122,6 +125,9 @@ pub fn family() -> Family {
         })
         .function(LEN, len)
         .function(ALLOCATE, allocate)
+        .function(ENVIRON, |var: String, _| {
+            Ok(std::env::var(&var).map(Value::Str).unwrap_or(Value::None))
+        })
         .function(LOAD, |s, i| {
             wait("load", s.seconds)?;
             s.x.resolve(i)
@@ -308,6 +314,10 @@ mod tests {
             Value::Bytes(vec![7u8; 3].into())
         );
         assert_eq!(call(LEN, &lit("abcd"), &[]).unwrap(), Value::Int(4));
+        assert_eq!(
+            call(ENVIRON, &"RASK_SURELY_UNSET_VARIABLE".to_owned(), &[]).unwrap(),
+            Value::None
+        );
     }
 
     #[test]

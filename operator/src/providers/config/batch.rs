@@ -574,6 +574,7 @@ pub fn validate(file: BatchFile) -> Result<BatchCluster, ProviderError> {
                 None => MemoryLimit::Auto,
             },
             env: env_vars(&format!("{gkey}.env"), g.env)?,
+            resources: None,
         };
         groups.insert(
             name,

@@ -471,6 +471,7 @@ pub fn validate(file: VmFile) -> Result<CloudCluster, ProviderError> {
             nthreads: g.nthreads.map(|n| n as usize),
             memory_limit,
             env: env_vars(&format!("{key}.env"), g.env)?,
+            resources: None,
         };
         groups.insert(
             name,
