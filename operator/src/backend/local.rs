@@ -89,7 +89,11 @@ impl LocalBackend {
         let file = spec.dir.join("scheduler.json");
         let _ = std::fs::remove_file(&file);
         let log = spec.dir.join("scheduler.log");
-        let program = spec.scheduler_program.as_ref().unwrap_or(&spec.rask).clone();
+        let program = spec
+            .scheduler_program
+            .as_ref()
+            .unwrap_or(&spec.rask)
+            .clone();
         let mut cmd = Command::new(&program);
         cmd.args(["scheduler", "--host", "127.0.0.1", "--port", "0"])
             .args(["--dashboard-address", "127.0.0.1:0", "--scheduler-file"])

@@ -36,7 +36,9 @@ pub fn parse_resources(text: &str) -> Result<String, String> {
         .filter(|s| !s.is_empty())
     {
         let Some((name, amount)) = item.split_once('=') else {
-            return Err(format!("{item:?} is not NAME=AMOUNT (e.g. \"GPU=1,MEM=8e9\")"));
+            return Err(format!(
+                "{item:?} is not NAME=AMOUNT (e.g. \"GPU=1,MEM=8e9\")"
+            ));
         };
         let name = name.trim();
         let amount: f64 = match amount.trim().parse() {
@@ -97,7 +99,14 @@ mod tests {
         };
         assert_eq!(
             t.args(),
-            ["--nthreads", "2", "--memory-limit", "1073741824", "--resources", "GPU=1"]
+            [
+                "--nthreads",
+                "2",
+                "--memory-limit",
+                "1073741824",
+                "--resources",
+                "GPU=1"
+            ]
         );
         assert_eq!(WorkerTemplate::default().args(), ["--memory-limit", "auto"]);
         assert!(is_env_name("OMP_NUM_THREADS") && !is_env_name("1X") && !is_env_name("A-B"));
@@ -105,7 +114,10 @@ mod tests {
 
     #[test]
     fn resources_as_rask_worker_reads_them() {
-        assert_eq!(parse_resources("GPU=1, MEM=8e9").unwrap(), "GPU=1,MEM=8000000000");
+        assert_eq!(
+            parse_resources("GPU=1, MEM=8e9").unwrap(),
+            "GPU=1,MEM=8000000000"
+        );
         assert_eq!(parse_resources("GPU=2 TPU=0.5").unwrap(), "GPU=2,TPU=0.5");
         for bad in ["GPU", "GPU=lots", "GPU=-1", "=1", "GPU=1,GPU=2", ""] {
             assert!(parse_resources(bad).is_err(), "{bad:?}");

@@ -31,10 +31,7 @@ fn setup(
 fn stamps(client: &Client, n: i64, seconds: f64) -> Vec<Future<Value>> {
     client.map(
         seed::STAMP,
-        (0..n).map(|i| seed::Stamp {
-            x: lit(i),
-            seconds,
-        }),
+        (0..n).map(|i| seed::Stamp { x: lit(i), seconds }),
     )
 }
 

@@ -297,8 +297,8 @@ async fn the_custom_worker_example_runs_its_job_on_programs_named_by_the_manifes
     workspace_bin("custom-worker");
     workspace_bin("wordcount");
     let dir = tempfile::tempdir().unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/custom-worker/job.yaml");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/custom-worker/job.yaml");
     let plan = load(&path).unwrap();
     assert_eq!(plan.scheduler_program.as_deref(), Some("custom-worker"));
     let report = up(plan, opts(&dir), std::future::pending()).await.unwrap();
@@ -310,9 +310,10 @@ async fn the_custom_worker_example_runs_its_job_on_programs_named_by_the_manifes
 async fn a_program_that_does_not_exist_is_named_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let path = job_file(&dir, "run, delayed");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("args: [worker", "command: [no-such-worker]\n            args: [worker");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "args: [worker",
+        "command: [no-such-worker]\n            args: [worker",
+    );
     std::fs::write(&path, &text).unwrap();
     let err = up(load(&path).unwrap(), opts(&dir), std::future::pending())
         .await
@@ -386,10 +387,15 @@ spec:
             client.compute(&rask::client::delayed(seed::ENVIRON, var()).with_resources(gpu.clone()))
         })
         .collect();
-    let any: Vec<_> = (0..12).map(|_| client.submit(seed::ENVIRON, var())).collect();
+    let any: Vec<_> = (0..12)
+        .map(|_| client.submit(seed::ENVIRON, var()))
+        .collect();
     for (i, v) in client.gather(&needs).await.unwrap().iter().enumerate() {
         let n = v.as_str().unwrap();
-        assert!(n.starts_with("res-res-gpu-worker-"), "GPU task {i} ran on {n}");
+        assert!(
+            n.starts_with("res-res-gpu-worker-"),
+            "GPU task {i} ran on {n}"
+        );
     }
     let others = client.gather(&any).await.unwrap();
     assert!(others.iter().all(|v| v.as_str().is_ok()));
