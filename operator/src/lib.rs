@@ -11,6 +11,7 @@ pub mod cloud;
 pub mod cluster;
 mod conditions;
 pub mod context;
+pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod job;

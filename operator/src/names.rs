@@ -8,6 +8,13 @@ pub const LABEL_COMPONENT: &str = "dask.org/component";
 pub const LABEL_WORKER_GROUP: &str = "dask.org/workergroup-name";
 /// Hash of the pod template a pod was made from; a different hash means the pod is outdated.
 pub const ANNOTATION_TEMPLATE_HASH: &str = "kubernetes.dask.org/template-hash";
+/// Set to "false" on every pod the operator makes, as dask-kubernetes does: an Istio sidecar
+/// would sit between Dask's processes, and a job runner's would keep its pod from completing.
+pub const LABEL_ISTIO_INJECT: &str = "sidecar.istio.io/inject";
+/// On a cluster's default worker group: the cluster's `spec.worker.replicas` last passed on to it.
+/// After creation the group owns its size (`kubectl scale`, `KubeCluster.scale`, autoscalers);
+/// only a change of the cluster's own `spec.worker.replicas` is passed on.
+pub const ANNOTATION_CLUSTER_REPLICAS: &str = "kubernetes.dask.org/cluster-worker-replicas";
 /// Which attempt of a DaskJob's runner a pod is (0, 1, ...).
 pub const ANNOTATION_RUNNER_ATTEMPT: &str = "kubernetes.dask.org/runner-attempt";
 /// `dask.org/component` of a DaskJob's runner pod, as dask-kubernetes labels it.

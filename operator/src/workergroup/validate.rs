@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 
 use crate::crd::DaskWorkerGroup;
+use crate::error::Invalid;
 use crate::names::{
     self, ANNOTATION_TEMPLATE_HASH, LABEL_CLUSTER, LABEL_COMPONENT, LABEL_WORKER_GROUP,
 };
@@ -31,13 +32,6 @@ pub struct ValidatedGroup {
     pub template_hash: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid DaskWorkerGroup {name}: {}", problems.join("; "))]
-pub struct Invalid {
-    pub name: String,
-    pub problems: Vec<String>,
-}
-
 pub fn validate(g: &DaskWorkerGroup) -> Result<ValidatedGroup, Invalid> {
     let name = g.name_any();
     let mut problems = Vec::new();
@@ -60,7 +54,11 @@ pub fn validate(g: &DaskWorkerGroup) -> Result<ValidatedGroup, Invalid> {
         problems.push("metadata.uid: missing (the object was not read from the API server)".into());
     }
     let (Some(owner), true) = (owner, problems.is_empty()) else {
-        return Err(Invalid { name, problems });
+        return Err(Invalid {
+            kind: "DaskWorkerGroup",
+            name,
+            problems,
+        });
     };
     let namespace = g.namespace().unwrap_or_else(|| "default".into());
     let cluster = g.spec.cluster.clone();
