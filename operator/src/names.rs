@@ -50,6 +50,19 @@ pub fn scheduler_address(cluster: &str, namespace: &str) -> String {
     )
 }
 
+/// `rask-operator run --scheduler-url`'s default: the scheduler Service's in-cluster name.
+pub const SCHEDULER_URL_TEMPLATE: &str =
+    "http://{cluster}-scheduler.{namespace}.svc.cluster.local:8787";
+
+/// A scheduler's HTTP API from a `--scheduler-url` template.
+pub fn scheduler_url(template: &str, cluster: &str, namespace: &str) -> String {
+    template
+        .replace("{cluster}", cluster)
+        .replace("{namespace}", namespace)
+        .trim_end_matches('/')
+        .to_owned()
+}
+
 /// The scheduler's HTTP API inside the cluster.
 pub fn scheduler_http(cluster: &str, namespace: &str) -> String {
     format!(
@@ -109,6 +122,18 @@ mod tests {
             "{p}"
         );
         assert_ne!(new_worker_pod_name("g"), new_worker_pod_name("g"));
+        assert_eq!(
+            scheduler_url(SCHEDULER_URL_TEMPLATE, "foo", "ns"),
+            scheduler_http("foo", "ns")
+        );
+        assert_eq!(
+            scheduler_url(
+                "http://127.0.0.1:8001/api/v1/namespaces/{namespace}/services/{cluster}-scheduler:8787/proxy/",
+                "foo",
+                "ns"
+            ),
+            "http://127.0.0.1:8001/api/v1/namespaces/ns/services/foo-scheduler:8787/proxy"
+        );
     }
 
     #[test]

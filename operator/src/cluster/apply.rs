@@ -93,28 +93,34 @@ pub async fn apply_cluster(
 
 /// Applies the default worker group: its template and metadata from the cluster, its size as
 /// [`build::default_group_replicas`] says. The apply names the version it was built from, so a
-/// scale that lands in between makes it a conflict (retried at once), never undone.
+/// scale that lands in between makes it a conflict, never undone: it is built again from what
+/// is there then (status writes also move the version: a few tries are normal).
 async fn apply_default_group(ctx: &Context, v: &ValidatedCluster) -> Result<(), Error> {
     let groups: Api<DaskWorkerGroup> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    let existing = groups
-        .get_opt(&names::default_worker_group(&v.name))
-        .await?;
-    if existing
-        .as_ref()
-        .is_some_and(|g| g.metadata.deletion_timestamp.is_some())
-    {
-        return Ok(());
+    let name = names::default_worker_group(&v.name);
+    let mut tries = 0;
+    loop {
+        let existing = groups.get_opt(&name).await?;
+        if existing
+            .as_ref()
+            .is_some_and(|g| g.metadata.deletion_timestamp.is_some())
+        {
+            return Ok(());
+        }
+        let seen = existing.as_ref().map(|g| {
+            let passed_on = g
+                .annotations()
+                .get(ANNOTATION_CLUSTER_REPLICAS)
+                .and_then(|r| r.parse().ok());
+            (g.spec.worker.replicas, passed_on)
+        });
+        let replicas = build::default_group_replicas(v.worker.replicas, seen);
+        let mut group = build::default_worker_group(v, replicas);
+        group.metadata.resource_version = existing.and_then(|g| g.metadata.resource_version);
+        match apply(&groups, &group).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 && tries < 3 => tries += 1,
+            Err(e) => return Err(e.into()),
+        }
     }
-    let seen = existing.as_ref().map(|g| {
-        let passed_on = g
-            .annotations()
-            .get(ANNOTATION_CLUSTER_REPLICAS)
-            .and_then(|r| r.parse().ok());
-        (g.spec.worker.replicas, passed_on)
-    });
-    let replicas = build::default_group_replicas(v.worker.replicas, seen);
-    let mut group = build::default_worker_group(v, replicas);
-    group.metadata.resource_version = existing.and_then(|g| g.metadata.resource_version);
-    apply(&groups, &group).await?;
-    Ok(())
 }

@@ -106,10 +106,17 @@ mod tests {
         assert_ne!(a.template_hash, b.template_hash);
         let mut g = fixture();
         g.spec.worker.replicas = 7;
+        g.metadata.annotations = Some(
+            [(
+                crate::names::ANNOTATION_CLUSTER_REPLICAS.to_owned(),
+                "7".to_owned(),
+            )]
+            .into(),
+        );
         assert_eq!(
             validate(&g).unwrap().template_hash,
             a.template_hash,
-            "scaling does not roll workers"
+            "scaling (from the group or passed on from the cluster) does not roll workers"
         );
     }
 

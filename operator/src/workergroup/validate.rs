@@ -9,7 +9,8 @@ use kube::ResourceExt;
 use crate::crd::DaskWorkerGroup;
 use crate::error::Invalid;
 use crate::names::{
-    self, ANNOTATION_TEMPLATE_HASH, LABEL_CLUSTER, LABEL_COMPONENT, LABEL_WORKER_GROUP,
+    self, ANNOTATION_CLUSTER_REPLICAS, ANNOTATION_TEMPLATE_HASH, LABEL_CLUSTER, LABEL_COMPONENT,
+    LABEL_WORKER_GROUP,
 };
 use crate::template::{
     check_pod_spec, default_env, inherited_annotations, inherited_labels, owner_ref,
@@ -71,7 +72,12 @@ pub fn validate(g: &DaskWorkerGroup) -> Result<ValidatedGroup, Invalid> {
     labels.insert(LABEL_CLUSTER.into(), cluster.clone());
     labels.insert(LABEL_WORKER_GROUP.into(), name.clone());
     labels.insert(LABEL_COMPONENT.into(), "worker".into());
-    let mut annotations = inherited_annotations(g);
+    // The cluster's bookkeeping on its default group is not the workers' (a scale passed on
+    // from the cluster must not roll them).
+    let mut annotations: BTreeMap<String, String> = inherited_annotations(g)
+        .into_iter()
+        .filter(|(k, _)| k != ANNOTATION_CLUSTER_REPLICAS)
+        .collect();
     annotations.extend(meta.annotations.unwrap_or_default());
     let mut spec = g.spec.worker.spec.clone();
     default_env(

@@ -43,9 +43,10 @@ async fn scale_group_as_kr8s(env: &Env, n: i32) {
         .unwrap();
 }
 
-/// Makes the cluster controller reconcile (any change to the cluster does).
-async fn touch_cluster(env: &Env, value: &str) {
-    let patch = serde_json::json!({"metadata": {"annotations": {"touched": value}}});
+/// Makes the cluster controller reconcile: a change of its spec that its workers' template does
+/// not carry (a change of its metadata would roll the workers, which inherit it).
+async fn touch_cluster(env: &Env, value: i64) {
+    let patch = serde_json::json!({"spec": {"idleTimeout": 3600 + value}});
     env.clusters()
         .patch("rask", &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -67,7 +68,7 @@ async fn the_default_group_owns_its_size_and_only_the_clusters_own_changes_are_p
     .await;
     // The cluster is reconciled again (and again): the group keeps the size it was given.
     for i in 0..3 {
-        touch_cluster(&env, &i.to_string()).await;
+        touch_cluster(&env, i).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             group_replicas(&env).await,

@@ -5,7 +5,7 @@
 //! `deletionTimestamp` are stopped and then deleted with grace period 0, which is what lets a
 //! graceful pod deletion finish while a kubelet runs.
 //!
-//! With [`KubeletConfig::processes`] set, pods of one image really run: see [`crate::process`].
+//! With [`KubeletConfig::processes`] set, pods of those images really run: see [`crate::process`].
 
 use crate::logs::ContainerLog;
 use crate::process::{Addresses, Network, Prepared, ProcessConfig, Resolver};
@@ -41,8 +41,9 @@ pub struct KubeletConfig {
     pub complete_images: Vec<String>,
     /// How long completing pods run.
     pub run_time: Duration,
-    /// Pods of this image run as local processes (off by default: pods are only reported).
-    pub processes: Option<ProcessConfig>,
+    /// Pods of these images run as local processes (none by default: pods are only reported);
+    /// the first config whose image a pod's containers all have runs it.
+    pub processes: Vec<ProcessConfig>,
     /// The wait before a container's first restart (`restartPolicy` Always, or OnFailure after a
     /// failure); it doubles with each restart up to `max_restart_backoff`, as the kubelet's
     /// CrashLoopBackOff does (10 s and 300 s there).
@@ -59,7 +60,7 @@ impl Default for KubeletConfig {
             crash_images: Vec::new(),
             complete_images: Vec::new(),
             run_time: Duration::from_millis(100),
-            processes: None,
+            processes: Vec::new(),
             restart_backoff: Duration::from_secs(10),
             max_restart_backoff: Duration::from_secs(300),
         }
@@ -82,7 +83,7 @@ impl Kubelet {
     pub fn start(api: &ApiServer, config: KubeletConfig) -> Kubelet {
         api.kubelet_started();
         let client = api.client_as("kubelet");
-        let processes = config.processes.is_some();
+        let processes = !config.processes.is_empty();
         let node = Arc::new(Node {
             client: client.clone(),
             config,
@@ -351,7 +352,7 @@ impl Node {
                                 work.spawn(self.clone().terminate(pod));
                             }
                         } else if phase == "Pending" && started.insert(uid.clone()) {
-                            let procs = self.config.processes.as_ref().filter(|p| p.runs(&pod)).cloned();
+                            let procs = self.config.processes.iter().find(|p| p.runs(&pod)).cloned();
                             match procs {
                                 Some(procs) => {
                                     // Registered before anything awaits, so a deletion finds it.

@@ -22,7 +22,7 @@ fn kubelet(server: &ApiServer) -> Kubelet {
     Kubelet::start(
         server,
         KubeletConfig {
-            processes: Some(processes),
+            processes: vec![processes],
             ..KubeletConfig::default()
         },
     )
@@ -349,7 +349,7 @@ async fn on_failure_restarts_a_failed_container_in_place_keeping_the_previous_lo
     let _kubelet = Kubelet::start(
         &server,
         KubeletConfig {
-            processes: Some(processes),
+            processes: vec![processes],
             restart_backoff: Duration::from_millis(100),
             ..KubeletConfig::default()
         },

@@ -103,7 +103,7 @@ fn process_kubelet(server: &ApiServer) -> Kubelet {
     Kubelet::start(
         server,
         KubeletConfig {
-            processes: Some(ProcessConfig::new("example/shell", "/bin/sh", "/bin/sh")),
+            processes: vec![ProcessConfig::new("example/shell", "/bin/sh", "/bin/sh")],
             ..KubeletConfig::default()
         },
     )
