@@ -47,8 +47,9 @@ def test_apply_get_scale_logs_delete_a_dask_cluster(platform: Platform, tmp_path
 
     logs = p.kubectl("logs", "foo-scheduler").stdout
     assert "Scheduler at:" in logs, logs
+    # A worker's pod runs as soon as its process starts; Python takes a moment to say so.
     worker = running_pods(p, workers)[0]
-    assert "Start worker at:" in p.kubectl("logs", worker).stdout
+    p.wait("a worker logs its start", lambda: "Start worker at:" in p.kubectl("logs", worker).stdout)
 
     p.kubectl("delete", "-f", manifest)
     p.wait(
