@@ -38,7 +38,9 @@ def test_apply_get_scale_logs_delete_a_dask_cluster(platform: Platform, tmp_path
     # The worker group owns its size: the operator does not undo kubectl scale.
     p.kubectl("scale", "daskworkergroup", "foo-default", "--replicas", "3")
     p.wait("3 Dask workers run", lambda: len(running_pods(p, workers)) == 3)
-    p.kubectl("annotate", "dsk", "foo", "touched=yes")  # a reconcile of the cluster
+    # A reconcile of the cluster (a change its workers' template does not carry: a change of its
+    # metadata would roll them, as they inherit it).
+    p.kubectl("patch", "dsk", "foo", "--type", "merge", "-p", '{"spec": {"idleTimeout": 3600}}')
     p.wait(
         "the cluster counts 3 ready workers",
         lambda: p.get("daskcluster", "foo").get("status", {}).get("readyWorkers") == 3,
