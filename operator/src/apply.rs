@@ -1,4 +1,4 @@
-//! Server-side apply with the operator's one field manager, for objects and for status.
+//! Server-side apply with the operator's one field manager (status: `controller::write_status`).
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
@@ -17,18 +17,5 @@ where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     api.patch(&obj.name_any(), &params(), &Patch::Apply(obj))
-        .await
-}
-
-/// Applies the status subresource; `status` is a full object with `apiVersion`, `kind` and `status`.
-pub async fn apply_status<K>(
-    api: &Api<K>,
-    name: &str,
-    status: serde_json::Value,
-) -> Result<K, kube::Error>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    api.patch_status(name, &params(), &Patch::Apply(status))
         .await
 }

@@ -21,6 +21,8 @@ pub struct Context {
     pub scheduler_api: SchedulerApi,
     pub scheduler_url: SchedulerUrl,
     pub metrics: Arc<Metrics>,
+    /// Failures in a row per object, for `error_policy`'s backoff.
+    pub backoff: crate::controller::Backoff,
     recorder: Recorder,
 }
 
@@ -33,6 +35,7 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             policies: std::sync::Mutex::default(),
+            backoff: crate::controller::Backoff::default(),
             client,
             scheduler_api: SchedulerApi::default(),
             scheduler_url: Arc::new(names::scheduler_http),

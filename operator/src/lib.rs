@@ -10,6 +10,7 @@ pub mod clock;
 pub mod cluster;
 mod conditions;
 pub mod context;
+pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod job;

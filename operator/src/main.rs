@@ -37,6 +37,12 @@ enum Command {
         /// Log JSON lines.
         #[arg(long)]
         log_json: bool,
+        /// Where schedulers' HTTP API is reached, `{cluster}` and `{namespace}` filled in. The
+        /// default is the scheduler Service's in-cluster name. An operator outside the cluster
+        /// can go through the API server's service proxy, e.g. with `kubectl proxy --port 8001`:
+        /// http://127.0.0.1:8001/api/v1/namespaces/{namespace}/services/{cluster}-scheduler:8787/proxy
+        #[arg(long, default_value = rask_operator::names::SCHEDULER_URL_TEMPLATE)]
+        scheduler_url: String,
     },
     /// Start the cluster a file describes. A cluster config (a top-level `provider:` key: aws,
     /// azure on VMs; slurm, sge as batch jobs) starts it and prints its scheduler address and
@@ -77,6 +83,7 @@ fn main() -> ExitCode {
             namespace,
             metrics_address,
             log_json,
+            scheduler_url,
         } => {
             init_logging(log_json);
             // One thread: the controllers wait on the API server, not the CPU, and every
@@ -91,7 +98,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(namespace, metrics_address)) {
+            match runtime.block_on(run(namespace, metrics_address, scheduler_url)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -258,6 +265,7 @@ async fn shutdown_signal() {
 async fn run(
     namespace: Option<String>,
     metrics_address: std::net::SocketAddr,
+    scheduler_url: String,
 ) -> Result<(), String> {
     use std::sync::Arc;
 
@@ -285,7 +293,11 @@ async fn run(
         None => Scope::AllNamespaces,
     };
     tracing::info!(?scope, "starting controllers");
-    let ctx = Arc::new(Context::new(client, metrics));
+    let template = scheduler_url;
+    let url = move |cluster: &str, namespace: &str| {
+        rask_operator::names::scheduler_url(&template, cluster, namespace)
+    };
+    let ctx = Arc::new(Context::new(client, metrics).with_scheduler_url(Arc::new(url)));
     let signal = async move {
         shutdown_signal().await;
         tracing::info!("shutting down");

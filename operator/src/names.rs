@@ -8,6 +8,13 @@ pub const LABEL_COMPONENT: &str = "dask.org/component";
 pub const LABEL_WORKER_GROUP: &str = "dask.org/workergroup-name";
 /// Hash of the pod template a pod was made from; a different hash means the pod is outdated.
 pub const ANNOTATION_TEMPLATE_HASH: &str = "kubernetes.dask.org/template-hash";
+/// Set to "false" on every pod the operator makes, as dask-kubernetes does: an Istio sidecar
+/// would sit between Dask's processes, and a job runner's would keep its pod from completing.
+pub const LABEL_ISTIO_INJECT: &str = "sidecar.istio.io/inject";
+/// On a cluster's default worker group: the cluster's `spec.worker.replicas` last passed on to it.
+/// After creation the group owns its size (`kubectl scale`, `KubeCluster.scale`, autoscalers);
+/// only a change of the cluster's own `spec.worker.replicas` is passed on.
+pub const ANNOTATION_CLUSTER_REPLICAS: &str = "kubernetes.dask.org/cluster-worker-replicas";
 /// Which attempt of a DaskJob's runner a pod is (0, 1, ...).
 pub const ANNOTATION_RUNNER_ATTEMPT: &str = "kubernetes.dask.org/runner-attempt";
 /// `dask.org/component` of a DaskJob's runner pod, as dask-kubernetes labels it.
@@ -41,6 +48,19 @@ pub fn scheduler_address(cluster: &str, namespace: &str) -> String {
         "tcp://{}.{namespace}.svc.cluster.local:{SCHEDULER_PORT}",
         scheduler_name(cluster)
     )
+}
+
+/// `rask-operator run --scheduler-url`'s default: the scheduler Service's in-cluster name.
+pub const SCHEDULER_URL_TEMPLATE: &str =
+    "http://{cluster}-scheduler.{namespace}.svc.cluster.local:8787";
+
+/// A scheduler's HTTP API from a `--scheduler-url` template.
+pub fn scheduler_url(template: &str, cluster: &str, namespace: &str) -> String {
+    template
+        .replace("{cluster}", cluster)
+        .replace("{namespace}", namespace)
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 /// The scheduler's HTTP API inside the cluster.
@@ -102,6 +122,18 @@ mod tests {
             "{p}"
         );
         assert_ne!(new_worker_pod_name("g"), new_worker_pod_name("g"));
+        assert_eq!(
+            scheduler_url(SCHEDULER_URL_TEMPLATE, "foo", "ns"),
+            scheduler_http("foo", "ns")
+        );
+        assert_eq!(
+            scheduler_url(
+                "http://127.0.0.1:8001/api/v1/namespaces/{namespace}/services/{cluster}-scheduler:8787/proxy/",
+                "foo",
+                "ns"
+            ),
+            "http://127.0.0.1:8001/api/v1/namespaces/ns/services/foo-scheduler:8787/proxy"
+        );
     }
 
     #[test]

@@ -200,17 +200,19 @@ async fn count_phases(store: kube::runtime::reflector::Store<DaskCluster>, metri
     loop {
         tick.tick().await;
         let mut counts = [
-            ("Pending", 0i64),
+            ("Created", 0i64),
+            ("Pending", 0),
             ("Running", 0),
             ("Failed", 0),
             ("Unknown", 0),
         ];
         for c in store.state() {
             let i = match c.status.as_ref().and_then(|s| s.phase) {
-                Some(ClusterPhase::Pending) => 0,
-                Some(ClusterPhase::Running) => 1,
-                Some(ClusterPhase::Failed) => 2,
-                None => 3,
+                Some(ClusterPhase::Created) => 0,
+                Some(ClusterPhase::Pending) => 1,
+                Some(ClusterPhase::Running) => 2,
+                Some(ClusterPhase::Failed) => 3,
+                None => 4,
             };
             counts[i].1 += 1;
         }

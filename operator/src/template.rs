@@ -31,22 +31,22 @@ pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerRefere
     owner.controller_owner_ref(&())
 }
 
-/// Labels a resource's children inherit from it: the user's, without tool-owned prefixes.
-pub fn inherited(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    map.iter()
-        .filter(|(k, _)| {
-            !k.starts_with("kubectl.kubernetes.io/") && !k.starts_with("kopf.zalando.org/")
-        })
+/// Annotation prefixes of tools that keep their own bookkeeping in annotations (kubectl's
+/// last-applied copy, kopf's progress): children do not inherit them, as in dask-kubernetes.
+const TOOL_ANNOTATIONS: [&str; 2] = ["kubectl.kubernetes.io/", "kopf.zalando.org/"];
+
+/// Labels a resource's children inherit from it: all of them (dask-kubernetes filters none).
+pub fn inherited_labels<K: ResourceExt>(obj: &K) -> BTreeMap<String, String> {
+    obj.labels().clone()
+}
+
+/// Annotations a resource's children inherit from it: the user's, without tools' bookkeeping.
+pub fn inherited_annotations<K: ResourceExt>(obj: &K) -> BTreeMap<String, String> {
+    obj.annotations()
+        .iter()
+        .filter(|(k, _)| !TOOL_ANNOTATIONS.iter().any(|p| k.starts_with(p)))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
-}
-
-pub fn inherited_labels<K: ResourceExt>(obj: &K) -> BTreeMap<String, String> {
-    inherited(obj.labels())
-}
-
-pub fn inherited_annotations<K: ResourceExt>(obj: &K) -> BTreeMap<String, String> {
-    inherited(obj.annotations())
 }
 
 /// Problems with a pod template, named by their field path.

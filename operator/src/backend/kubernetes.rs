@@ -12,7 +12,7 @@ use super::{Backend, BackendError, InstanceState, Retirement, WorkerInstance};
 use crate::clock::now;
 use crate::cluster::status::is_ready;
 use crate::crd::{DaskCluster, DaskWorkerGroup};
-use crate::names::{self, ANNOTATION_DELETION_COST, LABEL_WORKER_GROUP};
+use crate::names::{ANNOTATION_DELETION_COST, LABEL_WORKER_GROUP};
 
 const BACKEND: &str = "kubernetes";
 /// The deletion cost of a pod chosen for retirement: below any a user would set.
@@ -50,23 +50,15 @@ impl KubernetesBackend {
         Ok(usize::try_from(g.spec.worker.replicas).unwrap_or(0))
     }
 
-    /// The default group is sized by its cluster (whose reconcile applies the group), extra
-    /// groups directly.
+    /// Sets the group's size through its scale subresource, as `kubectl scale` does; the group
+    /// owns its size (a cluster's default group too: the cluster only passes on changes of its
+    /// own `spec.worker.replicas`).
     async fn scale(&self, group: &str, replicas: usize) -> Result<(), BackendError> {
         let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
-        let pp = PatchParams::default();
-        let action = || format!("scale {group} to {replicas}");
-        if group == names::default_worker_group(&self.cluster) {
-            let api: Api<DaskCluster> = Api::namespaced(self.client.clone(), &self.namespace);
-            api.patch_scale(&self.cluster, &pp, &patch)
-                .await
-                .map_err(|e| failed(action(), e))?;
-        } else {
-            let api: Api<DaskWorkerGroup> = Api::namespaced(self.client.clone(), &self.namespace);
-            api.patch_scale(group, &pp, &patch)
-                .await
-                .map_err(|e| failed(action(), e))?;
-        }
+        let api: Api<DaskWorkerGroup> = Api::namespaced(self.client.clone(), &self.namespace);
+        api.patch_scale(group, &PatchParams::default(), &patch)
+            .await
+            .map_err(|e| failed(format!("scale {group} to {replicas}"), e))?;
         Ok(())
     }
 

@@ -1,21 +1,23 @@
 //! Stage 4: make the cluster's objects what the builders say, with server-side apply.
 
 use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::events::EventType;
 
+use super::build;
 use super::validate::ValidatedCluster;
 use crate::apply::apply;
 use crate::context::Context;
 use crate::crd::{DaskCluster, DaskWorkerGroup};
 use crate::error::{Error, is_not_found};
-use crate::names::ANNOTATION_TEMPLATE_HASH;
+use crate::names::{self, ANNOTATION_CLUSTER_REPLICAS, ANNOTATION_TEMPLATE_HASH};
 
-/// The objects a cluster should have.
+/// The objects a cluster should have (its default worker group is built against the group that
+/// exists: see [`apply_default_group`]).
 pub struct Desired {
     pub scheduler: Pod,
     pub service: Service,
-    pub workers: DaskWorkerGroup,
 }
 
 fn hash(pod: &Pod) -> Option<&String> {
@@ -40,9 +42,8 @@ pub async fn apply_cluster(
 ) -> Result<(), Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &v.namespace);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    let groups: Api<DaskWorkerGroup> = Api::namespaced(ctx.client.clone(), &v.namespace);
     apply(&services, &desired.service).await?;
-    apply(&groups, &desired.workers).await?;
+    apply_default_group(ctx, v).await?;
 
     // Pods are immutable in most fields: a changed template or a dead scheduler is replaced.
     let name = desired.scheduler.metadata.name.clone().unwrap_or_default();
@@ -88,4 +89,38 @@ pub async fn apply_cluster(
         }
     }
     Ok(())
+}
+
+/// Applies the default worker group: its template and metadata from the cluster, its size as
+/// [`build::default_group_replicas`] says. The apply names the version it was built from, so a
+/// scale that lands in between makes it a conflict, never undone: it is built again from what
+/// is there then (status writes also move the version: a few tries are normal).
+async fn apply_default_group(ctx: &Context, v: &ValidatedCluster) -> Result<(), Error> {
+    let groups: Api<DaskWorkerGroup> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let name = names::default_worker_group(&v.name);
+    let mut tries = 0;
+    loop {
+        let existing = groups.get_opt(&name).await?;
+        if existing
+            .as_ref()
+            .is_some_and(|g| g.metadata.deletion_timestamp.is_some())
+        {
+            return Ok(());
+        }
+        let seen = existing.as_ref().map(|g| {
+            let passed_on = g
+                .annotations()
+                .get(ANNOTATION_CLUSTER_REPLICAS)
+                .and_then(|r| r.parse().ok());
+            (g.spec.worker.replicas, passed_on)
+        });
+        let replicas = build::default_group_replicas(v.worker.replicas, seen);
+        let mut group = build::default_worker_group(v, replicas);
+        group.metadata.resource_version = existing.and_then(|g| g.metadata.resource_version);
+        match apply(&groups, &group).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 && tries < 3 => tries += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }

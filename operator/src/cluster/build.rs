@@ -7,12 +7,14 @@ use kube::api::ObjectMeta;
 
 use super::validate::ValidatedCluster;
 use crate::crd::{DaskWorkerGroup, DaskWorkerGroupSpec};
-use crate::names::{self, ANNOTATION_TEMPLATE_HASH, LABEL_CLUSTER, LABEL_COMPONENT};
+use crate::names::{
+    self, ANNOTATION_CLUSTER_REPLICAS, ANNOTATION_TEMPLATE_HASH, LABEL_CLUSTER, LABEL_COMPONENT,
+    LABEL_ISTIO_INJECT,
+};
 use crate::template::default_env;
 
 fn scheduler_labels(c: &ValidatedCluster) -> BTreeMap<String, String> {
-    let mut labels = c.labels.clone();
-    labels.extend(c.scheduler_labels.clone());
+    let mut labels = c.scheduler_labels.clone();
     labels.insert(LABEL_CLUSTER.into(), c.name.clone());
     labels.insert(LABEL_COMPONENT.into(), "scheduler".into());
     labels
@@ -27,9 +29,9 @@ pub fn scheduler_pod(c: &ValidatedCluster) -> Pod {
         "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES",
         names::SCHEDULER_HTTP_ROUTES,
     );
-    let labels = scheduler_labels(c);
-    let mut annotations = c.annotations.clone();
-    annotations.extend(c.scheduler_annotations.clone());
+    let mut labels = scheduler_labels(c);
+    labels.insert(LABEL_ISTIO_INJECT.into(), "false".into());
+    let mut annotations = c.scheduler_annotations.clone();
     let hash = names::stable_hash(&(&spec, &labels, &annotations));
     annotations.insert(ANNOTATION_TEMPLATE_HASH.into(), hash);
     Pod {
@@ -60,7 +62,7 @@ pub fn scheduler_service(c: &ValidatedCluster) -> Service {
             name: Some(names::scheduler_name(&c.name)),
             namespace: Some(c.namespace.clone()),
             labels: Some(scheduler_labels(c)),
-            annotations: Some(c.annotations.clone()).filter(|a| !a.is_empty()),
+            annotations: Some(c.scheduler_annotations.clone()).filter(|a| !a.is_empty()),
             owner_references: Some(vec![c.owner.clone()]),
             ..ObjectMeta::default()
         },
@@ -69,21 +71,40 @@ pub fn scheduler_service(c: &ValidatedCluster) -> Service {
     }
 }
 
-/// The cluster's default worker group, `{cluster}-default`.
-pub fn default_worker_group(c: &ValidatedCluster) -> DaskWorkerGroup {
-    let mut labels = c.labels.clone();
+/// The size of the default worker group: the cluster's `spec.worker.replicas` when the group is
+/// made, afterwards the group's own (`kubectl scale`, `KubeCluster.scale` and autoscalers set it
+/// there), unless the cluster's `spec.worker.replicas` changed since it was last passed on.
+/// `existing` is the group's (replicas, the cluster value last passed on, if recorded).
+pub fn default_group_replicas(cluster: i32, existing: Option<(i32, Option<i32>)>) -> i32 {
+    match existing {
+        None => cluster,
+        Some((_, Some(passed_on))) if passed_on != cluster => cluster,
+        Some((own, _)) => own,
+    }
+}
+
+/// The cluster's default worker group, `{cluster}-default`, of `replicas` workers.
+pub fn default_worker_group(c: &ValidatedCluster, replicas: i32) -> DaskWorkerGroup {
+    let mut labels = c.group_labels.clone();
     labels.insert(LABEL_CLUSTER.into(), c.name.clone());
     labels.insert(LABEL_COMPONENT.into(), "workergroup".into());
+    let mut annotations = c.group_annotations.clone();
+    annotations.insert(
+        ANNOTATION_CLUSTER_REPLICAS.into(),
+        c.worker.replicas.to_string(),
+    );
+    let mut worker = c.worker.clone();
+    worker.replicas = replicas;
     let mut wg = DaskWorkerGroup::new(
         &names::default_worker_group(&c.name),
         DaskWorkerGroupSpec {
             cluster: c.name.clone(),
-            worker: c.worker.clone(),
+            worker,
         },
     );
     wg.metadata.namespace = Some(c.namespace.clone());
     wg.metadata.labels = Some(labels);
-    wg.metadata.annotations = Some(c.annotations.clone()).filter(|a| !a.is_empty());
+    wg.metadata.annotations = Some(annotations);
     wg.metadata.owner_references = Some(vec![c.owner.clone()]);
     wg
 }
@@ -124,6 +145,7 @@ mod tests {
         let labels = pod.metadata.labels.clone().unwrap();
         assert_eq!(labels[LABEL_CLUSTER], "foo");
         assert_eq!(labels[LABEL_COMPONENT], "scheduler");
+        assert_eq!(labels[LABEL_ISTIO_INJECT], "false");
         let env = env(&pod, 0);
         assert!(env.contains(&(
             "DASK_SCHEDULER_ADDRESS".into(),
@@ -188,11 +210,95 @@ mod tests {
         let svc = scheduler_service(&v);
         assert_eq!(svc.metadata.name.as_deref(), Some("foo-scheduler"));
         assert_eq!(svc.spec.as_ref().unwrap().ports.as_ref().unwrap().len(), 2);
-        let wg = default_worker_group(&v);
+        let wg = default_worker_group(&v, 2);
         assert_eq!(wg.metadata.name.as_deref(), Some("foo-default"));
         assert_eq!(wg.spec.cluster, "foo");
         assert_eq!(wg.spec.worker.replicas, 2);
         assert_eq!(wg.metadata.labels.unwrap()[LABEL_COMPONENT], "workergroup");
+    }
+
+    #[test]
+    fn metadata_reaches_children_as_in_dask_kubernetes() {
+        let mut c = fixture("daskcluster.yaml");
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        c.metadata.labels = Some(map(&[("team", "a"), ("kubectl.kubernetes.io/keep", "yes")]));
+        c.metadata.annotations = Some(map(&[
+            ("owner", "me"),
+            ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
+            ("kopf.zalando.org/last-handled-configuration", "{}"),
+        ]));
+        c.spec.scheduler.metadata = Some(crate::crd::SimpleObjectMeta {
+            labels: Some(map(&[("role", "scheduler")])),
+            annotations: Some(map(&[(
+                "service.beta.kubernetes.io/aws-load-balancer-type",
+                "nlb",
+            )])),
+        });
+        c.spec.worker.metadata = Some(crate::crd::SimpleObjectMeta {
+            labels: Some(map(&[("role", "worker")])),
+            annotations: Some(map(&[("cost", "spot")])),
+        });
+        let v = validate(&c).unwrap();
+        let svc = scheduler_service(&v);
+        let svc_annotations = svc.metadata.annotations.unwrap();
+        assert_eq!(
+            svc_annotations["service.beta.kubernetes.io/aws-load-balancer-type"],
+            "nlb"
+        );
+        assert_eq!(svc_annotations["owner"], "me");
+        let svc_labels = svc.metadata.labels.unwrap();
+        assert_eq!(svc_labels["role"], "scheduler");
+        assert!(
+            !svc_labels.contains_key(LABEL_ISTIO_INJECT),
+            "pods only, as dask-kubernetes"
+        );
+        let pod = scheduler_pod(&v);
+        let labels = pod.metadata.labels.unwrap();
+        assert_eq!(
+            labels["kubectl.kubernetes.io/keep"], "yes",
+            "labels are kept"
+        );
+        assert_eq!(labels["team"], "a");
+        let annotations = pod.metadata.annotations.unwrap();
+        assert!(
+            !annotations
+                .keys()
+                .any(|k| k.starts_with("kubectl.kubernetes.io/") || k.starts_with("kopf.")),
+            "{annotations:?}"
+        );
+        let wg = default_worker_group(&v, 2);
+        let labels = wg.metadata.labels.unwrap();
+        assert_eq!(
+            (labels["role"].as_str(), labels["team"].as_str()),
+            ("worker", "a")
+        );
+        let annotations = wg.metadata.annotations.unwrap();
+        assert_eq!(annotations["cost"], "spot");
+        assert_eq!(annotations[ANNOTATION_CLUSTER_REPLICAS], "2");
+    }
+
+    #[test]
+    fn the_default_group_owns_its_size_after_creation() {
+        // (cluster replicas, existing group (replicas, last passed on)) → group replicas
+        let table = [
+            (2, None, 2),
+            (2, Some((3, Some(2))), 3),
+            (5, Some((3, Some(2))), 5),
+            (2, Some((0, Some(2))), 0),
+            (4, Some((3, None)), 3),
+        ];
+        for (cluster, existing, want) in table {
+            assert_eq!(
+                default_group_replicas(cluster, existing),
+                want,
+                "{cluster} {existing:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,63 +8,42 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use crate::context::Context;
+use crate::controller::{self, Reconciled};
 use crate::crd::DaskCluster;
 use crate::error::Error;
 use apply::{Desired, apply_cluster};
 
-pub const CONTROLLER: &str = "daskcluster";
+pub const CONTROLLER: &str = <DaskCluster as Reconciled>::CONTROLLER;
 
 pub async fn reconcile(cluster: Arc<DaskCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.metrics
-        .timed(CONTROLLER, reconcile_inner(&cluster, &ctx))
-        .await
+    controller::reconcile(cluster.as_ref(), &ctx, reconcile_inner(&cluster, &ctx)).await
 }
 
 async fn reconcile_inner(cluster: &DaskCluster, ctx: &Arc<Context>) -> Result<Action, Error> {
-    if cluster.metadata.deletion_timestamp.is_some() {
-        // Children carry owner references: the garbage collector removes them.
-        return Ok(Action::await_change());
-    }
-    let namespace = cluster.namespace().unwrap_or_else(|| "default".into());
-    let name = cluster.name_any();
     let previous = cluster.status.clone().unwrap_or_default();
-
     let v = match validate::validate(cluster) {
         Ok(v) => v,
         Err(invalid) => {
             let st = status::invalid_status(&previous, cluster, &invalid);
-            if st != previous {
-                ctx.event(
-                    cluster,
-                    EventType::Warning,
-                    "InvalidSpec",
-                    "Validate",
-                    invalid.problems.join("; "),
-                )
-                .await;
-                status::write(ctx, &namespace, &name, &st).await?;
-            }
-            tracing::warn!(%namespace, %name, error = %invalid, "invalid DaskCluster; waiting for a change");
-            return Ok(Action::await_change());
+            return controller::reject(ctx, cluster, &invalid, st).await;
         }
     };
+    if previous.phase.is_none() {
+        controller::write_status(ctx, cluster, &status::created_status(cluster)).await?;
+    }
     let desired = Desired {
         scheduler: build::scheduler_pod(&v),
         service: build::scheduler_service(&v),
-        workers: build::default_worker_group(&v),
     };
     apply_cluster(ctx, cluster, &v, &desired).await?;
 
     let observed = status::observe(ctx, &v).await?;
     let st = status::status(&previous, &v, &observed);
-    if st != previous {
-        status::write(ctx, &namespace, &name, &st).await?;
-    }
+    controller::write_status(ctx, cluster, &st).await?;
     if let Some(timeout) = v.idle_timeout {
         // Asked off the reconcile path: an unreachable scheduler must not hold up other clusters.
         let (ctx, cluster, v) = (ctx.clone(), cluster.clone(), v.clone());
@@ -127,8 +106,5 @@ async fn idle_check(
 }
 
 pub fn error_policy(cluster: Arc<DaskCluster>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = %cluster.name_any(), %error, "DaskCluster reconcile failed; retrying");
-    ctx.metrics
-        .failed(CONTROLLER, error.kind(), error.to_string());
-    Action::requeue(Duration::from_secs(2))
+    controller::error_policy(cluster, error, ctx)
 }

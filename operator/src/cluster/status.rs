@@ -2,14 +2,12 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use serde_json::json;
 
-use super::validate::{Invalid, ValidatedCluster};
-use crate::apply::apply_status;
+use super::validate::ValidatedCluster;
 use crate::conditions::condition;
 use crate::context::Context;
 use crate::crd::{ClusterPhase, DaskCluster, DaskClusterStatus, DaskWorkerGroup};
-use crate::error::Error;
+use crate::error::{Error, Invalid};
 use crate::names::{self, LABEL_CLUSTER, LABEL_COMPONENT, LABEL_WORKER_GROUP};
 
 /// Whether a pod is running and passes its readiness checks.
@@ -150,6 +148,16 @@ pub fn status(
     }
 }
 
+/// The status of a cluster seen for the first time, before its objects are made: dask-kubernetes'
+/// `Created`, then `Pending` once they exist, `Running` once the scheduler is ready.
+pub fn created_status(c: &DaskCluster) -> DaskClusterStatus {
+    DaskClusterStatus {
+        phase: Some(ClusterPhase::Created),
+        observed_generation: c.metadata.generation,
+        ..DaskClusterStatus::default()
+    }
+}
+
 /// The status of a cluster whose spec cannot be reconciled.
 pub fn invalid_status(
     previous: &DaskClusterStatus,
@@ -170,17 +178,4 @@ pub fn invalid_status(
         )],
         ..previous.clone()
     }
-}
-
-pub async fn write(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    status: &DaskClusterStatus,
-) -> Result<(), Error> {
-    let api: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), namespace);
-    let body =
-        json!({"apiVersion": "kubernetes.dask.org/v1", "kind": "DaskCluster", "status": status});
-    apply_status(&api, name, body).await?;
-    Ok(())
 }

@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 
 use crate::crd::{DaskCluster, DaskClusterSpec, WorkerSpec};
+use crate::error::Invalid;
 use crate::names;
 use crate::template::{check_pod_spec, inherited_annotations, inherited_labels, owner_ref};
 
@@ -21,21 +22,18 @@ pub struct ValidatedCluster {
     /// Labels and annotations children inherit.
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// The cluster's with `spec.scheduler.metadata`'s over them: the scheduler pod's and
+    /// Service's (as dask-kubernetes, so a load balancer's annotations reach the Service).
     pub scheduler_labels: BTreeMap<String, String>,
     pub scheduler_annotations: BTreeMap<String, String>,
+    /// The cluster's with `spec.worker.metadata`'s over them: the default worker group's.
+    pub group_labels: BTreeMap<String, String>,
+    pub group_annotations: BTreeMap<String, String>,
     pub scheduler_spec: PodSpec,
     pub service_spec: ServiceSpec,
     pub worker: WorkerSpec,
     pub idle_timeout: Option<Duration>,
     pub scheduler_address: String,
-}
-
-/// Why a spec cannot be reconciled; the list names every problem by field path.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid DaskCluster {name}: {}", problems.join("; "))]
-pub struct Invalid {
-    pub name: String,
-    pub problems: Vec<String>,
 }
 
 /// Problems with a cluster spec found at `path` (`spec` of a DaskCluster, `spec.cluster.spec` of
@@ -89,23 +87,31 @@ pub fn validate(c: &DaskCluster) -> Result<ValidatedCluster, Invalid> {
         Some(s) if s > 0 => Some(Duration::from_secs(s.unsigned_abs())),
         _ => None,
     };
-    if !problems.is_empty() {
-        return Err(Invalid { name, problems });
-    }
-    let meta = c.spec.scheduler.metadata.clone().unwrap_or_default();
-    let Some(owner) = owner else {
+    let (Some(owner), true) = (owner, problems.is_empty()) else {
         return Err(Invalid {
+            kind: "DaskCluster",
             name,
-            problems: vec!["metadata.uid: missing".into()],
+            problems,
         });
     };
+    let labels = inherited_labels(c);
+    let annotations = inherited_annotations(c);
+    let over = |base: &BTreeMap<String, String>, extra: Option<&BTreeMap<String, String>>| {
+        let mut m = base.clone();
+        m.extend(extra.cloned().unwrap_or_default());
+        m
+    };
+    let scheduler_meta = c.spec.scheduler.metadata.clone().unwrap_or_default();
+    let worker_meta = c.spec.worker.metadata.clone().unwrap_or_default();
     Ok(ValidatedCluster {
         scheduler_address: names::scheduler_address(&name, &namespace),
         generation: c.metadata.generation.unwrap_or(0),
-        labels: inherited_labels(c),
-        annotations: inherited_annotations(c),
-        scheduler_labels: meta.labels.unwrap_or_default(),
-        scheduler_annotations: meta.annotations.unwrap_or_default(),
+        scheduler_labels: over(&labels, scheduler_meta.labels.as_ref()),
+        scheduler_annotations: over(&annotations, scheduler_meta.annotations.as_ref()),
+        group_labels: over(&labels, worker_meta.labels.as_ref()),
+        group_annotations: over(&annotations, worker_meta.annotations.as_ref()),
+        labels,
+        annotations,
         scheduler_spec: c.spec.scheduler.spec.clone(),
         service_spec: c.spec.scheduler.service.clone(),
         worker: c.spec.worker.clone(),

@@ -37,7 +37,9 @@ pub struct DaskClusterSpec {
 /// Where a cluster is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ClusterPhase {
-    /// Objects are being created or pods are not running yet.
+    /// Seen by the operator; its objects are being made.
+    Created,
+    /// Its objects exist; the scheduler is not ready yet.
     Pending,
     /// The scheduler is ready.
     Running,

@@ -7,18 +7,21 @@ use super::validate::ValidatedJob;
 use crate::crd::DaskCluster;
 use crate::names::{
     self, ANNOTATION_RUNNER_ATTEMPT, COMPONENT_JOB_RUNNER, LABEL_CLUSTER, LABEL_COMPONENT,
+    LABEL_ISTIO_INJECT,
 };
 use crate::template::default_env;
 
-/// The job's DaskCluster, named as the job and owned by it.
+/// The job's DaskCluster, named as the job and owned by it, labelled with its name as
+/// dask-kubernetes labels it.
 pub fn cluster(v: &ValidatedJob) -> DaskCluster {
     let mut labels = v.labels.clone();
     labels.extend(v.cluster_labels.clone());
+    labels.insert(LABEL_CLUSTER.into(), v.cluster_name.clone());
     let mut annotations = v.annotations.clone();
     annotations.extend(v.cluster_annotations.clone());
     let mut c = DaskCluster::new(&v.cluster_name, v.cluster_spec.clone());
     c.metadata.namespace = Some(v.namespace.clone());
-    c.metadata.labels = Some(labels).filter(|l| !l.is_empty());
+    c.metadata.labels = Some(labels);
     c.metadata.annotations = Some(annotations).filter(|a| !a.is_empty());
     c.metadata.owner_references = Some(vec![v.owner.clone()]);
     c
@@ -33,6 +36,7 @@ pub fn runner_pod(v: &ValidatedJob, attempt: u32) -> Pod {
     labels.extend(v.runner_labels.clone());
     labels.insert(LABEL_CLUSTER.into(), v.cluster_name.clone());
     labels.insert(LABEL_COMPONENT.into(), COMPONENT_JOB_RUNNER.into());
+    labels.insert(LABEL_ISTIO_INJECT.into(), "false".into());
     let mut annotations = v.annotations.clone();
     annotations.extend(v.runner_annotations.clone());
     annotations.insert(ANNOTATION_RUNNER_ATTEMPT.into(), attempt.to_string());
@@ -78,7 +82,9 @@ pub(crate) mod tests {
             (owner.kind.as_str(), owner.name.as_str(), owner.controller),
             ("DaskJob", "simple-job", Some(true))
         );
-        assert_eq!(c.metadata.labels.unwrap()["team"], "a");
+        let labels = c.metadata.labels.unwrap();
+        assert_eq!(labels["team"], "a");
+        assert_eq!(labels[LABEL_CLUSTER], "simple-job");
         assert_eq!(c.spec.worker.replicas, 2);
     }
 
@@ -90,8 +96,17 @@ pub(crate) mod tests {
         let labels = pod.metadata.labels.clone().unwrap();
         assert_eq!(labels[LABEL_CLUSTER], "simple-job");
         assert_eq!(labels[LABEL_COMPONENT], "job-runner");
+        assert_eq!(labels[LABEL_ISTIO_INJECT], "false");
         let spec = pod.spec.unwrap();
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let mut on_failure = fixture();
+        on_failure.spec.job.spec.restart_policy = Some("OnFailure".into());
+        let restarted = runner_pod(&validate(&on_failure).unwrap(), 0);
+        assert_eq!(
+            restarted.spec.unwrap().restart_policy.as_deref(),
+            Some("OnFailure"),
+            "dask-kubernetes' default template's policy is accepted and kept"
+        );
         let env = spec.containers[0].env.clone().unwrap();
         assert!(env.iter().any(|e| e.name == "DASK_SCHEDULER_ADDRESS"
             && e.value.as_deref() == Some("tcp://simple-job-scheduler.ns.svc.cluster.local:8786")));

@@ -13,48 +13,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use crate::context::Context;
+use crate::controller::{self, Reconciled};
 use crate::crd::DaskJob;
 use crate::error::Error;
 
-pub const CONTROLLER: &str = "daskjob";
+pub const CONTROLLER: &str = <DaskJob as Reconciled>::CONTROLLER;
 
 pub async fn reconcile(job: Arc<DaskJob>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.metrics
-        .timed(CONTROLLER, reconcile_inner(&job, &ctx))
-        .await
+    controller::reconcile(job.as_ref(), &ctx, reconcile_inner(&job, &ctx)).await
 }
 
 async fn reconcile_inner(job: &DaskJob, ctx: &Context) -> Result<Action, Error> {
-    if job.metadata.deletion_timestamp.is_some() {
-        // The cluster and runner pods carry owner references: the garbage collector removes them.
-        return Ok(Action::await_change());
-    }
-    let namespace = job.namespace().unwrap_or_else(|| "default".into());
-    let name = job.name_any();
     let previous = job.status.clone().unwrap_or_default();
-
     let v = match validate::validate(job) {
         Ok(v) => v,
         Err(invalid) => {
             let st = status::invalid_status(&previous, job, &invalid);
-            if st != previous {
-                ctx.event(
-                    job,
-                    EventType::Warning,
-                    "InvalidSpec",
-                    "Validate",
-                    invalid.problems.join("; "),
-                )
-                .await;
-                status::write(ctx, &namespace, &name, &st).await?;
-            }
-            tracing::warn!(%namespace, %name, error = %invalid, "invalid DaskJob; waiting for a change");
-            return Ok(Action::await_change());
+            return controller::reject(ctx, job, &invalid, st).await;
         }
     };
     let observed = status::observe(ctx, &v).await?;
@@ -62,9 +41,7 @@ async fn reconcile_inner(job: &DaskJob, ctx: &Context) -> Result<Action, Error> 
     // Creations first, then the status that records them, then deletions: a restart between
     // any two of these finds the same plan again.
     apply::carry_out(ctx, job, &v, plan.steps.iter().filter(|s| !s.is_deletion())).await?;
-    if plan.status != previous {
-        status::write(ctx, &namespace, &name, &plan.status).await?;
-    }
+    controller::write_status(ctx, job, &plan.status).await?;
     for n in &plan.notes {
         let kind = if n.warning {
             EventType::Warning
@@ -85,8 +62,5 @@ async fn reconcile_inner(job: &DaskJob, ctx: &Context) -> Result<Action, Error> 
 }
 
 pub fn error_policy(job: Arc<DaskJob>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = %job.name_any(), %error, "DaskJob reconcile failed; retrying");
-    ctx.metrics
-        .failed(CONTROLLER, error.kind(), error.to_string());
-    Action::requeue(Duration::from_secs(2))
+    controller::error_policy(job, error, ctx)
 }

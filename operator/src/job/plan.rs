@@ -30,6 +30,8 @@ pub struct RunnerView {
     /// The first terminated container's exit code, reason and message.
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
+    /// Runs that failed inside this pod (restarted in place with `restartPolicy: OnFailure`).
+    pub failed_runs: u32,
     pub started: Option<Timestamp>,
     pub deleting: bool,
 }
@@ -160,21 +162,28 @@ pub fn plan(v: &ValidatedJob, previous: &DaskJobStatus, o: &Observed, now: Times
         };
     }
 
-    // Attempts run one after another: attempt n exists only once n attempts failed.
+    // Attempts (runner pods) run one after another: attempt n exists only once n pods failed.
+    // With `OnFailure` the current attempt's failures are restarts in place, counted too.
     let counted = previous.failed.unwrap_or(0).max(0).unsigned_abs();
-    let failures = o
+    let attempt = o
         .runners
         .iter()
         .filter(|r| r.phase == RunnerPhase::Failed)
         .map(|r| r.attempt + 1)
         .max()
-        .unwrap_or(0)
-        .max(counted);
-    let last_failed = o
+        .unwrap_or(0);
+    let current = o
         .runners
         .iter()
-        .filter(|r| r.phase == RunnerPhase::Failed)
-        .max_by_key(|r| r.attempt);
+        .find(|r| r.attempt == attempt && !r.deleting);
+    let in_place = current.map_or(0, |r| r.failed_runs);
+    let failures = (attempt + in_place).max(counted);
+    let last_failed = current.filter(|r| r.failed_runs > 0).or_else(|| {
+        o.runners
+            .iter()
+            .filter(|r| r.phase == RunnerPhase::Failed)
+            .max_by_key(|r| r.attempt)
+    });
     if failures > counted {
         status.failed = Some(i32::try_from(failures).unwrap_or(i32::MAX));
         status.exit_code = last_failed.and_then(|r| r.exit_code);
@@ -256,10 +265,6 @@ pub fn plan(v: &ValidatedJob, previous: &DaskJobStatus, o: &Observed, now: Times
     if o.cluster.is_none() {
         steps.push(Step::CreateCluster);
     }
-    let current = o
-        .runners
-        .iter()
-        .find(|r| r.attempt == failures && !r.deleting);
     let cluster_ready = o.cluster.is_some_and(|c| c.scheduler_ready && !c.deleting);
     let ready = match (o.cluster, cluster_ready) {
         (_, true) => condition(
@@ -289,7 +294,7 @@ pub fn plan(v: &ValidatedJob, previous: &DaskJobStatus, o: &Observed, now: Times
     };
     set_condition(&mut status.conditions, ready);
     if cluster_ready && current.is_none() {
-        steps.push(Step::CreateRunner(failures));
+        steps.push(Step::CreateRunner(attempt));
     }
     let running = current.filter(|r| r.phase == RunnerPhase::Running);
     let next = if running.is_some() || previous.job_status == Some(JobStatus::Running) {
@@ -313,8 +318,8 @@ pub fn plan(v: &ValidatedJob, previous: &DaskJobStatus, o: &Observed, now: Times
         notes.push(note(false, state_reason(next), message));
     }
     status.job_status = Some(next);
-    if current.is_some() || steps.contains(&Step::CreateRunner(failures)) {
-        status.job_runner_pod_name = Some(crate::names::job_runner_name(&v.name, failures));
+    if current.is_some() || steps.contains(&Step::CreateRunner(attempt)) {
+        status.job_runner_pod_name = Some(crate::names::job_runner_name(&v.name, attempt));
     }
     Plan {
         status,
@@ -415,6 +420,7 @@ mod tests {
             phase,
             exit_code,
             reason: exit_code.map(|_| "Error".into()),
+            failed_runs: u32::from(phase == RunnerPhase::Failed),
             started: Some(at(1)),
             deleting: false,
         }
@@ -564,6 +570,55 @@ mod tests {
             "{}",
             failed.message
         );
+    }
+
+    #[test]
+    fn a_runner_restarted_in_place_fails_the_job_past_the_backoff_limit() {
+        let v = job(|j| {
+            j.spec.backoff_limit = Some(2);
+            j.spec.job.spec.restart_policy = Some("OnFailure".into());
+        });
+        let restarted = |failed_runs| RunnerView {
+            phase: RunnerPhase::Running,
+            failed_runs,
+            exit_code: Some(7),
+            ..runner(0, RunnerPhase::Running, None)
+        };
+        let o = Observed {
+            cluster: cluster(true),
+            runners: vec![restarted(2)],
+        };
+        let p = plan(&v, &status_of(JobStatus::Running), &o, at(5));
+        assert_eq!(p.status.job_status, Some(JobStatus::Running));
+        assert_eq!((p.status.failed, p.status.exit_code), (Some(2), Some(7)));
+        assert_eq!(p.steps, vec![], "the kubelet restarts it: no new pod");
+        let o = Observed {
+            cluster: cluster(true),
+            runners: vec![restarted(3)],
+        };
+        let p = plan(&v, &p.status, &o, at(6));
+        assert_eq!(p.status.job_status, Some(JobStatus::Failed));
+        assert_eq!(
+            p.steps,
+            vec![
+                Step::DeleteRunner("simple-job-runner".into()),
+                Step::DeleteCluster
+            ],
+            "the restarting runner is stopped"
+        );
+        // Evicted after two restarts: attempt 1 is a new pod, and the count goes on.
+        let mut evicted = restarted(2);
+        evicted.phase = RunnerPhase::Failed;
+        let o = Observed {
+            cluster: cluster(true),
+            runners: vec![evicted],
+        };
+        let v = job(|j| {
+            j.spec.backoff_limit = Some(5);
+            j.spec.job.spec.restart_policy = Some("OnFailure".into());
+        });
+        let p = plan(&v, &status_of(JobStatus::Running), &o, at(7));
+        assert_eq!(p.steps, vec![Step::CreateRunner(1)]);
     }
 
     #[test]

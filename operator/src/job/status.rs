@@ -3,15 +3,13 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use serde_json::json;
 
 use super::plan::{ClusterView, Observed, RunnerPhase, RunnerView};
-use super::validate::{Invalid, ValidatedJob};
-use crate::apply::apply_status;
+use super::validate::ValidatedJob;
 use crate::conditions::condition;
 use crate::context::Context;
 use crate::crd::{ClusterPhase, DaskCluster, DaskJob, DaskJobStatus};
-use crate::error::Error;
+use crate::error::{Error, Invalid};
 use crate::names::{
     ANNOTATION_RUNNER_ATTEMPT, COMPONENT_JOB_RUNNER, LABEL_CLUSTER, LABEL_COMPONENT,
 };
@@ -58,12 +56,44 @@ pub fn runner_view(p: &Pod) -> Option<RunnerView> {
         Some("Failed") => RunnerPhase::Failed,
         _ => RunnerPhase::Pending,
     };
-    let terminated = status
+    let containers = status
         .and_then(|s| s.container_statuses.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.state.as_ref().and_then(|s| s.terminated.as_ref()))
-        .find(|t| t.exit_code != 0);
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    // The latest failure: a container that ended non-zero, or (restarted in place, with
+    // `OnFailure`) the last run of one that did.
+    let ended = |c: &k8s_openapi::api::core::v1::ContainerStatus| {
+        c.state
+            .as_ref()
+            .and_then(|s| s.terminated.clone())
+            .filter(|t| t.exit_code != 0)
+    };
+    let last = |c: &k8s_openapi::api::core::v1::ContainerStatus| {
+        c.last_state
+            .as_ref()
+            .and_then(|s| s.terminated.clone())
+            .filter(|t| t.exit_code != 0)
+    };
+    let terminated = containers
+        .iter()
+        .find_map(ended)
+        .or_else(|| containers.iter().find_map(last));
+    // Runs of the runner's containers that failed inside this pod: each restart followed a
+    // failure, and one that ended and was not restarted yet (or waits to be) is one more.
+    let failed_runs = containers
+        .iter()
+        .map(|c| {
+            let waiting_after_failure = c
+                .state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"));
+            let restarts = u32::try_from(c.restart_count).unwrap_or(0);
+            restarts + u32::from(ended(c).is_some() || waiting_after_failure)
+        })
+        .max()
+        .unwrap_or(0);
+    let terminated = terminated.as_ref();
     let reason = terminated
         .and_then(|t| match (&t.reason, &t.message) {
             (Some(r), Some(m)) => Some(format!("{r}: {m}")),
@@ -76,6 +106,7 @@ pub fn runner_view(p: &Pod) -> Option<RunnerView> {
         phase,
         exit_code: terminated.map(|t| t.exit_code),
         reason,
+        failed_runs,
         started: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
         deleting: p.metadata.deletion_timestamp.is_some(),
     })
@@ -108,21 +139,10 @@ pub fn invalid_status(previous: &DaskJobStatus, j: &DaskJob, invalid: &Invalid) 
     }
 }
 
-pub async fn write(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    status: &DaskJobStatus,
-) -> Result<(), Error> {
-    let api: Api<DaskJob> = Api::namespaced(ctx.client.clone(), namespace);
-    let body = json!({"apiVersion": "kubernetes.dask.org/v1", "kind": "DaskJob", "status": status});
-    apply_status(&api, name, body).await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_failed_runner_pod_reads_as_its_attempt_exit_code_and_reason() {
@@ -145,6 +165,7 @@ mod tests {
                 .starts_with("StartError: exec: \"python\"")
         );
         assert!(r.started.is_some());
+        assert_eq!(r.failed_runs, 1);
         let mut other = pod.clone();
         other.metadata.annotations = None;
         assert_eq!(
@@ -152,5 +173,31 @@ mod tests {
             None,
             "a pod without an attempt is not a runner"
         );
+    }
+
+    #[test]
+    fn a_runner_restarted_in_place_counts_its_failed_runs() {
+        let pod = |state: serde_json::Value, restarts: i32| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "j-runner", "annotations": {ANNOTATION_RUNNER_ATTEMPT: "0"}},
+                "status": {"phase": "Running", "containerStatuses": [{
+                    "name": "job", "image": "x", "imageID": "", "ready": false,
+                    "restartCount": restarts, "state": state,
+                    "lastState": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}
+            }))
+            .unwrap()
+        };
+        let backing_off =
+            runner_view(&pod(json!({"waiting": {"reason": "CrashLoopBackOff"}}), 1)).unwrap();
+        assert_eq!(
+            (
+                backing_off.phase,
+                backing_off.failed_runs,
+                backing_off.exit_code
+            ),
+            (RunnerPhase::Running, 2, Some(3))
+        );
+        let running_again = runner_view(&pod(json!({"running": {}}), 2)).unwrap();
+        assert_eq!(running_again.failed_runs, 2);
     }
 }

@@ -10,6 +10,7 @@ use kube::ResourceExt;
 
 use crate::cluster::validate::check_spec;
 use crate::crd::{DaskClusterSpec, DaskJob};
+use crate::error::Invalid;
 use crate::names;
 use crate::template::{check_pod_spec, inherited_annotations, inherited_labels, owner_ref};
 
@@ -29,12 +30,14 @@ pub struct ValidatedJob {
     pub cluster_spec: DaskClusterSpec,
     pub cluster_labels: BTreeMap<String, String>,
     pub cluster_annotations: BTreeMap<String, String>,
-    /// The runner pod's spec, `restartPolicy: Never` settled (retries replace the pod).
+    /// The runner pod's spec, `restartPolicy` settled: `Never` (the default: a failed runner is
+    /// replaced by a new pod) or `OnFailure` (the kubelet restarts it in place).
     pub runner_spec: PodSpec,
     pub runner_labels: BTreeMap<String, String>,
     pub runner_annotations: BTreeMap<String, String>,
     pub scheduler_address: String,
-    /// Runner pods that may fail before the job does: `backoffLimit` + 1.
+    /// Failed runs the job may have before it fails: `backoffLimit` + 1 (runner pods that
+    /// failed with `Never`, restarts of the runner's container with `OnFailure`).
     pub max_attempts: u32,
     /// From the job's creation.
     pub deadline: Option<Duration>,
@@ -42,14 +45,6 @@ pub struct ValidatedJob {
     pub keep_cluster_on_failure: bool,
     /// `metadata.creationTimestamp`; the deadline counts from it.
     pub created: Option<Timestamp>,
-}
-
-/// Why a spec cannot be run; the list names every problem by field path.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid DaskJob {name}: {}", problems.join("; "))]
-pub struct Invalid {
-    pub name: String,
-    pub problems: Vec<String>,
 }
 
 pub fn validate(j: &DaskJob) -> Result<ValidatedJob, Invalid> {
@@ -64,9 +59,9 @@ pub fn validate(j: &DaskJob) -> Result<ValidatedJob, Invalid> {
     }
     check_pod_spec("spec.job.spec", &j.spec.job.spec, &mut problems);
     match j.spec.job.spec.restart_policy.as_deref() {
-        None | Some("Never") => {}
+        None | Some("Never" | "OnFailure") => {}
         Some(other) => problems.push(format!(
-            "spec.job.spec.restartPolicy: {other:?} is not supported: only \"Never\" (rask retries a failed runner with a new pod, up to spec.backoffLimit)"
+            "spec.job.spec.restartPolicy: {other:?} is not supported: \"Never\" (a failed runner is replaced by a new pod) or \"OnFailure\" (it is restarted in place), each up to spec.backoffLimit times; a runner restarted after it succeeded would never end"
         )),
     }
     check_spec("spec.cluster.spec", &j.spec.cluster.spec, &mut problems);
@@ -93,13 +88,19 @@ pub fn validate(j: &DaskJob) -> Result<ValidatedJob, Invalid> {
         problems.push("metadata.uid: missing (the object was not read from the API server)".into());
     }
     let (Some(owner), true) = (owner, problems.is_empty()) else {
-        return Err(Invalid { name, problems });
+        return Err(Invalid {
+            kind: "DaskJob",
+            name,
+            problems,
+        });
     };
     let namespace = j.namespace().unwrap_or_else(|| "default".into());
     let cluster_meta = j.spec.cluster.metadata.clone().unwrap_or_default();
     let runner_meta = j.spec.job.metadata.clone().unwrap_or_default();
     let mut runner_spec = j.spec.job.spec.clone();
-    runner_spec.restart_policy = Some("Never".into());
+    runner_spec
+        .restart_policy
+        .get_or_insert_with(|| "Never".into());
     Ok(ValidatedJob {
         generation: j.metadata.generation.unwrap_or(0),
         labels: inherited_labels(j),

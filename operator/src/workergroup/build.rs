@@ -1,21 +1,32 @@
 //! Stage 3 for worker groups: a worker pod, as a pure function of the group and the pod's name.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ObjectMeta;
 
 use super::validate::ValidatedGroup;
+use crate::names::LABEL_ISTIO_INJECT;
 use crate::template::default_env;
 
 /// A worker pod named `name`: Dask's `DASK_WORKER_NAME` is the pod name, so the name a scheduler
-/// reports for a worker names its pod.
-pub fn worker_pod(g: &ValidatedGroup, name: &str) -> Pod {
+/// reports for a worker names its pod. The group's labels win over its cluster's, which fill in
+/// the rest (as dask-kubernetes labels its worker deployments).
+pub fn worker_pod(
+    g: &ValidatedGroup,
+    cluster_labels: &BTreeMap<String, String>,
+    name: &str,
+) -> Pod {
     let mut spec = g.spec.clone();
     default_env(&mut spec, "DASK_WORKER_NAME", name);
+    let mut labels = cluster_labels.clone();
+    labels.extend(g.labels.clone());
+    labels.insert(LABEL_ISTIO_INJECT.into(), "false".into());
     Pod {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some(g.namespace.clone()),
-            labels: Some(g.labels.clone()),
+            labels: Some(labels),
             annotations: Some(g.annotations.clone()),
             owner_references: Some(vec![g.owner.clone()]),
             ..ObjectMeta::default()
@@ -47,8 +58,17 @@ mod tests {
     #[test]
     fn worker_pods_follow_dasks_contract() {
         let v = validate(&fixture()).unwrap();
-        let pod = worker_pod(&v, "foo-highmem-worker-0123456789");
+        let cluster_labels = BTreeMap::from([
+            ("team".to_owned(), "a".to_owned()),
+            (LABEL_COMPONENT.to_owned(), "cluster".to_owned()),
+        ]);
+        let pod = worker_pod(&v, &cluster_labels, "foo-highmem-worker-0123456789");
         let labels = pod.metadata.labels.clone().unwrap();
+        assert_eq!(
+            labels["team"], "a",
+            "the cluster's labels reach extra groups' pods"
+        );
+        assert_eq!(labels[LABEL_ISTIO_INJECT], "false");
         assert_eq!(labels[LABEL_CLUSTER], "foo");
         assert_eq!(labels[LABEL_WORKER_GROUP], "foo-highmem");
         assert_eq!(labels[LABEL_COMPONENT], "worker");
@@ -86,10 +106,17 @@ mod tests {
         assert_ne!(a.template_hash, b.template_hash);
         let mut g = fixture();
         g.spec.worker.replicas = 7;
+        g.metadata.annotations = Some(
+            [(
+                crate::names::ANNOTATION_CLUSTER_REPLICAS.to_owned(),
+                "7".to_owned(),
+            )]
+            .into(),
+        );
         assert_eq!(
             validate(&g).unwrap().template_hash,
             a.template_hash,
-            "scaling does not roll workers"
+            "scaling (from the group or passed on from the cluster) does not roll workers"
         );
     }
 

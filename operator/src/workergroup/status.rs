@@ -1,16 +1,53 @@
 //! Stage 5 for worker groups: replicas, ready replicas and conditions.
 
-use kube::api::Api;
-use serde_json::json;
-
 use super::apply::Outcome;
 use super::plan::PodView;
 use super::validate::ValidatedGroup;
-use crate::apply::apply_status;
 use crate::conditions::condition;
-use crate::context::Context;
 use crate::crd::{DaskWorkerGroup, DaskWorkerGroupStatus};
-use crate::error::Error;
+use crate::error::Invalid;
+
+/// The status of a group whose spec cannot be reconciled.
+pub fn invalid_status(
+    previous: &DaskWorkerGroupStatus,
+    g: &DaskWorkerGroup,
+    invalid: &Invalid,
+) -> DaskWorkerGroupStatus {
+    let generation = g.metadata.generation.unwrap_or(0);
+    let c = condition(
+        &previous.conditions,
+        "Valid",
+        false,
+        "InvalidSpec",
+        invalid.problems.join("; "),
+        generation,
+    );
+    DaskWorkerGroupStatus {
+        conditions: vec![c],
+        observed_generation: Some(generation),
+        ..previous.clone()
+    }
+}
+
+/// The status of a group whose DaskCluster does not exist (yet).
+pub fn missing_cluster_status(
+    previous: &DaskWorkerGroupStatus,
+    v: &ValidatedGroup,
+) -> DaskWorkerGroupStatus {
+    let c = condition(
+        &previous.conditions,
+        "ClusterFound",
+        false,
+        "ClusterNotFound",
+        format!("DaskCluster {} does not exist", v.cluster),
+        v.generation,
+    );
+    DaskWorkerGroupStatus {
+        conditions: vec![c],
+        observed_generation: Some(v.generation),
+        ..previous.clone()
+    }
+}
 
 pub fn status(
     previous: &DaskWorkerGroupStatus,
@@ -77,16 +114,4 @@ pub fn status(
         observed_generation: Some(g),
         conditions,
     }
-}
-
-pub async fn write(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    status: &DaskWorkerGroupStatus,
-) -> Result<(), Error> {
-    let api: Api<DaskWorkerGroup> = Api::namespaced(ctx.client.clone(), namespace);
-    let body = json!({"apiVersion": "kubernetes.dask.org/v1", "kind": "DaskWorkerGroup", "status": status});
-    apply_status(&api, name, body).await?;
-    Ok(())
 }

@@ -7,8 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 
 use crate::crd::DaskWorkerGroup;
+use crate::error::Invalid;
 use crate::names::{
-    self, ANNOTATION_TEMPLATE_HASH, LABEL_CLUSTER, LABEL_COMPONENT, LABEL_WORKER_GROUP,
+    self, ANNOTATION_CLUSTER_REPLICAS, ANNOTATION_TEMPLATE_HASH, LABEL_CLUSTER, LABEL_COMPONENT,
+    LABEL_WORKER_GROUP,
 };
 use crate::template::{
     check_pod_spec, default_env, inherited_annotations, inherited_labels, owner_ref,
@@ -29,13 +31,6 @@ pub struct ValidatedGroup {
     /// The worker pod spec with the scheduler address set (the pod name is set per pod).
     pub spec: PodSpec,
     pub template_hash: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid DaskWorkerGroup {name}: {}", problems.join("; "))]
-pub struct Invalid {
-    pub name: String,
-    pub problems: Vec<String>,
 }
 
 pub fn validate(g: &DaskWorkerGroup) -> Result<ValidatedGroup, Invalid> {
@@ -60,7 +55,11 @@ pub fn validate(g: &DaskWorkerGroup) -> Result<ValidatedGroup, Invalid> {
         problems.push("metadata.uid: missing (the object was not read from the API server)".into());
     }
     let (Some(owner), true) = (owner, problems.is_empty()) else {
-        return Err(Invalid { name, problems });
+        return Err(Invalid {
+            kind: "DaskWorkerGroup",
+            name,
+            problems,
+        });
     };
     let namespace = g.namespace().unwrap_or_else(|| "default".into());
     let cluster = g.spec.cluster.clone();
@@ -73,7 +72,12 @@ pub fn validate(g: &DaskWorkerGroup) -> Result<ValidatedGroup, Invalid> {
     labels.insert(LABEL_CLUSTER.into(), cluster.clone());
     labels.insert(LABEL_WORKER_GROUP.into(), name.clone());
     labels.insert(LABEL_COMPONENT.into(), "worker".into());
-    let mut annotations = inherited_annotations(g);
+    // The cluster's bookkeeping on its default group is not the workers' (a scale passed on
+    // from the cluster must not roll them).
+    let mut annotations: BTreeMap<String, String> = inherited_annotations(g)
+        .into_iter()
+        .filter(|(k, _)| k != ANNOTATION_CLUSTER_REPLICAS)
+        .collect();
     annotations.extend(meta.annotations.unwrap_or_default());
     let mut spec = g.spec.worker.spec.clone();
     default_env(

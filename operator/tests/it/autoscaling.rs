@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kube::api::{Api, PostParams};
 use rask::seed::{self, lit};
-use rask_operator::crd::{DaskAutoscaler, DaskAutoscalerSpec, DaskCluster};
+use rask_operator::crd::{DaskAutoscaler, DaskAutoscalerSpec, DaskCluster, DaskWorkerGroup};
 
 use crate::env::{Env, example, wait_until};
 
@@ -24,11 +24,14 @@ fn autoscaler(min: i32, max: i32, down_s: i64) -> DaskAutoscaler {
     a
 }
 
+/// The default group's size: the autoscaler sizes the group, as dask-kubernetes' does (the
+/// cluster's `spec.worker.replicas` stays as the user wrote it).
 async fn replicas(env: &Env) -> i32 {
-    env.clusters()
-        .get("rask")
+    let groups: Api<DaskWorkerGroup> = Api::namespaced(env.client.clone(), "default");
+    groups
+        .get("rask-default")
         .await
-        .map(|c: DaskCluster| c.spec.worker.replicas)
+        .map(|g| g.spec.worker.replicas)
         .unwrap_or(-1)
 }
 

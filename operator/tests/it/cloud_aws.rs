@@ -20,23 +20,19 @@ use rask_operator::providers::commands::{Options, vm as cli};
 use crate::cloud_env::{LocalScheduler, VmBodies, free_port, options, write_config};
 use crate::env::wait_until;
 
-/// `moto_server` from `RASK_MOTO_SERVER` or the repository's `.venv`. In CI its absence fails the
-/// test; on a bare `cargo test` without the venv the test says so and checks nothing.
-fn moto_bin() -> Option<PathBuf> {
+/// `moto_server` from `RASK_MOTO_SERVER` or the repository's `.venv`; without either the test
+/// fails (scripts/test installs it from tests/requirements.txt and sets the variable).
+fn moto_bin() -> PathBuf {
     if let Ok(p) = std::env::var("RASK_MOTO_SERVER") {
-        return Some(p.into());
+        return p.into();
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
-    if venv.exists() {
-        return Some(venv);
-    }
     assert!(
-        std::env::var_os("CI").is_none(),
+        venv.exists(),
         "RASK_MOTO_SERVER is not set and there is no .venv/bin/moto_server: the EC2 tests need \
          moto's server (scripts/test installs it from tests/requirements.txt and sets the variable)"
     );
-    eprintln!("RASK_MOTO_SERVER is not set (scripts/test sets it): EC2 tests skipped");
-    None
+    venv
 }
 
 struct Moto {
@@ -52,8 +48,8 @@ impl Drop for Moto {
 }
 
 impl Moto {
-    async fn start() -> Option<Moto> {
-        let bin = moto_bin()?;
+    async fn start() -> Moto {
+        let bin = moto_bin();
         let port = free_port();
         let child = std::process::Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -71,7 +67,7 @@ impl Moto {
                 .is_ok()
         })
         .await;
-        Some(moto)
+        moto
     }
 }
 
@@ -201,9 +197,7 @@ fn running_workers(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_scale_named_down_and_down_against_moto() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
+    let moto = Moto::start().await;
     let c = ec2(&moto.url).await;
     let ami = some_ami(&c).await;
     let dir = tempfile::tempdir().unwrap();
@@ -377,9 +371,7 @@ async fn up_scale_named_down_and_down_against_moto() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_up_killed_midway_is_swept_and_a_live_cluster_is_not() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
+    let moto = Moto::start().await;
     let c = ec2(&moto.url).await;
     let ami = some_ami(&c).await;
     let dir = tempfile::tempdir().unwrap();
@@ -431,9 +423,7 @@ async fn an_up_killed_midway_is_swept_and_a_live_cluster_is_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_that_never_join_fail_up_naming_the_vm_with_its_boot_log_and_roll_back() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
+    let moto = Moto::start().await;
     let c = ec2(&moto.url).await;
     let ami = some_ami(&c).await;
     let dir = tempfile::tempdir().unwrap();
@@ -456,9 +446,7 @@ async fn workers_that_never_join_fail_up_naming_the_vm_with_its_boot_log_and_rol
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_or_an_unknown_ami_creates_nothing_and_names_the_key() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
+    let moto = Moto::start().await;
     let c = ec2(&moto.url).await;
     let ami = some_ami(&c).await;
     let dir = tempfile::tempdir().unwrap();
@@ -622,9 +610,7 @@ impl FaultProxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_capacity_and_throttling_are_clear_errors_and_up_rolls_back() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
+    let moto = Moto::start().await;
     let c = ec2(&moto.url).await;
     let ami = some_ami(&c).await;
     let dir = tempfile::tempdir().unwrap();
@@ -697,9 +683,7 @@ async fn no_capacity_and_throttling_are_clear_errors_and_up_rolls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_autoscaler_keeps_the_minimum_on_ec2() {
-    let Some(moto) = Moto::start().await else {
-        return;
-    };
+    let moto = Moto::start().await;
     let c = ec2(&moto.url).await;
     let ami = some_ami(&c).await;
     let dir = tempfile::tempdir().unwrap();

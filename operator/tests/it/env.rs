@@ -35,8 +35,16 @@ impl Env {
 
     /// An environment whose kubelet behaves as `kubelet` says (crash and completion patterns).
     pub async fn with_kubelet(kubelet: KubeletConfig) -> Env {
+        Env::with(rask_operator::crd::all(), kubelet).await
+    }
+
+    /// An environment whose API server serves `crds` (other CRDs than rask's own: an upgrade).
+    pub async fn with(
+        crds: Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+        kubelet: KubeletConfig,
+    ) -> Env {
         let api = ApiServer::new();
-        for crd in rask_operator::crd::all() {
+        for crd in crds {
             api.install_crd(crd).unwrap();
         }
         let client = api.client();

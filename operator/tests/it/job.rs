@@ -236,7 +236,7 @@ async fn the_deadline_stops_the_runner_and_fails_the_job() {
 async fn an_invalid_job_says_why_and_runs_once_fixed() {
     let env = env().await;
     let mut j = job(OK_IMAGE);
-    j.spec.job.spec.restart_policy = Some("OnFailure".into());
+    j.spec.job.spec.restart_policy = Some("Always".into());
     jobs(&env).create(&PostParams::default(), &j).await.unwrap();
     wait_until("the status says why", T, async || {
         status(&env).await.conditions.iter().any(|c| {

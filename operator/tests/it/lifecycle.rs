@@ -151,14 +151,38 @@ async fn lost_scheduler_and_worker_pods_are_recreated() {
             .is_some_and(|p| p.metadata.uid != old_uid && p.metadata.deletion_timestamp.is_none())
     })
     .await;
-    // A worker killed by the node (Failed) is replaced too.
+    // A worker lost with its node (evicted: Failed whatever its restartPolicy) is replaced.
     let victim = env.worker_pods("foo").await[1].clone();
-    env.kubelet.kill("default", &victim).await.unwrap();
-    wait_until("the failed worker is replaced", T, async || {
+    env.kubelet.evict("default", &victim).await.unwrap();
+    wait_until("the evicted worker is replaced", T, async || {
         let now = env.worker_pods("foo").await;
         now.len() == 2 && !now.contains(&victim)
     })
     .await;
+    // So is an evicted scheduler.
+    let old_uid = env.pods().get("foo-scheduler").await.unwrap().metadata.uid;
+    env.kubelet.evict("default", "foo-scheduler").await.unwrap();
+    wait_until("a new scheduler pod after the eviction", T, async || {
+        env.pods()
+            .get_opt("foo-scheduler")
+            .await
+            .unwrap()
+            .is_some_and(|p| {
+                p.metadata.uid != old_uid
+                    && p.status.and_then(|s| s.phase).as_deref() == Some("Running")
+            })
+    })
+    .await;
+    // A worker whose container is killed (OOM) is restarted in place by the kubelet, as its
+    // restartPolicy (Always) says: the operator leaves the pod be.
+    let workers = env.worker_pods("foo").await;
+    env.kubelet.kill("default", &workers[0]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let restarted = env.pods().get(&workers[0]).await.unwrap();
+    assert!(restarted.metadata.deletion_timestamp.is_none());
+    let cs = restarted.status.unwrap().container_statuses.unwrap();
+    assert_eq!(cs[0].restart_count, 1);
+    assert_eq!(env.worker_pods("foo").await, workers);
     env.shutdown().await;
 }
 

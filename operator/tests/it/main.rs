@@ -17,6 +17,7 @@ mod cloud_azure;
 mod cloud_cli;
 #[cfg(any(feature = "aws", feature = "azure"))]
 mod cloud_env;
+mod compat;
 mod env;
 mod job;
 mod job_script;

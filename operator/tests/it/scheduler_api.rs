@@ -1,7 +1,7 @@
 //! The operator's scheduler-API client against rask's scheduler and a real Dask scheduler.
 //!
-//! The Dask side needs `dask` from the test venv: `scripts/test` sets `RASK_DASK_BIN`. Without it
-//! (a bare `cargo test`) the Dask half says so and checks only rask's.
+//! The Dask side needs `dask` from the test venv: `scripts/test` sets `RASK_DASK_BIN` (else the
+//! repository's `.venv/bin/dask`); without either the test fails.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -87,10 +87,15 @@ impl Drop for Killed {
 
 #[tokio::test]
 async fn the_client_works_against_a_real_dask_scheduler() {
-    let Ok(dask) = std::env::var("RASK_DASK_BIN") else {
-        eprintln!("RASK_DASK_BIN is not set (scripts/test sets it): checked rask's scheduler only");
-        return;
-    };
+    let dask = std::env::var("RASK_DASK_BIN").unwrap_or_else(|_| {
+        let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/dask");
+        assert!(
+            venv.exists(),
+            "RASK_DASK_BIN is not set and there is no .venv/bin/dask: this test needs Dask's real \
+             scheduler (scripts/test installs it from tests/requirements.txt and sets the variable)"
+        );
+        venv.display().to_string()
+    });
     let (port, dash) = (free_port(), free_port());
     let routes = r#"["distributed.http.scheduler.prometheus", "distributed.http.health", "distributed.http.scheduler.api"]"#;
     let scheduler = Command::new(&dask)

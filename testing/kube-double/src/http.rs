@@ -71,11 +71,14 @@ impl Query {
 enum Route {
     Version,
     Discovery(Value),
+    OpenApi(Value),
     Resource {
         ty: Arc<ResourceType>,
         namespace: Option<String>,
         name: Option<String>,
         sub: Option<String>,
+        /// The path after the subresource (a proxy's target path).
+        rest: String,
     },
 }
 
@@ -90,6 +93,12 @@ fn route(shared: &Shared, path: &str) -> Result<Route, ApiError> {
             ));
         }
         ["apis"] => return Ok(Route::Discovery(group_list(&state.types))),
+        ["openapi", "v3"] => return Ok(Route::OpenApi(crate::openapi::index(&state.types))),
+        ["openapi", "v3", rest @ ..] => {
+            return crate::openapi::group_version(&state.types, &rest.join("/"))
+                .map(Route::OpenApi)
+                .ok_or_else(ApiError::no_route);
+        }
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(ApiError::no_route()),
@@ -107,7 +116,14 @@ fn route(shared: &Shared, path: &str) -> Result<Route, ApiError> {
             .ok_or_else(ApiError::no_route)
     };
     let own = |s: Option<&&str>| s.map(|s| (*s).to_owned());
-    let (ty, namespace, name, sub) = match rest {
+    let after = |tail: &[&str]| {
+        let mut r = tail.get(2..).map(|t| t.join("/")).unwrap_or_default();
+        if tail.len() > 2 && path.ends_with('/') {
+            r.push('/');
+        }
+        r
+    };
+    let (ty, namespace, name, sub, rest) = match rest {
         ["namespaces", ns, plural, tail @ ..]
             if !matches!(*plural, "status" | "finalize") || !tail.is_empty() =>
         {
@@ -120,6 +136,7 @@ fn route(shared: &Shared, path: &str) -> Result<Route, ApiError> {
                 Some((*ns).to_owned()),
                 own(tail.first()),
                 own(tail.get(1)),
+                after(tail),
             )
         }
         [plural, tail @ ..] => {
@@ -127,7 +144,7 @@ fn route(shared: &Shared, path: &str) -> Result<Route, ApiError> {
             if ty.namespaced && !tail.is_empty() {
                 return Err(ApiError::no_route());
             }
-            (ty, None, own(tail.first()), own(tail.get(1)))
+            (ty, None, own(tail.first()), own(tail.get(1)), after(tail))
         }
         [] => return Err(ApiError::no_route()),
     };
@@ -136,6 +153,7 @@ fn route(shared: &Shared, path: &str) -> Result<Route, ApiError> {
         namespace,
         name,
         sub,
+        rest,
     })
 }
 
@@ -182,11 +200,34 @@ fn resource_list(
             "update",
             "watch"
         ]);
-        resources.push(json!({"name": ty.plural, "singularName": ty.kind.to_lowercase(), "namespaced": ty.namespaced,
-                              "kind": ty.kind, "verbs": verbs}));
+        let mut r = json!({"name": ty.plural, "singularName": ty.kind.to_lowercase(), "namespaced": ty.namespaced,
+                           "kind": ty.kind, "verbs": verbs});
+        if !ty.short_names.is_empty() {
+            r["shortNames"] = json!(ty.short_names);
+        }
+        if !ty.categories.is_empty() {
+            r["categories"] = json!(ty.categories);
+        }
+        resources.push(r);
         if ty.status_subresource {
             resources.push(json!({"name": format!("{}/status", ty.plural), "singularName": "", "namespaced": ty.namespaced,
                                   "kind": ty.kind, "verbs": ["get", "patch", "update"]}));
+        }
+        if ty.builtin == Some(crate::resources::Builtin::Pod) {
+            for (sub, verbs) in [
+                ("log", json!(["get"])),
+                ("portforward", json!(["create", "get"])),
+                (
+                    "proxy",
+                    json!(["create", "delete", "get", "patch", "update"]),
+                ),
+            ] {
+                resources.push(json!({"name": format!("pods/{sub}"), "singularName": "", "namespaced": true, "kind": if sub == "log" { "Pod" } else { "PodProxyOptions" }, "verbs": verbs}));
+            }
+        }
+        if ty.builtin == Some(crate::resources::Builtin::Service) {
+            resources.push(json!({"name": "services/proxy", "singularName": "", "namespaced": true, "kind": "ServiceProxyOptions",
+                                  "verbs": ["create", "delete", "get", "patch", "update"]}));
         }
         if ty.scale.is_some() {
             resources.push(json!({"name": format!("{}/scale", ty.plural), "singularName": "", "namespaced": ty.namespaced,
@@ -259,6 +300,7 @@ pub(crate) async fn handle(
         namespace,
         name,
         sub,
+        ..
     }) = &routed
     {
         record.verb = verb_of(&parts.method, name.is_some(), query.flag("watch"));
@@ -296,7 +338,19 @@ pub(crate) async fn handle(
             200,
             &json!({"major": "1", "minor": "37", "gitVersion": "v1.37.0-kube-double", "platform": "linux/amd64"}),
         ),
-        (None, Ok(Route::Discovery(v))) => json_response(200, &v),
+        (None, Ok(Route::Discovery(v) | Route::OpenApi(v))) => json_response(200, &v),
+        (
+            None,
+            Ok(Route::Resource {
+                ty,
+                namespace: Some(ns),
+                name: Some(name),
+                sub: Some(sub),
+                rest,
+            }),
+        ) if reaches_pods(&ty, &sub) => {
+            reach_pods(&shared, &ty, &ns, &name, &sub, &rest, &parts, &query, body).await
+        }
         (
             None,
             Ok(Route::Resource {
@@ -304,6 +358,7 @@ pub(crate) async fn handle(
                 namespace,
                 name,
                 sub,
+                ..
             }),
         ) => {
             let manager = query
@@ -352,6 +407,88 @@ pub(crate) async fn handle(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .push(record);
     response
+}
+
+/// Whether `{ty}/{name}/{sub}` is served by reaching a pod (its log, a proxy, a port-forward)
+/// rather than by the object store.
+fn reaches_pods(ty: &ResourceType, sub: &str) -> bool {
+    use crate::resources::Builtin;
+    matches!(
+        (ty.builtin, sub),
+        (Some(Builtin::Pod), "log" | "proxy" | "portforward") | (Some(Builtin::Service), "proxy")
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn reach_pods(
+    shared: &Arc<Shared>,
+    ty: &ResourceType,
+    ns: &str,
+    name: &str,
+    sub: &str,
+    rest: &str,
+    parts: &::http::request::Parts,
+    query: &Query,
+    body: Bytes,
+) -> ::http::Response<ResponseBody> {
+    let answer = match sub {
+        "log" if parts.method == ::http::Method::GET => pod_log(shared, ns, name, query),
+        "log" => Err(ApiError::method_not_allowed("pods/log supports get")),
+        "portforward" => Err(ApiError::bad_request(
+            "Upgrade request required: port-forwarding takes a WebSocket (served over HTTP by serve_http)",
+        )),
+        _ => crate::proxy::forward(shared, &ty.plural, ns, name, rest, parts, body).await,
+    };
+    answer.unwrap_or_else(|e| error_response(&e))
+}
+
+/// `pods/{name}/log`: the container's output (`container`, `previous`, `tailLines`,
+/// `limitBytes`), and with `follow=true` what it writes next, until it exits.
+fn pod_log(
+    shared: &Arc<Shared>,
+    ns: &str,
+    name: &str,
+    q: &Query,
+) -> Result<::http::Response<ResponseBody>, ApiError> {
+    use crate::logs::{LogAnswer, LogError, LogQuery};
+    let pod = {
+        let state = shared.lock();
+        let ty = state
+            .find_type("", "v1", "pods")
+            .ok_or_else(ApiError::no_route)?;
+        ops::get(&state, &ty, Some(ns), name)?
+    };
+    let containers: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    let lq = LogQuery {
+        container: q.get("container").map(str::to_owned),
+        previous: q.flag("previous"),
+        follow: q.flag("follow"),
+        tail_lines: q.int("tailLines")?.map(|n| n.max(0) as usize),
+        limit_bytes: q.int("limitBytes")?.map(|n| n.max(0) as usize),
+    };
+    let text = |code: u16, body: ResponseBody| {
+        ::http::Response::builder()
+            .status(code)
+            .header(::http::header::CONTENT_TYPE, "text/plain")
+            .body(body)
+            .unwrap_or_else(|_| ::http::Response::new(Full::new(Bytes::new()).boxed_unsync()))
+    };
+    match shared.pod_logs.serve(ns, name, &containers, &lq) {
+        Ok(LogAnswer::Text(t)) => Ok(text(200, Full::new(Bytes::from(t)).boxed_unsync())),
+        Ok(LogAnswer::Follow(t, rest)) => {
+            let stream = futures::stream::once(async move { Bytes::from(t) }).chain(rest);
+            let body =
+                StreamBody::new(stream.map(|b| Ok::<_, Infallible>(http_body::Frame::data(b))));
+            Ok(text(200, body.boxed_unsync()))
+        }
+        Err(LogError::Container(m) | LogError::NotStarted(m)) => Err(ApiError::bad_request(m)),
+    }
 }
 
 struct ResourceRequest<'a> {
@@ -455,6 +592,7 @@ fn serve(shared: &Arc<Shared>, r: ResourceRequest<'_>) -> Result<Served, ApiErro
         namespace: r.namespace.as_deref(),
         manager: r.manager,
         dry_run,
+        strict: q.get("fieldValidation") == Some("Strict"),
     };
     let sub = match r.sub.as_deref() {
         None => Sub::Main,

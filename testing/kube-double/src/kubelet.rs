@@ -5,9 +5,10 @@
 //! `deletionTimestamp` are stopped and then deleted with grace period 0, which is what lets a
 //! graceful pod deletion finish while a kubelet runs.
 //!
-//! With [`KubeletConfig::processes`] set, pods of one image really run: see [`crate::process`].
+//! With [`KubeletConfig::processes`] set, pods of those images really run: see [`crate::process`].
 
-use crate::process::{Addresses, LogBuf, Network, Prepared, ProcessConfig, Resolver};
+use crate::logs::ContainerLog;
+use crate::process::{Addresses, Network, Prepared, ProcessConfig, Resolver};
 use crate::server::ApiServer;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -16,7 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -40,8 +41,14 @@ pub struct KubeletConfig {
     pub complete_images: Vec<String>,
     /// How long completing pods run.
     pub run_time: Duration,
-    /// Pods of this image run as local processes (off by default: pods are only reported).
-    pub processes: Option<ProcessConfig>,
+    /// Pods of these images run as local processes (none by default: pods are only reported);
+    /// the first config whose image a pod's containers all have runs it.
+    pub processes: Vec<ProcessConfig>,
+    /// The wait before a container's first restart (`restartPolicy` Always, or OnFailure after a
+    /// failure); it doubles with each restart up to `max_restart_backoff`, as the kubelet's
+    /// CrashLoopBackOff does (10 s and 300 s there).
+    pub restart_backoff: Duration,
+    pub max_restart_backoff: Duration,
 }
 
 impl Default for KubeletConfig {
@@ -53,7 +60,9 @@ impl Default for KubeletConfig {
             crash_images: Vec::new(),
             complete_images: Vec::new(),
             run_time: Duration::from_millis(100),
-            processes: None,
+            processes: Vec::new(),
+            restart_backoff: Duration::from_secs(10),
+            max_restart_backoff: Duration::from_secs(300),
         }
     }
 }
@@ -74,7 +83,7 @@ impl Kubelet {
     pub fn start(api: &ApiServer, config: KubeletConfig) -> Kubelet {
         api.kubelet_started();
         let client = api.client_as("kubelet");
-        let processes = config.processes.is_some();
+        let processes = !config.processes.is_empty();
         let node = Arc::new(Node {
             client: client.clone(),
             config,
@@ -82,7 +91,7 @@ impl Kubelet {
             net: Arc::default(),
             addresses: Mutex::new(Addresses::new()),
             procs: Mutex::default(),
-            logs: Mutex::default(),
+            shared: api.shared().clone(),
         });
         // Service names resolve to pods only for pods that run.
         let services = processes.then(|| tokio::spawn(node.clone().watch_services()));
@@ -97,34 +106,25 @@ impl Kubelet {
 
     /// What the containers of pod `namespace/name` printed (stdout and stderr, interleaved), each
     /// container's under a `==> container <==` line; empty for pods that do not run as processes.
-    /// Kept after the pod is gone.
+    /// Kept after the pod is gone. The API serves the same as `pods/{name}/log`.
     pub fn logs(&self, namespace: &str, name: &str) -> String {
-        let logs = self.node.logs.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(containers) = logs.get(&(namespace.to_owned(), name.to_owned())) else {
+        let Some(containers) = self.node.shared.pod_logs.get(namespace, name) else {
             return String::new();
         };
         containers
             .iter()
-            .map(|(c, buf)| {
-                let text = buf.lock().unwrap_or_else(|e| e.into_inner()).text();
-                format!("==> {c} <==\n{text}")
-            })
+            .map(|(c, log)| format!("==> {c} <==\n{}", log.text()))
             .collect()
     }
 
     /// [`logs`](Kubelet::logs) of every pod that ran as processes, each under a `=== ns/name ===`
     /// line: what a failed end-to-end test prints.
     pub fn all_logs(&self) -> String {
-        let mut pods: Vec<(String, String)> = self
-            .node
-            .logs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        pods.sort();
-        pods.iter()
+        self.node
+            .shared
+            .pod_logs
+            .pods()
+            .iter()
             .map(|(ns, name)| format!("=== {ns}/{name} ===\n{}", self.logs(ns, name)))
             .collect()
     }
@@ -136,30 +136,81 @@ impl Kubelet {
         }
     }
 
-    /// Kills a pod as a node loss or the OOM killer would: phase `Failed`, containers terminated
-    /// with exit code 137, not ready.
-    ///
-    /// A pod that runs as processes has them killed (`SIGKILL`): it fails with exit code 137 as
-    /// its processes exit.
+    /// Kills a pod's containers as the OOM killer would (exit code 137, reason `OOMKilled`); the
+    /// kubelet then does what the pod's `restartPolicy` says: restarts them (`Always`,
+    /// `OnFailure`: the pod stays `Running`, `restartCount` goes up) or lets the pod fail
+    /// (`Never`).
     pub async fn kill(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let pod = pods.get(name).await?;
         if self.node.signal(
             &pod.uid().unwrap_or_default(),
             rustix::process::Signal::KILL,
+            true,
         ) {
             return Ok(());
         }
         let now = crate::meta::now();
+        let restart = restart_policy(&pod) != "Never";
         let statuses: Vec<Value> = containers(&pod)
             .into_iter()
-            .map(|(cname, image)| {
-                json!({"name": cname, "image": image, "imageID": image_id(&image), "ready": false, "started": false,
-                       "restartCount": 0, "containerID": container_id(&pod, &cname),
-                       "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": now}}})
+            .enumerate()
+            .map(|(i, (cname, image))| {
+                let killed = json!({"exitCode": 137, "reason": "OOMKilled", "finishedAt": now});
+                let restarts = restart_count(&pod, i);
+                let mut s = json!({"name": cname, "image": image, "imageID": image_id(&image),
+                                   "containerID": container_id(&pod, &cname)});
+                if restart {
+                    s["ready"] = json!(true);
+                    s["started"] = json!(true);
+                    s["restartCount"] = json!(restarts + 1);
+                    s["state"] = json!({"running": {"startedAt": now}});
+                    s["lastState"] = json!({"terminated": killed});
+                } else {
+                    s["ready"] = json!(false);
+                    s["started"] = json!(false);
+                    s["restartCount"] = json!(restarts);
+                    s["state"] = json!({"terminated": killed});
+                }
+                s
             })
             .collect();
-        let patch = json!({"status": {"phase": "Failed", "reason": "OOMKilled",
+        let patch = if restart {
+            json!({"status": {"containerStatuses": statuses}})
+        } else {
+            json!({"status": {"phase": "Failed", "conditions": conditions(false, &now),
+                              "containerStatuses": statuses}})
+        };
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    /// Loses a pod as an eviction or a lost node does: its processes are killed and the pod is
+    /// `Failed` with reason `Evicted`, whatever its `restartPolicy` (no kubelet restarts it:
+    /// replacing it is its controller's job).
+    pub async fn evict(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let pod = pods.get(name).await?;
+        if let Some(mut done) = self
+            .node
+            .stop(&pod.uid().unwrap_or_default(), Duration::ZERO)
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(10), done.wait_for(|d| *d)).await;
+        }
+        let now = crate::meta::now();
+        let statuses: Vec<Value> = containers(&pod)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (cname, image))| {
+                json!({"name": cname, "image": image, "imageID": image_id(&image), "ready": false,
+                       "started": false, "restartCount": restart_count(&pod, i),
+                       "containerID": container_id(&pod, &cname),
+                       "state": {"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": now}}})
+            })
+            .collect();
+        let patch = json!({"status": {"phase": "Failed", "reason": "Evicted",
+            "message": "The node was low on resource: memory.",
             "conditions": conditions(false, &now), "containerStatuses": statuses}});
         pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
@@ -189,24 +240,53 @@ struct Node {
     addresses: Mutex<Addresses>,
     /// Pods running as processes, by uid.
     procs: Mutex<HashMap<String, Procs>>,
-    logs: Mutex<HashMap<(String, String), ContainerLogs>>,
+    /// The API server's state shared with the kubelet: containers' output goes there.
+    shared: Arc<crate::server::Shared>,
 }
 
-/// Each container's name and output.
-type ContainerLogs = Vec<(String, Arc<Mutex<LogBuf>>)>;
-
-/// What a process pod's task holds: the stop request, its "gone" signal, its processes' ids.
+/// What a process pod's task holds: the stop request, its "gone" signal, its processes' ids
+/// (by container), and whether they were killed as by the OOM killer.
 struct Registration {
     stop: watch::Receiver<Option<Duration>>,
     done: watch::Sender<bool>,
-    pids: Arc<Mutex<Vec<u32>>>,
+    pids: Pids,
+    oom: Arc<AtomicBool>,
 }
+
+/// The running process of each container (by index), if any.
+type Pids = Arc<Mutex<HashMap<usize, u32>>>;
 
 /// A pod's processes: how to stop them (with a grace period) and whether they are gone.
 struct Procs {
     stop: watch::Sender<Option<Duration>>,
     done: watch::Receiver<bool>,
-    pids: Arc<Mutex<Vec<u32>>>,
+    pids: Pids,
+    oom: Arc<AtomicBool>,
+}
+
+/// The pod's `restartPolicy` (Kubernetes' default: Always).
+fn restart_policy(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
+/// Whether a container that ended with `code` is restarted under `policy`.
+fn restarts_after(policy: &str, code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => code != 0,
+        _ => true,
+    }
+}
+
+fn restart_count(pod: &Pod, i: usize) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.get(i))
+        .map_or(0, |c| c.restart_count)
 }
 
 fn containers(pod: &Pod) -> Vec<(String, String)> {
@@ -272,7 +352,7 @@ impl Node {
                                 work.spawn(self.clone().terminate(pod));
                             }
                         } else if phase == "Pending" && started.insert(uid.clone()) {
-                            let procs = self.config.processes.as_ref().filter(|p| p.runs(&pod)).cloned();
+                            let procs = self.config.processes.iter().find(|p| p.runs(&pod)).cloned();
                             match procs {
                                 Some(procs) => {
                                     // Registered before anything awaits, so a deletion finds it.
@@ -352,6 +432,18 @@ impl Node {
         bound.is_ok()
     }
 
+    /// The wait before restart number `n` (0 first): CrashLoopBackOff's doubling.
+    fn backoff(&self, n: i32) -> Duration {
+        let doublings = u32::try_from(n).unwrap_or(0).min(16);
+        self.config
+            .restart_backoff
+            .saturating_mul(1 << doublings)
+            .min(self.config.max_restart_backoff)
+    }
+
+    /// A pod that is only reported: it runs until deleted, crashes at once (`crash_images`) or
+    /// completes after `run_time` (`complete_images`); an ended pod is restarted as its
+    /// `restartPolicy` says, after a growing back-off in `CrashLoopBackOff`.
     async fn start_pod(self: Arc<Self>, pod: Pod) {
         let api = self.pod_api(&pod);
         let name = pod.name_any();
@@ -369,52 +461,135 @@ impl Node {
             && images
                 .iter()
                 .all(|(_, i)| matches(&self.config.complete_images, i));
-        let now = crate::meta::now();
+        let policy = restart_policy(&pod).to_owned();
         let n = self.next_ip.fetch_add(1, Ordering::Relaxed);
         let ip = format!("10.244.{}.{}", n / 250, n % 250 + 1);
-        let state = |c: &str| {
-            if crash {
-                json!({"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now, "finishedAt": now, "containerID": container_id(&pod, c)}})
-            } else {
-                json!({"running": {"startedAt": now}})
-            }
-        };
-        let statuses: Vec<Value> = images
-            .iter()
-            .map(|(c, image)| {
-                json!({"name": c, "image": image, "imageID": image_id(image), "containerID": container_id(&pod, c),
-                       "ready": !crash, "started": !crash, "restartCount": 0, "state": state(c)})
-            })
-            .collect();
-        let status = json!({"status": {
-            "phase": if crash { "Failed" } else { "Running" },
-            "hostIP": "10.0.0.1", "hostIPs": [{"ip": "10.0.0.1"}],
-            "podIP": ip, "podIPs": [{"ip": ip}], "startTime": now,
-            "conditions": conditions(!crash, &now),
-            "containerStatuses": statuses,
-        }});
         let pp = PatchParams {
             field_manager: Some(MANAGER.into()),
             ..PatchParams::default()
         };
-        if let Err(e) = api.patch_status(&name, &pp, &Patch::Merge(&status)).await {
-            tracing::debug!("kubelet could not start {name}: {e}");
-            return;
-        }
-        if complete && !crash {
-            tokio::time::sleep(self.config.run_time).await;
-            let finished = crate::meta::now();
+        let status = |phase: &str,
+                      ready: bool,
+                      restarts: i32,
+                      state: &dyn Fn(&str) -> Value,
+                      last: Option<&Value>| {
+            let now = crate::meta::now();
             let statuses: Vec<Value> = images
                 .iter()
                 .map(|(c, image)| {
-                    json!({"name": c, "image": image, "imageID": image_id(image), "containerID": container_id(&pod, c),
-                           "ready": false, "started": false, "restartCount": 0,
-                           "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": finished}}})
+                    let mut s = json!({"name": c, "image": image, "imageID": image_id(image),
+                        "containerID": container_id(&pod, c), "ready": ready, "started": ready,
+                        "restartCount": restarts, "state": state(c)});
+                    if let Some(l) = last {
+                        s["lastState"] = json!({"terminated": l});
+                    }
+                    s
                 })
                 .collect();
-            let done = json!({"status": {"phase": "Succeeded", "conditions": conditions(false, &finished), "containerStatuses": statuses}});
-            if let Err(e) = api.patch_status(&name, &pp, &Patch::Merge(&done)).await {
-                tracing::debug!("kubelet could not complete {name}: {e}");
+            json!({"status": {
+                "phase": phase,
+                "hostIP": "10.0.0.1", "hostIPs": [{"ip": "10.0.0.1"}],
+                "podIP": ip, "podIPs": [{"ip": ip}],
+                "conditions": conditions(ready, &now),
+                "containerStatuses": statuses,
+            }})
+        };
+        let started = crate::meta::now();
+        let mut first = status(
+            "Running",
+            true,
+            0,
+            &|_| json!({"running": {"startedAt": started}}),
+            None,
+        );
+        first["status"]["startTime"] = json!(started);
+        let mut restarts = 0;
+        loop {
+            // One run: crash at once, complete after `run_time`, or run until deleted.
+            let run_started = crate::meta::now();
+            let code = if crash {
+                1
+            } else if complete {
+                if restarts == 0
+                    && api
+                        .patch_status(&name, &pp, &Patch::Merge(&first))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(self.config.run_time).await;
+                0
+            } else {
+                let running = if restarts == 0 {
+                    first.clone()
+                } else {
+                    status(
+                        "Running",
+                        true,
+                        restarts,
+                        &|_| json!({"running": {"startedAt": run_started}}),
+                        None,
+                    )
+                };
+                if let Err(e) = api.patch_status(&name, &pp, &Patch::Merge(&running)).await {
+                    tracing::debug!("kubelet could not start {name}: {e}");
+                }
+                return;
+            };
+            let ended = json!({"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                               "startedAt": run_started, "finishedAt": crate::meta::now()});
+            if !restarts_after(&policy, code) {
+                let phase = if code == 0 { "Succeeded" } else { "Failed" };
+                let mut done = status(
+                    phase,
+                    false,
+                    restarts,
+                    &|_| json!({"terminated": ended}),
+                    None,
+                );
+                if restarts == 0 {
+                    done["status"]["startTime"] = json!(started);
+                }
+                if let Err(e) = api.patch_status(&name, &pp, &Patch::Merge(&done)).await {
+                    tracing::debug!("kubelet could not finish {name}: {e}");
+                }
+                return;
+            }
+            let wait = self.backoff(restarts);
+            let message = format!("back-off {}s restarting failed container", wait.as_secs());
+            let mut backing_off = status(
+                "Running",
+                false,
+                restarts,
+                &|c| json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("{message}={c} pod={name}")}}),
+                Some(&ended),
+            );
+            if restarts == 0 {
+                backing_off["status"]["startTime"] = json!(started);
+            }
+            if api
+                .patch_status(&name, &pp, &Patch::Merge(&backing_off))
+                .await
+                .is_err()
+            {
+                return; // deleted
+            }
+            tokio::time::sleep(wait).await;
+            restarts += 1;
+            let again = status(
+                "Running",
+                !crash,
+                restarts,
+                &|_| json!({"running": {"startedAt": crate::meta::now()}}),
+                Some(&ended),
+            );
+            if api
+                .patch_status(&name, &pp, &Patch::Merge(&again))
+                .await
+                .is_err()
+            {
+                return;
             }
         }
     }
@@ -458,35 +633,70 @@ struct Ended {
     finished: String,
 }
 
+impl Ended {
+    fn to_json(&self, pod: &Pod, c: &str) -> Value {
+        let mut t = json!({"exitCode": self.code, "reason": self.reason, "startedAt": self.started,
+                           "finishedAt": self.finished, "containerID": container_id(pod, c)});
+        if let Some(m) = &self.message {
+            t["message"] = json!(m);
+        }
+        t
+    }
+}
+
 /// A process pod's containers as its status reports them.
 struct Containers {
     names: Vec<(String, String)>,
     started: Vec<Option<String>>,
     ready: Vec<bool>,
+    /// How the current run ended.
     ended: Vec<Option<Ended>>,
+    /// How the previous run ended (after a restart, or while waiting for one).
+    last: Vec<Option<Ended>>,
+    restarts: Vec<i32>,
+    /// Waiting out CrashLoopBackOff before a restart: (seconds, since).
+    backing_off: Vec<Option<u64>>,
 }
 
 impl Containers {
+    fn new(pod: &Pod, spec: &k8s_openapi::api::core::v1::PodSpec) -> Containers {
+        let n = spec.containers.len();
+        Containers {
+            names: containers(pod),
+            started: vec![None; n],
+            ready: spec
+                .containers
+                .iter()
+                .map(|c| c.readiness_probe.is_none())
+                .collect(),
+            ended: vec![None; n],
+            last: vec![None; n],
+            restarts: vec![0; n],
+            backing_off: vec![None; n],
+        }
+    }
+
     fn statuses(&self, pod: &Pod) -> Vec<Value> {
+        let name = pod.name_any();
         self.names
             .iter()
             .enumerate()
             .map(|(i, (c, image))| {
-                let state = match (&self.ended[i], &self.started[i]) {
-                    (Some(e), _) => {
-                        let mut t = json!({"exitCode": e.code, "reason": e.reason, "startedAt": e.started,
-                                           "finishedAt": e.finished, "containerID": container_id(pod, c)});
-                        if let Some(m) = &e.message {
-                            t["message"] = json!(m);
-                        }
-                        json!({"terminated": t})
-                    }
-                    (None, Some(at)) => json!({"running": {"startedAt": at}}),
-                    (None, None) => json!({"waiting": {"reason": "ContainerCreating"}}),
+                let state = match (&self.backing_off[i], &self.ended[i], &self.started[i]) {
+                    (Some(secs), _, _) => json!({"waiting": {"reason": "CrashLoopBackOff",
+                        "message": format!("back-off {secs}s restarting failed container={c} pod={name}")}}),
+                    (None, Some(e), _) => json!({"terminated": e.to_json(pod, c)}),
+                    (None, None, Some(at)) => json!({"running": {"startedAt": at}}),
+                    (None, None, None) => json!({"waiting": {"reason": "ContainerCreating"}}),
                 };
-                json!({"name": c, "image": image, "imageID": image_id(image), "containerID": container_id(pod, c),
-                       "ready": self.ready[i] && self.ended[i].is_none(), "started": self.started[i].is_some() && self.ended[i].is_none(),
-                       "restartCount": 0, "state": state})
+                let running = self.started[i].is_some() && self.ended[i].is_none();
+                let mut s = json!({"name": c, "image": image, "imageID": image_id(image),
+                    "containerID": container_id(pod, c), "ready": self.ready[i] && running,
+                    "started": running, "restartCount": self.restarts[i], "state": state});
+                if let Some(l) = &self.last[i] {
+                    s["lastState"] = json!({"terminated": l.to_json(pod, c)});
+                }
+                s
             })
             .collect()
     }
@@ -496,6 +706,11 @@ impl Containers {
             .iter()
             .zip(&self.ended)
             .all(|(r, e)| *r && e.is_none())
+    }
+
+    /// Some container runs, or will run again after its back-off.
+    fn alive(&self) -> bool {
+        self.ended.iter().any(Option::is_none) || self.backing_off.iter().any(Option::is_some)
     }
 }
 
@@ -511,19 +726,22 @@ impl Node {
     fn register(&self, uid: &str) -> Registration {
         let (stop, stop_rx) = watch::channel(None);
         let (done_tx, done) = watch::channel(false);
-        let pids = Arc::new(Mutex::new(Vec::new()));
+        let pids: Pids = Arc::default();
+        let oom = Arc::new(AtomicBool::new(false));
         self.procs.lock().unwrap_or_else(|e| e.into_inner()).insert(
             uid.to_owned(),
             Procs {
                 stop,
                 done,
                 pids: pids.clone(),
+                oom: oom.clone(),
             },
         );
         Registration {
             stop: stop_rx,
             done: done_tx,
             pids,
+            oom,
         }
     }
 
@@ -541,13 +759,17 @@ impl Node {
         Some(p.done.clone())
     }
 
-    /// Sends `signal` to a process pod's processes; false if the pod has none.
-    fn signal(&self, uid: &str, signal: rustix::process::Signal) -> bool {
+    /// Sends `signal` to a process pod's processes (`oom`: as the OOM killer, so they end with
+    /// reason `OOMKilled`); false if the pod has none.
+    fn signal(&self, uid: &str, signal: rustix::process::Signal, oom: bool) -> bool {
         let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
         let Some(p) = procs.get(uid) else {
             return false;
         };
-        for pid in p.pids.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        if oom {
+            p.oom.store(true, Ordering::Release);
+        }
+        for pid in p.pids.lock().unwrap_or_else(|e| e.into_inner()).values() {
             if let Some(pid) = i32::try_from(*pid)
                 .ok()
                 .and_then(rustix::process::Pid::from_raw)
@@ -558,17 +780,11 @@ impl Node {
         true
     }
 
-    /// Runs a pod's containers as processes until they exit or the pod is deleted.
+    /// Runs a pod's containers as processes until they exit for good or the pod is deleted.
     async fn run_pod(self: Arc<Self>, pod: Pod, config: ProcessConfig, reg: Registration) {
-        let Registration {
-            mut stop,
-            done,
-            pids,
-        } = reg;
         let uid = pod.uid().unwrap_or_default();
-        self.clone()
-            .run_containers(pod, config, &mut stop, &pids)
-            .await;
+        let done = reg.done.clone();
+        self.clone().run_containers(pod, config, reg).await;
         self.procs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -576,13 +792,13 @@ impl Node {
         let _ = done.send(true);
     }
 
-    async fn run_containers(
-        self: Arc<Self>,
-        pod: Pod,
-        config: ProcessConfig,
-        stop: &mut watch::Receiver<Option<Duration>>,
-        pids: &Arc<Mutex<Vec<u32>>>,
-    ) {
+    async fn run_containers(self: Arc<Self>, pod: Pod, config: ProcessConfig, reg: Registration) {
+        let Registration {
+            mut stop,
+            pids,
+            oom,
+            ..
+        } = reg;
         if !self.bind(&pod).await {
             return;
         }
@@ -594,6 +810,7 @@ impl Node {
             ..PatchParams::default()
         };
         let spec = pod.spec.clone().unwrap_or_default();
+        let policy = restart_policy(&pod).to_owned();
         let ip = self
             .addresses
             .lock()
@@ -601,7 +818,7 @@ impl Node {
             .allocate(&crate::process::tcp_ports(&spec))
             .to_string();
         let prepared = crate::process::prepare(&config, &pod, &ip);
-        let Some(resolved) = self.resolve(&config, &pod, &ip, prepared, stop).await else {
+        let Some(resolved) = self.resolve(&config, &pod, &ip, prepared, &mut stop).await else {
             return;
         };
         tokio::select! {
@@ -609,58 +826,65 @@ impl Node {
             _ = stop.changed() => return,
         }
 
-        // Start every container; one that cannot start has ended with exit code 128.
-        let n = spec.containers.len();
-        let mut state = Containers {
-            names: containers(&pod),
-            started: vec![None; n],
-            ready: spec
-                .containers
+        let mut state = Containers::new(&pod, &spec);
+        let logs: Vec<Arc<ContainerLog>> = spec
+            .containers
+            .iter()
+            .map(|_| ContainerLog::new(config.log_limit))
+            .collect();
+        self.shared.pod_logs.set(
+            &ns,
+            &name,
+            spec.containers
                 .iter()
-                .map(|c| c.readiness_probe.is_none())
+                .map(|c| c.name.clone())
+                .zip(logs.iter().cloned())
                 .collect(),
-            ended: vec![None; n],
-        };
-        let mut logs = Vec::new();
+        );
         let mut exits = JoinSet::new();
-        for (i, (c, prepared)) in spec.containers.iter().zip(resolved).enumerate() {
-            let buf = Arc::new(Mutex::new(LogBuf::default()));
-            logs.push((c.name.clone(), buf.clone()));
-            let now = crate::meta::now();
-            match prepared.and_then(|(argv, env)| crate::process::spawn(&config, argv, env, &ip)) {
-                Ok(child) => {
-                    if let Some(pid) = child.id() {
-                        pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        let supervisor_stop = stop.clone();
+        // Starts container `i`; one that cannot start has ended with exit code 128.
+        let start =
+            |i: usize, state: &mut Containers, exits: &mut JoinSet<Option<(usize, Ended)>>| {
+                let now = crate::meta::now();
+                let started = resolved[i]
+                    .clone()
+                    .and_then(|(argv, env)| crate::process::spawn(&config, argv, env, &ip));
+                match started {
+                    Ok(child) => {
+                        if let Some(pid) = child.id() {
+                            pids.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(i, pid);
+                        }
+                        state.started[i] = Some(now.clone());
+                        state.ended[i] = None;
+                        supervise(
+                            exits,
+                            child,
+                            i,
+                            now,
+                            supervisor_stop.clone(),
+                            logs[i].clone(),
+                        );
                     }
-                    state.started[i] = Some(now.clone());
-                    supervise(
-                        &mut exits,
-                        child,
-                        i,
-                        now,
-                        stop.clone(),
-                        buf,
-                        config.log_limit,
-                    );
+                    Err(message) => {
+                        logs[i].push(&message);
+                        logs[i].ended();
+                        state.started[i] = Some(now.clone());
+                        state.ended[i] = Some(Ended {
+                            code: 128,
+                            reason: "StartError",
+                            message: Some(message),
+                            started: now.clone(),
+                            finished: now,
+                        });
+                    }
                 }
-                Err(message) => {
-                    buf.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(&message, config.log_limit);
-                    state.ended[i] = Some(Ended {
-                        code: 128,
-                        reason: "StartError",
-                        message: Some(message),
-                        started: now.clone(),
-                        finished: now,
-                    });
-                }
-            }
+            };
+        for i in 0..spec.containers.len() {
+            start(i, &mut state, &mut exits);
         }
-        self.logs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((ns, name.clone()), logs);
 
         let started_at = crate::meta::now();
         let running = json!({"status": {
@@ -675,7 +899,8 @@ impl Node {
             return;
         }
 
-        // Readiness probes and exits until every container has ended.
+        // Exits, restarts after their back-off, and readiness probes until every container has
+        // ended for good.
         let period = spec
             .containers
             .iter()
@@ -684,29 +909,76 @@ impl Node {
             .min()
             .unwrap_or(1);
         let mut tick = tokio::time::interval(Duration::from_secs(period.unsigned_abs().into()));
-        let since = tokio::time::Instant::now();
+        let mut since = vec![tokio::time::Instant::now(); spec.containers.len()];
+        let mut backoffs: JoinSet<usize> = JoinSet::new();
         let mut last_ready = state.all_ready();
         let publish = |state: &Containers, phase: &str| {
             let now = crate::meta::now();
             json!({"status": {"phase": phase, "conditions": conditions(state.all_ready(), &now),
                               "containerStatuses": state.statuses(&pod)}})
         };
-        while state.ended.iter().any(Option::is_none) {
+        // Containers that failed to start are restarted like any that ended.
+        for i in 0..spec.containers.len() {
+            if let Some(e) = state.ended[i].clone() {
+                exits.spawn(async move { Some((i, e)) });
+            }
+        }
+        while state.alive() {
+            let stopping = stop.borrow().is_some();
             tokio::select! {
                 Some(r) = exits.join_next() => {
-                    if let Ok(Some((i, ended))) = r {
-                        state.ended[i] = Some(ended);
-                        if state.ended.iter().any(Option::is_none) && stop.borrow().is_none() {
-                            last_ready = false;
-                            let _ = api.patch_status(&name, &pp, &Patch::Merge(&publish(&state, "Running"))).await;
-                        }
+                    let Ok(Some((i, mut ended))) = r else { continue };
+                    pids.lock().unwrap_or_else(|e| e.into_inner()).remove(&i);
+                    logs[i].ended();
+                    if ended.code == 137 && oom.load(Ordering::Acquire) {
+                        ended.reason = "OOMKilled";
+                    }
+                    let again = !stopping && restarts_after(&policy, ended.code);
+                    state.ended[i] = Some(ended.clone());
+                    if again {
+                        let wait = self.backoff(state.restarts[i]);
+                        state.backing_off[i] = Some(wait.as_secs());
+                        state.last[i] = Some(ended);
+                        backoffs.spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            i
+                        });
+                    }
+                    if state.alive() && stop.borrow().is_none() {
+                        last_ready = false;
+                        let _ = api.patch_status(&name, &pp, &Patch::Merge(&publish(&state, "Running"))).await;
+                    }
+                }
+                Some(r) = backoffs.join_next() => {
+                    let Ok(i) = r else { continue };
+                    if stop.borrow().is_some() {
+                        continue;
+                    }
+                    oom.store(false, Ordering::Release);
+                    logs[i].restarted();
+                    state.backing_off[i] = None;
+                    state.restarts[i] += 1;
+                    state.ready[i] = spec.containers[i].readiness_probe.is_none();
+                    since[i] = tokio::time::Instant::now();
+                    start(i, &mut state, &mut exits);
+                    if let Some(e) = state.ended[i].clone() {
+                        exits.spawn(async move { Some((i, e)) });
+                    }
+                    last_ready = state.all_ready();
+                    let _ = api.patch_status(&name, &pp, &Patch::Merge(&publish(&state, "Running"))).await;
+                }
+                _ = stop.changed(), if !stopping => {
+                    // Deleted or evicted: nothing restarts any more.
+                    backoffs.abort_all();
+                    for b in &mut state.backing_off {
+                        *b = None;
                     }
                 }
                 _ = tick.tick() => {
                     for (i, c) in spec.containers.iter().enumerate() {
                         let Some(p) = &c.readiness_probe else { continue };
                         let delay = Duration::from_secs(p.initial_delay_seconds.unwrap_or(0).max(0).unsigned_abs().into());
-                        if state.ended[i].is_none() && since.elapsed() >= delay {
+                        if state.ended[i].is_none() && since[i].elapsed() >= delay {
                             state.ready[i] = crate::process::probe(p, c, &ip).await;
                         }
                     }
@@ -725,7 +997,7 @@ impl Node {
         })
         .await;
         if stop.borrow().is_some() {
-            // Stopped for a deletion: the pod is going away, its status with it.
+            // Stopped for a deletion or an eviction: whoever stopped it says how it ended.
             return;
         }
         let failed = state.ended.iter().flatten().any(|e| e.code != 0);
@@ -795,7 +1067,7 @@ impl Node {
     }
 }
 
-/// Watches a started container: its output into `buf`, and its exit (after `SIGTERM`, then
+/// Watches a started container: its output into `log`, and its exit (after `SIGTERM`, then
 /// `SIGKILL` once the grace period is over, when `stop` asks) as `(index, Ended)` on `exits`.
 fn supervise(
     exits: &mut JoinSet<Option<(usize, Ended)>>,
@@ -803,8 +1075,7 @@ fn supervise(
     index: usize,
     started: String,
     mut stop: watch::Receiver<Option<Duration>>,
-    buf: Arc<Mutex<LogBuf>>,
-    limit: usize,
+    log: Arc<ContainerLog>,
 ) {
     type Output = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
     let outputs: [Option<Output>; 2] = [
@@ -812,14 +1083,12 @@ fn supervise(
         child.stderr.take().map(|o| Box::new(o) as Output),
     ];
     for out in outputs.into_iter().flatten() {
-        let buf = buf.clone();
+        let log = log.clone();
         exits.spawn(async move {
             use tokio::io::AsyncBufReadExt;
             let mut lines = tokio::io::BufReader::new(out).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                buf.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(&line, limit);
+                log.push(&line);
             }
             None
         });

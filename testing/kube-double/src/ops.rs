@@ -48,6 +48,9 @@ pub(crate) struct Ctx<'a> {
     pub namespace: Option<&'a str>,
     pub manager: &'a str,
     pub dry_run: bool,
+    /// `fieldValidation=Strict`: a custom resource with fields its schema does not know is
+    /// refused instead of pruned.
+    pub strict: bool,
 }
 
 impl Ctx<'_> {
@@ -245,11 +248,12 @@ fn check_namespace(ctx: &Ctx<'_>, obj: &mut Value) -> Result<(), ApiError> {
 /// Defaulting, pruning and validation for a write of `new` (`old` for updates).
 fn admit(
     state: &mut State,
-    ty: &ResourceType,
+    ctx: &Ctx<'_>,
     old: Option<&Value>,
     new: &mut Value,
     sub: Sub,
 ) -> Result<(), ApiError> {
+    let ty: &ResourceType = ctx.ty;
     let name = meta_str(new, "name").unwrap_or_default().to_owned();
     let mut errs: Vec<FieldError> = Vec::new();
     if let Some(m) = new.get_mut("metadata") {
@@ -281,6 +285,23 @@ fn admit(
         }
         None => {
             schema::drop_nulls(new, &ty.schema);
+            if ctx.strict {
+                let mut unknown = Vec::new();
+                schema::unknown_fields(new, &ty.schema, true, "", &mut unknown);
+                if !unknown.is_empty() {
+                    let list: Vec<String> = unknown
+                        .iter()
+                        .map(|f| format!("unknown field \"{f}\""))
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                        ty.kind,
+                        ty.version,
+                        ty.kind,
+                        list.join(", ")
+                    )));
+                }
+            }
             schema::prune(new, &ty.schema, true);
             schema::apply_defaults(new, &ty.schema);
             schema::validate(new, &ty.schema, "", &mut errs);
@@ -468,7 +489,7 @@ fn create_with(
     if let Some(status) = builtin::initial_status(ty.builtin, &mut new) {
         new["status"] = status;
     }
-    admit(state, ty, None, &mut new, Sub::Main)?;
+    admit(state, ctx, None, &mut new, Sub::Main)?;
     if state.objects.contains_key(&key) {
         return Err(ApiError::already_exists(&ty.group, &ty.plural, &name));
     }
@@ -623,7 +644,7 @@ fn finish_update(
             };
         }
     }
-    admit(state, ty, Some(&old.obj), &mut new, sub)?;
+    admit(state, ctx, Some(&old.obj), &mut new, sub)?;
     if ty.tracks_generation && spec_part(ty, &old.obj) != spec_part(ty, &new) {
         let g = old
             .obj
@@ -1254,6 +1275,7 @@ pub(crate) fn seed_namespaces(state: &mut State) {
             namespace: None,
             manager: "kube-apiserver",
             dry_run: false,
+            strict: false,
         };
         let _ = create(state, &ctx, json!({"metadata": {"name": ns}}));
     }

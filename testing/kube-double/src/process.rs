@@ -42,6 +42,13 @@ pub struct ProcessConfig {
     pub resolve_timeout: Duration,
     /// Bytes of output kept per container (the newest).
     pub log_limit: usize,
+    /// Set for images whose entrypoint runs its arguments as a command (Dask's image: `tini`,
+    /// then `prepare.sh`, then `exec "$@"`): `command` + `args` run, their first word found in
+    /// this directory (a virtualenv's `bin/`, which also leads the processes' `PATH`). `binary`
+    /// and `entrypoint` are then unused.
+    pub exec_dir: Option<PathBuf>,
+    /// Commands the image has under other names (Dask's `dask-scheduler` for `dask scheduler`).
+    pub aliases: Vec<(String, Vec<String>)>,
 }
 
 impl std::fmt::Debug for ProcessConfig {
@@ -69,7 +76,26 @@ impl ProcessConfig {
             env: Vec::new(),
             resolve_timeout: Duration::from_secs(30),
             log_limit: 1 << 20,
+            exec_dir: None,
+            aliases: Vec::new(),
         }
+    }
+
+    /// Pods with `image` run their `command` and `args` as a command of `dir` (see
+    /// [`ProcessConfig::exec_dir`]).
+    pub fn exec(image: &str, dir: impl Into<PathBuf>) -> ProcessConfig {
+        let dir = dir.into();
+        ProcessConfig {
+            exec_dir: Some(dir.clone()),
+            ..ProcessConfig::new(image, dir, "")
+        }
+    }
+
+    /// `name` as the first word of a command runs `to` instead.
+    pub fn alias(mut self, name: &str, to: &[&str]) -> Self {
+        self.aliases
+            .push((name.into(), to.iter().map(|t| (*t).to_owned()).collect()));
+        self
     }
 
     pub fn bind_args(mut self, f: impl Fn(&mut Vec<String>, &str) + Send + Sync + 'static) -> Self {
@@ -91,19 +117,42 @@ impl ProcessConfig {
         })
     }
 
-    /// The program and arguments of `c`, or why it cannot start.
+    /// The program (its path first) and arguments of `c`, or why it cannot start.
     pub(crate) fn program(&self, c: &Container) -> Result<Vec<String>, String> {
+        let missing = |name: &str| {
+            format!(
+                "failed to create containerd task: exec: \"{name}\": executable file not found in $PATH"
+            )
+        };
+        if let Some(dir) = &self.exec_dir {
+            let mut argv = c.command.clone().unwrap_or_default();
+            argv.extend(c.args.clone().unwrap_or_default());
+            let Some(first) = argv.first().cloned() else {
+                return Err("no command: the container sets neither command nor args".into());
+            };
+            if let Some((_, to)) = self.aliases.iter().find(|(from, _)| *from == first) {
+                argv.splice(0..1, to.iter().cloned());
+            }
+            let name = std::path::Path::new(&argv[0])
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let exe = dir.join(&name);
+            if name.is_empty() || !exe.is_file() {
+                return Err(missing(&first));
+            }
+            argv[0] = exe.display().to_string();
+            return Ok(argv);
+        }
         let mut argv = match &c.command {
             Some(cmd) if !cmd.is_empty() => cmd.clone(),
             _ => vec![self.entrypoint.clone()],
         };
         let file_name = self.entrypoint.rsplit('/').next().unwrap_or_default();
         if argv[0] != self.entrypoint && argv[0] != file_name {
-            return Err(format!(
-                "failed to create containerd task: exec: \"{}\": executable file not found in $PATH",
-                argv[0]
-            ));
+            return Err(missing(&argv[0]));
         }
+        argv[0] = self.binary.display().to_string();
         argv.extend(c.args.clone().unwrap_or_default());
         Ok(argv)
     }
@@ -136,7 +185,7 @@ pub(crate) fn tcp_ports(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<i32> 
         .collect()
 }
 
-/// Starts `argv` (its first word the entrypoint) as `config.binary`, bound to the pod's `ip`, with
+/// Starts `argv` (its first word the program's path), bound to the pod's `ip`, with
 /// only `env` for environment and its output piped; the process dies with its handle.
 pub(crate) fn spawn(
     config: &ProcessConfig,
@@ -145,7 +194,8 @@ pub(crate) fn spawn(
     ip: &str,
 ) -> Result<tokio::process::Child, String> {
     (config.bind)(&mut argv, ip);
-    tokio::process::Command::new(&config.binary)
+    let program = argv.first().cloned().unwrap_or_default();
+    tokio::process::Command::new(&program)
         .args(argv.iter().skip(1))
         .env_clear()
         .envs(env)
@@ -155,7 +205,7 @@ pub(crate) fn spawn(
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("failed to start {}: {e}", config.binary.display()))
+        .map_err(|e| format!("failed to start {program}: {e}"))
 }
 
 /// Kubernetes' `$(VAR)` expansion: defined variables are replaced, `$$` is a literal `$`, and
@@ -199,6 +249,12 @@ pub(crate) fn environment(
     ip: &str,
 ) -> Result<Vec<(String, String)>, String> {
     let mut vars: Vec<(String, String)> = vec![("HOSTNAME".into(), pod.name_any())];
+    if let Some(dir) = &config.exec_dir {
+        vars.push((
+            "PATH".into(),
+            format!("{}:/usr/local/bin:/usr/bin:/bin", dir.display()),
+        ));
+    }
     vars.extend(config.env.iter().cloned());
     for e in c.env.iter().flatten() {
         let value = match (&e.value, &e.value_from) {
@@ -452,37 +508,6 @@ impl Addresses {
     }
 }
 
-/// The output a container printed, newest `limit` bytes.
-#[derive(Default)]
-pub(crate) struct LogBuf {
-    text: String,
-    dropped: bool,
-}
-
-impl LogBuf {
-    pub(crate) fn push(&mut self, line: &str, limit: usize) {
-        self.text.push_str(line);
-        self.text.push('\n');
-        if self.text.len() > limit {
-            // Whole lines go: up to the first line end past the excess.
-            let excess = self.text.len() - limit;
-            let cut = self.text[excess..]
-                .find('\n')
-                .map_or(self.text.len(), |i| excess + i + 1);
-            self.text.drain(..cut);
-            self.dropped = true;
-        }
-    }
-
-    pub(crate) fn text(&self) -> String {
-        if self.dropped {
-            format!("[older output dropped]\n{}", self.text)
-        } else {
-            self.text.clone()
-        }
-    }
-}
-
 /// A readiness check by `probe` against the pod's IP: `httpGet` (2xx/3xx) and `tcpSocket`
 /// (a connection) are made; an `exec` probe is not simulated and passes.
 pub(crate) async fn probe(probe: &Probe, c: &Container, ip: &str) -> bool {
@@ -571,13 +596,5 @@ mod tests {
         assert_eq!(expand("$(MISSING)", &vars), "$(MISSING)");
         assert_eq!(expand("$$(A) costs $5", &vars), "$(A) costs $5");
         assert_eq!(expand("$(A", &vars), "$(A");
-    }
-
-    #[test]
-    fn logs_keep_the_newest_bytes() {
-        let mut l = LogBuf::default();
-        l.push("first", 12);
-        l.push("second", 12);
-        assert_eq!(l.text(), "[older output dropped]\nsecond\n");
     }
 }

@@ -84,6 +84,11 @@ pub(crate) struct ResourceType {
     pub name_rule: NameRule,
     /// Field selectors beyond `metadata.name` / `metadata.namespace`.
     pub selectable_fields: Vec<String>,
+    /// Discovery's `shortNames` (`kubectl get dsk`) and `categories` (`kubectl get all`).
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
+    /// The CRD's `openAPIV3Schema` as written (served under `/openapi/v3`); none for built-ins.
+    pub openapi: Option<Value>,
 }
 
 impl ResourceType {
@@ -185,6 +190,9 @@ pub(crate) fn builtin_types() -> Vec<Arc<ResourceType>> {
             builtin: Some(builtin),
             name_rule: NameRule::Subdomain,
             selectable_fields: Vec::new(),
+            short_names: Vec::new(),
+            categories: Vec::new(),
+            openapi: None,
         }
     };
     let mut pod = core("Pod", "pods", Builtin::Pod, true, true, &pod_schema());
@@ -201,6 +209,8 @@ pub(crate) fn builtin_types() -> Vec<Arc<ResourceType>> {
     ]
     .map(str::to_owned)
     .to_vec();
+    pod.short_names = vec!["po".into()];
+    pod.categories = vec!["all".into()];
     let mut service = core(
         "Service",
         "services",
@@ -210,7 +220,9 @@ pub(crate) fn builtin_types() -> Vec<Arc<ResourceType>> {
         &service_schema(),
     );
     service.name_rule = NameRule::Label1035;
-    let configmap = core(
+    service.short_names = vec!["svc".into()];
+    service.categories = vec!["all".into()];
+    let mut configmap = core(
         "ConfigMap",
         "configmaps",
         Builtin::ConfigMap,
@@ -218,6 +230,7 @@ pub(crate) fn builtin_types() -> Vec<Arc<ResourceType>> {
         false,
         &META_ONLY,
     );
+    configmap.short_names = vec!["cm".into()];
     let mut secret = core(
         "Secret",
         "secrets",
@@ -236,6 +249,7 @@ pub(crate) fn builtin_types() -> Vec<Arc<ResourceType>> {
         &META_ONLY,
     );
     namespace.name_rule = NameRule::Label1123;
+    namespace.short_names = vec!["ns".into()];
     namespace.selectable_fields = vec!["status.phase".into()];
     let mut core_event = core(
         "Event",
@@ -260,6 +274,7 @@ pub(crate) fn builtin_types() -> Vec<Arc<ResourceType>> {
     ]
     .map(str::to_owned)
     .to_vec();
+    core_event.short_names = vec!["ev".into()];
     let mut event = core("Event", "events", Builtin::Event, true, false, &META_ONLY);
     event.group = "events.k8s.io".into();
     event.selectable_fields = [
@@ -282,6 +297,7 @@ pub(crate) fn builtin_types() -> Vec<Arc<ResourceType>> {
         &META_ONLY,
     );
     crd.group = "apiextensions.k8s.io".into();
+    crd.short_names = vec!["crd".into(), "crds".into()];
     let mut lease = core("Lease", "leases", Builtin::Lease, true, false, &META_ONLY);
     lease.group = "coordination.k8s.io".into();
     [
@@ -365,6 +381,9 @@ pub(crate) fn crd_types(crd: &CustomResourceDefinition) -> Result<Vec<ResourceTy
                 .flatten()
                 .map(|f| f.json_path.trim_start_matches('.').to_owned())
                 .collect(),
+            short_names: spec.names.short_names.clone().unwrap_or_default(),
+            categories: spec.names.categories.clone().unwrap_or_default(),
+            openapi: Some(raw.clone()),
         });
     }
     if out.is_empty() {

@@ -241,6 +241,45 @@ pub(crate) fn prune(value: &mut Value, schema: &Schema, root: bool) {
     }
 }
 
+/// The fields [`prune`] would remove, by path (`spec.foo`, `spec.items[0].bar`): what
+/// `fieldValidation=Strict` refuses.
+pub(crate) fn unknown_fields(
+    value: &Value,
+    schema: &Schema,
+    root: bool,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    let at = |k: &str| {
+        if path.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match value {
+        Value::Object(map) => {
+            let keep_meta = root || schema.embedded_resource;
+            for (k, v) in map {
+                if keep_meta && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                if schema.knows(k) {
+                    unknown_fields(v, schema.child(k), false, &at(k), out);
+                } else {
+                    out.push(at(k));
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                unknown_fields(item, schema.item(), false, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Fills missing fields that have a `default` in the schema.
 pub(crate) fn apply_defaults(value: &mut Value, schema: &Schema) {
     match value {

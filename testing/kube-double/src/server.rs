@@ -170,6 +170,8 @@ pub(crate) struct Shared {
     pub notify: tokio::sync::watch::Sender<u64>,
     pub log: Mutex<Vec<RequestRecord>>,
     pub faults: Mutex<Vec<Fault>>,
+    /// Containers' output, written by kubelets, served by `pods/{name}/log`.
+    pub pod_logs: crate::logs::Logs,
     pub options: Options,
 }
 
@@ -235,6 +237,7 @@ impl ApiServer {
                 notify,
                 log: Mutex::new(Vec::new()),
                 faults: Mutex::new(Vec::new()),
+                pod_logs: crate::logs::Logs::default(),
                 options,
             }),
         }
@@ -264,6 +267,7 @@ impl ApiServer {
                 namespace: None,
                 manager: "kube-double",
                 dry_run: false,
+                strict: false,
             };
             let mut apply_body = body.clone();
             if let Some(m) = apply_body
@@ -300,7 +304,8 @@ impl ApiServer {
     }
 
     /// Also serves the API over plain HTTP on `addr` (port 0 picks one), for clients in other
-    /// processes (a controller binary under test, `kubectl`). Returns the bound address.
+    /// processes (a controller binary under test, `kubectl`, kr8s), port-forwards to pods over
+    /// WebSocket included. Returns the bound address.
     pub async fn serve_http(
         &self,
         addr: std::net::SocketAddr,
@@ -320,6 +325,11 @@ impl ApiServer {
                         move |req: ::http::Request<hyper::body::Incoming>| {
                             let shared = shared.clone();
                             async move {
+                                if crate::proxy::is_portforward(&req) {
+                                    return Ok::<_, Infallible>(crate::proxy::portforward(
+                                        shared, req,
+                                    ));
+                                }
                                 let (parts, body) = req.into_parts();
                                 let bytes = body
                                     .collect()
@@ -337,6 +347,7 @@ impl ApiServer {
                     let io = hyper_util::rt::TokioIo::new(stream);
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(io, service)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -391,6 +402,10 @@ impl ApiServer {
     /// The newest resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.lock().rv
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     pub(crate) fn kubelet_started(&self) {

@@ -53,38 +53,10 @@ pub fn rask_bin() -> Result<PathBuf, String> {
 /// gets `--host IP` and its dashboard on `IP:port`; `rask worker` gets `--listen-host IP`. Other
 /// commands (`rask run`) only connect out and are left alone.
 pub fn bind_rask_args(argv: &mut Vec<String>, ip: &str) {
-    fn set(argv: &mut Vec<String>, flag: &str, value: impl Fn(Option<&str>) -> Option<String>) {
-        let eq = format!("{flag}=");
-        let at = argv.iter().position(|a| a == flag || a.starts_with(&eq));
-        match at {
-            Some(i) if argv[i] == flag => {
-                let old = argv.get(i + 1).cloned();
-                if let Some(v) = value(old.as_deref()) {
-                    if i + 1 < argv.len() {
-                        argv[i + 1] = v;
-                    } else {
-                        argv.push(v);
-                    }
-                }
-            }
-            Some(i) => {
-                let old = argv[i][eq.len()..].to_owned();
-                if let Some(v) = value(Some(&old)) {
-                    argv[i] = format!("{eq}{v}");
-                }
-            }
-            None => {
-                if let Some(v) = value(None) {
-                    argv.push(flag.to_owned());
-                    argv.push(v);
-                }
-            }
-        }
-    }
     match argv.get(1).map(String::as_str) {
         Some("scheduler") => {
-            set(argv, "--host", |_| Some(ip.to_owned()));
-            set(argv, "--dashboard-address", |old| match old {
+            set_flag(argv, "--host", |_| Some(ip.to_owned()));
+            set_flag(argv, "--dashboard-address", |old| match old {
                 Some(v) if v.eq_ignore_ascii_case("none") => None,
                 Some(v) => {
                     let port = v.rsplit(':').next().unwrap_or(v);
@@ -93,8 +65,73 @@ pub fn bind_rask_args(argv: &mut Vec<String>, ip: &str) {
                 None => Some(format!("{ip}:{}", names::DASHBOARD_PORT)),
             });
         }
-        Some("worker") => set(argv, "--listen-host", |_| Some(ip.to_owned())),
+        Some("worker") => set_flag(argv, "--listen-host", |_| Some(ip.to_owned())),
         _ => {}
+    }
+}
+
+/// Images of Dask's own (`ghcr.io/dask/dask:<tag>`): their entrypoint runs the container's
+/// arguments as a command, so they run as the test virtualenv's commands.
+pub const DASK_IMAGE: &str = "ghcr.io/dask/dask";
+
+/// The Dask image's commands: `dask-scheduler` and `dask-worker` (what dask-kubernetes' specs
+/// run) are `dask scheduler` and `dask worker`.
+pub fn dask_processes(bin_dir: impl Into<PathBuf>) -> ProcessConfig {
+    ProcessConfig::exec(DASK_IMAGE, bin_dir)
+        .alias("dask-scheduler", &["dask", "scheduler"])
+        .alias("dask-worker", &["dask", "worker"])
+        .bind_args(bind_dask_args)
+}
+
+/// What listening on all interfaces inside a pod means for Dask's commands: the scheduler and
+/// workers (and their nannies) on the pod's IP (`--host`), their dashboards there too (a port
+/// alone, `:port` or `0.0.0.0:port` becomes `IP:port`; the scheduler's default 8787). Commands
+/// that only connect out (`python` job runners) are left alone.
+pub fn bind_dask_args(argv: &mut Vec<String>, ip: &str) {
+    let name = |a: &str| a.rsplit('/').next().unwrap_or(a).to_owned();
+    let program = argv.first().map(|a| name(a)).unwrap_or_default();
+    let role = match (program.as_str(), argv.get(1).map(String::as_str)) {
+        ("dask-scheduler", _) | ("dask", Some("scheduler")) => "scheduler",
+        ("dask-worker", _) | ("dask", Some("worker")) => "worker",
+        _ => return,
+    };
+    set_flag(argv, "--host", |_| Some(ip.to_owned()));
+    set_flag(argv, "--dashboard-address", |old| match old {
+        Some(v) if v.eq_ignore_ascii_case("none") || v.is_empty() => None,
+        Some(v) => Some(format!("{ip}:{}", v.rsplit(':').next().unwrap_or(v))),
+        None if role == "scheduler" => Some(format!("{ip}:{}", names::DASHBOARD_PORT)),
+        None => None,
+    });
+}
+
+/// Sets `flag`'s value (`--flag value` or `--flag=value`) to what `value` makes of the old one,
+/// appending the flag when it is missing and `value` gives one.
+fn set_flag(argv: &mut Vec<String>, flag: &str, value: impl Fn(Option<&str>) -> Option<String>) {
+    let eq = format!("{flag}=");
+    let at = argv.iter().position(|a| a == flag || a.starts_with(&eq));
+    match at {
+        Some(i) if argv[i] == flag => {
+            let old = argv.get(i + 1).cloned();
+            if let Some(v) = value(old.as_deref()) {
+                if i + 1 < argv.len() {
+                    argv[i + 1] = v;
+                } else {
+                    argv.push(v);
+                }
+            }
+        }
+        Some(i) => {
+            let old = argv[i][eq.len()..].to_owned();
+            if let Some(v) = value(Some(&old)) {
+                argv[i] = format!("{eq}{v}");
+            }
+        }
+        None => {
+            if let Some(v) = value(None) {
+                argv.push(flag.to_owned());
+                argv.push(v);
+            }
+        }
     }
 }
 
@@ -119,7 +156,7 @@ impl E2e {
         let kubelet = Kubelet::start(
             &api,
             KubeletConfig {
-                processes: Some(processes),
+                processes: vec![processes],
                 start_delay: Duration::ZERO,
                 ..KubeletConfig::default()
             },
@@ -226,6 +263,53 @@ mod tests {
         let mut argv: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         bind_rask_args(&mut argv, "127.9.0.1");
         argv
+    }
+
+    fn dask(args: &[&str]) -> Vec<String> {
+        let mut argv: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        bind_dask_args(&mut argv, "127.9.0.1");
+        argv
+    }
+
+    #[test]
+    fn dasks_commands_listen_on_the_pod_ip() {
+        assert_eq!(
+            dask(&["/venv/bin/dask", "scheduler", "--host", "0.0.0.0"]),
+            [
+                "/venv/bin/dask",
+                "scheduler",
+                "--host",
+                "127.9.0.1",
+                "--dashboard-address",
+                "127.9.0.1:8787"
+            ]
+        );
+        assert_eq!(
+            dask(&[
+                "/venv/bin/dask",
+                "worker",
+                "--name",
+                "w",
+                "--dashboard",
+                "--dashboard-address",
+                "8788"
+            ]),
+            [
+                "/venv/bin/dask",
+                "worker",
+                "--name",
+                "w",
+                "--dashboard",
+                "--dashboard-address",
+                "127.9.0.1:8788",
+                "--host",
+                "127.9.0.1"
+            ]
+        );
+        assert_eq!(
+            dask(&["/venv/bin/python", "-c", "x"]),
+            ["/venv/bin/python", "-c", "x"]
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ fn kubelet(server: &ApiServer) -> Kubelet {
     Kubelet::start(
         server,
         KubeletConfig {
-            processes: Some(processes),
+            processes: vec![processes],
             ..KubeletConfig::default()
         },
     )
@@ -274,7 +274,7 @@ async fn deletion_sends_sigterm_then_sigkill_after_the_grace_period() {
 }
 
 #[tokio::test]
-async fn killing_a_process_pod_fails_it_with_137() {
+async fn killing_a_never_restarted_process_pod_fails_it_with_137() {
     let server = ApiServer::new();
     let kubelet = kubelet(&server);
     let pods: Api<Pod> = Api::namespaced(server.client(), "default");
@@ -340,4 +340,112 @@ async fn readiness_follows_a_tcp_probe() {
         .unwrap();
     wait_for(&pods, "tcp", "is ready", ready).await;
     pods.delete("tcp", &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn on_failure_restarts_a_failed_container_in_place_keeping_the_previous_log() {
+    let server = ApiServer::new();
+    let processes = ProcessConfig::new("example/shell", "/bin/sh", "/bin/sh");
+    let _kubelet = Kubelet::start(
+        &server,
+        KubeletConfig {
+            processes: vec![processes],
+            restart_backoff: Duration::from_millis(100),
+            ..KubeletConfig::default()
+        },
+    );
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    // Fails twice (the marker file counts runs), then succeeds.
+    let dir = std::env::temp_dir().join(format!("kd-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("runs");
+    let script = format!(
+        "echo run >> {m}; n=$(wc -l < {m}); echo \"run $n\"; [ \"$n\" -ge 3 ]",
+        m = marker.display()
+    );
+    let mut pod = shell_pod("flaky", &script, json!({}));
+    pod.spec.as_mut().unwrap().restart_policy = Some("OnFailure".into());
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let p = wait_for(&pods, "flaky", "succeeded", |p| phase(p) == "Succeeded").await;
+    let cs = &p.status.unwrap().container_statuses.unwrap()[0];
+    assert_eq!(cs.restart_count, 2);
+    let last = cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(last.exit_code, 1);
+    let lp = kube::api::LogParams::default();
+    assert_eq!(pods.logs("flaky", &lp).await.unwrap(), "run 3\n");
+    let previous = kube::api::LogParams {
+        previous: true,
+        ..Default::default()
+    };
+    assert_eq!(pods.logs("flaky", &previous).await.unwrap(), "run 2\n");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn logs_are_served_and_followed_through_the_api() {
+    use futures::AsyncBufReadExt;
+    let server = ApiServer::new();
+    let _kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    pods.create(
+        &PostParams::default(),
+        &shell_pod(
+            "talker",
+            "echo one; sleep 0.5; echo two; sleep 0.5; echo three",
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_for(&pods, "talker", "runs", |p| phase(p) == "Running").await;
+    let follow = kube::api::LogParams {
+        follow: true,
+        ..Default::default()
+    };
+    let mut lines = pods.log_stream("talker", &follow).await.unwrap().lines();
+    let mut got = Vec::new();
+    while let Some(line) = futures::StreamExt::next(&mut lines).await {
+        got.push(line.unwrap());
+    }
+    assert_eq!(
+        got,
+        ["one", "two", "three"],
+        "followed until the container exited"
+    );
+    let tail = kube::api::LogParams {
+        tail_lines: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(pods.logs("talker", &tail).await.unwrap(), "three\n");
+    let wrong = kube::api::LogParams {
+        container: Some("nope".into()),
+        ..Default::default()
+    };
+    let err = api_error(pods.logs("talker", &wrong).await);
+    assert_eq!(err.code, 400);
+    assert!(
+        err.message.contains("container nope is not valid"),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn evicting_a_process_pod_kills_it_and_fails_it() {
+    let server = ApiServer::new();
+    let kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let mut pod = shell_pod("evictee", "sleep 30", json!({}));
+    pod.spec.as_mut().unwrap().restart_policy = Some("Always".into());
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    wait_for(&pods, "evictee", "runs", |p| phase(p) == "Running").await;
+    let started = Instant::now();
+    kubelet.evict("default", "evictee").await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "killed, not waited for"
+    );
+    let p = pods.get("evictee").await.unwrap();
+    assert_eq!(phase(&p), "Failed");
+    assert_eq!(p.status.unwrap().reason.as_deref(), Some("Evicted"));
 }
