@@ -25,6 +25,9 @@ use tokio::task::JoinHandle;
 pub const WORKER_IMAGE: &str = "rask-dev/rask-worker";
 /// The worker image's entrypoint (images/worker/Dockerfile).
 pub const ENTRYPOINT: &str = "/usr/local/bin/rask";
+/// Pods whose image contains this run the commands they name (`custom-worker`, `wordcount`) from
+/// beside the `rask` binary (images/custom-worker, examples/custom-worker/job.yaml).
+pub const CUSTOM_WORKER_IMAGE: &str = "rask-dev/rask-custom-worker";
 
 /// The `rask` binary the pods run.
 pub fn rask_bin() -> Result<PathBuf, String> {
@@ -150,13 +153,21 @@ impl E2e {
             api.install_crd(crd)
                 .unwrap_or_else(|e| panic!("cannot install a CRD: {e}"));
         }
+        let bin_dir = bin
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
         let processes = ProcessConfig::new(WORKER_IMAGE, bin, ENTRYPOINT)
             .bind_args(bind_rask_args)
+            .env("RUST_LOG", "info");
+        // A user's image: its binaries have rask's command line, plus functions of their own.
+        let custom = ProcessConfig::exec(CUSTOM_WORKER_IMAGE, bin_dir)
+            .bind_args(|argv, ip| bind_rask_args(argv, ip))
             .env("RUST_LOG", "info");
         let kubelet = Kubelet::start(
             &api,
             KubeletConfig {
-                processes: vec![processes],
+                processes: vec![processes, custom],
                 start_delay: Duration::ZERO,
                 ..KubeletConfig::default()
             },

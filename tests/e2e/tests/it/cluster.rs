@@ -139,3 +139,60 @@ async fn an_autoscaler_scales_real_workers_under_a_burst_and_back() {
     .await;
     e2e.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_worker_group_whose_args_offer_a_gpu_gets_every_task_that_needs_one() {
+    let e2e = E2e::start().await;
+    e2e.clusters()
+        .create(&PostParams::default(), &cluster())
+        .await
+        .unwrap();
+    // A second group, `rask-gpu`, whose workers say they have a GPU (Dask's --resources).
+    let mut gpu: rask_operator::crd::DaskWorkerGroup = example("daskworkergroup.yaml").unwrap();
+    gpu.metadata.name = Some("rask-gpu".into());
+    gpu.metadata.namespace = Some("default".into());
+    gpu.spec.cluster = "rask".into();
+    gpu.spec.worker.spec = cluster().spec.worker.spec;
+    gpu.spec.worker.spec.containers[0].args = Some(
+        ["worker", "--nthreads", "1", "--resources", "GPU=1"]
+            .map(String::from)
+            .to_vec(),
+    );
+    kube::Api::<rask_operator::crd::DaskWorkerGroup>::namespaced(e2e.client.clone(), "default")
+        .create(&PostParams::default(), &gpu)
+        .await
+        .unwrap();
+    e2e.wait_until("3 workers joined", T, async || connected(&e2e).await == 3)
+        .await;
+    let client = rask::client::Client::connect(&e2e.scheduler_address("rask"))
+        .await
+        .unwrap();
+    let gpu_need = rask::core::Resources::parse("GPU=1").unwrap();
+    let var = || "DASK_WORKER_NAME".to_owned();
+    let needs: Vec<_> = (0..10)
+        .map(|_| {
+            client.compute(
+                &rask::client::delayed(seed::ENVIRON, var()).with_resources(gpu_need.clone()),
+            )
+        })
+        .collect();
+    let any: Vec<_> = (0..10)
+        .map(|_| client.submit(seed::ENVIRON, var()))
+        .collect();
+    let gpu_pods: Vec<String> = e2e
+        .pods()
+        .list(&kube::api::ListParams::default().labels("dask.org/workergroup-name=rask-gpu"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(gpu_pods.len(), 1, "{gpu_pods:?}");
+    for v in client.gather(&needs).await.unwrap() {
+        let ran_on = v.as_str().unwrap().to_owned();
+        assert!(gpu_pods.contains(&ran_on), "a GPU task ran on {ran_on}");
+    }
+    assert_eq!(client.gather(&any).await.unwrap().len(), 10);
+    e2e.shutdown().await;
+}

@@ -266,3 +266,29 @@ async fn an_operator_stopped_and_started_throughout_a_job_ends_it_the_same_way()
     eprintln!("{restarts} operator restarts");
     e2e.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_custom_worker_example_job_runs_users_functions_and_checks_them() {
+    // examples/custom-worker/job.yaml: scheduler and workers are `custom-worker` (rask with the
+    // example's `words` family), the runner `wordcount`, which exits 1 on a wrong count.
+    let e2e = E2e::start().await;
+    let j: DaskJob = example("custom-worker/job.yaml").unwrap();
+    e2e.jobs().create(&PostParams::default(), &j).await.unwrap();
+    e2e.wait_until("the job ends", T, async || {
+        finished(&e2e, "wordcount").await
+    })
+    .await;
+    let st = status(&e2e, "wordcount").await;
+    assert_eq!(
+        st.job_status,
+        Some(JobStatus::Successful),
+        "{st:?}\n{}",
+        e2e.kubelet.all_logs()
+    );
+    let logs = e2e.kubelet.logs("default", "wordcount-runner");
+    assert!(
+        logs.contains("ok: the counts match a count done here"),
+        "{logs}"
+    );
+    e2e.shutdown().await;
+}
