@@ -162,7 +162,7 @@ impl E2e {
             .env("RUST_LOG", "info");
         // A user's image: its binaries have rask's command line, plus functions of their own.
         let custom = ProcessConfig::exec(CUSTOM_WORKER_IMAGE, bin_dir)
-            .bind_args(|argv, ip| bind_rask_args(argv, ip))
+            .bind_args(bind_rask_args)
             .env("RUST_LOG", "info");
         let kubelet = Kubelet::start(
             &api,
