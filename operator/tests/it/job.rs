@@ -104,11 +104,14 @@ async fn a_job_runs_on_its_own_cluster_which_goes_when_it_succeeds_then_the_ttl_
             && e.value.as_deref()
                 == Some("tcp://simple-job-scheduler.default.svc.cluster.local:8786")
     }));
+    // The status as it was when the job succeeded: with a TTL of 1 s the job itself may be gone
+    // by the time a second read would run.
+    let mut st = DaskJobStatus::default();
     wait_until("the job is Successful", T, async || {
-        status(&env).await.job_status == Some(JobStatus::Successful)
+        st = status(&env).await;
+        st.job_status == Some(JobStatus::Successful)
     })
     .await;
-    let st = status(&env).await;
     assert_eq!(st.cluster_name.as_deref(), Some("simple-job"));
     assert_eq!(st.job_runner_pod_name.as_deref(), Some("simple-job-runner"));
     assert!(st.start_time.is_some() && st.end_time.is_some(), "{st:?}");
