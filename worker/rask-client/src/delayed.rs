@@ -102,7 +102,12 @@ impl<T> AsInput<T> for Delayed<T> {
 #[derive(Default)]
 pub struct Deps {
     inputs: Vec<Source>,
-    positions: FxHashMap<Key, u32>,
+    /// Positions of delayed calls, by node identity: hashing an address is cheaper than hashing
+    /// key text, and a call's inputs are mostly other calls.
+    nodes: FxHashMap<usize, u32>,
+    /// Positions by key, kept once a future (a bare key) is among the inputs: a future and a
+    /// delayed call can name the same result, which must take one position.
+    keys: Option<FxHashMap<Key, u32>>,
 }
 
 impl Deps {
@@ -113,11 +118,39 @@ impl Deps {
     /// The position of `x` among the task's inputs (the same for the same input).
     pub fn input<T>(&mut self, x: &impl AsInput<T>) -> Input<T> {
         let InputSource(source) = x.input_source();
-        if let Some(&i) = self.positions.get(source.key()) {
-            return Input::new(i);
+        let next = u32::try_from(self.inputs.len()).unwrap_or(u32::MAX);
+        let i = match &source {
+            Source::Node(node) => {
+                let addr = Arc::as_ptr(node) as usize;
+                if let Some(&i) = self.nodes.get(&addr) {
+                    return Input::new(i);
+                }
+                let known = self.keys.as_ref().and_then(|k| k.get(&node.key).copied());
+                let i = known.unwrap_or(next);
+                self.nodes.insert(addr, i);
+                if known.is_some() {
+                    return Input::new(i);
+                }
+                i
+            }
+            Source::Key(key) => {
+                let inputs = &self.inputs;
+                let keys = self.keys.get_or_insert_with(|| {
+                    inputs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (s.key().clone(), u32::try_from(i).unwrap_or(u32::MAX)))
+                        .collect()
+                });
+                if let Some(&i) = keys.get(key) {
+                    return Input::new(i);
+                }
+                next
+            }
+        };
+        if let Some(keys) = &mut self.keys {
+            keys.insert(source.key().clone(), i);
         }
-        let i = u32::try_from(self.inputs.len()).unwrap_or(u32::MAX);
-        self.positions.insert(source.key().clone(), i);
         self.inputs.push(source);
         Input::new(i)
     }
@@ -140,7 +173,12 @@ impl Deps {
 pub fn new_key(prefix: &str) -> Key {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Key::new(format!("{prefix}-{}-{n}", process_token()))
+    // Built in place and copied into the key's one allocation: a graph makes a key per task.
+    let mut number = itoa::Buffer::new();
+    let parts = [prefix, "-", process_token(), "-", number.format(n)];
+    let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    parts.iter().for_each(|p| text.push_str(p));
+    Key::new(text)
 }
 
 /// The key prefix of a typed function's tasks: its name without the family (`seed.inc` → `inc`),
@@ -348,6 +386,37 @@ mod tests {
         // `a` is read twice but is one input.
         assert_eq!(g[2].inputs, vec![a.key().clone(), b.key().clone()]);
         assert_eq!(g[2].func.as_str(), "t.sum");
+    }
+
+    /// A result the client holds, by key (what a future gives as an input).
+    struct Held(Key);
+
+    impl AsInput<Value> for Held {
+        fn input_source(&self) -> InputSource {
+            InputSource::key(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn a_future_and_the_call_it_computes_take_one_position() {
+        let a = delayed(INC, Operand::Value(Value::Int(1)));
+        let b = delayed(INC, Operand::Value(Value::Int(2)));
+        let held_a = Held(Key::new(a.key().as_str()));
+        // Call first, then its future; and the other way round for `b`, after a future is known.
+        let c = delayed_with(SUM, |d| {
+            let first = d.input(&a).into();
+            let again = d.input(&held_a).into();
+            let other = d.input(&Held(Key::new(b.key().as_str()))).into();
+            let same = d.input(&b).into();
+            assert_eq!(first, again);
+            assert_eq!(other, same);
+            vec![first, again, other, same]
+        });
+        let g = c.graph();
+        let last = g.last().expect("the root");
+        assert_eq!(last.inputs, vec![a.key().clone(), b.key().clone()]);
+        // A held key is an input, not part of the graph: only `a` and the root are tasks.
+        assert_eq!(g.len(), 2);
     }
 
     #[test]

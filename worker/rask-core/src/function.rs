@@ -60,7 +60,7 @@ impl<A, R> Func<A, R> {
     }
 
     pub fn func_name(&self) -> FuncName {
-        FuncName::new(self.name)
+        FuncName::from_static(self.name)
     }
 }
 
@@ -251,12 +251,20 @@ where
 
 /// Encodes a task's arguments as its payload.
 pub fn encode_payload<A: Serialize>(args: &A) -> Result<Bytes, PayloadError> {
-    postcard::to_allocvec(args)
-        .map(Bytes::from)
-        .map_err(|e| PayloadError {
-            type_name: short_type_name::<A>(),
-            reason: e.to_string(),
-        })
+    let error = |e: postcard::Error| PayloadError {
+        type_name: short_type_name::<A>(),
+        reason: e.to_string(),
+    };
+    // Most payloads are a few bytes (a number, a block index): encoded on the stack and copied
+    // into one allocation of their size, rather than a growing `Vec` handed to `Bytes`.
+    let mut small = [0u8; 64];
+    match postcard::to_slice(args, &mut small) {
+        Ok(used) => Ok(Bytes::copy_from_slice(used)),
+        Err(postcard::Error::SerializeBufferFull) => {
+            postcard::to_allocvec(args).map(Bytes::from).map_err(error)
+        }
+        Err(e) => Err(error(e)),
+    }
 }
 
 /// Decodes a task's payload as the arguments of `func`.
@@ -432,7 +440,7 @@ impl Registry {
     }
 
     pub fn get(&self, func: &str) -> Option<&Arc<dyn Function>> {
-        self.functions.get(&FuncName::new(func))
+        self.functions.get(func)
     }
 
     pub fn get_name(&self, func: &FuncName) -> Option<&Arc<dyn Function>> {

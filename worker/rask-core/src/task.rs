@@ -15,34 +15,98 @@ use serde::{Deserialize, Serialize};
 use crate::key::Key;
 
 /// The name of a registered function: `family.function` (`array.eval`, `seed.inc`).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct FuncName(Arc<str>);
+///
+/// Names written in code (a [`crate::Func`] constant) are borrowed for the program's lifetime, so
+/// building a task names its function without allocating; names read off the wire are shared.
+#[derive(Clone)]
+pub struct FuncName(Name);
+
+#[derive(Clone)]
+enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
 
 impl FuncName {
     pub fn new(name: impl Into<Arc<str>>) -> Self {
-        FuncName(name.into())
+        FuncName(Name::Shared(name.into()))
+    }
+
+    /// A name known at compile time: no allocation.
+    pub const fn from_static(name: &'static str) -> Self {
+        FuncName(Name::Static(name))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Name::Static(s) => s,
+            Name::Shared(s) => s,
+        }
     }
 
     /// The family part: everything before the first `.` (the whole name if there is none).
     pub fn family(&self) -> &str {
-        self.0.split_once('.').map_or(&self.0, |(f, _)| f)
+        let s = self.as_str();
+        s.split_once('.').map_or(s, |(f, _)| f)
+    }
+}
+
+// Equality, order and hash are the text's, whichever way the name is held; hashing as `str` lets
+// maps keyed by `FuncName` be searched with a `&str` (`Borrow`).
+impl PartialEq for FuncName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for FuncName {}
+
+impl PartialOrd for FuncName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for FuncName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for FuncName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for FuncName {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Serialize for FuncName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for FuncName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name: Arc<str> = Deserialize::deserialize(deserializer)?;
+        Ok(FuncName(Name::Shared(name)))
     }
 }
 
 impl fmt::Debug for FuncName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", &*self.0)
+        write!(f, "{:?}", self.as_str())
     }
 }
 
 impl fmt::Display for FuncName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
