@@ -93,10 +93,42 @@ impl Serialize for FuncName {
 
 impl<'de> Deserialize<'de> for FuncName {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name: Arc<str> = Deserialize::deserialize(deserializer)?;
-        Ok(FuncName(Name::Shared(name)))
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = FuncName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a function name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<FuncName, E> {
+                Ok(FuncName(Name::Shared(interned(name))))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
+
+/// The names a process has read off the wire, shared: every task names its function, and a
+/// process sees only a few functions, so each name is allocated once per thread rather than
+/// once per task. Past [`INTERNED_MAX`] names (a client inventing names), new ones are
+/// allocated each time instead of growing the table.
+fn interned(name: &str) -> Arc<str> {
+    thread_local! {
+        static NAMES: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(known) = names.iter().find(|n| &***n == name) {
+            return known.clone();
+        }
+        let new: Arc<str> = Arc::from(name);
+        if names.len() < INTERNED_MAX {
+            names.push(new.clone());
+        }
+        new
+    })
+}
+
+const INTERNED_MAX: usize = 64;
 
 impl fmt::Debug for FuncName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -288,6 +320,30 @@ impl TaskSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decoded(name: &str) -> FuncName {
+        let bytes = postcard::to_allocvec(&FuncName::new(name)).expect("encodes");
+        crate::data::from_postcard(&bytes).expect("decodes")
+    }
+
+    #[test]
+    fn names_read_off_the_wire_are_shared_and_equal_to_static_ones() {
+        let (a, b) = (decoded("seed.inc"), decoded("seed.inc"));
+        let (Name::Shared(x), Name::Shared(y)) = (&a.0, &b.0) else {
+            panic!("decoded names are shared");
+        };
+        assert!(Arc::ptr_eq(x, y), "one allocation per name and thread");
+        assert_eq!(a, FuncName::from_static("seed.inc"));
+        assert_eq!(a.family(), "seed");
+        // Past the table's size, names still decode right (allocated each time).
+        let many: Vec<FuncName> = (0..INTERNED_MAX + 10)
+            .map(|i| decoded(&format!("f{i}.g")))
+            .collect();
+        for (i, n) in many.iter().enumerate() {
+            assert_eq!(n.as_str(), format!("f{i}.g"));
+        }
+        assert_eq!(decoded("x.y").as_str(), "x.y");
+    }
 
     #[test]
     fn dependencies_are_unique_in_first_use_order() {

@@ -131,7 +131,8 @@ struct Task {
     charged_us: u64,
     wanted_by: Vec<ClientId>,
     priority: u64,
-    failure: Option<TaskFailure>,
+    /// Boxed: most tasks never fail, and a smaller `Task` is cheaper to move in the map.
+    failure: Option<Box<TaskFailure>>,
     suspicious: u32,
 }
 
@@ -367,7 +368,7 @@ impl State {
                     let failure = self
                         .tasks
                         .get(&key)
-                        .and_then(|t| t.failure.clone())
+                        .and_then(|t| t.failure.as_deref().cloned())
                         .unwrap_or_else(|| TaskFailure {
                             key: key.clone(),
                             error: TaskError::Kernel(rask_core::KernelError::failed("failed")),
@@ -1215,7 +1216,7 @@ impl State {
                 Some(dt) => match dt.state {
                     TaskState::Memory => {}
                     TaskState::Erred => {
-                        failed = dt.failure.clone();
+                        failed = dt.failure.as_deref().cloned();
                     }
                     TaskState::Released => {
                         waiting_on += 1;
@@ -1553,7 +1554,7 @@ impl State {
             let Some(t) = self.tasks.get_mut(&k) else {
                 continue;
             };
-            t.failure = Some(failure.clone());
+            t.failure = Some(Box::new(failure.clone()));
             for c in &t.wanted_by {
                 out.to_client(
                     *c,
