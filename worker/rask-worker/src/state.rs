@@ -50,13 +50,12 @@ pub(crate) struct Ready {
 
 /// A task assigned to this worker and not finished yet.
 struct Pending {
-    spec: TaskSpec,
+    /// Taken (not copied) when the task is handed to the executor: `None` while it runs.
+    spec: Option<TaskSpec>,
     priority: u64,
     /// Inputs not in the store yet.
     missing: usize,
     send_result: bool,
-    /// Handed to the executor.
-    running: bool,
 }
 
 /// The worker's logic.
@@ -135,11 +134,10 @@ impl WorkerState {
             self.tasks.insert(
                 key.clone(),
                 Pending {
-                    spec: ct.spec,
+                    spec: Some(ct.spec),
                     priority: ct.priority,
                     missing,
                     send_result: ct.send_result,
-                    running: false,
                 },
             );
             if missing == 0 {
@@ -291,11 +289,10 @@ impl WorkerState {
         let mut batch = Vec::with_capacity(ready.len());
         for k in ready {
             if let Some(p) = self.tasks.get_mut(&k)
-                && !p.running
+                && let Some(spec) = p.spec.take()
             {
-                p.running = true;
                 batch.push(Ready {
-                    spec: p.spec.clone(),
+                    spec,
                     priority: p.priority,
                 });
             }
