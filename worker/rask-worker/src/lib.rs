@@ -245,6 +245,7 @@ impl Worker {
                 sample_memory: config.memory_limit > 0
                     && (config.memory.spill.is_some() || config.memory.pause.is_some()),
             },
+            fx: Actions::default(),
         };
         let heartbeat = config.heartbeat;
         let handle = tokio::spawn(core.run(events_rx, stop_rx, heartbeat));
@@ -370,6 +371,9 @@ struct Core {
     name: String,
     state: WorkerState,
     io: Io,
+    /// The handlers' effects, kept between events so their buffers are reused: most events
+    /// (a task done, one to compute) ask for one message and would otherwise allocate for it.
+    fx: Actions,
 }
 
 /// The worker's I/O: its store, threads, connections.
@@ -489,14 +493,15 @@ impl Core {
             return;
         };
         let managed = lock(&self.io.store).memory_bytes();
-        let mut fx = Actions::default();
+        let mut fx = std::mem::take(&mut self.fx);
         self.state.memory(MemorySample { rss, managed }, &mut fx);
-        self.io.apply(fx);
+        self.io.apply(&mut fx);
+        self.fx = fx;
     }
 
     /// Handles a batch from the scheduler; returns the reason when told to close.
     fn on_scheduler(&mut self, batch: Vec<Envelope<FromScheduler>>) -> Option<String> {
-        let mut fx = Actions::default();
+        let mut fx = std::mem::take(&mut self.fx);
         let mut computes = Vec::new();
         let mut close = None;
         {
@@ -521,7 +526,8 @@ impl Core {
                 self.state.compute(computes, &*store, &mut fx);
             }
         }
-        self.io.apply(fx);
+        self.io.apply(&mut fx);
+        self.fx = fx;
         close
     }
 
@@ -533,14 +539,15 @@ impl Core {
             // The result is stored; only spilling other results failed.
             tracing::error!(key = %d.key, error = %e, "spilling to disk failed; results stay in memory");
         }
-        let mut fx = Actions::default();
+        let mut fx = std::mem::take(&mut self.fx);
         self.state.done(
             d.key,
             d.result.as_ref().map_err(Clone::clone),
             duration_us,
             &mut fx,
         );
-        self.io.apply(fx);
+        self.io.apply(&mut fx);
+        self.fx = fx;
     }
 
     fn on_fetched(&mut self, outcome: FetchOutcome) {
@@ -558,35 +565,30 @@ impl Core {
         for (key, holders) in &outcome.missing {
             tracing::warn!(%key, ?holders, "could not fetch an input from any holder");
         }
-        let mut fx = Actions::default();
+        let mut fx = std::mem::take(&mut self.fx);
         self.state.fetched(found, outcome.missing, &mut fx);
-        self.io.apply(fx);
+        self.io.apply(&mut fx);
+        self.fx = fx;
     }
 }
 
 impl Io {
     /// Carries out what a handler asked for.
-    fn apply(&mut self, fx: Actions) {
-        let Actions {
-            send,
-            fetch: fetches,
-            execute,
-            free,
-            pause,
-            spill_to,
-            finished_with_data,
-        } = fx;
+    fn apply(&mut self, fx: &mut Actions) {
+        let free = &mut fx.free;
+        let spill_to = fx.spill_to.take();
+        let finished_with_data = &mut fx.finished_with_data;
         if !free.is_empty() || spill_to.is_some() || !finished_with_data.is_empty() {
             let mut store = lock(&self.store);
-            for k in &free {
-                store.remove(k);
+            for k in free.drain(..) {
+                store.remove(&k);
             }
             if let Some(bytes) = spill_to
                 && let Err(e) = store.spill_to(bytes)
             {
                 tracing::error!(error = %e, "spilling to disk failed; results stay in memory");
             }
-            for (key, nbytes, duration_us) in finished_with_data {
+            for (key, nbytes, duration_us) in finished_with_data.drain(..) {
                 let mut blobs = Vec::new();
                 if nbytes as usize <= INLINE_RESULT_MAX {
                     match store.get(&key) {
@@ -603,11 +605,23 @@ impl Io {
                 self.sched.send(Envelope::with_blobs(msg, blobs));
             }
         }
+        let pause = fx.pause.take();
         if let Some(p) = pause {
             self.executor.pause(p);
         }
-        self.submit(execute);
-        self.sched.send_many(send);
+        self.submit(&mut fx.execute);
+        match fx.send.len() {
+            0 => {}
+            1 => {
+                if let Some(msg) = fx.send.pop() {
+                    self.sched.send(msg);
+                }
+            }
+            _ => {
+                self.sched.send_many(std::mem::take(&mut fx.send));
+            }
+        }
+        let fetches = std::mem::take(&mut fx.fetch);
         if !fetches.is_empty() {
             let pool = self.pool.clone();
             let events = self.events.clone();
@@ -619,7 +633,7 @@ impl Io {
     }
 
     /// Reads ready tasks' inputs from the store and hands them to the thread pool.
-    fn submit(&mut self, ready: Vec<Ready>) {
+    fn submit(&mut self, ready: &mut Vec<Ready>) {
         if ready.is_empty() {
             return;
         }
@@ -627,7 +641,7 @@ impl Io {
         let mut failures = Vec::new();
         {
             let mut store = lock(&self.store);
-            for Ready { spec, priority } in ready {
+            for Ready { spec, priority } in ready.drain(..) {
                 let Some(func) = self.registry.get_name(&spec.func) else {
                     // The scheduler places tasks by the families workers register, so this is a
                     // scheduler that did not check (an older one?) or a name it mistook.
