@@ -90,8 +90,49 @@ pub async fn array_mean(
 }
 
 /// Whether a mean of `n` uniform [0, 1) values is plausible: within 6 standard errors of 0.5.
+/// Constant data of 0.5 passes this; [`uniform_var_plausible`] is the check that it does not.
 pub fn uniform_mean_plausible(mean: f64, n: usize) -> bool {
     (mean - 0.5).abs() <= 6.0 * (1.0 / 12.0 / n.max(1) as f64).sqrt()
+}
+
+/// The variance of the seed's random array (the same values [`array_mean`] averages).
+pub async fn array_var(
+    client: &Client,
+    n: usize,
+    chunks: ChunkSpec,
+    seed: u64,
+) -> Result<f64, ArrayError> {
+    let x = array::random(&[n, n, n], chunks, seed)?;
+    x.var(None, 0.0)?.compute_scalar(client).await
+}
+
+/// Whether the variance of `n` uniform [0, 1) values is plausible: within 6 standard errors of
+/// 1/12. The sample variance's standard error is √((μ₄ − σ⁴)/n) = √(1/(180 n)) for U(0, 1).
+pub fn uniform_var_plausible(var: f64, n: usize) -> bool {
+    (var - 1.0 / 12.0).abs() <= 6.0 * (1.0 / 180.0 / n.max(1) as f64).sqrt()
+}
+
+/// Whether `std` is plausible for `(x.dot(x.T + 1) - x.mean()).std()` on an `n`×`n` matrix of
+/// uniform [0, 1) values. Each entry is Σₖ xᵢₖ(xⱼₖ + 1), a sum of `n` independent terms of
+/// variance 7/9 − (3/4)² = 31/144, so the entries' variance is 31n/144 (numpy agrees: 0.215–0.218
+/// n at n = 1000). Entries share rows and columns, so the sample variance wanders more than for
+/// independent values: allowed 6·√(2/n) relative, ±9.5% at n = 8000, ±19% at n = 2000.
+pub fn linalg_std_plausible(std: f64, n: usize) -> bool {
+    let n = n.max(1) as f64;
+    let expected = 31.0 * n / 144.0;
+    std.is_finite() && ((std * std) / expected - 1.0).abs() <= 6.0 * (2.0 / n).sqrt()
+}
+
+/// Whether `n` column sums of an `n`×`n` uniform [0, 1) matrix are plausible: each within 6
+/// standard deviations (√(n/12)) of n/2, and their mean within 6 standard errors.
+pub fn column_sums_plausible(sums: &[f64], n: usize) -> bool {
+    let nf = n.max(1) as f64;
+    let sd = (nf / 12.0).sqrt();
+    let mean = sums.iter().sum::<f64>() / sums.len().max(1) as f64;
+    sums.len() == n
+        && sums.iter().all(|s| (s - nf / 2.0).abs() <= 6.0 * sd)
+        && (mean - nf / 2.0).abs() <= 6.0 * sd / nf.sqrt()
+        && sums.iter().any(|s| (s - sums[0]).abs() > 0.0)
 }
 
 /// The seed's linear-algebra demo on an `n`×`n` random matrix `x`: `x.sum(axis=0)` and
@@ -108,4 +149,35 @@ pub fn array_linalg_graphs(
         .sub(&x.mean(None)?)?
         .std(None, 0.0)?;
     Ok((sum0, expr))
+}
+
+#[cfg(test)]
+mod plausibility_tests {
+    use super::*;
+
+    #[test]
+    fn constant_data_fails_the_checks_that_real_uniform_data_passes() {
+        let n = 1_000_000;
+        // A constant 0.5 passes the mean and fails the variance.
+        assert!(uniform_mean_plausible(0.5, n));
+        assert!(!uniform_var_plausible(0.0, n));
+        assert!(uniform_var_plausible(1.0 / 12.0 + 1e-4, n));
+        assert!(!uniform_var_plausible(1.0 / 12.0 + 1e-2, n));
+        // The expression's std: a constant matrix gives 0; the right scale passes.
+        let m = 8000;
+        assert!(!linalg_std_plausible(0.0, m));
+        assert!(!linalg_std_plausible(f64::NAN, m));
+        assert!(linalg_std_plausible((31.0 * m as f64 / 144.0).sqrt(), m));
+        assert!(!linalg_std_plausible(
+            (2.0 * 31.0 * m as f64 / 144.0).sqrt(),
+            m
+        ));
+        // Column sums: all n/2 exactly is constant data.
+        assert!(!column_sums_plausible(&vec![m as f64 / 2.0; m], m));
+        let spread: Vec<f64> = (0..m)
+            .map(|i| m as f64 / 2.0 + (i % 7) as f64 - 3.0)
+            .collect();
+        assert!(column_sums_plausible(&spread, m));
+        assert!(!column_sums_plausible(&spread[1..], m));
+    }
 }

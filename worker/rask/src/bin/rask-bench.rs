@@ -783,6 +783,17 @@ async fn array_mean(cli: &Cli, cluster: &LocalCluster, client: &Client, big: boo
     })
     .await?;
     let (peak, sum, max) = peak_rss_report(cluster)?;
+    // The mean alone would pass on constant data: check the same values' variance, untimed.
+    let var = jobs::array_var(client, n, chunks.clone(), 0)
+        .await
+        .map_err(array_err)?;
+    if !jobs::uniform_var_plausible(var, elements) {
+        return Err(BenchError::Wrong {
+            workload,
+            got: format!("variance {var}"),
+            expected: "about 1/12, as uniform [0, 1) values".into(),
+        });
+    }
     let secs: Vec<f64> = runs.runs.iter().map(|r| r.0).collect();
     let gbs: Vec<f64> = secs
         .iter()
@@ -798,6 +809,7 @@ async fn array_mean(cli: &Cli, cluster: &LocalCluster, client: &Client, big: boo
         "wall_s": stats(&secs),
         "gb_per_s": stats(&gbs),
         "results": runs.runs.iter().map(|r| r.1).collect::<Vec<_>>(),
+        "variance": var,
         "cpu_ms_per_rep": runs.cpu_json(),
         "peak_rss": peak,
         "peak_rss_sum_mib": round(sum),
@@ -835,11 +847,17 @@ async fn array_linalg(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Res
                 jobs::array_linalg_graphs(n, ChunkSpec::Size(c), seed).map_err(array_err)?;
             let std = expr.compute_scalar(client).await.map_err(array_err)?;
             let expr_s = t1.elapsed().as_secs_f64();
-            if s.len() != n || !std.is_finite() {
+            if !jobs::column_sums_plausible(&s.iter().copied().collect::<Vec<f64>>(), n)
+                || !jobs::linalg_std_plausible(std, n)
+            {
                 return Err(BenchError::Wrong {
                     workload: "array-linalg",
                     got: format!("{} column sums, std {std}", s.len()),
-                    expected: format!("{n} column sums and a finite std"),
+                    expected: format!(
+                        "{n} column sums near {} and a std near {:.1} (√(31n/144))",
+                        n / 2,
+                        (31.0 * n as f64 / 144.0).sqrt()
+                    ),
                 });
             }
             Ok((sum_s, expr_s, std))

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is a failure
 
 mod array;
+mod bench;
 mod binary;
 mod cluster;
 mod frame;

@@ -1,0 +1,32 @@
+//! `rask-bench` itself: its workloads run at small sizes and its correctness checks hold on real
+//! results (they are unit-tested against fake data in `jobs`).
+
+use std::process::Command;
+
+#[test]
+fn the_array_benches_run_small_and_check_their_results() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rask-bench"))
+        .args(["array-mean", "array-linalg", "--reps", "1"])
+        .args(["--array-size", "60", "--array-chunk", "30"])
+        .args(["--linalg-size", "300", "--linalg-chunk", "100"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("rask-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rask-bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let mean = lines
+        .iter()
+        .find(|l| l["bench"] == "array-mean")
+        .expect("an array-mean line");
+    let var = mean["variance"].as_f64().expect("the variance");
+    assert!((var - 1.0 / 12.0).abs() < 0.01, "variance {var}");
+    assert!(lines.iter().any(|l| l["bench"] == "array-linalg"));
+}
