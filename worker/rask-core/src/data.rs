@@ -113,6 +113,15 @@ pub trait Data: Sized + Send + 'static {
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> Data for T {
     fn encode(&self) -> Encoded {
+        // Most results are a few bytes (a number, a short list): encoded on the stack and copied
+        // into one allocation of their size. A growing `Vec` handed to `Bytes` took three (the
+        // vector, its growth, and `Bytes`' own header for a vector with spare capacity).
+        let mut small = [0u8; 64];
+        small[0] = TAG_SERDE;
+        if let Ok(used) = postcard::to_slice(self, &mut small[1..]) {
+            let len = 1 + used.len();
+            return Encoded(Bytes::copy_from_slice(&small[..len]));
+        }
         let out = vec![TAG_SERDE];
         match postcard::to_extend(self, out) {
             Ok(v) => Encoded(Bytes::from(v)),
@@ -181,6 +190,18 @@ pub(crate) fn short_type_name<T>() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_and_large_serde_values_encode_alike() {
+        // Below and above the stack buffer's 63 bytes of body: the same bytes as postcard's own.
+        for n in [0usize, 1, 30, 62, 63, 64, 1000] {
+            let v: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let e = v.encode();
+            let expected = postcard::to_extend(&v, vec![TAG_SERDE]).unwrap();
+            assert_eq!(e.bytes().as_ref(), expected.as_slice(), "{n} elements");
+            assert_eq!(e.decode::<Vec<u8>>().unwrap(), v);
+        }
+    }
 
     #[test]
     fn serde_values_round_trip_with_tag_zero() {

@@ -6,9 +6,35 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 /// The name of a task and of its result, unique within a scheduler (Dask's "key").
-#[derive(Clone, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Eq, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Key(Arc<str>);
+
+/// Reads the text straight into the key's own allocation: serde's `Arc<str>` goes through a
+/// `String` first, two allocations for every key read off the wire.
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key (a string)")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Key, E> {
+                Ok(Key(Arc::from(s)))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Key, E> {
+                Ok(Key(Arc::from(s)))
+            }
+        }
+
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
 
 impl PartialEq for Key {
     fn eq(&self, other: &Self) -> bool {
@@ -72,6 +98,18 @@ impl From<String> for Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_read_back_from_postcard_and_json() {
+        let key = Key::from("inc-ab12-3");
+        let wire = postcard::to_allocvec(&key).unwrap();
+        assert_eq!(postcard::from_bytes::<Key>(&wire).unwrap(), key);
+        // JSON with an escape hands the visitor a string of its own, not a borrowed one.
+        let odd = Key::from("a\"b");
+        let json = serde_json::to_string(&odd).unwrap();
+        assert_eq!(serde_json::from_str::<Key>(&json).unwrap(), odd);
+        assert!(serde_json::from_str::<Key>("3").is_err());
+    }
 
     #[test]
     fn prefix_is_the_function_part() {

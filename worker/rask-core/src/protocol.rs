@@ -278,7 +278,17 @@ pub enum FrameError {
 #[derive(Serialize)]
 struct HeaderItem<'a, M> {
     msg: &'a M,
-    blob_lens: Vec<u64>,
+    blob_lens: BlobLens<'a>,
+}
+
+/// The lengths of a message's blobs, written as the sequence [`OwnedHeaderItem`] reads back
+/// without collecting them first (one allocation less per message sent).
+struct BlobLens<'a>(&'a [Bytes]);
+
+impl Serialize for BlobLens<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|b| b.len() as u64))
+    }
 }
 
 #[derive(Deserialize)]
@@ -297,7 +307,7 @@ pub fn encode_frame<M: Serialize>(
         .iter()
         .map(|e| HeaderItem {
             msg: &e.msg,
-            blob_lens: e.blobs.iter().map(|b| b.len() as u64).collect(),
+            blob_lens: BlobLens(&e.blobs),
         })
         .collect();
     let mut head = vec![0u8; 12];
