@@ -57,6 +57,35 @@ use rask_client::delayed::Delayed;
 use rask_client::{Client, kernel};
 
 pub use error::FrameError;
+
+/// Entry points for the fuzz targets under `fuzz/` (built only with `--cfg fuzzing`, which
+/// `cargo fuzz` sets): what a worker does with a CSV file a user pointed it at.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Reads `path` as `read_csv` does (header, schema from a sample, blocks of `blocksize`
+    /// bytes), then parses and counts every block as the workers would. Errors are fine; a panic
+    /// is a bug.
+    pub fn read_csv_blocks(path: &str, blocksize: u64, sep: u8) -> Result<u64, FrameError> {
+        let options = ReadCsvOptions {
+            blocksize: Some(blocksize),
+            sep,
+            ..ReadCsvOptions::default()
+        };
+        let df = read_csv(path, &options)?;
+        let mut rows = 0;
+        for source in &df.sources {
+            if let Source::Csv { block, sep } = source {
+                let frame = csv::read_block_frame(block, *sep, &df.schema, None)?;
+                rows += frame.height() as u64;
+                csv::count_block_rows(block, *sep, &df.schema)?;
+            }
+        }
+        Ok(rows)
+    }
+}
 pub use groupby::Agg;
 pub use kernels::family;
 pub use part::FramePart;

@@ -216,6 +216,14 @@ enum BadRetireBody {
 
 /// Reads a `retire_workers` body: `{"n": k}` or `{"workers": [address or name, ...]}`. Other keys
 /// are ignored, as Dask does.
+/// For the fuzz target under `fuzz/` (built only with `--cfg fuzzing`): the one HTTP body the
+/// API parses. Errors are fine; a panic is a bug.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn fuzz_retire_body(body: &[u8]) -> bool {
+    parse_retire_body(body).is_ok()
+}
+
 fn parse_retire_body(body: &[u8]) -> Result<RetireSelector, BadRetireBody> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(BadRetireBody::Empty);
