@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from .clusters import Cluster, run_array_mean
+from .clusters import STARTERS, Cluster, Process, _rask_bin, free_port, run_array_mean
 from .shapes import Family, parse_metrics
 
 # Every dask_scheduler_* family of a Dask 2026.8 scheduler (by the name Prometheus stores):
@@ -62,12 +62,12 @@ WORKER_FAMILIES: dict[str, tuple[str, frozenset[str]]] = {
     "dask_worker_tick_count_total": ("counter", frozenset()),
 }
 # Dask's worker families that need an optional package or setting, absent from both.
-OPTIONAL_WORKER_FAMILIES = {
+OPTIONAL_WORKER_FAMILIES = frozenset({
     "dask_worker_gil_contention_seconds_total",
     "dask_worker_tick_duration_median_seconds",
     "dask_worker_task_duration_median_seconds",
     "dask_worker_transfer_bandwidth_median_bytes",
-}
+})
 
 WORKERS = ("w0", "w1")
 
@@ -107,7 +107,7 @@ def check_against_table(
     families: dict[str, Family],
     prefix: str,
     table: dict[str, tuple[str, frozenset[str]]],
-    optional: set[str] = frozenset(),  # type: ignore[assignment]
+    optional: frozenset[str] = frozenset(),
     need_samples: bool = True,
 ) -> None:
     """The families named `prefix*` are exactly the table's, with its types and label keys."""
@@ -221,22 +221,28 @@ def test_scheduler_prefix_figures_account_for_every_task(worked) -> None:
 
 def test_ticks_and_clocks_move_between_scrapes(worked) -> None:
     for kind, cluster in worked.items():
+        started = time.monotonic()
         _, before = scrape(cluster)
         worker_before = scrape(cluster, "w0")[1]
         time.sleep(0.5)
         _, after = scrape(cluster)
         worker_after = scrape(cluster, "w0")[1]
+        elapsed = time.monotonic() - started
         for name, a, b in [
             ("dask_scheduler_tick_count_total", before, after),
             ("dask_worker_tick_count_total", worker_before, worker_after),
         ]:
             ticks = value(b, name) - value(a, name)
-            # A tick every 20 ms: 25 in half a second, fewer on a loaded machine.
-            assert 5 <= ticks <= 40, f"{kind}: {name} went up by {ticks} in 0.5 s"
+            # A tick every 20 ms at most: about 25 in the half second, fewer on a loaded machine.
+            assert 5 <= ticks <= elapsed / 0.02 + 2, f"{kind}: {name} went up by {ticks} in {elapsed:.2f} s"
         clock = value(after, "dask_scheduler_last_time_total") - value(before, "dask_scheduler_last_time_total")
-        assert 0.5 <= clock < 5, f"{kind}: dask_scheduler_last_time_total moved {clock} s in 0.5 s"
-        longest = value(after, "dask_scheduler_tick_duration_maximum_seconds")
-        assert 0 < longest < 5, f"{kind}: {longest}"
+        assert 0.5 <= clock <= elapsed + 0.05, f"{kind}: last_time moved {clock} s in {elapsed:.2f} s"
+        for text, name in [
+            (after, "dask_scheduler_tick_duration_maximum_seconds"),
+            (worker_after, "dask_worker_tick_duration_maximum_seconds"),
+        ]:
+            longest = value(text, name)
+            assert 0 < longest <= elapsed, f"{kind}: {name} {longest}"
 
 
 def test_rask_worker_figures_are_its_own(worked) -> None:
@@ -267,8 +273,6 @@ def test_workers_removed_counts_a_retired_worker_as_dasks_does(fresh_clusters) -
 
 def test_no_dashboard_means_no_worker_port(tmp_path) -> None:
     """`--no-dashboard`, Dask's flag: the worker serves no /metrics (it still works)."""
-    from .clusters import STARTERS, Process, _rask_bin, free_port
-
     cluster = STARTERS["rask"](tmp_path)
     try:
         cluster.wait_for_health()
