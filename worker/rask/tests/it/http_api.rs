@@ -113,3 +113,59 @@ async fn endpoints_answer_with_dask_shapes_on_a_live_cluster() {
     assert_eq!(status, 400, "{body}");
     cluster.shutdown().await;
 }
+
+/// The number of a one-sample family in a metrics text.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+#[tokio::test]
+async fn a_worker_serves_dasks_worker_metrics_and_names_a_taken_dashboard_port() {
+    use rask::scheduler::server::{Scheduler, SchedulerConfig};
+    use rask::worker::{Worker, WorkerConfig, WorkerError};
+
+    let scheduler = Scheduler::start(SchedulerConfig::default()).await.unwrap();
+    let mut config = WorkerConfig::new(scheduler.address(), "w-dash");
+    config.nthreads = 3;
+    config.listen_host = Some("127.0.0.1".into());
+    config.heartbeat = Duration::from_millis(100);
+    config.dashboard = Some("127.0.0.1:0".parse().unwrap());
+    let worker = Worker::start(config.clone(), rask::registry())
+        .await
+        .unwrap();
+    let dash = worker
+        .dashboard_address()
+        .expect("a dashboard was asked for");
+
+    let (status, body) = http(dash, "GET", "/health", "").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let (status, text) = http(dash, "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(sample(&text, "dask_worker_threads"), 3.0);
+    // The scheduler acknowledges heartbeats: the latency leaves Dask's initial 1 ms for a
+    // measured round trip.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let (_, text) = http(dash, "GET", "/metrics", "").await;
+            sample(&text, "dask_worker_latency_seconds") != 0.001
+        })
+        .await,
+        "no heartbeat round trip measured"
+    );
+
+    // A second worker asking for the same port is refused, naming it.
+    let mut taken = config;
+    taken.name = "w-taken".into();
+    taken.dashboard = Some(dash);
+    match Worker::start(taken, rask::registry()).await {
+        Err(e @ WorkerError::Dashboard { .. }) => {
+            assert!(e.to_string().contains(&dash.to_string()), "{e}")
+        }
+        Err(other) => panic!("expected a dashboard error, got {other}"),
+        Ok(_) => panic!("a second worker served the same dashboard port"),
+    }
+    worker.close().await;
+    scheduler.shutdown().await;
+}
