@@ -428,6 +428,9 @@ async fn worker(a: WorkerArgs, registry: Registry) -> CliResult {
     let w = Worker::start(config, registry)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(d) = w.dashboard_address() {
+        eprintln!("worker dashboard (/health, /metrics) at http://{d}");
+    }
     let signal = async {
         let sig = shutdown_signal().await;
         tracing::info!(signal = sig, "worker leaving");
