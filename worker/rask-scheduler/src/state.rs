@@ -376,6 +376,9 @@ impl State {
         let mut unknown_deps: Vec<(Key, Key)> = Vec::new();
         let mut new_keys: Vec<Key> = Vec::with_capacity(tasks.len());
         self.tasks.reserve(tasks.len());
+        // Graphs come in runs of one prefix and one group: each is looked up once per run.
+        let mut run_prefix: Option<u32> = None;
+        let mut run_group: Option<(Key, u32)> = None;
         for spec in tasks {
             if self.tasks.contains_key(&spec.key) {
                 continue;
@@ -397,8 +400,26 @@ impl State {
             let key = spec.key.clone();
             self.next_priority += 1;
             let class = self.class_of(&spec, now);
-            let prefix = self.prefix_id(key.prefix());
-            self.join_group(key.as_str());
+            let prefix = match run_prefix {
+                Some(id)
+                    if self
+                        .prefixes
+                        .get(id as usize)
+                        .is_some_and(|p| p.name == key.prefix()) =>
+                {
+                    id
+                }
+                _ => self.prefix_id(key.prefix()),
+            };
+            run_prefix = Some(prefix);
+            match &mut run_group {
+                Some((first, n)) if group_of(first.as_str()) == group_of(key.as_str()) => *n += 1,
+                _ => {
+                    if let Some((first, n)) = run_group.replace((key.clone(), 1)) {
+                        self.join_group(first.as_str(), n);
+                    }
+                }
+            }
             let task = Task {
                 spec,
                 class,
@@ -419,6 +440,9 @@ impl State {
             self.counts[TaskState::Released as usize] += 1;
             new_keys.push(key.clone());
             self.tasks.insert(key, task);
+        }
+        if let Some((first, n)) = run_group {
+            self.join_group(first.as_str(), n);
         }
         for (task, dep) in unknown_deps {
             let failure = TaskFailure {
@@ -1659,12 +1683,13 @@ impl State {
         id
     }
 
-    fn join_group(&mut self, key: &str) {
+    /// `n` tasks of `key`'s group were added.
+    fn join_group(&mut self, key: &str, n: u32) {
         let group = group_of(key);
         match self.groups.get_mut(group) {
-            Some(n) => *n += 1,
+            Some(count) => *count += n,
             None => {
-                self.groups.insert(group.into(), 1);
+                self.groups.insert(group.into(), n);
             }
         }
     }

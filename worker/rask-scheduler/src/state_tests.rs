@@ -1236,6 +1236,27 @@ fn task_groups_are_keys_without_their_last_part_and_leave_with_their_last_task()
     sim.st
         .release_keys(C, &[k("inc-t2-0")], sim.now, &mut sim.out);
     assert_eq!(groups(&sim), 0);
+
+    // Runs of one group interleaved with another: each task counts once in its group.
+    sim.submit(
+        vec![
+            task("x-g-0", "inc", vec![1.into()]),
+            task("y-g-0", "inc", vec![1.into()]),
+            task("x-g-1", "inc", vec![1.into()]),
+        ],
+        &[&k("x-g-0"), &k("y-g-0"), &k("x-g-1")],
+    );
+    assert_eq!(groups(&sim), 2);
+    sim.run_all();
+    sim.st.release_keys(C, &[k("x-g-0")], sim.now, &mut sim.out);
+    assert_eq!(groups(&sim), 2, "x-g-1 keeps its group");
+    sim.st
+        .release_keys(C, &[k("x-g-1"), k("y-g-0")], sim.now, &mut sim.out);
+    assert_eq!(groups(&sim), 0);
+    assert_eq!(
+        prefix(&sim, "x").state_totals.last(),
+        Some(&("forgotten", 2))
+    );
 }
 
 #[test]
