@@ -156,6 +156,43 @@ def test_workers_serve_every_dask_worker_family_with_dasks_types_and_label_keys(
         check_against_table(f"rask's worker {name}", rask, "dask_worker_", WORKER_FAMILIES)
 
 
+# Label values a dashboard may select on: Dask's possible values (its worker task states, the
+# collector's `disk`; its spill activities; its scheduler task states with `forgotten`).
+DASK_LABEL_VALUES: dict[tuple[str, str], frozenset[str]] = {
+    ("dask_worker_memory_bytes", "type"): frozenset({"managed", "unmanaged", "spilled"}),
+    ("dask_worker_tasks", "state"): frozenset({
+        "constrained", "executing", "fetch", "flight", "long-running", "memory", "disk", "missing",
+        "ready", "released", "waiting", "cancelled", "resumed", "error",
+    }),
+    ("dask_worker_spill_bytes_total", "activity"): frozenset({"memory-read", "disk-read", "disk-write"}),
+    ("dask_worker_spill_count_total", "activity"): frozenset({"memory-read", "disk-read", "disk-write"}),
+    ("dask_worker_spill_time_seconds_total", "activity"): frozenset({"pickle", "disk-write", "disk-read", "unpickle"}),
+    ("dask_scheduler_prefix_state_totals_total", "state"): frozenset({
+        "released", "waiting", "no-worker", "queued", "processing", "memory", "erred", "forgotten",
+    }),
+}  # fmt: skip
+
+
+def test_label_values_are_dasks(worked) -> None:
+    """Every label value rask serves is one Dask serves; the memory types are all three."""
+    served = {"scheduler": scrape(worked["rask"])[0]}
+    served.update({name: scrape(worked["rask"], name)[0] for name in WORKERS})
+    dask_served = {"scheduler": scrape(worked["dask"])[0]}
+    dask_served.update({name: scrape(worked["dask"], name)[0] for name in WORKERS})
+    for (family, label), allowed in DASK_LABEL_VALUES.items():
+        for where, families in served.items():
+            if family not in families:
+                continue
+            values_ = families[family].label_values.get(label, set())
+            assert values_ and values_ <= allowed, f"rask {where}: {family}{{{label}}} has {sorted(values_)}"
+        for where, families in dask_served.items():
+            values_ = families[family].label_values.get(label, set()) if family in families else set()
+            assert values_ <= allowed, f"Dask {where}: {family}{{{label}}} has {sorted(values_)}, not in the table"
+    for where, families in [*served.items(), *dask_served.items()]:
+        if "dask_worker_memory_bytes" in families:
+            assert families["dask_worker_memory_bytes"].label_values["type"] == {"managed", "unmanaged", "spilled"}
+
+
 def test_worker_health_is_ok_as_text(worked) -> None:
     for cluster in worked.values():
         for name in WORKERS:
