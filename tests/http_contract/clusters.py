@@ -129,9 +129,12 @@ class Cluster:
     kind: str  # "dask" or "rask"
     scheduler_address: str
     http: str
-    start_worker_fn: Callable[[str], Process]
+    # Starts a worker of the given name: its process and the URL of its dashboard.
+    start_worker_fn: Callable[[str], tuple[Process, str]]
     processes: list[Process] = field(default_factory=list)
     worker_processes: dict[str, Process] = field(default_factory=dict)
+    # Worker name → the URL of its dashboard (/health, /metrics).
+    worker_http: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         return "\n".join(p.describe() for p in self.processes)
@@ -139,9 +142,10 @@ class Cluster:
     def fail(self, message: str) -> None:
         pytest.fail(f"{self.kind}: {message}\n{self.describe()}", pytrace=False)
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> Response:
+    def request(self, method: str, path: str, body: bytes | None = None, base: str | None = None) -> Response:
         headers = {"Content-Type": "application/json"} if body is not None else {}
-        request = urllib.request.Request(self.http + path, data=body, method=method, headers=headers)
+        url = (base or self.http) + path
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as r:
                 return Response(r.status, r.headers.get("Content-Type", ""), r.read())
@@ -150,6 +154,10 @@ class Cluster:
 
     def get(self, path: str) -> Response:
         return self.request("GET", path)
+
+    def get_worker(self, name: str, path: str) -> Response:
+        """GET `path` of worker `name`'s dashboard."""
+        return self.request("GET", path, base=self.worker_http[name])
 
     def post_json(self, path: str, payload: object) -> Response:
         return self.request("POST", path, json.dumps(payload).encode())
@@ -188,9 +196,10 @@ class Cluster:
 
     def start_worker(self, name: str) -> str:
         """Starts a worker named `name`, waits until the scheduler lists it, and returns its address."""
-        process = self.start_worker_fn(name)
+        process, http = self.start_worker_fn(name)
         self.processes.append(process)
         self.worker_processes[name] = process
+        self.worker_http[name] = http
         self.wait_until(f"worker {name!r} in /api/v1/get_workers", lambda: name in self.workers())
         return self.workers()[name]
 
@@ -207,6 +216,37 @@ class Cluster:
         # Workers first, so they do not spend the teardown reconnecting to a gone scheduler.
         for p in reversed(self.processes):
             p.stop()
+
+
+ARRAY_SIDE = 100
+ARRAY_CHUNK = 50
+WORK_TIMEOUT_S = 120.0
+
+
+def run_array_mean(cluster: Cluster) -> float:
+    """The seed's array mean, small (random 100³ in chunks of 50³), computed on `cluster` by a
+    client that connects, computes and leaves: Dask's client from this process, rask's `rask run`.
+    Returns the mean."""
+    if cluster.kind == "dask":
+        import dask.array as da
+        from distributed import Client
+
+        with Client(cluster.scheduler_address, timeout=START_TIMEOUT_S) as client:
+            x = da.random.random((ARRAY_SIDE,) * 3, chunks=ARRAY_CHUNK)
+            return float(client.compute(x.mean()).result(timeout=WORK_TIMEOUT_S))
+    argv = [
+        str(_rask_bin()), "run", "array-mean", "--scheduler", cluster.scheduler_address,
+        "--size", str(ARRAY_SIDE), "--chunk", str(ARRAY_CHUNK), "--json",
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=WORK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        cluster.fail(f"`{' '.join(argv)}` did not finish in {WORK_TIMEOUT_S:.0f} s")
+        raise
+    if done.returncode != 0:
+        cluster.fail(f"`{' '.join(argv)}` exited with {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    line = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(line["result"])
 
 
 def _dask_bin() -> Path:
@@ -232,17 +272,20 @@ def start_dask(tmp: Path) -> Cluster:
     env = {"DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": json.dumps(DASK_ROUTES)}
     address = f"tcp://127.0.0.1:{port}"
 
-    def worker(name: str) -> Process:
+    def worker(name: str) -> tuple[Process, str]:
         workdir = tmp / f"dask-{name}"
         workdir.mkdir()
+        dashboard = free_port()
         argv = [
             str(dask), "worker", address, "--name", name, "--nthreads", "1",
             "--host", "127.0.0.1",
-            # rask's workers have no nanny process and no dashboard of their own.
-            "--no-nanny", "--no-dashboard",
+            "--dashboard-address", f"127.0.0.1:{dashboard}",
+            # Started as rask's test workers are: without a nanny process.
+            "--no-nanny",
             "--local-directory", str(workdir),
         ]  # fmt: skip
-        return Process(f"dask worker {name}", argv, tmp / f"dask-worker-{name}.log", env)
+        process = Process(f"dask worker {name}", argv, tmp / f"dask-worker-{name}.log", env)
+        return process, f"http://127.0.0.1:{dashboard}"
 
     argv = [
         str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port),
@@ -259,15 +302,18 @@ def start_rask(tmp: Path) -> Cluster:
     address = f"tcp://127.0.0.1:{port}"
     env = {"RUST_LOG": "info", "RUST_BACKTRACE": "1"}
 
-    def worker(name: str) -> Process:
+    def worker(name: str) -> tuple[Process, str]:
         workdir = tmp / f"rask-{name}"
         workdir.mkdir()
+        dashboard = free_port()
         argv = [
             str(rask), "worker", address, "--name", name, "--nthreads", "1",
             "--listen-host", "127.0.0.1",
+            "--dashboard-address", f"127.0.0.1:{dashboard}",
             "--local-directory", str(workdir),
         ]  # fmt: skip
-        return Process(f"rask worker {name}", argv, tmp / f"rask-worker-{name}.log", env)
+        process = Process(f"rask worker {name}", argv, tmp / f"rask-worker-{name}.log", env)
+        return process, f"http://127.0.0.1:{dashboard}"
 
     argv = [
         str(rask), "scheduler", "--host", "127.0.0.1", "--port", str(port),

@@ -99,30 +99,37 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(?:,|$)')
 
 
-def family_name(type_name: str, kind: str) -> str:
-    """The family name of a `# TYPE` line: the text format 0.0.4 (Dask's) names counters with
-    their `_total` sample name, OpenMetrics (rask's) without it."""
-    if kind == "counter" and type_name.endswith("_total"):
-        return type_name[: -len("_total")]
+def family_name(type_name: str, kind: str, openmetrics: bool) -> str:
+    """The name a family is known by: the name Prometheus stores its samples under. Counters end
+    in `_total`: the text format 0.0.4 (Dask's) names them so in `# TYPE`, OpenMetrics (rask's
+    scheduler) names them without it. Keying by the stored name keeps Dask's worker gauge
+    `dask_worker_transfer_incoming_count` apart from its counter
+    `dask_worker_transfer_incoming_count_total`."""
+    if openmetrics and kind == "counter":
+        return type_name + "_total"
     return type_name
 
 
 def parse_metrics(text: str) -> dict[str, Family]:
-    """The families of a metrics answer by name, with the label names and values of their samples.
+    """The families of a metrics answer by the name Prometheus stores them under (see
+    `family_name`), with the label names and values of their samples. OpenMetrics is told from
+    the text format 0.0.4 by its closing `# EOF`.
 
     Raises ValueError on a line that is neither a comment nor a sample, or on a sample of no
     declared family, so a garbled answer fails loudly instead of comparing as empty.
     """
+    lines = text.splitlines()
+    openmetrics = any(line.strip() == "# EOF" for line in lines)
     families: dict[str, Family] = {}
     by_type_name: dict[str, Family] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         if line.startswith("#"):
             parts = line.split(maxsplit=3)
             if len(parts) >= 4 and parts[1] == "TYPE":
                 type_name, kind = parts[2], parts[3].strip()
-                family = Family(family_name(type_name, kind), kind)
+                family = Family(family_name(type_name, kind, openmetrics), kind)
                 families[family.name] = family
                 by_type_name[type_name] = family
             continue
@@ -130,11 +137,11 @@ def parse_metrics(text: str) -> dict[str, Family]:
         if not match:
             raise ValueError(f"line {number} is not a metric sample: {line!r}")
         sample_name, labels = match.group(1), match.group(2) or ""
-        family = by_type_name.get(sample_name) or families.get(sample_name)
+        family = families.get(sample_name) or by_type_name.get(sample_name)
         if family is None:
             for suffix in _SAMPLE_SUFFIXES:
                 if sample_name.endswith(suffix):
-                    family = families.get(sample_name[: -len(suffix)])
+                    family = by_type_name.get(sample_name[: -len(suffix)])
                     if family is not None:
                         break
         if family is None:

@@ -54,11 +54,27 @@ dask_scheduler_tasks_compute_seconds_total{task_prefix_name="a\\"b,c=\\"d"} 1.5
 # EOF
 """
     a, b = parse_metrics(prometheus_004), parse_metrics(openmetrics)
-    assert sorted(a) == ["dask_scheduler_tasks_forgotten", "dask_scheduler_workers"]
+    assert sorted(a) == ["dask_scheduler_tasks_forgotten_total", "dask_scheduler_workers"]
     assert a["dask_scheduler_workers"].label_values == {"state": {"idle", "paused"}}
-    assert a["dask_scheduler_tasks_forgotten"].kind == b["dask_scheduler_tasks_forgotten"].kind == "counter"
-    assert b["dask_scheduler_tasks_compute_seconds"].label_names == {"task_prefix_name"}
-    assert b["dask_scheduler_tasks_compute_seconds"].samples == 1
+    assert a["dask_scheduler_tasks_forgotten_total"].kind == "counter"
+    assert b["dask_scheduler_tasks_forgotten_total"].kind == "counter"
+    assert b["dask_scheduler_tasks_forgotten_total"].samples == 1
+    assert b["dask_scheduler_tasks_compute_seconds_total"].label_names == {"task_prefix_name"}
+    assert b["dask_scheduler_tasks_compute_seconds_total"].samples == 1
+
+
+def test_a_gauge_and_a_counter_differing_by_total_stay_apart() -> None:
+    # As Dask's worker serves them (text format 0.0.4).
+    text = """# TYPE dask_worker_transfer_incoming_count gauge
+dask_worker_transfer_incoming_count 2.0
+# TYPE dask_worker_transfer_incoming_count_total counter
+dask_worker_transfer_incoming_count_total 7.0
+"""
+    families = parse_metrics(text)
+    assert families["dask_worker_transfer_incoming_count"].kind == "gauge"
+    assert families["dask_worker_transfer_incoming_count"].samples == 1
+    assert families["dask_worker_transfer_incoming_count_total"].kind == "counter"
+    assert families["dask_worker_transfer_incoming_count_total"].samples == 1
 
 
 def test_garbled_metrics_fail_loudly() -> None:

@@ -5,7 +5,8 @@
 //! - [`function`]: task functions, typed by [`function::Func`], and the [`function::Registry`]
 //!   that whoever builds a worker fills;
 //! - [`protocol`] and [`net`]: every message between processes, and the connections carrying them;
-//! - [`units`]: sizes written by people (`4GiB`).
+//! - [`units`]: sizes written by people (`4GiB`);
+//! - [`ticks`]: how responsive an event loop is, for the scheduler's and workers' metrics.
 //!
 //! No collection (arrays, dataframes) and no Python lives here: they register their functions
 //! and data types from above.
@@ -16,6 +17,7 @@ pub mod key;
 pub mod net;
 pub mod protocol;
 pub mod task;
+pub mod ticks;
 pub mod units;
 pub mod value;
 

@@ -60,6 +60,8 @@ pub enum ToScheduler {
         key: Key,
         nbytes: u64,
         duration_us: u64,
+        /// Microseconds spent fetching the task's inputs from peers before it ran.
+        transfer_us: u64,
     },
     /// Worker: a task raised an error.
     TaskErred {
@@ -132,6 +134,8 @@ pub enum FromScheduler {
     AcquireReplicas { keys: Vec<(Key, Vec<String>)> },
     /// Worker: leave now.
     Close { reason: String },
+    /// Worker: its heartbeat arrived; the worker times the round trip (Dask's worker latency).
+    HeartbeatAck,
 
     /// Client: a wanted key is in memory. Blob 0 is the value when it was small enough to be
     /// forwarded; otherwise fetch it from one of `who_has`.
@@ -150,8 +154,8 @@ pub struct ComputeTask {
     pub spec: TaskSpec,
     /// Lower runs first.
     pub priority: u64,
-    /// For each dependency, the workers that hold it.
-    pub who_has: Vec<(Key, Vec<String>)>,
+    /// For each dependency, its size in bytes and the workers that hold it.
+    pub who_has: Vec<(Key, u64, Vec<String>)>,
     /// Send the encoded result along with `TaskFinished` (a client is waiting for a small value).
     pub send_result: bool,
 }
@@ -452,6 +456,7 @@ mod tests {
                     key: "inc-1".into(),
                     nbytes: 3,
                     duration_us: 5,
+                    transfer_us: 7,
                 },
                 vec![Bytes::from_static(b"abc")],
             ),

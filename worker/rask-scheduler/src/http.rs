@@ -31,50 +31,62 @@
 //! - the scheduler shutting down: 503.
 //! - an unknown path: 404; a known path with the wrong method: 405.
 //!
-//! Metrics keep Dask's names, types, label names and label values, with help texts of our own:
+//! Metrics keep Dask's names, types, label names and label values, with help texts of our own
+//! (rendered by `metrics.rs`). All 19 `dask_scheduler_*` families of Dask 2026.8's scheduler:
 //!
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `dask_scheduler_clients` | gauge | |
+//! | `dask_scheduler_client_connections_added_total` | counter | |
+//! | `dask_scheduler_client_connections_removed_total` | counter | |
 //! | `dask_scheduler_desired_workers` | gauge | |
 //! | `dask_scheduler_workers` | gauge | `state`: `idle`, `partially_saturated`, `saturated`, `paused`, `retiring` |
-//! | `dask_scheduler_tasks` | gauge | `state`: `released`, `waiting`, `no-worker`, `queued`, `processing`, `memory`, `erred` |
-//! | `dask_scheduler_tasks_suspicious_total` | counter | |
+//! | `dask_scheduler_workers_added_total` | counter | |
+//! | `dask_scheduler_workers_removed_total` | counter | |
+//! | `dask_scheduler_gc_collection_seconds_total` | counter | |
+//! | `dask_scheduler_last_time_total` | counter | |
+//! | `dask_scheduler_tasks_suspicious_total` | counter | `task_prefix_name` |
 //! | `dask_scheduler_tasks_forgotten_total` | counter | |
+//! | `dask_scheduler_tasks` | gauge | `state`: `released`, `waiting`, `no-worker`, `queued`, `processing`, `memory`, `erred` |
+//! | `dask_scheduler_task_groups` | gauge | |
 //! | `dask_scheduler_tasks_compute_seconds_total` | counter | `task_prefix_name` |
+//! | `dask_scheduler_tasks_transfer_seconds_total` | counter | `task_prefix_name` |
+//! | `dask_scheduler_tasks_output_bytes` | gauge | `task_prefix_name` |
+//! | `dask_scheduler_prefix_state_totals_total` | counter | `task_prefix_name`, `state` (Dask's state names, `forgotten` too; states never entered are left out, as Dask does) |
+//! | `dask_scheduler_tick_duration_maximum_seconds` | gauge | |
+//! | `dask_scheduler_tick_count_total` | counter | |
 //!
 //! Where rask differs: worker states come from task counts (no tasks processing: idle; fewer than
-//! its threads: partially saturated; else saturated) where Dask also weighs expected durations;
-//! and
-//! `dask_scheduler_tasks_suspicious_total` carries no `task_prefix_name` label because the
-//! scheduler counts suspicious tasks only in total. Figures Dask has no metric for use a `rask_`
-//! prefix: `rask_scheduler_transfer_bytes_total`, `rask_scheduler_start_time_seconds`,
+//! its threads: partially saturated; else saturated) where Dask also weighs expected durations.
+//! `dask_scheduler_gc_collection_seconds_total` is always 0: rask has no garbage collector (it
+//! frees as it goes), so that is the true figure, kept for dashboards that plot it.
+//! `dask_scheduler_last_time_total` is the scheduler's monotonic clock when the metrics were read,
+//! as Dask's (its system monitor's last sample, taken at each scrape), counted from the
+//! scheduler's start where Python's clock counts from an arbitrary point. A task group is a key
+//! without its last `-` part (`inc-3f2a-17` → `inc-3f2a`: one prefix from one client process),
+//! where Dask groups a collection's chunks by the name of their tuple keys.
+//! `dask_scheduler_tasks_transfer_seconds_total` adds, per task, the longest fetch of its inputs
+//! from peers that its worker waited for (Dask adds the times of the transfers themselves).
+//! Ticks: the event loop ticks every 20 ms; the maximum is the longest gap between two ticks since
+//! the last scrape (or since the last tick, if longer), as Dask's, and a scrape starts it over.
+//! Figures Dask has no metric for use a `rask_` prefix:
+//! `rask_scheduler_transfer_bytes_total`, `rask_scheduler_start_time_seconds`,
 //! `rask_scheduler_threads`, `rask_scheduler_memory_bytes`, `rask_scheduler_memory_limit_bytes`.
-//! Each scrape builds a fresh registry from one [`Snapshot`], so the figures are consistent with
+//! Each scrape builds a fresh registry from one [`crate::Snapshot`], so the figures are consistent with
 //! each other.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
 
-use prometheus_client::encoding::{
-    EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
-};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::{Registry, Unit};
 use serde_json::{Map, Value, json};
 use warp::http::StatusCode;
 use warp::http::header::CONTENT_TYPE;
 use warp::reply::Response;
 use warp::{Buf, Filter, Reply, Stream};
 
-use crate::{
-    RetireSelector, RetiredWorker, SchedulerGone, SchedulerHandle, Snapshot, WorkerStatus,
-};
+use crate::{RetireSelector, RetiredWorker, SchedulerGone, SchedulerHandle};
 
 /// The content type of `/metrics`: the OpenMetrics text format that prometheus-client writes,
 /// which Prometheus asks for first and whose text older parsers also read.
@@ -374,206 +386,9 @@ fn host(address: &str) -> &str {
 }
 
 async fn metrics(handle: SchedulerHandle) -> Result<Response, ApiError> {
-    let snapshot = handle.snapshot().await?;
-    let text = metrics_text(&snapshot).map_err(ApiError::EncodeMetrics)?;
+    let snapshot = handle.metrics_snapshot().await?;
+    let text = crate::metrics::render(&snapshot).map_err(ApiError::EncodeMetrics)?;
     Ok(warp::reply::with_header(text, CONTENT_TYPE, METRICS_CONTENT_TYPE).into_response())
-}
-
-/// Renders one snapshot as OpenMetrics text with Dask's metric names.
-fn metrics_text(s: &Snapshot) -> Result<String, std::fmt::Error> {
-    let mut registry = Registry::default();
-
-    registry.register(
-        "dask_scheduler_clients",
-        "Clients connected to the scheduler",
-        ConstGauge::new(s.clients),
-    );
-    registry.register(
-        "dask_scheduler_desired_workers",
-        "Workers the scheduler would like for its current load (its adaptive target)",
-        ConstGauge::new(s.adaptive_target),
-    );
-
-    let (mut idle, mut partially_saturated, mut saturated, mut paused, mut retiring) =
-        (0, 0, 0, 0, 0);
-    for w in &s.workers {
-        match w.status {
-            WorkerStatus::Retiring => retiring += 1,
-            WorkerStatus::Paused => paused += 1,
-            WorkerStatus::Running if w.processing == 0 => idle += 1,
-            WorkerStatus::Running if w.processing < w.nthreads as usize => partially_saturated += 1,
-            WorkerStatus::Running => saturated += 1,
-        }
-    }
-    registry.register(
-        "dask_scheduler_workers",
-        "Workers connected to the scheduler, by how busy they are",
-        Labeled::gauges(
-            "state",
-            [
-                ("idle", idle),
-                ("partially_saturated", partially_saturated),
-                ("saturated", saturated),
-                ("paused", paused),
-                ("retiring", retiring),
-            ],
-        ),
-    );
-
-    let t = &s.tasks;
-    registry.register(
-        "dask_scheduler_tasks",
-        "Tasks the scheduler knows, by state",
-        Labeled::gauges(
-            "state",
-            [
-                ("released", t.released),
-                ("waiting", t.waiting),
-                ("no-worker", t.no_worker),
-                ("queued", t.queued),
-                ("processing", t.processing),
-                ("memory", t.memory),
-                ("erred", t.erred),
-            ],
-        ),
-    );
-    registry.register(
-        "dask_scheduler_tasks_suspicious",
-        "Tasks whose worker died while running them, since the scheduler started",
-        ConstCounter::new(s.tasks_suspicious_total),
-    );
-    registry.register(
-        "dask_scheduler_tasks_forgotten",
-        "Tasks released by every client and freed, since the scheduler started",
-        ConstCounter::new(s.tasks_forgotten_total),
-    );
-    registry.register_with_unit(
-        "dask_scheduler_tasks_compute",
-        "Time spent running tasks, by task prefix, since the scheduler started",
-        Unit::Seconds,
-        Labeled::counters(
-            "task_prefix_name",
-            s.compute_seconds_by_prefix
-                .iter()
-                .map(|(prefix, seconds)| (prefix.as_str(), *seconds)),
-        ),
-    );
-
-    registry.register_with_unit(
-        "rask_scheduler_transfer",
-        "Result bytes sent from one worker to another, since the scheduler started",
-        Unit::Bytes,
-        ConstCounter::new(s.transfer_bytes_total),
-    );
-    registry.register_with_unit(
-        "rask_scheduler_start_time",
-        "When the scheduler started, in seconds since the Unix epoch",
-        Unit::Seconds,
-        ConstGauge::new(s.started_at),
-    );
-    registry.register(
-        "rask_scheduler_threads",
-        "Threads for tasks over all workers",
-        ConstGauge::new(s.workers.iter().map(|w| u64::from(w.nthreads)).sum::<u64>()),
-    );
-    registry.register_with_unit(
-        "rask_scheduler_memory",
-        "Result bytes held over all workers",
-        Unit::Bytes,
-        ConstGauge::new(s.workers.iter().map(|w| w.nbytes).sum::<u64>()),
-    );
-    registry.register_with_unit(
-        "rask_scheduler_memory_limit",
-        "Memory limits summed over all workers (a worker without a limit adds 0)",
-        Unit::Bytes,
-        ConstGauge::new(s.workers.iter().map(|w| w.memory_limit).sum::<u64>()),
-    );
-
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry)?;
-    Ok(text)
-}
-
-/// One metric family whose samples differ in a single label, in a fixed order (prometheus-client's
-/// `Family` keeps its samples in a hash map, so their order would change from scrape to scrape).
-#[derive(Debug)]
-struct Labeled {
-    kind: MetricType,
-    label: &'static str,
-    samples: Vec<(String, f64)>,
-}
-
-impl Labeled {
-    fn gauges<'a>(
-        label: &'static str,
-        samples: impl IntoIterator<Item = (&'a str, usize)>,
-    ) -> Self {
-        Labeled {
-            kind: MetricType::Gauge,
-            label,
-            samples: samples
-                .into_iter()
-                .map(|(value, n)| (value.to_owned(), n as f64))
-                .collect(),
-        }
-    }
-
-    fn counters<'a>(
-        label: &'static str,
-        samples: impl IntoIterator<Item = (&'a str, f64)>,
-    ) -> Self {
-        Labeled {
-            kind: MetricType::Counter,
-            label,
-            samples: samples
-                .into_iter()
-                .map(|(value, n)| (value.to_owned(), n))
-                .collect(),
-        }
-    }
-}
-
-impl EncodeMetric for Labeled {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        for (value, sample) in &self.samples {
-            let labels = [(self.label, Escaped(value))];
-            let mut sample_encoder = encoder.encode_family(&labels)?;
-            match self.kind {
-                MetricType::Counter => {
-                    sample_encoder.encode_counter::<NoLabelSet, _, u64>(sample, None)?
-                }
-                _ => sample_encoder.encode_gauge(sample)?,
-            }
-        }
-        Ok(())
-    }
-
-    fn metric_type(&self) -> MetricType {
-        self.kind
-    }
-
-    fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
-}
-
-/// A label value escaped for the text format; prometheus-client writes label values verbatim, and
-/// task prefixes are chosen by users.
-#[derive(Debug)]
-struct Escaped<'a>(&'a str);
-
-impl EncodeLabelValue for Escaped<'_> {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        for c in self.0.chars() {
-            match c {
-                '\\' => encoder.write_str(r"\\")?,
-                '"' => encoder.write_str(r#"\""#)?,
-                '\n' => encoder.write_str(r"\n")?,
-                c => encoder.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
 }
 
 fn text_reply(text: &'static str) -> Response {
@@ -635,7 +450,7 @@ mod tests {
     use tokio::sync::{mpsc, oneshot};
 
     use super::*;
-    use crate::{Request, TaskCounts, WorkerSnapshot};
+    use crate::{PrefixSnapshot, Request, Snapshot, TaskCounts, WorkerSnapshot, WorkerStatus};
 
     fn worker(name: &str, address: &str, nthreads: u32, processing: usize) -> WorkerSnapshot {
         WorkerSnapshot {
@@ -679,10 +494,16 @@ mod tests {
             idle_since: None,
             tasks_forgotten_total: 11,
             tasks_suspicious_total: 12,
-            compute_seconds_by_prefix: vec![("inc".to_owned(), 1.5), ("sum".to_owned(), 0.25)],
+            prefixes: vec![PrefixSnapshot {
+                name: "inc".to_owned(),
+                compute_seconds: 1.5,
+                ..PrefixSnapshot::default()
+            }],
+            workers_added_total: 5,
             transfer_bytes_total: 4096,
             tasks_computed_total: 30,
             started_at: 1_767_225_600.5,
+            ..Snapshot::default()
         }
     }
 
@@ -691,16 +512,24 @@ mod tests {
     struct FakeScheduler {
         handle: SchedulerHandle,
         retired: Arc<Mutex<Vec<RetireSelector>>>,
+        /// How many metrics snapshots it was asked for.
+        metrics_requests: Arc<Mutex<usize>>,
     }
 
     fn fake_scheduler(snapshot: Snapshot) -> FakeScheduler {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let retired = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&retired);
+        let metrics_requests = Arc::new(Mutex::new(0));
+        let count = Arc::clone(&metrics_requests);
         tokio::spawn(async move {
             while let Some(request) = rx.recv().await {
                 match request {
                     Request::Snapshot(reply) => {
+                        let _ = reply.send(snapshot.clone());
+                    }
+                    Request::Metrics(reply) => {
+                        *count.lock().unwrap() += 1;
                         let _ = reply.send(snapshot.clone());
                     }
                     Request::Retire { selector, reply } => {
@@ -730,6 +559,7 @@ mod tests {
         FakeScheduler {
             handle: SchedulerHandle::new(tx),
             retired,
+            metrics_requests,
         }
     }
 
@@ -1138,107 +968,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn metrics_use_dasks_names_labels_and_values() {
+    async fn metrics_are_rendered_from_a_metrics_snapshot() {
         let s = fake_scheduler(snapshot());
         let response = get(&s.handle, "/metrics").await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(content_type(&response), METRICS_CONTENT_TYPE);
         let text = body_text(&response);
-        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-        let want = [
+        // The families and their values are tested in `metrics`; here, that the scrape reads
+        // the scheduler's answer to a metrics request.
+        for sample in [
             "dask_scheduler_clients 2",
             "dask_scheduler_desired_workers 7",
             r#"dask_scheduler_workers{state="idle"} 1.0"#,
-            r#"dask_scheduler_workers{state="partially_saturated"} 1.0"#,
-            r#"dask_scheduler_workers{state="saturated"} 1.0"#,
-            r#"dask_scheduler_workers{state="paused"} 0.0"#,
             r#"dask_scheduler_workers{state="retiring"} 1.0"#,
-            r#"dask_scheduler_tasks{state="released"} 1.0"#,
-            r#"dask_scheduler_tasks{state="waiting"} 2.0"#,
             r#"dask_scheduler_tasks{state="no-worker"} 8.0"#,
-            r#"dask_scheduler_tasks{state="queued"} 3.0"#,
-            r#"dask_scheduler_tasks{state="processing"} 6.0"#,
-            r#"dask_scheduler_tasks{state="memory"} 4.0"#,
-            r#"dask_scheduler_tasks{state="erred"} 5.0"#,
-            "dask_scheduler_tasks_suspicious_total 12",
             "dask_scheduler_tasks_forgotten_total 11",
+            "dask_scheduler_workers_added_total 5",
             r#"dask_scheduler_tasks_compute_seconds_total{task_prefix_name="inc"} 1.5"#,
-            r#"dask_scheduler_tasks_compute_seconds_total{task_prefix_name="sum"} 0.25"#,
             "rask_scheduler_transfer_bytes_total 4096",
-            "rask_scheduler_start_time_seconds 1767225600.5",
-            "rask_scheduler_threads 8",
-            "rask_scheduler_memory_bytes 4000",
-            "rask_scheduler_memory_limit_bytes 17179869184",
-        ];
-        assert_eq!(samples, want, "full text:\n{text}");
-        for (family, kind) in [
-            ("dask_scheduler_clients", "gauge"),
-            ("dask_scheduler_desired_workers", "gauge"),
-            ("dask_scheduler_workers", "gauge"),
-            ("dask_scheduler_tasks", "gauge"),
-            ("dask_scheduler_tasks_suspicious", "counter"),
-            ("dask_scheduler_tasks_forgotten", "counter"),
-            ("dask_scheduler_tasks_compute_seconds", "counter"),
-            ("rask_scheduler_transfer_bytes", "counter"),
         ] {
             assert!(
-                text.contains(&format!("# TYPE {family} {kind}\n")),
-                "no {kind} {family} in\n{text}"
-            );
-            assert!(
-                text.contains(&format!("# HELP {family} ")),
-                "no help for {family}"
+                text.lines().any(|line| line == sample),
+                "no {sample:?} in\n{text}"
             );
         }
+        assert_eq!(*s.metrics_requests.lock().unwrap(), 1);
         assert!(text.ends_with("# EOF\n"));
-    }
-
-    #[tokio::test]
-    async fn metrics_of_an_empty_scheduler_still_list_every_state() {
-        let s = fake_scheduler(Snapshot::default());
-        let response = get(&s.handle, "/metrics").await;
-        let text = body_text(&response);
-        for state in [
-            "idle",
-            "partially_saturated",
-            "saturated",
-            "paused",
-            "retiring",
-        ] {
-            assert!(text.contains(&format!(
-                "dask_scheduler_workers{{state=\"{state}\"}} 0.0\n"
-            )));
-        }
-        for state in [
-            "released",
-            "waiting",
-            "no-worker",
-            "queued",
-            "processing",
-            "memory",
-            "erred",
-        ] {
-            assert!(text.contains(&format!("dask_scheduler_tasks{{state=\"{state}\"}} 0.0\n")));
-        }
-        assert!(
-            !text.contains("task_prefix_name"),
-            "no prefixes, no samples"
-        );
-    }
-
-    #[test]
-    fn metric_label_values_are_escaped() {
-        let text = metrics_text(&Snapshot {
-            compute_seconds_by_prefix: vec![("a\"b\\c\nd".to_owned(), 2.0)],
-            ..Snapshot::default()
-        })
-        .unwrap();
-        assert!(
-            text.contains(
-                r#"dask_scheduler_tasks_compute_seconds_total{task_prefix_name="a\"b\\c\nd"} 2.0"#
-            ),
-            "{text}"
-        );
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 
 pub mod adaptive;
 pub mod http;
+mod metrics;
 pub mod server;
 pub mod state;
 
@@ -16,6 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug)]
 pub enum Request {
     Snapshot(oneshot::Sender<Snapshot>),
+    /// A snapshot for a Prometheus scrape: as `Snapshot`, and the longest tick since the last
+    /// scrape starts over (Dask resets it when scraped).
+    Metrics(oneshot::Sender<Snapshot>),
     /// Retire workers (move their data to others, then close them); answered once done.
     Retire {
         selector: RetireSelector,
@@ -56,6 +60,15 @@ impl SchedulerHandle {
         rx.await.map_err(|_| SchedulerGone)
     }
 
+    /// A snapshot for `/metrics`; see [`Request::Metrics`].
+    pub async fn metrics_snapshot(&self) -> Result<Snapshot, SchedulerGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Metrics(reply))
+            .map_err(|_| SchedulerGone)?;
+        rx.await.map_err(|_| SchedulerGone)
+    }
+
     pub async fn retire(
         &self,
         selector: RetireSelector,
@@ -84,14 +97,55 @@ pub struct Snapshot {
     pub tasks_forgotten_total: u64,
     /// Tasks whose worker died while they ran, since start.
     pub tasks_suspicious_total: u64,
-    /// Seconds of compute per task prefix, since start.
-    pub compute_seconds_by_prefix: Vec<(String, f64)>,
     /// Bytes of results transferred between workers, since start.
     pub transfer_bytes_total: u64,
     /// Task executions that produced a result, since start (recomputations count again).
     pub tasks_computed_total: u64,
     /// Seconds since the epoch when the scheduler started.
     pub started_at: f64,
+    /// Client connections registered and closed, since start.
+    pub client_connections_added_total: u64,
+    pub client_connections_removed_total: u64,
+    /// Workers registered and removed (lost, closed or retired), since start.
+    pub workers_added_total: u64,
+    pub workers_removed_total: u64,
+    /// Task groups with tasks the scheduler knows (see `state::group_of`).
+    pub task_groups: usize,
+    /// Every task prefix seen since start, by name.
+    pub prefixes: Vec<PrefixSnapshot>,
+    /// Measurements of the event loop's responsiveness (filled in by the event loop).
+    pub ticks: TickSnapshot,
+    /// The scheduler's monotonic clock when the snapshot was taken: seconds since it started
+    /// (filled in by the event loop; Dask's `dask_scheduler_last_time`).
+    pub monotonic_s: f64,
+}
+
+/// What the scheduler knows of one task prefix.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PrefixSnapshot {
+    pub name: String,
+    /// Seconds its tasks ran, since start.
+    pub compute_seconds: f64,
+    /// Seconds workers spent fetching its tasks' inputs from peers, since start.
+    pub transfer_seconds: f64,
+    /// Bytes of its results in memory now (each result once).
+    pub nbytes_in_memory: u64,
+    /// Times a worker died while running one of its tasks, since start.
+    pub suspicious: u64,
+    /// Transitions of its tasks into each state, by Dask's state name (`released`, `waiting`,
+    /// `no-worker`, `queued`, `processing`, `memory`, `erred`, `forgotten`), since start; states
+    /// never entered are left out, as Dask does.
+    pub state_totals: Vec<(&'static str, u64)>,
+}
+
+/// The event loop's ticks (see [`rask_core::ticks`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct TickSnapshot {
+    /// Ticks since the scheduler started.
+    pub count: u64,
+    /// The longest time between two ticks (or since the last one) since the metrics were last
+    /// scraped, in seconds.
+    pub max_duration_s: f64,
 }
 
 /// Tasks the scheduler knows, by state.

@@ -4,17 +4,18 @@
 //! HTTP API stays on the caller's runtime and talks to the loop through requests.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::state::{self, ClientId, Outbox, RequestId, State, WorkerId};
-use crate::{Request, RetiredWorker, SchedulerHandle, http};
+use crate::{Request, RetiredWorker, SchedulerHandle, Snapshot, TickSnapshot, http};
 use rask_core::Key;
 use rask_core::net;
 use rask_core::protocol::{Envelope, FrameError, FromScheduler, ToScheduler};
+use rask_core::ticks::{TICK_INTERVAL, Ticks};
 
 /// How to start a scheduler.
 #[derive(Clone, Debug)]
@@ -76,9 +77,12 @@ impl Scheduler {
             None => None,
         };
         let state = State::new(config.policy, address.clone(), now());
+        let started = Instant::now();
         let event_loop = EventLoop {
             pending: FxHashMap::default(),
             state,
+            started,
+            ticks: Ticks::new("scheduler", started),
             conns: FxHashMap::default(),
             retire_replies: FxHashMap::default(),
             next_request: 0,
@@ -279,6 +283,9 @@ struct Conn {
 struct EventLoop {
     pending: FxHashMap<u64, Outgoing>,
     state: State,
+    /// When the event loop was made: the epoch of the monotonic clock metrics show.
+    started: Instant,
+    ticks: Ticks,
     conns: FxHashMap<u64, Conn>,
     retire_replies: FxHashMap<RequestId, oneshot::Sender<Vec<RetiredWorker>>>,
     next_request: RequestId,
@@ -355,6 +362,8 @@ impl EventLoop {
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut measure = tokio::time::interval(TICK_INTERVAL);
+        measure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 Some(ev) = events.recv() => {
@@ -378,6 +387,7 @@ impl EventLoop {
                     state.tick(now(), &mut out);
                     out.flush();
                 }
+                _ = measure.tick() => self.ticks.tick(Instant::now()),
                 _ = &mut stop => break,
             }
         }
@@ -408,10 +418,26 @@ impl EventLoop {
         self.split().1.flush();
     }
 
+    /// The state's snapshot with the event loop's own measurements.
+    fn snapshot(&self) -> Snapshot {
+        let at = Instant::now();
+        let mut snapshot = self.state.snapshot(now());
+        snapshot.ticks = TickSnapshot {
+            count: self.ticks.count(),
+            max_duration_s: self.ticks.longest(at).as_secs_f64(),
+        };
+        snapshot.monotonic_s = at.saturating_duration_since(self.started).as_secs_f64();
+        snapshot
+    }
+
     fn on_request(&mut self, req: Request) {
         match req {
             Request::Snapshot(reply) => {
-                let _ = reply.send(self.state.snapshot(now()));
+                let _ = reply.send(self.snapshot());
+            }
+            Request::Metrics(reply) => {
+                let _ = reply.send(self.snapshot());
+                self.ticks.scraped();
             }
             Request::Retire { selector, reply } => {
                 self.next_request += 1;
@@ -520,17 +546,22 @@ fn on_worker_message(
 ) {
     let Envelope { msg, blobs } = env;
     match msg {
-        ToScheduler::Heartbeat(load) => state.heartbeat(id, load, now),
+        ToScheduler::Heartbeat(load) => {
+            state.heartbeat(id, load, now);
+            out.to_worker(id, FromScheduler::HeartbeatAck.into());
+        }
         ToScheduler::TaskFinished {
             key,
             nbytes,
             duration_us,
+            transfer_us,
         } => {
             let data = blobs.into_iter().next();
             let done = state::Finished {
                 key,
                 nbytes,
                 duration_us,
+                transfer_us,
                 data,
             };
             state.task_finished(id, done, now, out)

@@ -21,7 +21,10 @@ use bytes::Bytes;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target};
-use crate::{RetireSelector, RetiredWorker, Snapshot, TaskCounts, WorkerSnapshot, WorkerStatus};
+use crate::{
+    PrefixSnapshot, RetireSelector, RetiredWorker, Snapshot, TaskCounts, TickSnapshot,
+    WorkerSnapshot, WorkerStatus,
+};
 use rask_core::function::describe_families;
 use rask_core::protocol::{
     ComputeTask, Envelope, FromScheduler, TaskError, TaskFailure, WorkerInfo, WorkerLoad,
@@ -91,6 +94,28 @@ pub enum TaskState {
 
 impl TaskState {
     const COUNT: usize = TaskState::Erred as usize + 1;
+    const ALL: [TaskState; TaskState::COUNT] = [
+        TaskState::Released,
+        TaskState::Waiting,
+        TaskState::Queued,
+        TaskState::NoWorker,
+        TaskState::Processing,
+        TaskState::Memory,
+        TaskState::Erred,
+    ];
+
+    /// Dask's name of the state.
+    pub fn dask_name(self) -> &'static str {
+        match self {
+            TaskState::Released => "released",
+            TaskState::Waiting => "waiting",
+            TaskState::Queued => "queued",
+            TaskState::NoWorker => "no-worker",
+            TaskState::Processing => "processing",
+            TaskState::Memory => "memory",
+            TaskState::Erred => "erred",
+        }
+    }
 }
 
 /// Index of a [`Class`] in [`State::classes`].
@@ -134,6 +159,8 @@ struct Task {
     /// Boxed: most tasks never fail, and a smaller `Task` is cheaper to move in the map.
     failure: Option<Box<TaskFailure>>,
     suspicious: u32,
+    /// Index of its key's prefix in [`State::prefixes`].
+    prefix: u32,
 }
 
 struct Worker {
@@ -151,11 +178,51 @@ struct Worker {
     load: WorkerLoad,
 }
 
-#[derive(Default)]
+/// What the scheduler knows of one task prefix (the part of a key before its first `-`), kept
+/// for as long as the scheduler runs, as Dask keeps its task prefixes. Plain numbers, updated
+/// where tasks change state and read only when metrics are scraped.
 struct PrefixStats {
+    name: String,
     /// Exponentially weighted average duration, µs.
     avg_us: Option<f64>,
-    total_s: f64,
+    /// Seconds its tasks ran, since start.
+    compute_s: f64,
+    /// Seconds workers spent fetching its tasks' inputs from peers, since start.
+    transfer_s: f64,
+    /// Bytes of its results in memory now, each result once however many workers hold it.
+    nbytes_in_memory: u64,
+    /// Transitions of its tasks into each state (`TaskState as usize`; the last slot counts
+    /// tasks forgotten), since start.
+    state_totals: [u64; TaskState::COUNT + 1],
+    /// Times a worker died while running one of its tasks, since start.
+    suspicious: u64,
+}
+
+impl PrefixStats {
+    fn new(name: &str) -> Self {
+        PrefixStats {
+            name: name.to_owned(),
+            avg_us: None,
+            compute_s: 0.0,
+            transfer_s: 0.0,
+            nbytes_in_memory: 0,
+            state_totals: [0; TaskState::COUNT + 1],
+            suspicious: 0,
+        }
+    }
+}
+
+/// The slot of [`PrefixStats::state_totals`] that counts forgotten tasks.
+const FORGOTTEN: usize = TaskState::COUNT;
+
+/// A key's task group: the key without its last `-` part (`inc-3f2a-17` → `inc-3f2a`), which
+/// for rask's keys (`prefix-token-counter`) is every task of one prefix made by one client
+/// process, as Dask's groups gather a collection's chunks. A key without `-` is its own group.
+pub(crate) fn group_of(key: &str) -> &str {
+    match key.rfind('-') {
+        Some(i) if i > 0 => &key[..i],
+        _ => key,
+    }
 }
 
 struct Retirement {
@@ -174,7 +241,11 @@ pub struct State {
     /// Tasks by function and resources, each with its queue of ready tasks.
     classes: Vec<Class>,
     class_ids: FxHashMap<(FuncName, String), ClassId>,
-    prefixes: FxHashMap<String, PrefixStats>,
+    /// Every task prefix seen, in order of first appearance; tasks refer to theirs by index.
+    prefixes: Vec<PrefixStats>,
+    prefix_ids: FxHashMap<String, u32>,
+    /// Tasks known per task group ([`group_of`]); a group leaves with its last task.
+    groups: FxHashMap<Box<str>, u32>,
     /// Tasks per state, indexed by `TaskState as usize`.
     counts: [usize; TaskState::COUNT],
     retirements: Vec<Retirement>,
@@ -190,6 +261,12 @@ pub struct State {
     suspicious_total: u64,
     transfer_bytes_total: u64,
     computed_total: u64,
+    /// Client connections registered and closed, since start.
+    clients_added_total: u64,
+    clients_removed_total: u64,
+    /// Workers registered and removed (lost, closed or retired), since start.
+    workers_added_total: u64,
+    workers_removed_total: u64,
     started_at: f64,
     address: String,
 }
@@ -200,6 +277,8 @@ pub struct Finished {
     pub key: Key,
     pub nbytes: u64,
     pub duration_us: u64,
+    /// Microseconds the worker spent fetching the task's inputs from peers before running it.
+    pub transfer_us: u64,
     /// The encoded result, when the worker sent it along (a client waits for it).
     pub data: Option<Bytes>,
 }
@@ -220,7 +299,9 @@ impl State {
             clients: FxHashMap::default(),
             classes: Vec::new(),
             class_ids: FxHashMap::default(),
-            prefixes: FxHashMap::default(),
+            prefixes: Vec::new(),
+            prefix_ids: FxHashMap::default(),
+            groups: FxHashMap::default(),
             counts: [0; TaskState::COUNT],
             retirements: Vec::new(),
             replicating: FxHashMap::default(),
@@ -231,6 +312,10 @@ impl State {
             suspicious_total: 0,
             transfer_bytes_total: 0,
             computed_total: 0,
+            clients_added_total: 0,
+            clients_removed_total: 0,
+            workers_added_total: 0,
+            workers_removed_total: 0,
             started_at: now,
             address,
         }
@@ -264,11 +349,15 @@ impl State {
     // ----- clients -------------------------------------------------------------------------
 
     pub fn add_client(&mut self, client: ClientId) {
-        self.clients.entry(client).or_default();
+        if let std::collections::hash_map::Entry::Vacant(e) = self.clients.entry(client) {
+            e.insert(FxHashSet::default());
+            self.clients_added_total += 1;
+        }
     }
 
     pub fn remove_client(&mut self, client: ClientId, now: f64, out: &mut impl Outbox) {
         if let Some(keys) = self.clients.remove(&client) {
+            self.clients_removed_total += 1;
             let keys: Vec<Key> = keys.into_iter().collect();
             self.unwant(client, &keys, now, out);
             self.check_retirements(now, out);
@@ -287,6 +376,9 @@ impl State {
         let mut unknown_deps: Vec<(Key, Key)> = Vec::new();
         let mut new_keys: Vec<Key> = Vec::with_capacity(tasks.len());
         self.tasks.reserve(tasks.len());
+        // Graphs come in runs of one prefix and one group: each is looked up once per run.
+        let mut run_prefix: Option<u32> = None;
+        let mut run_group: Option<(Key, u32)> = None;
         for spec in tasks {
             if self.tasks.contains_key(&spec.key) {
                 continue;
@@ -308,6 +400,26 @@ impl State {
             let key = spec.key.clone();
             self.next_priority += 1;
             let class = self.class_of(&spec, now);
+            let prefix = match run_prefix {
+                Some(id)
+                    if self
+                        .prefixes
+                        .get(id as usize)
+                        .is_some_and(|p| p.name == key.prefix()) =>
+                {
+                    id
+                }
+                _ => self.prefix_id(key.prefix()),
+            };
+            run_prefix = Some(prefix);
+            match &mut run_group {
+                Some((first, n)) if group_of(first.as_str()) == group_of(key.as_str()) => *n += 1,
+                _ => {
+                    if let Some((first, n)) = run_group.replace((key.clone(), 1)) {
+                        self.join_group(first.as_str(), n);
+                    }
+                }
+            }
             let task = Task {
                 spec,
                 class,
@@ -323,10 +435,14 @@ impl State {
                 priority: self.next_priority,
                 failure: None,
                 suspicious: 0,
+                prefix,
             };
             self.counts[TaskState::Released as usize] += 1;
             new_keys.push(key.clone());
             self.tasks.insert(key, task);
+        }
+        if let Some((first, n)) = run_group {
+            self.join_group(first.as_str(), n);
         }
         for (task, dep) in unknown_deps {
             let failure = TaskFailure {
@@ -454,6 +570,7 @@ impl State {
                 load: WorkerLoad::default(),
             },
         );
+        self.workers_added_total += 1;
         // The welcome goes first: queued tasks may be sent to the new worker right below.
         out.to_worker(id, FromScheduler::Welcome { id }.into());
         self.workers_changed(now);
@@ -610,6 +727,7 @@ impl State {
             return;
         };
         tracing::info!(name = %w.info.name, address = %w.info.address, "worker removed");
+        self.workers_removed_total += 1;
         self.workers_changed(now);
         // Results only this worker held are lost first, while the tasks it was running still
         // count as needing their inputs.
@@ -641,6 +759,9 @@ impl State {
             t.suspicious += 1;
             self.suspicious_total += 1;
             let suspicious = t.suspicious;
+            if let Some(p) = self.prefixes.get_mut(t.prefix as usize) {
+                p.suspicious += 1;
+            }
             self.set_state(&key, TaskState::Released);
             if suspicious > self.config.allowed_failures {
                 let error = TaskError::KilledWorker {
@@ -713,11 +834,12 @@ impl State {
             key,
             nbytes,
             duration_us,
+            transfer_us,
             data,
         } = done;
         let key = &key;
         self.touch(worker, now);
-        self.record_duration(key, duration_us);
+        self.record_duration(key, duration_us, transfer_us);
         let Some(t) = self.tasks.get(key) else {
             out.to_worker(
                 worker,
@@ -840,7 +962,7 @@ impl State {
         out: &mut impl Outbox,
     ) {
         self.touch(worker, now);
-        self.record_duration(key, duration_us);
+        self.record_duration(key, duration_us, 0);
         let Some(t) = self.tasks.get(key) else { return };
         if t.state != TaskState::Processing || t.processing_on != Some(worker) {
             return;
@@ -1133,6 +1255,7 @@ impl State {
             return;
         };
         tracing::info!(name = %w.info.name, "worker retired");
+        self.workers_removed_total += 1;
         for key in w.has_what {
             if let Some(t) = self.tasks.get_mut(&key) {
                 t.who_has.retain(|x| *x != id);
@@ -1164,6 +1287,16 @@ impl State {
             let c = &mut self.counts[from as usize];
             *c = c.saturating_sub(1);
             self.counts[to as usize] += 1;
+            if let Some(p) = self.prefixes.get_mut(t.prefix as usize) {
+                p.state_totals[to as usize] += 1;
+                // Bytes in memory follow the state; `add_replica` corrects them when the
+                // result's size arrives after the state changed.
+                if from == TaskState::Memory {
+                    p.nbytes_in_memory = p.nbytes_in_memory.saturating_sub(t.nbytes);
+                } else if to == TaskState::Memory {
+                    p.nbytes_in_memory += t.nbytes;
+                }
+            }
         }
     }
 
@@ -1347,6 +1480,9 @@ impl State {
                         t.state = to;
                         self.counts[from as usize] = self.counts[from as usize].saturating_sub(1);
                         self.counts[to as usize] += 1;
+                        if let Some(p) = self.prefixes.get_mut(t.prefix as usize) {
+                            p.state_totals[to as usize] += 1;
+                        }
                     }
                 }
             }
@@ -1356,8 +1492,9 @@ impl State {
     fn expected_us(&self, key: &Key) -> u64 {
         let unknown = self.config.unknown_task_duration_s * 1e6;
         let avg = self
-            .prefixes
+            .prefix_ids
             .get(key.prefix())
+            .and_then(|&i| self.prefixes.get(i as usize))
             .and_then(|p| p.avg_us)
             .unwrap_or(unknown);
         avg.max(1.0) as u64
@@ -1420,13 +1557,9 @@ impl State {
         let resources = spec.resources.clone();
         let who_has = deps
             .into_iter()
-            .map(|d| {
-                let holders = self
-                    .tasks
-                    .get(&d)
-                    .map(|dt| self.addresses(&dt.who_has))
-                    .unwrap_or_default();
-                (d, holders)
+            .map(|d| match self.tasks.get(&d) {
+                Some(dt) => (d, dt.nbytes, self.addresses(&dt.who_has)),
+                None => (d, 0, Vec::new()),
             })
             .collect();
         if let Some(w) = self.workers.get_mut(&worker) {
@@ -1509,6 +1642,11 @@ impl State {
             return;
         };
         if let Some(t) = self.tasks.get_mut(key) {
+            if t.state == TaskState::Memory
+                && let Some(p) = self.prefixes.get_mut(t.prefix as usize)
+            {
+                p.nbytes_in_memory = (p.nbytes_in_memory + nbytes).saturating_sub(t.nbytes);
+            }
             t.nbytes = nbytes;
             if !t.who_has.contains(&worker) {
                 t.who_has.push(worker);
@@ -1519,13 +1657,10 @@ impl State {
         }
     }
 
-    fn record_duration(&mut self, key: &Key, duration_us: u64) {
-        let prefix = key.prefix();
-        if !self.prefixes.contains_key(prefix) {
-            self.prefixes
-                .insert(prefix.to_owned(), PrefixStats::default());
-        }
-        let Some(p) = self.prefixes.get_mut(prefix) else {
+    /// Records a task's run: `duration_us` computing, after `transfer_us` fetching its inputs.
+    fn record_duration(&mut self, key: &Key, duration_us: u64, transfer_us: u64) {
+        let id = self.prefix_id(key.prefix());
+        let Some(p) = self.prefixes.get_mut(id as usize) else {
             return;
         };
         let d = duration_us as f64;
@@ -1533,7 +1668,40 @@ impl State {
             Some(a) => 0.5 * a + 0.5 * d,
             None => d,
         });
-        p.total_s += d / 1e6;
+        p.compute_s += d / 1e6;
+        p.transfer_s += transfer_us as f64 / 1e6;
+    }
+
+    /// The index of `prefix` in [`State::prefixes`], added if new.
+    fn prefix_id(&mut self, prefix: &str) -> u32 {
+        if let Some(&id) = self.prefix_ids.get(prefix) {
+            return id;
+        }
+        let id = u32::try_from(self.prefixes.len()).unwrap_or(u32::MAX);
+        self.prefixes.push(PrefixStats::new(prefix));
+        self.prefix_ids.insert(prefix.to_owned(), id);
+        id
+    }
+
+    /// `n` tasks of `key`'s group were added.
+    fn join_group(&mut self, key: &str, n: u32) {
+        let group = group_of(key);
+        match self.groups.get_mut(group) {
+            Some(count) => *count += n,
+            None => {
+                self.groups.insert(group.into(), n);
+            }
+        }
+    }
+
+    fn leave_group(&mut self, key: &str) {
+        let group = group_of(key);
+        if let Some(n) = self.groups.get_mut(group) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.groups.remove(group);
+            }
+        }
     }
 
     /// Fails `key` and everything that depends on it, telling the clients that want them.
@@ -1672,6 +1840,13 @@ impl State {
             c.queue.remove(&t.priority);
         }
         self.forgotten_total += 1;
+        if let Some(p) = self.prefixes.get_mut(t.prefix as usize) {
+            p.state_totals[FORGOTTEN] += 1;
+            if t.state == TaskState::Memory {
+                p.nbytes_in_memory = p.nbytes_in_memory.saturating_sub(t.nbytes);
+            }
+        }
+        self.leave_group(key.as_str());
         for d in &t.deps {
             if let Some(dt) = self.tasks.get_mut(d) {
                 dt.dependents.remove(key);
@@ -1728,12 +1903,25 @@ impl State {
             memory: self.count(TaskState::Memory),
             erred: self.count(TaskState::Erred),
         };
-        let mut compute_seconds_by_prefix: Vec<(String, f64)> = self
+        let mut prefixes: Vec<PrefixSnapshot> = self
             .prefixes
             .iter()
-            .map(|(p, s)| (p.clone(), s.total_s))
+            .map(|p| {
+                let states = TaskState::ALL
+                    .iter()
+                    .map(|s| (s.dask_name(), p.state_totals[*s as usize]))
+                    .chain([("forgotten", p.state_totals[FORGOTTEN])]);
+                PrefixSnapshot {
+                    name: p.name.clone(),
+                    compute_seconds: p.compute_s,
+                    transfer_seconds: p.transfer_s,
+                    nbytes_in_memory: p.nbytes_in_memory,
+                    suspicious: p.suspicious,
+                    state_totals: states.filter(|(_, n)| *n > 0).collect(),
+                }
+            })
             .collect();
-        compute_seconds_by_prefix.sort_by(|a, b| a.0.cmp(&b.0));
+        prefixes.sort_by(|a, b| a.name.cmp(&b.name));
         Snapshot {
             address: self.address.clone(),
             workers,
@@ -1743,10 +1931,17 @@ impl State {
             idle_since: self.idle_since,
             tasks_forgotten_total: self.forgotten_total,
             tasks_suspicious_total: self.suspicious_total,
-            compute_seconds_by_prefix,
             transfer_bytes_total: self.transfer_bytes_total,
             tasks_computed_total: self.computed_total,
             started_at: self.started_at,
+            client_connections_added_total: self.clients_added_total,
+            client_connections_removed_total: self.clients_removed_total,
+            workers_added_total: self.workers_added_total,
+            workers_removed_total: self.workers_removed_total,
+            task_groups: self.groups.len(),
+            prefixes,
+            ticks: TickSnapshot::default(),
+            monotonic_s: 0.0,
         }
     }
 

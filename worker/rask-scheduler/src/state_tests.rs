@@ -80,6 +80,9 @@ impl Outbox for Rec {
 
 const C: ClientId = 100;
 
+/// Microseconds a simulated worker takes to fetch one input from a peer.
+const FETCH_US: u64 = 25;
+
 /// A scheduler with simulated workers that run the registry's functions.
 struct Sim {
     st: State,
@@ -169,12 +172,14 @@ impl Sim {
     }
 
     /// Runs one assigned task on its worker: inputs must be local or fetchable from a listed
-    /// holder that really has them.
+    /// holder that really has them. Each input fetched takes [`FETCH_US`].
     fn run(&mut self, w: WorkerId, ct: &ComputeTask) {
-        for (dep, holders) in &ct.who_has {
+        let mut transfer_us = 0;
+        for (dep, _, holders) in &ct.who_has {
             if self.held[&w].contains_key(dep) {
                 continue;
             }
+            transfer_us += FETCH_US;
             let src = holders.iter().find_map(|h| {
                 let id: WorkerId = h.trim_start_matches("tcp://w").parse().ok()?;
                 self.held.get(&id)?.get(dep).cloned()
@@ -208,6 +213,7 @@ impl Sim {
                     key: ct.spec.key.clone(),
                     nbytes: 8,
                     duration_us: 100,
+                    transfer_us,
                     data,
                 };
                 self.st.task_finished(w, done, self.now, &mut self.out);
@@ -419,6 +425,7 @@ fn placement_prefers_the_worker_holding_most_input_bytes() {
         key: k(key),
         nbytes,
         duration_us: 10,
+        transfer_us: 0,
         data: None,
     };
     sim.st
@@ -431,7 +438,10 @@ fn placement_prefers_the_worker_holding_most_input_bytes() {
     assert_eq!(cs[0].0, 2);
     assert_eq!(
         cs[0].1.who_has,
-        vec![(k("a"), vec![addr(2)]), (k("b"), vec![addr(1)])]
+        vec![
+            (k("a"), 1_000_000, vec![addr(2)]),
+            (k("b"), 10, vec![addr(1)])
+        ]
     );
 }
 
@@ -843,6 +853,7 @@ fn a_finished_reduction_answers_first_and_frees_its_inputs_on_settle() {
         key: ct.spec.key.clone(),
         nbytes: 8,
         duration_us: 10,
+        transfer_us: 0,
         data: Some(Value::Int((1..=200).sum()).encode().into_bytes()),
     };
     sim.st.task_finished(w, done, sim.now, &mut sim.out);
@@ -1106,4 +1117,278 @@ fn a_task_that_keeps_killing_workers_fails_with_the_nanny_s_reason() {
     sim.st
         .worker_killed("nobody", "x".into(), sim.now, &mut sim.out);
     assert_eq!(sim.st.workers.len(), 1);
+}
+
+// ----- metrics: counters kept in the state ------------------------------------------------------
+
+/// The snapshot's figures of one prefix.
+fn prefix(sim: &Sim, name: &str) -> PrefixSnapshot {
+    sim.st
+        .snapshot(sim.now)
+        .prefixes
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no prefix {name}"))
+}
+
+/// Bytes in memory per prefix, summed over the tasks: what the state's running totals must equal.
+fn scanned_output_bytes(st: &State) -> FxHashMap<String, u64> {
+    let mut by_prefix: FxHashMap<String, u64> = FxHashMap::default();
+    for p in &st.prefixes {
+        by_prefix.insert(p.name.clone(), 0);
+    }
+    for (key, t) in &st.tasks {
+        if t.state == TaskState::Memory {
+            *by_prefix.entry(key.prefix().to_owned()).or_default() += t.nbytes;
+        }
+    }
+    by_prefix
+}
+
+fn output_bytes(st: &State) -> FxHashMap<String, u64> {
+    st.snapshot(0.0)
+        .prefixes
+        .into_iter()
+        .map(|p| (p.name, p.nbytes_in_memory))
+        .collect()
+}
+
+#[test]
+fn workers_added_and_removed_count_joins_losses_and_retirements() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1), (3, 1)]);
+    let counts = |sim: &Sim| {
+        let s = sim.st.snapshot(sim.now);
+        (s.workers_added_total, s.workers_removed_total)
+    };
+    assert_eq!(counts(&sim), (3, 0));
+    // A refused registration adds no worker.
+    let info = WorkerInfo {
+        name: "w1".into(),
+        address: addr(9),
+        nthreads: 1,
+        memory_limit: 0,
+        pid: 9,
+        families: Vec::new(),
+        resources: Resources::none(),
+    };
+    assert!(sim.st.add_worker(9, info, sim.now, &mut sim.out).is_err());
+    assert_eq!(counts(&sim), (3, 0));
+    sim.st.remove_worker(1, sim.now, &mut sim.out);
+    // Removing a worker already gone counts nothing.
+    sim.st.remove_worker(1, sim.now, &mut sim.out);
+    assert_eq!(counts(&sim), (3, 1));
+    sim.st
+        .retire_workers(1, &RetireSelector::Count(1), sim.now, &mut sim.out);
+    assert_eq!(sim.out.retired.len(), 1);
+    assert_eq!(counts(&sim), (3, 2));
+    sim.add_worker(4, 1);
+    assert_eq!(counts(&sim), (4, 2));
+    assert_eq!(sim.st.snapshot(sim.now).workers.len(), 2);
+}
+
+#[test]
+fn client_connections_added_and_removed_count_each_connection_once() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    let counts = |sim: &Sim| {
+        let s = sim.st.snapshot(sim.now);
+        (
+            s.client_connections_added_total,
+            s.client_connections_removed_total,
+            s.clients,
+        )
+    };
+    assert_eq!(counts(&sim), (1, 0, 1));
+    sim.st.add_client(C);
+    assert_eq!(counts(&sim), (1, 0, 1), "the same connection again");
+    sim.st.add_client(C + 1);
+    sim.st.remove_client(C + 1, sim.now, &mut sim.out);
+    sim.st.remove_client(C + 1, sim.now, &mut sim.out);
+    assert_eq!(counts(&sim), (2, 1, 1));
+    sim.st.remove_client(C, sim.now, &mut sim.out);
+    assert_eq!(counts(&sim), (2, 2, 0));
+}
+
+#[test]
+fn task_groups_are_keys_without_their_last_part_and_leave_with_their_last_task() {
+    assert_eq!(group_of("inc-3f2a-17"), "inc-3f2a");
+    assert_eq!(group_of("inc-1"), "inc");
+    assert_eq!(group_of("plain"), "plain");
+    assert_eq!(group_of("-odd"), "-odd");
+    let mut sim = Sim::new(&[(1, 1)]);
+    let groups = |sim: &Sim| sim.st.snapshot(sim.now).task_groups;
+    assert_eq!(groups(&sim), 0);
+    sim.submit(
+        vec![
+            task("inc-t1-0", "inc", vec![1.into()]),
+            task("inc-t1-1", "inc", vec![2.into()]),
+            task("add-t1-0", "add", vec![key("inc-t1-0"), key("inc-t1-1")]),
+            task("inc-t2-0", "inc", vec![3.into()]),
+        ],
+        &[&k("add-t1-0"), &k("inc-t2-0")],
+    );
+    assert_eq!(groups(&sim), 3);
+    sim.run_all();
+    // The incs of t1 are freed on the worker but known (the add's lineage) while the add is.
+    assert_eq!(groups(&sim), 3);
+    sim.st
+        .release_keys(C, &[k("add-t1-0")], sim.now, &mut sim.out);
+    assert_eq!(groups(&sim), 1, "the add and its inputs were forgotten");
+    sim.st
+        .release_keys(C, &[k("inc-t2-0")], sim.now, &mut sim.out);
+    assert_eq!(groups(&sim), 0);
+
+    // Runs of one group interleaved with another: each task counts once in its group.
+    sim.submit(
+        vec![
+            task("x-g-0", "inc", vec![1.into()]),
+            task("y-g-0", "inc", vec![1.into()]),
+            task("x-g-1", "inc", vec![1.into()]),
+        ],
+        &[&k("x-g-0"), &k("y-g-0"), &k("x-g-1")],
+    );
+    assert_eq!(groups(&sim), 2);
+    sim.run_all();
+    sim.st.release_keys(C, &[k("x-g-0")], sim.now, &mut sim.out);
+    assert_eq!(groups(&sim), 2, "x-g-1 keeps its group");
+    sim.st
+        .release_keys(C, &[k("x-g-1"), k("y-g-0")], sim.now, &mut sim.out);
+    assert_eq!(groups(&sim), 0);
+    assert_eq!(
+        prefix(&sim, "x").state_totals.last(),
+        Some(&("forgotten", 2))
+    );
+}
+
+#[test]
+fn prefix_state_totals_count_every_transition_and_forgetting() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    sim.submit(
+        vec![
+            task("a-1", "inc", vec![1.into()]),
+            task("a-2", "inc", vec![2.into()]),
+            task("b-1", "add", vec![key("a-1"), key("a-2")]),
+        ],
+        &[&k("b-1")],
+    );
+    sim.run_all();
+    sim.st.release_keys(C, &[k("b-1")], sim.now, &mut sim.out);
+    let a = prefix(&sim, "a");
+    let b = prefix(&sim, "b");
+    // Each a: released → queued/processing → memory → forgotten; one thread, so the second
+    // a queues first.
+    let total = |p: &PrefixSnapshot, state: &str| {
+        p.state_totals
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(total(&a, "processing"), 2, "{a:?}");
+    assert_eq!(total(&a, "memory"), 2, "{a:?}");
+    assert_eq!(total(&a, "forgotten"), 2, "{a:?}");
+    assert_eq!(total(&a, "erred"), 0, "{a:?}");
+    assert_eq!(total(&b, "waiting"), 1, "{b:?}");
+    assert_eq!(total(&b, "processing"), 1, "{b:?}");
+    assert_eq!(total(&b, "memory"), 1, "{b:?}");
+    assert_eq!(total(&b, "forgotten"), 1, "{b:?}");
+    // States never entered are left out, as Dask does.
+    assert!(a.state_totals.iter().all(|(_, n)| *n > 0), "{a:?}");
+    // Dask's state names only.
+    for (state, _) in a.state_totals.iter().chain(&b.state_totals) {
+        assert!(
+            [
+                "released",
+                "waiting",
+                "no-worker",
+                "queued",
+                "processing",
+                "memory",
+                "erred",
+                "forgotten"
+            ]
+            .contains(state),
+            "{state}"
+        );
+    }
+}
+
+#[test]
+fn output_bytes_follow_results_into_and_out_of_memory() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    sim.submit(
+        vec![
+            task("a-1", "inc", vec![1.into()]),
+            task("a-2", "inc", vec![2.into()]),
+            task("b-1", "add", vec![key("a-1"), key("a-2")]),
+            task("c-1", "inc", vec![5.into()]),
+        ],
+        &[&k("b-1"), &k("c-1"), &k("a-1")],
+    );
+    sim.run_all();
+    // Held: a-1 (wanted), b-1, c-1, 8 bytes each; a-2 was freed once b-1 had it.
+    let bytes = output_bytes(&sim.st);
+    assert_eq!(bytes["a"], 8);
+    assert_eq!(bytes["b"], 8);
+    assert_eq!(bytes["c"], 8);
+    assert_eq!(bytes, scanned_output_bytes(&sim.st));
+    // A replica does not count twice; a size reported again replaces the old one.
+    let holder = sim.st.who_has(&k("c-1"))[0];
+    let other = if holder == 1 { 2 } else { 1 };
+    sim.st
+        .add_keys(other, &[(k("c-1"), 8)], sim.now, &mut sim.out);
+    assert_eq!(output_bytes(&sim.st)["c"], 8);
+    // Losing the only holder of a-1 takes it out of memory (it is recomputed).
+    let a_holder = sim.st.who_has(&k("a-1"))[0];
+    sim.st.remove_worker(a_holder, sim.now, &mut sim.out);
+    assert_eq!(output_bytes(&sim.st), scanned_output_bytes(&sim.st));
+    sim.run_all();
+    assert_eq!(output_bytes(&sim.st), scanned_output_bytes(&sim.st));
+    sim.st
+        .release_keys(C, &[k("a-1"), k("b-1"), k("c-1")], sim.now, &mut sim.out);
+    assert!(output_bytes(&sim.st).values().all(|b| *b == 0));
+}
+
+#[test]
+fn compute_and_transfer_seconds_add_up_per_prefix() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    sim.submit(
+        vec![
+            task("a-1", "inc", vec![1.into()]),
+            task("a-2", "inc", vec![2.into()]),
+            task("b-1", "add", vec![key("a-1"), key("a-2")]),
+        ],
+        &[&k("b-1")],
+    );
+    sim.run_all();
+    // The simulated workers take 100 µs per task and FETCH_US per input fetched.
+    let a = prefix(&sim, "a");
+    let b = prefix(&sim, "b");
+    assert!((a.compute_seconds - 200e-6).abs() < 1e-12, "{a:?}");
+    assert!((b.compute_seconds - 100e-6).abs() < 1e-12, "{b:?}");
+    assert_eq!(a.transfer_seconds, 0.0, "{a:?}");
+    // The two a ran on different workers (one thread each), so b fetched one of them.
+    assert!(
+        (b.transfer_seconds - FETCH_US as f64 / 1e6).abs() < 1e-12,
+        "{b:?}"
+    );
+}
+
+#[test]
+fn suspicious_tasks_are_counted_per_prefix() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    sim.submit(
+        vec![
+            task("boom-1", "inc", vec![1.into()]),
+            task("calm-1", "inc", vec![1.into()]),
+        ],
+        &[&k("boom-1"), &k("calm-1")],
+    );
+    let cs = sim.computes();
+    assert_eq!(cs.len(), 1, "one thread: one task at a time");
+    let first = cs[0].1.spec.key.prefix().to_owned();
+    sim.st.remove_worker(1, sim.now, &mut sim.out);
+    sim.add_worker(2, 1);
+    assert_eq!(prefix(&sim, &first).suspicious, 1);
+    let other = if first == "boom" { "calm" } else { "boom" };
+    assert_eq!(prefix(&sim, other).suspicious, 0);
+    assert_eq!(sim.st.snapshot(sim.now).tasks_suspicious_total, 1);
 }

@@ -8,13 +8,16 @@
 
 pub mod executor;
 pub mod memory;
+mod metrics;
 pub mod nanny;
 mod state;
 pub mod store;
 
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -24,12 +27,14 @@ use tokio::task::JoinHandle;
 
 use executor::{Done, Executor, Job};
 use memory::{MemoryFractions, MemoryPolicy, MemorySample, process_rss};
+use metrics::{Transfers, WorkerMetrics};
 use rask_core::function::describe_families;
 use rask_core::net::{self, PeerPool};
 use rask_core::protocol::{
     DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, FromScheduler, ToScheduler,
     WorkerInfo, WorkerLoad, read_frame, write_frame,
 };
+use rask_core::ticks::{TICK_INTERVAL, Ticks};
 use rask_core::{Encoded, KernelError, Key, Registry, Resources, TaskSpec};
 use state::{Effects, Holdings, INLINE_RESULT_MAX, Ready, WorkerState};
 use store::{Store, StoreError};
@@ -62,6 +67,9 @@ pub struct WorkerConfig {
     pub resources: Resources,
     /// Where it spills, pauses and is restarted, as fractions of `memory_limit`.
     pub memory: MemoryFractions,
+    /// Where to serve `/health` and `/metrics` (Dask's `--dashboard-address`; port 0 picks a
+    /// free port; `None`: no dashboard).
+    pub dashboard: Option<SocketAddr>,
 }
 
 impl WorkerConfig {
@@ -79,6 +87,7 @@ impl WorkerConfig {
             connect_timeout: Duration::from_secs(30),
             resources: Resources::none(),
             memory: MemoryFractions::default(),
+            dashboard: None,
         }
     }
 }
@@ -96,6 +105,11 @@ pub enum WorkerError {
         address: String,
         source: std::io::Error,
     },
+    #[error("cannot serve the worker's dashboard (/health, /metrics) on {address}: {source}")]
+    Dashboard {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the scheduler refused worker {name:?}: {reason}")]
     Refused { name: String, reason: String },
     #[error("lost the connection to the scheduler: {0}")]
@@ -110,6 +124,7 @@ pub enum WorkerError {
 pub struct Worker {
     name: String,
     address: String,
+    dashboard: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     core: JoinHandle<Result<(), WorkerError>>,
 }
@@ -152,6 +167,25 @@ impl Worker {
             _ => reach_ip,
         };
         let address = format!("tcp://{host}:{port}");
+        let dashboard = match config.dashboard {
+            Some(addr) => {
+                let listener =
+                    metrics::bind(addr)
+                        .await
+                        .map_err(|source| WorkerError::Dashboard {
+                            address: addr,
+                            source,
+                        })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| WorkerError::Dashboard {
+                        address: addr,
+                        source,
+                    })?;
+                Some((listener, bound))
+            }
+            None => None,
+        };
 
         let policy = MemoryPolicy::new(config.memory_limit, config.memory);
         let store = Arc::new(Mutex::new(Store::with_target(
@@ -205,8 +239,21 @@ impl Worker {
             "worker registered"
         );
 
-        tokio::spawn(serve_data(listener, store.clone()));
+        let transfers = Arc::new(Transfers::default());
+        tokio::spawn(serve_data(listener, store.clone(), transfers.clone()));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let dashboard = dashboard.map(|(listener, bound)| {
+            // Served until the event loop ends and drops its receiver.
+            let open = events_tx.clone();
+            let events = events_tx.clone();
+            let ask = move || {
+                let (reply, answer) = oneshot::channel();
+                events.send(Event::Metrics(reply)).ok().map(|()| answer)
+            };
+            metrics::serve(listener, ask, async move { open.closed().await });
+            tracing::info!(name = %config.name, address = %bound, "worker dashboard (/health, /metrics) listening");
+            bound
+        });
         let done_tx = events_tx.clone();
         let executor = Executor::new(config.nthreads.max(1), move |d| {
             let _ = done_tx.send(Event::Done(d));
@@ -234,12 +281,16 @@ impl Worker {
         let core = Core {
             name: config.name.clone(),
             state: WorkerState::new(policy),
+            nthreads: config.nthreads.max(1),
+            ticks: Ticks::new("worker", Instant::now()),
+            latency: Latency::default(),
             io: Io {
                 store,
                 executor,
                 sched,
                 events: events_tx,
                 pool: Arc::new(PeerPool::default()),
+                transfers,
                 registry,
                 // Sampling the process's memory only serves the spill and pause thresholds.
                 sample_memory: config.memory_limit > 0
@@ -252,6 +303,7 @@ impl Worker {
         Ok(Worker {
             name: config.name,
             address,
+            dashboard,
             stop: Some(stop_tx),
             core: handle,
         })
@@ -264,6 +316,11 @@ impl Worker {
     /// `tcp://host:port` where this worker serves data.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// Where it serves `/health` and `/metrics`, if it does.
+    pub fn dashboard_address(&self) -> Option<SocketAddr> {
+        self.dashboard
     }
 
     /// Runs until the scheduler closes this worker (`Ok`) or the connection is lost (`Err`).
@@ -319,6 +376,8 @@ enum Event {
     SchedulerLost(String),
     Done(Done),
     Fetched(FetchOutcome),
+    /// The dashboard asks for the figures of a `/metrics` scrape.
+    Metrics(oneshot::Sender<WorkerMetrics>),
 }
 
 /// Why a registration did not go through.
@@ -370,6 +429,9 @@ async fn register(
 struct Core {
     name: String,
     state: WorkerState,
+    nthreads: usize,
+    ticks: Ticks,
+    latency: Latency,
     io: Io,
     /// The handlers' effects, kept between events so their buffers are reused: most events
     /// (a task done, one to compute) ask for one message and would otherwise allocate for it.
@@ -383,6 +445,7 @@ struct Io {
     sched: net::Sender<ToScheduler>,
     events: mpsc::UnboundedSender<Event>,
     pool: Arc<PeerPool>,
+    transfers: Arc<Transfers>,
     registry: Registry,
     /// Whether to sample the process's memory (only with a memory limit).
     sample_memory: bool,
@@ -448,6 +511,8 @@ impl Core {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sample = tokio::time::interval(MEMORY_SAMPLE);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut measure = tokio::time::interval(TICK_INTERVAL);
+        measure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             tokio::select! {
                 Some(ev) = events.recv() => match ev {
@@ -460,8 +525,13 @@ impl Core {
                     Event::SchedulerLost(reason) => break Err(WorkerError::SchedulerLost(reason)),
                     Event::Done(d) => self.on_done(d),
                     Event::Fetched(f) => self.on_fetched(f),
+                    Event::Metrics(reply) => {
+                        let _ = reply.send(self.metrics());
+                        self.ticks.scraped();
+                    }
                 },
                 _ = beat.tick() => self.heartbeat(),
+                _ = measure.tick() => self.ticks.tick(Instant::now()),
                 _ = sample.tick(), if self.io.sample_memory => self.sample_memory(),
                 _ = &mut stop => {
                     self.io.sched.send(ToScheduler::WorkerClosing { reason: "worker stopped".into() });
@@ -475,7 +545,7 @@ impl Core {
         result
     }
 
-    fn heartbeat(&self) {
+    fn heartbeat(&mut self) {
         let load = {
             let s = lock(&self.io.store);
             WorkerLoad {
@@ -485,7 +555,45 @@ impl Core {
                 rss: self.state.last_sample().rss,
             }
         };
+        self.latency.sent(Instant::now());
         self.io.sched.send(ToScheduler::Heartbeat(load));
+    }
+
+    /// The figures of a `/metrics` scrape.
+    fn metrics(&self) -> WorkerMetrics {
+        let counts = self.state.task_counts();
+        let executing = self.io.executor.executing();
+        let (in_memory, on_disk, managed_bytes, spilled_bytes, spill) = {
+            let s = lock(&self.io.store);
+            (
+                s.memory_count(),
+                s.spilled_count(),
+                s.memory_bytes(),
+                s.spilled_bytes(),
+                s.activity(),
+            )
+        };
+        WorkerMetrics {
+            tasks: vec![
+                ("waiting", counts.waiting),
+                ("ready", counts.handed_over.saturating_sub(executing)),
+                ("executing", executing),
+                ("flight", counts.flight),
+                ("memory", in_memory),
+                ("disk", on_disk),
+            ],
+            nthreads: self.nthreads,
+            latency_s: self.latency.seconds(),
+            rss: process_rss(None),
+            managed_bytes,
+            spilled_bytes,
+            incoming_bytes: counts.flight_bytes,
+            spill,
+            tick_count: self.ticks.count(),
+            tick_max_s: self.ticks.longest(Instant::now()).as_secs_f64(),
+            ..WorkerMetrics::default()
+        }
+        .with_transfers(&self.io.transfers)
     }
 
     fn sample_memory(&mut self) {
@@ -517,6 +625,7 @@ impl Core {
                         close = Some(reason);
                         break;
                     }
+                    FromScheduler::HeartbeatAck => self.latency.acked(Instant::now()),
                     other => {
                         tracing::warn!(message = ?other, "ignoring an unexpected message from the scheduler")
                     }
@@ -565,8 +674,9 @@ impl Core {
         for (key, holders) in &outcome.missing {
             tracing::warn!(%key, ?holders, "could not fetch an input from any holder");
         }
+        let took_us = u64::try_from(outcome.took.as_micros()).unwrap_or(u64::MAX);
         let mut fx = std::mem::take(&mut self.fx);
-        self.state.fetched(found, outcome.missing, &mut fx);
+        self.state.fetched(found, outcome.missing, took_us, &mut fx);
         self.io.apply(&mut fx);
         self.fx = fx;
     }
@@ -601,6 +711,8 @@ impl Io {
                     key,
                     nbytes,
                     duration_us,
+                    // Only results already held are reported this way: nothing was fetched.
+                    transfer_us: 0,
                 };
                 self.sched.send(Envelope::with_blobs(msg, blobs));
             }
@@ -625,8 +737,9 @@ impl Io {
         if !fetches.is_empty() {
             let pool = self.pool.clone();
             let events = self.events.clone();
+            let transfers = self.transfers.clone();
             tokio::spawn(async move {
-                let outcome = fetch(pool, fetches).await;
+                let outcome = fetch(pool, &transfers, fetches).await;
                 let _ = events.send(Event::Fetched(outcome));
             });
         }
@@ -703,10 +816,51 @@ fn input(
     }
 }
 
+/// The round trip of heartbeats to the scheduler (Dask's worker `latency`): the first sets it,
+/// each later one moves it 5% of the way, as Dask's does.
+#[derive(Debug, Default)]
+struct Latency {
+    /// When the heartbeats not yet acknowledged were sent, oldest first (one connection keeps
+    /// their order).
+    sent: VecDeque<Instant>,
+    seconds: Option<f64>,
+}
+
+/// Heartbeats remembered while waiting for their acknowledgements: a scheduler that stops
+/// acknowledging does not make the worker remember every heartbeat.
+const UNACKED_HEARTBEATS: usize = 64;
+
+/// Dask's worker latency before any heartbeat came back.
+const INITIAL_LATENCY_S: f64 = 0.001;
+
+impl Latency {
+    fn sent(&mut self, at: Instant) {
+        if self.sent.len() == UNACKED_HEARTBEATS {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(at);
+    }
+
+    fn acked(&mut self, at: Instant) {
+        let Some(sent) = self.sent.pop_front() else {
+            return;
+        };
+        let rtt = at.saturating_duration_since(sent).as_secs_f64();
+        self.seconds = Some(match self.seconds {
+            Some(s) => rtt * 0.05 + s * 0.95,
+            None => rtt,
+        });
+    }
+
+    fn seconds(&self) -> f64 {
+        self.seconds.unwrap_or(INITIAL_LATENCY_S)
+    }
+}
+
 // ----- peer data: serving and fetching ---------------------------------------------------------
 
 /// Serves `GetData` requests from peers and clients.
-async fn serve_data(listener: TcpListener, store: Arc<Mutex<Store>>) {
+async fn serve_data(listener: TcpListener, store: Arc<Mutex<Store>>, transfers: Arc<Transfers>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -717,8 +871,9 @@ async fn serve_data(listener: TcpListener, store: Arc<Mutex<Store>>) {
             }
         };
         let store = store.clone();
+        let transfers = transfers.clone();
         tokio::spawn(async move {
-            match serve_data_conn(stream, store).await {
+            match serve_data_conn(stream, store, &transfers).await {
                 Ok(()) => {}
                 // A peer or client that went away mid-exchange is routine.
                 Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
@@ -733,6 +888,7 @@ async fn serve_data(listener: TcpListener, store: Arc<Mutex<Store>>) {
 async fn serve_data_conn(
     mut stream: TcpStream,
     store: Arc<Mutex<Store>>,
+    transfers: &Transfers,
 ) -> Result<(), FrameError> {
     let _ = stream.set_nodelay(true);
     while let Some(batch) = read_frame::<DataRequest, _>(&mut stream, DEFAULT_MAX_FRAME).await? {
@@ -761,6 +917,12 @@ async fn serve_data_conn(
                 blobs,
             ));
         }
+        let nbytes = replies
+            .iter()
+            .flat_map(|r| r.blobs.iter())
+            .map(|b| b.len() as u64)
+            .sum();
+        let _sending = transfers.outgoing(nbytes);
         write_frame(&mut stream, &replies, DEFAULT_MAX_FRAME).await?;
     }
     Ok(())
@@ -770,14 +932,22 @@ struct FetchOutcome {
     found: Vec<(Key, Bytes)>,
     /// Keys no holder could give, with the holders tried.
     missing: Vec<(Key, Vec<String>)>,
+    /// How long the whole fetch took.
+    took: Duration,
 }
 
 /// Fetches keys from their holders, one request per holder per round, trying the next holder
 /// for keys the previous one could not give.
-async fn fetch(pool: Arc<PeerPool>, wanted: Vec<(Key, Vec<String>)>) -> FetchOutcome {
+async fn fetch(
+    pool: Arc<PeerPool>,
+    transfers: &Arc<Transfers>,
+    wanted: Vec<(Key, Vec<String>)>,
+) -> FetchOutcome {
+    let started = Instant::now();
     let mut out = FetchOutcome {
         found: Vec::new(),
         missing: Vec::new(),
+        took: Duration::ZERO,
     };
     // (key, holders, next holder index)
     let mut todo: Vec<(Key, Vec<String>, usize)> =
@@ -795,9 +965,12 @@ async fn fetch(pool: Arc<PeerPool>, wanted: Vec<(Key, Vec<String>)>) -> FetchOut
         }
         let requests = by_holder.into_iter().map(|(holder, items)| {
             let pool = pool.clone();
+            let transfers = transfers.clone();
             async move {
                 let keys = items.iter().map(|(k, _, _)| k.clone()).collect();
+                let open = transfers.incoming();
                 let result = pool.get_data(&holder, keys).await;
+                drop(open);
                 (holder, items, result)
             }
         });
@@ -820,6 +993,7 @@ async fn fetch(pool: Arc<PeerPool>, wanted: Vec<(Key, Vec<String>)>) -> FetchOut
             }
         }
     }
+    out.took = started.elapsed();
     out
 }
 
@@ -841,4 +1015,43 @@ where
         }
     }
     outs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_the_first_round_trip_then_moves_five_percent_per_heartbeat() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut l = Latency::default();
+        assert_eq!(l.seconds(), INITIAL_LATENCY_S);
+        // An acknowledgement of nothing sent changes nothing.
+        l.acked(t0);
+        assert_eq!(l.seconds(), INITIAL_LATENCY_S);
+        l.sent(t0);
+        l.sent(t0 + ms(1000));
+        l.acked(t0 + ms(100));
+        assert!((l.seconds() - 0.1).abs() < 1e-9, "{}", l.seconds());
+        l.acked(t0 + ms(1300));
+        assert!(
+            (l.seconds() - (0.3 * 0.05 + 0.1 * 0.95)).abs() < 1e-9,
+            "{}",
+            l.seconds()
+        );
+    }
+
+    #[test]
+    fn unacknowledged_heartbeats_are_remembered_up_to_a_limit() {
+        let t0 = Instant::now();
+        let mut l = Latency::default();
+        for i in 0..(UNACKED_HEARTBEATS as u64 + 10) {
+            l.sent(t0 + Duration::from_secs(i));
+        }
+        assert_eq!(l.sent.len(), UNACKED_HEARTBEATS);
+        // The oldest were dropped: the first acknowledgement matches heartbeat 10.
+        l.acked(t0 + Duration::from_secs(10) + Duration::from_millis(5));
+        assert!((l.seconds() - 0.005).abs() < 1e-9, "{}", l.seconds());
+    }
 }

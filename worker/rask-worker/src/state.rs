@@ -4,7 +4,7 @@
 //! carries the effects out, and tests record them.
 
 use bytes::Bytes;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use rask_core::protocol::{ComputeTask, Envelope, ToScheduler};
 use rask_core::{Encoded, KernelError, Key, TaskSpec};
@@ -41,6 +41,18 @@ pub(crate) trait Effects {
     fn finished_with_data(&mut self, key: Key, nbytes: u64, duration_us: u64);
 }
 
+/// The worker's tasks by what they wait for (Dask's worker task states).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TaskCounts {
+    /// Waiting for inputs to arrive from peers.
+    pub waiting: usize,
+    /// Handed to the executor: queued there (`ready`) or running (`executing`).
+    pub handed_over: usize,
+    /// Inputs being fetched from peers, and their bytes.
+    pub flight: usize,
+    pub flight_bytes: u64,
+}
+
 /// A task ready to run.
 #[derive(Debug)]
 pub(crate) struct Ready {
@@ -56,6 +68,8 @@ struct Pending {
     /// Inputs not in the store yet.
     missing: usize,
     send_result: bool,
+    /// The longest fetch of its inputs from peers, µs (fetches of one batch run together).
+    transfer_us: u64,
 }
 
 /// The worker's logic.
@@ -63,8 +77,11 @@ pub(crate) struct WorkerState {
     tasks: FxHashMap<Key, Pending>,
     /// Inputs being fetched, and the tasks waiting for each.
     waiters: FxHashMap<Key, Vec<Key>>,
-    /// Keys being fetched (for tasks or for the scheduler's `AcquireReplicas`).
-    in_flight: FxHashSet<Key>,
+    /// Keys being fetched (for tasks or for the scheduler's `AcquireReplicas`), with their size
+    /// as the scheduler knew it (0 for replicas, whose size it does not send).
+    in_flight: FxHashMap<Key, u64>,
+    /// The sizes in `in_flight`, summed.
+    in_flight_bytes: u64,
     memory: MemoryPolicy,
     paused: bool,
     /// The last memory sample, for the heartbeat.
@@ -76,7 +93,8 @@ impl WorkerState {
         WorkerState {
             tasks: FxHashMap::default(),
             waiters: FxHashMap::default(),
-            in_flight: FxHashSet::default(),
+            in_flight: FxHashMap::default(),
+            in_flight_bytes: 0,
             memory,
             paused: false,
             last_sample: MemorySample::default(),
@@ -96,6 +114,38 @@ impl WorkerState {
 
     pub fn last_sample(&self) -> MemorySample {
         self.last_sample
+    }
+
+    /// Tasks assigned and not finished, by what they wait for.
+    pub fn task_counts(&self) -> TaskCounts {
+        let mut counts = TaskCounts {
+            flight: self.in_flight.len(),
+            flight_bytes: self.in_flight_bytes,
+            ..TaskCounts::default()
+        };
+        for p in self.tasks.values() {
+            if p.missing > 0 {
+                counts.waiting += 1;
+            } else if p.spec.is_none() {
+                counts.handed_over += 1;
+            }
+        }
+        counts
+    }
+
+    fn start_fetch(&mut self, key: &Key, nbytes: u64) -> bool {
+        if self.in_flight.contains_key(key) {
+            return false;
+        }
+        self.in_flight.insert(key.clone(), nbytes);
+        self.in_flight_bytes += nbytes;
+        true
+    }
+
+    fn end_fetch(&mut self, key: &Key) {
+        if let Some(nbytes) = self.in_flight.remove(key) {
+            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(nbytes);
+        }
     }
 
     /// The scheduler assigned tasks: run the ready ones, fetch the inputs of the others.
@@ -118,7 +168,7 @@ impl WorkerState {
                 continue;
             }
             let mut missing = 0;
-            for (dep, holders) in ct.who_has {
+            for (dep, nbytes, holders) in ct.who_has {
                 if held.nbytes(&dep).is_some() {
                     continue;
                 }
@@ -127,7 +177,7 @@ impl WorkerState {
                     .entry(dep.clone())
                     .or_default()
                     .push(key.clone());
-                if self.in_flight.insert(dep.clone()) {
+                if self.start_fetch(&dep, nbytes) {
                     fetches.push((dep, holders));
                 }
             }
@@ -138,6 +188,7 @@ impl WorkerState {
                     priority: ct.priority,
                     missing,
                     send_result: ct.send_result,
+                    transfer_us: 0,
                 },
             );
             if missing == 0 {
@@ -170,7 +221,7 @@ impl WorkerState {
         for (k, holders) in keys {
             match held.nbytes(&k) {
                 Some(nbytes) => have.push((k, nbytes)),
-                None if self.in_flight.insert(k.clone()) => fetches.push((k, holders)),
+                None if self.start_fetch(&k, 0) => fetches.push((k, holders)),
                 None => {}
             }
         }
@@ -204,6 +255,7 @@ impl WorkerState {
                     key,
                     nbytes,
                     duration_us,
+                    transfer_us: p.transfer_us,
                 };
                 fx.send(Envelope::with_blobs(msg, blobs));
             }
@@ -218,19 +270,21 @@ impl WorkerState {
         }
     }
 
-    /// A fetch ended: `found` keys are in the store now (with their sizes); no holder could give
-    /// the `missing` ones.
+    /// A fetch ended after `took_us`: `found` keys are in the store now (with their sizes); no
+    /// holder could give the `missing` ones.
     pub fn fetched(
         &mut self,
         found: Vec<(Key, u64)>,
         missing: Vec<(Key, Vec<String>)>,
+        took_us: u64,
         fx: &mut impl Effects,
     ) {
         let mut ready = Vec::new();
         for (key, _) in &found {
-            self.in_flight.remove(key);
+            self.end_fetch(key);
             for t in self.waiters.remove(key).unwrap_or_default() {
                 if let Some(p) = self.tasks.get_mut(&t) {
+                    p.transfer_us = p.transfer_us.max(took_us);
                     p.missing = p.missing.saturating_sub(1);
                     if p.missing == 0 {
                         ready.push(t);
@@ -242,7 +296,7 @@ impl WorkerState {
             fx.send(ToScheduler::AddKeys { keys: found }.into());
         }
         for (key, holders) in missing {
-            self.in_flight.remove(&key);
+            self.end_fetch(&key);
             // The tasks that need it are dropped; the scheduler recomputes the input (or finds
             // another holder) and assigns them again.
             for t in self.waiters.remove(&key).unwrap_or_default() {
@@ -308,6 +362,7 @@ impl WorkerState {
                 key,
                 nbytes,
                 duration_us: 0,
+                transfer_us: 0,
             };
             fx.send(msg.into());
         }

@@ -64,6 +64,9 @@ fn k(s: &str) -> Key {
     Key::from(s)
 }
 
+/// Bytes the scheduler says each input of a test task has.
+const INPUT_BYTES: u64 = 100;
+
 /// A task reading `inputs`, each held by the listed peers.
 fn task(key: &str, inputs: &[(&str, &[&str])], priority: u64, send_result: bool) -> ComputeTask {
     let spec = TaskSpec::new(
@@ -77,7 +80,10 @@ fn task(key: &str, inputs: &[(&str, &[&str])], priority: u64, send_result: bool)
         priority,
         who_has: inputs
             .iter()
-            .map(|(i, holders)| (k(i), holders.iter().map(|h| h.to_string()).collect()))
+            .map(|(i, holders)| {
+                let holders = holders.iter().map(|h| h.to_string()).collect();
+                (k(i), INPUT_BYTES, holders)
+            })
             .collect(),
         send_result,
     }
@@ -119,7 +125,7 @@ fn ready_tasks_run_in_priority_order_and_missing_inputs_are_fetched_once() {
     );
     // The input arrives: both tasks run, and the scheduler learns this worker has a copy.
     let mut fx = Rec::default();
-    st.fetched(vec![(k("remote"), 100)], Vec::new(), &mut fx);
+    st.fetched(vec![(k("remote"), 100)], Vec::new(), 300, &mut fx);
     assert_eq!(fx.executed, vec![k("x"), k("y")]);
     assert_eq!(
         fx.sent,
@@ -209,6 +215,7 @@ fn an_input_no_peer_can_give_drops_its_tasks_and_tells_the_scheduler() {
     st.fetched(
         vec![(k("ok"), 4)],
         vec![(k("gone"), vec!["tcp://dead".into()])],
+        40,
         &mut fx,
     );
     assert!(fx.executed.is_empty(), "y still lacks `gone`");
@@ -244,7 +251,7 @@ fn freed_keys_are_dropped_and_unstarted_tasks_forgotten() {
     assert_eq!(st.assigned(), 0);
     // Its input arriving later runs nothing.
     let mut fx = Rec::default();
-    st.fetched(vec![(k("in"), 1)], Vec::new(), &mut fx);
+    st.fetched(vec![(k("in"), 1)], Vec::new(), 10, &mut fx);
     assert!(fx.executed.is_empty());
 }
 
@@ -306,4 +313,80 @@ fn memory_over_the_thresholds_spills_pauses_and_resumes() {
     st.memory(sample(700, 0), &mut fx);
     assert_eq!(fx.paused, vec![true, false]);
     assert_eq!(fx.sent.last(), Some(&ToScheduler::Paused { paused: false }));
+}
+
+#[test]
+fn task_counts_follow_fetches_and_runs_and_finished_tasks_report_their_transfer_time() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![
+            task("a", &[], 1, false),
+            task("x", &[("r1", &["tcp://p"]), ("r2", &["tcp://p"])], 2, false),
+            task("y", &[("r2", &["tcp://p"])], 3, false),
+        ],
+        &Held::default(),
+        &mut fx,
+    );
+    assert_eq!(
+        st.task_counts(),
+        TaskCounts {
+            waiting: 2,
+            handed_over: 1,
+            flight: 2,
+            flight_bytes: 2 * INPUT_BYTES,
+        }
+    );
+    // r1 arrives alone after 300 µs, then r2 after 500 µs: x waited 500 µs at most, y 500.
+    let mut fx = Rec::default();
+    st.fetched(vec![(k("r1"), 100)], Vec::new(), 300, &mut fx);
+    assert_eq!(st.task_counts().flight, 1);
+    assert_eq!(st.task_counts().flight_bytes, INPUT_BYTES);
+    st.fetched(vec![(k("r2"), 100)], Vec::new(), 500, &mut fx);
+    assert_eq!(
+        st.task_counts(),
+        TaskCounts {
+            waiting: 0,
+            handed_over: 3,
+            flight: 0,
+            flight_bytes: 0,
+        }
+    );
+    let mut fx = Rec::default();
+    let out = Encoded::from_bytes(bytes::Bytes::from_static(b"12345678"));
+    st.done(k("x"), Ok(&out), 7, &mut fx);
+    st.done(k("a"), Ok(&out), 7, &mut fx);
+    assert_eq!(
+        fx.sent,
+        vec![
+            ToScheduler::TaskFinished {
+                key: k("x"),
+                nbytes: 8,
+                duration_us: 7,
+                transfer_us: 500,
+            },
+            ToScheduler::TaskFinished {
+                key: k("a"),
+                nbytes: 8,
+                duration_us: 7,
+                transfer_us: 0,
+            },
+        ]
+    );
+    assert_eq!(st.task_counts().handed_over, 1);
+}
+
+#[test]
+fn replicas_in_flight_count_without_bytes() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.acquire_replicas(
+        vec![(k("theirs"), vec!["tcp://retiring".into()])],
+        &Held::default(),
+        &mut fx,
+    );
+    assert_eq!(st.task_counts().flight, 1);
+    assert_eq!(st.task_counts().flight_bytes, 0);
+    st.fetched(vec![(k("theirs"), 9)], Vec::new(), 5, &mut fx);
+    assert_eq!(st.task_counts(), TaskCounts::default());
 }

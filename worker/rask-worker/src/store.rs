@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
@@ -61,6 +62,21 @@ struct Entry {
     place: Place,
 }
 
+/// How the store was used since it was made: reads served from memory, reads and writes of
+/// spill files (Dask's `SpillBuffer.cumulative_metrics`, without its pickling: results are stored
+/// encoded, so spilling writes them as they are).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SpillActivity {
+    pub memory_read_count: u64,
+    pub memory_read_bytes: u64,
+    pub disk_read_count: u64,
+    pub disk_read_bytes: u64,
+    pub disk_read_seconds: f64,
+    pub disk_write_count: u64,
+    pub disk_write_bytes: u64,
+    pub disk_write_seconds: f64,
+}
+
 /// Results of finished tasks, by key, within a memory budget.
 #[derive(Debug)]
 pub struct Store {
@@ -78,6 +94,7 @@ pub struct Store {
     /// Number of the next spill file. Files are named by number, never by key, since keys may
     /// contain `/`, `..` or anything else.
     next_file: u64,
+    activity: SpillActivity,
 }
 
 impl Store {
@@ -110,6 +127,7 @@ impl Store {
             spilled_bytes: 0,
             spill_dir: own_dir,
             next_file: 0,
+            activity: SpillActivity::default(),
         })
     }
 
@@ -124,8 +142,10 @@ impl Store {
         let nbytes = data.len() as u64;
         if self.target.is_some_and(|target| nbytes > target) {
             let file = self.take_file_number();
+            let started = Instant::now();
             match write_spill_file(&key, &self.spill_path(file), &data) {
                 Ok(()) => {
+                    self.wrote(nbytes, started);
                     self.spilled_bytes += nbytes;
                     let place = Place::Disk { file };
                     self.entries.insert(key, Entry { nbytes, place });
@@ -163,16 +183,22 @@ impl Store {
                 self.lru.remove(last_use);
                 *last_use = clock;
                 self.lru.insert(clock, key.clone());
+                self.activity.memory_read_count += 1;
+                self.activity.memory_read_bytes += entry.nbytes;
                 return Ok(Some(data));
             }
             Place::Disk { file } => (entry.nbytes, *file),
         };
         let path = self.spill_path(file);
+        let started = Instant::now();
         let bytes = std::fs::read(&path).map_err(|source| StoreError::Read {
             key: key.clone(),
             path: path.clone(),
             source,
         })?;
+        self.activity.disk_read_count += 1;
+        self.activity.disk_read_bytes += bytes.len() as u64;
+        self.activity.disk_read_seconds += started.elapsed().as_secs_f64();
         if bytes.len() as u64 != nbytes {
             return Err(StoreError::Length {
                 key: key.clone(),
@@ -233,6 +259,21 @@ impl Store {
     /// Bytes of results spilled to disk.
     pub fn spilled_bytes(&self) -> u64 {
         self.spilled_bytes
+    }
+
+    /// Number of results held in memory.
+    pub fn memory_count(&self) -> usize {
+        self.lru.len()
+    }
+
+    /// Number of results spilled to disk.
+    pub fn spilled_count(&self) -> usize {
+        self.entries.len() - self.lru.len()
+    }
+
+    /// Reads and writes since the store was made.
+    pub fn activity(&self) -> SpillActivity {
+        self.activity
     }
 
     /// Number of results stored, in memory or on disk.
@@ -301,15 +342,24 @@ impl Store {
             let Place::Memory { data, .. } = &entry.place else {
                 continue;
             };
+            let started = Instant::now();
             if let Err(e) = write_spill_file(&key, &path, data) {
                 self.lru.insert(last_use, key);
                 return Err(e);
             }
             entry.place = Place::Disk { file };
-            self.memory_bytes -= entry.nbytes;
-            self.spilled_bytes += entry.nbytes;
+            let nbytes = entry.nbytes;
+            self.memory_bytes -= nbytes;
+            self.spilled_bytes += nbytes;
+            self.wrote(nbytes, started);
         }
         Ok(())
+    }
+
+    fn wrote(&mut self, nbytes: u64, started: Instant) {
+        self.activity.disk_write_count += 1;
+        self.activity.disk_write_bytes += nbytes;
+        self.activity.disk_write_seconds += started.elapsed().as_secs_f64();
     }
 }
 
@@ -448,6 +498,33 @@ mod tests {
         assert_eq!(store.get(&key(0)).unwrap(), Some(data(100, 0)));
         assert_eq!((store.memory_bytes(), store.spilled_bytes()), (600, 0));
         assert_eq!(spill_files(&store), 0);
+    }
+
+    #[test]
+    fn activity_counts_memory_reads_and_spill_file_reads_and_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new(1000, dir.path()).unwrap();
+        assert_eq!(store.activity(), SpillActivity::default());
+        for i in 0..7 {
+            store.put(key(i), data(100, i as u8)).unwrap();
+        }
+        // The seventh put spilled x-0; one more straight to disk.
+        store.put(key(7), data(2000, 7)).unwrap();
+        assert_eq!((store.memory_count(), store.spilled_count()), (6, 2));
+        store.get(&key(3)).unwrap();
+        store.get(&key(3)).unwrap();
+        store.get(&key(0)).unwrap();
+        let a = store.activity();
+        assert_eq!((a.memory_read_count, a.memory_read_bytes), (2, 200));
+        assert_eq!((a.disk_read_count, a.disk_read_bytes), (1, 100));
+        assert_eq!((a.disk_write_count, a.disk_write_bytes), (2, 2100));
+        assert!(
+            a.disk_read_seconds > 0.0 && a.disk_write_seconds > 0.0,
+            "{a:?}"
+        );
+        // A read of a missing key counts nothing.
+        store.get(&key(99)).unwrap();
+        assert_eq!(store.activity(), a);
     }
 
     #[test]

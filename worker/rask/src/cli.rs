@@ -117,6 +117,27 @@ struct WorkerArgs {
     /// Run the worker in this process, without a nanny.
     #[arg(long, overrides_with = "nanny")]
     no_nanny: bool,
+    /// Where to serve the worker's /health and /metrics (Dask's `dask_worker_*` families):
+    /// `:8789`, `HOST:PORT`, `:0` (any free port, the default, as Dask's), or `none`.
+    #[arg(long, default_value = ":0")]
+    dashboard_address: String,
+    /// Serve the worker's dashboard: the default, as Dask's.
+    #[arg(long, overrides_with = "no_dashboard")]
+    dashboard: bool,
+    /// Serve no dashboard (no /health, no /metrics) for this worker.
+    #[arg(long, overrides_with = "dashboard")]
+    no_dashboard: bool,
+}
+
+impl WorkerArgs {
+    /// Where the worker serves its dashboard, if anywhere.
+    fn dashboard(&self) -> Result<Option<SocketAddr>, String> {
+        // The two flags override each other: at most one is set, the last given.
+        if self.no_dashboard && !self.dashboard {
+            return Ok(None);
+        }
+        parse_dashboard(&self.dashboard_address)
+    }
 }
 
 fn parse_resources(s: &str) -> Result<Resources, String> {
@@ -389,8 +410,9 @@ async fn worker(a: WorkerArgs, registry: Registry) -> CliResult {
         .name
         .clone()
         .unwrap_or_else(|| format!("{}-{}", hostname_ip(), std::process::id()));
+    let dashboard = a.dashboard()?;
     if a.nanny || !a.no_nanny {
-        return supervise(&a, name, nthreads, memory_limit, fractions).await;
+        return supervise(&a, name, nthreads, memory_limit, fractions, dashboard).await;
     }
     nanny::die_with_parent()?;
     let mut config = WorkerConfig::new(a.scheduler, name);
@@ -402,9 +424,13 @@ async fn worker(a: WorkerArgs, registry: Registry) -> CliResult {
     config.port = a.worker_port;
     config.advertise_host = a.contact_host;
     config.resources = a.resources.unwrap_or_default();
+    config.dashboard = dashboard;
     let w = Worker::start(config, registry)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(d) = w.dashboard_address() {
+        eprintln!("worker dashboard (/health, /metrics) at http://{d}");
+    }
     let signal = async {
         let sig = shutdown_signal().await;
         tracing::info!(signal = sig, "worker leaving");
@@ -421,6 +447,7 @@ async fn supervise(
     nthreads: usize,
     memory_limit: u64,
     fractions: MemoryFractions,
+    dashboard: Option<SocketAddr>,
 ) -> CliResult {
     let program = std::env::current_exe()
         .map_err(|e| format!("cannot find this executable to start the worker: {e}"))?;
@@ -442,6 +469,10 @@ async fn supervise(
     }
     if let Some(r) = &a.resources {
         flag("--resources", r.to_string().into());
+    }
+    match dashboard {
+        Some(addr) => flag("--dashboard-address", addr.to_string().into()),
+        None => args.push("--no-dashboard".into()),
     }
     args.push("--no-nanny".into());
     let config = NannyConfig {
@@ -759,6 +790,48 @@ mod tests {
             let e = array_size(&run_args(Job::ArrayMean, None, Some(bad)), 800, "200").unwrap_err();
             assert!(e.starts_with("--chunk"), "{bad:?}: {e}");
         }
+    }
+
+    fn worker_args(flags: &[&str]) -> WorkerArgs {
+        let argv = ["rask", "worker", "tcp://10.0.0.1:8786"]
+            .iter()
+            .chain(flags)
+            .copied();
+        match Cli::parse_from(argv).command {
+            Command::Worker(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn worker_dashboard_flags_are_dasks() {
+        assert_eq!(
+            worker_args(&[]).dashboard().unwrap(),
+            Some("0.0.0.0:0".parse().unwrap()),
+            "on, any free port, by default"
+        );
+        assert_eq!(
+            worker_args(&["--dashboard-address", ":8789"])
+                .dashboard()
+                .unwrap(),
+            Some("0.0.0.0:8789".parse().unwrap())
+        );
+        assert_eq!(worker_args(&["--no-dashboard"]).dashboard().unwrap(), None);
+        assert_eq!(
+            worker_args(&["--no-dashboard", "--dashboard"])
+                .dashboard()
+                .unwrap(),
+            Some("0.0.0.0:0".parse().unwrap()),
+            "the last of the two wins"
+        );
+        assert_eq!(
+            worker_args(&["--dashboard-address", "none"])
+                .dashboard()
+                .unwrap(),
+            None
+        );
+        let bad = worker_args(&["--dashboard-address", "here"]).dashboard();
+        assert!(bad.unwrap_err().contains("--dashboard-address"));
     }
 
     #[test]

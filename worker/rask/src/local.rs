@@ -215,6 +215,9 @@ impl LocalCluster {
                     .arg("--local-directory")
                     .arg(&self.config.local_directory)
                     .args(["--listen-host", "127.0.0.1"])
+                    // Its dashboard (/health, /metrics) on a free port of this machine only,
+                    // as its data port.
+                    .args(["--dashboard-address", "127.0.0.1:0"])
                     .arg(if self.config.nanny {
                         "--nanny"
                     } else {

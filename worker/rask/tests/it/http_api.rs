@@ -113,3 +113,154 @@ async fn endpoints_answer_with_dask_shapes_on_a_live_cluster() {
     assert_eq!(status, 400, "{body}");
     cluster.shutdown().await;
 }
+
+/// The number of a one-sample family in a metrics text.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+#[tokio::test]
+async fn a_worker_serves_dasks_worker_metrics_and_names_a_taken_dashboard_port() {
+    use rask::scheduler::server::{Scheduler, SchedulerConfig};
+    use rask::worker::{Worker, WorkerConfig, WorkerError};
+
+    let scheduler = Scheduler::start(SchedulerConfig::default()).await.unwrap();
+    let mut config = WorkerConfig::new(scheduler.address(), "w-dash");
+    config.nthreads = 3;
+    config.listen_host = Some("127.0.0.1".into());
+    config.heartbeat = Duration::from_millis(100);
+    config.dashboard = Some("127.0.0.1:0".parse().unwrap());
+    let worker = Worker::start(config.clone(), rask::registry())
+        .await
+        .unwrap();
+    let dash = worker
+        .dashboard_address()
+        .expect("a dashboard was asked for");
+
+    let (status, body) = http(dash, "GET", "/health", "").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let (status, text) = http(dash, "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(sample(&text, "dask_worker_threads"), 3.0);
+    // The scheduler acknowledges heartbeats: the latency leaves Dask's initial 1 ms for a
+    // measured round trip.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let (_, text) = http(dash, "GET", "/metrics", "").await;
+            sample(&text, "dask_worker_latency_seconds") != 0.001
+        })
+        .await,
+        "no heartbeat round trip measured"
+    );
+
+    // A second worker asking for the same port is refused, naming it.
+    let mut taken = config;
+    taken.name = "w-taken".into();
+    taken.dashboard = Some(dash);
+    match Worker::start(taken, rask::registry()).await {
+        Err(e @ WorkerError::Dashboard { .. }) => {
+            assert!(e.to_string().contains(&dash.to_string()), "{e}")
+        }
+        Err(other) => panic!("expected a dashboard error, got {other}"),
+        Ok(_) => panic!("a second worker served the same dashboard port"),
+    }
+    worker.close().await;
+    scheduler.shutdown().await;
+}
+
+/// The samples of `name` in a metrics text, summed over their labels (`label` narrows them).
+fn sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = rest.rsplit_once(' ')?;
+            (labels.is_empty() || labels.starts_with('{'))
+                .then_some(())
+                .filter(|()| labels.contains(label))?;
+            value.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn an_input_fetched_from_a_peer_counts_in_both_workers_and_the_scheduler() {
+    use rask::client::Client;
+    use rask::scheduler::server::{Scheduler, SchedulerConfig};
+    use rask::worker::{Worker, WorkerConfig};
+
+    let scheduler = Scheduler::start(SchedulerConfig {
+        dashboard: Some("127.0.0.1:0".parse().unwrap()),
+        ..SchedulerConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut workers = Vec::new();
+    for name in ["wa", "wb"] {
+        let mut config = WorkerConfig::new(scheduler.address(), name);
+        config.listen_host = Some("127.0.0.1".into());
+        config.dashboard = Some("127.0.0.1:0".parse().unwrap());
+        workers.push(Worker::start(config, rask::registry()).await.unwrap());
+    }
+    let client = Client::connect(scheduler.address()).await.unwrap();
+    // Two slow inputs on two one-thread workers (each is busy while the other is placed), then
+    // a task that needs both: it runs where one is and fetches the other.
+    let slow = |v: i64| seed::Sleep {
+        seconds: 0.3,
+        value: lit(v),
+    };
+    let a = client.submit(seed::SLEEP, slow(1));
+    let b = client.submit(seed::SLEEP, slow(2));
+    let both = client.submit_with(seed::ADD, |d| (d.input(&a).into(), d.input(&b).into()));
+    tokio::time::timeout(Duration::from_secs(30), both.result())
+        .await
+        .expect("no hang")
+        .unwrap();
+
+    let mut texts = Vec::new();
+    for w in &workers {
+        let (status, text) = http(w.dashboard_address().unwrap(), "GET", "/metrics", "").await;
+        assert_eq!(status, 200);
+        texts.push(text);
+    }
+    let total = |name: &str| texts.iter().map(|t| sum(t, name, "")).sum::<f64>();
+    assert_eq!(total("dask_worker_transfer_incoming_count_total"), 1.0);
+    assert_eq!(total("dask_worker_transfer_outgoing_count_total"), 1.0);
+    assert!(total("dask_worker_transfer_outgoing_bytes_total") > 0.0);
+    assert_eq!(
+        total("dask_worker_transfer_incoming_bytes"),
+        0.0,
+        "nothing in flight now"
+    );
+    // The worker that served the input read it from its store; the other stored it.
+    assert!(total("dask_worker_spill_count_total") >= 1.0);
+
+    let (_, text) = http(
+        scheduler.dashboard_address().unwrap(),
+        "GET",
+        "/metrics",
+        "",
+    )
+    .await;
+    let transfer = sum(
+        &text,
+        "dask_scheduler_tasks_transfer_seconds_total",
+        r#"task_prefix_name="add""#,
+    );
+    assert!(transfer > 0.0, "no transfer time for add in\n{text}");
+    assert_eq!(
+        sum(
+            &text,
+            "dask_scheduler_tasks_transfer_seconds_total",
+            r#"task_prefix_name="sleep""#
+        ),
+        0.0,
+        "the inputs needed nothing"
+    );
+    drop(client);
+    for w in workers {
+        w.close().await;
+    }
+    scheduler.shutdown().await;
+}
