@@ -5,6 +5,7 @@
 //! loop through a [`SchedulerHandle`] and awaits the answer, so every answer is a consistent view.
 
 pub mod adaptive;
+pub mod dashboard;
 pub mod http;
 pub mod server;
 pub mod state;
@@ -12,10 +13,17 @@ pub mod state;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use dashboard::feed::{Cursor, Update};
+
 /// What the HTTP API asks of the scheduler's event loop.
 #[derive(Debug)]
 pub enum Request {
     Snapshot(oneshot::Sender<Snapshot>),
+    /// The dashboard page's next update, from what it was sent before.
+    Dashboard {
+        cursor: Cursor,
+        reply: oneshot::Sender<Update>,
+    },
     /// Retire workers (move their data to others, then close them); answered once done.
     Retire {
         selector: RetireSelector,
@@ -52,6 +60,14 @@ impl SchedulerHandle {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Snapshot(reply))
+            .map_err(|_| SchedulerGone)?;
+        rx.await.map_err(|_| SchedulerGone)
+    }
+
+    pub async fn dashboard(&self, cursor: Cursor) -> Result<Update, SchedulerGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Dashboard { cursor, reply })
             .map_err(|_| SchedulerGone)?;
         rx.await.map_err(|_| SchedulerGone)
     }

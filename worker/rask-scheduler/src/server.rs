@@ -413,6 +413,9 @@ impl EventLoop {
             Request::Snapshot(reply) => {
                 let _ = reply.send(self.state.snapshot(now()));
             }
+            Request::Dashboard { cursor, reply } => {
+                let _ = reply.send(self.state.dashboard(cursor, now()));
+            }
             Request::Retire { selector, reply } => {
                 self.next_request += 1;
                 let id = self.next_request;

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target};
+use crate::dashboard::feed::{Bucket, Cursor, Feed, PrefixId, Update, WorkerRow};
 use crate::{RetireSelector, RetiredWorker, Snapshot, TaskCounts, WorkerSnapshot, WorkerStatus};
 use rask_core::function::describe_families;
 use rask_core::protocol::{
@@ -91,6 +92,17 @@ pub enum TaskState {
 
 impl TaskState {
     const COUNT: usize = TaskState::Erred as usize + 1;
+
+    /// Where the dashboard's progress panel counts a task in this state.
+    fn bucket(self) -> Bucket {
+        match self {
+            TaskState::Released => Bucket::Released,
+            TaskState::Waiting | TaskState::Queued | TaskState::NoWorker => Bucket::Waiting,
+            TaskState::Processing => Bucket::Processing,
+            TaskState::Memory => Bucket::Memory,
+            TaskState::Erred => Bucket::Erred,
+        }
+    }
 }
 
 /// Index of a [`Class`] in [`State::classes`].
@@ -119,6 +131,8 @@ impl Class {
 struct Task {
     spec: TaskSpec,
     class: ClassId,
+    /// Its key's prefix, for the dashboard's progress counts.
+    prefix: PrefixId,
     deps: Vec<Key>,
     dependents: FxHashSet<Key>,
     state: TaskState,
@@ -192,6 +206,8 @@ pub struct State {
     computed_total: u64,
     started_at: f64,
     address: String,
+    /// What the dashboard shows: the task stream and per-prefix progress.
+    feed: Feed,
 }
 
 /// A worker's report that a task finished.
@@ -233,6 +249,7 @@ impl State {
             computed_total: 0,
             started_at: now,
             address,
+            feed: Feed::default(),
         }
     }
 
@@ -287,6 +304,7 @@ impl State {
         let mut unknown_deps: Vec<(Key, Key)> = Vec::new();
         let mut new_keys: Vec<Key> = Vec::with_capacity(tasks.len());
         self.tasks.reserve(tasks.len());
+        self.feed.progress.begin_graph();
         for spec in tasks {
             if self.tasks.contains_key(&spec.key) {
                 continue;
@@ -308,9 +326,12 @@ impl State {
             let key = spec.key.clone();
             self.next_priority += 1;
             let class = self.class_of(&spec, now);
+            let prefix = self.feed.progress.intern(key.prefix());
+            self.feed.progress.added(prefix);
             let task = Task {
                 spec,
                 class,
+                prefix,
                 deps,
                 dependents: FxHashSet::default(),
                 state: TaskState::Released,
@@ -730,6 +751,8 @@ impl State {
         };
         let state = t.state;
         let on = t.processing_on;
+        self.feed
+            .task_done(worker, t.prefix, duration_us, now, false);
         if let Some(w) = on {
             self.unassign(key, w);
         }
@@ -845,6 +868,8 @@ impl State {
         if t.state != TaskState::Processing || t.processing_on != Some(worker) {
             return;
         }
+        self.feed
+            .task_done(worker, t.prefix, duration_us, now, true);
         self.unassign(key, worker);
         self.set_state(key, TaskState::Released);
         self.fail_task(
@@ -1164,6 +1189,9 @@ impl State {
             let c = &mut self.counts[from as usize];
             *c = c.saturating_sub(1);
             self.counts[to as usize] += 1;
+            self.feed
+                .progress
+                .moved(t.prefix, from.bucket(), to.bucket());
         }
     }
 
@@ -1666,6 +1694,7 @@ impl State {
         };
         let c = &mut self.counts[t.state as usize];
         *c = c.saturating_sub(1);
+        self.feed.progress.forgotten(t.prefix, t.state.bucket());
         if matches!(t.state, TaskState::Queued | TaskState::NoWorker)
             && let Some(c) = self.classes.get_mut(t.class as usize)
         {
@@ -1748,6 +1777,35 @@ impl State {
             tasks_computed_total: self.computed_total,
             started_at: self.started_at,
         }
+    }
+
+    /// The dashboard page's next update: the workers table, the progress of the current
+    /// computations, and what the task stream recorded since `cursor`.
+    pub fn dashboard(&self, cursor: Cursor, now: f64) -> Update {
+        let workers = self
+            .workers
+            .iter()
+            .map(|(id, w)| WorkerRow {
+                id: *id,
+                name: w.info.name.clone(),
+                address: w.info.address.clone(),
+                nthreads: w.info.nthreads,
+                memory_limit: w.info.memory_limit,
+                managed: w.nbytes,
+                spilled: w.load.spilled_bytes,
+                rss: w.load.rss,
+                processing: w.processing.len(),
+                executing: w.load.executing,
+                keys: w.has_what.len(),
+                status: match w.status {
+                    WorkerStatus::Running => "running",
+                    WorkerStatus::Paused => "paused",
+                    WorkerStatus::Retiring => "retiring",
+                },
+                resources: w.info.resources.to_string(),
+            })
+            .collect();
+        self.feed.update(cursor, workers, now, self.started_at)
     }
 
     fn adaptive_input(&self) -> AdaptiveInput {
