@@ -7,9 +7,9 @@
 // two `rask worker`s (no nanny, so a killed worker stays gone), opens /status, runs
 // `rask run array-mean` against the scheduler, and checks that: the workers table shows the 2
 // workers; the task stream gets bars for both; memory figures move; a worker killed mid-run leaves
-// the table while the job still completes; every task prefix's progress reaches 100%; the page
-// says so when the scheduler goes away and goes live again when it is back; and nothing is
-// logged to the console as an error while the scheduler is up. Screenshots of each panel go to
+// the table while the job still completes; both workers report CPU use; every task prefix's
+// progress reaches 100%; the page says so when the scheduler goes away and goes live again when
+// it is back; and nothing is logged to the console as an error while the scheduler is up. Screenshots of each panel go to
 // $RASK_ARTIFACTS (default: target/test-artifacts/dashboard), and with --docs also to
 // docs/images/ for docs/dashboard.md.
 
@@ -153,6 +153,10 @@ async function main() {
       });
     });
     log(`memory moved: ${JSON.stringify(before)} -> ${JSON.stringify(await workerRows(page))}`);
+    await until('a CPU figure for both workers', async () => {
+      const cpu = await page.$$eval('#workers tbody tr', (rows) => rows.map((r) => r.dataset.cpu));
+      return cpu.length === 2 && cpu.every((c) => c !== '' && Number(c) >= 0) && cpu;
+    }).then((cpu) => log(`CPU: ${cpu.join('%, ')}%`));
     await shot(page, '#panel-workers', 'dashboard-workers');
     await shot(page, '#panel-progress', 'dashboard-progress');
 

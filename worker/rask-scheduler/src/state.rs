@@ -1794,6 +1794,7 @@ impl State {
                 managed: w.nbytes,
                 spilled: w.load.spilled_bytes,
                 rss: w.load.rss,
+                cpu_percent: w.load.cpu_percent,
                 processing: w.processing.len(),
                 executing: w.load.executing,
                 keys: w.has_what.len(),

@@ -1285,6 +1285,7 @@ fn the_workers_table_shows_memory_from_results_and_heartbeats() {
         spilled_bytes: 4096,
         executing: 1,
         rss: 50 << 20,
+        cpu_percent: Some(87.5),
     };
     sim.st.heartbeat(1, load, sim.now);
     let u = sim.st.dashboard(Cursor::default(), sim.now);
@@ -1298,5 +1299,6 @@ fn the_workers_table_shows_memory_from_results_and_heartbeats() {
         (8, 4096, 50 << 20, 1)
     );
     assert_eq!((w.processing, w.executing, w.status), (0, 1, "running"));
+    assert_eq!(w.cpu_percent, Some(87.5));
     assert_eq!(w.resources, "");
 }

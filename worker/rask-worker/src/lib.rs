@@ -6,6 +6,7 @@
 //! `rask` binary, or a user's own program) registers the families it should carry, and the worker
 //! tells the scheduler which they are.
 
+mod cpu;
 pub mod executor;
 pub mod memory;
 pub mod nanny;
@@ -246,6 +247,7 @@ impl Worker {
                     && (config.memory.spill.is_some() || config.memory.pause.is_some()),
             },
             fx: Actions::default(),
+            cpu: cpu::CpuMeter::default(),
         };
         let heartbeat = config.heartbeat;
         let handle = tokio::spawn(core.run(events_rx, stop_rx, heartbeat));
@@ -374,6 +376,8 @@ struct Core {
     /// The handlers' effects, kept between events so their buffers are reused: most events
     /// (a task done, one to compute) ask for one message and would otherwise allocate for it.
     fx: Actions,
+    /// The process's CPU time at the previous heartbeat.
+    cpu: cpu::CpuMeter,
 }
 
 /// The worker's I/O: its store, threads, connections.
@@ -475,7 +479,10 @@ impl Core {
         result
     }
 
-    fn heartbeat(&self) {
+    fn heartbeat(&mut self) {
+        let cpu_percent = self
+            .cpu
+            .sample(std::time::Instant::now(), cpu::process_cpu_seconds());
         let load = {
             let s = lock(&self.io.store);
             WorkerLoad {
@@ -483,6 +490,7 @@ impl Core {
                 spilled_bytes: s.spilled_bytes(),
                 executing: self.io.executor.executing() as u32,
                 rss: self.state.last_sample().rss,
+                cpu_percent,
             }
         };
         self.io.sched.send(ToScheduler::Heartbeat(load));

@@ -282,6 +282,9 @@ pub struct WorkerRow {
     pub spilled: u64,
     /// Its process's resident set, from its last heartbeat (0: not measured).
     pub rss: u64,
+    /// Percent of one core its process used between its last two heartbeats (`None`: not
+    /// reported yet).
+    pub cpu_percent: Option<f64>,
     pub processing: usize,
     pub executing: u32,
     pub keys: usize,

@@ -152,10 +152,11 @@
           el('span', { class: 'unmanaged', style: `width:${pct(unmanaged)}` }),
           el('span', { class: 'spilled', style: `width:${pct(w.spilled)}` }));
         if (w.memory_limit) bar.append(el('span', { class: 'limit', style: `left:calc(${pct(w.memory_limit)} - 2px)` }));
-        return el('tr', { 'data-worker': w.name, 'data-status': w.status, 'data-managed': w.managed, 'data-rss': w.rss, 'data-spilled': w.spilled },
+        return el('tr', { 'data-worker': w.name, 'data-status': w.status, 'data-managed': w.managed, 'data-rss': w.rss, 'data-spilled': w.spilled, 'data-cpu': w.cpu_percent == null ? '' : w.cpu_percent },
           el('td', {}, w.name),
           el('td', {}, w.address),
           el('td', {}, w.status),
+          el('td', { class: 'num' }, w.cpu_percent == null ? '–' : `${Math.round(w.cpu_percent)}%`),
           el('td', { class: 'num' }, String(w.nthreads)),
           el('td', { class: 'num' }, String(w.processing)),
           el('td', { class: 'num' }, String(w.keys)),
