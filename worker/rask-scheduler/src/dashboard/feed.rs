@@ -145,6 +145,9 @@ struct Prefix {
 pub struct Progress {
     prefixes: Vec<Prefix>,
     ids: FxHashMap<String, PrefixId>,
+    /// The prefix interned last: a graph's tasks mostly come in runs of one prefix, and comparing
+    /// a name is cheaper than hashing it.
+    last: PrefixId,
     /// Graph updates seen (`update_graph` calls).
     graph: u64,
 }
@@ -152,7 +155,15 @@ pub struct Progress {
 impl Progress {
     /// The id of prefix `name`, made on first use.
     pub fn intern(&mut self, name: &str) -> PrefixId {
+        if self
+            .prefixes
+            .get(self.last as usize)
+            .is_some_and(|p| p.name == name)
+        {
+            return self.last;
+        }
         if let Some(&id) = self.ids.get(name) {
+            self.last = id;
             return id;
         }
         let id = self.prefixes.len() as PrefixId;
@@ -164,6 +175,7 @@ impl Progress {
             last_done: f64::NEG_INFINITY,
         });
         self.ids.insert(name.to_owned(), id);
+        self.last = id;
         id
     }
 
@@ -224,14 +236,6 @@ impl Progress {
 
     pub fn name(&self, prefix: PrefixId) -> Option<&str> {
         self.prefixes.get(prefix as usize).map(|p| p.name.as_str())
-    }
-
-    pub fn len(&self) -> usize {
-        self.prefixes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.prefixes.is_empty()
     }
 
     pub fn counts(&self, name: &str) -> Option<PrefixCounts> {
@@ -299,8 +303,6 @@ pub struct WorkerRow {
 pub struct Cursor {
     /// The sequence number of the first task event not sent yet.
     pub events: u64,
-    /// Prefix ids below this have had their names sent.
-    pub prefixes: PrefixId,
 }
 
 /// One refresh of a page.
@@ -312,7 +314,8 @@ pub struct Update {
     pub started_at: f64,
     pub workers: Vec<WorkerRow>,
     pub progress: Vec<PrefixRow>,
-    /// Names of the prefixes the page has not been told: `[id, name]`.
+    /// Names of the prefixes this update refers to: `[id, name]` (a few per update, however
+    /// many prefixes the scheduler has seen).
     pub prefixes: Vec<(PrefixId, String)>,
     /// New task-stream events: `[worker id, prefix id, start, stop, erred (0/1)]`, times in
     /// milliseconds before `now`.
@@ -381,24 +384,28 @@ impl Feed {
                 )
             })
             .collect();
-        let known = cursor.prefixes as usize;
-        let prefixes = (known..self.progress.len())
-            .filter_map(|id| {
-                let id = id as PrefixId;
-                self.progress.name(id).map(|n| (id, n.to_owned()))
-            })
+        let progress = self.progress.rows(now);
+        let mut ids: Vec<PrefixId> = progress
+            .iter()
+            .map(|r| r.id)
+            .chain(events.iter().map(|e| e.prefix))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let prefixes = ids
+            .into_iter()
+            .filter_map(|id| self.progress.name(id).map(|n| (id, n.to_owned())))
             .collect();
         Update {
             now,
             started_at,
             workers,
-            progress: self.progress.rows(now),
+            progress,
             prefixes,
             stream,
             stream_skipped,
             cursor: Cursor {
                 events: self.stream.next_seq(),
-                prefixes: self.progress.len() as PrefixId,
             },
         }
     }
@@ -504,14 +511,15 @@ mod tests {
     }
 
     #[test]
-    fn an_update_sends_new_prefix_names_and_events_once() {
+    fn an_update_sends_new_events_once_and_names_the_prefixes_it_refers_to() {
         let mut f = Feed::default();
         let a = f.progress.intern("a");
+        let b = f.progress.intern("b");
+        assert_eq!((f.progress.intern("a"), f.progress.intern("b")), (a, b));
         f.task_done(7, a, 500_000, 10.0, false);
         let u = f.update(Cursor::default(), Vec::new(), 11.0, 1.0);
         assert_eq!(u.prefixes, [(a, "a".to_owned())]);
         assert_eq!(u.stream, [(7, a, 1500.0, 1000.0, 0)]);
-        let b = f.progress.intern("b");
         f.task_done(8, b, 0, 11.5, true);
         let u2 = f.update(u.cursor, Vec::new(), 12.0, 1.0);
         assert_eq!(u2.prefixes, [(b, "b".to_owned())]);

@@ -9,7 +9,7 @@
 //!
 //! Each `update` is the JSON of a [`feed::Update`]: the workers table, the progress of the current
 //! computations per task prefix, and the task-stream events since the previous update (with the
-//! names of prefixes the page has not seen). Nothing is encoded unless a page is subscribed: each
+//! names of the prefixes it refers to). Nothing is encoded unless a page is subscribed: each
 //! subscription asks the scheduler's event loop for its next update on its own timer, and stops
 //! when the page goes away. When the scheduler stops, the stream ends; the browser's
 //! `EventSource` reconnects (after the `retry` time sent with the first event) and the page says
