@@ -7,7 +7,8 @@
 // two `rask worker`s (no nanny, so a killed worker stays gone), opens /status, runs
 // `rask run array-mean` against the scheduler, and checks that: the workers table shows the 2
 // workers; the task stream gets bars for both; memory figures move; a worker killed mid-run leaves
-// the table while the job still completes; both workers report CPU use; every task prefix's
+// the table while the job still completes; both workers report CPU use; the cluster charts follow
+// the workers and tasks; every task prefix's
 // progress reaches 100%; the page says so when the scheduler goes away and goes live again when
 // it is back; and nothing is logged to the console as an error while the scheduler is up. Screenshots of each panel go to
 // $RASK_ARTIFACTS (default: target/test-artifacts/dashboard), and with --docs also to
@@ -27,8 +28,8 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = process.env.RASK_ARTIFACTS || path.join(ROOT, 'target/test-artifacts/dashboard');
 const DOCS = process.argv.includes('--docs');
 // The array job: big enough to be watched for a few seconds in a debug build.
-const SIZE = process.env.RASK_DASHBOARD_SIZE || '480';
-const CHUNK = process.env.RASK_DASHBOARD_CHUNK || '60';
+const SIZE = process.env.RASK_DASHBOARD_SIZE || '560';
+const CHUNK = process.env.RASK_DASHBOARD_CHUNK || '70';
 
 const require = createRequire(import.meta.url);
 const { chromium } = require(process.env.PLAYWRIGHT_CORE || 'playwright-core');
@@ -137,6 +138,11 @@ async function main() {
     if (names !== 'w1,w2') fail(`workers table shows ${names}`);
     const before = await workerRows(page);
     log('workers table shows w1 and w2');
+    const cluster = await until('the cluster chart at 2 workers with an adaptive target', async () => {
+      const c = await page.evaluate(() => window.raskDashboard.cluster());
+      return c && c.workers === 2 && c.threads === 4 && Number.isInteger(c.target) && c;
+    });
+    log(`cluster: ${JSON.stringify(cluster)}`);
 
     const job = start('job', ['run', 'array-mean', '--scheduler', scheduler, '--size', SIZE, '--chunk', CHUNK]);
     const jobStart = Date.now();
@@ -183,6 +189,9 @@ async function main() {
     await page.waitForTimeout(700);
     await shot(page, '#panel-stream', 'dashboard-task-stream');
     await shot(page, '#panel-progress', 'dashboard-progress-done');
+    const after = await page.evaluate(() => window.raskDashboard.cluster());
+    if (after.workers !== 1 || after.memory !== 0) fail(`cluster after the run: ${JSON.stringify(after)}`);
+    await shot(page, '#panel-cluster', 'dashboard-cluster');
     await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-page.png'), fullPage: true });
     if (DOCS) fs.copyFileSync(path.join(ARTIFACTS, 'dashboard-page.png'), path.join(ROOT, 'docs/images/dashboard-page.png'));
 

@@ -699,9 +699,10 @@ mod tests {
                     Request::Snapshot(reply) => {
                         let _ = reply.send(snapshot.clone());
                     }
-                    Request::Dashboard { cursor, reply } => {
+                    Request::Dashboard { cursor, reply, .. } => {
                         let feed = crate::dashboard::feed::Feed::default();
-                        let _ = reply.send(feed.update(cursor, Vec::new(), 0.0, 0.0));
+                        let cluster = Default::default();
+                        let _ = reply.send(feed.update(cursor, Vec::new(), cluster, 0.0, 0.0));
                     }
                     Request::Retire { selector, reply } => {
                         let chosen: Vec<&WorkerSnapshot> = match &selector {

@@ -19,9 +19,11 @@ use dashboard::feed::{Cursor, Update};
 #[derive(Debug)]
 pub enum Request {
     Snapshot(oneshot::Sender<Snapshot>),
-    /// The dashboard page's next update, from what it was sent before.
+    /// The dashboard page's next update, from what it was sent before; with the adaptive target
+    /// if `with_target`.
     Dashboard {
         cursor: Cursor,
+        with_target: bool,
         reply: oneshot::Sender<Update>,
     },
     /// Retire workers (move their data to others, then close them); answered once done.
@@ -64,10 +66,18 @@ impl SchedulerHandle {
         rx.await.map_err(|_| SchedulerGone)
     }
 
-    pub async fn dashboard(&self, cursor: Cursor) -> Result<Update, SchedulerGone> {
+    pub async fn dashboard(
+        &self,
+        cursor: Cursor,
+        with_target: bool,
+    ) -> Result<Update, SchedulerGone> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request::Dashboard { cursor, reply })
+            .send(Request::Dashboard {
+                cursor,
+                with_target,
+                reply,
+            })
             .map_err(|_| SchedulerGone)?;
         rx.await.map_err(|_| SchedulerGone)
     }

@@ -413,8 +413,12 @@ impl EventLoop {
             Request::Snapshot(reply) => {
                 let _ = reply.send(self.state.snapshot(now()));
             }
-            Request::Dashboard { cursor, reply } => {
-                let _ = reply.send(self.state.dashboard(cursor, now()));
+            Request::Dashboard {
+                cursor,
+                with_target,
+                reply,
+            } => {
+                let _ = reply.send(self.state.dashboard(cursor, with_target, now()));
             }
             Request::Retire { selector, reply } => {
                 self.next_request += 1;

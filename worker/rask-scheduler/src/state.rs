@@ -21,7 +21,7 @@ use bytes::Bytes;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target};
-use crate::dashboard::feed::{Bucket, Cursor, Feed, PrefixId, Update, WorkerRow};
+use crate::dashboard::feed::{Bucket, ClusterRow, Cursor, Feed, PrefixId, Update, WorkerRow};
 use crate::{RetireSelector, RetiredWorker, Snapshot, TaskCounts, WorkerSnapshot, WorkerStatus};
 use rask_core::function::describe_families;
 use rask_core::protocol::{
@@ -1779,9 +1779,10 @@ impl State {
         }
     }
 
-    /// The dashboard page's next update: the workers table, the progress of the current
-    /// computations, and what the task stream recorded since `cursor`.
-    pub fn dashboard(&self, cursor: Cursor, now: f64) -> Update {
+    /// The dashboard page's next update: the workers table, the cluster's task counts (and its
+    /// adaptive target, if `with_target`: that walks every queued task), the progress of the
+    /// current computations, and what the task stream recorded since `cursor`.
+    pub fn dashboard(&self, cursor: Cursor, with_target: bool, now: f64) -> Update {
         let workers = self
             .workers
             .iter()
@@ -1806,7 +1807,15 @@ impl State {
                 resources: w.info.resources.to_string(),
             })
             .collect();
-        self.feed.update(cursor, workers, now, self.started_at)
+        let cluster = ClusterRow {
+            adaptive_target: with_target.then(|| adaptive_target(&self.adaptive_input())),
+            waiting: self.count(TaskState::Waiting),
+            queued: self.count(TaskState::Queued) + self.count(TaskState::NoWorker),
+            processing: self.count(TaskState::Processing),
+            memory: self.count(TaskState::Memory),
+        };
+        self.feed
+            .update(cursor, workers, cluster, now, self.started_at)
     }
 
     fn adaptive_input(&self) -> AdaptiveInput {

@@ -1140,7 +1140,7 @@ fn the_task_stream_records_each_finished_and_failed_task_with_its_worker_prefix_
         &[&k("inc-a"), &k("inc-b"), &k("bad-c")],
     );
     sim.run_all();
-    let u = sim.st.dashboard(Cursor::default(), sim.now);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
     let names: FxHashMap<u32, String> = u.prefixes.iter().cloned().collect();
     let mut seen: Vec<(u64, String, u8)> = u
         .stream
@@ -1169,11 +1169,11 @@ fn the_task_stream_records_each_finished_and_failed_task_with_its_worker_prefix_
         ]
     );
     // The next update carries only what is new.
-    let u2 = sim.st.dashboard(u.cursor, sim.now);
+    let u2 = sim.st.dashboard(u.cursor, true, sim.now);
     assert!(u2.stream.is_empty());
     sim.submit(vec![task("inc-d", "inc", vec![3.into()])], &[&k("inc-d")]);
     sim.run_all();
-    let u3 = sim.st.dashboard(u2.cursor, sim.now);
+    let u3 = sim.st.dashboard(u2.cursor, true, sim.now);
     assert_eq!(u3.stream.len(), 1);
     assert!(
         u3.prefixes.iter().any(|(_, n)| n == "inc"),
@@ -1194,7 +1194,7 @@ fn progress_counts_follow_a_computation_per_prefix_to_the_end() {
         vec![A::L((0..4).map(|i| key(format!("x-{i}"))).collect())],
     ));
     sim.submit(g, &[&k("total-0")]);
-    let u = sim.st.dashboard(Cursor::default(), sim.now);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
     // One thread, unknown durations: one x runs, three wait for room; total waits for inputs.
     assert_eq!(progress_of(&sim.st, &u, "x"), Some(counts(3, 1, 0, 0, 0)));
     assert_eq!(
@@ -1203,12 +1203,12 @@ fn progress_counts_follow_a_computation_per_prefix_to_the_end() {
     );
     let (w, ct) = sim.computes().remove(0);
     sim.run(w, &ct);
-    let u = sim.st.dashboard(Cursor::default(), sim.now);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
     let x = progress_of(&sim.st, &u, "x").unwrap();
     // Now that x's duration is known, the rest are pipelined to the worker.
     assert_eq!((x.memory, x.waiting + x.processing, x.total()), (1, 3, 4));
     sim.run_all();
-    let u = sim.st.dashboard(Cursor::default(), sim.now);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
     // The inputs were freed once total had them: released; total is held for the client.
     assert_eq!(progress_of(&sim.st, &u, "x"), Some(counts(0, 0, 0, 0, 4)));
     assert_eq!(
@@ -1219,7 +1219,7 @@ fn progress_counts_follow_a_computation_per_prefix_to_the_end() {
     sim.st
         .release_keys(C, &[k("total-0")], sim.now, &mut sim.out);
     assert!(sim.st.tasks.is_empty());
-    let u = sim.st.dashboard(Cursor::default(), sim.now);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
     assert_eq!(progress_of(&sim.st, &u, "x"), Some(counts(0, 0, 0, 0, 4)));
     assert_eq!(
         progress_of(&sim.st, &u, "total"),
@@ -1228,13 +1228,13 @@ fn progress_counts_follow_a_computation_per_prefix_to_the_end() {
     let later = sim.now + crate::dashboard::feed::PROGRESS_LINGER_S + 1.0;
     assert!(
         sim.st
-            .dashboard(Cursor::default(), later)
+            .dashboard(Cursor::default(), true, later)
             .progress
             .is_empty()
     );
     // A new computation of x starts its count afresh.
     sim.submit(vec![task("x-9", "inc", vec![9.into()])], &[&k("x-9")]);
-    let u = sim.st.dashboard(Cursor::default(), sim.now);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
     assert_eq!(progress_of(&sim.st, &u, "x"), Some(counts(0, 1, 0, 0, 0)));
 }
 
@@ -1254,7 +1254,7 @@ fn progress_counts_errors_and_tasks_sent_back_by_a_lost_worker() {
         .into_iter()
         .partition(|(_, ct)| ct.spec.key == k("bad-0"));
     sim.run(bad[0].0, &bad[0].1);
-    let u = sim.st.dashboard(Cursor::default(), sim.now);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
     assert_eq!(progress_of(&sim.st, &u, "bad"), Some(counts(0, 0, 0, 1, 0)));
     assert_eq!(
         progress_of(&sim.st, &u, "after"),
@@ -1268,7 +1268,7 @@ fn progress_counts_errors_and_tasks_sent_back_by_a_lost_worker() {
     // worker leaves the workers table.
     let dead = slow[0].0;
     sim.st.remove_worker(dead, sim.now, &mut sim.out);
-    let u = sim.st.dashboard(Cursor::default(), sim.now);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
     assert_eq!(
         progress_of(&sim.st, &u, "slow"),
         Some(counts(0, 1, 0, 0, 0))
@@ -1292,7 +1292,7 @@ fn the_workers_table_shows_memory_from_results_and_heartbeats() {
         cpu_percent: Some(87.5),
     };
     sim.st.heartbeat(1, load, sim.now);
-    let u = sim.st.dashboard(Cursor::default(), sim.now);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
     let w = &u.workers[0];
     assert_eq!(
         (w.name.as_str(), w.nthreads, w.memory_limit),
@@ -1305,4 +1305,23 @@ fn the_workers_table_shows_memory_from_results_and_heartbeats() {
     assert_eq!((w.processing, w.executing, w.status), (0, 1, "running"));
     assert_eq!(w.cpu_percent, Some(87.5));
     assert_eq!(w.resources, "");
+}
+
+#[test]
+fn the_cluster_row_counts_tasks_and_carries_the_adaptive_target_when_asked() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    let mut g: Vec<TaskSpec> = (0..3)
+        .map(|i| task(&format!("x-{i}"), "inc", vec![i.into()]))
+        .collect();
+    g.push(task("y-0", "inc", vec![key("x-0")]));
+    sim.submit(g, &[&k("x-1"), &k("x-2"), &k("y-0")]);
+    let c = sim.st.dashboard(Cursor::default(), true, sim.now).cluster;
+    assert_eq!((c.waiting, c.queued, c.processing, c.memory), (1, 2, 1, 0));
+    // Two queued tasks of unknown duration (0.5 s each) fit one worker's 5 s target.
+    assert_eq!(c.adaptive_target, Some(1));
+    let c = sim.st.dashboard(Cursor::default(), false, sim.now).cluster;
+    assert_eq!(c.adaptive_target, None);
+    sim.run_all();
+    let c = sim.st.dashboard(Cursor::default(), true, sim.now).cluster;
+    assert_eq!((c.waiting, c.queued, c.processing, c.memory), (0, 0, 0, 3));
 }

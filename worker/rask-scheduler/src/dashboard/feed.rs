@@ -298,6 +298,20 @@ pub struct WorkerRow {
     pub resources: String,
 }
 
+/// The cluster as a whole, for the page's charts over time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClusterRow {
+    /// Workers the scheduler would like (Dask's `adaptive_target`); only in the updates that
+    /// asked for it, as it walks every queued task.
+    pub adaptive_target: Option<usize>,
+    /// Tasks waiting for their inputs.
+    pub waiting: usize,
+    /// Tasks ready and waiting for a worker (queued, or no worker can run them).
+    pub queued: usize,
+    pub processing: usize,
+    pub memory: usize,
+}
+
 /// What a page has already been sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cursor {
@@ -313,6 +327,7 @@ pub struct Update {
     /// When the scheduler started: a page that sees it change knows it talks to a new scheduler.
     pub started_at: f64,
     pub workers: Vec<WorkerRow>,
+    pub cluster: ClusterRow,
     pub progress: Vec<PrefixRow>,
     /// Names of the prefixes this update refers to: `[id, name]` (a few per update, however
     /// many prefixes the scheduler has seen).
@@ -367,6 +382,7 @@ impl Feed {
         &self,
         cursor: Cursor,
         workers: Vec<WorkerRow>,
+        cluster: ClusterRow,
         now: f64,
         started_at: f64,
     ) -> Update {
@@ -400,6 +416,7 @@ impl Feed {
             now,
             started_at,
             workers,
+            cluster,
             progress,
             prefixes,
             stream,
@@ -517,11 +534,17 @@ mod tests {
         let b = f.progress.intern("b");
         assert_eq!((f.progress.intern("a"), f.progress.intern("b")), (a, b));
         f.task_done(7, a, 500_000, 10.0, false);
-        let u = f.update(Cursor::default(), Vec::new(), 11.0, 1.0);
+        let u = f.update(
+            Cursor::default(),
+            Vec::new(),
+            ClusterRow::default(),
+            11.0,
+            1.0,
+        );
         assert_eq!(u.prefixes, [(a, "a".to_owned())]);
         assert_eq!(u.stream, [(7, a, 1500.0, 1000.0, 0)]);
         f.task_done(8, b, 0, 11.5, true);
-        let u2 = f.update(u.cursor, Vec::new(), 12.0, 1.0);
+        let u2 = f.update(u.cursor, Vec::new(), ClusterRow::default(), 12.0, 1.0);
         assert_eq!(u2.prefixes, [(b, "b".to_owned())]);
         assert_eq!(u2.stream, [(8, b, 500.0, 500.0, 1)]);
         let json = serde_json::to_value(&u2).unwrap();

@@ -35,6 +35,10 @@ use feed::Cursor;
 /// How often a subscribed page gets an update.
 pub const UPDATE_EVERY: Duration = Duration::from_millis(500);
 
+/// Every how many updates carry the adaptive target (every 2 s): computing it walks every queued
+/// task, too much for every update when a million are queued.
+const TARGET_EVERY: u32 = 4;
+
 /// How soon a page's `EventSource` reconnects after losing the scheduler.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
@@ -98,9 +102,12 @@ async fn feed_page(handle: SchedulerHandle, tx: mpsc::Sender<Result<Event, Infal
     let mut tick = tokio::time::interval(UPDATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
+    let mut n: u32 = 0;
     loop {
         tick.tick().await;
-        let Ok(update) = handle.dashboard(cursor).await else {
+        let with_target = n.is_multiple_of(TARGET_EVERY);
+        n = n.wrapping_add(1);
+        let Ok(update) = handle.dashboard(cursor, with_target).await else {
             return; // the scheduler is stopping: the stream ends and the page says so
         };
         cursor = update.cursor;

@@ -14,6 +14,19 @@
   const GROUP_GAP = 8;
   const LABEL_W = 140;
   const AXIS_H = 16;
+  // The cluster charts keep one point per update for this long (ms).
+  const HISTORY_MS = 1800000;
+  const WORKER_SERIES = [
+    { key: 'workers', name: 'workers', colour: '#3b6fd4' },
+    { key: 'threads', name: 'threads', colour: '#9fb9ec' },
+    { key: 'target', name: 'adaptive target', colour: '#d3873b', dashed: true },
+  ];
+  const TASK_SERIES = [
+    { key: 'processing', name: 'processing', colour: '#2e8b57' },
+    { key: 'queued', name: 'queued', colour: '#d3873b' },
+    { key: 'waiting', name: 'waiting for inputs', colour: '#a0a4ab' },
+    { key: 'memory', name: 'in memory', colour: '#3b6fd4' },
+  ];
 
   const s = {
     startedAt: null,
@@ -23,6 +36,8 @@
     threads: new Map(), // worker id -> threads, including workers gone
     lanes: new Map(), // worker id -> per-thread end time of its last bar (ms)
     bars: [], // {w, lane, p, start, stop, erred}, times in ms on the scheduler's clock
+    history: [], // cluster figures, one point per update: {t, workers, threads, target, ...}
+    target: null, // the last adaptive target received
     serverNow: 0, // the scheduler's clock (ms) at the last update
     receivedAt: 0, // performance.now() when it arrived
     lastMessage: 0,
@@ -90,6 +105,8 @@
     if (s.startedAt !== u.started_at) {
       // A new scheduler (or the first update): nothing of the old one's stream applies.
       reset();
+      s.history = [];
+      s.target = null;
       s.startedAt = u.started_at;
     }
     for (const [id, name] of u.prefixes) s.prefixes.set(id, name);
@@ -103,10 +120,99 @@
       s.threads.set(w.id, Math.max(1, w.nthreads));
     }
     addBars(u.stream);
+    addHistory(u);
     renderSummary(u);
     renderWorkers(u.workers);
     renderProgress(u.progress);
     drawStream();
+    drawCharts();
+  }
+
+  function addHistory(u) {
+    if (u.cluster.adaptive_target !== null && u.cluster.adaptive_target !== undefined) s.target = u.cluster.adaptive_target;
+    s.history.push({
+      t: s.serverNow,
+      workers: u.workers.length,
+      threads: u.workers.reduce((a, w) => a + w.nthreads, 0),
+      target: s.target,
+      processing: u.cluster.processing,
+      queued: u.cluster.queued,
+      waiting: u.cluster.waiting,
+      memory: u.cluster.memory,
+    });
+    const cutoff = s.serverNow - HISTORY_MS;
+    let drop = 0;
+    while (drop < s.history.length && s.history[drop].t < cutoff) drop += 1;
+    if (drop) s.history.splice(0, drop);
+  }
+
+  function drawCharts() {
+    drawChart($('chart-workers'), $('legend-workers'), WORKER_SERIES);
+    drawChart($('chart-tasks'), $('legend-tasks'), TASK_SERIES);
+  }
+
+  /** A line chart of `series` over the history, on one axis from 0. */
+  function drawChart(canvas, legend, series) {
+    const width = Math.max(200, canvas.clientWidth);
+    const height = 140;
+    const dpr = window.devicePixelRatio || 1;
+    if (canvas.width !== Math.round(width * dpr)) {
+      canvas.width = Math.round(width * dpr);
+      canvas.height = Math.round(height * dpr);
+      canvas.style.height = `${height}px`;
+    }
+    const g = canvas.getContext('2d');
+    if (!g) return;
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
+    g.clearRect(0, 0, width, height);
+    const h = s.history;
+    const last = h.length ? h[h.length - 1] : null;
+    legend.replaceChildren(...series.map((se) => el('span', { class: 'key' },
+      el('span', { class: 'swatch', style: `background:${se.colour};margin-left:0` }),
+      `${se.name} ${last && last[se.key] !== null ? last[se.key] : '–'}`)));
+    if (h.length < 1) return;
+    const left = 40;
+    const bottom = height - AXIS_H;
+    const t1 = h[h.length - 1].t;
+    const t0 = Math.min(h[0].t, t1 - 10000);
+    const max = Math.max(1, ...h.flatMap((p) => series.map((se) => p[se.key] || 0)));
+    const x = (t) => left + ((t - t0) / (t1 - t0)) * (width - left - 8);
+    const y = (v) => bottom - (v / max) * (bottom - 8);
+    g.strokeStyle = '#dde1e8';
+    g.beginPath();
+    g.moveTo(left, y(max));
+    g.lineTo(width - 8, y(max));
+    g.moveTo(left, bottom);
+    g.lineTo(width - 8, bottom);
+    g.stroke();
+    g.fillStyle = '#6b7385';
+    g.font = '11px system-ui, sans-serif';
+    g.textBaseline = 'middle';
+    g.fillText(String(max), 4, y(max));
+    g.fillText('0', 4, bottom);
+    g.textBaseline = 'top';
+    g.fillText(`−${Math.round((t1 - t0) / 1000)} s`, left, bottom + 3);
+    g.fillText('now', width - 30, bottom + 3);
+    for (const se of series) {
+      g.strokeStyle = se.colour;
+      g.lineWidth = 2;
+      g.setLineDash(se.dashed ? [5, 3] : []);
+      g.beginPath();
+      let started = false;
+      for (const p of h) {
+        const v = p[se.key];
+        if (v === null || v === undefined) {
+          started = false;
+          continue;
+        }
+        if (started) g.lineTo(x(p.t), y(v));
+        else g.moveTo(x(p.t), y(v));
+        started = true;
+      }
+      g.stroke();
+    }
+    g.setLineDash([]);
+    g.lineWidth = 1;
   }
 
   function addBars(events) {
@@ -316,6 +422,7 @@
       return out;
     },
     updates: () => s.updates,
+    cluster: () => s.history[s.history.length - 1] || null,
     connection: () => s.connection,
   };
 
