@@ -7,7 +7,8 @@
 //! | `GET /status/dashboard.js`, `GET /status/dashboard.css` | the page's script and style |
 //! | `GET /status/events` | server-sent events: one `update` event every [`UPDATE_EVERY`] |
 //!
-//! Each `update` is the JSON of a [`feed::Update`]: the workers table, the progress of the current
+//! Each `update` is the JSON of a [`feed::Update`]: the workers table, the cluster's task counts
+//! (with the adaptive target every fourth update, 2 s), the progress of the current
 //! computations per task prefix, and the task-stream events since the previous update (with the
 //! names of the prefixes it refers to). Nothing is encoded unless a page is subscribed: each
 //! subscription asks the scheduler's event loop for its next update on its own timer, and stops
