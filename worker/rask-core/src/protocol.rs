@@ -114,6 +114,10 @@ pub struct WorkerLoad {
     /// The process's resident set (0 when not measured: no memory limit).
     #[serde(default)]
     pub rss: u64,
+    /// Percent of one core the process used since its previous heartbeat (Dask's `cpu`: 200
+    /// is two cores busy); `None` when not measured (no `/proc`, or the first heartbeat).
+    #[serde(default)]
+    pub cpu_percent: Option<f64>,
 }
 
 /// Messages from the scheduler to clients and workers.

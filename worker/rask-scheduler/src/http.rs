@@ -13,6 +13,7 @@
 //! | `POST /api/v1/retire_workers` | body `{"n": 2}` or `{"workers": ["tcp://…" or name, …]}`; answer `{address: identity}` for each worker retired |
 //! | `GET /api/v1/check_idle` | `{"idle_since": 1767225600.5}` or `{"idle_since": null}` |
 //! | `GET /metrics` | Prometheus metrics in the OpenMetrics text format |
+//! | `GET /`, `GET /status`, `GET /status/events` | the dashboard page and its live updates ([`crate::dashboard`]) |
 //!
 //! A retired worker's identity has the fields of Dask's `WorkerState.identity()` that rask knows:
 //! `{"type": "Worker", "id": name, "host": "10.0.0.5", "name": name, "nthreads": 2,
@@ -100,6 +101,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn routes(
     handle: SchedulerHandle,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let dashboard = crate::dashboard::routes(handle.clone());
     let with_handle = warp::any().map(move || handle.clone());
 
     let health = warp::path!("health")
@@ -146,6 +148,8 @@ pub fn routes(
         .or(retire_workers)
         .unify()
         .or(metrics)
+        .unify()
+        .or(dashboard)
         .unify()
         .recover(|rejection| async move { Ok::<_, Infallible>(rejection_reply(rejection)) })
         .unify()
@@ -531,6 +535,11 @@ mod tests {
                     Request::Metrics(reply) => {
                         *count.lock().unwrap() += 1;
                         let _ = reply.send(snapshot.clone());
+                    }
+                    Request::Dashboard { cursor, reply, .. } => {
+                        let feed = crate::dashboard::feed::Feed::default();
+                        let cluster = Default::default();
+                        let _ = reply.send(feed.update(cursor, Vec::new(), cluster, 0.0, 0.0));
                     }
                     Request::Retire { selector, reply } => {
                         let chosen: Vec<&WorkerSnapshot> = match &selector {
@@ -1041,7 +1050,7 @@ mod tests {
     async fn unknown_paths_are_404_and_wrong_methods_405() {
         let s = fake_scheduler(snapshot());
         for path in [
-            "/",
+            "/status/nope",
             "/nope",
             "/api/v2",
             "/api/v1/adaptive_target/extra",

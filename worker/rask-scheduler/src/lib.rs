@@ -5,6 +5,7 @@
 //! loop through a [`SchedulerHandle`] and awaits the answer, so every answer is a consistent view.
 
 pub mod adaptive;
+pub mod dashboard;
 pub mod http;
 mod metrics;
 pub mod server;
@@ -13,6 +14,8 @@ pub mod state;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use dashboard::feed::{Cursor, Update};
+
 /// What the HTTP API asks of the scheduler's event loop.
 #[derive(Debug)]
 pub enum Request {
@@ -20,6 +23,13 @@ pub enum Request {
     /// A snapshot for a Prometheus scrape: as `Snapshot`, and the longest tick since the last
     /// scrape starts over (Dask resets it when scraped).
     Metrics(oneshot::Sender<Snapshot>),
+    /// The dashboard page's next update, from what it was sent before; with the adaptive target
+    /// if `with_target`.
+    Dashboard {
+        cursor: Cursor,
+        with_target: bool,
+        reply: oneshot::Sender<Update>,
+    },
     /// Retire workers (move their data to others, then close them); answered once done.
     Retire {
         selector: RetireSelector,
@@ -65,6 +75,22 @@ impl SchedulerHandle {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Metrics(reply))
+            .map_err(|_| SchedulerGone)?;
+        rx.await.map_err(|_| SchedulerGone)
+    }
+
+    pub async fn dashboard(
+        &self,
+        cursor: Cursor,
+        with_target: bool,
+    ) -> Result<Update, SchedulerGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Dashboard {
+                cursor,
+                with_target,
+                reply,
+            })
             .map_err(|_| SchedulerGone)?;
         rx.await.map_err(|_| SchedulerGone)
     }

@@ -439,6 +439,13 @@ impl EventLoop {
                 let _ = reply.send(self.snapshot());
                 self.ticks.scraped();
             }
+            Request::Dashboard {
+                cursor,
+                with_target,
+                reply,
+            } => {
+                let _ = reply.send(self.state.dashboard(cursor, with_target, now()));
+            }
             Request::Retire { selector, reply } => {
                 self.next_request += 1;
                 let id = self.next_request;

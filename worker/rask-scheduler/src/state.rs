@@ -21,6 +21,7 @@ use bytes::Bytes;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target};
+use crate::dashboard::feed::{Bucket, ClusterRow, Cursor, Feed, PrefixId, Update, WorkerRow};
 use crate::{
     PrefixSnapshot, RetireSelector, RetiredWorker, Snapshot, TaskCounts, TickSnapshot,
     WorkerSnapshot, WorkerStatus,
@@ -116,6 +117,17 @@ impl TaskState {
             TaskState::Erred => "erred",
         }
     }
+
+    /// Where the dashboard's progress panel counts a task in this state.
+    fn bucket(self) -> Bucket {
+        match self {
+            TaskState::Released => Bucket::Released,
+            TaskState::Waiting | TaskState::Queued | TaskState::NoWorker => Bucket::Waiting,
+            TaskState::Processing => Bucket::Processing,
+            TaskState::Memory => Bucket::Memory,
+            TaskState::Erred => Bucket::Erred,
+        }
+    }
 }
 
 /// Index of a [`Class`] in [`State::classes`].
@@ -144,6 +156,8 @@ impl Class {
 struct Task {
     spec: TaskSpec,
     class: ClassId,
+    /// Its key's prefix in the dashboard's progress counts.
+    progress: PrefixId,
     deps: Vec<Key>,
     dependents: FxHashSet<Key>,
     state: TaskState,
@@ -269,6 +283,8 @@ pub struct State {
     workers_removed_total: u64,
     started_at: f64,
     address: String,
+    /// What the dashboard shows: the task stream and per-prefix progress.
+    feed: Feed,
 }
 
 /// A worker's report that a task finished.
@@ -318,6 +334,7 @@ impl State {
             workers_removed_total: 0,
             started_at: now,
             address,
+            feed: Feed::default(),
         }
     }
 
@@ -377,8 +394,9 @@ impl State {
         let mut new_keys: Vec<Key> = Vec::with_capacity(tasks.len());
         self.tasks.reserve(tasks.len());
         // Graphs come in runs of one prefix and one group: each is looked up once per run.
-        let mut run_prefix: Option<u32> = None;
+        let mut run_prefix: Option<(u32, PrefixId)> = None;
         let mut run_group: Option<(Key, u32)> = None;
+        self.feed.progress.begin_graph();
         for spec in tasks {
             if self.tasks.contains_key(&spec.key) {
                 continue;
@@ -400,18 +418,22 @@ impl State {
             let key = spec.key.clone();
             self.next_priority += 1;
             let class = self.class_of(&spec, now);
-            let prefix = match run_prefix {
-                Some(id)
+            let (prefix, progress) = match run_prefix {
+                Some(ids)
                     if self
                         .prefixes
-                        .get(id as usize)
+                        .get(ids.0 as usize)
                         .is_some_and(|p| p.name == key.prefix()) =>
                 {
-                    id
+                    ids
                 }
-                _ => self.prefix_id(key.prefix()),
+                _ => (
+                    self.prefix_id(key.prefix()),
+                    self.feed.progress.intern(key.prefix()),
+                ),
             };
-            run_prefix = Some(prefix);
+            run_prefix = Some((prefix, progress));
+            self.feed.progress.added(progress);
             match &mut run_group {
                 Some((first, n)) if group_of(first.as_str()) == group_of(key.as_str()) => *n += 1,
                 _ => {
@@ -423,6 +445,7 @@ impl State {
             let task = Task {
                 spec,
                 class,
+                progress,
                 deps,
                 dependents: FxHashSet::default(),
                 state: TaskState::Released,
@@ -852,6 +875,8 @@ impl State {
         };
         let state = t.state;
         let on = t.processing_on;
+        self.feed
+            .task_done(worker, t.progress, duration_us, now, false);
         if let Some(w) = on {
             self.unassign(key, w);
         }
@@ -967,6 +992,8 @@ impl State {
         if t.state != TaskState::Processing || t.processing_on != Some(worker) {
             return;
         }
+        self.feed
+            .task_done(worker, t.progress, duration_us, now, true);
         self.unassign(key, worker);
         self.set_state(key, TaskState::Released);
         self.fail_task(
@@ -1297,6 +1324,9 @@ impl State {
                     p.nbytes_in_memory += t.nbytes;
                 }
             }
+            self.feed
+                .progress
+                .moved(t.progress, from.bucket(), to.bucket());
         }
     }
 
@@ -1834,6 +1864,7 @@ impl State {
         };
         let c = &mut self.counts[t.state as usize];
         *c = c.saturating_sub(1);
+        self.feed.progress.forgotten(t.progress, t.state.bucket());
         if matches!(t.state, TaskState::Queued | TaskState::NoWorker)
             && let Some(c) = self.classes.get_mut(t.class as usize)
         {
@@ -1943,6 +1974,45 @@ impl State {
             ticks: TickSnapshot::default(),
             monotonic_s: 0.0,
         }
+    }
+
+    /// The dashboard page's next update: the workers table, the cluster's task counts (and its
+    /// adaptive target, if `with_target`: that walks every queued task), the progress of the
+    /// current computations, and what the task stream recorded since `cursor`.
+    pub fn dashboard(&self, cursor: Cursor, with_target: bool, now: f64) -> Update {
+        let workers = self
+            .workers
+            .iter()
+            .map(|(id, w)| WorkerRow {
+                id: *id,
+                name: w.info.name.clone(),
+                address: w.info.address.clone(),
+                nthreads: w.info.nthreads,
+                memory_limit: w.info.memory_limit,
+                managed: w.nbytes,
+                spilled: w.load.spilled_bytes,
+                rss: w.load.rss,
+                cpu_percent: w.load.cpu_percent,
+                processing: w.processing.len(),
+                executing: w.load.executing,
+                keys: w.has_what.len(),
+                status: match w.status {
+                    WorkerStatus::Running => "running",
+                    WorkerStatus::Paused => "paused",
+                    WorkerStatus::Retiring => "retiring",
+                },
+                resources: w.info.resources.to_string(),
+            })
+            .collect();
+        let cluster = ClusterRow {
+            adaptive_target: with_target.then(|| adaptive_target(&self.adaptive_input())),
+            waiting: self.count(TaskState::Waiting),
+            queued: self.count(TaskState::Queued) + self.count(TaskState::NoWorker),
+            processing: self.count(TaskState::Processing),
+            memory: self.count(TaskState::Memory),
+        };
+        self.feed
+            .update(cursor, workers, cluster, now, self.started_at)
     }
 
     fn adaptive_input(&self) -> AdaptiveInput {

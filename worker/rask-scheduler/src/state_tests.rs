@@ -1392,3 +1392,221 @@ fn suspicious_tasks_are_counted_per_prefix() {
     assert_eq!(prefix(&sim, other).suspicious, 0);
     assert_eq!(sim.st.snapshot(sim.now).tasks_suspicious_total, 1);
 }
+
+// ----- the dashboard's feed ----------------------------------------------------------------------
+
+use crate::dashboard::feed::{Cursor, PrefixCounts, Update};
+
+/// The progress row of `prefix` in an update, by name.
+fn progress_of(st: &State, u: &Update, prefix: &str) -> Option<PrefixCounts> {
+    let id = st.feed.progress.id_of(prefix)?;
+    u.progress.iter().find(|r| r.id == id).map(|r| r.counts)
+}
+
+fn counts(waiting: u64, processing: u64, memory: u64, erred: u64, released: u64) -> PrefixCounts {
+    PrefixCounts {
+        waiting,
+        processing,
+        memory,
+        erred,
+        released,
+    }
+}
+
+#[test]
+fn the_task_stream_records_each_finished_and_failed_task_with_its_worker_prefix_and_times() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    sim.submit(
+        vec![
+            task("inc-a", "inc", vec![1.into()]),
+            task("inc-b", "inc", vec![2.into()]),
+            task("bad-c", "fail", vec!["no".into()]),
+        ],
+        &[&k("inc-a"), &k("inc-b"), &k("bad-c")],
+    );
+    sim.run_all();
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
+    let names: FxHashMap<u32, String> = u.prefixes.iter().cloned().collect();
+    let mut seen: Vec<(u64, String, u8)> = u
+        .stream
+        .iter()
+        .map(|&(w, p, start_ago, stop_ago, erred)| {
+            // The worker measured 100 µs; the report's arrival is its stop.
+            assert!(
+                (start_ago - stop_ago - 0.1).abs() < 1e-6,
+                "{start_ago} {stop_ago}"
+            );
+            assert!(stop_ago >= 0.0);
+            (w, names[&p].clone(), erred)
+        })
+        .collect();
+    seen.sort();
+    let workers: FxHashSet<u64> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(workers.len(), 2, "both workers ran tasks: {seen:?}");
+    let mut kinds: Vec<(String, u8)> = seen.into_iter().map(|(_, p, e)| (p, e)).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("bad".to_owned(), 1),
+            ("inc".to_owned(), 0),
+            ("inc".to_owned(), 0)
+        ]
+    );
+    // The next update carries only what is new.
+    let u2 = sim.st.dashboard(u.cursor, true, sim.now);
+    assert!(u2.stream.is_empty());
+    sim.submit(vec![task("inc-d", "inc", vec![3.into()])], &[&k("inc-d")]);
+    sim.run_all();
+    let u3 = sim.st.dashboard(u2.cursor, true, sim.now);
+    assert_eq!(u3.stream.len(), 1);
+    assert!(
+        u3.prefixes.iter().any(|(_, n)| n == "inc"),
+        "{:?}",
+        u3.prefixes
+    );
+}
+
+#[test]
+fn progress_counts_follow_a_computation_per_prefix_to_the_end() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    let mut g: Vec<TaskSpec> = (0..4)
+        .map(|i| task(&format!("x-{i}"), "inc", vec![i.into()]))
+        .collect();
+    g.push(task(
+        "total-0",
+        "sum",
+        vec![A::L((0..4).map(|i| key(format!("x-{i}"))).collect())],
+    ));
+    sim.submit(g, &[&k("total-0")]);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
+    // One thread, unknown durations: one x runs, three wait for room; total waits for inputs.
+    assert_eq!(progress_of(&sim.st, &u, "x"), Some(counts(3, 1, 0, 0, 0)));
+    assert_eq!(
+        progress_of(&sim.st, &u, "total"),
+        Some(counts(1, 0, 0, 0, 0))
+    );
+    let (w, ct) = sim.computes().remove(0);
+    sim.run(w, &ct);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
+    let x = progress_of(&sim.st, &u, "x").unwrap();
+    // Now that x's duration is known, the rest are pipelined to the worker.
+    assert_eq!((x.memory, x.waiting + x.processing, x.total()), (1, 3, 4));
+    sim.run_all();
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
+    // The inputs were freed once total had them: released; total is held for the client.
+    assert_eq!(progress_of(&sim.st, &u, "x"), Some(counts(0, 0, 0, 0, 4)));
+    assert_eq!(
+        progress_of(&sim.st, &u, "total"),
+        Some(counts(0, 0, 1, 0, 0))
+    );
+    // The client lets go: everything is forgotten, and the bars stay (complete) for a while.
+    sim.st
+        .release_keys(C, &[k("total-0")], sim.now, &mut sim.out);
+    assert!(sim.st.tasks.is_empty());
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
+    assert_eq!(progress_of(&sim.st, &u, "x"), Some(counts(0, 0, 0, 0, 4)));
+    assert_eq!(
+        progress_of(&sim.st, &u, "total"),
+        Some(counts(0, 0, 0, 0, 1))
+    );
+    let later = sim.now + crate::dashboard::feed::PROGRESS_LINGER_S + 1.0;
+    assert!(
+        sim.st
+            .dashboard(Cursor::default(), true, later)
+            .progress
+            .is_empty()
+    );
+    // A new computation of x starts its count afresh.
+    sim.submit(vec![task("x-9", "inc", vec![9.into()])], &[&k("x-9")]);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
+    assert_eq!(progress_of(&sim.st, &u, "x"), Some(counts(0, 1, 0, 0, 0)));
+}
+
+#[test]
+fn progress_counts_errors_and_tasks_sent_back_by_a_lost_worker() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    sim.submit(
+        vec![
+            task("bad-0", "fail", vec!["no".into()]),
+            task("after-0", "inc", vec![key("bad-0")]),
+            task("slow-0", "sleep", vec![1.into()]),
+        ],
+        &[&k("after-0"), &k("slow-0")],
+    );
+    let cs = sim.computes();
+    let (bad, slow): (Vec<_>, Vec<_>) = cs
+        .into_iter()
+        .partition(|(_, ct)| ct.spec.key == k("bad-0"));
+    sim.run(bad[0].0, &bad[0].1);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
+    assert_eq!(progress_of(&sim.st, &u, "bad"), Some(counts(0, 0, 0, 1, 0)));
+    assert_eq!(
+        progress_of(&sim.st, &u, "after"),
+        Some(counts(0, 0, 0, 1, 0))
+    );
+    assert_eq!(
+        progress_of(&sim.st, &u, "slow"),
+        Some(counts(0, 1, 0, 0, 0))
+    );
+    // The worker running slow dies: slow is processing again on the other one, and the dead
+    // worker leaves the workers table.
+    let dead = slow[0].0;
+    sim.st.remove_worker(dead, sim.now, &mut sim.out);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
+    assert_eq!(
+        progress_of(&sim.st, &u, "slow"),
+        Some(counts(0, 1, 0, 0, 0))
+    );
+    assert_eq!(
+        u.workers.iter().map(|w| w.id).collect::<Vec<_>>(),
+        [if dead == 1 { 2 } else { 1 }]
+    );
+}
+
+#[test]
+fn the_workers_table_shows_memory_from_results_and_heartbeats() {
+    let mut sim = Sim::new(&[(1, 2)]);
+    sim.submit(vec![task("inc-a", "inc", vec![1.into()])], &[&k("inc-a")]);
+    sim.run_all();
+    let load = WorkerLoad {
+        memory_bytes: 8,
+        spilled_bytes: 4096,
+        executing: 1,
+        rss: 50 << 20,
+        cpu_percent: Some(87.5),
+    };
+    sim.st.heartbeat(1, load, sim.now);
+    let u = sim.st.dashboard(Cursor::default(), true, sim.now);
+    let w = &u.workers[0];
+    assert_eq!(
+        (w.name.as_str(), w.nthreads, w.memory_limit),
+        ("w1", 2, 1 << 30)
+    );
+    assert_eq!(
+        (w.managed, w.spilled, w.rss, w.keys),
+        (8, 4096, 50 << 20, 1)
+    );
+    assert_eq!((w.processing, w.executing, w.status), (0, 1, "running"));
+    assert_eq!(w.cpu_percent, Some(87.5));
+    assert_eq!(w.resources, "");
+}
+
+#[test]
+fn the_cluster_row_counts_tasks_and_carries_the_adaptive_target_when_asked() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    let mut g: Vec<TaskSpec> = (0..3)
+        .map(|i| task(&format!("x-{i}"), "inc", vec![i.into()]))
+        .collect();
+    g.push(task("y-0", "inc", vec![key("x-0")]));
+    sim.submit(g, &[&k("x-1"), &k("x-2"), &k("y-0")]);
+    let c = sim.st.dashboard(Cursor::default(), true, sim.now).cluster;
+    assert_eq!((c.waiting, c.queued, c.processing, c.memory), (1, 2, 1, 0));
+    // Two queued tasks of unknown duration (0.5 s each) fit one worker's 5 s target.
+    assert_eq!(c.adaptive_target, Some(1));
+    let c = sim.st.dashboard(Cursor::default(), false, sim.now).cluster;
+    assert_eq!(c.adaptive_target, None);
+    sim.run_all();
+    let c = sim.st.dashboard(Cursor::default(), true, sim.now).cluster;
+    assert_eq!((c.waiting, c.queued, c.processing, c.memory), (0, 0, 0, 3));
+}

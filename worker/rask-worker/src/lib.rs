@@ -6,6 +6,7 @@
 //! `rask` binary, or a user's own program) registers the families it should carry, and the worker
 //! tells the scheduler which they are.
 
+mod cpu;
 pub mod executor;
 pub mod memory;
 mod metrics;
@@ -297,6 +298,7 @@ impl Worker {
                     && (config.memory.spill.is_some() || config.memory.pause.is_some()),
             },
             fx: Actions::default(),
+            cpu: cpu::CpuMeter::default(),
         };
         let heartbeat = config.heartbeat;
         let handle = tokio::spawn(core.run(events_rx, stop_rx, heartbeat));
@@ -436,6 +438,8 @@ struct Core {
     /// The handlers' effects, kept between events so their buffers are reused: most events
     /// (a task done, one to compute) ask for one message and would otherwise allocate for it.
     fx: Actions,
+    /// The process's CPU time at the previous heartbeat.
+    cpu: cpu::CpuMeter,
 }
 
 /// The worker's I/O: its store, threads, connections.
@@ -546,6 +550,7 @@ impl Core {
     }
 
     fn heartbeat(&mut self) {
+        let cpu_percent = self.cpu.sample(Instant::now(), cpu::process_cpu_seconds());
         let load = {
             let s = lock(&self.io.store);
             WorkerLoad {
@@ -553,6 +558,7 @@ impl Core {
                 spilled_bytes: s.spilled_bytes(),
                 executing: self.io.executor.executing() as u32,
                 rss: self.state.last_sample().rss,
+                cpu_percent,
             }
         };
         self.latency.sent(Instant::now());
