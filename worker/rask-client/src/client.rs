@@ -267,6 +267,32 @@ impl Client {
         }
     }
 
+    /// Whether `key`'s outcome is known (a value, a failure, or the connection's loss).
+    fn is_done(&self, key: &Key) -> bool {
+        let r = self.inner.lock();
+        r.lost.is_some() || r.slots.get(key).is_none_or(|s| s.outcome.is_some())
+    }
+
+    /// Waits until `key`'s outcome is known, without fetching its value.
+    async fn wait_done(&self, key: &Key) {
+        loop {
+            let notify = {
+                let r = self.inner.lock();
+                match r.slots.get(key) {
+                    Some(slot) if slot.outcome.is_none() && r.lost.is_none() => slot.notify.clone(),
+                    _ => return,
+                }
+            };
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Re-check after registering, so an outcome that arrived in between is not missed.
+            if !self.is_done(key) {
+                notified.await;
+            }
+        }
+    }
+
     fn poll(&self, key: &Key) -> Result<Poll, ClientError> {
         let r = self.inner.lock();
         let Some(slot) = r.slots.get(key) else {
@@ -433,6 +459,17 @@ impl<R> Future<R> {
             inner: self.inner,
             _result: PhantomData,
         }
+    }
+
+    /// Whether the task has finished (its value or its error is known), without waiting.
+    pub fn done(&self) -> bool {
+        self.inner.client.is_done(&self.inner.key)
+    }
+
+    /// Waits until the task has finished, without fetching its value: then [`Future::done`]
+    /// holds, and the result (or the error) is one [`Future::encoded`] away.
+    pub async fn wait(&self) {
+        self.inner.client.wait_done(&self.inner.key).await
     }
 
     /// Waits for the result and returns it undecoded.
