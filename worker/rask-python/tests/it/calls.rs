@@ -137,3 +137,23 @@ fn the_probe_reports_the_interpreters_versions() {
     );
     assert!(v.family_version().starts_with("1+py3."), "{v:?}");
 }
+
+#[test]
+fn large_results_and_inputs_cross_whole() {
+    let r = registry(PythonConfig::new(None));
+    let big = payload(
+        "CALL = (lambda n: bytes(range(256)) * (n // 256), (24 << 20,), {})",
+        0,
+    );
+    let out = call(&r, &big, &[]).unwrap();
+    assert!(out.len() > 24 << 20, "{}", out.len());
+    let check = payload(
+        "def check(b, also):\n    return (len(b), b == bytes(range(256)) * (len(b) // 256), len(also))\nCALL = (check, (Dep(0), Dep(1)), {})",
+        2,
+    );
+    let also = Value::Bytes(Bytes::from(vec![7u8; 3 << 20])).encode();
+    assert_eq!(
+        repr(&call(&r, &check, &[out, also]).unwrap()),
+        format!("({}, True, {})", 24 << 20, 3 << 20)
+    );
+}

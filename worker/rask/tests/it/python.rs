@@ -132,3 +132,72 @@ async fn exceptions_and_crashes_reach_the_client_and_the_worker_lives_on() {
     assert_eq!(v, Value::Int(2));
     cluster.shutdown().await;
 }
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // `pid (comm) S ...`: the state follows the command's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+#[tokio::test]
+async fn the_python_processes_of_a_killed_worker_go_with_it() {
+    let mut cluster = process_cluster(1).await;
+    let client = cluster.client().await.unwrap();
+    let ids = py_call("CALL = (lambda: (os.getpid(), os.getppid()), (), {})");
+    let ids = repr(&client.submit(CALL, ids).result().await.unwrap());
+    let (pid, parent) = ids
+        .trim_matches(['(', ')'])
+        .split_once(", ")
+        .map(|(a, b)| (a.parse::<u32>().unwrap(), b.parse::<u32>().unwrap()))
+        .unwrap();
+    let name = cluster.worker_names()[0].clone();
+    assert_eq!(Some(parent), cluster.worker_pid(&name));
+    // Busy in user code when its worker dies.
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let nap = py_call(&format!(
+        "import time\ndef nap(p):\n    open(p, 'w').close()\n    time.sleep(60)\nCALL = (nap, ({:?},), {{}})",
+        started.display().to_string()
+    ));
+    let nap = client.submit(CALL, nap);
+    let running = crate::eventually(std::time::Duration::from_secs(10), async || {
+        started.exists()
+    })
+    .await;
+    assert!(running);
+    cluster.kill_worker(&name).await.unwrap();
+    let ended = crate::eventually(std::time::Duration::from_secs(5), async || gone(pid)).await;
+    assert!(ended, "Python process {pid} outlived its worker");
+    drop(nap);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_worker_without_a_usable_python_runs_the_rest_and_says_why_python_cannot() {
+    let mut config = rask::local::LocalClusterConfig::new(1, 1).processes(crate::rask_bin());
+    config.worker_env.push(("RUST_LOG".into(), "error".into()));
+    config
+        .worker_env
+        .push(("RASK_PYTHON".into(), "/nonexistent/python3".into()));
+    let cluster = rask::local::LocalCluster::start(config).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let err = client
+        .submit(CALL, py_call("CALL = (len, ('abc',), {})"))
+        .result()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().ends_with(
+            "python.call: Python interpreter \"/nonexistent/python3\" not found: give `rask worker --python PATH` or set RASK_PYTHON"
+        ),
+        "{err}"
+    );
+    let v: Value = client.submit(seed::INC, lit(1)).result().await.unwrap();
+    assert_eq!(v, Value::Int(2));
+    cluster.shutdown().await;
+}
