@@ -6,29 +6,17 @@ use bytes::Bytes;
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use rask_client::Deps;
 use rask_client::delayed::new_key;
 use rask_core::function::encode_payload;
-use rask_core::{Encoded, Func, Input, TaskSpec};
+use rask_core::{Encoded, TaskSpec};
+use rask_python::{CALL, PyCall};
 
 use crate::outcome::outcome;
 use crate::runtime::{block_on, deadline, runtime};
-
-/// A call of a user's Python function, as the `python` family's workers read it: `call` is
-/// `cloudpickle.dumps((func, args, kwargs))` with each future among the arguments replaced by
-/// `rask._deps.Dep(i)`, and `inputs[i]` is that future's result.
-#[derive(Serialize)]
-pub(crate) struct PyCall {
-    pub(crate) call: Bytes,
-    pub(crate) inputs: Vec<Input<Encoded>>,
-}
-
-/// `python.call`: runs a pickled call on a worker's Python process; its result is pickled too.
-pub(crate) const CALL: Func<PyCall, Encoded> = Func::new("python.call");
 
 /// A connection to a scheduler.
 #[pyclass(module = "rask._rask", frozen)]
@@ -121,7 +109,9 @@ fn task_spec(
     deps: &[PyRef<'_, Future>],
 ) -> PyResult<TaskSpec> {
     let mut d = Deps::new();
-    let inputs: Vec<Input<Encoded>> = deps.iter().map(|f| d.input(&f.inner)).collect();
+    // The futures come without repeats, so `inputs` is `Input(0), Input(1), ...`: `Dep(i)` in the
+    // call is the task's input `i`.
+    let inputs = deps.iter().map(|f| d.input(&f.inner).cast()).collect();
     let args = PyCall {
         call: Bytes::copy_from_slice(call.as_bytes()),
         inputs,

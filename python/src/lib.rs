@@ -19,6 +19,6 @@ fn _rask(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Completions>()?;
     m.add_function(wrap_pyfunction!(client::wait_all, m)?)?;
     m.add_function(wrap_pyfunction!(client::gather, m)?)?;
-    m.add("FUNCTION", client::CALL.name())?;
+    m.add("FUNCTION", rask_python::CALL.name())?;
     Ok(())
 }

@@ -8,12 +8,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use rask_client::ClientError;
-use rask_core::data::TAG_SERDE;
+use rask_core::data::{TAG_PICKLE, TAG_SERDE};
 use rask_core::protocol::{TaskError, TaskFailure};
-use rask_core::{Encoded, Value};
-
-/// The tag of pickled Python objects (rask_core::data's table: 3).
-pub(crate) const TAG_PICKLE: u8 = 3;
+use rask_core::{Encoded, KernelError, Value};
 
 /// A native value, converted (`None`, `bool`, `int`, `float`, `str`, `bytes`, `list`).
 const VALUE: u8 = 0;
@@ -73,12 +70,21 @@ pub(crate) fn outcome<'py>(
     }
 }
 
-/// `{"key", "message", "kind"}` and, for a killed worker, `"deaths"`.
+/// `{"key", "message", "kind"}`; for an exception of the user's Python code (`kind` "python")
+/// also `"type"`, `"text"`, `"traceback"` and `"pickled"` (the exception, or `None`); for a
+/// killed worker `"deaths"`.
 fn failure_dict<'py>(py: Python<'py>, f: &TaskFailure) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("key", f.key.as_str())?;
     d.set_item("message", f.to_string())?;
     let kind = match &f.error {
+        TaskError::Kernel(KernelError::Python(e)) => {
+            d.set_item("type", &e.type_name)?;
+            d.set_item("text", &e.message)?;
+            d.set_item("traceback", &e.traceback)?;
+            d.set_item("pickled", e.pickled.as_ref().map(|b| PyBytes::new(py, b)))?;
+            "python"
+        }
         TaskError::Kernel(_) => "kernel",
         TaskError::KilledWorker { deaths, .. } => {
             d.set_item("deaths", *deaths)?;

@@ -13,6 +13,7 @@ from rask.distributed import (
     Client,
     Future,
     RemoteTraceback,
+    TaskError,
     as_completed,
     wait,
 )
@@ -113,6 +114,31 @@ def test_an_exception_comes_back_with_its_type_and_the_remote_traceback(client: 
     assert future.done()
     with pytest.raises(PipelineError):
         client.gather([client.submit(inc, 1), future])
+
+
+class TwoArgs(Exception):
+    """Pickles, but does not unpickle: its args are the one message, its __init__ takes two."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a} and {b}")
+
+
+def test_an_exception_that_cannot_travel_comes_back_as_a_runtime_error_naming_its_type(client: Client):
+    def raises_two_args():
+        raise TwoArgs(1, 2)
+
+    with pytest.raises(RuntimeError, match=r"TwoArgs: 1 and 2") as info:
+        client.submit(raises_two_args).result(RESULT_TIMEOUT_S)
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+    assert "raises_two_args" in info.value.__cause__.traceback
+
+
+def test_a_crashed_python_process_fails_its_task_and_the_worker_goes_on(client: Client):
+    import os
+
+    with pytest.raises(TaskError, match="exited with status 3"):
+        client.submit(os._exit, 3).result(RESULT_TIMEOUT_S)
+    assert client.gather(client.map(inc, range(4))) == [1, 2, 3, 4]
 
 
 def test_gather_keeps_structure_and_can_skip_errors(client: Client):
