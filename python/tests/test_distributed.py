@@ -177,6 +177,33 @@ def test_wait_and_as_completed(client: Client):
         wait(client.submit(sleepy, 5, None), timeout=0.1)
 
 
+class Interrupted(Exception):
+    pass
+
+
+def test_a_signal_interrupts_a_waiting_result(client: Client):
+    """Waits release the GIL but still run Python's signal handlers (Ctrl-C)."""
+    import os
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise Interrupted()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        slow = client.submit(time.sleep, 3)
+        t0 = time.monotonic()
+        timer.start()
+        with pytest.raises(Interrupted):
+            slow.result()
+        assert time.monotonic() - t0 < 2
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+
+
 class Box:
     def __init__(self, x):
         self.x = x
