@@ -245,6 +245,8 @@ class Client:
             if not isinstance(it, Iterable):
                 raise TypeError(f"map() takes iterables of arguments, got {type(it).__name__}")
         calls = [self._call(func, items, kwargs) for items in zip(*iterables)]
+        if not calls:
+            return []
         return [Future(f, self) for f in native.submit_many(_key_prefix(func), calls)]
 
     def gather(self, futures: Any, errors: str = "raise") -> Any:

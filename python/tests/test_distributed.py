@@ -54,11 +54,19 @@ def test_map_and_gather(client: Client):
     assert client.gather(client.map(lambda a, b: a * b + base, [1, 2, 3], [4, 5, 6])) == [14, 20, 28]
     # Keyword arguments go to every call.
     assert client.gather(client.map(add, [1, 2], b=5)) == [6, 7]
+    assert client.map(inc, []) == [] and client.gather([]) == []
 
 
 def test_results_of_any_picklable_type(client: Client):
     value = {"a": [1, 2.5, None], "b": (b"\x00", "é"), "c": {3, 4}}
     assert client.submit(lambda: value).result(RESULT_TIMEOUT_S) == value
+
+
+def test_large_results_are_fetched_from_the_worker_intact(client: Client):
+    big = client.submit(lambda n: bytes(range(256)) * n, 40_000)  # 10 MB: too big to be forwarded
+    assert big.result(RESULT_TIMEOUT_S) == bytes(range(256)) * 40_000
+    # And as an input of another task, moved between workers as bytes.
+    assert client.submit(len, big).result(RESULT_TIMEOUT_S) == 10_240_000
 
 
 def test_futures_as_arguments_become_dependencies(client: Client):
