@@ -70,6 +70,14 @@ pub(crate) fn outcome<'py>(
     }
 }
 
+/// The outcome of an encoded result given as bytes (a format tag, then the body): how results
+/// read from the cluster are converted, for the tests of every kind of value.
+#[pyfunction]
+pub(crate) fn decode_result<'py>(py: Python<'py>, encoded: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
+    let e = Encoded::from_bytes(bytes::Bytes::copy_from_slice(encoded));
+    outcome(py, "(given)", Ok(e))
+}
+
 /// `{"key", "message", "kind"}`; for an exception of the user's Python code (`kind` "python")
 /// also `"type"`, `"text"`, `"traceback"` and `"pickled"` (the exception, or `None`); for a
 /// killed worker `"deaths"`.
