@@ -151,6 +151,19 @@ class Future:
         return f"<Future: {state}, key: {self.key}>"
 
 
+# Keywords of Dask's submit and map that configure the task rather than the call: taken by rask's
+# too (as by Dask's, they never reach the function), and refused until rask supports them.
+_DASK_TASK_KEYWORDS = frozenset(
+    ["key", "workers", "resources", "retries", "priority", "fifo_timeout", "allow_other_workers", "actor", "actors", "batch_size"]
+)
+
+
+def _refuse_task_keywords(kwargs: dict) -> None:
+    unsupported = sorted(_DASK_TASK_KEYWORDS & kwargs.keys())
+    if unsupported:
+        raise TypeError(f"rask does not support Dask's {', '.join(k + '=' for k in unsupported)} yet")
+
+
 def _key_prefix(func: Callable) -> str:
     """Dask's key names: the function's name (`inc`, `lambda`), as task statistics group them."""
     name = getattr(func, "__name__", None) or type(func).__name__
@@ -230,8 +243,10 @@ class Client:
 
     def submit(self, func: Callable, *args: Any, pure: bool | None = None, **kwargs: Any) -> Future:
         """Runs `func(*args, **kwargs)` on a worker. Futures among the arguments are replaced by
-        their values there. `pure` is accepted for Dask's signature: every call is a new task."""
+        their values there. `pure` is accepted for Dask's signature: every call is a new task.
+        Dask's other task options (`key=`, `retries=`, `resources=`, ...) raise `TypeError`."""
         native = self._client()
+        _refuse_task_keywords(kwargs)
         call, deps = self._call(func, args, kwargs)
         return Future(native.submit(_key_prefix(func), call, deps), self)
 
@@ -239,6 +254,7 @@ class Client:
         """`submit(func, *items, **kwargs)` for each tuple of items of the iterables (zipped),
         sent to the scheduler as one graph."""
         native = self._client()
+        _refuse_task_keywords(kwargs)
         if not iterables:
             raise TypeError("map() needs at least one iterable")
         for it in iterables:

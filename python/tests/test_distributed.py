@@ -224,6 +224,12 @@ def test_bad_inputs_are_errors_that_say_what_is_wrong(client: Client, scheduler_
         client.map(inc, 5)
     with pytest.raises(TypeError, match="at least one iterable"):
         client.map(inc)
+    # Dask's task options never reach the function: refused until rask has them.
+    with pytest.raises(TypeError, match="does not support Dask's key=, retries= yet"):
+        client.submit(inc, 1, retries=2, key="x")
+    with pytest.raises(TypeError, match="does not support Dask's resources= yet"):
+        client.map(inc, [1], resources={"GPU": 1})
+    assert client.submit(inc, 1, pure=False).result(RESULT_TIMEOUT_S) == 2
     with pytest.raises(ValueError, match="errors must be"):
         client.gather([], errors="ignore")
     x = client.submit(inc, 1)
