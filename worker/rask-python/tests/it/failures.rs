@@ -195,3 +195,23 @@ fn an_interpreter_that_is_not_the_runners_fails_clearly() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_call_that_does_not_unpickle_on_the_worker_says_where() {
+    let r = registry(PythonConfig::new(None));
+    // A function of a module only the client has: pickled by reference, as cloudpickle does.
+    let f = payload(
+        "m = types.ModuleType('client_only_mod')\nexec('def f():\\n    return 1', m.__dict__)\n\
+         sys.modules['client_only_mod'] = m\nCALL = (m.f, (), {})",
+        0,
+    );
+    let e = exception(call(&r, &f, &[]).unwrap_err());
+    assert_eq!(e.type_name, "ModuleNotFoundError");
+    assert_eq!(e.message, "No module named 'client_only_mod'");
+    assert!(
+        e.traceback
+            .contains("(unpickling the call on a rask worker with Python 3."),
+        "{}",
+        e.traceback
+    );
+}
