@@ -252,3 +252,16 @@ def f(path):
     let ok = payload("CALL = (len, ('abc',), {})", 0);
     assert_eq!(repr(&call(&r, &ok, &[]).unwrap()), "3");
 }
+
+#[test]
+fn user_code_reading_stdin_gets_eof_not_the_workers_messages() {
+    let r = registry(PythonConfig::new(None));
+    let f = payload("CALL = (input, (), {})", 0);
+    let e = exception(call(&r, &f, &[]).unwrap_err());
+    assert_eq!(
+        (e.type_name.as_str(), e.message.as_str()),
+        ("EOFError", "EOF when reading a line")
+    );
+    let ok = payload("CALL = (len, ('abc',), {})", 0);
+    assert_eq!(repr(&call(&r, &ok, &[]).unwrap()), "3");
+}
