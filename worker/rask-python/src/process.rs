@@ -23,6 +23,10 @@ const RUNNER: &str = include_str!("runner.py");
 
 /// How long a new process may take to say it is ready (imports on a cold disk can be slow).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a wait on a process's socket looks whether the process is still alive: a process
+/// that forked (`multiprocessing`) and died leaves its socket open in its children, so its end
+/// is not always an EOF.
+const POLL: Duration = Duration::from_secs(1);
 /// How long a process that broke the protocol or closed its socket has to exit on its own.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Frames smaller than this are written with their header in one call.
@@ -125,21 +129,28 @@ impl Process {
     }
 
     fn hello(&mut self) -> Result<Versions, PythonError> {
-        let timeout = self.reader.get_ref().set_read_timeout(Some(HELLO_TIMEOUT));
-        if let Err(e) = timeout {
-            return Err(self.broken(format!("cannot set a timeout on its socket: {e}")));
+        let sock = self.reader.get_ref();
+        let timeouts = sock
+            .set_read_timeout(Some(POLL))
+            .and_then(|()| sock.set_write_timeout(Some(POLL)));
+        if let Err(e) = timeouts {
+            return Err(self.broken(format!("cannot set timeouts on its socket: {e}")));
         }
-        let frame = read_frame(&mut self.reader);
+        let started = Instant::now();
+        let child = &mut self.child;
+        let frame = read_frame(&mut self.reader, || {
+            if started.elapsed() > HELLO_TIMEOUT {
+                return Err(io::Error::new(
+                    ErrorKind::TimedOut,
+                    format!("it was not ready after {} s", HELLO_TIMEOUT.as_secs()),
+                ));
+            }
+            alive(child)
+        });
         let (kind, body) = match frame {
             Ok(Some(f)) => f,
             Ok(None) => return Err(self.broken("it closed its socket before it was ready".into())),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(self.broken(format!(
-                    "it was not ready after {} s",
-                    HELLO_TIMEOUT.as_secs()
-                )));
-            }
-            Err(e) => return Err(self.broken(format!("reading its first message: {e}"))),
+            Err(e) => return Err(self.broken(format!("waiting for its first message: {e}"))),
         };
         // `body[0]` is the tag `read_frame` puts first.
         let text = String::from_utf8_lossy(&body[1..]).into_owned();
@@ -168,9 +179,6 @@ impl Process {
             Ok(v) => v,
             Err(reason) => return Err(self.broken(reason)),
         };
-        if let Err(e) = self.reader.get_ref().set_read_timeout(None) {
-            return Err(self.broken(format!("cannot clear its socket's timeout: {e}")));
-        }
         Ok(versions)
     }
 
@@ -188,7 +196,8 @@ impl Process {
     pub(crate) fn run(&mut self, call: &[u8], inputs: &[&[u8]]) -> Result<Reply, String> {
         self.send(call, inputs)
             .map_err(|e| format!("sending it the task: {e}"))?;
-        let (kind, body) = match read_frame(&mut self.reader) {
+        let child = &mut self.child;
+        let (kind, body) = match read_frame(&mut self.reader, || alive(child)) {
             Ok(Some(f)) => f,
             Ok(None) => return Err("it closed its socket while running the task".into()),
             Err(e) => return Err(format!("reading the task's outcome: {e}")),
@@ -203,6 +212,7 @@ impl Process {
     fn send(&mut self, call: &[u8], inputs: &[&[u8]]) -> io::Result<()> {
         let count = u32::try_from(inputs.len())
             .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "more than 2^32 inputs"))?;
+        let (w, child) = (&mut self.writer, &mut self.child);
         let mut small = Vec::with_capacity(SMALL_FRAME);
         put_frame(&mut small, b'T', &count.to_le_bytes());
         for (kind, body) in std::iter::once((b'C', call)).chain(inputs.iter().map(|i| (b'I', *i))) {
@@ -210,13 +220,13 @@ impl Process {
                 put_frame(&mut small, kind, body);
             } else {
                 put_header(&mut small, kind, body.len());
-                self.writer.write_all(&small)?;
+                write_all(w, &small, || alive(child))?;
                 small.clear();
-                self.writer.write_all(body)?;
+                write_all(w, body, || alive(child))?;
             }
         }
         if !small.is_empty() {
-            self.writer.write_all(&small)?;
+            write_all(w, &small, || alive(child))?;
         }
         Ok(())
     }
@@ -278,9 +288,46 @@ fn put_frame(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
+/// `Ok` while `child` runs.
+fn alive(child: &mut Child) -> io::Result<()> {
+    match child.try_wait() {
+        Ok(None) => Ok(()),
+        // The status is in the error the caller builds (`Process::broken`).
+        Ok(Some(_)) => Err(io::Error::other("the process ended")),
+        Err(e) => Err(e),
+    }
+}
+
+fn timed_out(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// Writes all of `buf` to a socket with a write timeout, calling `waited` at each timeout (its
+/// error ends the wait).
+fn write_all(
+    w: &mut impl Write,
+    mut buf: &[u8],
+    mut waited: impl FnMut() -> io::Result<()>,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        match w.write(buf) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if timed_out(&e) => waited()?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// One frame: its kind, and a buffer of `[TAG_PICKLE, body...]` (the tag leads, so a result
-/// becomes an [`Encoded`] without a copy). `None` at EOF before a frame starts.
-fn read_frame(r: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
+/// becomes an [`Encoded`] without a copy). `None` at EOF before a frame starts. On a socket with
+/// a read timeout, `waited` is called at each timeout; its error ends the wait.
+fn read_frame(
+    r: &mut impl Read,
+    mut waited: impl FnMut() -> io::Result<()>,
+) -> io::Result<Option<(u8, Vec<u8>)>> {
     let mut head = [0u8; 9];
     let mut got = 0;
     while got < head.len() {
@@ -289,6 +336,7 @@ fn read_frame(r: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
             Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
             Ok(n) => got += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if timed_out(&e) => waited()?,
             Err(e) => return Err(e),
         }
     }
@@ -305,9 +353,16 @@ fn read_frame(r: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
         )
     })?;
     body.push(TAG_PICKLE);
-    let read = r.take(len as u64).read_to_end(&mut body)?;
-    if read < len {
-        return Err(ErrorKind::UnexpectedEof.into());
+    // `read_to_end` keeps what it read before an error: a timeout resumes where it stopped.
+    while body.len() - 1 < len {
+        let missing = (len - (body.len() - 1)) as u64;
+        match r.take(missing).read_to_end(&mut body) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if timed_out(&e) => waited()?,
+            Err(e) => return Err(e),
+        }
     }
     Ok(Some((kind, body)))
 }
@@ -492,23 +547,69 @@ mod tests {
         let mut bytes = vec![b'R'];
         bytes.extend_from_slice(&3u64.to_le_bytes());
         bytes.extend_from_slice(b"abc");
-        let (kind, body) = read_frame(&mut &bytes[..]).unwrap().unwrap();
+        let (kind, body) = read_frame(&mut &bytes[..], || Ok(())).unwrap().unwrap();
         assert_eq!(
             (kind, &body[..]),
             (b'R', &[TAG_PICKLE, b'a', b'b', b'c'][..])
         );
-        assert!(read_frame(&mut &b""[..]).unwrap().is_none());
+        assert!(read_frame(&mut &b""[..], || Ok(())).unwrap().is_none());
         assert_eq!(
-            read_frame(&mut &bytes[..5]).unwrap_err().kind(),
+            read_frame(&mut &bytes[..5], || Ok(())).unwrap_err().kind(),
             ErrorKind::UnexpectedEof
         );
         assert_eq!(
-            read_frame(&mut &bytes[..11]).unwrap_err().kind(),
+            read_frame(&mut &bytes[..11], || Ok(())).unwrap_err().kind(),
             ErrorKind::UnexpectedEof
         );
         let mut huge = vec![b'R'];
         huge.extend_from_slice(&u64::MAX.to_le_bytes());
-        assert!(read_frame(&mut &huge[..]).is_err());
+        assert!(read_frame(&mut &huge[..], || Ok(())).is_err());
+    }
+
+    /// Gives its bytes a few at a time, with a timeout before each piece.
+    struct Stuttering<'a> {
+        bytes: &'a [u8],
+        stall: bool,
+    }
+
+    impl Read for Stuttering<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.stall = !self.stall;
+            if self.stall {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.bytes.len()).min(2);
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn timeouts_resume_a_frame_or_end_the_wait() {
+        let mut bytes = vec![b'R'];
+        bytes.extend_from_slice(&5u64.to_le_bytes());
+        bytes.extend_from_slice(b"hello");
+        let mut waits = 0;
+        let mut r = Stuttering {
+            bytes: &bytes,
+            stall: false,
+        };
+        let (_, body) = read_frame(&mut r, || {
+            waits += 1;
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(&body[1..], b"hello");
+        assert!(waits >= 7, "{waits}");
+        let mut r = Stuttering {
+            bytes: &bytes,
+            stall: false,
+        };
+        let err =
+            read_frame(&mut r, || Err(io::Error::other("it exited with status 3"))).unwrap_err();
+        assert_eq!(err.to_string(), "it exited with status 3");
     }
 
     #[test]

@@ -176,7 +176,16 @@ def main():
         if call is None:
             return False
         try:
-            func, args, kwargs = pickle.loads(call)
+            try:
+                func, args, kwargs = pickle.loads(call)
+            except BaseException as e:
+                # Most often a client of another Python or cloudpickle version.
+                if hasattr(e, "add_note"):
+                    e.add_note(
+                        f"(unpickling the call on a rask worker with Python {sys.version.split()[0]}"
+                        f" and cloudpickle {cloudpickle.__version__})"
+                    )
+                raise
             del call
             inputs = [pickle.loads(b) for b in inputs]
             if inputs:

@@ -157,3 +157,24 @@ fn large_results_and_inputs_cross_whole() {
         format!("({}, True, {})", 24 << 20, 3 << 20)
     );
 }
+
+/// numpy arrays (pickle protocol 5 buffers, in band) go from one task to the next: the
+/// interpreter needs numpy (the venv of scripts/test has it).
+#[test]
+fn numpy_arrays_pass_from_task_to_task() {
+    let r = registry(PythonConfig::new(None));
+    let make = payload(
+        "import numpy as np\nCALL = (np.arange, (1_000_000,), {'dtype': 'float64'})",
+        0,
+    );
+    let array = call(&r, &make, &[]).unwrap();
+    assert!(array.len() > 8_000_000, "{}", array.len());
+    let total = payload(
+        "def total(a):\n    return (type(a).__name__, float(a.sum()))\nCALL = (total, (Dep(0),), {})",
+        1,
+    );
+    assert_eq!(
+        repr(&call(&r, &total, &[array]).unwrap()),
+        "('ndarray', 499999500000.0)"
+    );
+}

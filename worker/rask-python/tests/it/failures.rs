@@ -195,3 +195,73 @@ fn an_interpreter_that_is_not_the_runners_fails_clearly() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_call_that_does_not_unpickle_on_the_worker_says_where() {
+    let r = registry(PythonConfig::new(None));
+    // A function of a module only the client has: pickled by reference, as cloudpickle does.
+    let f = payload(
+        "m = types.ModuleType('client_only_mod')\nexec('def f():\\n    return 1', m.__dict__)\n\
+         sys.modules['client_only_mod'] = m\nCALL = (m.f, (), {})",
+        0,
+    );
+    let e = exception(call(&r, &f, &[]).unwrap_err());
+    assert_eq!(e.type_name, "ModuleNotFoundError");
+    assert_eq!(e.message, "No module named 'client_only_mod'");
+    assert!(
+        e.traceback
+            .contains("(unpickling the call on a rask worker with Python 3."),
+        "{}",
+        e.traceback
+    );
+}
+
+#[test]
+fn a_process_that_dies_while_its_fork_lives_on_fails_its_task_all_the_same() {
+    let r = registry(PythonConfig::new(None));
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("child");
+    // The fork keeps the runner's socket (and pipes) open after the runner's own exit.
+    let source = r#"
+import time
+def f(path):
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    open(path, 'w').write(str(pid))
+    os._exit(3)
+"#;
+    let path = format!("{:?}", pid_file.display().to_string());
+    let f = payload(&format!("{source}\nCALL = (f, ({path},), {{}})"), 0);
+    let t0 = std::time::Instant::now();
+    let msg = call(&r, &f, &[]).unwrap_err().to_string();
+    let fork = std::fs::read_to_string(&pid_file).unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &fork])
+        .status();
+    assert!(
+        msg.contains("exited with status 3: reading the task's outcome: the process ended"),
+        "{msg}"
+    );
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        t0.elapsed()
+    );
+    let ok = payload("CALL = (len, ('abc',), {})", 0);
+    assert_eq!(repr(&call(&r, &ok, &[]).unwrap()), "3");
+}
+
+#[test]
+fn user_code_reading_stdin_gets_eof_not_the_workers_messages() {
+    let r = registry(PythonConfig::new(None));
+    let f = payload("CALL = (input, (), {})", 0);
+    let e = exception(call(&r, &f, &[]).unwrap_err());
+    assert_eq!(
+        (e.type_name.as_str(), e.message.as_str()),
+        ("EOFError", "EOF when reading a line")
+    );
+    let ok = payload("CALL = (len, ('abc',), {})", 0);
+    assert_eq!(repr(&call(&r, &ok, &[]).unwrap()), "3");
+}

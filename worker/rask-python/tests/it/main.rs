@@ -1,6 +1,6 @@
 //! The `python` family with a real interpreter: `$RASK_PYTHON` (scripts/test sets the venv's),
-//! else `python3`; it needs cloudpickle. Calls are pickled by that interpreter as the client
-//! would pickle them, and results unpickled by it to be checked.
+//! else `python3`; it needs cloudpickle (and numpy for one test). Calls are pickled by that
+//! interpreter as the client would pickle them, and results unpickled by it to be checked.
 
 mod calls;
 mod failures;

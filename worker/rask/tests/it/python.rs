@@ -201,3 +201,90 @@ async fn a_worker_without_a_usable_python_runs_the_rest_and_says_why_python_cann
     assert_eq!(v, Value::Int(2));
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_python_flag_reaches_a_worker_under_its_nanny() {
+    let mut config = rask::local::LocalClusterConfig::new(0, 1);
+    config.dashboard = None;
+    let cluster = rask::local::LocalCluster::start(config).await.unwrap();
+    // The environment names no usable Python: only the flag, passed on by the nanny, does.
+    let _worker = tokio::process::Command::new(crate::rask_bin())
+        .arg("worker")
+        .arg(cluster.scheduler_address())
+        .args([
+            "--name",
+            "nannied",
+            "--nthreads",
+            "1",
+            "--listen-host",
+            "127.0.0.1",
+        ])
+        .arg("--python")
+        .arg(PythonConfig::new(None).interpreter)
+        .env("RASK_PYTHON", "/nonexistent/python3")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    cluster
+        .wait_for_workers(1, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let client = cluster.client().await.unwrap();
+    let f = client.submit(CALL, py_call("CALL = (sum, ([1, 2, 3],), {})"));
+    assert_eq!(repr(&f.result().await.unwrap()), "6");
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn user_output_goes_to_the_workers_log() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut config = rask::local::LocalClusterConfig::new(0, 1);
+    config.dashboard = None;
+    let cluster = rask::local::LocalCluster::start(config).await.unwrap();
+    let mut worker = tokio::process::Command::new(crate::rask_bin())
+        .arg("worker")
+        .arg(cluster.scheduler_address())
+        .args([
+            "--name",
+            "chatty",
+            "--nthreads",
+            "1",
+            "--listen-host",
+            "127.0.0.1",
+        ])
+        .env("RUST_LOG", "warn,rask_python::user=info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(worker.stderr.take().unwrap()).lines();
+    cluster
+        .wait_for_workers(1, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let client = cluster.client().await.unwrap();
+    let talk = py_call(
+        "def talk():\n    print('hello from user code')\n    print('and to stderr', file=sys.stderr)\n    return 1\nCALL = (talk, (), {})",
+    );
+    assert_eq!(
+        repr(&client.submit(CALL, talk).result().await.unwrap()),
+        "1"
+    );
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(Some(line)) = log.next_line().await {
+            seen.push(line);
+            let text = seen.join("\n");
+            if text.contains("stdout: hello from user code")
+                && text.contains("stderr: and to stderr")
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "{seen:?}");
+    cluster.shutdown().await;
+}
