@@ -8,7 +8,7 @@ import sys
 import cloudpickle
 import pytest
 
-from rask.distributed import Client, LocalCluster
+from rask.distributed import Client, LocalCluster, TaskError
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -77,3 +77,10 @@ def test_the_rask_binary_is_found_or_the_error_says_how(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no `rask` executable: set RASK_BIN"):
         LocalCluster(n_workers=1)
+
+
+def test_workers_without_a_usable_python_fail_tasks_saying_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("RASK_PYTHON", str(tmp_path / "no-python"))
+    with LocalCluster(n_workers=1, threads_per_worker=1) as cluster, Client(cluster) as client:
+        with pytest.raises(TaskError, match="no-python.* not found: give `rask worker --python PATH` or set RASK_PYTHON"):
+            client.submit(inc, 1).result(60)
