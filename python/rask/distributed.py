@@ -21,6 +21,7 @@ shared; no `scatter`, `compute`, `persist`, `cancel` or `progress`.
 from __future__ import annotations
 
 import pickle
+import sys
 import time
 from collections import namedtuple
 from collections.abc import Iterable, Iterator
@@ -42,6 +43,7 @@ __all__ = [
     "LocalCluster",
     "RemoteTraceback",
     "TaskError",
+    "VersionMismatch",
     "as_completed",
     "wait",
 ]
@@ -59,6 +61,37 @@ class TaskError(RuntimeError):
 
 class KilledWorker(TaskError):
     """Workers died while running the task, more often than allowed (Dask's `KilledWorker`)."""
+
+
+class VersionMismatch(RuntimeError):
+    """The workers' Python or cloudpickle cannot run the calls this client pickles."""
+
+
+def _check_worker_versions(families: list[tuple[str, str]], python: tuple[int, int], cloudpickle_major: int) -> None:
+    """Raises `VersionMismatch` if a worker's `python` family names another Python minor or
+    cloudpickle major version than this client's: pickled functions do not travel between them.
+    Its version reads `1+py3.11+cloudpickle3` (`1+unavailable` where the worker has no usable
+    Python: its tasks fail saying why)."""
+    mine = f"Python {python[0]}.{python[1]} and cloudpickle {cloudpickle_major}"
+    for name, version in families:
+        if name != "python":
+            continue
+        parts = version.split("+")
+        if "unavailable" in parts:
+            continue
+        py = next((p[2:] for p in parts if p.startswith("py")), None)
+        cp = next((p[len("cloudpickle") :] for p in parts if p.startswith("cloudpickle")), None)
+        if py != f"{python[0]}.{python[1]}" or cp != str(cloudpickle_major):
+            raise VersionMismatch(
+                f"the workers run Python {py} and cloudpickle {cp} (python family {version}), "
+                f"this client {mine}: functions pickled here would not load there; use the "
+                "workers' Python versions on the client, or give the workers this Python with "
+                "`rask worker --python` / RASK_PYTHON"
+            )
+
+
+def _cloudpickle_major() -> int:
+    return int(cloudpickle.__version__.split(".")[0])
 
 
 class RemoteTraceback(Exception):
@@ -204,6 +237,10 @@ class Client:
     `address` is `tcp://host:port` (or `host:port`) of a running `rask scheduler`, or a
     `LocalCluster`; without it, a `LocalCluster` is started with the keyword arguments given
     (`n_workers`, `threads_per_worker`, `memory_limit`) and closed with the client.
+
+    Connecting checks that the workers run this client's Python minor and cloudpickle major
+    versions (`VersionMismatch` otherwise). Workers that join later are not checked here: a call
+    they cannot load fails naming their versions.
     """
 
     def __init__(self, address: str | LocalCluster | None = None, *, timeout: float = CONNECT_TIMEOUT_S, **cluster_kwargs: Any):
@@ -223,7 +260,9 @@ class Client:
             address = f"tcp://{address}"
         try:
             self._native: _rask.Client | None = _rask.Client.connect(address, float(timeout))
+            _check_worker_versions(self._native.worker_families, sys.version_info[:2], _cloudpickle_major())
         except BaseException:
+            self._native = None
             if self._own_cluster and self.cluster is not None:
                 self.cluster.close()
             raise

@@ -56,6 +56,16 @@ impl Client {
         &self.address
     }
 
+    /// `(name, version)` of each function family the workers had when this client connected.
+    #[getter]
+    fn worker_families(&self) -> Vec<(String, String)> {
+        self.inner
+            .worker_families()
+            .iter()
+            .map(|f| (f.name.clone(), f.version.clone()))
+            .collect()
+    }
+
     /// Submits one call of a Python function; `prefix` starts its key (the function's name).
     fn submit<'py>(
         &self,

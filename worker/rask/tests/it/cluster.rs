@@ -145,6 +145,29 @@ async fn a_task_error_reaches_the_client_with_its_key() {
     cluster.shutdown().await;
 }
 
+/// The welcome tells a client the families of the workers connected, each name and version once
+/// however many workers have it (a Python client checks the workers' Python against its own).
+#[tokio::test]
+async fn a_client_learns_the_workers_families_when_it_connects() {
+    let cluster = LocalCluster::start(LocalClusterConfig::new(2, 1))
+        .await
+        .unwrap();
+    let client = cluster.client().await.unwrap();
+    let names: Vec<&str> = client
+        .worker_families()
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(names, ["array", "frame", "seed"]);
+    assert!(
+        client
+            .worker_families()
+            .iter()
+            .all(|f| !f.version.is_empty() && !f.functions.is_empty())
+    );
+    cluster.shutdown().await;
+}
+
 /// `done` answers at once; `wait` returns once the outcome is known (a value or an error) without
 /// fetching it, as the Python client's `Future.done`, `wait` and `as_completed` need.
 #[tokio::test]
