@@ -240,6 +240,12 @@ def test_bad_inputs_are_errors_that_say_what_is_wrong(client: Client, scheduler_
         client.submit(len, {x})
     with pytest.raises(ValueError, match="timeout"):
         x.result(timeout=-1)
+    with pytest.raises(ValueError, match="timeout NaN is not a number of seconds"):
+        x.result(timeout=float("nan"))
+    # Key prefixes are what Dask groups task statistics by, up to the first '-'.
+    for prefix in ("", "a-b"):
+        with pytest.raises(ValueError, match="must be non-empty and without '-'"):
+            client._native.submit(prefix, b"", [])
     with Client(scheduler_address) as other:
         with pytest.raises(ValueError, match="belongs to another client"):
             other.submit(inc, x)
