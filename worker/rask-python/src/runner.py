@@ -113,9 +113,14 @@ def main():
 
     import faulthandler
     import pickle
+    import signal
     import threading
     import time
     import traceback
+
+    # A Ctrl-C at the worker's terminal reaches its whole process group: the worker decides, and
+    # this process ends with it (EOF, or its parent gone).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     # A crash (SIGSEGV, SIGABRT...) prints the Python stack to stderr, which the worker logs and
     # quotes in the task's error.

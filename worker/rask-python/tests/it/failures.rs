@@ -265,3 +265,21 @@ fn user_code_reading_stdin_gets_eof_not_the_workers_messages() {
     let ok = payload("CALL = (len, ('abc',), {})", 0);
     assert_eq!(repr(&call(&r, &ok, &[]).unwrap()), "3");
 }
+
+#[test]
+fn an_interrupt_to_the_process_group_leaves_the_processes_to_the_worker() {
+    let r = registry(PythonConfig::new(None));
+    let pid = payload("CALL = (os.getpid, (), {})", 0);
+    let first = repr(&call(&r, &pid, &[]).unwrap());
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &first])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        repr(&call(&r, &pid, &[]).unwrap()),
+        first,
+        "the same process runs on"
+    );
+}
