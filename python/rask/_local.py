@@ -156,7 +156,8 @@ class LocalCluster:
         self._processes: list[_Process] = []
         self._finalizer = weakref.finalize(self, _stop_all, self._processes, self._dir)
         env = dict(os.environ)
-        env.setdefault("RUST_LOG", "warn")
+        # Warnings, and what users' functions print (the workers log it under rask_python::user).
+        env.setdefault("RUST_LOG", "warn,rask_python::user=info")
         # The workers run users' functions with this interpreter, which has this package.
         env.setdefault("RASK_PYTHON", sys.executable)
         directory = Path(self._dir)
