@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import sys
 
 import cloudpickle
@@ -84,3 +85,13 @@ def test_workers_without_a_usable_python_fail_tasks_saying_so(monkeypatch, tmp_p
     with LocalCluster(n_workers=1, threads_per_worker=1) as cluster, Client(cluster) as client:
         with pytest.raises(TaskError, match="no-python.* not found: give `rask worker --python PATH` or set RASK_PYTHON"):
             client.submit(inc, 1).result(60)
+
+
+def test_what_users_functions_print_is_in_the_worker_logs():
+    with LocalCluster(n_workers=1, threads_per_worker=1) as cluster, Client(cluster) as client:
+        assert client.submit(print, "hello from a task").result(60) is None
+        log = cluster._processes[-1].log
+        deadline = time.monotonic() + 10
+        while "hello from a task" not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.05)
