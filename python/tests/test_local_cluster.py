@@ -87,7 +87,9 @@ def test_workers_without_a_usable_python_fail_tasks_saying_so(monkeypatch, tmp_p
             client.submit(inc, 1).result(60)
 
 
-def test_what_users_functions_print_is_in_the_worker_logs():
+def test_what_users_functions_print_is_in_the_worker_logs(monkeypatch):
+    # LocalCluster's own log level, not the one of the shell that runs the tests.
+    monkeypatch.delenv("RUST_LOG", raising=False)
     with LocalCluster(n_workers=1, threads_per_worker=1) as cluster, Client(cluster) as client:
         assert client.submit(print, "hello from a task").result(60) is None
         log = cluster._processes[-1].log
