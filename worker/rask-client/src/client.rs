@@ -13,7 +13,7 @@ use crate::delayed::{
 };
 use rask_core::net::{self, PeerPool};
 use rask_core::protocol::{Envelope, FromScheduler, TaskFailure, ToScheduler};
-use rask_core::{Data, Encoded, Func, Key, TaskSpec};
+use rask_core::{Data, Encoded, FamilyInfo, Func, Key, TaskSpec};
 
 /// Why a client call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -48,6 +48,8 @@ struct Inner {
     /// Keys whose last future was dropped, sent to the scheduler in batches.
     releases: Mutex<Vec<Key>>,
     release_wake: Arc<Notify>,
+    /// The workers' function families when this client connected.
+    families: Vec<FamilyInfo>,
 }
 
 #[derive(Default)]
@@ -91,21 +93,14 @@ impl Client {
         sched.send(ToScheduler::RegisterClient {
             name: format!("client-{}", crate::delayed::process_token()),
         });
-        match rx.recv::<FromScheduler>().await {
-            Ok(Some(batch))
-                if matches!(
-                    batch.first().map(|e| &e.msg),
-                    Some(FromScheduler::Welcome { .. })
-                ) => {}
-            Ok(Some(batch)) => {
-                return Err(connect_err(format!(
-                    "unexpected reply {:?}",
-                    batch.first().map(|e| &e.msg)
-                )));
-            }
+        let families = match rx.recv::<FromScheduler>().await {
+            Ok(Some(batch)) => match batch.into_iter().next().map(|e| e.msg) {
+                Some(FromScheduler::Welcome { families, .. }) => families,
+                other => return Err(connect_err(format!("unexpected reply {other:?}"))),
+            },
             Ok(None) => return Err(connect_err("closed during registration".into())),
             Err(e) => return Err(connect_err(e.to_string())),
-        }
+        };
         let release_wake = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             sched,
@@ -113,6 +108,7 @@ impl Client {
             pool: Arc::new(PeerPool::default()),
             releases: Mutex::new(Vec::new()),
             release_wake: release_wake.clone(),
+            families,
         });
         tokio::spawn(release_loop(Arc::downgrade(&inner), release_wake));
         let weak = Arc::downgrade(&inner);
@@ -131,6 +127,13 @@ impl Client {
             }
         });
         Ok(Client { inner })
+    }
+
+    /// The function families of the workers connected when this client did (each name and
+    /// version once): a client can check that they run its tasks (a Python client: the workers'
+    /// Python and cloudpickle versions). Workers that join later are not listed.
+    pub fn worker_families(&self) -> &[FamilyInfo] {
+        &self.inner.families
     }
 
     /// Runs `f(args)` on the cluster (arguments without inputs).
@@ -262,6 +265,32 @@ impl Client {
                 r.lost.is_some() || r.slots.get(key).is_some_and(|s| s.outcome.is_some())
             };
             if !ready {
+                notified.await;
+            }
+        }
+    }
+
+    /// Whether `key`'s outcome is known (a value, a failure, or the connection's loss).
+    fn is_done(&self, key: &Key) -> bool {
+        let r = self.inner.lock();
+        r.lost.is_some() || r.slots.get(key).is_none_or(|s| s.outcome.is_some())
+    }
+
+    /// Waits until `key`'s outcome is known, without fetching its value.
+    async fn wait_done(&self, key: &Key) {
+        loop {
+            let notify = {
+                let r = self.inner.lock();
+                match r.slots.get(key) {
+                    Some(slot) if slot.outcome.is_none() && r.lost.is_none() => slot.notify.clone(),
+                    _ => return,
+                }
+            };
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Re-check after registering, so an outcome that arrived in between is not missed.
+            if !self.is_done(key) {
                 notified.await;
             }
         }
@@ -433,6 +462,17 @@ impl<R> Future<R> {
             inner: self.inner,
             _result: PhantomData,
         }
+    }
+
+    /// Whether the task has finished (its value or its error is known), without waiting.
+    pub fn done(&self) -> bool {
+        self.inner.client.is_done(&self.inner.key)
+    }
+
+    /// Waits until the task has finished, without fetching its value: then [`Future::done`]
+    /// holds, and the result (or the error) is one [`Future::encoded`] away.
+    pub async fn wait(&self) {
+        self.inner.client.wait_done(&self.inner.key).await
     }
 
     /// Waits for the result and returns it undecoded.

@@ -15,6 +15,10 @@ use serde::de::DeserializeOwned;
 /// The tag of postcard-encoded serde values.
 pub const TAG_SERDE: u8 = 0;
 
+/// The tag of pickled Python objects (the `python` family's results): the body is a pickle, as
+/// `pickle.loads` reads it.
+pub const TAG_PICKLE: u8 = 3;
+
 /// The bytes of an encoded result: a format tag, then the body.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Encoded(Bytes);
@@ -156,6 +160,29 @@ impl Data for Encoded {
     }
 }
 
+/// A pickled Python object, opaque to the engine: what users' Python functions return, kept and
+/// moved as the bytes of its pickle (format tag [`TAG_PICKLE`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pickled(pub Bytes);
+
+impl std::fmt::Debug for Pickled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pickled({} bytes)", self.0.len())
+    }
+}
+
+impl Data for Pickled {
+    fn encode(&self) -> Encoded {
+        Encoded::with_tag(TAG_PICKLE, &self.0)
+    }
+
+    /// The pickle's bytes, sharing the encoding's buffer.
+    fn decode(e: &Encoded) -> Result<Self, DataError> {
+        e.body_bytes(TAG_PICKLE, "a pickled Python object")
+            .map(Pickled)
+    }
+}
+
 /// Decodes all of `bytes` as `T`: postcard does not describe types, so bytes left over are the
 /// sign of a value of another type.
 pub(crate) fn from_postcard<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
@@ -232,6 +259,23 @@ mod tests {
             .decode::<String>()
             .unwrap_err();
         assert!(err.to_string().contains("as String"), "{err}");
+    }
+
+    #[test]
+    fn pickles_keep_their_bytes_under_their_tag() {
+        let p = Pickled(Bytes::from_static(b"\x80\x05K\x01."));
+        let e = p.encode();
+        assert_eq!(e.tag(), Some(TAG_PICKLE));
+        assert_eq!(e.decode::<Pickled>().unwrap(), p);
+        let err = 1i64.encode().decode::<Pickled>().unwrap_err();
+        assert_eq!(
+            err,
+            DataError::WrongKind {
+                expected: "a pickled Python object",
+                tag: TAG_SERDE
+            }
+        );
+        assert!(e.decode::<i64>().is_err());
     }
 
     #[test]

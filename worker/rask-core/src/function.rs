@@ -166,6 +166,24 @@ pub enum KernelError {
     /// The function panicked; the worker caught it and lives on.
     #[error("task panicked: {0}")]
     Panicked(String),
+    /// A user's Python function raised an exception (the `python` family).
+    #[error("{}: {}", .0.type_name, .0.message)]
+    Python(Box<PythonException>),
+}
+
+/// An exception raised by a user's Python function on a worker, as the client re-raises it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PythonException {
+    /// The exception's class: `ValueError` for builtins, else `module.QualName`.
+    pub type_name: String,
+    /// `str(exception)`.
+    pub message: String,
+    /// The remote traceback as Python prints it, from the user's function down, ending with the
+    /// `Type: message` line.
+    pub traceback: String,
+    /// The exception, cloudpickled, when it pickles and unpickles on the worker; the client
+    /// unpickles it to raise the same type.
+    pub pickled: Option<Bytes>,
 }
 
 impl KernelError {
@@ -594,6 +612,20 @@ mod tests {
             err.to_string(),
             "unknown function \"t.nope\"; this worker has t 1"
         );
+    }
+
+    #[test]
+    fn python_exceptions_cross_the_wire_whole() {
+        let err = KernelError::Python(Box::new(PythonException {
+            type_name: "ValueError".into(),
+            message: "bad x".into(),
+            traceback: "Traceback (most recent call last):\n...\nValueError: bad x\n".into(),
+            pickled: Some(Bytes::from_static(b"\x80\x05.")),
+        }));
+        assert_eq!(err.to_string(), "ValueError: bad x");
+        let bytes = postcard::to_allocvec(&err).unwrap();
+        let back: KernelError = from_postcard(&bytes).unwrap();
+        assert_eq!(back, err);
     }
 
     #[test]

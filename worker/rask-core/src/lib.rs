@@ -21,9 +21,10 @@ pub mod ticks;
 pub mod units;
 pub mod value;
 
-pub use data::{Data, DataError, Encoded};
+pub use data::{Data, DataError, Encoded, Pickled};
 pub use function::{
-    Family, FamilyInfo, Func, Input, Inputs, KernelError, KernelTask, Operand, Registry,
+    Family, FamilyInfo, Func, Input, Inputs, KernelError, KernelTask, Operand, PythonException,
+    Registry,
 };
 pub use key::Key;
 pub use task::{FuncName, Resources, TaskSpec};

@@ -123,8 +123,11 @@ pub struct WorkerLoad {
 /// Messages from the scheduler to clients and workers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum FromScheduler {
-    /// Registration accepted; `id` names this connection in the scheduler's logs.
-    Welcome { id: u64 },
+    /// Registration accepted; `id` names this connection in the scheduler's logs. To a client,
+    /// `families` are those of the workers connected now (each name and version once), so it can
+    /// check that they run its tasks as it builds them (the `python` family's version names the
+    /// workers' Python and cloudpickle); empty to workers and nannies.
+    Welcome { id: u64, families: Vec<FamilyInfo> },
     /// Registration refused; the connection closes. `retry`: the same registration may succeed
     /// shortly (a worker of that name is still connected, as when a nanny restarts a worker
     /// before the scheduler has seen the old connection close).

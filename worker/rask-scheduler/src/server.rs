@@ -466,7 +466,10 @@ impl EventLoop {
             } => match (role, first.msg) {
                 (Role::Client, ToScheduler::RegisterClient { name }) => {
                     tracing::debug!(id, %name, "client connected");
-                    sender.send(FromScheduler::Welcome { id });
+                    sender.send(FromScheduler::Welcome {
+                        id,
+                        families: self.state.families(),
+                    });
                     self.conns.insert(
                         id,
                         Conn {
@@ -501,7 +504,10 @@ impl EventLoop {
                     let (state, mut out) = self.split();
                     state.worker_killed(&name, reason, now(), &mut out);
                     // The acknowledgement tells the nanny it may kill the worker now.
-                    sender.send(FromScheduler::Welcome { id });
+                    sender.send(FromScheduler::Welcome {
+                        id,
+                        families: Vec::new(),
+                    });
                 }
                 _ => {}
             },

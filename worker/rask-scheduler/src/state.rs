@@ -595,7 +595,14 @@ impl State {
         );
         self.workers_added_total += 1;
         // The welcome goes first: queued tasks may be sent to the new worker right below.
-        out.to_worker(id, FromScheduler::Welcome { id }.into());
+        out.to_worker(
+            id,
+            FromScheduler::Welcome {
+                id,
+                families: Vec::new(),
+            }
+            .into(),
+        );
         self.workers_changed(now);
         self.drain_queue(now, out);
         Ok(())
@@ -700,8 +707,8 @@ impl State {
         self.update_idle(now);
     }
 
-    /// `array 0.1, seed 0.1` over every connected worker (for error messages).
-    fn worker_families(&self) -> String {
+    /// The families of the connected workers, each name and version once, sorted.
+    pub fn families(&self) -> Vec<rask_core::FamilyInfo> {
         let mut all: Vec<rask_core::FamilyInfo> = Vec::new();
         for w in self.workers.values() {
             for f in &w.info.families {
@@ -711,10 +718,15 @@ impl State {
             }
         }
         all.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+        all
+    }
+
+    /// `array 0.1, seed 0.1` over every connected worker (for error messages).
+    fn worker_families(&self) -> String {
         if self.workers.is_empty() {
             return "no workers connected".to_owned();
         }
-        describe_families(&all)
+        describe_families(&self.families())
     }
 
     /// A worker's nanny is about to kill it (its memory is over the terminate threshold): it is

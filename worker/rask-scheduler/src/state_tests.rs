@@ -815,7 +815,7 @@ fn a_worker_joining_while_tasks_queue_is_welcomed_before_it_gets_tasks() {
         .map(|(_, m)| m)
         .collect();
     assert!(
-        matches!(to_7.first(), Some(FromScheduler::Welcome { id: 7 })),
+        matches!(to_7.first(), Some(FromScheduler::Welcome { id: 7, families }) if families.is_empty()),
         "{to_7:?}"
     );
     assert!(

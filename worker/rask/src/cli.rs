@@ -127,6 +127,10 @@ struct WorkerArgs {
     /// Serve no dashboard (no /health, no /metrics) for this worker.
     #[arg(long, overrides_with = "dashboard")]
     no_dashboard: bool,
+    /// The Python interpreter that runs users' Python functions (the `python` family; it needs
+    /// cloudpickle). Default: python3 on PATH.
+    #[arg(long, env = rask_python::PYTHON_ENV)]
+    python: Option<PathBuf>,
 }
 
 impl WorkerArgs {
@@ -415,6 +419,14 @@ async fn worker(a: WorkerArgs, registry: Registry) -> CliResult {
         return supervise(&a, name, nthreads, memory_limit, fractions, dashboard).await;
     }
     nanny::die_with_parent()?;
+    let mut registry = registry;
+    let interpreter = a.python.clone();
+    let python = tokio::task::spawn_blocking(move || python_family(interpreter))
+        .await
+        .map_err(|e| format!("probing the Python interpreter: {e}"))?;
+    registry
+        .register(python)
+        .map_err(|e| format!("cannot add the python function family: {e}"))?;
     let mut config = WorkerConfig::new(a.scheduler, name);
     config.nthreads = nthreads;
     config.memory_limit = memory_limit;
@@ -436,6 +448,24 @@ async fn worker(a: WorkerArgs, registry: Registry) -> CliResult {
         tracing::info!(signal = sig, "worker leaving");
     };
     w.run_until(signal).await.map_err(|e| e.to_string())
+}
+
+/// The `python` family with the interpreter of `--python`: probed once here, so the family's
+/// version names its Python and cloudpickle versions. An interpreter that cannot run tasks leaves
+/// the worker running its other families; its Python tasks fail saying why.
+fn python_family(interpreter: Option<PathBuf>) -> rask_core::Family {
+    let config = rask_python::PythonConfig::new(interpreter);
+    let versions = match rask_python::probe(&config) {
+        Ok(v) => {
+            tracing::info!(interpreter = %config.interpreter.display(), python = %v.python, cloudpickle = %v.cloudpickle, "Python functions run here");
+            Some(v)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Python functions cannot run on this worker");
+            None
+        }
+    };
+    rask_python::family(config, versions.as_ref())
 }
 
 /// `rask worker` with a nanny: this process supervises a worker started from this same
@@ -473,6 +503,9 @@ async fn supervise(
     match dashboard {
         Some(addr) => flag("--dashboard-address", addr.to_string().into()),
         None => args.push("--no-dashboard".into()),
+    }
+    if let Some(p) = &a.python {
+        flag("--python", p.clone().into());
     }
     args.push("--no-nanny".into());
     let config = NannyConfig {

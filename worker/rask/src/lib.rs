@@ -11,6 +11,7 @@
 //! | worker (executor, store, data server) | `rask-worker` | [`worker`] |
 //! | client (futures, delayed, visualize) | `rask-client` | [`client`] |
 //! | arrays, dataframes | `rask-array`, `rask-frame` | [`array`], [`frame`] |
+//! | users' Python functions | `rask-python` | [`python`] |
 //!
 //! Here: the seed's scalar functions ([`seed`]), its workloads ([`jobs`]), local clusters
 //! ([`local`]), the command line ([`cli`]) and [`registry`], the built-in function families a
@@ -26,12 +27,14 @@ pub use rask_array as array;
 pub use rask_client as client;
 pub use rask_core as core;
 pub use rask_frame as frame;
+pub use rask_python as python;
 pub use rask_scheduler as scheduler;
 pub use rask_worker as worker;
 
 pub use rask_core::{Data, Encoded, Family, Func, Input, KernelError, Operand, Registry, Value};
 
-/// The function families built into `rask`: `seed`, `array` and `frame`.
+/// The function families built into `rask`: `seed`, `array` and `frame`. `rask worker` adds
+/// `python` ([`rask_python`]), whose version depends on the interpreter it finds.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     for family in [seed::family(), rask_array::family(), rask_frame::family()] {
@@ -56,6 +59,7 @@ mod tests {
             rask_core::data::TAG_SERDE,
             rask_array::TAG,
             rask_frame::FramePart::TAG,
+            rask_core::data::TAG_PICKLE,
         ];
         for (i, a) in tags.iter().enumerate() {
             assert!(!tags[i + 1..].contains(a), "format tag {a} is used twice");

@@ -7,7 +7,8 @@
 //!
 //! Workloads mirror the peer scripts in `shared/peer-bench/`: `map` and `chain` (bench_e),
 //! `delayed` (bench_d), `startup` (bench_f), `futures-pipeline` (bench_e's seed pipeline) and
-//! `dataframe` (bench_c: the taxi CSV read with a block size, `len`, groupby-mean).
+//! `dataframe` (bench_c: the taxi CSV read with a block size, `len`, groupby-mean), and
+//! `python-map`, bench_e's `map(inc)` with a Python `inc` run by the workers' Python processes.
 //! Cluster workloads run on a [`LocalCluster`] of 2 worker processes × 1 thread whose scheduler
 //! lives in this process, like Dask's `LocalCluster(processes=True)`.
 
@@ -24,8 +25,10 @@ use rask::Value;
 use rask::array::ChunkSpec;
 use rask::client::delayed::{Delayed, delayed, delayed_with};
 use rask::client::{Client, ClientError, Future};
+use rask::core::Pickled;
 use rask::jobs;
 use rask::local::{LocalCluster, LocalClusterConfig, LocalError};
+use rask::python::{CALL, PyCall, PythonConfig};
 use rask::seed::{ADD, CUSTOM_OP, INC, SUM, lit};
 
 /// Dask's figures from DESIGN.md ("Dask 2026.8 on a 2-core machine of this kind, median of 3").
@@ -51,6 +54,8 @@ mod dask_ref {
 /// rask's targets for the same workloads.
 mod target {
     pub const MAP_TASKS_PER_S: f64 = 100_000.0;
+    /// Issue 14: 20× Dask's `map(inc)`, whose `inc` is a Python function too.
+    pub const PYTHON_MAP_TASKS_PER_S: f64 = 20.0 * super::dask_ref::MAP_TASKS_PER_S;
     pub const CHAIN_MS_PER_LINK: f64 = 0.1;
     pub const DELAYED_TOTAL_MS: f64 = 50.0;
     pub const STARTUP_MS: f64 = 20.0;
@@ -144,6 +149,9 @@ enum Workload {
     /// The taxi CSV (5 M rows, 234 MB) read with blocksize 64MB: `len`, then the mean of
     /// total_amount and trip_distance by payment_type (bench_c).
     Dataframe,
+    /// 10,000 `map(inc)` + gather with a Python `inc` (`python.call` tasks, pickled with
+    /// cloudpickle by the Python of `RASK_PYTHON` or `python3`, as a Python client would).
+    PythonMap,
     /// Every workload above (the pipeline only with --with-pipeline).
     All,
 }
@@ -156,6 +164,8 @@ enum BenchError {
          build it with `cargo build --release --bins`"
     )]
     MissingRask(PathBuf),
+    #[error("python: {0}")]
+    Python(String),
     #[error("cannot find this executable's path: {0}")]
     CurrentExe(std::io::Error),
     #[error("cannot start the async runtime: {0}")]
@@ -247,6 +257,7 @@ fn expand(chosen: &[Workload], with_pipeline: bool) -> Vec<Workload> {
         Workload::ArrayMeanBig,
         Workload::ArrayLinalg,
         Workload::Dataframe,
+        Workload::PythonMap,
     ];
     let mut out = Vec::new();
     for w in chosen {
@@ -351,6 +362,7 @@ async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
         }
         Workload::ArrayLinalg => array_linalg(cli, &cluster, &client).await,
         Workload::Dataframe => dataframe(cli, &cluster, &client).await,
+        Workload::PythonMap => python_map(cli, &cluster, &client).await,
         Workload::Startup | Workload::All => unreachable!("not a cluster workload"),
     };
     drop(client);
@@ -529,6 +541,135 @@ async fn map(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json>
         "target_tasks_per_s": target::MAP_TASKS_PER_S,
         "dask_ref_tasks_per_s": dask_ref::MAP_TASKS_PER_S,
         "rss_after": rss_report(cluster)?,
+    }))
+}
+
+/// Runs `script` with the Python of `RASK_PYTHON` (else `python3`), `stdin` as its input.
+fn python(script: &str, stdin: &[u8]) -> Result<Vec<u8>> {
+    let interpreter = PythonConfig::new(None).interpreter;
+    let io = |what: &str| {
+        let what = format!("{what} {}", interpreter.display());
+        move |source| BenchError::Io { what, source }
+    };
+    let mut child = Command::new(&interpreter)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io("starting"))?;
+    // The input is small (the results of `python-map`): written before the output is read.
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin).map_err(io("writing to"))?;
+    }
+    let out = child.wait_with_output().map_err(io("waiting for"))?;
+    if !out.status.success() {
+        return Err(BenchError::Python(format!(
+            "{} {}: {}",
+            interpreter.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out.stdout)
+}
+
+/// `inc(i)` for i in 0..n, each cloudpickled as a Python client pickles a call.
+fn python_inc_calls(n: usize) -> Result<Vec<PyCall>> {
+    let script = format!(
+        "import struct, sys, cloudpickle\n\
+         def inc(x):\n    return x + 1\n\
+         for i in range({n}):\n    b = cloudpickle.dumps((inc, (i,), {{}}))\n    \
+         sys.stdout.buffer.write(struct.pack('<I', len(b)) + b)\n"
+    );
+    let out = bytes::Bytes::from(python(&script, b"")?);
+    let mut calls = Vec::with_capacity(n);
+    let mut at = 0;
+    while at < out.len() {
+        let len = out
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(|b| u32::from_le_bytes(b) as usize)
+            .filter(|len| at + 4 + len <= out.len())
+            .ok_or_else(|| BenchError::Python("the pickled calls are cut short".into()))?;
+        calls.push(PyCall {
+            call: out.slice(at + 4..at + 4 + len),
+            inputs: Vec::new(),
+        });
+        at += 4 + len;
+    }
+    Ok(calls)
+}
+
+/// One timed `map` of Python calls + gather: (seconds to submit, seconds in total); then checks
+/// that the results sum to 1 + 2 + ... + n.
+async fn python_map_once(client: &Client, calls: &[PyCall]) -> Result<(f64, f64)> {
+    let t0 = Instant::now();
+    let futures = client.map(CALL, calls.iter().cloned());
+    let submitted = t0.elapsed().as_secs_f64();
+    let values: Vec<Pickled> = client.gather(&futures).await?;
+    let total = t0.elapsed().as_secs_f64();
+    drop(futures);
+    let mut framed = Vec::new();
+    for v in &values {
+        framed.extend_from_slice(&(v.0.len() as u32).to_le_bytes());
+        framed.extend_from_slice(&v.0);
+    }
+    let script = "import pickle, struct, sys\n\
+        d = sys.stdin.buffer.read(); at = 0; s = 0\n\
+        while at < len(d):\n    (n,) = struct.unpack_from('<I', d, at); s += pickle.loads(d[at + 4:at + 4 + n]); at += 4 + n\n\
+        print(s)";
+    let got = String::from_utf8_lossy(&python(script, &framed)?)
+        .trim()
+        .to_owned();
+    let n = calls.len() as u64;
+    let expected = (n * (n + 1) / 2).to_string();
+    if got != expected {
+        return Err(BenchError::Wrong {
+            workload: "python-map",
+            got,
+            expected,
+        });
+    }
+    Ok((submitted, total))
+}
+
+/// `python-map`: Dask's `client.map(inc, range(N))` + gather with a Python `inc`, the tasks run
+/// by the workers' Python processes.
+async fn python_map(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json> {
+    let n = cli.tasks;
+    let calls = python_inc_calls(n)?;
+    // Each worker starts its Python process at its first call: before measuring.
+    let warm = client.map(CALL, calls.iter().take(4 * WORKERS).cloned());
+    client.gather(&warm).await?;
+    drop(warm);
+    drained(cluster, "python-map").await?;
+    let runs = repeat(cli, cluster, "python-map", || {
+        python_map_once(client, &calls)
+    })
+    .await?;
+    let rate: Vec<f64> = runs.runs.iter().map(|r| n as f64 / r.1).collect();
+    let secs = |i: usize| -> Vec<f64> {
+        runs.runs
+            .iter()
+            .map(|r| if i == 0 { r.0 } else { r.1 })
+            .collect()
+    };
+    let versions = rask::python::probe(&PythonConfig::new(None))
+        .map_err(|e| BenchError::Python(e.to_string()))?;
+    Ok(json!({
+        "bench": "python-map",
+        "cluster": cluster_label(),
+        "python": versions.python,
+        "cloudpickle": versions.cloudpickle,
+        "tasks": n,
+        "reps": cli.reps,
+        "tasks_per_s": stats(&rate),
+        "submit_s": stats(&secs(0)),
+        "total_s": stats(&secs(1)),
+        "cpu_ms_per_rep": runs.cpu_json(),
+        "target_tasks_per_s": target::PYTHON_MAP_TASKS_PER_S,
+        "dask_ref_tasks_per_s": dask_ref::MAP_TASKS_PER_S,
     }))
 }
 

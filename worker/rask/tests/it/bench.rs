@@ -30,3 +30,22 @@ fn the_array_benches_run_small_and_check_their_results() {
     assert!((var - 1.0 / 12.0).abs() < 0.01, "variance {var}");
     assert!(lines.iter().any(|l| l["bench"] == "array-linalg"));
 }
+
+#[test]
+fn the_python_map_bench_runs_small_and_checks_its_results() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rask-bench"))
+        .args(["python-map", "--reps", "1", "--tasks", "200"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("rask-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rask-bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).expect("a JSON line");
+    assert_eq!(line["bench"], "python-map");
+    assert_eq!(line["tasks"], 200);
+    assert!(line["tasks_per_s"]["median"].as_f64().unwrap() > 0.0);
+}

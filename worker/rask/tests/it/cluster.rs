@@ -145,6 +145,73 @@ async fn a_task_error_reaches_the_client_with_its_key() {
     cluster.shutdown().await;
 }
 
+/// The welcome tells a client the families of the workers connected, each name and version once
+/// however many workers have it (a Python client checks the workers' Python against its own).
+#[tokio::test]
+async fn a_client_learns_the_workers_families_when_it_connects() {
+    let cluster = LocalCluster::start(LocalClusterConfig::new(2, 1))
+        .await
+        .unwrap();
+    let client = cluster.client().await.unwrap();
+    let names: Vec<&str> = client
+        .worker_families()
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(names, ["array", "frame", "seed"]);
+    assert!(
+        client
+            .worker_families()
+            .iter()
+            .all(|f| !f.version.is_empty() && !f.functions.is_empty())
+    );
+    cluster.shutdown().await;
+}
+
+/// `done` answers at once; `wait` returns once the outcome is known (a value or an error) without
+/// fetching it, as the Python client's `Future.done`, `wait` and `as_completed` need.
+#[tokio::test]
+async fn done_and_wait_follow_a_task_without_fetching_it() {
+    let cluster = LocalCluster::start(LocalClusterConfig::new(1, 1))
+        .await
+        .unwrap();
+    let client = cluster.client().await.unwrap();
+    let slow = client.submit(
+        seed::SLEEP,
+        seed::Sleep {
+            seconds: 0.5,
+            value: lit(7),
+        },
+    );
+    assert!(!slow.done());
+    tokio::time::timeout(Duration::from_secs(10), slow.wait())
+        .await
+        .expect("wait returns once the task is done");
+    assert!(slow.done());
+    assert_eq!(slow.result().await.unwrap(), Value::Int(7));
+    let bad = client.submit(seed::FAIL, "no".to_owned());
+    tokio::time::timeout(Duration::from_secs(10), bad.wait())
+        .await
+        .expect("wait returns once the task failed");
+    assert!(bad.done());
+    assert!(bad.result().await.is_err());
+    // A pending future is done once the scheduler is gone: its result is the error saying so.
+    let pending = client.submit(
+        seed::SLEEP,
+        seed::Sleep {
+            seconds: 30.0,
+            value: lit(1),
+        },
+    );
+    assert!(!pending.done());
+    cluster.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(10), pending.wait())
+        .await
+        .expect("wait returns once the connection is lost");
+    assert!(pending.done());
+    assert!(matches!(pending.result().await, Err(ClientError::Lost(_))));
+}
+
 #[tokio::test]
 async fn retire_workers_moves_data_so_nothing_is_recomputed() {
     let cluster = process_cluster(3).await;

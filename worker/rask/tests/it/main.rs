@@ -10,6 +10,7 @@ mod cluster;
 mod frame;
 mod http_api;
 mod memory;
+mod python;
 mod wire;
 
 use std::time::Duration;

@@ -1,0 +1,445 @@
+"""Dask's distributed API on rask: `Client`, `LocalCluster`, futures, `wait`, `as_completed`.
+
+A submitted function runs on a rask worker's Python process::
+
+    from rask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2) as cluster, Client(cluster) as client:
+        x = client.submit(lambda a: a + 1, 10)
+        y = client.submit(pow, x, 2)          # a future as an argument: y waits for x
+        assert y.result() == 121
+
+Functions and arguments are pickled with cloudpickle (lambdas and closures included); futures
+among the arguments, also inside lists, tuples and dict values, become the task's inputs. An
+exception raised by the function is raised again by `result()` and `gather()`, as the same
+type, with the worker's traceback as its `__cause__`.
+
+Not (yet) as in Dask: every call is a new task (as with `pure=False`), so equal calls are not
+shared; no `scatter`, `compute`, `persist`, `cancel` or `progress`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import time
+from collections import namedtuple
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable
+
+import cloudpickle
+
+from . import _rask
+from ._deps import Dep
+from ._local import LocalCluster
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "Client",
+    "Future",
+    "KilledWorker",
+    "LocalCluster",
+    "RemoteTraceback",
+    "TaskError",
+    "VersionMismatch",
+    "as_completed",
+    "wait",
+]
+
+CONNECT_TIMEOUT_S = 10.0
+
+# Outcome kinds of the native module (python/src/outcome.rs).
+_VALUE, _PICKLED, _FAILED = 0, 1, 2
+
+
+class TaskError(RuntimeError):
+    """A task failed for a reason other than an exception of the user's code (a native kernel's
+    error, a function no worker has, an input that was lost)."""
+
+
+class KilledWorker(TaskError):
+    """Workers died while running the task, more often than allowed (Dask's `KilledWorker`)."""
+
+
+class VersionMismatch(RuntimeError):
+    """The workers' Python or cloudpickle cannot run the calls this client pickles."""
+
+
+def _check_worker_versions(families: list[tuple[str, str]], python: tuple[int, int], cloudpickle_major: int) -> None:
+    """Raises `VersionMismatch` if a worker's `python` family names another Python minor or
+    cloudpickle major version than this client's: pickled functions do not travel between them.
+    Its version reads `1+py3.11+cloudpickle3` (`1+unavailable` where the worker has no usable
+    Python: its tasks fail saying why)."""
+    mine = f"Python {python[0]}.{python[1]} and cloudpickle {cloudpickle_major}"
+    for name, version in families:
+        if name != "python":
+            continue
+        parts = version.split("+")
+        if "unavailable" in parts:
+            continue
+        py = next((p[2:] for p in parts if p.startswith("py")), None)
+        cp = next((p[len("cloudpickle") :] for p in parts if p.startswith("cloudpickle")), None)
+        if py != f"{python[0]}.{python[1]}" or cp != str(cloudpickle_major):
+            raise VersionMismatch(
+                f"the workers run Python {py} and cloudpickle {cp} (python family {version}), "
+                f"this client {mine}: functions pickled here would not load there; use the "
+                "workers' Python versions on the client, or give the workers this Python with "
+                "`rask worker --python` / RASK_PYTHON"
+            )
+
+
+def _cloudpickle_major() -> int:
+    return int(cloudpickle.__version__.split(".")[0])
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised on a worker, set as the re-raised exception's
+    `__cause__` so that it prints above the client's own traceback."""
+
+    def __init__(self, traceback: str):
+        super().__init__(traceback)
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.traceback.rstrip()}\n"""'
+
+
+def _exception_of(failure: dict) -> BaseException:
+    """The exception to raise for a failed task, as the native module describes it."""
+    kind = failure.get("kind")
+    if kind == "python":
+        exc = None
+        pickled = failure.get("pickled")
+        if pickled:
+            try:
+                exc = pickle.loads(pickled)
+            except Exception:  # a type the client cannot import: fall back to its name below
+                exc = None
+            if not isinstance(exc, BaseException):
+                exc = None
+        if exc is None:
+            exc = RuntimeError(f"{failure.get('type', 'Exception')}: {failure.get('text', '')}")
+        traceback = failure.get("traceback")
+        if traceback:
+            exc.__cause__ = RemoteTraceback(traceback)
+        return exc
+    if kind == "killed_worker":
+        return KilledWorker(failure["message"])
+    return TaskError(failure["message"])
+
+
+def _value_of(outcome: tuple[int, Any]) -> Any:
+    kind, payload = outcome
+    if kind == _PICKLED:
+        return pickle.loads(payload)
+    if kind == _VALUE:
+        return payload
+    raise _exception_of(payload)
+
+
+class Future:
+    """A task's result on the cluster (Dask's `Future`). The scheduler may free the result once
+    no future of it is left."""
+
+    __slots__ = ("_native", "client", "__weakref__")
+
+    def __init__(self, native: _rask.Future, client: Client):
+        self._native = native
+        self.client = client
+
+    @property
+    def key(self) -> str:
+        return self._native.key
+
+    def done(self) -> bool:
+        """Whether the task has finished, with a value or an error."""
+        return self._native.done()
+
+    def _outcome(self, timeout: float | None) -> tuple[int, Any]:
+        outcome = self._native.outcome(timeout)
+        if outcome is None:
+            raise TimeoutError(f"{self.key} has not finished after {timeout} s")
+        return outcome
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The task's value, waiting at most `timeout` seconds (`TimeoutError` after); raises the
+        task's exception if it failed."""
+        return _value_of(self._outcome(timeout))
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's exception, or `None` if it succeeded; waits as `result` does."""
+        kind, payload = self._outcome(timeout)
+        return _exception_of(payload) if kind == _FAILED else None
+
+    def __reduce__(self):
+        raise TypeError(
+            f"cannot pickle the future {self.key}: pass futures to submit/map directly or inside "
+            "lists, tuples and dict values, where they become the task's inputs"
+        )
+
+    def __repr__(self) -> str:
+        state = "finished" if self.done() else "pending"
+        return f"<Future: {state}, key: {self.key}>"
+
+
+# Keywords of Dask's submit and map that configure the task rather than the call: taken by rask's
+# too (as by Dask's, they never reach the function), and refused until rask supports them.
+_DASK_TASK_KEYWORDS = frozenset(
+    ["key", "workers", "resources", "retries", "priority", "fifo_timeout", "allow_other_workers", "actor", "actors", "batch_size"]
+)
+
+
+def _refuse_task_keywords(kwargs: dict) -> None:
+    unsupported = sorted(_DASK_TASK_KEYWORDS & kwargs.keys())
+    if unsupported:
+        raise TypeError(f"rask does not support Dask's {', '.join(k + '=' for k in unsupported)} yet")
+
+
+def _key_prefix(func: Callable) -> str:
+    """Dask's key names: the function's name (`inc`, `lambda`), as task statistics group them."""
+    name = getattr(func, "__name__", None) or type(func).__name__
+    name = "".join(c for c in name if c.isalnum() or c == "_")
+    return name or "call"
+
+
+class _Inputs:
+    """Collects the futures among a call's arguments, each once, and replaces them by `Dep(i)`
+    (`i`: the future's position among the task's inputs)."""
+
+    def __init__(self, client: Client):
+        self.client = client
+        self.futures: list[_rask.Future] = []
+        self.index: dict[str, int] = {}
+
+    def replace(self, obj: Any) -> Any:
+        t = type(obj)
+        if t is Future:
+            if obj.client is not self.client:
+                raise ValueError(f"the future {obj.key} belongs to another client")
+            i = self.index.get(obj.key)
+            if i is None:
+                i = self.index[obj.key] = len(self.futures)
+                self.futures.append(obj._native)
+            return Dep(i)
+        # The worker puts inputs back in exact lists, tuples and dict values only.
+        if t is list or t is tuple:
+            return t(self.replace(x) for x in obj)
+        if t is dict:
+            return {k: self.replace(v) for k, v in obj.items()}
+        return obj
+
+
+class Client:
+    """A connection to a rask scheduler (Dask's `Client`).
+
+    `address` is `tcp://host:port` (or `host:port`) of a running `rask scheduler`, or a
+    `LocalCluster`; without it, a `LocalCluster` is started with the keyword arguments given
+    (`n_workers`, `threads_per_worker`, `memory_limit`) and closed with the client.
+
+    Connecting checks that the workers run this client's Python minor and cloudpickle major
+    versions (`VersionMismatch` otherwise). Workers that join later are not checked here: a call
+    they cannot load fails naming their versions.
+    """
+
+    def __init__(self, address: str | LocalCluster | None = None, *, timeout: float = CONNECT_TIMEOUT_S, **cluster_kwargs: Any):
+        self.cluster: LocalCluster | None = None
+        self._own_cluster = False
+        if address is None:
+            address = LocalCluster(**cluster_kwargs)
+            self._own_cluster = True
+        elif cluster_kwargs:
+            raise TypeError(f"unexpected arguments {sorted(cluster_kwargs)}: they configure a new LocalCluster, but an address was given")
+        if isinstance(address, LocalCluster):
+            self.cluster = address
+            address = address.scheduler_address
+        if not isinstance(address, str):
+            raise TypeError(f"address must be 'tcp://host:port' or a LocalCluster, got {address!r}")
+        if "://" not in address:
+            address = f"tcp://{address}"
+        try:
+            self._native: _rask.Client | None = _rask.Client.connect(address, float(timeout))
+            _check_worker_versions(self._native.worker_families, sys.version_info[:2], _cloudpickle_major())
+        except BaseException:
+            self._native = None
+            if self._own_cluster and self.cluster is not None:
+                self.cluster.close()
+            raise
+        self.address = address
+
+    def _client(self) -> _rask.Client:
+        if self._native is None:
+            raise RuntimeError("the client is closed")
+        return self._native
+
+    def _call(self, func: Callable, args: tuple, kwargs: dict) -> tuple[bytes, list[_rask.Future]]:
+        if not callable(func):
+            raise TypeError(f"the first argument must be callable, got {func!r}")
+        inputs = _Inputs(self)
+        call = (func, inputs.replace(args), inputs.replace(kwargs))
+        return cloudpickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL), inputs.futures
+
+    def submit(self, func: Callable, *args: Any, pure: bool | None = None, **kwargs: Any) -> Future:
+        """Runs `func(*args, **kwargs)` on a worker. Futures among the arguments are replaced by
+        their values there. `pure` is accepted for Dask's signature: every call is a new task.
+        Dask's other task options (`key=`, `retries=`, `resources=`, ...) raise `TypeError`."""
+        native = self._client()
+        _refuse_task_keywords(kwargs)
+        call, deps = self._call(func, args, kwargs)
+        return Future(native.submit(_key_prefix(func), call, deps), self)
+
+    def map(self, func: Callable, *iterables: Iterable, pure: bool | None = None, **kwargs: Any) -> list[Future]:
+        """`submit(func, *items, **kwargs)` for each tuple of items of the iterables (zipped),
+        sent to the scheduler as one graph."""
+        native = self._client()
+        _refuse_task_keywords(kwargs)
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        for it in iterables:
+            if not isinstance(it, Iterable):
+                raise TypeError(f"map() takes iterables of arguments, got {type(it).__name__}")
+        calls = [self._call(func, items, kwargs) for items in zip(*iterables)]
+        if not calls:
+            return []
+        return [Future(f, self) for f in native.submit_many(_key_prefix(func), calls)]
+
+    def gather(self, futures: Any, errors: str = "raise") -> Any:
+        """The values of `futures`: a future, or lists, tuples, sets and dicts of them (and of
+        other values, kept as they are). With `errors="skip"`, failed futures are left out of
+        lists and tuples; otherwise the first failure is raised."""
+        if errors not in ("raise", "skip"):
+            raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+        self._client()
+        found: dict[str, Future] = {}
+        _collect(futures, found)
+        outcomes = _rask.gather([f._native for f in found.values()])
+        values: dict[str, tuple[int, Any]] = dict(zip(found, outcomes))
+        if errors == "raise":
+            for outcome in outcomes:
+                if outcome[0] == _FAILED:
+                    raise _exception_of(outcome[1])
+        return _rebuild(futures, values)
+
+    def close(self) -> None:
+        """Disconnects (once the last future is gone too) and stops the cluster it started."""
+        self._native = None
+        if self._own_cluster and self.cluster is not None:
+            self.cluster.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._native is None else self.address
+        return f"<Client: {state}>"
+
+
+_SKIP = object()
+
+
+def _collect(obj: Any, found: dict[str, Future]) -> None:
+    t = type(obj)
+    if t is Future:
+        found.setdefault(obj.key, obj)
+    elif t in (list, tuple, set, frozenset):
+        for x in obj:
+            _collect(x, found)
+    elif t is dict:
+        for x in obj.values():
+            _collect(x, found)
+
+
+def _rebuild(obj: Any, values: dict[str, tuple[int, Any]]) -> Any:
+    t = type(obj)
+    if t is Future:
+        outcome = values[obj.key]
+        return _SKIP if outcome[0] == _FAILED else _value_of(outcome)
+    if t in (list, tuple, set, frozenset):
+        return t(v for v in (_rebuild(x, values) for x in obj) if v is not _SKIP)
+    if t is dict:
+        return {k: v for k, v in ((k, _rebuild(x, values)) for k, x in obj.items()) if v is not _SKIP}
+    return obj
+
+
+FIRST_COMPLETED = "FIRST_COMPLETED"
+FIRST_EXCEPTION = "FIRST_EXCEPTION"
+ALL_COMPLETED = "ALL_COMPLETED"
+
+DoneAndNotDoneFutures = namedtuple("DoneAndNotDoneFutures", ["done", "not_done"])
+
+
+def wait(fs: Future | Iterable[Future], timeout: float | None = None, return_when: str = ALL_COMPLETED) -> DoneAndNotDoneFutures:
+    """Waits until all (or the first, or the first failed) of `fs` have finished; raises
+    `TimeoutError` if that has not happened after `timeout` seconds."""
+    futures = [fs] if isinstance(fs, Future) else list(fs)
+    if return_when not in (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION):
+        raise ValueError(f"return_when must be ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION, got {return_when!r}")
+    if return_when == ALL_COMPLETED:
+        if not _rask.wait_all([f._native for f in futures], timeout):
+            raise TimeoutError(f"not all of {len(futures)} futures finished in {timeout} s")
+    elif futures and not (return_when == FIRST_COMPLETED and any(f.done() for f in futures)):
+        for f in as_completed(futures)._iterate(timeout):
+            if return_when == FIRST_COMPLETED or f.exception() is not None:
+                break
+    done = {f for f in futures if f.done()}
+    return DoneAndNotDoneFutures(done, set(futures) - done)
+
+
+class as_completed:
+    """Iterates over futures in the order they finish (Dask's `as_completed`); more can be added
+    while iterating. With `with_results=True`, yields `(future, result)` pairs (a failed task
+    raises, unless `raise_errors=False`, which yields its exception as the result)."""
+
+    def __init__(self, futures: Iterable[Future] = (), with_results: bool = False, raise_errors: bool = True):
+        self._completions = _rask.Completions()
+        self._pending: dict[int, Future] = {}
+        self.with_results = with_results
+        self.raise_errors = raise_errors
+        self.update(futures)
+
+    def add(self, future: Future) -> None:
+        if type(future) is not Future:
+            raise TypeError(f"as_completed follows futures, got {future!r}")
+        self._pending[self._completions.add(future._native)] = future
+
+    def update(self, futures: Iterable[Future]) -> None:
+        for f in futures:
+            self.add(f)
+
+    def count(self) -> int:
+        """Futures not yet yielded."""
+        return len(self._pending)
+
+    def is_empty(self) -> bool:
+        return not self._pending
+
+    def _iterate(self, timeout: float | None) -> Iterator[Future]:
+        """The futures as they finish; `TimeoutError` if they have not all after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            i = self._completions.next(left)
+            if i is None:
+                raise TimeoutError(f"{len(self._pending)} futures have not finished after {timeout} s")
+            yield self._pending.pop(i)
+
+    def __iter__(self) -> as_completed:
+        return self
+
+    def __next__(self) -> Any:
+        if not self._pending:
+            raise StopIteration
+        f = next(self._iterate(None))
+        if not self.with_results:
+            return f
+        if self.raise_errors:
+            return f, f.result()
+        error = f.exception()
+        return f, (error if error is not None else f.result())
+
+    def __len__(self) -> int:
+        return self.count()
