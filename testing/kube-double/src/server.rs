@@ -339,10 +339,31 @@ impl ApiServer {
 
     /// Also serves the API over plain HTTP on `addr` (port 0 picks one), for clients in other
     /// processes (a controller binary under test, `kubectl`, kr8s), port-forwards to pods over
-    /// WebSocket included. Returns the bound address.
+    /// WebSocket included. Returns the bound address. A request's `Authorization: Bearer` token
+    /// says who sends it; without one it is `system:anonymous`.
     pub async fn serve_http(
         &self,
         addr: std::net::SocketAddr,
+    ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+        self.listen(addr, http::Caller::FromRequest).await
+    }
+
+    /// As [`serve_http`](ApiServer::serve_http), but a request without credentials is the
+    /// administrator's, as on kube-apiserver's old `--insecure-port`: for the tests' own tools
+    /// under [`Authorization::Rbac`], since kubectl (client-go) sends no bearer token over plain
+    /// HTTP. Give the clients under test the [`serve_http`](ApiServer::serve_http) address and
+    /// a token.
+    pub async fn serve_insecure_port(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+        self.listen(addr, http::Caller::FromRequestOrAdmin).await
+    }
+
+    async fn listen(
+        &self,
+        addr: std::net::SocketAddr,
+        caller: http::Caller,
     ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
         use http_body_util::BodyExt;
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -354,14 +375,16 @@ impl ApiServer {
                     continue;
                 };
                 let shared = shared.clone();
+                let caller = caller.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: ::http::Request<hyper::body::Incoming>| {
                             let shared = shared.clone();
+                            let caller = caller.clone();
                             async move {
                                 if crate::proxy::is_portforward(&req) {
                                     return Ok::<_, Infallible>(crate::proxy::portforward(
-                                        shared, req,
+                                        shared, &caller, req,
                                     ));
                                 }
                                 let (parts, body) = req.into_parts();
@@ -374,10 +397,7 @@ impl ApiServer {
                                     parts,
                                     kube::client::Body::from(bytes.to_vec()),
                                 );
-                                Ok::<_, Infallible>(
-                                    http::handle(shared, "http", http::Caller::FromRequest, req)
-                                        .await,
-                                )
+                                Ok::<_, Infallible>(http::handle(shared, "http", caller, req).await)
                             }
                         },
                     );

@@ -462,3 +462,36 @@ async fn rbac_objects_are_served_with_their_naming_rule() {
         .unwrap();
     assert_eq!(roles.items.len(), 1);
 }
+
+#[tokio::test]
+async fn the_insecure_port_trusts_requests_without_credentials_only() {
+    let server = rbac_server();
+    let (addr, _task) = server
+        .serve_insecure_port("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let token = server.service_account_token("ops", "robot");
+    let get = |auth: Option<String>| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut req = "GET /api/v1/secrets HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_owned();
+        if let Some(a) = auth {
+            req.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        req.push_str("\r\n");
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    // kubectl over plain HTTP sends no token: there, that is the administrator.
+    assert!(get(None).await.starts_with("HTTP/1.1 200"));
+    // A token still names its ServiceAccount, held to RBAC; a forged one is still refused.
+    let robot = get(Some(format!("Bearer {token}"))).await;
+    assert!(robot.starts_with("HTTP/1.1 403"), "{robot}");
+    assert!(
+        get(Some("Bearer forged".into()))
+            .await
+            .starts_with("HTTP/1.1 401")
+    );
+}
