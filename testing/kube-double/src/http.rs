@@ -393,6 +393,7 @@ pub(crate) async fn handle(
     // paths (discovery, /version, /openapi) are open to everyone, as the default
     // system:discovery and system:public-info-viewer roles make them.
     let access = identity.and_then(|who| match (&routed, record.verb) {
+        _ if !auth::restricted(shared.options.authorization, &who) => Ok(()),
         (
             Ok(Route::Resource {
                 ty,
