@@ -14,10 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
 use kube_double::{ApiServer, Authorization, Kubelet, KubeletConfig, Options, ProcessConfig};
 
 #[derive(Parser)]
@@ -60,49 +57,11 @@ struct Args {
 async fn create_rbac(api: &ApiServer, path: &PathBuf) -> Result<usize, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let client = api.client();
-    let pp = PostParams::default();
-    let mut created = 0;
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = <serde_json::Value as serde::Deserialize>::deserialize(doc)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let kind = value["kind"].as_str().unwrap_or_default().to_owned();
-        let name = value["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let ns = value["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_owned();
-        let bad = |e: serde_json::Error| format!("{}: {kind} {name}: {e}", path.display());
-        let result = match kind.as_str() {
-            "ServiceAccount" => Api::<ServiceAccount>::namespaced(client.clone(), &ns)
-                .create(&pp, &serde_json::from_value(value).map_err(bad)?)
-                .await
-                .map(drop),
-            "Role" => Api::<Role>::namespaced(client.clone(), &ns)
-                .create(&pp, &serde_json::from_value(value).map_err(bad)?)
-                .await
-                .map(drop),
-            "RoleBinding" => Api::<RoleBinding>::namespaced(client.clone(), &ns)
-                .create(&pp, &serde_json::from_value(value).map_err(bad)?)
-                .await
-                .map(drop),
-            "ClusterRole" => Api::<ClusterRole>::all(client.clone())
-                .create(&pp, &serde_json::from_value(value).map_err(bad)?)
-                .await
-                .map(drop),
-            "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(client.clone())
-                .create(&pp, &serde_json::from_value(value).map_err(bad)?)
-                .await
-                .map(drop),
-            _ => continue,
-        };
-        result.map_err(|e| format!("{}: cannot create {kind} {name}: {e}", path.display()))?;
-        created += 1;
-    }
-    Ok(created)
+    let objects =
+        rask_e2e::chart::parse_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    rask_e2e::chart::create(&api.client(), &objects)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn read_crds(paths: &[PathBuf]) -> Result<Vec<CustomResourceDefinition>, String> {
