@@ -74,10 +74,37 @@ pub async fn reconcile<K: Reconciled>(
         return Ok(Action::await_change());
     }
     let result = ctx.metrics.timed(K::CONTROLLER, pipeline).await;
-    if result.is_ok() {
-        ctx.backoff.succeeded(K::CONTROLLER, &key(obj));
+    match &result {
+        Ok(_) => ctx.backoff.succeeded(K::CONTROLLER, &key(obj)),
+        Err(e) => {
+            if let Some(message) = e.forbidden() {
+                report_forbidden(ctx, obj, message).await;
+            }
+        }
     }
     result
+}
+
+/// A request the API server refused as not allowed: the operator's RBAC lacks a permission.
+/// Nothing but a change of its Role or ClusterRole helps, so it is said where users look: an
+/// error in the log and a Warning Event on the object, both with the server's message (which
+/// names the verb, resource, API group and namespace).
+async fn report_forbidden<K: Reconciled>(ctx: &Context, obj: &K, message: &str) {
+    let note = forbidden_note(message);
+    tracing::error!(
+        controller = K::CONTROLLER,
+        name = %key(obj),
+        "{note}"
+    );
+    ctx.event(obj, EventType::Warning, "Forbidden", "Reconcile", note)
+        .await;
+}
+
+fn forbidden_note(message: &str) -> String {
+    format!(
+        "the operator's ServiceAccount lacks a permission: {message}; grant it in the \
+         operator's Role or ClusterRole (the rask-operator chart's templates/rbac.yaml)"
+    )
 }
 
 /// The one path for a spec that cannot be reconciled: an Event and `status` (which says why)
@@ -252,6 +279,15 @@ mod tests {
         for (retry, attempt, want) in table {
             assert_eq!(retry_after(retry, attempt), want, "{retry:?} #{attempt}");
         }
+    }
+
+    #[test]
+    fn a_forbidden_request_is_reported_with_the_servers_message() {
+        let m = "pods \"p\" is forbidden: User \"system:serviceaccount:a:b\" cannot delete \
+                 resource \"pods\" in API group \"\" in the namespace \"default\"";
+        let note = forbidden_note(m);
+        assert!(note.contains(m), "{note}");
+        assert!(note.contains("templates/rbac.yaml"), "{note}");
     }
 
     #[test]

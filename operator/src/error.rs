@@ -31,10 +31,20 @@ impl Error {
         match self {
             Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
             Error::Kube(kube::Error::Api(s)) if s.code == 422 => "invalid",
+            Error::Kube(kube::Error::Api(s)) if s.code == 403 => "forbidden",
             Error::Kube(_) => "kube",
             Error::SchedulerApi(_) => "scheduler_api",
             Error::Backend(_) => "backend",
             Error::Other(_) => "other",
+        }
+    }
+
+    /// The API server's message when it refused the request as not allowed (`403 Forbidden`):
+    /// the operator's RBAC lacks a permission, and the message names it.
+    pub fn forbidden(&self) -> Option<&str> {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 403 => Some(&s.message),
+            _ => None,
         }
     }
 
@@ -88,6 +98,9 @@ mod tests {
         for code in [404, 429, 500, 503] {
             assert_eq!(api(code).retry(), Retry::Transient, "{code}");
         }
+        assert_eq!(api(403).kind(), "forbidden");
+        assert_eq!(api(403).forbidden(), Some("x"));
+        assert_eq!(api(422).forbidden(), None);
         let unreachable = Error::SchedulerApi(SchedulerApiError::Unreachable {
             url: "http://s".into(),
             reason: "refused".into(),

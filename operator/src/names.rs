@@ -25,6 +25,12 @@ pub const ANNOTATION_DELETION_COST: &str = "controller.kubernetes.io/pod-deletio
 
 pub const FIELD_MANAGER: &str = "rask-operator";
 
+/// rask's images as published: `ghcr.io/rask-dev/` and the `org.opencontainers.image.title` of
+/// images/worker/Dockerfile (the `rask` binary: scheduler, workers, jobs) and
+/// images/operator/Dockerfile. A test holds these to the Dockerfiles.
+pub const WORKER_IMAGE: &str = "ghcr.io/rask-dev/rask-worker";
+pub const OPERATOR_IMAGE: &str = "ghcr.io/rask-dev/rask-operator";
+
 pub const SCHEDULER_PORT: u16 = 8786;
 pub const DASHBOARD_PORT: u16 = 8787;
 
@@ -106,6 +112,64 @@ pub fn stable_hash(value: &impl serde::Serialize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn repo_file(path: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(path);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// The `org.opencontainers.image.title` label of a Dockerfile.
+    fn image_title(dockerfile: &str) -> String {
+        let text = repo_file(dockerfile);
+        let (_, after) = text
+            .split_once("org.opencontainers.image.title=\"")
+            .unwrap_or_else(|| panic!("{dockerfile} has no image title label"));
+        after.split('"').next().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn image_names_are_those_images_builds() {
+        for (name, dockerfile) in [
+            (WORKER_IMAGE, "images/worker/Dockerfile"),
+            (OPERATOR_IMAGE, "images/operator/Dockerfile"),
+        ] {
+            assert_eq!(
+                name,
+                format!("ghcr.io/rask-dev/{}", image_title(dockerfile)),
+                "{dockerfile}"
+            );
+        }
+        // The local backend recognises the worker image by this part of its name.
+        assert!(WORKER_IMAGE.ends_with(crate::local::plan::RASK_IMAGE));
+        // The chart deploys the operator image.
+        let values: serde_yaml::Value =
+            serde_yaml::from_str(&repo_file("charts/rask-operator/values.yaml")).unwrap();
+        assert_eq!(values["image"]["repository"].as_str(), Some(OPERATOR_IMAGE));
+        // docs/cloud.md and the cloud examples name the same images.
+        let docs = repo_file("docs/cloud.md");
+        for name in [WORKER_IMAGE, OPERATOR_IMAGE] {
+            assert!(
+                docs.contains(&format!("`{name}:VERSION`")),
+                "docs/cloud.md lacks {name}"
+            );
+        }
+        for example in ["examples/cloud-aws.yaml", "examples/cloud-azure.yaml"] {
+            let config: serde_yaml::Value = serde_yaml::from_str(&repo_file(example)).unwrap();
+            let software = &config["software"];
+            for (key, name) in [("image", WORKER_IMAGE), ("operator_image", OPERATOR_IMAGE)] {
+                if let Some(image) = software[key].as_str() {
+                    assert_eq!(
+                        image.rsplit_once(':').map(|(r, _)| r),
+                        Some(name),
+                        "{example}"
+                    );
+                }
+            }
+            assert!(software["image"].is_string(), "{example} names no image");
+        }
+    }
 
     #[test]
     fn names_follow_dask_kubernetes() {

@@ -95,7 +95,7 @@ pub async fn controllers(
         .run(cluster::reconcile, cluster::error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
-                tracing::debug!(error = %e, "DaskCluster controller event");
+                controller_error("DaskCluster", &e);
             }
         });
     let group_controller = controller(api::<DaskWorkerGroup>(&client, &scope));
@@ -119,7 +119,7 @@ pub async fn controllers(
         .run(workergroup::reconcile, workergroup::error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
-                tracing::debug!(error = %e, "DaskWorkerGroup controller event");
+                controller_error("DaskWorkerGroup", &e);
             }
         });
     let autoscalers = controller(api::<DaskAutoscaler>(&client, &scope))
@@ -131,7 +131,7 @@ pub async fn controllers(
         )
         .for_each(|r| async move {
             if let Err(e) = r {
-                tracing::debug!(error = %e, "DaskAutoscaler controller event");
+                controller_error("DaskAutoscaler", &e);
             }
         });
     // A job's cluster and runner pods are its children; metadata is all a trigger needs.
@@ -148,12 +148,28 @@ pub async fn controllers(
         .run(job::reconcile, job::error_policy, ctx_jobs)
         .for_each(|r| async move {
             if let Err(e) = r {
-                tracing::debug!(error = %e, "DaskJob controller event");
+                controller_error("DaskJob", &e);
             }
         });
     futures::join!(clusters, groups, autoscalers, jobs);
     phases.abort();
     ready.abort();
+}
+
+/// Logs what a controller's stream reports. A failed reconcile is already logged and counted
+/// by `error_policy`; a failed watch is not, and it leaves the controller blind (a `403` here
+/// means the operator's Role or ClusterRole lacks `list` or `watch`), so it is a warning.
+fn controller_error<R: std::fmt::Display>(
+    controller: &str,
+    e: &kube::runtime::controller::Error<R, watcher::Error>,
+) {
+    use kube::runtime::controller::Error as E;
+    match e {
+        E::QueueError(w) => {
+            tracing::warn!(controller, error = %w, "watch failed; retrying");
+        }
+        _ => tracing::debug!(controller, error = %e, "controller event"),
+    }
 }
 
 /// A controller for `K` whose cache holds the objects without their bookkeeping: the managed

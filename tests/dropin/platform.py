@@ -1,6 +1,9 @@
 """A Kubernetes for tests: kube-double's API server on loopback (`kube-double-serve`), its kubelet
 running Dask's image as this virtualenv's commands and rask's image as the `rask` binary, and
 `rask-operator run` against it, reaching schedulers through the API server's service proxy.
+The operator runs as the ServiceAccount of charts/rask-operator, with the RBAC that `helm
+template` renders (RASK_HELM, or the Helm of .tools/), which kube-double-serve enforces;
+RASK_CHART_SCOPE (cluster, the default, or namespace) picks the chart's mode.
 
 Every peer is required: a missing binary or kubectl fails the test that needs it (never a skip).
 """
@@ -17,8 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "rask-operator"
 
 
 def _required_file(env: str, path: Path | None, what: str) -> Path:
@@ -44,6 +49,59 @@ def binaries() -> dict[str, Path]:
     }
 
 
+def helm() -> Path:
+    """Helm: RASK_HELM (scripts/test sets it), else the one scripts/test installs in .tools/."""
+    given = os.environ.get("RASK_HELM")
+    if given:
+        return _required_file("RASK_HELM", Path(given), "helm")
+    found = sorted((ROOT / ".tools").glob("*/helm/helm"))
+    return _required_file("RASK_HELM", found[0] if found else None, "helm")
+
+
+# The operator reaches schedulers through the API server's service proxy (--scheduler-url), as an
+# operator outside the cluster does behind `kubectl proxy`. Its HTTP calls carry no credentials
+# there (kubectl proxy would add its own user's), so this stands in for kubectl proxy's user:
+# anonymous requests may use services/proxy, and nothing else.
+PROXY_GRANT = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: kubectl-proxy-stand-in}
+rules:
+- apiGroups: [""]
+  resources: [services/proxy]
+  verbs: [get, create]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: kubectl-proxy-stand-in}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kubectl-proxy-stand-in}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:anonymous"}
+"""
+
+
+def render_chart(workdir: Path, scope: str) -> tuple[Path, str, list[str]]:
+    """`helm template` of the chart in `scope`'s mode (the release namespace is where the tests'
+    clusters live when namespaced): the rendered file, the operator's ServiceAccount as
+    NAMESPACE/NAME, and the operator's arguments after `run` that the chart sets (`--namespace`)."""
+    if scope not in ("cluster", "namespace"):
+        pytest.fail(f"RASK_CHART_SCOPE is {scope!r}: cluster or namespace")
+    namespace = "rask-system" if scope == "cluster" else "default"
+    r = subprocess.run(
+        [str(helm()), "template", "rask", str(CHART), "--namespace", namespace, "--set", f"rbac.scope={scope}"],
+        capture_output=True, text=True, check=False,
+    )
+    if r.returncode != 0:
+        pytest.fail(f"helm template failed:\n{r.stderr}")
+    rendered = workdir / "chart.yaml"
+    rendered.write_text(r.stdout + "\n---" + PROXY_GRANT)
+    (deploy,) = [d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "Deployment"]
+    pod = deploy["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    scope_args = args[args.index("--namespace"):args.index("--namespace") + 2] if "--namespace" in args else []
+    return rendered, f"{namespace}/{pod['serviceAccountName']}", scope_args
+
+
 def wait_for(what: str, check: Callable[[], object], timeout: float = 60.0, interval: float = 0.25, on_timeout: Callable[[], str] = lambda: ""):
     """Polls `check` until it returns something truthy, and returns that; fails after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -63,6 +121,8 @@ class Platform:
         self.bins = binaries()
         self.dir = workdir
         self.kubeconfig = workdir / "kubeconfig"
+        operator_kubeconfig = workdir / "operator-kubeconfig"
+        chart, account, scope_args = render_chart(workdir, os.environ.get("RASK_CHART_SCOPE") or "cluster")
         self.logs: dict[str, Path] = {}
         self.procs: dict[str, subprocess.Popen] = {}
         args = [
@@ -71,6 +131,9 @@ class Platform:
             "--dask-bin-dir", str(Path(sys.executable).parent),
             "--rask-bin", str(self.bins["rask"]),
             "--restart-backoff-ms", "1000",
+            "--rbac-from", str(chart),
+            "--service-account", account,
+            "--service-account-kubeconfig", str(operator_kubeconfig),
         ]
         for c in crds or []:
             args += ["--crds", str(c)]
@@ -83,8 +146,9 @@ class Platform:
         proxy = f"{self.url}/api/v1/namespaces/{{namespace}}/services/{{cluster}}-scheduler:8787/proxy"
         self._start(
             "operator",
-            [str(self.bins["operator"]), "run", "--metrics-address", "127.0.0.1:0", "--scheduler-url", proxy],
-            env={"KUBECONFIG": str(self.kubeconfig), "RUST_LOG": "info,kube=warn"},
+            [str(self.bins["operator"]), "run", "--metrics-address", "127.0.0.1:0", "--scheduler-url", proxy,
+             *scope_args],
+            env={"KUBECONFIG": str(operator_kubeconfig), "RUST_LOG": "info,kube=warn"},
         )
 
     def _start(self, name: str, args: list[str], stdout=None, env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -1,5 +1,5 @@
-//! The test environment: API server double, kubelet, operator, and a scheduler with workers that
-//! follow the worker pods.
+//! The test environment: API server double (enforcing the chart's RBAC on the operator), kubelet,
+//! operator, and a scheduler with workers that follow the worker pods.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,18 +9,26 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher;
-use kube_double::{ApiServer, Kubelet, KubeletConfig};
+use kube_double::{ApiServer, Authorization, Kubelet, KubeletConfig, Options};
 use rask::scheduler::server::{Scheduler, SchedulerConfig};
 use rask::worker::{Worker, WorkerConfig};
 use rask_operator::context::Context;
 use rask_operator::crd::DaskCluster;
 use rask_operator::metrics::Metrics;
-use rask_operator::run::{Scope, controllers};
+use rask_operator::run::controllers;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::chart::{ChartScope, Rendered};
+
 pub struct Env {
+    /// The tests' own client: the administrator, whom RBAC does not restrict.
     pub client: kube::Client,
+    pub api: ApiServer,
+    /// The operator's client: the chart's ServiceAccount, held to the chart's RBAC.
+    pub operator_client: kube::Client,
+    pub chart: Rendered,
+    pub metrics: Arc<Metrics>,
     pub kubelet: Kubelet,
     pub scheduler: Scheduler,
     pub dashboard: String,
@@ -43,11 +51,26 @@ impl Env {
         crds: Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
         kubelet: KubeletConfig,
     ) -> Env {
-        let api = ApiServer::new();
+        let chart = crate::chart::render(ChartScope::from_env(), &[]);
+        Env::with_chart(crds, kubelet, chart).await
+    }
+
+    /// An environment whose operator has the permissions `chart` renders, and its scope.
+    pub async fn with_chart(
+        crds: Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+        kubelet: KubeletConfig,
+        chart: Rendered,
+    ) -> Env {
+        let api = ApiServer::with_options(Options {
+            authorization: Authorization::Rbac,
+            ..Options::default()
+        });
         for crd in crds {
             api.install_crd(crd).unwrap();
         }
         let client = api.client();
+        chart.install(&client).await;
+        let operator_client = api.service_account_client(&chart.namespace, &chart.account);
         let kubelet = Kubelet::start(&api, kubelet);
         let config = SchedulerConfig {
             dashboard: Some("127.0.0.1:0".parse().unwrap()),
@@ -63,6 +86,10 @@ impl Env {
         ));
         let mut env = Env {
             client,
+            api,
+            operator_client,
+            chart,
+            metrics: Arc::new(Metrics::default()),
             kubelet,
             scheduler,
             dashboard,
@@ -76,13 +103,17 @@ impl Env {
     /// Starts (or restarts) the operator against the same API server.
     pub fn start_operator(&mut self) {
         let dashboard = self.dashboard.clone();
-        let ctx = Context::new(self.client.clone(), Arc::new(Metrics::default()))
+        let ctx = Context::new(self.operator_client.clone(), self.metrics.clone())
             .with_scheduler_url(Arc::new(move |_cluster, _ns| dashboard.clone()));
         let (tx, mut rx) = watch::channel(false);
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let task = tokio::spawn(controllers(Arc::new(ctx), Scope::AllNamespaces, shutdown));
+        let task = tokio::spawn(controllers(
+            Arc::new(ctx),
+            self.chart.scope.clone(),
+            shutdown,
+        ));
         self.operator = Some((tx, task));
     }
 

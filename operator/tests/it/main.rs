@@ -10,6 +10,7 @@ mod autoscaling;
 mod batch_env;
 mod batch_sge;
 mod batch_slurm;
+mod chart;
 #[cfg(feature = "aws")]
 mod cloud_aws;
 #[cfg(feature = "azure")]
@@ -23,6 +24,7 @@ mod job;
 mod job_script;
 mod lifecycle;
 mod local_backend;
+mod rbac;
 mod scaling;
 mod scheduler_api;
 mod validation;

@@ -51,7 +51,12 @@ pub(crate) fn apply_defaults(kind: Builtin, obj: &mut Value, next_ip: &mut dyn F
         | Builtin::CoreEvent
         | Builtin::Event
         | Builtin::Lease
-        | Builtin::Crd => {}
+        | Builtin::Crd
+        | Builtin::ServiceAccount
+        | Builtin::Role
+        | Builtin::ClusterRole
+        | Builtin::RoleBinding
+        | Builtin::ClusterRoleBinding => {}
     }
 }
 

@@ -2,6 +2,7 @@
 //! cluster-scoped and all-namespaces, subresources) to the verbs, parses query parameters and
 //! bodies, applies injected faults, logs requests, and serves discovery and `/version`.
 
+use crate::auth::{self, Identity};
 use crate::error::ApiError;
 use crate::ops::{self, Ctx, DeleteOpts, ListQuery, Sub};
 use crate::patch::PatchType;
@@ -257,10 +258,87 @@ fn verb_of(method: &::http::Method, has_name: bool, watch: bool) -> Option<Verb>
     })
 }
 
+/// Whose credentials a request carries.
+#[derive(Clone)]
+pub(crate) enum Caller {
+    /// An in-process client of the tests or a kubelet: the administrator.
+    Admin,
+    /// An in-process client with this `Authorization` header value.
+    Header(Arc<str>),
+    /// A request over HTTP: its own `Authorization` header, if any.
+    FromRequest,
+    /// A request over HTTP on the insecure port: its `Authorization` header, or without one the
+    /// administrator.
+    FromRequestOrAdmin,
+}
+
+/// Authenticates a request: who it comes from, or `401`.
+pub(crate) fn authenticate(
+    shared: &Shared,
+    caller: &Caller,
+    headers: &::http::HeaderMap,
+) -> Result<Identity, ApiError> {
+    let header = match caller {
+        Caller::Admin => return Ok(Identity::Admin),
+        Caller::Header(h) => Some(h.as_ref()),
+        Caller::FromRequest | Caller::FromRequestOrAdmin => {
+            let header = headers
+                .get(::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if header.is_none() && matches!(caller, Caller::FromRequestOrAdmin) {
+                return Ok(Identity::Admin);
+            }
+            header
+        }
+    };
+    shared
+        .tokens
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .authenticate(header)
+}
+
+/// Authorises a resource request (403 with Kubernetes' message when RBAC says no).
+pub(crate) fn authorize(
+    shared: &Shared,
+    who: &Identity,
+    ty: &ResourceType,
+    verb: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    sub: Option<&str>,
+) -> Result<(), ApiError> {
+    let attributes = auth::Attributes {
+        verb,
+        group: &ty.group,
+        resource: &ty.plural,
+        subresource: sub,
+        namespace,
+        name,
+    };
+    auth::authorize(
+        shared.options.authorization,
+        &shared.lock(),
+        who,
+        &attributes,
+    )
+}
+
+/// Whether the object a path names is stored.
+fn exists(shared: &Shared, ty: &ResourceType, namespace: Option<&str>, name: Option<&str>) -> bool {
+    let key = crate::store::ObjKey {
+        resource: ty.storage_key(),
+        namespace: namespace.unwrap_or_default().to_owned(),
+        name: name.unwrap_or_default().to_owned(),
+    };
+    shared.lock().objects.contains_key(&key)
+}
+
 /// Answers one request.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     actor: &str,
+    caller: Caller,
     req: ::http::Request<kube::client::Body>,
 ) -> ::http::Response<ResponseBody> {
     let (parts, body) = req.into_parts();
@@ -280,8 +358,10 @@ pub(crate) async fn handle(
         .get(::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let identity = authenticate(&shared, &caller, &parts.headers);
     let mut record = RequestRecord {
         actor: actor.to_owned(),
+        user: identity.as_ref().ok().map(Identity::user),
         method: parts.method.clone(),
         path: path.clone(),
         query: raw_query.clone(),
@@ -309,18 +389,65 @@ pub(crate) async fn handle(
         record.namespace.clone_from(namespace);
         record.name.clone_from(name);
     }
-    let injected = {
-        let mut faults = shared
-            .faults
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let hit = faults.iter_mut().find(|f| f.matches(&record)).map(|f| {
-            f.consume();
-            f.code()
-        });
-        faults.retain(|f| !f.spent());
-        hit
-    };
+    // Authorisation, as a real server checks it: before anything else happens. Non-resource
+    // paths (discovery, /version, /openapi) are open to everyone, as the default
+    // system:discovery and system:public-info-viewer roles make them.
+    let access = identity.and_then(|who| match (&routed, record.verb) {
+        _ if !auth::restricted(shared.options.authorization, &who) => Ok(()),
+        (
+            Ok(Route::Resource {
+                ty,
+                namespace,
+                name,
+                sub,
+                ..
+            }),
+            Some(verb),
+        ) => {
+            let check = |verb: &str| {
+                authorize(
+                    &shared,
+                    &who,
+                    ty,
+                    verb,
+                    namespace.as_deref(),
+                    name.as_deref(),
+                    sub.as_deref(),
+                )
+            };
+            check(auth::verb_name(verb))?;
+            // Server-side apply of an object that does not exist creates it: Kubernetes then
+            // also checks `create`.
+            let applies = verb == Verb::Patch
+                && content_type
+                    .as_deref()
+                    .and_then(PatchType::from_content_type)
+                    == Some(PatchType::Apply);
+            if applies
+                && sub.is_none()
+                && !exists(&shared, ty, namespace.as_deref(), name.as_deref())
+            {
+                check("create")?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    });
+    let injected = access
+        .is_ok()
+        .then(|| {
+            let mut faults = shared
+                .faults
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let hit = faults.iter_mut().find(|f| f.matches(&record)).map(|f| {
+                f.consume();
+                f.code()
+            });
+            faults.retain(|f| !f.spent());
+            hit
+        })
+        .flatten();
     let metadata_only = parts
         .headers
         .get(::http::header::ACCEPT)
@@ -331,15 +458,17 @@ pub(crate) async fn handle(
         .get(::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|ua| ua.split('/').next().unwrap_or(ua).to_owned());
-    let response = match (injected, routed) {
-        (Some(code), _) => error_response(&ApiError::injected(code)),
-        (None, Err(e)) => error_response(&e),
-        (None, Ok(Route::Version)) => json_response(
+    let response = match (access, injected, routed) {
+        (Err(e), _, _) => error_response(&e),
+        (Ok(()), Some(code), _) => error_response(&ApiError::injected(code)),
+        (Ok(()), None, Err(e)) => error_response(&e),
+        (Ok(()), None, Ok(Route::Version)) => json_response(
             200,
             &json!({"major": "1", "minor": "37", "gitVersion": "v1.37.0-kube-double", "platform": "linux/amd64"}),
         ),
-        (None, Ok(Route::Discovery(v) | Route::OpenApi(v))) => json_response(200, &v),
+        (Ok(()), None, Ok(Route::Discovery(v) | Route::OpenApi(v))) => json_response(200, &v),
         (
+            Ok(()),
             None,
             Ok(Route::Resource {
                 ty,
@@ -352,6 +481,7 @@ pub(crate) async fn handle(
             reach_pods(&shared, &ty, &ns, &name, &sub, &rest, &parts, &query, body).await
         }
         (
+            Ok(()),
             None,
             Ok(Route::Resource {
                 ty,

@@ -82,7 +82,7 @@ impl Kubelet {
     /// to the kubelet.
     pub fn start(api: &ApiServer, config: KubeletConfig) -> Kubelet {
         api.kubelet_started();
-        let client = api.client_as("kubelet");
+        let client = api.client_as("kubelet", None);
         let processes = !config.processes.is_empty();
         let node = Arc::new(Node {
             client: client.clone(),

@@ -17,6 +17,7 @@
 //! What is and is not simulated is listed in the crate README.
 
 mod apply;
+mod auth;
 mod builtin;
 mod error;
 mod fields;
@@ -37,6 +38,7 @@ mod server;
 mod store;
 mod watch;
 
+pub use auth::Authorization;
 pub use error::Error;
 pub use kubelet::{Kubelet, KubeletConfig};
 pub use process::{BindArgs, ProcessConfig, Resolver};

@@ -140,6 +140,9 @@ pub(crate) enum NameRule {
     Label1123,
     /// RFC 1035 label, up to 63 characters, starting with a letter (services).
     Label1035,
+    /// A path segment: anything but `.`, `..`, `/` and `%` (RBAC objects, e.g.
+    /// `system:controller:job-controller`).
+    Path,
 }
 
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
@@ -166,6 +169,7 @@ pub(crate) fn validate_name(name: &str, rule: NameRule, errs: &mut Vec<FieldErro
     let field = "metadata.name";
     let v = Value::String(name.to_owned());
     let (max, re, msg) = match rule {
+        NameRule::Path => return validate_path_segment(name, errs),
         NameRule::Subdomain => (253, &*SUBDOMAIN, SUBDOMAIN_MSG),
         NameRule::Label1123 => (63, &*LABEL1123, LABEL1123_MSG),
         NameRule::Label1035 => (63, &*LABEL1035, LABEL1035_MSG),
@@ -179,6 +183,27 @@ pub(crate) fn validate_name(name: &str, rule: NameRule, errs: &mut Vec<FieldErro
     }
     if !re.is_match(name) {
         errs.push(FieldError::invalid(field, &v, msg));
+    }
+}
+
+/// Kubernetes' `IsValidPathSegmentName`: the rule of RBAC object names.
+fn validate_path_segment(name: &str, errs: &mut Vec<FieldError>) {
+    let v = Value::String(name.to_owned());
+    if name == "." || name == ".." {
+        errs.push(FieldError::invalid(
+            "metadata.name",
+            &v,
+            format!("may not be '{name}'"),
+        ));
+    }
+    for bad in ["/", "%"] {
+        if name.contains(bad) {
+            errs.push(FieldError::invalid(
+                "metadata.name",
+                &v,
+                format!("may not contain '{bad}'"),
+            ));
+        }
     }
 }
 

@@ -243,6 +243,7 @@ pub(crate) fn is_portforward<B>(req: &::http::Request<B>) -> bool {
 /// failure to connect is reported on error channel 1 (as the kubelet reports it).
 pub(crate) fn portforward(
     shared: Arc<Shared>,
+    caller: &crate::http::Caller,
     req: ::http::Request<hyper::body::Incoming>,
 ) -> ::http::Response<Body> {
     let error = |e: &ApiError| {
@@ -262,6 +263,24 @@ pub(crate) fn portforward(
     let ["api", "v1", "namespaces", ns, "pods", name, "portforward"] = segs.as_slice() else {
         return error(&ApiError::no_route());
     };
+    // Opening a port-forward is `create` on pods/portforward, WebSocket or not (Kubernetes
+    // checks `create` for WebSocket upgrades too since 1.31).
+    let pods = shared.lock().find_type("", "v1", "pods");
+    let access = crate::http::authenticate(&shared, caller, req.headers()).and_then(|who| {
+        let ty = pods.ok_or_else(ApiError::no_route)?;
+        crate::http::authorize(
+            &shared,
+            &who,
+            &ty,
+            "create",
+            Some(*ns),
+            Some(*name),
+            Some("portforward"),
+        )
+    });
+    if let Err(e) = access {
+        return error(&e);
+    }
     let port: Option<String> = req.uri().query().and_then(|q| {
         form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "ports")

@@ -1,5 +1,6 @@
 //! The resource types the server serves: built-in ones (core/v1 Pod, Service, ConfigMap, Secret,
-//! Namespace, Event; events.k8s.io/v1 Event; coordination.k8s.io/v1 Lease;
+//! Namespace, Event, ServiceAccount; events.k8s.io/v1 Event; coordination.k8s.io/v1 Lease;
+//! rbac.authorization.k8s.io/v1 Role, ClusterRole, RoleBinding, ClusterRoleBinding;
 //! apiextensions.k8s.io/v1 CustomResourceDefinition) and
 //! those defined by installed CRDs.
 
@@ -25,11 +26,17 @@ pub(crate) enum Builtin {
     Event,
     Lease,
     Crd,
+    ServiceAccount,
+    Role,
+    ClusterRole,
+    RoleBinding,
+    ClusterRoleBinding,
 }
 
 impl Builtin {
     pub fn roundtrip(self, v: Value) -> Result<Value, String> {
         use k8s_openapi::api::core::v1 as core;
+        use k8s_openapi::api::rbac::v1 as rbac;
         match self {
             Builtin::Pod => roundtrip::<core::Pod>(v),
             Builtin::Service => roundtrip::<core::Service>(v),
@@ -40,6 +47,11 @@ impl Builtin {
             Builtin::Event => roundtrip::<k8s_openapi::api::events::v1::Event>(v),
             Builtin::Lease => roundtrip::<k8s_openapi::api::coordination::v1::Lease>(v),
             Builtin::Crd => roundtrip::<CustomResourceDefinition>(v),
+            Builtin::ServiceAccount => roundtrip::<core::ServiceAccount>(v),
+            Builtin::Role => roundtrip::<rbac::Role>(v),
+            Builtin::ClusterRole => roundtrip::<rbac::ClusterRole>(v),
+            Builtin::RoleBinding => roundtrip::<rbac::RoleBinding>(v),
+            Builtin::ClusterRoleBinding => roundtrip::<rbac::ClusterRoleBinding>(v),
         }
     }
 }
@@ -300,8 +312,41 @@ pub(crate) fn builtin_types() -> Vec<Arc<ResourceType>> {
     crd.short_names = vec!["crd".into(), "crds".into()];
     let mut lease = core("Lease", "leases", Builtin::Lease, true, false, &META_ONLY);
     lease.group = "coordination.k8s.io".into();
+    let mut service_account = core(
+        "ServiceAccount",
+        "serviceaccounts",
+        Builtin::ServiceAccount,
+        true,
+        false,
+        &META_ONLY,
+    );
+    service_account.short_names = vec!["sa".into()];
+    let rbac = |kind: &str, plural: &str, builtin, namespaced| {
+        let mut t = core(kind, plural, builtin, namespaced, false, &META_ONLY);
+        t.group = "rbac.authorization.k8s.io".into();
+        t.name_rule = NameRule::Path;
+        t
+    };
     [
-        pod, service, configmap, secret, namespace, core_event, event, lease, crd,
+        pod,
+        service,
+        configmap,
+        secret,
+        namespace,
+        core_event,
+        event,
+        lease,
+        crd,
+        service_account,
+        rbac("Role", "roles", Builtin::Role, true),
+        rbac("ClusterRole", "clusterroles", Builtin::ClusterRole, false),
+        rbac("RoleBinding", "rolebindings", Builtin::RoleBinding, true),
+        rbac(
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            Builtin::ClusterRoleBinding,
+            false,
+        ),
     ]
     .into_iter()
     .map(Arc::new)

@@ -1,5 +1,6 @@
 //! The public face of the double: [`ApiServer`], its options, the fault knob and the request log.
 
+use crate::auth::{Authorization, Tokens};
 use crate::error::Error;
 use crate::http;
 use crate::ops;
@@ -18,6 +19,9 @@ pub struct Options {
     pub history_limit: usize,
     /// How long a watch that asked for bookmarks stays idle before it gets one. Default 1 s.
     pub bookmark_interval: Duration,
+    /// How requests are authorised: everything allowed (the default), or Kubernetes' RBAC over
+    /// the Roles, ClusterRoles and bindings stored in the server.
+    pub authorization: Authorization,
 }
 
 impl Default for Options {
@@ -25,6 +29,7 @@ impl Default for Options {
         Options {
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(1),
+            authorization: Authorization::AlwaysAllow,
         }
     }
 }
@@ -139,8 +144,13 @@ impl Fault {
 /// One request the server answered.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RequestRecord {
-    /// Who sent it: `"client"` for [`ApiServer::client`], `"kubelet"` for a [`crate::Kubelet`].
+    /// Who sent it: `"client"` for [`ApiServer::client`] and
+    /// [`ApiServer::service_account_client`], `"kubelet"` for a [`crate::Kubelet`], `"http"` over
+    /// [`ApiServer::serve_http`].
     pub actor: String,
+    /// The authenticated user: `system:admin`, `system:serviceaccount:<ns>:<name>` or
+    /// `system:anonymous` (none when the credentials were refused: `401`).
+    pub user: Option<String>,
     /// HTTP method.
     pub method: ::http::Method,
     /// URL path.
@@ -173,6 +183,7 @@ pub(crate) struct Shared {
     /// Containers' output, written by kubelets, served by `pods/{name}/log`.
     pub pod_logs: crate::logs::Logs,
     pub options: Options,
+    pub tokens: Mutex<Tokens>,
 }
 
 impl Shared {
@@ -239,6 +250,7 @@ impl ApiServer {
                 faults: Mutex::new(Vec::new()),
                 pod_logs: crate::logs::Logs::default(),
                 options,
+                tokens: Mutex::new(Tokens::default()),
             }),
         }
     }
@@ -298,17 +310,60 @@ impl ApiServer {
         })
     }
 
-    /// A `kube::Client` whose requests this server answers in-process.
+    /// A `kube::Client` whose requests this server answers in-process, as the administrator
+    /// (`system:admin` in `system:masters`, which RBAC does not restrict): for a test's own setup
+    /// and checks.
     pub fn client(&self) -> kube::Client {
-        self.client_as("client")
+        self.client_as("client", None)
+    }
+
+    /// A bearer token that authenticates as the ServiceAccount `namespace/name`, for clients in
+    /// other processes (`Authorization: Bearer <token>`, a kubeconfig's `token`), as a real
+    /// cluster's ServiceAccount tokens do. With [`Authorization::Rbac`] such a client may do what
+    /// the RoleBindings and ClusterRoleBindings naming the account allow, and gets `403` for the
+    /// rest.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        self.shared
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .issue(namespace, name)
+    }
+
+    /// An in-process `kube::Client` authenticated as the ServiceAccount `namespace/name` (with a
+    /// token from [`ApiServer::service_account_token`]), e.g. for a controller under test.
+    pub fn service_account_client(&self, namespace: &str, name: &str) -> kube::Client {
+        let token = self.service_account_token(namespace, name);
+        self.client_as("client", Some(format!("Bearer {token}")))
     }
 
     /// Also serves the API over plain HTTP on `addr` (port 0 picks one), for clients in other
     /// processes (a controller binary under test, `kubectl`, kr8s), port-forwards to pods over
-    /// WebSocket included. Returns the bound address.
+    /// WebSocket included. Returns the bound address. A request's `Authorization: Bearer` token
+    /// says who sends it; without one it is `system:anonymous`.
     pub async fn serve_http(
         &self,
         addr: std::net::SocketAddr,
+    ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+        self.listen(addr, http::Caller::FromRequest).await
+    }
+
+    /// As [`serve_http`](ApiServer::serve_http), but a request without credentials is the
+    /// administrator's, as on kube-apiserver's old `--insecure-port`: for the tests' own tools
+    /// under [`Authorization::Rbac`], since kubectl (client-go) sends no bearer token over plain
+    /// HTTP. Give the clients under test the [`serve_http`](ApiServer::serve_http) address and
+    /// a token.
+    pub async fn serve_insecure_port(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+        self.listen(addr, http::Caller::FromRequestOrAdmin).await
+    }
+
+    async fn listen(
+        &self,
+        addr: std::net::SocketAddr,
+        caller: http::Caller,
     ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
         use http_body_util::BodyExt;
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -320,14 +375,16 @@ impl ApiServer {
                     continue;
                 };
                 let shared = shared.clone();
+                let caller = caller.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: ::http::Request<hyper::body::Incoming>| {
                             let shared = shared.clone();
+                            let caller = caller.clone();
                             async move {
                                 if crate::proxy::is_portforward(&req) {
                                     return Ok::<_, Infallible>(crate::proxy::portforward(
-                                        shared, req,
+                                        shared, &caller, req,
                                     ));
                                 }
                                 let (parts, body) = req.into_parts();
@@ -340,7 +397,7 @@ impl ApiServer {
                                     parts,
                                     kube::client::Body::from(bytes.to_vec()),
                                 );
-                                Ok::<_, Infallible>(http::handle(shared, "http", req).await)
+                                Ok::<_, Infallible>(http::handle(shared, "http", caller, req).await)
                             }
                         },
                     );
@@ -355,13 +412,20 @@ impl ApiServer {
         Ok((bound, task))
     }
 
-    pub(crate) fn client_as(&self, actor: &str) -> kube::Client {
+    /// An in-process client; without `authorization` (an `Authorization` header's value) its
+    /// requests are the administrator's.
+    pub(crate) fn client_as(&self, actor: &str, authorization: Option<String>) -> kube::Client {
         let shared = self.shared.clone();
         let actor: Arc<str> = Arc::from(actor);
+        let authorization = match authorization {
+            Some(value) => http::Caller::Header(Arc::from(value)),
+            None => http::Caller::Admin,
+        };
         let service = tower::service_fn(move |req: ::http::Request<kube::client::Body>| {
             let shared = shared.clone();
             let actor = actor.clone();
-            async move { Ok::<_, Infallible>(http::handle(shared, &actor, req).await) }
+            let caller = authorization.clone();
+            async move { Ok::<_, Infallible>(http::handle(shared, &actor, caller, req).await) }
         });
         kube::Client::new(service, "default")
     }

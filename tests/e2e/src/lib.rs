@@ -3,6 +3,10 @@
 //! controllers, in one test process. A scenario applies manifests and watches real schedulers,
 //! workers and job runners do the work.
 //!
+//! The API server enforces RBAC: the operator runs as the ServiceAccount of charts/rask-operator
+//! with the Roles or ClusterRoles `helm template` renders ([`chart`]; `RASK_CHART_SCOPE` picks
+//! the chart's mode), while the scenarios use an administrator client.
+//!
 //! The `rask` binary comes from `RASK_BIN`, else from beside the test executable
 //! (`target/debug/rask`): `cargo test --workspace` and `scripts/test` build it first; alone,
 //! build it with `cargo build -p rask --bin rask`.
@@ -12,12 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::Api;
-use kube_double::{ApiServer, Kubelet, KubeletConfig, ProcessConfig};
+use kube_double::{ApiServer, Authorization, Kubelet, KubeletConfig, Options, ProcessConfig};
 use rask_operator::context::Context;
 use rask_operator::crd::{DaskCluster, DaskJob};
 use rask_operator::metrics::Metrics;
 use rask_operator::names;
 use rask_operator::run::{Scope, controllers};
+
+pub mod chart;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -140,7 +146,11 @@ fn set_flag(argv: &mut Vec<String>, flag: &str, value: impl Fn(Option<&str>) -> 
 
 /// An API server, a kubelet that runs rask's pods, and the operator.
 pub struct E2e {
+    /// The scenarios' client: the administrator.
     pub client: kube::Client,
+    /// The operator's: the chart's ServiceAccount, held to the chart's RBAC.
+    operator_client: kube::Client,
+    scope: Scope,
     pub kubelet: Kubelet,
     operator: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
@@ -148,11 +158,20 @@ pub struct E2e {
 impl E2e {
     pub async fn start() -> E2e {
         let bin = rask_bin().unwrap_or_else(|e| panic!("{e}"));
-        let api = ApiServer::new();
+        let api = ApiServer::with_options(Options {
+            authorization: Authorization::Rbac,
+            ..Options::default()
+        });
         for crd in rask_operator::crd::all() {
             api.install_crd(crd)
                 .unwrap_or_else(|e| panic!("cannot install a CRD: {e}"));
         }
+        let rendered = chart::ChartScope::from_env()
+            .and_then(chart::render)
+            .unwrap_or_else(|e| panic!("{e}"));
+        chart::create(&api.client(), &rendered.objects)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let bin_dir = bin
             .parent()
             .map(std::path::Path::to_path_buf)
@@ -174,6 +193,8 @@ impl E2e {
         );
         let mut e2e = E2e {
             client: api.client(),
+            operator_client: api.service_account_client(&rendered.namespace, &rendered.account),
+            scope: rendered.scope,
             kubelet,
             operator: None,
         };
@@ -186,13 +207,13 @@ impl E2e {
         let resolver = self.kubelet.resolver();
         let url =
             move |cluster: &str, ns: &str| resolver.rewrite(&names::scheduler_http(cluster, ns));
-        let ctx = Context::new(self.client.clone(), Arc::new(Metrics::default()))
+        let ctx = Context::new(self.operator_client.clone(), Arc::new(Metrics::default()))
             .with_scheduler_url(Arc::new(url));
         let (tx, mut rx) = watch::channel(false);
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let task = tokio::spawn(controllers(Arc::new(ctx), Scope::AllNamespaces, shutdown));
+        let task = tokio::spawn(controllers(Arc::new(ctx), self.scope.clone(), shutdown));
         self.operator = Some((tx, task));
     }
 

@@ -291,11 +291,11 @@ pub fn validate(file: VmFile) -> Result<CloudCluster, ProviderError> {
         image: file
             .software
             .image
-            .unwrap_or_else(|| format!("ghcr.io/rask-dev/rask:{version}")),
+            .unwrap_or_else(|| format!("{}:{version}", crate::names::WORKER_IMAGE)),
         operator_image: file
             .software
             .operator_image
-            .unwrap_or_else(|| format!("ghcr.io/rask-dev/rask-operator:{version}")),
+            .unwrap_or_else(|| format!("{}:{version}", crate::names::OPERATOR_IMAGE)),
         install_docker: file.software.install_docker.unwrap_or(true),
     };
     for (key, image) in [
@@ -536,6 +536,15 @@ ec2:
     #[test]
     fn a_minimal_aws_file_gets_every_default() {
         let c = parse(AWS).unwrap();
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            c.software.image,
+            format!("ghcr.io/rask-dev/rask-worker:{version}")
+        );
+        assert_eq!(
+            c.software.operator_image,
+            format!("ghcr.io/rask-dev/rask-operator:{version}")
+        );
         assert_eq!(c.name, "demo");
         assert_eq!(c.groups[DEFAULT_GROUP].replicas, 2);
         assert_eq!(c.groups[DEFAULT_GROUP].size, "t3.medium");

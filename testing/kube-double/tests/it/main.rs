@@ -14,6 +14,7 @@ mod gc;
 mod kubelet;
 mod patch;
 mod process;
+mod rbac;
 mod reach;
 mod status;
 mod support;
