@@ -356,7 +356,17 @@ pub fn decode_body<M: DeserializeOwned>(mut body: Bytes) -> Result<Vec<Envelope<
     let _ = body.split_to(4);
     let header = body.split_to(header_len);
     let items: Vec<OwnedHeaderItem<M>> = postcard::from_bytes(&header)?;
-    let announced: u64 = items.iter().flat_map(|i| i.blob_lens.iter()).sum();
+    // Checked: a header from the network can announce lengths whose sum wraps around to the
+    // frame's size, after which splitting off the first blob would panic.
+    let announced = items
+        .iter()
+        .flat_map(|i| i.blob_lens.iter())
+        .try_fold(0u64, |sum, &n| sum.checked_add(n));
+    let Some(announced) = announced else {
+        return Err(FrameError::Malformed(
+            "header announces blob lengths whose sum overflows".to_owned(),
+        ));
+    };
     if announced != body.len() as u64 {
         return Err(FrameError::Malformed(format!(
             "header announces {announced} blob bytes but the frame carries {}",
@@ -618,6 +628,27 @@ mod tests {
             decode_body::<ToScheduler>(body),
             Err(FrameError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn blob_lengths_that_wrap_around_are_malformed_not_a_panic() {
+        // Two blobs announced as u64::MAX and 2 bytes: their sum wraps to the 1 byte the frame
+        // carries (found reading the decoder for the `frame` fuzz target; docs/security.md).
+        #[derive(Serialize)]
+        struct Item {
+            msg: ToScheduler,
+            blob_lens: Vec<u64>,
+        }
+        let header = postcard::to_allocvec(&vec![Item {
+            msg: ToScheduler::Heartbeat(WorkerLoad::default()),
+            blob_lens: vec![u64::MAX, 2],
+        }])
+        .unwrap();
+        let mut body = (header.len() as u32).to_le_bytes().to_vec();
+        body.extend_from_slice(&header);
+        body.push(7);
+        let err = decode_body::<ToScheduler>(Bytes::from(body)).unwrap_err();
+        assert!(err.to_string().contains("overflows"), "{err}");
     }
 
     #[test]
