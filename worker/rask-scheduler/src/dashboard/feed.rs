@@ -12,6 +12,8 @@
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+use super::graph::{GraphCursor, GraphRecorder, GraphUpdate};
+
 /// Index of a task prefix (the part of a key before its first `-`) in [`Progress`].
 pub type PrefixId = u32;
 
@@ -317,6 +319,8 @@ pub struct ClusterRow {
 pub struct Cursor {
     /// The sequence number of the first task event not sent yet.
     pub events: u64,
+    /// The graph structure and state changes it has.
+    pub graph: GraphCursor,
 }
 
 /// One refresh of a page.
@@ -337,6 +341,10 @@ pub struct Update {
     pub stream: Vec<(u64, PrefixId, f64, f64, u8)>,
     /// New events not sent (overwritten in the ring, or beyond an update's limit).
     pub stream_skipped: u64,
+    /// The graph panel's news: the whole graph when its structure changed, else the state
+    /// changes; absent when nothing changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph: Option<GraphUpdate>,
     /// The cursor for the next update.
     #[serde(skip)]
     pub cursor: Cursor,
@@ -346,6 +354,7 @@ pub struct Update {
 pub struct Feed {
     pub stream: TaskStream,
     pub progress: Progress,
+    pub graph: GraphRecorder,
 }
 
 impl Default for Feed {
@@ -353,6 +362,7 @@ impl Default for Feed {
         Feed {
             stream: TaskStream::new(STREAM_CAPACITY),
             progress: Progress::default(),
+            graph: GraphRecorder::default(),
         }
     }
 }
@@ -401,10 +411,12 @@ impl Feed {
             })
             .collect();
         let progress = self.progress.rows(now);
+        let (graph, graph_cursor) = self.graph.update(cursor.graph);
         let mut ids: Vec<PrefixId> = progress
             .iter()
             .map(|r| r.id)
             .chain(events.iter().map(|e| e.prefix))
+            .chain(self.graph.prefixes_to_send(cursor.graph).iter().copied())
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -421,8 +433,10 @@ impl Feed {
             prefixes,
             stream,
             stream_skipped,
+            graph,
             cursor: Cursor {
                 events: self.stream.next_seq(),
+                graph: graph_cursor,
             },
         }
     }

@@ -17,6 +17,7 @@
 //! it lost the scheduler until then.
 
 pub mod feed;
+pub mod graph;
 
 use std::convert::Infallible;
 use std::pin::Pin;

@@ -1,6 +1,6 @@
 // rask's dashboard: reads the scheduler's updates from /status/events (server-sent events, one
-// `update` event about every half second) and draws the task stream, the progress per task prefix
-// and the workers table. No framework and no build step: the scheduler serves this file as is.
+// `update` event about every half second) and draws the task stream, the progress per task prefix,
+// the task graph, the cluster charts and the workers table. No framework and no build step: the scheduler serves this file as is.
 'use strict';
 
 (() => {
@@ -21,6 +21,18 @@
     { key: 'threads', name: 'threads', colour: '#9fb9ec' },
     { key: 'target', name: 'adaptive target', colour: '#d3873b', dashed: true },
   ];
+  // The graph panel: node states as the scheduler numbers them, and their colours (Dask's graph
+  // panel: waiting grey, processing green, in memory coloured, erred red, released faded).
+  const GRAPH_STATES = [
+    { key: 'released', colour: '#c9ced8' },
+    { key: 'waiting', colour: '#8a909b' },
+    { key: 'processing', colour: '#2e8b57' },
+    { key: 'memory', colour: '#3b6fd4' },
+    { key: 'erred', colour: '#d33b3b' },
+  ];
+  const GRAPH_H = 320;
+  // Above this many edges only the nodes are drawn.
+  const GRAPH_MAX_EDGES = 20000;
   const TASK_SERIES = [
     { key: 'processing', name: 'processing', colour: '#2e8b57' },
     { key: 'queued', name: 'queued', colour: '#d3873b' },
@@ -43,7 +55,14 @@
     lastMessage: 0,
     updates: 0,
     connection: 'connecting',
+    graph: emptyGraph(),
   };
+
+  function emptyGraph() {
+    // nodes: prefix id per node; edges: flat [from, to, ...]; states: a digit per node;
+    // layers: node ids by dependency depth (the layout), made once per structure.
+    return { version: 0, nodes: [], edges: [], states: new Uint8Array(0), tooLarge: null, layers: [] };
+  }
 
   const $ = (id) => document.getElementById(id);
 
@@ -97,6 +116,7 @@
     s.prefixes.clear();
     s.lanes.clear();
     s.bars = [];
+    s.graph = emptyGraph();
   }
 
   // ----- updates -------------------------------------------------------------------------------
@@ -120,12 +140,14 @@
       s.threads.set(w.id, Math.max(1, w.nthreads));
     }
     addBars(u.stream);
+    if (u.graph) applyGraph(u.graph);
     addHistory(u);
     renderSummary(u);
     renderWorkers(u.workers);
     renderProgress(u.progress);
     drawStream();
     drawCharts();
+    drawGraph();
   }
 
   function addHistory(u) {
@@ -375,6 +397,140 @@
     $('stream-legend').replaceChildren(...legend);
   }
 
+  // ----- the graph -----------------------------------------------------------------------------
+
+  function applyGraph(g) {
+    if (g.nodes) {
+      const states = new Uint8Array(g.nodes.length);
+      for (let i = 0; i < states.length; i += 1) states[i] = g.states.charCodeAt(i) - 48;
+      s.graph = { version: g.version, nodes: g.nodes, edges: g.edges, states, tooLarge: g.too_large ?? null, layers: layout(g.nodes.length, g.edges) };
+    } else if (g.version === s.graph.version && g.changes) {
+      const st = s.graph.states;
+      for (let i = 0; i + 1 < g.changes.length; i += 2) {
+        if (g.changes[i] < st.length) st[g.changes[i]] = g.changes[i + 1];
+      }
+    }
+  }
+
+  /** Nodes in layers by dependency depth (a node one right of its deepest input), each layer
+   *  ordered by the mean position of its inputs in the layer before (one sweep: cheap, and it
+   *  keeps a chunk's chain on one line). */
+  function layout(n, edges) {
+    const indeg = new Uint32Array(n);
+    const first = new Int32Array(n).fill(-1);
+    const next = new Int32Array(edges.length / 2);
+    const inputs = Array.from({ length: n }, () => []);
+    for (let e = 0; e < edges.length / 2; e += 1) {
+      const [a, b] = [edges[2 * e], edges[2 * e + 1]];
+      next[e] = first[a];
+      first[a] = e;
+      indeg[b] += 1;
+      inputs[b].push(a);
+    }
+    const depth = new Uint32Array(n);
+    const queue = [];
+    for (let v = 0; v < n; v += 1) if (indeg[v] === 0) queue.push(v);
+    for (let q = 0; q < queue.length; q += 1) {
+      const a = queue[q];
+      for (let e = first[a]; e >= 0; e = next[e]) {
+        const b = edges[2 * e + 1];
+        depth[b] = Math.max(depth[b], depth[a] + 1);
+        indeg[b] -= 1;
+        if (indeg[b] === 0) queue.push(b);
+      }
+    }
+    const layers = [];
+    for (let v = 0; v < n; v += 1) {
+      (layers[depth[v]] ||= []).push(v);
+    }
+    const pos = new Float64Array(n);
+    for (const layer of layers) {
+      if (!layer) continue;
+      const key = new Map(layer.map((v, i) => [v, inputs[v].length ? inputs[v].reduce((acc, a) => acc + pos[a], 0) / inputs[v].length : i / layer.length]));
+      layer.sort((a, b) => key.get(a) - key.get(b) || a - b);
+      layer.forEach((v, i) => { pos[v] = (i + 0.5) / layer.length; });
+    }
+    return layers.filter(Boolean);
+  }
+
+  function graphCounts() {
+    const n = [0, 0, 0, 0, 0];
+    for (const st of s.graph.states) n[st] += 1;
+    return n;
+  }
+
+  function drawGraph() {
+    const g = s.graph;
+    const canvas = $('graph');
+    const message = $('graph-message');
+    const counts = graphCounts();
+    $('graph-summary').textContent = g.nodes.length ? `${g.nodes.length} tasks, ${g.edges.length / 2} dependencies` : '';
+    if (g.tooLarge !== null || !g.nodes.length) {
+      message.textContent = g.tooLarge !== null ? `graph too large to draw (${g.tooLarge} tasks)` : 'no graph';
+      message.hidden = false;
+      canvas.hidden = true;
+      $('graph-legend').replaceChildren();
+      return;
+    }
+    message.hidden = true;
+    canvas.hidden = false;
+    $('graph-legend').replaceChildren(...GRAPH_STATES.map((st, i) => el('span', { class: 'key', 'data-state': st.key, 'data-count': counts[i] },
+      el('span', { class: 'swatch', style: `background:${st.colour};margin-left:0` }), `${st.key} ${counts[i]}`)));
+    const width = Math.max(200, canvas.clientWidth);
+    const height = GRAPH_H;
+    const dpr = window.devicePixelRatio || 1;
+    if (canvas.width !== Math.round(width * dpr)) {
+      canvas.width = Math.round(width * dpr);
+      canvas.height = Math.round(height * dpr);
+      canvas.style.height = `${height}px`;
+    }
+    const ctx = canvas.getContext('2d');
+    if (!ctx) return;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    // A layer taller than the panel wraps into several columns of at most `perCol` nodes.
+    const pad = 8;
+    const perCol = Math.max(1, Math.floor((height - 2 * pad) / 5));
+    const cols = g.layers.reduce((acc, l) => acc + Math.ceil(l.length / perCol), 0);
+    const dx = (width - 2 * pad) / Math.max(1, cols);
+    const xs = new Float32Array(g.nodes.length);
+    const ys = new Float32Array(g.nodes.length);
+    let col = 0;
+    let dyMin = Infinity;
+    for (const layer of g.layers) {
+      const rows = Math.min(perCol, layer.length);
+      const dy = (height - 2 * pad) / rows;
+      dyMin = Math.min(dyMin, dy);
+      layer.forEach((v, i) => {
+        xs[v] = pad + (col + Math.floor(i / perCol) + 0.5) * dx;
+        ys[v] = pad + ((i % perCol) + 0.5) * dy;
+      });
+      col += Math.ceil(layer.length / perCol);
+    }
+    const r = Math.max(1.2, Math.min(6, 0.38 * Math.min(dx, dyMin)));
+    if (g.edges.length / 2 <= GRAPH_MAX_EDGES) {
+      ctx.strokeStyle = 'rgba(107, 115, 133, 0.25)';
+      ctx.lineWidth = 1;
+      ctx.beginPath();
+      for (let e = 0; e < g.edges.length; e += 2) {
+        ctx.moveTo(xs[g.edges[e]], ys[g.edges[e]]);
+        ctx.lineTo(xs[g.edges[e + 1]], ys[g.edges[e + 1]]);
+      }
+      ctx.stroke();
+    }
+    // One path per state: a few thousand nodes draw in a few fills.
+    GRAPH_STATES.forEach((st, code) => {
+      ctx.fillStyle = st.colour;
+      ctx.beginPath();
+      for (let v = 0; v < g.nodes.length; v += 1) {
+        if (g.states[v] !== code) continue;
+        ctx.moveTo(xs[v] + r, ys[v]);
+        ctx.arc(xs[v], ys[v], r, 0, 2 * Math.PI);
+      }
+      ctx.fill();
+    });
+  }
+
   // ----- the connection ------------------------------------------------------------------------
 
   let source = null;
@@ -424,6 +580,17 @@
     updates: () => s.updates,
     cluster: () => s.history[s.history.length - 1] || null,
     connection: () => s.connection,
+    graph: () => {
+      const n = graphCounts();
+      return {
+        version: s.graph.version,
+        nodes: s.graph.nodes.length,
+        edges: s.graph.edges.length / 2,
+        layers: s.graph.layers.length,
+        tooLarge: s.graph.tooLarge,
+        ...Object.fromEntries(GRAPH_STATES.map((st, i) => [st.key, n[i]])),
+      };
+    },
   };
 
   connect();
