@@ -13,9 +13,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::graph::{GraphCursor, GraphRecorder, GraphUpdate};
-
-/// Index of a task prefix (the part of a key before its first `-`) in [`Progress`].
-pub type PrefixId = u32;
+pub use super::task::{Bucket, PrefixId};
 
 /// Finished and failed tasks Dask's task stream keeps (`TaskStreamPlugin`'s `maxlen`). The ring's
 /// memory (32 bytes a slot, 3.2 MB when full) is reserved up front but only touched as it fills.
@@ -86,18 +84,6 @@ impl TaskStream {
         let skipped = from_limited - since.min(self.next);
         (events, skipped)
     }
-}
-
-/// Where a task state counts on the progress panel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bucket {
-    /// Known but not needed now (released, or not yet started).
-    Released,
-    /// Waiting for inputs, or ready and waiting for a worker.
-    Waiting,
-    Processing,
-    Memory,
-    Erred,
 }
 
 /// Tasks of one prefix, by where they are.

@@ -13,7 +13,7 @@
 use rask_core::Key;
 use serde::Serialize;
 
-use super::feed::{Bucket, PrefixId};
+use super::task::{Bucket, PrefixId};
 
 /// The most tasks the graph panel draws: Dask's graph panel also stops at a few thousand.
 pub const GRAPH_LIMIT: usize = 5_000;

@@ -18,6 +18,7 @@
 
 pub mod feed;
 pub mod graph;
+pub mod task;
 
 use std::convert::Infallible;
 use std::pin::Pin;
