@@ -300,6 +300,17 @@ pub struct ClusterRow {
     pub memory: usize,
 }
 
+/// The scheduler process itself, for the cluster panel: measured by the event loop every second
+/// (the state machine has no clock and does no I/O).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct SchedulerRow {
+    /// Percent of one core the scheduler process used over the last second (`None`: not
+    /// measured yet, or no `/proc`).
+    pub cpu_percent: Option<f64>,
+    /// Its resident set, bytes (`None`: not measured).
+    pub rss: Option<u64>,
+}
+
 /// What a page has already been sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cursor {
@@ -318,6 +329,8 @@ pub struct Update {
     pub started_at: f64,
     pub workers: Vec<WorkerRow>,
     pub cluster: ClusterRow,
+    /// The scheduler's own CPU and memory (filled in by the event loop).
+    pub scheduler: SchedulerRow,
     pub progress: Vec<PrefixRow>,
     /// Names of the prefixes this update refers to: `[id, name]` (a few per update, however
     /// many prefixes the scheduler has seen).
@@ -415,6 +428,7 @@ impl Feed {
             started_at,
             workers,
             cluster,
+            scheduler: SchedulerRow::default(),
             progress,
             prefixes,
             stream,

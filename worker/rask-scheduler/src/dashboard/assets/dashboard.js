@@ -33,6 +33,8 @@
   const GRAPH_H = 320;
   // Above this many edges only the nodes are drawn.
   const GRAPH_MAX_EDGES = 20000;
+  const SCHED_CPU_SERIES = [{ key: 'schedCpu', name: 'scheduler CPU (% of a core)', colour: '#8a4fd3', fmt: (v) => `${Math.round(v)}%` }];
+  const SCHED_MEMORY_SERIES = [{ key: 'schedRss', name: 'scheduler memory (RSS)', colour: '#d34f8a', fmt: bytes }];
   const TASK_SERIES = [
     { key: 'processing', name: 'processing', colour: '#2e8b57' },
     { key: 'queued', name: 'queued', colour: '#d3873b' },
@@ -161,6 +163,8 @@
       queued: u.cluster.queued,
       waiting: u.cluster.waiting,
       memory: u.cluster.memory,
+      schedCpu: u.scheduler ? u.scheduler.cpu_percent : null,
+      schedRss: u.scheduler ? u.scheduler.rss : null,
     });
     const cutoff = s.serverNow - HISTORY_MS;
     let drop = 0;
@@ -171,6 +175,8 @@
   function drawCharts() {
     drawChart($('chart-workers'), $('legend-workers'), WORKER_SERIES);
     drawChart($('chart-tasks'), $('legend-tasks'), TASK_SERIES);
+    drawChart($('chart-sched-cpu'), $('legend-sched-cpu'), SCHED_CPU_SERIES);
+    drawChart($('chart-sched-memory'), $('legend-sched-memory'), SCHED_MEMORY_SERIES);
   }
 
   /** A line chart of `series` over the history, on one axis from 0. */
@@ -189,11 +195,12 @@
     g.clearRect(0, 0, width, height);
     const h = s.history;
     const last = h.length ? h[h.length - 1] : null;
-    legend.replaceChildren(...series.map((se) => el('span', { class: 'key' },
+    const fmt = series[0].fmt || String;
+    legend.replaceChildren(...series.map((se) => el('span', { class: 'key', 'data-series': se.key, 'data-value': last && last[se.key] != null ? last[se.key] : '' },
       el('span', { class: 'swatch', style: `background:${se.colour};margin-left:0` }),
-      `${se.name} ${last && last[se.key] !== null ? last[se.key] : '–'}`)));
+      `${se.name} ${last && last[se.key] != null ? fmt(last[se.key]) : '–'}`)));
     if (h.length < 1) return;
-    const left = 40;
+    const left = series[0].fmt ? 64 : 40;
     const bottom = height - AXIS_H;
     const t1 = h[h.length - 1].t;
     const t0 = Math.min(h[0].t, t1 - 10000);
@@ -210,7 +217,7 @@
     g.fillStyle = '#6b7385';
     g.font = '11px system-ui, sans-serif';
     g.textBaseline = 'middle';
-    g.fillText(String(max), 4, y(max));
+    g.fillText(fmt(max), 4, y(max));
     g.fillText('0', 4, bottom);
     g.textBaseline = 'top';
     g.fillText(`−${Math.round((t1 - t0) / 1000)} s`, left, bottom + 3);
