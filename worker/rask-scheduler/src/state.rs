@@ -901,7 +901,7 @@ impl State {
         let state = t.state;
         let on = t.processing_on;
         self.feed
-            .task_done(worker, t.progress, duration_us, now, false);
+            .task_done(worker, t.progress, (duration_us, transfer_us), now, false);
         if let Some(w) = on {
             self.unassign(key, w);
         }
@@ -1018,7 +1018,7 @@ impl State {
             return;
         }
         self.feed
-            .task_done(worker, t.progress, duration_us, now, true);
+            .task_done(worker, t.progress, (duration_us, 0), now, true);
         self.unassign(key, worker);
         self.set_state(key, TaskState::Released);
         self.fail_task(

@@ -1430,7 +1430,9 @@ fn the_task_stream_records_each_finished_and_failed_task_with_its_worker_prefix_
     let mut seen: Vec<(u64, String, u8)> = u
         .stream
         .iter()
-        .map(|&(w, p, start_ago, stop_ago, erred)| {
+        .map(|&(w, p, start_ago, stop_ago, erred, transfer)| {
+            // No inputs: nothing fetched.
+            assert_eq!(transfer, 0.0);
             // The worker measured 100 µs; the report's arrival is its stop.
             assert!(
                 (start_ago - stop_ago - 0.1).abs() < 1e-6,
@@ -1806,4 +1808,35 @@ fn graph_updates_for_two_thousand_tasks_stay_small() {
     eprintln!(
         "graph of 2,000 tasks: structure {structure} B, 4 tasks done {few} B, all done {all} B"
     );
+}
+
+#[test]
+fn the_task_stream_carries_the_time_a_task_spent_fetching_its_inputs() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    sim.submit(reduction(4, ""), &[&k("total-0")]);
+    sim.run_all();
+    let u = sim.st.dashboard(Cursor::default(), false, sim.now);
+    let names: FxHashMap<u32, String> = u.prefixes.iter().cloned().collect();
+    let mut fetched = Vec::new();
+    for &(w, p, _, _, _, transfer) in &u.stream {
+        match names[&p].as_str() {
+            "x" => assert_eq!(transfer, 0.0),
+            _ => fetched.push((w, transfer)),
+        }
+    }
+    // total ran on one worker and fetched the x results the other held, 25 µs each.
+    let [(w, transfer)] = fetched[..] else {
+        panic!("{fetched:?}")
+    };
+    let remote = u
+        .stream
+        .iter()
+        .filter(|e| names[&e.1] == "x" && e.0 != w)
+        .count();
+    assert!(
+        remote > 0,
+        "the x tasks ran on both workers: {:?}",
+        u.stream
+    );
+    assert_eq!(transfer, (remote as u64 * FETCH_US) as f64 / 1e3);
 }

@@ -14,6 +14,9 @@
   const GROUP_GAP = 8;
   const LABEL_W = 140;
   const AXIS_H = 16;
+  // As Dask's task stream: input transfers red, failed tasks black.
+  const TRANSFER_COLOUR = '#e0403a';
+  const ERRED_COLOUR = '#1d2330';
   // The cluster charts keep one point per update for this long (ms).
   const HISTORY_MS = 1800000;
   const WORKER_SERIES = [
@@ -49,7 +52,7 @@
     names: new Map(), // worker id -> name, including workers gone
     threads: new Map(), // worker id -> threads, including workers gone
     lanes: new Map(), // worker id -> per-thread end time of its last bar (ms)
-    bars: [], // {w, lane, p, start, stop, erred}, times in ms on the scheduler's clock
+    bars: [], // {w, lane, p, fetch, start, stop, erred}, times in ms on the scheduler's clock
     history: [], // cluster figures, one point per update: {t, workers, threads, target, ...}
     target: null, // the last adaptive target received
     serverNow: 0, // the scheduler's clock (ms) at the last update
@@ -245,9 +248,11 @@
   }
 
   function addBars(events) {
-    for (const [w, p, startAgo, stopAgo, erred] of events) {
+    for (const [w, p, startAgo, stopAgo, erred, transfer] of events) {
       const start = s.serverNow - startAgo;
       const stop = s.serverNow - stopAgo;
+      // Fetching its inputs ended when it started.
+      const fetch = start - (transfer || 0);
       const n = s.threads.get(w) || 1;
       let lanes = s.lanes.get(w);
       if (!lanes || lanes.length !== n) {
@@ -255,10 +260,10 @@
         s.lanes.set(w, lanes);
       }
       // The first thread free when the task started; else the one that freed up first.
-      let lane = lanes.findIndex((end) => end <= start + 0.05);
+      let lane = lanes.findIndex((end) => end <= fetch + 0.05);
       if (lane < 0) lane = lanes.indexOf(Math.min(...lanes));
       lanes[lane] = Math.max(lanes[lane], stop);
-      s.bars.push({ w, lane, p, start, stop, erred: erred === 1 });
+      s.bars.push({ w, lane, p, fetch, start, stop, erred: erred === 1 });
     }
     const cutoff = s.serverNow - KEEP_MS;
     let drop = 0;
@@ -334,7 +339,7 @@
   function windowMs(now) {
     const choice = $('stream-window').value;
     if (choice !== 'auto') return Number(choice) * 1000;
-    const first = s.bars.length ? s.bars[0].start : now;
+    const first = s.bars.length ? s.bars[0].fetch : now;
     return Math.min(KEEP_MS, Math.max(2000, (now - first) * 1.05));
   }
 
@@ -381,13 +386,23 @@
       g.fillText(label.length > 20 ? `${label.slice(0, 19)}…` : label, 4, t + (n * (LANE_H + LANE_GAP)) / 2);
     }
     const seen = new Map();
+    let transfers = 0;
+    let erred = 0;
     for (const b of visible) {
       const t = top.get(b.w);
       if (t === undefined) continue;
+      const y = t + b.lane * (LANE_H + LANE_GAP);
+      if (b.fetch < b.start) {
+        const f0 = Math.max(LABEL_W, x(b.fetch));
+        g.fillStyle = TRANSFER_COLOUR;
+        g.fillRect(f0, y, Math.max(1, x(b.start) - f0), LANE_H);
+        transfers += 1;
+      }
       const x0 = Math.max(LABEL_W, x(b.start));
       const x1 = Math.max(x0 + 1, x(b.stop));
-      g.fillStyle = b.erred ? '#d33b3b' : colour(b.p);
-      g.fillRect(x0, t + b.lane * (LANE_H + LANE_GAP), x1 - x0, LANE_H);
+      g.fillStyle = b.erred ? ERRED_COLOUR : colour(b.p);
+      g.fillRect(x0, y, x1 - x0, LANE_H);
+      if (b.erred) erred += 1;
       seen.set(b.p, (seen.get(b.p) || 0) + 1);
     }
     // Axis: seconds before now.
@@ -401,6 +416,8 @@
     }
     const legend = [...seen.keys()].slice(0, 24).map((p) => el('span', { class: 'key' },
       el('span', { class: 'swatch', style: `background:${colour(p)};margin-left:0` }), s.prefixes.get(p) || String(p)));
+    if (transfers) legend.push(el('span', { class: 'key' }, el('span', { class: 'swatch', style: `background:${TRANSFER_COLOUR};margin-left:0` }), 'transfer (fetching inputs)'));
+    if (erred) legend.push(el('span', { class: 'key' }, el('span', { class: 'swatch', style: `background:${ERRED_COLOUR};margin-left:0` }), 'erred'));
     $('stream-legend').replaceChildren(...legend);
   }
 
@@ -583,6 +600,9 @@
         out[name] = (out[name] || 0) + 1;
       }
       return out;
+    },
+    transfers() {
+      return s.bars.filter((b) => b.fetch < b.start).length;
     },
     updates: () => s.updates,
     cluster: () => s.history[s.history.length - 1] || null,
