@@ -59,6 +59,8 @@
     receivedAt: 0, // performance.now() when it arrived
     lastMessage: 0,
     updates: 0,
+    // Sizes of the updates received (characters of JSON), for tests and the curious.
+    bytes: { last: 0, max: 0, total: 0, withGraph: 0 },
     connection: 'connecting',
     graph: emptyGraph(),
   };
@@ -573,6 +575,8 @@
         return;
       }
       setConnection('live');
+      const n = ev.data.length;
+      s.bytes = { last: n, max: Math.max(s.bytes.max, n), total: s.bytes.total + n, withGraph: u.graph && u.graph.nodes ? Math.max(s.bytes.withGraph, n) : s.bytes.withGraph };
       apply(u);
     });
     source.addEventListener('error', () => {
@@ -605,6 +609,7 @@
       return s.bars.filter((b) => b.fetch < b.start).length;
     },
     updates: () => s.updates,
+    bytes: () => ({ ...s.bytes, updates: s.updates }),
     cluster: () => s.history[s.history.length - 1] || null,
     connection: () => s.connection,
     graph: () => {
