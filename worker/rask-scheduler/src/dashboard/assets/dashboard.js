@@ -438,11 +438,12 @@
     }
   }
 
-  /** Nodes in layers by dependency depth (a node one right of its deepest input), each layer
-   *  ordered by the mean position of its inputs in the layer before (one sweep: cheap, and it
-   *  keeps a chunk's chain on one line). */
+  /** Nodes in layers by dependency depth (a node one right of its deepest input), each layer in
+   *  the order a depth-first walk from the graph's results back through the inputs meets them:
+   *  the inputs of one task sit together, level with it (a reduction tree stays a tree). */
   function layout(n, edges) {
     const indeg = new Uint32Array(n);
+    const outdeg = new Uint32Array(n);
     const first = new Int32Array(n).fill(-1);
     const next = new Int32Array(edges.length / 2);
     const inputs = Array.from({ length: n }, () => []);
@@ -451,6 +452,7 @@
       next[e] = first[a];
       first[a] = e;
       indeg[b] += 1;
+      outdeg[a] += 1;
       inputs[b].push(a);
     }
     const depth = new Uint32Array(n);
@@ -465,17 +467,23 @@
         if (indeg[b] === 0) queue.push(b);
       }
     }
+    const rank = new Int32Array(n).fill(-1);
+    let k = 0;
+    const stack = [];
+    for (let root = 0; root < n; root += 1) {
+      if (outdeg[root] !== 0) continue;
+      stack.push(root);
+      while (stack.length) {
+        const v = stack.pop();
+        if (rank[v] >= 0) continue;
+        rank[v] = k;
+        k += 1;
+        for (let i = inputs[v].length - 1; i >= 0; i -= 1) stack.push(inputs[v][i]);
+      }
+    }
     const layers = [];
-    for (let v = 0; v < n; v += 1) {
-      (layers[depth[v]] ||= []).push(v);
-    }
-    const pos = new Float64Array(n);
-    for (const layer of layers) {
-      if (!layer) continue;
-      const key = new Map(layer.map((v, i) => [v, inputs[v].length ? inputs[v].reduce((acc, a) => acc + pos[a], 0) / inputs[v].length : i / layer.length]));
-      layer.sort((a, b) => key.get(a) - key.get(b) || a - b);
-      layer.forEach((v, i) => { pos[v] = (i + 0.5) / layer.length; });
-    }
+    for (let v = 0; v < n; v += 1) (layers[depth[v]] ||= []).push(v);
+    for (const layer of layers) if (layer) layer.sort((a, b) => rank[a] - rank[b] || a - b);
     return layers.filter(Boolean);
   }
 
@@ -514,7 +522,8 @@
     if (!ctx) return;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, width, height);
-    // A layer taller than the panel wraps into several columns of at most `perCol` nodes.
+    // A layer taller than the panel wraps into several columns of at most `perCol` nodes, dealt
+    // across them in turn, so each node stays about level with the tasks it feeds.
     const pad = 8;
     const perCol = Math.max(1, Math.floor((height - 2 * pad) / 5));
     const cols = g.layers.reduce((acc, l) => acc + Math.ceil(l.length / perCol), 0);
@@ -524,14 +533,15 @@
     let col = 0;
     let dyMin = Infinity;
     for (const layer of g.layers) {
-      const rows = Math.min(perCol, layer.length);
+      const wide = Math.ceil(layer.length / perCol);
+      const rows = Math.ceil(layer.length / wide);
       const dy = (height - 2 * pad) / rows;
       dyMin = Math.min(dyMin, dy);
       layer.forEach((v, i) => {
-        xs[v] = pad + (col + Math.floor(i / perCol) + 0.5) * dx;
-        ys[v] = pad + ((i % perCol) + 0.5) * dy;
+        xs[v] = pad + (col + (i % wide) + 0.5) * dx;
+        ys[v] = pad + (Math.floor(i / wide) + 0.5) * dy;
       });
-      col += Math.ceil(layer.length / perCol);
+      col += wide;
     }
     const r = Math.max(1.2, Math.min(6, 0.38 * Math.min(dx, dyMin)));
     if (g.edges.length / 2 <= GRAPH_MAX_EDGES) {
