@@ -8,8 +8,9 @@
 // `rask run array-mean` against the scheduler, and checks that: the workers table shows the 2
 // workers; the task stream gets bars for both; memory figures move; a worker killed mid-run leaves
 // the table while the job still completes; both workers report CPU use; the cluster charts follow
-// the workers and tasks; every task prefix's
-// progress reaches 100%; the page says so when the scheduler goes away and goes live again when
+// the workers and tasks, and chart the scheduler's own CPU and memory; the graph panel draws the
+// job's task graph and every node ends in memory or released; the task stream draws input
+// transfers; every task prefix's progress reaches 100%; the page says so when the scheduler goes away and goes live again when
 // it is back; and nothing is logged to the console as an error while the scheduler is up. Screenshots of each panel go to
 // $RASK_ARTIFACTS (default: target/test-artifacts/dashboard), and with --docs also to
 // docs/images/ for docs/dashboard.md.
@@ -163,8 +164,15 @@ async function main() {
       const cpu = await page.$$eval('#workers tbody tr', (rows) => rows.map((r) => r.dataset.cpu));
       return cpu.length === 2 && cpu.every((c) => c !== '' && Number(c) >= 0) && cpu;
     }).then((cpu) => log(`CPU: ${cpu.join('%, ')}%`));
+    const graph = await until('the graph panel to draw the job\'s graph', async () => {
+      const g = await page.evaluate(() => window.raskDashboard.graph());
+      return g.nodes > 0 && g.edges > 0 && g.layers > 1 && g.tooLarge === null && (g.processing > 0 || g.waiting > 0) && g;
+    });
+    log(`graph: ${JSON.stringify(graph)}`);
+    if (!(await page.isVisible('#graph')) || (await page.isVisible('#graph-message'))) fail('the graph canvas is not shown');
     await shot(page, '#panel-workers', 'dashboard-workers');
     await shot(page, '#panel-progress', 'dashboard-progress');
+    await shot(page, '#panel-graph', 'dashboard-graph');
 
     // A worker killed mid-run leaves the table; the job still completes on the other.
     const running = job.exitCode;
@@ -191,6 +199,22 @@ async function main() {
     await shot(page, '#panel-progress', 'dashboard-progress-done');
     const after = await page.evaluate(() => window.raskDashboard.cluster());
     if (after.workers !== 1 || after.memory !== 0) fail(`cluster after the run: ${JSON.stringify(after)}`);
+    if (!(after.schedRss > 1 << 20) || !(after.schedCpu >= 0)) fail(`no scheduler CPU and memory in the cluster panel: ${JSON.stringify(after)}`);
+    const legend = await page.$$eval('#panel-cluster [data-series^="sched"]', (ks) => ks.map((k) => `${k.dataset.series}=${k.dataset.value}`));
+    if (legend.length !== 2 || legend.some((k) => k.endsWith('='))) fail(`scheduler chart legends: ${legend}`);
+    log(`scheduler: ${after.schedCpu.toFixed(1)}% CPU, ${(after.schedRss / 2 ** 20).toFixed(1)} MiB RSS`);
+    // Every node of the graph ends in memory or released (the client let go of the result).
+    const done = await until('every graph node in memory or released', async () => {
+      const g = await page.evaluate(() => window.raskDashboard.graph());
+      return g.nodes > 0 && g.waiting === 0 && g.processing === 0 && g.erred === 0 && g.released > 0 && g.memory + g.released === g.nodes && g;
+    });
+    log(`graph at the end: ${JSON.stringify(done)}`);
+    await shot(page, '#panel-graph', 'dashboard-graph-done');
+    // The reductions fetched inputs from the other worker: red bars before theirs.
+    const transfers = await page.evaluate(() => window.raskDashboard.transfers());
+    if (!(transfers > 0)) fail('no input transfer drawn in the task stream');
+    log(`task stream: ${transfers} tasks with an input transfer`);
+    log(`update sizes: ${JSON.stringify(await page.evaluate(() => window.raskDashboard.bytes()))}`);
     await shot(page, '#panel-cluster', 'dashboard-cluster');
     await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-page.png'), fullPage: true });
     if (DOCS) fs.copyFileSync(path.join(ARTIFACTS, 'dashboard-page.png'), path.join(ROOT, 'docs/images/dashboard-page.png'));

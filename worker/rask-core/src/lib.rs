@@ -15,6 +15,7 @@ pub mod data;
 pub mod function;
 pub mod key;
 pub mod net;
+pub mod process;
 pub mod protocol;
 pub mod task;
 pub mod ticks;

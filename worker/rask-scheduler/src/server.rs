@@ -10,10 +10,12 @@ use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::dashboard::feed::SchedulerRow;
 use crate::state::{self, ClientId, Outbox, RequestId, State, WorkerId};
 use crate::{Request, RetiredWorker, SchedulerHandle, Snapshot, TickSnapshot, http};
 use rask_core::Key;
 use rask_core::net;
+use rask_core::process::{CpuMeter, process_cpu_seconds, process_rss};
 use rask_core::protocol::{Envelope, FrameError, FromScheduler, ToScheduler};
 use rask_core::ticks::{TICK_INTERVAL, Ticks};
 
@@ -83,6 +85,8 @@ impl Scheduler {
             state,
             started,
             ticks: Ticks::new("scheduler", started),
+            cpu: CpuMeter::default(),
+            process: SchedulerRow::default(),
             conns: FxHashMap::default(),
             retire_replies: FxHashMap::default(),
             next_request: 0,
@@ -286,6 +290,9 @@ struct EventLoop {
     /// When the event loop was made: the epoch of the monotonic clock metrics show.
     started: Instant,
     ticks: Ticks,
+    /// The scheduler process's CPU use and RSS, measured every second for the dashboard.
+    cpu: CpuMeter,
+    process: SchedulerRow,
     conns: FxHashMap<u64, Conn>,
     retire_replies: FxHashMap<RequestId, oneshot::Sender<Vec<RetiredWorker>>>,
     next_request: RequestId,
@@ -386,6 +393,7 @@ impl EventLoop {
                     let (state, mut out) = self.split();
                     state.tick(now(), &mut out);
                     out.flush();
+                    self.measure_process();
                 }
                 _ = measure.tick() => self.ticks.tick(Instant::now()),
                 _ = &mut stop => break,
@@ -418,6 +426,14 @@ impl EventLoop {
         self.split().1.flush();
     }
 
+    /// Reads this process's CPU time and RSS (two small files of `/proc`).
+    fn measure_process(&mut self) {
+        self.process = SchedulerRow {
+            cpu_percent: self.cpu.sample(Instant::now(), process_cpu_seconds()),
+            rss: process_rss(None),
+        };
+    }
+
     /// The state's snapshot with the event loop's own measurements.
     fn snapshot(&self) -> Snapshot {
         let at = Instant::now();
@@ -444,7 +460,9 @@ impl EventLoop {
                 with_target,
                 reply,
             } => {
-                let _ = reply.send(self.state.dashboard(cursor, with_target, now()));
+                let mut update = self.state.dashboard(cursor, with_target, now());
+                update.scheduler = self.process;
+                let _ = reply.send(update);
             }
             Request::Retire { selector, reply } => {
                 self.next_request += 1;

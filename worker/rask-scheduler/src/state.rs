@@ -22,6 +22,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target};
 use crate::dashboard::feed::{Bucket, ClusterRow, Cursor, Feed, PrefixId, Update, WorkerRow};
+use crate::dashboard::graph::{GRAPH_LIMIT, NO_NODE};
 use crate::{
     PrefixSnapshot, RetireSelector, RetiredWorker, Snapshot, TaskCounts, TickSnapshot,
     WorkerSnapshot, WorkerStatus,
@@ -158,6 +159,8 @@ struct Task {
     class: ClassId,
     /// Its key's prefix in the dashboard's progress counts.
     progress: PrefixId,
+    /// Its node in the dashboard's graph panel ([`NO_NODE`] while no page watches).
+    graph: u32,
     deps: Vec<Key>,
     dependents: FxHashSet<Key>,
     state: TaskState,
@@ -397,6 +400,8 @@ impl State {
         let mut run_prefix: Option<(u32, PrefixId)> = None;
         let mut run_group: Option<(Key, u32)> = None;
         self.feed.progress.begin_graph();
+        // Nothing pending before these tasks: they start a new graph on the graph panel.
+        let new_graph = self.idle_since.is_some();
         for spec in tasks {
             if self.tasks.contains_key(&spec.key) {
                 continue;
@@ -446,6 +451,7 @@ impl State {
                 spec,
                 class,
                 progress,
+                graph: NO_NODE,
                 deps,
                 dependents: FxHashSet::default(),
                 state: TaskState::Released,
@@ -466,6 +472,9 @@ impl State {
         }
         if let Some((first, n)) = run_group {
             self.join_group(first.as_str(), n);
+        }
+        if self.feed.graph.active() {
+            self.graph_record(&new_keys, new_graph);
         }
         for (task, dep) in unknown_deps {
             let failure = TaskFailure {
@@ -670,6 +679,10 @@ impl State {
         // Retirements also progress on their own (e.g. after work was cancelled).
         self.check_retirements(now, out);
         self.fail_unrunnable(now, out);
+        if self.feed.graph.unwatched(now) {
+            let keys = self.feed.graph.stop();
+            self.unlink_graph(keys);
+        }
     }
 
     /// Fails the tasks that have waited longer than `no_workers_timeout_s` for a worker that
@@ -888,7 +901,7 @@ impl State {
         let state = t.state;
         let on = t.processing_on;
         self.feed
-            .task_done(worker, t.progress, duration_us, now, false);
+            .task_done(worker, t.progress, (duration_us, transfer_us), now, false);
         if let Some(w) = on {
             self.unassign(key, w);
         }
@@ -1005,7 +1018,7 @@ impl State {
             return;
         }
         self.feed
-            .task_done(worker, t.progress, duration_us, now, true);
+            .task_done(worker, t.progress, (duration_us, 0), now, true);
         self.unassign(key, worker);
         self.set_state(key, TaskState::Released);
         self.fail_task(
@@ -1339,6 +1352,9 @@ impl State {
             self.feed
                 .progress
                 .moved(t.progress, from.bucket(), to.bucket());
+            if t.graph != NO_NODE {
+                self.feed.graph.set(t.graph, to.bucket());
+            }
         }
     }
 
@@ -1877,6 +1893,9 @@ impl State {
         let c = &mut self.counts[t.state as usize];
         *c = c.saturating_sub(1);
         self.feed.progress.forgotten(t.progress, t.state.bucket());
+        if t.graph != NO_NODE {
+            self.feed.graph.set(t.graph, Bucket::Released);
+        }
         if matches!(t.state, TaskState::Queued | TaskState::NoWorker)
             && let Some(c) = self.classes.get_mut(t.class as usize)
         {
@@ -1893,6 +1912,51 @@ impl State {
         for d in &t.deps {
             if let Some(dt) = self.tasks.get_mut(d) {
                 dt.dependents.remove(key);
+            }
+        }
+    }
+
+    /// Adds the tasks of `keys` (just added, in priority order) to the graph panel's graph, or a
+    /// new graph when `new_graph`; only edges between tasks of the graph are drawn.
+    fn graph_record(&mut self, keys: &[Key], new_graph: bool) {
+        if keys.is_empty() {
+            return;
+        }
+        if new_graph {
+            let old = self.feed.graph.clear();
+            self.unlink_graph(old);
+        }
+        if let Err(old) = self.feed.graph.make_room(keys.len()) {
+            self.unlink_graph(old);
+            return;
+        }
+        for k in keys {
+            if let Some(t) = self.tasks.get_mut(k) {
+                t.graph = self
+                    .feed
+                    .graph
+                    .add_node(k.clone(), t.progress, t.state.bucket());
+            }
+        }
+        for k in keys {
+            let Some(t) = self.tasks.get(k) else {
+                continue;
+            };
+            for d in &t.deps {
+                if let Some(dt) = self.tasks.get(d)
+                    && dt.graph != NO_NODE
+                {
+                    self.feed.graph.add_edge(dt.graph, t.graph);
+                }
+            }
+        }
+    }
+
+    /// The tasks of `keys` no longer have a node in the graph panel's graph.
+    fn unlink_graph(&mut self, keys: Vec<Key>) {
+        for k in keys {
+            if let Some(t) = self.tasks.get_mut(&k) {
+                t.graph = NO_NODE;
             }
         }
     }
@@ -1990,8 +2054,27 @@ impl State {
 
     /// The dashboard page's next update: the workers table, the cluster's task counts (and its
     /// adaptive target, if `with_target`: that walks every queued task), the progress of the
-    /// current computations, and what the task stream recorded since `cursor`.
-    pub fn dashboard(&self, cursor: Cursor, with_target: bool, now: f64) -> Update {
+    /// current computations, what the task stream recorded since `cursor`, and the graph panel's
+    /// news. A page asking turns the graph's recording on (for [`GRAPH_WATCH_S`]), starting
+    /// with the tasks the scheduler has.
+    ///
+    /// [`GRAPH_WATCH_S`]: crate::dashboard::graph::GRAPH_WATCH_S
+    pub fn dashboard(&mut self, cursor: Cursor, with_target: bool, now: f64) -> Update {
+        if self.feed.graph.watch(now) {
+            if self.tasks.len() > GRAPH_LIMIT {
+                // Too large to draw: only counted, without walking the tasks.
+                let _ = self.feed.graph.make_room(self.tasks.len());
+            } else {
+                let mut keys: Vec<(u64, Key)> = self
+                    .tasks
+                    .iter()
+                    .map(|(k, t)| (t.priority, k.clone()))
+                    .collect();
+                keys.sort_unstable_by_key(|(p, _)| *p);
+                let keys: Vec<Key> = keys.into_iter().map(|(_, k)| k).collect();
+                self.graph_record(&keys, true);
+            }
+        }
         let workers = self
             .workers
             .iter()

@@ -1430,7 +1430,9 @@ fn the_task_stream_records_each_finished_and_failed_task_with_its_worker_prefix_
     let mut seen: Vec<(u64, String, u8)> = u
         .stream
         .iter()
-        .map(|&(w, p, start_ago, stop_ago, erred)| {
+        .map(|&(w, p, start_ago, stop_ago, erred, transfer)| {
+            // No inputs: nothing fetched.
+            assert_eq!(transfer, 0.0);
             // The worker measured 100 µs; the report's arrival is its stop.
             assert!(
                 (start_ago - stop_ago - 0.1).abs() < 1e-6,
@@ -1609,4 +1611,232 @@ fn the_cluster_row_counts_tasks_and_carries_the_adaptive_target_when_asked() {
     sim.run_all();
     let c = sim.st.dashboard(Cursor::default(), true, sim.now).cluster;
     assert_eq!((c.waiting, c.queued, c.processing, c.memory), (0, 0, 0, 3));
+}
+
+// ----- the graph panel ---------------------------------------------------------------------------
+
+use crate::dashboard::graph::GRAPH_WATCH_S;
+
+/// What a page knows of the graph, from the updates it was sent.
+#[derive(Default)]
+struct GraphPage {
+    cursor: Cursor,
+    version: u64,
+    names: FxHashMap<u32, String>,
+    /// Per node: prefix name and state digit.
+    nodes: Vec<(String, u8)>,
+    edges: Vec<(String, String)>,
+    too_large: Option<u64>,
+    /// Bytes of the graph part of the last update (0: none).
+    last_bytes: usize,
+}
+
+impl GraphPage {
+    fn refresh(&mut self, st: &mut State, now: f64) {
+        let u = st.dashboard(self.cursor, false, now);
+        self.cursor = u.cursor;
+        self.names.extend(u.prefixes.iter().cloned());
+        let Some(g) = u.graph else {
+            self.last_bytes = 0;
+            return;
+        };
+        self.last_bytes = serde_json::to_string(&g).unwrap().len();
+        if let Some(prefixes) = &g.nodes {
+            let states = g.states.as_deref().unwrap().as_bytes();
+            assert_eq!(states.len(), prefixes.len());
+            self.nodes = prefixes
+                .iter()
+                .zip(states)
+                .map(|(p, s)| (self.names[p].clone(), s - b'0'))
+                .collect();
+            let e = g.edges.as_deref().unwrap();
+            self.edges = e
+                .chunks(2)
+                .map(|ab| {
+                    (
+                        self.nodes[ab[0] as usize].0.clone(),
+                        self.nodes[ab[1] as usize].0.clone(),
+                    )
+                })
+                .collect();
+            self.too_large = g.too_large;
+        } else {
+            assert_eq!(g.version, self.version, "changes for another structure");
+            for c in g.changes.chunks(2) {
+                self.nodes[c[0] as usize].1 = c[1] as u8;
+            }
+        }
+        self.version = g.version;
+    }
+
+    /// How many nodes of `prefix` are in each state (released, waiting, processing, memory,
+    /// erred).
+    fn states(&self, prefix: &str) -> [usize; 5] {
+        let mut n = [0; 5];
+        for (p, s) in &self.nodes {
+            if p == prefix {
+                n[*s as usize] += 1;
+            }
+        }
+        n
+    }
+}
+
+fn reduction(n: usize, name: &str) -> Vec<TaskSpec> {
+    let mut g: Vec<TaskSpec> = (0..n)
+        .map(|i| task(&format!("{name}x-{i}"), "inc", vec![(i as i64).into()]))
+        .collect();
+    g.push(task(
+        &format!("{name}total-0"),
+        "sum",
+        vec![A::L((0..n).map(|i| key(format!("{name}x-{i}"))).collect())],
+    ));
+    g
+}
+
+#[test]
+fn the_graph_panel_records_nothing_until_a_page_asks() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    sim.submit(reduction(4, ""), &[&k("total-0")]);
+    assert!(!sim.st.feed.graph.active() && sim.st.feed.graph.is_empty());
+    assert!(sim.st.tasks.values().all(|t| t.graph == NO_NODE));
+    // A page opening mid-computation gets the tasks already there, with their states.
+    let mut page = GraphPage::default();
+    page.refresh(&mut sim.st, sim.now);
+    assert_eq!(page.nodes.len(), 5);
+    assert_eq!(page.states("x"), [0, 3, 1, 0, 0]);
+    assert_eq!(page.states("total"), [0, 1, 0, 0, 0]);
+    let mut edges = page.edges.clone();
+    edges.sort();
+    assert_eq!(edges, vec![("x".to_owned(), "total".to_owned()); 4]);
+    // No page for a while: recording stops and the tasks let go of their nodes.
+    sim.now += GRAPH_WATCH_S + 1.0;
+    sim.st.tick(sim.now, &mut sim.out);
+    assert!(!sim.st.feed.graph.active() && sim.st.feed.graph.is_empty());
+    assert!(sim.st.tasks.values().all(|t| t.graph == NO_NODE));
+    // A page coming back gets the whole graph again.
+    page.refresh(&mut sim.st, sim.now);
+    assert_eq!(page.nodes.len(), 5);
+}
+
+#[test]
+fn the_graph_panel_follows_each_task_to_memory_and_released_and_starts_anew() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    let mut page = GraphPage::default();
+    page.refresh(&mut sim.st, sim.now);
+    assert!(page.nodes.is_empty());
+    sim.submit(reduction(4, ""), &[&k("total-0")]);
+    page.refresh(&mut sim.st, sim.now);
+    let version = page.version;
+    assert_eq!(page.states("x"), [0, 3, 1, 0, 0]);
+    // Nothing changed: nothing sent.
+    page.refresh(&mut sim.st, sim.now);
+    assert_eq!(page.last_bytes, 0);
+    let (w, ct) = sim.computes().remove(0);
+    sim.run(w, &ct);
+    page.refresh(&mut sim.st, sim.now);
+    assert_eq!(page.version, version, "only state changes were sent");
+    assert_eq!(page.states("x").iter().sum::<usize>(), 4);
+    assert_eq!(page.states("x")[3], 1, "{:?}", page.states("x"));
+    sim.run_all();
+    page.refresh(&mut sim.st, sim.now);
+    // The inputs were released once total had them; total is held for the client.
+    assert_eq!(page.states("x"), [4, 0, 0, 0, 0]);
+    assert_eq!(page.states("total"), [0, 0, 0, 1, 0]);
+    // Another graph while nothing is pending starts a new graph.
+    sim.submit(reduction(2, "b"), &[&k("btotal-0")]);
+    page.refresh(&mut sim.st, sim.now);
+    assert_ne!(page.version, version);
+    assert_eq!(page.nodes.len(), 3);
+    assert_eq!(page.states("bx"), [0, 1, 1, 0, 0]);
+    // A graph submitted while that one runs joins it, states kept.
+    sim.submit(reduction(1, "c"), &[&k("ctotal-0")]);
+    page.refresh(&mut sim.st, sim.now);
+    assert_eq!(page.nodes.len(), 5);
+    assert_eq!(page.states("bx"), [0, 1, 1, 0, 0]);
+    assert_eq!(page.states("cx").iter().sum::<usize>(), 1);
+    // Forgotten tasks stay drawn, as released.
+    sim.run_all();
+    sim.st
+        .release_keys(C, &[k("btotal-0"), k("ctotal-0")], sim.now, &mut sim.out);
+    page.refresh(&mut sim.st, sim.now);
+    assert_eq!(page.states("btotal"), [1, 0, 0, 0, 0]);
+    assert_eq!(page.states("ctotal"), [1, 0, 0, 0, 0]);
+    assert_eq!(page.nodes.iter().filter(|n| n.1 != 0).count(), 0);
+}
+
+#[test]
+fn a_graph_too_large_to_draw_is_only_counted() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    let mut page = GraphPage::default();
+    page.refresh(&mut sim.st, sim.now);
+    sim.submit(reduction(GRAPH_LIMIT, "big"), &[&k("bigtotal-0")]);
+    page.refresh(&mut sim.st, sim.now);
+    assert_eq!(page.too_large, Some(GRAPH_LIMIT as u64 + 1));
+    assert!(page.nodes.is_empty());
+    assert!(sim.st.tasks.values().all(|t| t.graph == NO_NODE));
+    assert!(page.last_bytes < 100, "{} bytes", page.last_bytes);
+    // A page opening on it is told the same without the tasks being walked into a graph.
+    let mut late = GraphPage::default();
+    late.refresh(&mut sim.st, sim.now);
+    assert_eq!(late.too_large, Some(GRAPH_LIMIT as u64 + 1));
+}
+
+#[test]
+fn graph_updates_for_two_thousand_tasks_stay_small() {
+    let mut sim = Sim::new(&[(1, 2), (2, 2)]);
+    let mut page = GraphPage::default();
+    page.refresh(&mut sim.st, sim.now);
+    sim.submit(reduction(1999, ""), &[&k("total-0")]);
+    page.refresh(&mut sim.st, sim.now);
+    let structure = page.last_bytes;
+    assert_eq!(page.nodes.len(), 2000);
+    // Structure: a prefix id, an edge and a digit a node.
+    assert!(structure < 2000 * 16, "{structure} bytes");
+    // A few tasks finishing (and, their duration now known, a hundred more sent to workers):
+    // only those changes.
+    for (w, ct) in sim.computes().into_iter().take(4) {
+        sim.run(w, &ct);
+    }
+    page.refresh(&mut sim.st, sim.now);
+    let few = page.last_bytes;
+    assert!(few * 10 < structure, "{few} bytes");
+    sim.run_all();
+    page.refresh(&mut sim.st, sim.now);
+    let all = page.last_bytes;
+    assert!(all < 2000 * 12, "{all} bytes");
+    eprintln!(
+        "graph of 2,000 tasks: structure {structure} B, 4 tasks done {few} B, all done {all} B"
+    );
+}
+
+#[test]
+fn the_task_stream_carries_the_time_a_task_spent_fetching_its_inputs() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    sim.submit(reduction(4, ""), &[&k("total-0")]);
+    sim.run_all();
+    let u = sim.st.dashboard(Cursor::default(), false, sim.now);
+    let names: FxHashMap<u32, String> = u.prefixes.iter().cloned().collect();
+    let mut fetched = Vec::new();
+    for &(w, p, _, _, _, transfer) in &u.stream {
+        match names[&p].as_str() {
+            "x" => assert_eq!(transfer, 0.0),
+            _ => fetched.push((w, transfer)),
+        }
+    }
+    // total ran on one worker and fetched the x results the other held, 25 µs each.
+    let [(w, transfer)] = fetched[..] else {
+        panic!("{fetched:?}")
+    };
+    let remote = u
+        .stream
+        .iter()
+        .filter(|e| names[&e.1] == "x" && e.0 != w)
+        .count();
+    assert!(
+        remote > 0,
+        "the x tasks ran on both workers: {:?}",
+        u.stream
+    );
+    assert_eq!(transfer, (remote as u64 * FETCH_US) as f64 / 1e3);
 }

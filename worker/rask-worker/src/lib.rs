@@ -6,7 +6,6 @@
 //! `rask` binary, or a user's own program) registers the families it should carry, and the worker
 //! tells the scheduler which they are.
 
-mod cpu;
 pub mod executor;
 pub mod memory;
 mod metrics;
@@ -27,10 +26,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use executor::{Done, Executor, Job};
-use memory::{MemoryFractions, MemoryPolicy, MemorySample, process_rss};
+use memory::{MemoryFractions, MemoryPolicy, MemorySample};
 use metrics::{Transfers, WorkerMetrics};
 use rask_core::function::describe_families;
 use rask_core::net::{self, PeerPool};
+use rask_core::process::{self, CpuMeter, process_rss};
 use rask_core::protocol::{
     DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, FromScheduler, ToScheduler,
     WorkerInfo, WorkerLoad, read_frame, write_frame,
@@ -298,7 +298,7 @@ impl Worker {
                     && (config.memory.spill.is_some() || config.memory.pause.is_some()),
             },
             fx: Actions::default(),
-            cpu: cpu::CpuMeter::default(),
+            cpu: CpuMeter::default(),
         };
         let heartbeat = config.heartbeat;
         let handle = tokio::spawn(core.run(events_rx, stop_rx, heartbeat));
@@ -439,7 +439,7 @@ struct Core {
     /// (a task done, one to compute) ask for one message and would otherwise allocate for it.
     fx: Actions,
     /// The process's CPU time at the previous heartbeat.
-    cpu: cpu::CpuMeter,
+    cpu: CpuMeter,
 }
 
 /// The worker's I/O: its store, threads, connections.
@@ -550,7 +550,9 @@ impl Core {
     }
 
     fn heartbeat(&mut self) {
-        let cpu_percent = self.cpu.sample(Instant::now(), cpu::process_cpu_seconds());
+        let cpu_percent = self
+            .cpu
+            .sample(Instant::now(), process::process_cpu_seconds());
         let load = {
             let s = lock(&self.io.store);
             WorkerLoad {

@@ -3,7 +3,7 @@
 //! process is over *spill* (70%) more is spilled; over *pause* (80%) the worker starts no new
 //! task until it is back under; over *terminate* (95%) the nanny, the worker's parent process,
 //! restarts it. The policy here is a pure function of a sample; sampling the process's RSS is
-//! [`process_rss`].
+//! [`rask_core::process::process_rss`].
 
 /// A measurement of the worker's memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -138,24 +138,6 @@ impl MemoryPolicy {
     }
 }
 
-/// The resident set of process `pid` (this process for `None`), from `/proc`; `None` where there
-/// is no `/proc` (the memory model then only spills by the store's own accounting).
-pub fn process_rss(pid: Option<u32>) -> Option<u64> {
-    let path = match pid {
-        Some(p) => format!("/proc/{p}/statm"),
-        None => "/proc/self/statm".to_owned(),
-    };
-    let statm = std::fs::read_to_string(path).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * page_size())
-}
-
-fn page_size() -> u64 {
-    // The kernel's page size is 4 KiB on the machines rask runs on; /proc/self/smaps would say
-    // otherwise, but reading it costs far more than a sample should.
-    4096
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,11 +238,5 @@ mod tests {
             MemoryFractions::from_env(env(&[("DASK_DISTRIBUTED__WORKER__MEMORY__TARGET", "1.5")]))
                 .is_err()
         );
-    }
-
-    #[test]
-    fn this_process_has_a_resident_set() {
-        let rss = process_rss(None).expect("/proc on Linux");
-        assert!(rss > MB, "{rss}");
     }
 }

@@ -21,7 +21,8 @@ use tokio::process::{Child, Command};
 use rask_core::net;
 use rask_core::protocol::{FromScheduler, ToScheduler};
 
-use crate::memory::{MemoryPolicy, process_rss};
+use crate::memory::MemoryPolicy;
+use rask_core::process::process_rss;
 
 /// The environment variable through which a worker learns its nanny's pid.
 pub const NANNY_PID_ENV: &str = "RASK_NANNY_PID";

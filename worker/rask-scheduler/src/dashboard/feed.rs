@@ -12,11 +12,11 @@
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-/// Index of a task prefix (the part of a key before its first `-`) in [`Progress`].
-pub type PrefixId = u32;
+use super::graph::{GraphCursor, GraphRecorder, GraphUpdate};
+pub use super::task::{Bucket, PrefixId};
 
 /// Finished and failed tasks Dask's task stream keeps (`TaskStreamPlugin`'s `maxlen`). The ring's
-/// memory (32 bytes a slot, 3.2 MB when full) is reserved up front but only touched as it fills.
+/// memory (40 bytes a slot, 4 MB when full) is reserved up front but only touched as it fills.
 pub const STREAM_CAPACITY: usize = 100_000;
 
 /// The most task-stream events one update carries (the newest): a page draws a few minutes of
@@ -36,6 +36,9 @@ pub struct TaskEvent {
     /// duration the worker measured.
     pub start: f64,
     pub stop: f64,
+    /// Microseconds the worker spent fetching the task's inputs from peers before it ran
+    /// (saturated at about 71 minutes).
+    pub transfer_us: u32,
     pub erred: bool,
 }
 
@@ -84,18 +87,6 @@ impl TaskStream {
         let skipped = from_limited - since.min(self.next);
         (events, skipped)
     }
-}
-
-/// Where a task state counts on the progress panel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bucket {
-    /// Known but not needed now (released, or not yet started).
-    Released,
-    /// Waiting for inputs, or ready and waiting for a worker.
-    Waiting,
-    Processing,
-    Memory,
-    Erred,
 }
 
 /// Tasks of one prefix, by where they are.
@@ -312,11 +303,24 @@ pub struct ClusterRow {
     pub memory: usize,
 }
 
+/// The scheduler process itself, for the cluster panel: measured by the event loop every second
+/// (the state machine has no clock and does no I/O).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct SchedulerRow {
+    /// Percent of one core the scheduler process used over the last second (`None`: not
+    /// measured yet, or no `/proc`).
+    pub cpu_percent: Option<f64>,
+    /// Its resident set, bytes (`None`: not measured).
+    pub rss: Option<u64>,
+}
+
 /// What a page has already been sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cursor {
     /// The sequence number of the first task event not sent yet.
     pub events: u64,
+    /// The graph structure and state changes it has.
+    pub graph: GraphCursor,
 }
 
 /// One refresh of a page.
@@ -328,15 +332,22 @@ pub struct Update {
     pub started_at: f64,
     pub workers: Vec<WorkerRow>,
     pub cluster: ClusterRow,
+    /// The scheduler's own CPU and memory (filled in by the event loop).
+    pub scheduler: SchedulerRow,
     pub progress: Vec<PrefixRow>,
     /// Names of the prefixes this update refers to: `[id, name]` (a few per update, however
     /// many prefixes the scheduler has seen).
     pub prefixes: Vec<(PrefixId, String)>,
-    /// New task-stream events: `[worker id, prefix id, start, stop, erred (0/1)]`, times in
-    /// milliseconds before `now`.
-    pub stream: Vec<(u64, PrefixId, f64, f64, u8)>,
+    /// New task-stream events: `[worker id, prefix id, start, stop, erred (0/1), transfer]`,
+    /// start and stop in milliseconds before `now`, transfer the milliseconds spent fetching
+    /// inputs before the start.
+    pub stream: Vec<(u64, PrefixId, f64, f64, u8, f64)>,
     /// New events not sent (overwritten in the ring, or beyond an update's limit).
     pub stream_skipped: u64,
+    /// The graph panel's news: the whole graph when its structure changed, else the state
+    /// changes; absent when nothing changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph: Option<GraphUpdate>,
     /// The cursor for the next update.
     #[serde(skip)]
     pub cursor: Cursor,
@@ -346,6 +357,7 @@ pub struct Update {
 pub struct Feed {
     pub stream: TaskStream,
     pub progress: Progress,
+    pub graph: GraphRecorder,
 }
 
 impl Default for Feed {
@@ -353,17 +365,19 @@ impl Default for Feed {
         Feed {
             stream: TaskStream::new(STREAM_CAPACITY),
             progress: Progress::default(),
+            graph: GraphRecorder::default(),
         }
     }
 }
 
 impl Feed {
-    /// A task ran on `worker` for `duration_us` and its report arrived at `now`.
+    /// A task ran on `worker` for `duration_us`, after `transfer_us` fetching its inputs, and
+    /// its report arrived at `now`.
     pub fn task_done(
         &mut self,
         worker: u64,
         prefix: PrefixId,
-        duration_us: u64,
+        (duration_us, transfer_us): (u64, u64),
         now: f64,
         erred: bool,
     ) {
@@ -372,6 +386,7 @@ impl Feed {
             prefix,
             start: now - duration_us as f64 / 1e6,
             stop: now,
+            transfer_us: u32::try_from(transfer_us).unwrap_or(u32::MAX),
             erred,
         });
         self.progress.done(prefix, now);
@@ -397,14 +412,17 @@ impl Feed {
                     ms_ago(e.start),
                     ms_ago(e.stop),
                     u8::from(e.erred),
+                    f64::from(e.transfer_us) / 1e3,
                 )
             })
             .collect();
         let progress = self.progress.rows(now);
+        let (graph, graph_cursor) = self.graph.update(cursor.graph);
         let mut ids: Vec<PrefixId> = progress
             .iter()
             .map(|r| r.id)
             .chain(events.iter().map(|e| e.prefix))
+            .chain(self.graph.prefixes_to_send(cursor.graph).iter().copied())
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -417,12 +435,15 @@ impl Feed {
             started_at,
             workers,
             cluster,
+            scheduler: SchedulerRow::default(),
             progress,
             prefixes,
             stream,
             stream_skipped,
+            graph,
             cursor: Cursor {
                 events: self.stream.next_seq(),
+                graph: graph_cursor,
             },
         }
     }
@@ -438,6 +459,7 @@ mod tests {
             prefix: 0,
             start: i as f64,
             stop: i as f64 + 0.5,
+            transfer_us: 0,
             erred: false,
         }
     }
@@ -533,7 +555,7 @@ mod tests {
         let a = f.progress.intern("a");
         let b = f.progress.intern("b");
         assert_eq!((f.progress.intern("a"), f.progress.intern("b")), (a, b));
-        f.task_done(7, a, 500_000, 10.0, false);
+        f.task_done(7, a, (500_000, 250_000), 10.0, false);
         let u = f.update(
             Cursor::default(),
             Vec::new(),
@@ -542,16 +564,20 @@ mod tests {
             1.0,
         );
         assert_eq!(u.prefixes, [(a, "a".to_owned())]);
-        assert_eq!(u.stream, [(7, a, 1500.0, 1000.0, 0)]);
-        f.task_done(8, b, 0, 11.5, true);
+        assert_eq!(u.stream, [(7, a, 1500.0, 1000.0, 0, 250.0)]);
+        f.task_done(8, b, (0, u64::MAX), 11.5, true);
         let u2 = f.update(u.cursor, Vec::new(), ClusterRow::default(), 12.0, 1.0);
         assert_eq!(u2.prefixes, [(b, "b".to_owned())]);
-        assert_eq!(u2.stream, [(8, b, 500.0, 500.0, 1)]);
+        // A transfer too long for the ring's slot is kept at its longest.
+        assert_eq!(
+            u2.stream,
+            [(8, b, 500.0, 500.0, 1, f64::from(u32::MAX) / 1e3)]
+        );
         let json = serde_json::to_value(&u2).unwrap();
         assert!(json.get("cursor").is_none());
         assert_eq!(
             json["stream"][0],
-            serde_json::json!([8, 1, 500.0, 500.0, 1])
+            serde_json::json!([8, 1, 500.0, 500.0, 1, f64::from(u32::MAX) / 1e3])
         );
     }
 }

@@ -9,14 +9,18 @@
 //!
 //! Each `update` is the JSON of a [`feed::Update`]: the workers table, the cluster's task counts
 //! (with the adaptive target every fourth update, 2 s), the progress of the current
-//! computations per task prefix, and the task-stream events since the previous update (with the
-//! names of the prefixes it refers to). Nothing is encoded unless a page is subscribed: each
+//! computations per task prefix, the task-stream events since the previous update (with the
+//! names of the prefixes it refers to), the graph panel's news (the graph's structure once per
+//! version, then only state changes; see [`graph`]) and the scheduler process's own CPU and
+//! memory. Nothing is encoded unless a page is subscribed: each
 //! subscription asks the scheduler's event loop for its next update on its own timer, and stops
 //! when the page goes away. When the scheduler stops, the stream ends; the browser's
 //! `EventSource` reconnects (after the `retry` time sent with the first event) and the page says
 //! it lost the scheduler until then.
 
 pub mod feed;
+pub mod graph;
+pub mod task;
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -230,11 +234,34 @@ mod tests {
             .collect();
         assert_eq!(updates.len(), 2, "{text}");
         for u in &updates {
+            // No task has run: no graph news.
+            assert!(
+                u.get("graph").is_none() || u["graph"]["nodes"] == serde_json::json!([]),
+                "{u}"
+            );
             assert_eq!(u["workers"], serde_json::json!([]));
             assert_eq!(u["progress"], serde_json::json!([]));
             assert_eq!(u["stream"], serde_json::json!([]));
             assert!(u["started_at"].as_f64().unwrap() > 0.0);
         }
+        // The scheduler's own figures: its RSS from the first second on, its CPU from the second
+        // reading.
+        read_events(&mut c, &mut text, 6).await;
+        let last: serde_json::Value = serde_json::from_str(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .next_back()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            last["scheduler"]["rss"].as_u64().unwrap() > 1 << 20,
+            "{last}"
+        );
+        assert!(
+            last["scheduler"]["cpu_percent"].as_f64().unwrap() >= 0.0,
+            "{last}"
+        );
         let (t0, t1) = (
             updates[0]["now"].as_f64().unwrap(),
             updates[1]["now"].as_f64().unwrap(),

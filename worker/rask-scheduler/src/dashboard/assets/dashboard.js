@@ -1,6 +1,6 @@
 // rask's dashboard: reads the scheduler's updates from /status/events (server-sent events, one
-// `update` event about every half second) and draws the task stream, the progress per task prefix
-// and the workers table. No framework and no build step: the scheduler serves this file as is.
+// `update` event about every half second) and draws the task stream, the progress per task prefix,
+// the task graph, the cluster charts and the workers table. No framework and no build step: the scheduler serves this file as is.
 'use strict';
 
 (() => {
@@ -14,6 +14,9 @@
   const GROUP_GAP = 8;
   const LABEL_W = 140;
   const AXIS_H = 16;
+  // As Dask's task stream: input transfers red, failed tasks black.
+  const TRANSFER_COLOUR = '#e0403a';
+  const ERRED_COLOUR = '#1d2330';
   // The cluster charts keep one point per update for this long (ms).
   const HISTORY_MS = 1800000;
   const WORKER_SERIES = [
@@ -21,6 +24,20 @@
     { key: 'threads', name: 'threads', colour: '#9fb9ec' },
     { key: 'target', name: 'adaptive target', colour: '#d3873b', dashed: true },
   ];
+  // The graph panel: node states as the scheduler numbers them, and their colours (Dask's graph
+  // panel: waiting grey, processing green, in memory coloured, erred red, released faded).
+  const GRAPH_STATES = [
+    { key: 'released', colour: '#c9ced8' },
+    { key: 'waiting', colour: '#8a909b' },
+    { key: 'processing', colour: '#2e8b57' },
+    { key: 'memory', colour: '#3b6fd4' },
+    { key: 'erred', colour: '#d33b3b' },
+  ];
+  const GRAPH_H = 320;
+  // Above this many edges only the nodes are drawn.
+  const GRAPH_MAX_EDGES = 20000;
+  const SCHED_CPU_SERIES = [{ key: 'schedCpu', name: 'scheduler CPU (% of a core)', colour: '#8a4fd3', fmt: (v) => `${Math.round(v)}%` }];
+  const SCHED_MEMORY_SERIES = [{ key: 'schedRss', name: 'scheduler memory (RSS)', colour: '#d34f8a', fmt: bytes }];
   const TASK_SERIES = [
     { key: 'processing', name: 'processing', colour: '#2e8b57' },
     { key: 'queued', name: 'queued', colour: '#d3873b' },
@@ -35,15 +52,24 @@
     names: new Map(), // worker id -> name, including workers gone
     threads: new Map(), // worker id -> threads, including workers gone
     lanes: new Map(), // worker id -> per-thread end time of its last bar (ms)
-    bars: [], // {w, lane, p, start, stop, erred}, times in ms on the scheduler's clock
+    bars: [], // {w, lane, p, fetch, start, stop, erred}, times in ms on the scheduler's clock
     history: [], // cluster figures, one point per update: {t, workers, threads, target, ...}
     target: null, // the last adaptive target received
     serverNow: 0, // the scheduler's clock (ms) at the last update
     receivedAt: 0, // performance.now() when it arrived
     lastMessage: 0,
     updates: 0,
+    // Sizes of the updates received (characters of JSON), for tests and the curious.
+    bytes: { last: 0, max: 0, total: 0, withGraph: 0 },
     connection: 'connecting',
+    graph: emptyGraph(),
   };
+
+  function emptyGraph() {
+    // nodes: prefix id per node; edges: flat [from, to, ...]; states: a digit per node;
+    // layers: node ids by dependency depth (the layout), made once per structure.
+    return { version: 0, nodes: [], edges: [], states: new Uint8Array(0), tooLarge: null, layers: [] };
+  }
 
   const $ = (id) => document.getElementById(id);
 
@@ -97,6 +123,7 @@
     s.prefixes.clear();
     s.lanes.clear();
     s.bars = [];
+    s.graph = emptyGraph();
   }
 
   // ----- updates -------------------------------------------------------------------------------
@@ -120,12 +147,14 @@
       s.threads.set(w.id, Math.max(1, w.nthreads));
     }
     addBars(u.stream);
+    if (u.graph) applyGraph(u.graph);
     addHistory(u);
     renderSummary(u);
     renderWorkers(u.workers);
     renderProgress(u.progress);
     drawStream();
     drawCharts();
+    drawGraph();
   }
 
   function addHistory(u) {
@@ -139,6 +168,8 @@
       queued: u.cluster.queued,
       waiting: u.cluster.waiting,
       memory: u.cluster.memory,
+      schedCpu: u.scheduler ? u.scheduler.cpu_percent : null,
+      schedRss: u.scheduler ? u.scheduler.rss : null,
     });
     const cutoff = s.serverNow - HISTORY_MS;
     let drop = 0;
@@ -149,6 +180,8 @@
   function drawCharts() {
     drawChart($('chart-workers'), $('legend-workers'), WORKER_SERIES);
     drawChart($('chart-tasks'), $('legend-tasks'), TASK_SERIES);
+    drawChart($('chart-sched-cpu'), $('legend-sched-cpu'), SCHED_CPU_SERIES);
+    drawChart($('chart-sched-memory'), $('legend-sched-memory'), SCHED_MEMORY_SERIES);
   }
 
   /** A line chart of `series` over the history, on one axis from 0. */
@@ -167,11 +200,12 @@
     g.clearRect(0, 0, width, height);
     const h = s.history;
     const last = h.length ? h[h.length - 1] : null;
-    legend.replaceChildren(...series.map((se) => el('span', { class: 'key' },
+    const fmt = series[0].fmt || String;
+    legend.replaceChildren(...series.map((se) => el('span', { class: 'key', 'data-series': se.key, 'data-value': last && last[se.key] != null ? last[se.key] : '' },
       el('span', { class: 'swatch', style: `background:${se.colour};margin-left:0` }),
-      `${se.name} ${last && last[se.key] !== null ? last[se.key] : '–'}`)));
+      `${se.name} ${last && last[se.key] != null ? fmt(last[se.key]) : '–'}`)));
     if (h.length < 1) return;
-    const left = 40;
+    const left = series[0].fmt ? 64 : 40;
     const bottom = height - AXIS_H;
     const t1 = h[h.length - 1].t;
     const t0 = Math.min(h[0].t, t1 - 10000);
@@ -188,7 +222,7 @@
     g.fillStyle = '#6b7385';
     g.font = '11px system-ui, sans-serif';
     g.textBaseline = 'middle';
-    g.fillText(String(max), 4, y(max));
+    g.fillText(fmt(max), 4, y(max));
     g.fillText('0', 4, bottom);
     g.textBaseline = 'top';
     g.fillText(`−${Math.round((t1 - t0) / 1000)} s`, left, bottom + 3);
@@ -216,9 +250,11 @@
   }
 
   function addBars(events) {
-    for (const [w, p, startAgo, stopAgo, erred] of events) {
+    for (const [w, p, startAgo, stopAgo, erred, transfer] of events) {
       const start = s.serverNow - startAgo;
       const stop = s.serverNow - stopAgo;
+      // Fetching its inputs ended when it started.
+      const fetch = start - (transfer || 0);
       const n = s.threads.get(w) || 1;
       let lanes = s.lanes.get(w);
       if (!lanes || lanes.length !== n) {
@@ -226,10 +262,10 @@
         s.lanes.set(w, lanes);
       }
       // The first thread free when the task started; else the one that freed up first.
-      let lane = lanes.findIndex((end) => end <= start + 0.05);
+      let lane = lanes.findIndex((end) => end <= fetch + 0.05);
       if (lane < 0) lane = lanes.indexOf(Math.min(...lanes));
       lanes[lane] = Math.max(lanes[lane], stop);
-      s.bars.push({ w, lane, p, start, stop, erred: erred === 1 });
+      s.bars.push({ w, lane, p, fetch, start, stop, erred: erred === 1 });
     }
     const cutoff = s.serverNow - KEEP_MS;
     let drop = 0;
@@ -305,7 +341,7 @@
   function windowMs(now) {
     const choice = $('stream-window').value;
     if (choice !== 'auto') return Number(choice) * 1000;
-    const first = s.bars.length ? s.bars[0].start : now;
+    const first = s.bars.length ? s.bars[0].fetch : now;
     return Math.min(KEEP_MS, Math.max(2000, (now - first) * 1.05));
   }
 
@@ -352,13 +388,23 @@
       g.fillText(label.length > 20 ? `${label.slice(0, 19)}…` : label, 4, t + (n * (LANE_H + LANE_GAP)) / 2);
     }
     const seen = new Map();
+    let transfers = 0;
+    let erred = 0;
     for (const b of visible) {
       const t = top.get(b.w);
       if (t === undefined) continue;
+      const y = t + b.lane * (LANE_H + LANE_GAP);
+      if (b.fetch < b.start) {
+        const f0 = Math.max(LABEL_W, x(b.fetch));
+        g.fillStyle = TRANSFER_COLOUR;
+        g.fillRect(f0, y, Math.max(1, x(b.start) - f0), LANE_H);
+        transfers += 1;
+      }
       const x0 = Math.max(LABEL_W, x(b.start));
       const x1 = Math.max(x0 + 1, x(b.stop));
-      g.fillStyle = b.erred ? '#d33b3b' : colour(b.p);
-      g.fillRect(x0, t + b.lane * (LANE_H + LANE_GAP), x1 - x0, LANE_H);
+      g.fillStyle = b.erred ? ERRED_COLOUR : colour(b.p);
+      g.fillRect(x0, y, x1 - x0, LANE_H);
+      if (b.erred) erred += 1;
       seen.set(b.p, (seen.get(b.p) || 0) + 1);
     }
     // Axis: seconds before now.
@@ -372,7 +418,153 @@
     }
     const legend = [...seen.keys()].slice(0, 24).map((p) => el('span', { class: 'key' },
       el('span', { class: 'swatch', style: `background:${colour(p)};margin-left:0` }), s.prefixes.get(p) || String(p)));
+    if (transfers) legend.push(el('span', { class: 'key' }, el('span', { class: 'swatch', style: `background:${TRANSFER_COLOUR};margin-left:0` }), 'transfer (fetching inputs)'));
+    if (erred) legend.push(el('span', { class: 'key' }, el('span', { class: 'swatch', style: `background:${ERRED_COLOUR};margin-left:0` }), 'erred'));
     $('stream-legend').replaceChildren(...legend);
+  }
+
+  // ----- the graph -----------------------------------------------------------------------------
+
+  function applyGraph(g) {
+    if (g.nodes) {
+      const states = new Uint8Array(g.nodes.length);
+      for (let i = 0; i < states.length; i += 1) states[i] = g.states.charCodeAt(i) - 48;
+      s.graph = { version: g.version, nodes: g.nodes, edges: g.edges, states, tooLarge: g.too_large ?? null, layers: layout(g.nodes.length, g.edges) };
+    } else if (g.version === s.graph.version && g.changes) {
+      const st = s.graph.states;
+      for (let i = 0; i + 1 < g.changes.length; i += 2) {
+        if (g.changes[i] < st.length) st[g.changes[i]] = g.changes[i + 1];
+      }
+    }
+  }
+
+  /** Nodes in layers by dependency depth (a node one right of its deepest input), each layer in
+   *  the order a depth-first walk from the graph's results back through the inputs meets them:
+   *  the inputs of one task sit together, level with it (a reduction tree stays a tree). */
+  function layout(n, edges) {
+    const indeg = new Uint32Array(n);
+    const outdeg = new Uint32Array(n);
+    const first = new Int32Array(n).fill(-1);
+    const next = new Int32Array(edges.length / 2);
+    const inputs = Array.from({ length: n }, () => []);
+    for (let e = 0; e < edges.length / 2; e += 1) {
+      const [a, b] = [edges[2 * e], edges[2 * e + 1]];
+      next[e] = first[a];
+      first[a] = e;
+      indeg[b] += 1;
+      outdeg[a] += 1;
+      inputs[b].push(a);
+    }
+    const depth = new Uint32Array(n);
+    const queue = [];
+    for (let v = 0; v < n; v += 1) if (indeg[v] === 0) queue.push(v);
+    for (let q = 0; q < queue.length; q += 1) {
+      const a = queue[q];
+      for (let e = first[a]; e >= 0; e = next[e]) {
+        const b = edges[2 * e + 1];
+        depth[b] = Math.max(depth[b], depth[a] + 1);
+        indeg[b] -= 1;
+        if (indeg[b] === 0) queue.push(b);
+      }
+    }
+    const rank = new Int32Array(n).fill(-1);
+    let k = 0;
+    const stack = [];
+    for (let root = 0; root < n; root += 1) {
+      if (outdeg[root] !== 0) continue;
+      stack.push(root);
+      while (stack.length) {
+        const v = stack.pop();
+        if (rank[v] >= 0) continue;
+        rank[v] = k;
+        k += 1;
+        for (let i = inputs[v].length - 1; i >= 0; i -= 1) stack.push(inputs[v][i]);
+      }
+    }
+    const layers = [];
+    for (let v = 0; v < n; v += 1) (layers[depth[v]] ||= []).push(v);
+    for (const layer of layers) if (layer) layer.sort((a, b) => rank[a] - rank[b] || a - b);
+    return layers.filter(Boolean);
+  }
+
+  function graphCounts() {
+    const n = [0, 0, 0, 0, 0];
+    for (const st of s.graph.states) n[st] += 1;
+    return n;
+  }
+
+  function drawGraph() {
+    const g = s.graph;
+    const canvas = $('graph');
+    const message = $('graph-message');
+    const counts = graphCounts();
+    $('graph-summary').textContent = g.nodes.length ? `${g.nodes.length} tasks, ${g.edges.length / 2} dependencies` : '';
+    if (g.tooLarge !== null || !g.nodes.length) {
+      message.textContent = g.tooLarge !== null ? `graph too large to draw (${g.tooLarge} tasks)` : 'no graph';
+      message.hidden = false;
+      canvas.hidden = true;
+      $('graph-legend').replaceChildren();
+      return;
+    }
+    message.hidden = true;
+    canvas.hidden = false;
+    $('graph-legend').replaceChildren(...GRAPH_STATES.map((st, i) => el('span', { class: 'key', 'data-state': st.key, 'data-count': counts[i] },
+      el('span', { class: 'swatch', style: `background:${st.colour};margin-left:0` }), `${st.key} ${counts[i]}`)));
+    const width = Math.max(200, canvas.clientWidth);
+    const height = GRAPH_H;
+    const dpr = window.devicePixelRatio || 1;
+    if (canvas.width !== Math.round(width * dpr)) {
+      canvas.width = Math.round(width * dpr);
+      canvas.height = Math.round(height * dpr);
+      canvas.style.height = `${height}px`;
+    }
+    const ctx = canvas.getContext('2d');
+    if (!ctx) return;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    // A layer taller than the panel wraps into several columns of at most `perCol` nodes, dealt
+    // across them in turn, so each node stays about level with the tasks it feeds.
+    const pad = 8;
+    const perCol = Math.max(1, Math.floor((height - 2 * pad) / 5));
+    const cols = g.layers.reduce((acc, l) => acc + Math.ceil(l.length / perCol), 0);
+    const dx = (width - 2 * pad) / Math.max(1, cols);
+    const xs = new Float32Array(g.nodes.length);
+    const ys = new Float32Array(g.nodes.length);
+    let col = 0;
+    let dyMin = Infinity;
+    for (const layer of g.layers) {
+      const wide = Math.ceil(layer.length / perCol);
+      const rows = Math.ceil(layer.length / wide);
+      const dy = (height - 2 * pad) / rows;
+      dyMin = Math.min(dyMin, dy);
+      layer.forEach((v, i) => {
+        xs[v] = pad + (col + (i % wide) + 0.5) * dx;
+        ys[v] = pad + (Math.floor(i / wide) + 0.5) * dy;
+      });
+      col += wide;
+    }
+    const r = Math.max(1.2, Math.min(6, 0.38 * Math.min(dx, dyMin)));
+    if (g.edges.length / 2 <= GRAPH_MAX_EDGES) {
+      ctx.strokeStyle = 'rgba(107, 115, 133, 0.25)';
+      ctx.lineWidth = 1;
+      ctx.beginPath();
+      for (let e = 0; e < g.edges.length; e += 2) {
+        ctx.moveTo(xs[g.edges[e]], ys[g.edges[e]]);
+        ctx.lineTo(xs[g.edges[e + 1]], ys[g.edges[e + 1]]);
+      }
+      ctx.stroke();
+    }
+    // One path per state: a few thousand nodes draw in a few fills.
+    GRAPH_STATES.forEach((st, code) => {
+      ctx.fillStyle = st.colour;
+      ctx.beginPath();
+      for (let v = 0; v < g.nodes.length; v += 1) {
+        if (g.states[v] !== code) continue;
+        ctx.moveTo(xs[v] + r, ys[v]);
+        ctx.arc(xs[v], ys[v], r, 0, 2 * Math.PI);
+      }
+      ctx.fill();
+    });
   }
 
   // ----- the connection ------------------------------------------------------------------------
@@ -393,6 +585,8 @@
         return;
       }
       setConnection('live');
+      const n = ev.data.length;
+      s.bytes = { last: n, max: Math.max(s.bytes.max, n), total: s.bytes.total + n, withGraph: u.graph && u.graph.nodes ? Math.max(s.bytes.withGraph, n) : s.bytes.withGraph };
       apply(u);
     });
     source.addEventListener('error', () => {
@@ -421,9 +615,24 @@
       }
       return out;
     },
+    transfers() {
+      return s.bars.filter((b) => b.fetch < b.start).length;
+    },
     updates: () => s.updates,
+    bytes: () => ({ ...s.bytes, updates: s.updates }),
     cluster: () => s.history[s.history.length - 1] || null,
     connection: () => s.connection,
+    graph: () => {
+      const n = graphCounts();
+      return {
+        version: s.graph.version,
+        nodes: s.graph.nodes.length,
+        edges: s.graph.edges.length / 2,
+        layers: s.graph.layers.length,
+        tooLarge: s.graph.tooLarge,
+        ...Object.fromEntries(GRAPH_STATES.map((st, i) => [st.key, n[i]])),
+      };
+    },
   };
 
   connect();

@@ -1,4 +1,5 @@
-//! The worker process's CPU use, reported in its heartbeats (Dask's `cpu`: percent of one core).
+//! This process's CPU time and resident set, from `/proc`: one reader for the worker's heartbeats
+//! (Dask's `cpu`, percent of one core, and its memory model) and the scheduler's dashboard.
 
 use std::time::Instant;
 
@@ -8,7 +9,7 @@ const USER_HZ: f64 = 100.0;
 
 /// Seconds of CPU (user and system, all threads) this process has used, from `/proc`; `None`
 /// where there is no `/proc` or it cannot be read.
-pub(crate) fn process_cpu_seconds() -> Option<f64> {
+pub fn process_cpu_seconds() -> Option<f64> {
     parse_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)
 }
 
@@ -26,14 +27,14 @@ fn parse_stat(stat: &str) -> Option<f64> {
 
 /// Turns CPU-time readings into percent of one core since the previous reading.
 #[derive(Default)]
-pub(crate) struct CpuMeter {
+pub struct CpuMeter {
     last: Option<(Instant, f64)>,
 }
 
 impl CpuMeter {
     /// Percent of one core used between the previous reading and this one (`None` for the first
     /// reading, a missing one, or no time passed).
-    pub(crate) fn sample(&mut self, now: Instant, cpu_seconds: Option<f64>) -> Option<f64> {
+    pub fn sample(&mut self, now: Instant, cpu_seconds: Option<f64>) -> Option<f64> {
         let Some(cpu) = cpu_seconds else {
             self.last = None;
             return None;
@@ -45,6 +46,24 @@ impl CpuMeter {
         self.last = Some((now, cpu));
         percent
     }
+}
+
+/// The resident set of process `pid` (this process for `None`), from `/proc`; `None` where there
+/// is no `/proc` (the memory model then only spills by the store's own accounting).
+pub fn process_rss(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/statm"),
+        None => "/proc/self/statm".to_owned(),
+    };
+    let statm = std::fs::read_to_string(path).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+fn page_size() -> u64 {
+    // The kernel's page size is 4 KiB on the machines rask runs on; /proc/self/smaps would say
+    // otherwise, but reading it costs far more than a sample should.
+    4096
 }
 
 #[cfg(test)]
@@ -85,5 +104,11 @@ mod tests {
         assert_eq!(m.sample(t0 + Duration::from_secs(4), Some(14.0)), None);
         // No time passed: no figure rather than a division by zero.
         assert_eq!(m.sample(t0 + Duration::from_secs(4), Some(14.5)), None);
+    }
+
+    #[test]
+    fn this_process_has_a_resident_set() {
+        let rss = process_rss(None).expect("/proc on Linux");
+        assert!(rss > (1 << 20), "{rss}");
     }
 }
