@@ -402,11 +402,23 @@ where
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
-    let mut body = BytesMut::zeroed(len as usize);
-    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-        _ => FrameError::Io(e),
+    // The buffer grows as the bytes arrive (doubling, from at most `FIRST_READ`): a peer that
+    // announces a large frame and sends little holds only what it sent, not the announced size.
+    let len = usize::try_from(len).map_err(|_| FrameError::TooLarge {
+        len,
+        max: usize::MAX as u64,
     })?;
+    let mut body = BytesMut::with_capacity(len.min(FIRST_READ));
+    while body.len() < len {
+        let missing = len - body.len();
+        if body.capacity() == body.len() {
+            body.reserve(body.len().min(missing));
+        }
+        let n = (&mut *r).take(missing as u64).read_buf(&mut body).await?;
+        if n == 0 {
+            return Err(FrameError::Truncated);
+        }
+    }
     decode_body(body.freeze()).map(Some)
 }
 
@@ -437,6 +449,9 @@ where
     }
     Ok(())
 }
+
+/// The most a frame's buffer holds before its bytes arrive; it then doubles as they do.
+const FIRST_READ: usize = 1 << 20;
 
 /// Blobs below this size are copied into the frame's write buffer rather than written alone.
 const COALESCE_BELOW: usize = 64 << 10;
