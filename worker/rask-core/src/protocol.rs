@@ -210,6 +210,13 @@ pub enum TaskError {
     /// A client asked for a key that names no task.
     #[error("unknown key: no such task")]
     UnknownKey,
+    /// The client's graph had more tasks than the scheduler takes in one update; none of it was
+    /// added.
+    #[error(
+        "the graph has {tasks} tasks, more than the scheduler's limit of {max} per update \
+         (rask scheduler --max-graph-tasks); nothing of it was added"
+    )]
+    GraphTooLarge { tasks: u64, max: u64 },
 }
 
 fn reason_suffix(reason: &Option<String>) -> String {
