@@ -500,12 +500,12 @@ async fn supervise(
     if let Some(r) = &a.resources {
         flag("--resources", r.to_string().into());
     }
+    if let Some(p) = &a.python {
+        flag("--python", p.clone().into());
+    }
     match dashboard {
         Some(addr) => flag("--dashboard-address", addr.to_string().into()),
         None => args.push("--no-dashboard".into()),
-    }
-    if let Some(p) = &a.python {
-        flag("--python", p.clone().into());
     }
     args.push("--no-nanny".into());
     let config = NannyConfig {
