@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -59,9 +59,11 @@ struct Shared {
     /// Bytes queued and not yet written (see [`Limits::max_backlog`]).
     queued: AtomicU64,
     max_backlog: u64,
-    /// Set once the connection is closed for its backlog; `notify` wakes the writer and reader.
+    /// Set once the connection is closed (for its backlog, or by [`Sender::close`]); `notify`
+    /// wakes the writer and reader, and `reason` says why.
     closed: AtomicBool,
     notify: Notify,
+    reason: OnceLock<String>,
 }
 
 impl Shared {
@@ -83,7 +85,11 @@ impl Shared {
     }
 
     fn close_for_backlog(&self, queued: u64) {
-        if !self.closed.swap(true, Ordering::AcqRel) {
+        let reason = format!(
+            "more than {} bytes wait to be sent to {}, which does not read them",
+            self.max_backlog, self.peer
+        );
+        if self.close(reason) {
             tracing::error!(
                 peer = %self.peer,
                 queued,
@@ -91,8 +97,17 @@ impl Shared {
                 "closing the connection: the peer does not read what is sent to it \
                  (more bytes wait for it than the maximum backlog)"
             );
+        }
+    }
+
+    /// Closes both halves now; true if this call closed it.
+    fn close(&self, reason: String) -> bool {
+        let _ = self.reason.set(reason);
+        let first = !self.closed.swap(true, Ordering::AcqRel);
+        if first {
             self.notify.notify_waiters();
         }
+        first
     }
 
     /// Resolves once the connection is closed for its backlog.
@@ -106,11 +121,9 @@ impl Shared {
         notified.await;
     }
 
-    fn backlog_error(&self) -> FrameError {
-        FrameError::Io(std::io::Error::other(format!(
-            "more than {} bytes wait to be sent to {}, which does not read them",
-            self.max_backlog, self.peer
-        )))
+    fn closed_error(&self) -> FrameError {
+        let reason = self.reason.get().map_or("closed", String::as_str);
+        FrameError::Io(std::io::Error::other(reason.to_owned()))
     }
 }
 
@@ -156,6 +169,12 @@ impl<M> Sender<M> {
         self.shared.admit(total) && self.tx.send(Outgoing::Many(batch)).is_ok()
     }
 
+    /// Closes the connection now, both halves, dropping what is still queued; the receiver's
+    /// next `recv` fails with `reason`.
+    pub fn close(&self, reason: impl Into<String>) {
+        self.shared.close(reason.into());
+    }
+
     /// Bytes queued for the peer and not yet written (estimated as [`Limits::max_backlog`] says).
     pub fn backlog(&self) -> u64 {
         self.shared.queued.load(Ordering::Relaxed)
@@ -178,7 +197,7 @@ impl Receiver {
         tokio::select! {
             biased;
             r = read_frame(&mut self.read, self.max) => r,
-            () = self.shared.closed() => Err(self.shared.backlog_error()),
+            () = self.shared.closed() => Err(self.shared.closed_error()),
         }
     }
 }
@@ -206,6 +225,7 @@ where
         max_backlog: limits.max_backlog,
         closed: AtomicBool::new(false),
         notify: Notify::new(),
+        reason: OnceLock::new(),
     });
     let writer_shared = shared.clone();
     tokio::spawn(async move {
@@ -440,6 +460,24 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("stuck-peer"), "{err}");
         drop(theirs);
+    }
+
+    #[tokio::test]
+    async fn close_ends_both_halves_with_its_reason() {
+        let (ours, mut theirs) = pair().await;
+        let (tx, mut rx) = split::<ToScheduler>(ours, "peer".into());
+        tx.close("gone quiet");
+        let err = rx.recv::<ToScheduler>().await.unwrap_err();
+        assert!(err.to_string().contains("gone quiet"), "{err}");
+        assert!(!tx.send(ToScheduler::ReleaseKeys { keys: Vec::new() }));
+        drop(rx);
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read_to_end(&mut theirs, &mut buf),
+        )
+        .await;
+        assert!(read.is_ok(), "the peer sees the close");
     }
 
     #[tokio::test]

@@ -357,6 +357,9 @@ async fn read_loop(
 struct Conn {
     role: Role,
     sender: net::Sender<FromScheduler>,
+    /// For a worker's connection: since when the state no longer knows the worker (removed
+    /// for missing heartbeats, retired, or closing) while the connection stays open.
+    orphaned: Option<f64>,
 }
 
 struct EventLoop {
@@ -465,6 +468,7 @@ impl EventLoop {
                     let (state, mut out) = self.split();
                     state.tick(now(), &mut out);
                     out.flush();
+                    self.close_orphans(now());
                 }
                 _ = measure.tick() => self.ticks.tick(Instant::now()),
                 _ = &mut stop => break,
@@ -480,6 +484,31 @@ impl EventLoop {
         }
         // Let the writers flush the Close messages.
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    /// Closes the connections of workers the state removed that have not left on their own
+    /// within the worker TTL of being told to (a hung worker that no longer reads): their
+    /// connection and its slot are not held for ever.
+    fn close_orphans(&mut self, now: f64) {
+        let ttl = self.state.config().worker_ttl_s;
+        for (id, conn) in &mut self.conns {
+            if !matches!(conn.role, Role::Worker) || self.state.has_worker(*id) {
+                continue;
+            }
+            match conn.orphaned {
+                None => conn.orphaned = Some(now),
+                Some(since) if now - since > ttl => {
+                    tracing::warn!(
+                        conn = id,
+                        ttl,
+                        "closing the connection of a removed worker that did not leave"
+                    );
+                    conn.sender
+                        .close(format!("removed worker still connected after {ttl} s"));
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     fn split(&mut self) -> (&mut State, NetOutbox<'_>) {
@@ -554,6 +583,7 @@ impl EventLoop {
                         Conn {
                             role: Role::Client,
                             sender,
+                            orphaned: None,
                         },
                     );
                     self.state.add_client(id);
@@ -564,6 +594,7 @@ impl EventLoop {
                         Conn {
                             role: Role::Worker,
                             sender: sender.clone(),
+                            orphaned: None,
                         },
                     );
                     let (state, mut out) = self.split();

@@ -372,6 +372,11 @@ impl State {
 
     // ----- clients -------------------------------------------------------------------------
 
+    /// Whether `worker` is registered (not removed).
+    pub fn has_worker(&self, worker: WorkerId) -> bool {
+        self.workers.contains_key(&worker)
+    }
+
     pub fn add_client(&mut self, client: ClientId) {
         if let std::collections::hash_map::Entry::Vacant(e) = self.clients.entry(client) {
             e.insert(FxHashSet::default());

@@ -316,3 +316,42 @@ async fn slow_http_clients_are_cut_off_and_do_not_hold_the_api() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_worker_silent_past_the_ttl_is_removed_then_its_connection_closed() {
+    let s = start(|c| c.policy.worker_ttl_s = 0.3).await;
+    let (tx, mut rx) = net::split::<ToScheduler>(raw(&s).await, "scheduler".into());
+    tx.send(ToScheduler::RegisterWorker(
+        rask_core::protocol::WorkerInfo {
+            name: "hung".into(),
+            address: "tcp://127.0.0.1:1".into(),
+            nthreads: 1,
+            memory_limit: 0,
+            pid: 1,
+            families: Vec::new(),
+            resources: rask_core::Resources::none(),
+        },
+    ));
+    assert!(matches!(
+        recv_one(&mut rx).await,
+        FromScheduler::Welcome { .. }
+    ));
+    // No heartbeat: removed within a tick or two of the TTL, told to close, and, as it does
+    // not leave, its connection is closed a TTL later.
+    let started = Instant::now();
+    let reason = loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv::<FromScheduler>()).await {
+            Ok(Ok(Some(batch))) => {
+                for e in batch {
+                    assert!(matches!(e.msg, FromScheduler::Close { .. }), "{:?}", e.msg);
+                }
+            }
+            Ok(Ok(None)) => break "closed".to_owned(),
+            Ok(Err(e)) => break e.to_string(),
+            Err(_) => panic!("the connection was kept for 10 s"),
+        }
+    };
+    assert!(started.elapsed() < Duration::from_secs(6), "{reason}");
+    assert!(s.handle().snapshot().await.unwrap().workers.is_empty());
+    s.shutdown().await;
+}
