@@ -104,9 +104,10 @@ struct ConnLimitArgs {
     /// disconnected before any of it is read.
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     max_frame: u64,
-    /// Most connections open at once; more are refused as they arrive.
-    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
-    max_connections: usize,
+    /// Most connections open at once; more are refused as they arrive. Default: 10,000, or the
+    /// open-file limit less 64 if that is lower.
+    #[arg(long)]
+    max_connections: Option<usize>,
     /// A new connection must send its first message within this long, or it is closed (Dask's
     /// `distributed.comm.timeouts.connect`): `30s`, `500ms`.
     #[arg(
@@ -127,7 +128,7 @@ impl ConnLimitArgs {
                 self.max_frame
             ));
         }
-        if self.max_connections == 0 {
+        if self.max_connections == Some(0) {
             return Err("--max-connections must be at least 1".into());
         }
         if self.handshake_timeout.is_zero() {
@@ -139,6 +140,46 @@ impl ConnLimitArgs {
 
 /// The smallest `--max-frame`: registrations and small requests must fit.
 const MIN_FRAME: u64 = 64 << 10;
+
+/// File descriptors a process needs beside its connections (listeners, spill files, logs).
+const FD_RESERVE: u64 = 64;
+
+impl ConnLimitArgs {
+    /// `--max-connections`, or the default fitted to the open-file limit. Warns when a value
+    /// given is over that limit: past it, connections fail to be accepted before the connection
+    /// limit says why.
+    fn max_connections(&self) -> usize {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        match self.max_connections {
+            Some(n) => {
+                if let Some(warning) = fd_shortfall(soft, n) {
+                    tracing::warn!("{warning}");
+                }
+                n
+            }
+            None => default_max_connections(soft),
+        }
+    }
+}
+
+/// 10,000 connections, fewer if the open-file limit `soft` (`None`: unlimited) allows fewer.
+fn default_max_connections(soft: Option<u64>) -> usize {
+    let fitting = soft.map_or(u64::MAX, |s| s.saturating_sub(FD_RESERVE).max(1));
+    DEFAULT_MAX_CONNECTIONS.min(usize::try_from(fitting).unwrap_or(usize::MAX))
+}
+
+/// What is wrong with an open-file limit of `soft` (`None`: unlimited) for `max_connections`.
+fn fd_shortfall(soft: Option<u64>, max_connections: usize) -> Option<String> {
+    let needed = max_connections as u64 + FD_RESERVE;
+    let soft = soft?;
+    (soft < needed).then(|| {
+        format!(
+            "the open-file limit ({soft}) is below --max-connections ({max_connections}) plus \
+             {FD_RESERVE}: connections past it are not accepted (\"too many open files\"); \
+             raise it (ulimit -n {needed}) or lower --max-connections"
+        )
+    })
+}
 
 #[derive(Args)]
 struct WorkerArgs {
@@ -397,7 +438,7 @@ async fn scheduler(a: SchedulerArgs) -> CliResult {
     config.policy.max_graph_tasks = a.max_graph_tasks;
     config.limits.conn.max_frame = a.limits.max_frame;
     config.limits.conn.max_backlog = a.max_backlog;
-    config.limits.max_connections = a.limits.max_connections;
+    config.limits.max_connections = a.limits.max_connections();
     config.limits.handshake_timeout = a.limits.handshake_timeout;
     config.limits.http.header_timeout = a.http_header_timeout;
     config.limits.http.body_timeout = a.http_body_timeout;
@@ -515,7 +556,7 @@ async fn worker(a: WorkerArgs, registry: Registry) -> CliResult {
     config.resources = a.resources.unwrap_or_default();
     config.dashboard = dashboard;
     config.data_limits.max_frame = a.limits.max_frame;
-    config.data_limits.max_connections = a.limits.max_connections;
+    config.data_limits.max_connections = a.limits.max_connections();
     config.data_limits.handshake_timeout = a.limits.handshake_timeout;
     let w = Worker::start(config, registry)
         .await
@@ -591,7 +632,7 @@ async fn supervise(
         "--max-frame".into(),
         a.limits.max_frame.to_string().into(),
         "--max-connections".into(),
-        a.limits.max_connections.to_string().into(),
+        a.limits.max_connections().to_string().into(),
         "--handshake-timeout".into(),
         a.limits.handshake_timeout.as_secs_f64().to_string().into(),
     ]);
@@ -884,6 +925,19 @@ async fn run(a: RunArgs, registry: Registry) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_file_limit_below_the_connection_limit_is_named() {
+        let w = fd_shortfall(Some(1024), 10_000).unwrap();
+        assert!(w.contains("(1024)") && w.contains("(10000)") && w.contains("ulimit -n 10064"));
+        assert_eq!(fd_shortfall(Some(1_048_576), 10_000), None);
+        assert_eq!(fd_shortfall(None, 10_000), None);
+        // Without the flag, the default fits the limit.
+        assert_eq!(default_max_connections(Some(1024)), 960);
+        assert_eq!(default_max_connections(Some(1_048_576)), 10_000);
+        assert_eq!(default_max_connections(None), 10_000);
+        assert_eq!(default_max_connections(Some(10)), 1);
+    }
 
     fn run_args(job: Job, size: Option<usize>, chunk: Option<&str>) -> RunArgs {
         let mut a = match Cli::parse_from(["rask", "run", "delayed"]).command {
