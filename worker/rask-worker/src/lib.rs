@@ -1152,7 +1152,7 @@ mod tests {
         #[tokio::test]
         async fn a_silent_connection_is_closed_but_an_idle_pooled_one_is_kept() {
             let addr = data_server(DataLimits {
-                handshake_timeout: Duration::from_millis(200),
+                handshake_timeout: Duration::from_secs(1),
                 ..DataLimits::default()
             })
             .await;
@@ -1164,7 +1164,7 @@ mod tests {
             expect_closed(&mut silent).await;
             expect_closed(&mut partial).await;
             // Idle between requests for longer than the timeout, as in a peer's pool.
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
             get_x(&mut pooled).await;
         }
 

@@ -104,7 +104,7 @@ async fn the_scheduler_s_limit_flags_and_dask_s_connect_timeout_variable_apply()
     // Dask's variable sets the handshake timeout; the flag sets the connection limit.
     let (mut child, addr, _dir) = scheduler_process(
         &["--max-connections", "1"],
-        &[("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "300ms")],
+        &[("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "2s")],
     )
     .await;
     let started = std::time::Instant::now();
@@ -112,9 +112,9 @@ async fn the_scheduler_s_limit_flags_and_dask_s_connect_timeout_variable_apply()
     // The one slot is taken: a second connection is refused at once.
     let mut second = TcpStream::connect(&addr).await.unwrap();
     assert!(closed_within(&mut second, 5).await);
-    assert!(started.elapsed() < std::time::Duration::from_millis(300));
-    assert!(closed_within(&mut silent, 5).await);
-    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert!(closed_within(&mut silent, 10).await);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
     child.kill().await.unwrap();
 
     // A frame over --max-frame closes the connection.
