@@ -96,6 +96,10 @@ impl Client {
         let families = match rx.recv::<FromScheduler>().await {
             Ok(Some(batch)) => match batch.into_iter().next().map(|e| e.msg) {
                 Some(FromScheduler::Welcome { families, .. }) => families,
+                // The scheduler says why (e.g. it has as many connections as its limit).
+                Some(FromScheduler::Refused { reason, .. }) => {
+                    return Err(connect_err(format!("refused: {reason}")));
+                }
                 other => return Err(connect_err(format!("unexpected reply {other:?}"))),
             },
             Ok(None) => return Err(connect_err("closed during registration".into())),
@@ -112,12 +116,18 @@ impl Client {
         });
         tokio::spawn(release_loop(Arc::downgrade(&inner), release_wake));
         let weak = Arc::downgrade(&inner);
+        let peer = address.to_owned();
         tokio::spawn(async move {
             let reason = loop {
                 let batch = match rx.recv::<FromScheduler>().await {
                     Ok(Some(b)) => b,
                     Ok(None) => break "the scheduler closed the connection".to_owned(),
-                    Err(e) => break format!("malformed message from the scheduler: {e}"),
+                    // Too large (a frame over the maximum is refused before it is read),
+                    // truncated or undecodable: the connection is given up.
+                    Err(e) => {
+                        tracing::error!(scheduler = %peer, error = %e, "closing the connection: bad frame from the scheduler");
+                        break format!("bad frame from the scheduler at {peer}: {e}");
+                    }
                 };
                 let Some(inner) = weak.upgrade() else { return };
                 inner.on_batch(batch);
@@ -501,5 +511,69 @@ impl<R: Data> Future<R> {
 impl<R> std::fmt::Debug for Future<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Future({})", self.inner.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rask_core::protocol::{DEFAULT_MAX_FRAME, Envelope, write_frame};
+    use tokio::io::AsyncWriteExt;
+
+    /// A fake scheduler that welcomes the client, then sends what `after` writes.
+    async fn fake_scheduler(after: Vec<u8>, welcome: FromScheduler) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("tcp://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            write_frame(&mut s, &[Envelope::new(welcome)], DEFAULT_MAX_FRAME)
+                .await
+                .unwrap();
+            s.write_all(&after).await.unwrap();
+            // Keep the connection open: only the frame can end it.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_maximum_from_the_scheduler_is_an_error_naming_it_and_the_size() {
+        let welcome = FromScheduler::Welcome {
+            id: 1,
+            families: Vec::new(),
+        };
+        let huge = (DEFAULT_MAX_FRAME + 1).to_le_bytes().to_vec();
+        let addr = fake_scheduler(huge, welcome).await;
+        let client = Client::connect(&addr).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let lost = loop {
+            if let Some(reason) = client.inner.lock().lost.clone() {
+                break reason;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the client kept the connection"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(lost.contains(&addr), "{lost}");
+        assert!(
+            lost.contains(&format!("frame of {} bytes exceeds", DEFAULT_MAX_FRAME + 1)),
+            "{lost}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_at_connect_says_why() {
+        let refused = FromScheduler::Refused {
+            reason: "the scheduler has 2 connections open".into(),
+            retry: true,
+        };
+        let addr = fake_scheduler(Vec::new(), refused).await;
+        let err = Client::connect(&addr).await.err().unwrap().to_string();
+        assert!(
+            err.contains("refused: the scheduler has 2 connections open"),
+            "{err}"
+        );
     }
 }

@@ -1,4 +1,6 @@
-//! Parsing of human-written sizes such as `4GiB` or `64MB`.
+//! Parsing of human-written sizes such as `4GiB` or `64MB`, and durations such as `30s`.
+
+use std::time::Duration;
 
 /// Parses `4GiB`, `512 MiB`, `64MB`, `1.5e9`, `100kB`, or a plain number of bytes.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -34,6 +36,34 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Parses a duration as Dask's configuration writes them: `30s`, `500ms`, `2 minutes`, `1h`,
+/// or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 30s, 500ms, 2 minutes, 10)"))?;
+    let seconds: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+        "ms" | "millisecond" | "milliseconds" => 1e-3,
+        "us" | "microsecond" | "microseconds" => 1e-6,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+        "h" | "hr" | "hour" | "hours" => 3600.0,
+        "d" | "day" | "days" => 86400.0,
+        other => {
+            return Err(format!(
+                "{s:?} has an unknown unit {other:?} (use ms, s, minutes, h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(n * seconds).map_err(|_| format!("{s:?} is out of range"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +82,28 @@ mod tests {
                 .contains("unknown unit")
         );
         assert!(parse_bytes("-1").unwrap_err().contains("out of range"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_duration("2 minutes").unwrap(),
+            Duration::from_secs(120)
+        );
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(
+            parse_duration("3 fortnights")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(parse_duration("-1s").unwrap_err().contains("out of range"));
     }
 }

@@ -28,9 +28,14 @@
 //!   anything that goes wrong; a client that sent a bad body should be told so, and should not
 //!   retry). A body that names neither `n` nor `workers`, or both, is malformed too: Dask
 //!   quietly retires nothing (or ignores `workers`), which hides the caller's mistake.
-//! - a `retire_workers` body over 64 KiB: 413.
+//! - a `retire_workers` body over 64 KiB: 413; one that does not arrive within the body timeout
+//!   (10 s by default): 408.
 //! - the scheduler shutting down: 503.
 //! - an unknown path: 404; a known path with the wrong method: 405.
+//!
+//! Slow clients cannot hold the API: a connection whose request headers have not all arrived
+//! within the header timeout (10 s by default; also how long an idle keep-alive connection stays
+//! open) is closed ([`HttpLimits`]).
 //!
 //! Metrics keep Dask's names, types, label names and label values, with help texts of our own
 //! (rendered by `metrics.rs`). All 19 `dask_scheduler_*` families of Dask 2026.8's scheduler:
@@ -80,6 +85,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use warp::http::StatusCode;
@@ -96,10 +102,37 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 /// The largest `retire_workers` body accepted; a list of a few hundred addresses fits easily.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Timeouts that keep slow or stalled HTTP clients from holding the API.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HttpLimits {
+    /// A request's headers must all arrive within this long; an idle keep-alive connection is
+    /// closed after it too.
+    pub header_timeout: Duration,
+    /// A request's body must all arrive within this long (408 otherwise).
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// All routes, as [`serve`] serves them; mount them in a larger warp server if need be. Never
 /// rejects: unknown paths, wrong methods and failures all become responses.
 pub fn routes(
     handle: SchedulerHandle,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    routes_with(handle, HttpLimits::default())
+}
+
+/// [`routes`] with the given body timeout.
+pub fn routes_with(
+    handle: SchedulerHandle,
+    limits: HttpLimits,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let dashboard = crate::dashboard::routes(handle.clone());
     let with_handle = warp::any().map(move || handle.clone());
@@ -122,15 +155,14 @@ pub fn routes(
         .and(warp::get())
         .and(with_handle.clone())
         .then(|handle| async move { respond(check_idle(handle).await) });
-    let retire_workers =
-        warp::path!("api" / "v1" / "retire_workers")
-            .and(warp::post())
-            .and(with_handle.clone())
-            .and(warp::header::optional::<u64>("content-length"))
-            .and(warp::body::stream())
-            .then(|handle, length, body| async move {
-                respond(retire_workers(handle, length, body).await)
-            });
+    let retire_workers = warp::path!("api" / "v1" / "retire_workers")
+        .and(warp::post())
+        .and(with_handle.clone())
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
+        .then(move |handle, length, body| async move {
+            respond(retire_workers(handle, length, body, limits.body_timeout).await)
+        });
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with_handle)
@@ -165,6 +197,16 @@ pub async fn serve(
     handle: SchedulerHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(addr, handle, shutdown, HttpLimits::default()).await
+}
+
+/// [`serve`] with the given limits.
+pub async fn serve_with(
+    addr: SocketAddr,
+    handle: SchedulerHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: HttpLimits,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -173,10 +215,59 @@ pub async fn serve(
     })?;
     let bound = listener.local_addr()?;
     tracing::info!(address = %bound, "scheduler HTTP API listening");
-    let server = warp::serve(routes(handle))
-        .incoming(listener)
-        .graceful(shutdown);
-    Ok((bound, tokio::spawn(server.run())))
+    let routes = routes_with(handle, limits);
+    Ok((
+        bound,
+        tokio::spawn(accept_http(listener, routes, shutdown, limits)),
+    ))
+}
+
+/// Serves each connection with hyper directly rather than through `warp::serve`, which sets no
+/// timer and so no header timeout: a client trickling its headers would hold its connection for
+/// ever.
+async fn accept_http<F>(
+    listener: tokio::net::TcpListener,
+    routes: F,
+    shutdown: impl Future<Output = ()>,
+    limits: HttpLimits,
+) where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for some to close.
+                    tracing::warn!(error = %e, "HTTP API accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            match conn.await {
+                Ok(()) => {}
+                Err(e) if e.is_timeout() => tracing::info!(
+                    %peer,
+                    timeout_s = limits.header_timeout.as_secs_f64(),
+                    "closing an HTTP connection: no complete request headers within the timeout"
+                ),
+                Err(e) => tracing::debug!(%peer, error = %e, "HTTP connection failed"),
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Why a request failed; each maps to a status code and a message naming the problem.
@@ -188,6 +279,8 @@ enum ApiError {
     BodyTooLarge,
     #[error("cannot read the request body: {0}")]
     BodyRead(#[source] warp::Error),
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
     #[error(transparent)]
     SchedulerGone(#[from] SchedulerGone),
     #[error("cannot encode the metrics: {0}")]
@@ -199,6 +292,7 @@ impl ApiError {
         match self {
             ApiError::BadRetireBody(_) | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::SchedulerGone(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::EncodeMetrics(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -313,6 +407,7 @@ async fn retire_workers<S, B>(
     handle: SchedulerHandle,
     content_length: Option<u64>,
     body: S,
+    body_timeout: Duration,
 ) -> Result<Response, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
@@ -322,7 +417,9 @@ where
     if content_length.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
         return Err(ApiError::BodyTooLarge);
     }
-    let body = read_body(body).await?;
+    let body = tokio::time::timeout(body_timeout, read_body(body))
+        .await
+        .map_err(|_| ApiError::BodyTimeout(body_timeout))??;
     let selector = parse_retire_body(&body)?;
     tracing::info!(?selector, "retiring workers on HTTP request");
     let retired = handle.retire(selector).await?;

@@ -4,11 +4,12 @@
 //! HTTP API stays on the caller's runtime and talks to the loop through requests.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::dashboard::feed::SchedulerRow;
 use crate::state::{self, ClientId, Outbox, RequestId, State, WorkerId};
@@ -16,7 +17,7 @@ use crate::{Request, RetiredWorker, SchedulerHandle, Snapshot, TickSnapshot, htt
 use rask_core::Key;
 use rask_core::net;
 use rask_core::process::{CpuMeter, process_cpu_seconds, process_rss};
-use rask_core::protocol::{Envelope, FrameError, FromScheduler, ToScheduler};
+use rask_core::protocol::{Envelope, FrameError, FromScheduler, ToScheduler, encode_frame};
 use rask_core::ticks::{TICK_INTERVAL, Ticks};
 
 /// How to start a scheduler.
@@ -29,6 +30,38 @@ pub struct SchedulerConfig {
     /// Host name to advertise in the scheduler's address (defaults to the listen IP).
     pub advertise_host: Option<String>,
     pub policy: state::Config,
+    /// What the scheduler accepts from its peers (the graph size limit is in `policy`).
+    pub limits: Limits,
+}
+
+/// Limits that protect the scheduler from its peers: each ends in a refusal or a closed
+/// connection with a log line, never in unbounded memory or a stuck event loop
+/// (docs/operations.md lists them with their flags).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// Largest frame and most bytes queued for one peer.
+    pub conn: net::Limits,
+    /// Most connections open at once (clients, workers, nannies); more are refused.
+    pub max_connections: usize,
+    /// A connection that has not sent its registration within this long is closed (Dask's
+    /// `distributed.comm.timeouts.connect`).
+    pub handshake_timeout: Duration,
+    /// The HTTP API's timeouts.
+    pub http: http::HttpLimits,
+}
+
+/// The default of [`Limits::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            conn: net::Limits::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: Duration::from_secs(30),
+            http: http::HttpLimits::default(),
+        }
+    }
 }
 
 impl Default for SchedulerConfig {
@@ -38,6 +71,7 @@ impl Default for SchedulerConfig {
             dashboard: None,
             advertise_host: None,
             policy: state::Config::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -74,7 +108,11 @@ impl Scheduler {
                 let shutdown = async move {
                     let _ = http_stop_rx.await;
                 };
-                Some(http::serve(addr, handle.clone(), shutdown).await?.0)
+                Some(
+                    http::serve_with(addr, handle.clone(), shutdown, config.limits.http)
+                        .await?
+                        .0,
+                )
             }
             None => None,
         };
@@ -100,13 +138,14 @@ impl Scheduler {
             .enable_all()
             .build()?;
         let listener = listener.into_std()?;
+        let limits = config.limits;
         std::thread::Builder::new()
             .name("rask-scheduler".into())
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
                         Ok(listener) => {
-                            tokio::spawn(accept_loop(listener, events_tx));
+                            tokio::spawn(accept_loop(listener, events_tx, limits));
                             event_loop.run(events_rx, req_rx, stop_rx).await;
                         }
                         Err(e) => tracing::error!(error = %e, "cannot serve the scheduler port"),
@@ -192,14 +231,25 @@ enum Event {
     },
 }
 
-async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>) {
+async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>, limits: Limits) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut next_id: u64 = 0;
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                next_id += 1;
-                tokio::spawn(read_loop(next_id, stream, peer, events.clone()));
-            }
+            Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    next_id += 1;
+                    tokio::spawn(read_loop(
+                        next_id,
+                        stream,
+                        peer,
+                        events.clone(),
+                        limits,
+                        slot,
+                    ));
+                }
+                Err(_) => refuse_over_limit(&stream, peer, limits.max_connections),
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -211,19 +261,48 @@ async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>
     }
 }
 
-/// Reads one connection: the first message says whether it is a client or a worker.
+/// Tells a connection over the limit why it is refused (a `Refused` the peer may retry, written
+/// without waiting: the socket's empty buffer takes it) and closes it.
+fn refuse_over_limit(stream: &TcpStream, peer: SocketAddr, max: usize) {
+    let reason = format!(
+        "the scheduler has {max} connections open, its limit (rask scheduler --max-connections)"
+    );
+    tracing::warn!(%peer, max, "refusing a connection: as many are open as the limit");
+    let refusal = [Envelope::new(FromScheduler::Refused {
+        reason,
+        retry: true,
+    })];
+    if let Ok((head, _)) = encode_frame(&refusal, rask_core::protocol::DEFAULT_MAX_FRAME) {
+        let _ = stream.try_write(&head);
+    }
+}
+
+/// Reads one connection: the first message says whether it is a client or a worker. It must
+/// arrive within the handshake timeout. `_slot` counts the connection against the limit.
 async fn read_loop(
     id: u64,
     stream: TcpStream,
     peer: SocketAddr,
     events: mpsc::UnboundedSender<Event>,
+    limits: Limits,
+    _slot: OwnedSemaphorePermit,
 ) {
-    let (sender, mut receiver) = net::split::<FromScheduler>(stream, peer.to_string());
-    let mut batch = match receiver.recv::<ToScheduler>().await {
-        Ok(Some(b)) if !b.is_empty() => b,
-        Ok(_) => return,
-        Err(e) => {
+    let (sender, mut receiver) =
+        net::split_with::<FromScheduler>(stream, peer.to_string(), limits.conn);
+    let first = tokio::time::timeout(limits.handshake_timeout, receiver.recv::<ToScheduler>());
+    let mut batch = match first.await {
+        Ok(Ok(Some(b))) if !b.is_empty() => b,
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => {
             tracing::warn!(%peer, error = %e, "closing connection: bad first frame");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                %peer,
+                timeout_s = limits.handshake_timeout.as_secs_f64(),
+                "closing connection: no registration within the handshake timeout"
+            );
             return;
         }
     };
@@ -282,6 +361,9 @@ async fn read_loop(
 struct Conn {
     role: Role,
     sender: net::Sender<FromScheduler>,
+    /// For a worker's connection: since when the state no longer knows the worker (removed
+    /// for missing heartbeats, retired, or closing) while the connection stays open.
+    orphaned: Option<f64>,
 }
 
 struct EventLoop {
@@ -394,6 +476,7 @@ impl EventLoop {
                     state.tick(now(), &mut out);
                     out.flush();
                     self.measure_process();
+                    self.close_orphans(now());
                 }
                 _ = measure.tick() => self.ticks.tick(Instant::now()),
                 _ = &mut stop => break,
@@ -409,6 +492,31 @@ impl EventLoop {
         }
         // Let the writers flush the Close messages.
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    /// Closes the connections of workers the state removed that have not left on their own
+    /// within the worker TTL of being told to (a hung worker that no longer reads): their
+    /// connection and its slot are not held for ever.
+    fn close_orphans(&mut self, now: f64) {
+        let ttl = self.state.config().worker_ttl_s;
+        for (id, conn) in &mut self.conns {
+            if !matches!(conn.role, Role::Worker) || self.state.has_worker(*id) {
+                continue;
+            }
+            match conn.orphaned {
+                None => conn.orphaned = Some(now),
+                Some(since) if now - since > ttl => {
+                    tracing::warn!(
+                        conn = id,
+                        ttl,
+                        "closing the connection of a removed worker that did not leave"
+                    );
+                    conn.sender
+                        .close(format!("removed worker still connected after {ttl} s"));
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     fn split(&mut self) -> (&mut State, NetOutbox<'_>) {
@@ -493,6 +601,7 @@ impl EventLoop {
                         Conn {
                             role: Role::Client,
                             sender,
+                            orphaned: None,
                         },
                     );
                     self.state.add_client(id);
@@ -503,6 +612,7 @@ impl EventLoop {
                         Conn {
                             role: Role::Worker,
                             sender: sender.clone(),
+                            orphaned: None,
                         },
                     );
                     let (state, mut out) = self.split();

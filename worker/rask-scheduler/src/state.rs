@@ -67,7 +67,13 @@ pub struct Config {
     /// this long; `None` waits for such a worker for ever (Dask's
     /// `distributed.scheduler.no-workers-timeout`, unset by default).
     pub no_workers_timeout_s: Option<f64>,
+    /// Most tasks one `update_graph` may add; a larger graph is refused whole, each wanted key
+    /// failing with an error naming the limit (rask's own: Dask has no such limit).
+    pub max_graph_tasks: usize,
 }
+
+/// The default of [`Config::max_graph_tasks`].
+pub const DEFAULT_MAX_GRAPH_TASKS: usize = 4_000_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -79,6 +85,7 @@ impl Default for Config {
             target_duration_s: 5.0,
             retire_grace_s: 30.0,
             no_workers_timeout_s: None,
+            max_graph_tasks: DEFAULT_MAX_GRAPH_TASKS,
         }
     }
 }
@@ -368,6 +375,11 @@ impl State {
 
     // ----- clients -------------------------------------------------------------------------
 
+    /// Whether `worker` is registered (not removed).
+    pub fn has_worker(&self, worker: WorkerId) -> bool {
+        self.workers.contains_key(&worker)
+    }
+
     pub fn add_client(&mut self, client: ClientId) {
         if let std::collections::hash_map::Entry::Vacant(e) = self.clients.entry(client) {
             e.insert(FxHashSet::default());
@@ -393,6 +405,28 @@ impl State {
         now: f64,
         out: &mut impl Outbox,
     ) {
+        let max = self.config.max_graph_tasks;
+        if tasks.len() > max {
+            // Refused before anything is added: the client sees why on every key it wanted.
+            tracing::warn!(
+                client,
+                tasks = tasks.len(),
+                max,
+                "refusing a graph with more tasks than the limit"
+            );
+            let error = TaskError::GraphTooLarge {
+                tasks: tasks.len() as u64,
+                max: max as u64,
+            };
+            for key in wanted {
+                let failure = TaskFailure {
+                    key: key.clone(),
+                    error: error.clone(),
+                };
+                out.to_client(client, FromScheduler::KeyErred { key, failure }.into());
+            }
+            return;
+        }
         let mut unknown_deps: Vec<(Key, Key)> = Vec::new();
         let mut new_keys: Vec<Key> = Vec::with_capacity(tasks.len());
         self.tasks.reserve(tasks.len());

@@ -522,6 +522,42 @@ fn an_error_reaches_the_client_with_the_failing_task_s_key() {
 }
 
 #[test]
+fn a_graph_over_the_task_limit_is_refused_whole_with_the_limit_named() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    sim.st.config.max_graph_tasks = 2;
+    let sent_to_workers = sim.out.to_workers.len();
+    sim.submit(
+        vec![
+            task("a", "inc", vec![1.into()]),
+            task("b", "inc", vec![key("a")]),
+            task("c", "inc", vec![key("b")]),
+        ],
+        &[&k("c"), &k("a")],
+    );
+    let f = sim.client_error(&k("c")).unwrap();
+    assert_eq!(f.error, TaskError::GraphTooLarge { tasks: 3, max: 2 });
+    let text = f.to_string();
+    assert!(
+        text.contains("3 tasks") && text.contains("limit of 2"),
+        "{text}"
+    );
+    assert!(sim.client_error(&k("a")).is_some());
+    // Nothing was added, nothing runs, and a graph within the limit still does.
+    assert!(sim.st.tasks.is_empty());
+    assert_eq!(sim.out.to_workers.len(), sent_to_workers);
+    sim.submit(
+        vec![
+            task("x", "inc", vec![1.into()]),
+            task("y", "inc", vec![key("x")]),
+        ],
+        &[&k("y")],
+    );
+    sim.run_all();
+    assert!(sim.client_error(&k("y")).is_none());
+    assert!(sim.client_value(&k("y")).is_some());
+}
+
+#[test]
 fn unknown_dependencies_and_keys_are_errors() {
     let mut sim = Sim::new(&[(1, 1)]);
     sim.submit(

@@ -71,6 +71,32 @@ pub struct WorkerConfig {
     /// Where to serve `/health` and `/metrics` (Dask's `--dashboard-address`; port 0 picks a
     /// free port; `None`: no dashboard).
     pub dashboard: Option<SocketAddr>,
+    /// What its data server accepts from peers and clients.
+    pub data_limits: DataLimits,
+}
+
+/// Limits on the worker's data server, which peers and clients connect to: each ends in a closed
+/// connection with a log line naming the peer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DataLimits {
+    /// Largest request frame; a peer announcing more is disconnected before it is read.
+    pub max_frame: u64,
+    /// Most connections open at once; more are closed as they arrive. Peers keep idle
+    /// connections for reuse, so a worker among N others may hold about N.
+    pub max_connections: usize,
+    /// A connection must send its first request within this long (Dask's
+    /// `distributed.comm.timeouts.connect`); between requests it may stay idle.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for DataLimits {
+    fn default() -> Self {
+        DataLimits {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl WorkerConfig {
@@ -89,6 +115,7 @@ impl WorkerConfig {
             resources: Resources::none(),
             memory: MemoryFractions::default(),
             dashboard: None,
+            data_limits: DataLimits::default(),
         }
     }
 }
@@ -241,7 +268,12 @@ impl Worker {
         );
 
         let transfers = Arc::new(Transfers::default());
-        tokio::spawn(serve_data(listener, store.clone(), transfers.clone()));
+        tokio::spawn(serve_data(
+            listener,
+            store.clone(),
+            transfers.clone(),
+            config.data_limits,
+        ));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let dashboard = dashboard.map(|(listener, bound)| {
             // Served until the event loop ends and drops its receiver.
@@ -868,7 +900,13 @@ impl Latency {
 // ----- peer data: serving and fetching ---------------------------------------------------------
 
 /// Serves `GetData` requests from peers and clients.
-async fn serve_data(listener: TcpListener, store: Arc<Mutex<Store>>, transfers: Arc<Transfers>) {
+async fn serve_data(
+    listener: TcpListener,
+    store: Arc<Mutex<Store>>,
+    transfers: Arc<Transfers>,
+    limits: DataLimits,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -878,10 +916,20 @@ async fn serve_data(listener: TcpListener, store: Arc<Mutex<Store>>, transfers: 
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                %peer,
+                max = limits.max_connections,
+                "refusing a data connection: as many are open as the limit"
+            );
+            drop(stream);
+            continue;
+        };
         let store = store.clone();
         let transfers = transfers.clone();
         tokio::spawn(async move {
-            match serve_data_conn(stream, store, &transfers).await {
+            let _slot = slot;
+            match serve_data_conn(stream, store, &transfers, limits).await {
                 Ok(()) => {}
                 // A peer or client that went away mid-exchange is routine.
                 Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
@@ -897,9 +945,25 @@ async fn serve_data_conn(
     mut stream: TcpStream,
     store: Arc<Mutex<Store>>,
     transfers: &Transfers,
+    limits: DataLimits,
 ) -> Result<(), FrameError> {
     let _ = stream.set_nodelay(true);
-    while let Some(batch) = read_frame::<DataRequest, _>(&mut stream, DEFAULT_MAX_FRAME).await? {
+    let first = tokio::time::timeout(
+        limits.handshake_timeout,
+        read_frame::<DataRequest, _>(&mut stream, limits.max_frame),
+    )
+    .await
+    .map_err(|_| {
+        FrameError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "no request within the handshake timeout of {:?}",
+                limits.handshake_timeout
+            ),
+        ))
+    })?;
+    let mut next = first?;
+    while let Some(batch) = next {
         let mut replies = Vec::with_capacity(batch.len());
         for env in batch {
             let DataRequest::GetData { keys } = env.msg;
@@ -932,6 +996,7 @@ async fn serve_data_conn(
             .sum();
         let _sending = transfers.outgoing(nbytes);
         write_frame(&mut stream, &replies, DEFAULT_MAX_FRAME).await?;
+        next = read_frame::<DataRequest, _>(&mut stream, limits.max_frame).await?;
     }
     Ok(())
 }
@@ -1028,6 +1093,118 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod data_limits {
+        use super::*;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        /// A data server holding `x` = b"xx", with these limits; its address.
+        async fn data_server(limits: DataLimits) -> SocketAddr {
+            let dir = std::env::temp_dir();
+            let mut store = Store::new(0, &dir).unwrap();
+            store
+                .put(
+                    Key::from("x"),
+                    Encoded::from_bytes(Bytes::from_static(b"xx")),
+                )
+                .unwrap();
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(serve_data(
+                listener,
+                Arc::new(Mutex::new(store)),
+                Arc::new(Transfers::default()),
+                limits,
+            ));
+            addr
+        }
+
+        async fn get_x(s: &mut TcpStream) {
+            let req = [Envelope::new(DataRequest::GetData {
+                keys: vec![Key::from("x")],
+            })];
+            write_frame(s, &req, DEFAULT_MAX_FRAME).await.unwrap();
+            let reply = read_frame::<DataReply, _>(s, DEFAULT_MAX_FRAME)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(reply[0].blobs, vec![Bytes::from_static(b"xx")]);
+        }
+
+        async fn expect_closed(s: &mut TcpStream) {
+            let mut buf = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+            assert!(read.is_ok(), "the data server did not close the connection");
+        }
+
+        #[tokio::test]
+        async fn an_oversized_request_frame_closes_the_connection() {
+            let addr = data_server(DataLimits {
+                max_frame: 1024,
+                ..DataLimits::default()
+            })
+            .await;
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(&(1u64 << 40).to_le_bytes()).await.unwrap();
+            expect_closed(&mut s).await;
+            let mut ok = TcpStream::connect(addr).await.unwrap();
+            get_x(&mut ok).await;
+        }
+
+        #[tokio::test]
+        async fn a_silent_connection_is_closed_but_an_idle_pooled_one_is_kept() {
+            let addr = data_server(DataLimits {
+                handshake_timeout: Duration::from_secs(1),
+                ..DataLimits::default()
+            })
+            .await;
+            let mut silent = TcpStream::connect(addr).await.unwrap();
+            let mut partial = TcpStream::connect(addr).await.unwrap();
+            partial.write_all(&[1, 2, 3]).await.unwrap();
+            let mut pooled = TcpStream::connect(addr).await.unwrap();
+            get_x(&mut pooled).await;
+            expect_closed(&mut silent).await;
+            expect_closed(&mut partial).await;
+            // Idle between requests for longer than the timeout, as in a peer's pool.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            get_x(&mut pooled).await;
+        }
+
+        #[tokio::test]
+        async fn connections_over_the_limit_are_closed_and_open_ones_served() {
+            let addr = data_server(DataLimits {
+                max_connections: 1,
+                ..DataLimits::default()
+            })
+            .await;
+            let mut first = TcpStream::connect(addr).await.unwrap();
+            get_x(&mut first).await;
+            let mut second = TcpStream::connect(addr).await.unwrap();
+            expect_closed(&mut second).await;
+            get_x(&mut first).await;
+            drop(first);
+            // Its slot is free again once the server sees it close.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let mut again = TcpStream::connect(addr).await.unwrap();
+                let req = [Envelope::new(DataRequest::GetData {
+                    keys: vec![Key::from("x")],
+                })];
+                let answered = write_frame(&mut again, &req, DEFAULT_MAX_FRAME)
+                    .await
+                    .is_ok()
+                    && matches!(
+                        read_frame::<DataReply, _>(&mut again, DEFAULT_MAX_FRAME).await,
+                        Ok(Some(_))
+                    );
+                if answered {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the freed slot was never reused");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
 
     #[test]
     fn latency_is_the_first_round_trip_then_moves_five_percent_per_heartbeat() {

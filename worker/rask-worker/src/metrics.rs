@@ -40,6 +40,7 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use warp::http::StatusCode;
@@ -411,6 +412,10 @@ pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpLis
     tokio::net::TcpListener::bind(addr).await
 }
 
+/// How long a dashboard connection may take to send a request's headers (and stay idle between
+/// requests) before it is closed, as the scheduler's API does by default.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the dashboard on `listener` until `shutdown` resolves, asking the worker's event loop
 /// with `ask` for each scrape.
 pub(crate) fn serve(
@@ -418,10 +423,48 @@ pub(crate) fn serve(
     ask: impl Ask + Clone + Send + Sync + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    let server = warp::serve(routes(ask))
-        .incoming(listener)
-        .graceful(shutdown);
-    tokio::spawn(server.run())
+    tokio::spawn(accept(listener, routes(ask), shutdown, HEADER_TIMEOUT))
+}
+
+/// Serves each connection with hyper directly, with a timer, so that a header timeout applies
+/// (`warp::serve` sets none: a client trickling its headers would hold its connection for ever);
+/// as the scheduler's HTTP API does.
+async fn accept<F>(
+    listener: tokio::net::TcpListener,
+    routes: F,
+    shutdown: impl Future<Output = ()>,
+    header_timeout: Duration,
+) where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dashboard accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "dashboard connection closed");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 #[cfg(test)]
@@ -615,6 +658,51 @@ mod tests {
         // Liveness does not depend on the loop.
         let (status, _) = exchange(|| None, &get("/health")).await;
         assert_eq!(status, "HTTP/1.1 200 OK");
+    }
+
+    #[tokio::test]
+    async fn a_client_trickling_its_headers_is_cut_off_and_others_are_answered() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answering = || {
+            let (reply, answer) = oneshot::channel();
+            let _ = reply.send(metrics());
+            Some(answer)
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(accept(
+            listener,
+            routes(answering),
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_millis(300),
+        ));
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
+        let trickle = async {
+            for b in b"GET /metrics HTTP/1.1\r\nX-Slow: ".iter().cycle() {
+                if slow.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                if started.elapsed() > Duration::from_secs(5) {
+                    panic!("the trickling client was never cut off");
+                }
+            }
+        };
+        let other = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(get("/health").as_bytes()).await.unwrap();
+            let mut raw = String::new();
+            s.read_to_string(&mut raw).await.unwrap();
+            assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        };
+        tokio::join!(trickle, other);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        stop.send(()).unwrap();
+        server.await.unwrap();
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,10 +24,11 @@ use crate::jobs;
 use crate::local::{LocalCluster, LocalClusterConfig, Mode};
 use rask_array::{ChunkSpec, Grid};
 use rask_client::Client;
-use rask_core::units::parse_bytes;
+use rask_core::units::{parse_bytes, parse_duration};
 use rask_core::{Registry, Resources};
 use rask_frame as frame;
-use rask_scheduler::server::{Scheduler, SchedulerConfig};
+use rask_scheduler::server::{DEFAULT_MAX_CONNECTIONS, Scheduler, SchedulerConfig};
+use rask_scheduler::state::DEFAULT_MAX_GRAPH_TASKS;
 use rask_worker::memory::{MemoryFractions, MemoryPolicy};
 use rask_worker::nanny::{self, NannyConfig};
 use rask_worker::{Worker, WorkerConfig};
@@ -78,6 +79,106 @@ struct SchedulerArgs {
     /// `distributed.scheduler.no-workers-timeout`).
     #[arg(long, env = "DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT")]
     no_workers_timeout: Option<f64>,
+    #[command(flatten)]
+    limits: ConnLimitArgs,
+    /// Most bytes queued for one client or worker that does not read them (`1GiB`); past it
+    /// the connection is closed rather than the scheduler's memory growing.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    max_backlog: u64,
+    /// Most tasks one graph submitted by a client may have; a larger one is refused whole.
+    #[arg(long, default_value_t = DEFAULT_MAX_GRAPH_TASKS)]
+    max_graph_tasks: usize,
+    /// The HTTP API closes a connection whose request headers have not all arrived within this
+    /// long (also how long an idle keep-alive connection stays open): `10s`, `500ms`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    http_header_timeout: Duration,
+    /// The HTTP API answers 408 to a request whose body has not all arrived within this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    http_body_timeout: Duration,
+}
+
+/// Limits of the scheduler's port and of workers' data servers alike (docs/operations.md).
+#[derive(Args)]
+struct ConnLimitArgs {
+    /// Largest message frame accepted (`1GiB`, `256MiB`); a peer announcing a larger one is
+    /// disconnected before any of it is read.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    max_frame: u64,
+    /// Most connections open at once; more are refused as they arrive. Default: 10,000, or the
+    /// open-file limit less 64 if that is lower.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// A new connection must send its first message within this long, or it is closed (Dask's
+    /// `distributed.comm.timeouts.connect`): `30s`, `500ms`.
+    #[arg(
+        long,
+        env = "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    handshake_timeout: Duration,
+}
+
+impl ConnLimitArgs {
+    /// Refuses limits that would turn every peer away.
+    fn check(&self) -> Result<(), String> {
+        if self.max_frame < MIN_FRAME {
+            return Err(format!(
+                "--max-frame {} is below the smallest useful frame, {MIN_FRAME} bytes",
+                self.max_frame
+            ));
+        }
+        if self.max_connections == Some(0) {
+            return Err("--max-connections must be at least 1".into());
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err("--handshake-timeout must be longer than 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// The smallest `--max-frame`: registrations and small requests must fit.
+const MIN_FRAME: u64 = 64 << 10;
+
+/// File descriptors a process needs beside its connections (listeners, spill files, logs).
+const FD_RESERVE: u64 = 64;
+
+impl ConnLimitArgs {
+    /// `--max-connections`, or the default fitted to the open-file limit. Warns when a value
+    /// given is over that limit: past it, connections fail to be accepted before the connection
+    /// limit says why.
+    fn max_connections(&self) -> usize {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        match self.max_connections {
+            Some(n) => {
+                if let Some(warning) = fd_shortfall(soft, n) {
+                    tracing::warn!("{warning}");
+                }
+                n
+            }
+            None => default_max_connections(soft),
+        }
+    }
+}
+
+/// 10,000 connections, fewer if the open-file limit `soft` (`None`: unlimited) allows fewer.
+fn default_max_connections(soft: Option<u64>) -> usize {
+    let fitting = soft.map_or(u64::MAX, |s| s.saturating_sub(FD_RESERVE).max(1));
+    DEFAULT_MAX_CONNECTIONS.min(usize::try_from(fitting).unwrap_or(usize::MAX))
+}
+
+/// What is wrong with an open-file limit of `soft` (`None`: unlimited) for `max_connections`.
+fn fd_shortfall(soft: Option<u64>, max_connections: usize) -> Option<String> {
+    let needed = max_connections as u64 + FD_RESERVE;
+    let soft = soft?;
+    (soft < needed).then(|| {
+        format!(
+            "the open-file limit ({soft}) is below --max-connections ({max_connections}) plus \
+             {FD_RESERVE}: connections past it are not accepted (\"too many open files\"); \
+             raise it (ulimit -n {needed}) or lower --max-connections"
+        )
+    })
 }
 
 #[derive(Args)]
@@ -131,6 +232,8 @@ struct WorkerArgs {
     /// cloudpickle). Default: python3 on PATH.
     #[arg(long, env = rask_python::PYTHON_ENV)]
     python: Option<PathBuf>,
+    #[command(flatten)]
+    limits: ConnLimitArgs,
 }
 
 impl WorkerArgs {
@@ -325,6 +428,20 @@ async fn scheduler(a: SchedulerArgs) -> CliResult {
         ..SchedulerConfig::default()
     };
     config.policy.worker_ttl_s = a.worker_ttl;
+    a.limits.check()?;
+    if a.max_graph_tasks == 0 {
+        return Err("--max-graph-tasks must be at least 1".into());
+    }
+    if a.http_header_timeout.is_zero() || a.http_body_timeout.is_zero() {
+        return Err("--http-header-timeout and --http-body-timeout must be longer than 0".into());
+    }
+    config.policy.max_graph_tasks = a.max_graph_tasks;
+    config.limits.conn.max_frame = a.limits.max_frame;
+    config.limits.conn.max_backlog = a.max_backlog;
+    config.limits.max_connections = a.limits.max_connections();
+    config.limits.handshake_timeout = a.limits.handshake_timeout;
+    config.limits.http.header_timeout = a.http_header_timeout;
+    config.limits.http.body_timeout = a.http_body_timeout;
     if let Some(t) = a.no_workers_timeout {
         if !(t.is_finite() && t >= 0.0) {
             return Err(format!(
@@ -415,6 +532,7 @@ async fn worker(a: WorkerArgs, registry: Registry) -> CliResult {
         .clone()
         .unwrap_or_else(|| format!("{}-{}", hostname_ip(), std::process::id()));
     let dashboard = a.dashboard()?;
+    a.limits.check()?;
     if a.nanny || !a.no_nanny {
         return supervise(&a, name, nthreads, memory_limit, fractions, dashboard).await;
     }
@@ -437,6 +555,9 @@ async fn worker(a: WorkerArgs, registry: Registry) -> CliResult {
     config.advertise_host = a.contact_host;
     config.resources = a.resources.unwrap_or_default();
     config.dashboard = dashboard;
+    config.data_limits.max_frame = a.limits.max_frame;
+    config.data_limits.max_connections = a.limits.max_connections();
+    config.data_limits.handshake_timeout = a.limits.handshake_timeout;
     let w = Worker::start(config, registry)
         .await
         .map_err(|e| e.to_string())?;
@@ -507,6 +628,14 @@ async fn supervise(
         Some(addr) => flag("--dashboard-address", addr.to_string().into()),
         None => args.push("--no-dashboard".into()),
     }
+    args.extend([
+        "--max-frame".into(),
+        a.limits.max_frame.to_string().into(),
+        "--max-connections".into(),
+        a.limits.max_connections().to_string().into(),
+        "--handshake-timeout".into(),
+        a.limits.handshake_timeout.as_secs_f64().to_string().into(),
+    ]);
     args.push("--no-nanny".into());
     let config = NannyConfig {
         program,
@@ -796,6 +925,19 @@ async fn run(a: RunArgs, registry: Registry) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_file_limit_below_the_connection_limit_is_named() {
+        let w = fd_shortfall(Some(1024), 10_000).unwrap();
+        assert!(w.contains("(1024)") && w.contains("(10000)") && w.contains("ulimit -n 10064"));
+        assert_eq!(fd_shortfall(Some(1_048_576), 10_000), None);
+        assert_eq!(fd_shortfall(None, 10_000), None);
+        // Without the flag, the default fits the limit.
+        assert_eq!(default_max_connections(Some(1024)), 960);
+        assert_eq!(default_max_connections(Some(1_048_576)), 10_000);
+        assert_eq!(default_max_connections(None), 10_000);
+        assert_eq!(default_max_connections(Some(10)), 1);
+    }
 
     fn run_args(job: Job, size: Option<usize>, chunk: Option<&str>) -> RunArgs {
         let mut a = match Cli::parse_from(["rask", "run", "delayed"]).command {
