@@ -33,6 +33,9 @@ pub enum ClientError {
         holders: Vec<String>,
         reason: String,
     },
+    /// The client cancelled the task ([`Client::cancel`]) before its outcome was read.
+    #[error("{0} was cancelled")]
+    Cancelled(Key),
 }
 
 /// A connection to a scheduler; cheap to clone.
@@ -77,6 +80,8 @@ enum Outcome {
     /// In memory on these workers; fetched on demand.
     Remote(Vec<String>),
     Failed(TaskFailure),
+    /// Cancelled by this client: an outcome the scheduler sends later does not replace it.
+    Cancelled,
 }
 
 impl Client {
@@ -227,6 +232,11 @@ impl Client {
                 _result: PhantomData,
             })
             .collect();
+        // Releases of dropped futures go first: a key dropped just before and wanted again here
+        // (a delayed value computed twice, a scattered value) is still held at the scheduler
+        // until its release arrives, which would otherwise unwant it after this graph, and the
+        // scheduler announces a held key's result only when it is wanted afresh.
+        self.inner.flush_releases();
         self.inner
             .sched
             .send(ToScheduler::UpdateGraph { tasks, wanted });
@@ -249,7 +259,9 @@ impl Client {
                 Poll::Ready(v) => return Ok(v),
                 Poll::Fetch(holders) => {
                     let v = self.fetch(key, holders).await?;
-                    if let Some(slot) = self.inner.lock().slots.get_mut(key) {
+                    if let Some(slot) = self.inner.lock().slots.get_mut(key)
+                        && !matches!(slot.outcome, Some(Outcome::Cancelled))
+                    {
                         slot.outcome = Some(Outcome::Value(v.clone()));
                     }
                     return Ok(v);
@@ -306,6 +318,7 @@ impl Client {
         match &slot.outcome {
             Some(Outcome::Value(v)) => Ok(Poll::Ready(v.clone())),
             Some(Outcome::Failed(f)) => Err(ClientError::Task(f.clone())),
+            Some(Outcome::Cancelled) => Err(ClientError::Cancelled(key.clone())),
             Some(Outcome::Remote(holders)) => Ok(Poll::Fetch(holders.clone())),
             None => match &r.lost {
                 Some(reason) => Err(ClientError::Lost(reason.clone())),
@@ -332,6 +345,41 @@ impl Client {
             holders,
             reason: last,
         })
+    }
+
+    /// Cancels the tasks of these keys (Dask's `Client.cancel`): this client stops wanting them,
+    /// so the scheduler drops those no other client or task needs, and their futures fail at
+    /// once with [`ClientError::Cancelled`], whatever the scheduler reports later. The keys'
+    /// futures still hold their slots until dropped.
+    pub fn cancel(&self, keys: &[Key]) {
+        let mut wake = Vec::new();
+        let mut cancelled = Vec::new();
+        {
+            let mut r = self.inner.lock();
+            for k in keys {
+                if let Some(slot) = r.slots.get_mut(k) {
+                    slot.outcome = Some(Outcome::Cancelled);
+                    wake.push(slot.notify.clone());
+                    cancelled.push(k.clone());
+                }
+            }
+        }
+        for n in wake {
+            n.notify_waiters();
+        }
+        if !cancelled.is_empty() {
+            self.inner
+                .sched
+                .send(ToScheduler::ReleaseKeys { keys: cancelled });
+        }
+    }
+
+    /// Whether `key` was cancelled by [`Client::cancel`].
+    fn is_cancelled(&self, key: &Key) -> bool {
+        let r = self.inner.lock();
+        r.slots
+            .get(key)
+            .is_some_and(|s| matches!(s.outcome, Some(Outcome::Cancelled)))
     }
 
     /// Closes the connection; futures still held fail with [`ClientError::Lost`].
@@ -362,7 +410,9 @@ impl Inner {
                     continue;
                 }
             };
-            if let Some(slot) = r.slots.get_mut(&key) {
+            if let Some(slot) = r.slots.get_mut(&key)
+                && !matches!(slot.outcome, Some(Outcome::Cancelled))
+            {
                 slot.outcome = Some(outcome);
                 wake.push(slot.notify.clone());
             }
@@ -467,6 +517,11 @@ impl<R> Future<R> {
     /// Whether the task has finished (its value or its error is known), without waiting.
     pub fn done(&self) -> bool {
         self.inner.client.is_done(&self.inner.key)
+    }
+
+    /// Whether the task was cancelled ([`Client::cancel`]).
+    pub fn cancelled(&self) -> bool {
+        self.inner.client.is_cancelled(&self.inner.key)
     }
 
     /// Waits until the task has finished, without fetching its value: then [`Future::done`]
