@@ -254,7 +254,7 @@ class _DelayedFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> Delayed:
         pure = kwargs.pop("pure", self.pure)
         name = kwargs.pop("dask_key_name", None)
-        node = _make_call(self.func, args, kwargs, name=name, pure=bool(pure), prefix=self.name)
+        node = _make_call(self.func, args, kwargs, name=name, pure=bool(pure))
         return Delayed(node, self.nout)
 
     def __repr__(self) -> str:
@@ -269,8 +269,8 @@ def delayed(obj: Any, name: str | None = None, pure: bool | None = None, nout: i
     futures (in lists, tuples and dict values too). `pure=True` gives a call a key made from the
     function and its arguments, so equal calls are one task; otherwise each call is a new task
     (Dask's default too). `nout=n` makes the result unpackable into `n` delayed values.
-    `dask_key_name=` among the call's keywords names its key. `name=` names the function's tasks
-    (their key prefix)."""
+    `dask_key_name=` among the call's keywords names its key. `name=` names the wrapped function
+    (its `key`) or value (its key), not the calls' keys, as in Dask."""
     if isinstance(obj, Delayed):
         return obj
     if nout is not None and (not isinstance(nout, int) or isinstance(nout, bool) or nout < 0):

@@ -65,7 +65,9 @@ def test_keyword_arguments_and_closures(client: Client):
 def test_keys_are_named_after_the_function(client: Client):
     assert delayed(inc)(1).key.startswith("inc-")
     assert delayed(lambda: 1)().key.startswith("lambda-")
-    assert delayed(inc, name="plus_one")(1).key.startswith("plus_one-")
+    assert delayed(inc, name="plus_one").key == "plus_one"
+    assert delayed(inc, name="plus_one")(1).key.startswith("inc-")
+    assert delayed(5, name="five").key == "five"
     # Each impure call is a new task; pure calls of equal inputs share a key.
     assert delayed(inc)(1).key != delayed(inc)(1).key
     assert delayed(inc, pure=True)(1).key == delayed(inc, pure=True)(1).key
