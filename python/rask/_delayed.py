@@ -271,7 +271,7 @@ def delayed(obj: Any, name: str | None = None, pure: bool | None = None, nout: i
     (Dask's default too). `nout=n` makes the result unpackable into `n` delayed values.
     `dask_key_name=` among the call's keywords names its key. `name=` names the wrapped function
     (its `key`) or value (its key), not the calls' keys, as in Dask."""
-    if isinstance(obj, Delayed):
+    if isinstance(obj, (Delayed, _DelayedFunction)):
         return obj
     if nout is not None and (not isinstance(nout, int) or isinstance(nout, bool) or nout < 0):
         raise ValueError(f"nout must be None or a non-negative integer, got {nout!r}")

@@ -116,6 +116,8 @@ def test_delayed_values_wrap_data(client: Client):
     assert data.key.startswith("list-")
     assert delayed(sum)(data).compute() == 6
     assert delayed(data) is data
+    wrapped = delayed(inc)
+    assert delayed(wrapped) is wrapped and wrapped(1).compute() == 2
     # A value holding delayed values becomes a task reading them.
     assert delayed({"a": delayed(inc)(1)}).compute() == {"a": 2}
 
