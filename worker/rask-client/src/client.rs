@@ -236,10 +236,18 @@ impl Client {
         // (a delayed value computed twice, a scattered value) is still held at the scheduler
         // until its release arrives, which would otherwise unwant it after this graph, and the
         // scheduler announces a held key's result only when it is wanted afresh.
-        self.inner.flush_releases();
+        // The lock is held until the graph is sent: releases the release loop took meanwhile
+        // were sent under it, before.
+        let mut pending = self
+            .inner
+            .releases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Inner::send_releases(&self.inner.sched, &mut pending);
         self.inner
             .sched
             .send(ToScheduler::UpdateGraph { tasks, wanted });
+        drop(pending);
         futures
     }
 
@@ -443,9 +451,16 @@ impl Inner {
     }
 
     fn flush_releases(&self) {
-        let keys = std::mem::take(&mut *self.releases.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut pending = self.releases.lock().unwrap_or_else(|p| p.into_inner());
+        Self::send_releases(&self.sched, &mut pending);
+    }
+
+    /// Sends the pending releases. Called with the lock held, so that releases taken by one
+    /// thread are on the connection before another thread's graph (see [`Client::send`]).
+    fn send_releases(sched: &net::Sender<ToScheduler>, pending: &mut Vec<Key>) {
+        let keys = std::mem::take(pending);
         if !keys.is_empty() {
-            self.sched.send(ToScheduler::ReleaseKeys { keys });
+            sched.send(ToScheduler::ReleaseKeys { keys });
         }
     }
 }
