@@ -56,7 +56,7 @@ def dask_client() -> Iterator[Any]:
     # The venv pins dask and distributed (scripts/test): their absence is a failure, not a skip.
     import distributed
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster:
         with distributed.Client(cluster, set_as_default=True) as c:
             yield c
 
