@@ -1,4 +1,4 @@
-"""The placeholder of a dependency inside a pickled call.
+"""The placeholder of a dependency inside a pickled call, and the helpers graphs call on workers.
 
 The client replaces each future among a task's arguments by `Dep(i)`, `i` being that future's
 position among the task's inputs; the worker puts the input's value in its place before the call.
@@ -27,3 +27,17 @@ class Dep:
 
     def __repr__(self) -> str:
         return f"Dep({self.i})"
+
+
+# Helpers that delayed graphs and `Client.scatter` call on the workers (pickled by reference, like
+# `Dep`, so both sides need only this module).
+
+
+def identity(x):
+    """A value placed on the cluster as it is (`delayed(value)`, `Client.scatter`)."""
+    return x
+
+
+def call_method(obj, name, args, kwargs):
+    """`obj.name(*args, **kwargs)`: a method called on a delayed value."""
+    return getattr(obj, name)(*args, **kwargs)

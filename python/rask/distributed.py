@@ -14,23 +14,31 @@ among the arguments, also inside lists, tuples and dict values, become the task'
 exception raised by the function is raised again by `result()` and `gather()`, as the same
 type, with the worker's traceback as its `__cause__`.
 
-Not (yet) as in Dask: every call is a new task (as with `pure=False`), so equal calls are not
-shared; no `scatter`, `compute`, `persist`, `cancel` or `progress`.
+`Client.compute` and `Client.persist` send `rask.delayed` graphs; `Client.scatter` places data
+on the cluster; `progress` draws a text progress bar.
+
+Not (yet) as in Dask: every `submit` is a new task (as with `pure=False`), so equal calls are not
+shared; `scatter` sends the data through the scheduler (as a task returning it) rather than to the
+workers directly.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
 import sys
 import time
+import weakref
 from collections import namedtuple
+from concurrent.futures import CancelledError
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
 import cloudpickle
 
 from . import _rask
-from ._deps import Dep
+from ._deps import Dep, identity
 from ._local import LocalCluster
 
 __all__ = [
@@ -39,12 +47,15 @@ __all__ = [
     "FIRST_EXCEPTION",
     "Client",
     "Future",
+    "FutureCancelledError",
     "KilledWorker",
     "LocalCluster",
     "RemoteTraceback",
     "TaskError",
     "VersionMismatch",
     "as_completed",
+    "default_client",
+    "progress",
     "wait",
 ]
 
@@ -61,6 +72,14 @@ class TaskError(RuntimeError):
 
 class KilledWorker(TaskError):
     """Workers died while running the task, more often than allowed (Dask's `KilledWorker`)."""
+
+
+class FutureCancelledError(CancelledError):
+    """The future's task was cancelled (`Client.cancel`, `Future.cancel`)."""
+
+    def __init__(self, key: str):
+        super().__init__(f"{key} cancelled")
+        self.key = key
 
 
 class VersionMismatch(RuntimeError):
@@ -125,6 +144,8 @@ def _exception_of(failure: dict) -> BaseException:
         if traceback:
             exc.__cause__ = RemoteTraceback(traceback)
         return exc
+    if kind == "cancelled":
+        return FutureCancelledError(failure["key"])
     if kind == "killed_worker":
         return KilledWorker(failure["message"])
     return TaskError(failure["message"])
@@ -148,14 +169,32 @@ class Future:
     def __init__(self, native: _rask.Future, client: Client):
         self._native = native
         self.client = client
+        client._futures[native.key] = self
 
     @property
     def key(self) -> str:
         return self._native.key
 
     def done(self) -> bool:
-        """Whether the task has finished, with a value or an error."""
+        """Whether the task has finished, with a value or an error, or was cancelled."""
         return self._native.done()
+
+    def cancelled(self) -> bool:
+        """Whether the task was cancelled."""
+        return self._native.cancelled()
+
+    def cancel(self) -> None:
+        """Cancels the task (see `Client.cancel`)."""
+        self.client.cancel([self])
+
+    @property
+    def status(self) -> str:
+        """"pending", "finished", "error" or "cancelled", as in Dask."""
+        if self._native.cancelled():
+            return "cancelled"
+        if not self._native.done():
+            return "pending"
+        return "error" if self._outcome(0)[0] == _FAILED else "finished"
 
     def _outcome(self, timeout: float | None) -> tuple[int, Any]:
         outcome = self._native.outcome(timeout)
@@ -180,8 +219,7 @@ class Future:
         )
 
     def __repr__(self) -> str:
-        state = "finished" if self.done() else "pending"
-        return f"<Future: {state}, key: {self.key}>"
+        return f"<Future: {self.status}, key: {self.key}>"
 
 
 # Keywords of Dask's submit and map that configure the task rather than the call: taken by rask's
@@ -243,8 +281,11 @@ class Client:
     they cannot load fails naming their versions.
     """
 
-    def __init__(self, address: str | LocalCluster | None = None, *, timeout: float = CONNECT_TIMEOUT_S, **cluster_kwargs: Any):
+    def __init__(self, address: str | LocalCluster | None = None, *, timeout: float = CONNECT_TIMEOUT_S, set_as_default: bool = True, **cluster_kwargs: Any):
         self.cluster: LocalCluster | None = None
+        # This client's futures by key, so that a key is held by one future (a pure delayed
+        # call, a scattered value or a persisted graph met again reuses it).
+        self._futures: weakref.WeakValueDictionary[str, Future] = weakref.WeakValueDictionary()
         self._own_cluster = False
         if address is None:
             address = LocalCluster(**cluster_kwargs)
@@ -267,6 +308,8 @@ class Client:
                 self.cluster.close()
             raise
         self.address = address
+        if set_as_default:
+            _defaults.append(self)
 
     def _client(self) -> _rask.Client:
         if self._native is None:
@@ -321,8 +364,103 @@ class Client:
                     raise _exception_of(outcome[1])
         return _rebuild(futures, values)
 
+    def _send_graph(self, tasks: list[tuple[str, bytes, list[str]]], wanted: list[str]) -> dict[str, Future]:
+        natives = self._client().submit_graph(tasks, wanted) if wanted else []
+        return {n.key: Future(n, self) for n in natives}
+
+    def _compute_graph(self, roots: list) -> list[Future]:
+        """Sends the graphs of delayed values `roots` in one message; a future of each. Tasks
+        whose keys this client holds futures of are read from those, not sent again."""
+        self._client()
+        from ._delayed import graph
+
+        held = dict(self._futures.items())
+        tasks, external = graph(roots, held)
+        for f in external.values():
+            if f.client is not self:
+                raise ValueError(f"the future {f.key} belongs to another client")
+        wanted = list(dict.fromkeys(r.key for r in roots if r.key not in external))
+        sent = self._send_graph(tasks, wanted)
+        return [sent.get(r.key) or external[r.key] for r in roots]
+
+    def compute(self, collections: Any, sync: bool = False, optimize_graph: bool = True, **kwargs: Any) -> Any:
+        """Starts computing delayed values on the cluster: a future for a delayed value, a list of
+        futures (other items kept as they are) for a list or tuple of them, all sent as one
+        graph. With `sync=True`, their values instead (as `gather` gives them)."""
+        _refuse_task_keywords(kwargs)
+        if kwargs:
+            raise TypeError(f"rask's compute does not take {', '.join(sorted(kwargs))}")
+        from ._delayed import Delayed
+
+        single = not isinstance(collections, (list, tuple))
+        items = [collections] if single else list(collections)
+        delayed_items = [x for x in items if isinstance(x, Delayed)]
+        futures = dict(zip((d.key for d in delayed_items), self._compute_graph(delayed_items)))
+        result = [futures[x.key] if isinstance(x, Delayed) else x for x in items]
+        if sync:
+            result = self.gather(result)
+        return result[0] if single else result
+
+    def persist(self, collections: Any, optimize_graph: bool = True, **kwargs: Any) -> Any:
+        """Starts computing delayed values and returns them backed by their results on the
+        cluster: computing them, or values made from them, reads those results. A list or tuple
+        gives a list."""
+        from ._delayed import Delayed, from_future
+
+        single = not isinstance(collections, (list, tuple))
+        items = [collections] if single else list(collections)
+        computed = self.compute(items, **kwargs)
+        result = [from_future(f, x._length) if isinstance(x, Delayed) else x for x, f in zip(items, computed)]
+        return result[0] if single else result
+
+    def scatter(self, data: Any, workers: Any = None, broadcast: bool = False, direct: Any = None, hash: bool = True, timeout: Any = None, asynchronous: Any = None) -> Any:
+        """Places data on the cluster: a future for a value, a list (tuple, set) of futures for
+        a list (tuple, set) of values, a dict of futures for a dict (its keys, which must be
+        strings, become the futures' keys). With `hash=True` a value's key is made from its
+        pickle (`int-<hash>`), so scattering it again reuses the copy held."""
+        if workers is not None or broadcast:
+            raise TypeError("rask does not support scatter's workers= or broadcast=True yet")
+        self._client()
+        t = type(data)
+        calls: dict[str, bytes] = {}
+        keys: list[str] = []
+        if t is dict:
+            for k, v in data.items():
+                if not isinstance(k, str) or not k:
+                    raise TypeError(f"rask needs non-empty string keys to scatter a dict, got {k!r}")
+                calls[k] = _scatter_call(v)
+                keys.append(k)
+        else:
+            for v in data if t in (list, tuple, set, frozenset) else [data]:
+                call = _scatter_call(v)
+                prefix = _key_prefix(type(v))
+                key = f"{prefix}-{hashlib.sha256(call).hexdigest()[:32]}" if hash else _rask.unique_key(prefix)
+                calls.setdefault(key, call)
+                keys.append(key)
+        held = {k: f for k in calls if (f := self._futures.get(k)) is not None}
+        wanted = [k for k in calls if k not in held]
+        sent = self._send_graph([(k, calls[k], []) for k in wanted], wanted)
+        futures = {**held, **sent}
+        if t is dict:
+            return {k: futures[k] for k in keys}
+        if t in (list, tuple, set, frozenset):
+            return t(futures[k] for k in keys)
+        return futures[keys[0]]
+
+    def cancel(self, futures: Any, asynchronous: Any = None, force: bool = False) -> None:
+        """Cancels the tasks of `futures` (a future, or lists, tuples, sets and dicts of them):
+        their `result()` raises `FutureCancelledError` at once, and the cluster drops the tasks
+        unless another client or task needs them."""
+        native = self._client()
+        found: dict[str, Future] = {}
+        _collect(futures, found)
+        if found:
+            native.cancel([f._native for f in found.values()])
+
     def close(self) -> None:
         """Disconnects (once the last future is gone too) and stops the cluster it started."""
+        if self in _defaults:
+            _defaults.remove(self)
         self._native = None
         if self._own_cluster and self.cluster is not None:
             self.cluster.close()
@@ -338,7 +476,30 @@ class Client:
         return f"<Client: {state}>"
 
 
+def _scatter_call(value: Any) -> bytes:
+    if type(value) is Future:
+        raise TypeError(f"cannot scatter the future {value.key}: it is on the cluster already")
+    return cloudpickle.dumps((identity, (value,), {}), protocol=pickle.HIGHEST_PROTOCOL)
+
+
 _SKIP = object()
+
+# The clients `rask.compute` and `Delayed.compute` may use, the default last: the clients made
+# with set_as_default=True and not closed (Dask's too fall back to an earlier one).
+_defaults: list[Client] = []
+
+
+def default_client(c: Client | None = None) -> Client:
+    """The client that computes delayed values when none is given (Dask's `default_client`):
+    `c` if given, else the last `Client` created and not closed."""
+    if c is not None:
+        return c
+    if not _defaults:
+        raise ValueError(
+            "No clients found\nStart a client and point it to the scheduler address\n"
+            "  from rask.distributed import Client\n  client = Client('tcp://ip-addr:port')"
+        )
+    return _defaults[-1]
 
 
 def _collect(obj: Any, found: dict[str, Future]) -> None:
@@ -363,6 +524,68 @@ def _rebuild(obj: Any, values: dict[str, tuple[int, Any]]) -> Any:
     if t is dict:
         return {k: v for k, v in ((k, _rebuild(x, values)) for k, x in obj.items()) if v is not _SKIP}
     return obj
+
+
+def progress(*futures: Any, notebook: bool | None = None, multi: bool = True, complete: bool = True, file: Any = None, width: int = 40, interval: float = 0.1, **kwargs: Any) -> None:
+    """Waits for `futures` (futures, persisted delayed values, or lists, tuples, sets and dicts of
+    them) while drawing a text progress bar of how many have finished, as Dask's `progress` does
+    outside notebooks: redrawn in place on a terminal, one line at the end otherwise."""
+    if notebook:
+        raise TypeError("rask has no notebook progress widget yet: use progress(..., notebook=False)")
+    from ._delayed import Delayed
+
+    found: dict[str, Future] = {}
+    _collect_followed(futures, found)
+    out = sys.stdout if file is None else file
+    bar = _TextProgressBar(list(found.values()), out, width)
+    bar.run(interval)
+
+
+def _collect_followed(obj: Any, found: dict[str, Future]) -> None:
+    from ._delayed import Delayed
+
+    t = type(obj)
+    if t is Future:
+        found.setdefault(obj.key, obj)
+    elif isinstance(obj, Delayed):
+        if obj._node.future is None:
+            raise TypeError(f"progress follows futures and persisted values; {obj.key} is not persisted (use client.persist)")
+        found.setdefault(obj.key, obj._node.future)
+    elif t in (list, tuple, set, frozenset):
+        for x in obj:
+            _collect_followed(x, found)
+    elif t is dict:
+        for x in obj.values():
+            _collect_followed(x, found)
+
+
+class _TextProgressBar:
+    """`[####      ] | 40% Completed |  1.2s`, from the futures' done state."""
+
+    def __init__(self, futures: list[Future], out: Any, width: int):
+        self.futures = futures
+        self.out = out
+        self.width = width
+        self.start = time.monotonic()
+        isatty = getattr(out, "isatty", None)
+        self.tty = bool(isatty and isatty() and os.environ.get("TERM") != "dumb")
+
+    def line(self) -> str:
+        total = len(self.futures)
+        done = sum(1 for f in self.futures if f.done())
+        frac = done / total if total else 1.0
+        filled = int(self.width * frac)
+        elapsed = time.monotonic() - self.start
+        return f"[{'#' * filled}{' ' * (self.width - filled)}] | {frac:4.0%} Completed | {elapsed:4.1f}s"
+
+    def run(self, interval: float) -> None:
+        natives = [f._native for f in self.futures]
+        while not _rask.wait_all(natives, interval):
+            if self.tty:
+                self.out.write("\r" + self.line())
+                self.out.flush()
+        self.out.write(("\r" if self.tty else "") + self.line() + "\n")
+        self.out.flush()
 
 
 FIRST_COMPLETED = "FIRST_COMPLETED"

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyConnectionError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use tokio::sync::mpsc;
@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use rask_client::Deps;
 use rask_client::delayed::new_key;
 use rask_core::function::encode_payload;
-use rask_core::{Encoded, TaskSpec};
+use rask_core::{Encoded, Input, Key, TaskSpec};
 use rask_python::{CALL, PyCall};
 
 use crate::outcome::outcome;
@@ -33,6 +33,10 @@ pub(crate) struct Future {
 
 /// One task to submit: its pickled call, and the futures it reads.
 type Call<'py> = (Bound<'py, PyBytes>, Vec<PyRef<'py, Future>>);
+
+/// One task of a graph: its key, its pickled call, and the keys of its inputs (other tasks of the
+/// graph, or results this client holds futures of), `Dep(i)` in the call being input `i`.
+type GraphTask<'py> = (String, Bound<'py, PyBytes>, Vec<String>);
 
 #[pymethods]
 impl Client {
@@ -97,9 +101,109 @@ impl Client {
             .collect())
     }
 
+    /// Submits a graph of calls in one message (`rask.compute`, `Client.compute`): the tasks in
+    /// the order to run them (inputs first), and the keys to hold futures of.
+    fn submit_graph(
+        &self,
+        tasks: Vec<GraphTask<'_>>,
+        wanted: Vec<String>,
+    ) -> PyResult<Vec<Future>> {
+        let specs = tasks
+            .into_iter()
+            .map(|(key, call, inputs)| graph_task_spec(key, &call, inputs))
+            .collect::<PyResult<Vec<_>>>()?;
+        let wanted = wanted
+            .into_iter()
+            .map(|k| checked_key(k, "a wanted key"))
+            .collect::<PyResult<Vec<_>>>()?;
+        let _guard = runtime()?.enter();
+        Ok(self
+            .inner
+            .send::<Encoded>(specs, wanted)
+            .into_iter()
+            .map(|inner| Future { inner })
+            .collect())
+    }
+
+    /// Cancels the futures' tasks: they fail with "cancelled" at once, and the scheduler drops
+    /// those nothing else needs.
+    fn cancel(&self, futures: Vec<PyRef<'_, Future>>) -> PyResult<()> {
+        let keys: Vec<Key> = futures.iter().map(|f| f.inner.key().clone()).collect();
+        let _guard = runtime()?.enter();
+        self.inner.cancel(&keys);
+        Ok(())
+    }
+
     fn __repr__(&self) -> String {
         format!("<rask._rask.Client {}>", self.address)
     }
+}
+
+/// A key given by Python: non-empty (a user's `dask_key_name` among them).
+fn checked_key(key: String, what: &str) -> PyResult<Key> {
+    if key.is_empty() {
+        return Err(PyValueError::new_err(format!("{what} must not be empty")));
+    }
+    Ok(Key::new(key))
+}
+
+fn graph_task_spec(
+    key: String,
+    call: &Bound<'_, PyBytes>,
+    inputs: Vec<String>,
+) -> PyResult<TaskSpec> {
+    let key = checked_key(key, "a task's key")?;
+    let n = u32::try_from(inputs.len())
+        .map_err(|_| PyValueError::new_err(format!("{key} has too many inputs")))?;
+    let args = PyCall {
+        call: Bytes::copy_from_slice(call.as_bytes()),
+        inputs: (0..n).map(Input::new).collect(),
+    };
+    let inputs = inputs
+        .into_iter()
+        .map(|k| checked_key(k, "an input's key"))
+        .collect::<PyResult<Vec<_>>>()?;
+    let payload = encode_payload(&args).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    Ok(TaskSpec::new(key, CALL.func_name(), payload, inputs))
+}
+
+/// A new task key `prefix-<client token>-<counter>`, unique among this process's clients.
+#[pyfunction]
+pub(crate) fn unique_key(prefix: &str) -> PyResult<String> {
+    validate_prefix(prefix)?;
+    Ok(new_key(prefix).as_str().to_owned())
+}
+
+/// Writes a graph's DOT to `path` with the extension `.dot` (and its SVG beside it when
+/// Graphviz's `dot` is installed), tasks labelled by their key prefix (the function's name).
+/// `tasks` are `(key, input keys)`; returns the paths written, `(dot, svg or None)`.
+#[pyfunction]
+pub(crate) fn visualize(
+    py: Python<'_>,
+    tasks: Vec<(String, Vec<String>)>,
+    path: String,
+) -> PyResult<(String, Option<String>)> {
+    let path = std::path::PathBuf::from(path);
+    let specs: Vec<TaskSpec> = tasks
+        .into_iter()
+        .map(|(key, inputs)| {
+            TaskSpec::new(
+                Key::new(key),
+                CALL.func_name(),
+                Bytes::new(),
+                inputs.into_iter().map(Key::new).collect(),
+            )
+        })
+        .collect();
+    let written = py
+        .detach(|| {
+            rask_client::visualize::write_labelled(&specs, &path, |t| t.key.prefix().to_owned())
+        })
+        .map_err(|e| {
+            PyOSError::new_err(format!("cannot write the graph to {}: {e}", path.display()))
+        })?;
+    let text = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+    Ok((text(written.dot), written.svg.map(text)))
 }
 
 /// A key prefix becomes the start of the task's key, which Dask groups statistics by up to the
@@ -140,6 +244,11 @@ impl Future {
     #[getter]
     fn key(&self) -> &str {
         self.inner.key().as_str()
+    }
+
+    /// Whether the task was cancelled (`Client.cancel`).
+    fn cancelled(&self) -> bool {
+        self.inner.cancelled()
     }
 
     /// Whether the task has finished (with a value or an error), without waiting.

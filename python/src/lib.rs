@@ -19,6 +19,8 @@ fn _rask(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Completions>()?;
     m.add_function(wrap_pyfunction!(client::wait_all, m)?)?;
     m.add_function(wrap_pyfunction!(client::gather, m)?)?;
+    m.add_function(wrap_pyfunction!(client::unique_key, m)?)?;
+    m.add_function(wrap_pyfunction!(client::visualize, m)?)?;
     m.add_function(wrap_pyfunction!(outcome::decode_result, m)?)?;
     m.add("FUNCTION", rask_python::CALL.name())?;
     Ok(())

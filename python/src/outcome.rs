@@ -61,6 +61,13 @@ pub(crate) fn outcome<'py>(
                 failure_dict(py, &failure)?.into_any(),
             ],
         ),
+        Err(ClientError::Cancelled(key)) => {
+            let d = PyDict::new(py);
+            d.set_item("key", key.as_str())?;
+            d.set_item("message", format!("{key} was cancelled"))?;
+            d.set_item("kind", "cancelled")?;
+            PyTuple::new(py, [FAILED.into_pyobject(py)?.into_any(), d.into_any()])
+        }
         Err(e @ (ClientError::Lost(_) | ClientError::Connect { .. })) => {
             Err(PyConnectionError::new_err(e.to_string()))
         }

@@ -33,6 +33,9 @@ pub enum ClientError {
         holders: Vec<String>,
         reason: String,
     },
+    /// The client cancelled the task ([`Client::cancel`]) before its outcome was read.
+    #[error("{0} was cancelled")]
+    Cancelled(Key),
 }
 
 /// A connection to a scheduler; cheap to clone.
@@ -77,6 +80,8 @@ enum Outcome {
     /// In memory on these workers; fetched on demand.
     Remote(Vec<String>),
     Failed(TaskFailure),
+    /// Cancelled by this client: an outcome the scheduler sends later does not replace it.
+    Cancelled,
 }
 
 impl Client {
@@ -237,9 +242,22 @@ impl Client {
                 _result: PhantomData,
             })
             .collect();
+        // Releases of dropped futures go first: a key dropped just before and wanted again here
+        // (a delayed value computed twice, a scattered value) is still held at the scheduler
+        // until its release arrives, which would otherwise unwant it after this graph, and the
+        // scheduler announces a held key's result only when it is wanted afresh.
+        // The lock is held until the graph is sent: releases the release loop took meanwhile
+        // were sent under it, before.
+        let mut pending = self
+            .inner
+            .releases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Inner::send_releases(&self.inner.sched, &mut pending);
         self.inner
             .sched
             .send(ToScheduler::UpdateGraph { tasks, wanted });
+        drop(pending);
         futures
     }
 
@@ -259,7 +277,9 @@ impl Client {
                 Poll::Ready(v) => return Ok(v),
                 Poll::Fetch(holders) => {
                     let v = self.fetch(key, holders).await?;
-                    if let Some(slot) = self.inner.lock().slots.get_mut(key) {
+                    if let Some(slot) = self.inner.lock().slots.get_mut(key)
+                        && !matches!(slot.outcome, Some(Outcome::Cancelled))
+                    {
                         slot.outcome = Some(Outcome::Value(v.clone()));
                     }
                     return Ok(v);
@@ -316,6 +336,7 @@ impl Client {
         match &slot.outcome {
             Some(Outcome::Value(v)) => Ok(Poll::Ready(v.clone())),
             Some(Outcome::Failed(f)) => Err(ClientError::Task(f.clone())),
+            Some(Outcome::Cancelled) => Err(ClientError::Cancelled(key.clone())),
             Some(Outcome::Remote(holders)) => Ok(Poll::Fetch(holders.clone())),
             None => match &r.lost {
                 Some(reason) => Err(ClientError::Lost(reason.clone())),
@@ -342,6 +363,41 @@ impl Client {
             holders,
             reason: last,
         })
+    }
+
+    /// Cancels the tasks of these keys (Dask's `Client.cancel`): this client stops wanting them,
+    /// so the scheduler drops those no other client or task needs, and their futures fail at
+    /// once with [`ClientError::Cancelled`], whatever the scheduler reports later. The keys'
+    /// futures still hold their slots until dropped.
+    pub fn cancel(&self, keys: &[Key]) {
+        let mut wake = Vec::new();
+        let mut cancelled = Vec::new();
+        {
+            let mut r = self.inner.lock();
+            for k in keys {
+                if let Some(slot) = r.slots.get_mut(k) {
+                    slot.outcome = Some(Outcome::Cancelled);
+                    wake.push(slot.notify.clone());
+                    cancelled.push(k.clone());
+                }
+            }
+        }
+        for n in wake {
+            n.notify_waiters();
+        }
+        if !cancelled.is_empty() {
+            self.inner
+                .sched
+                .send(ToScheduler::ReleaseKeys { keys: cancelled });
+        }
+    }
+
+    /// Whether `key` was cancelled by [`Client::cancel`].
+    fn is_cancelled(&self, key: &Key) -> bool {
+        let r = self.inner.lock();
+        r.slots
+            .get(key)
+            .is_some_and(|s| matches!(s.outcome, Some(Outcome::Cancelled)))
     }
 
     /// Closes the connection; futures still held fail with [`ClientError::Lost`].
@@ -372,7 +428,9 @@ impl Inner {
                     continue;
                 }
             };
-            if let Some(slot) = r.slots.get_mut(&key) {
+            if let Some(slot) = r.slots.get_mut(&key)
+                && !matches!(slot.outcome, Some(Outcome::Cancelled))
+            {
                 slot.outcome = Some(outcome);
                 wake.push(slot.notify.clone());
             }
@@ -403,9 +461,16 @@ impl Inner {
     }
 
     fn flush_releases(&self) {
-        let keys = std::mem::take(&mut *self.releases.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut pending = self.releases.lock().unwrap_or_else(|p| p.into_inner());
+        Self::send_releases(&self.sched, &mut pending);
+    }
+
+    /// Sends the pending releases. Called with the lock held, so that releases taken by one
+    /// thread are on the connection before another thread's graph (see [`Client::send`]).
+    fn send_releases(sched: &net::Sender<ToScheduler>, pending: &mut Vec<Key>) {
+        let keys = std::mem::take(pending);
         if !keys.is_empty() {
-            self.sched.send(ToScheduler::ReleaseKeys { keys });
+            sched.send(ToScheduler::ReleaseKeys { keys });
         }
     }
 }
@@ -477,6 +542,11 @@ impl<R> Future<R> {
     /// Whether the task has finished (its value or its error is known), without waiting.
     pub fn done(&self) -> bool {
         self.inner.client.is_done(&self.inner.key)
+    }
+
+    /// Whether the task was cancelled ([`Client::cancel`]).
+    pub fn cancelled(&self) -> bool {
+        self.inner.client.is_cancelled(&self.inner.key)
     }
 
     /// Waits until the task has finished, without fetching its value: then [`Future::done`]

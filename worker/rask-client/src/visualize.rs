@@ -45,6 +45,12 @@ fn label(t: &TaskSpec) -> String {
 /// The graph as DOT text: tasks are boxes labelled by function,
 /// edges run from each input to the tasks reading it.
 pub fn to_dot(tasks: &[TaskSpec]) -> String {
+    to_dot_labelled(tasks, label)
+}
+
+/// [`to_dot`] with the tasks' labels chosen by `label` (a client whose tasks all share one
+/// function, such as Python calls, labels them by key prefix instead).
+pub fn to_dot_labelled(tasks: &[TaskSpec], label: impl Fn(&TaskSpec) -> String) -> String {
     let ids: FxHashMap<&str, usize> = tasks
         .iter()
         .enumerate()
@@ -86,8 +92,17 @@ pub struct Written {
 /// Writes the graph's DOT to `path` (with the extension `.dot`) and, when `dot` is on the PATH,
 /// renders `path` with the extension `.svg` beside it.
 pub fn write(tasks: &[TaskSpec], path: &Path) -> std::io::Result<Written> {
+    write_labelled(tasks, path, label)
+}
+
+/// [`write`] with the labels of [`to_dot_labelled`].
+pub fn write_labelled(
+    tasks: &[TaskSpec],
+    path: &Path,
+    label: impl Fn(&TaskSpec) -> String,
+) -> std::io::Result<Written> {
     let dot_path = path.with_extension("dot");
-    std::fs::write(&dot_path, to_dot(tasks))?;
+    std::fs::write(&dot_path, to_dot_labelled(tasks, label))?;
     let svg_path = path.with_extension("svg");
     let rendered = Command::new("dot")
         .arg("-Tsvg")
