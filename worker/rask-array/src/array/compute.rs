@@ -4,24 +4,80 @@
 use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn, Slice};
-use rask_client::Client;
 use rask_client::delayed::{Delayed, graph_of};
 use rask_client::visualize::{self, Written};
+use rask_client::{Client, Future, kernel};
 use rask_core::TaskSpec;
 
-use super::{Array, Block};
+use super::{Array, Block, Expr, Source};
 use crate::chunk::Chunk;
 use crate::error::ArrayError;
+use crate::task::{ArrayTask, ChunkExpr};
 
 impl Array {
-    /// The tasks that compute every chunk (one per chunk, C order).
+    /// The tasks that compute every chunk (one per chunk, C order). A chunk a future holds (of a
+    /// [`Array::persist`]ed array) is read by a task that returns it as it is.
     pub fn to_delayed(&self) -> Vec<Delayed<Chunk>> {
-        self.blocks.iter().map(Block::task).collect()
+        self.blocks
+            .iter()
+            .map(|b| match b.task() {
+                Source::Task(d) => d,
+                Source::Held(f) => kernel(|deps| ArrayTask::Eval {
+                    expr: ChunkExpr::Data(deps.input(&f)),
+                    shape: b.shape().to_vec(),
+                }),
+            })
+            .collect()
     }
 
-    /// This array's task graph, inputs before their users.
+    /// This array's task graph, inputs before their users; chunks held by futures are not in it.
     pub fn graph(&self) -> Vec<TaskSpec> {
-        graph_of(&self.to_delayed())
+        let tasks: Vec<Delayed<Chunk>> = self
+            .blocks
+            .iter()
+            .filter_map(|b| match b.task() {
+                Source::Task(d) => Some(d),
+                Source::Held(_) => None,
+            })
+            .collect();
+        graph_of(&tasks)
+    }
+
+    /// Starts computing every chunk on the cluster: a future of each (C order), chunks already
+    /// held by futures as they are. The graph goes in one message.
+    pub fn submit(&self, client: &Client) -> Vec<Future<Chunk>> {
+        let sources: Vec<Source> = self.blocks.iter().map(Block::task).collect();
+        let tasks: Vec<Delayed<Chunk>> = sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Task(d) => Some(d.clone()),
+                Source::Held(_) => None,
+            })
+            .collect();
+        let mut sent = client.compute_many(&tasks).into_iter();
+        sources
+            .into_iter()
+            .map(|s| match s {
+                Source::Held(f) => f,
+                Source::Task(_) => sent
+                    .next()
+                    .unwrap_or_else(|| unreachable!("compute_many gives one future per root")),
+            })
+            .collect()
+    }
+
+    /// The same array with every chunk computed and kept on the cluster (Dask's `persist`):
+    /// later operations read the chunks there instead of computing them again. The chunks are
+    /// freed when no array holds them any more.
+    pub fn persist(&self, client: &Client) -> Array {
+        let futures = self.submit(client);
+        let blocks = self
+            .blocks
+            .iter()
+            .zip(futures)
+            .map(|(b, f)| Block::new(b.shape().to_vec(), Expr::Task(Source::Held(f))))
+            .collect();
+        self.with_blocks(self.grid.clone(), blocks)
     }
 
     /// Writes the task graph as Graphviz DOT to `path`, and as SVG beside it when `dot` is
@@ -32,7 +88,7 @@ impl Array {
 
     /// Computes every chunk on the cluster and assembles them into one array here.
     pub async fn compute(&self, client: &Client) -> Result<ArrayD<f64>, ArrayError> {
-        let futures = client.compute_many(&self.to_delayed());
+        let futures = self.submit(client);
         let chunks = client.gather(&futures).await?;
         drop(futures);
         self.assemble(chunks)
