@@ -223,28 +223,22 @@ impl Array {
 
     /// Computes the array on the cluster: `(values, shape)`, the values a `bytearray` of raw f64
     /// (native byte order, C order).
-    fn compute<'py>(
-        &self,
+    fn compute<'py>(&self, py: Python<'py>, client: PyRef<'py, Client>) -> PyResult<Values<'py>> {
+        let mut all = compute_many(py, &client, vec![self.inner.clone()])?;
+        all.pop()
+            .ok_or_else(|| PyRuntimeError::new_err("one array computed gave no values"))
+    }
+
+    /// Computes several arrays in one graph (chunks they share computed once): `(values, shape)`
+    /// of each, as `compute` gives them.
+    #[staticmethod]
+    fn compute_all<'py>(
         py: Python<'py>,
         client: PyRef<'py, Client>,
-    ) -> PyResult<(Bound<'py, PyByteArray>, Vec<usize>)> {
-        let c = client.inner.clone();
-        let a = self.inner.clone();
-        let result = block_on(py, None, async move { a.compute(&c).await })?
-            .ok_or_else(|| PyRuntimeError::new_err("a wait without a deadline ended"))?;
-        let values = result.map_err(|e| array_error(py, e))?;
-        let shape = values.shape().to_vec();
-        let values = values.as_standard_layout();
-        let flat = values
-            .as_slice()
-            .ok_or_else(|| PyRuntimeError::new_err("an assembled array is not contiguous"))?;
-        let bytes = PyByteArray::new_with(py, flat.len() * 8, |buf| {
-            for (dst, v) in buf.chunks_exact_mut(8).zip(flat) {
-                dst.copy_from_slice(&v.to_ne_bytes());
-            }
-            Ok(())
-        })?;
-        Ok((bytes, shape))
+        arrays: Vec<PyRef<'py, Array>>,
+    ) -> PyResult<Vec<Values<'py>>> {
+        let arrays = arrays.iter().map(|a| a.inner.clone()).collect();
+        compute_many(py, &client, arrays)
     }
 
     /// Starts computing every chunk and returns the array over them, kept on the cluster while
@@ -257,6 +251,40 @@ impl Array {
     fn __repr__(&self) -> String {
         format!("{:?}", self.inner)
     }
+}
+
+/// An array's values for `numpy.frombuffer`: raw f64 and the shape.
+type Values<'py> = (Bound<'py, PyByteArray>, Vec<usize>);
+
+/// Computes `arrays` together with the GIL released, then copies each into a `bytearray`.
+fn compute_many<'py>(
+    py: Python<'py>,
+    client: &Client,
+    arrays: Vec<rask_array::Array>,
+) -> PyResult<Vec<Values<'py>>> {
+    let c = client.inner.clone();
+    let result = block_on(py, None, async move {
+        rask_array::Array::compute_all(&arrays, &c).await
+    })?
+    .ok_or_else(|| PyRuntimeError::new_err("a wait without a deadline ended"))?;
+    let computed = result.map_err(|e| array_error(py, e))?;
+    computed
+        .into_iter()
+        .map(|values| {
+            let shape = values.shape().to_vec();
+            let values = values.as_standard_layout();
+            let flat = values
+                .as_slice()
+                .ok_or_else(|| PyRuntimeError::new_err("an assembled array is not contiguous"))?;
+            let bytes = PyByteArray::new_with(py, flat.len() * 8, |buf| {
+                for (dst, v) in buf.chunks_exact_mut(8).zip(flat) {
+                    dst.copy_from_slice(&v.to_ne_bytes());
+                }
+                Ok(())
+            })?;
+            Ok((bytes, shape))
+        })
+        .collect()
 }
 
 fn bin_op(name: &str) -> PyResult<BinOp> {

@@ -195,6 +195,23 @@ def test_compute_array_protocol_and_persist(client: Client, a: da.Array):
         a.compute(scheduler="threads")
 
 
+def test_rask_compute_and_persist_take_arrays(client: Client, a: da.Array):
+    # One graph for several arrays, alongside delayed values, inside lists as Dask's compute.
+    total, mean, [top], plain, d = rask.compute(a.sum(), a.mean(), [a.max(axis=0)], "plain", rask.delayed(len)([1, 2]))
+    assert_allclose(total, A.sum())
+    assert_allclose(mean, A.mean())
+    assert_allclose(top, A.max(axis=0))
+    assert (plain, d) == ("plain", 2)
+    (p,) = rask.persist(a * 2)
+    assert isinstance(p, da.Array) and p._native.graph_size() == 0
+    assert_allclose(p.compute(), 2 * A)
+    q = client.persist(a + 1)
+    assert isinstance(q, da.Array) and q._native.graph_size() == 0
+    assert_allclose(q.sum().compute(), (A + 1).sum())
+    with pytest.raises(TypeError, match="Client.compute of a rask.array array"):
+        client.compute(a)
+
+
 def make_block(n: int, m: int) -> np.ndarray:
     return np.arange(n * m, dtype=np.int64).reshape(n, m) * 0.5
 
@@ -309,10 +326,10 @@ def xp(request: pytest.FixtureRequest) -> Iterator[SimpleNamespace]:
         import dask.array
 
         with dask.config.set(scheduler="sync"):
-            yield SimpleNamespace(name="dask", da=dask.array)
+            yield SimpleNamespace(name="dask", da=dask.array, dask=dask)
     else:
         request.getfixturevalue("client")
-        yield SimpleNamespace(name="rask", da=da)
+        yield SimpleNamespace(name="rask", da=da, dask=rask)
 
 
 def test_parity_creation_and_chunks(xp: SimpleNamespace):
@@ -345,6 +362,11 @@ def test_parity_expressions(xp: SimpleNamespace):
     assert_allclose(np.asarray(d.cos(a).T), np.cos(A).T)
     p = (a * 2).persist()
     assert_allclose(p.sum().compute(), 2 * A.sum())
+    total, low = xp.dask.compute(a.sum(), a.min(axis=1))
+    assert_allclose(total, A.sum())
+    assert_allclose(low, A.min(axis=1))
+    (q,) = xp.dask.persist(a - 1)
+    assert_allclose(q.mean().compute(), (A - 1).mean())
 
 
 def test_parity_errors(xp: SimpleNamespace):

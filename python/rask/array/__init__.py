@@ -242,7 +242,10 @@ class Array:
         if kwargs:
             raise TypeError(f"rask's Array.compute does not take {', '.join(sorted(kwargs))}")
         client = _client_for(scheduler)
-        data, shape = self._native.compute(client._client())
+        return self._values(*self._native.compute(client._client()))
+
+    def _values(self, data: bytearray, shape: list[int]) -> Any:
+        """The numpy result of raw f64 values as the native module gives them."""
         values = np.frombuffer(data, dtype=np.float64).reshape(shape)
         if self._dtype != _FLOAT:
             values = values.astype(self._dtype)
@@ -476,6 +479,13 @@ class Array:
         for axis in reversed(dropped):
             native = native.reduce("max", axis, 0.0)
         return Array(native, self._dtype)
+
+
+def compute_all(arrays: list[Array], client: Any) -> list[Any]:
+    """The values of `arrays`, computed as one graph (`rask.compute(a, b)`): the chunks they share
+    are computed once."""
+    computed = _rask.Array.compute_all(client._client(), [a._native for a in arrays])
+    return [a._values(data, shape) for a, (data, shape) in zip(arrays, computed)]
 
 
 # --- creation ----------------------------------------------------------------------------------

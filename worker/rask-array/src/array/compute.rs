@@ -46,24 +46,7 @@ impl Array {
     /// Starts computing every chunk on the cluster: a future of each (C order), chunks already
     /// held by futures as they are. The graph goes in one message.
     pub fn submit(&self, client: &Client) -> Vec<Future<Chunk>> {
-        let sources: Vec<Source> = self.blocks.iter().map(Block::task).collect();
-        let tasks: Vec<Delayed<Chunk>> = sources
-            .iter()
-            .filter_map(|s| match s {
-                Source::Task(d) => Some(d.clone()),
-                Source::Held(_) => None,
-            })
-            .collect();
-        let mut sent = client.compute_many(&tasks).into_iter();
-        sources
-            .into_iter()
-            .map(|s| match s {
-                Source::Held(f) => f,
-                Source::Task(_) => sent
-                    .next()
-                    .unwrap_or_else(|| unreachable!("compute_many gives one future per root")),
-            })
-            .collect()
+        submit_all(std::slice::from_ref(self), client)
     }
 
     /// The same array with every chunk computed and kept on the cluster (Dask's `persist`):
@@ -92,6 +75,21 @@ impl Array {
         let chunks = client.gather(&futures).await?;
         drop(futures);
         self.assemble(chunks)
+    }
+
+    /// Computes several arrays together (Dask's `compute(a, b)`): one graph, so the chunks they
+    /// share are computed once.
+    pub async fn compute_all(
+        arrays: &[Array],
+        client: &Client,
+    ) -> Result<Vec<ArrayD<f64>>, ArrayError> {
+        let futures = submit_all(arrays, client);
+        let mut chunks = client.gather(&futures).await?.into_iter();
+        drop(futures);
+        arrays
+            .iter()
+            .map(|a| a.assemble(chunks.by_ref().take(a.nblocks()).collect()))
+            .collect()
     }
 
     /// Computes a single-element array (a full reduction) and returns its value.
@@ -133,4 +131,30 @@ impl Array {
         }
         Ok(out)
     }
+}
+
+/// The futures of every chunk of `arrays` (C order within each array, the arrays in order), their
+/// tasks sent as one graph; chunks already held by futures as they are.
+fn submit_all(arrays: &[Array], client: &Client) -> Vec<Future<Chunk>> {
+    let sources: Vec<Source> = arrays
+        .iter()
+        .flat_map(|a| a.blocks.iter().map(Block::task))
+        .collect();
+    let tasks: Vec<Delayed<Chunk>> = sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Task(d) => Some(d.clone()),
+            Source::Held(_) => None,
+        })
+        .collect();
+    let mut sent = client.compute_many(&tasks).into_iter();
+    sources
+        .into_iter()
+        .map(|s| match s {
+            Source::Held(f) => f,
+            Source::Task(_) => sent
+                .next()
+                .unwrap_or_else(|| unreachable!("compute_many gives one future per root")),
+        })
+        .collect()
 }
