@@ -111,6 +111,34 @@ def test_elementwise_functions(a: da.Array, b: da.Array):
     assert_allclose(da.minimum(a, 0.1).compute(), np.minimum(A, 0.1))
 
 
+def test_numpy_functions_build_rask_graphs(a: da.Array, b: da.Array):
+    # numpy's ufuncs on rask arrays stay lazy rask arrays, as on Dask's.
+    for got, want in [
+        (np.sqrt(b), np.sqrt(B)),
+        (np.sin(a), np.sin(A)),
+        (np.abs(a), np.abs(A)),
+        (np.square(a), A * A),
+        (np.add(A, a), 2 * A),
+        (B * a, B * A),
+        (np.float64(3) - a, 3 - A),
+        (np.maximum(a, b), np.maximum(A, B)),
+    ]:
+        assert isinstance(got, da.Array)
+        assert_allclose(got.compute(), want)
+    less = np.less(B, a)
+    assert isinstance(less, da.Array) and less.dtype == np.bool_
+    assert_array_equal(less.compute(), B < A)
+    assert_allclose(np.sum(a, axis=0).compute(), A.sum(axis=0))
+    assert_allclose(np.mean(a).compute(), A.mean())
+    assert a.astype(float) is a and a.astype(np.int64) is a
+    with pytest.raises(NotImplementedError, match="numpy.tan on a rask.array array"):
+        np.tan(a)
+    with pytest.raises(NotImplementedError, match="numpy.add.reduce"):
+        np.add.reduce(a)
+    with pytest.raises(TypeError, match="complex"):
+        a.astype(complex)
+
+
 @pytest.mark.parametrize("name", ["sum", "mean", "std", "var", "min", "max", "argmin", "argmax"])
 def test_reductions_with_and_without_axis(a: da.Array, name: str):
     for axis in (None, 0, 1, -1):

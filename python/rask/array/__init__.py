@@ -171,13 +171,19 @@ def _axis(axis: Any, ndim: int) -> int | None:
     return a % ndim if ndim else a
 
 
+# numpy's ufuncs that rask's kernels have, by numpy's name: unary ones, and binary ones with the
+# dtype their results compute to.
+_UNARY_UFUNCS = {n: n for n in ("sqrt", "exp", "log", "sin", "cos", "negative", "square")} | {"absolute": "abs"}
+_BINARY_UFUNCS = {n: (n, _FLOAT) for n in ("add", "subtract", "multiply", "divide", "power", "maximum", "minimum")} | {
+    n: (n, _BOOL) for n in ("less", "less_equal", "greater", "greater_equal", "equal", "not_equal")
+}
+
+
 class Array:
     """A chunked n-d array of float64 (Dask's `dask.array.Array`), computed on the cluster by
     rask's native kernels. Operations are lazy; `compute()` gives a numpy array."""
 
     __slots__ = ("_native", "_dtype", "__weakref__")
-    # numpy defers its binary operators to this type's reflected ones.
-    __array_priority__ = 11
 
     def __init__(self, native: _rask.Array, dtype: np.dtype = _FLOAT):
         self._native = native
@@ -262,6 +268,27 @@ class Array:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         values = np.asarray(self.compute())
         return values if dtype is None else values.astype(dtype)
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        """numpy's functions on arrays (`np.sqrt(x)`, `np.add(ndarray, x)`, `ndarray * x`) build
+        the same graphs as rask.array's own, as Dask's do; other ufuncs and methods raise."""
+        name = ufunc.__name__
+        if method != "__call__" or kwargs:
+            raise NotImplementedError(f"numpy.{name}.{method}{' with ' + ', '.join(kwargs) if kwargs else ''} on a rask.array array is not supported")
+        if len(inputs) == 1 and name in _UNARY_UFUNCS:
+            return _array(inputs[0])._unary(_UNARY_UFUNCS[name])
+        if len(inputs) == 2 and name in _BINARY_UFUNCS:
+            op, dtype = _BINARY_UFUNCS[name]
+            a, b = inputs
+            if isinstance(a, Array):
+                return a._binary(op, b, dtype=dtype)
+            return b._binary(op, a, reflected=True, dtype=dtype)
+        raise NotImplementedError(f"numpy.{name} on a rask.array array is not supported by rask's kernels yet")
+
+    def astype(self, dtype: Any, **kwargs: Any) -> Array:
+        """float64 (or an integer or boolean dtype, which rask holds as float64) only."""
+        _float_dtype(dtype, "astype")
+        return self
 
     def __float__(self) -> float:
         if self.size != 1:
