@@ -165,6 +165,10 @@ def test_dot_matmul_and_transpose(a: da.Array, b: da.Array):
     c = da.from_array(B.T, chunks=(5, 9))
     assert_allclose((a @ c).compute(), A @ B.T, rtol=1e-12)
     assert_allclose((a @ B.T).compute(), A @ B.T, rtol=1e-12)
+    # numpy on the left: numpy's matmul defers to the rask array, which stays lazy.
+    left = B.T @ a
+    assert isinstance(left, da.Array)
+    assert_allclose(left.compute(), B.T @ A, rtol=1e-12)
 
 
 def test_rechunk(a: da.Array):

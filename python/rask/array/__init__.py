@@ -277,6 +277,8 @@ class Array:
             raise NotImplementedError(f"numpy.{name}.{method}{' with ' + ', '.join(kwargs) if kwargs else ''} on a rask.array array is not supported")
         if len(inputs) == 1 and name in _UNARY_UFUNCS:
             return _array(inputs[0])._unary(_UNARY_UFUNCS[name])
+        if len(inputs) == 2 and name == "matmul":
+            return _array(inputs[0]).dot(inputs[1])
         if len(inputs) == 2 and name in _BINARY_UFUNCS:
             op, dtype = _BINARY_UFUNCS[name]
             a, b = inputs
