@@ -248,6 +248,18 @@ impl Array {
         Ok(self.inner.persist(&client.inner).into())
     }
 
+    /// Writes the task graph as DOT to `path` with the extension `.dot` (and SVG beside it when
+    /// Graphviz's `dot` is installed); returns the paths written, `(dot, svg or None)`.
+    fn visualize(&self, py: Python<'_>, path: String) -> PyResult<(String, Option<String>)> {
+        let path = std::path::PathBuf::from(path);
+        let a = self.inner.clone();
+        let written = py.detach(|| a.visualize(&path)).map_err(|e| {
+            PyOSError::new_err(format!("cannot write the graph to {}: {e}", path.display()))
+        })?;
+        let text = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+        Ok((text(written.dot), written.svg.map(text)))
+    }
+
     fn __repr__(&self) -> String {
         format!("{:?}", self.inner)
     }

@@ -440,3 +440,16 @@ def test_the_native_module_refuses_bad_arguments():
         native.full([2], "big", 1.0)
     with pytest.raises(TypeError, match="chunks must be"):
         native.full([2], 1.5, 1.0)
+
+
+def test_visualize_writes_the_graph(tmp_path: Any):
+    x = da.random.random((20, 20), chunks=10)
+    path = x.mean(axis=0).visualize(filename=str(tmp_path / "mean"))
+    dot = (tmp_path / "mean.dot").read_text()
+    assert path in (str(tmp_path / "mean.dot"), str(tmp_path / "mean.svg"))
+    # Four fused partials (random numbers streamed into them) and two combine roots.
+    assert dot.count('label="partial"') == 4 and dot.count('label="combine"') == 2
+    with pytest.raises(ValueError, match="DOT and SVG only"):
+        x.visualize(format="png")
+    with pytest.raises(OSError, match="cannot write the graph"):
+        x.visualize(filename=str(tmp_path / "missing" / "dir" / "g"))

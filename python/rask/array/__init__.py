@@ -265,6 +265,18 @@ class Array:
         client = _client_for(scheduler)
         return Array(self._native.persist(client._client()), self._dtype)
 
+    def visualize(self, filename: str = "mydask", format: str | None = None, **kwargs: Any) -> str:
+        """Writes the array's task graph as Graphviz DOT (`filename` with the extension `.dot`)
+        and, when Graphviz's `dot` is on the PATH, as SVG beside it (Dask's `visualize`; `format`
+        may be None, "dot" or "svg"). Returns the path of the SVG if one was rendered, else of
+        the DOT file. Chunks kept on the cluster by `persist` are not drawn."""
+        if format not in (None, "dot", "svg"):
+            raise ValueError(f"rask writes DOT and SVG only, not format={format!r}")
+        if kwargs:
+            raise TypeError(f"rask's visualize does not take {', '.join(sorted(kwargs))}")
+        dot, svg = self._native.visualize(str(filename))
+        return svg if svg is not None and format != "dot" else dot
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         values = np.asarray(self.compute())
         return values if dtype is None else values.astype(dtype)
