@@ -268,33 +268,33 @@ impl Array {
 /// An array's values for `numpy.frombuffer`: raw f64 and the shape.
 type Values<'py> = (Bound<'py, PyByteArray>, Vec<usize>);
 
-/// Computes `arrays` together with the GIL released, then copies each into a `bytearray`.
+/// Computes `arrays` as one graph with the GIL released, then writes each array's chunks straight
+/// into its `bytearray` (each chunk dropped once placed).
 fn compute_many<'py>(
     py: Python<'py>,
     client: &Client,
     arrays: Vec<rask_array::Array>,
 ) -> PyResult<Vec<Values<'py>>> {
     let c = client.inner.clone();
-    let result = block_on(py, None, async move {
-        rask_array::Array::compute_all(&arrays, &c).await
-    })?
-    .ok_or_else(|| PyRuntimeError::new_err("a wait without a deadline ended"))?;
-    let computed = result.map_err(|e| array_error(py, e))?;
-    computed
-        .into_iter()
-        .map(|values| {
-            let shape = values.shape().to_vec();
-            let values = values.as_standard_layout();
-            let flat = values
-                .as_slice()
-                .ok_or_else(|| PyRuntimeError::new_err("an assembled array is not contiguous"))?;
-            let bytes = PyByteArray::new_with(py, flat.len() * 8, |buf| {
-                for (dst, v) in buf.chunks_exact_mut(8).zip(flat) {
-                    dst.copy_from_slice(&v.to_ne_bytes());
-                }
-                Ok(())
+    let futures = {
+        // Inside the runtime: the client may spawn work while sending.
+        let _guard = runtime()?.enter();
+        rask_array::Array::submit_all(&arrays, &c)
+    };
+    let gathered = block_on(py, None, async move { c.gather(&futures).await })?
+        .ok_or_else(|| PyRuntimeError::new_err("a wait without a deadline ended"))?;
+    let mut chunks = gathered
+        .map_err(|e| array_error(py, ArrayError::Client(e)))?
+        .into_iter();
+    arrays
+        .iter()
+        .map(|a| {
+            let len = a.shape().iter().product::<usize>() * 8;
+            let bytes = PyByteArray::new_with(py, len, |buf| {
+                a.place_raw(&mut chunks, buf)
+                    .map_err(|e| PyRuntimeError::new_err(e.to_string()))
             })?;
-            Ok((bytes, shape))
+            Ok((bytes, a.shape().to_vec()))
         })
         .collect()
 }

@@ -622,3 +622,49 @@ fn from_pickled_reads_raw_values_a_python_task_returned() {
         "{err}"
     );
 }
+
+#[test]
+fn raw_placement_matches_assemble() {
+    // Uneven chunks in 0 to 3 dimensions, a transpose, and an empty array.
+    let cases = vec![
+        arange(0.0, 23.0, 1.0, 5).unwrap(),
+        random(&[7, 5], [3, 2], 1).unwrap(),
+        random(&[6, 5, 4], [4, 2, 3], 2).unwrap(),
+        random(&[6, 5], [4, 2], 3).unwrap().t(),
+        random(&[9, 4], 4, 4).unwrap().sum(None).unwrap(),
+        zeros(&[0, 3], 2).unwrap(),
+    ];
+    for a in cases {
+        let roots = a.to_delayed();
+        let done = registry().compute_local(&graph_of(&roots), &[]).unwrap();
+        let chunks: Vec<Chunk> = roots
+            .iter()
+            .map(|d| Chunk::decode(&done[d.key()]).unwrap())
+            .collect();
+        let want = a.assemble(chunks.clone()).unwrap();
+        let mut out = vec![0u8; want.len() * 8];
+        a.place_raw(&mut chunks.clone().into_iter(), &mut out)
+            .unwrap();
+        let got: Vec<f64> = out
+            .chunks_exact(8)
+            .map(|b| f64::from_ne_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, want.iter().copied().collect::<Vec<_>>(), "{a:?}");
+        // A buffer of the wrong size, too few chunks, a chunk of the wrong shape: errors.
+        let mut short = vec![0u8; out.len() + 8];
+        assert!(
+            a.place_raw(&mut chunks.clone().into_iter(), &mut short)
+                .is_err()
+        );
+        if !want.is_empty() {
+            let fewer = chunks[..chunks.len() - 1].to_vec();
+            let err = a.place_raw(&mut fewer.into_iter(), &mut out).unwrap_err();
+            assert!(err.to_string().contains("no computed chunk"), "{err}");
+            let wrong = vec![Chunk::scalar(1.0); chunks.len()];
+            if a.ndim() > 0 {
+                let err = a.place_raw(&mut wrong.into_iter(), &mut out).unwrap_err();
+                assert!(err.to_string().contains("expected"), "{err}");
+            }
+        }
+    }
+}

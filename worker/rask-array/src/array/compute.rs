@@ -49,6 +49,12 @@ impl Array {
         submit_all(std::slice::from_ref(self), client)
     }
 
+    /// [`Array::submit`] for several arrays in one graph (chunks they share computed once): the
+    /// futures of each array's chunks in turn.
+    pub fn submit_all(arrays: &[Array], client: &Client) -> Vec<Future<Chunk>> {
+        submit_all(arrays, client)
+    }
+
     /// The same array with every chunk computed and kept on the cluster (Dask's `persist`):
     /// later operations read the chunks there instead of computing them again. The chunks are
     /// freed when no array holds them any more.
@@ -77,19 +83,36 @@ impl Array {
         self.assemble(chunks)
     }
 
-    /// Computes several arrays together (Dask's `compute(a, b)`): one graph, so the chunks they
-    /// share are computed once.
-    pub async fn compute_all(
-        arrays: &[Array],
-        client: &Client,
-    ) -> Result<Vec<ArrayD<f64>>, ArrayError> {
-        let futures = submit_all(arrays, client);
-        let mut chunks = client.gather(&futures).await?.into_iter();
-        drop(futures);
-        arrays
-            .iter()
-            .map(|a| a.assemble(chunks.by_ref().take(a.nblocks()).collect()))
-            .collect()
+    /// Writes this array's computed chunks (the next [`Array::nblocks`] of `chunks`, C order, as
+    /// [`Array::submit`] lists them) into `out` as raw values: C order, 8 native-endian bytes
+    /// each, `out` holding exactly the array. No whole-array copy in between, and each chunk is
+    /// dropped once placed: what a binding hands to its language's arrays.
+    pub fn place_raw(
+        &self,
+        chunks: &mut impl Iterator<Item = Chunk>,
+        out: &mut [u8],
+    ) -> Result<(), ArrayError> {
+        let size = self.grid.size();
+        if out.len() != size * 8 {
+            return Err(ArrayError::Result(format!(
+                "a buffer of {} bytes for {size} values",
+                out.len()
+            )));
+        }
+        for idx in self.grid.block_indices() {
+            let shape = self.grid.block_shape(&idx);
+            let chunk = chunks.next().ok_or_else(|| {
+                ArrayError::Result(format!("no computed chunk for block {idx:?}"))
+            })?;
+            if chunk.shape() != shape.as_slice() {
+                return Err(ArrayError::Result(format!(
+                    "chunk {idx:?} has shape {:?}, expected {shape:?}",
+                    chunk.shape()
+                )));
+            }
+            place_raw(out, self.shape(), &self.grid.block_offset(&idx), &chunk);
+        }
+        Ok(())
     }
 
     /// Computes a single-element array (a full reduction) and returns its value.
@@ -130,6 +153,53 @@ impl Array {
             view.assign(chunk.array());
         }
         Ok(out)
+    }
+}
+
+/// Writes `chunk` (of the block at `offset`) into `out`, the raw values of a whole array of
+/// `shape` in C order, each value as its 8 native-endian bytes.
+fn place_raw(out: &mut [u8], shape: &[usize], offset: &[usize], chunk: &Chunk) {
+    let values = chunk.array().as_standard_layout();
+    let Some(values) = values.as_slice() else {
+        unreachable!("a standard-layout array is contiguous")
+    };
+    let Some((&row, outer)) = chunk.shape().split_last() else {
+        // A 0-d array: one value.
+        if let (Some(dst), Some(v)) = (out.get_mut(..8), values.first()) {
+            dst.copy_from_slice(&v.to_ne_bytes());
+        }
+        return;
+    };
+    if row == 0 {
+        return;
+    }
+    // Elements per step along each dimension of the whole array (C order).
+    let mut strides = vec![1usize; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * shape[d + 1];
+    }
+    let last = shape.len() - 1;
+    let mut idx = vec![0usize; outer.len()];
+    for src in values.chunks_exact(row) {
+        let start: usize = idx
+            .iter()
+            .zip(offset)
+            .zip(&strides)
+            .map(|((i, o), s)| (i + o) * s)
+            .sum::<usize>()
+            + offset[last];
+        let dst = &mut out[start * 8..(start + row) * 8];
+        for (d, v) in dst.chunks_exact_mut(8).zip(src) {
+            d.copy_from_slice(&v.to_ne_bytes());
+        }
+        // The next row's index, C order.
+        for d in (0..outer.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < outer[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
     }
 }
 
