@@ -313,9 +313,31 @@ def _find(obj: Any, found: dict[str, Delayed]) -> None:
             _find(x, found)
 
 
-def _replace(obj: Any, values: dict[str, Any]) -> Any:
+def _is_array(obj: Any) -> bool:
+    """Whether `obj` is a `rask.array.Array` (without importing numpy when it is not)."""
+    t = type(obj)
+    return t.__name__ == "Array" and t.__module__ == "rask.array"
+
+
+def _find_arrays(obj: Any, found: dict[int, Any]) -> None:
+    """The `rask.array` arrays in `obj` (itself, or inside lists, tuples, sets and dict values),
+    by identity."""
+    if _is_array(obj):
+        found.setdefault(id(obj), obj)
+    elif type(obj) in (list, tuple, set, frozenset):
+        for x in obj:
+            _find_arrays(x, found)
+    elif type(obj) is dict:
+        for x in obj.values():
+            _find_arrays(x, found)
+
+
+def _replace(obj: Any, values: dict[Any, Any]) -> Any:
+    """`obj` with its delayed values (by key) and arrays (by identity) replaced by `values`."""
     if isinstance(obj, Delayed):
         return values[obj.key]
+    if _is_array(obj):
+        return values[id(obj)]
     t = type(obj)
     if t in (list, tuple, set, frozenset):
         return t(_replace(x, values) for x in obj)
@@ -373,18 +395,29 @@ def compute(*args: Any, traverse: bool = True, optimize_graph: bool = True, sche
         raise TypeError(f"rask's compute does not take {', '.join(sorted(kwargs))}")
     client = _client_for(scheduler)
     found: dict[str, Delayed] = {}
+    arrays: dict[int, Any] = {}
     for a in args:
         if traverse:
             _find(a, found)
+            _find_arrays(a, arrays)
         elif isinstance(a, Delayed):
             found.setdefault(a.key, a)
-    if not found:
+        elif _is_array(a):
+            arrays.setdefault(id(a), a)
+    if not found and not arrays:
         return args
-    futures = client._compute_graph(list(found.values()))
-    values = dict(zip(found, client.gather(futures)))
+    values: dict[Any, Any] = {}
+    if found:
+        futures = client._compute_graph(list(found.values()))
+        values.update(zip(found, client.gather(futures)))
+    if arrays:
+        # rask.array's arrays: one graph of native kernels, chunks they share computed once.
+        from .array import compute_all
+
+        values.update(zip(arrays, compute_all(list(arrays.values()), client)))
     if traverse:
         return tuple(_replace(a, values) for a in args)
-    return tuple(values[a.key] if isinstance(a, Delayed) else a for a in args)
+    return tuple(values[a.key] if isinstance(a, Delayed) else values[id(a)] if _is_array(a) else a for a in args)
 
 
 def persist(*args: Any, scheduler: Any = None, **kwargs: Any) -> tuple:

@@ -41,3 +41,16 @@ def identity(x):
 def call_method(obj, name, args, kwargs):
     """`obj.name(*args, **kwargs)`: a method called on a delayed value."""
     return getattr(obj, name)(*args, **kwargs)
+
+
+def chunk_values(x, shape):
+    """A `rask.array.from_delayed` chunk: the raw float64 values (little-endian, C order) of `x`,
+    which must have `shape`; the array kernels read them from these bytes."""
+    import numpy as np
+
+    a = np.asarray(x)
+    if a.shape != tuple(shape):
+        raise ValueError(f"from_delayed: the function gave an array of shape {a.shape}, but shape={tuple(shape)} was declared")
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"from_delayed: rask.array holds float64 values; the function gave dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype="<f8").tobytes()

@@ -390,10 +390,12 @@ class Client:
         _refuse_task_keywords(kwargs)
         if kwargs:
             raise TypeError(f"rask's compute does not take {', '.join(sorted(kwargs))}")
-        from ._delayed import Delayed
+        from ._delayed import Delayed, _is_array
 
         single = not isinstance(collections, (list, tuple))
         items = [collections] if single else list(collections)
+        if any(_is_array(x) for x in items):
+            raise TypeError("Client.compute of a rask.array array (a future of it) is not supported yet: use x.compute(), rask.compute(x, ...) or x.persist()")
         delayed_items = [x for x in items if isinstance(x, Delayed)]
         futures = dict(zip((d.key for d in delayed_items), self._compute_graph(delayed_items)))
         result = [futures[x.key] if isinstance(x, Delayed) else x for x in items]
@@ -403,14 +405,22 @@ class Client:
 
     def persist(self, collections: Any, optimize_graph: bool = True, **kwargs: Any) -> Any:
         """Starts computing delayed values and returns them backed by their results on the
-        cluster: computing them, or values made from them, reads those results. A list or tuple
-        gives a list."""
-        from ._delayed import Delayed, from_future
+        cluster: computing them, or values made from them, reads those results. A `rask.array`
+        array gives the array over its chunks kept on the cluster. A list or tuple gives a
+        list."""
+        from ._delayed import Delayed, _is_array, from_future
 
         single = not isinstance(collections, (list, tuple))
         items = [collections] if single else list(collections)
-        computed = self.compute(items, **kwargs)
-        result = [from_future(f, x._length) if isinstance(x, Delayed) else x for x, f in zip(items, computed)]
+        computed = iter(self.compute([x for x in items if not _is_array(x)], **kwargs))
+        result = []
+        for x in items:
+            if _is_array(x):
+                # rask.array's arrays persist as arrays over their chunks on the cluster.
+                result.append(x.persist(scheduler=self))
+                continue
+            f = next(computed)
+            result.append(from_future(f, x._length) if isinstance(x, Delayed) else f)
         return result[0] if single else result
 
     def scatter(self, data: Any, workers: Any = None, broadcast: bool = False, direct: Any = None, hash: bool = True, timeout: Any = None, asynchronous: Any = None) -> Any:

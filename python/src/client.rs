@@ -21,14 +21,14 @@ use crate::runtime::{block_on, deadline, runtime};
 /// A connection to a scheduler.
 #[pyclass(module = "rask._rask", frozen)]
 pub(crate) struct Client {
-    inner: rask_client::Client,
+    pub(crate) inner: rask_client::Client,
     address: String,
 }
 
 /// A task's result on the cluster; the scheduler may free it once every copy is gone.
 #[pyclass(module = "rask._rask", frozen)]
 pub(crate) struct Future {
-    inner: rask_client::Future<Encoded>,
+    pub(crate) inner: rask_client::Future<Encoded>,
 }
 
 /// One task to submit: its pickled call, and the futures it reads.

@@ -6,6 +6,7 @@
 //! `rask.distributed` turns into the user's exception. One tokio runtime per process runs every
 //! client's connections.
 
+mod array;
 mod client;
 mod outcome;
 mod runtime;
@@ -14,6 +15,7 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _rask(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<array::Array>()?;
     m.add_class::<client::Client>()?;
     m.add_class::<client::Future>()?;
     m.add_class::<client::Completions>()?;

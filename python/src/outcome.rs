@@ -88,7 +88,7 @@ pub(crate) fn decode_result<'py>(py: Python<'py>, encoded: &[u8]) -> PyResult<Bo
 /// `{"key", "message", "kind"}`; for an exception of the user's Python code (`kind` "python")
 /// also `"type"`, `"text"`, `"traceback"` and `"pickled"` (the exception, or `None`); for a
 /// killed worker `"deaths"`.
-fn failure_dict<'py>(py: Python<'py>, f: &TaskFailure) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn failure_dict<'py>(py: Python<'py>, f: &TaskFailure) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("key", f.key.as_str())?;
     d.set_item("message", f.to_string())?;

@@ -44,6 +44,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! [`Array::persist`] keeps an array's chunks on the cluster and gives an array over their
+//! futures; [`from_pickled`] makes a chunk of the raw values a Python task returned (the Python
+//! package's `from_delayed`).
+//!
 //! Chunks travel as [`Chunk`]s, format tag [`TAG`]: the shape and the raw little-endian values.
 
 mod array;
@@ -53,11 +57,12 @@ mod error;
 mod kernels;
 pub mod npy;
 mod ops;
+mod pickled;
 mod random;
 mod task;
 
 pub use array::Array;
-pub use array::create::{arange, from_ndarray, from_npy, full, ones, random, zeros};
+pub use array::create::{arange, from_ndarray, from_npy, from_pickled, full, ones, random, zeros};
 pub use chunk::{Chunk, TAG};
 pub use chunks::{AUTO_CHUNK_BYTES, ChunkSpec, Grid, Range};
 pub use error::ArrayError;

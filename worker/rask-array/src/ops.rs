@@ -12,6 +12,8 @@ pub enum UnOp {
     Exp,
     Log,
     Square,
+    Sin,
+    Cos,
 }
 
 impl UnOp {
@@ -24,6 +26,8 @@ impl UnOp {
             UnOp::Exp => "exp",
             UnOp::Log => "log",
             UnOp::Square => "square",
+            UnOp::Sin => "sin",
+            UnOp::Cos => "cos",
         }
     }
 
@@ -36,6 +40,8 @@ impl UnOp {
             UnOp::Exp => x.exp(),
             UnOp::Log => x.ln(),
             UnOp::Square => x * x,
+            UnOp::Sin => x.sin(),
+            UnOp::Cos => x.cos(),
         }
     }
 }
@@ -116,7 +122,12 @@ macro_rules! per_variant {
 
 macro_rules! each_unop {
     ($op:ident => $body:expr) => {
-        per_variant!(UnOp, $op, [Neg, Abs, Sqrt, Exp, Log, Square], $body)
+        per_variant!(
+            UnOp,
+            $op,
+            [Neg, Abs, Sqrt, Exp, Log, Square, Sin, Cos],
+            $body
+        )
     };
 }
 
@@ -238,6 +249,8 @@ mod tests {
             UnOp::Exp,
             UnOp::Log,
             UnOp::Square,
+            UnOp::Sin,
+            UnOp::Cos,
         ] {
             let mut all = xs;
             op.apply_all(&mut all);
@@ -245,6 +258,16 @@ mod tests {
                 assert!(same(all[i], op.apply(xs[i])), "{op:?} {i}");
             }
         }
+    }
+
+    #[test]
+    fn sin_and_cos_are_numpys() {
+        assert_eq!(UnOp::Sin.apply(0.0), 0.0);
+        assert_eq!(UnOp::Cos.apply(0.0), 1.0);
+        assert!((UnOp::Sin.apply(std::f64::consts::FRAC_PI_2) - 1.0).abs() < 1e-15);
+        assert!((UnOp::Cos.apply(std::f64::consts::PI) + 1.0).abs() < 1e-15);
+        assert!(UnOp::Sin.apply(f64::INFINITY).is_nan());
+        assert_eq!((UnOp::Sin.name(), UnOp::Cos.name()), ("sin", "cos"));
     }
 
     #[test]

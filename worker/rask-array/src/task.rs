@@ -8,7 +8,7 @@ use std::cell::Cell;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use rask_core::{Input, KernelTask};
+use rask_core::{Input, KernelTask, Pickled};
 
 use crate::chunk::Chunk;
 use crate::chunks::Range;
@@ -44,6 +44,12 @@ pub(crate) enum ArrayTask {
         shape: Vec<usize>,
         pieces: Vec<RechunkPiece>,
     },
+    /// `array.from_pickle`: the chunk of `shape` whose raw values (f64 LE, C order) a Python
+    /// task returned as a `bytes` object. Result: [`Chunk`].
+    FromPickle {
+        source: Input<Pickled>,
+        shape: Vec<usize>,
+    },
 }
 
 impl KernelTask for ArrayTask {
@@ -54,6 +60,7 @@ impl KernelTask for ArrayTask {
         "array.matmul",
         "array.add",
         "array.rechunk",
+        "array.from_pickle",
     ];
 
     fn func(&self) -> &'static str {
@@ -64,6 +71,7 @@ impl KernelTask for ArrayTask {
             ArrayTask::Matmul { .. } => "array.matmul",
             ArrayTask::Add { .. } => "array.add",
             ArrayTask::Rechunk { .. } => "array.rechunk",
+            ArrayTask::FromPickle { .. } => "array.from_pickle",
         }
     }
 }

@@ -571,3 +571,100 @@ fn array_graphs_visualize() {
     assert!(w.dot.ends_with("mean.dot"));
     assert_eq!(std::fs::read_to_string(&w.dot).unwrap(), dot);
 }
+
+#[test]
+fn from_pickled_reads_raw_values_a_python_task_returned() {
+    use bytes::Bytes;
+    use rask_client::delayed::{Delayed, Deps};
+    use rask_core::{FuncName, Key, Pickled};
+
+    // The Python task is given here as its result: pickle.dumps(values.tobytes(), protocol=5).
+    let source: Delayed<Pickled> = Delayed::from_parts(
+        Key::new("to_chunk_bytes-1"),
+        FuncName::new("python.call"),
+        Bytes::new(),
+        Deps::new(),
+    );
+    let pickle_of = |values: &[f64]| {
+        let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut p = vec![0x80, 5, b'B'];
+        p.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+        p.extend_from_slice(&raw);
+        p.extend_from_slice(b"\x94.");
+        Pickled(Bytes::from(p)).encode()
+    };
+    let run = |a: &Array, given: rask_core::Encoded| {
+        let roots = a.to_delayed();
+        let graph: Vec<_> = graph_of(&roots)
+            .into_iter()
+            .filter(|t| t.key != *source.key())
+            .collect();
+        registry()
+            .compute_local(&graph, &[(source.key().clone(), given)])
+            .map(|done| a.assemble(vec![Chunk::decode(&done[roots[0].key()]).unwrap()]))
+    };
+    let a = from_pickled(&source, &[2, 3]).unwrap();
+    assert_eq!(a.chunks(), &[vec![2], vec![3]]);
+    let values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let got = run(&(&a * 2.0), pickle_of(&values)).unwrap().unwrap();
+    let want = ArrayD::from_shape_vec(IxDyn(&[2, 3]), values.to_vec()).unwrap() * 2.0;
+    assert_eq!(got, want);
+    // Too few values for the shape, and a pickle of something else, name the problem.
+    let (_, err) = run(&a, pickle_of(&values[..4])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("32 bytes of values for a chunk of shape [2, 3] (6 f64 values)"),
+        "{err}"
+    );
+    let (_, err) = run(&a, Pickled(Bytes::from_static(b"\x80\x05K\x01.")).encode()).unwrap_err();
+    assert!(
+        err.to_string().contains("not a pickled bytes object"),
+        "{err}"
+    );
+}
+
+#[test]
+fn raw_placement_matches_assemble() {
+    // Uneven chunks in 0 to 3 dimensions, a transpose, and an empty array.
+    let cases = vec![
+        arange(0.0, 23.0, 1.0, 5).unwrap(),
+        random(&[7, 5], [3, 2], 1).unwrap(),
+        random(&[6, 5, 4], [4, 2, 3], 2).unwrap(),
+        random(&[6, 5], [4, 2], 3).unwrap().t(),
+        random(&[9, 4], 4, 4).unwrap().sum(None).unwrap(),
+        zeros(&[0, 3], 2).unwrap(),
+    ];
+    for a in cases {
+        let roots = a.to_delayed();
+        let done = registry().compute_local(&graph_of(&roots), &[]).unwrap();
+        let chunks: Vec<Chunk> = roots
+            .iter()
+            .map(|d| Chunk::decode(&done[d.key()]).unwrap())
+            .collect();
+        let want = a.assemble(chunks.clone()).unwrap();
+        let mut out = vec![0u8; want.len() * 8];
+        a.place_raw(&mut chunks.clone().into_iter(), &mut out)
+            .unwrap();
+        let got: Vec<f64> = out
+            .chunks_exact(8)
+            .map(|b| f64::from_ne_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, want.iter().copied().collect::<Vec<_>>(), "{a:?}");
+        // A buffer of the wrong size, too few chunks, a chunk of the wrong shape: errors.
+        let mut short = vec![0u8; out.len() + 8];
+        assert!(
+            a.place_raw(&mut chunks.clone().into_iter(), &mut short)
+                .is_err()
+        );
+        if !want.is_empty() {
+            let fewer = chunks[..chunks.len() - 1].to_vec();
+            let err = a.place_raw(&mut fewer.into_iter(), &mut out).unwrap_err();
+            assert!(err.to_string().contains("no computed chunk"), "{err}");
+            let wrong = vec![Chunk::scalar(1.0); chunks.len()];
+            if a.ndim() > 0 {
+                let err = a.place_raw(&mut wrong.into_iter(), &mut out).unwrap_err();
+                assert!(err.to_string().contains("expected"), "{err}");
+            }
+        }
+    }
+}

@@ -499,6 +499,23 @@ impl Holdings for Store {
     }
 }
 
+/// The store as a batch of scheduler messages sees it: without the keys freed in the batch so
+/// far, whose removal is applied after it.
+struct AfterFrees<'a> {
+    store: &'a Store,
+    freed: &'a FxHashSet<Key>,
+}
+
+impl Holdings for AfterFrees<'_> {
+    fn nbytes(&self, key: &Key) -> Option<u64> {
+        if self.freed.contains(key) {
+            None
+        } else {
+            self.store.nbytes(key)
+        }
+    }
+}
+
 /// What a handler of [`WorkerState`] asked for, carried out once it returns (the store stays
 /// locked while the handler reads it).
 #[derive(Default)]
@@ -654,12 +671,24 @@ impl Core {
         let mut close = None;
         {
             let store = lock(&self.io.store);
+            // Keys the batch frees leave the store only once `fx` is applied, after the batch:
+            // until then the handlers must not count them as held. (A client that releases a
+            // result and wants it again sends both together; counting the freed copy as held
+            // answered "already computed" for a result about to be dropped.)
+            let mut freed = FxHashSet::default();
             for env in batch {
+                let held = AfterFrees {
+                    store: &store,
+                    freed: &freed,
+                };
                 match env.msg {
                     FromScheduler::Compute(ct) => computes.push(ct),
-                    FromScheduler::FreeKeys { keys } => self.state.free_keys(keys, &mut fx),
+                    FromScheduler::FreeKeys { keys } => {
+                        freed.extend(keys.iter().cloned());
+                        self.state.free_keys(keys, &mut fx)
+                    }
                     FromScheduler::AcquireReplicas { keys } => {
-                        self.state.acquire_replicas(keys, &*store, &mut fx)
+                        self.state.acquire_replicas(keys, &held, &mut fx)
                     }
                     FromScheduler::Close { reason } => {
                         close = Some(reason);
@@ -672,7 +701,11 @@ impl Core {
                 }
             }
             if !computes.is_empty() {
-                self.state.compute(computes, &*store, &mut fx);
+                let held = AfterFrees {
+                    store: &store,
+                    freed: &freed,
+                };
+                self.state.compute(computes, &held, &mut fx);
             }
         }
         self.io.apply(&mut fx);

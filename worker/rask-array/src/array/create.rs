@@ -4,11 +4,16 @@ use std::path::Path;
 
 use ndarray::{ArrayD, Slice};
 
-use super::{Array, Block, Expr};
+use rask_client::delayed::Delayed;
+use rask_client::kernel;
+use rask_core::Pickled;
+
+use super::{Array, Block, Expr, Source};
 use crate::chunk::Chunk;
 use crate::chunks::{ChunkSpec, Grid};
 use crate::error::ArrayError;
 use crate::npy;
+use crate::task::ArrayTask;
 
 /// An array of `shape` in `chunks`, chunk `i` (C order, at block index `idx`) made by
 /// `make(grid, idx, i)`.
@@ -91,6 +96,18 @@ pub fn from_ndarray(a: &ArrayD<f64>, chunks: impl Into<ChunkSpec>) -> Result<Arr
         }
         Expr::Literal(Chunk::new(view.as_standard_layout().into_owned()))
     })
+}
+
+/// A one-chunk array of `shape` whose values a Python task computes (`rask.array.from_delayed`):
+/// `source` returns them as a pickled `bytes` object of raw f64 (little-endian, C order).
+pub fn from_pickled(source: &Delayed<Pickled>, shape: &[usize]) -> Result<Array, ArrayError> {
+    let grid = Grid::from_chunks(shape, shape.iter().map(|&n| vec![n]).collect())?;
+    let task = kernel(|deps| ArrayTask::FromPickle {
+        source: deps.input(source),
+        shape: shape.to_vec(),
+    });
+    let block = Block::new(shape.to_vec(), Expr::Task(Source::Task(task)));
+    Ok(Array::from_blocks(grid, vec![block]))
 }
 
 /// The `.npy` file at `path` (f8, f4, i8, i4 or u1, C order), each chunk read by the worker that

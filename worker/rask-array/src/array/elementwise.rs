@@ -119,6 +119,14 @@ impl Array {
     pub fn abs(&self) -> Array {
         self.unary(UnOp::Abs)
     }
+
+    pub fn sin(&self) -> Array {
+        self.unary(UnOp::Sin)
+    }
+
+    pub fn cos(&self) -> Array {
+        self.unary(UnOp::Cos)
+    }
 }
 
 macro_rules! scalar_ops {

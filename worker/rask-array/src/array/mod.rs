@@ -9,7 +9,8 @@ mod structure;
 
 use std::sync::{Arc, OnceLock};
 
-use rask_client::delayed::{Delayed, Deps};
+use rask_client::Future;
+use rask_client::delayed::{AsInput, Delayed, Deps, InputSource};
 use rask_client::kernel;
 
 use crate::chunk::Chunk;
@@ -41,7 +42,30 @@ struct BlockNode {
     shape: Vec<usize>,
     expr: Expr,
     depth: usize,
-    task: OnceLock<Delayed<Chunk>>,
+    task: OnceLock<Source>,
+}
+
+/// Where a computed chunk comes from: a task of the graph, or a result on the cluster that a
+/// future holds (a persisted array's chunk).
+#[derive(Clone)]
+pub(crate) enum Source {
+    Task(Delayed<Chunk>),
+    Held(Future<Chunk>),
+}
+
+impl AsInput<Chunk> for Source {
+    fn input_source(&self) -> InputSource {
+        match self {
+            Source::Task(d) => d.input_source(),
+            Source::Held(f) => f.input_source(),
+        }
+    }
+}
+
+impl From<Delayed<Chunk>> for Source {
+    fn from(d: Delayed<Chunk>) -> Source {
+        Source::Task(d)
+    }
 }
 
 /// A chunk as the builder holds it: [`ChunkExpr`] with shared operand blocks (each made into a
@@ -62,7 +86,7 @@ enum Expr {
         path: String,
         offset: Vec<usize>,
     },
-    Task(Delayed<Chunk>),
+    Task(Source),
     Un(UnOp, Block),
     Bin(BinOp, Block, Block),
     Transpose(Block),
@@ -88,18 +112,18 @@ impl Block {
         &self.0.shape
     }
 
-    /// The task computing this chunk (made on first use, then shared).
-    fn task(&self) -> Delayed<Chunk> {
+    /// The task computing this chunk (made on first use, then shared), or the future holding it.
+    fn task(&self) -> Source {
         if let Expr::Task(d) = &self.0.expr {
             return d.clone();
         }
         self.0
             .task
             .get_or_init(|| {
-                kernel(|deps| ArrayTask::Eval {
+                Source::Task(kernel(|deps| ArrayTask::Eval {
                     expr: self.expr(deps),
                     shape: self.shape().to_vec(),
-                })
+                }))
             })
             .clone()
     }

@@ -154,7 +154,7 @@ impl Array {
                 let count = self.grid.size();
                 let root = self.tree(parts, &combine, count);
                 let grid = Grid::from_chunks(&[], vec![])?;
-                Ok(self.with_blocks(grid, vec![Block::new(vec![], Expr::Task(root))]))
+                Ok(self.with_blocks(grid, vec![Block::new(vec![], Expr::Task(root.into()))]))
             }
             Some(ax) => {
                 let grid = self.grid.without(ax);
@@ -172,7 +172,7 @@ impl Array {
                             })
                             .collect();
                         let root = self.tree(parts, &combine, count);
-                        Block::new(grid.block_shape(idx), Expr::Task(root))
+                        Block::new(grid.block_shape(idx), Expr::Task(root.into()))
                     })
                     .collect();
                 Ok(self.with_blocks(grid, blocks))

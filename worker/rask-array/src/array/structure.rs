@@ -4,7 +4,7 @@
 use rask_client::delayed::Delayed;
 use rask_client::kernel;
 
-use super::{Array, Block, Expr};
+use super::{Array, Block, Expr, Source};
 use crate::chunk::Chunk;
 use crate::chunks::{self, ChunkSpec, Grid, Range};
 use crate::error::ArrayError;
@@ -139,7 +139,7 @@ impl Array {
                         })
                         .collect(),
                 });
-                Block::new(shape, Expr::Task(d))
+                Block::new(shape, Expr::Task(d.into()))
             })
             .collect();
         Ok(self.with_blocks(grid, blocks))
@@ -177,8 +177,8 @@ impl Array {
         )?;
         let (ni, nk) = (self.grid.blocks_per_dim()[0], self.grid.blocks_per_dim()[1]);
         let nj = other.grid.blocks_per_dim()[1];
-        let a: Vec<Delayed<Chunk>> = self.blocks.iter().map(Block::task).collect();
-        let b: Vec<Delayed<Chunk>> = other.blocks.iter().map(Block::task).collect();
+        let a: Vec<Source> = self.blocks.iter().map(Block::task).collect();
+        let b: Vec<Source> = other.blocks.iter().map(Block::task).collect();
         let mut blocks = Vec::with_capacity(ni * nj);
         for i in 0..ni {
             for j in 0..nj {
@@ -201,7 +201,7 @@ impl Array {
                     }),
                 };
                 let shape = vec![self.chunks()[0][i], other.chunks()[1][j]];
-                blocks.push(Block::new(shape, Expr::Task(d)));
+                blocks.push(Block::new(shape, Expr::Task(d.into())));
             }
         }
         Ok(self.with_blocks(grid, blocks))

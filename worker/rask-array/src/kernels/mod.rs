@@ -11,8 +11,11 @@ mod blocks;
 mod expr;
 mod reduce;
 
-use rask_core::{Data, Encoded, Inputs, KernelError, KernelTask};
+use ndarray::{ArrayD, IxDyn};
+use rask_core::{Data, Encoded, Input, Inputs, KernelError, KernelTask, Pickled};
 
+use crate::chunk::Chunk;
+use crate::pickled;
 use crate::task::ArrayTask;
 use expr::ChunkInputs;
 
@@ -37,11 +40,46 @@ pub(crate) fn run(task: ArrayTask, inputs: &Inputs<'_>) -> Result<Encoded, Kerne
         ArrayTask::Rechunk { shape, pieces } => {
             blocks::rechunk(&shape, &pieces, inputs).map(|c| c.encode())
         }
+        ArrayTask::FromPickle { source, shape } => {
+            from_pickle(source, &shape, inputs).map(|c| c.encode())
+        }
     };
     out.map_err(|e| match e {
         KernelError::Failed(m) => KernelError::Failed(format!("{func}: {m}")),
         other => other,
     })
+}
+
+/// The chunk of `shape` whose raw values a Python task returned as pickled `bytes`.
+fn from_pickle(
+    source: Input<Pickled>,
+    shape: &[usize],
+    inputs: &Inputs<'_>,
+) -> Result<Chunk, KernelError> {
+    let pickle = inputs.get(source)?;
+    let raw =
+        pickled::bytes_object(&pickle.0).map_err(|e| inputs.input_error(source.index(), e))?;
+    let len: usize = shape.iter().product();
+    if Some(raw.len()) != len.checked_mul(8) {
+        return Err(inputs.input_error(
+            source.index(),
+            format!(
+                "{} bytes of values for a chunk of shape {shape:?} ({len} f64 values)",
+                raw.len()
+            ),
+        ));
+    }
+    let values = raw
+        .chunks_exact(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            f64::from_le_bytes(b)
+        })
+        .collect();
+    ArrayD::from_shape_vec(IxDyn(shape), values)
+        .map(Chunk::new)
+        .map_err(|e| KernelError::failed(e.to_string()))
 }
 
 #[cfg(test)]

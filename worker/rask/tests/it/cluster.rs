@@ -358,3 +358,21 @@ async fn released_futures_are_freed_on_the_workers() {
     assert_eq!(cluster.snapshot().await.unwrap().tasks_forgotten_total, 100);
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_graph_computed_again_after_its_release_gives_its_values() {
+    // The same keys wanted again right after their futures are dropped: the release and the
+    // new graph reach a worker in one batch, which must compute the results again rather than
+    // report the copies it is about to free as held.
+    let cluster = process_cluster(2).await;
+    let client = cluster.client().await.unwrap();
+    let graph: Vec<Delayed<Value>> = (0..8i64).map(|i| delayed(seed::INC, lit(i))).collect();
+    for round in 0..20 {
+        let futures = client.compute_many(&graph);
+        let values = client.gather(&futures).await.unwrap_or_else(|e| {
+            panic!("round {round}: {e}");
+        });
+        assert_eq!(values, (1..9i64).map(Value::Int).collect::<Vec<_>>());
+    }
+    cluster.shutdown().await;
+}
