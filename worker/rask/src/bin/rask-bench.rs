@@ -126,6 +126,12 @@ struct Cli {
     /// Seconds one repetition may take before the run is abandoned.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Keep the dashboard page's live feed open during cluster workloads: the scheduler serves
+    /// its dashboard and a reader subscribes to `/status/events` as an open `/status` page does,
+    /// so the scheduler encodes an update every 500 ms. Each line then carries `"page"`: the
+    /// updates received and their sizes.
+    #[arg(long)]
+    page: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -345,7 +351,14 @@ async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
     let mut config = LocalClusterConfig::new(WORKERS, THREADS).processes(rask);
     let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
     config.worker_env.push(("RUST_LOG".into(), log));
+    if cli.page {
+        config.dashboard = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
     let cluster = LocalCluster::start(config).await?;
+    let page = match cluster.dashboard_address() {
+        Some(addr) if cli.page => Some(page::open(addr).await?),
+        _ => None,
+    };
     let client = cluster.client().await?;
     // One task per worker first (each starts with room for one task of unknown duration), so
     // connections are open and `inc`'s duration is known before measuring, as bench_e warms up.
@@ -367,7 +380,117 @@ async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
     };
     drop(client);
     cluster.shutdown().await;
-    line
+    let mut line = line?;
+    if let Some(page) = page {
+        let report = page.close()?;
+        if let Some(obj) = line.as_object_mut() {
+            obj.insert("page".into(), report);
+        }
+    }
+    Ok(line)
+}
+
+/// An open dashboard page's live feed, read as the browser's `EventSource` reads it.
+mod page {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{Shutdown, SocketAddr, TcpStream};
+    use std::thread::JoinHandle;
+    use std::time::Duration;
+
+    use serde_json::{Value as Json, json};
+
+    use super::{BenchError, Result, io_err, stats};
+
+    pub(super) struct Page {
+        stream: TcpStream,
+        reader: JoinHandle<std::io::Result<Vec<f64>>>,
+    }
+
+    /// Subscribes to `/status/events` and returns once the first update has arrived, so the
+    /// workload runs with the feed flowing. The reader is a thread of its own that only counts
+    /// bytes; the cost measured is the scheduler's, which builds and sends every update.
+    pub(super) async fn open(addr: SocketAddr) -> Result<Page> {
+        let what = format!("dashboard feed at http://{addr}/status/events");
+        let mut stream = TcpStream::connect(addr).map_err(io_err(what.clone()))?;
+        // HTTP/1.0: the body is not chunked, it ends when the connection does.
+        stream
+            .write_all(b"GET /status/events HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n")
+            .map_err(io_err(what.clone()))?;
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+        let read_half = stream.try_clone().map_err(io_err(what.clone()))?;
+        let reader = std::thread::spawn(move || read_updates(read_half, first_tx));
+        match tokio::time::timeout(Duration::from_secs(10), first_rx).await {
+            Ok(Ok(())) => Ok(Page { stream, reader }),
+            _ => Err(BenchError::Io {
+                what,
+                source: std::io::Error::other("no update within 10 s"),
+            }),
+        }
+    }
+
+    /// Reads events until the connection ends; returns each `update` event's size in bytes
+    /// (its `data:` lines). Signals `first` at the first one.
+    fn read_updates(
+        stream: TcpStream,
+        first: tokio::sync::oneshot::Sender<()>,
+    ) -> std::io::Result<Vec<f64>> {
+        let mut first = Some(first);
+        let mut sizes = Vec::new();
+        let mut lines = BufReader::new(stream);
+        let mut line = String::new();
+        let mut in_body = false;
+        let mut event_bytes = 0usize;
+        loop {
+            line.clear();
+            if lines.read_line(&mut line)? == 0 {
+                return Ok(sizes);
+            }
+            let text = line.trim_end_matches(['\r', '\n']);
+            if !in_body {
+                if text.starts_with("HTTP/") && !text.contains(" 200") {
+                    return Err(std::io::Error::other(format!(
+                        "the scheduler answered {text}"
+                    )));
+                }
+                in_body = text.is_empty();
+                continue;
+            }
+            if let Some(data) = text.strip_prefix("data:") {
+                event_bytes += data.len();
+            } else if text.is_empty() && event_bytes > 0 {
+                sizes.push(event_bytes as f64);
+                event_bytes = 0;
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+
+    impl Page {
+        /// Closes the feed; `{"updates", "bytes", "update_bytes": stats}` of what it carried.
+        pub(super) fn close(self) -> Result<Json> {
+            // The cluster is down by now, so the stream has ended or ends here.
+            let _ = self.stream.shutdown(Shutdown::Both);
+            let sizes = self
+                .reader
+                .join()
+                .map_err(|_| BenchError::Io {
+                    what: "dashboard feed reader".into(),
+                    source: std::io::Error::other("the reader thread panicked"),
+                })?
+                .map_err(io_err("reading the dashboard feed"))?;
+            let mut update_bytes = stats(&sizes);
+            if let Some(o) = update_bytes.as_object_mut() {
+                o.remove("runs"); // one per update: too many to list
+            }
+            Ok(json!({
+                "updates": sizes.len(),
+                "bytes": sizes.iter().sum::<f64>(),
+                "update_bytes": update_bytes,
+            }))
+        }
+    }
 }
 
 /// Each repetition's measurement, and the CPU time it took.
