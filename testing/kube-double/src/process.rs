@@ -91,7 +91,8 @@ impl ProcessConfig {
         }
     }
 
-    /// `name` as the first word of a command runs `to` instead.
+    /// `name` as the first word of a command runs `to` instead (`to[0]` a path, for an image
+    /// without [`ProcessConfig::exec_dir`]).
     pub fn alias(mut self, name: &str, to: &[&str]) -> Self {
         self.aliases
             .push((name.into(), to.iter().map(|t| (*t).to_owned()).collect()));
@@ -148,6 +149,12 @@ impl ProcessConfig {
             Some(cmd) if !cmd.is_empty() => cmd.clone(),
             _ => vec![self.entrypoint.clone()],
         };
+        // Another program of the image (the worker image's `python3`), when the config names it.
+        if let Some((_, to)) = self.aliases.iter().find(|(from, _)| *from == argv[0]) {
+            argv.splice(0..1, to.iter().cloned());
+            argv.extend(c.args.clone().unwrap_or_default());
+            return Ok(argv);
+        }
         let file_name = self.entrypoint.rsplit('/').next().unwrap_or_default();
         if argv[0] != self.entrypoint && argv[0] != file_name {
             return Err(missing(&argv[0]));
@@ -596,5 +603,40 @@ mod tests {
         assert_eq!(expand("$(MISSING)", &vars), "$(MISSING)");
         assert_eq!(expand("$$(A) costs $5", &vars), "$(A) costs $5");
         assert_eq!(expand("$(A", &vars), "$(A");
+    }
+
+    fn container(command: Option<&[&str]>, args: &[&str]) -> Container {
+        Container {
+            name: "c".into(),
+            command: command.map(|c| c.iter().map(|s| (*s).to_owned()).collect()),
+            args: Some(args.iter().map(|s| (*s).to_owned()).collect()),
+            ..Container::default()
+        }
+    }
+
+    #[test]
+    fn an_alias_runs_another_program_of_an_entrypoint_image() {
+        let config = ProcessConfig::new("img", "/bin/rask", "/usr/local/bin/rask")
+            .alias("python3", &["/venv/bin/python"]);
+        assert_eq!(
+            config.program(&container(Some(&["python3", "-c"]), &["print(1)"])),
+            Ok(vec![
+                "/venv/bin/python".into(),
+                "-c".into(),
+                "print(1)".into()
+            ])
+        );
+        // The entrypoint still runs as the binary; other commands are still missing.
+        assert_eq!(
+            config.program(&container(None, &["worker"])),
+            Ok(vec!["/bin/rask".into(), "worker".into()])
+        );
+        let err = config
+            .program(&container(Some(&["python"]), &[]))
+            .unwrap_err();
+        assert!(
+            err.contains("\"python\": executable file not found"),
+            "{err}"
+        );
     }
 }

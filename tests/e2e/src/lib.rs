@@ -58,6 +58,21 @@ pub fn rask_bin() -> Result<PathBuf, String> {
     }
 }
 
+/// The Python that stands for the worker image's `python3`, which has the `rask` package:
+/// `$RASK_PYTHON` (scripts/test sets its venv's, where the package is installed), else `python3`
+/// on PATH.
+pub fn python_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("RASK_PYTHON") {
+        return PathBuf::from(p);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("python3"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
 /// What listening on all interfaces inside a pod means here: on the pod's IP. `rask scheduler`
 /// gets `--host IP` and its dashboard on `IP:port`; `rask worker` gets `--listen-host IP`. Other
 /// commands (`rask run`) only connect out and are left alone.
@@ -176,8 +191,13 @@ impl E2e {
             .parent()
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default();
+        // The worker image's `python3` (a DaskJob's Python runner, and the workers' Python) is
+        // the Python with the `rask` package: scripts/test's venv.
+        let python = python_bin().to_string_lossy().into_owned();
         let processes = ProcessConfig::new(WORKER_IMAGE, bin, ENTRYPOINT)
+            .alias("python3", &[python.as_str()])
             .bind_args(bind_rask_args)
+            .env("RASK_PYTHON", &python)
             .env("RUST_LOG", "info");
         // A user's image: its binaries have rask's command line, plus functions of their own.
         let custom = ProcessConfig::exec(CUSTOM_WORKER_IMAGE, bin_dir)

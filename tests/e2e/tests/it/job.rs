@@ -292,3 +292,31 @@ async fn the_custom_worker_example_job_runs_users_functions_and_checks_them() {
     );
     e2e.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_python_job_example_runs_its_script_on_the_worker_image() {
+    // examples/python-job.yaml: the runner is `python3 -c <script>` on the worker image, which
+    // computes the seed's delayed graph with its own Python functions (the workers run them) and
+    // a rask.array mean, and exits 1 when a result is wrong.
+    let e2e = E2e::start().await;
+    let j: DaskJob = example("python-job.yaml").unwrap();
+    e2e.jobs().create(&PostParams::default(), &j).await.unwrap();
+    e2e.wait_until("the job ends", T, async || {
+        finished(&e2e, "python-job").await
+    })
+    .await;
+    let st = status(&e2e, "python-job").await;
+    assert_eq!(
+        st.job_status,
+        Some(JobStatus::Successful),
+        "{st:?}\n{}",
+        e2e.kubelet.all_logs()
+    );
+    let logs = e2e.kubelet.logs("default", "python-job-runner");
+    assert!(
+        logs.contains("delayed: total 131, parts [1, 4, 11, 22, 37, 56]"),
+        "{logs}"
+    );
+    assert!(logs.contains("ok: the results match"), "{logs}");
+    e2e.shutdown().await;
+}
