@@ -11,6 +11,10 @@
 //! `python-map`, bench_e's `map(inc)` with a Python `inc` run by the workers' Python processes.
 //! Cluster workloads run on a [`LocalCluster`] of 2 worker processes × 1 thread whose scheduler
 //! lives in this process, like Dask's `LocalCluster(processes=True)`.
+//!
+//! `--tls` runs the cluster workloads over mutual TLS instead of plain TCP (a throwaway CA and
+//! certificate made for the run), naming each line `<workload>-tls` (`map-tls`), so a results
+//! file can hold both and show what encryption costs (`TLS=1 scripts/bench map array-mean`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -126,6 +130,10 @@ struct Cli {
     /// Seconds one repetition may take before the run is abandoned.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Run the cluster workloads over mutual TLS (a throwaway CA and certificate); their lines
+    /// are named `<workload>-tls`.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -193,6 +201,8 @@ enum BenchError {
     },
     #[error("dataframe: {0}")]
     Frame(#[from] rask::frame::FrameError),
+    #[error("--tls: {0}")]
+    Certs(#[from] rask::certs::CertError),
     #[error("startup: the scheduler exited before answering /health ({0})")]
     SchedulerExited(std::process::ExitStatus),
     #[error("cannot read {field} of process {pid} from /proc: {reason}")]
@@ -345,6 +355,15 @@ async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
     let mut config = LocalClusterConfig::new(WORKERS, THREADS).processes(rask);
     let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
     config.worker_env.push(("RUST_LOG".into(), log));
+    // The certificates live as long as the cluster; the directory goes with them.
+    let certs = if cli.tls {
+        let dir = tempfile::tempdir().map_err(io_err("a directory for --tls certificates"))?;
+        let ca = rask::certs::ThrowawayCa::new("rask-bench CA")?;
+        config.tls = Some(ca.cluster_tls(dir.path(), "bench")?);
+        Some(dir)
+    } else {
+        None
+    };
     let cluster = LocalCluster::start(config).await?;
     let client = cluster.client().await?;
     // One task per worker first (each starts with room for one task of unknown duration), so
@@ -367,7 +386,15 @@ async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
     };
     drop(client);
     cluster.shutdown().await;
-    line
+    drop(certs);
+    let mut line = line?;
+    if cli.tls
+        && let Some(name) = line.get("bench").and_then(Json::as_str)
+    {
+        line["bench"] = Json::from(format!("{name}-tls"));
+        line["transport"] = Json::from("tls");
+    }
+    Ok(line)
 }
 
 /// Each repetition's measurement, and the CPU time it took.
