@@ -13,6 +13,7 @@ use crate::delayed::{
 };
 use rask_core::net::{self, PeerPool};
 use rask_core::protocol::{Envelope, FromScheduler, TaskFailure, ToScheduler};
+use rask_core::tls::TlsConfig;
 use rask_core::{Data, Encoded, FamilyInfo, Func, Key, TaskSpec};
 
 /// Why a client call failed.
@@ -87,11 +88,20 @@ enum Outcome {
 impl Client {
     /// Connects and registers with the scheduler at `address` (`tcp://host:port`).
     pub async fn connect(address: &str) -> Result<Client, ClientError> {
+        Self::connect_with(address, None).await
+    }
+
+    /// [`Client::connect`] with this process's TLS identity, needed for a `tls://` address;
+    /// results held by workers are then fetched over TLS too.
+    pub async fn connect_with(
+        address: &str,
+        tls: Option<TlsConfig>,
+    ) -> Result<Client, ClientError> {
         let connect_err = |reason: String| ClientError::Connect {
             address: address.to_owned(),
             reason,
         };
-        let stream = net::connect(address, Duration::from_secs(10))
+        let stream = net::connect(address, tls.as_ref(), Duration::from_secs(10))
             .await
             .map_err(|e| connect_err(e.to_string()))?;
         let (sched, mut rx) = net::split::<ToScheduler>(stream, address.to_owned());
@@ -114,7 +124,7 @@ impl Client {
         let inner = Arc::new(Inner {
             sched,
             results: Mutex::new(Results::default()),
-            pool: Arc::new(PeerPool::default()),
+            pool: Arc::new(PeerPool::new(tls)),
             releases: Mutex::new(Vec::new()),
             release_wake: release_wake.clone(),
             families,

@@ -5,6 +5,7 @@
 //! - [`function`]: task functions, typed by [`function::Func`], and the [`function::Registry`]
 //!   that whoever builds a worker fills;
 //! - [`protocol`] and [`net`]: every message between processes, and the connections carrying them;
+//! - [`tls`]: mutual TLS for those connections (`tls://` addresses);
 //! - [`units`]: sizes written by people (`4GiB`);
 //! - [`ticks`]: how responsive an event loop is, for the scheduler's and workers' metrics.
 //!
@@ -19,6 +20,7 @@ pub mod process;
 pub mod protocol;
 pub mod task;
 pub mod ticks;
+pub mod tls;
 pub mod units;
 pub mod value;
 

@@ -1,10 +1,17 @@
-//! The thin networking layer: TCP connections that carry protocol frames, with outgoing messages
-//! batched into as few frames (and syscalls) as the queue allows; and [`PeerPool`], the client
-//! side of workers' data servers.
+//! The thin networking layer: TCP connections, plain or TLS ([`Stream`]), that carry protocol
+//! frames, with outgoing messages batched into as few frames (and syscalls) as the queue allows;
+//! and [`PeerPool`], the client side of workers' data servers.
+//!
+//! An address's scheme picks the transport, as Dask's: `tls://host:port` is TLS (it needs the
+//! process's [`TlsConfig`]), `tcp://host:port` or a bare `host:port` is plain TCP.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,15 +19,139 @@ use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc};
 
 use crate::key::Key;
 use crate::protocol::{
     DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, read_frame, write_frame,
 };
+use crate::tls::{self, TlsConfig};
+
+/// One connection: plain TCP or TLS over TCP. Both carry the same frames.
+pub enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.is_tls() { "tls" } else { "tcp" };
+        write!(f, "Stream({kind}, {:?})", self.tcp().peer_addr().ok())
+    }
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Self {
+        Stream::Tcp(s)
+    }
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp().local_addr()
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Whether the peer presented a certificate (that the TLS handshake verified).
+    pub fn peer_has_certificate(&self) -> bool {
+        match self {
+            Stream::Tcp(_) => false,
+            Stream::Tls(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .is_some_and(|c| !c.is_empty()),
+        }
+    }
+
+    fn into_halves(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            Stream::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Stream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (Box::new(r), Box::new(w))
+            }
+        }
+    }
+}
+
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Most blob bytes batched into one frame before it is sent.
 const BATCH_BYTES: u64 = 64 << 20;
@@ -183,7 +314,7 @@ impl<M> Sender<M> {
 
 /// Reads frames from one peer.
 pub struct Receiver {
-    read: OwnedReadHalf,
+    read: ReadHalf,
     max: u64,
     shared: Arc<Shared>,
 }
@@ -204,7 +335,7 @@ impl Receiver {
 
 /// Splits a connected stream into a batching sender (a spawned writer task) and a receiver,
 /// with the default [`Limits`]. `peer` names the other side in log lines.
-pub fn split<Out>(stream: TcpStream, peer: String) -> (Sender<Out>, Receiver)
+pub fn split<Out>(stream: impl Into<Stream>, peer: String) -> (Sender<Out>, Receiver)
 where
     Out: Serialize + Send + Sync + 'static,
 {
@@ -212,12 +343,17 @@ where
 }
 
 /// [`split`] with the given limits.
-pub fn split_with<Out>(stream: TcpStream, peer: String, limits: Limits) -> (Sender<Out>, Receiver)
+pub fn split_with<Out>(
+    stream: impl Into<Stream>,
+    peer: String,
+    limits: Limits,
+) -> (Sender<Out>, Receiver)
 where
     Out: Serialize + Send + Sync + 'static,
 {
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
+    let stream = stream.into();
+    let _ = stream.tcp().set_nodelay(true);
+    let (read, write) = stream.into_halves();
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         peer,
@@ -249,7 +385,7 @@ where
 }
 
 async fn write_loop<M: Serialize>(
-    write: OwnedWriteHalf,
+    write: WriteHalf,
     mut rx: mpsc::UnboundedReceiver<Outgoing<M>>,
     shared: &Shared,
     max_frame: u64,
@@ -320,14 +456,67 @@ async fn write_loop<M: Serialize>(
     let _ = w.shutdown().await;
 }
 
-/// Connects with retries until `timeout` passes (the peer may still be starting).
-pub async fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
-    let hostport = strip_scheme(addr);
+/// Which transport an address asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Tcp,
+    Tls,
+}
+
+impl Scheme {
+    /// `tcp://` or `tls://`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Scheme::Tcp => "tcp://",
+            Scheme::Tls => "tls://",
+        }
+    }
+
+    /// The scheme of a process's own addresses: TLS when it has a TLS config.
+    pub fn of(tls: Option<&TlsConfig>) -> Scheme {
+        if tls.is_some() {
+            Scheme::Tls
+        } else {
+            Scheme::Tcp
+        }
+    }
+}
+
+/// `tls://host:port` → (TLS, `host:port`); `tcp://host:port` or `host:port` → (TCP, `host:port`).
+pub fn parse_address(addr: &str) -> (Scheme, &str) {
+    match addr.strip_prefix("tls://") {
+        Some(rest) => (Scheme::Tls, rest),
+        None => (Scheme::Tcp, addr.strip_prefix("tcp://").unwrap_or(addr)),
+    }
+}
+
+/// Connects with retries until `timeout` passes (the peer may still be starting); over TLS for
+/// a `tls://` address, which needs `tls`. A failed TLS handshake (a certificate the other side
+/// refuses, or one this side does not trust) is not retried.
+pub async fn connect(
+    addr: &str,
+    tls: Option<&TlsConfig>,
+    timeout: Duration,
+) -> std::io::Result<Stream> {
+    let (scheme, hostport) = parse_address(addr);
+    let tls = match (scheme, tls) {
+        (Scheme::Tls, None) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "cannot connect to {addr}: a tls:// address needs this process's TLS \
+                     certificate (--tls-ca-file, --tls-cert, --tls-key)"
+                ),
+            ));
+        }
+        (Scheme::Tls, Some(t)) => Some(t),
+        (Scheme::Tcp, _) => None,
+    };
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = Duration::from_millis(5);
-    loop {
+    let tcp = loop {
         match TcpStream::connect(hostport).await {
-            Ok(s) => return Ok(s),
+            Ok(s) => break s,
             Err(e) if tokio::time::Instant::now() + delay >= deadline => {
                 return Err(std::io::Error::new(
                     e.kind(),
@@ -339,21 +528,103 @@ pub async fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream
                 delay = (delay * 2).min(Duration::from_millis(500));
             }
         }
+    };
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok(Stream::Tcp(tcp));
+    };
+    let host = hostport.rsplit_once(':').map_or(hostport, |(host, _)| host);
+    let handshake = tls.connector().connect(tls::server_name(host), tcp);
+    let left = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_secs(1));
+    match tokio::time::timeout(left, handshake).await {
+        Ok(Ok(s)) => Ok(Stream::Tls(Box::new(s.into()))),
+        Ok(Err(e)) => Err(std::io::Error::new(
+            e.kind(),
+            format!("TLS handshake with {addr} failed: {e}"),
+        )),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("TLS handshake with {addr} did not finish within {left:?}"),
+        )),
     }
 }
 
-/// `tcp://host:port` → `host:port`.
+/// The server side of a new connection: plain as it is without `tls`, else the TLS handshake,
+/// which requires a certificate signed by the cluster's CA. `peer` names the other side in the
+/// error. The caller bounds how long this may take.
+pub async fn accept(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<&TlsConfig>,
+) -> std::io::Result<Stream> {
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok(Stream::Tcp(tcp));
+    };
+    match tls.acceptor().accept(tcp).await {
+        Ok(s) => Ok(Stream::Tls(Box::new(s.into()))),
+        Err(e) => Err(handshake_failed(peer, e)),
+    }
+}
+
+/// A server's failed handshake with `peer`, with a hint when the peer did not speak TLS at all.
+fn handshake_failed(peer: SocketAddr, e: std::io::Error) -> std::io::Error {
+    let not_tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| matches!(r, rustls::Error::InvalidMessage(_)));
+    let hint = if not_tls {
+        " (the peer does not speak TLS: a plain tcp:// client?)"
+    } else {
+        ""
+    };
+    std::io::Error::new(
+        e.kind(),
+        format!("TLS handshake with {peer} failed: {e}{hint}"),
+    )
+}
+
+/// [`accept`] for an HTTP server: with `tls`, a client certificate is verified if offered but
+/// not required ([`Stream::peer_has_certificate`] tells whether one was), so that the server can
+/// admit others by a bearer token.
+pub async fn accept_http(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<&TlsConfig>,
+) -> std::io::Result<Stream> {
+    let Some(tls) = tls else {
+        return Ok(Stream::Tcp(tcp));
+    };
+    match tls.http_acceptor().accept(tcp).await {
+        Ok(s) => Ok(Stream::Tls(Box::new(s.into()))),
+        Err(e) => Err(handshake_failed(peer, e)),
+    }
+}
+
+/// `tcp://host:port` or `tls://host:port` → `host:port`.
 pub fn strip_scheme(addr: &str) -> &str {
-    addr.strip_prefix("tcp://").unwrap_or(addr)
+    parse_address(addr).1
 }
 
 /// Idle connections to peers' data servers, reused between fetches.
 #[derive(Default)]
 pub struct PeerPool {
-    idle: Mutex<FxHashMap<String, Vec<TcpStream>>>,
+    idle: Mutex<FxHashMap<String, Vec<Stream>>>,
+    /// For peers at `tls://` addresses.
+    tls: Option<TlsConfig>,
 }
 
 impl PeerPool {
+    /// A pool whose connections to `tls://` peers use `tls`.
+    pub fn new(tls: Option<TlsConfig>) -> PeerPool {
+        PeerPool {
+            idle: Mutex::default(),
+            tls,
+        }
+    }
+
     /// Asks `addr` for `keys`; returns the data found and the keys it lacked.
     pub async fn get_data(
         &self,
@@ -368,13 +639,9 @@ impl PeerPool {
             .and_then(Vec::pop);
         let mut stream = match reused {
             Some(s) => s,
-            None => {
-                let s = connect(addr, Duration::from_secs(2))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let _ = s.set_nodelay(true);
-                s
-            }
+            None => connect(addr, self.tls.as_ref(), Duration::from_secs(2))
+                .await
+                .map_err(|e| e.to_string())?,
         };
         let req = [Envelope::new(DataRequest::GetData { keys })];
         write_frame(&mut stream, &req, DEFAULT_MAX_FRAME)
@@ -527,5 +794,187 @@ mod tests {
             matches!(err, FrameError::TooLarge { max: 4096, len } if len > 8192),
             "{err}"
         );
+    }
+
+    // ----- TLS ------------------------------------------------------------------------------
+
+    use crate::tls::tests::TestCa;
+
+    /// A TLS server on a free port that accepts one connection with `server` and echoes one
+    /// frame back; returns its address and what accepting gave.
+    async fn tls_server(
+        server: TlsConfig,
+    ) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("tls://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (tcp, peer) = listener.accept().await?;
+            let mut s = accept(tcp, peer, Some(&server)).await?;
+            assert!(s.peer_has_certificate());
+            let batch = read_frame::<ToScheduler, _>(&mut s, DEFAULT_MAX_FRAME)
+                .await
+                .map_err(std::io::Error::other)?
+                .unwrap_or_default();
+            write_frame(&mut s, &batch, DEFAULT_MAX_FRAME)
+                .await
+                .map_err(std::io::Error::other)?;
+            s.flush().await
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn frames_go_both_ways_over_mutual_tls() {
+        let ca = TestCa::new("cluster");
+        let (addr, server) = tls_server(ca.config("scheduler")).await;
+        let client = ca.config("client");
+        let stream = connect(&addr, Some(&client), Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(stream.is_tls());
+        let (tx, mut rx) = split::<ToScheduler>(stream, "scheduler".into());
+        assert!(tx.send(blob_msg(100_000)));
+        let back = rx.recv::<ToScheduler>().await.unwrap().unwrap();
+        assert_eq!(back[0].blobs[0].len(), 100_000);
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_tls_address_without_a_tls_config_is_an_error_naming_the_flags() {
+        let err = connect("tls://127.0.0.1:1", None, Duration::from_secs(1))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tls://127.0.0.1:1") && err.contains("--tls-cert"),
+            "{err}"
+        );
+    }
+
+    /// A client that trusts the cluster's CA but has no certificate of its own.
+    fn no_certificate_client(ca: &TestCa) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    use rustls::pki_types::pem::PemObject;
+
+    #[tokio::test]
+    async fn a_peer_without_a_certificate_is_refused_naming_it() {
+        let ca = TestCa::new("cluster");
+        let (addr, server) = tls_server(ca.config("scheduler")).await;
+        let tcp = TcpStream::connect(strip_scheme(&addr)).await.unwrap();
+        let ours = tcp.local_addr().unwrap();
+        let name = rustls::pki_types::ServerName::try_from("scheduler").unwrap();
+        // TLS 1.3: the client's side of the handshake may finish before the server refuses it;
+        // the refusal arrives as an alert on the first read.
+        if let Ok(mut s) = no_certificate_client(&ca).connect(name, tcp).await {
+            let _ = write_frame(&mut s, &[blob_msg(10)], DEFAULT_MAX_FRAME).await;
+            let read = read_frame::<ToScheduler, _>(&mut s, DEFAULT_MAX_FRAME).await;
+            assert!(read.is_err(), "the server must not answer");
+        }
+        let err = server.await.unwrap().unwrap_err().to_string();
+        assert!(err.contains(&ours.to_string()), "{err}");
+        assert!(
+            err.contains("TLS handshake") && err.contains("no certificate"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_certificate_from_another_ca_is_refused_by_the_server() {
+        let ca = TestCa::new("cluster");
+        let other = TestCa::new("intruder");
+        let (addr, server) = tls_server(ca.config("scheduler")).await;
+        // Trusts the cluster's CA, so only the server's check of its certificate can stop it.
+        let intruder = other.config_trusting(&ca, "intruder");
+        let result = async {
+            let s = connect(&addr, Some(&intruder), Duration::from_secs(10)).await?;
+            let (tx, mut rx) = split::<ToScheduler>(s, "scheduler".into());
+            tx.send(blob_msg(10));
+            rx.recv::<ToScheduler>()
+                .await
+                .map_err(std::io::Error::other)?
+                .ok_or_else(|| std::io::Error::other("closed"))
+        }
+        .await;
+        assert!(result.is_err(), "the intruder got an answer");
+        let err = server.await.unwrap().unwrap_err().to_string();
+        assert!(
+            err.contains("TLS handshake") && err.contains("UnknownIssuer"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_with_a_certificate_from_another_ca_is_refused_by_the_client() {
+        let ca = TestCa::new("cluster");
+        let other = TestCa::new("impostor");
+        let (addr, _server) = tls_server(other.config_trusting(&ca, "impostor")).await;
+        let err = connect(&addr, Some(&ca.config("client")), Duration::from_secs(10))
+            .await
+            .expect_err("the impostor must be refused")
+            .to_string();
+        assert!(
+            err.contains(&addr) && err.contains("UnknownIssuer"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plain_client_cannot_talk_to_a_tls_server() {
+        let ca = TestCa::new("cluster");
+        let (addr, server) = tls_server(ca.config("scheduler")).await;
+        let plain = addr.replace("tls://", "tcp://");
+        let s = connect(&plain, None, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let (tx, mut rx) = split::<ToScheduler>(s, "scheduler".into());
+        tx.send(blob_msg(10));
+        assert!(!matches!(rx.recv::<ToScheduler>().await, Ok(Some(_))));
+        let err = server.await.unwrap().unwrap_err().to_string();
+        assert!(err.contains("does not speak TLS"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_peer_pool_fetches_over_tls() {
+        let ca = TestCa::new("cluster");
+        let server = ca.config("worker-a");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("tls://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (tcp, peer) = listener.accept().await.unwrap();
+            let mut s = accept(tcp, peer, Some(&server)).await.unwrap();
+            let req = read_frame::<DataRequest, _>(&mut s, DEFAULT_MAX_FRAME)
+                .await
+                .unwrap()
+                .unwrap();
+            let DataRequest::GetData { keys } = &req[0].msg;
+            let reply = [Envelope::with_blobs(
+                DataReply::Data {
+                    found: keys.clone(),
+                    missing: Vec::new(),
+                },
+                vec![Bytes::from_static(b"value")],
+            )];
+            write_frame(&mut s, &reply, DEFAULT_MAX_FRAME)
+                .await
+                .unwrap();
+            s.flush().await.unwrap();
+        });
+        let pool = PeerPool::new(Some(ca.config("worker-b")));
+        let (found, missing) = pool.get_data(&addr, vec![Key::from("x")]).await.unwrap();
+        assert_eq!(found, vec![(Key::from("x"), Bytes::from_static(b"value"))]);
+        assert!(missing.is_empty());
     }
 }

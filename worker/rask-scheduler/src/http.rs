@@ -33,6 +33,14 @@
 //! - the scheduler shutting down: 503.
 //! - an unknown path: 404; a known path with the wrong method: 405.
 //!
+//! Who may call it ([`ApiAuth`], docs/security.md): with neither TLS nor a token configured,
+//! anyone who reaches the port, as Dask's. With TLS (the API is then served over HTTPS) or an
+//! API token, a request needs a client certificate signed by the cluster's CA or
+//! `Authorization: Bearer <token>`: without either it is answered 401, with a wrong token 403.
+//! `GET /health` stays open for probes; the other read-only routes (GET: the API's queries,
+//! `/metrics`, the dashboard) are opened to anyone by [`ApiAuth::read_only_open`]; routes that
+//! change the cluster (`POST /api/v1/retire_workers`) never are.
+//!
 //! Slow clients cannot hold the API: a connection whose request headers have not all arrived
 //! within the header timeout (10 s by default; also how long an idle keep-alive connection stays
 //! open) is closed ([`HttpLimits`]).
@@ -94,6 +102,8 @@ use warp::reply::Response;
 use warp::{Buf, Filter, Reply, Stream};
 
 use crate::{RetireSelector, RetiredWorker, SchedulerGone, SchedulerHandle};
+use rask_core::net;
+use rask_core::tls::TlsConfig;
 
 /// The content type of `/metrics`: the OpenMetrics text format that prometheus-client writes,
 /// which Prometheus asks for first and whose text older parsers also read.
@@ -118,6 +128,110 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// Who may call the HTTP API beyond `GET /health` (see the module's docs).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ApiAuth {
+    /// A bearer token that admits a request, as a client certificate does.
+    pub token: Option<String>,
+    /// Read-only routes (GET) open to anyone even when TLS or a token guards the API.
+    pub read_only_open: bool,
+}
+
+impl std::fmt::Debug for ApiAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiAuth")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("read_only_open", &self.read_only_open)
+            .finish()
+    }
+}
+
+/// What a request brings to be admitted.
+struct Credentials<'a> {
+    /// A client certificate the TLS handshake verified against the cluster's CA.
+    certificate: bool,
+    /// The `Authorization` header.
+    authorization: Option<&'a [u8]>,
+}
+
+/// Why a request is refused.
+#[derive(Debug, PartialEq, Eq)]
+enum Denied {
+    /// No credentials: 401.
+    Missing { mutating: bool },
+    /// A token that is not the API's: 403.
+    WrongToken,
+}
+
+impl ApiAuth {
+    /// Admits a request to `path` by `method`, or says why not. `tls`: the API is served over
+    /// TLS (client certificates can be checked).
+    fn admit(
+        &self,
+        tls: bool,
+        method: &warp::http::Method,
+        path: &str,
+        credentials: &Credentials<'_>,
+    ) -> Result<(), Denied> {
+        use warp::http::Method;
+        if !tls && self.token.is_none() {
+            return Ok(());
+        }
+        let read_only = method == Method::GET || method == Method::HEAD;
+        if read_only && (path == "/health" || self.read_only_open) {
+            return Ok(());
+        }
+        if credentials.certificate {
+            return Ok(());
+        }
+        let bearer = credentials
+            .authorization
+            .and_then(|h| h.strip_prefix(b"Bearer "))
+            .map(<[u8]>::trim_ascii);
+        match (bearer, &self.token) {
+            (Some(given), Some(token)) if constant_time_eq(given, token.as_bytes()) => Ok(()),
+            (Some(_), _) => Err(Denied::WrongToken),
+            (None, _) => Err(Denied::Missing {
+                mutating: !read_only,
+            }),
+        }
+    }
+}
+
+/// Compares without stopping at the first difference, so that timing does not tell how much of
+/// a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn denied_reply(denied: &Denied) -> Response {
+    match denied {
+        Denied::Missing { mutating } => {
+            let what = if *mutating {
+                "this route changes the cluster"
+            } else {
+                "this route is not open to anyone (rask scheduler --api-read-only-open)"
+            };
+            let mut r = error_reply(
+                StatusCode::UNAUTHORIZED,
+                &format!(
+                    "{what}: present a client certificate signed by the cluster's CA, or \
+                     `Authorization: Bearer <token>` with the scheduler's API token"
+                ),
+            );
+            r.headers_mut().insert(
+                warp::http::header::WWW_AUTHENTICATE,
+                warp::http::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
+        Denied::WrongToken => error_reply(
+            StatusCode::FORBIDDEN,
+            "the bearer token is not the scheduler's API token",
+        ),
     }
 }
 
@@ -207,6 +321,19 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: HttpLimits,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_secured(addr, handle, shutdown, limits, None, ApiAuth::default()).await
+}
+
+/// [`serve_with`] over TLS when `tls` is given (HTTPS; a client certificate is checked if
+/// offered), admitting requests as `auth` says.
+pub async fn serve_secured(
+    addr: SocketAddr,
+    handle: SchedulerHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: HttpLimits,
+    tls: Option<TlsConfig>,
+    auth: ApiAuth,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -214,22 +341,33 @@ pub async fn serve_with(
         )
     })?;
     let bound = listener.local_addr()?;
-    tracing::info!(address = %bound, "scheduler HTTP API listening");
+    tracing::info!(address = %bound, tls = tls.is_some(), "scheduler HTTP API listening");
     let routes = routes_with(handle, limits);
+    let secured = Secured {
+        tls,
+        auth: std::sync::Arc::new(auth),
+    };
     Ok((
         bound,
-        tokio::spawn(accept_http(listener, routes, shutdown, limits)),
+        tokio::spawn(accept_http(listener, routes, shutdown, limits, secured)),
     ))
+}
+
+/// The API's TLS and who it admits.
+struct Secured {
+    tls: Option<TlsConfig>,
+    auth: std::sync::Arc<ApiAuth>,
 }
 
 /// Serves each connection with hyper directly rather than through `warp::serve`, which sets no
 /// timer and so no header timeout: a client trickling its headers would hold its connection for
-/// ever.
+/// ever. With TLS, the handshake runs in the connection's task, bounded by the header timeout.
 async fn accept_http<F>(
     listener: tokio::net::TcpListener,
     routes: F,
     shutdown: impl Future<Output = ()>,
     limits: HttpLimits,
+    secured: Secured,
 ) where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
@@ -248,14 +386,52 @@ async fn accept_http<F>(
             },
             () = &mut shutdown => break,
         };
-        let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let routes = routes.clone();
+        let tls = secured.tls.clone();
+        let auth = secured.auth.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            match conn.await {
+            let handshake = net::accept_http(stream, peer, tls.as_ref());
+            let stream = match tokio::time::timeout(limits.header_timeout, handshake).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "refusing an HTTP connection");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "closing an HTTP connection: no TLS handshake within the header timeout");
+                    return;
+                }
+            };
+            let certificate = stream.peer_has_certificate();
+            let inner = hyper_util::service::TowerToHyperService::new(warp::service(routes));
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let credentials = Credentials {
+                        certificate,
+                        authorization: req
+                            .headers()
+                            .get(warp::http::header::AUTHORIZATION)
+                            .map(|v| v.as_bytes()),
+                    };
+                    let verdict =
+                        auth.admit(tls.is_some(), req.method(), req.uri().path(), &credentials);
+                    let inner = inner.clone();
+                    async move {
+                        match verdict {
+                            Ok(()) => hyper::service::Service::call(&inner, req).await,
+                            Err(denied) => {
+                                tracing::info!(%peer, ?denied, "refusing an HTTP API request");
+                                Ok(denied_reply(&denied))
+                            }
+                        }
+                    }
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            match watcher.watch(conn).await {
                 Ok(()) => {}
                 Err(e) if e.is_timeout() => tracing::info!(
                     %peer,
@@ -1238,5 +1414,107 @@ mod tests {
             ]))
         );
         assert_eq!(parse_retire_body(b"{}"), Err(BadRetireBody::Neither));
+    }
+
+    fn admit(
+        auth: &ApiAuth,
+        tls: bool,
+        method: &str,
+        path: &str,
+        cert: bool,
+        header: Option<&str>,
+    ) -> Result<(), Denied> {
+        let method = warp::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let credentials = Credentials {
+            certificate: cert,
+            authorization: header.map(str::as_bytes),
+        };
+        auth.admit(tls, &method, path, &credentials)
+    }
+
+    #[test]
+    fn without_tls_or_a_token_the_api_is_open_as_dask_s() {
+        let open = ApiAuth::default();
+        assert_eq!(
+            admit(&open, false, "POST", "/api/v1/retire_workers", false, None),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn changing_the_cluster_needs_a_certificate_or_the_token() {
+        let auth = ApiAuth {
+            token: Some("s3cret".into()),
+            read_only_open: true,
+        };
+        let retire = "/api/v1/retire_workers";
+        for tls in [false, true] {
+            assert_eq!(
+                admit(&auth, tls, "POST", retire, false, None),
+                Err(Denied::Missing { mutating: true })
+            );
+            assert_eq!(
+                admit(&auth, tls, "POST", retire, false, Some("Bearer nope")),
+                Err(Denied::WrongToken)
+            );
+            assert_eq!(
+                admit(&auth, tls, "POST", retire, false, Some("Basic s3cret")),
+                Err(Denied::Missing { mutating: true })
+            );
+            assert_eq!(
+                admit(&auth, tls, "POST", retire, false, Some("Bearer s3cret")),
+                Ok(())
+            );
+        }
+        assert_eq!(admit(&auth, true, "POST", retire, true, None), Ok(()));
+        // TLS without a token: only a certificate admits.
+        let tls_only = ApiAuth::default();
+        assert_eq!(
+            admit(
+                &tls_only,
+                true,
+                "POST",
+                retire,
+                false,
+                Some("Bearer anything")
+            ),
+            Err(Denied::WrongToken)
+        );
+        assert_eq!(admit(&tls_only, true, "POST", retire, true, None), Ok(()));
+    }
+
+    #[test]
+    fn read_only_routes_are_open_only_by_the_flag_and_health_always() {
+        let closed = ApiAuth {
+            token: Some("t".into()),
+            read_only_open: false,
+        };
+        assert_eq!(
+            admit(&closed, true, "GET", "/metrics", false, None),
+            Err(Denied::Missing { mutating: false })
+        );
+        assert_eq!(
+            admit(&closed, true, "GET", "/metrics", false, Some("Bearer t")),
+            Ok(())
+        );
+        assert_eq!(admit(&closed, true, "GET", "/health", false, None), Ok(()));
+        let open = ApiAuth {
+            read_only_open: true,
+            ..closed
+        };
+        assert_eq!(admit(&open, true, "GET", "/metrics", false, None), Ok(()));
+        assert_eq!(
+            admit(&open, true, "GET", "/api/v1/get_workers", false, None),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_token_is_not_shown_in_debug_output() {
+        let auth = ApiAuth {
+            token: Some("s3cret".into()),
+            read_only_open: false,
+        };
+        assert!(!format!("{auth:?}").contains("s3cret"));
     }
 }

@@ -19,6 +19,7 @@ use rask_core::net;
 use rask_core::process::{CpuMeter, process_cpu_seconds, process_rss};
 use rask_core::protocol::{Envelope, FrameError, FromScheduler, ToScheduler, encode_frame};
 use rask_core::ticks::{TICK_INTERVAL, Ticks};
+use rask_core::tls::TlsConfig;
 
 /// How to start a scheduler.
 #[derive(Clone, Debug)]
@@ -32,6 +33,11 @@ pub struct SchedulerConfig {
     pub policy: state::Config,
     /// What the scheduler accepts from its peers (the graph size limit is in `policy`).
     pub limits: Limits,
+    /// Mutual TLS on the scheduler's port and its HTTP API (`tls://` address); `None`: plain
+    /// TCP (docs/security.md).
+    pub tls: Option<TlsConfig>,
+    /// Who may use the HTTP API (docs/security.md).
+    pub api_auth: http::ApiAuth,
 }
 
 /// Limits that protect the scheduler from its peers: each ends in a refusal or a closed
@@ -72,6 +78,8 @@ impl Default for SchedulerConfig {
             advertise_host: None,
             policy: state::Config::default(),
             limits: Limits::default(),
+            tls: None,
+            api_auth: http::ApiAuth::default(),
         }
     }
 }
@@ -97,7 +105,11 @@ impl Scheduler {
             .advertise_host
             .clone()
             .unwrap_or_else(|| local.ip().to_string());
-        let address = format!("tcp://{host}:{}", local.port());
+        let address = format!(
+            "{}{host}:{}",
+            net::Scheme::of(config.tls.as_ref()).prefix(),
+            local.port()
+        );
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (req_tx, req_rx) = mpsc::unbounded_channel();
         let handle = SchedulerHandle::new(req_tx);
@@ -109,9 +121,16 @@ impl Scheduler {
                     let _ = http_stop_rx.await;
                 };
                 Some(
-                    http::serve_with(addr, handle.clone(), shutdown, config.limits.http)
-                        .await?
-                        .0,
+                    http::serve_secured(
+                        addr,
+                        handle.clone(),
+                        shutdown,
+                        config.limits.http,
+                        config.tls.clone(),
+                        config.api_auth.clone(),
+                    )
+                    .await?
+                    .0,
                 )
             }
             None => None,
@@ -139,13 +158,14 @@ impl Scheduler {
             .build()?;
         let listener = listener.into_std()?;
         let limits = config.limits;
+        let tls = config.tls;
         std::thread::Builder::new()
             .name("rask-scheduler".into())
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
                         Ok(listener) => {
-                            tokio::spawn(accept_loop(listener, events_tx, limits));
+                            tokio::spawn(accept_loop(listener, events_tx, limits, tls));
                             event_loop.run(events_rx, req_rx, stop_rx).await;
                         }
                         Err(e) => tracing::error!(error = %e, "cannot serve the scheduler port"),
@@ -164,7 +184,7 @@ impl Scheduler {
         })
     }
 
-    /// `tcp://host:port` for clients and workers.
+    /// `tcp://host:port` (`tls://host:port` with TLS) for clients and workers.
     pub fn address(&self) -> &str {
         &self.address
     }
@@ -231,7 +251,12 @@ enum Event {
     },
 }
 
-async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>, limits: Limits) {
+async fn accept_loop(
+    listener: TcpListener,
+    events: mpsc::UnboundedSender<Event>,
+    limits: Limits,
+    tls: Option<TlsConfig>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut next_id: u64 = 0;
     loop {
@@ -245,8 +270,13 @@ async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>
                         peer,
                         events.clone(),
                         limits,
+                        tls.clone(),
                         slot,
                     ));
+                }
+                // A TLS peer could not read a plain refusal: it sees the connection close.
+                Err(_) if tls.is_some() => {
+                    tracing::warn!(%peer, max = limits.max_connections, "refusing a connection: as many are open as the limit");
                 }
                 Err(_) => refuse_over_limit(&stream, peer, limits.max_connections),
             },
@@ -285,8 +315,29 @@ async fn read_loop(
     peer: SocketAddr,
     events: mpsc::UnboundedSender<Event>,
     limits: Limits,
+    tls: Option<TlsConfig>,
     _slot: OwnedSemaphorePermit,
 ) {
+    // The TLS handshake counts against the handshake timeout too.
+    let handshake = tokio::time::timeout(
+        limits.handshake_timeout,
+        net::accept(stream, peer, tls.as_ref()),
+    );
+    let stream = match handshake.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "refusing a connection");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                %peer,
+                timeout_s = limits.handshake_timeout.as_secs_f64(),
+                "closing connection: no TLS handshake within the handshake timeout"
+            );
+            return;
+        }
+    };
     let (sender, mut receiver) =
         net::split_with::<FromScheduler>(stream, peer.to_string(), limits.conn);
     let first = tokio::time::timeout(limits.handshake_timeout, receiver.recv::<ToScheduler>());

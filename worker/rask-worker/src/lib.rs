@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustc_hash::{FxHashMap, FxHashSet};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -36,6 +36,7 @@ use rask_core::protocol::{
     WorkerInfo, WorkerLoad, read_frame, write_frame,
 };
 use rask_core::ticks::{TICK_INTERVAL, Ticks};
+use rask_core::tls::TlsConfig;
 use rask_core::{Encoded, KernelError, Key, Registry, Resources, TaskSpec};
 use state::{Effects, Holdings, INLINE_RESULT_MAX, Ready, WorkerState};
 use store::{Store, StoreError};
@@ -73,6 +74,9 @@ pub struct WorkerConfig {
     pub dashboard: Option<SocketAddr>,
     /// What its data server accepts from peers and clients.
     pub data_limits: DataLimits,
+    /// Mutual TLS to the scheduler (a `tls://` address), on its data server and to its peers;
+    /// `None`: plain TCP (docs/security.md).
+    pub tls: Option<TlsConfig>,
 }
 
 /// Limits on the worker's data server, which peers and clients connect to: each ends in a closed
@@ -116,6 +120,7 @@ impl WorkerConfig {
             memory: MemoryFractions::default(),
             dashboard: None,
             data_limits: DataLimits::default(),
+            tls: None,
         }
     }
 }
@@ -160,12 +165,16 @@ pub struct Worker {
 impl Worker {
     /// Connects to the scheduler, registers with the families of `registry`, and starts working.
     pub async fn start(config: WorkerConfig, registry: Registry) -> Result<Worker, WorkerError> {
-        let stream = net::connect(&config.scheduler, config.connect_timeout)
-            .await
-            .map_err(|source| WorkerError::Connect {
-                address: config.scheduler.clone(),
-                source,
-            })?;
+        let stream = net::connect(
+            &config.scheduler,
+            config.tls.as_ref(),
+            config.connect_timeout,
+        )
+        .await
+        .map_err(|source| WorkerError::Connect {
+            address: config.scheduler.clone(),
+            source,
+        })?;
         let reach_ip = stream
             .local_addr()
             .map(|a| a.ip().to_string())
@@ -194,7 +203,10 @@ impl Worker {
             (None, Some(h)) if h != "0.0.0.0" && h != "::" => h.clone(),
             _ => reach_ip,
         };
-        let address = format!("tcp://{host}:{port}");
+        let address = format!(
+            "{}{host}:{port}",
+            net::Scheme::of(config.tls.as_ref()).prefix()
+        );
         let dashboard = match config.dashboard {
             Some(addr) => {
                 let listener =
@@ -236,12 +248,16 @@ impl Worker {
         let (sched, mut from_sched, mut pending) = loop {
             let s = match stream.take() {
                 Some(s) => s,
-                None => net::connect(&config.scheduler, config.connect_timeout)
-                    .await
-                    .map_err(|source| WorkerError::Connect {
-                        address: config.scheduler.clone(),
-                        source,
-                    })?,
+                None => net::connect(
+                    &config.scheduler,
+                    config.tls.as_ref(),
+                    config.connect_timeout,
+                )
+                .await
+                .map_err(|source| WorkerError::Connect {
+                    address: config.scheduler.clone(),
+                    source,
+                })?,
             };
             match register(s, &config.scheduler, info.clone()).await {
                 Ok(registered) => break registered,
@@ -273,6 +289,7 @@ impl Worker {
             store.clone(),
             transfers.clone(),
             config.data_limits,
+            config.tls.clone(),
         ));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let dashboard = dashboard.map(|(listener, bound)| {
@@ -322,7 +339,7 @@ impl Worker {
                 executor,
                 sched,
                 events: events_tx,
-                pool: Arc::new(PeerPool::default()),
+                pool: Arc::new(PeerPool::new(config.tls.clone())),
                 transfers,
                 registry,
                 // Sampling the process's memory only serves the spill and pause thresholds.
@@ -430,7 +447,7 @@ type Registered = (
 /// Registers over a fresh connection: the connection's two halves and any messages that came
 /// with the welcome.
 async fn register(
-    stream: tokio::net::TcpStream,
+    stream: net::Stream,
     scheduler: &str,
     info: WorkerInfo,
 ) -> Result<Registered, Refusal> {
@@ -938,6 +955,7 @@ async fn serve_data(
     store: Arc<Mutex<Store>>,
     transfers: Arc<Transfers>,
     limits: DataLimits,
+    tls: Option<TlsConfig>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
@@ -960,8 +978,22 @@ async fn serve_data(
         };
         let store = store.clone();
         let transfers = transfers.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            // The TLS handshake counts against the handshake timeout too.
+            let handshake = net::accept(stream, peer, tls.as_ref());
+            let stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "refusing a data connection");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "closing a data connection: no TLS handshake within the handshake timeout");
+                    return;
+                }
+            };
             match serve_data_conn(stream, store, &transfers, limits).await {
                 Ok(()) => {}
                 // A peer or client that went away mid-exchange is routine.
@@ -975,12 +1007,11 @@ async fn serve_data(
 }
 
 async fn serve_data_conn(
-    mut stream: TcpStream,
+    mut stream: net::Stream,
     store: Arc<Mutex<Store>>,
     transfers: &Transfers,
     limits: DataLimits,
 ) -> Result<(), FrameError> {
-    let _ = stream.set_nodelay(true);
     let first = tokio::time::timeout(
         limits.handshake_timeout,
         read_frame::<DataRequest, _>(&mut stream, limits.max_frame),
@@ -1130,6 +1161,7 @@ mod tests {
     mod data_limits {
         use super::*;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::TcpStream;
 
         /// A data server holding `x` = b"xx", with these limits; its address.
         async fn data_server(limits: DataLimits) -> SocketAddr {
@@ -1148,6 +1180,7 @@ mod tests {
                 Arc::new(Mutex::new(store)),
                 Arc::new(Transfers::default()),
                 limits,
+                None,
             ));
             addr
         }

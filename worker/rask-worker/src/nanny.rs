@@ -41,6 +41,8 @@ pub struct NannyConfig {
     pub sample_every: Duration,
     /// How long a worker told to leave (a signal) may take before it is killed.
     pub grace: Duration,
+    /// For a `tls://` scheduler: the worker's TLS identity, which the nanny shares.
+    pub tls: Option<rask_core::tls::TlsConfig>,
 }
 
 /// Why the nanny could not supervise.
@@ -163,9 +165,13 @@ async fn leave(child: &mut Child, grace: Duration) {
 /// take note, so the worker's tasks fail with the reason rather than as a mere lost worker.
 async fn tell_scheduler(config: &NannyConfig, reason: &str) {
     let notice = async {
-        let stream = net::connect(&config.scheduler, Duration::from_secs(1))
-            .await
-            .ok()?;
+        let stream = net::connect(
+            &config.scheduler,
+            config.tls.as_ref(),
+            Duration::from_secs(1),
+        )
+        .await
+        .ok()?;
         let (tx, mut rx) = net::split::<ToScheduler>(stream, config.scheduler.clone());
         tx.send(ToScheduler::WorkerKilled {
             name: config.worker_name.clone(),

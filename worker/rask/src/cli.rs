@@ -21,12 +21,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::jobs;
-use crate::local::{LocalCluster, LocalClusterConfig, Mode};
+use crate::local::{ClusterTls, LocalCluster, LocalClusterConfig, Mode};
 use rask_array::{ChunkSpec, Grid};
 use rask_client::Client;
+use rask_core::net::{Scheme, parse_address};
+use rask_core::tls::{Role, TlsConfig, TlsFiles, TlsSettings};
 use rask_core::units::{parse_bytes, parse_duration};
 use rask_core::{Registry, Resources};
 use rask_frame as frame;
+use rask_scheduler::http::ApiAuth;
 use rask_scheduler::server::{DEFAULT_MAX_CONNECTIONS, Scheduler, SchedulerConfig};
 use rask_scheduler::state::DEFAULT_MAX_GRAPH_TASKS;
 use rask_worker::memory::{MemoryFractions, MemoryPolicy};
@@ -95,6 +98,89 @@ struct SchedulerArgs {
     /// The HTTP API answers 408 to a request whose body has not all arrived within this long.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     http_body_timeout: Duration,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// A file holding the HTTP API's bearer token: a request with `Authorization: Bearer
+    /// <token>` is admitted as one with a cluster certificate is (docs/security.md).
+    #[arg(long, env = "RASK_API_TOKEN_FILE")]
+    api_token_file: Option<PathBuf>,
+    /// Open the HTTP API's read-only routes (GET: queries, /metrics, the dashboard) to anyone
+    /// when TLS or a token guards it; routes that change the cluster stay guarded.
+    #[arg(long)]
+    api_read_only_open: bool,
+}
+
+/// Mutual TLS on every connection (docs/security.md), with Dask's flags; each falls back to
+/// Dask's variable (`DASK_DISTRIBUTED__COMM__TLS__CA_FILE`, and `..__TLS__<ROLE>__CERT` and
+/// `__KEY` for the scheduler, worker or client).
+#[derive(Args, Clone, Default)]
+struct TlsArgs {
+    /// The cluster's CA certificate(s), PEM: peers must present a certificate it signed.
+    #[arg(long)]
+    tls_ca_file: Option<PathBuf>,
+    /// This process's certificate, PEM, signed by the CA (it may hold the key too).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// This process's private key, PEM (default: in the --tls-cert file).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Refuse to run without TLS (Dask's `DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION`).
+    #[arg(long)]
+    require_encryption: bool,
+}
+
+impl TlsArgs {
+    /// The files the flags and Dask's variables for `role` name, if any.
+    fn files(&self, role: Role) -> Result<Option<TlsFiles>, String> {
+        self.settings(role).files()
+    }
+
+    fn settings(&self, role: Role) -> TlsSettings {
+        TlsSettings {
+            ca_file: self.tls_ca_file.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            require_encryption: self.require_encryption,
+        }
+        .with_env(role, |k| std::env::var(k).ok())
+    }
+
+    /// The loaded identity for `role`, if TLS is configured.
+    fn load(&self, role: Role) -> Result<Option<ClusterTls>, String> {
+        match self.files(role)? {
+            Some(files) => ClusterTls::load(files).map(Some).map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks that `address` (`flag` names where it came from) goes with the TLS settings: a
+    /// `tls://` address needs a certificate; a plain one is refused when encryption is
+    /// required.
+    fn check_address(&self, role: Role, flag: &str, address: &str, tls: bool) -> CliResult {
+        match parse_address(address).0 {
+            Scheme::Tls if !tls => Err(format!(
+                "{flag} {address} is a tls:// address: pass --tls-ca-file, --tls-cert and --tls-key"
+            )),
+            Scheme::Tcp if self.settings(role).require_encryption => Err(format!(
+                "{flag} {address} is not a tls:// address, and encryption is required"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The HTTP API's bearer token from `path`: its first line, trimmed; an empty one is an error.
+fn read_api_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --api-token-file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(format!(
+            "--api-token-file {} holds no token (its first line is empty)",
+            path.display()
+        ));
+    }
+    Ok(token.to_owned())
 }
 
 /// Limits of the scheduler's port and of workers' data servers alike (docs/operations.md).
@@ -234,6 +320,8 @@ struct WorkerArgs {
     python: Option<PathBuf>,
     #[command(flatten)]
     limits: ConnLimitArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 impl WorkerArgs {
@@ -332,6 +420,8 @@ struct RunArgs {
     /// Print one JSON line with the result and timings.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// Runs the command line with the function families of `registry`.
@@ -453,13 +543,27 @@ async fn scheduler(a: SchedulerArgs) -> CliResult {
     if listen.ip().is_unspecified() {
         config.advertise_host = Some(hostname_ip());
     }
+    config.tls = a.tls.load(Role::Scheduler)?.map(|t| t.config);
+    config.api_auth = ApiAuth {
+        token: a
+            .api_token_file
+            .as_deref()
+            .map(read_api_token)
+            .transpose()?,
+        read_only_open: a.api_read_only_open,
+    };
+    let web = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let s = Scheduler::start(config).await.map_err(|e| e.to_string())?;
     eprintln!("scheduler at {}", s.address());
     if let Some(d) = s.dashboard_address() {
-        eprintln!("dashboard (HTTP API, /metrics) at http://{d}");
+        eprintln!("dashboard (HTTP API, /metrics) at {web}://{d}");
     }
     if let Some(path) = &a.scheduler_file {
-        write_scheduler_file(path, s.address(), s.dashboard_address())?;
+        write_scheduler_file(path, s.address(), s.dashboard_address(), web)?;
     }
     let sig = shutdown_signal().await;
     tracing::info!(signal = sig, "shutting down");
@@ -473,11 +577,12 @@ fn write_scheduler_file(
     path: &std::path::Path,
     address: &str,
     dashboard: Option<SocketAddr>,
+    web: &str,
 ) -> CliResult {
     let body = json!({
         "type": "Scheduler",
         "address": address,
-        "dashboard": dashboard.map(|d| format!("http://{d}")),
+        "dashboard": dashboard.map(|d| format!("{web}://{d}")),
     });
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, body.to_string())
@@ -533,8 +638,15 @@ async fn worker(a: WorkerArgs, registry: Registry) -> CliResult {
         .unwrap_or_else(|| format!("{}-{}", hostname_ip(), std::process::id()));
     let dashboard = a.dashboard()?;
     a.limits.check()?;
+    let tls = a.tls.load(Role::Worker)?;
+    a.tls.check_address(
+        Role::Worker,
+        "the scheduler address",
+        &a.scheduler,
+        tls.is_some(),
+    )?;
     if a.nanny || !a.no_nanny {
-        return supervise(&a, name, nthreads, memory_limit, fractions, dashboard).await;
+        return supervise(&a, name, nthreads, memory_limit, fractions, dashboard, tls).await;
     }
     nanny::die_with_parent()?;
     let mut registry = registry;
@@ -558,6 +670,7 @@ async fn worker(a: WorkerArgs, registry: Registry) -> CliResult {
     config.data_limits.max_frame = a.limits.max_frame;
     config.data_limits.max_connections = a.limits.max_connections();
     config.data_limits.handshake_timeout = a.limits.handshake_timeout;
+    config.tls = tls.map(|t| t.config);
     let w = Worker::start(config, registry)
         .await
         .map_err(|e| e.to_string())?;
@@ -599,6 +712,7 @@ async fn supervise(
     memory_limit: u64,
     fractions: MemoryFractions,
     dashboard: Option<SocketAddr>,
+    tls: Option<ClusterTls>,
 ) -> CliResult {
     let program = std::env::current_exe()
         .map_err(|e| format!("cannot find this executable to start the worker: {e}"))?;
@@ -624,6 +738,12 @@ async fn supervise(
     if let Some(p) = &a.python {
         flag("--python", p.clone().into());
     }
+    // The TLS files as resolved here (flags or Dask's variables), so the worker loads the same.
+    if let Some(t) = &tls {
+        flag("--tls-ca-file", t.files.ca_file.clone().into());
+        flag("--tls-cert", t.files.cert.clone().into());
+        flag("--tls-key", t.files.key.clone().into());
+    }
     match dashboard {
         Some(addr) => flag("--dashboard-address", addr.to_string().into()),
         None => args.push("--no-dashboard".into()),
@@ -645,6 +765,7 @@ async fn supervise(
         memory: MemoryPolicy::new(memory_limit, fractions),
         sample_every: std::time::Duration::from_millis(100),
         grace: std::time::Duration::from_secs(30),
+        tls: tls.map(|t| t.config),
     };
     let stop = async {
         let sig = shutdown_signal().await;
@@ -729,15 +850,24 @@ async fn run(a: RunArgs, registry: Registry) -> CliResult {
         };
         Grid::new(&vec![*n; ndim], spec, 8).map_err(|e| format!("--chunk: {e}"))?;
     }
+    let tls = a.tls.load(Role::Client)?;
     let t0 = Instant::now();
     let (cluster, client) = match &a.scheduler {
-        Some(addr) => (
-            None,
-            Client::connect(addr).await.map_err(|e| e.to_string())?,
-        ),
+        Some(addr) => {
+            a.tls
+                .check_address(Role::Client, "--scheduler", addr, tls.is_some())?;
+            let tls: Option<TlsConfig> = tls.map(|t| t.config);
+            (
+                None,
+                Client::connect_with(addr, tls)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        }
         None => {
             let mut config = LocalClusterConfig::new(a.workers, a.threads);
             config.mode = Mode::InProcess(registry);
+            config.tls = tls;
             let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
             config.worker_env.push(("RUST_LOG".into(), log));
             if !a.in_process {

@@ -18,6 +18,7 @@
 //! worker carries. A program that builds its own worker adds its families to that registry and
 //! hands it to [`cli::main`] (see `examples/custom-worker`).
 
+pub mod certs;
 pub mod cli;
 pub mod jobs;
 pub mod local;

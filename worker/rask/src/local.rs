@@ -10,6 +10,7 @@ use tokio::process::{Child, Command};
 
 use rask_client::{Client, ClientError};
 use rask_core::Registry;
+use rask_core::tls::{TlsConfig, TlsError, TlsFiles};
 use rask_scheduler::server::{Scheduler, SchedulerConfig};
 use rask_scheduler::{SchedulerHandle, Snapshot};
 use rask_worker::{Worker, WorkerConfig, WorkerError};
@@ -42,6 +43,26 @@ pub struct LocalClusterConfig {
     /// Worker processes run under a nanny (restarted when they die or outgrow their memory);
     /// off by default, so a worker's pid is its own (tests kill and measure them).
     pub nanny: bool,
+    /// Mutual TLS everywhere (`tls://` addresses), with one identity for the scheduler, the
+    /// workers and the client; `None`: plain TCP.
+    pub tls: Option<ClusterTls>,
+    /// Who may use the scheduler's HTTP API (docs/security.md).
+    pub api_auth: rask_scheduler::http::ApiAuth,
+}
+
+/// One TLS identity for a whole local cluster: the files (for worker processes' flags) and
+/// what they load into.
+#[derive(Clone, Debug)]
+pub struct ClusterTls {
+    pub files: TlsFiles,
+    pub config: TlsConfig,
+}
+
+impl ClusterTls {
+    pub fn load(files: TlsFiles) -> Result<ClusterTls, TlsError> {
+        let config = TlsConfig::load(&files)?;
+        Ok(ClusterTls { files, config })
+    }
 }
 
 impl LocalClusterConfig {
@@ -56,6 +77,8 @@ impl LocalClusterConfig {
             worker_env: Vec::new(),
             policy: rask_scheduler::state::Config::default(),
             nanny: false,
+            tls: None,
+            api_auth: rask_scheduler::http::ApiAuth::default(),
         }
     }
 
@@ -136,6 +159,8 @@ impl LocalCluster {
         let sched_config = SchedulerConfig {
             dashboard: config.dashboard,
             policy: config.policy.clone(),
+            tls: config.tls.as_ref().map(|t| t.config.clone()),
+            api_auth: config.api_auth.clone(),
             ..SchedulerConfig::default()
         };
         let scheduler = Scheduler::start(sched_config)
@@ -169,7 +194,8 @@ impl LocalCluster {
     }
 
     pub async fn client(&self) -> Result<Client, LocalError> {
-        Ok(Client::connect(self.scheduler.address()).await?)
+        let tls = self.config.tls.as_ref().map(|t| t.config.clone());
+        Ok(Client::connect_with(self.scheduler.address(), tls).await?)
     }
 
     /// Names of the workers this cluster started and has not stopped.
@@ -189,6 +215,7 @@ impl LocalCluster {
                 wc.memory_limit = self.config.memory_limit;
                 wc.local_directory = self.config.local_directory.clone();
                 wc.listen_host = Some("127.0.0.1".into());
+                wc.tls = self.config.tls.as_ref().map(|t| t.config.clone());
                 // Workers in this process share its memory: only the store's own budget (the
                 // target) applies, not the process-wide spill/pause thresholds.
                 wc.memory = rask_worker::memory::MemoryFractions {
@@ -223,6 +250,16 @@ impl LocalCluster {
                     } else {
                         "--no-nanny"
                     })
+                    .args(self.config.tls.iter().flat_map(|t| {
+                        [
+                            "--tls-ca-file".as_ref(),
+                            t.files.ca_file.as_os_str(),
+                            "--tls-cert".as_ref(),
+                            t.files.cert.as_os_str(),
+                            "--tls-key".as_ref(),
+                            t.files.key.as_os_str(),
+                        ]
+                    }))
                     .env_remove("DASK_SCHEDULER_ADDRESS")
                     .env_remove("DASK_WORKER_NAME")
                     .envs(self.config.worker_env.iter().map(|(k, v)| (k, v)))

@@ -11,6 +11,10 @@
 //! `python-map`, bench_e's `map(inc)` with a Python `inc` run by the workers' Python processes.
 //! Cluster workloads run on a [`LocalCluster`] of 2 worker processes × 1 thread whose scheduler
 //! lives in this process, like Dask's `LocalCluster(processes=True)`.
+//!
+//! `--tls` runs the cluster workloads over mutual TLS instead of plain TCP (a throwaway CA and
+//! certificate made for the run), naming each line `<workload>-tls` (`map-tls`), so a results
+//! file can hold both and show what encryption costs (`TLS=1 scripts/bench map array-mean`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -132,6 +136,10 @@ struct Cli {
     /// updates received and their sizes.
     #[arg(long)]
     page: bool,
+    /// Run the cluster workloads over mutual TLS (a throwaway CA and certificate); their lines
+    /// are named `<workload>-tls`.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -199,6 +207,8 @@ enum BenchError {
     },
     #[error("dataframe: {0}")]
     Frame(#[from] rask::frame::FrameError),
+    #[error("--tls: {0}")]
+    Certs(#[from] rask::certs::CertError),
     #[error("startup: the scheduler exited before answering /health ({0})")]
     SchedulerExited(std::process::ExitStatus),
     #[error("cannot read {field} of process {pid} from /proc: {reason}")]
@@ -354,6 +364,15 @@ async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
     if cli.page {
         config.dashboard = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     }
+    // The certificates live as long as the cluster; the directory goes with them.
+    let certs = if cli.tls {
+        let dir = tempfile::tempdir().map_err(io_err("a directory for --tls certificates"))?;
+        let ca = rask::certs::ThrowawayCa::new("rask-bench CA")?;
+        config.tls = Some(ca.cluster_tls(dir.path(), "bench")?);
+        Some(dir)
+    } else {
+        None
+    };
     let cluster = LocalCluster::start(config).await?;
     let page = match cluster.dashboard_address() {
         Some(addr) if cli.page => Some(page::open(addr).await?),
@@ -380,7 +399,14 @@ async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
     };
     drop(client);
     cluster.shutdown().await;
+    drop(certs);
     let mut line = line?;
+    if cli.tls
+        && let Some(name) = line.get("bench").and_then(Json::as_str)
+    {
+        line["bench"] = Json::from(format!("{name}-tls"));
+        line["transport"] = Json::from("tls");
+    }
     if let Some(page) = page {
         let report = page.close()?;
         if let Some(obj) = line.as_object_mut() {
@@ -491,7 +517,6 @@ mod page {
             }))
         }
     }
-}
 
 /// Each repetition's measurement, and the CPU time it took.
 struct Reps<T> {

@@ -49,3 +49,44 @@ fn the_python_map_bench_runs_small_and_checks_its_results() {
     assert_eq!(line["tasks"], 200);
     assert!(line["tasks_per_s"]["median"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn the_tls_runs_of_map_and_array_mean_run_small_under_their_own_names() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rask-bench"))
+        .args([
+            "map",
+            "array-mean",
+            "--tls",
+            "--reps",
+            "1",
+            "--tasks",
+            "200",
+        ])
+        .args(["--array-size", "60", "--array-chunk", "30"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("rask-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rask-bench --tls failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    for name in ["map-tls", "array-mean-tls"] {
+        let line = lines
+            .iter()
+            .find(|l| l["bench"] == name)
+            .unwrap_or_else(|| panic!("no {name} line in {stdout}"));
+        assert_eq!(line["transport"], "tls");
+    }
+    let mean = lines
+        .iter()
+        .find(|l| l["bench"] == "array-mean-tls")
+        .unwrap();
+    let var = mean["variance"].as_f64().expect("the variance");
+    assert!((var - 1.0 / 12.0).abs() < 0.01, "variance {var}");
+}

@@ -11,6 +11,7 @@ mod frame;
 mod http_api;
 mod memory;
 mod python;
+mod tls;
 mod wire;
 
 use std::time::Duration;
