@@ -984,7 +984,7 @@ azure:
             ("  az_path: ''\n", "azure.az_path", "must not be empty"),
             (
                 "  credential: certificate\n",
-                "azure",
+                "azure.credential",
                 "unknown variant `certificate`",
             ),
         ];
