@@ -270,7 +270,8 @@ pub struct AzureSettings {
     pub admin_username: String,
     pub ssh_public_key: String,
     pub identity: Option<String>,
-    pub credentials: AzureCredentials,
+    /// Boxed: the rest of the settings are much smaller than AWS's.
+    pub credentials: Box<AzureCredentials>,
 }
 
 /// How rask-operator gets its ARM token, settled from the `azure` section.
@@ -649,13 +650,13 @@ pub fn validate(file: VmFile) -> Result<CloudCluster, ProviderError> {
                 spot: az.spot.unwrap_or(false),
                 admin_username: az.admin_username.unwrap_or_else(|| "rask".into()),
                 ssh_public_key: ssh,
-                credentials: azure_credentials(
+                credentials: Box::new(azure_credentials(
                     az.credential,
                     az.service_principal,
                     az.login_endpoint,
                     az.imds_endpoint,
                     az.az_path,
-                )?,
+                )?),
                 identity: az.identity,
             };
             (ProviderSettings::Azure(settings), default, scheduler)
@@ -903,7 +904,7 @@ azure:
         else {
             panic!()
         };
-        az.credentials
+        *az.credentials
     }
 
     #[test]
