@@ -6,6 +6,13 @@
 //! NSG; a VM's NIC), deleting a VM removes the NIC and IP marked `deleteOption: Delete`, and a NIC
 //! or NSG still in use cannot be deleted. Faults can be injected per request: synchronous errors,
 //! operations that end `Failed`, and 429 throttling.
+//!
+//! It also issues tokens as Azure does, each credential kind its own: Microsoft Entra ID's
+//! client-credentials endpoint (`POST /{tenant}/oauth2/v2.0/token`, over HTTPS at `login_url`
+//! with a self-signed certificate, `ca`, since `azure_identity` accepts no other authority) and
+//! the instance metadata service's managed-identity endpoint
+//! (`GET /metadata/identity/oauth2/token`). ARM answers only bearers it issued (or [`TOKEN`]),
+//! and records which one each request carried.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +26,15 @@ use serde_json::{Value, json};
 pub const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000001";
 pub const GROUP: &str = "rg-test";
 pub const TOKEN: &str = "test-token";
+/// The service principal Entra knows.
+pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+pub const CLIENT_ID: &str = "66666666-7777-8888-9999-000000000000";
+pub const CLIENT_SECRET: &str = "s3cret~value.For_the-stub";
+/// The tokens each credential kind gets.
+pub const SP_TOKEN: &str = "token-from-entra";
+pub const MI_TOKEN: &str = "token-from-imds";
+pub const CLI_TOKEN: &str = "token-from-az";
+const ARM_SCOPE: &str = "https://management.azure.com/.default";
 /// Polls an operation answers `InProgress` before it ends.
 const POLLS: u32 = 2;
 
@@ -62,18 +78,54 @@ struct State {
     next: u64,
     polls: usize,
     requests: Vec<String>,
+    /// The bearer token of each ARM request.
+    bearers: Vec<String>,
 }
 
 pub struct ArmStub {
+    /// ARM and the instance metadata service (plain HTTP).
     pub url: String,
+    /// Entra's login endpoint (HTTPS, certificate `ca`).
+    pub login_url: String,
+    /// The login endpoint's self-signed certificate (DER), to trust.
+    pub ca: Vec<u8>,
     state: Arc<Mutex<State>>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for ArmStub {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
+}
+
+/// Serves one connection with [`handle`].
+fn serve<S>(stream: S, st: Arc<Mutex<State>>, base: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let (st, base) = (st.clone(), base.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body.collect().await.unwrap().to_bytes();
+                let (status, headers, text) = handle(&st, &base, &parts, &body);
+                let mut resp = http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json");
+                for (k, v) in headers {
+                    resp = resp.header(k, v);
+                }
+                Ok::<_, std::convert::Infallible>(resp.body(Full::new(Bytes::from(text))).unwrap())
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    });
 }
 
 fn error(status: u16, code: &str, message: &str) -> (u16, Vec<(&'static str, String)>, String) {
@@ -94,37 +146,52 @@ impl ArmStub {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state: Arc<Mutex<State>> = Arc::default();
         let (st, base) = (state.clone(), url.clone());
-        let task = tokio::spawn(async move {
+        let plain = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (st, base) = (st.clone(), base.clone());
+                serve(stream, st.clone(), base.clone());
+            }
+        });
+
+        let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let ca = key.cert.der().to_vec();
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![ca.clone().into()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let login_url = format!("https://{}", listener.local_addr().unwrap());
+        let (st, base) = (state.clone(), url.clone());
+        let login = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, st, base) = (acceptor.clone(), st.clone(), base.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (st, base) = (st.clone(), base.clone());
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body.collect().await.unwrap().to_bytes();
-                            let (status, headers, text) = handle(&st, &base, &parts, &body);
-                            let mut resp = http::Response::builder()
-                                .status(status)
-                                .header("content-type", "application/json");
-                            for (k, v) in headers {
-                                resp = resp.header(k, v);
-                            }
-                            Ok::<_, std::convert::Infallible>(
-                                resp.body(Full::new(Bytes::from(text))).unwrap(),
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        serve(tls, st, base);
+                    }
                 });
             }
         });
-        ArmStub { url, state, task }
+        ArmStub {
+            url,
+            login_url,
+            ca,
+            state,
+            tasks: vec![plain, login],
+        }
     }
 
     pub fn fault(&self, f: Fault) {
@@ -171,6 +238,11 @@ impl ArmStub {
         self.state.lock().unwrap().requests.clone()
     }
 
+    /// The bearer token each ARM request carried, in order.
+    pub fn bearers(&self) -> Vec<String> {
+        self.state.lock().unwrap().bearers.clone()
+    }
+
     pub fn handle(&self) -> StubHandle {
         StubHandle(self.state.clone())
     }
@@ -214,12 +286,25 @@ fn handle(st: &Mutex<State>, base: &str, parts: &http::request::Parts, body: &[u
             format!("[    0.000000] Linux version 6.8.0-azure\ncloud-init: serial log of {name}\n"),
         );
     }
+    if method == "POST" && path.ends_with("/oauth2/v2.0/token") {
+        let tenant = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        return entra_token(tenant, body);
+    }
+    if path == "/metadata/identity/oauth2/token" {
+        return imds_token(parts);
+    }
     let auth = parts
         .headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if auth != format!("Bearer {TOKEN}") {
+    let bearer = auth.strip_prefix("Bearer ").unwrap_or_default();
+    s.bearers.push(bearer.to_owned());
+    if ![TOKEN, SP_TOKEN, MI_TOKEN, CLI_TOKEN].contains(&bearer) {
         return error(
             401,
             "InvalidAuthenticationToken",
@@ -550,4 +635,131 @@ fn delete_cascading(s: &mut State, id: &str) {
             }
         }
     }
+}
+
+/// An Entra ID error as its token endpoint writes it.
+fn entra_error(status: u16, error: &str, code: u32, description: &str) -> Reply {
+    (
+        status,
+        vec![],
+        json!({
+            "error": error,
+            "error_description": format!("AADSTS{code}: {description}"),
+            "error_codes": [code],
+        })
+        .to_string(),
+    )
+}
+
+/// Entra ID's client-credentials grant for the one service principal it knows.
+fn entra_token(tenant: &str, body: &[u8]) -> Reply {
+    let form: BTreeMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    if tenant != TENANT {
+        return entra_error(
+            400,
+            "invalid_request",
+            90002,
+            &format!("Tenant '{tenant}' not found."),
+        );
+    }
+    if field("grant_type") != "client_credentials" {
+        return entra_error(
+            400,
+            "unsupported_grant_type",
+            70003,
+            "The grant type is not supported.",
+        );
+    }
+    if field("scope") != ARM_SCOPE {
+        return entra_error(
+            400,
+            "invalid_scope",
+            1002012,
+            &format!(
+                "The provided value for scope {} is not valid.",
+                field("scope")
+            ),
+        );
+    }
+    if field("client_id") != CLIENT_ID {
+        return entra_error(
+            400,
+            "unauthorized_client",
+            700016,
+            &format!(
+                "Application with identifier '{}' was not found in the directory.",
+                field("client_id")
+            ),
+        );
+    }
+    if field("client_secret") != CLIENT_SECRET {
+        return entra_error(
+            401,
+            "invalid_client",
+            7000215,
+            &format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is \
+                 the client secret value, not the client secret ID, for a secret added to app \
+                 '{CLIENT_ID}'."
+            ),
+        );
+    }
+    (
+        200,
+        vec![],
+        json!({
+            "token_type": "Bearer",
+            "expires_in": 3599,
+            "ext_expires_in": 3599,
+            "access_token": SP_TOKEN,
+        })
+        .to_string(),
+    )
+}
+
+/// The instance metadata service's token for the VM's managed identity.
+fn imds_token(parts: &http::request::Parts) -> Reply {
+    let bad = |description: &str| {
+        (
+            400,
+            vec![],
+            json!({"error": "invalid_request", "error_description": description}).to_string(),
+        )
+    };
+    if parts.method != http::Method::GET {
+        return bad("Only GET is supported");
+    }
+    if parts.headers.get("metadata").and_then(|v| v.to_str().ok()) != Some("true") {
+        return bad("Required metadata header not specified");
+    }
+    let query: BTreeMap<String, String> =
+        form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    if !query.contains_key("api-version") {
+        return bad("Required query variable 'api-version' is missing");
+    }
+    if query.get("resource").map(String::as_str) != Some("https://management.azure.com") {
+        return bad("Required query variable 'resource' is missing or not ARM");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    (
+        200,
+        vec![],
+        json!({
+            "access_token": MI_TOKEN,
+            "client_id": "77777777-0000-0000-0000-000000000000",
+            "expires_in": "3599",
+            "expires_on": (now + 3599).to_string(),
+            "ext_expires_in": "3599",
+            "not_before": now.to_string(),
+            "resource": "https://management.azure.com",
+            "token_type": "Bearer",
+        })
+        .to_string(),
+    )
 }

@@ -7,6 +7,8 @@
 #[cfg(feature = "azure")]
 mod arm_stub;
 mod autoscaling;
+#[cfg(feature = "azure")]
+mod azure_credentials;
 mod batch_env;
 mod batch_sge;
 mod batch_slurm;

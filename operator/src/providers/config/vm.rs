@@ -134,6 +134,46 @@ pub struct AzureConfig {
     /// Resource id of a user-assigned managed identity for the scheduler VM, allowed to manage
     /// VMs and NICs in the resource group: the autoscaler runs there as this identity.
     pub identity: Option<String>,
+    /// Which credential gets rask-operator's ARM token (default `auto`).
+    pub credential: Option<AzureCredentialKind>,
+    /// A service principal (app registration) and where its client secret is read from.
+    pub service_principal: Option<ServicePrincipalConfig>,
+    /// Microsoft Entra's authority host (default `https://login.microsoftonline.com`).
+    pub login_endpoint: Option<String>,
+    /// The instance metadata service a managed identity's token comes from (default
+    /// `http://169.254.169.254`).
+    pub imds_endpoint: Option<String>,
+    /// The Azure CLI binary (default `az` on `PATH`).
+    pub az_path: Option<String>,
+}
+
+/// Where rask-operator's ARM token comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AzureCredentialKind {
+    /// A service principal if one is configured (or `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and
+    /// `AZURE_CLIENT_SECRET` are set), else the Azure CLI's login, else the VM's managed identity.
+    #[default]
+    Auto,
+    ServicePrincipal,
+    AzureCli,
+    ManagedIdentity,
+}
+
+/// `azure.service_principal`: tenant and client ids (default `AZURE_TENANT_ID`,
+/// `AZURE_CLIENT_ID`) and the client secret from a file or an environment variable, never from
+/// the config itself (it is copied into the scheduler VM's custom data with autoscaling).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePrincipalConfig {
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    /// A file holding the client secret (surrounding whitespace ignored).
+    pub client_secret_file: Option<String>,
+    /// The environment variable holding the client secret (default `AZURE_CLIENT_SECRET`).
+    pub client_secret_env: Option<String>,
+    /// Only to refuse it with a clear message.
+    pub client_secret: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -230,6 +270,52 @@ pub struct AzureSettings {
     pub admin_username: String,
     pub ssh_public_key: String,
     pub identity: Option<String>,
+    /// Boxed: the rest of the settings are much smaller than AWS's.
+    pub credentials: Box<AzureCredentials>,
+}
+
+/// How rask-operator gets its ARM token, settled from the `azure` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AzureCredentials {
+    pub kind: AzureCredentialKind,
+    /// `None`: `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET` when all are set.
+    pub service_principal: Option<ServicePrincipal>,
+    /// Entra's authority host, `https://...` without a trailing `/`.
+    pub login_endpoint: String,
+    /// `None`: Azure's own, `http://169.254.169.254`.
+    pub imds_endpoint: Option<String>,
+    pub az_path: String,
+}
+
+impl Default for AzureCredentials {
+    fn default() -> AzureCredentials {
+        AzureCredentials {
+            kind: AzureCredentialKind::Auto,
+            service_principal: None,
+            login_endpoint: LOGIN_ENDPOINT.into(),
+            imds_endpoint: None,
+            az_path: "az".into(),
+        }
+    }
+}
+
+/// Microsoft Entra ID's authority host in Azure's public cloud.
+pub const LOGIN_ENDPOINT: &str = "https://login.microsoftonline.com";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePrincipal {
+    /// `None`: `AZURE_TENANT_ID`.
+    pub tenant_id: Option<String>,
+    /// `None`: `AZURE_CLIENT_ID`.
+    pub client_id: Option<String>,
+    pub secret: SecretSource,
+}
+
+/// Where a secret is read from when it is needed (never kept in the config).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    File(std::path::PathBuf),
+    Env(String),
 }
 
 /// An IPv4 CIDR such as `203.0.113.0/24`.
@@ -279,6 +365,125 @@ fn check_env(key: &str, env: &BTreeMap<String, String>) -> Result<(), ProviderEr
         }
     }
     Ok(())
+}
+
+/// A URL with one of `schemes` and a host, returned without a trailing `/`.
+fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<String, ProviderError> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|e| bad(key, format!("{value:?} is not a URL: {e}")))?;
+    let scheme = uri.scheme_str().unwrap_or_default();
+    if !schemes.contains(&scheme) {
+        return Err(bad(
+            key,
+            format!(
+                "{value:?} must start with {}",
+                schemes
+                    .iter()
+                    .map(|s| format!("{s}://"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+        ));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad(key, format!("{value:?} has no host")));
+    }
+    if uri.query().is_some() {
+        return Err(bad(key, format!("{value:?} must not have a query")));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
+/// Entra's tenant ids: a GUID or a domain name (letters, digits, `-` and `.`).
+fn check_tenant(key: &str, value: &str) -> Result<(), ProviderError> {
+    let ok = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            key,
+            format!("{value:?} is not a tenant id (a GUID or a domain name)"),
+        ))
+    }
+}
+
+fn azure_credentials(
+    kind: Option<AzureCredentialKind>,
+    sp: Option<ServicePrincipalConfig>,
+    login_endpoint: Option<String>,
+    imds_endpoint: Option<String>,
+    az_path: Option<String>,
+) -> Result<AzureCredentials, ProviderError> {
+    let key = "azure.service_principal";
+    let service_principal = match sp {
+        None => None,
+        Some(sp) => {
+            if sp.client_secret.is_some() {
+                return Err(bad(
+                    format!("{key}.client_secret"),
+                    "a secret is never written in the config (with autoscaling the config is \
+                     copied into the scheduler VM's custom data): put it in a file named by \
+                     client_secret_file, or in the environment variable named by \
+                     client_secret_env (default AZURE_CLIENT_SECRET)",
+                ));
+            }
+            if let Some(t) = &sp.tenant_id {
+                check_tenant(&format!("{key}.tenant_id"), t)?;
+            }
+            if sp.client_id.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                return Err(bad(format!("{key}.client_id"), "must not be empty"));
+            }
+            let secret = match (sp.client_secret_file, sp.client_secret_env) {
+                (Some(_), Some(_)) => {
+                    return Err(bad(
+                        key,
+                        "give client_secret_file or client_secret_env, not both",
+                    ));
+                }
+                (Some(f), None) if f.trim().is_empty() => {
+                    return Err(bad(
+                        format!("{key}.client_secret_file"),
+                        "must not be empty",
+                    ));
+                }
+                (Some(f), None) => SecretSource::File(f.into()),
+                (None, Some(e)) if !crate::spec::worker::is_env_name(&e) => {
+                    return Err(bad(
+                        format!("{key}.client_secret_env"),
+                        format!(
+                            "{e:?} is not an environment variable name (letters, digits and '_')"
+                        ),
+                    ));
+                }
+                (None, e) => SecretSource::Env(e.unwrap_or_else(|| "AZURE_CLIENT_SECRET".into())),
+            };
+            Some(ServicePrincipal {
+                tenant_id: sp.tenant_id,
+                client_id: sp.client_id,
+                secret,
+            })
+        }
+    };
+    let az_path = az_path.unwrap_or_else(|| "az".into());
+    if az_path.trim().is_empty() {
+        return Err(bad("azure.az_path", "must not be empty"));
+    }
+    Ok(AzureCredentials {
+        kind: kind.unwrap_or_default(),
+        service_principal,
+        login_endpoint: match login_endpoint {
+            Some(u) => check_url("azure.login_endpoint", &u, &["https"])?,
+            None => LOGIN_ENDPOINT.into(),
+        },
+        imds_endpoint: imds_endpoint
+            .map(|u| check_url("azure.imds_endpoint", &u, &["http", "https"]))
+            .transpose()?,
+        az_path,
+    })
 }
 
 /// Settles names and defaults, and checks every value.
@@ -445,6 +650,13 @@ pub fn validate(file: VmFile) -> Result<CloudCluster, ProviderError> {
                 spot: az.spot.unwrap_or(false),
                 admin_username: az.admin_username.unwrap_or_else(|| "rask".into()),
                 ssh_public_key: ssh,
+                credentials: Box::new(azure_credentials(
+                    az.credential,
+                    az.service_principal,
+                    az.login_endpoint,
+                    az.imds_endpoint,
+                    az.az_path,
+                )?),
                 identity: az.identity,
             };
             (ProviderSettings::Azure(settings), default, scheduler)
@@ -673,6 +885,116 @@ azure:
         assert_eq!(az.disk_size, 50);
         assert_eq!(c.groups[DEFAULT_GROUP].size, "Standard_D4s_v3");
         assert_eq!(c.scheduler.size, "Standard_D4s_v3");
+    }
+
+    const AZURE: &str = "
+provider: azure
+name: az
+azure:
+  location: westeurope
+  resource_group: rg
+  subscription_id: 00000000-0000-0000-0000-000000000000
+  vnet: net
+  subnet: sub
+  ssh_public_key: ssh-ed25519 AAAA test
+";
+
+    fn credentials_of(extra: &str) -> AzureCredentials {
+        let ProviderSettings::Azure(az) = parse(&format!("{AZURE}{extra}")).unwrap().provider
+        else {
+            panic!()
+        };
+        *az.credentials
+    }
+
+    #[test]
+    fn azure_credentials_default_to_auto_against_azure_s_public_endpoints() {
+        assert_eq!(credentials_of(""), AzureCredentials::default());
+        let c = credentials_of("");
+        assert_eq!(c.kind, AzureCredentialKind::Auto);
+        assert_eq!(c.login_endpoint, "https://login.microsoftonline.com");
+        assert_eq!(c.imds_endpoint, None);
+        assert_eq!(c.az_path, "az");
+    }
+
+    #[test]
+    fn a_service_principal_s_secret_comes_from_a_file_or_the_environment() {
+        let c = credentials_of(
+            "  credential: service_principal
+  login_endpoint: https://login.example.net/
+  imds_endpoint: http://127.0.0.1:8080
+  az_path: /opt/az/bin/az
+  service_principal:
+    tenant_id: contoso.onmicrosoft.com
+    client_id: 6b7d3a8e-0000-0000-0000-000000000000
+    client_secret_file: /run/secrets/sp
+",
+        );
+        assert_eq!(c.kind, AzureCredentialKind::ServicePrincipal);
+        assert_eq!(c.login_endpoint, "https://login.example.net");
+        assert_eq!(c.imds_endpoint.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(c.az_path, "/opt/az/bin/az");
+        let sp = c.service_principal.unwrap();
+        assert_eq!(sp.tenant_id.as_deref(), Some("contoso.onmicrosoft.com"));
+        assert_eq!(sp.secret, SecretSource::File("/run/secrets/sp".into()));
+        let c = credentials_of("  service_principal: {client_id: x}\n");
+        assert_eq!(
+            c.service_principal.unwrap().secret,
+            SecretSource::Env("AZURE_CLIENT_SECRET".into())
+        );
+        let c = credentials_of("  service_principal: {client_secret_env: MY_SP_SECRET}\n");
+        assert_eq!(
+            c.service_principal.unwrap().secret,
+            SecretSource::Env("MY_SP_SECRET".into())
+        );
+    }
+
+    #[test]
+    fn bad_azure_credentials_name_the_key() {
+        let cases = [
+            (
+                "  service_principal: {client_secret: hunter2}\n",
+                "azure.service_principal.client_secret",
+                "never written in the config",
+            ),
+            (
+                "  service_principal: {client_secret_file: /s, client_secret_env: S}\n",
+                "azure.service_principal",
+                "not both",
+            ),
+            (
+                "  service_principal: {client_secret_env: 'my-secret'}\n",
+                "azure.service_principal.client_secret_env",
+                "not an environment variable name",
+            ),
+            (
+                "  service_principal: {tenant_id: 'a tenant'}\n",
+                "azure.service_principal.tenant_id",
+                "not a tenant id",
+            ),
+            (
+                "  login_endpoint: http://login.microsoftonline.com\n",
+                "azure.login_endpoint",
+                "must start with https://",
+            ),
+            (
+                "  imds_endpoint: 169.254.169.254\n",
+                "azure.imds_endpoint",
+                "must start with http:// or https://",
+            ),
+            ("  az_path: ''\n", "azure.az_path", "must not be empty"),
+            (
+                "  credential: certificate\n",
+                "azure.credential",
+                "unknown variant `certificate`",
+            ),
+        ];
+        for (extra, want, says) in cases {
+            let (key, message) = err(&format!("{AZURE}{extra}"));
+            assert_eq!(key, want, "{message}");
+            assert!(message.contains(says), "{key}: {message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
     }
 
     #[test]

@@ -9,24 +9,24 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+use super::credential::Credentials;
+use super::transport::{self, Https};
 use super::{AzureOptions, PROVIDER};
 use crate::providers::ProviderError;
+use crate::providers::config::vm::AzureCredentials;
 
 /// Answers of 429/503 retried before giving up.
 const RETRIES: u32 = 4;
 const ARM: &str = "https://management.azure.com";
-
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// An ARM endpoint with its credentials.
 pub struct Arm {
     http: Client<Https, Full<Bytes>>,
     base: String,
     opts: AzureOptions,
+    credentials: Credentials,
     token: Mutex<Option<(String, Instant)>>,
     poll: Duration,
 }
@@ -114,17 +114,14 @@ fn header(headers: &http::HeaderMap, name: &str) -> Option<String> {
 }
 
 impl Arm {
-    pub fn connect(opts: &AzureOptions) -> Result<Arm, ProviderError> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| {
-                ProviderError::Other(format!("cannot load the system's CA certificates: {e}"))
-            })?
-            .https_or_http()
-            .enable_http1()
-            .build();
+    pub fn connect(
+        opts: &AzureOptions,
+        credentials: &AzureCredentials,
+    ) -> Result<Arm, ProviderError> {
+        let http = transport::client(&opts.root_certificates, Duration::from_secs(20))?;
         Ok(Arm {
-            http: Client::builder(TokioExecutor::new()).build(https),
+            credentials: Credentials::new(credentials, http.clone())?,
+            http,
             base: opts
                 .endpoint
                 .clone()
@@ -160,7 +157,7 @@ impl Arm {
         {
             return Ok(t);
         }
-        let (token, lifetime) = super::token::fetch().await?;
+        let (token, lifetime) = self.credentials.token().await?;
         let until = Instant::now() + lifetime.saturating_sub(Duration::from_secs(300));
         *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some((token.clone(), until));
         Ok(token)

@@ -22,7 +22,8 @@ use crate::providers::ProviderError;
 use crate::providers::config::vm::{AzureSettings, CloudCluster, ProviderSettings};
 
 pub mod arm;
-mod token;
+mod credential;
+mod transport;
 
 use arm::{Arm, arm_error};
 
@@ -34,14 +35,16 @@ const NIC: &str = "network-interface";
 const PUBLIC_IP: &str = "public-ip";
 const NSG: &str = "network-security-group";
 
-/// How to reach ARM besides the config: tests point it at a local stub with a fixed token.
+/// How to reach ARM besides the config: tests point it at a local stub.
 #[derive(Clone, Debug, Default)]
 pub struct AzureOptions {
     /// ARM's base URL (default `https://management.azure.com`).
     pub endpoint: Option<String>,
-    /// A bearer token to use as is; default: `AZURE_CLIENT_ID`/`AZURE_CLIENT_SECRET`/
-    /// `AZURE_TENANT_ID` (client credentials), else the Azure CLI's, else the VM's managed identity.
+    /// A bearer token to use as is; default: the config's credential (`azure.credential`: a
+    /// service principal, the Azure CLI or the VM's managed identity).
     pub token: Option<String>,
+    /// Root certificates (DER) trusted besides the system's, for ARM and the login endpoint.
+    pub root_certificates: Vec<Vec<u8>>,
     /// Between polls of a long-running operation when ARM gives no `Retry-After` (default 2 s).
     pub poll: Option<Duration>,
 }
@@ -81,7 +84,7 @@ impl Azure {
             )));
         };
         Ok(Azure {
-            arm: Arm::connect(opts)?,
+            arm: Arm::connect(opts, &settings.credentials)?,
             settings: settings.clone(),
         })
     }
