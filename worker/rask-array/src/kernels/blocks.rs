@@ -1,6 +1,7 @@
 //! Kernels on whole chunks: sums of block products (`array.matmul`), sums of blocks
 //! (`array.add`), and chunks assembled from pieces of others (`array.rechunk`).
 
+use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2, IxDyn, Slice};
 use rask_core::{Input, Inputs, KernelError};
 
@@ -21,12 +22,12 @@ fn matrix<'a>(
     })
 }
 
-/// `array.matmul`: Σ a_k · b_k over the pairs, with ndarray's (matrixmultiply's) gemm.
+/// `array.matmul`: Σ a_k · b_k over the pairs, accumulated in pair order with [`mul_add`].
 pub(super) fn matmul(
     pairs: &[(Input<Chunk>, Input<Chunk>)],
     inputs: &Inputs<'_>,
 ) -> Result<Chunk, KernelError> {
-    let mut out: Option<Array2<f64>> = None;
+    let mut out: Option<(Vec<f64>, usize, usize)> = None;
     for &(a, b) in pairs {
         let (ca, cb) = (inputs.get(a)?, inputs.get(b)?);
         let x = matrix(&ca, a, inputs)?;
@@ -40,18 +41,51 @@ pub(super) fn matmul(
                 b.index()
             )));
         }
-        let c = out.get_or_insert_with(|| Array2::zeros((x.nrows(), y.ncols())));
-        if c.dim() != (x.nrows(), y.ncols()) {
+        let (c, rows, cols) =
+            out.get_or_insert_with(|| (vec![0.0; x.nrows() * y.ncols()], x.nrows(), y.ncols()));
+        if (*rows, *cols) != (x.nrows(), y.ncols()) {
             return Err(KernelError::failed(format!(
                 "block products of shapes {:?} and {:?} do not add",
-                c.shape(),
+                [*rows, *cols],
                 [x.nrows(), y.ncols()]
             )));
         }
-        ndarray::linalg::general_mat_mul(1.0, &x, &y, 1.0, c);
+        mul_add(c, x, y);
     }
-    out.map(|c| Chunk::new(c.into_dyn()))
-        .ok_or_else(|| KernelError::failed("a product of no blocks"))
+    let (c, rows, cols) = out.ok_or_else(|| KernelError::failed("a product of no blocks"))?;
+    Array2::from_shape_vec((rows, cols), c)
+        .map(|c| Chunk::new(c.into_dyn()))
+        .map_err(|e| KernelError::failed(format!("a product of shape [{rows}, {cols}]: {e}")))
+}
+
+/// `c += a · b`, with `c` the row-major values of an `a.nrows()` × `b.ncols()` matrix (the
+/// caller checks the shapes), by faer's matrix multiply on this thread only.
+///
+/// faer's kernels run at the core's limit (AVX-512 or AVX2/FMA, picked at run time), as
+/// OpenBLAS does, and faster than matrixmultiply's (docs/arrays.md has the figures). One thread
+/// per product because the worker already runs one task per thread; it also keeps the result
+/// bit-for-bit the same from run to run on a machine: the order of the sums depends only on the
+/// shapes and the CPU's features and caches, never on how threads were scheduled.
+pub(super) fn mul_add(c: &mut [f64], a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) {
+    let (mut a_copy, mut b_copy) = (Vec::new(), Vec::new());
+    let a = faer_ref(a, &mut a_copy);
+    let b = faer_ref(b, &mut b_copy);
+    let c = MatMut::from_row_major_slice_mut(c, a.nrows(), b.ncols());
+    faer::linalg::matmul::matmul(c, Accum::Add, a, b, 1.0, Par::Seq);
+}
+
+/// `m` as a faer matrix: its own values when they are contiguous in either order (a chunk, or a
+/// transposed one), else a row-major copy in `copy` (a strided view).
+fn faer_ref<'a>(m: ArrayView2<'a, f64>, copy: &'a mut Vec<f64>) -> MatRef<'a, f64> {
+    let (rows, cols) = m.dim();
+    if let Some(values) = m.to_slice() {
+        return MatRef::from_row_major_slice(values, rows, cols);
+    }
+    if let Some(values) = m.reversed_axes().to_slice() {
+        return MatRef::from_column_major_slice(values, rows, cols);
+    }
+    *copy = m.iter().copied().collect();
+    MatRef::from_row_major_slice(copy, rows, cols)
 }
 
 /// `array.add`: the blocks' elementwise sum.

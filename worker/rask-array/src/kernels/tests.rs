@@ -370,3 +370,101 @@ fn bad_arguments_are_failures_naming_the_function() {
         assert!(msg.starts_with(want), "{task:?}: {msg}");
     }
 }
+
+/// A `rows`×`cols` matrix of values in [-1, 1) with both signs, from `seed`.
+fn signed(rows: usize, cols: usize, seed: usize) -> ndarray::Array2<f64> {
+    ndarray::Array2::from_shape_fn((rows, cols), |(i, j)| {
+        ((i * 7919 + j * 104_729 + seed * 15_485_863) % 2003) as f64 / 1001.5 - 1.0
+    })
+}
+
+/// Asserts `got` is `c0 + a·b` as the naive triple loop sums it, each value within 1e-12 of the
+/// bound of its rounding error (Σ|a||b| + |c0|): the sums' order may differ, nothing else.
+fn assert_naive_product(
+    got: &[f64],
+    c0: &ndarray::Array2<f64>,
+    a: ndarray::ArrayView2<'_, f64>,
+    b: ndarray::ArrayView2<'_, f64>,
+    what: &str,
+) {
+    let (m, n) = (a.nrows(), b.ncols());
+    assert_eq!(got.len(), m * n, "{what}");
+    for i in 0..m {
+        for j in 0..n {
+            let (mut want, mut bound) = (c0[[i, j]], c0[[i, j]].abs());
+            for k in 0..a.ncols() {
+                want += a[[i, k]] * b[[k, j]];
+                bound += (a[[i, k]] * b[[k, j]]).abs();
+            }
+            let g = got[i * n + j];
+            assert!(
+                (g - want).abs() <= 1e-12 * bound,
+                "{what}: [{i}, {j}] is {g}, the naive loop gives {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn block_products_match_the_naive_triple_loop() {
+    use super::blocks::mul_add;
+    // Shapes from one value to beyond faer's small-matrix kernels, none a multiple of a tile.
+    let shapes = [
+        (1, 1, 1),
+        (7, 13, 5),
+        (1, 9, 1),
+        (9, 1, 9),
+        (3, 0, 4),
+        (0, 3, 4),
+        (67, 131, 45),
+        (130, 257, 67),
+    ];
+    for (case, &(m, k, n)) in shapes.iter().enumerate() {
+        let (a, b) = (signed(m, k, case), signed(k, n, case + 100));
+        let c0 = signed(m, n, case + 200);
+        let what = format!("{m}x{k} · {k}x{n}");
+        // Contiguous inputs, accumulating into nonzero values.
+        let mut c = c0.iter().copied().collect::<Vec<f64>>();
+        mul_add(&mut c, a.view(), b.view());
+        assert_naive_product(&c, &c0, a.view(), b.view(), &what);
+        // The same again is the same bits.
+        let mut again = c0.iter().copied().collect::<Vec<f64>>();
+        mul_add(&mut again, a.view(), b.view());
+        assert!(
+            c.iter()
+                .zip(&again)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{what}: two runs differ"
+        );
+        // Transposed (column-major) inputs: the transposes of row-major k×m and n×k matrices.
+        let (at, bt) = (a.t().to_owned(), b.t().to_owned());
+        let mut c = c0.iter().copied().collect::<Vec<f64>>();
+        mul_add(&mut c, at.t(), bt.t());
+        assert_naive_product(&c, &c0, at.t(), bt.t(), &format!("{what}, transposed"));
+        // Strided views: every other row of a taller matrix, and columns read backwards.
+        let tall = signed(2 * m, k, case + 300);
+        let every_other = tall.slice_axis(Axis(0), ndarray::Slice::new(0, None, 2));
+        let backwards = b.slice_axis(Axis(1), ndarray::Slice::new(0, None, -1));
+        let mut c = c0.iter().copied().collect::<Vec<f64>>();
+        mul_add(&mut c, every_other, backwards);
+        assert_naive_product(&c, &c0, every_other, backwards, &format!("{what}, strided"));
+    }
+    // Through the kernel: two pairs sum in order, from zero.
+    let (a, b) = (signed(7, 13, 1), signed(13, 5, 2));
+    let (a2, b2) = (signed(7, 4, 3), signed(4, 5, 4));
+    let matmul = ArrayTask::Matmul {
+        pairs: vec![
+            (Input::new(0), Input::new(1)),
+            (Input::new(2), Input::new(3)),
+        ],
+    };
+    let inputs = [&a, &b, &a2, &b2].map(|m| Chunk::new(m.clone().into_dyn()).encode());
+    let got = Chunk::decode(&call(&matmul, &inputs).unwrap()).unwrap();
+    assert_eq!(got.shape(), &[7, 5]);
+    let first = ndarray::Array2::zeros((7, 5));
+    let mut want = first.iter().copied().collect::<Vec<f64>>();
+    mul_add(&mut want, a.view(), b.view());
+    let partial = ndarray::Array2::from_shape_vec((7, 5), want).unwrap();
+    let got: Vec<f64> = got.iter().copied().collect();
+    assert_naive_product(&got, &partial, a2.view(), b2.view(), "two pairs");
+}
