@@ -21,7 +21,7 @@ use crate::runtime::{block_on, deadline, runtime};
 /// A connection to a scheduler.
 #[pyclass(module = "rask._rask", frozen)]
 pub(crate) struct Client {
-    inner: rask_client::Client,
+    pub(crate) inner: rask_client::Client,
     address: String,
 }
 
