@@ -8,6 +8,7 @@
 
 mod array;
 mod client;
+mod frame;
 mod outcome;
 mod runtime;
 
@@ -19,6 +20,7 @@ fn _rask(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Client>()?;
     m.add_class::<client::Future>()?;
     m.add_class::<client::Completions>()?;
+    frame::register(m)?;
     m.add_function(wrap_pyfunction!(client::wait_all, m)?)?;
     m.add_function(wrap_pyfunction!(client::gather, m)?)?;
     m.add_function(wrap_pyfunction!(client::unique_key, m)?)?;

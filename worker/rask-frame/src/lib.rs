@@ -90,7 +90,7 @@ pub use groupby::Agg;
 pub use kernels::family;
 pub use part::FramePart;
 pub use partition::{parse_blocksize, parse_sep};
-pub use plan::{CmpOp, Col, Expr, Lit, col};
+pub use plan::{ArithOp, CmpOp, Col, Expr, Lit, NumExpr, col};
 pub use schema::{DType, Schema};
 
 use groupby::AggSpec;
@@ -371,6 +371,37 @@ impl DataFrame {
         Ok(self.with_op(Op::Filter(expr)))
     }
 
+    /// `df.assign(name=expr, ...)`: computed columns, each replacing the column of its name or
+    /// added at the end. Every expression reads the frame as it was before this step.
+    pub fn assign(&self, columns: &[(&str, NumExpr)]) -> Result<DataFrame, FrameError> {
+        if columns.is_empty() {
+            return Err(FrameError::Invalid(
+                "assign needs at least one column".into(),
+            ));
+        }
+        for (i, (name, e)) in columns.iter().enumerate() {
+            if name.is_empty() {
+                return Err(FrameError::Invalid(
+                    "assign: a column name must not be empty".into(),
+                ));
+            }
+            if columns[..i].iter().any(|(n, _)| n == name) {
+                return Err(FrameError::Invalid(format!(
+                    "assign names column {name:?} twice"
+                )));
+            }
+            e.dtype(&self.schema).map_err(|reason| {
+                FrameError::Invalid(format!("assign {name:?} = {e}: {reason}"))
+            })?;
+        }
+        Ok(self.with_op(Op::Assign(
+            columns
+                .iter()
+                .map(|(n, e)| (n.to_string(), e.clone()))
+                .collect(),
+        )))
+    }
+
     /// `df.groupby(keys)`; aggregate with [`GroupBy::agg`].
     pub fn groupby(&self, keys: &[&str]) -> Result<GroupBy, FrameError> {
         for k in keys {
@@ -477,23 +508,46 @@ impl DataFrame {
         self.write(dir, "parquet", Sink::Parquet, client).await
     }
 
+    /// Writes partition `i` to `paths[i]` as CSV (with a header; Dask's `to_csv` with a name
+    /// per partition); one path per partition.
+    pub async fn to_csv_files(&self, paths: &[PathBuf], client: &Client) -> Result<(), FrameError> {
+        let tasks = self.write_tasks(paths, Sink::Csv)?;
+        client.gather(&client.compute_many(&tasks)).await?;
+        Ok(())
+    }
+
+    /// Writes partition `i` to `paths[i]` as Parquet; one path per partition.
+    pub async fn to_parquet_files(
+        &self,
+        paths: &[PathBuf],
+        client: &Client,
+    ) -> Result<(), FrameError> {
+        let tasks = self.write_tasks(paths, Sink::Parquet)?;
+        client.gather(&client.compute_many(&tasks)).await?;
+        Ok(())
+    }
+
     /// One writing task per partition, each returning the rows it wrote.
     fn write_tasks(
         &self,
-        dir: &Path,
-        ext: &str,
+        paths: &[PathBuf],
         sink: fn(PathBuf) -> Sink,
-    ) -> Result<(Vec<PathBuf>, Vec<Delayed<u64>>), FrameError> {
-        partition::utf8(dir)?;
-        let paths: Vec<PathBuf> = (0..self.sources.len())
-            .map(|i| dir.join(format!("part-{i:05}.{ext}")))
-            .collect();
-        let tasks = paths
+    ) -> Result<Vec<Delayed<u64>>, FrameError> {
+        if paths.len() != self.sources.len() {
+            return Err(FrameError::Invalid(format!(
+                "{} paths given for {} partitions: one path per partition",
+                paths.len(),
+                self.sources.len()
+            )));
+        }
+        for p in paths {
+            partition::utf8(p)?;
+        }
+        Ok(paths
             .iter()
             .enumerate()
             .flat_map(|(i, p)| self.partition(i).tasks(None, sink(p.clone())))
-            .collect();
-        Ok((paths, tasks))
+            .collect())
     }
 
     async fn write(
@@ -503,10 +557,34 @@ impl DataFrame {
         sink: fn(PathBuf) -> Sink,
         client: &Client,
     ) -> Result<Vec<PathBuf>, FrameError> {
-        let (paths, tasks) = self.write_tasks(dir, ext, sink)?;
+        partition::utf8(dir)?;
+        let paths = part_paths(dir, ext, self.sources.len());
+        let tasks = self.write_tasks(&paths, sink)?;
         client.gather(&client.compute_many(&tasks)).await?;
         Ok(paths)
     }
+}
+
+/// `dir/part-00000.ext`, ...: the files [`DataFrame::to_csv`] and [`DataFrame::to_parquet`] write.
+fn part_paths(dir: &Path, ext: &str, n: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| dir.join(format!("part-{i:05}.{ext}")))
+        .collect()
+}
+
+/// `df` as an Arrow IPC stream (schema, record batches, end of stream): what Python's
+/// `pyarrow.ipc.open_stream` reads, so a computed frame reaches pandas without a value per row.
+/// Strings are written as Arrow's `large_string` (Polars' oldest compatibility level), which every
+/// pyarrow reads, rather than the newer string views.
+pub fn arrow_ipc_stream(df: &polars::prelude::DataFrame) -> Result<Vec<u8>, FrameError> {
+    use polars::prelude::{CompatLevel, IpcStreamWriter, SerWriter};
+    let mut out = Vec::new();
+    let mut df = df.clone();
+    IpcStreamWriter::new(&mut out)
+        .with_compat_level(CompatLevel::oldest())
+        .finish(&mut df)
+        .map_err(|e| FrameError::Result(format!("encoding the frame as Arrow IPC: {e}")))?;
+    Ok(out)
 }
 
 impl std::fmt::Debug for DataFrame {

@@ -213,6 +213,189 @@ fn compare(s: &Series, op: CmpOp, value: &Lit) -> PolarsResult<BooleanChunked> {
     }
 }
 
+/// An arithmetic operator of a [`NumExpr`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    /// True division: always `float64`, as in pandas (`1 / 0` is `inf`).
+    Div,
+}
+
+impl ArithOp {
+    fn symbol(self) -> &'static str {
+        match self {
+            ArithOp::Add => "+",
+            ArithOp::Sub => "-",
+            ArithOp::Mul => "*",
+            ArithOp::Div => "/",
+        }
+    }
+}
+
+/// A number per row computed from numeric columns and literals (`df.x * 2 + df.y`): what
+/// [`crate::DataFrame::assign`] stores in a column. Build one with [`NumExpr::col`],
+/// [`NumExpr::lit`] and the operators `+ - * /` and unary `-`.
+///
+/// Types follow pandas: `int64` with `int64` stays `int64` for `+ - *`, anything with a
+/// `float64` is `float64`, and `/` is always `float64`; a null in an input gives a null.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum NumExpr {
+    Col(String),
+    Lit(Lit),
+    Arith {
+        op: ArithOp,
+        left: Box<NumExpr>,
+        right: Box<NumExpr>,
+    },
+}
+
+impl NumExpr {
+    pub fn col(name: &str) -> NumExpr {
+        NumExpr::Col(name.to_owned())
+    }
+
+    pub fn lit(value: impl Into<Lit>) -> NumExpr {
+        NumExpr::Lit(value.into())
+    }
+
+    pub fn arith(self, op: ArithOp, right: NumExpr) -> NumExpr {
+        NumExpr::Arith {
+            op,
+            left: Box::new(self),
+            right: Box::new(right),
+        }
+    }
+
+    /// Every column the expression reads.
+    pub(crate) fn columns(&self, out: &mut Vec<String>) {
+        match self {
+            NumExpr::Col(c) => {
+                if !out.contains(c) {
+                    out.push(c.clone());
+                }
+            }
+            NumExpr::Lit(_) => {}
+            NumExpr::Arith { left, right, .. } => {
+                left.columns(out);
+                right.columns(out);
+            }
+        }
+    }
+
+    /// The expression's type over `schema`; an error names a missing column, or the column or
+    /// literal that is not a number.
+    pub(crate) fn dtype(&self, schema: &Schema) -> Result<DType, String> {
+        match self {
+            NumExpr::Col(c) => match lookup(schema, c)? {
+                t if t.is_numeric() => Ok(t),
+                t => Err(format!(
+                    "cannot compute with column {c:?} of type {t}: arithmetic needs int64 or \
+                     float64 columns"
+                )),
+            },
+            NumExpr::Lit(Lit::Int(_)) => Ok(DType::Int64),
+            NumExpr::Lit(Lit::Float(_)) => Ok(DType::Float64),
+            NumExpr::Lit(other) => Err(format!(
+                "cannot compute with {other:?}: arithmetic needs numbers"
+            )),
+            NumExpr::Arith { op, left, right } => {
+                let (l, r) = (left.dtype(schema)?, right.dtype(schema)?);
+                Ok(match op {
+                    ArithOp::Div => DType::Float64,
+                    _ if l == DType::Int64 && r == DType::Int64 => DType::Int64,
+                    _ => DType::Float64,
+                })
+            }
+        }
+    }
+
+    /// The expression's values over the rows of `df` (`height` rows; a literal alone fills
+    /// them). Inputs are cast to the result's type first, so the kernels never guess one.
+    pub(crate) fn eval(&self, df: &DataFrame, schema: &Schema) -> PolarsResult<Series> {
+        let out = self
+            .dtype(schema)
+            .map_err(|e| polars_err!(ComputeError: "{e}"))?;
+        match self {
+            NumExpr::Col(c) => df.column(c)?.as_materialized_series().cast(&out.polars()),
+            NumExpr::Lit(Lit::Int(v)) => {
+                Ok(Int64Chunked::full(PlSmallStr::EMPTY, *v, df.height()).into_series())
+            }
+            NumExpr::Lit(Lit::Float(v)) => {
+                Ok(Float64Chunked::full(PlSmallStr::EMPTY, *v, df.height()).into_series())
+            }
+            NumExpr::Lit(other) => polars_bail!(ComputeError: "{other:?} is not a number"),
+            NumExpr::Arith { op, left, right } => {
+                let t = out.polars();
+                let l = left.eval(df, schema)?.cast(&t)?;
+                let r = right.eval(df, schema)?.cast(&t)?;
+                match op {
+                    ArithOp::Add => &l + &r,
+                    ArithOp::Sub => &l - &r,
+                    ArithOp::Mul => &l * &r,
+                    ArithOp::Div => &l / &r,
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for NumExpr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NumExpr::Col(c) => write!(f, "{c}"),
+            NumExpr::Lit(Lit::Int(v)) => write!(f, "{v}"),
+            NumExpr::Lit(Lit::Float(v)) => write!(f, "{v:?}"),
+            NumExpr::Lit(other) => write!(f, "{other:?}"),
+            NumExpr::Arith { op, left, right } => {
+                write!(f, "({left} {} {right})", op.symbol())
+            }
+        }
+    }
+}
+
+macro_rules! num_op {
+    ($($trait:ident $method:ident $op:ident),*) => {$(
+        impl std::ops::$trait for NumExpr {
+            type Output = NumExpr;
+            fn $method(self, right: NumExpr) -> NumExpr {
+                self.arith(ArithOp::$op, right)
+            }
+        }
+    )*};
+}
+num_op!(Add add Add, Sub sub Sub, Mul mul Mul, Div div Div);
+
+impl std::ops::Neg for NumExpr {
+    type Output = NumExpr;
+    /// `0 - x` (of `x`'s type).
+    fn neg(self) -> NumExpr {
+        NumExpr::lit(0).arith(ArithOp::Sub, self)
+    }
+}
+
+/// `df.assign(name=expr, ...)`: every expression is computed from the frame as it was before the
+/// step (as pandas' `assign` does with Series arguments), then stored: in place when the column
+/// exists, else at the end.
+pub(crate) fn assign(df: &DataFrame, cols: &[(String, NumExpr)]) -> PolarsResult<DataFrame> {
+    let schema: Schema = df
+        .schema()
+        .iter()
+        .map(|(name, dt)| (name.to_string(), DType::of(dt)))
+        .collect();
+    let schema = &schema;
+    let values = cols
+        .iter()
+        .map(|(name, e)| Ok(e.eval(df, schema)?.with_name(name.as_str().into())))
+        .collect::<PolarsResult<Vec<Series>>>()?;
+    let mut out = df.clone();
+    for s in values {
+        out.with_column(s.into_column())?;
+    }
+    Ok(out)
+}
+
 /// One step of a partition's pipeline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Op {
@@ -221,6 +404,8 @@ pub(crate) enum Op {
     Head(usize),
     /// Per-partition state of a groupby aggregation (see [`crate::groupby`]).
     Partial(AggSpec),
+    /// Computed columns (`assign`).
+    Assign(Vec<(String, NumExpr)>),
 }
 
 impl Op {
@@ -231,6 +416,7 @@ impl Op {
             Op::Filter(_) => "filter",
             Op::Head(_) => "head",
             Op::Partial(_) => "groupby",
+            Op::Assign(_) => "assign",
         }
     }
 }
@@ -259,16 +445,37 @@ impl Plan {
     /// The input columns the pipeline reads, in input order; `None` when it needs all.
     pub fn needed_columns(&self, input: &Schema) -> Option<Vec<String>> {
         let mut used: Vec<String> = Vec::new();
+        // Columns made by an `assign` step: a later step reading them reads no input column.
+        let mut made: Vec<String> = Vec::new();
+        fn read(cols: Vec<String>, made: &[String], used: &mut Vec<String>) {
+            for c in cols {
+                if !made.contains(&c) && !used.contains(&c) {
+                    used.push(c);
+                }
+            }
+        }
         for op in &self.ops {
             match op {
-                Op::Filter(e) => e.columns(&mut used),
+                Op::Filter(e) => {
+                    let mut cols = Vec::new();
+                    e.columns(&mut cols);
+                    read(cols, &made, &mut used);
+                }
                 Op::Head(_) => {}
+                Op::Assign(columns) => {
+                    let mut cols = Vec::new();
+                    for (_, e) in columns {
+                        e.columns(&mut cols);
+                    }
+                    read(cols, &made, &mut used);
+                    made.extend(columns.iter().map(|(n, _)| n.clone()));
+                }
                 Op::Select(cols) => {
-                    used.extend(cols.iter().cloned());
+                    read(cols.clone(), &made, &mut used);
                     return Some(in_order(input, &used));
                 }
                 Op::Partial(spec) => {
-                    used.extend(spec.input_columns());
+                    read(spec.input_columns(), &made, &mut used);
                     return Some(in_order(input, &used));
                 }
             }
@@ -298,6 +505,7 @@ impl Plan {
                 Op::Filter(e) => e.mask(&df).and_then(|m| df.filter(&m)),
                 Op::Head(n) => Ok(df.head(Some(*n))),
                 Op::Partial(spec) => spec.partial(&df),
+                Op::Assign(columns) => assign(&df, columns),
             }
             .map_err(|e| FrameError::Compute {
                 step: op.name(),
@@ -336,6 +544,17 @@ pub(crate) fn output_schema(input: &Schema, ops: &[Op]) -> Schema {
                     .collect()
             }
             Op::Partial(spec) => s = spec.partial_schema(&s),
+            Op::Assign(columns) => {
+                let before = s.clone();
+                for (name, e) in columns {
+                    // Checked when the step was made: an error here is a hand-made plan's.
+                    let t = e.dtype(&before).unwrap_or(DType::Float64);
+                    match s.iter_mut().find(|(n, _)| n == name) {
+                        Some(entry) => entry.1 = t,
+                        None => s.push((name.clone(), t)),
+                    }
+                }
+            }
             Op::Filter(_) | Op::Head(_) => {}
         }
     }
@@ -426,6 +645,132 @@ mod tests {
             e.contains("no column \"nope\"") && e.contains("i, s"),
             "{e}"
         );
+    }
+
+    fn num(name: &str) -> NumExpr {
+        NumExpr::col(name)
+    }
+
+    #[test]
+    fn arithmetic_is_typed_like_pandas() {
+        let df = frame();
+        let schema: Schema = vec![
+            ("i".into(), DType::Int64),
+            ("f".into(), DType::Float64),
+            ("s".into(), DType::Str),
+            ("b".into(), DType::Bool),
+        ];
+        let i2 = num("i") * NumExpr::lit(2) + NumExpr::lit(1);
+        assert_eq!(i2.dtype(&schema).unwrap(), DType::Int64);
+        let got: Vec<Option<i64>> = i2
+            .eval(&df, &schema)
+            .unwrap()
+            .i64()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(got, [Some(3), Some(11), None, Some(19)]);
+        // With a float, or a division: float64; 1 / 0 is inf.
+        let mixed = num("i") + num("f");
+        assert_eq!(mixed.dtype(&schema).unwrap(), DType::Float64);
+        let got: Vec<Option<f64>> = mixed
+            .eval(&df, &schema)
+            .unwrap()
+            .f64()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(got, [Some(1.5), Some(7.5), None, Some(8.0)]);
+        let div = num("i") / (num("i") - num("i"));
+        assert_eq!(div.dtype(&schema).unwrap(), DType::Float64);
+        let got: Vec<Option<f64>> = div
+            .eval(&df, &schema)
+            .unwrap()
+            .f64()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(got[0], Some(f64::INFINITY));
+        assert_eq!(got[2], None);
+        let neg = -num("f");
+        let got: Vec<Option<f64>> = neg
+            .eval(&df, &schema)
+            .unwrap()
+            .f64()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(got, [Some(-0.5), Some(-2.5), Some(-3.0), Some(1.0)]);
+        assert_eq!((num("f") - NumExpr::lit(1.5)).to_string(), "(f - 1.5)");
+        // A literal alone fills every row.
+        let ones = NumExpr::lit(1).eval(&df, &schema).unwrap();
+        assert_eq!(ones.len(), 4);
+
+        // Strings, booleans and text literals are refused by name.
+        let e = (num("s") + NumExpr::lit(1)).dtype(&schema).unwrap_err();
+        assert!(e.contains("column \"s\" of type string"), "{e}");
+        let e = (num("b") * NumExpr::lit(1)).dtype(&schema).unwrap_err();
+        assert!(e.contains("column \"b\" of type bool"), "{e}");
+        let e = (num("i") + NumExpr::lit("x")).dtype(&schema).unwrap_err();
+        assert!(
+            e.contains("Str(\"x\")") && e.contains("needs numbers"),
+            "{e}"
+        );
+        let e = (num("nope") + NumExpr::lit(1)).dtype(&schema).unwrap_err();
+        assert!(e.contains("no column \"nope\""), "{e}");
+    }
+
+    #[test]
+    fn assign_reads_the_frame_before_the_step() {
+        let p = Plan {
+            ops: vec![Op::Assign(vec![
+                ("f".into(), num("f") * NumExpr::lit(10)),
+                ("g".into(), num("f") + NumExpr::lit(1)),
+            ])],
+            sink: Sink::Frame,
+        };
+        let out = p.apply(frame()).unwrap();
+        // `f` replaced in place, `g` added at the end from the old `f`.
+        assert_eq!(out.get_column_names(), ["i", "f", "s", "b", "g"]);
+        let f: Vec<Option<f64>> = out.column("f").unwrap().f64().unwrap().iter().collect();
+        assert_eq!(f, [Some(5.0), Some(25.0), Some(30.0), Some(-10.0)]);
+        let g: Vec<Option<f64>> = out.column("g").unwrap().f64().unwrap().iter().collect();
+        assert_eq!(g, [Some(1.5), Some(3.5), Some(4.0), Some(0.0)]);
+        let schema: Schema = vec![("i".into(), DType::Int64), ("f".into(), DType::Float64)];
+        assert_eq!(
+            output_schema(&schema, &p.ops),
+            vec![
+                ("i".into(), DType::Int64),
+                ("f".into(), DType::Float64),
+                ("g".into(), DType::Float64)
+            ]
+        );
+    }
+
+    #[test]
+    fn columns_made_by_assign_are_not_read() {
+        let schema: Schema = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| (n.to_string(), DType::Int64))
+            .collect();
+        let p = Plan {
+            ops: vec![
+                Op::Assign(vec![("z".into(), num("c") * NumExpr::lit(2))]),
+                Op::Filter(col("z").gt(1)),
+                Op::Select(vec!["a".into(), "z".into()]),
+            ],
+            sink: Sink::Frame,
+        };
+        assert_eq!(p.needed_columns(&schema).unwrap(), ["a", "c"]);
+        // Assigning over an input column still reads it when its expression does.
+        let p = Plan {
+            ops: vec![
+                Op::Assign(vec![("b".into(), num("b") + NumExpr::lit(1))]),
+                Op::Select(vec!["b".into()]),
+            ],
+            sink: Sink::Frame,
+        };
+        assert_eq!(p.needed_columns(&schema).unwrap(), ["b"]);
     }
 
     #[test]

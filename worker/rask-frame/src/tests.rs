@@ -301,8 +301,8 @@ fn to_csv_and_read_parquet_round_trip() {
     let whole = polars_read(&path, b',');
     let df = read_csv(path.to_str().unwrap(), &options(4_000, b',')).unwrap();
     let out = dir.path().join("out");
-    let (paths, tasks) = df.write_tasks(&out, "csv", Sink::Csv).unwrap();
-    assert_eq!(paths.len(), df.npartitions());
+    let paths = part_paths(&out, "csv", df.npartitions());
+    let tasks = df.write_tasks(&paths, Sink::Csv).unwrap();
     let rows: u64 = run(&tasks).unwrap().iter().sum();
     assert_eq!(rows, 400);
     let back = read_csv(
@@ -356,6 +356,123 @@ fn to_csv_and_read_parquet_round_trip() {
     // A directory that cannot travel in a task is refused before any task is built.
     use std::os::unix::ffi::OsStrExt;
     let odd = PathBuf::from(std::ffi::OsStr::from_bytes(b"out\xff"));
-    let e = df.write_tasks(&odd, "csv", Sink::Csv).unwrap_err();
+    let e = df
+        .write_tasks(&part_paths(&odd, "csv", df.npartitions()), Sink::Csv)
+        .unwrap_err();
     assert!(matches!(e, FrameError::NonUtf8Path(_)), "{e}");
+    // One path per partition, or none is written.
+    let e = df.write_tasks(&paths[1..], Sink::Csv).unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "{} paths given for {} partitions",
+            paths.len() - 1,
+            paths.len()
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn assign_runs_in_the_partition_tasks_and_feeds_filters_and_groupbys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.csv");
+    write_csv(&path, 500, ',');
+    let whole = polars_read(&path, b',');
+    let df = read_csv(path.to_str().unwrap(), &options(3_000, b',')).unwrap();
+    assert!(df.npartitions() > 2);
+    let y = NumExpr::col("x") * NumExpr::lit(2) + NumExpr::col("n");
+    let with_y = df.assign(&[("y", y), ("n", -NumExpr::col("n"))]).unwrap();
+    assert_eq!(with_y.columns(), ["k", "s", "x", "n", "y"]);
+    assert_eq!(with_y.dtypes()[3].1, DType::Int64);
+    assert_eq!(with_y.dtypes()[4].1, DType::Float64);
+
+    let got = compute(
+        &with_y
+            .filter(col("y").gt(0.0))
+            .unwrap()
+            .select(&["n", "y"])
+            .unwrap(),
+    )
+    .unwrap();
+    let x = f64s(&whole, "x");
+    let n: Vec<i64> = whole
+        .column("n")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect();
+    let expected: Vec<(i64, f64)> = x
+        .iter()
+        .zip(&n)
+        .filter_map(|(x, n)| x.map(|x| (-n, x * 2.0 + *n as f64)))
+        .filter(|(_, y)| *y > 0.0)
+        .collect();
+    let got_n: Vec<i64> = got
+        .column("n")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect();
+    let got_y: Vec<f64> = f64s(&got, "y").into_iter().map(|v| v.unwrap()).collect();
+    assert_eq!(got_n, expected.iter().map(|e| e.0).collect::<Vec<_>>());
+    assert_eq!(got_y, expected.iter().map(|e| e.1).collect::<Vec<_>>());
+
+    // A groupby of a computed column: the sum of 1s per key is the group's size.
+    let sizes = with_y
+        .assign(&[("one", NumExpr::lit(1))])
+        .unwrap()
+        .groupby(&["s"])
+        .unwrap()
+        .agg(&[("one", Agg::Sum)])
+        .unwrap();
+    let got = compute(&sizes).unwrap();
+    let counts: Vec<i64> = got
+        .column("one")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect();
+    // s cycles red, green, blue: sorted blue, green, red.
+    assert_eq!(counts, [166, 167, 167]);
+
+    // Refused by name before any task: a string in arithmetic, a missing column, a repeat.
+    let e = df
+        .assign(&[("z", NumExpr::col("s") * NumExpr::lit(2))])
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("assign \"z\" = (s * 2): cannot compute with column \"s\" of type string"),
+        "{e}"
+    );
+    let e = df.assign(&[("z", NumExpr::col("nope"))]).unwrap_err();
+    assert!(e.to_string().contains("no column \"nope\""), "{e}");
+    let e = df
+        .assign(&[("z", NumExpr::lit(1)), ("z", NumExpr::lit(2))])
+        .unwrap_err();
+    assert!(e.to_string().contains("names column \"z\" twice"), "{e}");
+    assert!(df.assign(&[]).is_err());
+}
+
+#[test]
+fn a_computed_frame_encodes_as_an_arrow_ipc_stream() {
+    let df = polars::prelude::df!(
+        "k" => [Some(1i64), None, Some(3)],
+        "s" => ["a", "b", "c"],
+        "x" => [0.5f64, 1.5, -2.5],
+        "b" => [true, false, true],
+    )
+    .unwrap();
+    let bytes = arrow_ipc_stream(&df).unwrap();
+    // A stream starts with a message (continuation marker), not the file format's magic.
+    assert_eq!(&bytes[..4], &[0xff, 0xff, 0xff, 0xff]);
+    let back = polars::prelude::IpcStreamReader::new(std::io::Cursor::new(bytes))
+        .finish()
+        .unwrap();
+    assert!(back.equals_missing(&df), "{back}");
 }
