@@ -62,6 +62,11 @@ enum Command {
         /// Seconds between the autoscalers' looks at the scheduler.
         #[arg(long, default_value_t = 1.0)]
         poll: f64,
+        /// Local backend: show no progress. Otherwise stderr shows a spinner or bar for the step
+        /// under way (scheduler starting, workers registering, job running) on a terminal, and
+        /// plain timestamped lines when it is not one.
+        #[arg(long)]
+        no_progress: bool,
     },
     /// Print the CustomResourceDefinitions as YAML, or write them as the files of `crds/`.
     Crds {
@@ -111,6 +116,7 @@ fn main() -> ExitCode {
             rask_bin,
             dir,
             poll,
+            no_progress,
         } => {
             match cloud_cmd::is_cloud_file(&file) {
                 Ok(true) => {
@@ -128,6 +134,7 @@ fn main() -> ExitCode {
                 rask: rask_bin,
                 dir,
                 poll: std::time::Duration::from_secs_f64(poll.clamp(0.05, 3600.0)),
+                progress: rask_operator::local::ProgressMode::detect(no_progress),
                 ..Default::default()
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -5,6 +5,7 @@
 
 pub mod manifest;
 pub mod plan;
+pub mod progress;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,8 @@ use crate::backend::{Backend, BackendError};
 use crate::scheduler_api::SchedulerApi;
 use manifest::ManifestError;
 use plan::{Invalid, LocalPlan, RunnerPlan, expand};
+pub use progress::ProgressMode;
+use progress::Say;
 
 #[derive(Clone, Debug)]
 pub struct UpOptions {
@@ -29,8 +32,8 @@ pub struct UpOptions {
     pub start_timeout: Duration,
     /// How often each autoscaler asks the scheduler.
     pub poll: Duration,
-    /// Print progress lines on stderr.
-    pub verbose: bool,
+    /// How to show progress on stderr (plain lines by default; `up` on a terminal: bars).
+    pub progress: ProgressMode,
 }
 
 impl Default for UpOptions {
@@ -40,7 +43,7 @@ impl Default for UpOptions {
             dir: None,
             start_timeout: Duration::from_secs(30),
             poll: Duration::from_secs(1),
-            verbose: true,
+            progress: ProgressMode::default(),
         }
     }
 }
@@ -181,19 +184,6 @@ pub fn load(path: &Path) -> Result<LocalPlan, UpError> {
     Ok(plan::plan(&resources)?)
 }
 
-struct Say {
-    t0: Instant,
-    verbose: bool,
-}
-
-impl Say {
-    fn line(&self, msg: impl std::fmt::Display) {
-        if self.verbose {
-            eprintln!("[{:7.1}s] {msg}", self.t0.elapsed().as_secs_f64());
-        }
-    }
-}
-
 /// Brings the plan's cluster up, runs its autoscalers and its job runner (if any), and tears it
 /// all down when the runner ends, the cluster is idle for its `idleTimeout`, or `stop` resolves.
 pub async fn up(
@@ -201,10 +191,7 @@ pub async fn up(
     opts: UpOptions,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<UpReport, UpError> {
-    let say = Arc::new(Say {
-        t0: Instant::now(),
-        verbose: opts.verbose,
-    });
+    let say = Arc::new(Say::new(opts.progress));
     let rask = find_rask(opts.rask.as_deref())?;
     let runner_rask = rask.clone();
     let dir = opts.dir.clone().unwrap_or_else(|| {
@@ -237,15 +224,26 @@ pub async fn up(
             .collect(),
         start_timeout: opts.start_timeout,
     };
-    let backend = Arc::new(LocalBackend::start(spec).await?);
-    say.line(format_args!(
-        "cluster {}: scheduler at {}, dashboard {} (logs in {})",
+    say.step(format_args!(
+        "cluster {}: starting the scheduler",
+        plan.cluster
+    ));
+    let backend = match LocalBackend::start(spec).await {
+        Ok(b) => Arc::new(b),
+        Err(e) => {
+            say.finish();
+            return Err(e.into());
+        }
+    };
+    say.step_done(format_args!(
+        "cluster {}: scheduler started at {}, dashboard {} (logs in {})",
         plan.cluster,
         backend.scheduler_address(),
         backend.scheduler_url(),
         dir.display()
     ));
     let result = run(&plan, &opts, &backend, &say, &runner_rask, stop).await;
+    say.finish();
     backend.delete_cluster().await?;
     say.line(format_args!("cluster {} deleted", plan.cluster));
     let (exit_code, succeeded, runner_runs, scale_events) = result?;
@@ -274,8 +272,9 @@ async fn run(
     for (group, g) in &plan.groups {
         started.extend(backend.add_workers(group, g.replicas).await?);
     }
-    wait_joined(backend, &api, &started, opts.start_timeout).await?;
-    say.line(format_args!("{} workers joined", started.len()));
+    say.workers(0, started.len());
+    wait_joined(backend, &api, &started, opts.start_timeout, say).await?;
+    say.workers_done(started.len());
 
     let events = Arc::new(Mutex::new(Vec::<ScaleEvent>::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -323,7 +322,7 @@ async fn run(
     let outcome = tokio::select! {
         r = ended => r,
         () = stop => {
-            say.line("stopping");
+            say.step_done("stopping");
             Ok((None, false, 0))
         }
     };
@@ -352,12 +351,13 @@ fn scale_event(group: &str, s: &Step, at: f64) -> Option<ScaleEvent> {
     })
 }
 
-/// Waits until the scheduler lists every one of `names`.
+/// Waits until the scheduler lists every one of `names`, saying how many it lists.
 async fn wait_joined(
     backend: &LocalBackend,
     api: &SchedulerApi,
     names: &[String],
     timeout: Duration,
+    say: &Say,
 ) -> Result<(), UpError> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -366,6 +366,10 @@ async fn wait_joined(
             .await
             .map(|ws| ws.into_iter().map(|w| w.name).collect())
             .unwrap_or_default();
+        say.workers(
+            names.iter().filter(|n| known.contains(n)).count(),
+            names.len(),
+        );
         let Some(missing) = names.iter().find(|n| !known.contains(n)) else {
             return Ok(());
         };
@@ -388,7 +392,7 @@ async fn wait_joined(
 async fn run_runner(
     r: &RunnerPlan,
     backend: &LocalBackend,
-    say: &Say,
+    say: &Arc<Say>,
     rask: &Path,
 ) -> Result<(Option<i32>, bool, u32), UpError> {
     let mut vars = r.env.clone();
@@ -403,34 +407,47 @@ async fn run_runner(
     let mut runs = 0;
     for attempt in 0..=r.backoff_limit {
         runs += 1;
-        say.line(format_args!(
+        say.step(format_args!(
             "job {}: running {} (attempt {} of {})",
             r.job,
             argv.join(" "),
             attempt + 1,
             r.backoff_limit + 1
         ));
-        let mut child = tokio::process::Command::new(&program)
+        let mut command = tokio::process::Command::new(&program);
+        command
             .args(&argv[1..])
             .envs(vars.iter().cloned())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| UpError::Runner {
-                argv: argv.clone(),
-                reason: e.to_string(),
-            })?;
+            .kill_on_drop(true);
+        if say.bars() {
+            // Its output goes above the spinner rather than through it.
+            command
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+        }
+        let mut child = command.spawn().map_err(|e| UpError::Runner {
+            argv: argv.clone(),
+            reason: e.to_string(),
+        })?;
+        let relays = relay_output(&mut child, say);
         let waited = match deadline {
             Some(d) => tokio::time::timeout_at(d.into(), child.wait()).await,
             None => Ok(child.wait().await),
         };
+        if waited.is_err() {
+            let _ = child.kill().await;
+        }
+        for relay in relays {
+            // A process the runner left behind may hold its pipes open: not waited for long.
+            let _ = tokio::time::timeout(Duration::from_secs(2), relay).await;
+        }
         let status = match waited {
             Ok(s) => s.map_err(|e| UpError::Runner {
                 argv: argv.clone(),
                 reason: e.to_string(),
             })?,
             Err(_) => {
-                let _ = child.kill().await;
-                say.line(format_args!(
+                say.step_done(format_args!(
                     "job {}: Failed (activeDeadlineSeconds {} s exceeded)",
                     r.job,
                     r.deadline.map(|d| d.as_secs()).unwrap_or(0)
@@ -440,7 +457,7 @@ async fn run_runner(
             }
         };
         outcome = (status.code(), status.success());
-        say.line(format_args!(
+        say.step_done(format_args!(
             "job {}: {} ({status})",
             r.job,
             if status.success() {
@@ -463,10 +480,39 @@ async fn run_runner(
     Ok((outcome.0, outcome.1, runs))
 }
 
+/// Passes a runner's piped stdout and stderr on, line by line, both at once (a full pipe would
+/// stop the runner); nothing when its output was not piped.
+fn relay_output(
+    child: &mut tokio::process::Child,
+    say: &Arc<Say>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut relays = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let say = say.clone();
+        relays.push(tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                say.passthrough(&l, true);
+            }
+        }));
+    }
+    if let Some(err) = child.stderr.take() {
+        let say = say.clone();
+        relays.push(tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                say.passthrough(&l, false);
+            }
+        }));
+    }
+    relays
+}
+
 /// Returns once the scheduler has been idle for the cluster's `idleTimeout`; never without one.
 async fn idle(plan: &LocalPlan, backend: &LocalBackend, api: &SchedulerApi, say: &Say) {
     let Some(limit) = plan.idle_timeout else {
-        say.line("running until Ctrl-C");
+        say.step("cluster running until Ctrl-C");
         return std::future::pending().await;
     };
     loop {

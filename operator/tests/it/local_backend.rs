@@ -13,7 +13,7 @@ use rask_operator::autoscaler::driver::{Autoscaler, Outcome, Step};
 use rask_operator::autoscaler::policy::Settings;
 use rask_operator::backend::Backend;
 use rask_operator::backend::local::{LocalBackend, LocalSpec};
-use rask_operator::local::{UpError, UpOptions, load, up};
+use rask_operator::local::{ProgressMode, UpError, UpOptions, load, up};
 use rask_operator::spec::{ByteSize, MemoryLimit, WorkerTemplate};
 
 use crate::env::wait_until;
@@ -172,7 +172,7 @@ fn opts(dir: &tempfile::TempDir) -> UpOptions {
         rask: Some(rask_bin()),
         dir: Some(dir.path().join("run")),
         poll: Duration::from_millis(200),
-        verbose: false,
+        progress: ProgressMode::Off,
         ..UpOptions::default()
     }
 }
@@ -185,6 +185,62 @@ async fn up_runs_a_dask_job_to_success_and_deletes_its_cluster() {
     assert!(report.succeeded, "{report:?}");
     assert_eq!(report.exit_code, Some(0));
     assert_eq!(report.cluster, "burst");
+}
+
+/// `rask-operator up` with stderr to a pipe: a plain line per step, the runner's own progress
+/// lines among them; `--no-progress` leaves only the runner's output.
+#[test]
+fn up_off_a_terminal_says_each_step_in_plain_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = job_file(&dir, "run, delayed");
+    let up = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rask-operator"))
+            .arg("up")
+            .arg(&path)
+            .arg("--rask-bin")
+            .arg(rask_bin())
+            .arg("--dir")
+            .arg(dir.path().join("run"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = up(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(" = 131"), "the runner's result: {stdout}");
+    // In order: the scheduler, each count of workers, the job, the cluster's end.
+    let steps = [
+        "] cluster burst: starting the scheduler",
+        "] cluster burst: scheduler started at tcp://",
+        "] workers 0/1 registered",
+        "] workers 1/1 registered",
+        "] job burst: running rask run delayed (attempt 1 of 1)",
+        "] job burst: Successful",
+        "] cluster burst deleted",
+    ];
+    let mut at = 0;
+    for step in steps {
+        let found = stderr[at..].find(step);
+        assert!(found.is_some(), "no {step:?} after byte {at} of:\n{stderr}");
+        at += found.unwrap_or(0) + step.len();
+    }
+    // The runner, not on a terminal either, says its own progress in lines.
+    assert!(
+        stderr.contains("sum: 1/1 tasks in memory, 0 erred"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no terminal, no escape sequences: {stderr}"
+    );
+
+    let quiet = up(&["--no-progress"]);
+    let stderr = String::from_utf8_lossy(&quiet.stderr);
+    assert!(quiet.status.success(), "{stderr}");
+    assert!(!stderr.contains("registered"), "{stderr}");
+    assert!(String::from_utf8_lossy(&quiet.stdout).contains(" = 131"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

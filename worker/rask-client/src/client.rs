@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use crate::delayed::{
     AsInput, Delayed, Deps, InputSource, func_prefix, graph_of, new_key, payload_of,
 };
+use crate::progress::Follows;
 use rask_core::net::{self, PeerPool};
 use rask_core::protocol::{Envelope, FromScheduler, TaskFailure, ToScheduler};
 use rask_core::tls::TlsConfig;
@@ -37,6 +38,16 @@ pub enum ClientError {
     /// The client cancelled the task ([`Client::cancel`]) before its outcome was read.
     #[error("{0} was cancelled")]
     Cancelled(Key),
+    /// A follow named keys the scheduler does not know (never submitted, or released).
+    #[error("cannot follow keys the scheduler does not know: {}", join_keys(.0))]
+    UnknownKeys(Vec<Key>),
+}
+
+fn join_keys(keys: &[Key]) -> String {
+    keys.iter()
+        .map(|k| k.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A connection to a scheduler; cheap to clone.
@@ -54,6 +65,8 @@ struct Inner {
     release_wake: Arc<Notify>,
     /// The workers' function families when this client connected.
     families: Vec<FamilyInfo>,
+    /// The progress this client follows.
+    follows: Follows,
 }
 
 #[derive(Default)]
@@ -128,6 +141,7 @@ impl Client {
             releases: Mutex::new(Vec::new()),
             release_wake: release_wake.clone(),
             families,
+            follows: Follows::default(),
         });
         tokio::spawn(release_loop(Arc::downgrade(&inner), release_wake));
         let weak = Arc::downgrade(&inner);
@@ -264,11 +278,37 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         Inner::send_releases(&self.inner.sched, &mut pending);
-        self.inner
-            .sched
-            .send(ToScheduler::UpdateGraph { tasks, wanted });
+        let follows = self.inner.follows.of_submissions();
+        if follows.is_empty() {
+            self.inner
+                .sched
+                .send(ToScheduler::UpdateGraph { tasks, wanted });
+        } else {
+            // In the graph's frame, right after it: the scheduler takes up the follow before
+            // any of the graph's tasks can finish, so it counts them all.
+            let mut batch: Vec<Envelope<ToScheduler>> = follows
+                .into_iter()
+                .map(|id| {
+                    ToScheduler::FollowKeys {
+                        id,
+                        keys: wanted.clone(),
+                    }
+                    .into()
+                })
+                .collect();
+            batch.insert(0, ToScheduler::UpdateGraph { tasks, wanted }.into());
+            self.inner.sched.send_many(batch);
+        }
         drop(pending);
         futures
+    }
+
+    pub(crate) fn follows(&self) -> &Follows {
+        &self.inner.follows
+    }
+
+    pub(crate) fn to_scheduler(&self, msg: ToScheduler) {
+        self.inner.sched.send(msg);
     }
 
     /// Waits for every future and returns their values in order; the first failure is returned
@@ -433,6 +473,10 @@ impl Inner {
                     }
                 }
                 FromScheduler::KeyErred { key, failure } => (key, Outcome::Failed(failure)),
+                FromScheduler::Progress(report) => {
+                    self.follows.on_report(report);
+                    continue;
+                }
                 other => {
                     tracing::debug!(message = ?other, "client ignoring message");
                     continue;
@@ -452,6 +496,7 @@ impl Inner {
     }
 
     fn on_lost(&self, reason: String) {
+        self.follows.on_lost(&reason);
         let mut r = self.lock();
         r.lost = Some(reason);
         let all: Vec<Arc<Notify>> = r.slots.values().map(|s| s.notify.clone()).collect();

@@ -20,7 +20,9 @@
 
 mod client;
 pub mod delayed;
+pub mod progress;
 pub mod visualize;
 
 pub use client::{Client, ClientError, Future};
 pub use delayed::{Delayed, Deps, delayed, delayed_with, graph_of, kernel};
+pub use progress::{Progress, ProgressSnapshot};

@@ -51,6 +51,17 @@ pub enum ToScheduler {
     ReleaseKeys {
         keys: Vec<Key>,
     },
+    /// Client: report the progress of these keys and of the unfinished tasks they depend on,
+    /// as follow `id` (the client's own number). Keys sent again under the same `id` are added
+    /// to what it follows. The scheduler answers with [`FromScheduler::Progress`] reports.
+    FollowKeys {
+        id: u64,
+        keys: Vec<Key>,
+    },
+    /// Client: stop reporting follow `id`.
+    Unfollow {
+        id: u64,
+    },
 
     /// Worker: still alive, with its load.
     Heartbeat(WorkerLoad),
@@ -153,6 +164,66 @@ pub enum FromScheduler {
     },
     /// Client: a wanted key failed, because `failure.key` raised.
     KeyErred { key: Key, failure: TaskFailure },
+    /// Client: where the tasks of one of its follows ([`ToScheduler::FollowKeys`]) stand. Sent
+    /// at once after each `FollowKeys`, then when they change, at most a few times a second,
+    /// and at once when the last of them finishes or fails.
+    Progress(ProgressReport),
+}
+
+/// Where the tasks of a client's follow stand, per task prefix.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressReport {
+    /// The follow's `id`, as the client chose it.
+    pub id: u64,
+    /// Per task prefix, in order of first appearance.
+    pub prefixes: Vec<PrefixProgress>,
+    /// Nothing the follow counts is waiting or processing: every task finished or failed.
+    pub done: bool,
+    /// Keys of the last `FollowKeys` that the scheduler does not know (not submitted, or
+    /// already forgotten); they are not followed. At most [`MAX_UNKNOWN_NAMED`] are named.
+    pub unknown: Vec<Key>,
+}
+
+/// The most unknown keys a [`ProgressReport`] names.
+pub const MAX_UNKNOWN_NAMED: usize = 10;
+
+impl ProgressReport {
+    /// Tasks followed, of every prefix.
+    pub fn total(&self) -> u64 {
+        self.prefixes.iter().map(PrefixProgress::total).sum()
+    }
+
+    /// Tasks finished, of every prefix.
+    pub fn memory(&self) -> u64 {
+        self.prefixes.iter().map(|p| p.memory).sum()
+    }
+
+    /// Tasks failed, of every prefix.
+    pub fn erred(&self) -> u64 {
+        self.prefixes.iter().map(|p| p.erred).sum()
+    }
+}
+
+/// The followed tasks of one task prefix (the part of a key before its first `-`), by where
+/// they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefixProgress {
+    pub name: String,
+    /// Waiting for inputs or for a worker (or not started yet).
+    pub waiting: u64,
+    /// Running on a worker.
+    pub processing: u64,
+    /// Finished: the result is in memory, or was computed and since released (an
+    /// intermediate result its dependents no longer need).
+    pub memory: u64,
+    /// Failed, or depends on a task that failed.
+    pub erred: u64,
+}
+
+impl PrefixProgress {
+    pub fn total(&self) -> u64 {
+        self.waiting + self.processing + self.memory + self.erred
+    }
 }
 
 /// A task sent to a worker, with where to find its inputs.
@@ -605,6 +676,58 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(got, batch);
+    }
+
+    #[tokio::test]
+    async fn follows_and_their_reports_round_trip() {
+        let to: Vec<Envelope<ToScheduler>> = vec![
+            ToScheduler::FollowKeys {
+                id: 3,
+                keys: vec!["inc-1".into(), "sum-2".into()],
+            }
+            .into(),
+            ToScheduler::Unfollow { id: 3 }.into(),
+        ];
+        let report = ProgressReport {
+            id: 3,
+            prefixes: vec![
+                PrefixProgress {
+                    name: "inc".into(),
+                    waiting: 1,
+                    processing: 2,
+                    memory: 3,
+                    erred: 4,
+                },
+                PrefixProgress {
+                    name: "sum".into(),
+                    waiting: 1,
+                    ..PrefixProgress::default()
+                },
+            ],
+            done: false,
+            unknown: vec!["nope-1".into()],
+        };
+        assert_eq!(
+            (report.total(), report.memory(), report.erred()),
+            (11, 3, 4)
+        );
+        let from = vec![Envelope::new(FromScheduler::Progress(report))];
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &to, DEFAULT_MAX_FRAME).await.unwrap();
+        write_frame(&mut buf, &from, DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
+        let mut r = &buf[..];
+        let got: Vec<Envelope<ToScheduler>> = read_frame(&mut r, DEFAULT_MAX_FRAME)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, to);
+        let got: Vec<Envelope<FromScheduler>> = read_frame(&mut r, DEFAULT_MAX_FRAME)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, from);
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 
 pub mod adaptive;
 pub mod dashboard;
+mod follow;
 pub mod http;
 mod metrics;
 pub mod server;

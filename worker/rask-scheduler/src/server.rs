@@ -504,10 +504,16 @@ impl EventLoop {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut measure = tokio::time::interval(TICK_INTERVAL);
         measure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Sends the follows' reports held back by their interval (only while a client follows).
+        let mut progress = tokio::time::interval(Duration::from_secs_f64(
+            crate::follow::PROGRESS_INTERVAL_S / 2.0,
+        ));
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 Some(ev) = events.recv() => {
                     self.on_event(ev);
+                    self.send_progress();
                     self.flush();
                     if self.state.has_deferred_work() {
                         // Let the connection writers send this event's answers first (a client
@@ -530,6 +536,10 @@ impl EventLoop {
                     self.close_orphans(now());
                 }
                 _ = measure.tick() => self.ticks.tick(Instant::now()),
+                _ = progress.tick(), if self.state.has_follows() => {
+                    self.send_progress();
+                    self.flush();
+                }
                 _ = &mut stop => break,
             }
         }
@@ -583,6 +593,14 @@ impl EventLoop {
 
     fn flush(&mut self) {
         self.split().1.flush();
+    }
+
+    /// Queues the follows' reports that are due.
+    fn send_progress(&mut self) {
+        if self.state.has_follows() {
+            let (state, mut out) = self.split();
+            state.send_progress(now(), &mut out);
+        }
     }
 
     /// Reads this process's CPU time and RSS (two small files of `/proc`).
@@ -790,6 +808,8 @@ fn on_client_message(
             state.update_graph(id, tasks, wanted, now, out)
         }
         ToScheduler::ReleaseKeys { keys } => state.release_keys(id, &keys, now, out),
+        ToScheduler::FollowKeys { id: follow, keys } => state.follow_keys(id, follow, keys),
+        ToScheduler::Unfollow { id: follow } => state.unfollow(id, follow),
         other => {
             tracing::warn!(client = id, message = ?other, "ignoring a worker message from a client")
         }

@@ -23,6 +23,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target};
 use crate::dashboard::feed::{Bucket, ClusterRow, Cursor, Feed, PrefixId, Update, WorkerRow};
 use crate::dashboard::graph::{GRAPH_LIMIT, NO_NODE};
+use crate::follow::{FollowId, Follows};
 use crate::{
     PrefixSnapshot, RetireSelector, RetiredWorker, Snapshot, TaskCounts, TickSnapshot,
     WorkerSnapshot, WorkerStatus,
@@ -138,6 +139,21 @@ impl TaskState {
     }
 }
 
+/// Where a client's follow (`FollowKeys`) counts a task, given where it counted it before
+/// (`None`: not yet) and the task's state now (`None`: forgotten): as the dashboard's progress
+/// panel does ([`TaskState::bucket`]), except that a task that finished or failed stays counted
+/// so when its result is released or the task forgotten (an intermediate result its dependents
+/// no longer need is still done), and a released task that did not is still to run. A task
+/// forgotten before it finished leaves the count (`None`): nothing will compute it.
+pub(crate) fn followed_bucket(before: Option<Bucket>, now: Option<TaskState>) -> Option<Bucket> {
+    match (now, before) {
+        (None | Some(TaskState::Released), Some(b @ (Bucket::Memory | Bucket::Erred))) => Some(b),
+        (None, _) => None,
+        (Some(TaskState::Released), _) => Some(Bucket::Waiting),
+        (Some(s), _) => Some(s.bucket()),
+    }
+}
+
 /// Index of a [`Class`] in [`State::classes`].
 type ClassId = u32;
 
@@ -185,6 +201,8 @@ struct Task {
     suspicious: u32,
     /// Index of its key's prefix in [`State::prefixes`].
     prefix: u32,
+    /// A client's follow counts it ([`State::follows`]).
+    followed: bool,
 }
 
 struct Worker {
@@ -295,6 +313,8 @@ pub struct State {
     address: String,
     /// What the dashboard shows: the task stream and per-prefix progress.
     feed: Feed,
+    /// Clients' follows of keys, reported by [`State::send_progress`].
+    follows: Follows,
 }
 
 /// A worker's report that a task finished.
@@ -345,6 +365,7 @@ impl State {
             started_at: now,
             address,
             feed: Feed::default(),
+            follows: Follows::default(),
         }
     }
 
@@ -388,6 +409,10 @@ impl State {
     }
 
     pub fn remove_client(&mut self, client: ClientId, now: f64, out: &mut impl Outbox) {
+        if !self.follows.is_empty() {
+            let unfollowed = self.follows.remove_client(client);
+            self.unmark_followed(unfollowed);
+        }
         if let Some(keys) = self.clients.remove(&client) {
             self.clients_removed_total += 1;
             let keys: Vec<Key> = keys.into_iter().collect();
@@ -499,6 +524,7 @@ impl State {
                 failure: None,
                 suspicious: 0,
                 prefix,
+                followed: false,
             };
             self.counts[TaskState::Released as usize] += 1;
             new_keys.push(key.clone());
@@ -585,6 +611,71 @@ impl State {
         }
         self.unwant(client, keys, now, out);
         self.check_retirements(now, out);
+    }
+
+    /// A client follows `keys` and the unfinished tasks they depend on, as its follow `id`
+    /// (added to what that follow counts already). Its first report goes out with the next
+    /// [`State::send_progress`], naming the keys the scheduler does not know.
+    pub fn follow_keys(&mut self, client: ClientId, id: u64, keys: Vec<Key>) {
+        let follow: FollowId = (client, id);
+        self.follows.begin(follow);
+        let mut stack: Vec<Key> = Vec::with_capacity(keys.len());
+        for k in keys {
+            if self.tasks.contains_key(&k) {
+                stack.push(k);
+            } else {
+                self.follows.unknown(follow, k);
+            }
+        }
+        // Depth first, from the first key given: prefixes appear in the order of the keys.
+        stack.reverse();
+        while let Some(k) = stack.pop() {
+            if self.follows.counts_key(follow, &k) {
+                continue;
+            }
+            let Some(t) = self.tasks.get_mut(&k) else {
+                continue;
+            };
+            let Some(bucket) = followed_bucket(None, Some(t.state)) else {
+                continue;
+            };
+            t.followed = true;
+            // The inputs of a finished task are no part of its progress.
+            if !matches!(bucket, Bucket::Memory | Bucket::Erred) {
+                stack.extend(t.deps.iter().rev().cloned());
+            }
+            self.follows.add(follow, &k, bucket);
+        }
+    }
+
+    /// A client stops following its follow `id`.
+    pub fn unfollow(&mut self, client: ClientId, id: u64) {
+        let unfollowed = self.follows.remove((client, id));
+        self.unmark_followed(unfollowed);
+    }
+
+    fn unmark_followed(&mut self, keys: Vec<Key>) {
+        for k in keys {
+            if let Some(t) = self.tasks.get_mut(&k) {
+                t.followed = false;
+            }
+        }
+    }
+
+    /// Sends the follows' reports that are due at `now` (see [`crate::follow`]): called after
+    /// each batch of events and on a short timer, so a report waits at most for the interval.
+    pub fn send_progress(&mut self, now: f64, out: &mut impl Outbox) {
+        if self.follows.is_empty() {
+            return;
+        }
+        for (client, report) in self.follows.due(now) {
+            out.to_client(client, FromScheduler::Progress(report).into());
+        }
+    }
+
+    /// Whether a client follows anything (the event loop then runs its progress timer).
+    pub fn has_follows(&self) -> bool {
+        !self.follows.is_empty()
     }
 
     fn unwant(&mut self, client: ClientId, keys: &[Key], now: f64, out: &mut impl Outbox) {
@@ -1389,6 +1480,9 @@ impl State {
             if t.graph != NO_NODE {
                 self.feed.graph.set(t.graph, to.bucket());
             }
+            if t.followed {
+                t.followed = self.follows.task_changed(key, Some(to));
+            }
         }
     }
 
@@ -1929,6 +2023,9 @@ impl State {
         self.feed.progress.forgotten(t.progress, t.state.bucket());
         if t.graph != NO_NODE {
             self.feed.graph.set(t.graph, Bucket::Released);
+        }
+        if t.followed {
+            self.follows.task_changed(key, None);
         }
         if matches!(t.state, TaskState::Queued | TaskState::NoWorker)
             && let Some(c) = self.classes.get_mut(t.class as usize)

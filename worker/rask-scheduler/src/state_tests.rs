@@ -1876,3 +1876,223 @@ fn the_task_stream_carries_the_time_a_task_spent_fetching_its_inputs() {
     );
     assert_eq!(transfer, (remote as u64 * FETCH_US) as f64 / 1e3);
 }
+
+// ----- follows: clients' progress of keys --------------------------------------------------
+
+/// The seed's delayed graph under the keys `inc-x`, `custom-x`, `add-x` and `sum-root`.
+fn seed_graph() -> (Vec<TaskSpec>, Key) {
+    let mut g = Vec::new();
+    let mut parts = Vec::new();
+    for x in 0..6i64 {
+        g.push(task(&format!("inc-{x}"), "inc", vec![x.into()]));
+        g.push(task(
+            &format!("custom-{x}"),
+            "add",
+            vec![x.into(), x.into()],
+        ));
+        g.push(task(
+            &format!("add-{x}"),
+            "add",
+            vec![key(format!("inc-{x}")), key(format!("custom-{x}"))],
+        ));
+        parts.push(key(format!("add-{x}")));
+    }
+    g.push(task("sum-root", "sum", vec![A::L(parts)]));
+    (g, k("sum-root"))
+}
+
+impl Sim {
+    /// The progress reports sent so far, drained.
+    fn reports(&mut self) -> Vec<(ClientId, rask_core::protocol::ProgressReport)> {
+        let (reports, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.out.to_clients)
+            .into_iter()
+            .partition(|(_, m, _)| matches!(m, FromScheduler::Progress(_)));
+        self.out.to_clients = rest;
+        reports
+            .into_iter()
+            .filter_map(|(c, m, _)| match m {
+                FromScheduler::Progress(r) => Some((c, r)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// (name, waiting, processing, memory, erred) per prefix.
+fn rows(r: &rask_core::protocol::ProgressReport) -> Vec<(String, u64, u64, u64, u64)> {
+    r.prefixes
+        .iter()
+        .map(|p| (p.name.clone(), p.waiting, p.processing, p.memory, p.erred))
+        .collect()
+}
+
+#[test]
+fn followed_bucket_keeps_finished_tasks_done_and_drops_unfinished_forgotten_ones() {
+    use crate::dashboard::feed::Bucket as B;
+    use TaskState as S;
+    let cases = [
+        // First count: the dashboard's bucket, a released task still to run.
+        (None, Some(S::Released), Some(B::Waiting)),
+        (None, Some(S::Queued), Some(B::Waiting)),
+        (None, Some(S::NoWorker), Some(B::Waiting)),
+        (None, Some(S::Processing), Some(B::Processing)),
+        (None, Some(S::Memory), Some(B::Memory)),
+        (None, Some(S::Erred), Some(B::Erred)),
+        // A finished or failed task stays so when released or forgotten.
+        (Some(B::Memory), Some(S::Released), Some(B::Memory)),
+        (Some(B::Memory), None, Some(B::Memory)),
+        (Some(B::Erred), None, Some(B::Erred)),
+        // Its result lost and recomputed: back to waiting.
+        (Some(B::Memory), Some(S::Waiting), Some(B::Waiting)),
+        // Released before it ran (its dependent cancelled): still to run; forgotten: gone.
+        (Some(B::Processing), Some(S::Released), Some(B::Waiting)),
+        (Some(B::Waiting), None, None),
+        (None, None, None),
+    ];
+    for (before, now, want) in cases {
+        assert_eq!(followed_bucket(before, now), want, "{before:?} → {now:?}");
+    }
+}
+
+#[test]
+fn a_follow_counts_each_prefix_and_reports_at_once_then_throttled_then_done() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    let (g, root) = seed_graph();
+    sim.submit(g, &[&root]);
+    sim.st.follow_keys(C, 7, vec![root.clone()]);
+    sim.st.send_progress(sim.now, &mut sim.out);
+    let first = sim.reports();
+    assert_eq!(first.len(), 1, "the first report goes out at once");
+    let (client, r) = &first[0];
+    assert_eq!((*client, r.id, r.done), (C, 7, false));
+    assert!(r.unknown.is_empty());
+    assert_eq!(r.total(), 19);
+    let by_name: Vec<(String, u64)> = r
+        .prefixes
+        .iter()
+        .map(|p| (p.name.clone(), p.total()))
+        .collect();
+    assert_eq!(by_name.len(), 4);
+    for (name, n) in [("inc", 6), ("custom", 6), ("add", 6), ("sum", 1)] {
+        assert!(
+            by_name.contains(&(name.to_owned(), n)),
+            "{name}: {by_name:?}"
+        );
+    }
+    // Two threads: two tasks are processing, the rest wait.
+    assert_eq!(r.prefixes.iter().map(|p| p.processing).sum::<u64>(), 2);
+
+    // One task finishes: reported only once the interval has passed.
+    let batch = sim.computes();
+    let (w, ct) = &batch[0];
+    sim.run(*w, ct);
+    sim.st.send_progress(sim.now, &mut sim.out);
+    assert!(sim.reports().is_empty(), "held back by the interval");
+    sim.now += crate::follow::PROGRESS_INTERVAL_S;
+    sim.st.send_progress(sim.now, &mut sim.out);
+    let second = sim.reports();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].1.memory(), 1);
+    assert!(!second[0].1.done);
+
+    // The rest runs: the final report goes out at once, every task finished, though the
+    // inputs were released on the way.
+    for (w, ct) in batch.iter().skip(1) {
+        sim.run(*w, ct);
+    }
+    sim.run_all();
+    sim.st.send_progress(sim.now, &mut sim.out);
+    let last = sim.reports();
+    assert_eq!(last.len(), 1);
+    let r = &last[0].1;
+    assert!(r.done);
+    assert_eq!((r.total(), r.memory(), r.erred()), (19, 19, 0));
+    assert_eq!(sim.st.count(TaskState::Released), 18);
+    // Nothing changes: nothing more is sent.
+    sim.now += 10.0;
+    sim.st.send_progress(sim.now, &mut sim.out);
+    assert!(sim.reports().is_empty());
+}
+
+#[test]
+fn following_a_finished_key_counts_it_alone_and_unknown_keys_are_named() {
+    let mut sim = Sim::new(&[(1, 2)]);
+    let (g, root) = seed_graph();
+    sim.submit(g, &[&root]);
+    sim.run_all();
+    sim.st
+        .follow_keys(C, 1, vec![root.clone(), k("nope-1"), k("inc-0")]);
+    sim.st.send_progress(sim.now, &mut sim.out);
+    let r = sim.reports().pop().unwrap().1;
+    // The finished root's inputs are no part of its progress; `inc-0`, released and needed
+    // by nothing pending, is still to run as far as anyone can tell.
+    assert_eq!(
+        rows(&r),
+        [
+            ("sum".to_owned(), 0, 0, 1, 0),
+            ("inc".to_owned(), 1, 0, 0, 0)
+        ]
+    );
+    assert!(!r.done);
+    assert_eq!(r.unknown, [k("nope-1")]);
+    // Following the same keys again under the same id adds nothing and names the unknown again.
+    sim.st.follow_keys(C, 1, vec![root.clone(), k("nope-1")]);
+    sim.st.send_progress(sim.now, &mut sim.out);
+    let again = sim.reports().pop().unwrap().1;
+    assert_eq!(again.total(), 2);
+    assert_eq!(again.unknown, [k("nope-1")]);
+}
+
+#[test]
+fn a_failed_task_and_its_dependents_count_as_erred_and_end_the_follow() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    let g = vec![
+        task("bad-1", "fail", vec!["boom".into()]),
+        task("inc-1", "inc", vec![key("bad-1")]),
+        task("inc-2", "inc", vec![key("inc-1")]),
+        task("ok-1", "inc", vec![1.into()]),
+    ];
+    sim.submit(g, &[&k("inc-2"), &k("ok-1")]);
+    sim.st.follow_keys(C, 3, vec![k("inc-2"), k("ok-1")]);
+    sim.run_all();
+    sim.st.send_progress(sim.now, &mut sim.out);
+    let r = sim.reports().pop().unwrap().1;
+    assert!(r.done);
+    assert_eq!(
+        rows(&r),
+        [
+            ("inc".to_owned(), 0, 0, 0, 2),
+            ("bad".to_owned(), 0, 0, 0, 1),
+            ("ok".to_owned(), 0, 0, 1, 0)
+        ]
+    );
+}
+
+#[test]
+fn unfollowing_or_leaving_stops_the_reports_and_unmarks_the_tasks() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    let (g, root) = seed_graph();
+    sim.submit(g, &[&root]);
+    sim.st.add_client(C + 1);
+    sim.st.follow_keys(C, 1, vec![root.clone()]);
+    sim.st.follow_keys(C + 1, 1, vec![k("add-0")]);
+    sim.st.send_progress(sim.now, &mut sim.out);
+    assert_eq!(sim.reports().len(), 2);
+    sim.st.unfollow(C, 1);
+    // `add-0` and its inputs are still followed by the other client; the rest is not.
+    let followed: Vec<&Key> = sim
+        .st
+        .tasks
+        .iter()
+        .filter(|(_, t)| t.followed)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(followed.len(), 3, "{followed:?}");
+    sim.st.remove_client(C + 1, sim.now, &mut sim.out);
+    assert!(!sim.st.has_follows());
+    assert!(sim.st.tasks.values().all(|t| !t.followed));
+    sim.run_all();
+    sim.now += 1.0;
+    sim.st.send_progress(sim.now, &mut sim.out);
+    assert!(sim.reports().is_empty());
+}

@@ -17,11 +17,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::jobs;
 use crate::local::{ClusterTls, LocalCluster, LocalClusterConfig, Mode};
+use crate::progress::{self, View};
 use rask_array::{ChunkSpec, Grid};
 use rask_client::Client;
 use rask_core::net::{Scheme, parse_address};
@@ -422,6 +422,10 @@ struct RunArgs {
     json: bool,
     #[command(flatten)]
     tls: TlsArgs,
+    /// Show no progress. Otherwise stderr shows a bar per task prefix on a terminal, and a line
+    /// per prefix every few seconds (`inc: 120/400 tasks in memory, 0 erred`) when it is not.
+    #[arg(long)]
+    no_progress: bool,
 }
 
 /// Runs the command line with the function families of `registry`.
@@ -885,142 +889,13 @@ async fn run(a: RunArgs, registry: Registry) -> CliResult {
     };
     let startup_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let outcome = match a.job {
-        Job::Delayed => {
-            let total = jobs::seed_delayed(&client)
-                .await
-                .map_err(|e| e.to_string())?;
-            let ok = total == 131;
-            let line = json!({"job": "delayed", "result": total, "expected": 131, "ok": ok});
-            let human = format!("sum(add(inc(x), custom_op(x)) for x in 0..6) = {total}");
-            (line, human, ok)
-        }
-        Job::Futures => {
-            let saves = jobs::futures_pipeline(&client, a.pairs, a.step);
-            let bar = ProgressBar::new(saves.len() as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} saved, {elapsed} elapsed, eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            let mut wrong = Vec::new();
-            let mut last = serde_json::Value::Null;
-            for (i, f) in saves.iter().enumerate() {
-                let v = f.result().await.map_err(|e| e.to_string())?;
-                if v != jobs::futures_pipeline_expected(i) {
-                    wrong.push(i);
-                }
-                last = json!(v.to_string());
-                bar.inc(1);
-            }
-            bar.finish_and_clear();
-            let ok = wrong.is_empty();
-            let ideal = a.pairs as f64 * 4.0 * a.step / (a.workers * a.threads).max(1) as f64;
-            let line = json!({"job": "futures", "pairs": a.pairs, "step_s": a.step, "last": last, "wrong": wrong, "ok": ok, "ideal_s": ideal});
-            let human = format!("saved {} pairs; last = {last}", a.pairs);
-            (line, human, ok)
-        }
-        Job::Burst => {
-            let mut wrong = 0;
-            for wave in 0..a.waves {
-                if wave > 0 && a.pause > 0.0 {
-                    tokio::time::sleep(std::time::Duration::from_secs_f64(a.pause)).await;
-                }
-                let t = Instant::now();
-                let futures = jobs::burst(&client, a.tasks, a.task_seconds);
-                wrong += jobs::burst_wrong(&futures)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .len();
-                if !a.json {
-                    eprintln!(
-                        "wave {}/{}: {} tasks of {} s done in {:.1} s",
-                        wave + 1,
-                        a.waves,
-                        a.tasks,
-                        a.task_seconds,
-                        t.elapsed().as_secs_f64()
-                    );
-                }
-            }
-            let ok = wrong == 0;
-            let line = json!({"job": "burst", "tasks": a.tasks, "waves": a.waves, "task_s": a.task_seconds, "wrong": wrong, "ok": ok});
-            let human = format!(
-                "{} waves of {} tasks: {} results, {wrong} wrong",
-                a.waves,
-                a.tasks,
-                a.waves * a.tasks
-            );
-            (line, human, ok)
-        }
-        Job::ArrayMean => {
-            let (n, spec) = array_args.clone().ok_or("array job without sizes")?;
-            let (mean, chunks) = jobs::array_mean(&client, n, spec, a.seed.unwrap_or(0))
-                .await
-                .map_err(|e| e.to_string())?;
-            let elements = n.pow(3);
-            let ok = jobs::uniform_mean_plausible(mean, elements);
-            let secs = t1.elapsed().as_secs_f64();
-            let gb_s = elements as f64 * 8.0 / 1e9 / secs;
-            let line = json!({"job": "array-mean", "size": n, "chunks": chunks, "result": mean, "gb_per_s": gb_s, "ok": ok});
-            let human = format!(
-                "random(({n}, {n}, {n})).mean() = {mean} over {chunks} chunks; {:.2} GiB generated at {gb_s:.2} GB/s",
-                elements as f64 * 8.0 / (1u64 << 30) as f64
-            );
-            (line, human, ok)
-        }
-        Job::ArrayLinalg => {
-            let (n, spec) = array_args.clone().ok_or("array job without sizes")?;
-            let (sum0, expr) = jobs::array_linalg_graphs(n, spec, a.seed.unwrap_or(0))
-                .map_err(|e| e.to_string())?;
-            let ts = Instant::now();
-            let s = sum0.compute(&client).await.map_err(|e| e.to_string())?;
-            let sum_s = ts.elapsed().as_secs_f64();
-            let te = Instant::now();
-            let std = expr
-                .compute_scalar(&client)
-                .await
-                .map_err(|e| e.to_string())?;
-            let expr_s = te.elapsed().as_secs_f64();
-            let head: Vec<f64> = s.iter().take(4).copied().collect();
-            // Each column sum of n uniform values is near n / 2.
-            let ok = s.len() == n
-                && s.iter()
-                    .all(|v| (v - n as f64 / 2.0).abs() <= 6.0 * (n as f64 / 12.0).sqrt())
-                && std.is_finite();
-            let line = json!({"job": "array-linalg", "size": n, "sum_axis0_head": head, "sum_axis0_s": sum_s, "expr_std": std, "expr_s": expr_s, "ok": ok});
-            let human = format!(
-                "x = random(({n}, {n})): x.sum(axis=0)[:4] = {head:?} ({sum_s:.3} s)\n(x.dot(x.T + 1) - x.mean()).std() = {std} ({expr_s:.3} s)"
-            );
-            (line, human, ok)
-        }
-        Job::TaxiGroupby => {
-            let (path, options) = taxi_input.ok_or("taxi-groupby without --path")?;
-            let r = frame::taxi::taxi_groupby(&client, &path, &options)
-                .await
-                .map_err(|e| e.to_string())?;
-            let result: serde_json::Map<String, serde_json::Value> = r
-                .means
-                .iter()
-                .map(|(k, t, d)| (k.to_string(), json!([t, d])))
-                .collect();
-            let ok = r.rows > 0 && !r.means.is_empty();
-            let line = json!({"job": "taxi-groupby", "path": path, "blocksize": a.blocksize, "sep": a.sep,
-                "npartitions": r.npartitions, "rows": r.rows, "read_csv_s": r.read_s,
-                "len_s": r.len_s, "groupby_s": r.groupby_s, "result": result, "ok": ok});
-            let mut human = format!(
-                "{} rows in {} partitions (len {:.3} s); mean by payment_type ({:.3} s):\n",
-                r.rows, r.npartitions, r.len_s, r.groupby_s
-            );
-            human.push_str("payment_type  total_amount  trip_distance\n");
-            for (k, t, d) in &r.means {
-                human.push_str(&format!("{k:>12}  {t:>12.6}  {d:>13.6}\n"));
-            }
-            (line, human.trim_end().to_owned(), ok)
-        }
-        Job::GenTaxi => unreachable!("gen-taxi returned before starting a cluster"),
-    };
+    let view = View::start(
+        client.follow_submissions(),
+        progress::Mode::detect(a.no_progress),
+    );
+    let outcome = run_job(&a, &client, array_args, taxi_input, t1).await;
+    view.finish(outcome.is_ok()).await;
+    let outcome = outcome?;
     let compute_s = t1.elapsed().as_secs_f64();
     drop(client);
     if let Some(c) = cluster {
@@ -1050,6 +925,146 @@ async fn run(a: RunArgs, registry: Registry) -> CliResult {
     } else {
         Err("the job's result is wrong".into())
     }
+}
+
+/// What a job printed and whether its result is right: (the JSON line, the human lines, ok).
+type JobOutcome = (serde_json::Value, String, bool);
+
+/// Runs the job of `a` on `client`'s cluster.
+async fn run_job(
+    a: &RunArgs,
+    client: &Client,
+    array_args: Option<(usize, ChunkSpec)>,
+    taxi_input: Option<(String, frame::ReadCsvOptions)>,
+    t1: Instant,
+) -> Result<JobOutcome, String> {
+    Ok(match a.job {
+        Job::Delayed => {
+            let total = jobs::seed_delayed(client)
+                .await
+                .map_err(|e| e.to_string())?;
+            let ok = total == 131;
+            let line = json!({"job": "delayed", "result": total, "expected": 131, "ok": ok});
+            let human = format!("sum(add(inc(x), custom_op(x)) for x in 0..6) = {total}");
+            (line, human, ok)
+        }
+        Job::Futures => {
+            let saves = jobs::futures_pipeline(client, a.pairs, a.step);
+            let mut wrong = Vec::new();
+            let mut last = serde_json::Value::Null;
+            for (i, f) in saves.iter().enumerate() {
+                let v = f.result().await.map_err(|e| e.to_string())?;
+                if v != jobs::futures_pipeline_expected(i) {
+                    wrong.push(i);
+                }
+                last = json!(v.to_string());
+            }
+            let ok = wrong.is_empty();
+            let ideal = a.pairs as f64 * 4.0 * a.step / (a.workers * a.threads).max(1) as f64;
+            let line = json!({"job": "futures", "pairs": a.pairs, "step_s": a.step, "last": last, "wrong": wrong, "ok": ok, "ideal_s": ideal});
+            let human = format!("saved {} pairs; last = {last}", a.pairs);
+            (line, human, ok)
+        }
+        Job::Burst => {
+            let mut wrong = 0;
+            for wave in 0..a.waves {
+                if wave > 0 && a.pause > 0.0 {
+                    tokio::time::sleep(std::time::Duration::from_secs_f64(a.pause)).await;
+                }
+                let t = Instant::now();
+                let futures = jobs::burst(client, a.tasks, a.task_seconds);
+                wrong += jobs::burst_wrong(&futures)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .len();
+                if !a.json {
+                    eprintln!(
+                        "wave {}/{}: {} tasks of {} s done in {:.1} s",
+                        wave + 1,
+                        a.waves,
+                        a.tasks,
+                        a.task_seconds,
+                        t.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            let ok = wrong == 0;
+            let line = json!({"job": "burst", "tasks": a.tasks, "waves": a.waves, "task_s": a.task_seconds, "wrong": wrong, "ok": ok});
+            let human = format!(
+                "{} waves of {} tasks: {} results, {wrong} wrong",
+                a.waves,
+                a.tasks,
+                a.waves * a.tasks
+            );
+            (line, human, ok)
+        }
+        Job::ArrayMean => {
+            let (n, spec) = array_args.ok_or("array job without sizes")?;
+            let (mean, chunks) = jobs::array_mean(client, n, spec, a.seed.unwrap_or(0))
+                .await
+                .map_err(|e| e.to_string())?;
+            let elements = n.pow(3);
+            let ok = jobs::uniform_mean_plausible(mean, elements);
+            let secs = t1.elapsed().as_secs_f64();
+            let gb_s = elements as f64 * 8.0 / 1e9 / secs;
+            let line = json!({"job": "array-mean", "size": n, "chunks": chunks, "result": mean, "gb_per_s": gb_s, "ok": ok});
+            let human = format!(
+                "random(({n}, {n}, {n})).mean() = {mean} over {chunks} chunks; {:.2} GiB generated at {gb_s:.2} GB/s",
+                elements as f64 * 8.0 / (1u64 << 30) as f64
+            );
+            (line, human, ok)
+        }
+        Job::ArrayLinalg => {
+            let (n, spec) = array_args.ok_or("array job without sizes")?;
+            let (sum0, expr) = jobs::array_linalg_graphs(n, spec, a.seed.unwrap_or(0))
+                .map_err(|e| e.to_string())?;
+            let ts = Instant::now();
+            let s = sum0.compute(client).await.map_err(|e| e.to_string())?;
+            let sum_s = ts.elapsed().as_secs_f64();
+            let te = Instant::now();
+            let std = expr
+                .compute_scalar(client)
+                .await
+                .map_err(|e| e.to_string())?;
+            let expr_s = te.elapsed().as_secs_f64();
+            let head: Vec<f64> = s.iter().take(4).copied().collect();
+            // Each column sum of n uniform values is near n / 2.
+            let ok = s.len() == n
+                && s.iter()
+                    .all(|v| (v - n as f64 / 2.0).abs() <= 6.0 * (n as f64 / 12.0).sqrt())
+                && std.is_finite();
+            let line = json!({"job": "array-linalg", "size": n, "sum_axis0_head": head, "sum_axis0_s": sum_s, "expr_std": std, "expr_s": expr_s, "ok": ok});
+            let human = format!(
+                "x = random(({n}, {n})): x.sum(axis=0)[:4] = {head:?} ({sum_s:.3} s)\n(x.dot(x.T + 1) - x.mean()).std() = {std} ({expr_s:.3} s)"
+            );
+            (line, human, ok)
+        }
+        Job::TaxiGroupby => {
+            let (path, options) = taxi_input.ok_or("taxi-groupby without --path")?;
+            let r = frame::taxi::taxi_groupby(client, &path, &options)
+                .await
+                .map_err(|e| e.to_string())?;
+            let result: serde_json::Map<String, serde_json::Value> = r
+                .means
+                .iter()
+                .map(|(k, t, d)| (k.to_string(), json!([t, d])))
+                .collect();
+            let ok = r.rows > 0 && !r.means.is_empty();
+            let line = json!({"job": "taxi-groupby", "path": path, "blocksize": a.blocksize, "sep": a.sep,
+                "npartitions": r.npartitions, "rows": r.rows, "read_csv_s": r.read_s,
+                "len_s": r.len_s, "groupby_s": r.groupby_s, "result": result, "ok": ok});
+            let mut human = format!(
+                "{} rows in {} partitions (len {:.3} s); mean by payment_type ({:.3} s):\n",
+                r.rows, r.npartitions, r.len_s, r.groupby_s
+            );
+            human.push_str("payment_type  total_amount  trip_distance\n");
+            for (k, t, d) in &r.means {
+                human.push_str(&format!("{k:>12}  {t:>12.6}  {d:>13.6}\n"));
+            }
+            (line, human.trim_end().to_owned(), ok)
+        }
+        Job::GenTaxi => unreachable!("gen-taxi returned before starting a cluster"),
+    })
 }
 
 #[cfg(test)]

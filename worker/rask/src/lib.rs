@@ -22,6 +22,7 @@ pub mod certs;
 pub mod cli;
 pub mod jobs;
 pub mod local;
+mod progress;
 pub mod seed;
 
 pub use rask_array as array;

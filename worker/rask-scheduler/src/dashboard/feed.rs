@@ -111,11 +111,31 @@ impl PrefixCounts {
         }
     }
 
+    /// Counts one task more in `b`.
+    pub fn add(&mut self, b: Bucket) {
+        *self.slot(b) += 1;
+    }
+
+    /// Counts one task less in `b`.
+    pub fn remove(&mut self, b: Bucket) {
+        let n = self.slot(b);
+        *n = n.saturating_sub(1);
+    }
+
+    /// A task counted in `from` is now in `to`.
+    pub fn moved(&mut self, from: Bucket, to: Bucket) {
+        if from != to {
+            self.remove(from);
+            self.add(to);
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.waiting + self.processing + self.memory + self.erred + self.released
     }
 
-    fn pending(&self) -> u64 {
+    /// Tasks waiting or processing.
+    pub fn pending(&self) -> u64 {
         self.waiting + self.processing
     }
 }
@@ -198,9 +218,7 @@ impl Progress {
             return;
         }
         if let Some(p) = self.prefixes.get_mut(prefix as usize) {
-            let f = p.counts.slot(from);
-            *f = f.saturating_sub(1);
-            *p.counts.slot(to) += 1;
+            p.counts.moved(from, to);
         }
     }
 

@@ -10,6 +10,7 @@ mod cluster;
 mod frame;
 mod http_api;
 mod memory;
+mod progress;
 mod python;
 mod tls;
 mod wire;
