@@ -10,6 +10,7 @@ mod autoscaling;
 mod batch_env;
 mod batch_sge;
 mod batch_slurm;
+mod certificates;
 mod chart;
 #[cfg(feature = "aws")]
 mod cloud_aws;
