@@ -71,9 +71,11 @@ pub(crate) fn outcome<'py>(
         Err(e @ (ClientError::Lost(_) | ClientError::Connect { .. })) => {
             Err(PyConnectionError::new_err(e.to_string()))
         }
-        Err(e @ (ClientError::Decode { .. } | ClientError::Fetch { .. })) => {
-            Err(PyRuntimeError::new_err(e.to_string()))
-        }
+        Err(
+            e @ (ClientError::Decode { .. }
+            | ClientError::Fetch { .. }
+            | ClientError::UnknownKeys(_)),
+        ) => Err(PyRuntimeError::new_err(e.to_string())),
     }
 }
 

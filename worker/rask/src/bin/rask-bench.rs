@@ -517,6 +517,7 @@ mod page {
             }))
         }
     }
+}
 
 /// Each repetition's measurement, and the CPU time it took.
 struct Reps<T> {
