@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use crate::delayed::{
     AsInput, Delayed, Deps, InputSource, func_prefix, graph_of, new_key, payload_of,
 };
-use crate::progress::Follows;
+use crate::follows::Follows;
 use rask_core::net::{self, PeerPool};
 use rask_core::protocol::{Envelope, FromScheduler, TaskFailure, ToScheduler};
 use rask_core::tls::TlsConfig;

@@ -20,6 +20,7 @@
 
 mod client;
 pub mod delayed;
+mod follows;
 pub mod progress;
 pub mod visualize;
 

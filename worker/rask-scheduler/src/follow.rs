@@ -6,7 +6,6 @@
 use rustc_hash::FxHashMap;
 
 use crate::dashboard::feed::{Bucket, PrefixCounts};
-use crate::state::{ClientId, TaskState, followed_bucket};
 use rask_core::Key;
 use rask_core::protocol::{MAX_UNKNOWN_NAMED, PrefixProgress, ProgressReport};
 
@@ -15,8 +14,38 @@ use rask_core::protocol::{MAX_UNKNOWN_NAMED, PrefixProgress, ProgressReport};
 /// per task.
 pub const PROGRESS_INTERVAL_S: f64 = 0.2;
 
+/// A client of the scheduler, as the state machine numbers them (its `ClientId`).
+type ClientId = u64;
+
 /// A follow: its client's connection and the client's number for it.
 pub type FollowId = (ClientId, u64);
+
+/// Where a followed task is now, as the state machine tells this module (which knows the
+/// dashboard's buckets, not the state machine's task states).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Now {
+    /// The state machine forgot the task.
+    Forgotten,
+    /// The task is released: its result (if any) is gone, nothing is computing it.
+    Released,
+    /// Any other state, as the dashboard's progress panel counts it.
+    In(Bucket),
+}
+
+/// Where a client's follow (`FollowKeys`) counts a task, given where it counted it before
+/// (`None`: not yet) and where the task is now: as the dashboard's progress panel does, except
+/// that a task that finished or failed stays counted so when its result is released or the task
+/// forgotten (an intermediate result its dependents no longer need is still done), and a
+/// released task that did not is still to run. A task forgotten before it finished leaves the
+/// count (`None`): nothing will compute it.
+pub(crate) fn followed_bucket(before: Option<Bucket>, now: Now) -> Option<Bucket> {
+    match (now, before) {
+        (Now::Forgotten | Now::Released, Some(b @ (Bucket::Memory | Bucket::Erred))) => Some(b),
+        (Now::Forgotten, _) => None,
+        (Now::Released, _) => Some(Bucket::Waiting),
+        (Now::In(b), _) => Some(b),
+    }
+}
 
 /// One follow's count of one task.
 struct Entry {
@@ -141,7 +170,7 @@ impl Follows {
 
     /// A followed task moved to `state` (`None`: forgotten). Returns whether any follow still
     /// counts it by its key.
-    pub fn task_changed(&mut self, key: &Key, state: Option<TaskState>) -> bool {
+    pub fn task_changed(&mut self, key: &Key, now: Now) -> bool {
         let Some(entries) = self.by_key.get_mut(key) else {
             return false;
         };
@@ -149,7 +178,7 @@ impl Follows {
             let Some(f) = self.follows.get_mut(&e.follow) else {
                 continue;
             };
-            let to = followed_bucket(Some(e.bucket), state);
+            let to = followed_bucket(Some(e.bucket), now);
             if to == Some(e.bucket) {
                 continue;
             }
@@ -164,7 +193,7 @@ impl Follows {
                 e.bucket = to;
             }
         }
-        if state.is_none() {
+        if now == Now::Forgotten {
             self.by_key.remove(key);
             return false;
         }

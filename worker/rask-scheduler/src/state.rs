@@ -23,7 +23,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target};
 use crate::dashboard::feed::{Bucket, ClusterRow, Cursor, Feed, PrefixId, Update, WorkerRow};
 use crate::dashboard::graph::{GRAPH_LIMIT, NO_NODE};
-use crate::follow::{FollowId, Follows};
+use crate::follow::{self, FollowId, Follows};
 use crate::{
     PrefixSnapshot, RetireSelector, RetiredWorker, Snapshot, TaskCounts, TickSnapshot,
     WorkerSnapshot, WorkerStatus,
@@ -139,18 +139,18 @@ impl TaskState {
     }
 }
 
-/// Where a client's follow (`FollowKeys`) counts a task, given where it counted it before
-/// (`None`: not yet) and the task's state now (`None`: forgotten): as the dashboard's progress
-/// panel does ([`TaskState::bucket`]), except that a task that finished or failed stays counted
-/// so when its result is released or the task forgotten (an intermediate result its dependents
-/// no longer need is still done), and a released task that did not is still to run. A task
-/// forgotten before it finished leaves the count (`None`): nothing will compute it.
+/// Where a client's follow counts a task in `now` (`None`: forgotten), given where it counted
+/// it before: [`crate::follow::followed_bucket`] of the task's state.
 pub(crate) fn followed_bucket(before: Option<Bucket>, now: Option<TaskState>) -> Option<Bucket> {
-    match (now, before) {
-        (None | Some(TaskState::Released), Some(b @ (Bucket::Memory | Bucket::Erred))) => Some(b),
-        (None, _) => None,
-        (Some(TaskState::Released), _) => Some(Bucket::Waiting),
-        (Some(s), _) => Some(s.bucket()),
+    follow::followed_bucket(before, follow_now(now))
+}
+
+/// A task's state as the follows see it.
+fn follow_now(state: Option<TaskState>) -> follow::Now {
+    match state {
+        None => follow::Now::Forgotten,
+        Some(TaskState::Released) => follow::Now::Released,
+        Some(s) => follow::Now::In(s.bucket()),
     }
 }
 
@@ -1481,7 +1481,7 @@ impl State {
                 self.feed.graph.set(t.graph, to.bucket());
             }
             if t.followed {
-                t.followed = self.follows.task_changed(key, Some(to));
+                t.followed = self.follows.task_changed(key, follow_now(Some(to)));
             }
         }
     }
@@ -2025,7 +2025,7 @@ impl State {
             self.feed.graph.set(t.graph, Bucket::Released);
         }
         if t.followed {
-            self.follows.task_changed(key, None);
+            self.follows.task_changed(key, follow::Now::Forgotten);
         }
         if matches!(t.state, TaskState::Queued | TaskState::NoWorker)
             && let Some(c) = self.classes.get_mut(t.class as usize)
