@@ -4,6 +4,10 @@
 use std::fmt;
 use std::time::Duration;
 
+/// The longest walltime or lifetime taken, about 317 years: far past any batch system's limit,
+/// and short enough that a deadline computed from it (`Instant + Duration`) cannot overflow.
+const MAX_SECS: u64 = 10_000_000_000;
+
 /// How long a batch job may run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Walltime(pub Duration);
@@ -18,7 +22,9 @@ impl Walltime {
                 "{text:?} is not a walltime (examples: 01:30:00, 2-00:00:00, 90 (minutes), 45m, 2h)"
             )
         };
-        let num = |s: &str| s.parse::<u64>().map_err(|_| bad());
+        // Each part is a u64 and at most four are summed with factors up to 86,400, so u128
+        // cannot overflow; the total is checked against MAX_SECS below.
+        let num = |s: &str| s.parse::<u64>().map(u128::from).map_err(|_| bad());
         let secs = if let Some((days, rest)) = t.split_once('-') {
             let d = num(days)?;
             let parts: Vec<&str> = rest.split(':').collect();
@@ -51,6 +57,10 @@ impl Walltime {
         if secs == 0 {
             return Err(format!("{text:?}: a walltime must be longer than zero"));
         }
+        let secs = u64::try_from(secs)
+            .ok()
+            .filter(|&s| s <= MAX_SECS)
+            .ok_or_else(|| format!("{text:?}: a walltime must be at most {MAX_SECS} seconds"))?;
         Ok(Walltime(Duration::from_secs(secs)))
     }
 
@@ -90,7 +100,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(bad()),
     };
     let secs = n * mult;
-    if !secs.is_finite() || !(0.0..=1e10).contains(&secs) {
+    if !secs.is_finite() || !(0.0..=MAX_SECS as f64).contains(&secs) {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(secs))
@@ -124,6 +134,30 @@ mod tests {
             assert!(Walltime::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(Walltime::parse("1-12:00:00").unwrap().hms(), "36:00:00");
+    }
+
+    #[test]
+    fn walltimes_too_long_are_refused_not_wrapped() {
+        // Each of these overflowed u64 before (a panic in debug builds, a wrapped and so wrong
+        // walltime in release). Fuzzing found it.
+        for huge in [
+            "18446744073709551615-00:00:00",
+            "213503982334601-00",
+            "18446744073709551615:00:00",
+            "18446744073709551615d",
+            "18446744073709551615",
+            "307445734561825861m",
+        ] {
+            let err = Walltime::parse(huge).unwrap_err();
+            assert!(err.contains("at most 10000000000 seconds"), "{huge}: {err}");
+        }
+        // The longest taken is the cap itself; one second more is refused.
+        assert_eq!(
+            Walltime::parse("10000000000s").map(|w| w.0.as_secs()),
+            Ok(MAX_SECS)
+        );
+        assert!(Walltime::parse("10000000001s").is_err());
+        assert!(parse_duration("10000000001").is_err());
     }
 
     #[test]
