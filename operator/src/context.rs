@@ -1,6 +1,7 @@
 //! What every reconcile gets: the API client, the scheduler API, metrics and the event recorder.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
@@ -16,13 +17,12 @@ pub type SchedulerUrl = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
 pub struct Context {
     pub client: kube::Client,
     /// Each DaskAutoscaler's policy and its memory of recent targets, by object UID.
-    pub policies:
-        std::sync::Mutex<std::collections::HashMap<String, crate::autoscaler::policy::Policy>>,
+    pub policies: Mutex<HashMap<String, crate::autoscaler::policy::Policy>>,
     pub scheduler_api: SchedulerApi,
     pub scheduler_url: SchedulerUrl,
     pub metrics: Arc<Metrics>,
     /// Failures in a row per object, for `error_policy`'s backoff.
-    pub backoff: crate::controller::Backoff,
+    pub backoff: Backoff,
     recorder: Recorder,
 }
 
@@ -34,8 +34,8 @@ impl Context {
         };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
-            policies: std::sync::Mutex::default(),
-            backoff: crate::controller::Backoff::default(),
+            policies: Mutex::default(),
+            backoff: Backoff::default(),
             client,
             scheduler_api: SchedulerApi::default(),
             scheduler_url: Arc::new(names::scheduler_http),
@@ -74,5 +74,48 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, &reference).await {
             tracing::warn!(error = %e, reason, "cannot publish an event");
         }
+    }
+}
+
+/// Failures in a row per object, for the backoff.
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<(&'static str, String), u32>>,
+}
+
+impl Backoff {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String), u32>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a failure; returns how many in a row (1 for the first).
+    pub fn failed(&self, controller: &'static str, key: &str) -> u32 {
+        let mut map = self.lock();
+        let n = map.entry((controller, key.to_owned())).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    pub fn succeeded(&self, controller: &'static str, key: &str) {
+        let mut map = self.lock();
+        if !map.is_empty() {
+            map.remove(&(controller, key.to_owned()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_count_per_object_until_a_success() {
+        let b = Backoff::default();
+        assert_eq!(b.failed("daskcluster", "ns/a"), 1);
+        assert_eq!(b.failed("daskcluster", "ns/a"), 2);
+        assert_eq!(b.failed("daskjob", "ns/a"), 1, "per controller");
+        assert_eq!(b.failed("daskcluster", "ns/b"), 1, "per object");
+        b.succeeded("daskcluster", "ns/a");
+        assert_eq!(b.failed("daskcluster", "ns/a"), 1);
     }
 }

@@ -3,8 +3,7 @@
 //! that says why, then waiting for a change), the status writer, and an `error_policy` whose
 //! backoff depends on what failed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
@@ -227,33 +226,6 @@ pub fn retry_after(retry: Retry, attempt: u32) -> Duration {
     first.saturating_mul(1 << doublings).min(cap)
 }
 
-/// Failures in a row per object, for the backoff.
-#[derive(Default)]
-pub struct Backoff {
-    failures: Mutex<HashMap<(&'static str, String), u32>>,
-}
-
-impl Backoff {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String), u32>> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Counts a failure; returns how many in a row (1 for the first).
-    pub fn failed(&self, controller: &'static str, key: &str) -> u32 {
-        let mut map = self.lock();
-        let n = map.entry((controller, key.to_owned())).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    }
-
-    pub fn succeeded(&self, controller: &'static str, key: &str) {
-        let mut map = self.lock();
-        if !map.is_empty() {
-            map.remove(&(controller, key.to_owned()));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,17 +260,6 @@ mod tests {
         let note = forbidden_note(m);
         assert!(note.contains(m), "{note}");
         assert!(note.contains("templates/rbac.yaml"), "{note}");
-    }
-
-    #[test]
-    fn failures_count_per_object_until_a_success() {
-        let b = Backoff::default();
-        assert_eq!(b.failed("daskcluster", "ns/a"), 1);
-        assert_eq!(b.failed("daskcluster", "ns/a"), 2);
-        assert_eq!(b.failed("daskjob", "ns/a"), 1, "per controller");
-        assert_eq!(b.failed("daskcluster", "ns/b"), 1, "per object");
-        b.succeeded("daskcluster", "ns/a");
-        assert_eq!(b.failed("daskcluster", "ns/a"), 1);
     }
 
     #[test]
