@@ -12,6 +12,10 @@ Each call is pickled (cloudpickle) when it is made, with each delayed value or f
 arguments (inside lists, tuples and dict values too) replaced by `Dep(i)`, `i` being its position
 among the task's inputs. `compute` sends the graph in one message through the default client (the
 last `Client` created and not closed) or the one given as `scheduler=`.
+
+This module sits below `rask.distributed` and `rask.array`, and imports neither: it finds its
+client through `rask._futures` (`client_for`, `Future`), and computes `rask.array` arrays found
+among `compute`'s arguments through their class (`_rask_compute_all`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import cloudpickle
 
 from . import _rask
 from ._deps import Dep, call_method, identity
+from ._futures import Future, client_for
 
 __all__ = ["Delayed", "compute", "delayed", "from_future", "persist", "visualize"]
 
@@ -66,8 +71,6 @@ class _Inputs:
         self.index: dict[str, int] = {}
 
     def replace(self, obj: Any) -> Any:
-        from .distributed import Future
-
         t = type(obj)
         if isinstance(obj, Delayed) or t is Future:
             key = obj.key
@@ -288,19 +291,6 @@ def delayed(obj: Any, name: str | None = None, pure: bool | None = None, nout: i
 # ----- computing ----------------------------------------------------------------------------------
 
 
-def _client_for(scheduler: Any) -> Any:
-    from .distributed import Client, default_client
-
-    if scheduler is None:
-        return default_client()
-    if isinstance(scheduler, Client):
-        return scheduler
-    raise ValueError(
-        f"rask computes on a cluster: scheduler= must be a rask.distributed.Client, got {scheduler!r} "
-        "(Dask's 'sync', 'threads' and 'processes' schedulers have no rask equivalent)"
-    )
-
-
 def _find(obj: Any, found: dict[str, Delayed]) -> None:
     """The delayed values in `obj` (itself, or inside lists, tuples, sets and dict values)."""
     if isinstance(obj, Delayed):
@@ -314,9 +304,9 @@ def _find(obj: Any, found: dict[str, Delayed]) -> None:
 
 
 def _is_array(obj: Any) -> bool:
-    """Whether `obj` is a `rask.array.Array` (without importing numpy when it is not)."""
-    t = type(obj)
-    return t.__name__ == "Array" and t.__module__ == "rask.array"
+    """Whether `obj` is a `rask.array.Array`: its class says so (`_rask_array`), so this module
+    needs neither `rask.array` nor numpy."""
+    return getattr(type(obj), "_rask_array", False) is True
 
 
 def _find_arrays(obj: Any, found: dict[int, Any]) -> None:
@@ -350,8 +340,6 @@ def graph(roots: list[Delayed], held: dict[str, Any]) -> tuple[list[tuple[str, b
     """The tasks to send for `roots`, inputs first, as `(key, call, input keys)`; and the futures
     they read that are already on the cluster (`held`: the client's live futures by key, which
     stand in for tasks of the same key)."""
-    from .distributed import Future
-
     tasks: list[tuple[str, bytes, list[str]]] = []
     external: dict[str, Any] = {}
     seen: set[str] = set()
@@ -393,7 +381,7 @@ def compute(*args: Any, traverse: bool = True, optimize_graph: bool = True, sche
         raise TypeError("get= is gone from Dask too; use scheduler=")
     if kwargs:
         raise TypeError(f"rask's compute does not take {', '.join(sorted(kwargs))}")
-    client = _client_for(scheduler)
+    client = client_for(scheduler)
     found: dict[str, Delayed] = {}
     arrays: dict[int, Any] = {}
     for a in args:
@@ -411,10 +399,10 @@ def compute(*args: Any, traverse: bool = True, optimize_graph: bool = True, sche
         futures = client._compute_graph(list(found.values()))
         values.update(zip(found, client.gather(futures)))
     if arrays:
-        # rask.array's arrays: one graph of native kernels, chunks they share computed once.
-        from .array import compute_all
-
-        values.update(zip(arrays, compute_all(list(arrays.values()), client)))
+        # rask.array's arrays: one graph of native kernels, chunks they share computed once. The
+        # array class computes them (`rask.array.Array._rask_compute_all`).
+        found_arrays = list(arrays.values())
+        values.update(zip(arrays, type(found_arrays[0])._rask_compute_all(found_arrays, client)))
     if traverse:
         return tuple(_replace(a, values) for a in args)
     return tuple(values[a.key] if isinstance(a, Delayed) else values[id(a)] if _is_array(a) else a for a in args)
@@ -425,7 +413,7 @@ def persist(*args: Any, scheduler: Any = None, **kwargs: Any) -> tuple:
     on the cluster (Dask's `dask.persist`): computing them later reads those results."""
     if kwargs:
         raise TypeError(f"rask's persist does not take {', '.join(sorted(kwargs))}")
-    client = _client_for(scheduler)
+    client = client_for(scheduler)
     return tuple(client.persist(a) for a in args)
 
 

@@ -31,14 +31,27 @@ import sys
 import time
 import weakref
 from collections import namedtuple
-from concurrent.futures import CancelledError
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
 import cloudpickle
 
 from . import _rask
+from ._delayed import Delayed, _is_array, from_future, graph
 from ._deps import Dep, identity
+from ._futures import (
+    _FAILED,
+    BaseClient,
+    Future,
+    FutureCancelledError,
+    KilledWorker,
+    RemoteTraceback,
+    TaskError,
+    _defaults,
+    _exception_of,
+    _value_of,
+    default_client,
+)
 from ._local import LocalCluster
 
 __all__ = [
@@ -60,26 +73,6 @@ __all__ = [
 ]
 
 CONNECT_TIMEOUT_S = 10.0
-
-# Outcome kinds of the native module (python/src/outcome.rs).
-_VALUE, _PICKLED, _FAILED = 0, 1, 2
-
-
-class TaskError(RuntimeError):
-    """A task failed for a reason other than an exception of the user's code (a native kernel's
-    error, a function no worker has, an input that was lost)."""
-
-
-class KilledWorker(TaskError):
-    """Workers died while running the task, more often than allowed (Dask's `KilledWorker`)."""
-
-
-class FutureCancelledError(CancelledError):
-    """The future's task was cancelled (`Client.cancel`, `Future.cancel`)."""
-
-    def __init__(self, key: str):
-        super().__init__(f"{key} cancelled")
-        self.key = key
 
 
 class VersionMismatch(RuntimeError):
@@ -111,115 +104,6 @@ def _check_worker_versions(families: list[tuple[str, str]], python: tuple[int, i
 
 def _cloudpickle_major() -> int:
     return int(cloudpickle.__version__.split(".")[0])
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised on a worker, set as the re-raised exception's
-    `__cause__` so that it prints above the client's own traceback."""
-
-    def __init__(self, traceback: str):
-        super().__init__(traceback)
-        self.traceback = traceback
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.traceback.rstrip()}\n"""'
-
-
-def _exception_of(failure: dict) -> BaseException:
-    """The exception to raise for a failed task, as the native module describes it."""
-    kind = failure.get("kind")
-    if kind == "python":
-        exc = None
-        pickled = failure.get("pickled")
-        if pickled:
-            try:
-                exc = pickle.loads(pickled)
-            except Exception:  # a type the client cannot import: fall back to its name below
-                exc = None
-            if not isinstance(exc, BaseException):
-                exc = None
-        if exc is None:
-            exc = RuntimeError(f"{failure.get('type', 'Exception')}: {failure.get('text', '')}")
-        traceback = failure.get("traceback")
-        if traceback:
-            exc.__cause__ = RemoteTraceback(traceback)
-        return exc
-    if kind == "cancelled":
-        return FutureCancelledError(failure["key"])
-    if kind == "killed_worker":
-        return KilledWorker(failure["message"])
-    return TaskError(failure["message"])
-
-
-def _value_of(outcome: tuple[int, Any]) -> Any:
-    kind, payload = outcome
-    if kind == _PICKLED:
-        return pickle.loads(payload)
-    if kind == _VALUE:
-        return payload
-    raise _exception_of(payload)
-
-
-class Future:
-    """A task's result on the cluster (Dask's `Future`). The scheduler may free the result once
-    no future of it is left."""
-
-    __slots__ = ("_native", "client", "__weakref__")
-
-    def __init__(self, native: _rask.Future, client: Client):
-        self._native = native
-        self.client = client
-        client._futures[native.key] = self
-
-    @property
-    def key(self) -> str:
-        return self._native.key
-
-    def done(self) -> bool:
-        """Whether the task has finished, with a value or an error, or was cancelled."""
-        return self._native.done()
-
-    def cancelled(self) -> bool:
-        """Whether the task was cancelled."""
-        return self._native.cancelled()
-
-    def cancel(self) -> None:
-        """Cancels the task (see `Client.cancel`)."""
-        self.client.cancel([self])
-
-    @property
-    def status(self) -> str:
-        """"pending", "finished", "error" or "cancelled", as in Dask."""
-        if self._native.cancelled():
-            return "cancelled"
-        if not self._native.done():
-            return "pending"
-        return "error" if self._outcome(0)[0] == _FAILED else "finished"
-
-    def _outcome(self, timeout: float | None) -> tuple[int, Any]:
-        outcome = self._native.outcome(timeout)
-        if outcome is None:
-            raise TimeoutError(f"{self.key} has not finished after {timeout} s")
-        return outcome
-
-    def result(self, timeout: float | None = None) -> Any:
-        """The task's value, waiting at most `timeout` seconds (`TimeoutError` after); raises the
-        task's exception if it failed."""
-        return _value_of(self._outcome(timeout))
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """The task's exception, or `None` if it succeeded; waits as `result` does."""
-        kind, payload = self._outcome(timeout)
-        return _exception_of(payload) if kind == _FAILED else None
-
-    def __reduce__(self):
-        raise TypeError(
-            f"cannot pickle the future {self.key}: pass futures to submit/map directly or inside "
-            "lists, tuples and dict values, where they become the task's inputs"
-        )
-
-    def __repr__(self) -> str:
-        return f"<Future: {self.status}, key: {self.key}>"
 
 
 # Keywords of Dask's submit and map that configure the task rather than the call: taken by rask's
@@ -269,7 +153,7 @@ class _Inputs:
         return obj
 
 
-class Client:
+class Client(BaseClient):
     """A connection to a rask scheduler (Dask's `Client`).
 
     `address` is `tcp://host:port` (or `host:port`) of a running `rask scheduler`, or a
@@ -372,8 +256,6 @@ class Client:
         """Sends the graphs of delayed values `roots` in one message; a future of each. Tasks
         whose keys this client holds futures of are read from those, not sent again."""
         self._client()
-        from ._delayed import graph
-
         held = dict(self._futures.items())
         tasks, external = graph(roots, held)
         for f in external.values():
@@ -390,8 +272,6 @@ class Client:
         _refuse_task_keywords(kwargs)
         if kwargs:
             raise TypeError(f"rask's compute does not take {', '.join(sorted(kwargs))}")
-        from ._delayed import Delayed, _is_array
-
         single = not isinstance(collections, (list, tuple))
         items = [collections] if single else list(collections)
         if any(_is_array(x) for x in items):
@@ -408,8 +288,6 @@ class Client:
         cluster: computing them, or values made from them, reads those results. A `rask.array`
         array gives the array over its chunks kept on the cluster. A list or tuple gives a
         list."""
-        from ._delayed import Delayed, _is_array, from_future
-
         single = not isinstance(collections, (list, tuple))
         items = [collections] if single else list(collections)
         computed = iter(self.compute([x for x in items if not _is_array(x)], **kwargs))
@@ -494,22 +372,6 @@ def _scatter_call(value: Any) -> bytes:
 
 _SKIP = object()
 
-# The clients `rask.compute` and `Delayed.compute` may use, the default last: the clients made
-# with set_as_default=True and not closed (Dask's too fall back to an earlier one).
-_defaults: list[Client] = []
-
-
-def default_client(c: Client | None = None) -> Client:
-    """The client that computes delayed values when none is given (Dask's `default_client`):
-    `c` if given, else the last `Client` created and not closed."""
-    if c is not None:
-        return c
-    if not _defaults:
-        raise ValueError(
-            "No clients found\nStart a client and point it to the scheduler address\n"
-            "  from rask.distributed import Client\n  client = Client('tcp://ip-addr:port')"
-        )
-    return _defaults[-1]
 
 
 def _collect(obj: Any, found: dict[str, Future]) -> None:
@@ -542,8 +404,6 @@ def progress(*futures: Any, notebook: bool | None = None, multi: bool = True, co
     outside notebooks: redrawn in place on a terminal, one line at the end otherwise."""
     if notebook:
         raise TypeError("rask has no notebook progress widget yet: use progress(..., notebook=False)")
-    from ._delayed import Delayed
-
     found: dict[str, Future] = {}
     _collect_followed(futures, found)
     out = sys.stdout if file is None else file
@@ -552,8 +412,6 @@ def progress(*futures: Any, notebook: bool | None = None, multi: bool = True, co
 
 
 def _collect_followed(obj: Any, found: dict[str, Future]) -> None:
-    from ._delayed import Delayed
-
     t = type(obj)
     if t is Future:
         found.setdefault(obj.key, obj)

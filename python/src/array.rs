@@ -379,10 +379,10 @@ fn array_error(py: Python<'_>, e: ArrayError) -> PyErr {
     }
 }
 
-/// `rask.distributed._exception_of(failure)`.
+/// `rask._futures._exception_of(failure)`.
 fn exception_of(py: Python<'_>, failure: Bound<'_, PyDict>) -> PyResult<PyErr> {
     let exc = py
-        .import("rask.distributed")?
+        .import("rask._futures")?
         .getattr("_exception_of")?
         .call1((failure,))?;
     Ok(PyErr::from_value(exc))

@@ -243,10 +243,11 @@ fn frame_err(py: Python<'_>, e: FrameError) -> PyErr {
     }
 }
 
-/// `rask.distributed.TaskError(text)`: a task's failure on the cluster, as for every collection.
+/// `rask._futures.TaskError(text)` (`rask.distributed.TaskError`): a task's failure on the
+/// cluster, as for every collection.
 fn task_error(py: Python<'_>, text: String) -> PyErr {
     let made = py
-        .import("rask.distributed")
+        .import("rask._futures")
         .and_then(|m| m.getattr("TaskError"))
         .and_then(|t| t.call1((text.clone(),)));
     match made {

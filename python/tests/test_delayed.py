@@ -10,6 +10,7 @@ import cloudpickle
 import pytest
 
 import rask
+import rask._futures
 from rask import compute, delayed
 from rask.distributed import Client
 
@@ -167,7 +168,8 @@ def test_compute_uses_the_client_given_or_the_default(client: Client, scheduler_
 
 
 def test_compute_without_a_client_says_how_to_start_one(client: Client, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(rask.distributed, "_defaults", [])
+    # The registry of default clients lives in rask._futures, below every module that uses it.
+    monkeypatch.setattr(rask._futures, "_defaults", [])
     with pytest.raises(ValueError, match="No clients found"):
         delayed(inc)(1).compute()
 

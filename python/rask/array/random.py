@@ -11,13 +11,15 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import numpy as np
+
+from .. import _rask
+from .core import Array, _float_dtype, _resolve_chunks, _shape
+
 __all__ = ["RandomState", "default_rng", "random", "random_sample"]
 
 
 def _random(seed: int, size: Any, chunks: Any, dtype: Any) -> Any:
-    from . import Array, _float_dtype, _resolve_chunks, _shape
-    from .. import _rask
-
     _float_dtype(dtype, "random")
     if size is None:
         raise NotImplementedError("random() without size= (one number) is not supported by rask.array; give a shape")
@@ -48,8 +50,6 @@ class RandomState:
     so a state seeded alike gives the same arrays in the same order."""
 
     def __init__(self, seed: Any = None):
-        import numpy as np
-
         self._seeds = np.random.default_rng(_seed(seed))
 
     def _next(self) -> int:

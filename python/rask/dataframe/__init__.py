@@ -38,7 +38,7 @@ except ImportError as _missing:  # pragma: no cover - exercised in a subprocess 
     ) from _missing
 
 from .. import _rask
-from ..distributed import default_client
+from .._futures import default_client
 
 __all__ = ["DataFrame", "Series", "read_csv", "read_parquet"]
 
