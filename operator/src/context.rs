@@ -21,6 +21,9 @@ pub struct Context {
     pub scheduler_api: SchedulerApi,
     pub scheduler_url: SchedulerUrl,
     pub metrics: Arc<Metrics>,
+    /// Whether rask pods use their cluster's certificates (mounted, `tls://` addresses):
+    /// `rask-operator run --cluster-tls`. The certificates are made either way.
+    pub cluster_tls: bool,
     /// Failures in a row per object, for `error_policy`'s backoff.
     pub backoff: Backoff,
     recorder: Recorder,
@@ -40,7 +43,14 @@ impl Context {
             scheduler_api: SchedulerApi::default(),
             scheduler_url: Arc::new(names::scheduler_http),
             metrics,
+            cluster_tls: false,
         }
+    }
+
+    /// Has rask pods use their cluster's certificates (see [`Context::cluster_tls`]).
+    pub fn with_cluster_tls(mut self, on: bool) -> Self {
+        self.cluster_tls = on;
+        self
     }
 
     /// Points scheduler API calls elsewhere (tests, or an operator outside the cluster).

@@ -34,6 +34,35 @@ pub struct ValidatedCluster {
     pub worker: WorkerSpec,
     pub idle_timeout: Option<Duration>,
     pub scheduler_address: String,
+    /// Certificates made for the cluster (the Secret `{name}-tls`): unless its
+    /// `kubernetes.dask.org/tls` annotation is `"false"`.
+    pub certificates: bool,
+    /// Its rask pods use them (mounted, `tls://` addresses): the operator's `--cluster-tls`, set
+    /// by the reconcile ([`ValidatedCluster::with_pod_tls`]); only with `certificates`.
+    pub pod_tls: bool,
+}
+
+impl ValidatedCluster {
+    /// Turns TLS in the cluster's rask pods on (when the cluster has certificates) or off.
+    pub fn with_pod_tls(mut self, on: bool) -> Self {
+        self.pod_tls = on && self.certificates;
+        if self.pod_tls
+            && self
+                .scheduler_spec
+                .containers
+                .first()
+                .is_some_and(super::certs::is_rask)
+        {
+            self.scheduler_address = super::certs::tls_address(&self.scheduler_address);
+        }
+        self
+    }
+}
+
+/// Whether a cluster has certificates: unless its `kubernetes.dask.org/tls` is `"false"` (a
+/// value that is not `"true"` either makes the cluster invalid, and has its certificates).
+pub fn wants_certificates(c: &DaskCluster) -> bool {
+    crate::tls::wanted(c.annotations()).unwrap_or(true)
 }
 
 /// Problems with a cluster spec found at `path` (`spec` of a DaskCluster, `spec.cluster.spec` of
@@ -83,6 +112,10 @@ pub fn validate(c: &DaskCluster) -> Result<ValidatedCluster, Invalid> {
         problems.push("metadata.uid: missing (the object was not read from the API server)".into());
     }
     check_spec("spec", &c.spec, &mut problems);
+    let certificates = crate::tls::wanted(c.annotations()).unwrap_or_else(|e| {
+        problems.push(e);
+        true
+    });
     let idle_timeout = match c.spec.idle_timeout {
         Some(s) if s > 0 => Some(Duration::from_secs(s.unsigned_abs())),
         _ => None,
@@ -116,6 +149,8 @@ pub fn validate(c: &DaskCluster) -> Result<ValidatedCluster, Invalid> {
         service_spec: c.spec.scheduler.service.clone(),
         worker: c.spec.worker.clone(),
         idle_timeout,
+        certificates,
+        pod_tls: false,
         owner,
         name,
         namespace,

@@ -71,6 +71,7 @@ fn spec(dir: &tempfile::TempDir) -> LocalSpec {
         )]
         .into(),
         start_timeout: Duration::from_secs(20),
+        tls: None,
     }
 }
 
@@ -185,6 +186,24 @@ async fn up_runs_a_dask_job_to_success_and_deletes_its_cluster() {
     assert!(report.succeeded, "{report:?}");
     assert_eq!(report.exit_code, Some(0));
     assert_eq!(report.cluster, "burst");
+    // The cluster's certificates are in its directory, keys for their owner only.
+    let tls = report.certificates.clone().unwrap();
+    assert_eq!(tls, dir.path().join("run/tls"));
+    for f in [
+        "ca.pem",
+        "scheduler.pem",
+        "worker-key.pem",
+        "client.pem",
+        "client-key.pem",
+    ] {
+        assert!(tls.join(f).is_file(), "{f}");
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(tls.join("client-key.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
 }
 
 /// `rask-operator up` with stderr to a pipe: a plain line per step, the runner's own progress
