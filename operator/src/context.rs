@@ -26,8 +26,13 @@ pub struct Context {
     pub cluster_tls: bool,
     /// Failures in a row per object, for `error_policy`'s backoff.
     pub backoff: Backoff,
+    /// HTTPS clients of TLS clusters' schedulers, by (namespace, Secret), with the Secret's
+    /// resourceVersion they were made from (see [`crate::cluster::reach`]).
+    tls_apis: Mutex<TlsApis>,
     recorder: Recorder,
 }
+
+type TlsApis = HashMap<(String, String), (String, SchedulerApi)>;
 
 impl Context {
     pub fn new(client: kube::Client, metrics: Arc<Metrics>) -> Self {
@@ -39,6 +44,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             policies: Mutex::default(),
             backoff: Backoff::default(),
+            tls_apis: Mutex::default(),
             client,
             scheduler_api: SchedulerApi::default(),
             scheduler_url: Arc::new(names::scheduler_http),
@@ -51,6 +57,12 @@ impl Context {
     pub fn with_cluster_tls(mut self, on: bool) -> Self {
         self.cluster_tls = on;
         self
+    }
+
+    /// The HTTPS clients of TLS clusters' schedulers (a poisoned lock is taken over: the map
+    /// only caches clients).
+    pub(crate) fn tls_apis(&self) -> std::sync::MutexGuard<'_, TlsApis> {
+        self.tls_apis.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Points scheduler API calls elsewhere (tests, or an operator outside the cluster).

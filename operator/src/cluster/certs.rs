@@ -123,9 +123,30 @@ fn set_default(c: &mut Container, name: &str, value: &str) {
     }
 }
 
+/// A rask scheduler with TLS serves its HTTP port over HTTPS only: its HTTP probes (`/health`
+/// stays open to callers without a certificate) ask over HTTPS. A scheme the spec wrote as
+/// HTTPS already, or another kind of probe, is kept.
+fn https_probes(c: &mut Container) {
+    let probes = [
+        c.readiness_probe.as_mut(),
+        c.liveness_probe.as_mut(),
+        c.startup_probe.as_mut(),
+    ];
+    for get in probes
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.http_get.as_mut())
+    {
+        if get.scheme.as_deref().is_none_or(|s| s == "HTTP") {
+            get.scheme = Some("HTTPS".into());
+        }
+    }
+}
+
 /// Gives every rask container of `spec` (init containers too) `role`'s certificates from the
 /// Secret `secret`, Dask's TLS settings and the scheduler's `tls://` address (values the user
-/// wrote win, as for the rest of Dask's environment). Adds the volume, with only the CA and
+/// wrote win, as for the rest of Dask's environment); a scheduler's HTTP probes ask over HTTPS.
+/// Adds the volume, with only the CA and
 /// `role`'s certificate and key, when a container uses it. Returns whether any container did.
 pub fn mount(spec: &mut PodSpec, secret: &str, role: Role, tcp_address: &str) -> bool {
     let mut env = tls_env(role);
@@ -140,6 +161,9 @@ pub fn mount(spec: &mut PodSpec, secret: &str, role: Role, tcp_address: &str) ->
         used = true;
         for (name, value) in &env {
             set_default(c, name, value);
+        }
+        if role == Role::Scheduler {
+            https_probes(c);
         }
         let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
         if !mounts
@@ -313,6 +337,17 @@ mod tests {
             "/etc/rask/tls/scheduler-key.pem"
         );
         assert_eq!(e["DASK_DISTRIBUTED__COMM__DEFAULT_SCHEME"], "tls");
+        // Its HTTP port is HTTPS now: so is its readiness probe (the example has one).
+        let probe = spec.containers[0].readiness_probe.as_ref().unwrap();
+        assert_eq!(
+            probe.http_get.as_ref().unwrap().scheme.as_deref(),
+            Some("HTTPS")
+        );
+        // Workers serve their own /health over HTTP still: their probes are kept.
+        let mut spec = v.worker.spec.clone();
+        let before = spec.containers[0].readiness_probe.clone();
+        mount(&mut spec, "rask-tls", Role::Worker, &v.scheduler_address);
+        assert_eq!(spec.containers[0].readiness_probe, before);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod apply;
 pub mod build;
 pub mod certs;
+pub mod reach;
 pub mod status;
 pub mod validate;
 
@@ -87,12 +88,11 @@ async fn idle_check(
     v: &validate::ValidatedCluster,
     timeout: Duration,
 ) -> Result<(), Error> {
-    let base = (ctx.scheduler_url)(&v.name, &v.namespace);
+    let (api, base) = reach::scheduler(ctx, cluster).await?;
     let now = crate::clock::now();
     // A quick question: a scheduler that cannot answer within 2 s is not idle, and a slow answer
     // must not hold up the other clusters' reconciles.
-    let asked =
-        tokio::time::timeout(Duration::from_secs(2), ctx.scheduler_api.idle_since(&base)).await;
+    let asked = tokio::time::timeout(Duration::from_secs(2), api.idle_since(&base)).await;
     let answer = asked.unwrap_or_else(|_| {
         Err(crate::scheduler_api::SchedulerApiError::Unreachable {
             url: base.clone(),

@@ -43,26 +43,22 @@ pub struct ValidatedCluster {
 }
 
 impl ValidatedCluster {
-    /// Turns TLS in the cluster's rask pods on (when the cluster has certificates) or off.
+    /// Turns TLS in the cluster's rask pods on or off. On only when the cluster has
+    /// certificates and its scheduler runs rask's image (as [`super::reach::uses_tls`]): a
+    /// Dask image's scheduler decides for itself, and its cluster is left as written.
     pub fn with_pod_tls(mut self, on: bool) -> Self {
-        self.pod_tls = on && self.certificates;
-        if self.pod_tls
+        self.pod_tls = on
+            && self.certificates
             && self
                 .scheduler_spec
                 .containers
                 .first()
-                .is_some_and(super::certs::is_rask)
-        {
+                .is_some_and(super::certs::is_rask);
+        if self.pod_tls {
             self.scheduler_address = super::certs::tls_address(&self.scheduler_address);
         }
         self
     }
-}
-
-/// Whether a cluster has certificates: unless its `kubernetes.dask.org/tls` is `"false"` (a
-/// value that is not `"true"` either makes the cluster invalid, and has its certificates).
-pub fn wants_certificates(c: &DaskCluster) -> bool {
-    crate::tls::wanted(c.annotations()).unwrap_or(true)
 }
 
 /// Problems with a cluster spec found at `path` (`spec` of a DaskCluster, `spec.cluster.spec` of

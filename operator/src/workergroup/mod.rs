@@ -36,7 +36,7 @@ async fn reconcile_inner(group: &DaskWorkerGroup, ctx: &Context) -> Result<Actio
     let cluster = observe::cluster(ctx, &v).await?;
     // The cluster's rask workers use its certificates when the operator has TLS on.
     let v = match &cluster {
-        Some(c) if ctx.cluster_tls && crate::cluster::validate::wants_certificates(c) => {
+        Some(c) if crate::cluster::reach::uses_tls(ctx.cluster_tls, c) => {
             let secret = crate::cluster::certs::secret_name(&v.cluster);
             v.with_tls(&secret)
         }
@@ -53,7 +53,7 @@ async fn reconcile_inner(group: &DaskWorkerGroup, ctx: &Context) -> Result<Actio
     let outcome = if plan.is_empty() {
         apply::Outcome::default()
     } else {
-        apply::carry_out(ctx, group, &v, &observed.cluster_labels(), &plan).await?
+        apply::carry_out(ctx, group, &v, cluster, &observed.cluster_labels(), &plan).await?
     };
     let st = status::status(&previous, &v, &observed.pods, &outcome);
     controller::write_status(ctx, group, &st).await?;
