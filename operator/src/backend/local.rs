@@ -92,6 +92,10 @@ impl LocalBackend {
     pub async fn start(spec: LocalSpec) -> Result<LocalBackend, BackendError> {
         std::fs::create_dir_all(&spec.dir)
             .map_err(|e| failed(format!("create {}", spec.dir.display()), e))?;
+        let api = match &spec.tls {
+            Some(tls) => operator_api(tls)?,
+            None => SchedulerApi::new(API_TIMEOUT),
+        };
         let file = spec.dir.join("scheduler.json");
         let _ = std::fs::remove_file(&file);
         let log = spec.dir.join("scheduler.log");
@@ -140,7 +144,7 @@ impl LocalBackend {
         Ok(LocalBackend {
             address: found.address,
             dashboard,
-            api: SchedulerApi::new(Duration::from_secs(60)),
+            api,
             procs: Mutex::new(Procs {
                 scheduler: Some(child),
                 ..Procs::default()
@@ -152,6 +156,12 @@ impl LocalBackend {
     /// The scheduler's TCP address (`tcp://127.0.0.1:PORT`).
     pub fn scheduler_address(&self) -> &str {
         &self.address
+    }
+
+    /// The client of the scheduler's HTTP API (HTTPS with the operator's certificate, for a
+    /// cluster with TLS).
+    pub fn api(&self) -> &SchedulerApi {
+        &self.api
     }
 
     /// The cluster's certificates, when its processes use them.
@@ -201,14 +211,31 @@ impl LocalBackend {
     }
 }
 
-/// The scheduler's command line (after the program), writing where it listens to `file`.
-fn scheduler_args(spec: &LocalSpec, file: &Path) -> Vec<std::ffi::OsString> {
-    let host = if spec.tls.is_some() {
-        "tls://127.0.0.1"
-    } else {
-        "127.0.0.1"
+/// How long a call to the scheduler's HTTP API may take (retirement waits for data to move).
+const API_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The operator's HTTPS client of a local cluster's scheduler: the cluster's CA and the
+/// operator's certificate, from the cluster's certificates directory.
+fn operator_api(tls: &Path) -> Result<SchedulerApi, BackendError> {
+    let action = "reach the scheduler's HTTP API over TLS";
+    let read = |f: String| {
+        let path = tls.join(f);
+        std::fs::read_to_string(&path)
+            .map_err(|e| failed(action, format!("cannot read {}: {e}", path.display())))
     };
-    let mut args: Vec<std::ffi::OsString> = ["scheduler", "--host", host, "--port", "0"]
+    SchedulerApi::with_tls(
+        &read(crate::tls::CA_FILE.into())?,
+        &read(Role::Operator.cert_file())?,
+        &read(Role::Operator.key_file())?,
+        API_TIMEOUT,
+    )
+    .map_err(|e| failed(action, format!("{e} (certificates in {})", tls.display())))
+}
+
+/// The scheduler's command line (after the program), writing where it listens to `file`. With
+/// its certificate it listens on `tls://` (and serves its HTTP API over HTTPS).
+fn scheduler_args(spec: &LocalSpec, file: &Path) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = ["scheduler", "--host", "127.0.0.1", "--port", "0"]
         .into_iter()
         .chain(["--dashboard-address", "127.0.0.1:0", "--scheduler-file"])
         .map(Into::into)
@@ -391,7 +418,7 @@ mod tests {
         );
         assert_eq!(
             args(&spec(Some("/d/tls".into()))).join(" "),
-            "scheduler --host tls://127.0.0.1 --port 0 --dashboard-address 127.0.0.1:0 \
+            "scheduler --host 127.0.0.1 --port 0 --dashboard-address 127.0.0.1:0 \
              --scheduler-file /d/scheduler.json --tls-ca-file /d/tls/ca.pem \
              --tls-cert /d/tls/scheduler.pem --tls-key /d/tls/scheduler-key.pem"
         );

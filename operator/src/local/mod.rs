@@ -298,7 +298,7 @@ async fn run(
     rask: &Path,
     stop: impl std::future::Future<Output = ()>,
 ) -> RunResult {
-    let api = SchedulerApi::new(Duration::from_secs(60));
+    let api = backend.api().clone();
     let mut started = Vec::new();
     for (group, g) in &plan.groups {
         started.extend(backend.add_workers(group, g.replicas).await?);
