@@ -53,6 +53,7 @@ async fn cluster(rask: &Path, dir: &tempfile::TempDir, workers: usize) -> Arc<Lo
         )]
         .into(),
         start_timeout: Duration::from_secs(20),
+        tls: None,
     };
     let b = Arc::new(LocalBackend::start(spec).await.unwrap());
     b.add_workers(GROUP, workers).await.unwrap();

@@ -21,10 +21,18 @@ pub struct Context {
     pub scheduler_api: SchedulerApi,
     pub scheduler_url: SchedulerUrl,
     pub metrics: Arc<Metrics>,
+    /// Whether rask pods use their cluster's certificates (mounted, `tls://` addresses):
+    /// `rask-operator run --cluster-tls`. The certificates are made either way.
+    pub cluster_tls: bool,
     /// Failures in a row per object, for `error_policy`'s backoff.
     pub backoff: Backoff,
+    /// HTTPS clients of TLS clusters' schedulers, by (namespace, Secret), with the Secret's
+    /// resourceVersion they were made from (see [`crate::cluster::reach`]).
+    tls_apis: Mutex<TlsApis>,
     recorder: Recorder,
 }
+
+type TlsApis = HashMap<(String, String), (String, SchedulerApi)>;
 
 impl Context {
     pub fn new(client: kube::Client, metrics: Arc<Metrics>) -> Self {
@@ -36,11 +44,25 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             policies: Mutex::default(),
             backoff: Backoff::default(),
+            tls_apis: Mutex::default(),
             client,
             scheduler_api: SchedulerApi::default(),
             scheduler_url: Arc::new(names::scheduler_http),
             metrics,
+            cluster_tls: false,
         }
+    }
+
+    /// Has rask pods use their cluster's certificates (see [`Context::cluster_tls`]).
+    pub fn with_cluster_tls(mut self, on: bool) -> Self {
+        self.cluster_tls = on;
+        self
+    }
+
+    /// The HTTPS clients of TLS clusters' schedulers (a poisoned lock is taken over: the map
+    /// only caches clients).
+    pub(crate) fn tls_apis(&self) -> std::sync::MutexGuard<'_, TlsApis> {
+        self.tls_apis.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Points scheduler API calls elsewhere (tests, or an operator outside the cluster).

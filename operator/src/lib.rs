@@ -22,4 +22,5 @@ pub mod run;
 pub mod scheduler_api;
 pub mod spec;
 mod template;
+pub mod tls;
 pub mod workergroup;

@@ -43,6 +43,11 @@ enum Command {
         /// http://127.0.0.1:8001/api/v1/namespaces/{namespace}/services/{cluster}-scheduler:8787/proxy
         #[arg(long, default_value = rask_operator::names::SCHEDULER_URL_TEMPLATE)]
         scheduler_url: String,
+        /// Have rask pods use their cluster's certificates: mounted from the Secret NAME-tls,
+        /// Dask's TLS settings, `tls://` addresses. The Secret is made either way (unless the
+        /// DaskCluster's `kubernetes.dask.org/tls` annotation is "false").
+        #[arg(long, env = "RASK_CLUSTER_TLS")]
+        cluster_tls: bool,
     },
     /// Start the cluster a file describes. A cluster config (a top-level `provider:` key: aws,
     /// azure on VMs; slurm, sge as batch jobs) starts it and prints its scheduler address and
@@ -67,6 +72,11 @@ enum Command {
         /// plain timestamped lines when it is not one.
         #[arg(long)]
         no_progress: bool,
+        /// Local clusters: the scheduler, workers and job runner use the cluster's certificates
+        /// (DIR/tls, made either way unless the file's `kubernetes.dask.org/tls` is "false"):
+        /// the scheduler listens on tls://.
+        #[arg(long)]
+        tls: bool,
     },
     /// Print the CustomResourceDefinitions as YAML, or write them as the files of `crds/`.
     Crds {
@@ -89,6 +99,7 @@ fn main() -> ExitCode {
             metrics_address,
             log_json,
             scheduler_url,
+            cluster_tls,
         } => {
             init_logging(log_json);
             // One thread: the controllers wait on the API server, not the CPU, and every
@@ -103,7 +114,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(namespace, metrics_address, scheduler_url)) {
+            match runtime.block_on(run(namespace, metrics_address, scheduler_url, cluster_tls)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -117,8 +128,16 @@ fn main() -> ExitCode {
             dir,
             poll,
             no_progress,
+            tls,
         } => {
             match cloud_cmd::is_cloud_file(&file) {
+                Ok(true) if tls => {
+                    eprintln!(
+                        "error: --tls is for local clusters (a file of Dask resources); {} is a cluster config",
+                        file.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
                 Ok(true) => {
                     init_cli_logging();
                     return cloud_cmd::up(&file, shutdown_signal());
@@ -135,6 +154,7 @@ fn main() -> ExitCode {
                 dir,
                 poll: std::time::Duration::from_secs_f64(poll.clamp(0.05, 3600.0)),
                 progress: rask_operator::local::ProgressMode::detect(no_progress),
+                tls,
                 ..Default::default()
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -273,6 +293,7 @@ async fn run(
     namespace: Option<String>,
     metrics_address: std::net::SocketAddr,
     scheduler_url: String,
+    cluster_tls: bool,
 ) -> Result<(), String> {
     use std::sync::Arc;
 
@@ -304,7 +325,11 @@ async fn run(
     let url = move |cluster: &str, namespace: &str| {
         rask_operator::names::scheduler_url(&template, cluster, namespace)
     };
-    let ctx = Arc::new(Context::new(client, metrics).with_scheduler_url(Arc::new(url)));
+    let ctx = Arc::new(
+        Context::new(client, metrics)
+            .with_scheduler_url(Arc::new(url))
+            .with_cluster_tls(cluster_tls),
+    );
     let signal = async move {
         shutdown_signal().await;
         tracing::info!("shutting down");

@@ -1,10 +1,15 @@
 //! The operator's side of the seam: Dask's scheduler HTTP API (rask's scheduler or a real Dask
-//! scheduler with `distributed.http.scheduler.api` enabled).
+//! scheduler with `distributed.http.scheduler.api` enabled), over HTTP, or over HTTPS for a
+//! cluster with TLS: the scheduler's certificate must chain to the cluster's CA and name the host
+//! asked, and the operator presents its own certificate of that CA (the scheduler's mutating
+//! routes admit nothing else).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -32,10 +37,19 @@ pub enum SchedulerApiError {
     Malformed { url: String, reason: String },
 }
 
-/// Asks schedulers things over HTTP. Cheap to clone.
+/// Why a TLS client for a cluster's scheduler could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientTlsError {
+    #[error("the cluster's CA certificate cannot be used: {0}")]
+    Ca(String),
+    #[error("the operator's certificate or key cannot be used: {0}")]
+    Identity(String),
+}
+
+/// Asks schedulers things over HTTP, or HTTPS ([`SchedulerApi::with_tls`]). Cheap to clone.
 #[derive(Clone)]
 pub struct SchedulerApi {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -43,6 +57,15 @@ impl Default for SchedulerApi {
     fn default() -> Self {
         Self::new(Duration::from_secs(30))
     }
+}
+
+/// rustls on aws-lc-rs, the workspace's one provider, with its default protocol versions.
+fn client_builder() -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("aws-lc-rs supports TLS 1.2 and 1.3")
 }
 
 #[derive(Deserialize)]
@@ -67,13 +90,67 @@ struct Idle {
 
 impl SchedulerApi {
     /// `timeout` bounds every request (retirement waits for data to move, so allow for it).
+    /// Plain HTTP only: an `https://` URL is refused at the handshake (no CA is trusted).
     pub fn new(timeout: Duration) -> Self {
+        let tls = client_builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        Self::with_config(tls, timeout)
+    }
+
+    /// A client for one cluster's scheduler over HTTPS: trusts only the cluster's CA (`ca_pem`)
+    /// and presents `cert_pem`/`key_pem`, the operator's certificate of that CA. `http://`
+    /// URLs still work with it.
+    pub fn with_tls(
+        ca_pem: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        timeout: Duration,
+    ) -> Result<SchedulerApi, ClientTlsError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        let cas = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientTlsError::Ca(e.to_string()))?;
+        if cas.is_empty() {
+            return Err(ClientTlsError::Ca("no certificate in it".into()));
+        }
+        for ca in cas {
+            roots
+                .add(ca)
+                .map_err(|e| ClientTlsError::Ca(e.to_string()))?;
+        }
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientTlsError::Identity(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| ClientTlsError::Identity(e.to_string()))?;
+        let tls = client_builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| ClientTlsError::Identity(e.to_string()))?;
+        Ok(Self::with_config(tls, timeout))
+    }
+
+    fn with_config(tls: rustls::ClientConfig, timeout: Duration) -> SchedulerApi {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(3)));
+        connector.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         SchedulerApi {
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http: Client::builder(TokioExecutor::new()).build(https),
             timeout,
         }
+    }
+
+    /// How long each request may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     async fn call(

@@ -15,8 +15,10 @@ use super::{
     Backend, BackendError, InstanceState, Retirement, WorkerInstance, retire_then_remove, tail,
 };
 use crate::clock::now;
+use crate::local::certs::tls_args;
 use crate::scheduler_api::SchedulerApi;
 use crate::spec::WorkerTemplate;
+use crate::tls::Role;
 
 const BACKEND: &str = "local";
 /// How long a retired worker gets to leave on its own before it is killed (it holds nothing).
@@ -38,6 +40,10 @@ pub struct LocalSpec {
     pub groups: BTreeMap<String, WorkerTemplate>,
     /// How long the scheduler may take to start.
     pub start_timeout: Duration,
+    /// The directory of the cluster's certificates ([`crate::local::certs`]), when its
+    /// processes use them: the scheduler listens on `tls://`, every process gets its own
+    /// certificate with `--tls-ca-file`, `--tls-cert`, `--tls-key`.
+    pub tls: Option<PathBuf>,
 }
 
 struct Proc {
@@ -86,6 +92,10 @@ impl LocalBackend {
     pub async fn start(spec: LocalSpec) -> Result<LocalBackend, BackendError> {
         std::fs::create_dir_all(&spec.dir)
             .map_err(|e| failed(format!("create {}", spec.dir.display()), e))?;
+        let api = match &spec.tls {
+            Some(tls) => operator_api(tls)?,
+            None => SchedulerApi::new(API_TIMEOUT),
+        };
         let file = spec.dir.join("scheduler.json");
         let _ = std::fs::remove_file(&file);
         let log = spec.dir.join("scheduler.log");
@@ -95,9 +105,7 @@ impl LocalBackend {
             .unwrap_or(&spec.rask)
             .clone();
         let mut cmd = Command::new(&program);
-        cmd.args(["scheduler", "--host", "127.0.0.1", "--port", "0"])
-            .args(["--dashboard-address", "127.0.0.1:0", "--scheduler-file"])
-            .arg(&file)
+        cmd.args(scheduler_args(&spec, &file))
             .envs(spec.scheduler_env.iter().cloned());
         let mut child = spawn(cmd, &log, "start the scheduler", &program)?;
         let deadline = Instant::now() + spec.start_timeout;
@@ -136,7 +144,7 @@ impl LocalBackend {
         Ok(LocalBackend {
             address: found.address,
             dashboard,
-            api: SchedulerApi::new(Duration::from_secs(60)),
+            api,
             procs: Mutex::new(Procs {
                 scheduler: Some(child),
                 ..Procs::default()
@@ -148,6 +156,17 @@ impl LocalBackend {
     /// The scheduler's TCP address (`tcp://127.0.0.1:PORT`).
     pub fn scheduler_address(&self) -> &str {
         &self.address
+    }
+
+    /// The client of the scheduler's HTTP API (HTTPS with the operator's certificate, for a
+    /// cluster with TLS).
+    pub fn api(&self) -> &SchedulerApi {
+        &self.api
+    }
+
+    /// The cluster's certificates, when its processes use them.
+    pub fn tls(&self) -> Option<&Path> {
+        self.spec.tls.as_deref()
     }
 
     /// Where the processes' logs are.
@@ -190,6 +209,42 @@ impl LocalBackend {
         futures::future::join_all(waits).await;
         Ok(())
     }
+}
+
+/// How long a call to the scheduler's HTTP API may take (retirement waits for data to move).
+const API_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The operator's HTTPS client of a local cluster's scheduler: the cluster's CA and the
+/// operator's certificate, from the cluster's certificates directory.
+fn operator_api(tls: &Path) -> Result<SchedulerApi, BackendError> {
+    let action = "reach the scheduler's HTTP API over TLS";
+    let read = |f: String| {
+        let path = tls.join(f);
+        std::fs::read_to_string(&path)
+            .map_err(|e| failed(action, format!("cannot read {}: {e}", path.display())))
+    };
+    SchedulerApi::with_tls(
+        &read(crate::tls::CA_FILE.into())?,
+        &read(Role::Operator.cert_file())?,
+        &read(Role::Operator.key_file())?,
+        API_TIMEOUT,
+    )
+    .map_err(|e| failed(action, format!("{e} (certificates in {})", tls.display())))
+}
+
+/// The scheduler's command line (after the program), writing where it listens to `file`. With
+/// its certificate it listens on `tls://` (and serves its HTTP API over HTTPS).
+fn scheduler_args(spec: &LocalSpec, file: &Path) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = ["scheduler", "--host", "127.0.0.1", "--port", "0"]
+        .into_iter()
+        .chain(["--dashboard-address", "127.0.0.1:0", "--scheduler-file"])
+        .map(Into::into)
+        .collect();
+    args.push(file.into());
+    if let Some(tls) = &spec.tls {
+        args.extend(tls_args(tls, Role::Scheduler));
+    }
+    args
 }
 
 fn spawn(mut cmd: Command, log: &Path, action: &str, bin: &Path) -> Result<Child, BackendError> {
@@ -265,6 +320,13 @@ impl Backend for LocalBackend {
                 .args(template.args())
                 .args(["--listen-host", "127.0.0.1", "--local-directory"])
                 .arg(&spill)
+                .args(
+                    self.spec
+                        .tls
+                        .as_deref()
+                        .map(|t| tls_args(t, Role::Worker))
+                        .unwrap_or_default(),
+                )
                 .envs(template.env.iter().cloned())
                 .env("DASK_SCHEDULER_ADDRESS", &self.address)
                 .env("DASK_WORKER_NAME", &name)
@@ -319,5 +381,46 @@ impl Backend for LocalBackend {
             let _ = s.kill().await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(tls: Option<PathBuf>) -> LocalSpec {
+        LocalSpec {
+            cluster: "t".into(),
+            rask: "rask".into(),
+            scheduler_program: None,
+            programs: BTreeMap::new(),
+            dir: "/d".into(),
+            scheduler_env: Vec::new(),
+            groups: BTreeMap::new(),
+            start_timeout: Duration::from_secs(1),
+            tls,
+        }
+    }
+
+    fn args(spec: &LocalSpec) -> Vec<String> {
+        scheduler_args(spec, Path::new("/d/scheduler.json"))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_scheduler_listens_on_tls_with_its_own_certificate() {
+        assert_eq!(
+            args(&spec(None)).join(" "),
+            "scheduler --host 127.0.0.1 --port 0 --dashboard-address 127.0.0.1:0 \
+             --scheduler-file /d/scheduler.json"
+        );
+        assert_eq!(
+            args(&spec(Some("/d/tls".into()))).join(" "),
+            "scheduler --host 127.0.0.1 --port 0 --dashboard-address 127.0.0.1:0 \
+             --scheduler-file /d/scheduler.json --tls-ca-file /d/tls/ca.pem \
+             --tls-cert /d/tls/scheduler.pem --tls-key /d/tls/scheduler-key.pem"
+        );
     }
 }

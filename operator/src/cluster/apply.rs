@@ -1,17 +1,77 @@
 //! Stage 4: make the cluster's objects what the builders say, with server-side apply.
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::events::EventType;
 
 use super::build;
+use super::certs::{self, Certificates};
 use super::validate::ValidatedCluster;
 use crate::apply::apply;
 use crate::context::Context;
 use crate::crd::{DaskCluster, DaskWorkerGroup};
 use crate::error::{Error, is_not_found};
-use crate::names::{self, ANNOTATION_CLUSTER_REPLICAS, ANNOTATION_TEMPLATE_HASH};
+use crate::names::{self, ANNOTATION_CLUSTER_REPLICAS, ANNOTATION_TEMPLATE_HASH, FIELD_MANAGER};
+use crate::tls::{CertError, ClusterCerts, kubernetes_scheduler_names};
+
+/// Makes the cluster's certificates once: the Secret `{cluster}-tls` is created when missing
+/// and read (never regenerated) when it exists. A malformed one is reported, not replaced:
+/// deleting it has a new one made.
+pub async fn ensure_certificates(
+    ctx: &Context,
+    cluster: &DaskCluster,
+    v: &ValidatedCluster,
+) -> Result<Certificates, Error> {
+    if !v.certificates {
+        return Ok(Certificates::OptedOut);
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let name = certs::secret_name(&v.name);
+    let now = crate::clock::now() as i64;
+    let existing = match secrets.get_opt(&name).await? {
+        Some(s) => s,
+        None => {
+            let made = ClusterCerts::generate(
+                &v.name,
+                &kubernetes_scheduler_names(&v.name, &v.namespace),
+                now,
+            )
+            .map_err(|e| Error::Other(e.to_string()))?;
+            let pp = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            };
+            match secrets.create(&pp, &certs::secret(v, &made)).await {
+                Ok(_) => {
+                    ctx.event(
+                        cluster,
+                        EventType::Normal,
+                        "CertificatesCreated",
+                        "Reconcile",
+                        format!("Created Secret {name} with the cluster's CA and certificates"),
+                    )
+                    .await;
+                    return Ok(Certificates::Ready { created: true });
+                }
+                // Made meanwhile (another reconcile): read what is there.
+                Err(kube::Error::Api(s)) if s.code == 409 => secrets.get(&name).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    match certs::read_secret(&existing, v, now) {
+        Ok(_) => Ok(Certificates::Ready { created: false }),
+        Err(CertError::Malformed { problems }) => {
+            let why = format!(
+                "Secret {name} cannot be used: {}; delete it to have new certificates made",
+                problems.join("; ")
+            );
+            Ok(Certificates::Malformed(why))
+        }
+        Err(e) => Err(Error::Other(e.to_string())),
+    }
+}
 
 /// The objects a cluster should have (its default worker group is built against the group that
 /// exists: see [`apply_default_group`]).

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::ObjectMeta;
 
+use super::certs;
 use super::validate::ValidatedCluster;
 use crate::crd::{DaskWorkerGroup, DaskWorkerGroupSpec};
 use crate::names::{
@@ -12,6 +13,7 @@ use crate::names::{
     LABEL_ISTIO_INJECT,
 };
 use crate::template::default_env;
+use crate::tls::Role;
 
 fn scheduler_labels(c: &ValidatedCluster) -> BTreeMap<String, String> {
     let mut labels = c.scheduler_labels.clone();
@@ -23,6 +25,14 @@ fn scheduler_labels(c: &ValidatedCluster) -> BTreeMap<String, String> {
 /// The scheduler pod, with Dask's environment contract and its template hash.
 pub fn scheduler_pod(c: &ValidatedCluster) -> Pod {
     let mut spec = c.scheduler_spec.clone();
+    if c.pod_tls {
+        certs::mount(
+            &mut spec,
+            &certs::secret_name(&c.name),
+            Role::Scheduler,
+            &names::scheduler_address(&c.name, &c.namespace),
+        );
+    }
     default_env(&mut spec, "DASK_SCHEDULER_ADDRESS", &c.scheduler_address);
     default_env(
         &mut spec,
@@ -309,6 +319,66 @@ mod tests {
         assert_eq!(
             svc.spec.unwrap().selector.unwrap()[LABEL_COMPONENT],
             "scheduler"
+        );
+    }
+
+    #[test]
+    fn cluster_tls_mounts_certificates_into_rask_schedulers_and_rolls_them() {
+        let v = validate(&fixture("rask-cluster.yaml")).unwrap();
+        let off = scheduler_pod(&v.clone().with_pod_tls(false));
+        assert_eq!(off, scheduler_pod(&v), "off is the default");
+        let tls = v.clone().with_pod_tls(true);
+        assert_eq!(
+            tls.scheduler_address, "tls://rask-scheduler.ns.svc.cluster.local:8786",
+            "the status says where clients connect"
+        );
+        let on = scheduler_pod(&tls);
+        let spec = on.spec.as_ref().unwrap();
+        let volume = &spec.volumes.as_ref().unwrap()[0];
+        assert_eq!(
+            volume.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("rask-tls")
+        );
+        assert!(env(&on, 0).contains(&(
+            "DASK_SCHEDULER_ADDRESS".into(),
+            "tls://rask-scheduler.ns.svc.cluster.local:8786".into()
+        )));
+        let hash =
+            |p: &Pod| p.metadata.annotations.as_ref().unwrap()[ANNOTATION_TEMPLATE_HASH].clone();
+        assert_ne!(
+            hash(&on),
+            hash(&off),
+            "turning TLS on replaces the scheduler"
+        );
+        // Opted out: nothing changes with the switch on.
+        let mut c = fixture("rask-cluster.yaml");
+        c.metadata.annotations = Some(BTreeMap::from([(
+            crate::tls::ANNOTATION_TLS.to_owned(),
+            "false".to_owned(),
+        )]));
+        let opted_out = validate(&c).unwrap();
+        assert!(!opted_out.certificates);
+        let pod = scheduler_pod(&opted_out.with_pod_tls(true));
+        assert!(pod.spec.unwrap().volumes.is_none());
+        // A Dask image keeps its tcp:// address and spec.
+        let dask = validate(&fixture("daskcluster.yaml"))
+            .unwrap()
+            .with_pod_tls(true);
+        assert!(dask.scheduler_address.starts_with("tcp://"));
+        assert!(scheduler_pod(&dask).spec.unwrap().volumes.is_none());
+    }
+
+    #[test]
+    fn an_unknown_tls_annotation_is_invalid() {
+        let mut c = fixture("daskcluster.yaml");
+        c.metadata.annotations = Some(BTreeMap::from([(
+            crate::tls::ANNOTATION_TLS.to_owned(),
+            "off".to_owned(),
+        )]));
+        let text = validate(&c).unwrap_err().to_string();
+        assert!(
+            text.contains(r#"metadata.annotations[kubernetes.dask.org/tls]: "off" is neither"#),
+            "{text}"
         );
     }
 

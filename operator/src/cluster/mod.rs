@@ -2,6 +2,8 @@
 
 mod apply;
 pub mod build;
+pub mod certs;
+pub mod reach;
 pub mod status;
 pub mod validate;
 
@@ -15,7 +17,8 @@ use crate::context::Context;
 use crate::controller::{self, Reconciled};
 use crate::crd::DaskCluster;
 use crate::error::Error;
-use apply::{Desired, apply_cluster};
+use apply::{Desired, apply_cluster, ensure_certificates};
+use certs::Certificates;
 
 pub const CONTROLLER: &str = <DaskCluster as Reconciled>::CONTROLLER;
 
@@ -35,6 +38,25 @@ async fn reconcile_inner(cluster: &DaskCluster, ctx: &Arc<Context>) -> Result<Ac
     if previous.phase.is_none() {
         controller::write_status(ctx, cluster, &status::created_status(cluster)).await?;
     }
+    let certificates = ensure_certificates(ctx, cluster, &v).await?;
+    if let Certificates::Malformed(why) = &certificates {
+        let reported = previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == status::CERTIFICATES && c.message == *why);
+        if !reported {
+            tracing::warn!(cluster = %v.name, %why, "unusable certificates");
+            ctx.event(
+                cluster,
+                EventType::Warning,
+                "CertificatesInvalid",
+                "Reconcile",
+                why.clone(),
+            )
+            .await;
+        }
+    }
+    let v = v.with_pod_tls(ctx.cluster_tls);
     let desired = Desired {
         scheduler: build::scheduler_pod(&v),
         service: build::scheduler_service(&v),
@@ -42,7 +64,7 @@ async fn reconcile_inner(cluster: &DaskCluster, ctx: &Arc<Context>) -> Result<Ac
     apply_cluster(ctx, cluster, &v, &desired).await?;
 
     let observed = status::observe(ctx, &v).await?;
-    let st = status::status(&previous, &v, &observed);
+    let st = status::status(&previous, &v, &observed, &certificates);
     controller::write_status(ctx, cluster, &st).await?;
     if let Some(timeout) = v.idle_timeout {
         // Asked off the reconcile path: an unreachable scheduler must not hold up other clusters.
@@ -66,12 +88,11 @@ async fn idle_check(
     v: &validate::ValidatedCluster,
     timeout: Duration,
 ) -> Result<(), Error> {
-    let base = (ctx.scheduler_url)(&v.name, &v.namespace);
+    let (api, base) = reach::scheduler(ctx, cluster).await?;
     let now = crate::clock::now();
     // A quick question: a scheduler that cannot answer within 2 s is not idle, and a slow answer
     // must not hold up the other clusters' reconciles.
-    let asked =
-        tokio::time::timeout(Duration::from_secs(2), ctx.scheduler_api.idle_since(&base)).await;
+    let asked = tokio::time::timeout(Duration::from_secs(2), api.idle_since(&base)).await;
     let answer = asked.unwrap_or_else(|_| {
         Err(crate::scheduler_api::SchedulerApiError::Unreachable {
             url: base.clone(),

@@ -3,12 +3,16 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
+use super::certs::Certificates;
 use super::validate::ValidatedCluster;
 use crate::conditions::condition;
 use crate::context::Context;
 use crate::crd::{ClusterPhase, DaskCluster, DaskClusterStatus, DaskWorkerGroup};
 use crate::error::{Error, Invalid};
 use crate::names::{self, LABEL_CLUSTER, LABEL_COMPONENT, LABEL_WORKER_GROUP};
+
+/// The condition that says whether the cluster's certificates are usable.
+pub const CERTIFICATES: &str = "CertificatesReady";
 
 /// Whether a pod is running and passes its readiness checks.
 pub fn is_ready(pod: &Pod) -> bool {
@@ -88,6 +92,7 @@ pub fn status(
     previous: &DaskClusterStatus,
     v: &ValidatedCluster,
     o: &Observed,
+    certificates: &Certificates,
 ) -> DaskClusterStatus {
     let g = v.generation;
     let prev = &previous.conditions;
@@ -133,6 +138,16 @@ pub fn status(
         g,
     );
     let valid = condition(prev, "Valid", true, "Valid", "the spec is valid".into(), g);
+    let mut conditions = vec![valid, scheduler, workers];
+    let secret = super::certs::secret_name(&v.name);
+    let certs = match certificates {
+        Certificates::OptedOut => None,
+        Certificates::Ready { .. } => Some((true, "Ready", format!("Secret {secret}"))),
+        Certificates::Malformed(why) => Some((false, "Malformed", why.clone())),
+    };
+    if let Some((ok, reason, message)) = certs {
+        conditions.push(condition(prev, CERTIFICATES, ok, reason, message, g));
+    }
     DaskClusterStatus {
         phase: Some(if o.scheduler_ready {
             ClusterPhase::Running
@@ -144,7 +159,7 @@ pub fn status(
         desired_workers: o.desired_workers,
         scheduler_address: Some(v.scheduler_address.clone()),
         observed_generation: Some(g),
-        conditions: vec![valid, scheduler, workers],
+        conditions,
     }
 }
 

@@ -34,6 +34,31 @@ pub struct ValidatedCluster {
     pub worker: WorkerSpec,
     pub idle_timeout: Option<Duration>,
     pub scheduler_address: String,
+    /// Certificates made for the cluster (the Secret `{name}-tls`): unless its
+    /// `kubernetes.dask.org/tls` annotation is `"false"`.
+    pub certificates: bool,
+    /// Its rask pods use them (mounted, `tls://` addresses): the operator's `--cluster-tls`, set
+    /// by the reconcile ([`ValidatedCluster::with_pod_tls`]); only with `certificates`.
+    pub pod_tls: bool,
+}
+
+impl ValidatedCluster {
+    /// Turns TLS in the cluster's rask pods on or off. On only when the cluster has
+    /// certificates and its scheduler runs rask's image (as [`super::reach::uses_tls`]): a
+    /// Dask image's scheduler decides for itself, and its cluster is left as written.
+    pub fn with_pod_tls(mut self, on: bool) -> Self {
+        self.pod_tls = on
+            && self.certificates
+            && self
+                .scheduler_spec
+                .containers
+                .first()
+                .is_some_and(super::certs::is_rask);
+        if self.pod_tls {
+            self.scheduler_address = super::certs::tls_address(&self.scheduler_address);
+        }
+        self
+    }
 }
 
 /// Problems with a cluster spec found at `path` (`spec` of a DaskCluster, `spec.cluster.spec` of
@@ -83,6 +108,10 @@ pub fn validate(c: &DaskCluster) -> Result<ValidatedCluster, Invalid> {
         problems.push("metadata.uid: missing (the object was not read from the API server)".into());
     }
     check_spec("spec", &c.spec, &mut problems);
+    let certificates = crate::tls::wanted(c.annotations()).unwrap_or_else(|e| {
+        problems.push(e);
+        true
+    });
     let idle_timeout = match c.spec.idle_timeout {
         Some(s) if s > 0 => Some(Duration::from_secs(s.unsigned_abs())),
         _ => None,
@@ -116,6 +145,8 @@ pub fn validate(c: &DaskCluster) -> Result<ValidatedCluster, Invalid> {
         service_spec: c.spec.scheduler.service.clone(),
         worker: c.spec.worker.clone(),
         idle_timeout,
+        certificates,
+        pod_tls: false,
         owner,
         name,
         namespace,

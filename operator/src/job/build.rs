@@ -4,12 +4,14 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ObjectMeta;
 
 use super::validate::ValidatedJob;
+use crate::cluster::certs;
 use crate::crd::DaskCluster;
 use crate::names::{
     self, ANNOTATION_RUNNER_ATTEMPT, COMPONENT_JOB_RUNNER, LABEL_CLUSTER, LABEL_COMPONENT,
     LABEL_ISTIO_INJECT,
 };
 use crate::template::default_env;
+use crate::tls::Role;
 
 /// The job's DaskCluster, named as the job and owned by it, labelled with its name as
 /// dask-kubernetes labels it.
@@ -31,6 +33,14 @@ pub fn cluster(v: &ValidatedJob) -> DaskCluster {
 /// job's cluster, as on the cluster's own pods.
 pub fn runner_pod(v: &ValidatedJob, attempt: u32) -> Pod {
     let mut spec = v.runner_spec.clone();
+    if v.pod_tls {
+        certs::mount(
+            &mut spec,
+            &certs::secret_name(&v.cluster_name),
+            Role::Client,
+            &v.scheduler_address,
+        );
+    }
     default_env(&mut spec, "DASK_SCHEDULER_ADDRESS", &v.scheduler_address);
     let mut labels = v.labels.clone();
     labels.extend(v.runner_labels.clone());
@@ -116,6 +126,52 @@ pub(crate) mod tests {
             retry.metadata.annotations.unwrap()[ANNOTATION_RUNNER_ATTEMPT],
             "2"
         );
+    }
+
+    #[test]
+    fn a_rask_runner_gets_the_users_certificate_with_cluster_tls() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rask-job.yaml");
+        let mut j: DaskJob = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        j.metadata.namespace = Some("ns".into());
+        j.metadata.uid = Some("uid-j".into());
+        let v = validate(&j).unwrap();
+        let env = |p: &Pod| -> std::collections::BTreeMap<String, String> {
+            p.spec.as_ref().unwrap().containers[0]
+                .env
+                .iter()
+                .flatten()
+                .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+                .collect()
+        };
+        let off = runner_pod(&v.clone(), 0);
+        assert!(env(&off)["DASK_SCHEDULER_ADDRESS"].starts_with("tcp://"));
+        assert!(off.spec.as_ref().unwrap().volumes.is_none());
+        let on = runner_pod(&v.clone().with_pod_tls(true), 0);
+        let e = env(&on);
+        let name = j.metadata.name.clone().unwrap();
+        assert_eq!(
+            e["DASK_SCHEDULER_ADDRESS"],
+            format!("tls://{name}-scheduler.ns.svc.cluster.local:8786")
+        );
+        assert_eq!(
+            e["DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT"],
+            "/etc/rask/tls/client.pem"
+        );
+        let volume = &on.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0];
+        assert_eq!(
+            volume.secret.as_ref().unwrap().secret_name,
+            Some(format!("{name}-tls"))
+        );
+        // Opted out (on the job, passed to its cluster): no certificates, whatever the switch.
+        j.metadata.annotations =
+            Some([(crate::tls::ANNOTATION_TLS.to_owned(), "false".to_owned())].into());
+        let opted_out = validate(&j).unwrap().with_pod_tls(true);
+        assert!(runner_pod(&opted_out, 0).spec.unwrap().volumes.is_none());
+        j.metadata.annotations =
+            Some([(crate::tls::ANNOTATION_TLS.to_owned(), "yes".to_owned())].into());
+        let text = validate(&j).unwrap_err().to_string();
+        assert!(text.contains("kubernetes.dask.org/tls"), "{text}");
     }
 
     #[test]

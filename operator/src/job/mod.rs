@@ -36,6 +36,7 @@ async fn reconcile_inner(job: &DaskJob, ctx: &Context) -> Result<Action, Error> 
             return controller::reject(ctx, job, &invalid, st).await;
         }
     };
+    let v = v.with_pod_tls(ctx.cluster_tls);
     let observed = status::observe(ctx, &v).await?;
     let plan = plan::plan(&v, &previous, &observed, Timestamp::now());
     // Creations first, then the status that records them, then deletions: a restart between

@@ -45,6 +45,20 @@ pub struct ValidatedJob {
     pub keep_cluster_on_failure: bool,
     /// `metadata.creationTimestamp`; the deadline counts from it.
     pub created: Option<Timestamp>,
+    /// The job's cluster has certificates (see [`crate::tls::wanted`]; its annotations are the
+    /// job's and `spec.cluster.metadata`'s).
+    pub certificates: bool,
+    /// The runner's rask containers use the users' certificate: the operator's `--cluster-tls`,
+    /// set by the reconcile ([`ValidatedJob::with_pod_tls`]).
+    pub pod_tls: bool,
+}
+
+impl ValidatedJob {
+    /// Turns TLS in the runner's rask containers on (when the cluster has certificates) or off.
+    pub fn with_pod_tls(mut self, on: bool) -> Self {
+        self.pod_tls = on && self.certificates;
+        self
+    }
 }
 
 pub fn validate(j: &DaskJob) -> Result<ValidatedJob, Invalid> {
@@ -87,6 +101,20 @@ pub fn validate(j: &DaskJob) -> Result<ValidatedJob, Invalid> {
     if owner.is_none() {
         problems.push("metadata.uid: missing (the object was not read from the API server)".into());
     }
+    let mut made_annotations = inherited_annotations(j);
+    if let Some(a) = j
+        .spec
+        .cluster
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+    {
+        made_annotations.extend(a.clone());
+    }
+    let certificates = crate::tls::wanted(&made_annotations).unwrap_or_else(|e| {
+        problems.push(e);
+        true
+    });
     let (Some(owner), true) = (owner, problems.is_empty()) else {
         return Err(Invalid {
             kind: "DaskJob",
@@ -118,6 +146,8 @@ pub fn validate(j: &DaskJob) -> Result<ValidatedJob, Invalid> {
         ttl_after_finished,
         keep_cluster_on_failure: j.spec.keep_cluster_on_failure.unwrap_or(false),
         created: j.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        certificates,
+        pod_tls: false,
         owner,
         name,
         namespace,

@@ -3,6 +3,7 @@
 //! the same policy as on Kubernetes. A DaskJob's runner runs to the end and the cluster goes with
 //! it; a DaskCluster runs until Ctrl-C or its `idleTimeout`.
 
+pub mod certs;
 pub mod manifest;
 pub mod plan;
 pub mod progress;
@@ -34,6 +35,9 @@ pub struct UpOptions {
     pub poll: Duration,
     /// How to show progress on stderr (plain lines by default; `up` on a terminal: bars).
     pub progress: ProgressMode,
+    /// The cluster's processes use its certificates (`tls://`): `up --tls`. The certificates
+    /// are made either way, unless the file opts out (`kubernetes.dask.org/tls: "false"`).
+    pub tls: bool,
 }
 
 impl Default for UpOptions {
@@ -44,6 +48,7 @@ impl Default for UpOptions {
             start_timeout: Duration::from_secs(30),
             poll: Duration::from_secs(1),
             progress: ProgressMode::default(),
+            tls: false,
         }
     }
 }
@@ -58,6 +63,8 @@ pub enum UpError {
     Invalid(#[from] Invalid),
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error(transparent)]
+    Certificates(#[from] certs::LocalCertsError),
     #[error(
         "cannot find the rask binary ({0}); build it with `cargo build --release --bin rask`, or pass --rask-bin"
     )]
@@ -106,6 +113,8 @@ pub struct UpReport {
     pub runner_runs: u32,
     pub scale_events: Vec<ScaleEvent>,
     pub dir: PathBuf,
+    /// Where the cluster's certificates are (`{dir}/tls`), unless the file opted out.
+    pub certificates: Option<PathBuf>,
 }
 
 /// Finds the `rask` binary the local backend starts.
@@ -197,6 +206,15 @@ pub async fn up(
     let dir = opts.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("rask-{}-{}", plan.cluster, std::process::id()))
     });
+    let certificates = if plan.certificates {
+        Some(certs::ensure(
+            &dir,
+            &plan.cluster,
+            crate::clock::now() as i64,
+        )?)
+    } else {
+        None
+    };
     let scheduler_program = match &plan.scheduler_program {
         Some(p) => Some(find_program(p, &rask, "the scheduler")?),
         None => None,
@@ -223,6 +241,7 @@ pub async fn up(
             .map(|(n, g)| (n.clone(), g.template.clone()))
             .collect(),
         start_timeout: opts.start_timeout,
+        tls: certificates.clone().filter(|_| opts.tls),
     };
     say.step(format_args!(
         "cluster {}: starting the scheduler",
@@ -242,6 +261,17 @@ pub async fn up(
         backend.scheduler_url(),
         dir.display()
     ));
+    if let Some(tls) = &certificates {
+        say.line(format_args!(
+            "certificates in {} (clients: ca.pem, client.pem, client-key.pem){}",
+            tls.display(),
+            if opts.tls {
+                ""
+            } else {
+                "; not in use (up --tls)"
+            }
+        ));
+    }
     let result = run(&plan, &opts, &backend, &say, &runner_rask, stop).await;
     say.finish();
     backend.delete_cluster().await?;
@@ -254,6 +284,7 @@ pub async fn up(
         runner_runs,
         scale_events,
         dir,
+        certificates,
     })
 }
 
@@ -267,7 +298,7 @@ async fn run(
     rask: &Path,
     stop: impl std::future::Future<Output = ()>,
 ) -> RunResult {
-    let api = SchedulerApi::new(Duration::from_secs(60));
+    let api = backend.api().clone();
     let mut started = Vec::new();
     for (group, g) in &plan.groups {
         started.extend(backend.add_workers(group, g.replicas).await?);
@@ -400,6 +431,15 @@ async fn run_runner(
         "DASK_SCHEDULER_ADDRESS".into(),
         backend.scheduler_address().into(),
     ));
+    // The runner is a client: the users' certificate, where the cluster uses TLS (values the
+    // job's spec gives win).
+    if let Some(tls) = backend.tls() {
+        for (k, v) in certs::client_env(tls) {
+            if !vars.iter().any(|(n, _)| *n == k) {
+                vars.push((k, v));
+            }
+        }
+    }
     let argv: Vec<String> = r.argv.iter().map(|a| expand(a, &vars)).collect();
     let program = find_program(&argv[0], rask, &format!("job {}", r.job))?;
     let deadline = r.deadline.map(|d| say.t0 + d);

@@ -62,6 +62,9 @@ pub struct LocalPlan {
     pub autoscalers: Vec<AutoscalerPlan>,
     pub idle_timeout: Option<Duration>,
     pub runner: Option<RunnerPlan>,
+    /// Certificates made for the cluster in its directory: unless the DaskCluster's (or
+    /// DaskJob's) `kubernetes.dask.org/tls` annotation is `"false"`.
+    pub certificates: bool,
 }
 
 /// Every problem of the file, each naming the resource and field.
@@ -74,11 +77,17 @@ pub struct Invalid {
 pub fn plan(resources: &[Resource]) -> Result<LocalPlan, Invalid> {
     let mut problems = Vec::new();
     let mut clusters: Vec<(String, &DaskClusterSpec, Option<RunnerPlan>)> = Vec::new();
+    let mut certificates = true;
     for r in resources {
         match r {
-            Resource::Cluster(c) => clusters.push((c.name_any(), &c.spec, None)),
+            Resource::Cluster(c) => {
+                let name = c.name_any();
+                certificates = tls_annotation(&format!("DaskCluster {name}"), &**c, &mut problems);
+                clusters.push((name, &c.spec, None));
+            }
             Resource::Job(j) => {
                 let name = j.name_any();
+                certificates = tls_annotation(&format!("DaskJob {name}"), &**j, &mut problems);
                 let runner = runner(
                     &name,
                     &j.spec.job.spec,
@@ -200,6 +209,15 @@ pub fn plan(resources: &[Resource]) -> Result<LocalPlan, Invalid> {
             .filter(|s| *s > 0)
             .map(|s| Duration::from_secs(s.unsigned_abs())),
         runner,
+        certificates,
+    })
+}
+
+/// `kubernetes.dask.org/tls` of the file's cluster or job.
+fn tls_annotation(what: &str, obj: &impl ResourceExt, problems: &mut Vec<String>) -> bool {
+    crate::tls::wanted(obj.annotations()).unwrap_or_else(|e| {
+        problems.push(format!("{what}: {e}"));
+        true
     })
 }
 
@@ -396,6 +414,30 @@ mod tests {
 
     fn plan_of(text: &str) -> Result<LocalPlan, Invalid> {
         plan(&parse("t.yaml", text).unwrap())
+    }
+
+    #[test]
+    fn the_tls_annotation_opts_the_file_out_of_certificates() {
+        let base = example("daskcluster.yaml");
+        assert!(plan_of(&base).unwrap().certificates);
+        let off = base.replacen(
+            "metadata:\n  name: foo",
+            "metadata:\n  name: foo\n  annotations: {kubernetes.dask.org/tls: \"false\"}",
+            1,
+        );
+        assert!(!plan_of(&off).unwrap().certificates);
+        let bad = base.replacen(
+            "metadata:\n  name: foo",
+            "metadata:\n  name: foo\n  annotations: {kubernetes.dask.org/tls: \"maybe\"}",
+            1,
+        );
+        let err = plan_of(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                r#"DaskCluster foo: metadata.annotations[kubernetes.dask.org/tls]: "maybe""#
+            ),
+            "{err}"
+        );
     }
 
     #[test]

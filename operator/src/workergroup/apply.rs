@@ -39,6 +39,7 @@ pub async fn carry_out(
     ctx: &Context,
     group: &DaskWorkerGroup,
     v: &ValidatedGroup,
+    cluster: &DaskCluster,
     cluster_labels: &BTreeMap<String, String>,
     plan: &Plan,
 ) -> Result<Outcome, Error> {
@@ -54,7 +55,7 @@ pub async fn carry_out(
         out.deleted.push(name.clone());
     }
     if !plan.retire.is_empty() {
-        match retire(ctx, v, &plan.retire).await {
+        match retire(ctx, cluster, &plan.retire).await {
             Ok((retired, kept)) => {
                 for name in &retired {
                     delete_pod(&pods, name).await?;
@@ -101,11 +102,11 @@ pub async fn carry_out(
 /// Asks the scheduler to retire the named workers; returns (retired, kept).
 async fn retire(
     ctx: &Context,
-    v: &ValidatedGroup,
+    cluster: &DaskCluster,
     names: &[String],
 ) -> Result<(Vec<String>, Vec<String>), Error> {
-    let base = (ctx.scheduler_url)(&v.cluster, &v.namespace);
-    Ok(ctx.scheduler_api.retire_by_name(&base, names).await?)
+    let (api, base) = crate::cluster::reach::scheduler(ctx, cluster).await?;
+    Ok(api.retire_by_name(&base, names).await?)
 }
 
 /// Makes the cluster an owner of the group (not its controller: the group keeps its own), and

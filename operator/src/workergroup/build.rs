@@ -98,6 +98,44 @@ mod tests {
     }
 
     #[test]
+    fn with_tls_rask_workers_mount_their_certificate_and_roll() {
+        let mut g = fixture();
+        g.spec.worker.spec.containers[0].image = Some("ghcr.io/rask-dev/rask-worker:1".into());
+        let plain = validate(&g).unwrap();
+        let tls = plain.clone().with_tls("foo-tls");
+        assert_ne!(plain.template_hash, tls.template_hash);
+        assert_eq!(
+            tls.annotations[ANNOTATION_TEMPLATE_HASH], tls.template_hash,
+            "the pods carry the new hash"
+        );
+        let pod = worker_pod(&tls, &BTreeMap::new(), "foo-highmem-worker-0123456789");
+        let spec = pod.spec.unwrap();
+        let volume = &spec.volumes.as_ref().unwrap()[0];
+        assert_eq!(
+            volume.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("foo-tls")
+        );
+        let env: BTreeMap<String, String> = spec.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            env["DASK_SCHEDULER_ADDRESS"],
+            "tls://foo-scheduler.ns.svc.cluster.local:8786"
+        );
+        assert_eq!(
+            env["DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT"],
+            "/etc/rask/tls/worker.pem"
+        );
+        // Settling again is stable, and a Dask image's template is unchanged.
+        assert_eq!(tls.clone().with_tls("foo-tls"), tls);
+        let dask = validate(&fixture()).unwrap();
+        assert_eq!(dask.clone().with_tls("foo-tls").spec, dask.spec);
+    }
+
+    #[test]
     fn the_template_hash_ignores_the_pod_name_but_not_the_image() {
         let a = validate(&fixture()).unwrap();
         let mut g = fixture();

@@ -33,7 +33,16 @@ async fn reconcile_inner(group: &DaskWorkerGroup, ctx: &Context) -> Result<Actio
             return controller::reject(ctx, group, &invalid, st).await;
         }
     };
-    let observed = observe::observe(ctx, &v).await?;
+    let cluster = observe::cluster(ctx, &v).await?;
+    // The cluster's rask workers use its certificates when the operator has TLS on.
+    let v = match &cluster {
+        Some(c) if crate::cluster::reach::uses_tls(ctx.cluster_tls, c) => {
+            let secret = crate::cluster::certs::secret_name(&v.cluster);
+            v.with_tls(&secret)
+        }
+        _ => v,
+    };
+    let observed = observe::observe(ctx, &v, cluster).await?;
     let Some(cluster) = &observed.cluster else {
         let st = status::missing_cluster_status(&previous, &v);
         controller::write_status(ctx, group, &st).await?;
@@ -44,7 +53,7 @@ async fn reconcile_inner(group: &DaskWorkerGroup, ctx: &Context) -> Result<Actio
     let outcome = if plan.is_empty() {
         apply::Outcome::default()
     } else {
-        apply::carry_out(ctx, group, &v, &observed.cluster_labels(), &plan).await?
+        apply::carry_out(ctx, group, &v, cluster, &observed.cluster_labels(), &plan).await?
     };
     let st = status::status(&previous, &v, &observed.pods, &outcome);
     controller::write_status(ctx, group, &st).await?;

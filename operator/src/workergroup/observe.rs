@@ -33,9 +33,18 @@ impl Observed {
     }
 }
 
-pub async fn observe(ctx: &Context, v: &ValidatedGroup) -> Result<Observed, Error> {
+/// The DaskCluster named by the group's `spec.cluster`, if it exists.
+pub async fn cluster(ctx: &Context, v: &ValidatedGroup) -> Result<Option<DaskCluster>, Error> {
     let clusters: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &v.namespace);
-    let cluster = clusters.get_opt(&v.cluster).await?;
+    Ok(clusters.get_opt(&v.cluster).await?)
+}
+
+/// The group's pods, beside its cluster read with [`cluster`].
+pub async fn observe(
+    ctx: &Context,
+    v: &ValidatedGroup,
+    cluster: Option<DaskCluster>,
+) -> Result<Observed, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &v.namespace);
     let listed = pods
         .list(&ListParams::default().labels(&format!("{LABEL_WORKER_GROUP}={}", v.name)))

@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 
+use crate::cluster::certs::mount;
 use crate::crd::DaskWorkerGroup;
 use crate::error::Invalid;
 use crate::names::{
@@ -15,6 +16,7 @@ use crate::names::{
 use crate::template::{
     check_pod_spec, default_env, inherited_annotations, inherited_labels, owner_ref,
 };
+use crate::tls::Role;
 
 /// A worker group whose names, labels and pod template are settled.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,7 +32,52 @@ pub struct ValidatedGroup {
     pub annotations: BTreeMap<String, String>,
     /// The worker pod spec with the scheduler address set (the pod name is set per pod).
     pub spec: PodSpec,
+    /// The group's pod template as written.
+    pub template: PodSpec,
     pub template_hash: String,
+}
+
+impl ValidatedGroup {
+    /// The group's rask workers use their cluster's certificates, from the Secret `secret`
+    /// (see [`crate::cluster::certs::mount`]): part of the template, so turning it on or off
+    /// replaces the workers.
+    pub fn with_tls(mut self, secret: &str) -> Self {
+        let mut annotations = self.annotations.clone();
+        annotations.remove(ANNOTATION_TEMPLATE_HASH);
+        let (spec, hash) = settle(
+            &self.template,
+            &self.cluster,
+            &self.namespace,
+            &self.labels,
+            &annotations,
+            Some(secret),
+        );
+        annotations.insert(ANNOTATION_TEMPLATE_HASH.into(), hash.clone());
+        self.spec = spec;
+        self.template_hash = hash;
+        self.annotations = annotations;
+        self
+    }
+}
+
+/// The worker pod spec from the group's template: the scheduler's address set (and, with a
+/// certificates Secret, TLS in rask containers), and its hash with the pods' metadata.
+fn settle(
+    template: &PodSpec,
+    cluster: &str,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+    tls: Option<&str>,
+) -> (PodSpec, String) {
+    let mut spec = template.clone();
+    let address = names::scheduler_address(cluster, namespace);
+    if let Some(secret) = tls {
+        mount(&mut spec, secret, Role::Worker, &address);
+    }
+    default_env(&mut spec, "DASK_SCHEDULER_ADDRESS", &address);
+    let hash = names::stable_hash(&(&spec, labels, annotations));
+    (spec, hash)
 }
 
 pub fn validate(g: &DaskWorkerGroup) -> Result<ValidatedGroup, Invalid> {
@@ -79,13 +126,9 @@ pub fn validate(g: &DaskWorkerGroup) -> Result<ValidatedGroup, Invalid> {
         .filter(|(k, _)| k != ANNOTATION_CLUSTER_REPLICAS)
         .collect();
     annotations.extend(meta.annotations.unwrap_or_default());
-    let mut spec = g.spec.worker.spec.clone();
-    default_env(
-        &mut spec,
-        "DASK_SCHEDULER_ADDRESS",
-        &names::scheduler_address(&cluster, &namespace),
-    );
-    let template_hash = names::stable_hash(&(&spec, &labels, &annotations));
+    let template = g.spec.worker.spec.clone();
+    let (spec, template_hash) =
+        settle(&template, &cluster, &namespace, &labels, &annotations, None);
     annotations.insert(ANNOTATION_TEMPLATE_HASH.into(), template_hash.clone());
     Ok(ValidatedGroup {
         generation: g.metadata.generation.unwrap_or(0),
@@ -94,6 +137,7 @@ pub fn validate(g: &DaskWorkerGroup) -> Result<ValidatedGroup, Invalid> {
         labels,
         annotations,
         spec,
+        template,
         template_hash,
         name,
         namespace,

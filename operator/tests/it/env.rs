@@ -32,6 +32,8 @@ pub struct Env {
     pub kubelet: Kubelet,
     pub scheduler: Scheduler,
     pub dashboard: String,
+    /// The operator's `--cluster-tls`: rask pods use their cluster's certificates.
+    pub cluster_tls: bool,
     operator: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     runner: JoinHandle<()>,
 }
@@ -39,6 +41,18 @@ pub struct Env {
 impl Env {
     pub async fn new() -> Env {
         Env::with_kubelet(KubeletConfig::default()).await
+    }
+
+    /// An environment whose operator runs with `--cluster-tls`.
+    pub async fn with_cluster_tls() -> Env {
+        let chart = crate::chart::render(ChartScope::from_env(), &[]);
+        Env::build(
+            rask_operator::crd::all(),
+            KubeletConfig::default(),
+            chart,
+            true,
+        )
+        .await
     }
 
     /// An environment whose kubelet behaves as `kubelet` says (crash and completion patterns).
@@ -60,6 +74,15 @@ impl Env {
         crds: Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
         kubelet: KubeletConfig,
         chart: Rendered,
+    ) -> Env {
+        Env::build(crds, kubelet, chart, false).await
+    }
+
+    async fn build(
+        crds: Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+        kubelet: KubeletConfig,
+        chart: Rendered,
+        cluster_tls: bool,
     ) -> Env {
         let api = ApiServer::with_options(Options {
             authorization: Authorization::Rbac,
@@ -93,6 +116,7 @@ impl Env {
             kubelet,
             scheduler,
             dashboard,
+            cluster_tls,
             operator: None,
             runner,
         };
@@ -104,7 +128,8 @@ impl Env {
     pub fn start_operator(&mut self) {
         let dashboard = self.dashboard.clone();
         let ctx = Context::new(self.operator_client.clone(), self.metrics.clone())
-            .with_scheduler_url(Arc::new(move |_cluster, _ns| dashboard.clone()));
+            .with_scheduler_url(Arc::new(move |_cluster, _ns| dashboard.clone()))
+            .with_cluster_tls(self.cluster_tls);
         let (tx, mut rx) = watch::channel(false);
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;

@@ -85,7 +85,9 @@ async fn daskcluster_manifest_becomes_scheduler_service_and_workers_with_dasks_e
         vec![
             ("Valid", "True"),
             ("SchedulerReady", "True"),
-            ("WorkersReady", "True")
+            ("WorkersReady", "True"),
+            // Made for every cluster that does not opt out (docs/security.md).
+            ("CertificatesReady", "True")
         ]
     );
     env.shutdown().await;

@@ -71,6 +71,7 @@ fn spec(dir: &tempfile::TempDir) -> LocalSpec {
         )]
         .into(),
         start_timeout: Duration::from_secs(20),
+        tls: None,
     }
 }
 
@@ -185,6 +186,24 @@ async fn up_runs_a_dask_job_to_success_and_deletes_its_cluster() {
     assert!(report.succeeded, "{report:?}");
     assert_eq!(report.exit_code, Some(0));
     assert_eq!(report.cluster, "burst");
+    // The cluster's certificates are in its directory, keys for their owner only.
+    let tls = report.certificates.clone().unwrap();
+    assert_eq!(tls, dir.path().join("run/tls"));
+    for f in [
+        "ca.pem",
+        "scheduler.pem",
+        "worker-key.pem",
+        "client.pem",
+        "client-key.pem",
+    ] {
+        assert!(tls.join(f).is_file(), "{f}");
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(tls.join("client-key.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
 }
 
 /// `rask-operator up` with stderr to a pipe: a plain line per step, the runner's own progress
@@ -458,4 +477,218 @@ spec:
     drop(client);
     let _ = stop_tx.send(());
     running.await.unwrap().unwrap();
+}
+
+/// A client's TLS identity from a certificates directory (`up` writes `{dir}/tls`).
+fn client_tls(tls: &std::path::Path, role: &str) -> rask::core::tls::TlsConfig {
+    rask::core::tls::TlsConfig::load(&rask::core::tls::TlsFiles {
+        ca_file: tls.join("ca.pem"),
+        cert: tls.join(format!("{role}.pem")),
+        key: tls.join(format!("{role}-key.pem")),
+    })
+    .unwrap()
+}
+
+/// `up --tls` with a DaskJob: the scheduler listens on tls://, workers join with their
+/// certificate and the runner (`rask run delayed`, a client) computes with the users' one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_tls_runs_a_dask_job_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = load(&job_file(&dir, "run, delayed")).unwrap();
+    let o = UpOptions {
+        tls: true,
+        ..opts(&dir)
+    };
+    let report = up(plan, o, std::future::pending()).await.unwrap();
+    assert!(report.succeeded, "{report:?}");
+    assert_eq!(report.exit_code, Some(0));
+    let log = std::fs::read_to_string(dir.path().join("run/scheduler.log")).unwrap();
+    assert!(log.contains("scheduler at tls://127.0.0.1:"), "{log}");
+}
+
+/// A local cluster with `up --tls`: work over TLS from a client and from `rask run --scheduler
+/// tls://...` with the users' certificate; the operator's own calls (retiring a worker) over
+/// HTTPS with its certificate; and processes without a certificate of the cluster's CA refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_local_cluster_serves_its_certificate_holders_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        r#"
+apiVersion: kubernetes.dask.org/v1
+kind: DaskCluster
+metadata: {name: sec}
+spec:
+  worker:
+    replicas: 2
+    spec:
+      containers:
+      - {name: worker, image: ghcr.io/rask-dev/rask-worker:latest, args: [worker, --nthreads, "1"]}
+  scheduler:
+    spec:
+      containers:
+      - {name: scheduler, image: ghcr.io/rask-dev/rask-worker:latest, args: [scheduler]}
+    service: {}
+"#,
+    )
+    .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let o = UpOptions {
+        tls: true,
+        ..opts(&dir)
+    };
+    let run_dir = o.dir.clone().unwrap();
+    let running = tokio::spawn(up(load(&path).unwrap(), o, async {
+        let _ = stop_rx.await;
+    }));
+    let file = run_dir.join("scheduler.json");
+    let mut found = None;
+    wait_until("the scheduler is up", Duration::from_secs(30), async || {
+        found = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        found.is_some()
+    })
+    .await;
+    let found = found.unwrap();
+    let address = found["address"].as_str().unwrap().to_owned();
+    assert!(address.starts_with("tls://127.0.0.1:"), "{address}");
+    let tls = run_dir.join("tls");
+
+    // The users' certificate: a client computes, and so does `rask run`.
+    let client = Client::connect_with(&address, Some(client_tls(&tls, "client")))
+        .await
+        .unwrap();
+    let futures = client.map(seed::INC, (0..50i64).map(lit));
+    let values = client.gather(&futures).await.unwrap();
+    assert_eq!(values, (1..=50).map(Value::Int).collect::<Vec<_>>());
+    drop(client);
+    let run = async |extra: &[std::ffi::OsString]| {
+        let child = tokio::process::Command::new(rask_bin())
+            .args(["run", "delayed", "--no-progress", "--scheduler", &address])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .map(Result::unwrap)
+    };
+    let arg = |s: &str| std::ffi::OsString::from(s);
+    let files = |dir: &std::path::Path| {
+        vec![
+            arg("--tls-ca-file"),
+            dir.join("ca.pem").into_os_string(),
+            arg("--tls-cert"),
+            dir.join("client.pem").into_os_string(),
+            arg("--tls-key"),
+            dir.join("client-key.pem").into_os_string(),
+        ]
+    };
+    let out = run(&files(&tls)).await.expect("rask run over TLS ends");
+    assert!(
+        out.status.success(),
+        "rask run over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Another cluster's certificates (a CA of its own that trusts ours): refused by the
+    // scheduler at the handshake; so is a plain TCP client at the TLS port.
+    let other = tempfile::tempdir().unwrap();
+    let other_tls = rask_operator::local::certs::ensure(
+        other.path(),
+        "other",
+        rask_operator::clock::now() as i64,
+    )
+    .unwrap();
+    std::fs::copy(tls.join("ca.pem"), other_tls.join("ca.pem")).unwrap();
+    // (A run that hangs instead of failing is not admitted either: it computed nothing.)
+    if let Ok(out) = run(&files(&other_tls)).await {
+        assert!(!out.status.success(), "a foreign certificate was admitted");
+    }
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        Client::connect_with(&address, Some(client_tls(&other_tls, "client"))),
+    )
+    .await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "a client of another CA connected"
+    );
+    let plain = address.replacen("tls://", "tcp://", 1);
+    let plain = tokio::time::timeout(Duration::from_secs(10), async {
+        let c = Client::connect(&plain).await.ok()?;
+        c.submit(seed::INC, lit(1i64)).result().await.ok()
+    })
+    .await;
+    assert!(
+        !matches!(plain, Ok(Some(_))),
+        "plain TCP computed on a TLS scheduler"
+    );
+    // Its HTTP API over HTTPS: only with a certificate of the cluster's CA.
+    let dashboard = found["dashboard"].as_str().unwrap().to_owned();
+    assert!(dashboard.starts_with("https://"), "{dashboard}");
+    let read = |d: &std::path::Path, f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+    let operator = rask_operator::scheduler_api::SchedulerApi::with_tls(
+        &read(&tls, "ca.pem"),
+        &read(&tls, "operator.pem"),
+        &read(&tls, "operator-key.pem"),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let workers = operator.get_workers(&dashboard).await.unwrap();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    let intruder = rask_operator::scheduler_api::SchedulerApi::with_tls(
+        &read(&tls, "ca.pem"),
+        &read(&other_tls, "operator.pem"),
+        &read(&other_tls, "operator-key.pem"),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(
+        intruder
+            .retire_workers(&dashboard, &[workers[0].address.clone()])
+            .await
+            .is_err()
+    );
+    assert_eq!(operator.get_workers(&dashboard).await.unwrap().len(), 2);
+    let _ = stop_tx.send(());
+    running.await.unwrap().unwrap();
+}
+
+/// The local backend's own retirement (what its autoscaler does) goes over HTTPS with the
+/// operator's certificate when the cluster uses TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_backend_retires_workers_of_a_tls_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls =
+        rask_operator::local::certs::ensure(dir.path(), "t", rask_operator::clock::now() as i64)
+            .unwrap();
+    let backend = LocalBackend::start(LocalSpec {
+        tls: Some(tls),
+        ..spec(&dir)
+    })
+    .await
+    .unwrap();
+    assert!(backend.scheduler_address().starts_with("tls://"));
+    assert!(backend.scheduler_url().starts_with("https://"));
+    let names = backend.add_workers("t-default", 2).await.unwrap();
+    wait_until("2 workers joined", Duration::from_secs(30), async || {
+        backend
+            .api()
+            .get_workers(&backend.scheduler_url())
+            .await
+            .map(|w| w.len() == 2)
+            .unwrap_or(false)
+    })
+    .await;
+    let retired = backend
+        .retire_workers("t-default", &names[..1])
+        .await
+        .unwrap();
+    assert_eq!(retired.removed, names[..1].to_vec(), "{retired:?}");
+    backend.delete_cluster().await.unwrap();
 }

@@ -12,6 +12,7 @@ mod azure_credentials;
 mod batch_env;
 mod batch_sge;
 mod batch_slurm;
+mod certificates;
 mod chart;
 #[cfg(feature = "aws")]
 mod cloud_aws;

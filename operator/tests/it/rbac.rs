@@ -134,7 +134,8 @@ async fn a_namespaced_operator_can_reach_nothing_outside_its_namespace() {
         ),
         other => panic!("listing DaskClusters in every namespace: {other:?}"),
     }
-    // Nor may it read what the chart does not grant, in its own namespace.
+    // Nor may it read what the chart does not grant, in its own namespace: Secrets it may make
+    // and read by name (each cluster's certificates), never list.
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(env.operator_client.clone(), "default");
     assert!(matches!(

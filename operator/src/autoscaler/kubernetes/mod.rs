@@ -72,13 +72,14 @@ async fn reconcile_inner(a: &DaskAutoscaler, ctx: &Context) -> Result<Action, Er
     let current = usize::try_from(group.spec.worker.replicas).unwrap_or(0);
 
     // Observe the group's pods and the scheduler, decide, carry the decision out.
+    let (api, scheduler_url) = crate::cluster::reach::scheduler(ctx, cluster).await?;
     let backend = KubernetesBackend {
         client: ctx.client.clone(),
         namespace: v.namespace.clone(),
         cluster: v.cluster.clone(),
-        scheduler_url: (ctx.scheduler_url)(&v.cluster, &v.namespace),
+        scheduler_url,
     };
-    let seen = driver::observe(&backend, &ctx.scheduler_api, &v.group).await?;
+    let seen = driver::observe(&backend, &api, &v.group).await?;
     let decision = {
         let mut policies = ctx.policies.lock().unwrap_or_else(|p| p.into_inner());
         let policy = policies
