@@ -10,7 +10,9 @@ mod follow;
 pub mod http;
 mod metrics;
 pub mod server;
+mod small;
 pub mod state;
+mod table;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};

@@ -24,6 +24,8 @@ use crate::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target
 use crate::dashboard::feed::{Bucket, ClusterRow, Cursor, Feed, PrefixId, Update, WorkerRow};
 use crate::dashboard::graph::{GRAPH_LIMIT, NO_NODE};
 use crate::follow::{self, FollowId, Follows};
+use crate::small::{Ids, KeySet};
+use crate::table::{Table, hash_table_bytes};
 use crate::{
     PrefixSnapshot, RetireSelector, RetiredWorker, Snapshot, TaskCounts, TickSnapshot,
     WorkerSnapshot, WorkerStatus,
@@ -177,24 +179,31 @@ impl Class {
     }
 }
 
+/// A task as the scheduler keeps it: its key is the table's, its function and resources its
+/// class's, so that a million of them stay small ([`State::task_bytes`]).
 struct Task {
-    spec: TaskSpec,
+    /// The function's encoded arguments.
+    payload: Bytes,
+    /// The results it reads in the order its function sees them, kept only when that differs
+    /// from `deps` (an input repeats); `None`: they are `deps`.
+    inputs: Option<Box<[Key]>>,
     class: ClassId,
     /// Its key's prefix in the dashboard's progress counts.
     progress: PrefixId,
     /// Its node in the dashboard's graph panel ([`NO_NODE`] while no page watches).
     graph: u32,
-    deps: Vec<Key>,
-    dependents: FxHashSet<Key>,
+    /// The results it reads, each once, in first-use order.
+    deps: Box<[Key]>,
+    dependents: KeySet,
     state: TaskState,
     /// Dependencies not in memory yet (meaningful in `Waiting`).
     waiting_on: usize,
-    who_has: Vec<WorkerId>,
+    who_has: Ids,
     nbytes: u64,
     processing_on: Option<WorkerId>,
     /// Expected duration charged to the worker's occupancy while processing, in µs.
     charged_us: u64,
-    wanted_by: Vec<ClientId>,
+    wanted_by: Ids,
     priority: u64,
     /// Boxed: most tasks never fail, and a smaller `Task` is cheaper to move in the map.
     failure: Option<Box<TaskFailure>>,
@@ -277,7 +286,7 @@ struct Retirement {
 /// The whole scheduler state.
 pub struct State {
     config: Config,
-    tasks: FxHashMap<Key, Task>,
+    tasks: Table<Task>,
     workers: BTreeMap<WorkerId, Worker>,
     clients: FxHashMap<ClientId, FxHashSet<Key>>,
     /// Tasks by function and resources, each with its queue of ready tasks.
@@ -340,7 +349,7 @@ impl State {
     pub fn new(config: Config, address: String, now: f64) -> Self {
         State {
             config,
-            tasks: FxHashMap::default(),
+            tasks: Table::default(),
             workers: BTreeMap::new(),
             clients: FxHashMap::default(),
             classes: Vec::new(),
@@ -382,7 +391,7 @@ impl State {
     pub fn who_has(&self, key: &Key) -> Vec<WorkerId> {
         self.tasks
             .get(key)
-            .map(|t| t.who_has.clone())
+            .map(|t| t.who_has.to_vec())
             .unwrap_or_default()
     }
 
@@ -506,20 +515,23 @@ impl State {
                     }
                 }
             }
+            // `deps` removes repeats from the inputs: as long, they are the inputs.
+            let inputs = (spec.inputs.len() != deps.len()).then(|| spec.inputs.into_boxed_slice());
             let task = Task {
-                spec,
+                payload: spec.payload,
+                inputs,
                 class,
                 progress,
                 graph: NO_NODE,
-                deps,
-                dependents: FxHashSet::default(),
+                deps: deps.into_boxed_slice(),
+                dependents: KeySet::default(),
                 state: TaskState::Released,
                 waiting_on: 0,
-                who_has: Vec::new(),
+                who_has: Ids::default(),
                 nbytes: 0,
                 processing_on: None,
                 charged_us: 0,
-                wanted_by: Vec::new(),
+                wanted_by: Ids::default(),
                 priority: self.next_priority,
                 failure: None,
                 suspicious: 0,
@@ -559,9 +571,7 @@ impl State {
                 out.to_client(client, FromScheduler::KeyErred { key, failure }.into());
                 continue;
             };
-            if !t.wanted_by.contains(&client) {
-                t.wanted_by.push(client);
-            }
+            t.wanted_by.insert(client);
             let (state, nbytes, holders) = (t.state, t.nbytes, t.who_has.clone());
             match state {
                 TaskState::Memory => {
@@ -1060,7 +1070,7 @@ impl State {
         self.add_replica(key, worker, nbytes);
         let (wanted_by, dependents) = match self.tasks.get(key) {
             Some(t) => (
-                t.wanted_by.clone(),
+                t.wanted_by.to_vec(),
                 t.dependents.iter().cloned().collect::<Vec<_>>(),
             ),
             None => return,
@@ -1321,7 +1331,7 @@ impl State {
                     .iter()
                     .filter(|k| {
                         self.tasks
-                            .get(*k)
+                            .get(k)
                             .is_some_and(|t| t.who_has.iter().all(|h| !recipients.contains(h)))
                     })
                     .cloned()
@@ -1736,16 +1746,28 @@ impl State {
         };
         t.processing_on = Some(worker);
         t.charged_us = expected;
+        let Some(t) = self.tasks.get(key) else {
+            return;
+        };
         let send_result = !t.wanted_by.is_empty();
         let priority = t.priority;
-        let spec = t.spec.clone();
-        let deps = t.deps.clone();
-        let resources = spec.resources.clone();
-        let who_has = deps
-            .into_iter()
-            .map(|d| match self.tasks.get(&d) {
-                Some(dt) => (d, dt.nbytes, self.addresses(&dt.who_has)),
-                None => (d, 0, Vec::new()),
+        let Some(class) = self.classes.get(t.class as usize) else {
+            return;
+        };
+        let resources = class.resources.clone();
+        let spec = TaskSpec {
+            key: key.clone(),
+            func: class.func.clone(),
+            inputs: t.inputs.as_deref().unwrap_or(&t.deps).to_vec(),
+            payload: t.payload.clone(),
+            resources: resources.clone(),
+        };
+        let who_has = t
+            .deps
+            .iter()
+            .map(|d| match self.tasks.get(d) {
+                Some(dt) => (d.clone(), dt.nbytes, self.addresses(&dt.who_has)),
+                None => (d.clone(), 0, Vec::new()),
             })
             .collect();
         if let Some(w) = self.workers.get_mut(&worker) {
@@ -1768,7 +1790,11 @@ impl State {
         let (charged, resources) = match self.tasks.get_mut(key) {
             Some(t) if t.processing_on == Some(worker) => {
                 t.processing_on = None;
-                (std::mem::take(&mut t.charged_us), Some(&t.spec.resources))
+                let class = self.classes.get(t.class as usize);
+                (
+                    std::mem::take(&mut t.charged_us),
+                    class.map(|c| &c.resources),
+                )
             }
             _ => (0, None),
         };
@@ -1834,9 +1860,7 @@ impl State {
                 p.nbytes_in_memory = (p.nbytes_in_memory + nbytes).saturating_sub(t.nbytes);
             }
             t.nbytes = nbytes;
-            if !t.who_has.contains(&worker) {
-                t.who_has.push(worker);
-            }
+            t.who_has.insert(worker);
             if w.has_what.insert(key.clone()) {
                 w.nbytes += nbytes;
             }
@@ -2113,6 +2137,50 @@ impl State {
 
     // ----- observation ---------------------------------------------------------------------
 
+    /// Bytes the tasks take by the state's own accounting: the task table's slots (key and
+    /// [`Task`], at the table's capacity), each task's key text, payload and lists (inputs,
+    /// dependencies, dependents, holders, clients), and the per-key entries of the clients'
+    /// holdings, the workers' holdings and processing sets and the ready queues. An estimate
+    /// from sizes and capacities (not what the allocator rounds up to), for the bench's RSS
+    /// growth per task to be explained by and for tests to bound.
+    pub fn task_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let key_entry = size_of::<Key>();
+        let mut bytes = self.tasks.bytes();
+        for (key, t) in self.tasks.iter() {
+            bytes += key_text_bytes(key)
+                + t.payload.len()
+                + t.inputs.as_ref().map_or(0, |i| i.len() * key_entry)
+                + t.deps.len() * key_entry
+                + t.dependents.heap_bytes()
+                + t.who_has.heap_bytes()
+                + t.wanted_by.heap_bytes()
+                + t.failure.as_ref().map_or(0, |_| size_of::<TaskFailure>());
+        }
+        for held in self.clients.values() {
+            bytes += hash_table_bytes(held.capacity(), key_entry);
+        }
+        for w in self.workers.values() {
+            bytes += hash_table_bytes(w.has_what.capacity(), key_entry)
+                + hash_table_bytes(w.processing.capacity(), key_entry);
+        }
+        for c in &self.classes {
+            // A B-tree's nodes hold up to 11 entries and are about two thirds full.
+            bytes += c.queue.len() * (size_of::<u64>() + key_entry) * 3 / 2;
+        }
+        bytes += self.releasable.capacity() * key_entry
+            + hash_table_bytes(
+                self.replicating.capacity(),
+                key_entry + size_of::<WorkerId>(),
+            );
+        bytes
+    }
+
+    /// Tasks the scheduler knows.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
     pub fn snapshot(&self, now: f64) -> Snapshot {
         let workers = self
             .workers
@@ -2271,6 +2339,11 @@ impl State {
             target_duration: Duration::from_secs_f64(self.config.target_duration_s.max(0.0)),
         }
     }
+}
+
+/// Bytes of a key's text allocation (`Arc<str>`: two counters and the text, 8-byte aligned).
+fn key_text_bytes(key: &Key) -> usize {
+    16 + key.as_str().len().next_multiple_of(8)
 }
 
 #[cfg(test)]

@@ -1173,7 +1173,7 @@ fn scanned_output_bytes(st: &State) -> FxHashMap<String, u64> {
     for p in &st.prefixes {
         by_prefix.insert(p.name.clone(), 0);
     }
-    for (key, t) in &st.tasks {
+    for (key, t) in st.tasks.iter() {
         if t.state == TaskState::Memory {
             *by_prefix.entry(key.prefix().to_owned()).or_default() += t.nbytes;
         }
@@ -2095,4 +2095,53 @@ fn unfollowing_or_leaving_stops_the_reports_and_unmarks_the_tasks() {
     sim.now += 1.0;
     sim.st.send_progress(sim.now, &mut sim.out);
     assert!(sim.reports().is_empty());
+}
+
+/// Keys shaped as the client makes them (`prefix-token-counter`).
+fn client_key(prefix: &str, i: usize) -> String {
+    format!("{prefix}-1a2b3c4d-{i}")
+}
+
+/// The state's bytes per task while `n` mapped tasks are held in memory, each wanted by the
+/// client: the `map` + gather shape of `rask-bench scale`.
+fn map_bytes_per_task(n: usize) -> usize {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    let g: Vec<TaskSpec> = (0..n)
+        .map(|i| task(&client_key("inc", i), "inc", vec![(i as i64).into()]))
+        .collect();
+    let wanted: Vec<Key> = g.iter().map(|t| t.key.clone()).collect();
+    sim.submit(g, &wanted.iter().collect::<Vec<_>>());
+    let queued = sim.st.task_bytes() / n;
+    sim.run_all();
+    assert_eq!(sim.st.count(TaskState::Memory), n);
+    sim.st.task_bytes().max(queued * n) / n
+}
+
+#[test]
+fn bytes_per_mapped_task_stay_bounded() {
+    let small = map_bytes_per_task(2_000);
+    let large = map_bytes_per_task(20_000);
+    assert!(large <= 400, "{large} bytes per task");
+    // Nothing grows faster than the tasks (the table's power-of-two growth aside).
+    assert!(large <= small * 2, "{small} then {large} bytes per task");
+}
+
+#[test]
+fn bytes_per_task_of_a_wide_sum_stay_bounded() {
+    let n = 20_000;
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    let mut g: Vec<TaskSpec> = (0..n)
+        .map(|i| task(&client_key("inc", i), "inc", vec![(i as i64).into()]))
+        .collect();
+    let parts: Vec<A> = (0..n).map(|i| key(client_key("inc", i))).collect();
+    g.push(task(&client_key("sum", n), "sum", vec![A::L(parts)]));
+    let root = k(&client_key("sum", n));
+    sim.submit(g, &[&root]);
+    let waiting = sim.st.task_bytes() / (n + 1);
+    assert!(waiting <= 400, "{waiting} bytes per task");
+    sim.run_all();
+    assert_eq!(
+        sim.client_value(&root),
+        Some(Value::Int((1..=n as i64).sum()))
+    );
 }

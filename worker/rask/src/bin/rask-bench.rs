@@ -93,9 +93,11 @@ struct Cli {
     /// Let `all` include the 20-second futures pipeline.
     #[arg(long)]
     with_pipeline: bool,
-    /// Tasks of `map` and `delayed` (the reference figures are for 10,000).
-    #[arg(long, default_value_t = 10_000)]
-    tasks: usize,
+    /// Tasks of `map`, `delayed`, `python-map` and `scale`: repeatable or a comma-separated list,
+    /// one line per size (default: 10,000, the reference figures' size; `scale`: 10,000, 100,000
+    /// and 1,000,000).
+    #[arg(long, value_delimiter = ',')]
+    tasks: Vec<usize>,
     /// Links of `chain` (the reference figure is for 1,000).
     #[arg(long, default_value_t = 1_000)]
     links: usize,
@@ -166,7 +168,12 @@ enum Workload {
     /// 10,000 `map(inc)` + gather with a Python `inc` (`python.call` tasks, pickled with
     /// cloudpickle by the Python of `RASK_PYTHON` or `python3`, as a Python client would).
     PythonMap,
-    /// Every workload above (the pipeline only with --with-pipeline).
+    /// At each of `--tasks`' sizes (10,000, 100,000 and 1,000,000 by default), each size in a
+    /// process of its own: `map` + gather and the delayed sum (inc × N + one sum), tasks/s and
+    /// the bench process's RSS growth per task.
+    Scale,
+    /// Every workload above (the pipeline only with --with-pipeline; `scale` not: it takes
+    /// minutes).
     All,
 }
 
@@ -252,13 +259,30 @@ fn run(cli: &Cli) -> Result<()> {
         .build()
         .map_err(BenchError::Runtime)?;
     for w in expand(&cli.workloads, cli.with_pipeline) {
-        let line = match w {
-            Workload::Startup => startup(cli, &rask)?,
-            w => runtime.block_on(on_cluster(cli, &rask, w))?,
-        };
-        println!("{line}");
+        match w {
+            Workload::Startup => println!("{}", startup(cli, &rask)?),
+            Workload::Scale if sizes(cli, w).len() > 1 => {
+                for n in sizes(cli, w) {
+                    scale_in_child(cli, n)?;
+                }
+            }
+            w => {
+                for n in sizes(cli, w) {
+                    println!("{}", runtime.block_on(on_cluster(cli, &rask, w, n))?);
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// The task counts `w` runs at: `--tasks`, else its default.
+fn sizes(cli: &Cli, w: Workload) -> Vec<usize> {
+    match (cli.tasks.is_empty(), w) {
+        (false, _) => cli.tasks.clone(),
+        (true, Workload::Scale) => vec![10_000, 100_000, 1_000_000],
+        (true, _) => vec![10_000],
+    }
 }
 
 /// `all` → every workload (the pipeline only when asked for); duplicates run once.
@@ -357,7 +381,7 @@ fn rss_of(pid: u32) -> Result<Json> {
 // ----- cluster workloads ------------------------------------------------------------------
 
 /// Starts a 2×1 process cluster, runs one workload on it, and stops the cluster.
-async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
+async fn on_cluster(cli: &Cli, rask: &Path, w: Workload, n: usize) -> Result<Json> {
     let mut config = LocalClusterConfig::new(WORKERS, THREADS).processes(rask);
     let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
     config.worker_env.push(("RUST_LOG".into(), log));
@@ -385,16 +409,17 @@ async fn on_cluster(cli: &Cli, rask: &Path, w: Workload) -> Result<Json> {
     client.gather(&warm).await?;
     drop(warm);
     let line = match w {
-        Workload::Map => map(cli, &cluster, &client).await,
+        Workload::Map => map(cli, &cluster, &client, n).await,
         Workload::Chain => chain(cli, &cluster, &client).await,
-        Workload::Delayed => delayed_graphs(cli, &cluster, &client).await,
+        Workload::Delayed => delayed_graphs(cli, &cluster, &client, n).await,
         Workload::FuturesPipeline => pipeline(cli, &cluster, &client).await,
         Workload::ArrayMean | Workload::ArrayMeanBig => {
             array_mean(cli, &cluster, &client, w == Workload::ArrayMeanBig).await
         }
         Workload::ArrayLinalg => array_linalg(cli, &cluster, &client).await,
         Workload::Dataframe => dataframe(cli, &cluster, &client).await,
-        Workload::PythonMap => python_map(cli, &cluster, &client).await,
+        Workload::PythonMap => python_map(cli, &cluster, &client, n).await,
+        Workload::Scale => scale(cli, &cluster, &client, n).await,
         Workload::Startup | Workload::All => unreachable!("not a cluster workload"),
     };
     drop(client);
@@ -664,8 +689,7 @@ async fn map_once(client: &Client, n: usize, submit_loop: bool) -> Result<(f64, 
 }
 
 /// `map`: N tiny tasks through `map` and through a `submit` loop; RSS of every process after.
-async fn map(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json> {
-    let n = cli.tasks;
+async fn map(cli: &Cli, cluster: &LocalCluster, client: &Client, n: usize) -> Result<Json> {
     let mapped = repeat(cli, cluster, "map", || map_once(client, n, false)).await?;
     let looped = repeat(cli, cluster, "map", || map_once(client, n, true)).await?;
     let rate = |runs: &[(f64, f64)]| -> Vec<f64> { runs.iter().map(|r| n as f64 / r.1).collect() };
@@ -785,8 +809,7 @@ async fn python_map_once(client: &Client, calls: &[PyCall]) -> Result<(f64, f64)
 
 /// `python-map`: Dask's `client.map(inc, range(N))` + gather with a Python `inc`, the tasks run
 /// by the workers' Python processes.
-async fn python_map(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json> {
-    let n = cli.tasks;
+async fn python_map(cli: &Cli, cluster: &LocalCluster, client: &Client, n: usize) -> Result<Json> {
     let calls = python_inc_calls(n)?;
     // Each worker starts its Python process at its first call: before measuring.
     let warm = client.map(CALL, calls.iter().take(4 * WORKERS).cloned());
@@ -935,8 +958,12 @@ fn delayed_stats(runs: &[(f64, f64)]) -> (Json, Json, Json) {
 }
 
 /// `delayed`: the independent graph (with Dask's figure) and the seed pattern.
-async fn delayed_graphs(cli: &Cli, cluster: &LocalCluster, client: &Client) -> Result<Json> {
-    let n = cli.tasks;
+async fn delayed_graphs(
+    cli: &Cli,
+    cluster: &LocalCluster,
+    client: &Client,
+    n: usize,
+) -> Result<Json> {
     let ind = repeat(cli, cluster, "delayed", || {
         delayed_once(client, || independent_graph(n))
     })
@@ -966,6 +993,113 @@ async fn delayed_graphs(cli: &Cli, cluster: &LocalCluster, client: &Client) -> R
             "total_ms": s_total,
             "cpu_ms_per_rep": seed.cpu_json(),
         },
+    }))
+}
+
+// ----- scale ------------------------------------------------------------------------------
+
+/// Bytes of memory per task the client and scheduler may take at 1,000,000 tasks (issue 18).
+const SCALE_TARGET_BYTES_PER_TASK: f64 = 400.0;
+
+/// Runs `scale` at one size in a child process (this executable, `--tasks n`) and prints its
+/// line: a process of its own per size, so one size's RSS growth does not hide in the memory
+/// the previous size freed (the allocator keeps it for reuse).
+fn scale_in_child(cli: &Cli, n: usize) -> Result<()> {
+    let exe = std::env::current_exe().map_err(BenchError::CurrentExe)?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg("scale")
+        .arg(format!("--tasks={n}"))
+        .arg(format!("--reps={}", cli.reps))
+        .arg(format!("--timeout={}", cli.timeout))
+        .arg(format!("--runtime-threads={}", cli.runtime_threads))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if cli.tls {
+        cmd.arg("--tls");
+    }
+    if cli.page {
+        cmd.arg("--page");
+    }
+    let what = format!("{} scale --tasks={n}", exe.display());
+    let output = cmd.output().map_err(io_err(what.clone()))?;
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(BenchError::Io {
+            what,
+            source: std::io::Error::other(format!("exited with {}", output.status)),
+        })
+    }
+}
+
+/// This process's `VmRSS` and `VmHWM`, in bytes.
+fn own_rss_bytes() -> Result<(f64, f64)> {
+    let pid = std::process::id();
+    let mib = 1024.0 * 1024.0;
+    Ok((proc_mib(pid, "VmRSS")? * mib, proc_mib(pid, "VmHWM")? * mib))
+}
+
+/// One `map` + gather of `n` tasks for `scale`: seconds, and this process's RSS before (after
+/// resetting its peak), while every future is held and its task in memory, and at its peak.
+async fn scale_map_once(client: &Client, n: usize) -> Result<(f64, [f64; 3])> {
+    reset_peak_rss(std::process::id())?;
+    let (before, _) = own_rss_bytes()?;
+    let t0 = Instant::now();
+    let futures: Vec<Future<Value>> = client.map(INC, (0..n as i64).map(lit));
+    gather_checked(client, &futures, "scale", Value::Int(n as i64)).await?;
+    let secs = t0.elapsed().as_secs_f64();
+    let (held, peak) = own_rss_bytes()?;
+    drop(futures);
+    Ok((secs, [before, held, peak]))
+}
+
+/// `scale` at one size: `map` + gather and the delayed sum of `n` incs. RSS growth is that of
+/// the first `map` repetition, in a fresh process (later ones reuse what the first freed).
+async fn scale(cli: &Cli, cluster: &LocalCluster, client: &Client, n: usize) -> Result<Json> {
+    let n = n.max(1);
+    let mapped = repeat(cli, cluster, "scale", || scale_map_once(client, n)).await?;
+    let delayed = repeat(cli, cluster, "scale", || {
+        delayed_once(client, || independent_graph(n))
+    })
+    .await?;
+    let map_rate: Vec<f64> = mapped.runs.iter().map(|r| n as f64 / r.0).collect();
+    let map_secs: Vec<f64> = mapped.runs.iter().map(|r| r.0).collect();
+    let [before, held, peak] = mapped.runs.first().map(|r| r.1).unwrap_or([f64::NAN; 3]);
+    let mib = 1024.0 * 1024.0;
+    let per_task = |bytes: f64| round(bytes / n as f64);
+    let delayed_rate: Vec<f64> = delayed
+        .runs
+        .iter()
+        .map(|r| (n + 1) as f64 / (r.0 + r.1))
+        .collect();
+    let (build, compute, total) = delayed_stats(&delayed.runs);
+    Ok(json!({
+        "bench": "scale",
+        "cluster": cluster_label(),
+        "tasks": n,
+        "reps": cli.reps,
+        "map": {
+            "tasks_per_s": stats(&map_rate),
+            "total_s": stats(&map_secs),
+            "cpu_ms_per_rep": mapped.cpu_json(),
+            "rss_before_mib": round(before / mib),
+            "rss_held_mib": round(held / mib),
+            "hwm_mib": round(peak / mib),
+            "rss_bytes_per_task": per_task(held - before),
+            "hwm_bytes_per_task": per_task(peak - before),
+        },
+        "delayed": {
+            "tasks": n + 1,
+            "tasks_per_s": stats(&delayed_rate),
+            "build_ms": build,
+            "compute_ms": compute,
+            "total_ms": total,
+            "cpu_ms_per_rep": delayed.cpu_json(),
+        },
+        "target_bytes_per_task": SCALE_TARGET_BYTES_PER_TASK,
+        "target": "tasks/s within 25% across sizes; <= 400 bytes per task at 1,000,000",
     }))
 }
 

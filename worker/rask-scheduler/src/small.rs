@@ -1,0 +1,210 @@
+//! Small sets for the task table, where nearly every list has zero or one member: a task's
+//! holders (one worker), the clients that want it (one), its dependents (none or one). Each
+//! keeps one member inline (24 bytes, as an empty `Vec`) and allocates only for more.
+
+use std::mem::size_of;
+use std::ops::Deref;
+
+use rustc_hash::FxHashSet;
+
+use rask_core::Key;
+
+use crate::table::hash_table_bytes;
+
+/// Ids (workers, clients) without duplicates, in insertion order; one inline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Ids {
+    #[default]
+    Empty,
+    One([u64; 1]),
+    Many(Vec<u64>),
+}
+
+impl Ids {
+    /// Adds `id` unless present.
+    pub fn insert(&mut self, id: u64) {
+        match self {
+            Ids::Empty => *self = Ids::One([id]),
+            Ids::One([x]) if *x == id => {}
+            Ids::One([x]) => *self = Ids::Many(vec![*x, id]),
+            Ids::Many(v) => {
+                if !v.contains(&id) {
+                    v.push(id);
+                }
+            }
+        }
+    }
+
+    pub fn retain(&mut self, keep: impl FnMut(&u64) -> bool) {
+        match self {
+            Ids::Empty => {}
+            Ids::One([x]) => {
+                let mut keep = keep;
+                if !keep(x) {
+                    *self = Ids::Empty;
+                }
+            }
+            Ids::Many(v) => {
+                v.retain(keep);
+                match v.len() {
+                    0 => *self = Ids::Empty,
+                    1 => *self = Ids::One([v[0]]),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        *self = Ids::Empty;
+    }
+
+    /// Heap bytes (none for up to one id).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Ids::Many(v) => v.capacity() * size_of::<u64>(),
+            _ => 0,
+        }
+    }
+}
+
+impl Deref for Ids {
+    type Target = [u64];
+
+    fn deref(&self) -> &[u64] {
+        match self {
+            Ids::Empty => &[],
+            Ids::One(one) => one,
+            Ids::Many(v) => v,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Ids {
+    type Item = &'a u64;
+    type IntoIter = std::slice::Iter<'a, u64>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// A set of keys (a task's dependents); one inline, a hash set beyond, so that removing one of a
+/// million dependents stays cheap.
+#[derive(Debug, Default)]
+pub(crate) enum KeySet {
+    #[default]
+    Empty,
+    One(Key),
+    Many(Box<FxHashSet<Key>>),
+}
+
+impl KeySet {
+    /// Adds `key`; whether it was new.
+    pub fn insert(&mut self, key: Key) -> bool {
+        match self {
+            KeySet::Empty => {
+                *self = KeySet::One(key);
+                true
+            }
+            KeySet::One(k) if *k == key => false,
+            KeySet::One(k) => {
+                let mut set = FxHashSet::default();
+                set.insert(k.clone());
+                set.insert(key);
+                *self = KeySet::Many(Box::new(set));
+                true
+            }
+            KeySet::Many(set) => set.insert(key),
+        }
+    }
+
+    /// Removes `key`; whether it was there.
+    pub fn remove(&mut self, key: &Key) -> bool {
+        match self {
+            KeySet::One(k) if k == key => {
+                *self = KeySet::Empty;
+                true
+            }
+            KeySet::Many(set) => {
+                let removed = set.remove(key);
+                if set.is_empty() {
+                    *self = KeySet::Empty;
+                }
+                removed
+            }
+            _ => false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, KeySet::Empty)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Key> {
+        let (one, many) = match self {
+            KeySet::Empty => (None, None),
+            KeySet::One(k) => (Some(k), None),
+            KeySet::Many(set) => (None, Some(set.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    /// Heap bytes of the set (none for up to one key; the keys' text is their tasks').
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            KeySet::Many(set) => {
+                size_of::<FxHashSet<Key>>() + hash_table_bytes(set.capacity(), size_of::<Key>())
+            }
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_keep_one_inline_and_grow_and_shrink() {
+        let mut ids = Ids::default();
+        assert!(ids.is_empty());
+        ids.insert(3);
+        ids.insert(3);
+        assert_eq!(ids, Ids::One([3]));
+        assert_eq!(ids.heap_bytes(), 0);
+        ids.insert(5);
+        ids.insert(7);
+        assert_eq!(&*ids, &[3, 5, 7]);
+        assert!(ids.contains(&5));
+        ids.retain(|x| *x == 7);
+        assert_eq!(ids, Ids::One([7]));
+        ids.retain(|_| false);
+        assert_eq!(ids, Ids::Empty);
+        ids.insert(1);
+        ids.clear();
+        assert!(ids.is_empty());
+        assert_eq!(size_of::<Ids>(), 24);
+    }
+
+    #[test]
+    fn key_sets_keep_one_inline_and_grow_and_shrink() {
+        let (a, b) = (Key::from("a"), Key::from("b"));
+        let mut s = KeySet::default();
+        assert!(s.insert(a.clone()));
+        assert!(!s.insert(a.clone()));
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![&a]);
+        assert_eq!(s.heap_bytes(), 0);
+        assert!(s.insert(b.clone()));
+        assert!(s.heap_bytes() > 0);
+        let mut all: Vec<&Key> = s.iter().collect();
+        all.sort();
+        assert_eq!(all, vec![&a, &b]);
+        assert!(!s.remove(&Key::from("c")));
+        assert!(s.remove(&a));
+        assert!(s.remove(&b));
+        assert!(s.is_empty());
+        assert!(!s.remove(&b));
+        assert_eq!(size_of::<KeySet>(), 24);
+    }
+}
