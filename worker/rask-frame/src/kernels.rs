@@ -53,14 +53,6 @@ pub(crate) enum FrameTask {
     },
     /// A computed partition through `plan`.
     Apply { part: Input<FramePart>, plan: Plan },
-    /// Partition `index` of `rask.dataframe.from_delayed`: a Python task's `bytes` (kept
-    /// pickled) holding an Arrow IPC stream of `schema`, through `plan`.
-    FromPickle {
-        part: Input<Pickled>,
-        index: usize,
-        schema: Schema,
-        plan: Plan,
-    },
     /// One node of a groupby's tree: partial aggregates combined; with `finish`, the result.
     Combine {
         parts: Vec<Input<FramePart>>,
@@ -69,6 +61,15 @@ pub(crate) enum FrameTask {
     },
     /// The total of partitions' counts (`len`).
     Sum { counts: Vec<Input<u64>> },
+    /// Partition `index` of `rask.dataframe.from_delayed`: a Python task's `bytes` (kept
+    /// pickled) holding an Arrow IPC stream of `schema`, through `plan`. Last, so that the
+    /// variants before it keep their numbers in the encoded payloads (postcard numbers them).
+    FromPickle {
+        part: Input<Pickled>,
+        index: usize,
+        schema: Schema,
+        plan: Plan,
+    },
 }
 
 impl KernelTask for FrameTask {
@@ -417,6 +418,22 @@ mod tests {
             assert!(e.contains("from_delayed partition 3: "), "{e}");
             assert!(e.contains(expected), "{e}");
         }
+    }
+
+    #[test]
+    fn variants_keep_their_numbers_in_payloads() {
+        // Workers of an earlier build decode the variants they know: new ones go last.
+        let sum = encode_payload(&FrameTask::Sum { counts: vec![] }).unwrap();
+        assert_eq!(sum[0], 4, "frame.sum is variant 4");
+        let apply = FrameTask::Apply {
+            part: Input::new(0),
+            plan: Plan::default(),
+        };
+        assert_eq!(
+            encode_payload(&apply).unwrap()[0],
+            2,
+            "frame.apply is variant 2"
+        );
     }
 
     #[test]
