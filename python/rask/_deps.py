@@ -54,3 +54,50 @@ def chunk_values(x, shape):
     if a.dtype.kind not in "fiub":
         raise TypeError(f"from_delayed: rask.array holds float64 values; the function gave dtype {a.dtype}")
     return np.ascontiguousarray(a, dtype="<f8").tobytes()
+
+
+def frame_meta(df, index):
+    """`rask.dataframe.from_delayed` without `meta=`: the columns and dtypes of partition
+    `index` (its first zero rows), which must be a pandas DataFrame."""
+    _check_frame(df, index)
+    return df.iloc[:0]
+
+
+def frame_part(df, index, columns, dtypes):
+    """A `rask.dataframe.from_delayed` partition: pandas frame `df` as the bytes of an Arrow IPC
+    stream with the frame's `columns` and rask `dtypes` (int64, float64, bool, string), which the
+    frame kernels read; its row index is dropped (rask frames have none)."""
+    import pyarrow as pa
+    import pyarrow.ipc
+
+    _check_frame(df, index)
+    have = [str(c) if isinstance(c, str) else c for c in df.columns]
+    if have != list(columns):
+        raise ValueError(
+            f"from_delayed: partition {index} has the columns {have}, but meta has {list(columns)}"
+        )
+    types = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "string": pa.large_string()}
+    arrays = []
+    for name, dtype in zip(columns, dtypes):
+        try:
+            arrays.append(pa.array(df[name], type=types[dtype], from_pandas=True))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as e:
+            raise TypeError(
+                f"from_delayed: partition {index}: column {name!r} of dtype {df[name].dtype} "
+                f"does not fit meta's {dtype}: {e}"
+            ) from None
+    table = pa.Table.from_arrays(arrays, names=list(columns))
+    sink = pa.BufferOutputStream()
+    with pyarrow.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _check_frame(df, index):
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(
+            f"from_delayed: partition {index} is a {type(df).__module__}.{type(df).__qualname__}, "
+            "not a pandas DataFrame"
+        )

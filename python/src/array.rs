@@ -4,23 +4,17 @@
 //! `compute` gathers the chunks with the GIL released and hands the values back as one
 //! `bytearray` of raw f64 and the shape, for `numpy.frombuffer`: no Python object per element.
 
-use std::collections::HashMap;
-
-use bytes::Bytes;
 use pyo3::exceptions::{
     PyConnectionError, PyIndexError, PyOSError, PyRuntimeError, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict};
+use pyo3::types::{PyByteArray, PyDict};
 
 use rask_array::{ArrayError, BinOp, ChunkSpec, UnOp};
 use rask_client::ClientError;
-use rask_client::delayed::{Delayed, Deps};
-use rask_core::function::encode_payload;
-use rask_core::{Key, Pickled};
-use rask_python::{CALL, PyCall};
 
 use crate::client::{Client, Future};
+use crate::graph::{GraphTask, python_graph};
 use crate::outcome::failure_dict;
 use crate::runtime::{block_on, runtime};
 
@@ -35,9 +29,6 @@ impl From<rask_array::Array> for Array {
         Array { inner }
     }
 }
-
-/// One task of a `rask.delayed` graph: key, pickled call, input keys.
-type GraphTask<'py> = (String, Bound<'py, PyBytes>, Vec<String>);
 
 #[pymethods]
 impl Array {
@@ -90,40 +81,9 @@ impl Array {
         held: Vec<PyRef<'_, Future>>,
         shape: Vec<usize>,
     ) -> PyResult<Array> {
-        let held: HashMap<&str, &rask_client::Future> = held
-            .iter()
-            .map(|f| (f.inner.key().as_str(), &f.inner))
-            .collect();
-        let mut built_tasks: HashMap<String, Delayed<Pickled>> = HashMap::new();
-        let mut last = None;
-        for (key, call, inputs) in tasks {
-            if key.is_empty() {
-                return Err(PyValueError::new_err("a task's key must not be empty"));
-            }
-            let mut deps = Deps::new();
-            let mut positions = Vec::with_capacity(inputs.len());
-            for k in &inputs {
-                let position = if let Some(d) = built_tasks.get(k) {
-                    deps.input(d)
-                } else if let Some(f) = held.get(k.as_str()) {
-                    deps.input(*f).cast()
-                } else {
-                    return Err(PyValueError::new_err(format!(
-                        "task {key} reads {k}, which is neither an earlier task nor a future"
-                    )));
-                };
-                positions.push(position);
-            }
-            let payload = encode_payload(&PyCall {
-                call: Bytes::copy_from_slice(call.as_bytes()),
-                inputs: positions,
-            })
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-            let d = Delayed::from_parts(Key::new(key.clone()), CALL.func_name(), payload, deps);
-            built_tasks.insert(key, d.clone());
-            last = Some(d);
-        }
-        let root = last.ok_or_else(|| PyValueError::new_err("an empty graph"))?;
+        let root = python_graph(tasks, &held)?
+            .last
+            .ok_or_else(|| PyValueError::new_err("an empty graph"))?;
         built(rask_array::from_pickled(&root, &shape))
     }
 

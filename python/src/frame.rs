@@ -13,13 +13,15 @@ use pyo3::exceptions::{
     PyRuntimeError, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString};
 use rask_client::ClientError;
 use rask_frame::{
     Agg, ArithOp, CmpOp, DType, Expr, FrameError, Lit, NumExpr, ReadCsvOptions, ReadParquetOptions,
 };
 
-use crate::client::Client;
+use crate::client::{Client, Future};
+use crate::graph::{GraphTask, python_graph};
+use crate::outcome::failure_dict;
 use crate::runtime::block_on;
 
 /// A lazy partitioned dataframe (rask-frame's `DataFrame`).
@@ -234,7 +236,11 @@ fn frame_err(py: Python<'_>, e: FrameError) -> PyErr {
         },
         FrameError::Write { .. } => PyOSError::new_err(text),
         FrameError::Invalid(_) if text.contains("no column \"") => PyKeyError::new_err(text),
-        FrameError::Client(ClientError::Task(_)) => task_error(py, text),
+        // The user's exception (a partition of `from_delayed` that is not a frame), or
+        // `TaskError` for a kernel's failure (a malformed row), as for every collection.
+        FrameError::Client(ClientError::Task(failure)) => failure_dict(py, &failure)
+            .and_then(|d| exception_of(py, d))
+            .unwrap_or_else(|e| e),
         FrameError::Client(ClientError::Connect { .. } | ClientError::Lost(_)) => {
             PyConnectionError::new_err(text)
         }
@@ -243,17 +249,14 @@ fn frame_err(py: Python<'_>, e: FrameError) -> PyErr {
     }
 }
 
-/// `rask._futures.TaskError(text)` (`rask.distributed.TaskError`): a task's failure on the
-/// cluster, as for every collection.
-fn task_error(py: Python<'_>, text: String) -> PyErr {
-    let made = py
-        .import("rask._futures")
-        .and_then(|m| m.getattr("TaskError"))
-        .and_then(|t| t.call1((text.clone(),)));
-    match made {
-        Ok(exc) => PyErr::from_value(exc),
-        Err(_) => PyRuntimeError::new_err(text),
-    }
+/// `rask._futures._exception_of(failure)`: the exception `rask.distributed` raises for a task's
+/// failure.
+fn exception_of(py: Python<'_>, failure: Bound<'_, PyDict>) -> PyResult<PyErr> {
+    let exc = py
+        .import("rask._futures")?
+        .getattr("_exception_of")?
+        .call1((failure,))?;
+    Ok(PyErr::from_value(exc))
 }
 
 /// Waits for `fut` with the GIL released; its error becomes a Python exception.
@@ -336,6 +339,35 @@ impl Frame {
         let inner = py
             .detach(|| rask_frame::read_parquet(pattern, &options))
             .map_err(|e| frame_err(py, e))?;
+        Ok(Frame { inner })
+    }
+
+    /// `rask.dataframe.from_delayed`: partition `i` is what the task `roots[i]` of a
+    /// `rask.delayed` graph returns (`bytes` of an Arrow IPC stream with the columns `dtypes`).
+    /// `tasks` come inputs first; `held` are the futures the graph reads that are already on
+    /// the cluster.
+    #[staticmethod]
+    fn from_python_graph(
+        py: Python<'_>,
+        tasks: Vec<GraphTask<'_>>,
+        held: Vec<PyRef<'_, Future>>,
+        roots: Vec<String>,
+        dtypes: Vec<(String, String)>,
+    ) -> PyResult<Frame> {
+        let built = python_graph(tasks, &held)?.tasks;
+        let parts = roots
+            .iter()
+            .map(|k| {
+                built.get(k).cloned().ok_or_else(|| {
+                    PyValueError::new_err(format!("partition {k} is not a task of the graph"))
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let schema = dtypes
+            .iter()
+            .map(|(c, t)| Ok((c.clone(), parse_dtype(c, t)?)))
+            .collect::<PyResult<_>>()?;
+        let inner = rask_frame::from_pickled(&parts, schema).map_err(|e| frame_err(py, e))?;
         Ok(Frame { inner })
     }
 

@@ -9,6 +9,7 @@
 mod array;
 mod client;
 mod frame;
+mod graph;
 mod outcome;
 mod runtime;
 

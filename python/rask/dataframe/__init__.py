@@ -37,10 +37,11 @@ except ImportError as _missing:  # pragma: no cover - exercised in a subprocess 
         "installed): pip install 'rask[dataframe]'"
     ) from _missing
 
-from .. import _rask
-from .._futures import default_client
+from .. import _deps, _rask
+from .._delayed import Delayed, delayed, from_future, graph
+from .._futures import Future, default_client
 
-__all__ = ["DataFrame", "Series", "read_csv", "read_parquet"]
+__all__ = ["DataFrame", "Series", "from_delayed", "read_csv", "read_parquet"]
 
 # Aggregations the native groupby has, as pandas names them.
 _AGGS = ("mean", "sum", "count", "min", "max")
@@ -86,6 +87,61 @@ def read_parquet(path: str | os.PathLike, columns: list[str] | str | None = None
     if isinstance(columns, str):
         columns = [columns]
     return DataFrame(_rask.Frame.read_parquet(path, list(columns) if columns is not None else None, blocksize))
+
+
+def _rask_dtype(column: Any, dtype: Any) -> str:
+    """The rask column type (int64, float64, bool, string) pandas' `dtype` becomes."""
+    kind = getattr(dtype, "kind", None)
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_integer_dtype(dtype) and not (kind == "u" and dtype.itemsize == 8):
+        return "int64"
+    if pd.api.types.is_float_dtype(dtype):
+        return "float64"
+    if pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
+        return "string"
+    raise TypeError(f"from_delayed: column {column!r} has dtype {dtype}; rask frames hold int64, float64, bool or string columns")
+
+
+def from_delayed(dfs: Any, meta: Any = None, divisions: Any = None, prefix: str | None = None, verify_meta: bool = True) -> DataFrame:
+    """Dask's `from_delayed`: a frame whose partition `i` is the pandas DataFrame that `dfs[i]`
+    (a `rask.delayed` value or a future) computes, on a worker's Python process. The frames
+    travel to the frame kernels as Arrow IPC; everything built on the result runs in them.
+
+    `meta` (a pandas DataFrame, its rows ignored) gives the columns and dtypes; without it, the
+    first partition is computed now for them (as Dask does). A partition that is not a
+    DataFrame, or whose columns differ from `meta`'s, fails the computation with `TypeError` or
+    `ValueError` naming the partition. rask frames have no index, so `divisions` must be None."""
+    if divisions is not None:
+        raise TypeError("from_delayed(divisions=...): rask frames have no index to divide; leave divisions=None")
+    if not verify_meta:
+        raise TypeError("from_delayed(verify_meta=False): rask always checks each partition against meta")
+    if isinstance(dfs, (Delayed, Future)):
+        dfs = [dfs]
+    dfs = list(dfs)
+    if not dfs:
+        raise ValueError("from_delayed needs at least one partition")
+    values = []
+    for i, d in enumerate(dfs):
+        if isinstance(d, Future):
+            d = from_future(d)
+        if not isinstance(d, Delayed):
+            raise TypeError(f"from_delayed: partition {i} is a {type(d).__name__}, not a rask.delayed value or a future")
+        values.append(d)
+    if meta is None:
+        meta = delayed(_deps.frame_meta)(values[0], 0).compute()
+    if not isinstance(meta, pd.DataFrame):
+        raise TypeError(f"from_delayed: meta must be a pandas DataFrame (its rows are ignored), not {type(meta).__name__}")
+    columns = list(meta.columns)
+    for c in columns:
+        if not isinstance(c, str):
+            raise TypeError(f"from_delayed: column names must be str, got {c!r}")
+    dtypes = [_rask_dtype(c, meta[c].dtype) for c in columns]
+    parts = [delayed(_deps.frame_part)(d, i, columns, dtypes) for i, d in enumerate(values)]
+    # Futures the graph reads: the default client's live ones stand for tasks of their keys.
+    tasks, external = graph(parts, {})
+    frame = _rask.Frame.from_python_graph(tasks, [f._native for f in external.values()], [p.key for p in parts], list(zip(columns, dtypes)))
+    return DataFrame(frame)
 
 
 class DataFrame:

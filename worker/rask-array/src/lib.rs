@@ -57,7 +57,6 @@ mod error;
 mod kernels;
 pub mod npy;
 mod ops;
-mod pickled;
 mod random;
 mod task;
 

@@ -171,6 +171,15 @@ impl std::fmt::Debug for Pickled {
     }
 }
 
+impl Pickled {
+    /// The contents of the one `bytes` object this pickles (what `pickle.dumps(b, protocol=4 or
+    /// 5)` writes); an error naming what else it holds. A Python task returns `bytes` for a
+    /// native kernel to read this way, without Python.
+    pub fn bytes_object(&self) -> Result<&[u8], String> {
+        crate::pickled::bytes_object(&self.0)
+    }
+}
+
 impl Data for Pickled {
     fn encode(&self) -> Encoded {
         Encoded::with_tag(TAG_PICKLE, &self.0)

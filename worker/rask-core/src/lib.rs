@@ -16,6 +16,7 @@ pub mod data;
 pub mod function;
 pub mod key;
 pub mod net;
+mod pickled;
 pub mod process;
 pub mod protocol;
 pub mod task;

@@ -7,6 +7,7 @@
 //! | `frame.read_csv` | `ReadCsv { block, sep, schema, plan }` | none | the plan's sink |
 //! | `frame.read_parquet` | `ReadParquet { path, rows, schema, plan }` | none | the plan's sink |
 //! | `frame.apply` | `Apply { part, plan }` | a partition | the plan's sink |
+//! | `frame.from_pickle` | `FromPickle { part, index, schema, plan }` | a pickled `bytes` of Arrow IPC | the plan's sink |
 //! | `frame.combine` | `Combine { parts, spec, finish }` | partial aggregates | a partition |
 //! | `frame.sum` | `Sum { counts }` | counts | their total (`u64`) |
 //!
@@ -20,8 +21,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use polars::prelude::{CsvWriter, DataFrame, ParquetWriter, SerWriter};
-use rask_core::{Data, Encoded, Family, Input, Inputs, KernelError, KernelTask};
+use polars::prelude::{CsvWriter, DataFrame, IpcStreamReader, ParquetWriter, SerReader, SerWriter};
+use rask_core::{Data, Encoded, Family, Input, Inputs, KernelError, KernelTask, Pickled};
 use serde::{Deserialize, Serialize};
 
 use crate::FrameError;
@@ -31,7 +32,7 @@ use crate::parquet::{self, RowRange};
 use crate::part::FramePart;
 use crate::partition::{Block, check_sep};
 use crate::plan::{Plan, Sink};
-use crate::schema::Schema;
+use crate::schema::{DType, Schema};
 
 /// A dataframe task: built by the graph builders, run by [`run`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,6 +61,15 @@ pub(crate) enum FrameTask {
     },
     /// The total of partitions' counts (`len`).
     Sum { counts: Vec<Input<u64>> },
+    /// Partition `index` of `rask.dataframe.from_delayed`: a Python task's `bytes` (kept
+    /// pickled) holding an Arrow IPC stream of `schema`, through `plan`. Last, so that the
+    /// variants before it keep their numbers in the encoded payloads (postcard numbers them).
+    FromPickle {
+        part: Input<Pickled>,
+        index: usize,
+        schema: Schema,
+        plan: Plan,
+    },
 }
 
 impl KernelTask for FrameTask {
@@ -69,6 +79,7 @@ impl KernelTask for FrameTask {
         "frame.apply",
         "frame.combine",
         "frame.sum",
+        "frame.from_pickle",
     ];
 
     fn func(&self) -> &'static str {
@@ -78,6 +89,7 @@ impl KernelTask for FrameTask {
             FrameTask::Apply { .. } => "frame.apply",
             FrameTask::Combine { .. } => "frame.combine",
             FrameTask::Sum { .. } => "frame.sum",
+            FrameTask::FromPickle { .. } => "frame.from_pickle",
         }
     }
 }
@@ -112,7 +124,68 @@ fn run(task: FrameTask, inputs: &Inputs<'_>) -> Result<Encoded, KernelError> {
             finish,
         } => combine(&parts, &spec, finish, inputs),
         FrameTask::Sum { counts } => sum(&counts, inputs),
+        FrameTask::FromPickle {
+            part,
+            index,
+            schema,
+            plan,
+        } => {
+            let what = format!("from_delayed partition {index}");
+            let pickle = inputs.get(part)?;
+            let ipc = pickle
+                .bytes_object()
+                .map_err(|e| KernelError::failed(format!("{what}: {e}")))?;
+            let df = read_ipc_stream(ipc, &schema)
+                .map_err(|e| KernelError::failed(format!("{what}: {e}")))?;
+            finish(&plan, df, &what)
+        }
     }
+}
+
+/// An Arrow IPC stream holding a frame of `schema` (names, order and types); malformed bytes
+/// or another schema give an error saying what is wrong, never a panic (the IPC reader is
+/// guarded, as for partitions).
+fn read_ipc_stream(bytes: &[u8], schema: &Schema) -> Result<DataFrame, String> {
+    let read = || IpcStreamReader::new(std::io::Cursor::new(bytes)).finish();
+    let df = match std::panic::catch_unwind(read) {
+        Ok(Ok(df)) => df,
+        Ok(Err(e)) => return Err(format!("{} bytes of Arrow IPC: {e}", bytes.len())),
+        Err(_) => {
+            return Err(format!(
+                "the Arrow IPC reader rejected {} bytes",
+                bytes.len()
+            ));
+        }
+    };
+    let got: Schema = df
+        .schema()
+        .iter()
+        .map(|(name, dt)| (name.to_string(), DType::of(dt)))
+        .collect();
+    let exact = df
+        .schema()
+        .iter()
+        .zip(schema)
+        .all(|((_, dt), (_, t))| *dt == t.polars());
+    if got != *schema || !exact {
+        let describe = |s: &Schema| {
+            s.iter()
+                .map(|(n, t)| format!("{n}: {t}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let types = df
+            .schema()
+            .iter()
+            .map(|(n, dt)| format!("{n}: {dt}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(format!(
+            "its columns ({types}) are not the frame's ({})",
+            describe(schema)
+        ));
+    }
+    Ok(df)
 }
 
 /// `frame.read_csv`: the len fast path counts lines without parsing; otherwise only the columns
@@ -230,7 +303,6 @@ mod tests {
 
     use super::*;
     use crate::plan::{Op, col};
-    use crate::schema::DType;
 
     fn registry() -> Registry {
         let mut r = Registry::new();
@@ -279,6 +351,89 @@ mod tests {
         assert_eq!(out.decode::<u64>().unwrap(), 9);
         let e = call(&sum, &[u64::MAX.encode(), 1u64.encode()]).unwrap_err();
         assert!(e.to_string().contains("overflows"), "{e}");
+    }
+
+    /// What Python's `pickle.dumps(b, protocol=5)` writes for a large `bytes` object `b`.
+    fn pickled_bytes(b: &[u8]) -> Encoded {
+        let mut p = b"\x80\x05\x8e".to_vec();
+        p.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        p.extend_from_slice(b);
+        p.extend_from_slice(b"\x94.");
+        Pickled(bytes::Bytes::from(p)).encode()
+    }
+
+    fn ipc_stream(mut df: DataFrame) -> Vec<u8> {
+        let mut out = Vec::new();
+        polars::prelude::IpcStreamWriter::new(&mut out)
+            .finish(&mut df)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn from_pickle_reads_a_python_tasks_arrow_ipc_and_names_the_partition_when_it_is_wrong() {
+        let schema: Schema = vec![("k".into(), DType::Int64), ("x".into(), DType::Float64)];
+        let task = |plan: Plan| FrameTask::FromPickle {
+            part: Input::new(0),
+            index: 3,
+            schema: schema.clone(),
+            plan,
+        };
+        let good = pickled_bytes(&ipc_stream(part().into_frame()));
+        let out = call(&task(Plan::default()), std::slice::from_ref(&good)).unwrap();
+        assert_eq!(FramePart::decode(&out).unwrap(), part());
+        let filtered = Plan {
+            ops: vec![Op::Filter(col("k").eq(1))],
+            sink: Sink::Len,
+        };
+        let out = call(&task(filtered), &[good]).unwrap();
+        assert_eq!(out.decode::<u64>().unwrap(), 2);
+
+        // Another column, another type of a column, bytes that are not IPC, not a bytes pickle.
+        let renamed = polars::df!("k" => [1i64], "y" => [0.5f64]).unwrap();
+        let retyped = polars::df!("k" => [1i64], "x" => ["a"]).unwrap();
+        let int32 = polars::df!("k" => [1i32], "x" => [0.5f64]).unwrap();
+        for (input, expected) in [
+            (
+                pickled_bytes(&ipc_stream(renamed)),
+                "its columns (k: i64, y: f64) are not the frame's (k: int64, x: float64)",
+            ),
+            (
+                pickled_bytes(&ipc_stream(retyped)),
+                "its columns (k: i64, x: str) are not the frame's",
+            ),
+            (
+                pickled_bytes(&ipc_stream(int32)),
+                "its columns (k: i32, x: f64) are not the frame's",
+            ),
+            (pickled_bytes(b"not arrow"), "9 bytes of Arrow IPC"),
+            (
+                Pickled(bytes::Bytes::from_static(b"\x80\x05K\x01.")).encode(),
+                "not a pickled bytes object",
+            ),
+        ] {
+            let e = call(&task(Plan::default()), &[input])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("from_delayed partition 3: "), "{e}");
+            assert!(e.contains(expected), "{e}");
+        }
+    }
+
+    #[test]
+    fn variants_keep_their_numbers_in_payloads() {
+        // Workers of an earlier build decode the variants they know: new ones go last.
+        let sum = encode_payload(&FrameTask::Sum { counts: vec![] }).unwrap();
+        assert_eq!(sum[0], 4, "frame.sum is variant 4");
+        let apply = FrameTask::Apply {
+            part: Input::new(0),
+            plan: Plan::default(),
+        };
+        assert_eq!(
+            encode_payload(&apply).unwrap()[0],
+            2,
+            "frame.apply is variant 2"
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! filters, `groupby().agg()` as partial aggregates combined in a tree, `len`, `head`,
 //! `compute`, and `to_csv`/`to_parquet` per partition.
 //!
-//! A [`DataFrame`] is lazy: a list of partition sources (a CSV block, Parquet rows or a task)
-//! and the steps to apply to each. Building one does no work beyond reading the files' headers
+//! A [`DataFrame`] is lazy: a list of partition sources (a CSV block, Parquet rows, a task, or
+//! a Python task's Arrow IPC: [`from_pickled`]) and the steps to apply to each. Building one does no work beyond reading the files' headers
 //! (or metadata) and a sample; calls that need data (`len`, `compute`, `head`, `to_csv`, ...)
 //! build a graph of `frame.*` tasks, whose partition tasks run the whole pipeline at once, and
 //! run it on a cluster. Partitions are Polars frames ([`FramePart`]) and travel between
@@ -55,6 +55,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::{CsvReadOptions, SerReader};
 use rask_client::delayed::Delayed;
 use rask_client::{Client, kernel};
+use rask_core::Pickled;
 
 pub use error::FrameError;
 
@@ -139,6 +140,11 @@ enum Source {
     },
     /// A partition computed by another task (a groupby's result).
     Task(Delayed<FramePart>),
+    /// Partition `index` of [`from_pickled`]: a Python task's `bytes` of Arrow IPC.
+    Pickled {
+        part: Delayed<Pickled>,
+        index: usize,
+    },
 }
 
 /// A lazy partitioned dataframe.
@@ -253,6 +259,39 @@ pub fn read_parquet(pattern: &str, options: &ReadParquetOptions) -> Result<DataF
         }
     }
     let schema = first.map(|(_, s)| s).unwrap_or_default();
+    Ok(DataFrame::from_sources(schema, sources))
+}
+
+/// A frame whose partition `i` is what Python task `parts[i]` returned: `bytes` holding an Arrow
+/// IPC stream of `schema` (Dask's `from_delayed`, as the Python package's
+/// `rask.dataframe.from_delayed` makes them from pandas frames). Each partition's task checks
+/// its columns against `schema` and fails naming the partition when they differ.
+pub fn from_pickled(parts: &[Delayed<Pickled>], schema: Schema) -> Result<DataFrame, FrameError> {
+    if parts.is_empty() {
+        return Err(FrameError::Invalid(
+            "from_delayed needs at least one partition".into(),
+        ));
+    }
+    if schema.is_empty() {
+        return Err(FrameError::Invalid(
+            "from_delayed needs at least one column".into(),
+        ));
+    }
+    for (i, (name, _)) in schema.iter().enumerate() {
+        if schema[..i].iter().any(|(n, _)| n == name) {
+            return Err(FrameError::Invalid(format!(
+                "from_delayed: column {name:?} appears twice"
+            )));
+        }
+    }
+    let sources = parts
+        .iter()
+        .enumerate()
+        .map(|(index, part)| Source::Pickled {
+            part: part.clone(),
+            index,
+        })
+        .collect();
     Ok(DataFrame::from_sources(schema, sources))
 }
 
@@ -439,6 +478,12 @@ impl DataFrame {
                 Source::Task(d) if plan == Plan::default() => d.clone().cast(),
                 Source::Task(d) => kernel(|deps| FrameTask::Apply {
                     part: deps.input(d),
+                    plan: plan.clone(),
+                }),
+                Source::Pickled { part, index } => kernel(|deps| FrameTask::FromPickle {
+                    part: deps.input(part),
+                    index: *index,
+                    schema: schema.clone(),
                     plan: plan.clone(),
                 }),
             })

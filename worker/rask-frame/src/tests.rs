@@ -476,3 +476,86 @@ fn a_computed_frame_encodes_as_an_arrow_ipc_stream() {
         .unwrap();
     assert!(back.equals_missing(&df), "{back}");
 }
+
+/// `from_pickled`: Python tasks' Arrow IPC, given here as their results (what `pickle.dumps` of
+/// the `bytes` writes), run through filters, a groupby and `len` as any other partitions.
+#[test]
+fn from_pickled_partitions_run_the_same_steps() {
+    use bytes::Bytes;
+    use polars::prelude::{IpcStreamWriter, SerWriter};
+    use rask_client::delayed::Deps;
+    use rask_core::{Encoded, FuncName, Pickled};
+
+    let source = |i: usize| -> Delayed<Pickled> {
+        Delayed::from_parts(
+            Key::new(format!("frame_part-{i}")),
+            FuncName::new("python.call"),
+            Bytes::new(),
+            Deps::new(),
+        )
+    };
+    let pickle_of = |mut df: PlFrame| -> Encoded {
+        let mut ipc = Vec::new();
+        IpcStreamWriter::new(&mut ipc).finish(&mut df).unwrap();
+        let mut p = vec![0x80, 5, 0x8e];
+        p.extend_from_slice(&(ipc.len() as u64).to_le_bytes());
+        p.extend_from_slice(&ipc);
+        p.extend_from_slice(b"\x94.");
+        Pickled(Bytes::from(p)).encode()
+    };
+    let parts = [source(0), source(1)];
+    let given = vec![
+        (
+            parts[0].key().clone(),
+            pickle_of(polars::df!("k" => ["a", "b"], "x" => [1.0f64, 2.0]).unwrap()),
+        ),
+        (
+            parts[1].key().clone(),
+            pickle_of(polars::df!("k" => ["a", "c"], "x" => [3.0f64, -1.0]).unwrap()),
+        ),
+    ];
+    let schema: Schema = vec![("k".into(), DType::Str), ("x".into(), DType::Float64)];
+    let df = from_pickled(&parts, schema.clone()).unwrap();
+    assert_eq!(df.npartitions(), 2);
+    let run_given = |roots: &[Delayed<FramePart>]| -> Result<Vec<FramePart>, (Key, KernelError)> {
+        let graph: Vec<_> = graph_of(roots)
+            .into_iter()
+            .filter(|t| !given.iter().any(|(k, _)| *k == t.key))
+            .collect();
+        let done = registry().compute_local(&graph, &given)?;
+        Ok(roots
+            .iter()
+            .map(|d| FramePart::decode(&done[d.key()]).unwrap())
+            .collect())
+    };
+    let means = df
+        .filter(col("x").gt(0.0))
+        .unwrap()
+        .groupby(&["k"])
+        .unwrap()
+        .agg(&[("x", Agg::Mean)])
+        .unwrap();
+    let got = concat(run_given(&means.partitions()).unwrap(), &means.schema).unwrap();
+    assert_eq!(
+        got,
+        polars::df!("k" => ["a", "b"], "x" => [2.0f64, 2.0]).unwrap()
+    );
+    let all = concat(run_given(&df.partitions()).unwrap(), &df.schema).unwrap();
+    assert_eq!(all.height(), 4);
+
+    // A partition whose columns differ is named; an empty list or a doubled column is refused.
+    let wrong = vec![(
+        parts[0].key().clone(),
+        pickle_of(polars::df!("k" => ["a"], "y" => [1.0f64]).unwrap()),
+    )];
+    let graph: Vec<_> = graph_of(&df.partition(0).partitions())
+        .into_iter()
+        .filter(|t| t.key != *parts[0].key())
+        .collect();
+    let (_, e) = registry().compute_local(&graph, &wrong).unwrap_err();
+    assert!(e.to_string().contains("from_delayed partition 0: its columns (k: str, y: f64) are not the frame's (k: string, x: float64)"), "{e}");
+    assert!(from_pickled(&[], schema.clone()).is_err());
+    let doubled = vec![("k".into(), DType::Str), ("k".into(), DType::Float64)];
+    let e = from_pickled(&parts, doubled).unwrap_err();
+    assert_eq!(e.to_string(), "from_delayed: column \"k\" appears twice");
+}

@@ -15,7 +15,6 @@ use ndarray::{ArrayD, IxDyn};
 use rask_core::{Data, Encoded, Input, Inputs, KernelError, KernelTask, Pickled};
 
 use crate::chunk::Chunk;
-use crate::pickled;
 use crate::task::ArrayTask;
 use expr::ChunkInputs;
 
@@ -57,8 +56,9 @@ fn from_pickle(
     inputs: &Inputs<'_>,
 ) -> Result<Chunk, KernelError> {
     let pickle = inputs.get(source)?;
-    let raw =
-        pickled::bytes_object(&pickle.0).map_err(|e| inputs.input_error(source.index(), e))?;
+    let raw = pickle
+        .bytes_object()
+        .map_err(|e| inputs.input_error(source.index(), e))?;
     let len: usize = shape.iter().product();
     if Some(raw.len()) != len.checked_mul(8) {
         return Err(inputs.input_error(

@@ -1,7 +1,8 @@
-//! A chunk made by a Python function (`rask.array.from_delayed`): the Python task returns the
-//! chunk's raw values (f64 little-endian, C order) as a `bytes` object, which its worker keeps
-//! pickled. Only what `pickle.dumps(some_bytes, protocol=4 or 5)` writes is read: the protocol
-//! and frame markers, one bytes opcode, a memo entry, the stop; anything else is refused.
+//! The one `bytes` object of a pickle ([`crate::Pickled::bytes_object`]): how native kernels read
+//! what a Python task returned for them as `bytes` (`rask.array.from_delayed`'s raw f64 values,
+//! `rask.dataframe.from_delayed`'s Arrow IPC), which its worker keeps pickled. Only what
+//! `pickle.dumps(some_bytes, protocol=4 or 5)` writes is read: the protocol and frame markers,
+//! one bytes opcode, a memo entry, the stop; anything else is refused.
 
 /// `PROTO n`.
 const PROTO: u8 = 0x80;
