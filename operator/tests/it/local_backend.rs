@@ -639,8 +639,17 @@ spec:
         Duration::from_secs(30),
     )
     .unwrap();
-    let workers = operator.get_workers(&dashboard).await.unwrap();
-    assert_eq!(workers.len(), 2, "{workers:?}");
+    // (Both workers, waited for: on a loaded machine one may have been replaced meanwhile.)
+    let mut workers = Vec::new();
+    wait_until(
+        "2 workers over HTTPS",
+        Duration::from_secs(30),
+        async || {
+            workers = operator.get_workers(&dashboard).await.unwrap();
+            workers.len() == 2
+        },
+    )
+    .await;
     let intruder = rask_operator::scheduler_api::SchedulerApi::with_tls(
         &read(&tls, "ca.pem"),
         &read(&other_tls, "operator.pem"),
@@ -654,7 +663,12 @@ spec:
             .await
             .is_err()
     );
-    assert_eq!(operator.get_workers(&dashboard).await.unwrap().len(), 2);
+    let after = operator.get_workers(&dashboard).await.unwrap();
+    assert!(
+        after.iter().any(|w| w.name == workers[0].name),
+        "the intruder retired {}: {after:?}",
+        workers[0].name
+    );
     let _ = stop_tx.send(());
     running.await.unwrap().unwrap();
 }
