@@ -706,3 +706,27 @@ async fn the_local_backend_retires_workers_of_a_tls_cluster() {
     assert_eq!(retired.removed, names[..1].to_vec(), "{retired:?}");
     backend.delete_cluster().await.unwrap();
 }
+
+/// `up --tls` is for local clusters: a cloud config (a top-level `provider:`) with it is refused,
+/// naming the file, before anything starts.
+#[test]
+fn up_tls_with_a_cloud_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cloud.yaml");
+    std::fs::write(&path, "provider: aws\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rask-operator"))
+        .arg("up")
+        .arg(&path)
+        .arg("--tls")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "--tls is for local clusters (a file of Dask resources); {} is a cluster config",
+            path.display()
+        )),
+        "{err}"
+    );
+}
