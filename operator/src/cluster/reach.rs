@@ -13,7 +13,7 @@ use super::certs::{is_rask, secret_name};
 use crate::context::Context;
 use crate::crd::DaskCluster;
 use crate::error::Error;
-use crate::scheduler_api::SchedulerApi;
+use crate::scheduler_api::{SchedulerApi, SchedulerApiError};
 use crate::tls::{CA_FILE, Role, wanted};
 
 /// Whether the cluster's scheduler uses its certificates: the operator's `--cluster-tls` is on
@@ -54,26 +54,42 @@ pub async fn scheduler(
     }
     let secret = secret_name(&name);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let s = secrets.get_opt(&secret).await?.ok_or_else(|| {
-        Error::Other(format!(
-            "the scheduler of DaskCluster {name} uses TLS, but its Secret {secret} does not \
-             exist (yet): the operator has no certificate to reach it with"
-        ))
-    })?;
-    let version = s.resource_version().unwrap_or_default();
+    let url = https(&base);
+    let found = secrets.get_opt(&secret).await?;
+    let version = found
+        .as_ref()
+        .and_then(|s| s.resource_version())
+        .unwrap_or_default();
     let key = (namespace.clone(), secret.clone());
-    if let Some((v, api)) = ctx.tls_apis().get(&key)
+    if found.is_some()
+        && let Some((v, api)) = ctx.tls_apis().get(&key)
         && *v == version
     {
-        return Ok((api.clone(), https(&base)));
+        return Ok((api.clone(), url));
     }
-    let api = client_for(&s, &secret, ctx.scheduler_api.timeout())?;
+    let api = client_for(found.as_ref(), &secret, &url, ctx.scheduler_api.timeout())?;
     ctx.tls_apis().insert(key, (version, api.clone()));
-    Ok((api, https(&base)))
+    Ok((api, url))
 }
 
-/// The operator's HTTPS client from a cluster's Secret.
-fn client_for(s: &Secret, secret: &str, timeout: Duration) -> Result<SchedulerApi, Error> {
+/// The operator's HTTPS client from a cluster's Secret. A missing Secret is not made yet (the
+/// cluster's reconcile makes it): an unreachable scheduler, retried soon; a Secret without the
+/// operator's files is refused until it changes.
+fn client_for(
+    s: Option<&Secret>,
+    secret: &str,
+    url: &str,
+    timeout: Duration,
+) -> Result<SchedulerApi, Error> {
+    let Some(s) = s else {
+        return Err(Error::SchedulerApi(SchedulerApiError::Unreachable {
+            url: url.to_owned(),
+            reason: format!(
+                "the cluster uses TLS and its Secret {secret} does not exist (yet): the \
+                 operator has no certificate to reach it with"
+            ),
+        }));
+    };
     let data = s.data.clone().unwrap_or_default();
     let get = |file: &str| -> Result<String, Error> {
         data.get(file)
@@ -146,18 +162,32 @@ mod tests {
             ..Secret::default()
         };
         let t = Duration::from_secs(1);
-        assert!(client_for(&secret(&data), "foo-tls", t).is_ok());
+        let url = "https://foo-scheduler.ns.svc.cluster.local:8787";
+        assert!(client_for(Some(&secret(&data)), "foo-tls", url, t).is_ok());
+        let missing = client_for(None, "foo-tls", url, t).err().unwrap();
+        assert_eq!(
+            missing.to_string(),
+            "scheduler API at https://foo-scheduler.ns.svc.cluster.local:8787 is unreachable: \
+             the cluster uses TLS and its Secret foo-tls does not exist (yet): the operator has \
+             no certificate to reach it with"
+        );
+        assert_eq!(missing.retry(), crate::error::Retry::Transient);
         data.insert(
             "ca.pem".into(),
             k8s_openapi::ByteString(b"not a certificate".to_vec()),
         );
-        let err = client_for(&secret(&data), "foo-tls", t).err().unwrap();
+        let err = client_for(Some(&secret(&data)), "foo-tls", url, t)
+            .err()
+            .unwrap();
         assert_eq!(
             err.to_string(),
             "Secret foo-tls: the cluster's CA certificate cannot be used: no certificate in it"
         );
+        assert_eq!(err.retry(), crate::error::Retry::Refused);
         data.remove("operator-key.pem");
-        let err = client_for(&secret(&data), "foo-tls", t).err().unwrap();
+        let err = client_for(Some(&secret(&data)), "foo-tls", url, t)
+            .err()
+            .unwrap();
         assert_eq!(err.to_string(), "Secret foo-tls has no operator-key.pem");
     }
 }

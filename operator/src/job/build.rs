@@ -168,6 +168,13 @@ pub(crate) mod tests {
             Some([(crate::tls::ANNOTATION_TLS.to_owned(), "false".to_owned())].into());
         let opted_out = validate(&j).unwrap().with_pod_tls(true);
         assert!(runner_pod(&opted_out, 0).spec.unwrap().volumes.is_none());
+        // A job whose cluster runs Dask's scheduler: the runner is left as written.
+        let mut dask = j.clone();
+        dask.metadata.annotations = None;
+        dask.spec.cluster.spec.scheduler.spec.containers[0].image =
+            Some("ghcr.io/dask/dask:latest".into());
+        let dask = validate(&dask).unwrap().with_pod_tls(true);
+        assert!(runner_pod(&dask, 0).spec.unwrap().volumes.is_none());
         j.metadata.annotations =
             Some([(crate::tls::ANNOTATION_TLS.to_owned(), "yes".to_owned())].into());
         let text = validate(&j).unwrap_err().to_string();

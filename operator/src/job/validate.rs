@@ -54,9 +54,19 @@ pub struct ValidatedJob {
 }
 
 impl ValidatedJob {
-    /// Turns TLS in the runner's rask containers on (when the cluster has certificates) or off.
+    /// Turns TLS in the runner's rask containers on or off: on only when the job's cluster has
+    /// certificates and its scheduler runs rask's image (as for the cluster itself, see
+    /// [`crate::cluster::reach::uses_tls`]).
     pub fn with_pod_tls(mut self, on: bool) -> Self {
-        self.pod_tls = on && self.certificates;
+        self.pod_tls = on
+            && self.certificates
+            && self
+                .cluster_spec
+                .scheduler
+                .spec
+                .containers
+                .first()
+                .is_some_and(crate::cluster::certs::is_rask);
         self
     }
 }

@@ -345,3 +345,111 @@ async fn an_unknown_tls_annotation_value_is_an_invalid_spec() {
     assert!(secrets(&env).get_opt("foo-tls").await.unwrap().is_none());
     env.shutdown().await;
 }
+
+/// The whole Kubernetes flow over TLS: the scheduler and worker stand-ins hold the cluster's
+/// certificates (the test writes the Secret first, so they can start with it; the operator reads
+/// it back and keeps it), and scaling down retires workers through the scheduler's HTTPS API with
+/// the operator's certificate from that Secret, losing no result.
+#[tokio::test]
+async fn scale_down_retires_workers_through_a_tls_schedulers_https_api() {
+    use kube::api::{Patch, PatchParams};
+    use rask_operator::tls::{ClusterCerts, kubernetes_scheduler_names};
+
+    let certs = ClusterCerts::generate(
+        "rask",
+        &kubernetes_scheduler_names("rask", "default"),
+        now(),
+    )
+    .unwrap();
+    let env = Env::with_tls_scheduler(&certs).await;
+    assert!(env.scheduler.address().starts_with("tls://"));
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("rask-tls".into()),
+            ..Default::default()
+        },
+        data: Some(
+            certs
+                .files()
+                .into_iter()
+                .map(|(n, t)| (n, k8s_openapi::ByteString(t.into_bytes())))
+                .collect(),
+        ),
+        ..Secret::default()
+    };
+    secrets(&env)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    create(&env, &example("rask-cluster.yaml")).await;
+    let scale = async |replicas: i32| {
+        let patch = serde_json::json!({"spec": {"worker": {"replicas": replicas}}});
+        env.clusters()
+            .patch("rask", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    };
+    scale(4).await;
+    wait_until("4 workers registered over TLS", T, async || {
+        env.worker_pods("rask").await.len() == 4 && env.scheduler_workers().await.len() == 4
+    })
+    .await;
+    let cond = certificates_condition(&env, "rask").await.unwrap();
+    assert_eq!(cond.status, "True", "{cond:?}");
+    let client_tls = rask::core::tls::TlsConfig::from_pem_named(
+        &rask::core::tls::TlsFiles {
+            ca_file: "ca.pem".into(),
+            cert: "client.pem".into(),
+            key: "client-key.pem".into(),
+        },
+        certs.ca_pem.as_bytes(),
+        certs.client.cert_pem.as_bytes(),
+        certs.client.key_pem.as_bytes(),
+    )
+    .unwrap();
+    let client = rask::client::Client::connect_with(env.scheduler.address(), Some(client_tls))
+        .await
+        .unwrap();
+    let futures = client.map(rask::seed::INC, (0..60i64).map(rask::seed::lit));
+    client.gather(&futures).await.unwrap();
+
+    scale(2).await;
+    wait_until("2 worker pods", T, async || {
+        env.worker_pods("rask").await.len() == 2
+    })
+    .await;
+    wait_until("the scheduler has the same 2 workers", T, async || {
+        env.scheduler_workers().await == env.worker_pods("rask").await
+    })
+    .await;
+    let total = client.submit_with(rask::seed::SUM, |d| {
+        futures.iter().map(|f| d.input(f).into()).collect()
+    });
+    assert_eq!(
+        total.result().await.unwrap(),
+        rask::Value::Int((1..=60).sum())
+    );
+    // Retired by the scheduler (data moved), not lost and recomputed.
+    assert_eq!(
+        env.scheduler
+            .handle()
+            .snapshot()
+            .await
+            .unwrap()
+            .tasks_computed_total,
+        61
+    );
+    // No warning about blocked retirements: every one went through.
+    let events: Api<Event> = Api::namespaced(env.client.clone(), "default");
+    let blocked: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ScaleDownBlocked"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(blocked.is_empty(), "{blocked:?}");
+    env.shutdown().await;
+}

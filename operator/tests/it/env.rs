@@ -51,6 +51,22 @@ impl Env {
             KubeletConfig::default(),
             chart,
             true,
+            None,
+        )
+        .await
+    }
+
+    /// An environment whose operator runs with `--cluster-tls` and whose scheduler and worker
+    /// stand-ins use `certs` (a cluster's, put in its Secret by the test before the cluster is
+    /// made): the scheduler on `tls://` with its HTTP API on HTTPS.
+    pub async fn with_tls_scheduler(certs: &rask_operator::tls::ClusterCerts) -> Env {
+        let chart = crate::chart::render(ChartScope::from_env(), &[]);
+        Env::build(
+            rask_operator::crd::all(),
+            KubeletConfig::default(),
+            chart,
+            true,
+            Some(certs),
         )
         .await
     }
@@ -75,7 +91,7 @@ impl Env {
         kubelet: KubeletConfig,
         chart: Rendered,
     ) -> Env {
-        Env::build(crds, kubelet, chart, false).await
+        Env::build(crds, kubelet, chart, false, None).await
     }
 
     async fn build(
@@ -83,6 +99,7 @@ impl Env {
         kubelet: KubeletConfig,
         chart: Rendered,
         cluster_tls: bool,
+        certs: Option<&rask_operator::tls::ClusterCerts>,
     ) -> Env {
         let api = ApiServer::with_options(Options {
             authorization: Authorization::Rbac,
@@ -95,17 +112,37 @@ impl Env {
         chart.install(&client).await;
         let operator_client = api.service_account_client(&chart.namespace, &chart.account);
         let kubelet = Kubelet::start(&api, kubelet);
+        let tls = |role: rask_operator::tls::Role| {
+            certs.map(|c| {
+                let id = c.identity(role);
+                let files = rask::core::tls::TlsFiles {
+                    ca_file: "ca.pem".into(),
+                    cert: role.cert_file().into(),
+                    key: role.key_file().into(),
+                };
+                rask::core::tls::TlsConfig::from_pem_named(
+                    &files,
+                    c.ca_pem.as_bytes(),
+                    id.cert_pem.as_bytes(),
+                    id.key_pem.as_bytes(),
+                )
+                .unwrap()
+            })
+        };
         let config = SchedulerConfig {
             dashboard: Some("127.0.0.1:0".parse().unwrap()),
+            tls: tls(rask_operator::tls::Role::Scheduler),
             ..SchedulerConfig::default()
         };
         let scheduler = Scheduler::start(config).await.unwrap();
+        // http:// as the operator's default URL is; with TLS it asks over https://.
         let dashboard = format!("http://{}", scheduler.dashboard_address().unwrap());
         let workers = Arc::new(Mutex::new(BTreeMap::new()));
         let runner = tokio::spawn(run_worker_pods(
             client.clone(),
             scheduler.address().to_owned(),
             workers,
+            tls(rask_operator::tls::Role::Worker),
         ));
         let mut env = Env {
             client,
@@ -230,6 +267,7 @@ async fn run_worker_pods(
     client: kube::Client,
     scheduler: String,
     workers: Arc<Mutex<BTreeMap<String, Worker>>>,
+    tls: Option<rask::core::tls::TlsConfig>,
 ) {
     let pods: Api<Pod> = Api::all(client);
     let cfg = watcher::Config::default().labels("dask.org/component=worker");
@@ -275,6 +313,7 @@ async fn run_worker_pods(
             // As `rask worker --memory-limit auto` would give it: with a limit, the scheduler
             // may close a worker holding data (its data moves); without one it never would.
             wc.memory_limit = 1 << 30;
+            wc.tls = tls.clone();
             match Worker::start(wc, rask::registry()).await {
                 Ok(w) => {
                     workers.lock().unwrap().insert(name, w);

@@ -639,8 +639,17 @@ spec:
         Duration::from_secs(30),
     )
     .unwrap();
-    let workers = operator.get_workers(&dashboard).await.unwrap();
-    assert_eq!(workers.len(), 2, "{workers:?}");
+    // (Both workers, waited for: on a loaded machine one may have been replaced meanwhile.)
+    let mut workers = Vec::new();
+    wait_until(
+        "2 workers over HTTPS",
+        Duration::from_secs(30),
+        async || {
+            workers = operator.get_workers(&dashboard).await.unwrap();
+            workers.len() == 2
+        },
+    )
+    .await;
     let intruder = rask_operator::scheduler_api::SchedulerApi::with_tls(
         &read(&tls, "ca.pem"),
         &read(&other_tls, "operator.pem"),
@@ -654,7 +663,12 @@ spec:
             .await
             .is_err()
     );
-    assert_eq!(operator.get_workers(&dashboard).await.unwrap().len(), 2);
+    let after = operator.get_workers(&dashboard).await.unwrap();
+    assert!(
+        after.iter().any(|w| w.name == workers[0].name),
+        "the intruder retired {}: {after:?}",
+        workers[0].name
+    );
     let _ = stop_tx.send(());
     running.await.unwrap().unwrap();
 }
@@ -691,4 +705,28 @@ async fn the_local_backend_retires_workers_of_a_tls_cluster() {
         .unwrap();
     assert_eq!(retired.removed, names[..1].to_vec(), "{retired:?}");
     backend.delete_cluster().await.unwrap();
+}
+
+/// `up --tls` is for local clusters: a cloud config (a top-level `provider:`) with it is refused,
+/// naming the file, before anything starts.
+#[test]
+fn up_tls_with_a_cloud_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cloud.yaml");
+    std::fs::write(&path, "provider: aws\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rask-operator"))
+        .arg("up")
+        .arg(&path)
+        .arg("--tls")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "--tls is for local clusters (a file of Dask resources); {} is a cluster config",
+            path.display()
+        )),
+        "{err}"
+    );
 }
