@@ -2145,3 +2145,35 @@ fn bytes_per_task_of_a_wide_sum_stay_bounded() {
         Some(Value::Int((1..=n as i64).sum()))
     );
 }
+
+#[test]
+fn a_finished_reduction_frees_its_inputs_in_one_message_per_worker() {
+    let n = 1_000;
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    let mut g: Vec<TaskSpec> = (0..n)
+        .map(|i| task(&client_key("inc", i), "inc", vec![(i as i64).into()]))
+        .collect();
+    let parts: Vec<A> = (0..n).map(|i| key(client_key("inc", i))).collect();
+    g.push(task(&client_key("sum", n), "sum", vec![A::L(parts)]));
+    let root = k(&client_key("sum", n));
+    sim.submit(g, &[&root]);
+    sim.run_all();
+    assert_eq!(
+        sim.client_value(&root),
+        Some(Value::Int((1..=n as i64).sum()))
+    );
+    let frees: Vec<(WorkerId, usize)> = sim
+        .worker_messages()
+        .iter()
+        .filter_map(|(w, m)| match m {
+            FromScheduler::FreeKeys { keys } => Some((*w, keys.len())),
+            _ => None,
+        })
+        .collect();
+    // Every input is freed on every worker holding it (the sum's worker fetched the others'),
+    // in one message per worker.
+    assert_eq!(frees.len(), 2, "{frees:?}");
+    let freed: usize = frees.iter().map(|f| f.1).sum();
+    assert!(freed >= n, "{freed} of {n} inputs freed");
+    assert_eq!(sim.st.count(TaskState::Memory), 1);
+}
