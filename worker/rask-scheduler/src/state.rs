@@ -558,6 +558,9 @@ impl State {
         let held = self.clients.entry(client).or_default();
         let mut fresh = Vec::new();
         for key in wanted {
+            // The table's copy of the key, held from here on: comparisons with it are pointer
+            // comparisons, and the message's copy of the text is freed.
+            let key = self.tasks.canonical(key);
             if held.insert(key.clone()) {
                 fresh.push(key);
             }
@@ -1025,7 +1028,8 @@ impl State {
             transfer_us,
             data,
         } = done;
-        let key = &key;
+        // The table's copy, which the worker's holdings and the messages below then share.
+        let key = &self.tasks.canonical(key);
         self.touch(worker, now);
         self.record_duration(key, duration_us, transfer_us);
         let Some(t) = self.tasks.get(key) else {
@@ -1187,6 +1191,7 @@ impl State {
     ) {
         self.touch(worker, now);
         for (k, nbytes) in keys {
+            let k = &self.tasks.canonical(k.clone());
             self.replicating.remove(k);
             match self.tasks.get(k).map(|t| t.state) {
                 Some(TaskState::Memory) => {
