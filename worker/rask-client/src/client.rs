@@ -76,9 +76,21 @@ struct Results {
     lost: Option<String>,
 }
 
+/// What the client knows of one held key: kept small, a client may hold a million.
 struct Slot {
     outcome: Option<Outcome>,
-    notify: Arc<Notify>,
+    /// Made when a caller waits for the outcome, dropped once it is known: most results arrive
+    /// before anyone waits for them, or while one caller waits.
+    notify: Option<Arc<Notify>>,
+}
+
+impl Slot {
+    /// The notify to wait on (made if none yet).
+    fn waiter(&mut self) -> Arc<Notify> {
+        self.notify
+            .get_or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
+    }
 }
 
 enum Poll {
@@ -93,7 +105,8 @@ enum Outcome {
     Value(Encoded),
     /// In memory on these workers; fetched on demand.
     Remote(Vec<String>),
-    Failed(TaskFailure),
+    /// Boxed: failures are rare, and every slot is as large as its largest outcome.
+    Failed(Box<TaskFailure>),
     /// Cancelled by this client: an outcome the scheduler sends later does not replace it.
     Cancelled,
 }
@@ -252,7 +265,7 @@ impl Client {
             for k in &wanted {
                 r.slots.entry(k.clone()).or_insert_with(|| Slot {
                     outcome: None,
-                    notify: Arc::new(Notify::new()),
+                    notify: None,
                 });
             }
         }
@@ -360,9 +373,10 @@ impl Client {
     async fn wait_done(&self, key: &Key) {
         loop {
             let notify = {
-                let r = self.inner.lock();
-                match r.slots.get(key) {
-                    Some(slot) if slot.outcome.is_none() && r.lost.is_none() => slot.notify.clone(),
+                let mut r = self.inner.lock();
+                let lost = r.lost.is_some();
+                match r.slots.get_mut(key) {
+                    Some(slot) if slot.outcome.is_none() && !lost => slot.waiter(),
                     _ => return,
                 }
             };
@@ -377,20 +391,21 @@ impl Client {
     }
 
     fn poll(&self, key: &Key) -> Result<Poll, ClientError> {
-        let r = self.inner.lock();
-        let Some(slot) = r.slots.get(key) else {
+        let mut r = self.inner.lock();
+        let lost = r.lost.clone();
+        let Some(slot) = r.slots.get_mut(key) else {
             return Err(ClientError::Lost(format!(
                 "{key} is not held by this client"
             )));
         };
         match &slot.outcome {
             Some(Outcome::Value(v)) => Ok(Poll::Ready(v.clone())),
-            Some(Outcome::Failed(f)) => Err(ClientError::Task(f.clone())),
+            Some(Outcome::Failed(f)) => Err(ClientError::Task((**f).clone())),
             Some(Outcome::Cancelled) => Err(ClientError::Cancelled(key.clone())),
             Some(Outcome::Remote(holders)) => Ok(Poll::Fetch(holders.clone())),
-            None => match &r.lost {
-                Some(reason) => Err(ClientError::Lost(reason.clone())),
-                None => Ok(Poll::Wait(slot.notify.clone())),
+            None => match lost {
+                Some(reason) => Err(ClientError::Lost(reason)),
+                None => Ok(Poll::Wait(slot.waiter())),
             },
         }
     }
@@ -427,7 +442,7 @@ impl Client {
             for k in keys {
                 if let Some(slot) = r.slots.get_mut(k) {
                     slot.outcome = Some(Outcome::Cancelled);
-                    wake.push(slot.notify.clone());
+                    wake.extend(slot.notify.take());
                     cancelled.push(k.clone());
                 }
             }
@@ -472,7 +487,9 @@ impl Inner {
                         None => (key, Outcome::Remote(who_has)),
                     }
                 }
-                FromScheduler::KeyErred { key, failure } => (key, Outcome::Failed(failure)),
+                FromScheduler::KeyErred { key, failure } => {
+                    (key, Outcome::Failed(Box::new(failure)))
+                }
                 FromScheduler::Progress(report) => {
                     self.follows.on_report(report);
                     continue;
@@ -486,7 +503,7 @@ impl Inner {
                 && !matches!(slot.outcome, Some(Outcome::Cancelled))
             {
                 slot.outcome = Some(outcome);
-                wake.push(slot.notify.clone());
+                wake.extend(slot.notify.take());
             }
         }
         drop(r);
@@ -499,7 +516,11 @@ impl Inner {
         self.follows.on_lost(&reason);
         let mut r = self.lock();
         r.lost = Some(reason);
-        let all: Vec<Arc<Notify>> = r.slots.values().map(|s| s.notify.clone()).collect();
+        let all: Vec<Arc<Notify>> = r
+            .slots
+            .values_mut()
+            .filter_map(|s| s.notify.take())
+            .collect();
         drop(r);
         for n in all {
             n.notify_waiters();

@@ -558,6 +558,9 @@ impl State {
         let held = self.clients.entry(client).or_default();
         let mut fresh = Vec::new();
         for key in wanted {
+            // The table's copy of the key, held from here on: comparisons with it are pointer
+            // comparisons, and the message's copy of the text is freed.
+            let key = self.tasks.canonical(key);
             if held.insert(key.clone()) {
                 fresh.push(key);
             }
@@ -598,11 +601,13 @@ impl State {
             }
         }
         // Tasks sent along that nothing wants are dropped rather than kept forever.
+        let mut frees = Frees::default();
         for k in new_keys {
             if self.state_of(&k) == Some(TaskState::Released) {
-                self.release_if_unneeded(&k, now, out);
+                self.release_unneeded(&k, &mut frees);
             }
         }
+        frees.send(out);
         self.update_idle(now);
     }
 
@@ -689,12 +694,15 @@ impl State {
     }
 
     fn unwant(&mut self, client: ClientId, keys: &[Key], now: f64, out: &mut impl Outbox) {
+        let mut frees = Frees::default();
         for k in keys {
             if let Some(t) = self.tasks.get_mut(k) {
                 t.wanted_by.retain(|c| *c != client);
-                self.release_if_unneeded(k, now, out);
+                self.release_unneeded(k, &mut frees);
             }
         }
+        frees.send(out);
+        self.update_idle(now);
     }
 
     // ----- workers -------------------------------------------------------------------------
@@ -1020,7 +1028,8 @@ impl State {
             transfer_us,
             data,
         } = done;
-        let key = &key;
+        // The table's copy, which the worker's holdings and the messages below then share.
+        let key = &self.tasks.canonical(key);
         self.touch(worker, now);
         self.record_duration(key, duration_us, transfer_us);
         let Some(t) = self.tasks.get(key) else {
@@ -1130,9 +1139,12 @@ impl State {
         if self.releasable.is_empty() {
             return;
         }
+        let mut frees = Frees::default();
         for k in std::mem::take(&mut self.releasable) {
-            self.release_if_unneeded(&k, now, out);
+            self.release_unneeded(&k, &mut frees);
         }
+        frees.send(out);
+        self.update_idle(now);
         self.check_retirements(now, out);
     }
 
@@ -1179,6 +1191,7 @@ impl State {
     ) {
         self.touch(worker, now);
         for (k, nbytes) in keys {
+            let k = &self.tasks.canonical(k.clone());
             self.replicating.remove(k);
             match self.tasks.get(k).map(|t| t.state) {
                 Some(TaskState::Memory) => {
@@ -1969,6 +1982,14 @@ impl State {
     /// Frees `key` if nothing needs it, and forgets it if nothing refers to it; then the same for
     /// its inputs. Iterative.
     fn release_if_unneeded(&mut self, key: &Key, now: f64, out: &mut impl Outbox) {
+        let mut frees = Frees::default();
+        self.release_unneeded(key, &mut frees);
+        frees.send(out);
+        self.update_idle(now);
+    }
+
+    /// [`State::release_if_unneeded`], collecting the results to free in `frees`.
+    fn release_unneeded(&mut self, key: &Key, frees: &mut Frees) {
         if self.is_needed(key) {
             return;
         }
@@ -1986,13 +2007,7 @@ impl State {
                     let holders = t.who_has.clone();
                     let nbytes = t.nbytes;
                     for h in &holders {
-                        out.to_worker(
-                            *h,
-                            FromScheduler::FreeKeys {
-                                keys: vec![k.clone()],
-                            }
-                            .into(),
-                        );
+                        frees.add(*h, k.clone());
                         if let Some(w) = self.workers.get_mut(h)
                             && w.has_what.remove(&k)
                         {
@@ -2007,13 +2022,7 @@ impl State {
                 TaskState::Processing => {
                     if let Some(w) = t.processing_on {
                         self.unassign(&k, w);
-                        out.to_worker(
-                            w,
-                            FromScheduler::FreeKeys {
-                                keys: vec![k.clone()],
-                            }
-                            .into(),
-                        );
+                        frees.add(w, k.clone());
                     }
                     self.set_state(&k, TaskState::Released);
                 }
@@ -2035,7 +2044,6 @@ impl State {
                 self.forget(&k);
             }
         }
-        self.update_idle(now);
     }
 
     fn forget(&mut self, key: &Key) {
@@ -2337,6 +2345,24 @@ impl State {
                 })
                 .collect(),
             target_duration: Duration::from_secs_f64(self.config.target_duration_s.max(0.0)),
+        }
+    }
+}
+
+/// Results to free, sent as one `FreeKeys` per worker once a release is done: finishing a
+/// reduction over a million inputs frees a million results, which should not be a million
+/// messages.
+#[derive(Default)]
+struct Frees(BTreeMap<WorkerId, Vec<Key>>);
+
+impl Frees {
+    fn add(&mut self, worker: WorkerId, key: Key) {
+        self.0.entry(worker).or_default().push(key);
+    }
+
+    fn send(self, out: &mut impl Outbox) {
+        for (worker, keys) in self.0 {
+            out.to_worker(worker, FromScheduler::FreeKeys { keys }.into());
         }
     }
 }

@@ -2145,3 +2145,70 @@ fn bytes_per_task_of_a_wide_sum_stay_bounded() {
         Some(Value::Int((1..=n as i64).sum()))
     );
 }
+
+#[test]
+fn a_finished_reduction_frees_its_inputs_in_one_message_per_worker() {
+    let n = 1_000;
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    let mut g: Vec<TaskSpec> = (0..n)
+        .map(|i| task(&client_key("inc", i), "inc", vec![(i as i64).into()]))
+        .collect();
+    let parts: Vec<A> = (0..n).map(|i| key(client_key("inc", i))).collect();
+    g.push(task(&client_key("sum", n), "sum", vec![A::L(parts)]));
+    let root = k(&client_key("sum", n));
+    sim.submit(g, &[&root]);
+    sim.run_all();
+    assert_eq!(
+        sim.client_value(&root),
+        Some(Value::Int((1..=n as i64).sum()))
+    );
+    let frees: Vec<(WorkerId, usize)> = sim
+        .worker_messages()
+        .iter()
+        .filter_map(|(w, m)| match m {
+            FromScheduler::FreeKeys { keys } => Some((*w, keys.len())),
+            _ => None,
+        })
+        .collect();
+    // Every input is freed on every worker holding it (the sum's worker fetched the others'),
+    // in one message per worker.
+    assert_eq!(frees.len(), 2, "{frees:?}");
+    let freed: usize = frees.iter().map(|f| f.1).sum();
+    assert!(freed >= n, "{freed} of {n} inputs freed");
+    assert_eq!(sim.st.count(TaskState::Memory), 1);
+}
+
+#[test]
+fn keys_read_off_messages_are_kept_as_the_tables_own_copy() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    let spec = task("inc-1", "inc", vec![1.into()]);
+    // The wanted key and the worker's report arrive as allocations of their own, as off the wire.
+    let wanted = Key::from("inc-1");
+    sim.st
+        .update_graph(C, vec![spec], vec![wanted.clone()], sim.now, &mut sim.out);
+    let (ct_worker, ct) = sim.computes().pop().expect("one task sent");
+    let done = Finished {
+        key: Key::from("inc-1"),
+        nbytes: 8,
+        duration_us: 100,
+        transfer_us: 0,
+        data: None,
+    };
+    sim.st.task_finished(ct_worker, done, sim.now, &mut sim.out);
+    let ours = sim
+        .st
+        .tasks
+        .get_key_value(&wanted)
+        .expect("known")
+        .0
+        .as_str()
+        .as_ptr();
+    assert_eq!(ct.spec.key.as_str().as_ptr(), ours);
+    let held = sim.st.clients[&C].get(&wanted).expect("held");
+    assert_eq!(held.as_str().as_ptr(), ours);
+    let has = sim.st.workers[&ct_worker]
+        .has_what
+        .get(&wanted)
+        .expect("on the worker");
+    assert_eq!(has.as_str().as_ptr(), ours);
+}

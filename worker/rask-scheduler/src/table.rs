@@ -61,6 +61,15 @@ impl<T> Table<T> {
     }
 
     /// The table's own copy of the key, and its value.
+    /// The table's own copy of `key` if it has one, else `key`: a clone of it shares the
+    /// table's allocation, so keeping it costs no text and comparing it compares pointers.
+    pub fn canonical(&self, key: Key) -> Key {
+        match self.index.get_key_value(&key) {
+            Some((k, _)) => k.clone(),
+            None => key,
+        }
+    }
+
     pub fn get_key_value(&self, key: &Key) -> Option<(&Key, &T)> {
         let (k, &i) = self.index.get_key_value(key)?;
         Some((k, self.slots.get(i)?.as_ref()?))
@@ -166,6 +175,16 @@ mod tests {
             t.get_key_value(&k("c")).map(|(k, v)| (k.as_str(), *v)),
             Some(("c", 4))
         );
+        // A copy of a key read elsewhere comes back as the table's own; an unknown one as is.
+        let ours = t.get_key_value(&k("c")).unwrap().0.as_str().as_ptr();
+        let theirs = k("c");
+        let theirs_ptr = theirs.as_str().as_ptr();
+        let back = t.canonical(theirs);
+        assert_eq!(back.as_str().as_ptr(), ours);
+        assert_ne!(back.as_str().as_ptr(), theirs_ptr);
+        let unknown = k("zz");
+        let unknown_ptr = unknown.as_str().as_ptr();
+        assert_eq!(t.canonical(unknown).as_str().as_ptr(), unknown_ptr);
     }
 
     #[test]

@@ -90,3 +90,38 @@ fn the_tls_runs_of_map_and_array_mean_run_small_under_their_own_names() {
     let var = mean["variance"].as_f64().expect("the variance");
     assert!((var - 1.0 / 12.0).abs() < 0.01, "variance {var}");
 }
+
+#[test]
+fn scale_runs_each_size_in_its_own_process_and_map_takes_a_list_of_sizes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rask-bench"))
+        .args(["scale", "map", "--reps", "1", "--tasks", "200,300"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("rask-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rask-bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let of = |bench: &str| -> Vec<u64> {
+        lines
+            .iter()
+            .filter(|l| l["bench"] == bench)
+            .map(|l| l["tasks"].as_u64().expect("tasks"))
+            .collect()
+    };
+    assert_eq!(of("scale"), vec![200, 300], "{stdout}");
+    assert_eq!(of("map"), vec![200, 300], "{stdout}");
+    for l in lines.iter().filter(|l| l["bench"] == "scale") {
+        assert!(l["map"]["tasks_per_s"]["median"].as_f64().unwrap() > 0.0);
+        assert!(l["map"]["rss_held_mib"].as_f64().unwrap() > 0.0);
+        assert!(l["map"]["rss_bytes_per_task"].as_f64().is_some());
+        assert_eq!(l["delayed"]["tasks"], l["tasks"].as_u64().unwrap() + 1);
+        assert!(l["delayed"]["total_ms"]["median"].as_f64().unwrap() > 0.0);
+    }
+}
