@@ -29,6 +29,38 @@ class Dep:
         return f"Dep({self.i})"
 
 
+class Function:
+    """A function pickled once (cloudpickle) for many calls (`Client.map`): it pickles as a call
+    of `load_function` on those bytes, so each call's pickle carries them without pickling the
+    function again, and a worker loads them once (as Dask's workers cache loaded functions)."""
+
+    __slots__ = ("pickled",)
+
+    def __init__(self, pickled: bytes):
+        self.pickled = pickled
+
+    def __reduce__(self):
+        return (load_function, (self.pickled,))
+
+
+# Functions a worker's Python process has loaded, by their pickle; a few at a time.
+_FUNCTIONS: dict = {}
+_FUNCTIONS_KEPT = 64
+
+
+def load_function(pickled: bytes):
+    """The function of a `Function`'s bytes, loaded once per process."""
+    f = _FUNCTIONS.get(pickled)
+    if f is None:
+        import pickle
+
+        f = pickle.loads(pickled)
+        if len(_FUNCTIONS) >= _FUNCTIONS_KEPT:
+            _FUNCTIONS.clear()
+        _FUNCTIONS[pickled] = f
+    return f
+
+
 # Helpers that delayed graphs and `Client.scatter` call on the workers (pickled by reference, like
 # `Dep`, so both sides need only this module).
 

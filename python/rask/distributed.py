@@ -38,7 +38,7 @@ import cloudpickle
 
 from . import _rask
 from ._delayed import Delayed, _is_array, from_future, graph
-from ._deps import Dep, identity
+from ._deps import Dep, Function, identity
 from ._futures import (
     _FAILED,
     BaseClient,
@@ -200,12 +200,16 @@ class Client(BaseClient):
             raise RuntimeError("the client is closed")
         return self._native
 
-    def _call(self, func: Callable, args: tuple, kwargs: dict) -> tuple[bytes, list[_rask.Future]]:
+    def _call(self, func: Callable, args: tuple, kwargs: dict, pickled_func: Function | None = None) -> tuple[bytes, list[_rask.Future]]:
         if not callable(func):
             raise TypeError(f"the first argument must be callable, got {func!r}")
         inputs = _Inputs(self)
-        call = (func, inputs.replace(args), inputs.replace(kwargs))
-        return cloudpickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL), inputs.futures
+        args, kwargs = inputs.replace(args), inputs.replace(kwargs)
+        if pickled_func is not None and _plain(args) and _plain(kwargs):
+            # Arguments Python's own pickle writes as values (no class of the user's to send
+            # by value): the C pickler, with the function pickled once for the whole map.
+            return pickle.dumps((pickled_func, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL), inputs.futures
+        return cloudpickle.dumps((func, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL), inputs.futures
 
     def submit(self, func: Callable, *args: Any, pure: bool | None = None, **kwargs: Any) -> Future:
         """Runs `func(*args, **kwargs)` on a worker. Futures among the arguments are replaced by
@@ -226,7 +230,10 @@ class Client(BaseClient):
         for it in iterables:
             if not isinstance(it, Iterable):
                 raise TypeError(f"map() takes iterables of arguments, got {type(it).__name__}")
-        calls = [self._call(func, items, kwargs) for items in zip(*iterables)]
+        if not callable(func):
+            raise TypeError(f"the first argument must be callable, got {func!r}")
+        pickled_func = Function(cloudpickle.dumps(func, protocol=pickle.HIGHEST_PROTOCOL))
+        calls = [self._call(func, items, kwargs, pickled_func) for items in zip(*iterables)]
         if not calls:
             return []
         return [Future(f, self) for f in native.submit_many(_key_prefix(func), calls)]
@@ -362,6 +369,25 @@ class Client(BaseClient):
     def __repr__(self) -> str:
         state = "closed" if self._native is None else self.address
         return f"<Client: {state}>"
+
+
+# Values that Python's pickle writes as they are, whatever module the caller is in.
+_PLAIN_TYPES = frozenset([int, float, complex, str, bytes, bool, type(None), Dep])
+
+
+def _plain(obj: Any, depth: int = 0) -> bool:
+    """Whether `obj` is made of plain values only (numbers, strings, bytes, None, `Dep`s, in
+    tuples, lists and dicts a few levels deep): then `pickle` and cloudpickle write the same."""
+    t = type(obj)
+    if t in _PLAIN_TYPES:
+        return True
+    if depth >= 3:
+        return False
+    if t is tuple or t is list:
+        return all(_plain(x, depth + 1) for x in obj)
+    if t is dict:
+        return all(type(k) in _PLAIN_TYPES and _plain(v, depth + 1) for k, v in obj.items())
+    return False
 
 
 def _scatter_call(value: Any) -> bytes:

@@ -117,3 +117,9 @@ def test_bad_arguments_are_refused_by_name(client: Client):
         rd.from_delayed([rask.delayed(make_part)(0)], meta={"k": "int64"})
     with pytest.raises(TypeError, match="column 't' has dtype datetime64"):
         rd.from_delayed([rask.delayed(make_part)(0)], meta=pd.DataFrame({"t": pd.to_datetime([])}))
+    with pytest.raises(TypeError, match="verify_meta=False"):
+        rd.from_delayed([rask.delayed(make_part)(0)], meta=meta, verify_meta=False)
+    with pytest.raises(TypeError, match="column names must be str, got 0"):
+        rd.from_delayed([rask.delayed(make_part)(0)], meta=pd.DataFrame({0: [1]}))
+    with pytest.raises(ValueError, match="from_delayed needs at least one column"):
+        rd.from_delayed([rask.delayed(make_part)(0)], meta=pd.DataFrame())

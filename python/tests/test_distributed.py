@@ -272,3 +272,33 @@ def test_futures_are_futures(client: Client):
     assert f.key.startswith("inc-")
     assert client.submit(lambda: 1).key.startswith("lambda-")
     assert f.key in repr(f)
+
+
+class Point:
+    """A class of this module (not importable on the workers): its instances travel by value."""
+
+    def __init__(self, x):
+        self.x = x
+
+
+def unpack(p, scale=1):
+    return p.x * scale if isinstance(p, Point) else p * scale
+
+
+def test_map_pickles_the_function_once_and_plain_arguments_with_pickle(client: Client):
+    import pickle
+
+    from rask._deps import Function, load_function
+    from rask.distributed import _plain
+
+    assert _plain((1, 2.5, "a", b"b", None, True, [1, (2, 3)], {"k": [3]}))
+    assert not _plain((Point(1),)) and not _plain(({1: Point(1)},)) and not _plain(((((([1],),),),),))
+    # A call of a map pickles the function as bytes loaded once per process.
+    f = Function(cloudpickle.dumps(unpack))
+    g = pickle.loads(pickle.dumps((f, (3,), {})))[0]
+    assert g is load_function(f.pickled) and g(3, scale=2) == 6
+    # Plain arguments, arguments of this module's classes (cloudpickle), futures, keywords.
+    assert client.gather(client.map(unpack, [1, Point(2), 3], scale=10)) == [10, 20, 30]
+    x = client.submit(inc, 1)
+    assert client.gather(client.map(add, [x, x], [1, Point(1).x])) == [3, 3]
+    assert client.gather(client.map(lambda a: a * 2, range(5))) == [0, 2, 4, 6, 8]
