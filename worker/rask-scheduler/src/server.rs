@@ -685,7 +685,7 @@ impl EventLoop {
                         },
                     );
                     let (state, mut out) = self.split();
-                    match state.add_worker(id, info, now(), &mut out) {
+                    match state.add_worker(id, *info, now(), &mut out) {
                         Ok(()) => {}
                         Err(e) => {
                             tracing::warn!(error = %e, "worker refused");

@@ -1791,7 +1791,7 @@ impl State {
             }
         }
         let msg = ComputeTask {
-            spec,
+            spec: Box::new(spec),
             priority,
             who_has,
             send_result,

@@ -321,7 +321,7 @@ async fn slow_http_clients_are_cut_off_and_do_not_hold_the_api() {
 async fn a_worker_silent_past_the_ttl_is_removed_then_its_connection_closed() {
     let s = start(|c| c.policy.worker_ttl_s = 0.3).await;
     let (tx, mut rx) = net::split::<ToScheduler>(raw(&s).await, "scheduler".into());
-    tx.send(ToScheduler::RegisterWorker(
+    tx.send(ToScheduler::RegisterWorker(Box::new(
         rask_core::protocol::WorkerInfo {
             name: "hung".into(),
             address: "tcp://127.0.0.1:1".into(),
@@ -331,7 +331,7 @@ async fn a_worker_silent_past_the_ttl_is_removed_then_its_connection_closed() {
             families: Vec::new(),
             resources: rask_core::Resources::none(),
         },
-    ));
+    )));
     assert!(matches!(
         recv_one(&mut rx).await,
         FromScheduler::Welcome { .. }

@@ -88,10 +88,13 @@ struct Queue {
     stopping: bool,
 }
 
+/// A queued job. The job itself is boxed: a heap operation moves entries about log2(n) times,
+/// and moving a 16-byte pointer instead of a ~130-byte [`Job`] was 5% of a worker's
+/// instructions on `map` (callgrind, 10,000-task runs).
 struct Queued {
     priority: u64,
     seq: u64,
-    job: Job,
+    job: Box<Job>,
 }
 
 impl Ord for Queued {
@@ -123,7 +126,11 @@ impl Queue {
         let seq = self.next_seq;
         self.next_seq += 1;
         let priority = job.priority;
-        self.jobs.push(Queued { priority, seq, job });
+        self.jobs.push(Queued {
+            priority,
+            seq,
+            job: Box::new(job),
+        });
     }
 
     /// Claims up to `n` sleeping threads to be woken; returns how many notifies to send.
@@ -172,7 +179,7 @@ impl Shared {
             {
                 // Counted under the lock, so a job is always in `queued` or `executing`.
                 self.executing.fetch_add(1, atomic::Ordering::Relaxed);
-                return Some(job);
+                return Some(*job);
             }
             queue.sleeping += 1;
             queue = self

@@ -453,7 +453,7 @@ async fn register(
 ) -> Result<Registered, Refusal> {
     let name = info.name.clone();
     let (sched, mut from_sched) = net::split::<ToScheduler>(stream, scheduler.to_owned());
-    sched.send(ToScheduler::RegisterWorker(info));
+    sched.send(ToScheduler::RegisterWorker(Box::new(info)));
     let lost = |m: String| Refusal::Fatal(WorkerError::SchedulerLost(m));
     let first = from_sched
         .recv::<FromScheduler>()

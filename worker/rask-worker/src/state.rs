@@ -56,14 +56,14 @@ pub(crate) struct TaskCounts {
 /// A task ready to run.
 #[derive(Debug)]
 pub(crate) struct Ready {
-    pub spec: TaskSpec,
+    pub spec: Box<TaskSpec>,
     pub priority: u64,
 }
 
 /// A task assigned to this worker and not finished yet.
 struct Pending {
     /// Taken (not copied) when the task is handed to the executor: `None` while it runs.
-    spec: Option<TaskSpec>,
+    spec: Option<Box<TaskSpec>>,
     priority: u64,
     /// Inputs not in the store yet.
     missing: usize,

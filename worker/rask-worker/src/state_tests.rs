@@ -76,7 +76,7 @@ fn task(key: &str, inputs: &[(&str, &[&str])], priority: u64, send_result: bool)
         inputs.iter().map(|(i, _)| k(i)).collect(),
     );
     ComputeTask {
-        spec,
+        spec: Box::new(spec),
         priority,
         who_has: inputs
             .iter()
