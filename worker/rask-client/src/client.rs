@@ -528,7 +528,14 @@ impl Inner {
     }
 
     fn release(&self, key: &Key) {
-        self.lock().slots.remove(key);
+        {
+            let mut r = self.lock();
+            r.slots.remove(key);
+            if r.slots.is_empty() {
+                // A map that held a million slots keeps its buckets: give them back.
+                r.slots = FxHashMap::default();
+            }
+        }
         let mut pending = self.releases.lock().unwrap_or_else(|p| p.into_inner());
         pending.push(key.clone());
         if pending.len() == 1 {

@@ -623,6 +623,10 @@ impl State {
             for k in keys {
                 held.remove(k);
             }
+            if held.is_empty() {
+                // A set that held a million keys keeps its buckets: give them back.
+                *held = FxHashSet::default();
+            }
         }
         self.unwant(client, keys, now, out);
         self.check_retirements(now, out);
@@ -2012,6 +2016,9 @@ impl State {
                             && w.has_what.remove(&k)
                         {
                             w.nbytes = w.nbytes.saturating_sub(nbytes);
+                            if w.has_what.is_empty() {
+                                w.has_what = FxHashSet::default();
+                            }
                         }
                     }
                     if let Some(t) = self.tasks.get_mut(&k) {
