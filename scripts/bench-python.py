@@ -51,7 +51,8 @@ def emit(line: dict, out) -> None:
 
 def rask_python(args, out) -> None:
     os.environ["RASK_BIN"] = str(Path(args.rask_bin).resolve())
-    os.environ.setdefault("RASK_PYTHON", sys.executable)
+    # The workers run the same rask package as this client: pickled calls refer to its modules.
+    os.environ["RASK_PYTHON"] = sys.executable
     import cloudpickle
     import numpy as np
 
