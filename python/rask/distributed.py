@@ -53,6 +53,7 @@ from ._futures import (
     default_client,
 )
 from ._local import LocalCluster
+from .security import Security
 
 __all__ = [
     "ALL_COMPLETED",
@@ -64,6 +65,7 @@ __all__ = [
     "KilledWorker",
     "LocalCluster",
     "RemoteTraceback",
+    "Security",
     "TaskError",
     "VersionMismatch",
     "as_completed",
@@ -160,17 +162,26 @@ class Client(BaseClient):
     `LocalCluster`; without it, a `LocalCluster` is started with the keyword arguments given
     (`n_workers`, `threads_per_worker`, `memory_limit`) and closed with the client.
 
+    A `tls://host:port` scheduler is reached over mutual TLS with the files of `security` (a
+    `Security`); the fields it leaves out are read from Dask's variables
+    (`DASK_DISTRIBUTED__COMM__TLS__CA_FILE`, `..__TLS__CLIENT__CERT`, `..__TLS__CLIENT__KEY`,
+    `DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION`), as `rask run` reads them.
+
     Connecting checks that the workers run this client's Python minor and cloudpickle major
     versions (`VersionMismatch` otherwise). Workers that join later are not checked here: a call
     they cannot load fails naming their versions.
     """
 
-    def __init__(self, address: str | LocalCluster | None = None, *, timeout: float = CONNECT_TIMEOUT_S, set_as_default: bool = True, **cluster_kwargs: Any):
+    def __init__(self, address: str | LocalCluster | None = None, *, timeout: float = CONNECT_TIMEOUT_S, set_as_default: bool = True, security: Security | None = None, **cluster_kwargs: Any):
         self.cluster: LocalCluster | None = None
         # This client's futures by key, so that a key is held by one future (a pure delayed
         # call, a scattered value or a persisted graph met again reuses it).
         self._futures: weakref.WeakValueDictionary[str, Future] = weakref.WeakValueDictionary()
         self._own_cluster = False
+        if security is None:
+            security = Security()
+        elif not isinstance(security, Security):
+            raise TypeError(f"security must be a rask.distributed.Security, got {type(security).__name__}")
         if address is None:
             address = LocalCluster(**cluster_kwargs)
             self._own_cluster = True
@@ -184,7 +195,14 @@ class Client(BaseClient):
         if "://" not in address:
             address = f"tcp://{address}"
         try:
-            self._native: _rask.Client | None = _rask.Client.connect(address, float(timeout))
+            self._native: _rask.Client | None = _rask.Client.connect(
+                address,
+                float(timeout),
+                ca_file=security.tls_ca_file,
+                cert=security.tls_client_cert,
+                key=security.tls_client_key,
+                require_encryption=security.require_encryption,
+            )
             _check_worker_versions(self._native.worker_families, sys.version_info[:2], _cloudpickle_major())
         except BaseException:
             self._native = None

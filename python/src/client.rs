@@ -3,6 +3,8 @@
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use std::path::PathBuf;
+
 use pyo3::exceptions::{PyConnectionError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -12,6 +14,8 @@ use tokio::task::JoinSet;
 use rask_client::Deps;
 use rask_client::delayed::new_key;
 use rask_core::function::encode_payload;
+use rask_core::net::{Scheme, parse_address};
+use rask_core::tls::{CA_FILE_ENV, REQUIRE_ENCRYPTION_ENV, Role, TlsConfig, TlsError, TlsSettings};
 use rask_core::{Encoded, Input, Key, TaskSpec};
 use rask_python::{CALL, PyCall};
 
@@ -40,12 +44,35 @@ type GraphTask<'py> = (String, Bound<'py, PyBytes>, Vec<String>);
 
 #[pymethods]
 impl Client {
-    /// Connects to the scheduler at `address` (`tcp://host:port`), waiting at most `timeout`
-    /// seconds.
+    /// Connects to the scheduler at `address` (`tcp://host:port` or `tls://host:port`), waiting
+    /// at most `timeout` seconds. The TLS files given (a `Security`'s) win over Dask's
+    /// `DASK_DISTRIBUTED__COMM__TLS__*` variables, which fill in the rest, as `rask run` reads
+    /// them.
     #[staticmethod]
-    fn connect(py: Python<'_>, address: String, timeout: f64) -> PyResult<Client> {
+    #[pyo3(signature = (address, timeout, ca_file=None, cert=None, key=None, require_encryption=None))]
+    fn connect(
+        py: Python<'_>,
+        address: String,
+        timeout: f64,
+        ca_file: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        require_encryption: Option<bool>,
+    ) -> PyResult<Client> {
+        let mut settings = TlsSettings {
+            ca_file,
+            cert,
+            key,
+            require_encryption: false,
+        }
+        .with_env(Role::Client, |k| std::env::var(k).ok());
+        // Given, it wins over the variable, as a `Security`'s fields do in Dask.
+        if let Some(required) = require_encryption {
+            settings.require_encryption = required;
+        }
+        let tls = client_tls(&address, settings)?;
         let until = deadline(Some(timeout))?;
-        let connect = rask_client::Client::connect(&address);
+        let connect = rask_client::Client::connect_with(&address, tls);
         match block_on(py, until, connect)? {
             Some(Ok(inner)) => Ok(Client { inner, address }),
             Some(Err(e)) => Err(PyConnectionError::new_err(e.to_string())),
@@ -137,6 +164,51 @@ impl Client {
     fn __repr__(&self) -> String {
         format!("<rask._rask.Client {}>", self.address)
     }
+}
+
+/// Where a Python client's TLS settings come from, for errors.
+const HOW_TO_SET: &str = "pass security=Security(tls_ca_file=..., tls_client_cert=..., \
+     tls_client_key=...) or set DASK_DISTRIBUTED__COMM__TLS__CA_FILE, \
+     DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY";
+
+/// The client's TLS identity for `address`, from `settings` (a `Security`'s fields over Dask's
+/// variables): `None` for plain TCP. A `tls://` address needs a CA and a certificate, and a
+/// `tcp://` one is refused when encryption is required.
+fn client_tls(address: &str, settings: TlsSettings) -> PyResult<Option<TlsConfig>> {
+    let scheme = parse_address(address).0;
+    let required = settings.require_encryption;
+    let given = settings.ca_file.is_some() || settings.cert.is_some() || settings.key.is_some();
+    let files = match (scheme, given) {
+        (Scheme::Tls, false) => {
+            return Err(PyValueError::new_err(format!(
+                "{address} is a tls:// address, but no TLS certificate is given: {HOW_TO_SET}"
+            )));
+        }
+        (Scheme::Tcp, _) if required => {
+            return Err(PyValueError::new_err(format!(
+                "{address} is not a tls:// address, and encryption is required \
+                 (require_encryption=True or {REQUIRE_ENCRYPTION_ENV}): connect to tls://host:port"
+            )));
+        }
+        (Scheme::Tcp, false) => return Ok(None),
+        (_, true) => settings.files(),
+    };
+    // `files` checks them as `rask run` does; its errors name the flags, so say it in Python's
+    // words. Some settings are given, so there are files or an error.
+    let files = match files {
+        Ok(Some(files)) => files,
+        Ok(None) | Err(_) => {
+            let (cert_env, _) = Role::Client.env();
+            return Err(PyValueError::new_err(format!(
+                "mutual TLS needs both tls_ca_file ({CA_FILE_ENV}) and tls_client_cert \
+                 ({cert_env}); tls_client_key defaults to the certificate's file: {HOW_TO_SET}"
+            )));
+        }
+    };
+    TlsConfig::load(&files).map(Some).map_err(|e| match e {
+        TlsError::Read { .. } => PyOSError::new_err(e.to_string()),
+        e => PyValueError::new_err(e.to_string()),
+    })
 }
 
 /// A key given by Python: non-empty (a user's `dask_key_name` among them).
