@@ -472,7 +472,9 @@ def _collect_followed(obj: Any, found: dict[str, Future]) -> None:
 
 
 class _TextProgressBar:
-    """`[####      ] | 40% Completed |  1.2s`, from the futures' done state."""
+    """`[####      ] | 40% Completed |  1.2s`, as Dask's: the share of the futures' tasks, and of
+    every unfinished task they depend on, that has finished, from the scheduler's progress
+    reports (the data `rask run`'s bars draw)."""
 
     def __init__(self, futures: list[Future], out: Any, width: int):
         self.futures = futures
@@ -481,21 +483,32 @@ class _TextProgressBar:
         self.start = time.monotonic()
         isatty = getattr(out, "isatty", None)
         self.tty = bool(isatty and isatty() and os.environ.get("TERM") != "dumb")
+        self.total = 0
+        self.finished = 0
 
     def line(self) -> str:
-        total = len(self.futures)
-        done = sum(1 for f in self.futures if f.done())
-        frac = done / total if total else 1.0
+        frac = self.finished / self.total if self.total else 1.0
         filled = int(self.width * frac)
         elapsed = time.monotonic() - self.start
         return f"[{'#' * filled}{' ' * (self.width - filled)}] | {frac:4.0%} Completed | {elapsed:4.1f}s"
 
     def run(self, interval: float) -> None:
-        natives = [f._native for f in self.futures]
-        while not _rask.wait_all(natives, interval):
+        by_client: dict[int, tuple[Any, list]] = {}
+        for f in self.futures:
+            by_client.setdefault(id(f.client), (f.client, []))[1].append(f._native)
+        # One follow per client the futures belong to; the bar adds their counts.
+        follows = [_rask.follow(client._client(), natives) for client, natives in by_client.values()]
+        counts = [p.snapshot() for p in follows]
+        while True:
+            self.total = sum(c[1] for c in counts)
+            # Failed tasks count as finished, as in Dask's bar: nothing more will happen to them.
+            self.finished = sum(c[2] + c[3] for c in counts)
+            if all(c[0] for c in counts):
+                break
             if self.tty:
                 self.out.write("\r" + self.line())
                 self.out.flush()
+            counts = [c if c[0] else p.next(interval / len(follows)) for p, c in zip(follows, counts)]
         self.out.write(("\r" if self.tty else "") + self.line() + "\n")
         self.out.flush()
 

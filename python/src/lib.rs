@@ -11,6 +11,7 @@ mod client;
 mod frame;
 mod graph;
 mod outcome;
+mod progress;
 mod runtime;
 
 use pyo3::prelude::*;
@@ -21,11 +22,13 @@ fn _rask(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Client>()?;
     m.add_class::<client::Future>()?;
     m.add_class::<client::Completions>()?;
+    m.add_class::<progress::Progress>()?;
     frame::register(m)?;
     m.add_function(wrap_pyfunction!(client::wait_all, m)?)?;
     m.add_function(wrap_pyfunction!(client::gather, m)?)?;
     m.add_function(wrap_pyfunction!(client::unique_key, m)?)?;
     m.add_function(wrap_pyfunction!(client::visualize, m)?)?;
+    m.add_function(wrap_pyfunction!(progress::follow, m)?)?;
     m.add_function(wrap_pyfunction!(outcome::decode_result, m)?)?;
     m.add("FUNCTION", rask_python::CALL.name())?;
     Ok(())

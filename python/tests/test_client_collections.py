@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 import time
 from concurrent.futures import CancelledError
@@ -133,3 +134,19 @@ def test_progress_follows_persisted_values_and_refuses_others(client: Client):
         progress(delayed(inc)(1), file=io.StringIO())
     with pytest.raises(TypeError, match="notebook"):
         progress(p, notebook=True)
+
+
+def test_progress_counts_the_tasks_a_future_depends_on(client: Client):
+    # One future, seven tasks: the bar moves as its six inputs finish, as Dask's does, not only
+    # when the future itself is done (the scheduler's progress reports, not the future's state).
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    total = client.persist(delayed(sum)([delayed(slow)(i, 0.3) for i in range(6)]))
+    out = Terminal()
+    progress(total, file=out, interval=0.05)
+    assert total.compute() == sum(range(6))
+    shares = {int(m) for m in re.findall(r"\|\s*(\d+)% Completed", out.getvalue())}
+    assert 100 in shares
+    assert any(0 < s < 100 for s in shares), out.getvalue()
