@@ -371,6 +371,14 @@ impl ClusterCerts {
     }
 }
 
+/// `tls://host:port` for `tcp://host:port`.
+pub fn tls_address(tcp: &str) -> String {
+    match tcp.strip_prefix("tcp://") {
+        Some(rest) => format!("tls://{rest}"),
+        None => tcp.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

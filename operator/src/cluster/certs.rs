@@ -14,9 +14,9 @@ use k8s_openapi::api::core::v1::{
 use kube::api::ObjectMeta;
 
 use super::validate::ValidatedCluster;
-use crate::local::plan::RASK_IMAGE;
+use crate::local::plan::is_rask;
 use crate::names::{LABEL_CLUSTER, LABEL_COMPONENT};
-use crate::tls::{CA_FILE, CertError, ClusterCerts, MOUNT_PATH, Role, VOLUME};
+use crate::tls::{CA_FILE, CertError, ClusterCerts, MOUNT_PATH, Role, VOLUME, tls_address};
 
 /// Where a cluster's certificates stand after [`ensure_certificates`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,19 +71,6 @@ pub fn read_secret(
     };
     let service = format!("{}-scheduler.{}.svc", v.name, v.namespace);
     ClusterCerts::from_files(get, &service, now_unix)
-}
-
-/// Whether a container runs rask's image (whose `rask` reads Dask's TLS settings).
-pub fn is_rask(c: &Container) -> bool {
-    c.image.as_deref().is_some_and(|i| i.contains(RASK_IMAGE))
-}
-
-/// `tls://host:port` for `tcp://host:port`.
-pub fn tls_address(tcp: &str) -> String {
-    match tcp.strip_prefix("tcp://") {
-        Some(rest) => format!("tls://{rest}"),
-        None => tcp.to_owned(),
-    }
 }
 
 /// Dask's TLS settings of a rask container playing `role`, with the cluster's certificates

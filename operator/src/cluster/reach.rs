@@ -9,10 +9,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 
-use super::certs::{is_rask, secret_name};
+use super::certs::secret_name;
 use crate::context::Context;
 use crate::crd::DaskCluster;
 use crate::error::Error;
+use crate::local::plan::is_rask;
 use crate::scheduler_api::{SchedulerApi, SchedulerApiError};
 use crate::tls::{CA_FILE, Role, wanted};
 

@@ -53,9 +53,9 @@ impl ValidatedCluster {
                 .scheduler_spec
                 .containers
                 .first()
-                .is_some_and(super::certs::is_rask);
+                .is_some_and(crate::local::plan::is_rask);
         if self.pod_tls {
-            self.scheduler_address = super::certs::tls_address(&self.scheduler_address);
+            self.scheduler_address = crate::tls::tls_address(&self.scheduler_address);
         }
         self
     }

@@ -66,7 +66,7 @@ impl ValidatedJob {
                 .spec
                 .containers
                 .first()
-                .is_some_and(crate::cluster::certs::is_rask);
+                .is_some_and(crate::local::plan::is_rask);
         self
     }
 }

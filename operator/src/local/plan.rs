@@ -19,6 +19,11 @@ use crate::spec::{ByteSize, MemoryLimit, WorkerTemplate};
 /// The name of rask's worker image, whose entrypoint is the `rask` binary.
 pub const RASK_IMAGE: &str = "rask-dev/rask-worker";
 
+/// Whether a container runs rask's image (whose `rask` reads Dask's TLS settings).
+pub fn is_rask(c: &Container) -> bool {
+    c.image.as_deref().is_some_and(|i| i.contains(RASK_IMAGE))
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupPlan {
     pub replicas: usize,
@@ -351,7 +356,7 @@ fn runner(job: &str, spec: &PodSpec, path: &str, problems: &mut Vec<String>) -> 
     let cpath = format!("{path}.containers[0]");
     let mut argv: Vec<String> = c.command.clone().unwrap_or_default();
     // rask's worker image has `rask` as its entrypoint: its args are a rask command line.
-    if c.command.is_none() && c.image.as_deref().is_some_and(|i| i.contains(RASK_IMAGE)) {
+    if c.command.is_none() && is_rask(c) {
         argv.push("rask".into());
     }
     argv.extend(c.args.clone().unwrap_or_default());
