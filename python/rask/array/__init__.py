@@ -22,7 +22,7 @@ different shapes, fancy and boolean indexing, slice steps other than 1, `None` i
 `transpose` with axes other than reversed; each raises `NotImplementedError` naming it.
 """
 
-from . import random
+from . import core, random
 from .core import (  # noqa: A004 - numpy's names (abs, max, min, sum)
     Array,
     abs,
@@ -54,34 +54,4 @@ from .core import (  # noqa: A004 - numpy's names (abs, max, min, sum)
     zeros,
 )
 
-__all__ = [
-    "Array",
-    "abs",
-    "absolute",
-    "arange",
-    "argmax",
-    "argmin",
-    "asarray",
-    "cos",
-    "dot",
-    "exp",
-    "from_array",
-    "from_delayed",
-    "full",
-    "log",
-    "matmul",
-    "max",
-    "maximum",
-    "mean",
-    "min",
-    "minimum",
-    "ones",
-    "random",
-    "sin",
-    "sqrt",
-    "std",
-    "sum",
-    "transpose",
-    "var",
-    "zeros",
-]
+__all__ = sorted([*core.__all__, "random"])
