@@ -60,6 +60,25 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.traceback.rstrip()}\n"""'
 
 
+# What the worker's runner notes on a call it could not unpickle (worker/rask-python/src/runner.py).
+_UNPICKLING_ON_WORKER = "(unpickling the call on a rask worker with "
+
+
+def _client_versions() -> str:
+    """The client's side of a call that did not unpickle on a worker, to set beside the worker's."""
+    import sys
+
+    import cloudpickle
+
+    # The package's own `__version__` (set in its `__init__`, above this module: looked up, not
+    # imported).
+    version = getattr(sys.modules.get(__package__ or "rask"), "__version__", "of unknown version")
+    return (
+        f"(pickled by a rask client with Python {sys.version.split()[0]},"
+        f" cloudpickle {cloudpickle.__version__} and rask {version})"
+    )
+
+
 def _exception_of(failure: dict) -> BaseException:
     """The exception to raise for a failed task, as the native module describes it."""
     kind = failure.get("kind")
@@ -78,6 +97,8 @@ def _exception_of(failure: dict) -> BaseException:
         traceback = failure.get("traceback")
         if traceback:
             exc.__cause__ = RemoteTraceback(traceback)
+            if _UNPICKLING_ON_WORKER in traceback and hasattr(exc, "add_note"):
+                exc.add_note(_client_versions())
         return exc
     if kind == "cancelled":
         return FutureCancelledError(failure["key"])

@@ -29,6 +29,7 @@ import os
 import pickle
 import sys
 import time
+import warnings
 import weakref
 from collections import namedtuple
 from collections.abc import Iterable, Iterator
@@ -68,6 +69,7 @@ __all__ = [
     "Security",
     "TaskError",
     "VersionMismatch",
+    "VersionMismatchWarning",
     "as_completed",
     "default_client",
     "progress",
@@ -81,11 +83,20 @@ class VersionMismatch(RuntimeError):
     """The workers' Python or cloudpickle cannot run the calls this client pickles."""
 
 
-def _check_worker_versions(families: list[tuple[str, str]], python: tuple[int, int], cloudpickle_major: int) -> None:
+class VersionMismatchWarning(UserWarning):
+    """The workers' rask package is not this client's: calls that use rask's helpers on the
+    workers (`Client.map`, delayed graphs, collections) may fail to unpickle there."""
+
+
+def _check_worker_versions(
+    families: list[tuple[str, str]], python: tuple[int, int], cloudpickle_major: int, rask: str | None = None
+) -> None:
     """Raises `VersionMismatch` if a worker's `python` family names another Python minor or
     cloudpickle major version than this client's: pickled functions do not travel between them.
-    Its version reads `1+py3.11+cloudpickle3` (`1+unavailable` where the worker has no usable
-    Python: its tasks fail saying why)."""
+    Warns (`VersionMismatchWarning`) if it names another rask package than `rask` (this client's
+    `_rask_tag()`), or none. Its version reads `1+py3.11+cloudpickle3+rask0.1.0@3f2a9c01b2d4`
+    (`+norask` where its Python has no rask package; `1+unavailable` where the worker has no
+    usable Python: its tasks fail saying why)."""
     mine = f"Python {python[0]}.{python[1]} and cloudpickle {cloudpickle_major}"
     for name, version in families:
         if name != "python":
@@ -102,6 +113,37 @@ def _check_worker_versions(families: list[tuple[str, str]], python: tuple[int, i
                 "workers' Python versions on the client, or give the workers this Python with "
                 "`rask worker --python` / RASK_PYTHON"
             )
+        theirs = next((p for p in parts if p == "norask" or p.startswith("rask")), None)
+        if rask is None or theirs is None or theirs == f"rask{rask}":
+            continue
+        client_version = rask.split("@")[0]
+        if theirs == "norask":
+            found = "no rask package in the workers' Python"
+        else:
+            found = f"the workers' rask package is {theirs[4:]} (version@digest of its rask._deps)"
+        warnings.warn(
+            f"{found}, this client's is {rask}: Client.map, delayed graphs and collections "
+            f"pickle calls of rask's helpers, which may not load there; install rask "
+            f"{client_version} (this client's build) in the Python the workers run",
+            VersionMismatchWarning,
+            stacklevel=3,
+        )
+        return
+
+
+def _rask_tag() -> str:
+    """This client's rask package as the workers' runner names its own (worker/rask-python's
+    runner.py, `_rask_tag`): `VERSION@DIGEST`, DIGEST the first 12 hex digits of the SHA-256
+    of `rask/_deps.py`, whose names the pickled calls refer to."""
+    from . import _deps
+
+    version = getattr(sys.modules.get(__package__ or "rask"), "__version__", "unknown")
+    try:
+        with open(_deps.__file__, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    except (OSError, TypeError):
+        digest = "unknown"
+    return f"{version}@{digest}".replace("+", "_").replace(" ", "_")
 
 
 def _cloudpickle_major() -> int:
@@ -168,8 +210,9 @@ class Client(BaseClient):
     `DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION`), as `rask run` reads them.
 
     Connecting checks that the workers run this client's Python minor and cloudpickle major
-    versions (`VersionMismatch` otherwise). Workers that join later are not checked here: a call
-    they cannot load fails naming their versions.
+    versions (`VersionMismatch` otherwise), and warns (`VersionMismatchWarning`) if their Python
+    has another build of the rask package, or none. Workers that join later are not checked
+    here: a call they cannot load fails naming their versions and this client's.
     """
 
     def __init__(self, address: str | LocalCluster | None = None, *, timeout: float = CONNECT_TIMEOUT_S, set_as_default: bool = True, security: Security | None = None, **cluster_kwargs: Any):
@@ -203,7 +246,9 @@ class Client(BaseClient):
                 key=security.tls_client_key,
                 require_encryption=security.require_encryption,
             )
-            _check_worker_versions(self._native.worker_families, sys.version_info[:2], _cloudpickle_major())
+            _check_worker_versions(
+                self._native.worker_families, sys.version_info[:2], _cloudpickle_major(), _rask_tag()
+            )
         except BaseException:
             self._native = None
             if self._own_cluster and self.cluster is not None:

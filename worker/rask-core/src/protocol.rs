@@ -480,7 +480,14 @@ where
     let mut len_buf = [0u8; 8];
     let mut got = 0;
     while got < 8 {
-        let n = r.read(&mut len_buf[got..]).await?;
+        let n = match r.read(&mut len_buf[got..]).await {
+            Ok(n) => n,
+            // A TLS peer gone without its close_notify (a process that exited, a dropped
+            // connection): between frames that is the end of the stream, as it is over plain
+            // TCP. Frames carry their lengths, so a cut stream cannot pass for shorter messages.
+            Err(e) if got == 0 && e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             return if got == 0 {
                 Ok(None)
@@ -778,6 +785,53 @@ mod tests {
                 .await
                 .unwrap_err();
             assert!(matches!(err, FrameError::Truncated), "{cut}: {err}");
+        }
+    }
+
+    /// The rest of a TLS stream whose peer left without its close_notify: rustls' error.
+    struct NoCloseNotify;
+
+    impl tokio::io::AsyncRead for NoCloseNotify {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "peer closed connection without sending TLS close_notify",
+            )))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tls_peer_gone_without_close_notify_between_frames_ends_the_stream() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &sample(), DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
+        let mut r = (&buf[..]).chain(NoCloseNotify);
+        let got: Vec<Envelope<ToScheduler>> = read_frame(&mut r, DEFAULT_MAX_FRAME)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, sample());
+        assert!(
+            read_frame::<ToScheduler, _>(&mut r, DEFAULT_MAX_FRAME)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Inside a frame it is still a cut frame, not an end.
+        for cut in [3, 8, buf.len() - 1] {
+            let mut r = (&buf[..cut]).chain(NoCloseNotify);
+            let err = read_frame::<ToScheduler, _>(&mut r, DEFAULT_MAX_FRAME)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, FrameError::Truncated | FrameError::Io(_)),
+                "{cut}: {err}"
+            );
         }
     }
 

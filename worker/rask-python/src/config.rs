@@ -78,16 +78,25 @@ pub struct Versions {
     pub python: String,
     /// cloudpickle's full version, `3.1.3`.
     pub cloudpickle: String,
+    /// The rask package the calls unpickle against (clients pickle rask's helpers by reference):
+    /// its version and a digest of its `rask._deps`, `0.1.0@3f2a9c01b2d4`; `None` where the
+    /// interpreter has no rask package (the runner's own stand-in `rask._deps` is used).
+    pub rask: Option<String>,
 }
 
 impl Versions {
-    /// The family's version: `1+py3.11+cloudpickle3`.
+    /// The family's version: `1+py3.11+cloudpickle3+rask0.1.0@3f2a9c01b2d4` (`+norask` without a
+    /// rask package).
     pub fn family_version(&self) -> String {
         let major = self
             .cloudpickle
             .split('.')
             .next()
             .unwrap_or(&self.cloudpickle);
-        format!("{VERSION}+py{}+cloudpickle{major}", self.python)
+        let rask = match &self.rask {
+            Some(r) => format!("rask{r}"),
+            None => "norask".to_owned(),
+        };
+        format!("{VERSION}+py{}+cloudpickle{major}+{rask}", self.python)
     }
 }

@@ -17,9 +17,10 @@
 //! replaced by the next call. The processes' stdout and stderr go to the worker's log, line by
 //! line, drained as they come.
 //!
-//! The family's version names the interpreter's Python minor version and cloudpickle's major
-//! version (`1+py3.11+cloudpickle3`), as found by [`probe`], since pickles made by one do not
-//! load in another: a client compares them with its own.
+//! The family's version names the interpreter's Python minor version, cloudpickle's major
+//! version and the rask package the calls unpickle against
+//! (`1+py3.11+cloudpickle3+rask0.1.0@3f2a9c01b2d4`), as found by [`probe`], since pickles made by
+//! one do not load in another: a client compares them with its own.
 
 mod config;
 mod error;
@@ -192,11 +193,17 @@ mod tests {
 
     #[test]
     fn versions_name_the_minor_and_the_major() {
-        let v = Versions {
+        let mut v = Versions {
             python: "3.11".into(),
             cloudpickle: "3.1.3".into(),
+            rask: Some("0.1.0@3f2a9c01b2d4".into()),
         };
-        assert_eq!(v.family_version(), "1+py3.11+cloudpickle3");
+        assert_eq!(
+            v.family_version(),
+            "1+py3.11+cloudpickle3+rask0.1.0@3f2a9c01b2d4"
+        );
+        v.rask = None;
+        assert_eq!(v.family_version(), "1+py3.11+cloudpickle3+norask");
         let f = family(failing_config(), None);
         assert_eq!(f.info().version, "1+unavailable");
         assert_eq!(f.info().functions, ["python.call"]);

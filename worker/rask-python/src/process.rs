@@ -168,13 +168,17 @@ impl Process {
                 );
             }
         }
-        let versions = text
-            .split_once(' ')
-            .map(|(python, cloudpickle)| Versions {
+        let mut fields = text.splitn(3, ' ');
+        let versions = match (fields.next(), fields.next(), fields.next()) {
+            (Some(python), Some(cloudpickle), Some(rask)) => Ok(Versions {
                 python: python.to_owned(),
                 cloudpickle: cloudpickle.to_owned(),
-            })
-            .ok_or_else(|| format!("its first message {text:?} is not `PYTHON CLOUDPICKLE`"));
+                rask: (rask != "-").then(|| rask.to_owned()),
+            }),
+            _ => Err(format!(
+                "its first message {text:?} is not `PYTHON CLOUDPICKLE RASK`"
+            )),
+        };
         let versions = match versions {
             Ok(v) => v,
             Err(reason) => return Err(self.broken(reason)),

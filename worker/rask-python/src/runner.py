@@ -5,7 +5,8 @@
 # stderr are pipes the worker drains into its log. Every message on the socket, either way, is a
 # frame: 1 byte of kind, u64 LE body length, body.
 #
-#   runner -> worker  H  "MAJOR.MINOR CLOUDPICKLE_VERSION" once started (then tasks)
+#   runner -> worker  H  "MAJOR.MINOR CLOUDPICKLE_VERSION RASK" once started (then tasks); RASK
+#                        is the rask package's "VERSION@DIGEST" (of its rask._deps), "-" for none
 #                     E  utf-8 message: it cannot run tasks (cloudpickle missing...), then exits
 #   worker -> runner  T  u32 LE number of inputs n, then the frames C and n times I
 #                     C  cloudpickle.dumps((func, args, kwargs)), with rask._deps.Dep(j) for input j
@@ -19,6 +20,32 @@
 
 import os
 import sys
+
+
+def _rask_package(deps):
+    """The rask package the calls unpickle against, for error messages: the installed one's
+    version and place, or the runner's stand-in."""
+    if getattr(deps, "__rask_stand_in__", False):
+        return "no rask package (the runner's own rask._deps)"
+    version = getattr(sys.modules.get("rask"), "__version__", "of unknown version")
+    return f"rask {version} ({os.path.dirname(deps.__file__ or '?')})"
+
+
+def _rask_tag(deps):
+    """The rask package as the H message names it: `VERSION@DIGEST`, DIGEST being the first 12
+    hex digits of the SHA-256 of its rask._deps source (what clients' pickles refer to; the rask
+    client computes the same to compare), "-" without a package."""
+    if getattr(deps, "__rask_stand_in__", False):
+        return "-"
+    import hashlib
+
+    version = getattr(sys.modules.get("rask"), "__version__", "unknown")
+    try:
+        with open(deps.__file__, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    except (OSError, TypeError):
+        digest = "unknown"
+    return f"{version}@{digest}".replace("+", "_").replace(" ", "_")
 
 
 def _deps_module():
@@ -40,6 +67,7 @@ def _deps_module():
     if not hasattr(pkg, "__path__"):
         pkg.__path__ = []
     mod = types.ModuleType("rask._deps")
+    mod.__rask_stand_in__ = True
 
     class Dep:
         """Stands for the task's input `i` in a pickled call."""
@@ -102,12 +130,14 @@ def main():
         send(b"E", f"cloudpickle is not importable by {sys.executable}: {e}".encode())
         return 1
     try:
-        Dep = _deps_module().Dep
+        deps = _deps_module()
+        Dep = deps.Dep
+        rask_package = _rask_package(deps)
     except Exception as e:
         send(b"E", f"cannot set up rask._deps in {sys.executable}: {e!r}".encode())
         return 1
     v = sys.version_info
-    send(b"H", f"{v.major}.{v.minor} {cloudpickle.__version__}".encode())
+    send(b"H", f"{v.major}.{v.minor} {cloudpickle.__version__} {_rask_tag(deps)}".encode())
     if sys.argv[1:] == ["probe"]:
         return 0
 
@@ -187,9 +217,16 @@ def main():
                 # Most often a client of another Python or cloudpickle version.
                 if hasattr(e, "add_note"):
                     e.add_note(
-                        f"(unpickling the call on a rask worker with Python {sys.version.split()[0]}"
-                        f" and cloudpickle {cloudpickle.__version__})"
+                        f"(unpickling the call on a rask worker with Python {sys.version.split()[0]},"
+                        f" cloudpickle {cloudpickle.__version__} and {rask_package})"
                     )
+                    # A name of rask's own that this worker's rask lacks: the client's is another
+                    # release (an older package installed on the workers, most often).
+                    if isinstance(e, (AttributeError, ImportError)) and "rask" in str(e):
+                        e.add_note(
+                            "the call was pickled by a client whose rask package differs from this"
+                            " worker's: install the client's rask version where the workers run"
+                        )
                 raise
             del call
             inputs = [pickle.loads(b) for b in inputs]

@@ -217,6 +217,37 @@ fn a_call_that_does_not_unpickle_on_the_worker_says_where() {
 }
 
 #[test]
+fn a_call_of_a_rask_helper_this_workers_rask_lacks_says_the_packages_differ() {
+    let r = registry(PythonConfig::new(None));
+    // What a client of a newer rask pickles: a helper of `rask._deps` by reference, which this
+    // worker's `rask._deps` (installed or the runner's stand-in) does not have.
+    let f = payload(
+        "m = types.ModuleType('rask._deps')\nexec('def helper_of_a_newer_rask():\\n    return 1', m.__dict__)\n\
+         sys.modules['rask._deps'] = m\nCALL = (m.helper_of_a_newer_rask, (), {})",
+        0,
+    );
+    let e = exception(call(&r, &f, &[]).unwrap_err());
+    assert_eq!(e.type_name, "AttributeError", "{}", e.traceback);
+    assert!(
+        e.message.contains("helper_of_a_newer_rask"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.traceback.contains(
+            "the call was pickled by a client whose rask package differs from this worker's"
+        ),
+        "{}",
+        e.traceback
+    );
+    assert!(
+        e.traceback.contains(" rask ") || e.traceback.contains("no rask package"),
+        "{}",
+        e.traceback
+    );
+}
+
+#[test]
 fn a_process_that_dies_while_its_fork_lives_on_fails_its_task_all_the_same() {
     let r = registry(PythonConfig::new(None));
     let dir = tempfile::tempdir().unwrap();
