@@ -540,10 +540,7 @@ pub async fn connect(
         .max(Duration::from_secs(1));
     match tokio::time::timeout(left, handshake).await {
         Ok(Ok(s)) => Ok(Stream::Tls(Box::new(s.into()))),
-        Ok(Err(e)) => Err(std::io::Error::new(
-            e.kind(),
-            format!("TLS handshake with {addr} failed: {e}"),
-        )),
+        Ok(Err(e)) => Err(tls::client_handshake_error(addr, tls.ca_file(), e)),
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             format!("TLS handshake with {addr} did not finish within {left:?}"),
@@ -927,6 +924,10 @@ mod tests {
             .to_string();
         assert!(
             err.contains(&addr) && err.contains("UnknownIssuer"),
+            "{err}"
+        );
+        assert!(
+            err.contains("the server's certificate is not signed by the CA in"),
             "{err}"
         );
     }

@@ -165,6 +165,8 @@ pub struct TlsConfig {
     /// per route, with bearer tokens as the other way in).
     http_server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    /// Where the trusted CA came from, for errors about servers it does not vouch for.
+    ca_file: Arc<Path>,
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -300,7 +302,13 @@ impl TlsConfig {
             server: server(false)?,
             http_server: server(true)?,
             client: Arc::new(client),
+            ca_file: Arc::from(files.ca_file.as_path()),
         })
+    }
+
+    /// The file the trusted CA certificate(s) came from (`--tls-ca-file`).
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
     }
 
     /// Accepts cluster connections: the peer must present a certificate signed by the CA.
@@ -327,6 +335,35 @@ pub(crate) fn server_name(host: &str) -> ServerName<'static> {
     ServerName::try_from(host.to_owned()).unwrap_or(ServerName::IpAddress(
         std::net::IpAddr::from([0u8, 0, 0, 0]).into(),
     ))
+}
+
+/// What went wrong in a client's handshake with `addr`, in words: a server whose certificate
+/// another CA signed (another cluster's scheduler, or a stale address) is named as such, with
+/// the CA file this process trusts; other failures keep rustls' wording.
+pub(crate) fn client_handshake_error(
+    addr: &str,
+    ca_file: &Path,
+    e: std::io::Error,
+) -> std::io::Error {
+    let unknown_issuer = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+            )
+        });
+    let message = if unknown_issuer {
+        format!(
+            "TLS handshake with {addr} failed: the server's certificate is not signed by the CA \
+             in {} (another cluster's, or a server of another CA at that address) ({e})",
+            ca_file.display()
+        )
+    } else {
+        format!("TLS handshake with {addr} failed: {e}")
+    };
+    std::io::Error::new(e.kind(), message)
 }
 
 /// Checks a server's certificate chain against the cluster's CA (validity, signatures, key
@@ -435,6 +472,45 @@ pub(crate) mod tests {
         pub(crate) fn config(&self, name: &str) -> TlsConfig {
             self.config_trusting(self, name)
         }
+    }
+
+    #[test]
+    fn a_server_of_another_ca_is_named_with_the_ca_file_trusted() {
+        let rustls_error =
+            |r: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, r);
+        let err = client_handshake_error(
+            "tls://10.0.0.7:8786",
+            Path::new("/etc/rask/tls/ca.pem"),
+            rustls_error(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            )),
+        );
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(
+            err.to_string(),
+            "TLS handshake with tls://10.0.0.7:8786 failed: the server's certificate is not \
+             signed by the CA in /etc/rask/tls/ca.pem (another cluster's, or a server of another \
+             CA at that address) (invalid peer certificate: UnknownIssuer)"
+        );
+        // Other failures keep rustls' words, with the address.
+        let expired = client_handshake_error(
+            "tls://10.0.0.7:8786",
+            Path::new("ca.pem"),
+            rustls_error(rustls::Error::InvalidCertificate(CertificateError::Expired)),
+        );
+        assert_eq!(
+            expired.to_string(),
+            "TLS handshake with tls://10.0.0.7:8786 failed: invalid peer certificate: Expired"
+        );
+        let reset = client_handshake_error(
+            "tls://10.0.0.7:8786",
+            Path::new("ca.pem"),
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer"),
+        );
+        assert_eq!(
+            reset.to_string(),
+            "TLS handshake with tls://10.0.0.7:8786 failed: reset by peer"
+        );
     }
 
     fn names() -> TlsFiles {
