@@ -12,6 +12,10 @@
 //! Cluster workloads run on a [`LocalCluster`] of 2 worker processes × 1 thread whose scheduler
 //! lives in this process, like Dask's `LocalCluster(processes=True)`.
 //!
+//! `many-workers` ([`many_workers`], not in `all`) is of another kind: a `rask scheduler` process
+//! and 100 or 1,000 simulated workers in this process ([`sim_worker`]), for the scheduler's cost
+//! per worker (issue 18).
+//!
 //! `--tls` runs the cluster workloads over mutual TLS instead of plain TCP (a throwaway CA and
 //! certificate made for the run), naming each line `<workload>-tls` (`map-tls`), so a results
 //! file can hold both and show what encryption costs (`TLS=1 scripts/bench map array-mean`).
@@ -34,6 +38,9 @@ use rask::jobs;
 use rask::local::{LocalCluster, LocalClusterConfig, LocalError};
 use rask::python::{CALL, PyCall, PythonConfig};
 use rask::seed::{ADD, CUSTOM_OP, INC, SUM, lit};
+
+mod many_workers;
+mod sim_worker;
 
 /// Dask's figures from DESIGN.md ("Dask 2026.8 on a 2-core machine of this kind, median of 3").
 mod dask_ref {
@@ -142,6 +149,23 @@ struct Cli {
     /// are named `<workload>-tls`.
     #[arg(long)]
     tls: bool,
+    /// `many-workers`: how many simulated workers, one line per size (default: 100 and 1,000).
+    /// Its busy `map` has the first of `--tasks` tasks (default 100,000).
+    #[arg(long, value_delimiter = ',')]
+    workers: Vec<usize>,
+    /// `many-workers`: seconds between a simulated worker's heartbeats (`rask worker`'s default).
+    #[arg(long, default_value_t = 1.0)]
+    heartbeat_s: f64,
+    /// `many-workers`: the scheduler's `--worker-ttl`, seconds without a heartbeat before a
+    /// worker is lost (shorter than the 30-s default so the run stays short).
+    #[arg(long, default_value_t = 5.0)]
+    worker_ttl: f64,
+    /// `many-workers`: seconds over which the idle scheduler's CPU is measured.
+    #[arg(long, default_value_t = 10.0)]
+    idle_s: f64,
+    /// `many-workers`: workers retired by one `retire_workers` request (at most half of them).
+    #[arg(long, default_value_t = 100)]
+    retire: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -172,8 +196,12 @@ enum Workload {
     /// process of its own: `map` + gather and the delayed sum (inc × N + one sum), tasks/s and
     /// the bench process's RSS growth per task.
     Scale,
-    /// Every workload above (the pipeline only with --with-pipeline; `scale` not: it takes
-    /// minutes).
+    /// A `rask scheduler` process and `--workers` simulated workers (100 and 1,000) speaking the
+    /// worker protocol from this process: the scheduler's idle CPU, tasks/s with every worker
+    /// busy, time to notice a lost worker, time to retire 100.
+    ManyWorkers,
+    /// Every workload above (the pipeline only with --with-pipeline; `scale` and
+    /// `many-workers` not: they take minutes).
     All,
 }
 
@@ -218,6 +246,8 @@ enum BenchError {
     Certs(#[from] rask::certs::CertError),
     #[error("startup: the scheduler exited before answering /health ({0})")]
     SchedulerExited(std::process::ExitStatus),
+    #[error("many-workers: {0}")]
+    ManyWorkers(String),
     #[error("cannot read {field} of process {pid} from /proc: {reason}")]
     Proc {
         pid: u32,
@@ -261,6 +291,7 @@ fn run(cli: &Cli) -> Result<()> {
     for w in expand(&cli.workloads, cli.with_pipeline) {
         match w {
             Workload::Startup => println!("{}", startup(cli, &rask)?),
+            Workload::ManyWorkers => many_workers::run(cli, &rask, &runtime)?,
             Workload::Scale if sizes(cli, w).len() > 1 => {
                 for n in sizes(cli, w) {
                     scale_in_child(cli, n)?;
@@ -420,7 +451,9 @@ async fn on_cluster(cli: &Cli, rask: &Path, w: Workload, n: usize) -> Result<Jso
         Workload::Dataframe => dataframe(cli, &cluster, &client).await,
         Workload::PythonMap => python_map(cli, &cluster, &client, n).await,
         Workload::Scale => scale(cli, &cluster, &client, n).await,
-        Workload::Startup | Workload::All => unreachable!("not a cluster workload"),
+        Workload::Startup | Workload::ManyWorkers | Workload::All => {
+            unreachable!("not a cluster workload")
+        }
     };
     drop(client);
     cluster.shutdown().await;
