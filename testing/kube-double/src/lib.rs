@@ -19,9 +19,9 @@
 mod apply;
 mod auth;
 mod builtin;
+mod delete;
 mod error;
 mod fields;
-mod gc;
 mod http;
 mod kubelet;
 mod logs;

@@ -4,12 +4,12 @@
 
 use crate::apply::{self, Applier};
 use crate::builtin;
+use crate::delete::{self, Propagation};
 use crate::error::{ApiError, FieldError};
 use crate::fields::{self, Managed};
-use crate::gc;
 use crate::meta::{self, finalizers, is_deleting, meta_mut, meta_str};
 use crate::patch::{self, PatchType};
-use crate::resources::{self, Builtin, ResourceType, roundtrip_meta};
+use crate::resources::{self, Builtin, ResourceType, present, roundtrip_meta};
 use crate::schema;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{ObjKey, State, Stored};
@@ -72,22 +72,6 @@ pub(crate) struct DeleteOpts {
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
     pub dry_run: bool,
-}
-
-/// How dependents are treated when their owner is deleted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Propagation {
-    Background,
-    Foreground,
-    Orphan,
-}
-
-/// The object as served in `ty`'s version (all versions share storage; conversion is `None`).
-pub(crate) fn present(ty: &ResourceType, obj: &Value) -> Value {
-    let mut o = obj.clone();
-    o["apiVersion"] = json!(ty.api_version());
-    o["kind"] = json!(ty.kind);
-    o
 }
 
 pub(crate) fn get(
@@ -379,27 +363,6 @@ fn crd_stored(state: &mut State, obj: &Value) {
     }
 }
 
-/// Unregisters a deleted CRD's types and deletes its objects.
-fn crd_removed(state: &mut State, obj: &Value) {
-    let Ok(crd) = serde_json::from_value::<CustomResourceDefinition>(obj.clone()) else {
-        return;
-    };
-    let resource = format!("{}/{}", crd.spec.group, crd.spec.names.plural);
-    let keys: Vec<ObjKey> = state
-        .range(&resource, None, None)
-        .map(|(k, _)| k.clone())
-        .collect();
-    for k in keys {
-        if let Some(gone) = state.remove(&k) {
-            gc::after_remove(state, &gone);
-        }
-    }
-    let (group, plural) = (crd.spec.group, crd.spec.names.plural);
-    state
-        .types
-        .retain(|(g, _, p), _| !(g == &group && p == &plural));
-}
-
 /// Body minus what clients may not set: managed fields are the server's.
 fn strip_client_meta(obj: &mut Value) {
     if let Some(Value::Object(m)) = obj.get_mut("metadata") {
@@ -526,7 +489,7 @@ fn create_with(
     if ty.builtin == Some(Builtin::Crd) {
         crd_stored(state, &stored);
     }
-    gc::check_owners(state, &key);
+    delete::check_owners(state, &key);
     Ok(Reply {
         code: 201,
         body: present(ty, &stored),
@@ -691,7 +654,7 @@ fn finish_update(
             s.managed = managed;
         }
         let gone = state.remove(&key).unwrap_or_default();
-        after_removal(state, ty, &gone);
+        delete::after_removal(state, ty, &gone);
         return Ok(Reply {
             code: 200,
             body: present(ty, &gone),
@@ -701,7 +664,7 @@ fn finish_update(
     if ty.builtin == Some(Builtin::Crd) {
         crd_stored(state, &stored);
     }
-    gc::check_owners(state, &key);
+    delete::check_owners(state, &key);
     Ok(Reply {
         code: 200,
         body: present(ty, &stored),
@@ -891,26 +854,6 @@ fn propagation(opts: &DeleteOpts) -> Result<Propagation, ApiError> {
     }
 }
 
-/// How long a pod's deletion waits for its kubelet: only when a kubelet runs and the pod is
-/// scheduled and not finished (as the pod strategy's `CheckGracefulDelete`).
-fn pod_grace(state: &State, pod: &Value, requested: Option<i64>) -> i64 {
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str);
-    let scheduled = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty());
-    if state.kubelets == 0 || !scheduled || matches!(phase, Some("Succeeded" | "Failed")) {
-        return 0;
-    }
-    requested
-        .or_else(|| {
-            pod.pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-        })
-        .unwrap_or(30)
-        .max(0)
-}
-
 pub(crate) fn delete(
     state: &mut State,
     ctx: &Ctx<'_>,
@@ -953,145 +896,10 @@ pub(crate) fn delete(
         });
     }
     let key = ctx.key(name);
-    Ok(delete_key(state, ty, &key, policy, opts.grace_period))
-}
-
-/// Deletes the object at `key` (which exists): finalizers and graceful pod deletion keep it with a
-/// `deletionTimestamp`; otherwise it goes, and garbage collection follows.
-pub(crate) fn delete_key(
-    state: &mut State,
-    ty: &ResourceType,
-    key: &ObjKey,
-    policy: Propagation,
-    grace_period: Option<i64>,
-) -> Reply {
-    let Some(old) = state.objects.get(key).cloned() else {
-        return Reply {
-            code: 200,
-            body: success(ty, &key.name, ""),
-        };
-    };
-    let uid = meta_str(&old.obj, "uid").unwrap_or_default().to_owned();
-    if policy == Propagation::Orphan {
-        gc::orphan_dependents(state, &uid);
-    }
-    let grace = match ty.builtin {
-        Some(Builtin::Pod) => pod_grace(state, &old.obj, grace_period),
-        _ => 0,
-    };
-    let mut finals = finalizers(&old.obj);
-    if policy == Propagation::Foreground && !finals.iter().any(|f| f == "foregroundDeletion") {
-        finals.push("foregroundDeletion".into());
-    }
-    let mut obj = old.obj.clone();
-    if is_deleting(&old.obj) {
-        let current = old
-            .obj
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        if grace < current {
-            let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-            let m = meta_mut(&mut obj);
-            m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            m.insert("deletionTimestamp".into(), json!(meta::timestamp(at)));
-        }
-        meta::set_finalizers(&mut obj, &finals);
-        let grace_done = grace == 0 || current == 0;
-        if finals.is_empty() && grace_done {
-            if let Some(s) = state.objects.get_mut(key) {
-                s.obj = obj;
-            }
-            let gone = state.remove(key).unwrap_or_default();
-            after_removal(state, ty, &gone);
-            return Reply {
-                code: 200,
-                body: deleted_reply(ty, &gone),
-            };
-        }
-        if obj != old.obj {
-            let stored = state.replace(key, obj, old.managed);
-            if policy == Propagation::Foreground {
-                gc::foreground_started(state, &uid);
-            }
-            return Reply {
-                code: 200,
-                body: present(ty, &stored),
-            };
-        }
-        return Reply {
-            code: 200,
-            body: present(ty, &old.obj),
-        };
-    }
-    if finals.is_empty() && grace == 0 {
-        let gone = state.remove(key).unwrap_or_default();
-        after_removal(state, ty, &gone);
-        return Reply {
-            code: 200,
-            body: deleted_reply(ty, &gone),
-        };
-    }
-    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-    {
-        let m = meta_mut(&mut obj);
-        m.insert("deletionTimestamp".into(), json!(meta::timestamp(at)));
-        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-        if let Some(g) = m.get("generation").and_then(Value::as_i64) {
-            m.insert("generation".into(), json!(g + 1));
-        }
-    }
-    meta::set_finalizers(&mut obj, &finals);
-    let stored = state.replace(key, obj, old.managed);
-    if policy == Propagation::Foreground {
-        gc::foreground_started(state, &uid);
-    }
-    Reply {
+    Ok(Reply {
         code: 200,
-        body: present(ty, &stored),
-    }
-}
-
-fn after_removal(state: &mut State, ty: &ResourceType, gone: &Value) {
-    match ty.builtin {
-        Some(Builtin::Crd) => crd_removed(state, gone),
-        Some(Builtin::Namespace) => {
-            let ns = meta_str(gone, "name").unwrap_or_default().to_owned();
-            let keys: Vec<ObjKey> = state
-                .objects
-                .keys()
-                .filter(|k| k.namespace == ns)
-                .cloned()
-                .collect();
-            for k in keys {
-                if let Some(t) = state.type_for_storage(&k.resource) {
-                    delete_key(state, &t, &k, Propagation::Background, None);
-                }
-            }
-        }
-        _ => {}
-    }
-    gc::after_remove(state, gone);
-}
-
-/// Pods and services answer a delete with the object; others with a `Success` status.
-fn deleted_reply(ty: &ResourceType, gone: &Value) -> Value {
-    match ty.builtin {
-        Some(Builtin::Pod | Builtin::Service) => present(ty, gone),
-        _ => success(
-            ty,
-            meta_str(gone, "name").unwrap_or_default(),
-            meta_str(gone, "uid").unwrap_or_default(),
-        ),
-    }
-}
-
-fn success(ty: &ResourceType, name: &str, uid: &str) -> Value {
-    let mut details = json!({"name": name, "kind": ty.plural, "uid": uid});
-    if !ty.group.is_empty() {
-        details["group"] = json!(ty.group);
-    }
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
+        body: delete::delete_key(state, ty, &key, policy, opts.grace_period),
+    })
 }
 
 pub(crate) fn delete_collection(
@@ -1113,7 +921,7 @@ pub(crate) fn delete_collection(
             items.push(present(ty, &s.obj));
         }
         if !(ctx.dry_run || opts.dry_run) {
-            delete_key(state, ty, &k, policy, opts.grace_period);
+            delete::delete_key(state, ty, &k, policy, opts.grace_period);
         }
     }
     Ok(Reply {

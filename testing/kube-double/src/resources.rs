@@ -436,3 +436,11 @@ pub(crate) fn crd_types(crd: &CustomResourceDefinition) -> Result<Vec<ResourceTy
     }
     Ok(out)
 }
+
+/// The object as served in `ty`'s version (all versions share storage; conversion is `None`).
+pub(crate) fn present(ty: &ResourceType, obj: &Value) -> Value {
+    let mut o = obj.clone();
+    o["apiVersion"] = json!(ty.api_version());
+    o["kind"] = json!(ty.kind);
+    o
+}

@@ -5,8 +5,7 @@
 //! `ERROR` event, as from the API server's watch cache.
 
 use crate::error::ApiError;
-use crate::ops::present;
-use crate::resources::ResourceType;
+use crate::resources::{ResourceType, present};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::Shared;
 use crate::store::{EventType, ObjKey};
