@@ -1,15 +1,14 @@
 //! Small sets for the task table, where nearly every list has zero or one member: a task's
 //! holders (one worker), the clients that want it (one), its dependents (none or one). Each
-//! keeps one member inline (24 bytes, as an empty `Vec`) and allocates only for more.
+//! keeps one member inline (in the 24 bytes of an empty `Vec` for ids, 16 for a task) and
+//! allocates only for more.
 
 use std::mem::size_of;
 use std::ops::Deref;
 
 use rustc_hash::FxHashSet;
 
-use rask_core::Key;
-
-use crate::table::hash_table_bytes;
+use crate::table::{TaskId, hash_table_bytes};
 
 /// Ids (workers, clients) without duplicates, in insertion order; one inline.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -89,47 +88,47 @@ impl<'a> IntoIterator for &'a Ids {
     }
 }
 
-/// A set of keys (a task's dependents); one inline, a hash set beyond, so that removing one of a
+/// A set of tasks (a task's dependents); one inline, a hash set beyond, so that removing one of a
 /// million dependents stays cheap.
 #[derive(Debug, Default)]
-pub(crate) enum KeySet {
+pub(crate) enum TaskSet {
     #[default]
     Empty,
-    One(Key),
-    Many(Box<FxHashSet<Key>>),
+    One(TaskId),
+    Many(Box<FxHashSet<TaskId>>),
 }
 
-impl KeySet {
-    /// Adds `key`; whether it was new.
-    pub fn insert(&mut self, key: Key) -> bool {
+impl TaskSet {
+    /// Adds `id`; whether it was new.
+    pub fn insert(&mut self, id: TaskId) -> bool {
         match self {
-            KeySet::Empty => {
-                *self = KeySet::One(key);
+            TaskSet::Empty => {
+                *self = TaskSet::One(id);
                 true
             }
-            KeySet::One(k) if *k == key => false,
-            KeySet::One(k) => {
+            TaskSet::One(x) if *x == id => false,
+            TaskSet::One(x) => {
                 let mut set = FxHashSet::default();
-                set.insert(k.clone());
-                set.insert(key);
-                *self = KeySet::Many(Box::new(set));
+                set.insert(*x);
+                set.insert(id);
+                *self = TaskSet::Many(Box::new(set));
                 true
             }
-            KeySet::Many(set) => set.insert(key),
+            TaskSet::Many(set) => set.insert(id),
         }
     }
 
-    /// Removes `key`; whether it was there.
-    pub fn remove(&mut self, key: &Key) -> bool {
+    /// Removes `id`; whether it was there.
+    pub fn remove(&mut self, id: TaskId) -> bool {
         match self {
-            KeySet::One(k) if k == key => {
-                *self = KeySet::Empty;
+            TaskSet::One(x) if *x == id => {
+                *self = TaskSet::Empty;
                 true
             }
-            KeySet::Many(set) => {
-                let removed = set.remove(key);
+            TaskSet::Many(set) => {
+                let removed = set.remove(&id);
                 if set.is_empty() {
-                    *self = KeySet::Empty;
+                    *self = TaskSet::Empty;
                 }
                 removed
             }
@@ -138,23 +137,24 @@ impl KeySet {
     }
 
     pub fn is_empty(&self) -> bool {
-        matches!(self, KeySet::Empty)
+        matches!(self, TaskSet::Empty)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Key> {
+    pub fn iter(&self) -> impl Iterator<Item = TaskId> + '_ {
         let (one, many) = match self {
-            KeySet::Empty => (None, None),
-            KeySet::One(k) => (Some(k), None),
-            KeySet::Many(set) => (None, Some(set.iter())),
+            TaskSet::Empty => (None, None),
+            TaskSet::One(x) => (Some(*x), None),
+            TaskSet::Many(set) => (None, Some(set.iter().copied())),
         };
         one.into_iter().chain(many.into_iter().flatten())
     }
 
-    /// Heap bytes of the set (none for up to one key; the keys' text is their tasks').
+    /// Heap bytes of the set (none for up to one task).
     pub fn heap_bytes(&self) -> usize {
         match self {
-            KeySet::Many(set) => {
-                size_of::<FxHashSet<Key>>() + hash_table_bytes(set.capacity(), size_of::<Key>())
+            TaskSet::Many(set) => {
+                size_of::<FxHashSet<TaskId>>()
+                    + hash_table_bytes(set.capacity(), size_of::<TaskId>())
             }
             _ => 0,
         }
@@ -164,6 +164,8 @@ impl KeySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table::Table;
+    use rask_core::Key;
 
     #[test]
     fn ids_keep_one_inline_and_grow_and_shrink() {
@@ -188,23 +190,24 @@ mod tests {
     }
 
     #[test]
-    fn key_sets_keep_one_inline_and_grow_and_shrink() {
-        let (a, b) = (Key::from("a"), Key::from("b"));
-        let mut s = KeySet::default();
-        assert!(s.insert(a.clone()));
-        assert!(!s.insert(a.clone()));
-        assert_eq!(s.iter().collect::<Vec<_>>(), vec![&a]);
+    fn task_sets_keep_one_inline_and_grow_and_shrink() {
+        let mut t: Table<()> = Table::default();
+        let [a, b, c] = ["a", "b", "c"].map(|n| t.insert(Key::from(n), ()).expect("room").0);
+        let mut s = TaskSet::default();
+        assert!(s.insert(a));
+        assert!(!s.insert(a));
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![a]);
         assert_eq!(s.heap_bytes(), 0);
-        assert!(s.insert(b.clone()));
+        assert!(s.insert(b));
         assert!(s.heap_bytes() > 0);
-        let mut all: Vec<&Key> = s.iter().collect();
+        let mut all: Vec<TaskId> = s.iter().collect();
         all.sort();
-        assert_eq!(all, vec![&a, &b]);
-        assert!(!s.remove(&Key::from("c")));
-        assert!(s.remove(&a));
-        assert!(s.remove(&b));
+        assert_eq!(all, vec![a, b]);
+        assert!(!s.remove(c));
+        assert!(s.remove(a));
+        assert!(s.remove(b));
         assert!(s.is_empty());
-        assert!(!s.remove(&b));
-        assert_eq!(size_of::<KeySet>(), 24);
+        assert!(!s.remove(b));
+        assert_eq!(size_of::<TaskSet>(), 16);
     }
 }

@@ -24,8 +24,8 @@ use crate::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target
 use crate::dashboard::feed::{Bucket, ClusterRow, Cursor, Feed, PrefixId, Update, WorkerRow};
 use crate::dashboard::graph::{GRAPH_LIMIT, NO_NODE};
 use crate::follow::{self, FollowId, Follows};
-use crate::small::{Ids, KeySet};
-use crate::table::{Table, hash_table_bytes};
+use crate::small::{Ids, TaskSet};
+use crate::table::{Table, TaskId, hash_table_bytes};
 use crate::{
     PrefixSnapshot, RetireSelector, RetiredWorker, Snapshot, TaskCounts, TickSnapshot,
     WorkerSnapshot, WorkerStatus,
@@ -166,7 +166,7 @@ struct Class {
     resources: Resources,
     /// Ready tasks of this class that no worker has taken yet, by priority (`Queued` or
     /// `NoWorker`).
-    queue: BTreeMap<u64, Key>,
+    queue: BTreeMap<u64, TaskId>,
     /// Connected workers that have the function and offer the resources (in any amount).
     eligible: Vec<WorkerId>,
     /// Since when this class's waiting tasks have had no worker that can run them.
@@ -180,7 +180,9 @@ impl Class {
 }
 
 /// A task as the scheduler keeps it: its key is the table's, its function and resources its
-/// class's, so that a million of them stay small ([`State::task_bytes`]).
+/// class's, so that a million of them stay small ([`State::task_bytes`]). Tasks refer to each
+/// other (and workers, clients and queues to them) by [`TaskId`]: a key is looked up only when it
+/// arrives in a message.
 struct Task {
     /// The function's encoded arguments.
     payload: Bytes,
@@ -193,8 +195,8 @@ struct Task {
     /// Its node in the dashboard's graph panel ([`NO_NODE`] while no page watches).
     graph: u32,
     /// The results it reads, each once, in first-use order.
-    deps: Box<[Key]>,
-    dependents: KeySet,
+    deps: Box<[TaskId]>,
+    dependents: TaskSet,
     state: TaskState,
     /// Dependencies not in memory yet (meaningful in `Waiting`).
     waiting_on: usize,
@@ -221,9 +223,9 @@ struct Worker {
     /// Resources held by the tasks it is running.
     used: Resources,
     status: WorkerStatus,
-    processing: FxHashSet<Key>,
+    processing: FxHashSet<TaskId>,
     occupancy_us: u64,
-    has_what: FxHashSet<Key>,
+    has_what: FxHashSet<TaskId>,
     nbytes: u64,
     last_seen: f64,
     load: WorkerLoad,
@@ -288,7 +290,8 @@ pub struct State {
     config: Config,
     tasks: Table<Task>,
     workers: BTreeMap<WorkerId, Worker>,
-    clients: FxHashMap<ClientId, FxHashSet<Key>>,
+    /// The tasks each client holds.
+    clients: FxHashMap<ClientId, FxHashSet<TaskId>>,
     /// Tasks by function and resources, each with its queue of ready tasks.
     classes: Vec<Class>,
     class_ids: FxHashMap<(FuncName, String), ClassId>,
@@ -301,13 +304,13 @@ pub struct State {
     counts: [usize; TaskState::COUNT],
     retirements: Vec<Retirement>,
     /// Keys being copied off retiring workers, and the worker copying each.
-    replicating: FxHashMap<Key, WorkerId>,
+    replicating: FxHashMap<TaskId, WorkerId>,
     next_priority: u64,
     idle_since: Option<f64>,
     /// Inputs of finished tasks that may no longer be needed, freed by [`State::settle`] once
     /// the answers to the current events are on their way: a finished reduction can leave
     /// thousands of inputs to free, and its client should not wait for that.
-    releasable: Vec<Key>,
+    releasable: Vec<TaskId>,
     forgotten_total: u64,
     suspicious_total: u64,
     transfer_bytes_total: u64,
@@ -384,13 +387,14 @@ impl State {
 
     /// The state of a task, or `None` when it is unknown or forgotten.
     pub fn task_state(&self, key: &Key) -> Option<TaskState> {
-        self.tasks.get(key).map(|t| t.state)
+        self.state_of(self.tasks.id(key)?)
     }
 
     /// Workers holding `key`'s result, by id.
     pub fn who_has(&self, key: &Key) -> Vec<WorkerId> {
         self.tasks
-            .get(key)
+            .id(key)
+            .and_then(|id| self.tasks.get(id))
             .map(|t| t.who_has.to_vec())
             .unwrap_or_default()
     }
@@ -422,10 +426,9 @@ impl State {
             let unfollowed = self.follows.remove_client(client);
             self.unmark_followed(unfollowed);
         }
-        if let Some(keys) = self.clients.remove(&client) {
+        if let Some(held) = self.clients.remove(&client) {
             self.clients_removed_total += 1;
-            let keys: Vec<Key> = keys.into_iter().collect();
-            self.unwant(client, &keys, now, out);
+            self.unwant(client, held, now, out);
             self.check_retirements(now, out);
         }
     }
@@ -461,8 +464,23 @@ impl State {
             }
             return;
         }
-        let mut unknown_deps: Vec<(Key, Key)> = Vec::new();
-        let mut new_keys: Vec<Key> = Vec::with_capacity(tasks.len());
+        if !self.tasks.has_room_for(tasks.len()) {
+            // Ids number the table's slots in 32 bits: four billion tasks at once.
+            let error = TaskError::GraphTooLarge {
+                tasks: tasks.len() as u64,
+                max: (u32::MAX as usize).saturating_sub(self.tasks.len()) as u64,
+            };
+            for key in wanted {
+                let failure = TaskFailure {
+                    key: key.clone(),
+                    error: error.clone(),
+                };
+                out.to_client(client, FromScheduler::KeyErred { key, failure }.into());
+            }
+            return;
+        }
+        let mut unknown_deps: Vec<(TaskId, Key)> = Vec::new();
+        let mut new_ids: Vec<TaskId> = Vec::with_capacity(tasks.len());
         self.tasks.reserve(tasks.len());
         // Graphs come in runs of one prefix and one group: each is looked up once per run.
         let mut run_prefix: Option<(u32, PrefixId)> = None;
@@ -474,18 +492,13 @@ impl State {
             if self.tasks.contains_key(&spec.key) {
                 continue;
             }
-            let mut deps = spec.dependencies();
-            for d in &mut deps {
-                // Keep the map's own copy of each input's key: lookups by it then compare
-                // pointers, not bytes (the graph's copies arrive as separate allocations).
-                if let Some((known, _)) = self.tasks.get_key_value(d) {
-                    *d = known.clone();
-                }
-                match self.tasks.get_mut(d) {
-                    Some(dt) => {
-                        dt.dependents.insert(spec.key.clone());
-                    }
-                    None => unknown_deps.push((spec.key.clone(), d.clone())),
+            let all_deps = spec.dependencies();
+            let mut deps: Vec<TaskId> = Vec::with_capacity(all_deps.len());
+            let mut unknown: Vec<Key> = Vec::new();
+            for d in all_deps {
+                match self.tasks.id(&d) {
+                    Some(id) => deps.push(id),
+                    None => unknown.push(d),
                 }
             }
             let key = spec.key.clone();
@@ -524,7 +537,7 @@ impl State {
                 progress,
                 graph: NO_NODE,
                 deps: deps.into_boxed_slice(),
-                dependents: KeySet::default(),
+                dependents: TaskSet::default(),
                 state: TaskState::Released,
                 waiting_on: 0,
                 who_has: Ids::default(),
@@ -538,73 +551,92 @@ impl State {
                 prefix,
                 followed: false,
             };
+            let Some((id, _)) = self.tasks.insert(key, task) else {
+                continue; // not reached: the room was checked above
+            };
             self.counts[TaskState::Released as usize] += 1;
-            new_keys.push(key.clone());
-            self.tasks.insert(key, task);
+            new_ids.push(id);
+            let deps = self.take_deps(id);
+            for &d in deps.iter() {
+                if let Some(dt) = self.tasks.get_mut(d) {
+                    dt.dependents.insert(id);
+                }
+            }
+            self.put_deps(id, deps);
+            unknown_deps.extend(unknown.into_iter().map(|d| (id, d)));
         }
         if let Some((first, n)) = run_group {
             self.join_group(first.as_str(), n);
         }
         if self.feed.graph.active() {
-            self.graph_record(&new_keys, new_graph);
+            self.graph_record(&new_ids, new_graph);
         }
         for (task, dep) in unknown_deps {
+            let Some(key) = self.tasks.key(task).cloned() else {
+                continue;
+            };
             let failure = TaskFailure {
-                key: task.clone(),
+                key,
                 error: TaskError::UnknownInput { input: dep },
             };
-            self.fail_task(&task, failure, out);
+            self.fail_task(task, failure, out);
         }
         let held = self.clients.entry(client).or_default();
         let mut fresh = Vec::new();
         for key in wanted {
-            // The table's copy of the key, held from here on: comparisons with it are pointer
-            // comparisons, and the message's copy of the text is freed.
-            let key = self.tasks.canonical(key);
-            if held.insert(key.clone()) {
-                fresh.push(key);
+            match self.tasks.id(&key) {
+                Some(id) => {
+                    if held.insert(id) {
+                        fresh.push(id);
+                    }
+                }
+                None => {
+                    let failure = TaskFailure {
+                        key: key.clone(),
+                        error: TaskError::UnknownKey,
+                    };
+                    out.to_client(client, FromScheduler::KeyErred { key, failure }.into());
+                }
             }
         }
-        for key in fresh {
-            let Some(t) = self.tasks.get_mut(&key) else {
-                let failure = TaskFailure {
-                    key: key.clone(),
-                    error: TaskError::UnknownKey,
-                };
-                out.to_client(client, FromScheduler::KeyErred { key, failure }.into());
+        for id in fresh {
+            let Some(t) = self.tasks.get_mut(id) else {
                 continue;
             };
             t.wanted_by.insert(client);
-            let (state, nbytes, holders) = (t.state, t.nbytes, t.who_has.clone());
-            match state {
+            let Some((key, t)) = self.tasks.entry(id) else {
+                continue;
+            };
+            match t.state {
                 TaskState::Memory => {
                     let msg = FromScheduler::KeyInMemory {
                         key: key.clone(),
-                        nbytes,
-                        who_has: self.addresses(&holders),
+                        nbytes: t.nbytes,
+                        who_has: self.addresses(&t.who_has),
                     };
                     out.to_client(client, msg.into());
                 }
                 TaskState::Erred => {
-                    let failure = self
-                        .tasks
-                        .get(&key)
-                        .and_then(|t| t.failure.as_deref().cloned())
+                    let failure = t
+                        .failure
+                        .as_deref()
+                        .cloned()
                         .unwrap_or_else(|| TaskFailure {
                             key: key.clone(),
                             error: TaskError::Kernel(rask_core::KernelError::failed("failed")),
                         });
+                    let key = key.clone();
                     out.to_client(client, FromScheduler::KeyErred { key, failure }.into());
                 }
-                TaskState::Released => self.compute(&key, now, out),
+                TaskState::Released => self.compute(id, now, out),
                 _ => {}
             }
         }
         // Tasks sent along that nothing wants are dropped rather than kept forever.
         let mut frees = Frees::default();
-        for k in new_keys {
-            if self.state_of(&k) == Some(TaskState::Released) {
-                self.release_unneeded(&k, &mut frees);
+        for id in new_ids {
+            if self.state_of(id) == Some(TaskState::Released) {
+                self.release_unneeded(id, &mut frees);
             }
         }
         frees.send(out);
@@ -619,16 +651,17 @@ impl State {
         now: f64,
         out: &mut impl Outbox,
     ) {
+        let ids: Vec<TaskId> = keys.iter().filter_map(|k| self.tasks.id(k)).collect();
         if let Some(held) = self.clients.get_mut(&client) {
-            for k in keys {
-                held.remove(k);
+            for id in &ids {
+                held.remove(id);
             }
             if held.is_empty() {
                 // A set that held a million keys keeps its buckets: give them back.
                 *held = FxHashSet::default();
             }
         }
-        self.unwant(client, keys, now, out);
+        self.unwant(client, ids, now, out);
         self.check_retirements(now, out);
     }
 
@@ -638,21 +671,24 @@ impl State {
     pub fn follow_keys(&mut self, client: ClientId, id: u64, keys: Vec<Key>) {
         let follow: FollowId = (client, id);
         self.follows.begin(follow);
-        let mut stack: Vec<Key> = Vec::with_capacity(keys.len());
+        let mut stack: Vec<TaskId> = Vec::with_capacity(keys.len());
         for k in keys {
-            if self.tasks.contains_key(&k) {
-                stack.push(k);
-            } else {
-                self.follows.unknown(follow, k);
+            match self.tasks.id(&k) {
+                Some(id) => stack.push(id),
+                None => self.follows.unknown(follow, k),
             }
         }
         // Depth first, from the first key given: prefixes appear in the order of the keys.
         stack.reverse();
-        while let Some(k) = stack.pop() {
-            if self.follows.counts_key(follow, &k) {
+        while let Some(id) = stack.pop() {
+            let Some(k) = self.tasks.key(id) else {
+                continue;
+            };
+            if self.follows.counts_key(follow, k) {
                 continue;
             }
-            let Some(t) = self.tasks.get_mut(&k) else {
+            let k = k.clone();
+            let Some(t) = self.tasks.get_mut(id) else {
                 continue;
             };
             let Some(bucket) = followed_bucket(None, Some(t.state)) else {
@@ -661,7 +697,7 @@ impl State {
             t.followed = true;
             // The inputs of a finished task are no part of its progress.
             if !matches!(bucket, Bucket::Memory | Bucket::Erred) {
-                stack.extend(t.deps.iter().rev().cloned());
+                stack.extend(t.deps.iter().rev().copied());
             }
             self.follows.add(follow, &k, bucket);
         }
@@ -675,7 +711,7 @@ impl State {
 
     fn unmark_followed(&mut self, keys: Vec<Key>) {
         for k in keys {
-            if let Some(t) = self.tasks.get_mut(&k) {
+            if let Some(t) = self.tasks.id(&k).and_then(|id| self.tasks.get_mut(id)) {
                 t.followed = false;
             }
         }
@@ -697,12 +733,18 @@ impl State {
         !self.follows.is_empty()
     }
 
-    fn unwant(&mut self, client: ClientId, keys: &[Key], now: f64, out: &mut impl Outbox) {
+    fn unwant(
+        &mut self,
+        client: ClientId,
+        ids: impl IntoIterator<Item = TaskId>,
+        now: f64,
+        out: &mut impl Outbox,
+    ) {
         let mut frees = Frees::default();
-        for k in keys {
-            if let Some(t) = self.tasks.get_mut(k) {
+        for id in ids {
+            if let Some(t) = self.tasks.get_mut(id) {
                 t.wanted_by.retain(|c| *c != client);
-                self.release_unneeded(k, &mut frees);
+                self.release_unneeded(id, &mut frees);
             }
         }
         frees.send(out);
@@ -852,16 +894,19 @@ impl State {
                 resources: class.resources.to_string(),
                 families: families.clone(),
             };
-            let keys: Vec<Key> = std::mem::take(&mut class.queue).into_values().collect();
+            let ids: Vec<TaskId> = std::mem::take(&mut class.queue).into_values().collect();
             class.unrunnable_since = None;
-            tracing::warn!(tasks = keys.len(), %error, "failing tasks no worker can run");
-            for key in keys {
-                self.set_state(&key, TaskState::Released);
+            tracing::warn!(tasks = ids.len(), %error, "failing tasks no worker can run");
+            for id in ids {
+                self.set_state(id, TaskState::Released);
+                let Some(key) = self.tasks.key(id).cloned() else {
+                    continue;
+                };
                 let failure = TaskFailure {
-                    key: key.clone(),
+                    key,
                     error: error.clone(),
                 };
-                self.fail_task(&key, failure, out);
+                self.fail_task(id, failure, out);
             }
         }
         self.update_idle(now);
@@ -926,24 +971,24 @@ impl State {
         self.workers_changed(now);
         // Results only this worker held are lost first, while the tasks it was running still
         // count as needing their inputs.
-        let mut lost: Vec<Key> = Vec::new();
-        for key in &w.has_what {
-            if let Some(t) = self.tasks.get_mut(key) {
+        let mut lost: Vec<TaskId> = Vec::new();
+        for &tid in &w.has_what {
+            if let Some(t) = self.tasks.get_mut(tid) {
                 t.who_has.retain(|x| *x != id);
                 if t.who_has.is_empty() && t.state == TaskState::Memory {
-                    lost.push(key.clone());
+                    lost.push(tid);
                 }
             }
         }
         self.replicating.retain(|_, target| *target != id);
-        lost.sort_by_key(|k| self.tasks.get(k).map(|t| t.priority));
-        for key in &lost {
-            self.result_lost(key, now, out);
+        lost.sort_by_key(|&t| self.priority_of(t));
+        for &tid in &lost {
+            self.result_lost(tid, now, out);
         }
-        let mut processing: Vec<Key> = w.processing.into_iter().collect();
-        processing.sort_by_key(|k| self.tasks.get(k).map(|t| t.priority));
-        for key in processing {
-            let Some(t) = self.tasks.get_mut(&key) else {
+        let mut processing: Vec<TaskId> = w.processing.into_iter().collect();
+        processing.sort_by_key(|&t| self.priority_of(t));
+        for tid in processing {
+            let Some(t) = self.tasks.get_mut(tid) else {
                 continue;
             };
             if t.state != TaskState::Processing || t.processing_on != Some(id) {
@@ -957,23 +1002,19 @@ impl State {
             if let Some(p) = self.prefixes.get_mut(t.prefix as usize) {
                 p.suspicious += 1;
             }
-            self.set_state(&key, TaskState::Released);
+            self.set_state(tid, TaskState::Released);
             if suspicious > self.config.allowed_failures {
                 let error = TaskError::KilledWorker {
                     deaths: suspicious,
                     last_worker: w.info.name.clone(),
                     reason: reason.clone(),
                 };
-                self.fail_task(
-                    &key,
-                    TaskFailure {
-                        key: key.clone(),
-                        error,
-                    },
-                    out,
-                );
+                let Some(key) = self.tasks.key(tid).cloned() else {
+                    continue;
+                };
+                self.fail_task(tid, TaskFailure { key, error }, out);
             } else {
-                self.make_ready_or_wait(&key, now, out);
+                self.make_ready_or_wait(tid, now, out);
             }
         }
         self.check_retirements(now, out);
@@ -982,17 +1023,17 @@ impl State {
     }
 
     /// A result is no longer held anywhere: recompute it if anything needs it.
-    fn result_lost(&mut self, key: &Key, now: f64, out: &mut impl Outbox) {
-        let Some(t) = self.tasks.get(key) else { return };
+    fn result_lost(&mut self, id: TaskId, now: f64, out: &mut impl Outbox) {
+        let Some(t) = self.tasks.get(id) else { return };
         if t.state != TaskState::Memory {
             return;
         }
-        let needed = self.is_needed(key);
-        let dependents: Vec<Key> = t.dependents.iter().cloned().collect();
-        self.set_state(key, TaskState::Released);
+        let needed = self.is_needed(id);
+        let dependents: Vec<TaskId> = t.dependents.iter().collect();
+        self.set_state(id, TaskState::Released);
         // Dependents waiting on it now wait one more; ready ones go back to waiting.
         let mut requeue = Vec::new();
-        for d in &dependents {
+        for &d in &dependents {
             match self.state_of(d) {
                 Some(TaskState::Waiting) => {
                     if let Some(dt) = self.tasks.get_mut(d) {
@@ -1001,16 +1042,18 @@ impl State {
                 }
                 Some(TaskState::Queued | TaskState::NoWorker) => {
                     self.set_state(d, TaskState::Released);
-                    requeue.push(d.clone());
+                    requeue.push(d);
                 }
                 _ => {}
             }
         }
         if needed {
-            tracing::info!(%key, "recomputing a lost result");
-            self.compute(key, now, out);
+            if let Some(key) = self.tasks.key(id) {
+                tracing::info!(%key, "recomputing a lost result");
+            }
+            self.compute(id, now, out);
         }
-        for d in &requeue {
+        for d in requeue {
             self.make_ready_or_wait(d, now, out);
         }
     }
@@ -1032,18 +1075,15 @@ impl State {
             transfer_us,
             data,
         } = done;
-        // The table's copy, which the worker's holdings and the messages below then share.
-        let key = &self.tasks.canonical(key);
         self.touch(worker, now);
-        self.record_duration(key, duration_us, transfer_us);
-        let Some(t) = self.tasks.get(key) else {
-            out.to_worker(
-                worker,
-                FromScheduler::FreeKeys {
-                    keys: vec![key.clone()],
-                }
-                .into(),
-            );
+        let Some(id) = self.tasks.id(&key) else {
+            let prefix = self.prefix_id(key.prefix());
+            self.record_prefix_duration(prefix, duration_us, transfer_us);
+            out.to_worker(worker, FromScheduler::FreeKeys { keys: vec![key] }.into());
+            return;
+        };
+        self.record_duration(id, duration_us, transfer_us);
+        let Some(t) = self.tasks.get(id) else {
             return;
         };
         let state = t.state;
@@ -1051,51 +1091,42 @@ impl State {
         self.feed
             .task_done(worker, t.progress, (duration_us, transfer_us), now, false);
         if let Some(w) = on {
-            self.unassign(key, w);
+            self.unassign(id, w);
         }
         match state {
             TaskState::Memory => {
-                self.add_replica(key, worker, nbytes);
+                self.add_replica(id, worker, nbytes);
                 return;
             }
             TaskState::Processing => {}
             // Released (nobody needs it any more), Erred, or a stale report.
             _ => {
-                out.to_worker(
-                    worker,
-                    FromScheduler::FreeKeys {
-                        keys: vec![key.clone()],
-                    }
-                    .into(),
-                );
+                // The table's copy of the key: the message's is freed here.
+                let key = self.tasks.key(id).cloned().unwrap_or(key);
+                out.to_worker(worker, FromScheduler::FreeKeys { keys: vec![key] }.into());
                 self.drain_queue(now, out);
                 return;
             }
         }
         if !self.workers.contains_key(&worker) {
             // Finished on a worker already removed: the result is gone with it.
-            self.set_state(key, TaskState::Released);
-            self.make_ready_or_wait(key, now, out);
+            self.set_state(id, TaskState::Released);
+            self.make_ready_or_wait(id, now, out);
             return;
         }
         self.computed_total += 1;
-        self.set_state(key, TaskState::Memory);
-        self.add_replica(key, worker, nbytes);
-        let (wanted_by, dependents) = match self.tasks.get(key) {
-            Some(t) => (
-                t.wanted_by.to_vec(),
-                t.dependents.iter().cloned().collect::<Vec<_>>(),
-            ),
-            None => return,
-        };
-        if !wanted_by.is_empty() {
+        self.set_state(id, TaskState::Memory);
+        self.add_replica(id, worker, nbytes);
+        if let Some((key, t)) = self.tasks.entry(id)
+            && !t.wanted_by.is_empty()
+        {
             let who_has = vec![
                 self.workers
                     .get(&worker)
                     .map(|w| w.info.address.clone())
                     .unwrap_or_default(),
             ];
-            for c in wanted_by {
+            for &c in &t.wanted_by {
                 let msg = FromScheduler::KeyInMemory {
                     key: key.clone(),
                     nbytes,
@@ -1105,9 +1136,13 @@ impl State {
                 out.to_client(c, Envelope::with_blobs(msg, blobs));
             }
         }
+        let dependents: Vec<TaskId> = match self.tasks.get(id) {
+            Some(t) => t.dependents.iter().collect(),
+            None => return,
+        };
         let mut ready = Vec::new();
         for d in dependents {
-            if let Some(dt) = self.tasks.get_mut(&d)
+            if let Some(dt) = self.tasks.get_mut(d)
                 && dt.state == TaskState::Waiting
             {
                 dt.waiting_on = dt.waiting_on.saturating_sub(1);
@@ -1118,14 +1153,14 @@ impl State {
         }
         ready.sort();
         for (_, d) in ready {
-            self.set_state(&d, TaskState::Released);
-            self.make_ready_or_wait(&d, now, out);
+            self.set_state(d, TaskState::Released);
+            self.make_ready_or_wait(d, now, out);
         }
         // The inputs of this task may now be unneeded: `settle` frees them.
-        if let Some(t) = self.tasks.get(key) {
-            self.releasable.extend(t.deps.iter().cloned());
+        if let Some(t) = self.tasks.get(id) {
+            self.releasable.extend(t.deps.iter().copied());
         }
-        self.release_if_unneeded(key, now, out);
+        self.release_if_unneeded(id, now, out);
         self.check_retirements(now, out);
         self.drain_queue(now, out);
         self.update_idle(now);
@@ -1144,8 +1179,8 @@ impl State {
             return;
         }
         let mut frees = Frees::default();
-        for k in std::mem::take(&mut self.releasable) {
-            self.release_unneeded(&k, &mut frees);
+        for id in std::mem::take(&mut self.releasable) {
+            self.release_unneeded(id, &mut frees);
         }
         frees.send(out);
         self.update_idle(now);
@@ -1163,19 +1198,27 @@ impl State {
         out: &mut impl Outbox,
     ) {
         self.touch(worker, now);
-        self.record_duration(key, duration_us, 0);
-        let Some(t) = self.tasks.get(key) else { return };
+        let Some(id) = self.tasks.id(key) else {
+            let prefix = self.prefix_id(key.prefix());
+            self.record_prefix_duration(prefix, duration_us, 0);
+            return;
+        };
+        self.record_duration(id, duration_us, 0);
+        let Some((key, t)) = self.tasks.entry(id) else {
+            return;
+        };
         if t.state != TaskState::Processing || t.processing_on != Some(worker) {
             return;
         }
+        let key = key.clone();
         self.feed
             .task_done(worker, t.progress, (duration_us, 0), now, true);
-        self.unassign(key, worker);
-        self.set_state(key, TaskState::Released);
+        self.unassign(id, worker);
+        self.set_state(id, TaskState::Released);
         self.fail_task(
-            key,
+            id,
             TaskFailure {
-                key: key.clone(),
+                key,
                 error: TaskError::Kernel(error),
             },
             out,
@@ -1195,14 +1238,16 @@ impl State {
     ) {
         self.touch(worker, now);
         for (k, nbytes) in keys {
-            let k = &self.tasks.canonical(k.clone());
-            self.replicating.remove(k);
-            match self.tasks.get(k).map(|t| t.state) {
-                Some(TaskState::Memory) => {
-                    self.add_replica(k, worker, *nbytes);
+            let id = self.tasks.id(k);
+            if let Some(id) = id {
+                self.replicating.remove(&id);
+            }
+            match id.filter(|&id| self.state_of(id) == Some(TaskState::Memory)) {
+                Some(id) => {
+                    self.add_replica(id, worker, *nbytes);
                     self.transfer_bytes_total += nbytes;
                 }
-                _ => out.to_worker(
+                None => out.to_worker(
                     worker,
                     FromScheduler::FreeKeys {
                         keys: vec![k.clone()],
@@ -1225,46 +1270,49 @@ impl State {
         out: &mut impl Outbox,
     ) {
         self.touch(worker, now);
-        self.replicating.remove(key);
+        let Some(id) = self.tasks.id(key) else {
+            self.drain_queue(now, out);
+            return;
+        };
+        self.replicating.remove(&id);
         let holder_ids: Vec<WorkerId> = self
             .workers
             .iter()
             .filter(|(_, w)| holders.contains(&w.info.address))
             .map(|(id, _)| *id)
             .collect();
+        let nbytes = self.tasks.get(id).map(|t| t.nbytes).unwrap_or(0);
         for h in holder_ids {
             if let Some(w) = self.workers.get_mut(&h)
-                && w.has_what.remove(key)
+                && w.has_what.remove(&id)
             {
-                let nbytes = self.tasks.get(key).map(|t| t.nbytes).unwrap_or(0);
                 w.nbytes = w.nbytes.saturating_sub(nbytes);
             }
-            if let Some(t) = self.tasks.get_mut(key) {
+            if let Some(t) = self.tasks.get_mut(id) {
                 t.who_has.retain(|x| *x != h);
             }
         }
         // Tasks on this worker that needed the key go back to the scheduler.
-        let abandoned: Vec<Key> = match (self.workers.get(&worker), self.tasks.get(key)) {
+        let abandoned: Vec<TaskId> = match (self.workers.get(&worker), self.tasks.get(id)) {
             (Some(w), Some(t)) => t
                 .dependents
                 .iter()
-                .filter(|d| w.processing.contains(*d))
-                .cloned()
+                .filter(|d| w.processing.contains(d))
                 .collect(),
             _ => Vec::new(),
         };
-        for d in &abandoned {
+        for &d in &abandoned {
             self.unassign(d, worker);
             self.set_state(d, TaskState::Released);
         }
         if self
             .tasks
-            .get(key)
+            .get(id)
             .is_some_and(|t| t.who_has.is_empty() && t.state == TaskState::Memory)
         {
-            self.result_lost(key, now, out);
+            self.result_lost(id, now, out);
         }
-        for d in &abandoned {
+        for d in abandoned {
             self.make_ready_or_wait(d, now, out);
         }
         self.drain_queue(now, out);
@@ -1343,15 +1391,15 @@ impl State {
                     continue;
                 };
                 // Unique results that something still needs must move first.
-                let unique: Vec<Key> = w
+                let unique: Vec<TaskId> = w
                     .has_what
                     .iter()
-                    .filter(|k| {
+                    .copied()
+                    .filter(|&t| {
                         self.tasks
-                            .get(k)
+                            .get(t)
                             .is_some_and(|t| t.who_has.iter().all(|h| !recipients.contains(h)))
                     })
-                    .cloned()
                     .collect();
                 let grace_over = now - r.started > self.config.retire_grace_s;
                 if unique.is_empty() && (w.processing.is_empty() || grace_over) {
@@ -1382,15 +1430,15 @@ impl State {
                     continue;
                 }
                 let mut plan: FxHashMap<WorkerId, Vec<(Key, Vec<String>)>> = FxHashMap::default();
-                for key in unique {
+                for tid in unique {
                     if self
                         .replicating
-                        .get(&key)
+                        .get(&tid)
                         .is_some_and(|t| recipients.contains(t))
                     {
                         continue; // already on its way
                     }
-                    let Some(t) = self.tasks.get(&key) else {
+                    let Some((key, t)) = self.tasks.entry(tid) else {
                         continue;
                     };
                     // least-loaded recipient by bytes held
@@ -1399,7 +1447,7 @@ impl State {
                         .min_by_key(|r| self.workers.get(r).map(|w| w.nbytes).unwrap_or(u64::MAX))
                         .copied();
                     if let Some(target) = target {
-                        self.replicating.insert(key.clone(), target);
+                        self.replicating.insert(tid, target);
                         plan.entry(target)
                             .or_default()
                             .push((key.clone(), self.addresses(&t.who_has)));
@@ -1412,7 +1460,8 @@ impl State {
                 for (target, keys) in plan {
                     let planned: u64 = keys
                         .iter()
-                        .filter_map(|(k, _)| self.tasks.get(k).map(|t| t.nbytes))
+                        .filter_map(|(k, _)| self.tasks.id(k).and_then(|id| self.tasks.get(id)))
+                        .map(|t| t.nbytes)
                         .sum();
                     if let Some(tw) = self.workers.get_mut(&target) {
                         tw.nbytes = tw.nbytes.saturating_sub(planned);
@@ -1441,15 +1490,15 @@ impl State {
         let Some(w) = self.workers.get(&id) else {
             return;
         };
-        let mut keys: Vec<Key> = w.processing.iter().cloned().collect();
-        keys.sort_by_key(|k| self.tasks.get(k).map(|t| t.priority));
+        let mut tasks: Vec<TaskId> = w.processing.iter().copied().collect();
+        tasks.sort_by_key(|&t| self.priority_of(t));
         if let Some(w) = self.workers.get_mut(&id) {
             w.status = WorkerStatus::Retiring;
         }
-        for k in keys {
-            self.unassign(&k, id);
-            self.set_state(&k, TaskState::Released);
-            self.make_ready_or_wait(&k, now, out);
+        for t in tasks {
+            self.unassign(t, id);
+            self.set_state(t, TaskState::Released);
+            self.make_ready_or_wait(t, now, out);
         }
     }
 
@@ -1460,11 +1509,11 @@ impl State {
         };
         tracing::info!(name = %w.info.name, "worker retired");
         self.workers_removed_total += 1;
-        for key in w.has_what {
-            if let Some(t) = self.tasks.get_mut(&key) {
+        for tid in w.has_what {
+            if let Some(t) = self.tasks.get_mut(tid) {
                 t.who_has.retain(|x| *x != id);
                 if t.who_has.is_empty() && t.state == TaskState::Memory {
-                    self.result_lost(&key, now, out);
+                    self.result_lost(tid, now, out);
                 }
             }
         }
@@ -1472,12 +1521,31 @@ impl State {
 
     // ----- the core transitions ------------------------------------------------------------
 
-    fn state_of(&self, key: &Key) -> Option<TaskState> {
-        self.tasks.get(key).map(|t| t.state)
+    fn state_of(&self, id: TaskId) -> Option<TaskState> {
+        self.tasks.get(id).map(|t| t.state)
     }
 
-    fn set_state(&mut self, key: &Key, to: TaskState) {
-        if let Some(t) = self.tasks.get_mut(key) {
+    fn priority_of(&self, id: TaskId) -> Option<u64> {
+        self.tasks.get(id).map(|t| t.priority)
+    }
+
+    /// `id`'s dependencies, taken out of its task so that the others can be changed while they
+    /// are read; [`State::put_deps`] gives them back.
+    fn take_deps(&mut self, id: TaskId) -> Box<[TaskId]> {
+        self.tasks
+            .get_mut(id)
+            .map(|t| std::mem::take(&mut t.deps))
+            .unwrap_or_default()
+    }
+
+    fn put_deps(&mut self, id: TaskId, deps: Box<[TaskId]>) {
+        if let Some(t) = self.tasks.get_mut(id) {
+            t.deps = deps;
+        }
+    }
+
+    fn set_state(&mut self, id: TaskId, to: TaskState) {
+        if let Some((key, t)) = self.tasks.entry_mut(id) {
             let from = t.state;
             if from == to {
                 return;
@@ -1513,51 +1581,67 @@ impl State {
         }
     }
 
-    /// Starts computing `key` (a `Released` task), first computing every released dependency it
+    /// Starts computing `id` (a `Released` task), first computing every released dependency it
     /// needs. Iterative, so a chain of any length works.
-    fn compute(&mut self, key: &Key, now: f64, out: &mut impl Outbox) {
+    fn compute(&mut self, id: TaskId, now: f64, out: &mut impl Outbox) {
+        let released = |st: &State, t: TaskId| st.state_of(t) == Some(TaskState::Released);
+        if !released(self, id) {
+            return;
+        }
+        // A task whose inputs are all settled (a mapped task's): nothing to order.
+        let leaf = self
+            .tasks
+            .get(id)
+            .is_some_and(|t| t.deps.iter().all(|&d| !released(self, d)));
+        if leaf {
+            self.make_ready_or_wait(id, now, out);
+            self.update_idle(now);
+            return;
+        }
         // Post-order over released dependencies: inputs are settled before their dependents.
-        let mut order: Vec<Key> = Vec::new();
-        let mut seen: FxHashSet<Key> = FxHashSet::default();
-        let mut stack: Vec<(Key, bool)> = vec![(key.clone(), false)];
-        while let Some((k, expanded)) = stack.pop() {
+        let mut order: Vec<TaskId> = Vec::new();
+        let mut seen: FxHashSet<TaskId> = FxHashSet::default();
+        let mut stack: Vec<(TaskId, bool)> = vec![(id, false)];
+        while let Some((t, expanded)) = stack.pop() {
             if expanded {
-                order.push(k);
+                order.push(t);
                 continue;
             }
-            if !seen.insert(k.clone()) {
+            if !seen.insert(t) {
                 continue;
             }
-            let Some(t) = self.tasks.get(&k) else {
+            let Some(task) = self.tasks.get(t) else {
                 continue;
             };
-            if t.state != TaskState::Released {
+            if task.state != TaskState::Released {
                 continue;
             }
-            stack.push((k.clone(), true));
-            for d in t.deps.iter().rev() {
-                if self.state_of(d) == Some(TaskState::Released) && !seen.contains(d) {
-                    stack.push((d.clone(), false));
+            stack.push((t, true));
+            for &d in task.deps.iter().rev() {
+                if released(self, d) && !seen.contains(&d) {
+                    stack.push((d, false));
                 }
             }
         }
-        for k in order {
-            self.make_ready_or_wait(&k, now, out);
+        for t in order {
+            self.make_ready_or_wait(t, now, out);
         }
         self.update_idle(now);
     }
 
     /// For a `Released` task whose released inputs are already being computed: wait for inputs,
     /// fail if an input failed, or run it.
-    fn make_ready_or_wait(&mut self, key: &Key, now: f64, out: &mut impl Outbox) {
-        let Some(t) = self.tasks.get(key) else { return };
+    fn make_ready_or_wait(&mut self, id: TaskId, now: f64, out: &mut impl Outbox) {
+        let Some((key, t)) = self.tasks.entry(id) else {
+            return;
+        };
         if t.state != TaskState::Released {
             return;
         }
         let mut waiting_on = 0;
         let mut failed: Option<TaskFailure> = None;
-        let mut to_compute: Vec<Key> = Vec::new();
-        for d in &t.deps {
+        let mut to_compute: Vec<TaskId> = Vec::new();
+        for &d in t.deps.iter() {
             match self.tasks.get(d) {
                 Some(dt) => match dt.state {
                     TaskState::Memory => {}
@@ -1566,53 +1650,58 @@ impl State {
                     }
                     TaskState::Released => {
                         waiting_on += 1;
-                        to_compute.push(d.clone());
+                        to_compute.push(d);
                     }
                     _ => waiting_on += 1,
                 },
                 None => {
+                    // Not reached while the table is consistent: a task with dependents is not
+                    // forgotten, and an id outliving its task finds nothing (its key with it).
+                    tracing::error!(task = %key, "an input of the task is no longer known");
                     failed = Some(TaskFailure {
                         key: key.clone(),
-                        error: TaskError::InputForgotten { input: d.clone() },
+                        error: TaskError::InputForgotten {
+                            input: Key::from("(forgotten)"),
+                        },
                     });
                 }
             }
         }
         if let Some(f) = failed {
-            self.fail_task(key, f, out);
+            self.fail_task(id, f, out);
             return;
         }
-        if let Some(t) = self.tasks.get_mut(key) {
+        if let Some(t) = self.tasks.get_mut(id) {
             t.waiting_on = waiting_on;
         }
         if waiting_on > 0 {
-            self.set_state(key, TaskState::Waiting);
+            self.set_state(id, TaskState::Waiting);
             for d in to_compute {
-                self.compute(&d, now, out);
+                self.compute(d, now, out);
             }
         } else {
-            self.schedule(key, out);
+            self.schedule(id, out);
         }
         self.update_idle(now);
     }
 
     /// Sends a ready task to the best worker with room, or queues it (as `NoWorker` when no
     /// connected worker can run it at all).
-    fn schedule(&mut self, key: &Key, out: &mut impl Outbox) {
-        if let Some(w) = self.pick_worker(key) {
-            self.assign(key, w, out);
+    fn schedule(&mut self, id: TaskId, out: &mut impl Outbox) {
+        if let Some(w) = self.pick_worker(id) {
+            self.assign(id, w, out);
             return;
         }
-        let Some(t) = self.tasks.get(key) else { return };
+        let Some(t) = self.tasks.get(id) else { return };
         let (class, priority) = (t.class as usize, t.priority);
         let state = if self.runnable(class) {
             TaskState::Queued
         } else {
             TaskState::NoWorker
         };
-        self.set_state(key, state);
+        self.set_state(id, state);
         if let Some(c) = self.classes.get_mut(class) {
-            c.queue.insert(priority, key.clone());
+            c.queue.insert(priority, id);
         }
     }
 
@@ -1685,9 +1774,9 @@ impl State {
                 } else {
                     (TaskState::Queued, TaskState::NoWorker)
                 };
-                let keys: Vec<Key> = self.classes[c].queue.values().cloned().collect();
-                for k in &keys {
-                    if let Some(t) = self.tasks.get_mut(k)
+                let ids: Vec<TaskId> = self.classes[c].queue.values().copied().collect();
+                for id in ids {
+                    if let Some(t) = self.tasks.get_mut(id)
                         && t.state == from
                     {
                         t.state = to;
@@ -1702,12 +1791,12 @@ impl State {
         }
     }
 
-    fn expected_us(&self, key: &Key) -> u64 {
+    /// The expected duration of a task of `prefix`: its prefix's average so far.
+    fn expected_us(&self, prefix: u32) -> u64 {
         let unknown = self.config.unknown_task_duration_s * 1e6;
         let avg = self
-            .prefix_ids
-            .get(key.prefix())
-            .and_then(|&i| self.prefixes.get(i as usize))
+            .prefixes
+            .get(prefix as usize)
             .and_then(|p| p.avg_us)
             .unwrap_or(unknown);
         avg.max(1.0) as u64
@@ -1723,11 +1812,11 @@ impl State {
 
     /// Among the workers that can run the task and have room (and its resources free), prefers
     /// the one holding most of the task's input bytes; among equals, the least busy.
-    fn pick_worker(&self, key: &Key) -> Option<WorkerId> {
-        let t = self.tasks.get(key)?;
+    fn pick_worker(&self, id: TaskId) -> Option<WorkerId> {
+        let t = self.tasks.get(id)?;
         let class = self.classes.get(t.class as usize)?;
         let mut local: FxHashMap<WorkerId, u64> = FxHashMap::default();
-        for d in &t.deps {
+        for &d in t.deps.iter() {
             if let Some(dt) = self.tasks.get(d) {
                 for h in &dt.who_has {
                     *local.entry(*h).or_default() += dt.nbytes.max(1);
@@ -1735,8 +1824,8 @@ impl State {
             }
         }
         let mut best: Option<(u64, std::cmp::Reverse<u64>, WorkerId)> = None;
-        for id in &class.eligible {
-            let Some(w) = self.workers.get(id) else {
+        for wid in &class.eligible {
+            let Some(w) = self.workers.get(wid) else {
                 continue;
             };
             if !self.has_room(w)
@@ -1745,9 +1834,9 @@ impl State {
             {
                 continue;
             }
-            let bytes = local.get(id).copied().unwrap_or(0);
+            let bytes = local.get(wid).copied().unwrap_or(0);
             let load = w.occupancy_us / u64::from(w.info.nthreads.max(1));
-            let score = (bytes, std::cmp::Reverse(load), *id);
+            let score = (bytes, std::cmp::Reverse(load), *wid);
             if best.is_none_or(|b| (score.0, score.1) > (b.0, b.1)) {
                 best = Some(score);
             }
@@ -1755,15 +1844,18 @@ impl State {
         best.map(|b| b.2)
     }
 
-    fn assign(&mut self, key: &Key, worker: WorkerId, out: &mut impl Outbox) {
-        let expected = self.expected_us(key);
-        self.set_state(key, TaskState::Processing);
-        let Some(t) = self.tasks.get_mut(key) else {
+    fn assign(&mut self, id: TaskId, worker: WorkerId, out: &mut impl Outbox) {
+        let Some(prefix) = self.tasks.get(id).map(|t| t.prefix) else {
+            return;
+        };
+        let expected = self.expected_us(prefix);
+        self.set_state(id, TaskState::Processing);
+        let Some(t) = self.tasks.get_mut(id) else {
             return;
         };
         t.processing_on = Some(worker);
         t.charged_us = expected;
-        let Some(t) = self.tasks.get(key) else {
+        let Some((key, t)) = self.tasks.entry(id) else {
             return;
         };
         let send_result = !t.wanted_by.is_empty();
@@ -1772,23 +1864,25 @@ impl State {
             return;
         };
         let resources = class.resources.clone();
+        let mut who_has = Vec::with_capacity(t.deps.len());
+        for &d in t.deps.iter() {
+            if let Some((dk, dt)) = self.tasks.entry(d) {
+                who_has.push((dk.clone(), dt.nbytes, self.addresses(&dt.who_has)));
+            }
+        }
+        let inputs = match &t.inputs {
+            Some(inputs) => inputs.to_vec(),
+            None => who_has.iter().map(|(k, _, _)| k.clone()).collect(),
+        };
         let spec = TaskSpec {
             key: key.clone(),
             func: class.func.clone(),
-            inputs: t.inputs.as_deref().unwrap_or(&t.deps).to_vec(),
+            inputs,
             payload: t.payload.clone(),
             resources: resources.clone(),
         };
-        let who_has = t
-            .deps
-            .iter()
-            .map(|d| match self.tasks.get(d) {
-                Some(dt) => (d.clone(), dt.nbytes, self.addresses(&dt.who_has)),
-                None => (d.clone(), 0, Vec::new()),
-            })
-            .collect();
         if let Some(w) = self.workers.get_mut(&worker) {
-            w.processing.insert(key.clone());
+            w.processing.insert(id);
             w.occupancy_us += expected;
             if !resources.is_empty() {
                 w.used.add(&resources, 1.0);
@@ -1803,8 +1897,8 @@ impl State {
         out.to_worker(worker, FromScheduler::Compute(msg).into());
     }
 
-    fn unassign(&mut self, key: &Key, worker: WorkerId) {
-        let (charged, resources) = match self.tasks.get_mut(key) {
+    fn unassign(&mut self, id: TaskId, worker: WorkerId) {
+        let (charged, resources) = match self.tasks.get_mut(id) {
             Some(t) if t.processing_on == Some(worker) => {
                 t.processing_on = None;
                 let class = self.classes.get(t.class as usize);
@@ -1816,7 +1910,7 @@ impl State {
             _ => (0, None),
         };
         if let Some(w) = self.workers.get_mut(&worker)
-            && w.processing.remove(key)
+            && w.processing.remove(&id)
         {
             w.occupancy_us = w.occupancy_us.saturating_sub(charged);
             if let Some(r) = resources.filter(|r| !r.is_empty()) {
@@ -1846,15 +1940,14 @@ impl State {
                 break;
             };
             let c = open[i];
-            let Some((&prio, key)) = self.classes[c].queue.iter().next() else {
+            let Some((&prio, &id)) = self.classes[c].queue.iter().next() else {
                 open.swap_remove(i);
                 continue;
             };
-            let key = key.clone();
-            match self.pick_worker(&key) {
+            match self.pick_worker(id) {
                 Some(w) => {
                     self.classes[c].queue.remove(&prio);
-                    self.assign(&key, w, out);
+                    self.assign(id, w, out);
                     if self.classes[c].queue.is_empty() {
                         open.swap_remove(i);
                     }
@@ -1866,11 +1959,11 @@ impl State {
         }
     }
 
-    fn add_replica(&mut self, key: &Key, worker: WorkerId, nbytes: u64) {
+    fn add_replica(&mut self, id: TaskId, worker: WorkerId, nbytes: u64) {
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
-        if let Some(t) = self.tasks.get_mut(key) {
+        if let Some(t) = self.tasks.get_mut(id) {
             if t.state == TaskState::Memory
                 && let Some(p) = self.prefixes.get_mut(t.prefix as usize)
             {
@@ -1878,15 +1971,21 @@ impl State {
             }
             t.nbytes = nbytes;
             t.who_has.insert(worker);
-            if w.has_what.insert(key.clone()) {
+            if w.has_what.insert(id) {
                 w.nbytes += nbytes;
             }
         }
     }
 
     /// Records a task's run: `duration_us` computing, after `transfer_us` fetching its inputs.
-    fn record_duration(&mut self, key: &Key, duration_us: u64, transfer_us: u64) {
-        let id = self.prefix_id(key.prefix());
+    fn record_duration(&mut self, id: TaskId, duration_us: u64, transfer_us: u64) {
+        if let Some(prefix) = self.tasks.get(id).map(|t| t.prefix) {
+            self.record_prefix_duration(prefix, duration_us, transfer_us);
+        }
+    }
+
+    /// Records a run of a task of the prefix `id` ([`State::record_duration`]).
+    fn record_prefix_duration(&mut self, id: u32, duration_us: u64, transfer_us: u64) {
         let Some(p) = self.prefixes.get_mut(id as usize) else {
             return;
         };
@@ -1931,42 +2030,42 @@ impl State {
         }
     }
 
-    /// Fails `key` and everything that depends on it, telling the clients that want them.
-    fn fail_task(&mut self, key: &Key, failure: TaskFailure, out: &mut impl Outbox) {
-        let mut stack = vec![key.clone()];
-        while let Some(k) = stack.pop() {
-            let Some(t) = self.tasks.get(&k) else {
+    /// Fails `id` and everything that depends on it, telling the clients that want them.
+    fn fail_task(&mut self, id: TaskId, failure: TaskFailure, out: &mut impl Outbox) {
+        let mut stack = vec![id];
+        while let Some(t) = stack.pop() {
+            let Some(task) = self.tasks.get(t) else {
                 continue;
             };
-            if t.state == TaskState::Erred || t.state == TaskState::Memory {
+            if task.state == TaskState::Erred || task.state == TaskState::Memory {
                 continue;
             }
-            if let Some(w) = t.processing_on {
+            if let Some(w) = task.processing_on {
                 // A dependent cannot be running while its input failed, but stay safe.
-                self.unassign(&k, w);
+                self.unassign(t, w);
             }
-            self.set_state(&k, TaskState::Erred);
-            let Some(t) = self.tasks.get_mut(&k) else {
+            self.set_state(t, TaskState::Erred);
+            let Some((key, task)) = self.tasks.entry_mut(t) else {
                 continue;
             };
-            t.failure = Some(Box::new(failure.clone()));
-            for c in &t.wanted_by {
+            task.failure = Some(Box::new(failure.clone()));
+            for c in &task.wanted_by {
                 out.to_client(
                     *c,
                     FromScheduler::KeyErred {
-                        key: k.clone(),
+                        key: key.clone(),
                         failure: failure.clone(),
                     }
                     .into(),
                 );
             }
-            stack.extend(t.dependents.iter().cloned());
+            stack.extend(task.dependents.iter());
         }
     }
 
-    /// Whether some client or some pending dependent still needs `key`'s result.
-    fn is_needed(&self, key: &Key) -> bool {
-        let Some(t) = self.tasks.get(key) else {
+    /// Whether some client or some pending dependent still needs `id`'s result.
+    fn is_needed(&self, id: TaskId) -> bool {
+        let Some(t) = self.tasks.get(id) else {
             return false;
         };
         !t.wanted_by.is_empty()
@@ -1983,37 +2082,36 @@ impl State {
             })
     }
 
-    /// Frees `key` if nothing needs it, and forgets it if nothing refers to it; then the same for
+    /// Frees `id` if nothing needs it, and forgets it if nothing refers to it; then the same for
     /// its inputs. Iterative.
-    fn release_if_unneeded(&mut self, key: &Key, now: f64, out: &mut impl Outbox) {
+    fn release_if_unneeded(&mut self, id: TaskId, now: f64, out: &mut impl Outbox) {
         let mut frees = Frees::default();
-        self.release_unneeded(key, &mut frees);
+        self.release_unneeded(id, &mut frees);
         frees.send(out);
         self.update_idle(now);
     }
 
     /// [`State::release_if_unneeded`], collecting the results to free in `frees`.
-    fn release_unneeded(&mut self, key: &Key, frees: &mut Frees) {
-        if self.is_needed(key) {
+    fn release_unneeded(&mut self, id: TaskId, frees: &mut Frees) {
+        if self.is_needed(id) {
             return;
         }
-        let mut stack = vec![key.clone()];
-        while let Some(k) = stack.pop() {
-            if self.is_needed(&k) {
+        let mut stack = vec![id];
+        while let Some(tid) = stack.pop() {
+            if self.is_needed(tid) {
                 continue;
             }
-            let Some(t) = self.tasks.get(&k) else {
+            let Some((key, t)) = self.tasks.entry(tid) else {
                 continue;
             };
             let before = t.state;
             match before {
                 TaskState::Memory => {
-                    let holders = t.who_has.clone();
                     let nbytes = t.nbytes;
-                    for h in &holders {
-                        frees.add(*h, k.clone());
+                    for h in &t.who_has {
+                        frees.add(*h, key.clone());
                         if let Some(w) = self.workers.get_mut(h)
-                            && w.has_what.remove(&k)
+                            && w.has_what.remove(&tid)
                         {
                             w.nbytes = w.nbytes.saturating_sub(nbytes);
                             if w.has_what.is_empty() {
@@ -2021,40 +2119,40 @@ impl State {
                             }
                         }
                     }
-                    if let Some(t) = self.tasks.get_mut(&k) {
+                    if let Some(t) = self.tasks.get_mut(tid) {
                         t.who_has.clear();
                     }
-                    self.set_state(&k, TaskState::Released);
+                    self.set_state(tid, TaskState::Released);
                 }
                 TaskState::Processing => {
                     if let Some(w) = t.processing_on {
-                        self.unassign(&k, w);
-                        frees.add(w, k.clone());
+                        frees.add(w, key.clone());
+                        self.unassign(tid, w);
                     }
-                    self.set_state(&k, TaskState::Released);
+                    self.set_state(tid, TaskState::Released);
                 }
                 TaskState::Queued | TaskState::NoWorker | TaskState::Waiting => {
-                    self.set_state(&k, TaskState::Released)
+                    self.set_state(tid, TaskState::Released)
                 }
                 TaskState::Released | TaskState::Erred => {}
             }
-            let Some(t) = self.tasks.get(&k) else {
+            let Some(t) = self.tasks.get(tid) else {
                 continue;
             };
             // Inputs can only become unneeded if this task changed; stopping otherwise keeps
             // releasing a long chain linear.
             let forgotten = t.dependents.is_empty();
             if forgotten || !matches!(before, TaskState::Released | TaskState::Erred) {
-                stack.extend(t.deps.iter().cloned());
+                stack.extend(t.deps.iter().copied());
             }
             if forgotten {
-                self.forget(&k);
+                self.forget(tid);
             }
         }
     }
 
-    fn forget(&mut self, key: &Key) {
-        let Some(t) = self.tasks.remove(key) else {
+    fn forget(&mut self, id: TaskId) {
+        let Some((key, t)) = self.tasks.remove(id) else {
             return;
         };
         let c = &mut self.counts[t.state as usize];
@@ -2064,7 +2162,7 @@ impl State {
             self.feed.graph.set(t.graph, Bucket::Released);
         }
         if t.followed {
-            self.follows.task_changed(key, follow::Now::Forgotten);
+            self.follows.task_changed(&key, follow::Now::Forgotten);
         }
         if matches!(t.state, TaskState::Queued | TaskState::NoWorker)
             && let Some(c) = self.classes.get_mut(t.class as usize)
@@ -2079,40 +2177,40 @@ impl State {
             }
         }
         self.leave_group(key.as_str());
-        for d in &t.deps {
+        for &d in t.deps.iter() {
             if let Some(dt) = self.tasks.get_mut(d) {
-                dt.dependents.remove(key);
+                dt.dependents.remove(id);
             }
         }
     }
 
-    /// Adds the tasks of `keys` (just added, in priority order) to the graph panel's graph, or a
+    /// Adds the tasks of `ids` (just added, in priority order) to the graph panel's graph, or a
     /// new graph when `new_graph`; only edges between tasks of the graph are drawn.
-    fn graph_record(&mut self, keys: &[Key], new_graph: bool) {
-        if keys.is_empty() {
+    fn graph_record(&mut self, ids: &[TaskId], new_graph: bool) {
+        if ids.is_empty() {
             return;
         }
         if new_graph {
             let old = self.feed.graph.clear();
             self.unlink_graph(old);
         }
-        if let Err(old) = self.feed.graph.make_room(keys.len()) {
+        if let Err(old) = self.feed.graph.make_room(ids.len()) {
             self.unlink_graph(old);
             return;
         }
-        for k in keys {
-            if let Some(t) = self.tasks.get_mut(k) {
+        for &id in ids {
+            if let Some((key, t)) = self.tasks.entry_mut(id) {
                 t.graph = self
                     .feed
                     .graph
-                    .add_node(k.clone(), t.progress, t.state.bucket());
+                    .add_node(key.clone(), t.progress, t.state.bucket());
             }
         }
-        for k in keys {
-            let Some(t) = self.tasks.get(k) else {
+        for &id in ids {
+            let Some(t) = self.tasks.get(id) else {
                 continue;
             };
-            for d in &t.deps {
+            for &d in t.deps.iter() {
                 if let Some(dt) = self.tasks.get(d)
                     && dt.graph != NO_NODE
                 {
@@ -2125,7 +2223,7 @@ impl State {
     /// The tasks of `keys` no longer have a node in the graph panel's graph.
     fn unlink_graph(&mut self, keys: Vec<Key>) {
         for k in keys {
-            if let Some(t) = self.tasks.get_mut(&k) {
+            if let Some(t) = self.tasks.id(&k).and_then(|id| self.tasks.get_mut(id)) {
                 t.graph = NO_NODE;
             }
         }
@@ -2161,32 +2259,33 @@ impl State {
     pub fn task_bytes(&self) -> usize {
         use std::mem::size_of;
         let key_entry = size_of::<Key>();
+        let id_entry = size_of::<TaskId>();
         let mut bytes = self.tasks.bytes();
-        for (key, t) in self.tasks.iter() {
+        for (_, key, t) in self.tasks.iter() {
             bytes += key_text_bytes(key)
                 + t.payload.len()
                 + t.inputs.as_ref().map_or(0, |i| i.len() * key_entry)
-                + t.deps.len() * key_entry
+                + t.deps.len() * id_entry
                 + t.dependents.heap_bytes()
                 + t.who_has.heap_bytes()
                 + t.wanted_by.heap_bytes()
                 + t.failure.as_ref().map_or(0, |_| size_of::<TaskFailure>());
         }
         for held in self.clients.values() {
-            bytes += hash_table_bytes(held.capacity(), key_entry);
+            bytes += hash_table_bytes(held.capacity(), id_entry);
         }
         for w in self.workers.values() {
-            bytes += hash_table_bytes(w.has_what.capacity(), key_entry)
-                + hash_table_bytes(w.processing.capacity(), key_entry);
+            bytes += hash_table_bytes(w.has_what.capacity(), id_entry)
+                + hash_table_bytes(w.processing.capacity(), id_entry);
         }
         for c in &self.classes {
             // A B-tree's nodes hold up to 11 entries and are about two thirds full.
-            bytes += c.queue.len() * (size_of::<u64>() + key_entry) * 3 / 2;
+            bytes += c.queue.len() * (size_of::<u64>() + id_entry) * 3 / 2;
         }
-        bytes += self.releasable.capacity() * key_entry
+        bytes += self.releasable.capacity() * id_entry
             + hash_table_bytes(
                 self.replicating.capacity(),
-                key_entry + size_of::<WorkerId>(),
+                id_entry + size_of::<WorkerId>(),
             );
         bytes
     }
@@ -2279,14 +2378,14 @@ impl State {
                 // Too large to draw: only counted, without walking the tasks.
                 let _ = self.feed.graph.make_room(self.tasks.len());
             } else {
-                let mut keys: Vec<(u64, Key)> = self
+                let mut ids: Vec<(u64, TaskId)> = self
                     .tasks
                     .iter()
-                    .map(|(k, t)| (t.priority, k.clone()))
+                    .map(|(id, _, t)| (t.priority, id))
                     .collect();
-                keys.sort_unstable_by_key(|(p, _)| *p);
-                let keys: Vec<Key> = keys.into_iter().map(|(_, k)| k).collect();
-                self.graph_record(&keys, true);
+                ids.sort_unstable_by_key(|(p, _)| *p);
+                let ids: Vec<TaskId> = ids.into_iter().map(|(_, id)| id).collect();
+                self.graph_record(&ids, true);
             }
         }
         let workers = self
@@ -2330,7 +2429,8 @@ impl State {
             .classes
             .iter()
             .flat_map(|c| c.queue.values())
-            .map(|k| self.expected_us(k) as f64 / 1e6)
+            .filter_map(|&id| self.tasks.get(id))
+            .map(|t| self.expected_us(t.prefix) as f64 / 1e6)
             .sum();
         let processing_seconds: f64 = self
             .workers

@@ -1173,7 +1173,7 @@ fn scanned_output_bytes(st: &State) -> FxHashMap<String, u64> {
     for p in &st.prefixes {
         by_prefix.insert(p.name.clone(), 0);
     }
-    for (key, t) in st.tasks.iter() {
+    for (_, key, t) in st.tasks.iter() {
         if t.state == TaskState::Memory {
             *by_prefix.entry(key.prefix().to_owned()).or_default() += t.nbytes;
         }
@@ -2084,8 +2084,8 @@ fn unfollowing_or_leaving_stops_the_reports_and_unmarks_the_tasks() {
         .st
         .tasks
         .iter()
-        .filter(|(_, t)| t.followed)
-        .map(|(k, _)| k)
+        .filter(|(_, _, t)| t.followed)
+        .map(|(_, k, _)| k)
         .collect();
     assert_eq!(followed.len(), 3, "{followed:?}");
     sim.st.remove_client(C + 1, sim.now, &mut sim.out);
@@ -2179,7 +2179,7 @@ fn a_finished_reduction_frees_its_inputs_in_one_message_per_worker() {
 }
 
 #[test]
-fn keys_read_off_messages_are_kept_as_the_tables_own_copy() {
+fn keys_read_off_messages_are_looked_up_once_and_the_tables_copy_sent() {
     let mut sim = Sim::new(&[(1, 1)]);
     let spec = task("inc-1", "inc", vec![1.into()]);
     // The wanted key and the worker's report arrive as allocations of their own, as off the wire.
@@ -2195,22 +2195,22 @@ fn keys_read_off_messages_are_kept_as_the_tables_own_copy() {
         data: None,
     };
     sim.st.task_finished(ct_worker, done, sim.now, &mut sim.out);
-    let ours = sim
-        .st
-        .tasks
-        .get_key_value(&wanted)
-        .expect("known")
-        .0
-        .as_str()
-        .as_ptr();
+    let id = sim.st.tasks.id(&wanted).expect("known");
+    let ours = sim.st.tasks.key(id).expect("known").as_str().as_ptr();
     assert_eq!(ct.spec.key.as_str().as_ptr(), ours);
-    let held = sim.st.clients[&C].get(&wanted).expect("held");
-    assert_eq!(held.as_str().as_ptr(), ours);
-    let has = sim.st.workers[&ct_worker]
-        .has_what
-        .get(&wanted)
-        .expect("on the worker");
-    assert_eq!(has.as_str().as_ptr(), ours);
+    // The client's holding and the worker's holdings are the task's id.
+    assert!(sim.st.clients[&C].contains(&id));
+    assert!(sim.st.workers[&ct_worker].has_what.contains(&id));
+    let in_memory = sim
+        .out
+        .to_clients
+        .iter()
+        .find_map(|(_, m, _)| match m {
+            FromScheduler::KeyInMemory { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .expect("the client is told");
+    assert_eq!(in_memory.as_str().as_ptr(), ours);
 }
 
 #[test]
