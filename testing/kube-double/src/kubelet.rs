@@ -11,12 +11,13 @@ use crate::logs::ContainerLog;
 use crate::process::{Addresses, Network, Prepared, ProcessConfig, Resolver};
 use crate::server::ApiServer;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -92,6 +93,7 @@ impl Kubelet {
             addresses: Mutex::new(Addresses::new()),
             procs: Mutex::default(),
             shared: api.shared().clone(),
+            volumes: volumes_dir(),
         });
         // Service names resolve to pods only for pods that run.
         let services = processes.then(|| tokio::spawn(node.clone().watch_services()));
@@ -242,6 +244,25 @@ struct Node {
     procs: Mutex<HashMap<String, Procs>>,
     /// The API server's state shared with the kubelet: containers' output goes there.
     shared: Arc<crate::server::Shared>,
+    /// Where process pods' Secret volumes are written, a directory per pod uid (see
+    /// [`crate::volumes`]); removed with the kubelet.
+    volumes: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.volumes);
+    }
+}
+
+/// A new directory for a kubelet's volumes, unique in this process and among processes.
+fn volumes_dir() -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir().join(format!(
+        "kube-double-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// What a process pod's task holds: the stop request, its "gone" signal, its processes' ids
@@ -785,6 +806,9 @@ impl Node {
         let uid = pod.uid().unwrap_or_default();
         let done = reg.done.clone();
         self.clone().run_containers(pod, config, reg).await;
+        if !uid.is_empty() {
+            let _ = std::fs::remove_dir_all(self.volumes.join(&uid));
+        }
         self.procs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -817,7 +841,24 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .allocate(&crate::process::tcp_ports(&spec))
             .to_string();
-        let prepared = crate::process::prepare(&config, &pod, &ip);
+        let Some(mounts) = self.mount(&pod, &mut stop).await else {
+            return;
+        };
+        let prepared = crate::process::prepare(&config, &pod, &ip)
+            .into_iter()
+            .zip(mounts.iter().map(Some).chain(std::iter::repeat(None)))
+            .map(|(p, m)| match m {
+                Some(m) if !m.is_empty() => p.map(|(argv, env)| {
+                    let argv = argv.iter().map(|a| crate::volumes::rewrite(a, m)).collect();
+                    let env = env
+                        .into_iter()
+                        .map(|(k, v)| (k, crate::volumes::rewrite(&v, m)))
+                        .collect();
+                    (argv, env)
+                }),
+                _ => p,
+            })
+            .collect();
         let Some(resolved) = self.resolve(&config, &pod, &ip, prepared, &mut stop).await else {
             return;
         };
@@ -1007,6 +1048,45 @@ impl Node {
             .await
         {
             tracing::debug!("kubelet could not finish {name}: {e}");
+        }
+    }
+
+    /// Writes the pod's Secret volumes (see [`crate::volumes`]) and returns each container's
+    /// mounts, waiting while a Secret it needs does not exist (as a real kubelet keeps such a
+    /// pod in `ContainerCreating`); `None` if the pod is stopped meanwhile.
+    async fn mount(
+        &self,
+        pod: &Pod,
+        stop: &mut watch::Receiver<Option<Duration>>,
+    ) -> Option<Vec<crate::volumes::Mounts>> {
+        let volumes = crate::volumes::secret_volumes(pod);
+        let containers = pod.spec.as_ref().map_or(0, |s| s.containers.len());
+        if volumes.is_empty() {
+            return Some(vec![Vec::new(); containers]);
+        }
+        let dir = self.volumes.join(pod.uid().unwrap_or_default());
+        let secrets: Api<Secret> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let mut warned = false;
+        loop {
+            let mut found = HashMap::new();
+            for name in volumes.values().filter_map(|v| v.secret_name.clone()) {
+                if let Ok(Some(s)) = secrets.get_opt(&name).await {
+                    found.insert(name, s);
+                }
+            }
+            match crate::volumes::mount(pod, &dir, |name| found.get(name).cloned()) {
+                Ok(mounts) => return Some(mounts),
+                Err(e) if !warned => {
+                    warned = true;
+                    tracing::warn!("pod {}: {e}; waiting", pod.name_any());
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = stop.changed() => return None,
+            }
         }
     }
 

@@ -36,10 +36,11 @@ mod schema;
 mod selector;
 mod server;
 mod store;
+mod volumes;
 mod watch;
 
 pub use auth::Authorization;
 pub use error::Error;
 pub use kubelet::{Kubelet, KubeletConfig};
-pub use process::{BindArgs, ProcessConfig, Resolver};
+pub use process::{BindArgs, PortForward, ProcessConfig, Resolver};
 pub use server::{ApiServer, Fault, Options, RequestRecord, Verb};

@@ -477,6 +477,61 @@ impl Resolver {
     }
 }
 
+impl Resolver {
+    /// `kubectl port-forward service/{service} :{port}`: listens on `127.0.0.1` (an unused
+    /// port) and pipes each connection to the Service's `port` on a pod it selects, looked up
+    /// per connection (a replaced pod is followed). A connection while the Service has no pod is
+    /// closed. Call inside a Tokio runtime; the forward stops when the [`PortForward`] is dropped.
+    pub fn port_forward(
+        &self,
+        namespace: &str,
+        service: &str,
+        port: u16,
+    ) -> std::io::Result<PortForward> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let resolver = self.clone();
+        let target = format!("{service}.{namespace}.svc.cluster.local:{port}");
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let Ok(to) = resolver.try_rewrite(&target, None) else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to.as_str()).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Ok(PortForward { local, task })
+    }
+}
+
+/// A port-forward from loopback to a Service ([`Resolver::port_forward`]); stops when dropped.
+pub struct PortForward {
+    local: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PortForward {
+    /// Where the forward listens (`127.0.0.1:port`).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Loopback addresses for pods: a random /16-ish block of 127.0.0.0/8 per kubelet (so kubelets
 /// in concurrent test processes rarely meet), skipping addresses whose declared ports are taken.
 pub(crate) struct Addresses {
@@ -541,7 +596,11 @@ pub(crate) async fn probe(probe: &Probe, c: &Container, ip: &str) -> bool {
         };
         let host = get.host.clone().unwrap_or_else(|| ip.to_owned());
         let path = get.path.clone().unwrap_or_else(|| "/".into());
-        return tokio::time::timeout(timeout, http_get(&host, port, &path))
+        let https = get
+            .scheme
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
+        return tokio::time::timeout(timeout, http_get(&host, port, &path, https))
             .await
             .unwrap_or(false);
     }
@@ -560,14 +619,104 @@ pub(crate) async fn probe(probe: &Probe, c: &Container, ip: &str) -> bool {
     true
 }
 
-async fn http_get(host: &str, port: i32, path: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A `GET` as the kubelet's probe sends it: over TLS for `https`, without checking the server's
+/// certificate (as the kubelet does not); 2xx and 3xx pass.
+async fn http_get(host: &str, port: i32, path: &str, https: bool) -> bool {
     let Ok(port) = u16::try_from(port) else {
         return false;
     };
-    let Ok(mut s) = tokio::net::TcpStream::connect((host, port)).await else {
+    let Ok(tcp) = tokio::net::TcpStream::connect((host, port)).await else {
         return false;
     };
+    if !https {
+        return http_exchange(tcp, host, port, path).await;
+    }
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap_or(
+        rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127u8, 0, 0, 1]).into()),
+    );
+    let Some(connector) = probe_tls() else {
+        return false;
+    };
+    match connector.connect(name, tcp).await {
+        Ok(tls) => http_exchange(tls, host, port, path).await,
+        Err(_) => false,
+    }
+}
+
+/// The TLS side of HTTPS probes: any certificate is accepted (the kubelet's probes skip
+/// verification), signatures are still checked so the handshake is real TLS.
+fn probe_tls() -> Option<tokio_rustls::TlsConnector> {
+    static CONNECTOR: std::sync::OnceLock<Option<tokio_rustls::TlsConnector>> =
+        std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .ok()?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+async fn http_exchange(
+    mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.35\r\nConnection: close\r\n\r\n"
     );

@@ -111,6 +111,113 @@ async fn a_pod_runs_as_a_process_on_its_own_address_and_its_exit_code_is_reporte
 }
 
 #[tokio::test]
+async fn a_secret_volume_is_files_at_its_mount_path_and_the_pod_waits_for_the_secret() {
+    use k8s_openapi::api::core::v1::Secret;
+    let server = ApiServer::new();
+    let kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
+    let mut pod = shell_pod(
+        "reader",
+        "cat /etc/certs/ca.pem; echo; cat \"$KEY\"; echo; stat -c %a /etc/certs/key.pem",
+        json!({"env": [{"name": "KEY", "value": "/etc/certs/key.pem"}],
+               "volumeMounts": [{"name": "certs", "mountPath": "/etc/certs", "readOnly": true}]}),
+    );
+    pod.spec.as_mut().unwrap().volumes = Some(
+        serde_json::from_value(json!([{"name": "certs", "secret": {
+            "secretName": "certs",
+            "items": [{"key": "ca.pem", "path": "ca.pem"}, {"key": "key.pem", "path": "key.pem", "mode": 0o600}]
+        }}]))
+        .unwrap(),
+    );
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    // Without its Secret the pod does not start.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(phase(&pods.get("reader").await.unwrap()), "Pending");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "certs"},
+        "stringData": {"ca.pem": "THE-CA", "key.pem": "THE-KEY"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    wait_for(&pods, "reader", "succeeded", |p| phase(p) == "Succeeded").await;
+    let logs = kubelet.logs("default", "reader");
+    assert!(
+        logs.contains("THE-CA") && logs.contains("THE-KEY") && logs.contains("600"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn an_https_probe_asks_over_tls_without_checking_the_certificate() {
+    let server = ApiServer::new();
+    let _kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let pod = shell_pod(
+        "secure",
+        "sleep 30",
+        json!({"ports": [{"name": "https", "containerPort": 8443}],
+               "readinessProbe": {"httpGet": {"port": "https", "path": "/health", "scheme": "HTTPS"},
+                                  "periodSeconds": 1}}),
+    );
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let p = wait_for(&pods, "secure", "runs", |p| phase(p) == "Running").await;
+    let ip = p.status.unwrap().pod_ip.unwrap();
+    // A self-signed certificate nobody trusts: the kubelet's probes do not check it.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["server".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind((ip.as_str(), 8443))
+        .await
+        .unwrap();
+    let served = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            // A plain request would fail the handshake here.
+            let Ok(mut s) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /health HTTP/1.1"));
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            let _ = s.shutdown().await;
+        }
+    });
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    wait_for(&pods, "secure", "is ready", ready).await;
+    served.abort();
+    pods.delete("secure", &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_command_the_image_does_not_have_fails_to_start() {
     let server = ApiServer::new();
     let kubelet = kubelet(&server);
@@ -218,6 +325,64 @@ async fn service_names_resolve_to_the_selected_pods_ip_and_target_port() {
             .rewrite("tcp://nothing.default.svc.cluster.local:1"),
         "tcp://nothing.default.svc.cluster.local:1",
         "a Service without pods is left as written"
+    );
+}
+
+#[tokio::test]
+async fn a_port_forward_reaches_the_services_pod_from_loopback() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = ApiServer::new();
+    let kubelet = kubelet(&server);
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let services: Api<Service> = Api::namespaced(server.client(), "default");
+    let svc: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"},
+        "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": 7000}]}
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    let forward = kubelet
+        .resolver()
+        .port_forward("default", "echo", 80)
+        .unwrap();
+    let local = forward.local_addr();
+    assert!(local.ip().is_loopback(), "{local}");
+    // No pod yet: the connection is closed at once.
+    let mut early = tokio::net::TcpStream::connect(local).await.unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(early.read(&mut buf).await.unwrap_or(0), 0);
+    let pod = shell_pod(
+        "echo",
+        "sleep 30",
+        json!({"ports": [{"containerPort": 7000}]}),
+    );
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let ip = wait_for(&pods, "echo", "runs", |p| phase(p) == "Running")
+        .await
+        .status
+        .unwrap()
+        .pod_ip
+        .unwrap();
+    // Serve in the pod's place.
+    let listener = tokio::net::TcpListener::bind((ip.as_str(), 7000))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await.unwrap();
+        s.write_all(&buf).await.unwrap();
+    });
+    let mut s = tokio::net::TcpStream::connect(local).await.unwrap();
+    s.write_all(b"hello").await.unwrap();
+    let mut back = [0u8; 5];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"hello");
+    drop(forward);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        tokio::net::TcpStream::connect(local).await.is_err(),
+        "the forward stops when dropped"
     );
 }
 
