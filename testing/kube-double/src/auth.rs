@@ -3,11 +3,38 @@
 //! Roles, ClusterRoles, RoleBindings and ClusterRoleBindings in the store.
 
 use crate::error::{ApiError, group_resource};
-use crate::server::Verb;
 use crate::store::State;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+
+/// A Kubernetes API verb, as RBAC and audit logs name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verb {
+    /// `GET` of one object.
+    Get,
+    /// `GET` of a collection.
+    List,
+    /// `GET` of a collection with `watch=true`.
+    Watch,
+    /// `POST`.
+    Create,
+    /// `PUT`.
+    Update,
+    /// `PATCH` of any type, server-side apply included.
+    Patch,
+    /// `DELETE` of one object.
+    Delete,
+    /// `DELETE` of a collection.
+    DeleteCollection,
+}
+
+impl Verb {
+    /// Whether the verb can change state.
+    pub fn is_write(self) -> bool {
+        !matches!(self, Verb::Get | Verb::List | Verb::Watch)
+    }
+}
 
 /// The token of the administrator identity, accepted by every server (kube-double-serve's
 /// kubeconfig carries it).

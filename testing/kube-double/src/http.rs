@@ -2,13 +2,13 @@
 //! cluster-scoped and all-namespaces, subresources) to the verbs, parses query parameters and
 //! bodies, applies injected faults, logs requests, and serves discovery and `/version`.
 
-use crate::auth::{self, Identity};
+use crate::auth::{self, Identity, Verb};
 use crate::error::ApiError;
 use crate::ops::{self, Ctx, DeleteOpts, ListQuery, Sub};
 use crate::patch::PatchType;
 use crate::resources::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::server::{RequestRecord, Shared, Verb};
+use crate::shared::{Caller, RequestRecord, Shared};
 use crate::watch::{self, Start, WatchSpec};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -258,72 +258,6 @@ fn verb_of(method: &::http::Method, has_name: bool, watch: bool) -> Option<Verb>
     })
 }
 
-/// Whose credentials a request carries.
-#[derive(Clone)]
-pub(crate) enum Caller {
-    /// An in-process client of the tests or a kubelet: the administrator.
-    Admin,
-    /// An in-process client with this `Authorization` header value.
-    Header(Arc<str>),
-    /// A request over HTTP: its own `Authorization` header, if any.
-    FromRequest,
-    /// A request over HTTP on the insecure port: its `Authorization` header, or without one the
-    /// administrator.
-    FromRequestOrAdmin,
-}
-
-/// Authenticates a request: who it comes from, or `401`.
-pub(crate) fn authenticate(
-    shared: &Shared,
-    caller: &Caller,
-    headers: &::http::HeaderMap,
-) -> Result<Identity, ApiError> {
-    let header = match caller {
-        Caller::Admin => return Ok(Identity::Admin),
-        Caller::Header(h) => Some(h.as_ref()),
-        Caller::FromRequest | Caller::FromRequestOrAdmin => {
-            let header = headers
-                .get(::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            if header.is_none() && matches!(caller, Caller::FromRequestOrAdmin) {
-                return Ok(Identity::Admin);
-            }
-            header
-        }
-    };
-    shared
-        .tokens
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .authenticate(header)
-}
-
-/// Authorises a resource request (403 with Kubernetes' message when RBAC says no).
-pub(crate) fn authorize(
-    shared: &Shared,
-    who: &Identity,
-    ty: &ResourceType,
-    verb: &str,
-    namespace: Option<&str>,
-    name: Option<&str>,
-    sub: Option<&str>,
-) -> Result<(), ApiError> {
-    let attributes = auth::Attributes {
-        verb,
-        group: &ty.group,
-        resource: &ty.plural,
-        subresource: sub,
-        namespace,
-        name,
-    };
-    auth::authorize(
-        shared.options.authorization,
-        &shared.lock(),
-        who,
-        &attributes,
-    )
-}
-
 /// Whether the object a path names is stored.
 fn exists(shared: &Shared, ty: &ResourceType, namespace: Option<&str>, name: Option<&str>) -> bool {
     let key = crate::store::ObjKey {
@@ -358,7 +292,7 @@ pub(crate) async fn handle(
         .get(::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let identity = authenticate(&shared, &caller, &parts.headers);
+    let identity = shared.authenticate(&caller, &parts.headers);
     let mut record = RequestRecord {
         actor: actor.to_owned(),
         user: identity.as_ref().ok().map(Identity::user),
@@ -405,8 +339,7 @@ pub(crate) async fn handle(
             Some(verb),
         ) => {
             let check = |verb: &str| {
-                authorize(
-                    &shared,
+                shared.authorize(
                     &who,
                     ty,
                     verb,

@@ -243,7 +243,7 @@ struct Node {
     /// Pods running as processes, by uid.
     procs: Mutex<HashMap<String, Procs>>,
     /// The API server's state shared with the kubelet: containers' output goes there.
-    shared: Arc<crate::server::Shared>,
+    shared: Arc<crate::shared::Shared>,
     /// Where process pods' Secret volumes are written, a directory per pod uid (see
     /// [`crate::volumes`]); removed with the kubelet.
     volumes: PathBuf,

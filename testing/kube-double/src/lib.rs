@@ -35,12 +35,14 @@ mod resources;
 mod schema;
 mod selector;
 mod server;
+mod shared;
 mod store;
 mod volumes;
 mod watch;
 
-pub use auth::Authorization;
+pub use auth::{Authorization, Verb};
 pub use error::Error;
 pub use kubelet::{Kubelet, KubeletConfig};
 pub use process::{BindArgs, PortForward, ProcessConfig, Resolver};
-pub use server::{ApiServer, Fault, Options, RequestRecord, Verb};
+pub use server::ApiServer;
+pub use shared::{Fault, Options, RequestRecord};

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::error::ApiError;
 use crate::selector::LabelSelector;
-use crate::server::Shared;
+use crate::shared::{Caller, Shared};
 use crate::store::ObjKey;
 
 /// Where a pod listens: its IP and a container port (by number, or by name among its ports).
@@ -243,7 +243,7 @@ pub(crate) fn is_portforward<B>(req: &::http::Request<B>) -> bool {
 /// failure to connect is reported on error channel 1 (as the kubelet reports it).
 pub(crate) fn portforward(
     shared: Arc<Shared>,
-    caller: &crate::http::Caller,
+    caller: &Caller,
     req: ::http::Request<hyper::body::Incoming>,
 ) -> ::http::Response<Body> {
     let error = |e: &ApiError| {
@@ -266,10 +266,9 @@ pub(crate) fn portforward(
     // Opening a port-forward is `create` on pods/portforward, WebSocket or not (Kubernetes
     // checks `create` for WebSocket upgrades too since 1.31).
     let pods = shared.lock().find_type("", "v1", "pods");
-    let access = crate::http::authenticate(&shared, caller, req.headers()).and_then(|who| {
+    let access = shared.authenticate(caller, req.headers()).and_then(|who| {
         let ty = pods.ok_or_else(ApiError::no_route)?;
-        crate::http::authorize(
-            &shared,
+        shared.authorize(
             &who,
             &ty,
             "create",

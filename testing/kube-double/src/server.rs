@@ -1,209 +1,14 @@
 //! The public face of the double: [`ApiServer`], its options, the fault knob and the request log.
 
-use crate::auth::{Authorization, Tokens};
 use crate::error::Error;
 use crate::http;
 use crate::ops;
 use crate::resources::{builtin_types, crd_types};
+use crate::shared::{Caller, Fault, Options, RequestRecord, Shared};
 use crate::store::State;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-
-/// Tunables of an [`ApiServer`].
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// How many changes the server retains for watches to replay; a watch (or continue token)
-    /// from an older resourceVersion gets `410 Gone`. Default 10 000.
-    pub history_limit: usize,
-    /// How long a watch that asked for bookmarks stays idle before it gets one. Default 1 s.
-    pub bookmark_interval: Duration,
-    /// How requests are authorised: everything allowed (the default), or Kubernetes' RBAC over
-    /// the Roles, ClusterRoles and bindings stored in the server.
-    pub authorization: Authorization,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            history_limit: 10_000,
-            bookmark_interval: Duration::from_secs(1),
-            authorization: Authorization::AlwaysAllow,
-        }
-    }
-}
-
-/// A Kubernetes API verb, as RBAC and audit logs name them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Verb {
-    /// `GET` of one object.
-    Get,
-    /// `GET` of a collection.
-    List,
-    /// `GET` of a collection with `watch=true`.
-    Watch,
-    /// `POST`.
-    Create,
-    /// `PUT`.
-    Update,
-    /// `PATCH` of any type, server-side apply included.
-    Patch,
-    /// `DELETE` of one object.
-    Delete,
-    /// `DELETE` of a collection.
-    DeleteCollection,
-}
-
-impl Verb {
-    /// Whether the verb can change state.
-    pub fn is_write(self) -> bool {
-        !matches!(self, Verb::Get | Verb::List | Verb::Watch)
-    }
-}
-
-/// An injected failure: the next `times` requests that match answer with `code` (a Kubernetes
-/// `Status` with the usual reason for that code) and change nothing.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Fault {
-    verb: Option<Verb>,
-    resource: Option<String>,
-    name: Option<String>,
-    code: u16,
-    times: usize,
-}
-
-impl Fault {
-    /// Fails the next request (any verb, any resource) with `code`, once.
-    pub fn new(code: u16) -> Fault {
-        Fault {
-            verb: None,
-            resource: None,
-            name: None,
-            code,
-            times: 1,
-        }
-    }
-
-    /// Only requests with this verb.
-    pub fn verb(mut self, verb: Verb) -> Fault {
-        self.verb = Some(verb);
-        self
-    }
-
-    /// Only requests for this resource (plural, e.g. `pods`, `daskclusters`; `pods/status` for a
-    /// subresource).
-    pub fn resource(mut self, resource: &str) -> Fault {
-        self.resource = Some(resource.to_owned());
-        self
-    }
-
-    /// Only requests naming this object.
-    pub fn name(mut self, name: &str) -> Fault {
-        self.name = Some(name.to_owned());
-        self
-    }
-
-    /// Fail this many matching requests (default 1).
-    pub fn times(mut self, times: usize) -> Fault {
-        self.times = times;
-        self
-    }
-
-    pub(crate) fn matches(&self, rec: &RequestRecord) -> bool {
-        let resource = match (&rec.resource, &rec.subresource) {
-            (Some(r), Some(s)) => Some(format!("{r}/{s}")),
-            (r, None) => r.clone(),
-            (None, Some(_)) => None,
-        };
-        self.times > 0
-            && self.verb.is_none_or(|v| Some(v) == rec.verb)
-            && self
-                .resource
-                .as_ref()
-                .is_none_or(|r| Some(r) == resource.as_ref())
-            && self
-                .name
-                .as_ref()
-                .is_none_or(|n| Some(n) == rec.name.as_ref())
-    }
-
-    pub(crate) fn code(&self) -> u16 {
-        self.code
-    }
-
-    pub(crate) fn consume(&mut self) {
-        self.times = self.times.saturating_sub(1);
-    }
-
-    pub(crate) fn spent(&self) -> bool {
-        self.times == 0
-    }
-}
-
-/// One request the server answered.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RequestRecord {
-    /// Who sent it: `"client"` for [`ApiServer::client`] and
-    /// [`ApiServer::service_account_client`], `"kubelet"` for a [`crate::Kubelet`], `"http"` over
-    /// [`ApiServer::serve_http`].
-    pub actor: String,
-    /// The authenticated user: `system:admin`, `system:serviceaccount:<ns>:<name>` or
-    /// `system:anonymous` (none when the credentials were refused: `401`).
-    pub user: Option<String>,
-    /// HTTP method.
-    pub method: ::http::Method,
-    /// URL path.
-    pub path: String,
-    /// Raw query string (percent-encoded).
-    pub query: String,
-    /// The API verb, when the path named a resource.
-    pub verb: Option<Verb>,
-    /// Resource plural (`pods`, `daskclusters`).
-    pub resource: Option<String>,
-    /// Subresource (`status`, `scale`, `binding`).
-    pub subresource: Option<String>,
-    /// Namespace from the path.
-    pub namespace: Option<String>,
-    /// Object name from the path.
-    pub name: Option<String>,
-    /// `Content-Type` of the body (tells patch types apart).
-    pub content_type: Option<String>,
-    /// `fieldManager` query parameter.
-    pub field_manager: Option<String>,
-    /// HTTP status code of the answer.
-    pub code: u16,
-}
-
-pub(crate) struct Shared {
-    state: Mutex<State>,
-    pub notify: tokio::sync::watch::Sender<u64>,
-    pub log: Mutex<Vec<RequestRecord>>,
-    pub faults: Mutex<Vec<Fault>>,
-    /// Containers' output, written by kubelets, served by `pods/{name}/log`.
-    pub pod_logs: crate::logs::Logs,
-    pub options: Options,
-    pub tokens: Mutex<Tokens>,
-}
-
-impl Shared {
-    /// The state lock (a panic while holding it in one test thread does not wedge the others).
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Wakes watches after a change.
-    pub fn changed(&self) {
-        let rv = self.lock().rv;
-        self.notify.send_if_modified(|current| {
-            let moved = *current != rv;
-            *current = rv;
-            moved
-        });
-    }
-}
+use std::sync::Arc;
 
 /// An in-process Kubernetes API server with the semantics controllers depend on: resource
 /// versions, list/watch with history and `410 Gone`, optimistic concurrency, merge / JSON /
@@ -241,17 +46,8 @@ impl ApiServer {
             state.register(ty);
         }
         ops::seed_namespaces(&mut state);
-        let (notify, _) = tokio::sync::watch::channel(state.rv);
         ApiServer {
-            shared: Arc::new(Shared {
-                state: Mutex::new(state),
-                notify,
-                log: Mutex::new(Vec::new()),
-                faults: Mutex::new(Vec::new()),
-                pod_logs: crate::logs::Logs::default(),
-                options,
-                tokens: Mutex::new(Tokens::default()),
-            }),
+            shared: Arc::new(Shared::new(state, options)),
         }
     }
 
@@ -319,7 +115,7 @@ impl ApiServer {
 
     /// A bearer token that authenticates as the ServiceAccount `namespace/name`, for clients in
     /// other processes (`Authorization: Bearer <token>`, a kubeconfig's `token`), as a real
-    /// cluster's ServiceAccount tokens do. With [`Authorization::Rbac`] such a client may do what
+    /// cluster's ServiceAccount tokens do. With [`Authorization::Rbac`](crate::Authorization::Rbac) such a client may do what
     /// the RoleBindings and ClusterRoleBindings naming the account allow, and gets `403` for the
     /// rest.
     pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
@@ -345,25 +141,25 @@ impl ApiServer {
         &self,
         addr: std::net::SocketAddr,
     ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
-        self.listen(addr, http::Caller::FromRequest).await
+        self.listen(addr, Caller::FromRequest).await
     }
 
     /// As [`serve_http`](ApiServer::serve_http), but a request without credentials is the
     /// administrator's, as on kube-apiserver's old `--insecure-port`: for the tests' own tools
-    /// under [`Authorization::Rbac`], since kubectl (client-go) sends no bearer token over plain
+    /// under [`Authorization::Rbac`](crate::Authorization::Rbac), since kubectl (client-go) sends no bearer token over plain
     /// HTTP. Give the clients under test the [`serve_http`](ApiServer::serve_http) address and
     /// a token.
     pub async fn serve_insecure_port(
         &self,
         addr: std::net::SocketAddr,
     ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
-        self.listen(addr, http::Caller::FromRequestOrAdmin).await
+        self.listen(addr, Caller::FromRequestOrAdmin).await
     }
 
     async fn listen(
         &self,
         addr: std::net::SocketAddr,
-        caller: http::Caller,
+        caller: Caller,
     ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
         use http_body_util::BodyExt;
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -418,8 +214,8 @@ impl ApiServer {
         let shared = self.shared.clone();
         let actor: Arc<str> = Arc::from(actor);
         let authorization = match authorization {
-            Some(value) => http::Caller::Header(Arc::from(value)),
-            None => http::Caller::Admin,
+            Some(value) => Caller::Header(Arc::from(value)),
+            None => Caller::Admin,
         };
         let service = tower::service_fn(move |req: ::http::Request<kube::client::Body>| {
             let shared = shared.clone();

@@ -7,7 +7,7 @@
 use crate::error::ApiError;
 use crate::resources::{ResourceType, present};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::store::{EventType, ObjKey};
 use bytes::Bytes;
 use futures::Stream;
