@@ -21,8 +21,9 @@ pub struct Context {
     pub scheduler_api: SchedulerApi,
     pub scheduler_url: SchedulerUrl,
     pub metrics: Arc<Metrics>,
-    /// Whether rask pods use their cluster's certificates (mounted, `tls://` addresses):
-    /// `rask-operator run --cluster-tls`. The certificates are made either way.
+    /// Whether rask pods use their cluster's certificates (mounted, `tls://` addresses): on by
+    /// default, off with `rask-operator run --no-cluster-tls`. The certificates are made either
+    /// way.
     pub cluster_tls: bool,
     /// Failures in a row per object, for `error_policy`'s backoff.
     pub backoff: Backoff,
@@ -49,7 +50,7 @@ impl Context {
             scheduler_api: SchedulerApi::default(),
             scheduler_url: Arc::new(names::scheduler_http),
             metrics,
-            cluster_tls: false,
+            cluster_tls: true,
         }
     }
 

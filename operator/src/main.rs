@@ -43,11 +43,26 @@ enum Command {
         /// http://127.0.0.1:8001/api/v1/namespaces/{namespace}/services/{cluster}-scheduler:8787/proxy
         #[arg(long, default_value = rask_operator::names::SCHEDULER_URL_TEMPLATE)]
         scheduler_url: String,
-        /// Have rask pods use their cluster's certificates: mounted from the Secret NAME-tls,
-        /// Dask's TLS settings, `tls://` addresses. The Secret is made either way (unless the
-        /// DaskCluster's `kubernetes.dask.org/tls` annotation is "false").
-        #[arg(long, env = "RASK_CLUSTER_TLS")]
+        /// Have rask pods use their cluster's certificates (the default): mounted from the
+        /// Secret NAME-tls, Dask's TLS settings, `tls://` addresses, the scheduler's API over
+        /// HTTPS. The Secret is made either way (unless the DaskCluster's
+        /// `kubernetes.dask.org/tls` annotation is "false", which also means plain TCP).
+        /// `--cluster-tls=false` or RASK_CLUSTER_TLS=false turns it off, as does --no-cluster-tls.
+        #[arg(
+            long,
+            env = "RASK_CLUSTER_TLS",
+            value_name = "BOOL",
+            num_args = 0..=1,
+            require_equals = true,
+            default_value_t = true,
+            default_missing_value = "true",
+            value_parser = clap::builder::BoolishValueParser::new(),
+        )]
         cluster_tls: bool,
+        /// Rask pods use plain TCP and the scheduler's API plain HTTP, as Dask's pods do (wins
+        /// over --cluster-tls and RASK_CLUSTER_TLS).
+        #[arg(long)]
+        no_cluster_tls: bool,
     },
     /// Start the cluster a file describes. A cluster config (a top-level `provider:` key: aws,
     /// azure on VMs; slurm, sge as batch jobs) starts it and prints its scheduler address and
@@ -72,10 +87,14 @@ enum Command {
         /// plain timestamped lines when it is not one.
         #[arg(long)]
         no_progress: bool,
-        /// Local clusters: the scheduler, workers and job runner use the cluster's certificates
-        /// (DIR/tls, made either way unless the file's `kubernetes.dask.org/tls` is "false"):
-        /// the scheduler listens on tls://.
+        /// Local clusters: plain TCP. By default the scheduler, workers and job runner use the
+        /// cluster's certificates (DIR/tls, made unless the file's `kubernetes.dask.org/tls` is
+        /// "false", which also means plain TCP) and the scheduler listens on tls://.
         #[arg(long)]
+        no_tls: bool,
+        /// Local clusters: use the cluster's certificates. The default; accepted so that
+        /// scripts written for earlier versions keep working.
+        #[arg(long, conflicts_with = "no_tls")]
         tls: bool,
     },
     /// Print the CustomResourceDefinitions as YAML, or write them as the files of `crds/`.
@@ -100,7 +119,9 @@ fn main() -> ExitCode {
             log_json,
             scheduler_url,
             cluster_tls,
+            no_cluster_tls,
         } => {
+            let cluster_tls = cluster_tls && !no_cluster_tls;
             init_logging(log_json);
             // One thread: the controllers wait on the API server, not the CPU, and every
             // extra thread brings its own malloc arena (memory freed there is kept there).
@@ -128,12 +149,14 @@ fn main() -> ExitCode {
             dir,
             poll,
             no_progress,
+            no_tls,
             tls,
         } => {
             match cloud_cmd::is_cloud_file(&file) {
-                Ok(true) if tls => {
+                Ok(true) if tls || no_tls => {
                     eprintln!(
-                        "error: --tls is for local clusters (a file of Dask resources); {} is a cluster config",
+                        "error: --{} is for local clusters (a file of Dask resources); {} is a cluster config",
+                        if tls { "tls" } else { "no-tls" },
                         file.display()
                     );
                     return ExitCode::FAILURE;
@@ -154,7 +177,7 @@ fn main() -> ExitCode {
                 dir,
                 poll: std::time::Duration::from_secs_f64(poll.clamp(0.05, 3600.0)),
                 progress: rask_operator::local::ProgressMode::detect(no_progress),
-                tls,
+                tls: !no_tls,
                 ..Default::default()
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -344,6 +367,43 @@ async fn run(
 mod tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
+
+    use clap::Parser;
+
+    /// `run`'s TLS setting from its command line (RASK_CLUSTER_TLS unset).
+    fn cluster_tls(args: &[&str]) -> Result<bool, String> {
+        let argv = ["rask-operator", "run"].iter().chain(args);
+        match super::Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            super::Command::Run {
+                cluster_tls,
+                no_cluster_tls,
+                ..
+            } => Ok(cluster_tls && !no_cluster_tls),
+            _ => Err("not run".into()),
+        }
+    }
+
+    #[test]
+    fn cluster_tls_is_on_unless_turned_off() {
+        if std::env::var_os("RASK_CLUSTER_TLS").is_some() {
+            return; // the variable decides the default: the cases below assume it unset
+        }
+        assert_eq!(cluster_tls(&[]), Ok(true));
+        assert_eq!(cluster_tls(&["--cluster-tls"]), Ok(true));
+        assert_eq!(cluster_tls(&["--cluster-tls=true"]), Ok(true));
+        assert_eq!(cluster_tls(&["--cluster-tls=false"]), Ok(false));
+        assert_eq!(cluster_tls(&["--cluster-tls=off"]), Ok(false));
+        assert_eq!(cluster_tls(&["--no-cluster-tls"]), Ok(false));
+        assert_eq!(
+            cluster_tls(&["--cluster-tls", "--no-cluster-tls"]),
+            Ok(false)
+        );
+        let err = cluster_tls(&["--cluster-tls=maybe"]).unwrap_err();
+        assert!(err.contains("maybe"), "{err}");
+    }
 
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);

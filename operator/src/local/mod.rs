@@ -35,8 +35,9 @@ pub struct UpOptions {
     pub poll: Duration,
     /// How to show progress on stderr (plain lines by default; `up` on a terminal: bars).
     pub progress: ProgressMode,
-    /// The cluster's processes use its certificates (`tls://`): `up --tls`. The certificates
-    /// are made either way, unless the file opts out (`kubernetes.dask.org/tls: "false"`).
+    /// The cluster's processes use its certificates (`tls://`): the default; `up --no-tls`
+    /// turns it off. The certificates are made either way, unless the file opts out
+    /// (`kubernetes.dask.org/tls: "false"`, which means plain TCP too).
     pub tls: bool,
 }
 
@@ -48,7 +49,7 @@ impl Default for UpOptions {
             start_timeout: Duration::from_secs(30),
             poll: Duration::from_secs(1),
             progress: ProgressMode::default(),
-            tls: false,
+            tls: true,
         }
     }
 }
@@ -268,7 +269,7 @@ pub async fn up(
             if opts.tls {
                 ""
             } else {
-                "; not in use (up --tls)"
+                "; not in use (up --no-tls)"
             }
         ));
     }

@@ -51,9 +51,7 @@ async fn a_burst_scales_to_the_maximum_and_back_to_the_minimum_losing_nothing() 
     .await;
 
     // 2,000 tasks of 20 ms (40 s of work for one thread): the queue builds.
-    let client = rask::client::Client::connect(env.scheduler.address())
-        .await
-        .unwrap();
+    let client = env.connect().await;
     let futures = client.map(
         seed::SLEEP,
         (0..2000i64).map(|i| seed::Sleep {

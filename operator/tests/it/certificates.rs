@@ -1,5 +1,6 @@
 //! Each DaskCluster's certificates: a Secret made once, owned by the cluster, mounted into its
-//! rask pods (with `--cluster-tls`), never into a Dask image's; opted out by annotation.
+//! rask pods (`--cluster-tls`, the default), never into a Dask image's; opted out by annotation,
+//! or for every cluster by `--no-cluster-tls`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -244,7 +245,7 @@ async fn opted_out_clusters_get_no_secret_and_dask_image_pods_are_unchanged() {
 
 #[tokio::test]
 async fn without_cluster_tls_the_secret_is_made_but_pods_are_unchanged() {
-    let env = Env::new().await;
+    let env = Env::without_cluster_tls().await;
     create(&env, &example("rask-cluster.yaml")).await;
     wait_until("the scheduler pod and rask-tls exist", T, async || {
         env.pods()

@@ -1,5 +1,7 @@
 //! The test environment: API server double (enforcing the chart's RBAC on the operator), kubelet,
-//! operator, and a scheduler with workers that follow the worker pods.
+//! operator, and a scheduler with workers that follow the worker pods. With TLS (the default),
+//! two: the cluster [`TLS_CLUSTER`]'s over TLS, and a plain one for every other cluster (Dask's
+//! image, whose scheduler the operator reaches over plain HTTP).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,20 +32,47 @@ pub struct Env {
     pub chart: Rendered,
     pub metrics: Arc<Metrics>,
     pub kubelet: Kubelet,
+    /// The scheduler stand-in (with TLS stand-ins, [`TLS_CLUSTER`]'s).
     pub scheduler: Scheduler,
     pub dashboard: String,
+    /// With TLS stand-ins, the plain one of every other cluster, and its HTTP API.
+    plain: Option<(Scheduler, String)>,
     /// The operator's `--cluster-tls`: rask pods use their cluster's certificates.
     pub cluster_tls: bool,
+    /// The users' (client) TLS identity of the stand-in scheduler's cluster, when it uses TLS.
+    pub client_tls: Option<rask::core::tls::TlsConfig>,
     operator: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     runner: JoinHandle<()>,
 }
 
+/// The DaskCluster whose certificates the default environment's stand-ins hold
+/// (`examples/rask-cluster.yaml`'s), in the namespace the tests use.
+pub const TLS_CLUSTER: &str = "rask";
+
 impl Env {
+    /// The default environment: the operator runs with TLS on (its default), and the scheduler
+    /// and worker stand-ins hold the certificates of the cluster [`TLS_CLUSTER`], whose Secret
+    /// the environment writes before the operator starts (the operator reads it back and keeps
+    /// it), so a rask cluster of that name runs over TLS end to end.
     pub async fn new() -> Env {
         Env::with_kubelet(KubeletConfig::default()).await
     }
 
-    /// An environment whose operator runs with `--cluster-tls`.
+    /// An environment whose operator runs with `--no-cluster-tls`: plain TCP and HTTP.
+    pub async fn without_cluster_tls() -> Env {
+        let chart = crate::chart::render(ChartScope::from_env(), &[]);
+        Env::build(
+            rask_operator::crd::all(),
+            KubeletConfig::default(),
+            chart,
+            false,
+            None,
+        )
+        .await
+    }
+
+    /// An environment whose operator runs with `--cluster-tls` but whose stand-ins use plain
+    /// TCP and no Secret is written beforehand: the operator makes each cluster's certificates.
     pub async fn with_cluster_tls() -> Env {
         let chart = crate::chart::render(ChartScope::from_env(), &[]);
         Env::build(
@@ -85,13 +114,52 @@ impl Env {
         Env::with_chart(crds, kubelet, chart).await
     }
 
-    /// An environment whose operator has the permissions `chart` renders, and its scope.
+    /// An environment whose operator has the permissions `chart` renders, and its scope; TLS
+    /// as in [`Env::new`].
     pub async fn with_chart(
         crds: Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
         kubelet: KubeletConfig,
         chart: Rendered,
     ) -> Env {
-        Env::build(crds, kubelet, chart, false, None).await
+        let certs = rask_operator::tls::ClusterCerts::generate(
+            TLS_CLUSTER,
+            &rask_operator::tls::kubernetes_scheduler_names(TLS_CLUSTER, "default"),
+            rask_operator::clock::now() as i64,
+        )
+        .unwrap();
+        let env = Env::build(crds, kubelet, chart, true, Some(&certs)).await;
+        env.write_secret(&certs).await;
+        env
+    }
+
+    /// Writes `certs` as the Secret of [`TLS_CLUSTER`] (before the cluster exists: the
+    /// operator keeps a valid Secret it finds).
+    async fn write_secret(&self, certs: &rask_operator::tls::ClusterCerts) {
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("{TLS_CLUSTER}-tls")),
+                ..Default::default()
+            },
+            data: Some(
+                certs
+                    .files()
+                    .into_iter()
+                    .map(|(n, t)| (n, k8s_openapi::ByteString(t.into_bytes())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.client.clone(), "default")
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+
+    /// A client of the stand-in scheduler, with the users' certificate when it uses TLS.
+    pub async fn connect(&self) -> rask::client::Client {
+        rask::client::Client::connect_with(self.scheduler.address(), self.client_tls.clone())
+            .await
+            .unwrap()
     }
 
     async fn build(
@@ -137,13 +205,38 @@ impl Env {
         let scheduler = Scheduler::start(config).await.unwrap();
         // http:// as the operator's default URL is; with TLS it asks over https://.
         let dashboard = format!("http://{}", scheduler.dashboard_address().unwrap());
+        let plain = match certs {
+            Some(_) => {
+                let config = SchedulerConfig {
+                    dashboard: Some("127.0.0.1:0".parse().unwrap()),
+                    ..SchedulerConfig::default()
+                };
+                let s = Scheduler::start(config).await.unwrap();
+                let url = format!("http://{}", s.dashboard_address().unwrap());
+                Some((s, url))
+            }
+            None => None,
+        };
         let workers = Arc::new(Mutex::new(BTreeMap::new()));
-        let runner = tokio::spawn(run_worker_pods(
-            client.clone(),
-            scheduler.address().to_owned(),
-            workers,
-            tls(rask_operator::tls::Role::Worker),
-        ));
+        let client_tls = tls(rask_operator::tls::Role::Client);
+        let main = Target {
+            address: scheduler.address().to_owned(),
+            tls: tls(rask_operator::tls::Role::Worker),
+        };
+        let targets = match &plain {
+            Some((s, _)) => Targets {
+                tls_cluster: Some(main),
+                others: Target {
+                    address: s.address().to_owned(),
+                    tls: None,
+                },
+            },
+            None => Targets {
+                tls_cluster: None,
+                others: main,
+            },
+        };
+        let runner = tokio::spawn(run_worker_pods(client.clone(), targets, workers));
         let mut env = Env {
             client,
             api,
@@ -153,7 +246,9 @@ impl Env {
             kubelet,
             scheduler,
             dashboard,
+            plain,
             cluster_tls,
+            client_tls,
             operator: None,
             runner,
         };
@@ -164,8 +259,13 @@ impl Env {
     /// Starts (or restarts) the operator against the same API server.
     pub fn start_operator(&mut self) {
         let dashboard = self.dashboard.clone();
+        let plain = self.plain.as_ref().map(|(_, url)| url.clone());
+        let url = move |cluster: &str, _ns: &str| match &plain {
+            Some(url) if cluster != TLS_CLUSTER => url.clone(),
+            _ => dashboard.clone(),
+        };
         let ctx = Context::new(self.operator_client.clone(), self.metrics.clone())
-            .with_scheduler_url(Arc::new(move |_cluster, _ns| dashboard.clone()))
+            .with_scheduler_url(Arc::new(url))
             .with_cluster_tls(self.cluster_tls);
         let (tx, mut rx) = watch::channel(false);
         let shutdown = async move {
@@ -235,6 +335,9 @@ impl Env {
         self.runner.abort();
         self.kubelet.stop();
         self.scheduler.shutdown().await;
+        if let Some((s, _)) = self.plain.take() {
+            s.shutdown().await;
+        }
     }
 }
 
@@ -261,13 +364,39 @@ pub async fn wait_until(what: &str, timeout: Duration, mut f: impl AsyncFnMut() 
     }
 }
 
+/// A scheduler stand-in that workers join.
+struct Target {
+    address: String,
+    tls: Option<rask::core::tls::TlsConfig>,
+}
+
+/// Which stand-in a worker pod's worker joins: [`TLS_CLUSTER`]'s pods the TLS one (when there is
+/// one), every other pod `others`.
+struct Targets {
+    tls_cluster: Option<Target>,
+    others: Target,
+}
+
+impl Targets {
+    fn of(&self, pod: &Pod) -> &Target {
+        let cluster = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("dask.org/cluster-name"));
+        match &self.tls_cluster {
+            Some(t) if cluster.map(String::as_str) == Some(TLS_CLUSTER) => t,
+            _ => &self.others,
+        }
+    }
+}
+
 /// Stands in for the worker containers: a rask worker named after each running worker pod,
 /// stopped when the pod goes away (as the kubelet would kill the container).
 async fn run_worker_pods(
     client: kube::Client,
-    scheduler: String,
+    targets: Targets,
     workers: Arc<Mutex<BTreeMap<String, Worker>>>,
-    tls: Option<rask::core::tls::TlsConfig>,
 ) {
     let pods: Api<Pod> = Api::all(client);
     let cfg = watcher::Config::default().labels("dask.org/component=worker");
@@ -308,12 +437,16 @@ async fn run_worker_pods(
             }
         }
         for name in to_start {
-            let mut wc = WorkerConfig::new(scheduler.clone(), name.clone());
+            let Some(pod) = store.get(&name) else {
+                continue;
+            };
+            let target = targets.of(pod);
+            let mut wc = WorkerConfig::new(target.address.clone(), name.clone());
             wc.listen_host = Some("127.0.0.1".into());
             // As `rask worker --memory-limit auto` would give it: with a limit, the scheduler
             // may close a worker holding data (its data moves); without one it never would.
             wc.memory_limit = 1 << 30;
-            wc.tls = tls.clone();
+            wc.tls = target.tls.clone();
             match Worker::start(wc, rask::registry()).await {
                 Ok(w) => {
                     workers.lock().unwrap().insert(name, w);

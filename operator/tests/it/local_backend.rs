@@ -186,6 +186,9 @@ async fn up_runs_a_dask_job_to_success_and_deletes_its_cluster() {
     assert!(report.succeeded, "{report:?}");
     assert_eq!(report.exit_code, Some(0));
     assert_eq!(report.cluster, "burst");
+    // Over TLS, by default.
+    let log = std::fs::read_to_string(dir.path().join("run/scheduler.log")).unwrap();
+    assert!(log.contains("scheduler at tls://127.0.0.1:"), "{log}");
     // The cluster's certificates are in its directory, keys for their owner only.
     let tls = report.certificates.clone().unwrap();
     assert_eq!(tls, dir.path().join("run/tls"));
@@ -207,7 +210,8 @@ async fn up_runs_a_dask_job_to_success_and_deletes_its_cluster() {
 }
 
 /// `rask-operator up` with stderr to a pipe: a plain line per step, the runner's own progress
-/// lines among them; `--no-progress` leaves only the runner's output.
+/// lines among them; `--no-progress` leaves only the runner's output. TLS by default; `--tls`
+/// (the default, still accepted) and `--no-tls` (plain TCP) change the address it says.
 #[test]
 fn up_off_a_terminal_says_each_step_in_plain_lines() {
     let dir = tempfile::tempdir().unwrap();
@@ -232,7 +236,7 @@ fn up_off_a_terminal_says_each_step_in_plain_lines() {
     // In order: the scheduler, each count of workers, the job, the cluster's end.
     let steps = [
         "] cluster burst: starting the scheduler",
-        "] cluster burst: scheduler started at tcp://",
+        "] cluster burst: scheduler started at tls://",
         "] workers 0/1 registered",
         "] workers 1/1 registered",
         "] job burst: running rask run delayed (attempt 1 of 1)",
@@ -255,11 +259,29 @@ fn up_off_a_terminal_says_each_step_in_plain_lines() {
         "no terminal, no escape sequences: {stderr}"
     );
 
-    let quiet = up(&["--no-progress"]);
+    let quiet = up(&["--no-progress", "--tls"]);
     let stderr = String::from_utf8_lossy(&quiet.stderr);
     assert!(quiet.status.success(), "{stderr}");
     assert!(!stderr.contains("registered"), "{stderr}");
     assert!(String::from_utf8_lossy(&quiet.stdout).contains(" = 131"));
+
+    let plain = up(&["--no-tls"]);
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(plain.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("] cluster burst: scheduler started at tcp://"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("; not in use (up --no-tls)"), "{stderr}");
+    assert!(String::from_utf8_lossy(&plain.stdout).contains(" = 131"));
+
+    let both = up(&["--tls", "--no-tls"]);
+    assert!(!both.status.success());
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(
+        stderr.contains("cannot be used with") && stderr.contains("--no-tls"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,7 +476,12 @@ spec:
         address.is_some()
     })
     .await;
-    let client = Client::connect(address.as_deref().unwrap()).await.unwrap();
+    let client = Client::connect_with(
+        address.as_deref().unwrap(),
+        Some(client_tls(&run_dir.join("tls"), "client")),
+    )
+    .await
+    .unwrap();
     let gpu = Resources::parse("GPU=1").unwrap();
     let var = || "DASK_WORKER_NAME".to_owned();
     let needs: Vec<_> = (0..12)
@@ -489,24 +516,44 @@ fn client_tls(tls: &std::path::Path, role: &str) -> rask::core::tls::TlsConfig {
     .unwrap()
 }
 
-/// `up --tls` with a DaskJob: the scheduler listens on tls://, workers join with their
-/// certificate and the runner (`rask run delayed`, a client) computes with the users' one.
+/// `up --no-tls` with a DaskJob: plain TCP; the certificates are made all the same, for a
+/// later `up` in the same directory. The file's annotation opts out of both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_tls_runs_a_dask_job_over_tls() {
+async fn up_no_tls_and_the_annotation_run_a_dask_job_over_plain_tcp() {
     let dir = tempfile::tempdir().unwrap();
     let plan = load(&job_file(&dir, "run, delayed")).unwrap();
     let o = UpOptions {
-        tls: true,
+        tls: false,
         ..opts(&dir)
     };
     let report = up(plan, o, std::future::pending()).await.unwrap();
     assert!(report.succeeded, "{report:?}");
     assert_eq!(report.exit_code, Some(0));
+    assert!(report.certificates.is_some());
     let log = std::fs::read_to_string(dir.path().join("run/scheduler.log")).unwrap();
-    assert!(log.contains("scheduler at tls://127.0.0.1:"), "{log}");
+    assert!(log.contains("scheduler at tcp://127.0.0.1:"), "{log}");
+
+    let out = tempfile::tempdir().unwrap();
+    let path = job_file(&out, "run, delayed");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen(
+        "metadata:\n  name: burst\n",
+        "metadata:\n  name: burst\n  annotations: {kubernetes.dask.org/tls: \"false\"}\n",
+        1,
+    );
+    assert!(text.contains("kubernetes.dask.org/tls"), "{text}");
+    std::fs::write(&path, text).unwrap();
+    let report = up(load(&path).unwrap(), opts(&out), std::future::pending())
+        .await
+        .unwrap();
+    assert!(report.succeeded, "{report:?}");
+    assert_eq!(report.certificates, None);
+    assert!(!out.path().join("run/tls").exists());
+    let log = std::fs::read_to_string(out.path().join("run/scheduler.log")).unwrap();
+    assert!(log.contains("scheduler at tcp://127.0.0.1:"), "{log}");
 }
 
-/// A local cluster with `up --tls`: work over TLS from a client and from `rask run --scheduler
+/// A local cluster (TLS by default): work over TLS from a client and from `rask run --scheduler
 /// tls://...` with the users' certificate; the operator's own calls (retiring a worker) over
 /// HTTPS with its certificate; and processes without a certificate of the cluster's CA refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,10 +581,7 @@ spec:
     )
     .unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let o = UpOptions {
-        tls: true,
-        ..opts(&dir)
-    };
+    let o = opts(&dir);
     let run_dir = o.dir.clone().unwrap();
     let running = tokio::spawn(up(load(&path).unwrap(), o, async {
         let _ = stop_rx.await;
@@ -707,26 +751,28 @@ async fn the_local_backend_retires_workers_of_a_tls_cluster() {
     backend.delete_cluster().await.unwrap();
 }
 
-/// `up --tls` is for local clusters: a cloud config (a top-level `provider:`) with it is refused,
-/// naming the file, before anything starts.
+/// `up --tls` and `up --no-tls` are for local clusters: a cloud config (a top-level
+/// `provider:`) with either is refused, naming the file, before anything starts.
 #[test]
-fn up_tls_with_a_cloud_config_is_refused() {
+fn up_tls_or_no_tls_with_a_cloud_config_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cloud.yaml");
     std::fs::write(&path, "provider: aws\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rask-operator"))
-        .arg("up")
-        .arg(&path)
-        .arg("--tls")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!(
-            "--tls is for local clusters (a file of Dask resources); {} is a cluster config",
-            path.display()
-        )),
-        "{err}"
-    );
+    for flag in ["--tls", "--no-tls"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rask-operator"))
+            .arg("up")
+            .arg(&path)
+            .arg(flag)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "{flag} is for local clusters (a file of Dask resources); {} is a cluster config",
+                path.display()
+            )),
+            "{err}"
+        );
+    }
 }

@@ -28,9 +28,7 @@ async fn scale_down_retires_exactly_the_workers_the_scheduler_named() {
     })
     .await;
     // Give every worker a result to hold, so retirement must move data.
-    let client = rask::client::Client::connect(env.scheduler.address())
-        .await
-        .unwrap();
+    let client = env.connect().await;
     let futures = client.map(rask::seed::INC, (0..100i64).map(rask::seed::lit));
     client.gather(&futures).await.unwrap();
 
@@ -71,9 +69,7 @@ async fn scaling_to_zero_keeps_the_worker_the_scheduler_would_not_retire() {
         env.scheduler_workers().await.len() == 3
     })
     .await;
-    let client = rask::client::Client::connect(env.scheduler.address())
-        .await
-        .unwrap();
+    let client = env.connect().await;
     let held = client.submit(rask::seed::INC, rask::seed::lit(1));
     held.result().await.unwrap();
     scale(&env, "rask", 0).await;

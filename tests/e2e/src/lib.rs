@@ -227,8 +227,10 @@ impl E2e {
         let resolver = self.kubelet.resolver();
         let url =
             move |cluster: &str, ns: &str| resolver.rewrite(&names::scheduler_http(cluster, ns));
+        // Plain TCP until this harness reaches TLS clusters (the operator's default is TLS).
         let ctx = Context::new(self.operator_client.clone(), Arc::new(Metrics::default()))
-            .with_scheduler_url(Arc::new(url));
+            .with_scheduler_url(Arc::new(url))
+            .with_cluster_tls(false);
         let (tx, mut rx) = watch::channel(false);
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;

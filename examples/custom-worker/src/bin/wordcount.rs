@@ -6,13 +6,16 @@
 //! wordcount --scheduler tcp://127.0.0.1:8786 --lines 100000
 //! ```
 //!
-//! In a DaskJob the scheduler comes from `DASK_SCHEDULER_ADDRESS`.
+//! In a DaskJob the scheduler comes from `DASK_SCHEDULER_ADDRESS`, and for a `tls://` scheduler
+//! the users' certificate from Dask's variables (`DASK_DISTRIBUTED__COMM__TLS__CA_FILE`,
+//! `..._TLS__CLIENT__CERT`, `..._TLS__CLIENT__KEY`), which the operator sets.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
 use rask::client::Client;
+use rask::core::tls::{Role, TlsConfig, TlsSettings};
 use rask_custom_worker::{count_words, sample_text, tokenize};
 
 #[derive(Parser)]
@@ -54,6 +57,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// This client's TLS identity from Dask's variables, or `None` for plain TCP.
+fn client_tls() -> Result<Option<TlsConfig>, String> {
+    let settings = TlsSettings::default().with_env(Role::Client, |k| std::env::var(k).ok());
+    match settings.files()? {
+        Some(files) => TlsConfig::load(&files).map(Some).map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let text = sample_text(args.lines, args.seed);
     let chunks: Vec<String> = text
@@ -61,7 +73,7 @@ async fn run(args: Args) -> Result<(), String> {
         .map(|c| c.join("\n"))
         .collect();
     let ntasks = chunks.len();
-    let client = Client::connect(&args.scheduler)
+    let client = Client::connect_with(&args.scheduler, client_tls()?)
         .await
         .map_err(|e| e.to_string())?;
     let t0 = Instant::now();
