@@ -75,6 +75,15 @@ pub enum CloudCommand {
         /// Seconds between looks at the scheduler.
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
+        /// With TLS: the directory holding the cluster's CA and the operator's certificate and
+        /// key (`vm-tls fetch --role operator` puts them there).
+        #[arg(long)]
+        tls_dir: Option<PathBuf>,
+    },
+    /// A VM cluster's certificates in its cloud's secret store.
+    VmTls {
+        #[command(subcommand)]
+        cmd: VmTlsCommand,
     },
     /// Keep a batch cluster (what `up` leaves running in the background): retire workers before
     /// their walltime and replace them, report jobs pending too long, autoscale, and cancel the
@@ -104,6 +113,42 @@ pub enum CloudCommand {
         #[arg(long)]
         scheduler_job: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum VmTlsCommand {
+    /// Write the CA and the certificates and keys of the roles named, from the cluster's secret
+    /// store, into a directory (0700; keys 0600): what each VM runs at boot with its instance
+    /// profile, and what a user runs on another machine than the one `up` ran on (`--role
+    /// client`). No secret is given on the command line: only where the files are.
+    Fetch {
+        /// The cluster's AWS region.
+        #[arg(long)]
+        aws_region: String,
+        /// The cluster's SSM Parameter Store path: `/rask/CLUSTER/tls`.
+        #[arg(long)]
+        aws_ssm_prefix: String,
+        /// scheduler, worker, operator or client (repeatable).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Where to write the files.
+        #[arg(long)]
+        dir: PathBuf,
+        /// UID:GID to give the directory and files to (when run as root for another user).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Wait this long for files not stored yet (the scheduler's are stored once its VM
+        /// runs).
+        #[arg(long, default_value_t = 0)]
+        wait_seconds: u64,
+    },
+}
+
+/// `UID:GID`, numbers.
+fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+    s.split_once(':')
+        .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+        .ok_or_else(|| format!("--owner {s:?}: not UID:GID (numbers, e.g. 1000:1000)"))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -259,7 +304,10 @@ pub fn run(cmd: CloudCommand, signal: impl Future<Output = ()> + Send + 'static)
                     config,
                     scheduler_url,
                     interval,
+                    tls_dir,
                 } => {
+                    let mut opts = opts;
+                    opts.tls_identity = tls_dir.map(|d| (d, rask_operator::tls::Role::Operator));
                     let (tx, rx) = tokio::sync::watch::channel(false);
                     tokio::spawn(async move {
                         signal.await;
@@ -269,6 +317,34 @@ pub fn run(cmd: CloudCommand, signal: impl Future<Output = ()> + Send + 'static)
                     cli::autoscale(&config, &scheduler_url, interval, &opts, rx)
                         .await
                         .map_err(text)
+                }
+                CloudCommand::VmTls {
+                    cmd:
+                        VmTlsCommand::Fetch {
+                            aws_region,
+                            aws_ssm_prefix,
+                            roles,
+                            dir,
+                            owner,
+                            wait_seconds,
+                        },
+                } => {
+                    let roles = roles
+                        .iter()
+                        .map(|r| rask_operator::providers::vm::secrets::parse_role(r))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let owner = owner.as_deref().map(parse_owner).transpose()?;
+                    let store = rask_operator::providers::vm::secrets::SecretStore::AwsSsm {
+                        region: aws_region,
+                        prefix: aws_ssm_prefix.trim_end_matches('/').to_owned(),
+                    };
+                    let written = cli::fetch_tls(&store, &roles, &dir, owner, Duration::from_secs(wait_seconds), &opts)
+                        .await
+                        .map_err(text)?;
+                    for p in written {
+                        println!("wrote {}", p.display());
+                    }
+                    Ok(())
                 }
                 CloudCommand::Keep { name, interval } => {
                     let (tx, rx) = tokio::sync::watch::channel(false);

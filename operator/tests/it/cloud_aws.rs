@@ -1,7 +1,9 @@
-//! The EC2 backend and the cloud commands against moto's EC2 emulator (`moto_server`, from the
-//! test venv: `scripts/test` sets `RASK_MOTO_SERVER`), with a local rask scheduler and workers
-//! standing in for what the VMs' user-data starts. API faults (throttling, no capacity) come from
-//! a proxy in front of moto that answers chosen calls with EC2's own error documents.
+//! The EC2 backend and the cloud commands against moto's EC2 and SSM emulators (`moto_server`,
+//! from the test venv: `scripts/test` sets `RASK_MOTO_SERVER`), with a local rask scheduler and
+//! workers standing in for what the VMs' user-data starts (with TLS, after fetching their files
+//! from moto's Parameter Store with the command their user-data names). API faults (throttling,
+//! no capacity, access denied) come from a proxy in front of moto that answers chosen calls with
+//! the service's own error documents.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -116,6 +118,7 @@ timeouts:
   scheduler_seconds: 20
   workers_seconds: 20
   delete_seconds: 30
+tls: false
 scheduler:
   ingress_cidrs: [203.0.113.0/24]
 ec2:
@@ -547,11 +550,21 @@ impl FaultProxy {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.unwrap().to_bytes();
                             let form = String::from_utf8_lossy(&body).into_owned();
-                            let action = form
-                                .split('&')
-                                .find_map(|kv| kv.strip_prefix("Action="))
-                                .unwrap_or_default()
-                                .to_owned();
+                            // EC2's query protocol names the action in the form, SSM's JSON
+                            // protocol in X-Amz-Target.
+                            let target = parts
+                                .headers
+                                .get("x-amz-target")
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|t| t.strip_prefix("AmazonSSM."))
+                                .map(str::to_owned);
+                            let json = target.is_some();
+                            let action = target.unwrap_or_else(|| {
+                                form.split('&')
+                                    .find_map(|kv| kv.strip_prefix("Action="))
+                                    .unwrap_or_default()
+                                    .to_owned()
+                            });
                             let n = {
                                 let mut c = counts.lock().unwrap();
                                 let n = c.entry(action.clone()).or_default();
@@ -561,15 +574,26 @@ impl FaultProxy {
                             if let Some(f) =
                                 faults.iter().find(|f| f.action == action && n > f.after)
                             {
-                                let xml = format!(
-                                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>fault-{n}</RequestID></Response>",
-                                    f.code, f.message
-                                );
+                                let (doc, kind) = if json {
+                                    (
+                                        serde_json::json!({"__type": f.code, "message": f.message})
+                                            .to_string(),
+                                        "application/x-amz-json-1.1",
+                                    )
+                                } else {
+                                    (
+                                        format!(
+                                            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>fault-{n}</RequestID></Response>",
+                                            f.code, f.message
+                                        ),
+                                        "text/xml",
+                                    )
+                                };
                                 return Ok::<_, std::convert::Infallible>(
                                     http::Response::builder()
                                         .status(f.status)
-                                        .header("content-type", "text/xml")
-                                        .body(Full::new(Bytes::from(xml)))
+                                        .header("content-type", kind)
+                                        .body(Full::new(Bytes::from(doc)))
                                         .unwrap(),
                                 );
                             }
@@ -731,4 +755,542 @@ async fn the_autoscaler_keeps_the_minimum_on_ec2() {
     let _ = stop_tx.send(true);
     run.await.unwrap();
     cli::down("auto", None, &opts).await.unwrap();
+}
+
+async fn ssm(url: &str) -> aws_sdk_ssm::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    aws_sdk_ssm::Client::new(&config)
+}
+
+/// Parameters under `/rask/` (of every cluster): (name, type, rask:cluster tag).
+async fn parameters(s: &aws_sdk_ssm::Client) -> Vec<(String, String, String)> {
+    let filter = aws_sdk_ssm::types::ParameterStringFilter::builder()
+        .key("Path")
+        .option("Recursive")
+        .values("/rask")
+        .build()
+        .unwrap();
+    let out = s
+        .describe_parameters()
+        .parameter_filters(filter)
+        .max_results(50)
+        .send()
+        .await
+        .unwrap();
+    let mut v = Vec::new();
+    for p in out.parameters() {
+        let name = p.name().unwrap().to_owned();
+        let tags = s
+            .list_tags_for_resource()
+            .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
+            .resource_id(&name)
+            .send()
+            .await
+            .unwrap();
+        let cluster = tags
+            .tag_list()
+            .iter()
+            .find(|t| t.key() == "rask:cluster")
+            .map(|t| t.value().to_owned())
+            .unwrap_or_default();
+        v.push((
+            name,
+            p.r#type()
+                .map(|t| t.as_str().to_owned())
+                .unwrap_or_default(),
+            cluster,
+        ));
+    }
+    v.sort();
+    v
+}
+
+/// An instance's user-data, decoded.
+async fn user_data(c: &Client, id: &str) -> String {
+    let attr = c
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let b64 = attr.user_data().and_then(|u| u.value()).unwrap();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The words of the user-data's `vm-tls fetch` command (single-quoted, as rendered), from
+/// `vm-tls` on.
+fn fetch_command(user_data: &str) -> Vec<String> {
+    let line = user_data
+        .lines()
+        .find(|l| l.contains("'vm-tls' 'fetch'"))
+        .unwrap_or_else(|| panic!("no vm-tls fetch in:\n{user_data}"));
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    for ch in line.chars() {
+        match (&mut word, ch) {
+            (None, '\'') => word = Some(String::new()),
+            (Some(w), '\'') => {
+                words.push(std::mem::take(w));
+                word = None;
+            }
+            (Some(w), c) => w.push(c),
+            (None, _) => {}
+        }
+    }
+    let start = words.iter().position(|w| w == "vm-tls").unwrap();
+    words.split_off(start)
+}
+
+/// Runs the user-data's fetch command (the real `rask-operator vm-tls fetch`) against moto,
+/// writing into `dir` instead of /etc/rask/tls and owned by whoever runs the test.
+async fn run_fetch(moto: &str, user_data: &str, dir: &Path) -> Result<(), String> {
+    let mut args = fetch_command(user_data);
+    let at = |args: &[String], flag: &str| args.iter().position(|a| a == flag).unwrap();
+    let d = at(&args, "--dir");
+    args[d + 1] = dir.display().to_string();
+    let o = at(&args, "--owner");
+    args.drain(o..o + 2);
+    let w = at(&args, "--wait-seconds");
+    args[w + 1] = "20".into();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rask-operator"))
+        .args(&args)
+        .env("AWS_ENDPOINT_URL", moto)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn files_of(dir: &Path, role: &str) -> rask::core::tls::TlsFiles {
+    rask::core::tls::TlsFiles {
+        ca_file: dir.join("ca.pem"),
+        cert: dir.join(format!("{role}.pem")),
+        key: dir.join(format!("{role}-key.pem")),
+    }
+}
+
+/// What the VMs of a TLS cluster run: for each instance moto reports, the fetch its user-data
+/// names, then a scheduler (its HTTP API at `dashboard_port`) or a worker with those files.
+struct TlsBodies {
+    task: tokio::task::JoinHandle<()>,
+    /// Where each VM's files went, by VM name.
+    dirs: Arc<Mutex<BTreeMap<String, PathBuf>>>,
+    scheduler: Arc<tokio::sync::Mutex<Option<rask::scheduler::server::Scheduler>>>,
+}
+
+impl Drop for TlsBodies {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TlsBodies {
+    fn start(
+        c: Client,
+        moto: String,
+        cluster: &'static str,
+        root: PathBuf,
+        dashboard_port: u16,
+    ) -> TlsBodies {
+        use rask::scheduler::server::{Scheduler, SchedulerConfig};
+        use rask::worker::{Worker, WorkerConfig};
+        let dirs: Arc<Mutex<BTreeMap<String, PathBuf>>> = Arc::default();
+        let scheduler: Arc<tokio::sync::Mutex<Option<Scheduler>>> = Arc::default();
+        let (d, s) = (dirs.clone(), scheduler.clone());
+        let task = tokio::spawn(async move {
+            let mut workers: BTreeMap<String, Worker> = BTreeMap::new();
+            let mut failed: BTreeMap<String, String> = BTreeMap::new();
+            loop {
+                let vms = instances(&c, cluster).await;
+                let gone: Vec<String> = workers
+                    .keys()
+                    .filter(|n| !vms.iter().any(|v| &v.0 == *n))
+                    .cloned()
+                    .collect();
+                for n in gone {
+                    if let Some(w) = workers.remove(&n) {
+                        w.close().await;
+                    }
+                }
+                for (name, id, role) in vms {
+                    if workers.contains_key(&name) || failed.contains_key(&name) {
+                        continue;
+                    }
+                    if role == "scheduler" && s.lock().await.is_some() {
+                        continue;
+                    }
+                    let text = user_data(&c, &id).await;
+                    let dir = root.join(&name);
+                    if let Err(e) = run_fetch(&moto, &text, &dir).await {
+                        eprintln!("VM {name}: vm-tls fetch failed: {e}");
+                        failed.insert(name, e);
+                        continue;
+                    }
+                    d.lock().unwrap().insert(name.clone(), dir.clone());
+                    if role == "scheduler" {
+                        let tls =
+                            rask::core::tls::TlsConfig::load(&files_of(&dir, "scheduler")).unwrap();
+                        let config = SchedulerConfig {
+                            dashboard: Some(format!("127.0.0.1:{dashboard_port}").parse().unwrap()),
+                            tls: Some(tls),
+                            ..SchedulerConfig::default()
+                        };
+                        *s.lock().await = Some(Scheduler::start(config).await.unwrap());
+                    } else {
+                        let Some(address) = s.lock().await.as_ref().map(|s| s.address().to_owned())
+                        else {
+                            continue;
+                        };
+                        let mut wc = WorkerConfig::new(address, name.clone());
+                        wc.listen_host = Some("127.0.0.1".into());
+                        wc.memory_limit = 1 << 30;
+                        wc.tls = Some(
+                            rask::core::tls::TlsConfig::load(&files_of(&dir, "worker")).unwrap(),
+                        );
+                        match Worker::start(wc, rask::registry()).await {
+                            Ok(w) => {
+                                workers.insert(name, w);
+                            }
+                            Err(e) => eprintln!("worker for VM {name} did not start: {e}"),
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        TlsBodies {
+            task,
+            dirs,
+            scheduler,
+        }
+    }
+
+    fn dir(&self, vm: &str) -> PathBuf {
+        self.dirs.lock().unwrap()[vm].clone()
+    }
+
+    async fn workers(&self) -> Vec<String> {
+        match &*self.scheduler.lock().await {
+            Some(s) => crate::env::registered_workers(s).await,
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Creates an instance profile in moto's IAM (RunInstances refuses one that does not exist). A
+/// plain query-protocol call: moto routes it by the credential scope and checks no signature.
+async fn create_instance_profile(moto: &str, name: &str) {
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let body =
+        format!("Action=CreateInstanceProfile&InstanceProfileName={name}&Version=2010-05-08");
+    let req = http::Request::post(format!("{moto}/"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20261206/us-east-1/iam/aws4_request, \
+             SignedHeaders=host, Signature=0",
+        )
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status();
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        status.is_success(),
+        "CreateInstanceProfile: {status} {}",
+        String::from_utf8_lossy(&text)
+    );
+}
+
+fn tls_config(name: &str, ami: &str) -> String {
+    config(name, ami, "  iam_instance_profile: rask-vm\n").replace("tls: false\n", "")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_keys_live_in_ssm_each_vm_fetches_its_own_and_down_deletes_them() {
+    let moto = Moto::start().await;
+    let c = ec2(&moto.url).await;
+    let s = ssm(&moto.url).await;
+    let ami = some_ami(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dashboard = format!("https://127.0.0.1:{port}");
+    create_instance_profile(&moto.url, "rask-vm").await;
+    let bodies = TlsBodies::start(
+        c.clone(),
+        moto.url.clone(),
+        "secure",
+        dir.path().join("vms"),
+        port,
+    );
+    let opts = opts_for(dir.path(), &dashboard, &moto.url);
+    let path = write_config(dir.path(), "secure.yaml", &tls_config("secure", &ami));
+
+    // up: the certificates are made once the scheduler VM runs; every VM fetched its own files
+    // and the workers joined over mutual TLS.
+    let report = cli::up(&path, &opts).await.unwrap();
+    assert_eq!(report.dashboard, dashboard);
+    assert!(report.scheduler_address.starts_with("tls://"), "{report}");
+    let mut joined = bodies.workers().await;
+    joined.sort();
+    let mut reported = report.workers.clone();
+    reported.sort();
+    assert_eq!(joined, reported);
+    assert_eq!(joined.len(), 2);
+
+    // Every file is a parameter of the cluster's, tagged with it; keys are SecureString.
+    let params = parameters(&s).await;
+    let names: Vec<&str> = params.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "/rask/secure/tls/ca.pem",
+            "/rask/secure/tls/client-key.pem",
+            "/rask/secure/tls/client.pem",
+            "/rask/secure/tls/operator-key.pem",
+            "/rask/secure/tls/operator.pem",
+            "/rask/secure/tls/scheduler-key.pem",
+            "/rask/secure/tls/scheduler.pem",
+            "/rask/secure/tls/worker-key.pem",
+            "/rask/secure/tls/worker.pem",
+        ]
+    );
+    for (name, kind, cluster) in &params {
+        assert_eq!(cluster, "secure", "{name}");
+        let want = if name.ends_with("-key.pem") {
+            "SecureString"
+        } else {
+            "String"
+        };
+        assert_eq!(kind, want, "{name}");
+    }
+
+    // User-data names where the files are, never what they hold; each VM got only its own role's.
+    for (name, id, role) in instances(&c, "secure").await {
+        let text = user_data(&c, &id).await;
+        assert!(!text.contains("BEGIN"), "{text}");
+        assert!(!text.contains("PRIVATE KEY"), "{text}");
+        assert!(
+            text.contains("'--aws-ssm-prefix' '/rask/secure/tls'"),
+            "{text}"
+        );
+        let vm_dir = bodies.dir(&name);
+        let mut files: Vec<String> = std::fs::read_dir(&vm_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                "ca.pem".to_owned(),
+                format!("{role}-key.pem"),
+                format!("{role}.pem")
+            ],
+            "{name}"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&vm_dir.join(format!("{role}-key.pem"))), 0o600);
+            assert_eq!(mode(&vm_dir), 0o700);
+        }
+    }
+    // Workers joined with the worker's certificate: the scheduler's private address is tls://.
+    let worker_vm = instances(&c, "secure")
+        .await
+        .into_iter()
+        .find(|v| v.2 == "worker")
+        .unwrap();
+    assert!(user_data(&c, &worker_vm.1).await.contains("worker 'tls://"));
+
+    // The user keeps the CA and the client's certificate and key, nothing else.
+    let saved = report.certificates.clone().unwrap();
+    assert_eq!(saved, dir.path().join("state/secure.tls"));
+    let mut kept: Vec<String> = std::fs::read_dir(&saved)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["ca.pem", "client-key.pem", "client.pem"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(saved.join("client-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // The scheduler's API admits the saved client certificate and refuses another cluster's.
+    use rask_operator::scheduler_api::SchedulerApi;
+    let ca = std::fs::read_to_string(saved.join("ca.pem")).unwrap();
+    let api = |cert: &str, key: &str| {
+        SchedulerApi::with_tls(&ca, cert, key, Duration::from_secs(5)).unwrap()
+    };
+    let mine = api(
+        &std::fs::read_to_string(saved.join("client.pem")).unwrap(),
+        &std::fs::read_to_string(saved.join("client-key.pem")).unwrap(),
+    );
+    assert_eq!(mine.get_workers(&dashboard).await.unwrap().len(), 2);
+    let other = rask_operator::tls::ClusterCerts::generate(
+        "other",
+        &rask_operator::tls::local_names(),
+        rask_operator::clock::now() as i64,
+    )
+    .unwrap();
+    let theirs = api(&other.client.cert_pem, &other.client.key_pem);
+    assert!(theirs.get_workers(&dashboard).await.is_err());
+
+    // scale and status reach the scheduler with the saved client certificate.
+    let r = cli::scale("secure", 3, None, &[], None, &opts)
+        .await
+        .unwrap();
+    assert_eq!(r.added.len(), 1);
+    assert!(bodies.workers().await.contains(&r.added[0]));
+    let st = cli::status("secure", None, &opts).await.unwrap();
+    assert_eq!(st.scheduler_error, None, "{st}");
+    assert!(
+        st.vms
+            .iter()
+            .filter(|v| v.vm.group.is_some())
+            .all(|v| v.joined),
+        "{st}"
+    );
+    // Without them: the VMs, and why the scheduler was not asked; scale is a clear error.
+    let mut elsewhere = opts.clone();
+    elsewhere.tls_identity = Some((dir.path().join("nowhere"), rask_operator::tls::Role::Client));
+    let st = cli::status("secure", None, &elsewhere).await.unwrap();
+    assert_eq!(st.vms.len(), 4);
+    let msg = st.scheduler_error.unwrap();
+    assert!(msg.contains("cluster secure has TLS"), "{msg}");
+    let msg = cli::scale("secure", 1, None, &[], None, &elsewhere)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("cluster secure has TLS, but its client certificate is not here"),
+        "{msg}"
+    );
+    assert!(msg.contains("vm-tls fetch --role client"), "{msg}");
+
+    // sweep spares the live cluster's parameters and deletes those of a cluster that is gone.
+    s.put_parameter()
+        .name("/rask/ghost/tls/ca.pem")
+        .value("x")
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
+    let swept = cli::sweep(None, Duration::ZERO, &opts).await.unwrap();
+    let ghost = swept.iter().find(|s| s.cluster == "ghost").unwrap();
+    assert!(ghost.deleted, "{swept:?}");
+    assert!(
+        !swept
+            .iter()
+            .find(|s| s.cluster == "secure")
+            .unwrap()
+            .deleted
+    );
+    assert_eq!(parameters(&s).await.len(), 9);
+
+    // down: the parameters go with the VMs, and the saved certificates with the config.
+    let deleted = cli::down("secure", None, &opts).await.unwrap();
+    assert_eq!(
+        deleted.iter().filter(|r| r.kind == "parameter").count(),
+        9,
+        "{deleted:?}"
+    );
+    assert!(parameters(&s).await.is_empty());
+    assert!(instances(&c, "secure").await.is_empty());
+    assert!(!saved.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_store_that_fails_is_named_and_up_leaves_nothing() {
+    let moto = Moto::start().await;
+    let c = ec2(&moto.url).await;
+    let s = ssm(&moto.url).await;
+    let ami = some_ami(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalScheduler::start().await;
+    create_instance_profile(&moto.url, "rask-vm").await;
+
+    // Parameter Store unreachable: named with its region before anything is made.
+    let mut opts = opts_for(dir.path(), &local.dashboard, &moto.url);
+    opts.aws.ssm_endpoint_url = Some(format!("http://127.0.0.1:{}", free_port()));
+    let path = write_config(dir.path(), "vault.yaml", &tls_config("vault", &ami));
+    let err = cli::up(&path, &opts).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ProviderError::Unreachable { .. }), "{msg}");
+    assert!(msg.contains("(SSM Parameter Store, us-east-1)"), "{msg}");
+    assert!(msg.contains("unreachable at http://127.0.0.1:"), "{msg}");
+    assert!(instances(&c, "vault").await.is_empty());
+    assert!(groups(&c, "vault").await.is_empty());
+
+    // Refused after two files were stored: the files, the scheduler's VM and the group are
+    // deleted again.
+    let proxy = FaultProxy::start(
+        moto.url.clone(),
+        vec![Fault {
+            action: "PutParameter",
+            after: 2,
+            status: 400,
+            code: "AccessDeniedException",
+            message: "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: ssm:PutParameter",
+        }],
+    )
+    .await;
+    let opts = opts_for(dir.path(), &local.dashboard, &proxy.url);
+    let err = cli::up(&path, &opts).await.unwrap_err();
+    let msg = err.to_string();
+    let ProviderError::RolledBack { cause, deleted } = &err else {
+        panic!("{msg}")
+    };
+    assert!(
+        matches!(**cause, ProviderError::Unauthorized { .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("PutParameter /rask/vault/tls/scheduler-key.pem (SSM Parameter Store, us-east-1): not authorized (AccessDeniedException)"),
+        "{msg}"
+    );
+    assert_eq!(
+        deleted
+            .iter()
+            .filter(|d| d.starts_with("parameter /rask/vault/tls/"))
+            .count(),
+        2,
+        "{msg}"
+    );
+    assert_eq!(proxy.count("PutParameter"), 3);
+    assert!(parameters(&s).await.is_empty());
+    assert!(instances(&c, "vault").await.is_empty());
+    assert!(groups(&c, "vault").await.is_empty());
+    assert!(!dir.path().join("state/vault.yaml").exists());
+    assert!(!dir.path().join("state/vault.tls").exists());
 }

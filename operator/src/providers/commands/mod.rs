@@ -44,6 +44,10 @@ pub struct Options {
     /// Batch clusters: the `rask-operator` binary `up` starts in the background to keep the
     /// cluster (default: this very binary).
     pub operator_bin: Option<PathBuf>,
+    /// VM clusters with TLS: the directory and party whose certificate the commands present to
+    /// the scheduler (default: the client's, in the state directory's `NAME.tls/`, where `up`
+    /// put it; the autoscaler on the scheduler VM uses the operator's).
+    pub tls_identity: Option<(PathBuf, crate::tls::Role)>,
 }
 
 impl Options {
@@ -69,6 +73,7 @@ impl Options {
             progress: Arc::new(|line| eprintln!("{line}")),
             rask_bin: None,
             operator_bin: None,
+            tls_identity: None,
         }
     }
 }

@@ -15,13 +15,16 @@ use crate::providers::config::{self, ClusterConfig};
 use crate::providers::vm::aws::Ec2;
 #[cfg(feature = "azure")]
 use crate::providers::vm::azure::Azure;
+use crate::providers::vm::secrets::{self, SecretStore};
 use crate::providers::vm::{
     CloudBackend, Ledger, Provider, Resource, Runtime, Swept, Vm, VmRequest, delete_all,
     scheduler_url_by_ip,
 };
+use crate::scheduler_api::SchedulerApi;
 use crate::spec::AutoscalerSpec;
 
 impl Options {
+    /// How `up` reaches the scheduler: its HTTP API client gets the certificates `up` makes.
     fn vm_runtime(&self, cluster: &CloudCluster) -> Runtime {
         let private = match &cluster.provider {
             ProviderSettings::Aws(e) => e.use_private_ip,
@@ -30,11 +33,39 @@ impl Options {
         let mut rt = Runtime::new(
             self.resolve_url
                 .clone()
-                .unwrap_or_else(|| scheduler_url_by_ip(private)),
+                .unwrap_or_else(|| scheduler_url_by_ip(private, cluster.tls)),
         );
         rt.poll = self.poll;
         rt.progress = self.progress.clone();
         rt
+    }
+
+    /// How the other commands reach a running cluster's scheduler: with TLS, presenting the
+    /// certificate of [`Options::tls_identity`] (by default the client's, saved by `up`).
+    fn attached_runtime(&self, cluster: &CloudCluster) -> Result<Runtime, ProviderError> {
+        let mut rt = self.vm_runtime(cluster);
+        if cluster.tls {
+            let (dir, role) = self.tls_identity.clone().unwrap_or_else(|| {
+                (
+                    secrets::user_dir(&self.state_dir, &cluster.name),
+                    crate::tls::Role::Client,
+                )
+            });
+            let (ca, cert, key) = secrets::read_identity(&dir, role).map_err(|e| {
+                ProviderError::Other(format!(
+                    "cluster {} has TLS, but its {} certificate is not here ({e}); on another \
+                     machine than the one that ran `up`, fetch it with `rask-operator vm-tls \
+                     fetch --role client --dir {}` and the cluster's secret store (docs/cloud.md)",
+                    cluster.name,
+                    role.name(),
+                    dir.display()
+                ))
+            })?;
+            rt.api = SchedulerApi::with_tls(&ca, &cert, &key, rt.api.timeout()).map_err(|e| {
+                ProviderError::Other(format!("certificates in {}: {e}", dir.display()))
+            })?;
+        }
+        Ok(rt)
     }
 }
 
@@ -117,6 +148,14 @@ impl Provider for Cloud {
     async fn boot_log(&self, vm: &Vm) -> Result<String, ProviderError> {
         each!(self, p => p.boot_log(vm).await)
     }
+    async fn store_tls(
+        &self,
+        cluster: &CloudCluster,
+        files: &[(String, String)],
+        ledger: &mut Ledger,
+    ) -> Result<(), ProviderError> {
+        each!(self, p => p.store_tls(cluster, files, ledger).await)
+    }
     async fn mark_ready(&self, vm: &Vm) -> Result<(), ProviderError> {
         each!(self, p => p.mark_ready(vm).await)
     }
@@ -130,12 +169,14 @@ impl Provider for Cloud {
 pub struct UpReport {
     pub name: String,
     pub scheduler_vm: String,
-    /// Where clients connect: `tcp://IP:8786`.
+    /// Where clients connect: `tcp://IP:8786`, `tls://` with TLS.
     pub scheduler_address: String,
-    /// The scheduler's dashboard / HTTP API: `http://IP:8787`.
+    /// The scheduler's dashboard / HTTP API: `http://IP:8787`, `https://` with TLS.
     pub dashboard: String,
     /// Worker VMs, all of them seen in the scheduler's `get_workers`.
     pub workers: Vec<String>,
+    /// With TLS: where the CA and the client's certificate and key were saved.
+    pub certificates: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Display for UpReport {
@@ -147,6 +188,13 @@ impl std::fmt::Display for UpReport {
             self.scheduler_address, self.scheduler_vm
         )?;
         writeln!(f, "dashboard: {}", self.dashboard)?;
+        if let Some(dir) = &self.certificates {
+            writeln!(
+                f,
+                "tls:       ca.pem, client.pem, client-key.pem in {}",
+                dir.display()
+            )?;
+        }
         write!(f, "workers:   {}", self.workers.join(", "))
     }
 }
@@ -179,14 +227,20 @@ fn load_vm(path: &Path) -> Result<(CloudCluster, String), ProviderError> {
     }
 }
 
-fn tcp_address(url: &str) -> String {
+/// The scheduler's address for clients, from its HTTP API's URL: `tls://` for `https://`.
+fn scheduler_address(url: &str) -> String {
+    let scheme = if url.starts_with("https://") {
+        "tls"
+    } else {
+        "tcp"
+    };
     let host = url
         .trim_start_matches("http://")
         .trim_start_matches("https://")
         .rsplit_once(':')
         .map(|(h, _)| h)
         .unwrap_or(url);
-    format!("tcp://{host}:8786")
+    format!("{scheme}://{host}:8786")
 }
 
 /// `up CONFIG`: the scheduler VM, then the workers, each verified in the scheduler. On failure
@@ -198,13 +252,28 @@ pub async fn up(config: &Path, opts: &Options) -> Result<UpReport, ProviderError
     let rt = opts.vm_runtime(&cluster);
     match CloudBackend::provision(Arc::new(cloud), Arc::new(cluster), &text, rt).await {
         Ok(b) => {
+            let certificates = match &b.certs {
+                Some(certs) => {
+                    let dir = secrets::user_dir(&opts.state_dir, &b.cluster.name);
+                    secrets::write_dir(&dir, &secrets::user_files(certs), None).map_err(|e| {
+                        ProviderError::Other(format!(
+                            "cluster {} is up, but its client certificate could not be saved \
+                             ({e}); `rask-operator down {}` deletes the cluster",
+                            b.cluster.name, b.cluster.name
+                        ))
+                    })?;
+                    Some(dir)
+                }
+                None => None,
+            };
             let workers = b.workers().await?.into_iter().map(|v| v.name).collect();
             Ok(UpReport {
                 name: b.cluster.name.clone(),
                 scheduler_vm: b.scheduler.id.clone(),
-                scheduler_address: tcp_address(&b.url),
+                scheduler_address: scheduler_address(&b.url),
                 dashboard: b.url.clone(),
                 workers,
+                certificates,
             })
         }
         Err(e) => {
@@ -224,8 +293,8 @@ pub async fn attach(
     config: Option<&Path>,
 ) -> Result<CloudBackend<Cloud>, ProviderError> {
     let (cluster, _) = find_vm(opts, name, config)?;
+    let rt = opts.attached_runtime(&cluster)?;
     let cloud = Cloud::connect(&cluster, opts).await?;
-    let rt = opts.vm_runtime(&cluster);
     CloudBackend::attach(Arc::new(cloud), Arc::new(cluster), rt).await
 }
 
@@ -336,19 +405,24 @@ pub async fn status(
 ) -> Result<Status, ProviderError> {
     let (cluster, _) = find_vm(opts, name, config)?;
     let cloud = Cloud::connect(&cluster, opts).await?;
-    let rt = opts.vm_runtime(&cluster);
     let mut vms = cloud.list_vms(&cluster.name).await?;
     vms.sort_by(|a, b| (a.role as u8, &a.name).cmp(&(b.role as u8, &b.name)));
+    // Without the certificate to ask the scheduler with, the VMs are still shown.
+    let (rt, no_tls) = match opts.attached_runtime(&cluster) {
+        Ok(rt) => (rt, None),
+        Err(e) => (opts.vm_runtime(&cluster), Some(e.to_string())),
+    };
     let dashboard = vms
         .iter()
         .find(|v| v.role == crate::providers::vm::Role::Scheduler)
         .and_then(|v| (rt.resolve_url)(v));
-    let (joined, scheduler_error) = match &dashboard {
-        Some(url) => match rt.api.get_workers(url).await {
+    let (joined, scheduler_error) = match (&dashboard, no_tls) {
+        (_, Some(e)) => (Vec::new(), Some(e)),
+        (Some(url), None) => match rt.api.get_workers(url).await {
             Ok(ws) => (ws.into_iter().map(|w| w.name).collect(), None),
             Err(e) => (Vec::new(), Some(e.to_string())),
         },
-        None => (Vec::new(), Some("no scheduler VM".to_owned())),
+        (None, None) => (Vec::new(), Some("no scheduler VM".to_owned())),
     };
     Ok(Status {
         name: cluster.name.clone(),
@@ -404,6 +478,7 @@ pub async fn down(
     let cloud = Cloud::connect(&cluster, opts).await?;
     let deleted = delete_all(&cloud, &cluster.name, cluster.timeouts.delete).await?;
     let _ = std::fs::remove_file(saved_path(opts, name));
+    let _ = std::fs::remove_dir_all(secrets::user_dir(&opts.state_dir, name));
     Ok(deleted)
 }
 
@@ -466,7 +541,7 @@ pub async fn autoscale(
     let url = scheduler_url.to_owned();
     let mut opts = opts.clone();
     opts.resolve_url = Some(Arc::new(move |_| Some(url.clone())));
-    let rt = opts.vm_runtime(&cluster);
+    let rt = opts.attached_runtime(&cluster)?;
     let backend = CloudBackend::attach(Arc::new(cloud), Arc::new(cluster), rt).await?;
     run_autoscaler(&backend, auto, interval, stop).await;
     Ok(())
@@ -493,4 +568,58 @@ pub async fn run_autoscaler<B: Backend>(
             );
         })
         .await;
+}
+
+/// `vm-tls fetch` (on a VM at boot, or on another machine than the one that ran `up`): brings
+/// `roles`' files (the CA, each party's certificate and key) from `store` into `dir`, keys 0600,
+/// the directory 0700, owned by `owner` when given. Waits up to `wait` for files not stored yet.
+pub async fn fetch_tls(
+    store: &SecretStore,
+    roles: &[crate::tls::Role],
+    dir: &Path,
+    owner: Option<(u32, u32)>,
+    wait: Duration,
+    opts: &Options,
+) -> Result<Vec<std::path::PathBuf>, ProviderError> {
+    let mut files: Vec<String> = Vec::new();
+    for r in roles {
+        for f in secrets::role_files(*r) {
+            if !files.contains(&f) {
+                files.push(f);
+            }
+        }
+    }
+    let found: Vec<(String, String)> = match store {
+        #[cfg(feature = "aws")]
+        SecretStore::AwsSsm { region, prefix } => {
+            let names: Vec<String> = files.iter().map(|f| format!("{prefix}/{f}")).collect();
+            let params = crate::providers::vm::ssm::Parameters::connect(region, &opts.aws).await;
+            let poll = opts.poll.min(wait.max(Duration::from_millis(100)));
+            let values = params.wait_for(&names, wait, poll).await?;
+            files
+                .iter()
+                .zip(&names)
+                .filter_map(|(f, n)| {
+                    values
+                        .iter()
+                        .find(|(name, _)| name == n)
+                        .map(|(_, v)| (f.clone(), v.clone()))
+                })
+                .collect()
+        }
+        #[cfg(not(feature = "aws"))]
+        SecretStore::AwsSsm { .. } => {
+            let _ = (wait, opts);
+            return Err(ProviderError::NotBuilt { provider: "aws" });
+        }
+    };
+    if found.len() != files.len() {
+        return Err(ProviderError::Other(format!(
+            "{store} answered {} of the {} files asked for",
+            found.len(),
+            files.len()
+        )));
+    }
+    secrets::write_dir(dir, &found, owner)?;
+    Ok(files.iter().map(|f| dir.join(f)).collect())
 }

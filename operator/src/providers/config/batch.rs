@@ -829,7 +829,7 @@ slurm:
 
     #[test]
     fn a_cloud_file_is_not_a_batch_file() {
-        let (key, _) = err("provider: aws\nname: x\nec2: {region: r, ami: ami-1}\n");
+        let (key, _) = err("provider: aws\nname: x\ntls: false\nec2: {region: r, ami: ami-1}\n");
         assert_eq!(key, "provider");
     }
 }

@@ -33,6 +33,9 @@ pub struct VmFile {
     pub autoscaling: Option<AutoscalingConfig>,
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// Mutual TLS between the cluster's processes with certificates `up` makes (default true on
+    /// aws; azure has no secret store support yet, so there it must stay false).
+    pub tls: Option<bool>,
     #[serde(default)]
     pub ec2: Option<Ec2Config>,
     #[serde(default)]
@@ -199,6 +202,9 @@ pub struct CloudCluster {
     pub groups: BTreeMap<String, GroupSettings>,
     pub autoscaling: Option<AutoscalerSpec>,
     pub timeouts: Timeouts,
+    /// The cluster's certificates are made by `up`, their private keys kept in the provider's
+    /// secret store (see [`crate::providers::vm::secrets`]).
+    pub tls: bool,
     pub provider: ProviderSettings,
 }
 
@@ -586,6 +592,13 @@ pub fn validate(file: VmFile) -> Result<CloudCluster, ProviderError> {
             (ProviderSettings::Aws(settings), default, scheduler)
         }
         ProviderName::Azure => {
+            if file.tls == Some(true) {
+                return Err(bad(
+                    "tls",
+                    "is not supported on azure yet (the VMs' keys need Key Vault, which rask does \
+                     not use yet): set `tls: false`, or leave it out",
+                ));
+            }
             if file.ec2.is_some() {
                 return Err(bad("ec2", "given, but provider is azure"));
             }
@@ -696,6 +709,18 @@ pub fn validate(file: VmFile) -> Result<CloudCluster, ProviderError> {
     }
     let autoscaling = super::autoscaling(file.autoscaling, groups.keys())?;
 
+    let tls = file.tls.unwrap_or(file.provider == ProviderName::Aws);
+    if let ProviderSettings::Aws(ec2) = &provider
+        && tls
+        && ec2.iam_instance_profile.is_none()
+    {
+        return Err(bad(
+            "ec2.iam_instance_profile",
+            "is required with tls (the default): the VMs read their private keys from SSM \
+             Parameter Store with the profile's role (docs/cloud.md names the policy); set it, \
+             or `tls: false` for a cluster without TLS",
+        ));
+    }
     Ok(CloudCluster {
         name: file.name,
         software,
@@ -707,6 +732,7 @@ pub fn validate(file: VmFile) -> Result<CloudCluster, ProviderError> {
         groups,
         autoscaling,
         timeouts,
+        tls,
         provider,
     })
 }
@@ -733,6 +759,7 @@ provider: aws
 name: demo
 worker:
   replicas: 2
+tls: false
 ec2:
   region: eu-west-1
   ami: ami-0123456789abcdef0
@@ -771,6 +798,24 @@ ec2:
         };
         assert_eq!(ec2.filesystem_size, 40);
         assert!(!ec2.spot && !ec2.use_private_ip);
+    }
+
+    #[test]
+    fn tls_is_on_by_default_on_aws_and_needs_an_instance_profile() {
+        let minimal = AWS.replace("tls: false\n", "");
+        let (key, message) = err(&minimal);
+        assert_eq!(key, "ec2.iam_instance_profile");
+        assert!(message.contains("SSM Parameter Store"), "{message}");
+        assert!(message.contains("`tls: false`"), "{message}");
+        let c = parse(&format!("{minimal}  iam_instance_profile: rask-vm\n")).unwrap();
+        assert!(c.tls);
+        assert!(!parse(AWS).unwrap().tls);
+        let (key, message) = err(&AWS.replace("tls: false", "tls: maybe"));
+        assert!(
+            key.contains("tls") || message.contains("tls"),
+            "{key}: {message}"
+        );
+        assert!(message.contains("maybe"), "{key}: {message}");
     }
 
     #[test]
@@ -905,6 +950,15 @@ azure:
             panic!()
         };
         *az.credentials
+    }
+
+    #[test]
+    fn azure_has_no_tls_yet_and_says_so() {
+        assert!(!parse(AZURE).unwrap().tls);
+        assert!(!parse(&format!("tls: false{AZURE}")).unwrap().tls);
+        let (key, message) = err(&format!("tls: true{AZURE}"));
+        assert_eq!(key, "tls");
+        assert!(message.contains("Key Vault"), "{message}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 
+use super::ssm::{PARAMETER, Parameters};
 use super::{
     Ledger, Provider, Resource, Role, TAG_CLUSTER, TAG_CREATED, TAG_GROUP, TAG_READY, TAG_ROLE, Vm,
     VmRequest, VmState,
@@ -38,6 +39,8 @@ pub struct AwsOptions {
     pub static_credentials: Option<(String, String)>,
     /// Attempts per call, throttling retries included (default 3, the SDK's standard mode).
     pub max_attempts: Option<u32>,
+    /// SSM Parameter Store's endpoint, when not `endpoint_url`'s.
+    pub ssm_endpoint_url: Option<String>,
 }
 
 /// The cluster's network as EC2 knows it.
@@ -49,12 +52,14 @@ struct Network {
 
 pub struct Ec2 {
     client: Client,
+    /// Where the cluster's TLS files are kept.
+    ssm: Parameters,
     settings: Ec2Settings,
     endpoint: String,
     network: Mutex<Option<Network>>,
 }
 
-fn api_error<E, R>(action: &str, e: SdkError<E, R>, endpoint: &str) -> ProviderError
+pub(super) fn api_error<E, R>(action: &str, e: SdkError<E, R>, endpoint: &str) -> ProviderError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -96,14 +101,16 @@ where
             code,
             message,
         },
-        "UnauthorizedOperation" | "AuthFailure" | "InvalidClientTokenId" | "Blocked" => {
-            ProviderError::Unauthorized {
-                provider: PROVIDER,
-                action,
-                code,
-                message,
-            }
-        }
+        "UnauthorizedOperation"
+        | "AuthFailure"
+        | "InvalidClientTokenId"
+        | "Blocked"
+        | "AccessDeniedException" => ProviderError::Unauthorized {
+            provider: PROVIDER,
+            action,
+            code,
+            message,
+        },
         _ => ProviderError::Api {
             provider: PROVIDER,
             action,
@@ -169,6 +176,36 @@ fn cluster_filter(cluster: Option<&str>) -> Filter {
 /// Instance states that still exist (and cost).
 const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
 
+/// The SDK's settings for `region`: its credential chain (or the static credentials of `opts`),
+/// bounded retries and timeouts, and `opts.endpoint_url` when set.
+pub(super) async fn sdk_config(region: &str, opts: &AwsOptions) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_owned()))
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(opts.max_attempts.unwrap_or(3)),
+        )
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        );
+    if let Some(url) = &opts.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some((id, secret)) = &opts.static_credentials {
+        loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            id,
+            secret,
+            None,
+            None,
+            "rask-static",
+        ));
+    }
+    loader.load().await
+}
+
 impl Ec2 {
     /// A client for the config's region.
     pub async fn connect(cluster: &CloudCluster, opts: &AwsOptions) -> Result<Ec2, ProviderError> {
@@ -178,37 +215,14 @@ impl Ec2 {
                 cluster.name
             )));
         };
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(settings.region.clone()))
-            .retry_config(
-                aws_config::retry::RetryConfig::standard()
-                    .with_max_attempts(opts.max_attempts.unwrap_or(3)),
-            )
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .operation_attempt_timeout(Duration::from_secs(60))
-                    .build(),
-            );
-        if let Some(url) = &opts.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        if let Some((id, secret)) = &opts.static_credentials {
-            loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                id,
-                secret,
-                None,
-                None,
-                "rask-static",
-            ));
-        }
-        let config = loader.load().await;
+        let config = sdk_config(&settings.region, opts).await;
         let endpoint = opts
             .endpoint_url
             .clone()
             .unwrap_or_else(|| format!("https://ec2.{}.amazonaws.com", settings.region));
         Ok(Ec2 {
             client: Client::new(&config),
+            ssm: Parameters::new(&config, &settings.region, opts),
             settings: settings.clone(),
             endpoint,
             network: Mutex::new(None),
@@ -831,6 +845,7 @@ impl Provider for Ec2 {
                 });
             }
         }
+        out.extend(self.ssm.list(cluster).await?);
         Ok(out)
     }
 
@@ -845,6 +860,25 @@ impl Provider for Ec2 {
         for r in resources.iter().filter(|r| r.kind == SECURITY_GROUP) {
             self.delete_group(&r.id, timeout.saturating_sub(start.elapsed()))
                 .await?;
+        }
+        let parameters: Vec<String> = resources
+            .iter()
+            .filter(|r| r.kind == PARAMETER)
+            .map(|r| r.id.clone())
+            .collect();
+        self.ssm.delete(&parameters).await
+    }
+
+    async fn store_tls(
+        &self,
+        cluster: &CloudCluster,
+        files: &[(String, String)],
+        ledger: &mut Ledger,
+    ) -> Result<(), ProviderError> {
+        for (file, text) in files {
+            let secure = crate::tls::ClusterCerts::is_key_file(file);
+            let r = self.ssm.put(&cluster.name, file, text, secure).await?;
+            ledger.record(r);
         }
         Ok(())
     }

@@ -17,12 +17,16 @@ use crate::clock::now;
 use crate::providers::config::vm::CloudCluster;
 use crate::providers::{ProviderError, suffix};
 use crate::scheduler_api::SchedulerApi;
+use crate::tls::ClusterCerts;
 use userdata::Body;
 
 #[cfg(feature = "aws")]
 pub mod aws;
 #[cfg(feature = "azure")]
 pub mod azure;
+pub mod secrets;
+#[cfg(feature = "aws")]
+pub mod ssm;
 pub mod userdata;
 
 /// Tag keys every resource carries.
@@ -173,6 +177,15 @@ pub trait Provider: Send + Sync + 'static {
     /// The VM's boot (serial console) output so far.
     fn boot_log(&self, vm: &Vm) -> impl Future<Output = Result<String, ProviderError>> + Send;
 
+    /// Puts the cluster's TLS files (name, PEM) in the provider's secret store, private keys
+    /// encrypted, each tagged with the cluster and recorded in the ledger once stored.
+    fn store_tls(
+        &self,
+        cluster: &CloudCluster,
+        files: &[(String, String)],
+        ledger: &mut Ledger,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send;
+
     /// Marks the scheduler VM as belonging to a live cluster ([`TAG_READY`]).
     fn mark_ready(&self, vm: &Vm) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
@@ -206,15 +219,17 @@ impl Runtime {
     }
 }
 
-/// The default way to reach the scheduler: its public IP unless `private`, else its private one.
-pub fn scheduler_url_by_ip(private: bool) -> ResolveUrl {
+/// The default way to reach the scheduler: its public IP unless `private`, else its private one;
+/// over HTTPS when the cluster has TLS.
+pub fn scheduler_url_by_ip(private: bool, tls: bool) -> ResolveUrl {
+    let scheme = if tls { "https" } else { "http" };
     Arc::new(move |vm: &Vm| {
         let ip = if private {
             vm.private_ip.clone()
         } else {
             vm.public_ip.clone().or_else(|| vm.private_ip.clone())
         };
-        ip.map(|ip| format!("http://{ip}:8787"))
+        ip.map(|ip| format!("{scheme}://{ip}:8787"))
     })
 }
 
@@ -225,17 +240,37 @@ pub struct CloudBackend<P: Provider> {
     pub scheduler: Vm,
     /// The scheduler's HTTP API as reached from here.
     pub url: String,
-    /// `tcp://PRIVATE_IP:8786`, what workers connect to.
+    /// `tcp://PRIVATE_IP:8786` (`tls://` with TLS), what workers connect to.
     pub address: String,
     pub rt: Runtime,
+    /// The certificates `up` made (none after `attach`, or without TLS).
+    pub certs: Option<ClusterCerts>,
 }
 
-/// The scheduler VM's private TCP address.
-fn private_address(vm: &Vm) -> Result<String, ProviderError> {
+/// The scheduler VM's private address: `tls://` when the cluster has TLS.
+fn private_address(vm: &Vm, tls: bool) -> Result<String, ProviderError> {
+    let scheme = if tls { "tls" } else { "tcp" };
     vm.private_ip
         .as_ref()
-        .map(|ip| format!("tcp://{ip}:8786"))
+        .map(|ip| format!("{scheme}://{ip}:8786"))
         .ok_or_else(|| ProviderError::Other(format!("scheduler VM {} has no private IP", vm.id)))
+}
+
+/// The names the scheduler's certificate is valid for: its VM's addresses and loopback (the
+/// autoscaler on the scheduler VM reaches it at 127.0.0.1).
+fn scheduler_names(vm: &Vm) -> Vec<String> {
+    let mut names: Vec<String> = vm
+        .private_ip
+        .iter()
+        .chain(vm.public_ip.iter())
+        .cloned()
+        .collect();
+    for n in crate::tls::local_names() {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
 }
 
 /// Deletes what the ledger holds, newest first, and wraps `cause` with what happened.
@@ -353,6 +388,7 @@ impl<P: Provider> CloudBackend<P> {
         rt: &Runtime,
         ledger: &mut Ledger,
     ) -> Result<CloudBackend<P>, ProviderError> {
+        let mut rt = rt.clone();
         let existing = provider.tagged(Some(&cluster.name)).await?;
         if !existing.is_empty() {
             return Err(ProviderError::Other(format!(
@@ -406,7 +442,33 @@ impl<P: Provider> CloudBackend<P> {
                 scheduler.id
             ))
         })?;
-        let address = private_address(&scheduler)?;
+        let address = private_address(&scheduler, cluster.tls)?;
+        // The certificates once the scheduler's addresses are known, so its certificate names
+        // them; the scheduler VM waits for its files at boot.
+        let certs = match secrets::store_of(cluster) {
+            None => None,
+            Some(store) => {
+                (rt.progress)(&format!(
+                    "{}: making the cluster's certificates, keys in {store}",
+                    cluster.name
+                ));
+                let certs = ClusterCerts::generate(
+                    &cluster.name,
+                    &scheduler_names(&scheduler),
+                    now() as i64,
+                )
+                .map_err(|e| ProviderError::Other(e.to_string()))?;
+                provider.store_tls(cluster, &certs.files(), ledger).await?;
+                rt.api = SchedulerApi::with_tls(
+                    &certs.ca_pem,
+                    &certs.client.cert_pem,
+                    &certs.client.key_pem,
+                    rt.api.timeout(),
+                )
+                .map_err(|e| ProviderError::Other(e.to_string()))?;
+                Some(certs)
+            }
+        };
         (rt.progress)(&format!(
             "{}: waiting for the scheduler at {url} (VM {})",
             cluster.name, scheduler.id
@@ -445,6 +507,7 @@ impl<P: Provider> CloudBackend<P> {
             url,
             address,
             rt: rt.clone(),
+            certs,
         };
         for (group, g) in &cluster.groups {
             if g.replicas > 0 {
@@ -487,7 +550,7 @@ impl<P: Provider> CloudBackend<P> {
         let url = (rt.resolve_url)(&scheduler).ok_or_else(|| {
             ProviderError::Other(format!("scheduler VM {} has no IP address", scheduler.id))
         })?;
-        let address = private_address(&scheduler)?;
+        let address = private_address(&scheduler, cluster.tls)?;
         Ok(CloudBackend {
             provider,
             cluster,
@@ -495,6 +558,7 @@ impl<P: Provider> CloudBackend<P> {
             url,
             address,
             rt,
+            certs: None,
         })
     }
 
@@ -705,6 +769,8 @@ fn delete_order(kind: &str) -> u8 {
         "instance" | "virtual-machine" => 0,
         "network-interface" | "disk" => 1,
         "public-ip" => 2,
+        // Secrets last: a cluster whose VMs could not all be deleted keeps them for the next try.
+        "parameter" => 4,
         _ => 3,
     }
 }

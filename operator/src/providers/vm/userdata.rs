@@ -1,12 +1,16 @@
 //! The cloud-init document each VM boots with, as a pure function of the validated cluster. It
 //! starts the scheduler or one worker from the rask image (and, on the scheduler VM of an
 //! autoscaled cluster, the autoscaler from the operator image). It holds no secret: cloud
-//! credentials come from the VM's instance profile or managed identity, and the config refuses
-//! secret-looking environment variables (see [`crate::providers::config`]).
+//! credentials come from the VM's instance profile or managed identity, the config refuses
+//! secret-looking environment variables (see [`crate::providers::config`]), and with TLS it names
+//! only where the VM's certificate and key are kept: the VM fetches them at boot
+//! (`rask-operator vm-tls fetch`, see [`super::secrets`]).
 
 use std::fmt::Write;
 
+use super::secrets::{self, VM_DIR};
 use crate::providers::config::vm::CloudCluster;
+use crate::tls::Role;
 
 /// Where the cluster's file lives on the scheduler VM, for `rask-operator autoscale`.
 pub const CONFIG_PATH: &str = "/etc/rask/cluster.yaml";
@@ -23,7 +27,7 @@ pub enum Body<'a> {
         group: &'a str,
         /// The VM's name, which is also the worker's name at the scheduler.
         name: &'a str,
-        /// `tcp://PRIVATE_IP:8786`.
+        /// `tcp://PRIVATE_IP:8786`, `tls://` with TLS.
         scheduler: &'a str,
     },
 }
@@ -55,6 +59,29 @@ fn env_file<'a>(
     out
 }
 
+/// With TLS: the lines that fetch `roles`' files into [`VM_DIR`] (as root, for the image's
+/// user), and the `docker run` options and `rask` flags that use them; all empty without.
+fn tls_parts(cluster: &CloudCluster, roles: &[Role]) -> (String, String, String) {
+    let Some(store) = secrets::store_of(cluster) else {
+        return Default::default();
+    };
+    let fetch: Vec<String> = secrets::fetch_args(&store, roles)
+        .iter()
+        .map(|a| quote(a))
+        .collect();
+    let fetch = format!(
+        "docker run --rm --network host --user 0:0 -v {VM_DIR}:{VM_DIR} {} {}\n",
+        quote(&cluster.software.operator_image),
+        fetch.join(" ")
+    );
+    let mount = format!(" -v {VM_DIR}:{VM_DIR}:ro");
+    let flags: Vec<String> = secrets::rask_flags(VM_DIR, roles[0])
+        .iter()
+        .map(|a| quote(a))
+        .collect();
+    (fetch, mount, format!(" {}", flags.join(" ")))
+}
+
 /// Renders the `#cloud-config` document for one VM of `cluster`.
 pub fn render(cluster: &CloudCluster, body: &Body<'_>) -> String {
     let sw = &cluster.software;
@@ -71,18 +98,40 @@ pub fn render(cluster: &CloudCluster, body: &Body<'_>) -> String {
                     ),
                 ],
             );
-            let mut script = format!(
+            let roles: &[Role] = if config_text.is_some() {
+                &[Role::Scheduler, Role::Operator]
+            } else {
+                &[Role::Scheduler]
+            };
+            let (fetch, mount, flags) = tls_parts(cluster, roles);
+            let mut script = fetch;
+            let _ = writeln!(
+                script,
                 "docker run -d --name rask-scheduler --restart always --network host \
-                 --env-file /etc/rask/scheduler.env {} scheduler --host 0.0.0.0 --port 8786 \
-                 --dashboard-address 0.0.0.0:8787\n",
+                 --env-file /etc/rask/scheduler.env{mount} {} scheduler --host 0.0.0.0 --port 8786 \
+                 --dashboard-address 0.0.0.0:8787{flags}",
                 quote(&sw.image)
             );
             if config_text.is_some() {
+                // As the image's user, who owns the fetched files, with the operator's identity.
+                let (user, url, tls) = if cluster.tls {
+                    (
+                        format!(
+                            " --user {}:{}",
+                            secrets::IMAGE_OWNER.0,
+                            secrets::IMAGE_OWNER.1
+                        ),
+                        "https",
+                        format!(" --tls-dir {VM_DIR}"),
+                    )
+                } else {
+                    (String::new(), "http", String::new())
+                };
                 let _ = writeln!(
                     script,
-                    "docker run -d --name rask-autoscaler --restart always --network host \
+                    "docker run -d --name rask-autoscaler --restart always --network host{user} \
                      -v /etc/rask:/etc/rask:ro {} autoscale {CONFIG_PATH} \
-                     --scheduler-url http://127.0.0.1:8787",
+                     --scheduler-url {url}://127.0.0.1:8787{tls}",
                     quote(&sw.operator_image)
                 );
             }
@@ -105,11 +154,12 @@ pub fn render(cluster: &CloudCluster, body: &Body<'_>) -> String {
             let flags: Vec<String> = g.worker.args().iter().map(|a| quote(a)).collect();
             // The worker tells peers its private IP: scheduler-to-worker and worker-to-worker
             // traffic stays inside the network.
+            let (fetch, mount, tls) = tls_parts(cluster, &[Role::Worker]);
             let script = format!(
-                "PRIVATE_IP=$(hostname -I | cut -d' ' -f1)\n\
+                "PRIVATE_IP=$(hostname -I | cut -d' ' -f1)\n{fetch}\
                  docker run -d --name rask-worker --restart always --network host \
-                 --env-file /etc/rask/worker.env {} worker {} --name {} {} \
-                 --contact-host \"$PRIVATE_IP\" --local-directory /tmp\n",
+                 --env-file /etc/rask/worker.env{mount} {} worker {} --name {} {} \
+                 --contact-host \"$PRIVATE_IP\" --local-directory /tmp{tls}\n",
                 quote(&sw.image),
                 quote(scheduler),
                 quote(name),
@@ -236,6 +286,102 @@ ec2:
                 .contains("scheduler --host 0.0.0.0 --port 8786 --dashboard-address 0.0.0.0:8787")
         );
         assert!(script.contains("'example.org/rask-operator:1' autoscale /etc/rask/cluster.yaml"));
+    }
+
+    #[test]
+    fn with_tls_each_vm_fetches_its_own_key_by_name_and_uses_it() {
+        let c = config::parse(CONFIG).unwrap();
+        assert!(c.tls, "the default");
+        let worker = render(
+            &c,
+            &Body::Worker {
+                group: "default",
+                name: "demo-default-1a2b",
+                scheduler: "tls://10.0.1.5:8786",
+            },
+        );
+        let v = parse_yaml(&worker);
+        let script = v["write_files"][1]["content"].as_str().unwrap();
+        assert!(
+            script.contains(
+                "docker run --rm --network host --user 0:0 -v /etc/rask/tls:/etc/rask/tls \
+             'example.org/rask-operator:1' 'vm-tls' 'fetch' '--aws-region' 'eu-west-1' \
+             '--aws-ssm-prefix' '/rask/demo/tls' '--role' 'worker' '--dir' '/etc/rask/tls' \
+             '--owner' '1000:1000' '--wait-seconds' '600'\n"
+            ),
+            "{script}"
+        );
+        assert!(script.contains(
+            "--env-file /etc/rask/worker.env -v /etc/rask/tls:/etc/rask/tls:ro 'example.org/rask:1' \
+             worker 'tls://10.0.1.5:8786'"
+        ), "{script}");
+        assert!(
+            script.contains(
+                "'--tls-ca-file' '/etc/rask/tls/ca.pem' '--tls-cert' '/etc/rask/tls/worker.pem' \
+             '--tls-key' '/etc/rask/tls/worker-key.pem'"
+            ),
+            "{script}"
+        );
+        // The fetch runs first: `set -eu` stops the script if it fails.
+        assert!(script.find("'vm-tls'").unwrap() < script.find("rask-worker").unwrap());
+
+        let scheduler = render(
+            &c,
+            &Body::Scheduler {
+                config_text: Some(CONFIG),
+            },
+        );
+        let v = parse_yaml(&scheduler);
+        let script = v["write_files"][2]["content"].as_str().unwrap();
+        assert!(
+            script.contains("'--role' 'scheduler' '--role' 'operator'"),
+            "{script}"
+        );
+        assert!(script.contains(
+            "'--tls-cert' '/etc/rask/tls/scheduler.pem' '--tls-key' '/etc/rask/tls/scheduler-key.pem'"
+        ), "{script}");
+        assert!(script.contains(
+            "--network host --user 1000:1000 -v /etc/rask:/etc/rask:ro 'example.org/rask-operator:1' \
+             autoscale /etc/rask/cluster.yaml --scheduler-url https://127.0.0.1:8787 --tls-dir /etc/rask/tls"
+        ), "{script}");
+        // Without autoscaling the operator's key stays in the store.
+        let alone = render(&c, &Body::Scheduler { config_text: None });
+        assert!(!alone.contains("'operator'"), "{alone}");
+    }
+
+    #[test]
+    fn without_tls_nothing_is_fetched() {
+        let c = config::parse(&format!("{CONFIG}tls: false\n")).unwrap();
+        for doc in [
+            render(
+                &c,
+                &Body::Scheduler {
+                    config_text: Some(CONFIG),
+                },
+            ),
+            render(
+                &c,
+                &Body::Worker {
+                    group: "default",
+                    name: "w",
+                    scheduler: "tcp://10.0.0.1:8786",
+                },
+            ),
+        ] {
+            assert!(!doc.contains("vm-tls"), "{doc}");
+            assert!(!doc.contains("--tls-"), "{doc}");
+            assert!(!doc.contains("/etc/rask/tls"), "{doc}");
+        }
+        let doc = render(
+            &c,
+            &Body::Scheduler {
+                config_text: Some(CONFIG),
+            },
+        );
+        assert!(
+            doc.contains("--scheduler-url http://127.0.0.1:8787\n"),
+            "{doc}"
+        );
     }
 
     #[test]

@@ -549,6 +549,23 @@ impl Provider for Azure {
         Ok(log.text)
     }
 
+    async fn store_tls(
+        &self,
+        cluster: &CloudCluster,
+        _files: &[(String, String)],
+        _ledger: &mut Ledger,
+    ) -> Result<(), ProviderError> {
+        // The config refuses `tls: true` on azure, so `up` never asks.
+        Err(ProviderError::Config {
+            file: String::new(),
+            key: "tls".into(),
+            message: format!(
+                "cluster {}: azure keeps no certificates yet (Key Vault is not used): set `tls: false`",
+                cluster.name
+            ),
+        })
+    }
+
     async fn mark_ready(&self, vm: &Vm) -> Result<(), ProviderError> {
         let id = self.id(VM, &vm.name);
         let action = format!("tag virtual-machine {} ready", vm.name);

@@ -1,0 +1,262 @@
+//! A VM cluster's certificates: `up` makes them with [`crate::tls::ClusterCerts`] (the same CA
+//! code as Kubernetes and the local backend) once the scheduler VM's addresses are known, puts
+//! every file in the provider's secret store, and keeps the CA and the users' client certificate
+//! and key in the state directory. User-data names only where the files are; at boot each VM
+//! fetches its own with its instance profile (`rask-operator vm-tls fetch`) into [`VM_DIR`].
+//!
+//! AWS: SSM Parameter Store, one parameter per file under `/rask/{cluster}/tls/`, private keys
+//! as SecureString (encrypted with the account's `aws/ssm` KMS key), tagged with the cluster so
+//! `down`, `sweep` and a failed `up` delete them with the VMs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::providers::ProviderError;
+use crate::providers::config::vm::{CloudCluster, ProviderSettings};
+use crate::tls::{CA_FILE, ClusterCerts, Role};
+
+/// Where a VM keeps its cluster's files (mounted read-only into the rask containers).
+pub const VM_DIR: &str = "/etc/rask/tls";
+
+/// The uid and gid the rask image runs as: the files fetched on a VM belong to it.
+pub const IMAGE_OWNER: (u32, u32) = (1000, 1000);
+
+/// How long a VM's fetch waits for its files: the scheduler's are stored once its VM runs
+/// (their certificate names its addresses), so its first looks may find nothing yet.
+pub const FETCH_WAIT_SECONDS: u64 = 600;
+
+/// Where a cluster's TLS files are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretStore {
+    /// SSM Parameter Store in `region`, one parameter per file named `{prefix}/{file}`.
+    AwsSsm { region: String, prefix: String },
+}
+
+impl std::fmt::Display for SecretStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretStore::AwsSsm { region, prefix } => {
+                write!(f, "SSM Parameter Store in {region} under {prefix}/")
+            }
+        }
+    }
+}
+
+/// `/rask/{cluster}/tls`, the parameters' path on AWS.
+pub fn ssm_prefix(cluster: &str) -> String {
+    format!("/rask/{cluster}/tls")
+}
+
+/// The store of a cluster with TLS; `None` when the config turned TLS off.
+pub fn store_of(cluster: &CloudCluster) -> Option<SecretStore> {
+    if !cluster.tls {
+        return None;
+    }
+    match &cluster.provider {
+        ProviderSettings::Aws(e) => Some(SecretStore::AwsSsm {
+            region: e.region.clone(),
+            prefix: ssm_prefix(&cluster.name),
+        }),
+        // Refused when the config is validated.
+        ProviderSettings::Azure(_) => None,
+    }
+}
+
+/// The three files a party needs: the CA, its certificate and its key.
+pub fn role_files(role: Role) -> [String; 3] {
+    [CA_FILE.to_owned(), role.cert_file(), role.key_file()]
+}
+
+/// The role a `--role` value names.
+pub fn parse_role(s: &str) -> Result<Role, String> {
+    Role::ALL
+        .into_iter()
+        .find(|r| r.name() == s)
+        .ok_or_else(|| format!("--role {s:?}: not one of scheduler, worker, operator, client"))
+}
+
+/// The arguments of `rask-operator vm-tls fetch` that bring `roles`' files from `store` into
+/// [`VM_DIR`] on a VM, owned by the image's user. Names only: no secret is in them.
+pub fn fetch_args(store: &SecretStore, roles: &[Role]) -> Vec<String> {
+    let mut out = vec!["vm-tls".to_owned(), "fetch".to_owned()];
+    match store {
+        SecretStore::AwsSsm { region, prefix } => {
+            out.extend(["--aws-region".into(), region.clone()]);
+            out.extend(["--aws-ssm-prefix".into(), prefix.clone()]);
+        }
+    }
+    for r in roles {
+        out.extend(["--role".into(), r.name().to_owned()]);
+    }
+    out.extend([
+        "--dir".into(),
+        VM_DIR.into(),
+        "--owner".into(),
+        format!("{}:{}", IMAGE_OWNER.0, IMAGE_OWNER.1),
+        "--wait-seconds".into(),
+        FETCH_WAIT_SECONDS.to_string(),
+    ]);
+    out
+}
+
+/// `rask scheduler` / `rask worker` flags for `role`'s files in `dir`.
+pub fn rask_flags(dir: &str, role: Role) -> Vec<String> {
+    vec![
+        "--tls-ca-file".into(),
+        format!("{dir}/{CA_FILE}"),
+        "--tls-cert".into(),
+        format!("{dir}/{}", role.cert_file()),
+        "--tls-key".into(),
+        format!("{dir}/{}", role.key_file()),
+    ]
+}
+
+/// What the user keeps on the machine that ran `up`: the CA and the client's certificate and key.
+pub fn user_files(certs: &ClusterCerts) -> Vec<(String, String)> {
+    role_files(Role::Client)
+        .into_iter()
+        .filter_map(|f| certs.files().into_iter().find(|(n, _)| *n == f))
+        .collect()
+}
+
+/// Where the user's files of cluster `name` are kept: `{state_dir}/{name}.tls/`.
+pub fn user_dir(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join(format!("{name}.tls"))
+}
+
+fn write_error(path: &Path, e: std::io::Error) -> ProviderError {
+    ProviderError::Other(format!("cannot write {}: {e}", path.display()))
+}
+
+/// Writes `files` into `dir` (made 0700): keys 0600, certificates 0644, each replaced whole (a
+/// temporary file renamed into place), then given to `owner` (uid, gid) when set.
+pub fn write_dir(
+    dir: &Path,
+    files: &[(String, String)],
+    owner: Option<(u32, u32)>,
+) -> Result<(), ProviderError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| write_error(dir, e))?;
+    #[cfg(unix)]
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| write_error(dir, e))?;
+    }
+    for (name, text) in files {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(
+            &mut options,
+            if ClusterCerts::is_key_file(name) {
+                0o600
+            } else {
+                0o644
+            },
+        );
+        let mut f = options.open(&tmp).map_err(|e| write_error(&tmp, e))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| write_error(&tmp, e))?;
+        drop(f);
+        #[cfg(unix)]
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))
+                .map_err(|e| write_error(&tmp, e))?;
+        }
+        #[cfg(not(unix))]
+        let _ = owner;
+        std::fs::rename(&tmp, &path).map_err(|e| write_error(&path, e))?;
+    }
+    Ok(())
+}
+
+/// A party's identity read back from `dir`: (CA, certificate, key), PEM.
+pub fn read_identity(dir: &Path, role: Role) -> Result<(String, String, String), ProviderError> {
+    let read = |f: String| {
+        let path = dir.join(&f);
+        std::fs::read_to_string(&path).map_err(|e| ProviderError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    };
+    let [ca, cert, key] = role_files(role);
+    Ok((read(ca)?, read(cert)?, read(key)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::config::vm as config;
+
+    const NOW: i64 = 1_796_428_800;
+
+    fn cluster(extra: &str) -> CloudCluster {
+        config::parse(&format!(
+            "provider: aws\nname: demo\n{extra}ec2:\n  region: eu-west-1\n  ami: ami-0123456789abcdef0\n  iam_instance_profile: rask-vm\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn aws_clusters_keep_their_files_in_ssm_unless_tls_is_off() {
+        assert_eq!(
+            store_of(&cluster("")),
+            Some(SecretStore::AwsSsm {
+                region: "eu-west-1".into(),
+                prefix: "/rask/demo/tls".into()
+            })
+        );
+        assert_eq!(store_of(&cluster("tls: false\n")), None);
+        assert_eq!(
+            store_of(&cluster("")).unwrap().to_string(),
+            "SSM Parameter Store in eu-west-1 under /rask/demo/tls/"
+        );
+    }
+
+    #[test]
+    fn the_fetch_command_names_places_and_roles_only() {
+        let store = store_of(&cluster("")).unwrap();
+        let args = fetch_args(&store, &[Role::Scheduler, Role::Operator]);
+        assert_eq!(
+            args.join(" "),
+            "vm-tls fetch --aws-region eu-west-1 --aws-ssm-prefix /rask/demo/tls --role scheduler \
+             --role operator --dir /etc/rask/tls --owner 1000:1000 --wait-seconds 600"
+        );
+        assert_eq!(
+            rask_flags(VM_DIR, Role::Worker).join(" "),
+            "--tls-ca-file /etc/rask/tls/ca.pem --tls-cert /etc/rask/tls/worker.pem \
+             --tls-key /etc/rask/tls/worker-key.pem"
+        );
+        assert_eq!(parse_role("worker"), Ok(Role::Worker));
+        assert!(parse_role("admin").unwrap_err().contains("\"admin\""));
+    }
+
+    #[test]
+    fn the_user_keeps_the_ca_and_the_client_identity_only() {
+        let certs = ClusterCerts::generate("demo", &crate::tls::local_names(), NOW).unwrap();
+        let files = user_files(&certs);
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["ca.pem", "client.pem", "client-key.pem"]);
+        let dir = tempfile::tempdir().unwrap();
+        let tls = user_dir(dir.path(), "demo");
+        write_dir(&tls, &files, None).unwrap();
+        let (ca, cert, key) = read_identity(&tls, Role::Client).unwrap();
+        assert_eq!(ca, certs.ca_pem);
+        assert_eq!(cert, certs.client.cert_pem);
+        assert_eq!(key, certs.client.key_pem);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&tls), 0o700);
+            assert_eq!(mode(&tls.join("client-key.pem")), 0o600);
+            assert_eq!(mode(&tls.join("client.pem")), 0o644);
+        }
+        let err = read_identity(&tls, Role::Worker).unwrap_err().to_string();
+        assert!(err.contains("worker.pem"), "{err}");
+    }
+}
