@@ -1198,6 +1198,28 @@ async fn with_tls_keys_live_in_ssm_each_vm_fetches_its_own_and_down_deletes_them
     );
     assert!(msg.contains("vm-tls fetch --role client"), "{msg}");
 
+    // A fetch from a path that holds nothing says what is missing, and writes nothing.
+    let nowhere = dir.path().join("nothing");
+    let msg = cli::fetch_tls(
+        &rask_operator::providers::vm::secrets::SecretStore::AwsSsm {
+            region: REGION.into(),
+            prefix: "/rask/nothing/tls".into(),
+        },
+        &[rask_operator::tls::Role::Worker],
+        &nowhere,
+        None,
+        Duration::ZERO,
+        &opts,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("SSM Parameter Store (us-east-1) has no parameters /rask/nothing/tls/ca.pem"),
+        "{msg}"
+    );
+    assert!(!nowhere.exists());
+
     // sweep spares the live cluster's parameters and deletes those of a cluster that is gone.
     s.put_parameter()
         .name("/rask/ghost/tls/ca.pem")

@@ -106,3 +106,60 @@ fn missing_aws_credentials_are_summarised_and_the_sdk_dump_is_kept_for_debug_log
         "RUST_LOG=debug keeps the SDK's error:\n{debug}"
     );
 }
+
+#[cfg(feature = "aws")]
+#[test]
+fn vm_tls_fetch_names_a_bad_role_or_owner_and_an_unreachable_parameter_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("tls");
+    let fetch = |extra: &[&str]| {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut args = vec![
+            "vm-tls",
+            "fetch",
+            "--aws-region",
+            "eu-west-1",
+            "--aws-ssm-prefix",
+            "/rask/demo/tls",
+            "--dir",
+            out_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_rask-operator"))
+            .args(&args)
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{closed}"))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = fetch(&["--role", "admin"]);
+    assert!(
+        err.contains(r#"--role "admin": not one of scheduler, worker, operator, client"#),
+        "{err}"
+    );
+    let err = fetch(&["--role", "worker", "--owner", "rask"]);
+    assert!(err.contains(r#"--owner "rask": not UID:GID"#), "{err}");
+    let err = fetch(&["--role", "worker"]);
+    assert!(err.contains("unreachable at http://127.0.0.1:"), "{err}");
+    assert!(
+        err.contains(
+            "GetParameters /rask/demo/tls/ca.pem, /rask/demo/tls/worker.pem, \
+             /rask/demo/tls/worker-key.pem (SSM Parameter Store, eu-west-1): the API is \
+             unreachable at"
+        ),
+        "{err}"
+    );
+    assert!(
+        !out_dir.exists(),
+        "nothing is written when nothing was read"
+    );
+}

@@ -37,7 +37,7 @@ fn cluster_of(name: &str) -> Option<&str> {
 
 impl Parameters {
     /// A client from the SDK config the EC2 client uses, at `opts.ssm_endpoint_url` (else
-    /// `opts.endpoint_url`, else AWS's own endpoint for `region`).
+    /// `opts.endpoint_url`, else the SDK's: `AWS_ENDPOINT_URL` or AWS's own for `region`).
     pub fn new(config: &aws_config::SdkConfig, region: &str, opts: &AwsOptions) -> Parameters {
         let mut builder = aws_sdk_ssm::config::Builder::from(config);
         let url = opts
@@ -50,8 +50,11 @@ impl Parameters {
         Parameters {
             client: Client::from_conf(builder.build()),
             region: region.to_owned(),
+            // What errors name: also an endpoint from the environment (`AWS_ENDPOINT_URL`).
             endpoint: url
-                .cloned()
+                .map(String::as_str)
+                .or(config.endpoint_url())
+                .map(str::to_owned)
                 .unwrap_or_else(|| format!("https://ssm.{region}.amazonaws.com")),
         }
     }
@@ -211,6 +214,14 @@ impl Parameters {
             let (found, missing) = self.get(names).await?;
             if missing.is_empty() {
                 return Ok(found);
+            }
+            if wait.is_zero() {
+                return Err(ProviderError::Other(format!(
+                    "SSM Parameter Store ({}) has no parameters {}: is the cluster up, with \
+                     TLS, and is the prefix /rask/CLUSTER/tls?",
+                    self.region,
+                    missing.join(", ")
+                )));
             }
             if start.elapsed() >= wait {
                 return Err(ProviderError::Timeout {
