@@ -10,18 +10,28 @@
 //! The `rask` binary comes from `RASK_BIN`, else from beside the test executable
 //! (`target/debug/rask`): `cargo test --workspace` and `scripts/test` build it first; alone,
 //! build it with `cargo build -p rask --bin rask`.
+//!
+//! TLS is on, as the operator's default is: rask pods mount their cluster's certificates, talk
+//! `tls://`, and the operator reaches schedulers' HTTP API over HTTPS (through a port-forward, at
+//! `127.0.0.1`, a name the scheduler's certificate carries). `RASK_E2E_TLS=0` runs the suite with
+//! the operator's `--no-cluster-tls` instead ([`tls_from_env`]); scripts/test does both.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube_double::{ApiServer, Authorization, Kubelet, KubeletConfig, Options, ProcessConfig};
+use kube_double::{
+    ApiServer, Authorization, Kubelet, KubeletConfig, Options, PortForward, ProcessConfig,
+};
 use rask_operator::context::Context;
 use rask_operator::crd::{DaskCluster, DaskJob};
 use rask_operator::metrics::Metrics;
 use rask_operator::names;
 use rask_operator::run::{Scope, controllers};
+use rask_operator::scheduler_api::SchedulerApi;
 
 pub mod chart;
 use tokio::sync::watch;
@@ -55,6 +65,28 @@ pub fn rask_bin() -> Result<PathBuf, String> {
             "no rask binary at {}: run `cargo build -p rask --bin rask` first, or set RASK_BIN",
             bin.display()
         ))
+    }
+}
+
+/// The variable that turns TLS off for the suite: `RASK_E2E_TLS=0`.
+pub const TLS_ENV: &str = "RASK_E2E_TLS";
+
+/// Whether the suite's operator uses TLS, from [`TLS_ENV`]: on when unset or empty, `1`/`true`/
+/// `yes`/`on`; off for `0`/`false`/`no`/`off`; any other value is an error naming it.
+pub fn tls_from_env() -> Result<bool, String> {
+    parse_tls(std::env::var(TLS_ENV).ok().as_deref())
+}
+
+fn parse_tls(value: Option<&str>) -> Result<bool, String> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(true);
+    };
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "{TLS_ENV}={v:?} is neither on (1, true, yes, on) nor off (0, false, no, off)"
+        )),
     }
 }
 
@@ -167,11 +199,16 @@ pub struct E2e {
     operator_client: kube::Client,
     scope: Scope,
     pub kubelet: Kubelet,
+    /// The operator's `--cluster-tls` ([`tls_from_env`]).
+    pub tls: bool,
+    /// Port-forwards to schedulers' HTTP API, by (namespace, cluster), made on first use.
+    forwards: Arc<Mutex<HashMap<(String, String), PortForward>>>,
     operator: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 impl E2e {
     pub async fn start() -> E2e {
+        let tls = tls_from_env().unwrap_or_else(|e| panic!("{e}"));
         let bin = rask_bin().unwrap_or_else(|e| panic!("{e}"));
         let api = ApiServer::with_options(Options {
             authorization: Authorization::Rbac,
@@ -216,21 +253,31 @@ impl E2e {
             operator_client: api.service_account_client(&rendered.namespace, &rendered.account),
             scope: rendered.scope,
             kubelet,
+            tls,
+            forwards: Arc::default(),
             operator: None,
         };
         e2e.start_operator();
         e2e
     }
 
-    /// Starts the operator; it reaches schedulers' HTTP API at their pods' addresses.
+    /// Starts the operator; it reaches schedulers' HTTP API at their pods' addresses, or with
+    /// TLS through a port-forward to the scheduler's Service (at `127.0.0.1`, which the
+    /// scheduler's certificate names: the operator checks the name).
     pub fn start_operator(&mut self) {
         let resolver = self.kubelet.resolver();
-        let url =
-            move |cluster: &str, ns: &str| resolver.rewrite(&names::scheduler_http(cluster, ns));
-        // Plain TCP until this harness reaches TLS clusters (the operator's default is TLS).
+        let forwards = self.forwards.clone();
+        let tls = self.tls;
+        let url = move |cluster: &str, ns: &str| {
+            if tls {
+                forwarded_http(&resolver, &forwards, cluster, ns)
+            } else {
+                resolver.rewrite(&names::scheduler_http(cluster, ns))
+            }
+        };
         let ctx = Context::new(self.operator_client.clone(), Arc::new(Metrics::default()))
             .with_scheduler_url(Arc::new(url))
-            .with_cluster_tls(false);
+            .with_cluster_tls(self.tls);
         let (tx, mut rx) = watch::channel(false);
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -259,12 +306,91 @@ impl E2e {
         Api::namespaced(self.client.clone(), "default")
     }
 
-    /// `tcp://IP:8786` of a cluster's scheduler pod: the Service address, rewritten as a pod in
-    /// the cluster would reach it.
+    /// `tcp` or, with TLS, `tls`: the scheme of a rask cluster's addresses.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "tls" } else { "tcp" }
+    }
+
+    /// `tls://IP:8786` (`tcp://` without TLS) of a cluster's scheduler pod: the Service address,
+    /// rewritten as a pod in the cluster would reach it.
     pub fn scheduler_address(&self, cluster: &str) -> String {
-        self.kubelet
+        let address = self
+            .kubelet
             .resolver()
-            .rewrite(&names::scheduler_address(cluster, "default"))
+            .rewrite(&names::scheduler_address(cluster, "default"));
+        match address.strip_prefix("tcp://") {
+            Some(rest) if self.tls => format!("tls://{rest}"),
+            _ => address,
+        }
+    }
+
+    /// A file of the cluster's Secret `{cluster}-tls`, as text.
+    async fn secret_file(&self, cluster: &str, file: &str) -> Result<String, String> {
+        let name = format!("{cluster}-tls");
+        let secret = Api::<Secret>::namespaced(self.client.clone(), "default")
+            .get(&name)
+            .await
+            .map_err(|e| format!("cannot read the Secret {name}: {e}"))?;
+        let data = secret.data.unwrap_or_default();
+        let bytes = data
+            .get(file)
+            .ok_or_else(|| format!("the Secret {name} has no {file}"))?;
+        String::from_utf8(bytes.0.clone()).map_err(|e| format!("{name}'s {file}: {e}"))
+    }
+
+    /// The users' TLS identity for `cluster` (its Secret's `client.pem`), or `None` without TLS.
+    pub async fn client_tls(&self, cluster: &str) -> Option<rask::core::tls::TlsConfig> {
+        if !self.tls {
+            return None;
+        }
+        let get = async |f: &str| {
+            self.secret_file(cluster, f)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let files = rask::core::tls::TlsFiles {
+            ca_file: "ca.pem".into(),
+            cert: "client.pem".into(),
+            key: "client-key.pem".into(),
+        };
+        let tls = rask::core::tls::TlsConfig::from_pem_named(
+            &files,
+            get("ca.pem").await.as_bytes(),
+            get("client.pem").await.as_bytes(),
+            get("client-key.pem").await.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{cluster}'s client certificate: {e}"));
+        Some(tls)
+    }
+
+    /// A client of `cluster`'s scheduler, as a user in the cluster connects (over TLS with the
+    /// users' certificate, unless TLS is off).
+    pub async fn connect(&self, cluster: &str) -> rask::client::Client {
+        let address = self.scheduler_address(cluster);
+        rask::client::Client::connect_with(&address, self.client_tls(cluster).await)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"))
+    }
+
+    /// The scheduler's HTTP API of `cluster` as the operator reaches it: its client (with TLS,
+    /// the operator's certificate from the cluster's Secret) and base URL.
+    pub async fn scheduler_api(&self, cluster: &str) -> Result<(SchedulerApi, String), String> {
+        if !self.tls {
+            let url = self
+                .kubelet
+                .resolver()
+                .rewrite(&names::scheduler_http(cluster, "default"));
+            return Ok((SchedulerApi::default(), url));
+        }
+        let api = SchedulerApi::with_tls(
+            &self.secret_file(cluster, "ca.pem").await?,
+            &self.secret_file(cluster, "operator.pem").await?,
+            &self.secret_file(cluster, "operator-key.pem").await?,
+            Duration::from_secs(10),
+        )
+        .map_err(|e| format!("{cluster}'s operator certificate: {e}"))?;
+        let url = forwarded_http(&self.kubelet.resolver(), &self.forwards, cluster, "default");
+        Ok((api, rask_operator::cluster::reach::https(&url)))
     }
 
     /// Polls `f` until it holds; after `timeout`, panics with `what` and every pod's output.
@@ -299,6 +425,28 @@ impl E2e {
     }
 }
 
+/// `http://127.0.0.1:PORT` of a port-forward to `cluster`'s scheduler Service's HTTP port, made
+/// on first use (and an unusable URL, naming the error, if the forward cannot listen).
+fn forwarded_http(
+    resolver: &kube_double::Resolver,
+    forwards: &Mutex<HashMap<(String, String), PortForward>>,
+    cluster: &str,
+    namespace: &str,
+) -> String {
+    let mut forwards = forwards.lock().unwrap_or_else(|e| e.into_inner());
+    let key = (namespace.to_owned(), cluster.to_owned());
+    if !forwards.contains_key(&key) {
+        let service = names::scheduler_name(cluster);
+        match resolver.port_forward(namespace, &service, names::DASHBOARD_PORT) {
+            Ok(f) => {
+                forwards.insert(key.clone(), f);
+            }
+            Err(e) => return format!("http://port-forward-to-{service}-failed:{e}"),
+        }
+    }
+    format!("http://{}", forwards[&key].local_addr())
+}
+
 /// A manifest from `examples/`, typed.
 pub fn example<K: serde::de::DeserializeOwned>(file: &str) -> Result<K, String> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -312,6 +460,20 @@ pub fn example<K: serde::de::DeserializeOwned>(file: &str) -> Result<K, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_is_on_unless_the_variable_turns_it_off() {
+        assert_eq!(parse_tls(None), Ok(true));
+        assert_eq!(parse_tls(Some("")), Ok(true));
+        for on in ["1", "true", "YES", " on "] {
+            assert_eq!(parse_tls(Some(on)), Ok(true), "{on}");
+        }
+        for off in ["0", "false", "No", "off"] {
+            assert_eq!(parse_tls(Some(off)), Ok(false), "{off}");
+        }
+        let err = parse_tls(Some("maybe")).unwrap_err();
+        assert!(err.contains("RASK_E2E_TLS=\"maybe\""), "{err}");
+    }
 
     fn bound(args: &[&str]) -> Vec<String> {
         let mut argv: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();

@@ -7,7 +7,6 @@ use kube::api::PostParams;
 use rask::seed::{self, lit};
 use rask_e2e::{E2e, example};
 use rask_operator::crd::{ClusterPhase, DaskAutoscaler, DaskAutoscalerSpec, DaskCluster};
-use rask_operator::scheduler_api::SchedulerApi;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -37,17 +36,13 @@ async fn workers(e2e: &E2e) -> usize {
         .count()
 }
 
-/// Workers registered with the scheduler, through its HTTP API.
+/// Workers registered with the scheduler, through its HTTP API (over HTTPS with the operator's
+/// certificate, as the operator asks, when TLS is on).
 async fn connected(e2e: &E2e) -> usize {
-    let base = e2e
-        .kubelet
-        .resolver()
-        .rewrite(&rask_operator::names::scheduler_http("rask", "default"));
-    SchedulerApi::default()
-        .get_workers(&base)
-        .await
-        .map(|w| w.len())
-        .unwrap_or(0)
+    let Ok((api, base)) = e2e.scheduler_api("rask").await else {
+        return 0;
+    };
+    api.get_workers(&base).await.map(|w| w.len()).unwrap_or(0)
 }
 
 #[tokio::test]
@@ -75,15 +70,45 @@ async fn a_cluster_runs_its_scheduler_and_workers_and_computes_the_seed_graph() 
     let address = e2e.scheduler_address("rask");
     assert_eq!(
         address,
-        format!("tcp://{ip}:8786"),
+        format!("{}://{ip}:8786", e2e.scheme()),
         "the Service address is the scheduler pod's"
     );
     e2e.wait_until("both workers joined the scheduler", T, async || {
         connected(&e2e).await == 2
     })
     .await;
-    let client = rask::client::Client::connect(&address).await.unwrap();
+    let client = e2e.connect("rask").await;
     assert_eq!(rask::jobs::seed_delayed(&client).await.unwrap(), 131);
+    drop(client);
+    if e2e.tls {
+        // Without the cluster's certificate nobody computes: no certificate (plain TCP at the
+        // TLS port) and another CA's client certificate are both refused.
+        let plain = address.replacen("tls://", "tcp://", 1);
+        let plain = tokio::time::timeout(Duration::from_secs(10), async {
+            let c = rask::client::Client::connect(&plain).await.ok()?;
+            c.submit(seed::INC, lit(1i64)).result().await.ok()
+        })
+        .await;
+        assert!(
+            !matches!(plain, Ok(Some(_))),
+            "plain TCP computed on a TLS scheduler"
+        );
+        let other = rask::certs::ThrowawayCa::new("another cluster").unwrap();
+        let dir = std::env::temp_dir().join(format!("rask-e2e-other-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = other.write_member(&dir, "intruder").unwrap();
+        let foreign = rask::core::tls::TlsConfig::load(&files).unwrap();
+        let refused = tokio::time::timeout(
+            Duration::from_secs(10),
+            rask::client::Client::connect_with(&address, Some(foreign)),
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            !matches!(refused, Ok(Ok(_))),
+            "a client of another CA connected"
+        );
+    }
     e2e.shutdown().await;
 }
 
@@ -116,9 +141,7 @@ async fn an_autoscaler_scales_real_workers_under_a_burst_and_back() {
     )
     .await;
     // 600 tasks of 20 ms: 12 s of work for one thread, so the scheduler asks for more.
-    let client = rask::client::Client::connect(&e2e.scheduler_address("rask"))
-        .await
-        .unwrap();
+    let client = e2e.connect("rask").await;
     let futures = client.map(
         seed::SLEEP,
         (0..600i64).map(|i| seed::Sleep {
@@ -164,9 +187,7 @@ async fn a_worker_group_whose_args_offer_a_gpu_gets_every_task_that_needs_one() 
         .unwrap();
     e2e.wait_until("3 workers joined", T, async || connected(&e2e).await == 3)
         .await;
-    let client = rask::client::Client::connect(&e2e.scheduler_address("rask"))
-        .await
-        .unwrap();
+    let client = e2e.connect("rask").await;
     let gpu_need = rask::core::Resources::parse("GPU=1").unwrap();
     let var = || "DASK_WORKER_NAME".to_owned();
     let needs: Vec<_> = (0..10)

@@ -69,7 +69,8 @@ async fn the_example_job_succeeds_on_its_cluster_then_the_cluster_and_after_the_
     // `rask run` checks its own result (a wrong one exits 1), so Successful means correct; its
     // last line names the scheduler it used: the cluster's, at its pod's address.
     let logs = e2e.kubelet.logs("default", "rask-job-runner");
-    assert!(logs.contains("on tcp://127."), "{logs}");
+    let on = format!("on {}://127.", e2e.scheme());
+    assert!(logs.contains(&on), "{on} in {logs}");
     e2e.wait_until("the cluster and its pods are gone", T, async || {
         e2e.clusters().get_opt("rask-job").await.unwrap().is_none()
             && pods_of(&e2e, "rask-job").await.iter().all(|p| {
@@ -239,7 +240,7 @@ async fn an_operator_stopped_and_started_throughout_a_job_ends_it_the_same_way()
     assert!(
         e2e.kubelet
             .logs("default", "restarted-runner")
-            .contains("on tcp://127.")
+            .contains(&format!("on {}://127.", e2e.scheme()))
     );
     let runners: Vec<String> = pods_of(&e2e, "restarted")
         .await
@@ -316,6 +317,25 @@ async fn the_python_job_example_runs_its_script_on_the_worker_image() {
     assert!(
         logs.contains("delayed: total 131, parts [1, 4, 11, 22, 37, 56]"),
         "{logs}"
+    );
+    // The script's `Client(os.environ["DASK_SCHEDULER_ADDRESS"])` went over TLS (by default),
+    // with the users' certificate from Dask's variables the operator set.
+    let runner = e2e.pods().get("python-job-runner").await.unwrap();
+    let env: std::collections::BTreeMap<String, String> = runner.spec.unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect();
+    let scheme = format!("{}://", e2e.scheme());
+    assert!(
+        env["DASK_SCHEDULER_ADDRESS"].starts_with(&scheme),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.contains_key("DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT"),
+        e2e.tls,
+        "{env:?}"
     );
     assert!(logs.contains("ok: the results match"), "{logs}");
     e2e.shutdown().await;
