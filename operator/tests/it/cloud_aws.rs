@@ -1396,3 +1396,49 @@ async fn the_autoscaler_on_a_tls_scheduler_vm_uses_the_operators_certificate() {
     );
     cli::down("tlsauto", None, &opts).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_up_killed_after_storing_its_keys_is_swept_with_them() {
+    let moto = Moto::start().await;
+    let c = ec2(&moto.url).await;
+    let s = ssm(&moto.url).await;
+    let ami = some_ami(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    create_instance_profile(&moto.url, "rask-vm").await;
+    // No VM bodies: the scheduler never answers, so `up` waits after storing the keys.
+    let port = free_port();
+    let opts = opts_for(dir.path(), &format!("https://127.0.0.1:{port}"), &moto.url);
+    let path = write_config(dir.path(), "lost.yaml", &tls_config("lost", &ami));
+    let task = {
+        let opts = opts.clone();
+        tokio::spawn(async move { cli::up(&path, &opts).await })
+    };
+    wait_until(
+        "the up stored the cluster's nine files",
+        Duration::from_secs(30),
+        async || parameters(&s).await.len() == 9,
+    )
+    .await;
+    // Killed: no rollback runs.
+    task.abort();
+    let _ = task.await;
+    assert_eq!(instances(&c, "lost").await.len(), 1);
+
+    let swept = cli::sweep(None, Duration::ZERO, &opts).await.unwrap();
+    let lost = swept.iter().find(|s| s.cluster == "lost").unwrap();
+    assert!(lost.deleted, "{swept:?}");
+    let kinds: Vec<&str> = lost.resources.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "parameter").count(),
+        9,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last(),
+        Some(&"parameter"),
+        "secrets go last: {kinds:?}"
+    );
+    assert!(parameters(&s).await.is_empty());
+    assert!(instances(&c, "lost").await.is_empty());
+    assert!(groups(&c, "lost").await.is_empty());
+}
