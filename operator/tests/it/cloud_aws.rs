@@ -1316,3 +1316,129 @@ async fn a_secret_store_that_fails_is_named_and_up_leaves_nothing() {
     assert!(!dir.path().join("state/vault.yaml").exists());
     assert!(!dir.path().join("state/vault.tls").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autoscaler_on_a_tls_scheduler_vm_uses_the_operators_certificate() {
+    let moto = Moto::start().await;
+    let c = ec2(&moto.url).await;
+    let ami = some_ami(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dashboard = format!("https://127.0.0.1:{port}");
+    create_instance_profile(&moto.url, "rask-vm").await;
+    let bodies = TlsBodies::start(
+        c.clone(),
+        moto.url.clone(),
+        "tlsauto",
+        dir.path().join("vms"),
+        port,
+    );
+    let opts = opts_for(dir.path(), &dashboard, &moto.url);
+    let text = tls_config("tlsauto", &ami).replace("replicas: 2", "replicas: 0")
+        + "autoscaling: {minimum: 2, maximum: 4}\n";
+    let path = write_config(dir.path(), "tlsauto.yaml", &text);
+    let report = cli::up(&path, &opts).await.unwrap();
+    assert!(report.workers.is_empty());
+
+    // The scheduler VM fetched the operator's files beside its own.
+    let vm_dir = bodies.dir("tlsauto-scheduler");
+    for f in [
+        "ca.pem",
+        "scheduler.pem",
+        "operator.pem",
+        "operator-key.pem",
+    ] {
+        assert!(vm_dir.join(f).is_file(), "{f}");
+    }
+    assert!(!vm_dir.join("client-key.pem").exists());
+
+    // What its user-data runs: `autoscale /etc/rask/cluster.yaml --scheduler-url
+    // https://127.0.0.1:8787 --tls-dir /etc/rask/tls`, here with the VM's directory.
+    let mut on_vm = opts.clone();
+    on_vm.state_dir = dir.path().join("vm-state");
+    on_vm.tls_identity = Some((vm_dir.clone(), rask_operator::tls::Role::Operator));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let run = {
+        let (path, url) = (path.clone(), dashboard.clone());
+        tokio::spawn(async move {
+            cli::autoscale(&path, &url, Duration::from_millis(200), &on_vm, stop).await
+        })
+    };
+    wait_until(
+        "the autoscaler brought the minimum of 2 workers over TLS",
+        Duration::from_secs(30),
+        async || bodies.workers().await.len() == 2,
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    run.await.unwrap().unwrap();
+
+    // Without a certificate of the cluster the autoscaler cannot start.
+    let mut stranger = opts.clone();
+    stranger.tls_identity = Some((
+        dir.path().join("vms/none"),
+        rask_operator::tls::Role::Operator,
+    ));
+    let (_tx, stop) = tokio::sync::watch::channel(false);
+    let msg = cli::autoscale(
+        &path,
+        &dashboard,
+        Duration::from_millis(200),
+        &stranger,
+        stop,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        msg.contains("its operator certificate is not here"),
+        "{msg}"
+    );
+    cli::down("tlsauto", None, &opts).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_up_killed_after_storing_its_keys_is_swept_with_them() {
+    let moto = Moto::start().await;
+    let c = ec2(&moto.url).await;
+    let s = ssm(&moto.url).await;
+    let ami = some_ami(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    create_instance_profile(&moto.url, "rask-vm").await;
+    // No VM bodies: the scheduler never answers, so `up` waits after storing the keys.
+    let port = free_port();
+    let opts = opts_for(dir.path(), &format!("https://127.0.0.1:{port}"), &moto.url);
+    let path = write_config(dir.path(), "lost.yaml", &tls_config("lost", &ami));
+    let task = {
+        let opts = opts.clone();
+        tokio::spawn(async move { cli::up(&path, &opts).await })
+    };
+    wait_until(
+        "the up stored the cluster's nine files",
+        Duration::from_secs(30),
+        async || parameters(&s).await.len() == 9,
+    )
+    .await;
+    // Killed: no rollback runs.
+    task.abort();
+    let _ = task.await;
+    assert_eq!(instances(&c, "lost").await.len(), 1);
+
+    let swept = cli::sweep(None, Duration::ZERO, &opts).await.unwrap();
+    let lost = swept.iter().find(|s| s.cluster == "lost").unwrap();
+    assert!(lost.deleted, "{swept:?}");
+    let kinds: Vec<&str> = lost.resources.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "parameter").count(),
+        9,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last(),
+        Some(&"parameter"),
+        "secrets go last: {kinds:?}"
+    );
+    assert!(parameters(&s).await.is_empty());
+    assert!(instances(&c, "lost").await.is_empty());
+    assert!(groups(&c, "lost").await.is_empty());
+}

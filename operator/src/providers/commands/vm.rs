@@ -548,14 +548,16 @@ pub async fn autoscale(
 }
 
 /// The autoscaling loop of [`crate::autoscaler::driver`] on a cloud cluster, logging each step.
-pub async fn run_autoscaler<B: Backend>(
-    backend: &B,
+pub async fn run_autoscaler(
+    backend: &CloudBackend<Cloud>,
     auto: AutoscalerSpec,
     interval: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut scaler = crate::autoscaler::driver::Autoscaler::new(auto.group.clone(), auto.settings);
     scaler.interval = interval;
+    // The backend's client: with TLS it presents the operator's certificate to the scheduler.
+    scaler.api = backend.rt.api.clone();
     scaler
         .run(backend, stop, |s| {
             tracing::info!(
