@@ -90,7 +90,7 @@ enum Slot {
     /// The encoded value, here.
     Value(SmallBytes),
     /// In memory on these workers; fetched on demand.
-    Remote(Box<Vec<String>>),
+    Remote(Box<[String]>),
     Failed(Box<TaskFailure>),
     /// Cancelled by this client: an outcome the scheduler sends later does not replace it.
     Cancelled,
@@ -444,7 +444,7 @@ impl Client {
             Slot::Value(v) => Ok(Poll::Ready(Encoded::from_bytes(v.to_bytes()))),
             Slot::Failed(f) => Err(ClientError::Task((**f).clone())),
             Slot::Cancelled => Err(ClientError::Cancelled(key.clone())),
-            Slot::Remote(holders) => Ok(Poll::Fetch((**holders).clone())),
+            Slot::Remote(holders) => Ok(Poll::Fetch(holders.to_vec())),
             Slot::Pending(notify) => match lost {
                 Some(reason) => Err(ClientError::Lost(reason)),
                 None => Ok(Poll::Wait(waiter_of(notify))),
@@ -517,9 +517,10 @@ impl Client {
             let owned = match slot {
                 Slot::Pending(notify) => notify.as_ref().map_or(0, |_| size_of::<Notify>()),
                 Slot::Value(v) => v.heap_bytes(),
-                Slot::Remote(holders) => {
-                    size_of::<Vec<String>>() + holders.iter().map(|h| 24 + h.len()).sum::<usize>()
-                }
+                Slot::Remote(holders) => holders
+                    .iter()
+                    .map(|h| size_of::<String>() + h.len())
+                    .sum::<usize>(),
                 Slot::Failed(_) => size_of::<TaskFailure>(),
                 Slot::Cancelled => 0,
             };
@@ -550,7 +551,7 @@ impl Inner {
                             key,
                             Slot::Value(SmallBytes::unshared(data, COPY_RESULTS_UP_TO)),
                         ),
-                        None => (key, Slot::Remote(Box::new(who_has))),
+                        None => (key, Slot::Remote(who_has.into_boxed_slice())),
                     }
                 }
                 FromScheduler::KeyErred { key, failure } => (key, Slot::Failed(Box::new(failure))),
