@@ -1,10 +1,10 @@
 //! The client: a connection to a scheduler, and the futures of the results it holds.
 
 use std::marker::PhantomData;
+use std::mem::size_of;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -14,8 +14,9 @@ use crate::delayed::{
 use crate::follows::Follows;
 use rask_core::net::{self, PeerPool};
 use rask_core::protocol::{Envelope, FromScheduler, TaskFailure, ToScheduler};
+use rask_core::table::Table;
 use rask_core::tls::TlsConfig;
-use rask_core::{Data, Encoded, FamilyInfo, Func, Key, TaskSpec};
+use rask_core::{Data, Encoded, FamilyInfo, Func, Key, SmallBytes, TaskSpec};
 
 /// Why a client call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -71,25 +72,70 @@ struct Inner {
 
 #[derive(Default)]
 struct Results {
-    slots: FxHashMap<Key, Slot>,
+    slots: Table<Slot>,
     /// Set once the scheduler connection is gone.
     lost: Option<String>,
 }
 
-/// What the client knows of one held key: kept small, a client may hold a million.
-struct Slot {
-    outcome: Option<Outcome>,
-    /// Made when a caller waits for the outcome, dropped once it is known: most results arrive
-    /// before anyone waits for them, or while one caller waits.
-    notify: Option<Arc<Notify>>,
+/// Results of this many bytes or fewer that arrive in a frame are copied out of it: a short
+/// slice would keep the whole frame (the other results' messages and keys) in memory.
+const COPY_RESULTS_UP_TO: usize = 4096;
+
+/// What the client knows of one held key: 24 bytes (and the key and 8 more in the [`Table`]),
+/// a client may hold a million. The unusual outcomes are boxed, scalars' values inline.
+enum Slot {
+    /// No outcome yet. The notify a caller waits on, made when one waits before the outcome is
+    /// known: most results arrive before anyone waits for them, or while one caller waits.
+    Pending(Option<Arc<Notify>>),
+    /// The encoded value, here.
+    Value(SmallBytes),
+    /// In memory on these workers; fetched on demand.
+    Remote(Box<[String]>),
+    Failed(Box<TaskFailure>),
+    /// Cancelled by this client: an outcome the scheduler sends later does not replace it.
+    Cancelled,
 }
 
 impl Slot {
-    /// The notify to wait on (made if none yet).
-    fn waiter(&mut self) -> Arc<Notify> {
-        self.notify
-            .get_or_insert_with(|| Arc::new(Notify::new()))
-            .clone()
+    fn is_done(&self) -> bool {
+        !matches!(self, Slot::Pending(_))
+    }
+
+    /// The notify to wait on while pending (made if none yet).
+    fn waiter(&mut self) -> Option<Arc<Notify>> {
+        match self {
+            Slot::Pending(notify) => Some(waiter_of(notify)),
+            _ => None,
+        }
+    }
+
+    /// Sets the outcome (unless cancelled); the notify of those waiting, to wake.
+    fn settle(&mut self, outcome: Slot) -> Option<Arc<Notify>> {
+        if matches!(self, Slot::Cancelled) {
+            return None;
+        }
+        match std::mem::replace(self, outcome) {
+            Slot::Pending(notify) => notify,
+            _ => None,
+        }
+    }
+}
+
+/// The notify of a pending slot (made if none yet).
+fn waiter_of(notify: &mut Option<Arc<Notify>>) -> Arc<Notify> {
+    notify
+        .get_or_insert_with(|| Arc::new(Notify::new()))
+        .clone()
+}
+
+impl Results {
+    fn slot(&self, key: &Key) -> Option<&Slot> {
+        self.slots.id(key).and_then(|id| self.slots.get(id))
+    }
+
+    fn slot_mut(&mut self, key: &Key) -> Option<&mut Slot> {
+        let id = self.slots.id(key)?;
+        self.slots.get_mut(id)
     }
 }
 
@@ -97,18 +143,6 @@ enum Poll {
     Ready(Encoded),
     Fetch(Vec<String>),
     Wait(Arc<Notify>),
-}
-
-#[derive(Clone)]
-enum Outcome {
-    /// The encoded value, here.
-    Value(Encoded),
-    /// In memory on these workers; fetched on demand.
-    Remote(Vec<String>),
-    /// Boxed: failures are rare, and every slot is as large as its largest outcome.
-    Failed(Box<TaskFailure>),
-    /// Cancelled by this client: an outcome the scheduler sends later does not replace it.
-    Cancelled,
 }
 
 impl Client {
@@ -262,11 +296,14 @@ impl Client {
     pub fn send<R>(&self, tasks: Vec<TaskSpec>, wanted: Vec<Key>) -> Vec<Future<R>> {
         {
             let mut r = self.inner.lock();
+            r.slots.reserve(wanted.len());
             for k in &wanted {
-                r.slots.entry(k.clone()).or_insert_with(|| Slot {
-                    outcome: None,
-                    notify: None,
-                });
+                if let Err(vacant) = r.slots.find(k) {
+                    // `None` only past 2³² held keys: their futures then say they are not held.
+                    let _ = r
+                        .slots
+                        .insert_vacant(vacant, k.clone(), Slot::Pending(None));
+                }
             }
         }
         let futures = wanted
@@ -340,10 +377,13 @@ impl Client {
                 Poll::Ready(v) => return Ok(v),
                 Poll::Fetch(holders) => {
                     let v = self.fetch(key, holders).await?;
-                    if let Some(slot) = self.inner.lock().slots.get_mut(key)
-                        && !matches!(slot.outcome, Some(Outcome::Cancelled))
+                    if let Some(slot) = self.inner.lock().slot_mut(key)
+                        && !matches!(slot, Slot::Cancelled)
                     {
-                        slot.outcome = Some(Outcome::Value(v.clone()));
+                        *slot = Slot::Value(SmallBytes::unshared(
+                            v.bytes().clone(),
+                            COPY_RESULTS_UP_TO,
+                        ));
                     }
                     return Ok(v);
                 }
@@ -355,7 +395,7 @@ impl Client {
             // Re-check after registering, so a result that arrived in between is not missed.
             let ready = {
                 let r = self.inner.lock();
-                r.lost.is_some() || r.slots.get(key).is_some_and(|s| s.outcome.is_some())
+                r.lost.is_some() || r.slot(key).is_some_and(Slot::is_done)
             };
             if !ready {
                 notified.await;
@@ -366,7 +406,7 @@ impl Client {
     /// Whether `key`'s outcome is known (a value, a failure, or the connection's loss).
     fn is_done(&self, key: &Key) -> bool {
         let r = self.inner.lock();
-        r.lost.is_some() || r.slots.get(key).is_none_or(|s| s.outcome.is_some())
+        r.lost.is_some() || r.slot(key).is_none_or(Slot::is_done)
     }
 
     /// Waits until `key`'s outcome is known, without fetching its value.
@@ -374,10 +414,12 @@ impl Client {
         loop {
             let notify = {
                 let mut r = self.inner.lock();
-                let lost = r.lost.is_some();
-                match r.slots.get_mut(key) {
-                    Some(slot) if slot.outcome.is_none() && !lost => slot.waiter(),
-                    _ => return,
+                if r.lost.is_some() {
+                    return;
+                }
+                match r.slot_mut(key).and_then(Slot::waiter) {
+                    Some(notify) => notify,
+                    None => return,
                 }
             };
             let notified = notify.notified();
@@ -393,19 +435,19 @@ impl Client {
     fn poll(&self, key: &Key) -> Result<Poll, ClientError> {
         let mut r = self.inner.lock();
         let lost = r.lost.clone();
-        let Some(slot) = r.slots.get_mut(key) else {
+        let Some(slot) = r.slot_mut(key) else {
             return Err(ClientError::Lost(format!(
                 "{key} is not held by this client"
             )));
         };
-        match &slot.outcome {
-            Some(Outcome::Value(v)) => Ok(Poll::Ready(v.clone())),
-            Some(Outcome::Failed(f)) => Err(ClientError::Task((**f).clone())),
-            Some(Outcome::Cancelled) => Err(ClientError::Cancelled(key.clone())),
-            Some(Outcome::Remote(holders)) => Ok(Poll::Fetch(holders.clone())),
-            None => match lost {
+        match slot {
+            Slot::Value(v) => Ok(Poll::Ready(Encoded::from_bytes(v.to_bytes()))),
+            Slot::Failed(f) => Err(ClientError::Task((**f).clone())),
+            Slot::Cancelled => Err(ClientError::Cancelled(key.clone())),
+            Slot::Remote(holders) => Ok(Poll::Fetch(holders.to_vec())),
+            Slot::Pending(notify) => match lost {
                 Some(reason) => Err(ClientError::Lost(reason)),
-                None => Ok(Poll::Wait(slot.waiter())),
+                None => Ok(Poll::Wait(waiter_of(notify))),
             },
         }
     }
@@ -440,9 +482,10 @@ impl Client {
         {
             let mut r = self.inner.lock();
             for k in keys {
-                if let Some(slot) = r.slots.get_mut(k) {
-                    slot.outcome = Some(Outcome::Cancelled);
-                    wake.extend(slot.notify.take());
+                if let Some(slot) = r.slot_mut(k) {
+                    if let Slot::Pending(notify) = std::mem::replace(slot, Slot::Cancelled) {
+                        wake.extend(notify);
+                    }
                     cancelled.push(k.clone());
                 }
             }
@@ -460,9 +503,30 @@ impl Client {
     /// Whether `key` was cancelled by [`Client::cancel`].
     fn is_cancelled(&self, key: &Key) -> bool {
         let r = self.inner.lock();
-        r.slots
-            .get(key)
-            .is_some_and(|s| matches!(s.outcome, Some(Outcome::Cancelled)))
+        r.slot(key).is_some_and(|s| matches!(s, Slot::Cancelled))
+    }
+
+    /// Bytes this client keeps for the keys it holds, by its own accounting: its table of
+    /// slots (index and slots), each key's text, what a slot owns (a value over 22 bytes, a
+    /// failure, holders' addresses) and the part one key's futures share (their clones are a
+    /// pointer each, kept by the caller). Results the client fetches and decodes are the
+    /// caller's too.
+    pub fn held_bytes(&self) -> usize {
+        let r = self.inner.lock();
+        let per_key = |key: &Key, slot: &Slot| {
+            let owned = match slot {
+                Slot::Pending(notify) => notify.as_ref().map_or(0, |_| size_of::<Notify>()),
+                Slot::Value(v) => v.heap_bytes(),
+                Slot::Remote(holders) => holders
+                    .iter()
+                    .map(|h| size_of::<String>() + h.len())
+                    .sum::<usize>(),
+                Slot::Failed(_) => size_of::<TaskFailure>(),
+                Slot::Cancelled => 0,
+            };
+            key_text_bytes(key) + owned + FUTURE_BYTES
+        };
+        r.slots.bytes() + r.slots.iter().map(|(_, k, s)| per_key(k, s)).sum::<usize>()
     }
 
     /// Closes the connection; futures still held fail with [`ClientError::Lost`].
@@ -483,13 +547,14 @@ impl Inner {
             let (key, outcome) = match env.msg {
                 FromScheduler::KeyInMemory { key, who_has, .. } => {
                     match env.blobs.into_iter().next() {
-                        Some(data) => (key, Outcome::Value(Encoded::from_bytes(data))),
-                        None => (key, Outcome::Remote(who_has)),
+                        Some(data) => (
+                            key,
+                            Slot::Value(SmallBytes::unshared(data, COPY_RESULTS_UP_TO)),
+                        ),
+                        None => (key, Slot::Remote(who_has.into_boxed_slice())),
                     }
                 }
-                FromScheduler::KeyErred { key, failure } => {
-                    (key, Outcome::Failed(Box::new(failure)))
-                }
+                FromScheduler::KeyErred { key, failure } => (key, Slot::Failed(Box::new(failure))),
                 FromScheduler::Progress(report) => {
                     self.follows.on_report(report);
                     continue;
@@ -499,11 +564,8 @@ impl Inner {
                     continue;
                 }
             };
-            if let Some(slot) = r.slots.get_mut(&key)
-                && !matches!(slot.outcome, Some(Outcome::Cancelled))
-            {
-                slot.outcome = Some(outcome);
-                wake.extend(slot.notify.take());
+            if let Some(slot) = r.slot_mut(&key) {
+                wake.extend(slot.settle(outcome));
             }
         }
         drop(r);
@@ -519,7 +581,10 @@ impl Inner {
         let all: Vec<Arc<Notify>> = r
             .slots
             .values_mut()
-            .filter_map(|s| s.notify.take())
+            .filter_map(|s| match s {
+                Slot::Pending(notify) => notify.take(),
+                _ => None,
+            })
             .collect();
         drop(r);
         for n in all {
@@ -529,11 +594,10 @@ impl Inner {
 
     fn release(&self, key: &Key) {
         {
+            // An emptied table gives its memory back.
             let mut r = self.lock();
-            r.slots.remove(key);
-            if r.slots.is_empty() {
-                // A map that held a million slots keeps its buckets: give them back.
-                r.slots = FxHashMap::default();
+            if let Some(id) = r.slots.id(key) {
+                r.slots.remove(id);
             }
         }
         let mut pending = self.releases.lock().unwrap_or_else(|p| p.into_inner());
@@ -581,6 +645,15 @@ impl Drop for Inner {
         self.release_wake.notify_one();
     }
 }
+
+/// Heap bytes of a key's text: its allocation's two counters and the text.
+fn key_text_bytes(key: &Key) -> usize {
+    16 + key.as_str().len().next_multiple_of(8)
+}
+
+/// Heap bytes of the part a key's futures share: the allocation's two counters and a
+/// [`FutureRef`].
+const FUTURE_BYTES: usize = 16 + size_of::<FutureRef>();
 
 /// A task's result that is or will be on the cluster, whose value is an `R`. Clones share one
 /// hold on the result; when the last is dropped the scheduler may free it.
@@ -713,6 +786,86 @@ mod tests {
         assert!(
             lost.contains(&format!("frame of {} bytes exceeds", DEFAULT_MAX_FRAME + 1)),
             "{lost}"
+        );
+    }
+
+    /// A client that sent `n` tasks to a scheduler that never answers: `n` pending futures.
+    async fn pending_futures(n: usize) -> (Client, Vec<Future>) {
+        let welcome = FromScheduler::Welcome {
+            id: 1,
+            families: Vec::new(),
+        };
+        let addr = fake_scheduler(Vec::new(), welcome).await;
+        let client = Client::connect(&addr).await.unwrap();
+        let specs: Vec<TaskSpec> = (0..n)
+            .map(|i| {
+                TaskSpec::new(
+                    new_key("inc"),
+                    rask_core::FuncName::new("inc"),
+                    bytes::Bytes::from((i as u64).to_le_bytes().to_vec()),
+                    Vec::new(),
+                )
+            })
+            .collect();
+        let wanted = specs.iter().map(|s| s.key.clone()).collect();
+        let futures = client.send(specs, wanted);
+        (client, futures)
+    }
+
+    #[tokio::test]
+    async fn a_pending_future_costs_the_client_at_most_150_bytes() {
+        let n = 20_000;
+        let (client, futures) = pending_futures(n).await;
+        assert_eq!(client.inner.lock().slots.len(), n);
+        assert_eq!(size_of::<Slot>(), 24);
+        let per_future = client.held_bytes() / n;
+        // 27-byte keys: an index bucket (4 bytes and a control byte, up to 2 per key), the
+        // slot (key, generation, state: 48), the key's text (48) and the futures' shared
+        // part (40). A map of keys to slots with the value in the slot took 160 and more.
+        assert!(per_future <= 150, "{per_future} bytes per pending future");
+        drop(futures);
+        assert_eq!(client.held_bytes(), 0, "released futures leave nothing");
+    }
+
+    #[tokio::test]
+    async fn results_in_a_frame_are_copied_out_of_it_and_scalars_kept_inline() {
+        let (client, futures) = pending_futures(3).await;
+        let frame = bytes::Bytes::from(vec![9u8; 10_000]);
+        let parts = [frame.slice(..8), frame.slice(8..108), frame.slice(108..)];
+        let batch = futures
+            .iter()
+            .zip(parts.clone())
+            .map(|(f, data)| {
+                let msg = FromScheduler::KeyInMemory {
+                    key: f.key().clone(),
+                    nbytes: data.len() as u64,
+                    who_has: Vec::new(),
+                };
+                Envelope::with_blobs(msg, vec![data])
+            })
+            .collect();
+        client.inner.on_batch(batch);
+        for (f, data) in futures.iter().zip(&parts) {
+            let got = f.encoded().await.unwrap();
+            assert_eq!(got.bytes(), data);
+        }
+        let r = client.inner.lock();
+        let slots: Vec<&Slot> = r.slots.values().collect();
+        assert!(matches!(slots[0], Slot::Value(SmallBytes::Inline { .. })));
+        let Slot::Value(mid) = slots[1] else {
+            panic!("a value")
+        };
+        assert!(
+            !frame.as_ptr_range().contains(&mid.as_slice().as_ptr()),
+            "copied"
+        );
+        let Slot::Value(long) = slots[2] else {
+            panic!("a value")
+        };
+        assert_eq!(
+            long.as_slice().as_ptr(),
+            parts[2].as_ptr(),
+            "kept in the frame"
         );
     }
 

@@ -6,6 +6,8 @@
 //!   that whoever builds a worker fills;
 //! - [`protocol`] and [`net`]: every message between processes, and the connections carrying them;
 //! - [`tls`]: mutual TLS for those connections (`tls://` addresses);
+//! - [`table`] and [`small_bytes`]: compact storage for a million tasks or results: values by
+//!   key in a vector of slots, and short byte strings inline;
 //! - [`units`]: sizes written by people (`4GiB`);
 //! - [`ticks`]: how responsive an event loop is, for the scheduler's and workers' metrics.
 //!
@@ -19,6 +21,8 @@ pub mod net;
 mod pickled;
 pub mod process;
 pub mod protocol;
+pub mod small_bytes;
+pub mod table;
 pub mod task;
 pub mod ticks;
 pub mod tls;
@@ -31,5 +35,6 @@ pub use function::{
     Registry,
 };
 pub use key::Key;
+pub use small_bytes::SmallBytes;
 pub use task::{FuncName, Resources, TaskSpec};
 pub use value::Value;

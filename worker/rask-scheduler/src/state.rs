@@ -34,7 +34,7 @@ use rask_core::function::describe_families;
 use rask_core::protocol::{
     ComputeTask, Envelope, FromScheduler, TaskError, TaskFailure, WorkerInfo, WorkerLoad,
 };
-use rask_core::{FuncName, Key, Resources, TaskSpec};
+use rask_core::{FuncName, Key, Resources, SmallBytes, TaskSpec};
 
 pub type WorkerId = u64;
 pub type ClientId = u64;
@@ -184,8 +184,8 @@ impl Class {
 /// other (and workers, clients and queues to them) by [`TaskId`]: a key is looked up only when it
 /// arrives in a message.
 struct Task {
-    /// The function's encoded arguments.
-    payload: Bytes,
+    /// The function's encoded arguments (inline when short, as most are).
+    payload: SmallBytes,
     /// The results it reads in the order its function sees them, kept only when that differs
     /// from `deps` (an input repeats); `None`: they are `deps`.
     inputs: Option<Box<[Key]>>,
@@ -199,7 +199,7 @@ struct Task {
     dependents: TaskSet,
     state: TaskState,
     /// Dependencies not in memory yet (meaningful in `Waiting`).
-    waiting_on: usize,
+    waiting_on: u32,
     who_has: Ids,
     nbytes: u64,
     processing_on: Option<WorkerId>,
@@ -488,10 +488,18 @@ impl State {
         self.feed.progress.begin_graph();
         // Nothing pending before these tasks: they start a new graph on the graph panel.
         let new_graph = self.idle_since.is_some();
+        // Each spec's task (new or known), so that a wanted key that is the spec's at the same
+        // place (all of them, for a `map`) needs no lookup.
+        let mut spec_ids: Vec<Option<TaskId>> = Vec::with_capacity(tasks.len());
         for spec in tasks {
-            if self.tasks.contains_key(&spec.key) {
-                continue;
-            }
+            // One lookup for a new key: its hash and place are kept for the insert.
+            let vacant = match self.tasks.find(&spec.key) {
+                Ok(id) => {
+                    spec_ids.push(Some(id));
+                    continue;
+                }
+                Err(vacant) => vacant,
+            };
             let all_deps = spec.dependencies();
             let mut deps: Vec<TaskId> = Vec::with_capacity(all_deps.len());
             let mut unknown: Vec<Key> = Vec::new();
@@ -531,7 +539,7 @@ impl State {
             // `deps` removes repeats from the inputs: as long, they are the inputs.
             let inputs = (spec.inputs.len() != deps.len()).then(|| spec.inputs.into_boxed_slice());
             let task = Task {
-                payload: spec.payload,
+                payload: SmallBytes::new(spec.payload),
                 inputs,
                 class,
                 progress,
@@ -551,9 +559,11 @@ impl State {
                 prefix,
                 followed: false,
             };
-            let Some((id, _)) = self.tasks.insert(key, task) else {
+            let Some(id) = self.tasks.insert_vacant(vacant, key, task) else {
+                spec_ids.push(None);
                 continue; // not reached: the room was checked above
             };
+            spec_ids.push(Some(id));
             self.counts[TaskState::Released as usize] += 1;
             new_ids.push(id);
             let deps = self.take_deps(id);
@@ -583,8 +593,13 @@ impl State {
         }
         let held = self.clients.entry(client).or_default();
         let mut fresh = Vec::new();
-        for key in wanted {
-            match self.tasks.id(&key) {
+        for (i, key) in wanted.into_iter().enumerate() {
+            let at_place = spec_ids
+                .get(i)
+                .copied()
+                .flatten()
+                .filter(|&id| self.tasks.key(id) == Some(&key));
+            match at_place.or_else(|| self.tasks.id(&key)) {
                 Some(id) => {
                     if held.insert(id) {
                         fresh.push(id);
@@ -1878,7 +1893,7 @@ impl State {
             key: key.clone(),
             func: class.func.clone(),
             inputs,
-            payload: t.payload.clone(),
+            payload: t.payload.to_bytes(),
             resources: resources.clone(),
         };
         if let Some(w) = self.workers.get_mut(&worker) {
@@ -2263,7 +2278,7 @@ impl State {
         let mut bytes = self.tasks.bytes();
         for (_, key, t) in self.tasks.iter() {
             bytes += key_text_bytes(key)
-                + t.payload.len()
+                + t.payload.heap_bytes()
                 + t.inputs.as_ref().map_or(0, |i| i.len() * key_entry)
                 + t.deps.len() * id_entry
                 + t.dependents.heap_bytes()
