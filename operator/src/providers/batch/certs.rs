@@ -173,4 +173,93 @@ mod tests {
              --tls-key /home/u/.rask/hpc-tls/worker-key.pem"
         );
     }
+
+    /// A stand-in scheduler API over HTTPS with `tls`'s scheduler certificate, admitting only
+    /// clients of that CA; answers every request with no workers. Returns its URL.
+    async fn https_scheduler(tls: &Path) -> String {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let read = |f: &str| std::fs::read(tls.join(f)).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(&read(CA_FILE)).unwrap())
+            .unwrap();
+        let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(clients)
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(&read("scheduler.pem")).unwrap()],
+                PrivateKeyDer::from_pem_slice(&read("scheduler-key.pem")).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body = r#"{"workers":[]}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        url
+    }
+
+    /// A scheduler job's certificate cannot name the node it lands on: the operator admits a
+    /// scheduler certificate of the cluster's CA for any name, and refuses another CA's.
+    #[tokio::test]
+    async fn the_operator_checks_the_scheduler_s_chain_not_its_name() {
+        let now = crate::clock::now() as i64;
+        let state = tempfile::tempdir().unwrap();
+        let tls = make(state.path(), "hpc", &["node17".to_owned()], now).unwrap();
+        let url = https_scheduler(&tls).await;
+        let timeout = Duration::from_secs(5);
+
+        let any_name = api(&tls, Role::Operator, timeout).unwrap();
+        assert_eq!(any_name.get_workers(&url).await.unwrap(), vec![]);
+
+        // The same files with the host name checked: refused, the certificate names node17.
+        let read = |f: String| std::fs::read_to_string(tls.join(f)).unwrap();
+        let strict = SchedulerApi::with_tls(
+            &read(CA_FILE.to_owned()),
+            &read(Role::Operator.cert_file()),
+            &read(Role::Operator.key_file()),
+            timeout,
+        )
+        .unwrap();
+        // (hyper's error does not carry the handshake's reason into the message.)
+        assert!(strict.get_workers(&url).await.is_err());
+
+        // Another cluster's certificates: its CA did not sign the scheduler's.
+        let other = make(state.path(), "other", &["node17".to_owned()], now).unwrap();
+        let foreign = api(&other, Role::Operator, timeout).unwrap();
+        assert!(foreign.get_workers(&url).await.is_err());
+    }
 }
