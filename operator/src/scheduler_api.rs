@@ -68,6 +68,85 @@ fn client_builder() -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::Wants
     .expect("aws-lc-rs supports TLS 1.2 and 1.3")
 }
 
+type TlsParts = (
+    rustls::RootCertStore,
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+/// The cluster's CA as the only root, and the operator's certificate chain and key.
+fn tls_parts(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<TlsParts, ClientTlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    let cas = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ClientTlsError::Ca(e.to_string()))?;
+    if cas.is_empty() {
+        return Err(ClientTlsError::Ca("no certificate in it".into()));
+    }
+    for ca in cas {
+        roots
+            .add(ca)
+            .map_err(|e| ClientTlsError::Ca(e.to_string()))?;
+    }
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ClientTlsError::Identity(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| ClientTlsError::Identity(e.to_string()))?;
+    Ok((roots, chain, key))
+}
+
+/// Checks the server's chain (signatures, validity, usage) against the cluster's CA but not its
+/// name: a name mismatch is only reported after the chain verified.
+#[derive(Debug)]
+struct AnyNameVerifier(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyNameVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
 #[derive(Deserialize)]
 struct GetWorkers {
     workers: Vec<WorkerRef>,
@@ -107,27 +186,34 @@ impl SchedulerApi {
         key_pem: &str,
         timeout: Duration,
     ) -> Result<SchedulerApi, ClientTlsError> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let mut roots = rustls::RootCertStore::empty();
-        let cas = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ClientTlsError::Ca(e.to_string()))?;
-        if cas.is_empty() {
-            return Err(ClientTlsError::Ca("no certificate in it".into()));
-        }
-        for ca in cas {
-            roots
-                .add(ca)
-                .map_err(|e| ClientTlsError::Ca(e.to_string()))?;
-        }
-        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ClientTlsError::Identity(e.to_string()))?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|e| ClientTlsError::Identity(e.to_string()))?;
+        let (roots, chain, key) = tls_parts(ca_pem, cert_pem, key_pem)?;
         let tls = client_builder()
             .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| ClientTlsError::Identity(e.to_string()))?;
+        Ok(Self::with_config(tls, timeout))
+    }
+
+    /// As [`SchedulerApi::with_tls`], but the scheduler's certificate need not name the host
+    /// asked, only chain to the cluster's CA (what Dask's and rask's own clients check): for a
+    /// scheduler on a node nobody knows before its batch job starts. The CA is the cluster's
+    /// alone and its key is not kept, so only the cluster's own parties hold its certificates.
+    pub fn with_tls_any_name(
+        ca_pem: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        timeout: Duration,
+    ) -> Result<SchedulerApi, ClientTlsError> {
+        let (roots, chain, key) = tls_parts(ca_pem, cert_pem, key_pem)?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+        .build()
+        .map_err(|e| ClientTlsError::Ca(e.to_string()))?;
+        let tls = client_builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyNameVerifier(inner)))
             .with_client_auth_cert(chain, key)
             .map_err(|e| ClientTlsError::Identity(e.to_string()))?;
         Ok(Self::with_config(tls, timeout))

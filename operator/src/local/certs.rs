@@ -50,7 +50,8 @@ fn write_error(path: &Path) -> impl Fn(std::io::Error) -> LocalCertsError + '_ {
     }
 }
 
-fn write(tls: &Path, certs: &ClusterCerts) -> Result<(), LocalCertsError> {
+/// Writes `certs` into `tls` (made 0700): keys 0600, certificates 0644, the CA last.
+pub fn write(tls: &Path, certs: &ClusterCerts) -> Result<(), LocalCertsError> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

@@ -16,8 +16,8 @@
 module load rask
 export RAYON_NUM_THREADS=4
 export DASK_CLUSTER_NAME=hpc
-export DASK_SCHEDULER_ADDRESS=tcp://login1:8786
+export DASK_SCHEDULER_ADDRESS=tls://login1:8786
 trap 'kill $(jobs -p) 2>/dev/null' TERM INT
-/opt/rask/bin/rask worker "$DASK_SCHEDULER_ADDRESS" --name hpc-bigmem-00000000-0 --nthreads 4 --memory-limit 128000000000 --local-directory "$TMPDIR" &
-/opt/rask/bin/rask worker "$DASK_SCHEDULER_ADDRESS" --name hpc-bigmem-00000000-1 --nthreads 4 --memory-limit 128000000000 --local-directory "$TMPDIR" &
+/opt/rask/bin/rask worker "$DASK_SCHEDULER_ADDRESS" --name hpc-bigmem-00000000-0 --nthreads 4 --memory-limit 128000000000 --local-directory "$TMPDIR" --tls-ca-file STATE/hpc-tls/ca.pem --tls-cert STATE/hpc-tls/worker.pem --tls-key STATE/hpc-tls/worker-key.pem &
+/opt/rask/bin/rask worker "$DASK_SCHEDULER_ADDRESS" --name hpc-bigmem-00000000-1 --nthreads 4 --memory-limit 128000000000 --local-directory "$TMPDIR" --tls-ca-file STATE/hpc-tls/ca.pem --tls-cert STATE/hpc-tls/worker.pem --tls-key STATE/hpc-tls/worker-key.pem &
 wait

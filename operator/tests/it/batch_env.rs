@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rask_operator::providers::commands::Options;
+use rask_operator::providers::commands::batch::UpReport;
 
 use crate::local_backend::rask_bin;
 
@@ -145,13 +146,47 @@ pub fn queued(system: &str, cluster: &str) -> Vec<(String, String)> {
     }
 }
 
-/// Runs `rask run JOB --scheduler ADDRESS --json ARGS` and returns its JSON line.
-pub fn rask_run(job: &str, scheduler: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(rask_bin())
-        .args(["run", job, "--scheduler", scheduler, "--json"])
-        .args(args)
-        .output()
-        .unwrap();
+/// The TLS settings of a client with the users' certificate of the cluster `up` reported, or
+/// none for a cluster on plain TCP.
+pub fn client_tls(report: &UpReport) -> Option<rask::core::tls::TlsConfig> {
+    report.certificates.as_ref().map(|dir| {
+        rask::core::tls::TlsConfig::load(&rask::core::tls::TlsFiles {
+            ca_file: dir.join("ca.pem"),
+            cert: dir.join("client.pem"),
+            key: dir.join("client-key.pem"),
+        })
+        .unwrap()
+    })
+}
+
+/// A client of the cluster `up` reported, with the users' certificate when it uses TLS.
+pub async fn connect(report: &UpReport) -> rask::client::Client {
+    rask::client::Client::connect_with(&report.scheduler.address, client_tls(report))
+        .await
+        .unwrap()
+}
+
+/// Runs `rask run JOB --scheduler ADDRESS --json ARGS` against the cluster `up` reported (with
+/// the users' certificate when it uses TLS) and returns its JSON line.
+pub fn rask_run(job: &str, report: &UpReport, args: &[&str]) -> serde_json::Value {
+    let mut command = Command::new(rask_bin());
+    command.args([
+        "run",
+        job,
+        "--scheduler",
+        &report.scheduler.address,
+        "--json",
+    ]);
+    if let Some(dir) = &report.certificates {
+        command
+            .arg("--tls-ca-file")
+            .arg(dir.join("ca.pem"))
+            .arg("--tls-cert")
+            .arg(dir.join("client.pem"))
+            .arg("--tls-key")
+            .arg(dir.join("client-key.pem"));
+    }
+    let out = command.args(args).output().unwrap();
     assert!(
         out.status.success(),
         "rask run {job} failed: {}",
@@ -160,6 +195,58 @@ pub fn rask_run(job: &str, scheduler: &str, args: &[&str]) -> serde_json::Value 
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("rask run {job} printed no JSON line ({e}): {text}"))
+}
+
+/// The certificates' directory is the user's alone (0700) and every private key in it 0600.
+pub fn assert_private(tls: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(tls), 0o700, "{}", tls.display());
+    let mut keys = 0;
+    for entry in std::fs::read_dir(tls).unwrap() {
+        let path = entry.unwrap().path();
+        if path.display().to_string().ends_with("-key.pem") {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+            keys += 1;
+        }
+    }
+    assert_eq!(
+        keys,
+        4,
+        "scheduler, worker, operator and client keys in {}",
+        tls.display()
+    );
+}
+
+/// A TLS cluster's scheduler refuses a plain TCP client at its address and plain HTTP (or
+/// HTTPS without the cluster's certificate) at its API.
+pub async fn assert_plain_refused(report: &UpReport) {
+    let plain = report.scheduler.address.replacen("tls://", "tcp://", 1);
+    let computed = tokio::time::timeout(Duration::from_secs(10), async {
+        let c = rask::client::Client::connect(&plain).await.ok()?;
+        c.submit(rask::seed::INC, rask::seed::lit(1i64))
+            .result()
+            .await
+            .ok()
+    })
+    .await;
+    assert!(
+        !matches!(computed, Ok(Some(_))),
+        "plain TCP computed on the TLS scheduler at {plain}"
+    );
+    let api = rask_operator::scheduler_api::SchedulerApi::new(Duration::from_secs(5));
+    let http = report
+        .scheduler
+        .dashboard
+        .replacen("https://", "http://", 1);
+    assert!(
+        api.get_workers(&http).await.is_err(),
+        "plain HTTP answered at {http}"
+    );
+    assert!(
+        api.get_workers(&report.scheduler.dashboard).await.is_err(),
+        "HTTPS without a certificate of the cluster answered"
+    );
 }
 
 /// One state directory for every batch test: `sweep` then sees the others' clusters as live.

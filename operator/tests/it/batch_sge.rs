@@ -29,11 +29,11 @@ async fn up_computes_the_array_mean_and_down_leaves_no_job_on_grid_engine() {
     assert_eq!(jobs.len(), 2, "{jobs:?}");
     assert!(jobs.iter().all(|(_, s)| s == "r" || s == "t"), "{jobs:?}");
 
-    let mean = rask_run(
-        "array-mean",
-        &report.scheduler.address,
-        &["--size", "120", "--chunk", "40"],
-    );
+    let tls = report.certificates.clone().expect("TLS is the default");
+    assert!(report.scheduler.address.starts_with("tls://"), "{report}");
+    crate::batch_env::assert_private(&tls);
+    crate::batch_env::assert_plain_refused(&report).await;
+    let mean = rask_run("array-mean", &report, &["--size", "120", "--chunk", "40"]);
     assert_eq!(mean["ok"], true, "{mean}");
     let status = batch::status("t-sge", None, &opts)
         .await
@@ -54,6 +54,7 @@ async fn up_computes_the_array_mean_and_down_leaves_no_job_on_grid_engine() {
         "{deleted:?}"
     );
     assert!(queued(SGE, "t-sge").is_empty());
+    assert!(!tls.exists(), "down left the keys in {}", tls.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use rask::seed::{self, lit};
 use rask_operator::providers::ProviderError;
 use rask_operator::providers::commands::batch;
 
-use crate::batch_env::{config, down_guard, queued, rask_run};
+use crate::batch_env::{config, connect, down_guard, queued, rask_run};
 use crate::env::wait_until;
 
 const SLURM: &str = "slurm";
@@ -53,9 +53,21 @@ async fn up_with_two_workers_computes_the_array_mean_and_down_leaves_no_job() {
     assert_eq!(jobs.len(), 2, "{jobs:?}");
     assert!(jobs.iter().all(|(_, s)| s == "RUNNING"), "{jobs:?}");
 
+    // TLS by default: the cluster's certificates on the shared filesystem, keys 0600 in a
+    // directory only the user enters; a plain TCP client and a plain HTTP request are refused.
+    let tls = report.certificates.clone().expect("TLS is the default");
+    assert_eq!(tls, opts.state_dir.join("t-mean-tls"));
+    assert!(report.scheduler.address.starts_with("tls://"), "{report}");
+    assert!(
+        report.scheduler.dashboard.starts_with("https://"),
+        "{report}"
+    );
+    crate::batch_env::assert_private(&tls);
+    crate::batch_env::assert_plain_refused(&report).await;
+
     // The seed's random((N,)*3).mean(), on SLURM and on a local cluster: the same number.
     let args = ["--size", "120", "--chunk", "40"];
-    let on_slurm = rask_run("array-mean", &report.scheduler.address, &args);
+    let on_slurm = rask_run("array-mean", &report, &args);
     assert_eq!(on_slurm["ok"], true, "{on_slurm}");
     let out = std::process::Command::new(crate::local_backend::rask_bin())
         .args(["run", "array-mean", "--json"])
@@ -135,6 +147,13 @@ async fn up_with_two_workers_computes_the_array_mean_and_down_leaves_no_job() {
         "{deleted:?}"
     );
     assert!(queued(SLURM, "t-mean").is_empty());
+    assert!(
+        deleted
+            .iter()
+            .any(|d| d.starts_with("certificates and keys in ")),
+        "{deleted:?}"
+    );
+    assert!(!tls.exists(), "down left the keys in {}", tls.display());
     assert!(!opts.state_dir.join("t-mean.yaml").exists());
     assert!(!opts.state_dir.join("t-mean.state.json").exists());
     let again = batch::status("t-mean", None, &opts).await.unwrap_err();
@@ -142,6 +161,33 @@ async fn up_with_two_workers_computes_the_array_mean_and_down_leaves_no_job() {
         matches!(again, ProviderError::NoSuchCluster { .. }),
         "{again}"
     );
+}
+
+/// `tls: false`: plain TCP and HTTP, no certificates made; `status`, `scale` and `down` work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_false_runs_the_cluster_over_plain_tcp() {
+    let (dir, opts) = setup("t-plain");
+    let path = config(dir.path(), SLURM, "t-plain", 1, "tls: false", "");
+    let _down = down_guard("t-plain", &opts);
+    let report = batch::up(&path, &opts).await.unwrap();
+    assert!(report.certificates.is_none(), "{report}");
+    assert!(report.scheduler.address.starts_with("tcp://"), "{report}");
+    assert!(
+        report.scheduler.dashboard.starts_with("http://"),
+        "{report}"
+    );
+    assert!(!opts.state_dir.join("t-plain-tls").exists());
+    let client = Client::connect(&report.scheduler.address).await.unwrap();
+    let values = client.gather(&stamps(&client, 4, 0.0)).await.unwrap();
+    check_stamps(&values);
+    drop(client);
+    let status = batch::status("t-plain", None, &opts)
+        .await
+        .unwrap()
+        .to_string();
+    assert_eq!(status.matches(" 1/1").count(), 1, "{status}");
+    batch::down("t-plain", None, &opts).await.unwrap();
+    assert!(queued(SLURM, "t-plain").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +227,7 @@ async fn the_autoscaler_goes_from_one_to_three_and_back_to_one_under_a_burst() {
             }
         })
     };
-    let client = Client::connect(&report.scheduler.address).await.unwrap();
+    let client = connect(&report).await;
     let futures = stamps(&client, 160, 0.1);
     let values = client.gather(&futures).await.unwrap();
     check_stamps(&values);
@@ -218,10 +264,10 @@ async fn a_worker_job_cancelled_with_scancel_mid_job_leaves_the_results_correct(
     let _down = down_guard("t-cancel", &opts);
     let report = batch::up(&path, &opts).await.unwrap();
     assert!(
-        report.scheduler.address.starts_with("tcp://127.0.0.1:"),
+        report.scheduler.address.starts_with("tls://127.0.0.1:"),
         "{report}"
     );
-    let client = Client::connect(&report.scheduler.address).await.unwrap();
+    let client = connect(&report).await;
     let futures = stamps(&client, 120, 0.05);
     // Some results exist on both workers when one of them goes.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -262,7 +308,7 @@ async fn a_short_walltime_replaces_workers_before_it_ends_without_losing_results
     let report = batch::up(&path, &opts).await.unwrap();
     let first: BTreeSet<String> = report.workers.iter().map(|(w, _)| w.clone()).collect();
 
-    let client = Client::connect(&report.scheduler.address).await.unwrap();
+    let client = connect(&report).await;
     let futures = stamps(&client, 40, 0.0);
     let before = client.gather(&futures).await.unwrap();
     check_stamps(&before);
@@ -357,7 +403,7 @@ async fn the_autoscaler_never_submits_past_the_maximum_while_jobs_wait() {
     );
     let _down = down_guard("t-flood", &opts);
     let report = batch::up(&path, &opts).await.unwrap();
-    let client = Client::connect(&report.scheduler.address).await.unwrap();
+    let client = connect(&report).await;
     // Work for minutes on the one worker that runs: the scheduler wants many more.
     let futures = stamps(&client, 400, 0.5);
     let mut most = 0;
@@ -405,7 +451,9 @@ async fn the_scheduler_runs_as_its_own_job() {
         .map(|(n, _)| n)
         .collect();
     assert!(names.contains(&"t-sjob-scheduler".to_owned()), "{names:?}");
-    let delayed = rask_run("delayed", &report.scheduler.address, &[]);
+    // Its job's scheduler has the cluster's certificate too.
+    assert!(report.scheduler.address.starts_with("tls://"), "{report}");
+    let delayed = rask_run("delayed", &report, &[]);
     assert_eq!(delayed["result"], 131, "{delayed}");
     let logs = batch::logs("t-sjob", None, None, &opts).await.unwrap();
     assert!(logs.contains("t-sjob-scheduler-"), "{logs}");

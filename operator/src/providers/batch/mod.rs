@@ -6,6 +6,7 @@
 //! `rask worker`s named after the job (`{job}` alone, or `{job}-{i}` with several), so a
 //! retired worker's name names the job to cancel.
 
+pub mod certs;
 pub mod keeper;
 pub mod script;
 pub mod sge;
@@ -219,6 +220,9 @@ pub struct BatchBackend<S: BatchSystem> {
     pub rask_bin: String,
     /// Where the jobs write their output.
     pub log_dir: PathBuf,
+    /// The directory of the cluster's certificates, when it uses TLS.
+    pub tls: Option<PathBuf>,
+    /// The scheduler's HTTP API, presenting the operator's certificate with TLS.
     pub api: SchedulerApi,
 }
 
@@ -263,6 +267,7 @@ impl<S: BatchSystem> BatchBackend<S> {
         })?;
         let jobs = n.div_ceil(g.processes.max(1) as usize);
         let mut out: Vec<(Job, Vec<String>)> = Vec::with_capacity(jobs);
+        let tls = self.tls.as_ref().map(|t| t.display().to_string());
         for _ in 0..jobs {
             let name = format!("{}-{group}-{}", self.cluster.name, suffix());
             let text = script::worker(&script::WorkerJob {
@@ -272,6 +277,7 @@ impl<S: BatchSystem> BatchBackend<S> {
                 scheduler: &self.scheduler.address,
                 rask_bin: &self.rask_bin,
                 log_dir: &self.log_dir.display().to_string(),
+                tls: tls.as_deref(),
             });
             match self.system.submit(&text).await {
                 Ok(id) => {

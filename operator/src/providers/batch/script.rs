@@ -6,6 +6,7 @@
 use std::fmt::Write;
 
 use crate::providers::config::batch::{BatchCluster, JobResources, JobTemplate, System};
+use crate::tls::Role;
 
 use super::{JobRole, Tag};
 
@@ -16,10 +17,12 @@ pub struct WorkerJob<'a> {
     pub group: &'a str,
     /// The job's name, which names its workers.
     pub name: &'a str,
-    /// `tcp://HOST:PORT`.
+    /// `tcp://HOST:PORT`, or `tls://HOST:PORT`.
     pub scheduler: &'a str,
     pub rask_bin: &'a str,
     pub log_dir: &'a str,
+    /// The directory of the cluster's certificates, when it uses TLS.
+    pub tls: Option<&'a str>,
 }
 
 /// The scheduler's own job.
@@ -30,6 +33,8 @@ pub struct SchedulerJob<'a> {
     pub log_dir: &'a str,
     /// Where it writes its address (on a filesystem `up` sees too).
     pub scheduler_file: &'a str,
+    /// The directory of the cluster's certificates, when it uses TLS.
+    pub tls: Option<&'a str>,
 }
 
 /// One shell word, taken literally.
@@ -240,6 +245,9 @@ pub fn worker(j: &WorkerJob<'_>) -> String {
             "\"$RASK_HOST\"".into(),
         ]);
     }
+    if let Some(tls) = j.tls {
+        args.extend(super::certs::script_args(tls, Role::Worker));
+    }
     args.extend(g.extra_args.iter().map(|a| quote(a)));
     let command = |name: &str| {
         format!(
@@ -302,9 +310,18 @@ pub fn scheduler(j: &SchedulerJob<'_>) -> String {
         .dashboard_address
         .clone()
         .unwrap_or_else(|| ":8787".into());
+    let tls = j
+        .tls
+        .map(|t| {
+            format!(
+                " {}",
+                super::certs::script_args(t, Role::Scheduler).join(" ")
+            )
+        })
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "exec {} scheduler --host {host} --port {} --dashboard-address {} --scheduler-file {}",
+        "exec {} scheduler --host {host} --port {} --dashboard-address {} --scheduler-file {}{tls}",
         quote_expanding(j.rask_bin),
         s.port.unwrap_or(8786),
         quote(&dashboard),
@@ -327,6 +344,7 @@ mod tests {
             scheduler: "tcp://10.0.0.1:8786",
             rask_bin: "/opt/rask/bin/rask",
             log_dir: "/home/u/logs",
+            tls: None,
         })
     }
 
@@ -502,6 +520,7 @@ mod tests {
             rask_bin: "rask",
             log_dir: "/home/u/logs",
             scheduler_file: "/home/u/.config/rask/clusters/hpc.scheduler.json",
+            tls: Some("/home/u/.config/rask/clusters/hpc-tls"),
         });
         for line in [
             "#SBATCH -J hpc-scheduler",
@@ -509,9 +528,39 @@ mod tests {
             "#SBATCH --mem=4G",
             "#SBATCH -t 08:00:00",
             "#SBATCH --comment=rask:cluster=hpc,role=scheduler",
-            "exec rask scheduler --host 0.0.0.0 --port 8786 --dashboard-address :8790 --scheduler-file /home/u/.config/rask/clusters/hpc.scheduler.json",
+            "exec rask scheduler --host 0.0.0.0 --port 8786 --dashboard-address :8790 --scheduler-file /home/u/.config/rask/clusters/hpc.scheduler.json \
+             --tls-ca-file /home/u/.config/rask/clusters/hpc-tls/ca.pem \
+             --tls-cert /home/u/.config/rask/clusters/hpc-tls/scheduler.pem \
+             --tls-key /home/u/.config/rask/clusters/hpc-tls/scheduler-key.pem",
         ] {
             assert!(has(&s, line), "no {line:?} in\n{s}");
         }
+    }
+
+    #[test]
+    fn workers_of_a_tls_cluster_get_the_worker_s_files() {
+        let c = parse(SLURM).unwrap();
+        let text = worker(&WorkerJob {
+            cluster: &c,
+            group: "default",
+            name: "hpc-default-0",
+            scheduler: "tls://10.0.0.1:8786",
+            rask_bin: "rask",
+            log_dir: "/home/u/logs",
+            tls: Some("/home/u/my dir/hpc-tls"),
+        });
+        assert!(
+            has(&text, "export DASK_SCHEDULER_ADDRESS=tls://10.0.0.1:8786"),
+            "{text}"
+        );
+        let exec = text.lines().find(|l| l.starts_with("exec ")).unwrap();
+        assert!(
+            exec.contains(
+                "--tls-ca-file '/home/u/my dir/hpc-tls/ca.pem' --tls-cert \
+                 '/home/u/my dir/hpc-tls/worker.pem' --tls-key '/home/u/my dir/hpc-tls/worker-key.pem'"
+            ),
+            "{exec}"
+        );
+        assert!(!render(SLURM, "default").contains("--tls"));
     }
 }

@@ -16,6 +16,7 @@ use super::{Options, ScalePlan, ScaleReport, find, save, saved_clusters, saved_p
 use crate::backend::{Backend, no_group, tail};
 use crate::clock::now;
 use crate::providers::ProviderError;
+use crate::providers::batch::certs;
 use crate::providers::batch::keeper::Keeper;
 use crate::providers::batch::script::{self, SchedulerJob, WorkerJob};
 use crate::providers::batch::{
@@ -24,6 +25,7 @@ use crate::providers::batch::{
 use crate::providers::config::batch::{BatchCluster, SchedulerLocation, System};
 use crate::providers::config::{self, ClusterConfig, DEFAULT_GROUP};
 use crate::scheduler_api::SchedulerApi;
+use crate::tls::Role;
 
 /// What `up` leaves for the other commands beside the saved config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,6 +39,9 @@ pub struct State {
     pub keeper_pid: Option<u32>,
     pub rask_bin: String,
     pub log_dir: PathBuf,
+    /// The directory of the cluster's certificates, when it uses TLS.
+    #[serde(default)]
+    pub tls: Option<PathBuf>,
 }
 
 fn state_path(opts: &Options, name: &str) -> PathBuf {
@@ -119,6 +124,15 @@ fn log_dir(opts: &Options, cluster: &BatchCluster) -> PathBuf {
         .unwrap_or_else(|| opts.state_dir.join(format!("{}-logs", cluster.name)))
 }
 
+/// A client of the scheduler's HTTP API: with the operator's certificate when the cluster uses
+/// TLS (`tls`, its certificates' directory).
+fn scheduler_api(tls: Option<&Path>, timeout: Duration) -> Result<SchedulerApi, ProviderError> {
+    match tls {
+        Some(dir) => certs::api(dir, Role::Operator, timeout),
+        None => Ok(SchedulerApi::new(timeout)),
+    }
+}
+
 /// What `up` made.
 #[derive(Clone, Debug)]
 pub struct UpReport {
@@ -131,6 +145,9 @@ pub struct UpReport {
     pub workers: Vec<(String, String)>,
     pub keeper_pid: u32,
     pub log_dir: PathBuf,
+    /// With TLS: the directory of the cluster's CA and certificates (a client's: `ca.pem`,
+    /// `client.pem`, `client-key.pem`).
+    pub certificates: Option<PathBuf>,
 }
 
 impl std::fmt::Display for UpReport {
@@ -154,6 +171,13 @@ impl std::fmt::Display for UpReport {
             .collect();
         writeln!(f, "workers:   {}", workers.join(", "))?;
         writeln!(f, "logs:      {}", self.log_dir.display())?;
+        if let Some(dir) = &self.certificates {
+            writeln!(
+                f,
+                "tls:       ca.pem, client.pem, client-key.pem in {}",
+                dir.display()
+            )?;
+        }
         write!(
             f,
             "kept by rask-operator keep (process {}); `rask-operator down {}` ends it all",
@@ -270,6 +294,7 @@ fn read_scheduler_file(path: &Path) -> Option<SchedulerEndpoint> {
     let host = f
         .address
         .trim_start_matches("tcp://")
+        .trim_start_matches("tls://")
         .rsplit_once(':')
         .map(|(h, _)| h.to_owned())?;
     let dashboard = dashboard.replace("//0.0.0.0:", &format!("//{host}:"));
@@ -431,6 +456,7 @@ async fn start_scheduler(
     opts: &Options,
     rask: &str,
     logs: &Path,
+    tls: Option<&Path>,
     made: &mut Made,
 ) -> Result<Started, ProviderError> {
     let file = scheduler_file(opts, &cluster.name);
@@ -456,22 +482,25 @@ async fn start_scheduler(
             ];
             env.extend(s.env.iter().cloned());
             let log = logs.join(format!("{}-scheduler.log", cluster.name));
-            let pid = spawn_detached(
-                rask,
-                &[
-                    "scheduler".into(),
-                    "--host".into(),
-                    host,
-                    "--port".into(),
-                    s.port.unwrap_or(0).to_string(),
-                    "--dashboard-address".into(),
-                    dashboard,
-                    "--scheduler-file".into(),
-                    file.display().to_string(),
-                ],
-                &env,
-                &log,
-            )?;
+            let mut args: Vec<String> = vec![
+                "scheduler".into(),
+                "--host".into(),
+                host,
+                "--port".into(),
+                s.port.unwrap_or(0).to_string(),
+                "--dashboard-address".into(),
+                dashboard,
+                "--scheduler-file".into(),
+                file.display().to_string(),
+            ];
+            if let Some(tls) = tls {
+                args.extend(
+                    crate::local::certs::tls_args(tls, Role::Scheduler)
+                        .into_iter()
+                        .map(|a| a.to_string_lossy().into_owned()),
+                );
+            }
+            let pid = spawn_detached(rask, &args, &env, &log)?;
             made.scheduler_pid = Some(pid);
             (Some(pid), None, log)
         }
@@ -481,6 +510,7 @@ async fn start_scheduler(
                 rask_bin: rask,
                 log_dir: &logs.display().to_string(),
                 scheduler_file: &file.display().to_string(),
+                tls: tls.map(|t| t.display().to_string()).as_deref(),
             });
             let id = queue.submit(&text).await?;
             made.jobs
@@ -499,7 +529,7 @@ async fn start_scheduler(
             _ => String::new(),
         }
     ));
-    let api = SchedulerApi::new(Duration::from_secs(10));
+    let api = scheduler_api(tls, Duration::from_secs(10))?;
     let timeout = cluster.timeouts.scheduler;
     let start = Instant::now();
     let mut said = String::new();
@@ -625,14 +655,35 @@ pub async fn up(path: &Path, opts: &Options) -> Result<UpReport, ProviderError> 
         path: logs.display().to_string(),
         reason: format!("cannot create it: {e}"),
     })?;
+    let tls = if cluster.tls {
+        (opts.progress)(&format!(
+            "{}: making the cluster's certificates in {}",
+            cluster.name,
+            certs::dir(&opts.state_dir, &cluster.name).display()
+        ));
+        let names = certs::scheduler_names(
+            cluster.scheduler.host.as_deref(),
+            certs::hostname().as_deref(),
+        );
+        match certs::make(&opts.state_dir, &cluster.name, &names, now() as i64) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                let _ = std::fs::remove_file(saved_path(opts, &cluster.name));
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     let mut made = Made::default();
-    match up_stages(&queue, cluster.clone(), opts, &rask, &logs, &mut made).await {
+    match up_stages(&queue, cluster.clone(), opts, &rask, &logs, tls, &mut made).await {
         Ok(r) => Ok(r),
         Err(cause) => {
             let e = roll_back(&queue, made, cause).await;
             if !matches!(e, ProviderError::RollbackFailed { .. }) {
                 let _ = std::fs::remove_file(saved_path(opts, &cluster.name));
                 let _ = std::fs::remove_file(state_path(opts, &cluster.name));
+                let _ = certs::remove(&certs::dir(&opts.state_dir, &cluster.name));
             }
             let _ = std::fs::remove_file(scheduler_file(opts, &cluster.name));
             Err(e)
@@ -646,9 +697,10 @@ async fn up_stages(
     opts: &Options,
     rask: &str,
     logs: &Path,
+    tls: Option<PathBuf>,
     made: &mut Made,
 ) -> Result<UpReport, ProviderError> {
-    let started = start_scheduler(queue, &cluster, opts, rask, logs, made).await?;
+    let started = start_scheduler(queue, &cluster, opts, rask, logs, tls.as_deref(), made).await?;
     let name = cluster.name.clone();
     let system = cluster.system;
     let backend = BatchBackend {
@@ -657,7 +709,8 @@ async fn up_stages(
         scheduler: started.endpoint.clone(),
         rask_bin: rask.to_owned(),
         log_dir: logs.to_owned(),
-        api: SchedulerApi::new(Duration::from_secs(60)),
+        api: scheduler_api(tls.as_deref(), Duration::from_secs(60))?,
+        tls: tls.clone(),
     };
     let mut submitted = Vec::new();
     for (group, g) in &backend.cluster.groups {
@@ -683,6 +736,7 @@ async fn up_stages(
         keeper_pid: None,
         rask_bin: rask.to_owned(),
         log_dir: logs.to_owned(),
+        tls: tls.clone(),
     };
     write_state(opts, &name, &state)?;
     let operator = match &opts.operator_bin {
@@ -727,6 +781,7 @@ async fn up_stages(
             .collect(),
         keeper_pid: keeper,
         log_dir: logs.to_owned(),
+        certificates: tls,
     })
 }
 
@@ -744,7 +799,8 @@ pub async fn attach(
         scheduler: state.scheduler,
         rask_bin: state.rask_bin,
         log_dir: state.log_dir,
-        api: SchedulerApi::new(Duration::from_secs(60)),
+        api: scheduler_api(state.tls.as_deref(), Duration::from_secs(60))?,
+        tls: state.tls,
     })
 }
 
@@ -1094,6 +1150,13 @@ pub async fn down(
     {
         deleted.push(format!("scheduler process {pid}"));
     }
+    let tls = state
+        .and_then(|s| s.tls)
+        .unwrap_or_else(|| certs::dir(&opts.state_dir, name));
+    if tls.exists() {
+        certs::remove(&tls)?;
+        deleted.push(format!("certificates and keys in {}", tls.display()));
+    }
     let _ = std::fs::remove_file(scheduler_file(opts, name));
     let _ = std::fs::remove_file(state_path(opts, name));
     let _ = std::fs::remove_file(saved_path(opts, name));
@@ -1145,10 +1208,19 @@ pub async fn sweep(
         for (cluster, jobs) in by_cluster {
             // The state `up` leaves, or the scheduler file (an `up` still waiting for its
             // workers has not written the state yet).
-            let endpoint = read_state(opts, &cluster)
-                .ok()
-                .map(|s| s.scheduler)
+            let state = read_state(opts, &cluster).ok();
+            let endpoint = state
+                .as_ref()
+                .map(|s| s.scheduler.clone())
                 .or_else(|| read_scheduler_file(&scheduler_file(opts, &cluster)));
+            // A TLS scheduler answers only the operator's certificate.
+            let tls = state
+                .and_then(|s| s.tls)
+                .or_else(|| Some(certs::dir(&opts.state_dir, &cluster)).filter(|d| d.exists()));
+            let api = match tls {
+                Some(dir) => certs::api(&dir, Role::Operator, api.timeout()).unwrap_or(api.clone()),
+                None => api.clone(),
+            };
             let answering = match endpoint {
                 Some(e) => api.get_workers(&e.dashboard).await.is_ok(),
                 None => false,
@@ -1231,12 +1303,18 @@ pub fn job_script(
     }
     let rask = rask_bin(opts, &cluster).unwrap_or_else(|_| "rask".into());
     let logs = log_dir(opts, &cluster).display().to_string();
+    let tls = cluster.tls.then(|| {
+        certs::dir(&opts.state_dir, &cluster.name)
+            .display()
+            .to_string()
+    });
     if role == JobRole::Scheduler {
         return Ok(script::scheduler(&SchedulerJob {
             cluster: &cluster,
             rask_bin: &rask,
             log_dir: &logs,
             scheduler_file: &scheduler_file(opts, &cluster.name).display().to_string(),
+            tls: tls.as_deref(),
         }));
     }
     let address = match scheduler {
@@ -1251,7 +1329,11 @@ pub fn job_script(
                         .filter(|h| !h.is_empty())
                         .unwrap_or_else(|| "localhost".into())
                 });
-                format!("tcp://{host}:{}", cluster.scheduler.port.unwrap_or(8786))
+                let scheme = if cluster.tls { "tls" } else { "tcp" };
+                format!(
+                    "{scheme}://{host}:{}",
+                    cluster.scheduler.port.unwrap_or(8786)
+                )
             }
         },
     };
@@ -1265,5 +1347,6 @@ pub fn job_script(
         scheduler: &address,
         rask_bin: &rask,
         log_dir: &logs,
+        tls: tls.as_deref(),
     }))
 }

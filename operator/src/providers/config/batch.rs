@@ -43,6 +43,9 @@ pub struct BatchFile {
     pub sge: Option<JobqueueConfig>,
     #[serde(default)]
     pub pbs: Option<JobqueueConfig>,
+    /// Mutual TLS between the scheduler, the workers, clients and rask-operator (default
+    /// `true`); `false`: plain TCP.
+    pub tls: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -191,6 +194,8 @@ pub struct BatchCluster {
     pub log_directory: Option<PathBuf>,
     /// The `rask` binary on the compute nodes; `None`: the one found where `up` runs.
     pub rask_bin: Option<String>,
+    /// Mutual TLS with the cluster's own certificates (the default), or plain TCP.
+    pub tls: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -651,6 +656,7 @@ pub fn validate(file: BatchFile) -> Result<BatchCluster, ProviderError> {
         timeouts: super::timeouts(file.timeouts)?,
         log_directory: q.log_directory.map(PathBuf::from),
         rask_bin: q.rask_bin,
+        tls: file.tls.unwrap_or(true),
     })
 }
 
@@ -701,6 +707,17 @@ slurm:
             Err(ProviderError::Config { key, message, .. }) => (key, message),
             other => panic!("expected a config error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn tls_is_on_unless_the_file_says_false() {
+        assert!(parse(SLURM).unwrap().tls);
+        assert!(!parse(&format!("{SLURM}tls: false\n")).unwrap().tls);
+        assert!(parse(&format!("{SLURM}tls: true\n")).unwrap().tls);
+        let e = parse(&format!("{SLURM}tls: maybe\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls") || e.contains("maybe"), "{e}");
     }
 
     #[test]
