@@ -873,6 +873,13 @@ impl State {
         }
     }
 
+    /// How often [`State::tick`] should run: every second, or a tenth of the worker TTL when
+    /// that is shorter, so a silent worker is removed at most a tenth of its TTL late (with a
+    /// 5-s TTL a check each second left it up to 6 s after its last heartbeat).
+    pub fn tick_interval(&self) -> Duration {
+        Duration::from_secs_f64((self.config.worker_ttl_s / 10.0).clamp(0.1, 1.0))
+    }
+
     /// Periodic housekeeping: workers silent longer than the TTL are removed.
     pub fn tick(&mut self, now: f64, out: &mut impl Outbox) {
         let ttl = self.config.worker_ttl_s;

@@ -2256,7 +2256,11 @@ fn tasks_without_inputs_go_round_robin_over_many_workers_and_inputs_still_pull_t
     for (w, _) in &sent {
         *per_worker.entry(*w).or_default() += 1;
     }
-    assert_eq!(per_worker.len(), 40, "every worker got a task: {per_worker:?}");
+    assert_eq!(
+        per_worker.len(),
+        40,
+        "every worker got a task: {per_worker:?}"
+    );
     let (min, max) = (
         per_worker.values().min().copied().unwrap_or(0),
         per_worker.values().max().copied().unwrap_or(0),
@@ -2270,9 +2274,34 @@ fn tasks_without_inputs_go_round_robin_over_many_workers_and_inputs_still_pull_t
         assert_eq!(sim.client_value(key), Some(Value::Int(i as i64 + 1)));
     }
     // A task whose input is held goes where the input is, round robin or not.
-    let holder = sim.held.iter().find(|(_, h)| h.contains_key(&keys[7])).map(|(w, _)| *w);
-    sim.submit(vec![task("inc-next", "inc", vec![key("inc-7")])], &[&k("inc-next")]);
+    let holder = sim
+        .held
+        .iter()
+        .find(|(_, h)| h.contains_key(&keys[7]))
+        .map(|(w, _)| *w);
+    sim.submit(
+        vec![task("inc-next", "inc", vec![key("inc-7")])],
+        &[&k("inc-next")],
+    );
     let sent = sim.computes();
     assert_eq!(sent.len(), 1);
-    assert_eq!(Some(sent[0].0), holder, "the task went to its input's holder");
+    assert_eq!(
+        Some(sent[0].0),
+        holder,
+        "the task went to its input's holder"
+    );
+}
+
+#[test]
+fn housekeeping_runs_at_a_tenth_of_a_short_worker_ttl() {
+    let with_ttl = |ttl: f64| {
+        let config = Config {
+            worker_ttl_s: ttl,
+            ..Config::default()
+        };
+        State::new(config, "tcp://sched:1".into(), 0.0).tick_interval()
+    };
+    assert_eq!(with_ttl(30.0), Duration::from_secs(1));
+    assert_eq!(with_ttl(5.0), Duration::from_millis(500));
+    assert_eq!(with_ttl(0.2), Duration::from_millis(100));
 }
