@@ -500,7 +500,7 @@ impl EventLoop {
         mut requests: mpsc::UnboundedReceiver<Request>,
         mut stop: oneshot::Receiver<()>,
     ) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(self.state.tick_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut measure = tokio::time::interval(TICK_INTERVAL);
         measure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

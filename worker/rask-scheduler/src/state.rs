@@ -14,7 +14,8 @@
 //! Recovery: when a worker is lost, the tasks it was running are rescheduled and the results only
 //! it held are recomputed from their specs (lineage) if anything still needs them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -77,6 +78,10 @@ pub struct Config {
 
 /// The default of [`Config::max_graph_tasks`].
 pub const DEFAULT_MAX_GRAPH_TASKS: usize = 4_000_000;
+
+/// Workers with room from which a task without located inputs goes round robin rather than to
+/// the least busy (Dask's threshold for its fast path).
+const ROUND_ROBIN_FROM: usize = 20;
 
 impl Default for Config {
     fn default() -> Self {
@@ -290,6 +295,13 @@ pub struct State {
     config: Config,
     tasks: Table<Task>,
     workers: BTreeMap<WorkerId, Worker>,
+    /// The running workers that can take one more task ([`State::has_room`]), kept up to date
+    /// wherever a worker's tasks or status change, so that placing a task looks at these rather
+    /// than at every worker (issue 18: a scan of 1,000 workers per task bound the scheduler).
+    room: BTreeSet<WorkerId>,
+    /// The worker the last task without located inputs went to: the next such task goes to the
+    /// next worker with room after it (Dask's round robin for large clusters).
+    rr_cursor: WorkerId,
     /// The tasks each client holds.
     clients: FxHashMap<ClientId, FxHashSet<TaskId>>,
     /// Tasks by function and resources, each with its queue of ready tasks.
@@ -354,6 +366,8 @@ impl State {
             config,
             tasks: Table::default(),
             workers: BTreeMap::new(),
+            room: BTreeSet::new(),
+            rr_cursor: WorkerId::default(),
             clients: FxHashMap::default(),
             classes: Vec::new(),
             class_ids: FxHashMap::default(),
@@ -806,6 +820,7 @@ impl State {
                 load: WorkerLoad::default(),
             },
         );
+        self.refresh_room(id);
         self.workers_added_total += 1;
         // The welcome goes first: queued tasks may be sent to the new worker right below.
         out.to_worker(
@@ -838,10 +853,12 @@ impl State {
             (WorkerStatus::Running, true) => {
                 tracing::warn!(worker = %w.info.name, "worker paused: its memory is over the pause threshold");
                 w.status = WorkerStatus::Paused;
+                self.refresh_room(worker);
             }
             (WorkerStatus::Paused, false) => {
                 tracing::info!(worker = %w.info.name, "worker resumed");
                 w.status = WorkerStatus::Running;
+                self.refresh_room(worker);
                 self.drain_queue(now, out);
             }
             // A retiring worker stays retiring.
@@ -854,6 +871,13 @@ impl State {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.last_seen = now;
         }
+    }
+
+    /// How often [`State::tick`] should run: every second, or a tenth of the worker TTL when
+    /// that is shorter, so a silent worker is removed at most a tenth of its TTL late (with a
+    /// 5-s TTL a check each second left it up to 6 s after its last heartbeat).
+    pub fn tick_interval(&self) -> Duration {
+        Duration::from_secs_f64((self.config.worker_ttl_s / 10.0).clamp(0.1, 1.0))
     }
 
     /// Periodic housekeeping: workers silent longer than the TTL are removed.
@@ -981,6 +1005,7 @@ impl State {
         let Some(w) = self.workers.remove(&id) else {
             return;
         };
+        self.room.remove(&id);
         tracing::info!(name = %w.info.name, address = %w.info.address, "worker removed");
         self.workers_removed_total += 1;
         self.workers_changed(now);
@@ -1374,6 +1399,7 @@ impl State {
             if let Some(w) = self.workers.get_mut(&id) {
                 w.status = WorkerStatus::Retiring;
                 chosen.push(id);
+                self.room.remove(&id);
             }
         }
         tracing::info!(request, workers = chosen.len(), "retiring workers");
@@ -1442,6 +1468,7 @@ impl State {
                     if let Some(w) = self.workers.get_mut(&id) {
                         w.status = WorkerStatus::Running;
                     }
+                    self.refresh_room(id);
                     continue;
                 }
                 let mut plan: FxHashMap<WorkerId, Vec<(Key, Vec<String>)>> = FxHashMap::default();
@@ -1510,6 +1537,7 @@ impl State {
         if let Some(w) = self.workers.get_mut(&id) {
             w.status = WorkerStatus::Retiring;
         }
+        self.room.remove(&id);
         for t in tasks {
             self.unassign(t, id);
             self.set_state(t, TaskState::Released);
@@ -1522,6 +1550,7 @@ impl State {
         let Some(w) = self.workers.remove(&id) else {
             return;
         };
+        self.room.remove(&id);
         tracing::info!(name = %w.info.name, "worker retired");
         self.workers_removed_total += 1;
         for tid in w.has_what {
@@ -1825,8 +1854,33 @@ impl State {
                 || w.occupancy_us < threads * (self.config.pipeline_s * 1e6) as u64)
     }
 
+    /// Whether [`State::room`] holds exactly the workers with room (for the tests' checks).
+    #[cfg(test)]
+    pub(crate) fn room_is_consistent(&self) -> bool {
+        let expected: BTreeSet<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| self.has_room(w))
+            .map(|(id, _)| *id)
+            .collect();
+        expected == self.room
+    }
+
+    /// Puts `worker` in [`State::room`] or takes it out, as [`State::has_room`] says now.
+    fn refresh_room(&mut self, worker: WorkerId) {
+        if self.workers.get(&worker).is_some_and(|w| self.has_room(w)) {
+            self.room.insert(worker);
+        } else {
+            self.room.remove(&worker);
+        }
+    }
+
     /// Among the workers that can run the task and have room (and its resources free), prefers
-    /// the one holding most of the task's input bytes; among equals, the least busy.
+    /// the one holding most of the task's input bytes; among equals, the least busy. A task
+    /// with no input held anywhere and no resources, with [`ROUND_ROBIN_FROM`] workers or more
+    /// with room, goes to the next of them after the last such task's (as Dask places tasks
+    /// without dependencies on large clusters): a look at every worker per task bound the
+    /// scheduler at 1,000 workers.
     fn pick_worker(&self, id: TaskId) -> Option<WorkerId> {
         let t = self.tasks.get(id)?;
         let class = self.classes.get(t.class as usize)?;
@@ -1838,8 +1892,18 @@ impl State {
                 }
             }
         }
+        let eligible = |wid: &WorkerId| class.eligible.binary_search(wid).is_ok();
+        if local.is_empty() && class.resources.is_empty() && self.room.len() >= ROUND_ROBIN_FROM {
+            let after = (Bound::Excluded(self.rr_cursor), Bound::Unbounded);
+            return self
+                .room
+                .range(after)
+                .chain(self.room.iter())
+                .find(|w| eligible(w))
+                .copied();
+        }
         let mut best: Option<(u64, std::cmp::Reverse<u64>, WorkerId)> = None;
-        for wid in &class.eligible {
+        for wid in self.room.iter().filter(|w| eligible(w)) {
             let Some(w) = self.workers.get(wid) else {
                 continue;
             };
@@ -1903,6 +1967,8 @@ impl State {
                 w.used.add(&resources, 1.0);
             }
         }
+        self.refresh_room(worker);
+        self.rr_cursor = worker;
         let msg = ComputeTask {
             spec: Box::new(spec),
             priority,
@@ -1932,13 +1998,14 @@ impl State {
                 w.used.add(r, -1.0);
             }
         }
+        self.refresh_room(worker);
     }
 
     /// Sends queued tasks, highest priority first across classes, while a worker that can run
     /// them has room. A class whose head finds no worker is passed over, so it never holds up
     /// the others.
     fn drain_queue(&mut self, _now: f64, out: &mut impl Outbox) {
-        if !self.workers.values().any(|w| self.has_room(w)) {
+        if self.room.is_empty() {
             return;
         }
         let mut open: Vec<usize> = (0..self.classes.len())

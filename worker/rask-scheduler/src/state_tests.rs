@@ -147,6 +147,10 @@ impl Sim {
     /// Compute messages sent so far, drained.
     /// Compute messages sent so far, drained; other worker messages move to `log`.
     fn computes(&mut self) -> Vec<(WorkerId, ComputeTask)> {
+        assert!(
+            self.st.room_is_consistent(),
+            "the scheduler's set of workers with room is out of date"
+        );
         let mut out = Vec::new();
         for (w, m) in std::mem::take(&mut self.out.to_workers) {
             match m {
@@ -2234,4 +2238,70 @@ fn a_scheduler_done_with_a_large_graph_gives_its_memory_back() {
     // deep tasks are pipelined): no table, held set or holdings of 20,000 keys.
     let left = sim.st.task_bytes();
     assert!(left < 16 * 1024, "{left} bytes left with no task");
+}
+
+#[test]
+fn tasks_without_inputs_go_round_robin_over_many_workers_and_inputs_still_pull_tasks_to_them() {
+    // 40 one-thread workers: over Dask's threshold of 20, so tasks without located inputs go
+    // to the next worker with room rather than through a look at all 40.
+    let workers: Vec<(WorkerId, u32)> = (1..=40).map(|w| (w, 1)).collect();
+    let mut sim = Sim::new(&workers);
+    let g: Vec<TaskSpec> = (0..80i64)
+        .map(|i| task(&format!("inc-{i}"), "inc", vec![i.into()]))
+        .collect();
+    let keys: Vec<Key> = (0..80).map(|i| k(&format!("inc-{i}"))).collect();
+    sim.submit(g, &keys.iter().collect::<Vec<_>>());
+    let sent = sim.computes();
+    let mut per_worker: FxHashMap<WorkerId, usize> = FxHashMap::default();
+    for (w, _) in &sent {
+        *per_worker.entry(*w).or_default() += 1;
+    }
+    assert_eq!(
+        per_worker.len(),
+        40,
+        "every worker got a task: {per_worker:?}"
+    );
+    let (min, max) = (
+        per_worker.values().min().copied().unwrap_or(0),
+        per_worker.values().max().copied().unwrap_or(0),
+    );
+    assert!(max - min <= 1, "spread evenly: {per_worker:?}");
+    for (w, ct) in &sent {
+        sim.run(*w, ct);
+    }
+    sim.run_all();
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(sim.client_value(key), Some(Value::Int(i as i64 + 1)));
+    }
+    // A task whose input is held goes where the input is, round robin or not.
+    let holder = sim
+        .held
+        .iter()
+        .find(|(_, h)| h.contains_key(&keys[7]))
+        .map(|(w, _)| *w);
+    sim.submit(
+        vec![task("inc-next", "inc", vec![key("inc-7")])],
+        &[&k("inc-next")],
+    );
+    let sent = sim.computes();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        Some(sent[0].0),
+        holder,
+        "the task went to its input's holder"
+    );
+}
+
+#[test]
+fn housekeeping_runs_at_a_tenth_of_a_short_worker_ttl() {
+    let with_ttl = |ttl: f64| {
+        let config = Config {
+            worker_ttl_s: ttl,
+            ..Config::default()
+        };
+        State::new(config, "tcp://sched:1".into(), 0.0).tick_interval()
+    };
+    assert_eq!(with_ttl(30.0), Duration::from_secs(1));
+    assert_eq!(with_ttl(5.0), Duration::from_millis(500));
+    assert_eq!(with_ttl(0.2), Duration::from_millis(100));
 }
