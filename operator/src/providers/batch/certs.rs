@@ -92,19 +92,6 @@ pub fn api(tls: &Path, role: Role, timeout: Duration) -> Result<SchedulerApi, Pr
         .map_err(|e| ProviderError::Other(format!("certificates in {}: {e}", tls.display())))
 }
 
-/// The flags that give a `rask` process in a job script `role`'s files, shell-quoted.
-pub fn script_args(tls: &str, role: Role) -> Vec<String> {
-    let q = |f: String| super::script::quote(&format!("{tls}/{f}"));
-    vec![
-        "--tls-ca-file".into(),
-        q(CA_FILE.to_owned()),
-        "--tls-cert".into(),
-        q(role.cert_file()),
-        "--tls-key".into(),
-        q(role.key_file()),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,15 +150,6 @@ mod tests {
         .to_string();
         assert!(err.contains("x-tls/ca.pem"), "{err}");
         assert!(err.contains("tls: false"), "{err}");
-    }
-
-    #[test]
-    fn script_flags_name_the_roles_files() {
-        assert_eq!(
-            script_args("/home/u/.rask/hpc-tls", Role::Worker).join(" "),
-            "--tls-ca-file /home/u/.rask/hpc-tls/ca.pem --tls-cert /home/u/.rask/hpc-tls/worker.pem \
-             --tls-key /home/u/.rask/hpc-tls/worker-key.pem"
-        );
     }
 
     /// A stand-in scheduler API over HTTPS with `tls`'s scheduler certificate, admitting only

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use crate::providers::config::batch::{BatchCluster, JobResources, JobTemplate, System};
-use crate::tls::Role;
+use crate::tls::{CA_FILE, Role};
 
 use super::{JobRole, Tag};
 
@@ -246,7 +246,7 @@ pub fn worker(j: &WorkerJob<'_>) -> String {
         ]);
     }
     if let Some(tls) = j.tls {
-        args.extend(super::certs::script_args(tls, Role::Worker));
+        args.extend(script_args(tls, Role::Worker));
     }
     args.extend(g.extra_args.iter().map(|a| quote(a)));
     let command = |name: &str| {
@@ -312,12 +312,7 @@ pub fn scheduler(j: &SchedulerJob<'_>) -> String {
         .unwrap_or_else(|| ":8787".into());
     let tls = j
         .tls
-        .map(|t| {
-            format!(
-                " {}",
-                super::certs::script_args(t, Role::Scheduler).join(" ")
-            )
-        })
+        .map(|t| format!(" {}", script_args(t, Role::Scheduler).join(" ")))
         .unwrap_or_default();
     let _ = writeln!(
         out,
@@ -328,6 +323,19 @@ pub fn scheduler(j: &SchedulerJob<'_>) -> String {
         quote_expanding(j.scheduler_file),
     );
     out
+}
+
+/// The flags that give a `rask` process in a job script `role`'s files, shell-quoted.
+pub fn script_args(tls: &str, role: Role) -> Vec<String> {
+    let q = |f: String| quote(&format!("{tls}/{f}"));
+    vec![
+        "--tls-ca-file".into(),
+        q(CA_FILE.to_owned()),
+        "--tls-cert".into(),
+        q(role.cert_file()),
+        "--tls-key".into(),
+        q(role.key_file()),
+    ]
 }
 
 #[cfg(test)]
@@ -562,5 +570,14 @@ mod tests {
             "{exec}"
         );
         assert!(!render(SLURM, "default").contains("--tls"));
+    }
+
+    #[test]
+    fn script_flags_name_the_roles_files() {
+        assert_eq!(
+            script_args("/home/u/.rask/hpc-tls", Role::Worker).join(" "),
+            "--tls-ca-file /home/u/.rask/hpc-tls/ca.pem --tls-cert /home/u/.rask/hpc-tls/worker.pem \
+             --tls-key /home/u/.rask/hpc-tls/worker-key.pem"
+        );
     }
 }

@@ -18,6 +18,8 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 
+pub use super::aws_sdk::AwsOptions;
+use super::aws_sdk::{PROVIDER, api_error, sdk_config};
 use super::ssm::{PARAMETER, Parameters};
 use super::{
     Ledger, Provider, Resource, Role, TAG_CLUSTER, TAG_CREATED, TAG_GROUP, TAG_READY, TAG_ROLE, Vm,
@@ -25,23 +27,9 @@ use super::{
 };
 use crate::providers::ProviderError;
 use crate::providers::config::vm::{CloudCluster, Ec2Settings, ProviderSettings};
-use crate::providers::error::summary;
 
-const PROVIDER: &str = "aws";
 const INSTANCE: &str = "instance";
 const SECURITY_GROUP: &str = "security-group";
-
-/// How to reach EC2 besides the config: tests point it at an emulator with static credentials.
-#[derive(Clone, Debug, Default)]
-pub struct AwsOptions {
-    pub endpoint_url: Option<String>,
-    /// (access key id, secret access key); default: the SDK's credential chain.
-    pub static_credentials: Option<(String, String)>,
-    /// Attempts per call, throttling retries included (default 3, the SDK's standard mode).
-    pub max_attempts: Option<u32>,
-    /// SSM Parameter Store's endpoint, when not `endpoint_url`'s.
-    pub ssm_endpoint_url: Option<String>,
-}
 
 /// The cluster's network as EC2 knows it.
 #[derive(Clone, Debug)]
@@ -57,89 +45,6 @@ pub struct Ec2 {
     settings: Ec2Settings,
     endpoint: String,
     network: Mutex<Option<Network>>,
-}
-
-pub(super) fn api_error<E, R>(action: &str, e: SdkError<E, R>, endpoint: &str) -> ProviderError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    let Some(code) = e.code().map(str::to_owned) else {
-        tracing::debug!(action, error = ?e, "EC2 call failed before EC2 answered");
-        let reason = summary(&e);
-        if reason.contains("credentials") {
-            return no_credentials(&reason);
-        }
-        return ProviderError::Unreachable {
-            provider: PROVIDER,
-            action: action.to_owned(),
-            endpoint: endpoint.to_owned(),
-            reason,
-        };
-    };
-    let message = e.message().unwrap_or_default().to_owned();
-    let action = action.to_owned();
-    match code.as_str() {
-        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => ProviderError::Throttled {
-            provider: PROVIDER,
-            action,
-            code,
-            message,
-        },
-        "InsufficientInstanceCapacity"
-        | "InsufficientCapacity"
-        | "InsufficientHostCapacity"
-        | "InsufficientReservedInstanceCapacity"
-        | "InstanceLimitExceeded"
-        | "VcpuLimitExceeded"
-        | "MaxSpotInstanceCountExceeded"
-        | "SpotMaxPriceTooLow"
-        | "InsufficientFreeAddressesInSubnet" => ProviderError::Capacity {
-            provider: PROVIDER,
-            what: String::new(),
-            action,
-            code,
-            message,
-        },
-        "UnauthorizedOperation"
-        | "AuthFailure"
-        | "InvalidClientTokenId"
-        | "Blocked"
-        | "AccessDeniedException" => ProviderError::Unauthorized {
-            provider: PROVIDER,
-            action,
-            code,
-            message,
-        },
-        _ => ProviderError::Api {
-            provider: PROVIDER,
-            action,
-            code,
-            message,
-        },
-    }
-}
-
-/// The SDK's default chain found nothing: say where it looked, what the last source said, and
-/// what to set.
-fn no_credentials(reason: &str) -> ProviderError {
-    let last = reason.rsplit(": ").next().unwrap_or(reason);
-    ProviderError::NoCredentials {
-        provider: PROVIDER,
-        tried: vec![
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".into(),
-            "the profile AWS_PROFILE (or `default`) in ~/.aws/config and ~/.aws/credentials, \
-             SSO included"
-                .into(),
-            "a web identity token (AWS_WEB_IDENTITY_TOKEN_FILE)".into(),
-            "container credentials (ECS)".into(),
-            format!("the EC2 instance metadata service ({last})"),
-        ],
-        hint: "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE naming a profile \
-               (`aws configure`, `aws sso login`); on an EC2 VM give it an instance profile. \
-               RUST_LOG=debug shows the SDK's full error"
-            .into(),
-    }
 }
 
 fn code_of(e: &ProviderError) -> Option<&str> {
@@ -175,36 +80,6 @@ fn cluster_filter(cluster: Option<&str>) -> Filter {
 
 /// Instance states that still exist (and cost).
 const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
-
-/// The SDK's settings for `region`: its credential chain (or the static credentials of `opts`),
-/// bounded retries and timeouts, and `opts.endpoint_url` when set.
-pub(super) async fn sdk_config(region: &str, opts: &AwsOptions) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_owned()))
-        .retry_config(
-            aws_config::retry::RetryConfig::standard()
-                .with_max_attempts(opts.max_attempts.unwrap_or(3)),
-        )
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .operation_attempt_timeout(Duration::from_secs(60))
-                .build(),
-        );
-    if let Some(url) = &opts.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    if let Some((id, secret)) = &opts.static_credentials {
-        loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            id,
-            secret,
-            None,
-            None,
-            "rask-static",
-        ));
-    }
-    loader.load().await
-}
 
 impl Ec2 {
     /// A client for the config's region.

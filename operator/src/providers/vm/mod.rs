@@ -22,6 +22,8 @@ use userdata::Body;
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "aws")]
+mod aws_sdk;
 #[cfg(feature = "azure")]
 pub mod azure;
 pub mod secrets;

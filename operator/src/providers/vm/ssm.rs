@@ -9,7 +9,7 @@ use aws_sdk_ssm::Client;
 use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType, Tag};
 
-use super::aws::{AwsOptions, api_error};
+use super::aws_sdk::{AwsOptions, api_error};
 use super::secrets::ssm_prefix;
 use super::{Resource, TAG_CLUSTER, TAG_CREATED};
 use crate::providers::ProviderError;
@@ -61,7 +61,7 @@ impl Parameters {
 
     /// A client on its own (on a VM, with the instance profile's credentials).
     pub async fn connect(region: &str, opts: &AwsOptions) -> Parameters {
-        let config = super::aws::sdk_config(region, opts).await;
+        let config = super::aws_sdk::sdk_config(region, opts).await;
         Parameters::new(&config, region, opts)
     }
 
