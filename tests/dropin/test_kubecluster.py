@@ -59,6 +59,13 @@ def test_kubecluster_computes_scales_adapts_logs_and_closes(platform: Platform):
             p.wait("the cluster goes back to 1 worker", lambda: len(client.scheduler_info()["workers"]) == 1, timeout=120)
             assert (x + 1).sum().compute() == 8_000_000
 
+            # get_logs lists the pods, then reads each one's log: a retired worker's pod still
+            # terminating would be listed and then gone (404), as on a real API server. Wait for it.
+            p.wait(
+                "the retired workers' pods are gone",
+                lambda: len(p.get("pods", selector="dask.org/cluster-name=demo,dask.org/component=worker").get("items", [])) == 1,
+                timeout=60,
+            )
             logs = cluster.get_logs()
             assert "demo-scheduler" in logs
             assert "Scheduler at:" in logs["demo-scheduler"]
