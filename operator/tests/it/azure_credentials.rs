@@ -38,6 +38,7 @@ fn options(stub: &ArmStub) -> AzureOptions {
         token: None,
         root_certificates: vec![stub.ca.clone()],
         poll: Some(Duration::from_millis(20)),
+        ..AzureOptions::default()
     }
 }
 
