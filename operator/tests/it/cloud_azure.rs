@@ -951,3 +951,124 @@ async fn a_tls_up_killed_after_storing_its_keys_is_swept_and_so_is_a_vault_left_
         stub.all_tagged("lost")
     );
 }
+
+/// The stub's Key Vault keeps what Microsoft documents of soft-delete: a deleted vault holds its
+/// name until purged, and so does a deleted secret in its vault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stub_s_key_vault_holds_deleted_names_until_purged_as_azure_does() {
+    use crate::arm_stub::{TENANT, call};
+    use serde_json::json;
+    let stub = ArmStub::start().await;
+    let vault_id = format!(
+        "{}/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.KeyVault/vaults/kv-stub-test?api-version=2023-07-01",
+        stub.url
+    );
+    let body = json!({
+        "location": "westeurope",
+        "tags": {"rask:cluster": "stubtest"},
+        "properties": {
+            "tenantId": TENANT,
+            "sku": {"family": "A", "name": "standard"},
+            "accessPolicies": [{
+                "tenantId": TENANT,
+                "objectId": OPERATOR_OID,
+                "permissions": {"secrets": ["get", "set", "delete", "purge"]},
+            }],
+        },
+    });
+    let (status, _, v) = call(&stub, "PUT", &vault_id, Some(TOKEN), Some(body.clone())).await;
+    assert_eq!(status, 201, "{v}");
+    let uri = v["properties"]["vaultUri"].as_str().unwrap().to_owned();
+    assert!(uri.starts_with("https://"), "{uri}");
+    let secret = |path: &str| format!("{uri}{path}?api-version=7.4");
+
+    // No bearer: the challenge names Key Vault's audience. An ARM-only token is refused.
+    let (status, headers, _) = call(&stub, "GET", &secret("secrets/s"), None, None).await;
+    assert_eq!(status, 401);
+    let challenge = headers["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.contains("resource=\"https://vault.azure.net\""),
+        "{challenge}"
+    );
+    let arm_only = crate::arm_stub::SP_TOKEN;
+    let (status, _, _) = call(&stub, "GET", &secret("secrets/s"), Some(arm_only), None).await;
+    assert_eq!(status, 401);
+
+    // A deleted secret holds its name until it is purged.
+    let value = Some(json!({"value": "v1"}));
+    let (status, _, v) = call(
+        &stub,
+        "PUT",
+        &secret("secrets/s"),
+        Some(TOKEN),
+        value.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, _, _) = call(&stub, "DELETE", &secret("secrets/s"), Some(TOKEN), None).await;
+    assert_eq!(status, 200);
+    let (status, _, v) = call(&stub, "GET", &secret("secrets/s"), Some(TOKEN), None).await;
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (404, &json!("SecretNotFound"))
+    );
+    let (status, _, v) = call(
+        &stub,
+        "PUT",
+        &secret("secrets/s"),
+        Some(TOKEN),
+        value.clone(),
+    )
+    .await;
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(
+        v["error"]["innererror"]["code"],
+        "ObjectIsDeletedButRecoverable"
+    );
+    let (status, _, _) = call(
+        &stub,
+        "DELETE",
+        &secret("deletedsecrets/s"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _, v) = call(&stub, "PUT", &secret("secrets/s"), Some(TOKEN), value).await;
+    assert_eq!(status, 200, "{v}");
+
+    // A deleted vault holds its name until it is purged.
+    let (status, _, _) = call(&stub, "DELETE", &vault_id, Some(TOKEN), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(stub.deleted_vaults(), ["kv-stub-test"]);
+    let (status, _, v) = call(&stub, "PUT", &vault_id, Some(TOKEN), Some(body.clone())).await;
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (409, &json!("ConflictError"))
+    );
+    let purge = format!(
+        "{}/subscriptions/{SUBSCRIPTION}/providers/Microsoft.KeyVault/locations/westeurope/deletedVaults/kv-stub-test/purge?api-version=2023-07-01",
+        stub.url
+    );
+    let (status, headers, _) = call(&stub, "POST", &purge, Some(TOKEN), None).await;
+    assert_eq!(status, 202);
+    // The purge is a long-running operation: it ends as its `Location` is polled.
+    let op = headers["location"].to_str().unwrap().to_owned();
+    let mut polls = 0;
+    loop {
+        let (status, _, _) = call(&stub, "GET", &op, Some(TOKEN), None).await;
+        polls += 1;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 202);
+        assert!(polls < 10, "the purge never ended");
+    }
+    assert!(stub.deleted_vaults().is_empty());
+    let (status, _, v) = call(&stub, "PUT", &vault_id, Some(TOKEN), Some(body)).await;
+    assert_eq!(status, 201, "{v}");
+    assert!(
+        stub.secrets("kv-stub-test").is_empty(),
+        "purged with the vault"
+    );
+}
