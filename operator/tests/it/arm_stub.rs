@@ -121,6 +121,8 @@ struct State {
     vault_access: Vec<String>,
     /// The login endpoint, for vaults' challenges.
     login_url: String,
+    /// The query of each request to the metadata service's token endpoint.
+    imds_queries: Vec<String>,
 }
 
 pub struct ArmStub {
@@ -324,6 +326,11 @@ impl ArmStub {
             .collect()
     }
 
+    /// The query string of each metadata-service token request.
+    pub fn imds_queries(&self) -> Vec<String> {
+        self.state.lock().unwrap().imds_queries.clone()
+    }
+
     /// Data-plane requests let in, as `METHOD path by OID`.
     pub fn vault_access(&self) -> Vec<String> {
         self.state.lock().unwrap().vault_access.clone()
@@ -410,6 +417,8 @@ fn handle(st: &Mutex<State>, base: &str, parts: &http::request::Parts, body: &[u
         return entra_token(&mut s, tenant, body);
     }
     if path == "/metadata/identity/oauth2/token" {
+        let query = parts.uri.query().unwrap_or_default().to_owned();
+        s.imds_queries.push(query);
         return imds_token(&mut s, parts);
     }
     if let Some(rest) = path.strip_prefix("/vaults/") {

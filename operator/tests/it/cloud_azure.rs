@@ -1072,3 +1072,87 @@ async fn the_stub_s_key_vault_holds_deleted_names_until_purged_as_azure_does() {
         "purged with the vault"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autoscaler_on_a_tls_scheduler_vm_uses_the_operators_certificate_on_azure() {
+    use crate::arm_stub::call;
+    let stub = ArmStub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dashboard = format!("https://127.0.0.1:{port}");
+    let view = StubView {
+        imds: stub.url.clone(),
+        vaults: stub.login_url.clone(),
+        ca_file: ca_file(&stub, dir.path()),
+    };
+    let bodies = TlsBodies::start(stub.handle(), view, "tlsauto", dir.path().join("vms"), port);
+    let opts = opts_for(dir.path(), &dashboard, &stub);
+    // The autoscaler's identity (`azure.identity`), which the user makes beforehand.
+    let scaler = format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/rask-scaler"
+    );
+    let (status, _, v) = call(
+        &stub,
+        "PUT",
+        &format!("{}{scaler}?api-version=2023-01-31", stub.url),
+        Some(TOKEN),
+        Some(serde_json::json!({"location": "westeurope"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let text = config("tlsauto", &format!("  identity: {scaler}\n"))
+        .replace("tls: false\n", "")
+        .replace("replicas: 2", "replicas: 0")
+        + "autoscaling: {minimum: 2, maximum: 4}\n";
+    let path = write_config(dir.path(), "tlsauto.yaml", &text);
+    let report = cli::up(&path, &opts).await.unwrap();
+    assert!(report.workers.is_empty());
+
+    // The scheduler VM has both identities and fetched the operator's files beside its own.
+    let vms = stub.tagged("virtualMachines", "tlsauto");
+    let ids = vms[0]["identity"]["userAssignedIdentities"]
+        .as_object()
+        .unwrap();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains_key(&scaler), "{ids:?}");
+    let vm_dir = bodies.dir("tlsauto-scheduler");
+    for f in [
+        "ca.pem",
+        "scheduler.pem",
+        "operator.pem",
+        "operator-key.pem",
+    ] {
+        assert!(vm_dir.join(f).is_file(), "{f}");
+    }
+    assert!(!vm_dir.join("client-key.pem").exists());
+
+    // What its custom data runs: `autoscale /etc/rask/cluster.yaml --scheduler-url
+    // https://127.0.0.1:8787 --tls-dir /etc/rask/tls`, here with the VM's directory; the workers
+    // it makes get the vault's identity too and read their files with it.
+    let mut on_vm = opts.clone();
+    on_vm.state_dir = dir.path().join("vm-state");
+    on_vm.tls_identity = Some((vm_dir.clone(), rask_operator::tls::Role::Operator));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let run = {
+        let (path, url) = (path.clone(), dashboard.clone());
+        tokio::spawn(async move {
+            cli::autoscale(&path, &url, Duration::from_millis(200), &on_vm, stop).await
+        })
+    };
+    wait_until(
+        "the autoscaler brought the minimum of 2 workers over TLS",
+        Duration::from_secs(40),
+        async || bodies.workers().await.len() == 2,
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    run.await.unwrap().unwrap();
+    cli::down("tlsauto", None, &opts).await.unwrap();
+    // Everything of the cluster's goes (the user's own identity is not the cluster's).
+    assert!(
+        stub.all_tagged("tlsauto").is_empty(),
+        "{:?}",
+        stub.all_tagged("tlsauto")
+    );
+    assert!(stub.deleted_vaults().is_empty());
+}
