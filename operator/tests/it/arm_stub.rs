@@ -326,6 +326,15 @@ impl ArmStub {
             .collect()
     }
 
+    /// Names of vault `vault`'s soft-deleted secrets (not purged).
+    pub fn deleted_secrets(&self, vault: &str) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        s.vault_data
+            .get(&vault.to_ascii_lowercase())
+            .map(|d| d.deleted.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The query string of each metadata-service token request.
     pub fn imds_queries(&self) -> Vec<String> {
         self.state.lock().unwrap().imds_queries.clone()

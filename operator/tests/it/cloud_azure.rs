@@ -670,7 +670,10 @@ async fn with_tls_keys_live_in_a_key_vault_each_vm_reads_its_own_and_down_purges
             .find(|p| p["objectId"] == oid)
             .map(|p| p["permissions"]["secrets"].clone())
     };
-    assert_eq!(of(OPERATOR_OID), Some(serde_json::json!(["get", "set"])));
+    assert_eq!(
+        of(OPERATOR_OID),
+        Some(serde_json::json!(["get", "set", "delete", "purge"]))
+    );
     assert_eq!(of(&principal), Some(serde_json::json!(["get"])));
     assert_eq!(policies.len(), 2);
 
@@ -766,6 +769,18 @@ async fn with_tls_keys_live_in_a_key_vault_each_vm_reads_its_own_and_down_purges
     );
     assert!(stub.secrets(&vault).is_empty());
     assert!(!saved.exists());
+    // The secrets were deleted and purged one by one first, as whoever ran `up`.
+    let purges: Vec<String> = stub
+        .vault_access()
+        .into_iter()
+        .filter(|a| a.starts_with("DELETE ") && a.contains("/deletedsecrets/"))
+        .collect();
+    assert_eq!(purges.len(), 9, "{purges:?}");
+    assert!(
+        purges
+            .iter()
+            .all(|a| a.ends_with(&format!("by {OPERATOR_OID}")))
+    );
 
     // Up again: the vault's name is free (Key Vault holds a deleted vault's name until purged).
     wait_until(
@@ -1155,4 +1170,32 @@ async fn the_autoscaler_on_a_tls_scheduler_vm_uses_the_operators_certificate_on_
         stub.all_tagged("tlsauto")
     );
     assert!(stub.deleted_vaults().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_right_to_purge_the_vault_down_still_purges_every_secret() {
+    let stub = ArmStub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = opts_for(
+        dir.path(),
+        &format!("https://127.0.0.1:{}", free_port()),
+        &stub,
+    );
+    let path = write_config(dir.path(), "norights.yaml", &tls_config("norights"));
+    let vault = vault_name("norights");
+    killed_up(&stub, &path, &opts, "norights").await;
+    // Purging a deleted vault is a right on the subscription, which this principal lacks.
+    stub.fault(Fault {
+        method: "POST",
+        path: "/purge",
+        after: 0,
+        kind: FaultKind::Sync { status: 403, code: "AuthorizationFailed" },
+        message: "The client does not have authorization to perform action 'Microsoft.KeyVault/locations/deletedVaults/purge/action'.",
+    });
+    cli::down("norights", None, &opts).await.unwrap();
+    // The keys are gone for good; only the empty vault's name is held.
+    assert_eq!(stub.deleted_vaults(), std::slice::from_ref(&vault));
+    assert!(stub.secrets(&vault).is_empty());
+    assert!(stub.deleted_secrets(&vault).is_empty());
+    assert!(stub.all_tagged("norights").is_empty());
 }

@@ -132,6 +132,15 @@ pub fn role_files(role: Role) -> [String; 3] {
     [CA_FILE.to_owned(), role.cert_file(), role.key_file()]
 }
 
+/// Every file `up` stores: the CA and each party's certificate and key.
+pub fn all_files() -> Vec<String> {
+    let mut out = vec![CA_FILE.to_owned()];
+    for r in Role::ALL {
+        out.extend([r.cert_file(), r.key_file()]);
+    }
+    out
+}
+
 /// The role a `--role` value names.
 pub fn parse_role(s: &str) -> Result<Role, String> {
     Role::ALL

@@ -354,7 +354,8 @@ impl Azure {
                     {
                         "tenantId": tenant,
                         "objectId": operator,
-                        "permissions": {"secrets": ["get", "set"]},
+                        // delete and purge: `down` purges the secrets one by one first.
+                        "permissions": {"secrets": ["get", "set", "delete", "purge"]},
                     },
                     {
                         "tenantId": tenant,
@@ -384,13 +385,54 @@ impl Azure {
         Ok(())
     }
 
-    /// Deletes the cluster's vault (Key Vault keeps it, soft-deleted), then purges it.
+    /// Deletes and purges the vault's secrets, best effort: whoever runs `down` may not be in
+    /// the vault's access policies, or the vault may not answer; the vault's purge takes them
+    /// along anyway where it is allowed.
+    async fn purge_secrets(&self, name: &str, uri: &str, timeout: Duration) -> bool {
+        let vault = match vault::Vault::connect(
+            uri,
+            self.arm.token_credential(),
+            self.arm.client_options(),
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(vault = name, error = %e, "cannot reach the Key Vault's secrets");
+                return false;
+            }
+        };
+        let wait = timeout.min(Duration::from_secs(30));
+        for file in secrets::all_files() {
+            if let Err(e) = vault
+                .delete_and_purge(&secrets::secret_name(&file), wait)
+                .await
+            {
+                tracing::warn!(
+                    vault = name,
+                    error = %e,
+                    "could not delete and purge the vault's secrets one by one; purging the vault"
+                );
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Deletes the cluster's vault (Key Vault keeps it, soft-deleted), then purges it; its
+    /// secrets are deleted and purged first.
     async fn delete_vault(&self, name: &str, timeout: Duration) -> Result<(), ProviderError> {
         let action = format!("read {KEY_VAULT} {name}");
-        let location = self
+        let found = self
             .arm
             .get(&self.id(KEY_VAULT, name), KEYVAULT_API, &action)
-            .await?
+            .await?;
+        let mut secrets_purged = false;
+        if let Some(uri) = found
+            .as_ref()
+            .and_then(|v| v["properties"]["vaultUri"].as_str())
+        {
+            secrets_purged = self.purge_secrets(name, uri, timeout).await;
+        }
+        let location = found
             .and_then(|v| v["location"].as_str().map(str::to_owned))
             .unwrap_or_else(|| self.settings.location.clone());
         let r = Resource {
@@ -400,7 +442,21 @@ impl Azure {
             created: None,
         };
         self.delete_one(&r, timeout).await?;
-        self.purge_vault(&location, name, timeout).await
+        match self.purge_vault(&location, name, timeout).await {
+            // The keys are gone; only the empty vault's name stays taken until its retention
+            // ends (purging a deleted vault is a right on the subscription).
+            Err(ProviderError::Unauthorized { message, .. }) if secrets_purged => {
+                tracing::warn!(
+                    vault = name,
+                    %location,
+                    reason = %message,
+                    "the Key Vault's secrets are purged, but the deleted vault may not be: its \
+                     name stays taken for its retention period (7 days)"
+                );
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Purges the deleted vault `name`: its secrets and its name are gone for good.

@@ -5,8 +5,9 @@
 //! scope: the operator's own credential chain on the machine running `up`, the VM's managed
 //! identity at boot. Errors name the vault and the secret.
 //!
-//! The vault itself (ARM: create, delete, purge) is [`super::Azure`]'s: a cluster's vault is
-//! deleted and purged whole, its secrets with it, so no secret is deleted one by one.
+//! The vault itself (ARM: create, delete, purge) is [`super::Azure`]'s. Before deleting a vault
+//! the provider deletes and purges its secrets here, so the keys are gone for good even where
+//! the vault itself may not be purged (that needs a right on the subscription).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -105,6 +106,37 @@ impl Vault {
             }
             Err(e) if e.http_status() == Some(StatusCode::NotFound) => Ok(None),
             Err(e) => Err(self.error(&action, &e)),
+        }
+    }
+
+    /// Deletes secret `name` and purges it (soft-delete would keep it, and its name, for the
+    /// vault's retention period); a secret that is not there counts as done. Key Vault finishes
+    /// a delete in the background: the purge is retried on 404 and 409 for up to `wait`.
+    pub async fn delete_and_purge(&self, name: &str, wait: Duration) -> Result<(), ProviderError> {
+        let existed = match self.client.delete_secret(name, None).await {
+            Ok(_) => true,
+            Err(e) if e.http_status() == Some(StatusCode::NotFound) => false,
+            Err(e) => return Err(self.error(&format!("delete secret {name}"), &e)),
+        };
+        let start = Instant::now();
+        loop {
+            match self.client.purge_deleted_secret(name, None).await {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if matches!(
+                        e.http_status(),
+                        Some(StatusCode::NotFound | StatusCode::Conflict)
+                    ) && existed
+                        && start.elapsed() < wait =>
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                // Never there, or deleted and purged by someone else.
+                Err(e) if e.http_status() == Some(StatusCode::NotFound) && !existed => {
+                    return Ok(());
+                }
+                Err(e) => return Err(self.error(&format!("purge deleted secret {name}"), &e)),
+            }
         }
     }
 
