@@ -33,8 +33,8 @@ pub struct VmFile {
     pub autoscaling: Option<AutoscalingConfig>,
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
-    /// Mutual TLS between the cluster's processes with certificates `up` makes (default true on
-    /// aws; azure has no secret store support yet, so there it must stay false).
+    /// Mutual TLS between the cluster's processes with certificates `up` makes (default true;
+    /// the keys live in SSM Parameter Store on aws, in a Key Vault of the cluster's on azure).
     pub tls: Option<bool>,
     #[serde(default)]
     pub ec2: Option<Ec2Config>,
