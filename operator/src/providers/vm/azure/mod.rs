@@ -30,7 +30,7 @@ use crate::providers::config::vm::{AzureSettings, CloudCluster, ProviderSettings
 pub mod arm;
 mod credential;
 mod transport;
-pub mod vault;
+pub(crate) mod vault;
 
 use arm::{Arm, arm_error};
 
@@ -44,10 +44,10 @@ const NSG: &str = "network-security-group";
 const KEYVAULT_API: &str = "2023-07-01";
 const IDENTITY_API: &str = "2023-01-31";
 /// The cluster's Key Vault, and one deleted but not purged yet (id `LOCATION/NAME`).
-pub const KEY_VAULT: &str = "key-vault";
-pub const DELETED_KEY_VAULT: &str = "deleted-key-vault";
+const KEY_VAULT: &str = "key-vault";
+const DELETED_KEY_VAULT: &str = "deleted-key-vault";
 /// The user-assigned managed identity the cluster's VMs read its vault with.
-pub const IDENTITY: &str = "managed-identity";
+const IDENTITY: &str = "managed-identity";
 
 /// How to reach ARM besides the config: tests point it at a local stub.
 #[derive(Clone, Debug, Default)]
@@ -104,7 +104,7 @@ fn tags_of(v: &Value) -> BTreeMap<String, String> {
 /// A VM's view of its cluster's Key Vault at `url`: tokens for the user-assigned identity
 /// `identity` (a resource id) from the instance metadata service (`opts.imds_endpoint`, default
 /// Azure's), over the operator's transport.
-pub fn vm_vault(
+pub(crate) fn vm_vault(
     url: &str,
     identity: &str,
     opts: &AzureOptions,

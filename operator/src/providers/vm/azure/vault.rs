@@ -64,11 +64,6 @@ impl Vault {
         })
     }
 
-    /// Key Vault `{url}`, for messages.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     fn error(&self, action: &str, e: &azure_core::Error) -> ProviderError {
         vault_error(&format!("{action} in Key Vault {}", self.url), &self.url, e)
     }
