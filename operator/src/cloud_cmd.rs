@@ -122,12 +122,30 @@ pub enum VmTlsCommand {
     /// profile, and what a user runs on another machine than the one `up` ran on (`--role
     /// client`). No secret is given on the command line: only where the files are.
     Fetch {
-        /// The cluster's AWS region.
-        #[arg(long)]
-        aws_region: String,
-        /// The cluster's SSM Parameter Store path: `/rask/CLUSTER/tls`.
-        #[arg(long)]
-        aws_ssm_prefix: String,
+        /// AWS: the cluster's region.
+        #[arg(
+            long,
+            requires = "aws_ssm_prefix",
+            conflicts_with = "azure_key_vault_url"
+        )]
+        aws_region: Option<String>,
+        /// AWS: the cluster's SSM Parameter Store path, `/rask/CLUSTER/tls`.
+        #[arg(long, requires = "aws_region")]
+        aws_ssm_prefix: Option<String>,
+        /// Azure: the cluster's Key Vault, `https://NAME.vault.azure.net`.
+        #[arg(
+            long,
+            requires = "azure_identity",
+            required_unless_present = "aws_region"
+        )]
+        azure_key_vault_url: Option<String>,
+        /// Azure: the resource id of the user-assigned managed identity to read the vault with
+        /// (the VM's instance metadata service gives its token).
+        #[arg(long, requires = "azure_key_vault_url")]
+        azure_identity: Option<String>,
+        /// Azure: the instance metadata service (default `http://169.254.169.254`).
+        #[arg(long, hide = true)]
+        azure_imds_endpoint: Option<String>,
         /// scheduler, worker, operator or client (repeatable).
         #[arg(long = "role", required = true)]
         roles: Vec<String>,
@@ -323,6 +341,9 @@ pub fn run(cmd: CloudCommand, signal: impl Future<Output = ()> + Send + 'static)
                         VmTlsCommand::Fetch {
                             aws_region,
                             aws_ssm_prefix,
+                            azure_key_vault_url,
+                            azure_identity,
+                            azure_imds_endpoint,
                             roles,
                             dir,
                             owner,
@@ -334,10 +355,29 @@ pub fn run(cmd: CloudCommand, signal: impl Future<Output = ()> + Send + 'static)
                         .map(|r| rask_operator::providers::vm::secrets::parse_role(r))
                         .collect::<Result<Vec<_>, _>>()?;
                     let owner = owner.as_deref().map(parse_owner).transpose()?;
-                    let store = rask_operator::providers::vm::secrets::SecretStore::AwsSsm {
-                        region: aws_region,
-                        prefix: aws_ssm_prefix.trim_end_matches('/').to_owned(),
+                    use rask_operator::providers::vm::secrets::SecretStore;
+                    let store = match (aws_region, aws_ssm_prefix, azure_key_vault_url, azure_identity) {
+                        (Some(region), Some(prefix), None, None) => SecretStore::AwsSsm {
+                            region,
+                            prefix: prefix.trim_end_matches('/').to_owned(),
+                        },
+                        (None, None, Some(url), Some(identity)) => SecretStore::AzureKeyVault {
+                            url: url.trim_end_matches('/').to_owned(),
+                            identity,
+                        },
+                        _ => {
+                            return Err("give --aws-region and --aws-ssm-prefix, or \
+                                        --azure-key-vault-url and --azure-identity"
+                                .to_owned());
+                        }
                     };
+                    let mut opts = opts;
+                    #[cfg(feature = "azure")]
+                    {
+                        opts.azure.imds_endpoint = azure_imds_endpoint;
+                    }
+                    #[cfg(not(feature = "azure"))]
+                    let _ = azure_imds_endpoint;
                     let written = cli::fetch_tls(&store, &roles, &dir, owner, Duration::from_secs(wait_seconds), &opts)
                         .await
                         .map_err(text)?;

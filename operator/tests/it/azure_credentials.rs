@@ -38,6 +38,7 @@ fn options(stub: &ArmStub) -> AzureOptions {
         token: None,
         root_certificates: vec![stub.ca.clone()],
         poll: Some(Duration::from_millis(20)),
+        ..AzureOptions::default()
     }
 }
 
@@ -174,6 +175,41 @@ async fn a_managed_identity_s_token_from_the_metadata_service_is_arm_s_bearer() 
         "a probe, then one token for both calls"
     );
     only_bearer(&stub, MI_TOKEN);
+}
+
+#[tokio::test]
+async fn a_vm_with_two_identities_asks_for_the_one_configured() {
+    // The autoscaler on a TLS scheduler VM: `azure.identity` beside the Key Vault identity.
+    let stub = ArmStub::start().await;
+    let cluster = parse(&config(&format!(
+        "  credential: managed_identity\n  imds_endpoint: {}\n",
+        stub.url
+    )))
+    .unwrap();
+    let id = format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/rask-scaler"
+    );
+    let opts = AzureOptions {
+        identity: Some(id.clone()),
+        ..options(&stub)
+    };
+    let azure = Azure::connect(&cluster, &opts).unwrap();
+    azure.list_vms("creds").await.unwrap();
+    only_bearer(&stub, MI_TOKEN);
+    let queries = stub.imds_queries();
+    let asked: Vec<String> = queries
+        .iter()
+        .filter(|q| q.contains("resource="))
+        .cloned()
+        .collect();
+    assert_eq!(asked.len(), 1, "{queries:?}");
+    let params: Vec<(String, String)> = form_urlencoded::parse(asked[0].as_bytes())
+        .into_owned()
+        .collect();
+    assert!(
+        params.contains(&("msi_res_id".to_owned(), id)),
+        "{params:?}"
+    );
 }
 
 #[tokio::test]

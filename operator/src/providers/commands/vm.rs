@@ -537,9 +537,16 @@ pub async fn autoscale(
             message: "is not set: nothing to autoscale".into(),
         });
     };
-    let cloud = Cloud::connect(&cluster, opts).await?;
-    let url = scheduler_url.to_owned();
     let mut opts = opts.clone();
+    #[cfg(feature = "azure")]
+    if let ProviderSettings::Azure(a) = &cluster.provider
+        && opts.azure.identity.is_none()
+    {
+        // With TLS the scheduler VM has two identities: ask for the one that manages VMs.
+        opts.azure.identity = a.identity.clone();
+    }
+    let cloud = Cloud::connect(&cluster, &opts).await?;
+    let url = scheduler_url.to_owned();
     opts.resolve_url = Some(Arc::new(move |_| Some(url.clone())));
     let rt = opts.attached_runtime(&cluster)?;
     let backend = CloudBackend::attach(Arc::new(cloud), Arc::new(cluster), rt).await?;
@@ -613,6 +620,28 @@ pub async fn fetch_tls(
         SecretStore::AwsSsm { .. } => {
             let _ = (wait, opts);
             return Err(ProviderError::NotBuilt { provider: "aws" });
+        }
+        #[cfg(feature = "azure")]
+        SecretStore::AzureKeyVault { url, identity } => {
+            let names: Vec<String> = files.iter().map(|f| secrets::secret_name(f)).collect();
+            let vault = crate::providers::vm::azure::vm_vault(url, identity, &opts.azure)?;
+            let poll = opts.poll.min(wait.max(Duration::from_millis(100)));
+            let values = vault.wait_for(&names, wait, poll).await?;
+            files
+                .iter()
+                .zip(&names)
+                .filter_map(|(f, n)| {
+                    values
+                        .iter()
+                        .find(|(name, _)| name == n)
+                        .map(|(_, v)| (f.clone(), v.clone()))
+                })
+                .collect()
+        }
+        #[cfg(not(feature = "azure"))]
+        SecretStore::AzureKeyVault { .. } => {
+            let _ = (wait, opts);
+            return Err(ProviderError::NotBuilt { provider: "azure" });
         }
     };
     if found.len() != files.len() {

@@ -33,8 +33,8 @@ pub struct VmFile {
     pub autoscaling: Option<AutoscalingConfig>,
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
-    /// Mutual TLS between the cluster's processes with certificates `up` makes (default true on
-    /// aws; azure has no secret store support yet, so there it must stay false).
+    /// Mutual TLS between the cluster's processes with certificates `up` makes (default true;
+    /// the keys live in SSM Parameter Store on aws, in a Key Vault of the cluster's on azure).
     pub tls: Option<bool>,
     #[serde(default)]
     pub ec2: Option<Ec2Config>,
@@ -592,13 +592,6 @@ pub fn validate(file: VmFile) -> Result<CloudCluster, ProviderError> {
             (ProviderSettings::Aws(settings), default, scheduler)
         }
         ProviderName::Azure => {
-            if file.tls == Some(true) {
-                return Err(bad(
-                    "tls",
-                    "is not supported on azure yet (the VMs' keys need Key Vault, which rask does \
-                     not use yet): set `tls: false`, or leave it out",
-                ));
-            }
             if file.ec2.is_some() {
                 return Err(bad("ec2", "given, but provider is azure"));
             }
@@ -709,7 +702,9 @@ pub fn validate(file: VmFile) -> Result<CloudCluster, ProviderError> {
     }
     let autoscaling = super::autoscaling(file.autoscaling, groups.keys())?;
 
-    let tls = file.tls.unwrap_or(file.provider == ProviderName::Aws);
+    // On by default: on AWS the keys live in SSM Parameter Store, on Azure in a Key Vault of the
+    // cluster's (see `providers::vm::secrets`).
+    let tls = file.tls.unwrap_or(true);
     if let ProviderSettings::Aws(ec2) = &provider
         && tls
         && ec2.iam_instance_profile.is_none()
@@ -953,12 +948,10 @@ azure:
     }
 
     #[test]
-    fn azure_has_no_tls_yet_and_says_so() {
-        assert!(!parse(AZURE).unwrap().tls);
+    fn azure_has_tls_by_default_with_its_keys_in_key_vault() {
+        assert!(parse(AZURE).unwrap().tls);
+        assert!(parse(&format!("tls: true{AZURE}")).unwrap().tls);
         assert!(!parse(&format!("tls: false{AZURE}")).unwrap().tls);
-        let (key, message) = err(&format!("tls: true{AZURE}"));
-        assert_eq!(key, "tls");
-        assert!(message.contains("Key Vault"), "{message}");
     }
 
     #[test]

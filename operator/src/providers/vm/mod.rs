@@ -772,7 +772,9 @@ fn delete_order(kind: &str) -> u8 {
         "network-interface" | "disk" => 1,
         "public-ip" => 2,
         // Secrets last: a cluster whose VMs could not all be deleted keeps them for the next try.
-        "parameter" => 4,
+        "parameter" | "key-vault" | "deleted-key-vault" => 4,
+        // The identity the VMs read their vault with, after the vault.
+        "managed-identity" => 5,
         _ => 3,
     }
 }

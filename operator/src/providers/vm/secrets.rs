@@ -7,6 +7,14 @@
 //! AWS: SSM Parameter Store, one parameter per file under `/rask/{cluster}/tls/`, private keys
 //! as SecureString (encrypted with the account's `aws/ssm` KMS key), tagged with the cluster so
 //! `down`, `sweep` and a failed `up` delete them with the VMs.
+//!
+//! Azure: a Key Vault of the cluster's own ([`key_vault_name`], in its resource group), one secret
+//! per file ([`secret_name`]). Only two principals may read it: whoever ran `up` (an access
+//! policy for the token's object id) and a user-assigned managed identity rask makes for the
+//! cluster ([`tls_identity_name`]), given to every VM; a VM asks the instance metadata service
+//! for a token of that identity. `down`, `sweep` and a failed `up` delete the vault and then
+//! purge it: Key Vault's soft-delete (always on) would otherwise keep the keys, and the vault's
+//! name, for up to 90 days.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,6 +38,10 @@ pub const FETCH_WAIT_SECONDS: u64 = 600;
 pub enum SecretStore {
     /// SSM Parameter Store in `region`, one parameter per file named `{prefix}/{file}`.
     AwsSsm { region: String, prefix: String },
+    /// The Key Vault at `url` (`https://NAME.vault.azure.net`), one secret per file named
+    /// [`secret_name`], read with the user-assigned managed identity whose resource id is
+    /// `identity`.
+    AzureKeyVault { url: String, identity: String },
 }
 
 impl std::fmt::Display for SecretStore {
@@ -38,6 +50,7 @@ impl std::fmt::Display for SecretStore {
             SecretStore::AwsSsm { region, prefix } => {
                 write!(f, "SSM Parameter Store in {region} under {prefix}/")
             }
+            SecretStore::AzureKeyVault { url, .. } => write!(f, "Key Vault {url}"),
         }
     }
 }
@@ -45,6 +58,46 @@ impl std::fmt::Display for SecretStore {
 /// `/rask/{cluster}/tls`, the parameters' path on AWS.
 pub fn ssm_prefix(cluster: &str) -> String {
     format!("/rask/{cluster}/tls")
+}
+
+/// The cluster's Key Vault: `rask-{name}-{hash}`, 24 characters at most (Key Vault's limit), the
+/// hash of subscription, resource group and name keeping it apart from other clusters of the same
+/// name: vault names are global. The same for every `up` of the cluster, so user-data can name
+/// it; `down` purges the vault so the name is free again.
+pub fn key_vault_name(subscription: &str, resource_group: &str, cluster: &str) -> String {
+    // FNV-1a: stable across versions and platforms, unlike std's hasher.
+    let mut h: u32 = 0x811c_9dc5;
+    let key = format!("{subscription}/{resource_group}/{cluster}").to_ascii_lowercase();
+    for b in key.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    // Letters, digits and single hyphens; starting with a letter (cluster names do).
+    let mut short = String::new();
+    for c in cluster.chars().take(10) {
+        if c == '-' && short.ends_with('-') {
+            continue;
+        }
+        short.push(c);
+    }
+    let short = short.trim_end_matches('-');
+    format!("rask-{short}-{h:08x}")
+}
+
+/// `https://{name}.vault.azure.net`, a vault's address in Azure's public cloud.
+pub fn key_vault_url(name: &str) -> String {
+    format!("https://{name}.vault.azure.net")
+}
+
+/// The secret holding `file`: Key Vault's names are letters, digits and `-` (`ca.pem` is
+/// `ca-pem`).
+pub fn secret_name(file: &str) -> String {
+    file.replace(['.', '_'], "-")
+}
+
+/// The user-assigned managed identity the cluster's VMs read its vault with.
+pub fn tls_identity_name(cluster: &str) -> String {
+    format!("rask-{cluster}-tls")
 }
 
 /// The store of a cluster with TLS; `None` when the config turned TLS off.
@@ -57,14 +110,35 @@ pub fn store_of(cluster: &CloudCluster) -> Option<SecretStore> {
             region: e.region.clone(),
             prefix: ssm_prefix(&cluster.name),
         }),
-        // Refused when the config is validated.
-        ProviderSettings::Azure(_) => None,
+        ProviderSettings::Azure(a) => Some(SecretStore::AzureKeyVault {
+            url: key_vault_url(&key_vault_name(
+                &a.subscription_id,
+                &a.resource_group,
+                &cluster.name,
+            )),
+            identity: format!(
+                "/subscriptions/{}/resourceGroups/{}/providers/\
+                 Microsoft.ManagedIdentity/userAssignedIdentities/{}",
+                a.subscription_id,
+                a.resource_group,
+                tls_identity_name(&cluster.name)
+            ),
+        }),
     }
 }
 
 /// The three files a party needs: the CA, its certificate and its key.
 pub fn role_files(role: Role) -> [String; 3] {
     [CA_FILE.to_owned(), role.cert_file(), role.key_file()]
+}
+
+/// Every file `up` stores: the CA and each party's certificate and key.
+pub fn all_files() -> Vec<String> {
+    let mut out = vec![CA_FILE.to_owned()];
+    for r in Role::ALL {
+        out.extend([r.cert_file(), r.key_file()]);
+    }
+    out
 }
 
 /// The role a `--role` value names.
@@ -83,6 +157,10 @@ pub fn fetch_args(store: &SecretStore, roles: &[Role]) -> Vec<String> {
         SecretStore::AwsSsm { region, prefix } => {
             out.extend(["--aws-region".into(), region.clone()]);
             out.extend(["--aws-ssm-prefix".into(), prefix.clone()]);
+        }
+        SecretStore::AzureKeyVault { url, identity } => {
+            out.extend(["--azure-key-vault-url".into(), url.clone()]);
+            out.extend(["--azure-identity".into(), identity.clone()]);
         }
     }
     for r in roles {
@@ -233,6 +311,74 @@ mod tests {
         );
         assert_eq!(parse_role("worker"), Ok(Role::Worker));
         assert!(parse_role("admin").unwrap_err().contains("\"admin\""));
+    }
+
+    fn azure(extra: &str) -> CloudCluster {
+        config::parse(&format!(
+            "provider: azure\nname: demo-cluster--x\n{extra}azure:\n  location: westeurope\n  \
+             resource_group: rg\n  subscription_id: 00000000-0000-0000-0000-000000000000\n  \
+             vnet: net\n  subnet: sub\n  ssh_public_key: ssh-ed25519 AAAA test\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn azure_clusters_keep_their_files_in_a_key_vault_of_their_own() {
+        let Some(SecretStore::AzureKeyVault { url, identity }) = store_of(&azure("")) else {
+            panic!("tls is on by default on azure")
+        };
+        let name = key_vault_name(
+            "00000000-0000-0000-0000-000000000000",
+            "rg",
+            "demo-cluster--x",
+        );
+        assert_eq!(url, format!("https://{name}.vault.azure.net"));
+        assert_eq!(
+            identity,
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/\
+             Microsoft.ManagedIdentity/userAssignedIdentities/rask-demo-cluster--x-tls"
+        );
+        assert_eq!(store_of(&azure("tls: false\n")), None);
+        let args = fetch_args(&store_of(&azure("")).unwrap(), &[Role::Worker]).join(" ");
+        assert!(
+            args.starts_with(&format!(
+                "vm-tls fetch --azure-key-vault-url {url} --azure-identity {identity} --role worker"
+            )),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn key_vault_names_keep_to_key_vaults_rules_and_differ_by_place() {
+        for cluster in [
+            "a",
+            "demo",
+            "demo-cluster--x",
+            "a-very-long-cluster-name-indeed-0123",
+        ] {
+            let n = key_vault_name("s", "rg", cluster);
+            assert!((3..=24).contains(&n.len()), "{n}");
+            assert!(n.starts_with(|c: char| c.is_ascii_alphabetic()), "{n}");
+            assert!(n.ends_with(|c: char| c.is_ascii_alphanumeric()), "{n}");
+            assert!(!n.contains("--"), "{n}");
+            assert!(
+                n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+                "{n}"
+            );
+        }
+        assert_eq!(
+            key_vault_name("s", "rg", "demo"),
+            key_vault_name("s", "RG", "demo")
+        );
+        assert_ne!(
+            key_vault_name("s", "rg", "demo"),
+            key_vault_name("s", "rg2", "demo")
+        );
+        assert_ne!(
+            key_vault_name("s", "rg", "demo"),
+            key_vault_name("t", "rg", "demo")
+        );
+        assert_eq!(secret_name("worker-key.pem"), "worker-key-pem");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! credentials come from the VM's instance profile or managed identity, the config refuses
 //! secret-looking environment variables (see [`crate::providers::config`]), and with TLS it names
 //! only where the VM's certificate and key are kept: the VM fetches them at boot
-//! (`rask-operator vm-tls fetch`, see [`super::secrets`]).
+//! (`rask-operator vm-tls fetch`, see [`super::secrets`]): from SSM Parameter Store with the
+//! instance profile on AWS, from the cluster's Key Vault with its managed identity on Azure.
 
 use std::fmt::Write;
 
@@ -347,6 +348,40 @@ ec2:
         // Without autoscaling the operator's key stays in the store.
         let alone = render(&c, &Body::Scheduler { config_text: None });
         assert!(!alone.contains("'operator'"), "{alone}");
+    }
+
+    #[test]
+    fn on_azure_each_vm_reads_its_key_from_the_cluster_s_key_vault_as_its_identity() {
+        let c = config::parse(
+            "provider: azure\nname: demo\nazure:\n  location: westeurope\n  resource_group: rg\n  \
+             subscription_id: 00000000-0000-0000-0000-000000000000\n  vnet: net\n  subnet: sub\n  \
+             ssh_public_key: ssh-ed25519 AAAA test\n",
+        )
+        .unwrap();
+        let vault = secrets::key_vault_name("00000000-0000-0000-0000-000000000000", "rg", "demo");
+        let doc = render(
+            &c,
+            &Body::Worker {
+                group: "default",
+                name: "demo-default-1a2b",
+                scheduler: "tls://10.0.1.5:8786",
+            },
+        );
+        let v = parse_yaml(&doc);
+        let script = v["write_files"][1]["content"].as_str().unwrap();
+        assert!(
+            script.contains(&format!(
+                "'vm-tls' 'fetch' '--azure-key-vault-url' 'https://{vault}.vault.azure.net' \
+                 '--azure-identity' '/subscriptions/00000000-0000-0000-0000-000000000000/\
+                 resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/\
+                 rask-demo-tls' '--role' 'worker'"
+            )),
+            "{script}"
+        );
+        let upper = doc.to_ascii_uppercase();
+        for word in ["SECRET", "TOKEN", "PRIVATE KEY", "BEGIN "] {
+            assert!(!upper.contains(word), "custom data contains {word}:\n{doc}");
+        }
     }
 
     #[test]

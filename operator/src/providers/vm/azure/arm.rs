@@ -3,7 +3,7 @@
 //! `Location` or the resource's `provisioningState`, each with a timeout. It knows nothing of
 //! VMs or clusters: the provider ([`super`]) builds the resource ids and bodies.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,7 +26,7 @@ pub struct Arm {
     http: Client<Https, Full<Bytes>>,
     base: String,
     opts: AzureOptions,
-    credentials: Credentials,
+    credentials: Arc<Credentials>,
     token: Mutex<Option<(String, Instant)>>,
     poll: Duration,
 }
@@ -97,6 +97,20 @@ pub fn arm_error(action: &str, status: u16, body: &Value, text: &str) -> Provide
     }
 }
 
+/// The `tid` and `oid` claims of a JWT (not verified: it is our own token, read for its names).
+fn claims(token: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    Some((
+        v.get("tid")?.as_str()?.to_owned(),
+        v.get("oid")?.as_str()?.to_owned(),
+    ))
+}
+
 fn retry_after(headers: &http::HeaderMap, default: Duration) -> Duration {
     headers
         .get("retry-after")
@@ -120,7 +134,11 @@ impl Arm {
     ) -> Result<Arm, ProviderError> {
         let http = transport::client(&opts.root_certificates, Duration::from_secs(20))?;
         Ok(Arm {
-            credentials: Credentials::new(credentials, http.clone())?,
+            credentials: Arc::new(Credentials::new(
+                credentials,
+                http.clone(),
+                opts.identity.clone(),
+            )?),
             http,
             base: opts
                 .endpoint
@@ -142,6 +160,32 @@ impl Arm {
     /// Between polls when ARM gives no `Retry-After`.
     pub fn poll(&self) -> Duration {
         self.poll
+    }
+
+    /// Tokens for other Azure services (Key Vault) from the same credential, or the fixed token.
+    pub fn token_credential(&self) -> Arc<dyn azure_core::credentials::TokenCredential> {
+        Arc::new(super::credential::Scoped::new(
+            self.credentials.clone(),
+            self.opts.token.clone(),
+        ))
+    }
+
+    /// `azure_core`'s options over the operator's transport, for other Azure clients.
+    pub fn client_options(&self) -> azure_core::http::ClientOptions {
+        self.credentials.client_options()
+    }
+
+    /// Who the ARM token is for: its tenant and object id (the `tid` and `oid` claims), what a
+    /// Key Vault access policy names.
+    pub async fn principal(&self) -> Result<(String, String), ProviderError> {
+        let token = self.token().await?;
+        claims(&token).ok_or_else(|| {
+            ProviderError::Other(
+                "azure: the ARM token carries no tenant and object id (tid, oid claims) to give \
+                 access to the cluster's Key Vault"
+                    .into(),
+            )
+        })
     }
 
     pub fn url(&self, id: &str, api: &str) -> String {
@@ -343,6 +387,22 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_token_names_its_tenant_and_object() {
+        use base64::Engine;
+        let enc = |v: &Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string().as_bytes())
+        };
+        let jwt = format!(
+            "{}.{}.sig",
+            enc(&json!({"alg": "RS256"})),
+            enc(&json!({"tid": "t-1", "oid": "o-2", "aud": "https://management.azure.com"}))
+        );
+        assert_eq!(claims(&jwt), Some(("t-1".into(), "o-2".into())));
+        assert_eq!(claims("opaque"), None);
+        assert_eq!(claims("a.%%%.c"), None);
+    }
 
     #[test]
     fn arm_error_codes_become_clear_errors() {

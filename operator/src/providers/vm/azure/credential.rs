@@ -16,7 +16,7 @@ use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions};
 use azure_identity::{
     AzureCliCredential, AzureCliCredentialOptions, ClientSecretCredential,
     ClientSecretCredentialOptions, Executor, ManagedIdentityCredential,
-    ManagedIdentityCredentialOptions,
+    ManagedIdentityCredentialOptions, UserAssignedId,
 };
 use bytes::Bytes;
 use http_body_util::Full;
@@ -25,7 +25,9 @@ use hyper_util::client::legacy::Client;
 use super::PROVIDER;
 use super::transport::{self, Https, Transport};
 use crate::providers::ProviderError;
-use crate::providers::config::vm::{AzureCredentialKind, AzureCredentials, SecretSource};
+use crate::providers::config::vm::{
+    AzureCredentialKind, AzureCredentials, LOGIN_ENDPOINT, SecretSource,
+};
 
 /// The token's audience: Azure Resource Manager.
 const SCOPE: &str = "https://management.azure.com/.default";
@@ -47,6 +49,9 @@ pub struct Credentials {
     settings: AzureCredentials,
     http: Client<Https, Full<Bytes>>,
     transport: Arc<Transport>,
+    /// The user-assigned identity (resource id) to ask the metadata service for, if not the
+    /// VM's only one.
+    identity: Option<String>,
     chosen: tokio::sync::Mutex<Option<Arc<Chosen>>>,
 }
 
@@ -54,6 +59,7 @@ impl Credentials {
     pub fn new(
         settings: &AzureCredentials,
         http: Client<Https, Full<Bytes>>,
+        identity: Option<String>,
     ) -> Result<Credentials, ProviderError> {
         let transport =
             Transport::new(http.clone(), settings.imds_endpoint.as_deref()).map_err(|e| {
@@ -67,15 +73,21 @@ impl Credentials {
             settings: settings.clone(),
             http,
             transport: Arc::new(transport),
+            identity,
             chosen: tokio::sync::Mutex::new(None),
         })
     }
 
     /// A bearer token for ARM and how long it is valid.
     pub async fn token(&self) -> Result<(String, Duration), ProviderError> {
+        self.token_for(SCOPE).await
+    }
+
+    /// A bearer token for `scope` (ARM's, Key Vault's) and how long it is valid.
+    pub async fn token_for(&self, scope: &str) -> Result<(String, Duration), ProviderError> {
         let mut chosen = self.chosen.lock().await;
         if let Some(c) = chosen.clone() {
-            return get(&c).await;
+            return get(&c, scope).await;
         }
         let mut tried = Vec::new();
         let kind = self.settings.kind;
@@ -85,7 +97,7 @@ impl Credentials {
                 // A service principal that is there is the one meant: its errors are final.
                 Ok(c) => {
                     let c = Arc::new(c);
-                    let t = get(&c).await?;
+                    let t = get(&c, scope).await?;
                     *chosen = Some(c);
                     return Ok(t);
                 }
@@ -94,7 +106,7 @@ impl Credentials {
         }
         if auto || kind == AzureCredentialKind::AzureCli {
             let c = Arc::new(self.azure_cli()?);
-            match get(&c).await {
+            match get(&c, scope).await {
                 Ok(t) => {
                     *chosen = Some(c);
                     return Ok(t);
@@ -115,7 +127,7 @@ impl Credentials {
             match self.probe_imds().await {
                 Ok(()) => {
                     let c = Arc::new(self.managed_identity()?);
-                    let t = get(&c).await?;
+                    let t = get(&c, scope).await?;
                     *chosen = Some(c);
                     return Ok(t);
                 }
@@ -158,21 +170,10 @@ impl Credentials {
             .unwrap_or_else(|| transport::IMDS.into())
     }
 
-    fn client_options(&self) -> ClientOptions {
-        let mut cloud = CustomConfiguration::default();
-        cloud.authority_host = self.settings.login_endpoint.clone();
-        ClientOptions {
-            transport: Some(azure_core::http::Transport::new(self.transport.clone())),
-            cloud: Some(Arc::new(CloudConfiguration::Custom(cloud))),
-            // A few quick retries: a login endpoint that does not answer is reported in seconds.
-            retry: RetryOptions::exponential(ExponentialRetryOptions {
-                initial_delay: azure_core::time::Duration::milliseconds(500),
-                max_retries: 3,
-                max_total_elapsed: azure_core::time::Duration::seconds(30),
-                max_delay: azure_core::time::Duration::seconds(5),
-            }),
-            ..ClientOptions::default()
-        }
+    /// `azure_core`'s options over the operator's transport, for credentials and other clients
+    /// (Key Vault's).
+    pub fn client_options(&self) -> ClientOptions {
+        client_options(&self.transport, &self.settings.login_endpoint)
     }
 
     /// The configured service principal (or the one `AZURE_*` names), or why there is none.
@@ -257,8 +258,8 @@ impl Credentials {
         let endpoint = self.imds();
         let action = "get a token for the managed identity".to_owned();
         let credential = ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+            user_assigned_id: self.identity.clone().map(UserAssignedId::ResourceId),
             client_options: self.client_options(),
-            ..ManagedIdentityCredentialOptions::default()
         }))
         .map_err(|e| ProviderError::Other(format!("azure {action}: {}", message(&e))))?;
         Ok(Chosen {
@@ -283,9 +284,93 @@ impl Credentials {
     }
 }
 
+/// `azure_core`'s options: `transport`, Entra at `login`, and a few quick retries, so an endpoint
+/// that does not answer is reported in seconds.
+pub(super) fn client_options(transport: &Arc<Transport>, login: &str) -> ClientOptions {
+    let mut cloud = CustomConfiguration::default();
+    cloud.authority_host = login.to_owned();
+    ClientOptions {
+        transport: Some(azure_core::http::Transport::new(transport.clone())),
+        cloud: Some(Arc::new(CloudConfiguration::Custom(cloud))),
+        retry: RetryOptions::exponential(ExponentialRetryOptions {
+            initial_delay: azure_core::time::Duration::milliseconds(500),
+            max_retries: 3,
+            max_total_elapsed: azure_core::time::Duration::seconds(30),
+            max_delay: azure_core::time::Duration::seconds(5),
+        }),
+        ..ClientOptions::default()
+    }
+}
+
+/// The VM's user-assigned managed identity `identity` (a resource id), from the instance metadata
+/// service `transport` sends to: what a VM reads its cluster's Key Vault with.
+pub fn vm_identity(
+    identity: &str,
+    transport: &Arc<Transport>,
+) -> Result<Arc<dyn TokenCredential>, ProviderError> {
+    ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+        user_assigned_id: Some(UserAssignedId::ResourceId(identity.to_owned())),
+        client_options: client_options(transport, LOGIN_ENDPOINT),
+    }))
+    .map(|c| c as Arc<dyn TokenCredential>)
+    .map_err(|e| {
+        ProviderError::Other(format!(
+            "azure: managed identity {identity}: {}",
+            message(&e)
+        ))
+    })
+}
+
+/// Tokens for any scope from [`Credentials`] (or one fixed token), as `azure_core` clients ask
+/// for them: Key Vault's client asks for the scope its vault's challenge names.
+#[derive(Clone)]
+pub struct Scoped {
+    credentials: Arc<Credentials>,
+    fixed: Option<String>,
+}
+
+impl std::fmt::Debug for Scoped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scoped").finish_non_exhaustive()
+    }
+}
+
+impl Scoped {
+    pub fn new(credentials: Arc<Credentials>, fixed: Option<String>) -> Scoped {
+        Scoped { credentials, fixed }
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for Scoped {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        let now = azure_core::time::OffsetDateTime::now_utc();
+        if let Some(t) = &self.fixed {
+            return Ok(azure_core::credentials::AccessToken::new(
+                t.clone(),
+                now + azure_core::time::Duration::hours(1),
+            ));
+        }
+        let scope = scopes.first().copied().unwrap_or(SCOPE);
+        let (token, left) = self.credentials.token_for(scope).await.map_err(|e| {
+            let kind = match e {
+                ProviderError::Unreachable { .. } => ErrorKind::Connection,
+                _ => ErrorKind::Credential,
+            };
+            azure_core::Error::with_message(kind, e.to_string())
+        })?;
+        let left = azure_core::time::Duration::seconds(i64::try_from(left.as_secs()).unwrap_or(0));
+        Ok(azure_core::credentials::AccessToken::new(token, now + left))
+    }
+}
+
 /// One token from a credential, its error made readable.
-async fn get(c: &Chosen) -> Result<(String, Duration), ProviderError> {
-    match c.credential.get_token(&[SCOPE], None).await {
+async fn get(c: &Chosen, scope: &str) -> Result<(String, Duration), ProviderError> {
+    match c.credential.get_token(&[scope], None).await {
         Ok(t) => {
             let left = (t.expires_on - azure_core::time::OffsetDateTime::now_utc())
                 .whole_seconds()
@@ -303,7 +388,7 @@ async fn get(c: &Chosen) -> Result<(String, Duration), ProviderError> {
 }
 
 /// The error's causes, outermost first.
-fn chain(e: &azure_core::Error) -> Vec<&azure_core::Error> {
+pub(super) fn chain(e: &azure_core::Error) -> Vec<&azure_core::Error> {
     let mut out = vec![e];
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = cur {
@@ -317,7 +402,7 @@ fn chain(e: &azure_core::Error) -> Vec<&azure_core::Error> {
 
 /// The innermost cause's message, its first line: the service's or the tool's own words,
 /// without `azure_identity`'s wrapping ("... authentication failed", a troubleshooting link).
-fn message(e: &azure_core::Error) -> String {
+pub(super) fn message(e: &azure_core::Error) -> String {
     chain(e)
         .iter()
         .rev()

@@ -6,6 +6,11 @@
 //! stopped and billed. Long-running operations are followed through `Azure-AsyncOperation`,
 //! `Location` or the resource's `provisioningState`, each with a timeout; 429 and 503 answers are
 //! retried after `Retry-After`.
+//!
+//! With TLS (the default), `prepare` also makes the cluster's Key Vault and the user-assigned
+//! managed identity its VMs read it with (see [`super::secrets`]); `store_tls` puts the files in
+//! the vault ([`vault`]); deleting the vault purges it, and `tagged` also finds the cluster's
+//! vaults that were deleted but not purged (soft-delete), so `sweep` purges those too.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,6 +18,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{Value, json};
 
+use super::secrets::{self, SecretStore};
 use super::{
     Ledger, Provider, Resource, Role, TAG_CLUSTER, TAG_CREATED, TAG_GROUP, TAG_READY, TAG_ROLE, Vm,
     VmRequest, VmState,
@@ -24,6 +30,7 @@ use crate::providers::config::vm::{AzureSettings, CloudCluster, ProviderSettings
 pub mod arm;
 mod credential;
 mod transport;
+pub(crate) mod vault;
 
 use arm::{Arm, arm_error};
 
@@ -34,6 +41,13 @@ const VM: &str = "virtual-machine";
 const NIC: &str = "network-interface";
 const PUBLIC_IP: &str = "public-ip";
 const NSG: &str = "network-security-group";
+const KEYVAULT_API: &str = "2023-07-01";
+const IDENTITY_API: &str = "2023-01-31";
+/// The cluster's Key Vault, and one deleted but not purged yet (id `LOCATION/NAME`).
+const KEY_VAULT: &str = "key-vault";
+const DELETED_KEY_VAULT: &str = "deleted-key-vault";
+/// The user-assigned managed identity the cluster's VMs read its vault with.
+const IDENTITY: &str = "managed-identity";
 
 /// How to reach ARM besides the config: tests point it at a local stub.
 #[derive(Clone, Debug, Default)]
@@ -47,6 +61,13 @@ pub struct AzureOptions {
     pub root_certificates: Vec<Vec<u8>>,
     /// Between polls of a long-running operation when ARM gives no `Retry-After` (default 2 s).
     pub poll: Option<Duration>,
+    /// The user-assigned identity (resource id) a managed-identity credential asks the instance
+    /// metadata service for; default: the VM's only one. The autoscaler on a scheduler VM sets
+    /// `azure.identity`: with TLS the VM also has the cluster's Key Vault identity.
+    pub identity: Option<String>,
+    /// The instance metadata service for `vm-tls fetch` on a VM (default Azure's,
+    /// `http://169.254.169.254`).
+    pub imds_endpoint: Option<String>,
 }
 
 /// Azure as a cloud [`Provider`] for one resource group.
@@ -58,6 +79,11 @@ pub struct Azure {
 fn kind_path(kind: &str) -> (&'static str, &'static str) {
     match kind {
         VM => ("Microsoft.Compute/virtualMachines", COMPUTE_API),
+        KEY_VAULT => ("Microsoft.KeyVault/vaults", KEYVAULT_API),
+        IDENTITY => (
+            "Microsoft.ManagedIdentity/userAssignedIdentities",
+            IDENTITY_API,
+        ),
         NIC => ("Microsoft.Network/networkInterfaces", NETWORK_API),
         PUBLIC_IP => ("Microsoft.Network/publicIPAddresses", NETWORK_API),
         _ => ("Microsoft.Network/networkSecurityGroups", NETWORK_API),
@@ -73,6 +99,25 @@ fn tags_of(v: &Value) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A VM's view of its cluster's Key Vault at `url`: tokens for the user-assigned identity
+/// `identity` (a resource id) from the instance metadata service (`opts.imds_endpoint`, default
+/// Azure's), over the operator's transport.
+pub(crate) fn vm_vault(
+    url: &str,
+    identity: &str,
+    opts: &AzureOptions,
+) -> Result<vault::Vault, ProviderError> {
+    let http = transport::client(&opts.root_certificates, Duration::from_secs(20))?;
+    let transport = std::sync::Arc::new(
+        transport::Transport::new(http, opts.imds_endpoint.as_deref())
+            .map_err(|e| ProviderError::Other(format!("azure: instance metadata endpoint: {e}")))?,
+    );
+    let credential = credential::vm_identity(identity, &transport)?;
+    let options =
+        credential::client_options(&transport, crate::providers::config::vm::LOGIN_ENDPOINT);
+    vault::Vault::connect(url, credential, options)
 }
 
 impl Azure {
@@ -208,21 +253,13 @@ impl Azure {
         }
         t
     }
-}
 
-impl Provider for Azure {
-    fn name(&self) -> &'static str {
-        PROVIDER
-    }
-
-    async fn prepare(
+    /// The cluster's network security group: the scheduler's ports open to its ingress networks.
+    async fn prepare_nsg(
         &self,
         cluster: &CloudCluster,
         ledger: &mut Ledger,
     ) -> Result<(), ProviderError> {
-        if self.settings.security_group.is_some() {
-            return Ok(());
-        }
         let mut rules = Vec::new();
         if !cluster.scheduler.ingress_cidrs.is_empty() {
             rules.push(json!({
@@ -256,6 +293,299 @@ impl Provider for Azure {
             cluster.timeouts.scheduler,
         )
         .await?;
+        Ok(())
+    }
+
+    /// The cluster's Key Vault's name.
+    fn vault_name(&self, cluster: &str) -> String {
+        secrets::key_vault_name(
+            &self.settings.subscription_id,
+            &self.settings.resource_group,
+            cluster,
+        )
+    }
+
+    /// The identity the VMs read the vault with, then the vault: secrets readable (`get`) by
+    /// that identity, and writable by whoever runs `up` (the ARM token's object id).
+    async fn prepare_vault(
+        &self,
+        cluster: &CloudCluster,
+        identity_id: &str,
+        ledger: &mut Ledger,
+    ) -> Result<(), ProviderError> {
+        let s = &self.settings;
+        let timeout = cluster.timeouts.scheduler;
+        let (tenant, operator) = self.arm.principal().await?;
+        let tags = json!({
+            TAG_CLUSTER: cluster.name,
+            TAG_ROLE: "secrets",
+            TAG_CREATED: (now() as u64).to_string(),
+        });
+        let identity = secrets::tls_identity_name(&cluster.name);
+        let body = json!({"location": s.location, "tags": tags});
+        self.put(IDENTITY, &identity, &body, &cluster.name, ledger, timeout)
+            .await?;
+        let action = format!("read {IDENTITY} {identity}");
+        let made = self
+            .arm
+            .get(&self.id(IDENTITY, &identity), IDENTITY_API, &action)
+            .await?
+            .ok_or_else(|| ProviderError::Other(format!("{action}: it vanished")))?;
+        let principal = made["properties"]["principalId"]
+            .as_str()
+            .ok_or_else(|| {
+                ProviderError::Other(format!(
+                    "{action}: ARM gave no principalId for {identity_id}"
+                ))
+            })?
+            .to_owned();
+        let name = self.vault_name(&cluster.name);
+        let body = json!({
+            "location": s.location,
+            "tags": tags,
+            "properties": {
+                "tenantId": tenant,
+                "sku": {"family": "A", "name": "standard"},
+                // Access policies, not Azure RBAC: granting a role needs more than Contributor.
+                "enableRbacAuthorization": false,
+                // The shortest retention, should a purge ever fail.
+                "softDeleteRetentionInDays": 7,
+                "accessPolicies": [
+                    {
+                        "tenantId": tenant,
+                        "objectId": operator,
+                        // delete and purge: `down` purges the secrets one by one first.
+                        "permissions": {"secrets": ["get", "set", "delete", "purge"]},
+                    },
+                    {
+                        "tenantId": tenant,
+                        "objectId": principal,
+                        "permissions": {"secrets": ["get"]},
+                    },
+                ],
+            },
+        });
+        self.put(KEY_VAULT, &name, &body, &cluster.name, ledger, timeout)
+            .await
+            .map_err(|e| match e {
+                ProviderError::Api { code, message, .. } if code == "ConflictError" => {
+                    ProviderError::Api {
+                        provider: PROVIDER,
+                        action: format!("create {KEY_VAULT} {name}"),
+                        code,
+                        message: format!(
+                            "{message} (Key Vault keeps a deleted vault's name for its retention \
+                             period: `rask-operator sweep` purges this cluster's, `az keyvault \
+                             purge --name {name}` any other)"
+                        ),
+                    }
+                }
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    /// Deletes and purges the vault's secrets, best effort: whoever runs `down` may not be in
+    /// the vault's access policies, or the vault may not answer; the vault's purge takes them
+    /// along anyway where it is allowed.
+    async fn purge_secrets(&self, name: &str, uri: &str, timeout: Duration) -> bool {
+        let vault = match vault::Vault::connect(
+            uri,
+            self.arm.token_credential(),
+            self.arm.client_options(),
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(vault = name, error = %e, "cannot reach the Key Vault's secrets");
+                return false;
+            }
+        };
+        let wait = timeout.min(Duration::from_secs(30));
+        for file in secrets::all_files() {
+            if let Err(e) = vault
+                .delete_and_purge(&secrets::secret_name(&file), wait)
+                .await
+            {
+                tracing::warn!(
+                    vault = name,
+                    error = %e,
+                    "could not delete and purge the vault's secrets one by one; purging the vault"
+                );
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Deletes the cluster's vault (Key Vault keeps it, soft-deleted), then purges it; its
+    /// secrets are deleted and purged first.
+    async fn delete_vault(&self, name: &str, timeout: Duration) -> Result<(), ProviderError> {
+        let action = format!("read {KEY_VAULT} {name}");
+        let found = self
+            .arm
+            .get(&self.id(KEY_VAULT, name), KEYVAULT_API, &action)
+            .await?;
+        let mut secrets_purged = false;
+        if let Some(uri) = found
+            .as_ref()
+            .and_then(|v| v["properties"]["vaultUri"].as_str())
+        {
+            secrets_purged = self.purge_secrets(name, uri, timeout).await;
+        }
+        let location = found
+            .and_then(|v| v["location"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| self.settings.location.clone());
+        let r = Resource {
+            kind: KEY_VAULT,
+            id: name.to_owned(),
+            cluster: String::new(),
+            created: None,
+        };
+        self.delete_one(&r, timeout).await?;
+        match self.purge_vault(&location, name, timeout).await {
+            // The keys are gone; only the empty vault's name stays taken until its retention
+            // ends (purging a deleted vault is a right on the subscription).
+            Err(ProviderError::Unauthorized { message, .. }) if secrets_purged => {
+                tracing::warn!(
+                    vault = name,
+                    %location,
+                    reason = %message,
+                    "the Key Vault's secrets are purged, but the deleted vault may not be: its \
+                     name stays taken for its retention period (7 days)"
+                );
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Purges the deleted vault `name`: its secrets and its name are gone for good.
+    async fn purge_vault(
+        &self,
+        location: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<(), ProviderError> {
+        let deleted = format!(
+            "/subscriptions/{}/providers/Microsoft.KeyVault/locations/{location}/deletedVaults/{name}",
+            self.settings.subscription_id
+        );
+        let url = format!(
+            "{}{deleted}/purge?api-version={KEYVAULT_API}",
+            self.arm.base()
+        );
+        let action = format!("purge deleted {KEY_VAULT} {name} in {location}");
+        let a = self
+            .arm
+            .send(http::Method::POST, &url, None, &action, true)
+            .await?;
+        match a.status {
+            // Nothing to purge: never deleted, or purged already.
+            404 => Ok(()),
+            200 | 204 => Ok(()),
+            202 => {
+                let watch = self.arm.url(&deleted, KEYVAULT_API);
+                self.arm.follow(a, &watch, &action, timeout, true).await
+            }
+            s => Err(arm_error(&action, s, &a.body, &a.text)),
+        }
+    }
+
+    /// Vaults of ours in this resource group that were deleted but not purged.
+    async fn deleted_vaults(&self, cluster: Option<&str>) -> Result<Vec<Resource>, ProviderError> {
+        let action = format!(
+            "list deleted Key Vaults of subscription {}",
+            self.settings.subscription_id
+        );
+        let mut url = self.arm.url(
+            &format!(
+                "/subscriptions/{}/providers/Microsoft.KeyVault/deletedVaults",
+                self.settings.subscription_id
+            ),
+            KEYVAULT_API,
+        );
+        let group = format!("{}/", self.group_path()).to_ascii_lowercase();
+        let mut out = Vec::new();
+        loop {
+            let a = self
+                .arm
+                .send(http::Method::GET, &url, None, &action, true)
+                .await?;
+            if a.status == 403 {
+                // Deleted vaults are the subscription's: a principal with rights on the resource
+                // group alone cannot list them. Then a vault left unpurged goes unseen.
+                tracing::warn!(
+                    subscription = %self.settings.subscription_id,
+                    "cannot list deleted Key Vaults (403): a vault of rask's that was deleted but \
+                     not purged would not be found"
+                );
+                return Ok(Vec::new());
+            }
+            if a.status != 200 {
+                return Err(arm_error(&action, a.status, &a.body, &a.text));
+            }
+            for v in a.body["value"].as_array().into_iter().flatten() {
+                let p = &v["properties"];
+                let ours = p["vaultId"]
+                    .as_str()
+                    .is_some_and(|id| id.to_ascii_lowercase().starts_with(&group));
+                let tags = tags_of(p);
+                let (Some(c), Some(name), Some(location), true) = (
+                    tags.get(TAG_CLUSTER),
+                    v["name"].as_str(),
+                    p["location"].as_str(),
+                    ours,
+                ) else {
+                    continue;
+                };
+                if cluster.is_some_and(|want| want != c) {
+                    continue;
+                }
+                out.push(Resource {
+                    kind: DELETED_KEY_VAULT,
+                    id: format!("{location}/{name}"),
+                    cluster: c.clone(),
+                    created: tags.get(TAG_CREATED).and_then(|t| t.parse().ok()),
+                });
+            }
+            match a.body.get("nextLink").and_then(Value::as_str) {
+                Some(next) => url = next.to_owned(),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Deletes one resource of any kind, purging vaults.
+    async fn delete_any(&self, r: &Resource, timeout: Duration) -> Result<(), ProviderError> {
+        match r.kind {
+            KEY_VAULT => self.delete_vault(&r.id, timeout).await,
+            DELETED_KEY_VAULT => {
+                let (location, name) =
+                    r.id.split_once('/')
+                        .ok_or_else(|| ProviderError::Other(format!("{r}: not LOCATION/NAME")))?;
+                self.purge_vault(location, name, timeout).await
+            }
+            _ => self.delete_one(r, timeout).await,
+        }
+    }
+}
+
+impl Provider for Azure {
+    fn name(&self) -> &'static str {
+        PROVIDER
+    }
+
+    async fn prepare(
+        &self,
+        cluster: &CloudCluster,
+        ledger: &mut Ledger,
+    ) -> Result<(), ProviderError> {
+        if self.settings.security_group.is_none() {
+            self.prepare_nsg(cluster, ledger).await?;
+        }
+        if let Some(SecretStore::AzureKeyVault { identity, .. }) = secrets::store_of(cluster) {
+            self.prepare_vault(cluster, &identity, ledger).await?;
+        }
         Ok(())
     }
 
@@ -362,11 +692,19 @@ impl Provider for Azure {
             "tags": tags,
             "properties": properties,
         });
+        let mut identities = serde_json::Map::new();
         if let (Some(identity), Role::Scheduler) = (&s.identity, req.role) {
             // The autoscaler on the scheduler VM creates and deletes workers as this identity.
+            identities.insert(identity.clone(), json!({}));
+        }
+        if let Some(SecretStore::AzureKeyVault { identity, .. }) = secrets::store_of(cluster) {
+            // Every VM reads its files from the cluster's vault as this one.
+            identities.insert(identity, json!({}));
+        }
+        if !identities.is_empty() {
             body["identity"] = json!({
                 "type": "UserAssigned",
-                "userAssignedIdentities": {identity: {}},
+                "userAssignedIdentities": identities,
             });
         }
         let action = format!("create virtual-machine {} ({})", req.name, req.size);
@@ -471,7 +809,7 @@ impl Provider for Azure {
 
     async fn tagged(&self, cluster: Option<&str>) -> Result<Vec<Resource>, ProviderError> {
         let mut out = Vec::new();
-        for kind in [VM, NIC, PUBLIC_IP, NSG] {
+        for kind in [VM, NIC, PUBLIC_IP, NSG, KEY_VAULT, IDENTITY] {
             for r in self.list(kind).await? {
                 let tags = tags_of(&r);
                 let Some(c) = tags.get(TAG_CLUSTER) else {
@@ -490,12 +828,14 @@ impl Provider for Azure {
                 }
             }
         }
+        out.extend(self.deleted_vaults(cluster).await?);
         Ok(out)
     }
 
     async fn delete(&self, resources: &[Resource], timeout: Duration) -> Result<(), ProviderError> {
         let start = Instant::now();
-        // VMs first, all at once (each takes their NIC, IP and disk along), then what is left.
+        // VMs first, all at once (each takes their NIC, IP and disk along), then what is left;
+        // the vault (deleted, then purged) and the identity that reads it last.
         for batch in [
             resources
                 .iter()
@@ -504,10 +844,15 @@ impl Provider for Azure {
             resources.iter().filter(|r| r.kind == NIC).collect(),
             resources.iter().filter(|r| r.kind == PUBLIC_IP).collect(),
             resources.iter().filter(|r| r.kind == NSG).collect(),
+            resources
+                .iter()
+                .filter(|r| r.kind == KEY_VAULT || r.kind == DELETED_KEY_VAULT)
+                .collect(),
+            resources.iter().filter(|r| r.kind == IDENTITY).collect(),
         ] {
             let left = timeout.saturating_sub(start.elapsed());
             let results =
-                futures::future::join_all(batch.iter().map(|r| self.delete_one(r, left))).await;
+                futures::future::join_all(batch.iter().map(|r| self.delete_any(r, left))).await;
             for r in results {
                 r?;
             }
@@ -552,18 +897,30 @@ impl Provider for Azure {
     async fn store_tls(
         &self,
         cluster: &CloudCluster,
-        _files: &[(String, String)],
+        files: &[(String, String)],
         _ledger: &mut Ledger,
     ) -> Result<(), ProviderError> {
-        // The config refuses `tls: true` on azure, so `up` never asks.
-        Err(ProviderError::Config {
-            file: String::new(),
-            key: "tls".into(),
-            message: format!(
-                "cluster {}: azure keeps no certificates yet (Key Vault is not used): set `tls: false`",
-                cluster.name
-            ),
-        })
+        // The vault is in the ledger since `prepare`: deleting it takes the secrets along.
+        let name = self.vault_name(&cluster.name);
+        let action = format!("read {KEY_VAULT} {name}");
+        let v = self
+            .arm
+            .get(&self.id(KEY_VAULT, &name), KEYVAULT_API, &action)
+            .await?
+            .ok_or_else(|| ProviderError::Other(format!("{action}: it does not exist")))?;
+        let url = v["properties"]["vaultUri"].as_str().ok_or_else(|| {
+            ProviderError::Other(format!("{action}: ARM gave no properties.vaultUri"))
+        })?;
+        let vault =
+            vault::Vault::connect(url, self.arm.token_credential(), self.arm.client_options())?;
+        let tags =
+            std::collections::HashMap::from([(TAG_CLUSTER.to_owned(), cluster.name.clone())]);
+        for (file, text) in files {
+            vault
+                .set(&secrets::secret_name(file), text, tags.clone())
+                .await?;
+        }
+        Ok(())
     }
 
     async fn mark_ready(&self, vm: &Vm) -> Result<(), ProviderError> {
