@@ -12,6 +12,7 @@ use crate::delayed::{
     AsInput, Delayed, Deps, InputSource, func_prefix, graph_of, new_key, payload_of,
 };
 use crate::follows::Follows;
+use rask_core::function::encode_payloads;
 use rask_core::net::{self, PeerPool};
 use rask_core::protocol::{Envelope, FromScheduler, TaskFailure, ToScheduler};
 use rask_core::table::Table;
@@ -251,16 +252,13 @@ impl Client {
         items: impl IntoIterator<Item = A>,
     ) -> Vec<Future<R>> {
         let prefix = func_prefix(f.name());
-        let specs = items
+        let payloads = match encode_payloads(items) {
+            Ok(p) => p,
+            Err(e) => panic!("arguments of {}: {e}", f.name()),
+        };
+        let specs = payloads
             .into_iter()
-            .map(|args| {
-                TaskSpec::new(
-                    new_key(prefix),
-                    f.func_name(),
-                    payload_of(f.name(), &args),
-                    Vec::new(),
-                )
-            })
+            .map(|payload| TaskSpec::new(new_key(prefix), f.func_name(), payload, Vec::new()))
             .collect();
         self.send_graph(specs)
     }
@@ -329,10 +327,20 @@ impl Client {
             .unwrap_or_else(|p| p.into_inner());
         Inner::send_releases(&self.inner.sched, &mut pending);
         let follows = self.inner.follows.of_submissions();
+        // The wanted keys that are the graph's tasks at the same places (all of a `map`'s) go
+        // by count: the scheduler need not read, allocate and free a second copy of each.
+        let by_place = wanted
+            .iter()
+            .zip(&tasks)
+            .take_while(|(k, t)| **k == t.key)
+            .count();
+        let graph = |tasks, wanted: &[Key]| ToScheduler::UpdateGraph {
+            tasks,
+            wanted_tasks: by_place as u64,
+            wanted: wanted[by_place..].to_vec(),
+        };
         if follows.is_empty() {
-            self.inner
-                .sched
-                .send(ToScheduler::UpdateGraph { tasks, wanted });
+            self.inner.sched.send(graph(tasks, &wanted));
         } else {
             // In the graph's frame, right after it: the scheduler takes up the follow before
             // any of the graph's tasks can finish, so it counts them all.
@@ -346,7 +354,7 @@ impl Client {
                     .into()
                 })
                 .collect();
-            batch.insert(0, ToScheduler::UpdateGraph { tasks, wanted }.into());
+            batch.insert(0, graph(tasks, &wanted).into());
             self.inner.sched.send_many(batch);
         }
         drop(pending);
@@ -524,7 +532,7 @@ impl Client {
                 Slot::Failed(_) => size_of::<TaskFailure>(),
                 Slot::Cancelled => 0,
             };
-            key_text_bytes(key) + owned + FUTURE_BYTES
+            key.heap_bytes() + owned + FUTURE_BYTES
         };
         r.slots.bytes() + r.slots.iter().map(|(_, k, s)| per_key(k, s)).sum::<usize>()
     }
@@ -554,7 +562,7 @@ impl Inner {
                         None => (key, Slot::Remote(who_has.into_boxed_slice())),
                     }
                 }
-                FromScheduler::KeyErred { key, failure } => (key, Slot::Failed(Box::new(failure))),
+                FromScheduler::KeyErred { key, failure } => (key, Slot::Failed(failure)),
                 FromScheduler::Progress(report) => {
                     self.follows.on_report(report);
                     continue;
@@ -644,11 +652,6 @@ impl Drop for Inner {
         // Ends the release loop.
         self.release_wake.notify_one();
     }
-}
-
-/// Heap bytes of a key's text: its allocation's two counters and the text.
-fn key_text_bytes(key: &Key) -> usize {
-    16 + key.as_str().len().next_multiple_of(8)
 }
 
 /// Heap bytes of the part a key's futures share: the allocation's two counters and a
@@ -813,16 +816,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_pending_future_costs_the_client_at_most_150_bytes() {
+    async fn a_pending_future_costs_the_client_at_most_120_bytes() {
         let n = 20_000;
         let (client, futures) = pending_futures(n).await;
         assert_eq!(client.inner.lock().slots.len(), n);
         assert_eq!(size_of::<Slot>(), 24);
         let per_future = client.held_bytes() / n;
-        // 27-byte keys: an index bucket (4 bytes and a control byte, up to 2 per key), the
-        // slot (key, generation, state: 48), the key's text (48) and the futures' shared
-        // part (40). A map of keys to slots with the value in the slot took 160 and more.
-        assert!(per_future <= 150, "{per_future} bytes per pending future");
+        // Keys of about 20 bytes, kept inline: an index bucket (4 bytes and a control byte, up
+        // to 2 per key), the slot (key, generation, state: 56) and the futures' shared part
+        // (48): 112. With the key's text in an allocation of its own 135; a map of keys to
+        // slots with the value in the slot took 160 and more.
+        assert!(per_future <= 120, "{per_future} bytes per pending future");
         drop(futures);
         assert_eq!(client.held_bytes(), 0, "released futures leave nothing");
     }

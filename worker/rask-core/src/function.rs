@@ -285,6 +285,46 @@ pub fn encode_payload<A: Serialize>(args: &A) -> Result<Bytes, PayloadError> {
     }
 }
 
+/// Encodes many tasks' arguments (a `map`'s): payloads of up to 64 bytes are slices of one
+/// shared buffer, so a million small ones are one allocation where each would be one of its own
+/// (freed when the graph is sent, and left as a hole between what the process keeps).
+pub fn encode_payloads<A: Serialize>(
+    items: impl IntoIterator<Item = A>,
+) -> Result<Vec<Bytes>, PayloadError> {
+    let mut shared = Vec::new();
+    // Each payload: its end in `shared`, or its own bytes when longer.
+    let mut parts: Vec<Result<usize, Bytes>> = Vec::new();
+    let mut small = [0u8; 64];
+    for args in items {
+        match postcard::to_slice(&args, &mut small) {
+            Ok(used) => {
+                shared.extend_from_slice(used);
+                parts.push(Ok(shared.len()));
+            }
+            Err(postcard::Error::SerializeBufferFull) => parts.push(Err(encode_payload(&args)?)),
+            Err(e) => {
+                return Err(PayloadError {
+                    type_name: short_type_name::<A>(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    let shared = Bytes::from(shared);
+    let mut start = 0;
+    Ok(parts
+        .into_iter()
+        .map(|part| match part {
+            Ok(end) => {
+                let payload = shared.slice(start..end);
+                start = end;
+                payload
+            }
+            Err(own) => own,
+        })
+        .collect())
+}
+
 /// Decodes a task's payload as the arguments of `func`.
 pub fn decode_payload<A: DeserializeOwned>(func: &str, payload: &[u8]) -> Result<A, KernelError> {
     from_postcard(payload).map_err(|e| KernelError::Arguments {
@@ -684,5 +724,21 @@ mod tests {
         assert_eq!(out.decode::<i64>().unwrap(), 42);
         let err = r.call("k.negate", &p, &[]).unwrap_err();
         assert!(err.to_string().contains("is a k.double task"), "{err}");
+    }
+
+    #[test]
+    fn many_payloads_share_one_buffer_unless_long() {
+        let long = vec![7u8; 100];
+        let items: Vec<Vec<u8>> = vec![vec![1], Vec::new(), long.clone(), vec![2, 3]];
+        let payloads = encode_payloads(items.iter()).unwrap();
+        assert_eq!(payloads.len(), 4);
+        for (p, item) in payloads.iter().zip(&items) {
+            assert_eq!(p, &encode_payload(item).unwrap());
+        }
+        // The short ones are consecutive slices of one buffer.
+        let (a, b, d) = (&payloads[0], &payloads[1], &payloads[3]);
+        assert_eq!(a.as_ptr().wrapping_add(a.len()), b.as_ptr());
+        assert_eq!(b.as_ptr().wrapping_add(b.len()), d.as_ptr());
+        assert!(encode_payloads(Vec::<u8>::new()).unwrap().is_empty());
     }
 }

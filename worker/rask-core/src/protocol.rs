@@ -43,9 +43,12 @@ pub enum ToScheduler {
         reason: String,
     },
 
-    /// Client: add these tasks (in priority order: earlier runs first) and hold the `wanted` keys.
+    /// Client: add these tasks (in priority order: earlier runs first) and hold the keys of the
+    /// first `wanted_tasks` of them and the `wanted` keys. A `map` wants every task it sends: its
+    /// keys are then not sent twice, nor read, allocated and freed again by the scheduler.
     UpdateGraph {
         tasks: Vec<TaskSpec>,
+        wanted_tasks: u64,
         wanted: Vec<Key>,
     },
     /// Client: it no longer holds these keys.
@@ -157,14 +160,15 @@ pub enum FromScheduler {
     HeartbeatAck,
 
     /// Client: a wanted key is in memory. Blob 0 is the value when it was small enough to be
-    /// forwarded; otherwise fetch it from one of `who_has`.
+    /// forwarded (`who_has` is then empty); otherwise fetch it from one of `who_has`.
     KeyInMemory {
         key: Key,
         nbytes: u64,
         who_has: Vec<String>,
     },
-    /// Client: a wanted key failed, because `failure.key` raised.
-    KeyErred { key: Key, failure: TaskFailure },
+    /// Client: a wanted key failed, because `failure.key` raised. Boxed: a failure is large
+    /// and rare, and every message is the size of the largest.
+    KeyErred { key: Key, failure: Box<TaskFailure> },
     /// Client: where the tasks of one of its follows ([`ToScheduler::FollowKeys`]) stand. Sent
     /// at once after each `FollowKeys`, then when they change, at most a few times a second,
     /// and at once when the last of them finishes or fails.
@@ -584,7 +588,8 @@ mod tests {
                     Bytes::from_static(&[1, 2]),
                     vec!["x-1".into()],
                 )],
-                wanted: vec!["inc-1".into()],
+                wanted_tasks: 1,
+                wanted: vec!["x-1".into()],
             }),
             Envelope::with_blobs(
                 ToScheduler::TaskFinished {

@@ -74,7 +74,7 @@ impl<T> Default for Table<T> {
 }
 
 fn hash_of(key: &Key) -> u64 {
-    FxBuildHasher.hash_one(key.as_str())
+    FxBuildHasher.hash_one(key)
 }
 
 /// The key in slot `s` (every slot the index names holds a value).
@@ -398,12 +398,12 @@ mod tests {
         for i in 0..n {
             add(&mut t, &i.to_string(), [0; 32]);
         }
-        let map = hash_table_bytes(n * 8 / 7 + 1, 16 + 256);
+        let map = hash_table_bytes(n * 8 / 7 + 1, size_of::<Key>() + 256);
         assert!(t.bytes() < map * 3 / 4, "{} against {map}", t.bytes());
-        // The slots, and an index of 4 bytes and a control byte per bucket, at most two
-        // buckets per value.
+        // The slots (the value, its key and generation), and an index of 4 bytes and a control
+        // byte per bucket, at most two buckets per value.
         assert!(
-            t.bytes() <= n * (256 + 24 + 2 * 5) + 4096,
+            t.bytes() <= n * (256 + size_of::<Key>() + 8 + 2 * 5) + 4096,
             "{} for {n}",
             t.bytes()
         );

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::dashboard::feed::SchedulerRow;
-use crate::state::{self, ClientId, Outbox, RequestId, State, WorkerId};
+use crate::state::{self, ClientId, Outbox, RequestId, State, Wanted, WorkerId};
 use crate::{Request, RetiredWorker, SchedulerHandle, Snapshot, TickSnapshot, http};
 use rask_core::Key;
 use rask_core::net;
@@ -804,8 +804,13 @@ fn on_client_message(
     out: &mut NetOutbox<'_>,
 ) {
     match env.msg {
-        ToScheduler::UpdateGraph { tasks, wanted } => {
-            state.update_graph(id, tasks, wanted, now, out)
+        ToScheduler::UpdateGraph {
+            tasks,
+            wanted_tasks,
+            wanted,
+        } => {
+            let wanted_tasks = usize::try_from(wanted_tasks).unwrap_or(usize::MAX);
+            state.update_graph(id, tasks, Wanted::new(wanted_tasks, wanted), now, out)
         }
         ToScheduler::ReleaseKeys { keys } => state.release_keys(id, &keys, now, out),
         ToScheduler::FollowKeys { id: follow, keys } => state.follow_keys(id, follow, keys),

@@ -161,6 +161,10 @@ fn follow_now(state: Option<TaskState>) -> follow::Now {
     }
 }
 
+/// The most expected work one task charges to its worker's occupancy, in µs (71 minutes): a
+/// task's charge is kept in 32 bits.
+const MAX_CHARGED_US: u64 = u32::MAX as u64;
+
 /// Index of a [`Class`] in [`State::classes`].
 type ClassId = u32;
 
@@ -191,9 +195,6 @@ impl Class {
 struct Task {
     /// The function's encoded arguments (inline when short, as most are).
     payload: SmallBytes,
-    /// The results it reads in the order its function sees them, kept only when that differs
-    /// from `deps` (an input repeats); `None`: they are `deps`.
-    inputs: Option<Box<[Key]>>,
     class: ClassId,
     /// Its key's prefix in the dashboard's progress counts.
     progress: PrefixId,
@@ -208,8 +209,9 @@ struct Task {
     who_has: Ids,
     nbytes: u64,
     processing_on: Option<WorkerId>,
-    /// Expected duration charged to the worker's occupancy while processing, in µs.
-    charged_us: u64,
+    /// Expected duration charged to the worker's occupancy while processing, in µs (at most
+    /// [`MAX_CHARGED_US`]).
+    charged_us: u32,
     wanted_by: Ids,
     priority: u64,
     /// Boxed: most tasks never fail, and a smaller `Task` is cheaper to move in the map.
@@ -302,6 +304,9 @@ pub struct State {
     /// The worker the last task without located inputs went to: the next such task goes to the
     /// next worker with room after it (Dask's round robin for large clusters).
     rr_cursor: WorkerId,
+    /// The results a task reads in the order its function sees them, for the few tasks where
+    /// that differs from its `deps` (an input repeats); kept here rather than in every task.
+    repeated_inputs: FxHashMap<TaskId, Box<[Key]>>,
     /// The tasks each client holds.
     clients: FxHashMap<ClientId, FxHashSet<TaskId>>,
     /// Tasks by function and resources, each with its queue of ready tasks.
@@ -353,6 +358,35 @@ pub struct Finished {
     pub data: Option<Bytes>,
 }
 
+/// The keys a client's graph ([`State::update_graph`]) wants held: those of its first `tasks`
+/// tasks (a `map` wants all it sends), then `keys`.
+#[derive(Clone, Debug, Default)]
+pub struct Wanted {
+    pub tasks: usize,
+    pub keys: Vec<Key>,
+}
+
+impl Wanted {
+    pub fn new(tasks: usize, keys: Vec<Key>) -> Self {
+        Wanted { tasks, keys }
+    }
+
+    /// Only `keys` (none of the graph's tasks by place).
+    pub fn keys(keys: Vec<Key>) -> Self {
+        Wanted { tasks: 0, keys }
+    }
+
+    /// Every wanted key, the tasks' first.
+    fn all_keys(self, tasks: &[TaskSpec]) -> impl Iterator<Item = Key> {
+        let by_place: Vec<Key> = tasks
+            .iter()
+            .take(self.tasks)
+            .map(|t| t.key.clone())
+            .collect();
+        by_place.into_iter().chain(self.keys)
+    }
+}
+
 /// Why a worker could not register.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RegisterError {
@@ -365,6 +399,7 @@ impl State {
         State {
             config,
             tasks: Table::default(),
+            repeated_inputs: FxHashMap::default(),
             workers: BTreeMap::new(),
             room: BTreeSet::new(),
             rr_cursor: WorkerId::default(),
@@ -452,7 +487,7 @@ impl State {
         &mut self,
         client: ClientId,
         tasks: Vec<TaskSpec>,
-        wanted: Vec<Key>,
+        wanted: Wanted,
         now: f64,
         out: &mut impl Outbox,
     ) {
@@ -469,12 +504,19 @@ impl State {
                 tasks: tasks.len() as u64,
                 max: max as u64,
             };
-            for key in wanted {
+            for key in wanted.all_keys(&tasks) {
                 let failure = TaskFailure {
                     key: key.clone(),
                     error: error.clone(),
                 };
-                out.to_client(client, FromScheduler::KeyErred { key, failure }.into());
+                out.to_client(
+                    client,
+                    FromScheduler::KeyErred {
+                        key,
+                        failure: Box::new(failure),
+                    }
+                    .into(),
+                );
             }
             return;
         }
@@ -484,12 +526,19 @@ impl State {
                 tasks: tasks.len() as u64,
                 max: (u32::MAX as usize).saturating_sub(self.tasks.len()) as u64,
             };
-            for key in wanted {
+            for key in wanted.all_keys(&tasks) {
                 let failure = TaskFailure {
                     key: key.clone(),
                     error: error.clone(),
                 };
-                out.to_client(client, FromScheduler::KeyErred { key, failure }.into());
+                out.to_client(
+                    client,
+                    FromScheduler::KeyErred {
+                        key,
+                        failure: Box::new(failure),
+                    }
+                    .into(),
+                );
             }
             return;
         }
@@ -554,7 +603,6 @@ impl State {
             let inputs = (spec.inputs.len() != deps.len()).then(|| spec.inputs.into_boxed_slice());
             let task = Task {
                 payload: SmallBytes::new(spec.payload),
-                inputs,
                 class,
                 progress,
                 graph: NO_NODE,
@@ -578,6 +626,9 @@ impl State {
                 continue; // not reached: the room was checked above
             };
             spec_ids.push(Some(id));
+            if let Some(inputs) = inputs {
+                self.repeated_inputs.insert(id, inputs);
+            }
             self.counts[TaskState::Released as usize] += 1;
             new_ids.push(id);
             let deps = self.take_deps(id);
@@ -607,13 +658,14 @@ impl State {
         }
         let held = self.clients.entry(client).or_default();
         let mut fresh = Vec::new();
-        for (i, key) in wanted.into_iter().enumerate() {
-            let at_place = spec_ids
-                .get(i)
-                .copied()
-                .flatten()
-                .filter(|&id| self.tasks.key(id) == Some(&key));
-            match at_place.or_else(|| self.tasks.id(&key)) {
+        // The graph's own wanted tasks need no lookup: their places are known.
+        for id in spec_ids.iter().take(wanted.tasks).copied().flatten() {
+            if held.insert(id) {
+                fresh.push(id);
+            }
+        }
+        for key in wanted.keys {
+            match self.tasks.id(&key) {
                 Some(id) => {
                     if held.insert(id) {
                         fresh.push(id);
@@ -624,7 +676,14 @@ impl State {
                         key: key.clone(),
                         error: TaskError::UnknownKey,
                     };
-                    out.to_client(client, FromScheduler::KeyErred { key, failure }.into());
+                    out.to_client(
+                        client,
+                        FromScheduler::KeyErred {
+                            key,
+                            failure: Box::new(failure),
+                        }
+                        .into(),
+                    );
                 }
             }
         }
@@ -655,7 +714,14 @@ impl State {
                             error: TaskError::Kernel(rask_core::KernelError::failed("failed")),
                         });
                     let key = key.clone();
-                    out.to_client(client, FromScheduler::KeyErred { key, failure }.into());
+                    out.to_client(
+                        client,
+                        FromScheduler::KeyErred {
+                            key,
+                            failure: Box::new(failure),
+                        }
+                        .into(),
+                    );
                 }
                 TaskState::Released => self.compute(id, now, out),
                 _ => {}
@@ -1160,12 +1226,17 @@ impl State {
         if let Some((key, t)) = self.tasks.entry(id)
             && !t.wanted_by.is_empty()
         {
-            let who_has = vec![
-                self.workers
-                    .get(&worker)
-                    .map(|w| w.info.address.clone())
-                    .unwrap_or_default(),
-            ];
+            // A forwarded value needs no holder: a client reading it would decode and free
+            // the address once per result.
+            let who_has = match data {
+                Some(_) => Vec::new(),
+                None => vec![
+                    self.workers
+                        .get(&worker)
+                        .map(|w| w.info.address.clone())
+                        .unwrap_or_default(),
+                ],
+            };
             for &c in &t.wanted_by {
                 let msg = FromScheduler::KeyInMemory {
                     key: key.clone(),
@@ -1927,13 +1998,13 @@ impl State {
         let Some(prefix) = self.tasks.get(id).map(|t| t.prefix) else {
             return;
         };
-        let expected = self.expected_us(prefix);
+        let expected = self.expected_us(prefix).min(MAX_CHARGED_US);
         self.set_state(id, TaskState::Processing);
         let Some(t) = self.tasks.get_mut(id) else {
             return;
         };
         t.processing_on = Some(worker);
-        t.charged_us = expected;
+        t.charged_us = u32::try_from(expected).unwrap_or(u32::MAX);
         let Some((key, t)) = self.tasks.entry(id) else {
             return;
         };
@@ -1949,7 +2020,7 @@ impl State {
                 who_has.push((dk.clone(), dt.nbytes, self.addresses(&dt.who_has)));
             }
         }
-        let inputs = match &t.inputs {
+        let inputs = match self.repeated_inputs.get(&id) {
             Some(inputs) => inputs.to_vec(),
             None => who_has.iter().map(|(k, _, _)| k.clone()).collect(),
         };
@@ -1984,7 +2055,7 @@ impl State {
                 t.processing_on = None;
                 let class = self.classes.get(t.class as usize);
                 (
-                    std::mem::take(&mut t.charged_us),
+                    u64::from(std::mem::take(&mut t.charged_us)),
                     class.map(|c| &c.resources),
                 )
             }
@@ -2136,7 +2207,7 @@ impl State {
                     *c,
                     FromScheduler::KeyErred {
                         key: key.clone(),
-                        failure: failure.clone(),
+                        failure: Box::new(failure.clone()),
                     }
                     .into(),
                 );
@@ -2237,6 +2308,9 @@ impl State {
         let Some((key, t)) = self.tasks.remove(id) else {
             return;
         };
+        if self.repeated_inputs.remove(&id).is_some() && self.repeated_inputs.is_empty() {
+            self.repeated_inputs = FxHashMap::default();
+        }
         let c = &mut self.counts[t.state as usize];
         *c = c.saturating_sub(1);
         self.feed.progress.forgotten(t.progress, t.state.bucket());
@@ -2344,15 +2418,21 @@ impl State {
         let id_entry = size_of::<TaskId>();
         let mut bytes = self.tasks.bytes();
         for (_, key, t) in self.tasks.iter() {
-            bytes += key_text_bytes(key)
+            bytes += key.heap_bytes()
                 + t.payload.heap_bytes()
-                + t.inputs.as_ref().map_or(0, |i| i.len() * key_entry)
                 + t.deps.len() * id_entry
                 + t.dependents.heap_bytes()
                 + t.who_has.heap_bytes()
                 + t.wanted_by.heap_bytes()
                 + t.failure.as_ref().map_or(0, |_| size_of::<TaskFailure>());
         }
+        for inputs in self.repeated_inputs.values() {
+            bytes += inputs.len() * key_entry;
+        }
+        bytes += hash_table_bytes(
+            self.repeated_inputs.capacity(),
+            id_entry + size_of::<Box<[Key]>>(),
+        );
         for held in self.clients.values() {
             bytes += hash_table_bytes(held.capacity(), id_entry);
         }
@@ -2554,11 +2634,6 @@ impl Frees {
             out.to_worker(worker, FromScheduler::FreeKeys { keys }.into());
         }
     }
-}
-
-/// Bytes of a key's text allocation (`Arc<str>`: two counters and the text, 8-byte aligned).
-fn key_text_bytes(key: &Key) -> usize {
-    16 + key.as_str().len().next_multiple_of(8)
 }
 
 #[cfg(test)]

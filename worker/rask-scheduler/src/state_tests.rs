@@ -139,7 +139,7 @@ impl Sim {
     }
 
     fn submit(&mut self, tasks: Vec<TaskSpec>, wanted: &[&Key]) {
-        let wanted = wanted.iter().map(|k| (*k).clone()).collect();
+        let wanted = Wanted::keys(wanted.iter().map(|k| (*k).clone()).collect());
         self.st
             .update_graph(C, tasks, wanted, self.now, &mut self.out);
     }
@@ -259,7 +259,7 @@ impl Sim {
 
     fn client_error(&self, key: &Key) -> Option<TaskFailure> {
         self.out.to_clients.iter().find_map(|(_, m, _)| match m {
-            FromScheduler::KeyErred { key: k, failure } if k == key => Some(failure.clone()),
+            FromScheduler::KeyErred { key: k, failure } if k == key => Some((**failure).clone()),
             _ => None,
         })
     }
@@ -2113,8 +2113,9 @@ fn map_bytes_per_task(n: usize) -> usize {
     let g: Vec<TaskSpec> = (0..n)
         .map(|i| task(&client_key("inc", i), "inc", vec![(i as i64).into()]))
         .collect();
-    let wanted: Vec<Key> = g.iter().map(|t| t.key.clone()).collect();
-    sim.submit(g, &wanted.iter().collect::<Vec<_>>());
+    // Every task wanted by its place in the graph, as a client's `map` sends them.
+    let wanted = Wanted::new(g.len(), Vec::new());
+    sim.st.update_graph(C, g, wanted, sim.now, &mut sim.out);
     let queued = sim.st.task_bytes() / n;
     sim.run_all();
     assert_eq!(sim.st.count(TaskState::Memory), n);
@@ -2125,10 +2126,11 @@ fn map_bytes_per_task(n: usize) -> usize {
 fn bytes_per_mapped_task_stay_bounded() {
     let small = map_bytes_per_task(2_000);
     let large = map_bytes_per_task(20_000);
-    // 366 before the index of slot numbers, inline payloads and 16-byte id lists; 294 after.
-    assert!(large <= 320, "{large} bytes per task");
-    // What a task's slot holds besides its key (216 bytes before).
-    assert_eq!(std::mem::size_of::<Task>(), 184);
+    // 366 before the index of slot numbers, inline payloads and 16-byte id lists; 294 after;
+    // 238 with keys inline and a smaller task.
+    assert!(large <= 250, "{large} bytes per task");
+    // What a task's slot holds besides its key (216 bytes before, 184 with its inputs inline).
+    assert_eq!(std::mem::size_of::<Task>(), 160);
     // Nothing grows faster than the tasks (the table's power-of-two growth aside).
     assert!(large <= small * 2, "{small} then {large} bytes per task");
 }
@@ -2145,8 +2147,8 @@ fn bytes_per_task_of_a_wide_sum_stay_bounded() {
     let root = k(&client_key("sum", n));
     sim.submit(g, &[&root]);
     let waiting = sim.st.task_bytes() / (n + 1);
-    // 357 before, 290 after.
-    assert!(waiting <= 320, "{waiting} bytes per task");
+    // 357 before, 290 after; 235 with keys inline and a smaller task.
+    assert!(waiting <= 250, "{waiting} bytes per task");
     sim.run_all();
     assert_eq!(
         sim.client_value(&root),
@@ -2187,16 +2189,44 @@ fn a_finished_reduction_frees_its_inputs_in_one_message_per_worker() {
 }
 
 #[test]
+fn a_graph_wants_its_first_tasks_by_place_and_other_keys_by_name() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    let g = vec![
+        task("y-1", "inc", vec![2.into()]),
+        task("y-2", "inc", vec![3.into()]),
+        task("y-3", "inc", vec![4.into()]),
+    ];
+    // y-1 and y-2 by place; y-1 again (held once) and a key nobody sent by name.
+    let wanted = Wanted::new(2, vec![k("y-1"), k("nope")]);
+    sim.st.update_graph(C, g, wanted, sim.now, &mut sim.out);
+    sim.run_all();
+    assert_eq!(sim.client_value(&k("y-1")), Some(Value::Int(3)));
+    assert_eq!(sim.client_value(&k("y-2")), Some(Value::Int(4)));
+    assert_eq!(sim.client_value(&k("y-3")), None, "not wanted: not kept");
+    assert_eq!(
+        sim.client_error(&k("nope")).map(|f| f.error),
+        Some(TaskError::UnknownKey)
+    );
+}
+
+#[test]
 fn keys_read_off_messages_are_looked_up_once_and_the_tables_copy_sent() {
     let mut sim = Sim::new(&[(1, 1)]);
-    let spec = task("inc-1", "inc", vec![1.into()]);
+    // A key too long to be kept inline: its text is shared by clones.
+    let long = "inc-a-key-too-long-to-be-inline-1";
+    let spec = task(long, "inc", vec![1.into()]);
     // The wanted key and the worker's report arrive as allocations of their own, as off the wire.
-    let wanted = Key::from("inc-1");
-    sim.st
-        .update_graph(C, vec![spec], vec![wanted.clone()], sim.now, &mut sim.out);
+    let wanted = Key::from(long);
+    sim.st.update_graph(
+        C,
+        vec![spec],
+        Wanted::keys(vec![wanted.clone()]),
+        sim.now,
+        &mut sim.out,
+    );
     let (ct_worker, ct) = sim.computes().pop().expect("one task sent");
     let done = Finished {
-        key: Key::from("inc-1"),
+        key: Key::from(long),
         nbytes: 8,
         duration_us: 100,
         transfer_us: 0,

@@ -69,6 +69,7 @@ async fn recv_one(rx: &mut Receiver) -> FromScheduler {
 async fn still_answers(tx: &Sender<ToScheduler>, rx: &mut Receiver) {
     tx.send(ToScheduler::UpdateGraph {
         tasks: Vec::new(),
+        wanted_tasks: 0,
         wanted: vec![Key::from("nothing-here")],
     });
     match recv_one(rx).await {
@@ -93,6 +94,7 @@ async fn a_frame_over_the_maximum_closes_that_connection_only() {
     let (big_tx, mut big_rx) = client(&s).await;
     big_tx.send(ToScheduler::UpdateGraph {
         tasks: Vec::new(),
+        wanted_tasks: 0,
         wanted: (0..20_000).map(|i| Key::from(format!("k-{i}"))).collect(),
     });
     let end = tokio::time::timeout(Duration::from_secs(5), big_rx.recv::<FromScheduler>())
@@ -187,6 +189,7 @@ async fn a_graph_over_the_task_limit_is_refused_with_the_limit_and_size() {
         .collect();
     tx.send(ToScheduler::UpdateGraph {
         tasks,
+        wanted_tasks: 0,
         wanted: vec![Key::from("t-10")],
     });
     match recv_one(&mut rx).await {
@@ -231,6 +234,7 @@ async fn a_client_that_stops_reading_is_closed_at_the_backlog_limit() {
         );
         stuck.send(ToScheduler::UpdateGraph {
             tasks: Vec::new(),
+            wanted_tasks: 0,
             wanted: (0..1000)
                 .map(|i| Key::from(format!("none-{round}-{i}")))
                 .collect(),
