@@ -371,11 +371,12 @@ pub fn run(cmd: CloudCommand, signal: impl Future<Output = ()> + Send + 'static)
                                 .to_owned());
                         }
                     };
-                    let mut opts = opts;
                     #[cfg(feature = "azure")]
-                    {
-                        opts.azure.imds_endpoint = azure_imds_endpoint;
-                    }
+                    let opts = {
+                        let mut o = opts;
+                        o.azure.imds_endpoint = azure_imds_endpoint;
+                        o
+                    };
                     #[cfg(not(feature = "azure"))]
                     let _ = azure_imds_endpoint;
                     let written = cli::fetch_tls(&store, &roles, &dir, owner, Duration::from_secs(wait_seconds), &opts)
