@@ -41,6 +41,9 @@ use rask_core::{Encoded, KernelError, Key, Registry, Resources, TaskSpec};
 use state::{Effects, Holdings, INLINE_RESULT_MAX, Ready, WorkerState};
 use store::{Store, StoreError};
 
+/// Most events the worker's loop takes from its queue at once.
+const EVENT_BATCH: usize = 256;
+
 /// How often the worker samples its process's memory (Dask: 100 ms).
 const MEMORY_SAMPLE: Duration = Duration::from_millis(100);
 
@@ -583,22 +586,39 @@ impl Core {
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut measure = tokio::time::interval(TICK_INTERVAL);
         measure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let result = loop {
+        // Events waiting together are handled together: the tasks finished meanwhile are
+        // reported in one batch, with one wake-up of the connection's writer.
+        let mut ready = Vec::with_capacity(EVENT_BATCH);
+        let result = 'run: loop {
             tokio::select! {
-                Some(ev) = events.recv() => match ev {
-                    Event::Scheduler(batch) => {
-                        if let Some(reason) = self.on_scheduler(batch) {
-                            tracing::info!(worker = %self.name, %reason, "closing on the scheduler's request");
-                            break Ok(());
+                n = events.recv_many(&mut ready, EVENT_BATCH) => {
+                    if n == 0 {
+                        // Not reached: `Io` holds a sender.
+                        break Ok(());
+                    }
+                    for ev in ready.drain(..) {
+                        if !matches!(ev, Event::Done(_)) {
+                            self.apply_pending();
+                        }
+                        match ev {
+                            Event::Scheduler(batch) => {
+                                if let Some(reason) = self.on_scheduler(batch) {
+                                    tracing::info!(worker = %self.name, %reason, "closing on the scheduler's request");
+                                    break 'run Ok(());
+                                }
+                            }
+                            Event::SchedulerLost(reason) => {
+                                break 'run Err(WorkerError::SchedulerLost(reason))
+                            }
+                            Event::Done(d) => self.on_done(d),
+                            Event::Fetched(f) => self.on_fetched(f),
+                            Event::Metrics(reply) => {
+                                let _ = reply.send(self.metrics());
+                                self.ticks.scraped();
+                            }
                         }
                     }
-                    Event::SchedulerLost(reason) => break Err(WorkerError::SchedulerLost(reason)),
-                    Event::Done(d) => self.on_done(d),
-                    Event::Fetched(f) => self.on_fetched(f),
-                    Event::Metrics(reply) => {
-                        let _ = reply.send(self.metrics());
-                        self.ticks.scraped();
-                    }
+                    self.apply_pending();
                 },
                 _ = beat.tick() => self.heartbeat(),
                 _ = measure.tick() => self.ticks.tick(Instant::now()),
@@ -730,6 +750,13 @@ impl Core {
         close
     }
 
+    /// Carries out what the handlers of finished tasks asked for so far.
+    fn apply_pending(&mut self) {
+        self.io.apply(&mut self.fx);
+    }
+
+    /// Records a finished task; what it asks for waits in `self.fx` for [`Core::apply_pending`]
+    /// (after the other tasks finished meanwhile, or before the next other event).
     fn on_done(&mut self, d: Done) {
         let duration_us = d.duration.as_micros() as u64;
         if let Ok(encoded) = &d.result
@@ -738,15 +765,12 @@ impl Core {
             // The result is stored; only spilling other results failed.
             tracing::error!(key = %d.key, error = %e, "spilling to disk failed; results stay in memory");
         }
-        let mut fx = std::mem::take(&mut self.fx);
         self.state.done(
             d.key,
             d.result.as_ref().map_err(Clone::clone),
             duration_us,
-            &mut fx,
+            &mut self.fx,
         );
-        self.io.apply(&mut fx);
-        self.fx = fx;
     }
 
     fn on_fetched(&mut self, outcome: FetchOutcome) {
