@@ -6,11 +6,17 @@
 //!
 //! Recency is a counter bumped on every `put` and `get`; in-memory entries are indexed by it in a
 //! `BTreeMap`, so finding the next victim is O(log n) however many results the worker holds.
+//!
+//! Each store spills into a directory of its own that it holds an exclusive lock on (`flock`)
+//! while it lives. A worker killed without a chance to clean up (`SIGKILL`, the OOM killer)
+//! leaves its directory behind unlocked: the next store made under the same `spill_dir` removes
+//! such directories, as Dask's worker does with its scratch space.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
@@ -20,6 +26,13 @@ use rask_core::{Encoded, Key};
 /// Share of the memory limit that in-memory results may use before spilling starts (Dask's
 /// `distributed.worker.memory.target`).
 const TARGET_FRACTION_PERCENT: u128 = 60;
+
+/// The name of every store's own directory starts with this.
+const SPILL_PREFIX: &str = "rask-spill-";
+
+/// An unlocked spill directory unchanged for this long is a stopped worker's. The age keeps a
+/// store from removing another's directory in the moment between its creation and its lock.
+const STALE_AFTER: Duration = Duration::from_secs(60);
 
 /// What went wrong storing, spilling or reading back a result.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +104,9 @@ pub struct Store {
     spilled_bytes: u64,
     /// This store's own directory; removed with everything in it when the store is dropped.
     spill_dir: tempfile::TempDir,
+    /// The directory opened and exclusively locked while the store lives: how other stores
+    /// tell it from a stopped worker's (see [`remove_stale_spill_dirs`]).
+    _lock: File,
     /// Number of the next spill file. Files are named by number, never by key, since keys may
     /// contain `/`, `..` or anything else.
     next_file: u64,
@@ -114,10 +130,17 @@ impl Store {
             source,
         };
         std::fs::create_dir_all(spill_dir).map_err(create_err)?;
+        remove_stale_spill_dirs(spill_dir);
         let own_dir = tempfile::Builder::new()
-            .prefix("rask-spill-")
+            .prefix(SPILL_PREFIX)
             .tempdir_in(spill_dir)
             .map_err(create_err)?;
+        let lock = File::open(own_dir.path())
+            .and_then(|dir| dir.try_lock().map(|()| dir).map_err(io::Error::from))
+            .map_err(|source| StoreError::CreateDir {
+                path: own_dir.path().to_owned(),
+                source,
+            })?;
         Ok(Store {
             entries: FxHashMap::default(),
             lru: BTreeMap::new(),
@@ -126,6 +149,7 @@ impl Store {
             memory_bytes: 0,
             spilled_bytes: 0,
             spill_dir: own_dir,
+            _lock: lock,
             next_file: 0,
             activity: SpillActivity::default(),
         })
@@ -383,6 +407,55 @@ fn delete_spill_file(key: &Key, path: &Path) {
     if let Err(e) = std::fs::remove_file(path) {
         tracing::warn!(%key, path = %path.display(), error = %e, "cannot delete spill file");
     }
+}
+
+/// Removes the spill directories under `spill_dir` that stopped workers left: named like a
+/// store's, unchanged for [`STALE_AFTER`], and locked by no one. Returns how many it removed;
+/// what it cannot read or remove is logged and left.
+fn remove_stale_spill_dirs(spill_dir: &Path) -> usize {
+    let entries = match std::fs::read_dir(spill_dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            tracing::warn!(dir = %spill_dir.display(), %error, "cannot list the spill directory");
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SPILL_PREFIX)
+        {
+            continue;
+        }
+        // `DirEntry::metadata` does not follow a symbolic link: only real directories go.
+        let stale = entry
+            .metadata()
+            .ok()
+            .filter(|m| m.is_dir())
+            .and_then(|m| m.modified().ok())
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age >= STALE_AFTER);
+        let path = entry.path();
+        // A lock that cannot be had is a live store's; the lock is held until the removal ends.
+        let unlocked = || File::open(&path).ok().filter(|dir| dir.try_lock().is_ok());
+        let Some(_held) = stale.then(unlocked).flatten() else {
+            continue;
+        };
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                removed += 1;
+                tracing::info!(dir = %path.display(), "removed a stopped worker's spill directory");
+            }
+            Err(error) => tracing::warn!(
+                dir = %path.display(),
+                %error,
+                "cannot remove a stopped worker's spill directory"
+            ),
+        }
+    }
+    removed
 }
 
 #[cfg(test)]
@@ -690,5 +763,56 @@ mod tests {
         assert!(a.spill_dir.path().exists());
         drop(a);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Sets a directory's modification time `age` in the past.
+    fn age(dir: &Path, age: Duration) {
+        let at = std::time::SystemTime::now() - age;
+        File::open(dir).unwrap().set_modified(at).unwrap();
+    }
+
+    #[test]
+    fn a_stopped_workers_spill_directory_is_removed_and_a_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mk = |name: &str, old: bool| {
+            let p = dir.path().join(name);
+            std::fs::create_dir(&p).unwrap();
+            std::fs::write(p.join("0000000000000000"), b"spilled").unwrap();
+            if old {
+                age(&p, Duration::from_secs(120));
+            }
+            p
+        };
+        let killed = mk("rask-spill-killed", true);
+        let live = mk("rask-spill-live", true);
+        let just_made = mk("rask-spill-new", false);
+        let other = mk("not-rask", true);
+        // A live worker holds its directory's lock (another open file here: `flock` locks
+        // conflict between open files, in one process as across processes).
+        let held = File::open(&live).unwrap();
+        held.lock().unwrap();
+        let live_store = Store::new(10, dir.path()).unwrap();
+        age(live_store.spill_dir.path(), Duration::from_secs(120));
+
+        let store = Store::new(10, dir.path()).unwrap();
+        assert!(!killed.exists(), "the killed worker's directory is removed");
+        assert!(live.exists() && just_made.exists() && other.exists());
+        assert!(
+            live_store.spill_dir.path().exists(),
+            "a live store's directory is kept"
+        );
+        drop(held);
+        drop(store);
+        assert_eq!(
+            remove_stale_spill_dirs(dir.path()),
+            1,
+            "the unlocked old one"
+        );
+        assert!(!live.exists() && live_store.spill_dir.path().exists());
+    }
+
+    #[test]
+    fn an_unreadable_spill_dir_removes_nothing() {
+        assert_eq!(remove_stale_spill_dirs(Path::new("/nonexistent/rask")), 0);
     }
 }
