@@ -504,20 +504,7 @@ impl State {
                 tasks: tasks.len() as u64,
                 max: max as u64,
             };
-            for key in wanted.all_keys(&tasks) {
-                let failure = TaskFailure {
-                    key: key.clone(),
-                    error: error.clone(),
-                };
-                out.to_client(
-                    client,
-                    FromScheduler::KeyErred {
-                        key,
-                        failure: Box::new(failure),
-                    }
-                    .into(),
-                );
-            }
+            refuse_graph(client, wanted.all_keys(&tasks), &error, out);
             return;
         }
         if !self.tasks.has_room_for(tasks.len()) {
@@ -526,20 +513,7 @@ impl State {
                 tasks: tasks.len() as u64,
                 max: (u32::MAX as usize).saturating_sub(self.tasks.len()) as u64,
             };
-            for key in wanted.all_keys(&tasks) {
-                let failure = TaskFailure {
-                    key: key.clone(),
-                    error: error.clone(),
-                };
-                out.to_client(
-                    client,
-                    FromScheduler::KeyErred {
-                        key,
-                        failure: Box::new(failure),
-                    }
-                    .into(),
-                );
-            }
+            refuse_graph(client, wanted.all_keys(&tasks), &error, out);
             return;
         }
         let mut unknown_deps: Vec<(TaskId, Key)> = Vec::new();
@@ -2633,6 +2607,29 @@ impl Frees {
         for (worker, keys) in self.0 {
             out.to_worker(worker, FromScheduler::FreeKeys { keys }.into());
         }
+    }
+}
+
+/// Tells `client` that each of `keys` erred with `error`: a graph refused whole.
+fn refuse_graph(
+    client: ClientId,
+    keys: impl IntoIterator<Item = Key>,
+    error: &TaskError,
+    out: &mut impl Outbox,
+) {
+    for key in keys {
+        let failure = TaskFailure {
+            key: key.clone(),
+            error: error.clone(),
+        };
+        out.to_client(
+            client,
+            FromScheduler::KeyErred {
+                key,
+                failure: Box::new(failure),
+            }
+            .into(),
+        );
     }
 }
 

@@ -579,6 +579,26 @@ pub async fn run_autoscaler(
         .await;
 }
 
+/// Each of `files` with the value found under its secret's name (`names`, in the same order);
+/// files without one are left out.
+#[cfg(any(feature = "aws", feature = "azure"))]
+fn by_file(
+    files: &[String],
+    names: &[String],
+    values: &[(String, String)],
+) -> Vec<(String, String)> {
+    files
+        .iter()
+        .zip(names)
+        .filter_map(|(f, n)| {
+            values
+                .iter()
+                .find(|(name, _)| name == n)
+                .map(|(_, v)| (f.clone(), v.clone()))
+        })
+        .collect()
+}
+
 /// `vm-tls fetch` (on a VM at boot, or on another machine than the one that ran `up`): brings
 /// `roles`' files (the CA, each party's certificate and key) from `store` into `dir`, keys 0600,
 /// the directory 0700, owned by `owner` when given. Waits up to `wait` for files not stored yet.
@@ -610,16 +630,7 @@ pub async fn fetch_tls(
             let params = crate::providers::vm::ssm::Parameters::connect(region, &opts.aws).await;
             let poll = opts.poll.min(wait.max(Duration::from_millis(100)));
             let values = params.wait_for(&names, wait, poll).await?;
-            files
-                .iter()
-                .zip(&names)
-                .filter_map(|(f, n)| {
-                    values
-                        .iter()
-                        .find(|(name, _)| name == n)
-                        .map(|(_, v)| (f.clone(), v.clone()))
-                })
-                .collect()
+            by_file(&files, &names, &values)
         }
         #[cfg(not(feature = "aws"))]
         SecretStore::AwsSsm { .. } => {
@@ -632,16 +643,7 @@ pub async fn fetch_tls(
             let vault = crate::providers::vm::azure::vm_vault(url, identity, &opts.azure)?;
             let poll = opts.poll.min(wait.max(Duration::from_millis(100)));
             let values = vault.wait_for(&names, wait, poll).await?;
-            files
-                .iter()
-                .zip(&names)
-                .filter_map(|(f, n)| {
-                    values
-                        .iter()
-                        .find(|(name, _)| name == n)
-                        .map(|(_, v)| (f.clone(), v.clone()))
-                })
-                .collect()
+            by_file(&files, &names, &values)
         }
         #[cfg(not(feature = "azure"))]
         SecretStore::AzureKeyVault { .. } => {

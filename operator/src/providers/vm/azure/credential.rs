@@ -418,20 +418,29 @@ pub(super) fn message(e: &azure_core::Error) -> String {
         .unwrap_or_else(|| "failed".into())
 }
 
-fn classify(action: &str, endpoint: &str, e: &azure_core::Error) -> ProviderError {
-    let causes = chain(e);
-    let reason = message(e);
-    if causes
+/// `Unreachable` when `e` (or one of its causes) is a failed connection or I/O.
+pub(super) fn unreachable(
+    action: &str,
+    endpoint: &str,
+    e: &azure_core::Error,
+) -> Option<ProviderError> {
+    chain(e)
         .iter()
         .any(|a| matches!(a.kind(), ErrorKind::Io | ErrorKind::Connection))
-    {
-        return ProviderError::Unreachable {
+        .then(|| ProviderError::Unreachable {
             provider: PROVIDER,
             action: action.to_owned(),
             endpoint: endpoint.to_owned(),
-            reason,
-        };
+            reason: message(e),
+        })
+}
+
+fn classify(action: &str, endpoint: &str, e: &azure_core::Error) -> ProviderError {
+    if let Some(unreachable) = unreachable(action, endpoint, e) {
+        return unreachable;
     }
+    let causes = chain(e);
+    let reason = message(e);
     let code = causes
         .iter()
         .find_map(|a| match a.kind() {

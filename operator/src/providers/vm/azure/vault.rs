@@ -20,7 +20,7 @@ use azure_security_keyvault_secrets::models::SetSecretParameters;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 
 use super::PROVIDER;
-use super::credential::{chain, message};
+use super::credential::{chain, message, unreachable};
 use crate::providers::ProviderError;
 
 /// One vault's secrets.
@@ -187,19 +187,11 @@ impl Vault {
 
 /// An error of the vault's (or of the token for it), with what was asked and where.
 fn vault_error(action: &str, endpoint: &str, e: &azure_core::Error) -> ProviderError {
+    if let Some(unreachable) = unreachable(action, endpoint, e) {
+        return unreachable;
+    }
     let causes = chain(e);
     let reason = message(e);
-    if causes
-        .iter()
-        .any(|a| matches!(a.kind(), ErrorKind::Io | ErrorKind::Connection))
-    {
-        return ProviderError::Unreachable {
-            provider: PROVIDER,
-            action: action.to_owned(),
-            endpoint: endpoint.to_owned(),
-            reason,
-        };
-    }
     let http = causes.iter().find_map(|a| match a.kind() {
         ErrorKind::HttpResponse {
             status, error_code, ..
