@@ -500,8 +500,9 @@ impl EventLoop {
         mut requests: mpsc::UnboundedReceiver<Request>,
         mut stop: oneshot::Receiver<()>,
     ) {
-        let mut tick = tokio::time::interval(self.state.tick_interval());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Housekeeping, planned by the state after each run (see `State::next_tick_in`).
+        let tick = tokio::time::sleep(self.state.next_tick_in(now()));
+        tokio::pin!(tick);
         let mut measure = tokio::time::interval(TICK_INTERVAL);
         measure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Sends the follows' reports held back by their interval (only while a client follows).
@@ -528,12 +529,14 @@ impl EventLoop {
                     self.on_request(req);
                     self.flush();
                 }
-                _ = tick.tick() => {
+                () = &mut tick => {
                     let (state, mut out) = self.split();
                     state.tick(now(), &mut out);
                     out.flush();
                     self.measure_process();
                     self.close_orphans(now());
+                    let next = self.state.next_tick_in(now());
+                    tick.as_mut().reset(tokio::time::Instant::now() + next);
                 }
                 _ = measure.tick() => self.ticks.tick(Instant::now()),
                 _ = progress.tick(), if self.state.has_follows() => {

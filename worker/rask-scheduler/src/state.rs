@@ -913,20 +913,41 @@ impl State {
         }
     }
 
-    /// How often [`State::tick`] should run: every second, or a tenth of the worker TTL when
-    /// that is shorter, so a silent worker is removed at most a tenth of its TTL late (with a
-    /// 5-s TTL a check each second left it up to 6 s after its last heartbeat).
+    /// The longest wait between two runs of [`State::tick`]: every second, or a tenth of the
+    /// worker TTL when that is shorter (retirements and unrunnable tasks are checked then).
     pub fn tick_interval(&self) -> Duration {
         Duration::from_secs_f64((self.config.worker_ttl_s / 10.0).clamp(0.1, 1.0))
     }
 
-    /// Periodic housekeeping: workers silent longer than the TTL are removed.
+    /// How long after `now` [`State::tick`] should next run: at the end of [`State::tick_interval`],
+    /// or earlier when a worker's TTL runs out before then, so a silent worker is removed when
+    /// its TTL is up, not up to a check's interval later. A worker's deadline only moves later
+    /// (each message it sends pushes it), so a wake-up planned from an earlier deadline is never
+    /// late; at worst it finds nothing to do. At least a millisecond, so clocks that disagree by
+    /// a hair cannot make the loop spin.
+    pub fn next_tick_in(&self, now: f64) -> Duration {
+        let ttl = self.config.worker_ttl_s;
+        let interval = self.tick_interval();
+        let first_deadline = self
+            .workers
+            .values()
+            .map(|w| w.last_seen + ttl)
+            .min_by(f64::total_cmp);
+        match first_deadline {
+            Some(at) if at - now < interval.as_secs_f64() => {
+                Duration::from_secs_f64((at - now).max(0.001))
+            }
+            _ => interval,
+        }
+    }
+
+    /// Periodic housekeeping: workers silent for the TTL or longer are removed.
     pub fn tick(&mut self, now: f64, out: &mut impl Outbox) {
         let ttl = self.config.worker_ttl_s;
         let silent: Vec<WorkerId> = self
             .workers
             .iter()
-            .filter(|(_, w)| now - w.last_seen > ttl)
+            .filter(|(_, w)| now - w.last_seen >= ttl)
             .map(|(id, _)| *id)
             .collect();
         for id in silent {

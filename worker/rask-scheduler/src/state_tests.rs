@@ -766,6 +766,33 @@ fn silent_workers_are_removed_after_the_ttl() {
 }
 
 #[test]
+fn housekeeping_wakes_when_a_silent_workers_ttl_runs_out() {
+    // Default TTL 30 s, checks at most a second apart.
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    let t0 = sim.now;
+    sim.st.heartbeat(1, WorkerLoad::default(), t0 + 10.0);
+    sim.st.heartbeat(2, WorkerLoad::default(), t0 + 10.0);
+    // Far from any deadline: the interval.
+    assert_eq!(sim.st.next_tick_in(t0 + 11.0), Duration::from_secs(1));
+    // Worker 1 falls silent; worker 2 keeps beating. 0.3 s before worker 1's TTL is up the
+    // next check comes at that moment, not a whole interval later.
+    sim.st.heartbeat(2, WorkerLoad::default(), t0 + 39.5);
+    let wait = sim.st.next_tick_in(t0 + 39.7).as_secs_f64();
+    assert!((wait - 0.3).abs() < 1e-6, "{wait}");
+    // Just before the deadline it stays; at the deadline it goes.
+    sim.st.tick(t0 + 39.999, &mut sim.out);
+    assert_eq!(sim.st.worker_ids().count(), 2);
+    sim.st.tick(t0 + 40.0, &mut sim.out);
+    assert_eq!(sim.st.worker_ids().collect::<Vec<_>>(), vec![2]);
+    // A deadline already past (the loop woke late) asks for the shortest wait, never zero.
+    sim.st.heartbeat(2, WorkerLoad::default(), t0);
+    assert_eq!(sim.st.next_tick_in(t0 + 40.0), Duration::from_millis(1));
+    // No workers: the interval.
+    let empty = Sim::new(&[]);
+    assert_eq!(empty.st.next_tick_in(empty.now), Duration::from_secs(1));
+}
+
+#[test]
 fn tasks_wait_for_a_worker_and_run_when_one_joins() {
     let mut sim = Sim::new(&[]);
     sim.submit(vec![task("a", "inc", vec![1.into()])], &[&k("a")]);
