@@ -79,13 +79,18 @@ pub(crate) struct SimStats {
     pub(crate) heartbeats: AtomicU64,
     /// Results copied from peers on the scheduler's request (a retiring worker's).
     pub(crate) replicas: AtomicU64,
-    /// When the last heartbeat was sent.
-    last_heartbeat: Mutex<Option<Instant>>,
+    /// When the last message (a heartbeat, a result, anything) was sent: each one tells the
+    /// scheduler the worker is alive, so its TTL counts from there.
+    last_message: Mutex<Option<Instant>>,
 }
 
 impl SimStats {
-    pub(crate) fn last_heartbeat(&self) -> Option<Instant> {
-        *lock(&self.last_heartbeat)
+    pub(crate) fn last_message(&self) -> Option<Instant> {
+        *lock(&self.last_message)
+    }
+
+    fn sent(&self) {
+        *lock(&self.last_message) = Some(Instant::now());
     }
 }
 
@@ -283,7 +288,7 @@ impl Core {
             ..WorkerLoad::default()
         }));
         self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.stats.last_heartbeat) = Some(Instant::now());
+        self.stats.sent();
     }
 
     /// Handles one batch from the scheduler; returns the reason when told to close.
@@ -312,6 +317,7 @@ impl Core {
         let out = std::mem::take(&mut self.out);
         if !out.is_empty() {
             self.sched.send_many(out);
+            self.stats.sent();
         }
         close
     }
