@@ -137,6 +137,16 @@ impl<T> Table<T> {
         self.find(key).is_ok()
     }
 
+    /// The id of the value in slot `slot`, if one is there (lists that keep slot numbers, 4
+    /// bytes, rather than ids, check with it what a number names now).
+    pub fn id_at(&self, slot: u32) -> Option<SlotId> {
+        let s = self.slots.get(slot as usize)?;
+        s.value.as_ref().map(|_| SlotId {
+            slot,
+            generation: s.generation,
+        })
+    }
+
     fn slot(&self, id: SlotId) -> Option<&(Key, T)> {
         let slot = self.slots.get(id.slot as usize)?;
         if slot.generation != id.generation {
@@ -326,6 +336,8 @@ mod tests {
         assert_eq!(t.get_mut(a), None);
         assert!(t.entry_mut(a).is_none());
         assert_eq!(t.get(c), Some(&4));
+        assert_eq!((t.id_at(c.slot()), t.id_at(b.slot())), (Some(c), Some(b)));
+        assert_eq!(t.id_at(2), None);
         let all: Vec<(SlotId, String, u32)> =
             t.iter().map(|(id, k, v)| (id, k.to_string(), *v)).collect();
         assert_eq!(all, vec![(c, "c".into(), 4), (b, "b".into(), 12)]);
