@@ -737,7 +737,17 @@ impl State {
         now: f64,
         out: &mut impl Outbox,
     ) {
-        let ids: Vec<TaskId> = keys.iter().filter_map(|k| self.tasks.id(k)).collect();
+        // A client releases its futures in the order it made them (a `map`'s, a gather's), the
+        // order their tasks took their slots: each key is looked for after the last one first.
+        let mut near = 0;
+        let ids: Vec<TaskId> = keys
+            .iter()
+            .filter_map(|k| {
+                let id = self.tasks.id_near(k, near)?;
+                near = id.slot().wrapping_add(1);
+                Some(id)
+            })
+            .collect();
         self.unwant(client, ids, now, out);
         self.check_retirements(now, out);
     }
