@@ -133,8 +133,35 @@ impl<T> Table<T> {
         self.find(key).ok()
     }
 
+    /// The id of `key`'s value, looked for first in slot `near` (where the caller expects it:
+    /// keys often come back in the order they were added, so after the slot found last). A
+    /// right guess reads the slot, as finding it does anyway, and none of the index: at a
+    /// million keys that is two cache misses (its control bytes and its bucket) fewer.
+    pub fn id_near(&self, key: &Key, near: u32) -> Option<SlotId> {
+        if let Some(slot) = self.slots.get(near as usize)
+            && let Some((k, _)) = &slot.value
+            && k == key
+        {
+            return Some(SlotId {
+                slot: near,
+                generation: slot.generation,
+            });
+        }
+        self.id(key)
+    }
+
     pub fn contains_key(&self, key: &Key) -> bool {
         self.find(key).is_ok()
+    }
+
+    /// The id of the value in slot `slot`, if one is there (lists that keep slot numbers, 4
+    /// bytes, rather than ids, check with it what a number names now).
+    pub fn id_at(&self, slot: u32) -> Option<SlotId> {
+        let s = self.slots.get(slot as usize)?;
+        s.value.as_ref().map(|_| SlotId {
+            slot,
+            generation: s.generation,
+        })
     }
 
     fn slot(&self, id: SlotId) -> Option<&(Key, T)> {
@@ -326,6 +353,13 @@ mod tests {
         assert_eq!(t.get_mut(a), None);
         assert!(t.entry_mut(a).is_none());
         assert_eq!(t.get(c), Some(&4));
+        assert_eq!((t.id_at(c.slot()), t.id_at(b.slot())), (Some(c), Some(b)));
+        assert_eq!(t.id_at(2), None);
+        // A guess right or wrong (or past the end) finds the same.
+        for near in [c.slot(), b.slot(), 7] {
+            assert_eq!(t.id_near(&k("b"), near), Some(b));
+            assert_eq!(t.id_near(&k("a"), near), None);
+        }
         let all: Vec<(SlotId, String, u32)> =
             t.iter().map(|(id, k, v)| (id, k.to_string(), *v)).collect();
         assert_eq!(all, vec![(c, "c".into(), 4), (b, "b".into(), 12)]);

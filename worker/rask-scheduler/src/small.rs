@@ -59,10 +59,6 @@ impl Ids {
         }
     }
 
-    pub fn clear(&mut self) {
-        *self = Ids::Empty;
-    }
-
     /// Heap bytes (none for up to one id).
     pub fn heap_bytes(&self) -> usize {
         match self {
@@ -166,6 +162,69 @@ impl TaskSet {
     }
 }
 
+/// The tasks a worker holds or a client wants, for the rare walks over all of them (a worker
+/// lost or retiring, a client gone), as slot numbers in the order added: 4 bytes a task where a
+/// hash set of ids took 19 at a million (twice the buckets, 9 bytes each), and adding one
+/// appends rather than touching a random bucket.
+///
+/// The task's own list (`who_has`, `wanted_by`) is the truth. A task dropped from it stays here
+/// until [`Holdings::compact`] (entries naming a slot whose task no longer lists the holder, or
+/// a slot a later task took) and is only counted out by [`Holdings::removed`]; a walk
+/// ([`Holdings::ids`]) checks each entry with the truth. Compacting when more than half the
+/// entries are stale keeps it linear: each compaction looks at entries that at least as many
+/// removals made stale.
+#[derive(Debug, Default)]
+pub(crate) struct Holdings {
+    slots: Vec<u32>,
+    /// Tasks held (entries that the truth would keep, each once).
+    live: usize,
+}
+
+impl Holdings {
+    /// The holder gained `id` (which was not in its task's list before).
+    pub fn added(&mut self, id: TaskId) {
+        self.slots.push(id.slot());
+        self.live += 1;
+    }
+
+    /// The holder lost one task (its task's list no longer names it). Once nothing is held
+    /// the memory goes back; `true` when enough is stale to [`Holdings::compact`].
+    pub fn removed(&mut self) -> bool {
+        self.live = self.live.saturating_sub(1);
+        if self.live == 0 {
+            *self = Holdings::default();
+            return false;
+        }
+        self.slots.len() > 2 * self.live + 64
+    }
+
+    /// Tasks held.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Keeps the entries whose slot's task `holds` (by the truth), each once, and counts them.
+    pub fn compact(&mut self, holds: impl FnMut(u32) -> Option<TaskId>) {
+        let ids = self.ids(holds);
+        self.live = ids.len();
+        self.slots = ids.iter().map(|id| id.slot()).collect();
+    }
+
+    /// The tasks held: each entry's task, where `holds` (given its slot) finds one held, each
+    /// once, in slot order.
+    pub fn ids(&self, holds: impl FnMut(u32) -> Option<TaskId>) -> Vec<TaskId> {
+        let mut slots = self.slots.clone();
+        slots.sort_unstable();
+        slots.dedup();
+        slots.into_iter().filter_map(holds).collect()
+    }
+
+    /// Heap bytes (the entries' vector at its capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * size_of::<u32>()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,9 +247,6 @@ mod tests {
         assert_eq!(ids, Ids::One([7]));
         ids.retain(|_| false);
         assert_eq!(ids, Ids::Empty);
-        ids.insert(1);
-        ids.clear();
-        assert!(ids.is_empty());
         assert_eq!(size_of::<Ids>(), 16);
     }
 
@@ -214,5 +270,49 @@ mod tests {
         assert!(s.is_empty());
         assert!(!s.remove(b));
         assert_eq!(size_of::<TaskSet>(), 16);
+    }
+
+    #[test]
+    fn holdings_walk_what_the_truth_holds_and_compact() {
+        let mut t: Table<bool> = Table::default();
+        let ids: Vec<TaskId> = (0..200)
+            .map(|i| t.insert(Key::from(format!("k-{i}")), true).expect("room").0)
+            .collect();
+        let mut h = Holdings::default();
+        for &id in &ids {
+            h.added(id);
+        }
+        assert_eq!(h.len(), 200);
+        // The truth: the table's flag. Drop the first 150; the entries stay until compacted.
+        let mut compact_due = false;
+        for &id in &ids[..150] {
+            *t.get_mut(id).unwrap() = false;
+            compact_due = h.removed();
+        }
+        assert!(
+            compact_due,
+            "{} entries for {} held",
+            h.slots.len(),
+            h.len()
+        );
+        let holds = |t: &Table<bool>, s: u32| t.id_at(s).filter(|&id| t.get(id) == Some(&true));
+        assert_eq!(h.ids(|s| holds(&t, s)), ids[150..].to_vec());
+        h.compact(|s| holds(&t, s));
+        assert_eq!((h.len(), h.slots.len()), (50, 50));
+        // A slot taken by another task after its entry went stale, held again: one entry each.
+        let (old, _) = t.remove(ids[199]).unwrap();
+        h.removed();
+        let again = t.insert(old, true).expect("room").0;
+        assert_eq!(again.slot(), ids[199].slot());
+        h.added(again);
+        assert_eq!(h.ids(|s| holds(&t, s)).len(), 50);
+        for &id in &ids[150..199] {
+            *t.get_mut(id).unwrap() = false;
+            h.removed();
+        }
+        *t.get_mut(again).unwrap() = false;
+        h.removed();
+        // Nothing held: the memory goes back.
+        assert_eq!((h.len(), h.heap_bytes()), (0, 0));
     }
 }

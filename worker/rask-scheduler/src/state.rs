@@ -15,6 +15,7 @@
 //! it held are recomputed from their specs (lineage) if anything still needs them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU64;
 use std::ops::Bound;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use crate::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target
 use crate::dashboard::feed::{Bucket, ClusterRow, Cursor, Feed, PrefixId, Update, WorkerRow};
 use crate::dashboard::graph::{GRAPH_LIMIT, NO_NODE};
 use crate::follow::{self, FollowId, Follows};
-use crate::small::{Ids, TaskSet};
+use crate::small::{Holdings, Ids, TaskSet};
 use crate::table::{Table, TaskId, hash_table_bytes};
 use crate::{
     PrefixSnapshot, RetireSelector, RetiredWorker, Snapshot, TaskCounts, TickSnapshot,
@@ -165,6 +166,23 @@ fn follow_now(state: Option<TaskState>) -> follow::Now {
 /// task's charge is kept in 32 bits.
 const MAX_CHARGED_US: u64 = u32::MAX as u64;
 
+/// The worker a task was sent to, in 8 bytes where an `Option<WorkerId>` takes 16 (8 MB a
+/// million tasks): the id plus one, 0 for none (ids count up from 1: `u64::MAX` is never one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OnWorker(Option<NonZeroU64>);
+
+impl OnWorker {
+    const NONE: OnWorker = OnWorker(None);
+
+    fn new(worker: WorkerId) -> Self {
+        OnWorker(NonZeroU64::new(worker.wrapping_add(1)))
+    }
+
+    fn get(self) -> Option<WorkerId> {
+        self.0.map(|n| n.get() - 1)
+    }
+}
+
 /// Index of a [`Class`] in [`State::classes`].
 type ClassId = u32;
 
@@ -208,7 +226,7 @@ struct Task {
     waiting_on: u32,
     who_has: Ids,
     nbytes: u64,
-    processing_on: Option<WorkerId>,
+    processing_on: OnWorker,
     /// Expected duration charged to the worker's occupancy while processing, in µs (at most
     /// [`MAX_CHARGED_US`]).
     charged_us: u32,
@@ -232,7 +250,8 @@ struct Worker {
     status: WorkerStatus,
     processing: FxHashSet<TaskId>,
     occupancy_us: u64,
-    has_what: FxHashSet<TaskId>,
+    /// The results it holds (their tasks' `who_has` name it).
+    has_what: Holdings,
     nbytes: u64,
     last_seen: f64,
     load: WorkerLoad,
@@ -307,8 +326,8 @@ pub struct State {
     /// The results a task reads in the order its function sees them, for the few tasks where
     /// that differs from its `deps` (an input repeats); kept here rather than in every task.
     repeated_inputs: FxHashMap<TaskId, Box<[Key]>>,
-    /// The tasks each client holds.
-    clients: FxHashMap<ClientId, FxHashSet<TaskId>>,
+    /// The tasks each client holds (their tasks' `wanted_by` name it).
+    clients: FxHashMap<ClientId, Holdings>,
     /// Tasks by function and resources, each with its queue of ready tasks.
     classes: Vec<Class>,
     class_ids: FxHashMap<(FuncName, String), ClassId>,
@@ -465,7 +484,7 @@ impl State {
 
     pub fn add_client(&mut self, client: ClientId) {
         if let std::collections::hash_map::Entry::Vacant(e) = self.clients.entry(client) {
-            e.insert(FxHashSet::default());
+            e.insert(Holdings::default());
             self.clients_added_total += 1;
         }
     }
@@ -477,6 +496,8 @@ impl State {
         }
         if let Some(held) = self.clients.remove(&client) {
             self.clients_removed_total += 1;
+            let tasks = &self.tasks;
+            let held = held.ids(|s| wanted_at(tasks, s, client));
             self.unwant(client, held, now, out);
             self.check_retirements(now, out);
         }
@@ -586,7 +607,7 @@ impl State {
                 waiting_on: 0,
                 who_has: Ids::default(),
                 nbytes: 0,
-                processing_on: None,
+                processing_on: OnWorker::NONE,
                 charged_us: 0,
                 wanted_by: Ids::default(),
                 priority: self.next_priority,
@@ -630,18 +651,18 @@ impl State {
             };
             self.fail_task(task, failure, out);
         }
-        let held = self.clients.entry(client).or_default();
+        self.clients.entry(client).or_default();
         let mut fresh = Vec::new();
         // The graph's own wanted tasks need no lookup: their places are known.
         for id in spec_ids.iter().take(wanted.tasks).copied().flatten() {
-            if held.insert(id) {
+            if self.want(client, id) {
                 fresh.push(id);
             }
         }
         for key in wanted.keys {
             match self.tasks.id(&key) {
                 Some(id) => {
-                    if held.insert(id) {
+                    if self.want(client, id) {
                         fresh.push(id);
                     }
                 }
@@ -662,10 +683,6 @@ impl State {
             }
         }
         for id in fresh {
-            let Some(t) = self.tasks.get_mut(id) else {
-                continue;
-            };
-            t.wanted_by.insert(client);
             let Some((key, t)) = self.tasks.entry(id) else {
                 continue;
             };
@@ -720,16 +737,17 @@ impl State {
         now: f64,
         out: &mut impl Outbox,
     ) {
-        let ids: Vec<TaskId> = keys.iter().filter_map(|k| self.tasks.id(k)).collect();
-        if let Some(held) = self.clients.get_mut(&client) {
-            for id in &ids {
-                held.remove(id);
-            }
-            if held.is_empty() {
-                // A set that held a million keys keeps its buckets: give them back.
-                *held = FxHashSet::default();
-            }
-        }
+        // A client releases its futures in the order it made them (a `map`'s, a gather's), the
+        // order their tasks took their slots: each key is looked for after the last one first.
+        let mut near = 0;
+        let ids: Vec<TaskId> = keys
+            .iter()
+            .filter_map(|k| {
+                let id = self.tasks.id_near(k, near)?;
+                near = id.slot().wrapping_add(1);
+                Some(id)
+            })
+            .collect();
         self.unwant(client, ids, now, out);
         self.check_retirements(now, out);
     }
@@ -811,13 +829,37 @@ impl State {
     ) {
         let mut frees = Frees::default();
         for id in ids {
-            if let Some(t) = self.tasks.get_mut(id) {
+            let Some(t) = self.tasks.get_mut(id) else {
+                continue;
+            };
+            if t.wanted_by.contains(&client) {
                 t.wanted_by.retain(|c| *c != client);
-                self.release_unneeded(id, &mut frees);
+                if let Some(held) = self.clients.get_mut(&client)
+                    && held.removed()
+                {
+                    let tasks = &self.tasks;
+                    held.compact(|s| wanted_at(tasks, s, client));
+                }
             }
+            self.release_unneeded(id, &mut frees);
         }
         frees.send(out);
         self.update_idle(now);
+    }
+
+    /// `client` holds `id` (added to its task's `wanted_by`); whether it did not before.
+    fn want(&mut self, client: ClientId, id: TaskId) -> bool {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return false;
+        };
+        if t.wanted_by.contains(&client) {
+            return false;
+        }
+        t.wanted_by.insert(client);
+        if let Some(held) = self.clients.get_mut(&client) {
+            held.added(id);
+        }
+        true
     }
 
     // ----- workers -------------------------------------------------------------------------
@@ -854,7 +896,7 @@ impl State {
                 status: WorkerStatus::Running,
                 processing: FxHashSet::default(),
                 occupancy_us: 0,
-                has_what: FxHashSet::default(),
+                has_what: Holdings::default(),
                 nbytes: 0,
                 last_seen: now,
                 load: WorkerLoad::default(),
@@ -1073,7 +1115,8 @@ impl State {
         // Results only this worker held are lost first, while the tasks it was running still
         // count as needing their inputs.
         let mut lost: Vec<TaskId> = Vec::new();
-        for &tid in &w.has_what {
+        let held = w.has_what.ids(|s| held_at(&self.tasks, s, id));
+        for tid in held {
             if let Some(t) = self.tasks.get_mut(tid) {
                 t.who_has.retain(|x| *x != id);
                 if t.who_has.is_empty() && t.state == TaskState::Memory {
@@ -1092,10 +1135,10 @@ impl State {
             let Some(t) = self.tasks.get_mut(tid) else {
                 continue;
             };
-            if t.state != TaskState::Processing || t.processing_on != Some(id) {
+            if t.state != TaskState::Processing || t.processing_on.get() != Some(id) {
                 continue;
             }
-            t.processing_on = None;
+            t.processing_on = OnWorker::NONE;
             t.charged_us = 0;
             t.suspicious += 1;
             self.suspicious_total += 1;
@@ -1188,7 +1231,7 @@ impl State {
             return;
         };
         let state = t.state;
-        let on = t.processing_on;
+        let on = t.processing_on.get();
         self.feed
             .task_done(worker, t.progress, (duration_us, transfer_us), now, false);
         if let Some(w) = on {
@@ -1313,7 +1356,7 @@ impl State {
         let Some((key, t)) = self.tasks.entry(id) else {
             return;
         };
-        if t.state != TaskState::Processing || t.processing_on != Some(worker) {
+        if t.state != TaskState::Processing || t.processing_on.get() != Some(worker) {
             return;
         }
         let key = key.clone();
@@ -1389,13 +1432,11 @@ impl State {
             .collect();
         let nbytes = self.tasks.get(id).map(|t| t.nbytes).unwrap_or(0);
         for h in holder_ids {
-            if let Some(w) = self.workers.get_mut(&h)
-                && w.has_what.remove(&id)
+            if let Some(t) = self.tasks.get_mut(id)
+                && t.who_has.contains(&h)
             {
-                w.nbytes = w.nbytes.saturating_sub(nbytes);
-            }
-            if let Some(t) = self.tasks.get_mut(id) {
                 t.who_has.retain(|x| *x != h);
+                self.holding_dropped(h, nbytes);
             }
         }
         // Tasks on this worker that needed the key go back to the scheduler.
@@ -1500,8 +1541,8 @@ impl State {
                 // Unique results that something still needs must move first.
                 let unique: Vec<TaskId> = w
                     .has_what
-                    .iter()
-                    .copied()
+                    .ids(|s| held_at(&self.tasks, s, id))
+                    .into_iter()
                     .filter(|&t| {
                         self.tasks
                             .get(t)
@@ -1619,7 +1660,7 @@ impl State {
         self.room.remove(&id);
         tracing::info!(name = %w.info.name, "worker retired");
         self.workers_removed_total += 1;
-        for tid in w.has_what {
+        for tid in w.has_what.ids(|s| held_at(&self.tasks, s, id)) {
             if let Some(t) = self.tasks.get_mut(tid) {
                 t.who_has.retain(|x| *x != id);
                 if t.who_has.is_empty() && t.state == TaskState::Memory {
@@ -1998,7 +2039,7 @@ impl State {
         let Some(t) = self.tasks.get_mut(id) else {
             return;
         };
-        t.processing_on = Some(worker);
+        t.processing_on = OnWorker::new(worker);
         t.charged_us = u32::try_from(expected).unwrap_or(u32::MAX);
         let Some((key, t)) = self.tasks.entry(id) else {
             return;
@@ -2046,8 +2087,8 @@ impl State {
 
     fn unassign(&mut self, id: TaskId, worker: WorkerId) {
         let (charged, resources) = match self.tasks.get_mut(id) {
-            Some(t) if t.processing_on == Some(worker) => {
-                t.processing_on = None;
+            Some(t) if t.processing_on.get() == Some(worker) => {
+                t.processing_on = OnWorker::NONE;
                 let class = self.classes.get(t.class as usize);
                 (
                     u64::from(std::mem::take(&mut t.charged_us)),
@@ -2118,10 +2159,23 @@ impl State {
                 p.nbytes_in_memory = (p.nbytes_in_memory + nbytes).saturating_sub(t.nbytes);
             }
             t.nbytes = nbytes;
-            t.who_has.insert(worker);
-            if w.has_what.insert(id) {
+            if !t.who_has.contains(&worker) {
+                t.who_has.insert(worker);
+                w.has_what.added(id);
                 w.nbytes += nbytes;
             }
+        }
+    }
+
+    /// `worker` no longer holds a result of `nbytes` (its task's `who_has` says so already).
+    fn holding_dropped(&mut self, worker: WorkerId, nbytes: u64) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        w.nbytes = w.nbytes.saturating_sub(nbytes);
+        if w.has_what.removed() {
+            let tasks = &self.tasks;
+            w.has_what.compact(|s| held_at(tasks, s, worker));
         }
     }
 
@@ -2188,7 +2242,7 @@ impl State {
             if task.state == TaskState::Erred || task.state == TaskState::Memory {
                 continue;
             }
-            if let Some(w) = task.processing_on {
+            if let Some(w) = task.processing_on.get() {
                 // A dependent cannot be running while its input failed, but stay safe.
                 self.unassign(t, w);
             }
@@ -2258,22 +2312,18 @@ impl State {
                     let nbytes = t.nbytes;
                     for h in &t.who_has {
                         frees.add(*h, key.clone());
-                        if let Some(w) = self.workers.get_mut(h)
-                            && w.has_what.remove(&tid)
-                        {
-                            w.nbytes = w.nbytes.saturating_sub(nbytes);
-                            if w.has_what.is_empty() {
-                                w.has_what = FxHashSet::default();
-                            }
-                        }
                     }
-                    if let Some(t) = self.tasks.get_mut(tid) {
-                        t.who_has.clear();
+                    let holders = match self.tasks.get_mut(tid) {
+                        Some(t) => std::mem::take(&mut t.who_has),
+                        None => Ids::default(),
+                    };
+                    for &h in &holders {
+                        self.holding_dropped(h, nbytes);
                     }
                     self.set_state(tid, TaskState::Released);
                 }
                 TaskState::Processing => {
-                    if let Some(w) = t.processing_on {
+                    if let Some(w) = t.processing_on.get() {
                         frees.add(w, key.clone());
                         self.unassign(tid, w);
                     }
@@ -2429,11 +2479,10 @@ impl State {
             id_entry + size_of::<Box<[Key]>>(),
         );
         for held in self.clients.values() {
-            bytes += hash_table_bytes(held.capacity(), id_entry);
+            bytes += held.heap_bytes();
         }
         for w in self.workers.values() {
-            bytes += hash_table_bytes(w.has_what.capacity(), id_entry)
-                + hash_table_bytes(w.processing.capacity(), id_entry);
+            bytes += w.has_what.heap_bytes() + hash_table_bytes(w.processing.capacity(), id_entry);
         }
         for c in &self.classes {
             // A B-tree's nodes hold up to 11 entries and are about two thirds full.
@@ -2632,6 +2681,24 @@ impl Frees {
 }
 
 /// Tells `client` that each of `keys` erred with `error`: a graph refused whole.
+/// The task in `slot`, if `worker` holds its result ([`Holdings::ids`]).
+fn held_at(tasks: &Table<Task>, slot: u32, worker: WorkerId) -> Option<TaskId> {
+    let id = tasks.id_at(slot)?;
+    tasks
+        .get(id)
+        .is_some_and(|t| t.who_has.contains(&worker))
+        .then_some(id)
+}
+
+/// The task in `slot`, if `client` holds it ([`Holdings::ids`]).
+fn wanted_at(tasks: &Table<Task>, slot: u32, client: ClientId) -> Option<TaskId> {
+    let id = tasks.id_at(slot)?;
+    tasks
+        .get(id)
+        .is_some_and(|t| t.wanted_by.contains(&client))
+        .then_some(id)
+}
+
 fn refuse_graph(
     client: ClientId,
     keys: impl IntoIterator<Item = Key>,
