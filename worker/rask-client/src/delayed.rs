@@ -27,7 +27,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use rask_core::function::encode_payload;
-use rask_core::{Encoded, Func, FuncName, Input, KernelTask, Key, Resources, TaskSpec};
+use rask_core::{Encoded, Func, FuncName, Input, KernelTask, Key, Resources, SmallBytes, TaskSpec};
 
 /// A lazy call whose result is an `R`; cheap to clone.
 pub struct Delayed<R = Encoded> {
@@ -325,7 +325,7 @@ pub fn graph_of<R>(roots: &[Delayed<R>]) -> Vec<TaskSpec> {
                 key: n.key.clone(),
                 func: n.func.clone(),
                 inputs: n.inputs.iter().map(|s| s.key().clone()).collect(),
-                payload: n.payload.clone(),
+                payload: SmallBytes::new(n.payload.clone()),
                 resources: n.resources.clone(),
             });
             continue;

@@ -83,6 +83,70 @@ impl SmallBytes {
     }
 }
 
+impl std::ops::Deref for SmallBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl From<Bytes> for SmallBytes {
+    fn from(bytes: Bytes) -> Self {
+        SmallBytes::new(bytes)
+    }
+}
+
+/// As bytes, as [`Bytes`] is: the two are the same on the wire.
+impl serde::Serialize for SmallBytes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.as_slice())
+    }
+}
+
+/// Short bytes are read straight into the value, without the allocation a [`Bytes`] makes
+/// for them (a million tasks' arguments read by the scheduler and freed again left their
+/// blocks between the ones it keeps).
+impl<'de> serde::Deserialize<'de> for SmallBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SmallBytes;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<SmallBytes, E> {
+                Ok(SmallBytes::inline(v)
+                    .unwrap_or_else(|| SmallBytes::Shared(Box::new(Bytes::copy_from_slice(v)))))
+            }
+
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<SmallBytes, E> {
+                Ok(SmallBytes::new(Bytes::from(v)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SmallBytes, E> {
+                self.visit_bytes(v.as_bytes())
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SmallBytes, A::Error> {
+                let mut v: Vec<u8> = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(b) = seq.next_element()? {
+                    v.push(b);
+                }
+                self.visit_byte_buf(v)
+            }
+        }
+
+        deserializer.deserialize_byte_buf(Visitor)
+    }
+}
+
 impl Default for SmallBytes {
     fn default() -> Self {
         SmallBytes::Inline {
@@ -124,6 +188,21 @@ mod tests {
         assert_eq!(s.to_bytes().as_ptr(), long.as_ptr(), "shared, not copied");
         assert_eq!((s.len(), s.heap_bytes()), (INLINE + 1, 32 + INLINE + 1));
         assert!(SmallBytes::default().is_empty());
+    }
+
+    #[test]
+    fn small_bytes_are_bytes_on_the_wire() {
+        for len in [0, 3, INLINE, INLINE + 1, 5000] {
+            let b = Bytes::from((0..len).map(|i| i as u8).collect::<Vec<u8>>());
+            let encoded = postcard::to_allocvec(&b).expect("encodes");
+            let small = SmallBytes::new(b.clone());
+            assert_eq!(postcard::to_allocvec(&small).expect("encodes"), encoded);
+            let read: SmallBytes = postcard::from_bytes(&encoded).expect("decodes");
+            assert_eq!(read, small);
+            assert_eq!(read.heap_bytes() == 0, len <= INLINE, "{len}");
+            let back: Bytes = postcard::from_bytes(&encoded).expect("decodes");
+            assert_eq!(back, b);
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::key::Key;
+use crate::small_bytes::SmallBytes;
 
 /// The name of a registered function: `family.function` (`array.eval`, `seed.inc`).
 ///
@@ -280,8 +281,9 @@ pub struct TaskSpec {
     pub func: FuncName,
     /// The results it reads, in the order the function sees them (an input may repeat).
     pub inputs: Vec<Key>,
-    /// The function's arguments, encoded by the task's builder (see [`crate::function`]).
-    pub payload: Bytes,
+    /// The function's arguments, encoded by the task's builder (see [`crate::function`]);
+    /// inline when short, as most are (the same bytes on the wire as a [`Bytes`]).
+    pub payload: SmallBytes,
     /// What it holds on its worker while it runs.
     #[serde(default)]
     pub resources: Resources,
@@ -293,7 +295,7 @@ impl TaskSpec {
             key,
             func,
             inputs,
-            payload,
+            payload: SmallBytes::new(payload),
             resources: Resources::none(),
         }
     }

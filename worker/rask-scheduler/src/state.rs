@@ -597,7 +597,7 @@ impl State {
             // `deps` removes repeats from the inputs: as long, they are the inputs.
             let inputs = (spec.inputs.len() != deps.len()).then(|| spec.inputs.into_boxed_slice());
             let task = Task {
-                payload: SmallBytes::new(spec.payload),
+                payload: spec.payload,
                 class,
                 progress,
                 graph: NO_NODE,
@@ -2064,7 +2064,7 @@ impl State {
             key: key.clone(),
             func: class.func.clone(),
             inputs,
-            payload: t.payload.to_bytes(),
+            payload: t.payload.clone(),
             resources: resources.clone(),
         };
         if let Some(w) = self.workers.get_mut(&worker) {

@@ -16,9 +16,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rask_core::function::Function;
-use rask_core::{Encoded, FuncName, Inputs, KernelError, Key};
+use rask_core::{Encoded, FuncName, Inputs, KernelError, Key, SmallBytes};
 
 /// A task ready to run: its function, payload and inputs.
 pub struct Job {
@@ -26,7 +25,7 @@ pub struct Job {
     pub func: Arc<dyn Function>,
     /// The function's name, for its errors.
     pub name: FuncName,
-    pub payload: Bytes,
+    pub payload: SmallBytes,
     pub inputs: Vec<Encoded>,
     /// Lower runs first (Dask's priority tuples, flattened by the scheduler).
     pub priority: u64,
@@ -395,7 +394,7 @@ mod tests {
             key: Key::from(key),
             func: Arc::new(F(f)),
             name: FuncName::from("t.f"),
-            payload: encode_payload(&x).unwrap(),
+            payload: encode_payload(&x).unwrap().into(),
             inputs: Vec::new(),
             priority,
         }
