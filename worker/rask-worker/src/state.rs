@@ -65,11 +65,8 @@ struct Pending {
     /// Taken (not copied) when the task is handed to the executor: `None` while it runs.
     spec: Option<Box<TaskSpec>>,
     priority: u64,
-    /// Inputs not in the store yet (fetched or computed here).
+    /// Inputs not in the store yet: fetched, or computed here ([`WorkerState::local_waiters`]).
     missing: usize,
-    /// Inputs this worker is computing itself, not finished yet: the scheduler sent the task
-    /// ahead of them ([`ComputeTask::after`]).
-    after: Vec<Key>,
     send_result: bool,
     /// The longest fetch of its inputs from peers, µs (fetches of one batch run together).
     transfer_us: u64,
@@ -80,7 +77,9 @@ pub(crate) struct WorkerState {
     tasks: FxHashMap<Key, Pending>,
     /// Inputs being fetched, and the tasks waiting for each.
     waiters: FxHashMap<Key, Vec<Key>>,
-    /// Tasks assigned here, and the tasks sent ahead of them that wait for their results.
+    /// Tasks assigned here, and the tasks sent ahead of them ([`ComputeTask::after`]) that wait
+    /// for their results. A task leaving is taken off the lists of its inputs
+    /// ([`WorkerState::forget`]), so each entry counts once in its `missing`.
     local_waiters: FxHashMap<Key, Vec<Key>>,
     /// Keys being fetched (for tasks or for the scheduler's `AcquireReplicas`), with their size
     /// as the scheduler knew it (0 for replicas, whose size it does not send).
@@ -192,12 +191,9 @@ impl WorkerState {
                 tracing::debug!(task = %key, input = %dep, "dropping a task sent ahead of an input no longer computed here");
                 continue;
             }
-            for dep in &after {
+            for dep in after {
                 missing += 1;
-                self.local_waiters
-                    .entry(dep.clone())
-                    .or_default()
-                    .push(key.clone());
+                self.local_waiters.entry(dep).or_default().push(key.clone());
             }
             for (dep, nbytes, holders) in ct.who_has {
                 if held.nbytes(&dep).is_some() {
@@ -218,7 +214,6 @@ impl WorkerState {
                     spec: Some(ct.spec),
                     priority: ct.priority,
                     missing,
-                    after,
                     send_result: ct.send_result,
                     transfer_us: 0,
                 },
@@ -236,11 +231,38 @@ impl WorkerState {
     /// The scheduler released results: drop them, and forget tasks not started.
     pub fn free_keys(&mut self, keys: Vec<Key>, fx: &mut impl Effects) {
         for k in &keys {
-            if self.tasks.remove(k).is_some() {
-                self.drop_waiting_on(k);
-            }
+            self.forget(k);
         }
         fx.free(keys);
+    }
+
+    /// Drops task `key` (not run), and what was sent ahead of it ([`Self::drop_waiting_on`]).
+    fn forget(&mut self, key: &Key) {
+        if self.take(key) {
+            self.drop_waiting_on(key);
+        }
+    }
+
+    /// Removes task `key`, taking it off the lists of the inputs it waits for here, so that a
+    /// copy sent again counts their finish once. Whether it was there.
+    fn take(&mut self, key: &Key) -> bool {
+        let Some(p) = self.tasks.remove(key) else {
+            return false;
+        };
+        if p.missing > 0
+            && !self.local_waiters.is_empty()
+            && let Some(spec) = &p.spec
+        {
+            for input in &spec.inputs {
+                if let Some(list) = self.local_waiters.get_mut(input) {
+                    list.retain(|t| t != key);
+                    if list.is_empty() {
+                        self.local_waiters.remove(input);
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// `key` will not be computed here (it failed or was dropped): the tasks sent ahead of it
@@ -252,8 +274,7 @@ impl WorkerState {
         let mut stack = vec![key.clone()];
         while let Some(k) = stack.pop() {
             for t in self.local_waiters.remove(&k).unwrap_or_default() {
-                if self.tasks.get(&t).is_some_and(|p| p.after.contains(&k)) {
-                    self.tasks.remove(&t);
+                if self.take(&t) {
                     stack.push(t);
                 }
             }
@@ -262,14 +283,14 @@ impl WorkerState {
 
     /// `key` finished here: the tasks sent ahead of it that waited only for it are ready.
     fn finished_here(&mut self, key: &Key, ready: &mut Vec<Key>) {
+        if self.local_waiters.is_empty() {
+            return;
+        }
         let Some(waiting) = self.local_waiters.remove(key) else {
             return;
         };
         for t in waiting {
-            if let Some(p) = self.tasks.get_mut(&t)
-                && let Some(i) = p.after.iter().position(|k| k == key)
-            {
-                p.after.swap_remove(i);
+            if let Some(p) = self.tasks.get_mut(&t) {
                 p.missing = p.missing.saturating_sub(1);
                 if p.missing == 0 {
                     ready.push(t);
@@ -377,9 +398,7 @@ impl WorkerState {
             // The tasks that need it are dropped; the scheduler recomputes the input (or finds
             // another holder) and assigns them again.
             for t in self.waiters.remove(&key).unwrap_or_default() {
-                if self.tasks.remove(&t).is_some() {
-                    self.drop_waiting_on(&t);
-                }
+                self.forget(&t);
             }
             fx.send(ToScheduler::MissingData { key, holders }.into());
         }

@@ -517,3 +517,35 @@ fn a_task_freed_and_sent_again_ahead_waits_for_its_input_once() {
     assert_eq!(fx.executed, vec![k("b")]);
     assert_eq!(st.task_counts().waiting, 0);
 }
+
+#[test]
+fn a_task_dropped_with_one_input_and_sent_again_waits_for_the_other_once() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![
+            task("a", &[], 1, false),
+            task("b", &[("r", &["tcp://p1"])], 2, false),
+            ahead("c", &["a", "b"], 3),
+        ],
+        &Held::default(),
+        &mut fx,
+    );
+    // a fails: c is dropped, and taken off b's list too.
+    st.done(k("a"), Err(KernelError::failed("boom")), 1, &mut fx);
+    assert_eq!(st.assigned(), 1);
+    // c comes again, ahead of b only (a recomputed and held by now).
+    let mut held = Held::default();
+    held.0.insert(k("a"), 8);
+    st.compute(vec![ahead("c", &["a", "b"], 3)], &held, &mut fx);
+    assert_eq!(st.task_counts().waiting, 2, "b for its fetch, c for b");
+    st.fetched(vec![(k("r"), 8)], Vec::new(), 10, &mut fx);
+    let mut fx = Rec::default();
+    st.done(k("b"), Ok(&Value::Int(1).encode()), 1, &mut fx);
+    assert_eq!(
+        fx.executed,
+        vec![k("c")],
+        "c runs once b is here, not before"
+    );
+    assert!(st.local_waiters.is_empty());
+}
