@@ -1319,14 +1319,26 @@ impl State {
             None => return,
         };
         let mut ready = Vec::new();
+        // Dependents sent ahead of this task to this worker, and waiting ones that may now go
+        // ahead: looked at here, in the one pass over the dependents.
+        let mut nearer = Vec::new();
         for d in dependents {
-            if let Some(dt) = self.tasks.get_mut(d)
-                && dt.state == TaskState::Waiting
-            {
-                dt.waiting_on = dt.waiting_on.saturating_sub(1);
-                if dt.waiting_on == 0 {
-                    ready.push((dt.priority, d));
+            let Some(dt) = self.tasks.get_mut(d) else {
+                continue;
+            };
+            match dt.state {
+                TaskState::Waiting => {
+                    dt.waiting_on = dt.waiting_on.saturating_sub(1);
+                    if dt.waiting_on == 0 {
+                        ready.push((dt.priority, d));
+                    } else if dt.deps.len() <= SPECULATION_MAX_DEPS {
+                        nearer.push(d);
+                    }
                 }
+                TaskState::Processing if dt.processing_on.get() == Some(worker) && dt.ahead > 0 => {
+                    nearer.push(d);
+                }
+                _ => {}
             }
         }
         ready.sort();
@@ -1334,7 +1346,9 @@ impl State {
             self.set_state(d, TaskState::Released);
             self.make_ready_or_wait(d, now, out);
         }
-        self.advance_speculation(id, worker, out);
+        if !nearer.is_empty() {
+            self.advance_speculation(nearer, worker, out);
+        }
         // The inputs of this task may now be unneeded: `settle` frees them.
         if let Some(t) = self.tasks.get(id) {
             self.releasable.extend(t.deps.iter().copied());
@@ -2234,10 +2248,22 @@ impl State {
         true
     }
 
+    /// Whether `id` could be sent ahead at all (a cheap first look, so that the dependents of
+    /// most tasks are not collected for [`State::speculate`]).
+    fn may_speculate(&self, id: TaskId) -> bool {
+        self.tasks
+            .get(id)
+            .is_some_and(|t| t.state == TaskState::Waiting && t.deps.len() <= SPECULATION_MAX_DEPS)
+    }
+
     /// Sends ahead the dependents of `id` that [`State::speculate`] allows, and theirs in turn.
     fn speculate_dependents(&mut self, id: TaskId, out: &mut impl Outbox) {
         let mut stack: Vec<TaskId> = match self.tasks.get(id) {
-            Some(t) if !t.dependents.is_empty() => t.dependents.iter().collect(),
+            Some(t) if !t.dependents.is_empty() => t
+                .dependents
+                .iter()
+                .filter(|&d| self.may_speculate(d))
+                .collect(),
             _ => return,
         };
         while let Some(d) = stack.pop() {
@@ -2249,13 +2275,16 @@ impl State {
         }
     }
 
-    /// `id` finished on `worker`: the tasks sent there ahead of it are a level nearer their
-    /// inputs ([`Task::ahead`]), so the next waiting tasks may be sent ahead in turn.
-    fn advance_speculation(&mut self, id: TaskId, worker: WorkerId, out: &mut impl Outbox) {
-        let mut stack: Vec<TaskId> = match self.tasks.get(id) {
-            Some(t) => t.dependents.iter().collect(),
-            None => return,
-        };
+    /// A task finished on `worker`: the tasks sent there ahead of it (among `nearer`, its
+    /// dependents) are a level nearer their inputs ([`Task::ahead`]), so the next waiting tasks
+    /// may be sent ahead in turn, as may its waiting dependents in `nearer`.
+    fn advance_speculation(
+        &mut self,
+        nearer: Vec<TaskId>,
+        worker: WorkerId,
+        out: &mut impl Outbox,
+    ) {
+        let mut stack = nearer;
         while let Some(d) = stack.pop() {
             let Some(t) = self.tasks.get(d) else {
                 continue;
