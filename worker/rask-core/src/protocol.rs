@@ -240,8 +240,14 @@ pub struct ComputeTask {
     pub spec: Box<TaskSpec>,
     /// Lower runs first.
     pub priority: u64,
-    /// For each dependency, its size in bytes and the workers that hold it.
+    /// For each dependency in memory, its size in bytes and the workers that hold it.
     pub who_has: Vec<(Key, u64, Vec<String>)>,
+    /// Dependencies this worker is computing itself: the scheduler sent the task ahead of
+    /// them (speculative assignment), to run as soon as they finish here, with no round trip
+    /// through the scheduler. They are not in `who_has`. Should one of them fail or be dropped,
+    /// the worker drops the task too; the scheduler decides its fate.
+    /// Boxed slice: a `Vec` would take `ComputeTask` over the 64 bytes it moves in (see `spec`).
+    pub after: Box<[Key]>,
     /// Send the encoded result along with `TaskFinished` (a client is waiting for a small value).
     pub send_result: bool,
 }

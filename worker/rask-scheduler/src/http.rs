@@ -84,7 +84,8 @@
 //! Ticks: the event loop ticks every 20 ms; the maximum is the longest gap between two ticks since
 //! the last scrape (or since the last tick, if longer), as Dask's, and a scrape starts it over.
 //! Figures Dask has no metric for use a `rask_` prefix:
-//! `rask_scheduler_transfer_bytes_total`, `rask_scheduler_start_time_seconds`,
+//! `rask_scheduler_transfer_bytes_total`, `rask_scheduler_tasks_speculated_total`,
+//! `rask_scheduler_start_time_seconds`,
 //! `rask_scheduler_threads`, `rask_scheduler_memory_bytes`, `rask_scheduler_memory_limit_bytes`.
 //! Each scrape builds a fresh registry from one [`crate::Snapshot`], so the figures are consistent with
 //! each other.
@@ -779,6 +780,7 @@ mod tests {
             workers_added_total: 5,
             transfer_bytes_total: 4096,
             tasks_computed_total: 30,
+            tasks_speculated_total: 3,
             started_at: 1_767_225_600.5,
             ..Snapshot::default()
         }
@@ -1268,6 +1270,7 @@ mod tests {
             "dask_scheduler_workers_added_total 5",
             r#"dask_scheduler_tasks_compute_seconds_total{task_prefix_name="inc"} 1.5"#,
             "rask_scheduler_transfer_bytes_total 4096",
+            "rask_scheduler_tasks_speculated_total 3",
         ] {
             assert!(
                 text.lines().any(|line| line == sample),

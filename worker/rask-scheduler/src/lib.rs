@@ -130,6 +130,9 @@ pub struct Snapshot {
     pub transfer_bytes_total: u64,
     /// Task executions that produced a result, since start (recomputations count again).
     pub tasks_computed_total: u64,
+    /// Tasks sent to a worker ahead of their inputs, to run there as soon as those finish there
+    /// (speculative assignment), since start.
+    pub tasks_speculated_total: u64,
     /// Seconds since the epoch when the scheduler started.
     pub started_at: f64,
     /// Client connections registered and closed, since start.

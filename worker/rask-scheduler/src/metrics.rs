@@ -189,6 +189,12 @@ pub(crate) fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
         ConstCounter::new(s.ticks.count),
     );
 
+    registry.register(
+        "rask_scheduler_tasks_speculated",
+        "Tasks sent to a worker ahead of their inputs, to run there as soon as those finish \
+         there (speculative assignment), since the scheduler started",
+        ConstCounter::new(s.tasks_speculated_total),
+    );
     registry.register_with_unit(
         "rask_scheduler_transfer",
         "Result bytes sent from one worker to another, since the scheduler started",
@@ -428,6 +434,7 @@ mod tests {
             r#"dask_scheduler_prefix_state_totals_total{task_prefix_name="inc",state="forgotten"} 1.0"#,
             "dask_scheduler_tick_duration_maximum_seconds 0.125",
             "dask_scheduler_tick_count_total 250",
+            "rask_scheduler_tasks_speculated_total 0",
             "rask_scheduler_transfer_bytes_total 0",
             "rask_scheduler_start_time_seconds 0.0",
             "rask_scheduler_threads 8",

@@ -166,6 +166,17 @@ fn follow_now(state: Option<TaskState>) -> follow::Now {
 /// task's charge is kept in 32 bits.
 const MAX_CHARGED_US: u64 = u32::MAX as u64;
 
+/// Levels of dependents a worker may be sent ahead of their inputs (speculative assignment): a
+/// task whose inputs are all in memory on a worker or being computed there goes to that worker
+/// at once, to run as soon as they finish there, with no round trip through the scheduler. A
+/// chain of dependent tasks then runs on its worker while the scheduler stays this many links
+/// ahead of it (issue 18: a round trip per link bound the chain's latency).
+const SPECULATION_DEPTH: u8 = 8;
+
+/// Tasks with more inputs than this are never sent ahead: where their inputs are would be looked
+/// at again on each input's assignment (a sum of a million inputs would make that quadratic).
+const SPECULATION_MAX_DEPS: usize = 8;
+
 /// The worker a task was sent to, in 8 bytes where an `Option<WorkerId>` takes 16 (8 MB a
 /// million tasks): the id plus one, 0 for none (ids count up from 1: `u64::MAX` is never one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,6 +250,9 @@ struct Task {
     prefix: u32,
     /// A client's follow counts it ([`State::follows`]).
     followed: bool,
+    /// While processing: how many levels of its inputs are still being computed on its worker,
+    /// where it was sent ahead of them ([`SPECULATION_DEPTH`]); 0 once its inputs are in memory.
+    ahead: u8,
 }
 
 struct Worker {
@@ -351,6 +365,8 @@ pub struct State {
     suspicious_total: u64,
     transfer_bytes_total: u64,
     computed_total: u64,
+    /// Tasks sent to a worker ahead of their inputs (speculative assignment), since start.
+    speculated_total: u64,
     /// Client connections registered and closed, since start.
     clients_added_total: u64,
     clients_removed_total: u64,
@@ -438,6 +454,7 @@ impl State {
             suspicious_total: 0,
             transfer_bytes_total: 0,
             computed_total: 0,
+            speculated_total: 0,
             clients_added_total: 0,
             clients_removed_total: 0,
             workers_added_total: 0,
@@ -615,6 +632,7 @@ impl State {
                 suspicious: 0,
                 prefix,
                 followed: false,
+                ahead: 0,
             };
             let Some(id) = self.tasks.insert_vacant(vacant, key, task) else {
                 spec_ids.push(None);
@@ -1112,6 +1130,14 @@ impl State {
         tracing::info!(name = %w.info.name, address = %w.info.address, "worker removed");
         self.workers_removed_total += 1;
         self.workers_changed(now);
+        // Tasks sent ahead of inputs still being computed there never started: the worker's
+        // death is not theirs to answer for.
+        let ahead: FxHashSet<TaskId> = w
+            .processing
+            .iter()
+            .copied()
+            .filter(|&t| self.tasks.get(t).is_some_and(|t| t.ahead > 0))
+            .collect();
         // Results only this worker held are lost first, while the tasks it was running still
         // count as needing their inputs.
         let mut lost: Vec<TaskId> = Vec::new();
@@ -1140,12 +1166,15 @@ impl State {
             }
             t.processing_on = OnWorker::NONE;
             t.charged_us = 0;
-            t.suspicious += 1;
-            self.suspicious_total += 1;
-            let suspicious = t.suspicious;
-            if let Some(p) = self.prefixes.get_mut(t.prefix as usize) {
-                p.suspicious += 1;
+            t.ahead = 0;
+            if !ahead.contains(&tid) {
+                t.suspicious += 1;
+                self.suspicious_total += 1;
+                if let Some(p) = self.prefixes.get_mut(t.prefix as usize) {
+                    p.suspicious += 1;
+                }
             }
+            let suspicious = t.suspicious;
             self.set_state(tid, TaskState::Released);
             if suspicious > self.config.allowed_failures {
                 let error = TaskError::KilledWorker {
@@ -1290,20 +1319,35 @@ impl State {
             None => return,
         };
         let mut ready = Vec::new();
+        // Dependents sent ahead of this task to this worker, and waiting ones that may now go
+        // ahead: looked at here, in the one pass over the dependents.
+        let mut nearer = Vec::new();
         for d in dependents {
-            if let Some(dt) = self.tasks.get_mut(d)
-                && dt.state == TaskState::Waiting
-            {
-                dt.waiting_on = dt.waiting_on.saturating_sub(1);
-                if dt.waiting_on == 0 {
-                    ready.push((dt.priority, d));
+            let Some(dt) = self.tasks.get_mut(d) else {
+                continue;
+            };
+            match dt.state {
+                TaskState::Waiting => {
+                    dt.waiting_on = dt.waiting_on.saturating_sub(1);
+                    if dt.waiting_on == 0 {
+                        ready.push((dt.priority, d));
+                    } else if dt.deps.len() <= SPECULATION_MAX_DEPS {
+                        nearer.push(d);
+                    }
                 }
+                TaskState::Processing if dt.processing_on.get() == Some(worker) && dt.ahead > 0 => {
+                    nearer.push(d);
+                }
+                _ => {}
             }
         }
         ready.sort();
         for (_, d) in ready {
             self.set_state(d, TaskState::Released);
             self.make_ready_or_wait(d, now, out);
+        }
+        if !nearer.is_empty() {
+            self.advance_speculation(nearer, worker, out);
         }
         // The inputs of this task may now be unneeded: `settle` frees them.
         if let Some(t) = self.tasks.get(id) {
@@ -1357,6 +1401,12 @@ impl State {
             return;
         };
         if t.state != TaskState::Processing || t.processing_on.get() != Some(worker) {
+            // A stale report (the task went elsewhere): the tasks this worker was sent ahead of
+            // it were dropped there with it, so they are placed again.
+            for d in self.withdraw_ahead(id, worker, out) {
+                self.make_ready_or_wait(d, now, out);
+            }
+            self.drain_queue(now, out);
             return;
         }
         let key = key.clone();
@@ -1452,6 +1502,16 @@ impl State {
             self.unassign(d, worker);
             self.set_state(d, TaskState::Released);
         }
+        // The worker also dropped the tasks it was sent ahead of those it abandoned.
+        let dependents: Vec<TaskId> = self
+            .tasks
+            .get(id)
+            .map(|t| t.dependents.iter().collect())
+            .unwrap_or_default();
+        let mut withdrawn = Vec::new();
+        for d in dependents {
+            withdrawn.extend(self.withdraw_ahead(d, worker, out));
+        }
         if self
             .tasks
             .get(id)
@@ -1460,6 +1520,10 @@ impl State {
             self.result_lost(id, now, out);
         }
         for d in abandoned {
+            self.make_ready_or_wait(d, now, out);
+        }
+        withdrawn.sort_by_key(|&d| self.priority_of(d));
+        for d in withdrawn {
             self.make_ready_or_wait(d, now, out);
         }
         self.drain_queue(now, out);
@@ -1830,6 +1894,9 @@ impl State {
             for d in to_compute {
                 self.compute(d, now, out);
             }
+            if self.speculate(id, out) {
+                self.speculate_dependents(id, out);
+            }
         } else {
             self.schedule(id, out);
         }
@@ -2030,7 +2097,16 @@ impl State {
         best.map(|b| b.2)
     }
 
+    /// Sends ready task `id` to `worker`, then sends ahead the dependents that may follow it
+    /// there ([`State::speculate`]).
     fn assign(&mut self, id: TaskId, worker: WorkerId, out: &mut impl Outbox) {
+        self.send_compute(id, worker, 0, out);
+        self.speculate_dependents(id, out);
+    }
+
+    /// Makes `id` processing on `worker` and sends it there; `ahead` is how many levels of its
+    /// inputs are still being computed there ([`Task::ahead`]).
+    fn send_compute(&mut self, id: TaskId, worker: WorkerId, ahead: u8, out: &mut impl Outbox) {
         let Some(prefix) = self.tasks.get(id).map(|t| t.prefix) else {
             return;
         };
@@ -2041,6 +2117,7 @@ impl State {
         };
         t.processing_on = OnWorker::new(worker);
         t.charged_us = u32::try_from(expected).unwrap_or(u32::MAX);
+        t.ahead = ahead;
         let Some((key, t)) = self.tasks.entry(id) else {
             return;
         };
@@ -2051,14 +2128,25 @@ impl State {
         };
         let resources = class.resources.clone();
         let mut who_has = Vec::with_capacity(t.deps.len());
+        // Inputs still processing are being computed on this worker: the task was sent ahead.
+        let mut after = Vec::new();
         for &d in t.deps.iter() {
             if let Some((dk, dt)) = self.tasks.entry(d) {
-                who_has.push((dk.clone(), dt.nbytes, self.addresses(&dt.who_has)));
+                if dt.state == TaskState::Processing {
+                    after.push(dk.clone());
+                } else {
+                    who_has.push((dk.clone(), dt.nbytes, self.addresses(&dt.who_has)));
+                }
             }
         }
         let inputs = match self.repeated_inputs.get(&id) {
             Some(inputs) => inputs.to_vec(),
-            None => who_has.iter().map(|(k, _, _)| k.clone()).collect(),
+            None if after.is_empty() => who_has.iter().map(|(k, _, _)| k.clone()).collect(),
+            None => t
+                .deps
+                .iter()
+                .filter_map(|&d| self.tasks.key(d).cloned())
+                .collect(),
         };
         let spec = TaskSpec {
             key: key.clone(),
@@ -2080,6 +2168,7 @@ impl State {
             spec: Box::new(spec),
             priority,
             who_has,
+            after: after.into_boxed_slice(),
             send_result,
         };
         out.to_worker(worker, FromScheduler::Compute(msg).into());
@@ -2089,6 +2178,7 @@ impl State {
         let (charged, resources) = match self.tasks.get_mut(id) {
             Some(t) if t.processing_on.get() == Some(worker) => {
                 t.processing_on = OnWorker::NONE;
+                t.ahead = 0;
                 let class = self.classes.get(t.class as usize);
                 (
                     u64::from(std::mem::take(&mut t.charged_us)),
@@ -2106,6 +2196,167 @@ impl State {
             }
         }
         self.refresh_room(worker);
+    }
+
+    /// Sends waiting task `id` ahead of its inputs to the worker computing them (speculative
+    /// assignment), when every input is in memory on that worker or processing there, the worker
+    /// has room, nothing restricts the task to other workers (it needs no resources, and the
+    /// worker has its function), and it would be at most [`SPECULATION_DEPTH`] levels ahead.
+    /// Returns whether it did.
+    fn speculate(&mut self, id: TaskId, out: &mut impl Outbox) -> bool {
+        let Some(t) = self.tasks.get(id) else {
+            return false;
+        };
+        if t.state != TaskState::Waiting || t.deps.len() > SPECULATION_MAX_DEPS {
+            return false;
+        }
+        let mut on: Option<WorkerId> = None;
+        let mut ahead = 0u8;
+        for &d in t.deps.iter() {
+            let Some(dt) = self.tasks.get(d) else {
+                return false;
+            };
+            match (dt.state, dt.processing_on.get()) {
+                (TaskState::Processing, Some(w)) if on.is_none_or(|o| o == w) => {
+                    on = Some(w);
+                    ahead = ahead.max(dt.ahead.saturating_add(1));
+                }
+                (TaskState::Memory, _) => {}
+                _ => return false,
+            }
+        }
+        let Some(w) = on else {
+            return false;
+        };
+        if ahead > SPECULATION_DEPTH || !self.room.contains(&w) {
+            return false;
+        }
+        let elsewhere = t.deps.iter().any(|&d| {
+            self.tasks
+                .get(d)
+                .is_some_and(|dt| dt.state == TaskState::Memory && !dt.who_has.contains(&w))
+        });
+        let restricted = self
+            .classes
+            .get(t.class as usize)
+            .is_none_or(|c| !c.resources.is_empty() || c.eligible.binary_search(&w).is_err());
+        if elsewhere || restricted {
+            return false;
+        }
+        self.speculated_total += 1;
+        self.send_compute(id, w, ahead, out);
+        true
+    }
+
+    /// Whether `id` could be sent ahead at all (a cheap first look, so that the dependents of
+    /// most tasks are not collected for [`State::speculate`]).
+    fn may_speculate(&self, id: TaskId) -> bool {
+        self.tasks
+            .get(id)
+            .is_some_and(|t| t.state == TaskState::Waiting && t.deps.len() <= SPECULATION_MAX_DEPS)
+    }
+
+    /// Sends ahead the dependents of `id` that [`State::speculate`] allows, and theirs in turn.
+    fn speculate_dependents(&mut self, id: TaskId, out: &mut impl Outbox) {
+        let mut stack: Vec<TaskId> = match self.tasks.get(id) {
+            Some(t) if !t.dependents.is_empty() => t
+                .dependents
+                .iter()
+                .filter(|&d| self.may_speculate(d))
+                .collect(),
+            _ => return,
+        };
+        while let Some(d) = stack.pop() {
+            if self.speculate(d, out)
+                && let Some(t) = self.tasks.get(d)
+            {
+                stack.extend(t.dependents.iter());
+            }
+        }
+    }
+
+    /// A task finished on `worker`: the tasks sent there ahead of it (among `nearer`, its
+    /// dependents) are a level nearer their inputs ([`Task::ahead`]), so the next waiting tasks
+    /// may be sent ahead in turn, as may its waiting dependents in `nearer`.
+    fn advance_speculation(
+        &mut self,
+        nearer: Vec<TaskId>,
+        worker: WorkerId,
+        out: &mut impl Outbox,
+    ) {
+        let mut stack = nearer;
+        while let Some(d) = stack.pop() {
+            let Some(t) = self.tasks.get(d) else {
+                continue;
+            };
+            match t.state {
+                TaskState::Processing if t.processing_on.get() == Some(worker) && t.ahead > 0 => {
+                    let ahead = t
+                        .deps
+                        .iter()
+                        .filter_map(|&x| self.tasks.get(x))
+                        .filter(|x| x.state == TaskState::Processing)
+                        .map(|x| x.ahead.saturating_add(1))
+                        .max()
+                        .unwrap_or(0);
+                    if ahead != t.ahead {
+                        stack.extend(t.dependents.iter());
+                        if let Some(t) = self.tasks.get_mut(d) {
+                            t.ahead = ahead;
+                        }
+                    }
+                }
+                TaskState::Waiting => {
+                    if self.speculate(d, out)
+                        && let Some(t) = self.tasks.get(d)
+                    {
+                        stack.extend(t.dependents.iter());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Takes back from `worker` the tasks sent there ahead of `id` (which will not finish there
+    /// now), and those sent ahead of them: they are freed on the worker (which drops them by
+    /// itself when it dropped `id`) and left `Released`, in priority order, for the caller to
+    /// place again once `id` is placed.
+    fn withdraw_ahead(
+        &mut self,
+        id: TaskId,
+        worker: WorkerId,
+        out: &mut impl Outbox,
+    ) -> Vec<TaskId> {
+        let mut taken = Vec::new();
+        let mut stack: Vec<TaskId> = match self.tasks.get(id) {
+            Some(t) => t.dependents.iter().collect(),
+            None => return taken,
+        };
+        while let Some(d) = stack.pop() {
+            let Some(t) = self.tasks.get(d) else {
+                continue;
+            };
+            if t.state != TaskState::Processing
+                || t.processing_on.get() != Some(worker)
+                || t.ahead == 0
+            {
+                continue;
+            }
+            stack.extend(t.dependents.iter());
+            self.unassign(d, worker);
+            self.set_state(d, TaskState::Released);
+            taken.push(d);
+        }
+        if !taken.is_empty() && self.workers.contains_key(&worker) {
+            let keys = taken
+                .iter()
+                .filter_map(|&d| self.tasks.key(d).cloned())
+                .collect();
+            out.to_worker(worker, FromScheduler::FreeKeys { keys }.into());
+        }
+        taken.sort_by_key(|&d| self.priority_of(d));
+        taken
     }
 
     /// Sends queued tasks, highest priority first across classes, while a worker that can run
@@ -2559,6 +2810,7 @@ impl State {
             tasks_suspicious_total: self.suspicious_total,
             transfer_bytes_total: self.transfer_bytes_total,
             tasks_computed_total: self.computed_total,
+            tasks_speculated_total: self.speculated_total,
             started_at: self.started_at,
             client_connections_added_total: self.clients_added_total,
             client_connections_removed_total: self.clients_removed_total,

@@ -178,6 +178,10 @@ impl Sim {
     /// Runs one assigned task on its worker: inputs must be local or fetchable from a listed
     /// holder that really has them. Each input fetched takes [`FETCH_US`].
     fn run(&mut self, w: WorkerId, ct: &ComputeTask) {
+        // A task sent ahead of an input that did not finish here is dropped, as a worker does.
+        if ct.after.iter().any(|k| !self.held[&w].contains_key(k)) {
+            return;
+        }
         let mut transfer_us = 0;
         for (dep, _, holders) in &ct.who_has {
             if self.held[&w].contains_key(dep) {
@@ -463,9 +467,16 @@ fn a_lost_worker_s_results_are_recomputed_from_lineage() {
     sim.held.remove(&holder);
     let other = if holder == 1 { 2 } else { 1 };
     let cs = sim.computes();
-    let keys: Vec<String> = cs.iter().map(|(_, c)| c.spec.key.to_string()).collect();
-    assert_eq!(keys, vec!["x"], "x is recomputed, y waits for it");
-    assert_eq!(sim.st.task_state(&k("y")), Some(TaskState::Waiting));
+    let keys: Vec<(String, Vec<Key>)> = cs
+        .iter()
+        .map(|(_, c)| (c.spec.key.to_string(), c.after.to_vec()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![("x".into(), vec![]), ("y".into(), vec![k("x")])],
+        "x is recomputed, y sent ahead of it to the same worker"
+    );
+    assert_eq!(sim.st.task_state(&k("y")), Some(TaskState::Processing));
     for (w, ct) in cs {
         assert_eq!(w, other);
         sim.run(w, &ct);
@@ -744,7 +755,17 @@ fn missing_data_forgets_the_false_holder_and_recomputes() {
     sim.held.get_mut(&holder).unwrap().remove(&k("x"));
     sim.st
         .missing_data(w, &k("x"), &[addr(holder)], sim.now, &mut sim.out);
-    assert_eq!(sim.st.task_state(&k("y")), Some(TaskState::Waiting));
+    // x is recomputed, and y sent ahead of it to the worker computing it.
+    assert_eq!(sim.st.task_state(&k("x")), Some(TaskState::Processing));
+    assert_eq!(sim.st.task_state(&k("y")), Some(TaskState::Processing));
+    let cs = sim.computes();
+    assert_eq!(cs.len(), 2);
+    assert_eq!(cs[0].0, cs[1].0, "y follows x to its worker");
+    assert_eq!(cs[1].1.after.to_vec(), vec![k("x")]);
+    sim.out.to_workers.extend(
+        cs.into_iter()
+            .map(|(w, ct)| (w, FromScheduler::Compute(ct))),
+    );
     sim.run_all();
     assert_eq!(sim.client_value(&k("y")), Some(Value::Int(3)));
     let _ = other;
@@ -2367,4 +2388,402 @@ fn housekeeping_runs_at_a_tenth_of_a_short_worker_ttl() {
     assert_eq!(with_ttl(30.0), Duration::from_secs(1));
     assert_eq!(with_ttl(5.0), Duration::from_millis(500));
     assert_eq!(with_ttl(0.2), Duration::from_millis(100));
+}
+
+// ----- speculative assignment: dependents sent ahead of their inputs -----------------------
+
+/// Runs one `inc` so that the prefix's duration is known (unknown durations leave a
+/// one-thread worker no room for a second task, so nothing is sent ahead).
+fn warm(sim: &mut Sim) {
+    let warm = k("inc-warm");
+    sim.submit(vec![task("inc-warm", "inc", vec![0.into()])], &[&warm]);
+    sim.run_all();
+    sim.st.release_keys(C, &[warm], sim.now, &mut sim.out);
+    sim.worker_messages();
+    sim.log.clear();
+}
+
+/// `inc-0` = inc(0), `inc-i` = inc(`inc-(i-1)`).
+fn chain(n: usize) -> Vec<TaskSpec> {
+    (0..n)
+        .map(|i| match i {
+            0 => task("inc-0", "inc", vec![0.into()]),
+            _ => task(
+                &format!("inc-{i}"),
+                "inc",
+                vec![key(format!("inc-{}", i - 1))],
+            ),
+        })
+        .collect()
+}
+
+fn keys_and_after(cs: &[(WorkerId, ComputeTask)]) -> Vec<(String, Vec<Key>)> {
+    cs.iter()
+        .map(|(_, c)| (c.spec.key.to_string(), c.after.to_vec()))
+        .collect()
+}
+
+#[test]
+fn a_chain_is_sent_ahead_of_its_inputs_up_to_the_depth_and_kept_that_far_ahead() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    warm(&mut sim);
+    let last = k("inc-19");
+    sim.submit(chain(20), &[&last]);
+    let cs = sim.computes();
+    let depth = usize::from(SPECULATION_DEPTH);
+    assert_eq!(
+        cs.len(),
+        depth + 1,
+        "the first link and {depth} ahead of it"
+    );
+    let w = cs[0].0;
+    assert!(
+        cs.iter().all(|(x, _)| *x == w),
+        "all to the first link's worker"
+    );
+    let sent = keys_and_after(&cs);
+    assert_eq!(sent[0], ("inc-0".into(), vec![]));
+    for i in 1..=depth {
+        assert_eq!(
+            sent[i],
+            (format!("inc-{i}"), vec![k(&format!("inc-{}", i - 1))])
+        );
+        assert!(
+            cs[i].1.who_has.is_empty(),
+            "an input computed there is not fetched"
+        );
+        assert_eq!(cs[i].1.spec.inputs, vec![k(&format!("inc-{}", i - 1))]);
+    }
+    assert_eq!(sim.st.count(TaskState::Processing), depth + 1);
+    assert_eq!(sim.st.count(TaskState::Waiting), 19 - depth);
+    // Each link that finishes lets one more go ahead, and nothing else is sent.
+    sim.run(w, &cs[0].1);
+    let next = sim.computes();
+    assert_eq!(
+        keys_and_after(&next),
+        vec![(
+            format!("inc-{}", depth + 1),
+            vec![k(&format!("inc-{depth}"))]
+        )]
+    );
+    assert_eq!(next[0].0, w);
+    let ahead: Vec<u8> = (1..=depth + 1)
+        .map(|i| {
+            sim.st
+                .tasks
+                .get(sim.st.tasks.id(&k(&format!("inc-{i}"))).unwrap())
+                .unwrap()
+                .ahead
+        })
+        .collect();
+    assert_eq!(ahead, (0..=SPECULATION_DEPTH).collect::<Vec<u8>>());
+    sim.out.to_workers.extend(
+        cs[1..]
+            .iter()
+            .chain(&next)
+            .map(|(w, ct)| (*w, FromScheduler::Compute(ct.clone()))),
+    );
+    sim.run_all();
+    assert_eq!(sim.client_value(&last), Some(Value::Int(20)));
+    assert_eq!(sim.st.speculated_total, 19);
+    let w = &sim.st.workers[&w];
+    assert!(w.processing.is_empty());
+    assert_eq!(w.occupancy_us, 0, "every charge was given back");
+    assert!(sim.st.room_is_consistent());
+}
+
+#[test]
+fn links_submitted_one_by_one_go_ahead_as_they_arrive() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    warm(&mut sim);
+    // As the chain bench does: each link wanted as it is submitted, the previous released.
+    let specs = chain(5);
+    let mut prev: Option<Key> = None;
+    for spec in specs {
+        let key = spec.key.clone();
+        sim.submit(vec![spec], &[&key]);
+        if let Some(p) = prev.replace(key) {
+            sim.st.release_keys(C, &[p], sim.now, &mut sim.out);
+        }
+    }
+    let cs = sim.computes();
+    assert_eq!(cs.len(), 5, "every link sent at once");
+    assert!(cs.iter().all(|(w, _)| *w == cs[0].0));
+    assert!(cs[1..].iter().all(|(_, c)| c.after.len() == 1));
+    assert!(
+        cs.iter().all(|(_, c)| c.send_result),
+        "each was wanted when it was sent"
+    );
+    sim.out.to_workers.extend(
+        cs.into_iter()
+            .map(|(w, ct)| (w, FromScheduler::Compute(ct))),
+    );
+    sim.run_all();
+    assert_eq!(sim.client_value(&k("inc-4")), Some(Value::Int(5)));
+    assert_eq!(
+        sim.st.count(TaskState::Memory),
+        1,
+        "only the last link is held"
+    );
+}
+
+#[test]
+fn nothing_goes_ahead_without_room_with_resources_inputs_elsewhere_or_many_inputs() {
+    // Unknown durations: the one-thread worker has no room beside the running link.
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    sim.submit(chain(3), &[&k("inc-2")]);
+    assert_eq!(sim.computes().len(), 1);
+    assert_eq!(sim.st.count(TaskState::Waiting), 2);
+
+    // Inputs computed on two workers.
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    warm(&mut sim);
+    sim.st.workers.get_mut(&1).unwrap().info.nthreads = 1;
+    sim.submit(
+        vec![
+            task("sleep-a", "sleep", vec![0.0.into()]),
+            task("sleep-b", "sleep", vec![0.0.into()]),
+            task("add-ab", "add", vec![key("sleep-a"), key("sleep-b")]),
+        ],
+        &[&k("add-ab")],
+    );
+    let cs = sim.computes();
+    assert_eq!(computed_on(&cs).len(), 2);
+    assert_ne!(cs[0].0, cs[1].0);
+    assert_eq!(sim.st.task_state(&k("add-ab")), Some(TaskState::Waiting));
+
+    // A dependent that needs a resource, and one with more inputs than the limit.
+    let mut sim = Sim::new(&[(1, 4)]);
+    warm(&mut sim);
+    let mut gpu = task("inc-gpu", "inc", vec![key("inc-0")]);
+    gpu.resources = Resources::parse("GPU=1").unwrap();
+    let mut many: Vec<TaskSpec> = (0..=SPECULATION_MAX_DEPS)
+        .map(|i| task(&format!("inc-p{i}"), "inc", vec![key("inc-0")]))
+        .collect();
+    many.insert(0, task("inc-0", "inc", vec![0.into()]));
+    let parts: Vec<A> = (0..=SPECULATION_MAX_DEPS)
+        .map(|i| key(format!("inc-p{i}")))
+        .collect();
+    many.push(task("sum-wide", "sum", vec![A::L(parts)]));
+    many.push(gpu);
+    sim.submit(many, &[&k("sum-wide"), &k("inc-gpu")]);
+    let cs = sim.computes();
+    let sent: Vec<String> = cs.iter().map(|(_, c)| c.spec.key.to_string()).collect();
+    assert!(!sent.contains(&"inc-gpu".to_string()), "{sent:?}");
+    assert!(!sent.contains(&"sum-wide".to_string()), "{sent:?}");
+    assert_eq!(sim.st.task_state(&k("sum-wide")), Some(TaskState::Waiting));
+}
+
+#[test]
+fn a_failing_input_fails_the_tasks_sent_ahead_of_it_and_gives_back_their_charge() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    warm(&mut sim);
+    sim.submit(
+        vec![
+            task("inc-a", "inc", vec![0.into()]),
+            task("inc-b", "inc", vec![key("inc-a")]),
+            task("inc-c", "inc", vec![key("inc-b")]),
+        ],
+        &[&k("inc-c")],
+    );
+    let cs = sim.computes();
+    assert_eq!(cs.len(), 3, "a, and b and c ahead of it");
+    sim.st.task_erred(
+        1,
+        &k("inc-a"),
+        KernelError::failed("boom"),
+        100,
+        sim.now,
+        &mut sim.out,
+    );
+    let f = sim
+        .client_error(&k("inc-c"))
+        .expect("c fails with a's error");
+    assert_eq!(f.key, k("inc-a"));
+    assert_eq!(sim.st.task_state(&k("inc-b")), Some(TaskState::Erred));
+    let w = &sim.st.workers[&1];
+    assert!(w.processing.is_empty());
+    assert_eq!(w.occupancy_us, 0);
+    assert!(sim.st.room_is_consistent());
+    assert!(sim.computes().is_empty(), "nothing is sent again");
+}
+
+#[test]
+fn a_worker_lost_mid_chain_hands_the_whole_chain_to_another_without_suspicion() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    warm(&mut sim);
+    let last = k("inc-5");
+    sim.submit(chain(6), &[&last]);
+    let cs = sim.computes();
+    assert_eq!(cs.len(), 6);
+    let lost = cs[0].0;
+    let other = if lost == 1 { 2 } else { 1 };
+    // The first link finished; the second is running; the rest wait there for it.
+    sim.run(lost, &cs[0].1);
+    let suspicious = sim.st.suspicious_total;
+    sim.st.remove_worker(lost, sim.now, &mut sim.out);
+    sim.held.remove(&lost);
+    assert_eq!(
+        sim.st.suspicious_total,
+        suspicious + 1,
+        "only the link that could have been running is suspicious"
+    );
+    let again = sim.computes();
+    assert!(again.iter().all(|(w, _)| *w == other));
+    let mut sent: Vec<String> = again.iter().map(|(_, c)| c.spec.key.to_string()).collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        ["inc-0", "inc-1", "inc-2", "inc-3", "inc-4", "inc-5"],
+        "inc-0 recomputed: its only copy was lost"
+    );
+    sim.out.to_workers.extend(
+        again
+            .into_iter()
+            .map(|(w, ct)| (w, FromScheduler::Compute(ct))),
+    );
+    sim.run_all();
+    assert_eq!(sim.client_value(&last), Some(Value::Int(6)));
+    assert!(sim.st.workers[&other].processing.is_empty());
+}
+
+#[test]
+fn releasing_tasks_sent_ahead_frees_them_on_their_worker() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    warm(&mut sim);
+    let last = k("inc-3");
+    sim.submit(chain(4), &[&last]);
+    assert_eq!(sim.computes().len(), 4);
+    sim.st.release_keys(C, &[last], sim.now, &mut sim.out);
+    let mut freed = sim.frees_to(1);
+    freed.sort();
+    assert_eq!(freed, vec![k("inc-0"), k("inc-1"), k("inc-2"), k("inc-3")]);
+    assert!(sim.st.tasks.is_empty());
+    let w = &sim.st.workers[&1];
+    assert!(w.processing.is_empty());
+    assert_eq!(w.occupancy_us, 0);
+}
+
+#[test]
+fn a_fetch_that_fails_takes_back_the_tasks_sent_ahead_of_its_reader() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    warm(&mut sim);
+    // x on worker 1; y reads it on worker 2 (worker 1 kept busy), z goes ahead of y there.
+    sim.submit(vec![task("inc-x", "inc", vec![1.into()])], &[&k("inc-x")]);
+    let cs = sim.computes();
+    let holder = cs[0].0;
+    let other = if holder == 1 { 2 } else { 1 };
+    sim.run(holder, &cs[0].1);
+    sim.st.workers.get_mut(&holder).unwrap().status = WorkerStatus::Paused;
+    sim.st.refresh_room(holder);
+    sim.submit(
+        vec![
+            task("inc-y", "inc", vec![key("inc-x")]),
+            task("inc-z", "inc", vec![key("inc-y")]),
+        ],
+        &[&k("inc-z")],
+    );
+    let cs = sim.computes();
+    assert_eq!(
+        keys_and_after(&cs),
+        vec![("inc-y".into(), vec![]), ("inc-z".into(), vec![k("inc-y")])]
+    );
+    assert!(cs.iter().all(|(w, _)| *w == other));
+    // The holder lost x; the reader says so, having dropped y and z.
+    sim.held.get_mut(&holder).unwrap().remove(&k("inc-x"));
+    sim.st.set_paused(holder, false, sim.now, &mut sim.out);
+    sim.st
+        .missing_data(other, &k("inc-x"), &[addr(holder)], sim.now, &mut sim.out);
+    assert!(sim.frees_to(other).contains(&k("inc-z")), "z is taken back");
+    let again = sim.computes();
+    let mut sent: Vec<String> = again.iter().map(|(_, c)| c.spec.key.to_string()).collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        ["inc-x", "inc-y", "inc-z"],
+        "x recomputed, y and z follow it"
+    );
+    sim.out.to_workers.extend(
+        again
+            .into_iter()
+            .map(|(w, ct)| (w, FromScheduler::Compute(ct))),
+    );
+    sim.run_all();
+    assert_eq!(sim.client_value(&k("inc-z")), Some(Value::Int(4)));
+}
+
+#[test]
+fn a_stale_error_takes_back_the_tasks_sent_ahead_on_that_worker() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    warm(&mut sim);
+    sim.submit(chain(3), &[&k("inc-2")]);
+    let cs = sim.computes();
+    assert_eq!(cs.len(), 3);
+    let w = cs[0].0;
+    let other = if w == 1 { 2 } else { 1 };
+    // inc-0 went elsewhere meanwhile (as after a reported lost worker) and finished there.
+    sim.st.unassign(sim.st.tasks.id(&k("inc-0")).unwrap(), w);
+    let id0 = sim.st.tasks.id(&k("inc-0")).unwrap();
+    sim.st.tasks.get_mut(id0).unwrap().processing_on = OnWorker::new(other);
+    sim.st
+        .workers
+        .get_mut(&other)
+        .unwrap()
+        .processing
+        .insert(id0);
+    sim.run(other, &cs[0].1);
+    // Then the first worker reports its own copy failed, and drops what waited for it.
+    sim.st.task_erred(
+        w,
+        &k("inc-0"),
+        KernelError::failed("late"),
+        100,
+        sim.now,
+        &mut sim.out,
+    );
+    let freed = sim.frees_to(w);
+    assert!(
+        freed.contains(&k("inc-1")) && freed.contains(&k("inc-2")),
+        "{freed:?}"
+    );
+    assert!(sim.st.workers[&w].processing.is_empty());
+    sim.run_all();
+    assert_eq!(sim.client_value(&k("inc-2")), Some(Value::Int(3)));
+}
+
+#[test]
+fn retiring_a_worker_mid_chain_finishes_what_it_was_sent_and_the_rest_runs_elsewhere() {
+    let mut sim = Sim::new(&[(1, 1), (2, 1)]);
+    warm(&mut sim);
+    let last = k("inc-11");
+    sim.submit(chain(12), &[&last]);
+    let cs = sim.computes();
+    let w = cs[0].0;
+    sim.st.retire_workers(
+        7,
+        &RetireSelector::Workers(vec![format!("w{w}")]),
+        sim.now,
+        &mut sim.out,
+    );
+    assert!(
+        sim.out.retired.is_empty(),
+        "it still runs the links it was sent"
+    );
+    sim.out.to_workers.extend(
+        cs.into_iter()
+            .map(|(w, ct)| (w, FromScheduler::Compute(ct))),
+    );
+    sim.run_all();
+    assert_eq!(sim.client_value(&last), Some(Value::Int(12)));
+    assert_eq!(sim.out.retired.len(), 1);
+    assert!(!sim.st.workers.contains_key(&w));
+}
+
+#[test]
+fn tasks_sent_ahead_are_counted_for_metrics() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    warm(&mut sim);
+    sim.submit(chain(3), &[&k("inc-2")]);
+    sim.run_all();
+    assert_eq!(sim.st.snapshot(sim.now).tasks_speculated_total, 2);
 }

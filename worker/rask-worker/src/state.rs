@@ -65,7 +65,7 @@ struct Pending {
     /// Taken (not copied) when the task is handed to the executor: `None` while it runs.
     spec: Option<Box<TaskSpec>>,
     priority: u64,
-    /// Inputs not in the store yet.
+    /// Inputs not in the store yet: fetched, or computed here ([`WorkerState::local_waiters`]).
     missing: usize,
     send_result: bool,
     /// The longest fetch of its inputs from peers, µs (fetches of one batch run together).
@@ -77,6 +77,10 @@ pub(crate) struct WorkerState {
     tasks: FxHashMap<Key, Pending>,
     /// Inputs being fetched, and the tasks waiting for each.
     waiters: FxHashMap<Key, Vec<Key>>,
+    /// Tasks assigned here, and the tasks sent ahead of them ([`ComputeTask::after`]) that wait
+    /// for their results. A task leaving is taken off the lists of its inputs
+    /// ([`WorkerState::forget`]), so each entry counts once in its `missing`.
+    local_waiters: FxHashMap<Key, Vec<Key>>,
     /// Keys being fetched (for tasks or for the scheduler's `AcquireReplicas`), with their size
     /// as the scheduler knew it (0 for replicas, whose size it does not send).
     in_flight: FxHashMap<Key, u64>,
@@ -93,6 +97,7 @@ impl WorkerState {
         WorkerState {
             tasks: FxHashMap::default(),
             waiters: FxHashMap::default(),
+            local_waiters: FxHashMap::default(),
             in_flight: FxHashMap::default(),
             in_flight_bytes: 0,
             memory,
@@ -168,6 +173,28 @@ impl WorkerState {
                 continue;
             }
             let mut missing = 0;
+            let mut after = Vec::new();
+            let mut lost = None;
+            for dep in ct.after {
+                if held.nbytes(&dep).is_some() {
+                    continue;
+                }
+                if !self.tasks.contains_key(&dep) {
+                    // It failed or was dropped here before this task arrived: the scheduler
+                    // learns that from its report and decides this task's fate.
+                    lost = Some(dep);
+                    break;
+                }
+                after.push(dep);
+            }
+            if let Some(dep) = lost {
+                tracing::debug!(task = %key, input = %dep, "dropping a task sent ahead of an input no longer computed here");
+                continue;
+            }
+            for dep in after {
+                missing += 1;
+                self.local_waiters.entry(dep).or_default().push(key.clone());
+            }
             for (dep, nbytes, holders) in ct.who_has {
                 if held.nbytes(&dep).is_some() {
                     continue;
@@ -204,9 +231,72 @@ impl WorkerState {
     /// The scheduler released results: drop them, and forget tasks not started.
     pub fn free_keys(&mut self, keys: Vec<Key>, fx: &mut impl Effects) {
         for k in &keys {
-            self.tasks.remove(k);
+            self.forget(k);
         }
         fx.free(keys);
+    }
+
+    /// Drops task `key` (not run), and what was sent ahead of it ([`Self::drop_waiting_on`]).
+    fn forget(&mut self, key: &Key) {
+        if self.take(key) {
+            self.drop_waiting_on(key);
+        }
+    }
+
+    /// Removes task `key`, taking it off the lists of the inputs it waits for here, so that a
+    /// copy sent again counts their finish once. Whether it was there.
+    fn take(&mut self, key: &Key) -> bool {
+        let Some(p) = self.tasks.remove(key) else {
+            return false;
+        };
+        if p.missing > 0
+            && !self.local_waiters.is_empty()
+            && let Some(spec) = &p.spec
+        {
+            for input in &spec.inputs {
+                if let Some(list) = self.local_waiters.get_mut(input) {
+                    list.retain(|t| t != key);
+                    if list.is_empty() {
+                        self.local_waiters.remove(input);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// `key` will not be computed here (it failed or was dropped): the tasks sent ahead of it
+    /// are dropped, and those sent ahead of them.
+    fn drop_waiting_on(&mut self, key: &Key) {
+        if self.local_waiters.is_empty() {
+            return;
+        }
+        let mut stack = vec![key.clone()];
+        while let Some(k) = stack.pop() {
+            for t in self.local_waiters.remove(&k).unwrap_or_default() {
+                if self.take(&t) {
+                    stack.push(t);
+                }
+            }
+        }
+    }
+
+    /// `key` finished here: the tasks sent ahead of it that waited only for it are ready.
+    fn finished_here(&mut self, key: &Key, ready: &mut Vec<Key>) {
+        if self.local_waiters.is_empty() {
+            return;
+        }
+        let Some(waiting) = self.local_waiters.remove(key) else {
+            return;
+        };
+        for t in waiting {
+            if let Some(p) = self.tasks.get_mut(&t) {
+                p.missing = p.missing.saturating_sub(1);
+                if p.missing == 0 {
+                    ready.push(t);
+                }
+            }
+        }
     }
 
     /// The scheduler asked for copies of a retiring peer's results.
@@ -246,6 +336,8 @@ impl WorkerState {
         };
         match result {
             Ok(encoded) => {
+                let mut ready = Vec::new();
+                self.finished_here(&key, &mut ready);
                 let nbytes = encoded.len() as u64;
                 let blobs: Vec<Bytes> = (p.send_result && encoded.len() <= INLINE_RESULT_MAX)
                     .then(|| encoded.bytes().clone())
@@ -258,15 +350,21 @@ impl WorkerState {
                     transfer_us: p.transfer_us,
                 };
                 fx.send(Envelope::with_blobs(msg, blobs));
+                // The tasks sent ahead of it run now, with no round trip to the scheduler.
+                self.run(ready, fx);
             }
-            Err(error) => fx.send(
-                ToScheduler::TaskErred {
-                    key,
-                    error,
-                    duration_us,
-                }
-                .into(),
-            ),
+            Err(error) => {
+                // Whatever was sent ahead of it must not run: the scheduler fails it.
+                self.drop_waiting_on(&key);
+                fx.send(
+                    ToScheduler::TaskErred {
+                        key,
+                        error,
+                        duration_us,
+                    }
+                    .into(),
+                )
+            }
         }
     }
 
@@ -300,7 +398,7 @@ impl WorkerState {
             // The tasks that need it are dropped; the scheduler recomputes the input (or finds
             // another holder) and assigns them again.
             for t in self.waiters.remove(&key).unwrap_or_default() {
-                self.tasks.remove(&t);
+                self.forget(&t);
             }
             fx.send(ToScheduler::MissingData { key, holders }.into());
         }

@@ -85,6 +85,7 @@ fn task(key: &str, inputs: &[(&str, &[&str])], priority: u64, send_result: bool)
                 (k(i), INPUT_BYTES, holders)
             })
             .collect(),
+        after: Box::default(),
         send_result,
     }
 }
@@ -389,4 +390,162 @@ fn replicas_in_flight_count_without_bytes() {
     assert_eq!(st.task_counts().flight_bytes, 0);
     st.fetched(vec![(k("theirs"), 9)], Vec::new(), 5, &mut fx);
     assert_eq!(st.task_counts(), TaskCounts::default());
+}
+
+/// A task sent ahead of `after`, inputs this worker computes itself.
+fn ahead(key: &str, after: &[&str], priority: u64) -> ComputeTask {
+    let mut t = task(key, &[], priority, false);
+    t.spec.inputs = after.iter().map(|a| k(a)).collect();
+    t.after = after.iter().map(|a| k(a)).collect();
+    t
+}
+
+#[test]
+fn a_task_sent_ahead_runs_when_its_input_finishes_here_without_the_scheduler() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![
+            task("a", &[], 1, false),
+            ahead("b", &["a"], 2),
+            ahead("c", &["b"], 3),
+        ],
+        &Held::default(),
+        &mut fx,
+    );
+    assert_eq!(fx.executed, vec![k("a")], "b and c wait for their inputs");
+    assert!(
+        fx.fetches.is_empty(),
+        "inputs computed here are not fetched"
+    );
+    assert_eq!(st.task_counts().waiting, 2);
+    let v = Value::Int(1).encode();
+    let mut fx = Rec::default();
+    st.done(k("a"), Ok(&v), 1, &mut fx);
+    assert_eq!(fx.executed, vec![k("b")], "b runs at once");
+    assert!(matches!(&fx.sent[..], [ToScheduler::TaskFinished { key, .. }] if *key == k("a")));
+    let mut fx = Rec::default();
+    st.done(k("b"), Ok(&v), 1, &mut fx);
+    assert_eq!(fx.executed, vec![k("c")]);
+    st.done(k("c"), Ok(&v), 1, &mut fx);
+    assert_eq!(st.assigned(), 0);
+    assert!(st.local_waiters.is_empty());
+}
+
+#[test]
+fn a_task_sent_ahead_of_an_input_already_finished_here_runs_at_once() {
+    let mut st = state();
+    let mut held = Held::default();
+    held.0.insert(k("a"), 8);
+    let mut fx = Rec::default();
+    st.compute(vec![ahead("b", &["a"], 2)], &held, &mut fx);
+    assert_eq!(fx.executed, vec![k("b")]);
+}
+
+#[test]
+fn a_failed_input_drops_every_task_sent_ahead_of_it() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![
+            task("a", &[], 1, false),
+            ahead("b", &["a"], 2),
+            ahead("c", &["b"], 3),
+            task("other", &[("remote", &["tcp://p1"])], 4, false),
+        ],
+        &Held::default(),
+        &mut fx,
+    );
+    let mut fx = Rec::default();
+    st.done(k("a"), Err(KernelError::failed("boom")), 1, &mut fx);
+    assert!(fx.executed.is_empty(), "b and c never run");
+    assert_eq!(fx.sent.len(), 1, "only a's failure is reported");
+    assert_eq!(st.assigned(), 1, "only the unrelated task is left");
+    // A task sent ahead of an input this worker no longer computes is dropped on arrival.
+    st.compute(vec![ahead("d", &["a"], 5)], &Held::default(), &mut fx);
+    assert!(fx.executed.is_empty());
+    assert_eq!(st.assigned(), 1);
+}
+
+#[test]
+fn a_dropped_or_freed_input_drops_the_tasks_sent_ahead_of_it() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![
+            task("x", &[("remote", &["tcp://p1"])], 1, false),
+            ahead("y", &["x"], 2),
+            task("f", &[("remote2", &["tcp://p1"])], 3, false),
+            ahead("g", &["f"], 4),
+        ],
+        &Held::default(),
+        &mut fx,
+    );
+    // No peer has x's input: x is dropped, and y with it.
+    st.fetched(
+        Vec::new(),
+        vec![(k("remote"), vec!["tcp://p1".into()])],
+        10,
+        &mut fx,
+    );
+    assert_eq!(st.assigned(), 2);
+    // The scheduler frees f (released): g goes too.
+    st.free_keys(vec![k("f")], &mut fx);
+    assert_eq!(st.assigned(), 0);
+    assert!(st.local_waiters.is_empty());
+}
+
+#[test]
+fn a_task_freed_and_sent_again_ahead_waits_for_its_input_once() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![
+            task("a", &[("r", &["tcp://p1"])], 1, false),
+            ahead("b", &["a"], 2),
+        ],
+        &Held::default(),
+        &mut fx,
+    );
+    // The scheduler takes b back and sends it again: a's finish counts for it once.
+    st.free_keys(vec![k("b")], &mut fx);
+    st.compute(vec![ahead("b", &["a"], 2)], &Held::default(), &mut fx);
+    st.fetched(vec![(k("r"), 8)], Vec::new(), 10, &mut fx);
+    assert_eq!(fx.executed, vec![k("a")]);
+    let mut fx = Rec::default();
+    st.done(k("a"), Ok(&Value::Int(1).encode()), 1, &mut fx);
+    assert_eq!(fx.executed, vec![k("b")]);
+    assert_eq!(st.task_counts().waiting, 0);
+}
+
+#[test]
+fn a_task_dropped_with_one_input_and_sent_again_waits_for_the_other_once() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![
+            task("a", &[], 1, false),
+            task("b", &[("r", &["tcp://p1"])], 2, false),
+            ahead("c", &["a", "b"], 3),
+        ],
+        &Held::default(),
+        &mut fx,
+    );
+    // a fails: c is dropped, and taken off b's list too.
+    st.done(k("a"), Err(KernelError::failed("boom")), 1, &mut fx);
+    assert_eq!(st.assigned(), 1);
+    // c comes again, ahead of b only (a recomputed and held by now).
+    let mut held = Held::default();
+    held.0.insert(k("a"), 8);
+    st.compute(vec![ahead("c", &["a", "b"], 3)], &held, &mut fx);
+    assert_eq!(st.task_counts().waiting, 2, "b for its fetch, c for b");
+    st.fetched(vec![(k("r"), 8)], Vec::new(), 10, &mut fx);
+    let mut fx = Rec::default();
+    st.done(k("b"), Ok(&Value::Int(1).encode()), 1, &mut fx);
+    assert_eq!(
+        fx.executed,
+        vec![k("c")],
+        "c runs once b is here, not before"
+    );
+    assert!(st.local_waiters.is_empty());
 }

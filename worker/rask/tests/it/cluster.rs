@@ -95,6 +95,49 @@ async fn sigkill_of_a_worker_mid_job_still_gives_the_right_answer() {
     cluster.shutdown().await;
 }
 
+/// A chain of dependent futures goes to its worker ahead of each link's input (no scheduler
+/// round trip per link); killing that worker mid-chain hands the chain to the other one, and
+/// the answer is right.
+#[tokio::test]
+async fn a_chain_sent_ahead_survives_the_loss_of_its_worker() {
+    const LINKS: i64 = 500;
+    let mut cluster = process_cluster(2).await;
+    let client = cluster.client().await.unwrap();
+    let mut x = client.submit(seed::INC, lit(0));
+    for _ in 1..LINKS {
+        let s = client.submit_with(seed::SLEEP, |d| seed::Sleep {
+            seconds: 0.003,
+            value: d.input(&x).into(),
+        });
+        x = client.submit_with(seed::INC, |d| d.input(&s).into());
+    }
+    let handle = cluster.handle();
+    let started = eventually(Duration::from_secs(30), async || {
+        handle
+            .snapshot()
+            .await
+            .map(|s| s.tasks_computed_total >= 200 && s.tasks_speculated_total >= 20)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(started, "the chain made progress, its links sent ahead");
+    let snap = cluster.snapshot().await.unwrap();
+    let victim = snap
+        .workers
+        .iter()
+        .find(|w| w.processing > 0)
+        .map(|w| w.name.clone())
+        .expect("a worker runs the chain");
+    cluster.kill_worker(&victim).await.unwrap();
+    let value = tokio::time::timeout(Duration::from_secs(60), x.result())
+        .await
+        .expect("finishes")
+        .unwrap();
+    assert_eq!(value, Value::Int(LINKS));
+    assert_eq!(cluster.snapshot().await.unwrap().workers.len(), 1);
+    cluster.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_task_error_reaches_the_client_with_its_key() {
     let mut config = LocalClusterConfig::new(2, 1);

@@ -355,9 +355,15 @@ impl Core {
         let ComputeTask {
             spec,
             who_has,
+            after,
             send_result,
             ..
         } = task;
+        // Tasks run in the order they arrive, so an input computed here is held by now unless
+        // it failed: the scheduler then fails this task too.
+        if after.iter().any(|k| !lock(&self.held).contains_key(k)) {
+            return;
+        }
         let fetch_start = Instant::now();
         let mut fetched = false;
         for (key, _, holders) in &who_has {
