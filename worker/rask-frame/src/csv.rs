@@ -61,6 +61,22 @@ fn parse(
             None => format!("bytes {}..{}: {polars_error}", at, at + bytes.len() as u64),
         })
     };
+    // A block that ends inside a quoted field is refused before Polars sees it: its chunk
+    // parser slices such a field as if it were closed, and panicked (polars-io 0.55) on a lone
+    // opening quote at the end (found by the csv_block fuzz target).
+    if memchr::memchr(b'"', bytes).is_some()
+        && let Some(row) = open_quote_at_end(bytes, sep)
+    {
+        let in_block = count_byte(&bytes[..row], b'\n');
+        let where_ = match line_of(path, at) {
+            Ok(l) => format!("line {}", l + in_block),
+            Err(_) => "line ?".into(),
+        };
+        return Err(csv_error(format!(
+            "{where_} (byte offset {}): a quoted field is not closed before the end of the data",
+            at + row as u64
+        )));
+    }
     let df = parse_polars(bytes, sep, schema, columns).map_err(|e| fail(e.to_string()))?;
     // Polars fills the missing fields of a short row with nulls: a null among the columns read
     // is the only trace, and then the row-by-row pass tells a short row from an empty field.
@@ -172,6 +188,35 @@ fn diagnose(bytes: &[u8], at: u64, path: &Path, sep: u8, schema: &Schema) -> Opt
         row_start = row_end;
     }
     None
+}
+
+/// Where the row starts whose quoted field `bytes` ends inside, if they do. As Polars reads
+/// CSV: a quote opens a quoted field only at the field's start, and inside one `""` is a quote
+/// and any other quote closes it.
+fn open_quote_at_end(bytes: &[u8], sep: u8) -> Option<usize> {
+    let mut row_start = 0;
+    let mut field_start = true;
+    let mut in_quotes = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_quotes {
+            if b == b'"' {
+                if bytes.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    in_quotes = false;
+                }
+            }
+        } else if b == b'"' && field_start {
+            in_quotes = true;
+        } else if b == b'\n' {
+            row_start = i + 1;
+        }
+        field_start = !in_quotes && (b == sep || b == b'\n');
+        i += 1;
+    }
+    in_quotes.then_some(row_start)
 }
 
 /// The fields of the row starting at `start`, separated by `sep` (quotes honoured, `""` inside
@@ -318,6 +363,36 @@ mod tests {
         let df = read_block_frame(&whole(&path, h), b',', &schema(), None).unwrap();
         let names: Vec<_> = df.column("name").unwrap().str().unwrap().iter().collect();
         assert_eq!(names, [Some("a"), Some("b")], "CRLF line endings");
+    }
+
+    #[test]
+    fn a_quoted_field_left_open_at_the_end_is_an_error_not_a_panic() {
+        // The csv_block fuzz target's input (a lone quote ends the data): Polars' chunk parser
+        // panicked on it.
+        let text = "id,x,name\n1,2.5,x\n6,4,\"q,r\"\n5,\"";
+        let (_d, path, h) = write(text);
+        let e = read_block_frame(&whole(&path, h), b',', &schema(), None)
+            .unwrap_err()
+            .to_string();
+        let offset = text.rfind("5,").unwrap();
+        assert!(e.contains("t.csv"), "{e}");
+        assert!(
+            e.contains(&format!("line 4 (byte offset {offset})")) && e.contains("not closed"),
+            "{e}"
+        );
+        // Left open further back, the rest of the data inside it.
+        let (_d, path, h) = write("id,x,name\n1,2.5,\"abc\n2,3,d\n");
+        let e = read_block_frame(&whole(&path, h), b',', &schema(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("not closed"), "{e}");
+        // Quotes that are closed, doubled, or inside a field (not at its start) are data.
+        assert_eq!(
+            open_quote_at_end(b"1,\"a\"\"b\",c\n2,12\" pipe,d\n", b','),
+            None
+        );
+        assert_eq!(open_quote_at_end(b"1,\"a\nb\",c\n", b','), None);
+        assert_eq!(open_quote_at_end(b"1;x\n2;\"", b';'), Some(4));
     }
 
     #[test]
