@@ -67,11 +67,7 @@ fn parse(
     if memchr::memchr(b'"', bytes).is_some()
         && let Some(row) = open_quote_at_end(bytes, sep)
     {
-        let in_block = count_byte(&bytes[..row], b'\n');
-        let where_ = match line_of(path, at) {
-            Ok(l) => format!("line {}", l + in_block),
-            Err(_) => "line ?".into(),
-        };
+        let where_ = line_label(path, at, count_byte(&bytes[..row], b'\n'));
         return Err(csv_error(format!(
             "{where_} (byte offset {}): a quoted field is not closed before the end of the data",
             at + row as u64
@@ -174,11 +170,7 @@ fn diagnose(bytes: &[u8], at: u64, path: &Path, sep: u8, schema: &Schema) -> Opt
         let row = &bytes[row_start..row_end];
         let blank = row.iter().all(|&b| b == b'\r' || b == b'\n');
         if !blank && let Some(problem) = check_row(&fields, schema) {
-            let line = line_of(path, at).map(|l| l + line_in_block);
-            let where_ = match line {
-                Ok(l) => format!("line {l}"),
-                Err(_) => "line ?".into(),
-            };
+            let where_ = line_label(path, at, line_in_block);
             return Some(format!(
                 "{where_} (byte offset {}): {problem}",
                 at + row_start as u64
@@ -304,6 +296,15 @@ fn check_row(fields: &[String], schema: &Schema) -> Option<String> {
 }
 
 /// The 1-based line number of the line starting at byte `at` of `path` (line 1 is the header).
+/// "line N" for the line `in_block` lines past byte `at` of `path` ("line ?" if the file cannot
+/// be read again).
+fn line_label(path: &Path, at: u64, in_block: u64) -> String {
+    match line_of(path, at) {
+        Ok(l) => format!("line {}", l + in_block),
+        Err(_) => "line ?".into(),
+    }
+}
+
 fn line_of(path: &Path, at: u64) -> std::io::Result<u64> {
     let mut f = File::open(path)?.take(at);
     let mut buf = vec![0u8; 1 << 20];
