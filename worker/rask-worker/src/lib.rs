@@ -33,7 +33,7 @@ use rask_core::net::{self, PeerPool};
 use rask_core::process::{self, CpuMeter, process_rss};
 use rask_core::protocol::{
     DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, FromScheduler, ToScheduler,
-    WorkerInfo, WorkerLoad, read_frame, write_frame,
+    WorkerInfo, WorkerLoad, heartbeat_wants_ack, read_frame, write_frame,
 };
 use rask_core::ticks::{TICK_INTERVAL, Ticks};
 use rask_core::tls::TlsConfig;
@@ -337,6 +337,7 @@ impl Worker {
             nthreads: config.nthreads.max(1),
             ticks: Ticks::new("worker", Instant::now()),
             latency: Latency::default(),
+            heartbeats: 0,
             io: Io {
                 store,
                 executor,
@@ -486,6 +487,8 @@ struct Core {
     nthreads: usize,
     ticks: Ticks,
     latency: Latency,
+    /// Heartbeats sent so far (some ask for an acknowledgement: [`heartbeat_wants_ack`]).
+    heartbeats: u64,
     io: Io,
     /// The handlers' effects, kept between events so their buffers are reused: most events
     /// (a task done, one to compute) ask for one message and would otherwise allocate for it.
@@ -647,9 +650,13 @@ impl Core {
                 executing: self.io.executor.executing() as u32,
                 rss: self.state.last_sample().rss,
                 cpu_percent,
+                ack: heartbeat_wants_ack(self.heartbeats),
             }
         };
-        self.latency.sent(Instant::now());
+        self.heartbeats += 1;
+        if load.ack {
+            self.latency.sent(Instant::now());
+        }
         self.io.sched.send(ToScheduler::Heartbeat(load));
     }
 
