@@ -25,7 +25,8 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::key::Key;
 use crate::protocol::{
-    DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, read_frame, write_frame,
+    DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, FrameWriter, read_frame,
+    write_frame,
 };
 use crate::tls::{self, TlsConfig};
 
@@ -384,6 +385,91 @@ where
     )
 }
 
+/// How long a connection's writer waits with nothing to send before it gives back the buffers
+/// it keeps between frames beyond what an idle connection needs.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+/// Messages' room an idle writer keeps (its queue and its batch each).
+const IDLE_MSGS: usize = 64;
+
+/// What a connection's writer keeps between frames: the queue of messages, the batch being
+/// written and the frame's header buffer. Reused, they are allocated once, not made and freed
+/// with every frame (blocks of 100 KiB to 2 MiB each, that glibc's malloc re-carves from its
+/// heap once its mmap threshold slid up); released when the connection goes idle.
+struct WriteBufs<M> {
+    queue: VecDeque<Envelope<M>>,
+    batch: Vec<Envelope<M>>,
+    frames: FrameWriter,
+}
+
+impl<M> WriteBufs<M> {
+    fn new() -> Self {
+        WriteBufs {
+            queue: VecDeque::new(),
+            batch: Vec::new(),
+            frames: FrameWriter::default(),
+        }
+    }
+
+    /// Gives back what an idle connection does not need.
+    fn release(&mut self) {
+        self.queue.shrink_to(IDLE_MSGS);
+        if self.batch.capacity() > IDLE_MSGS {
+            self.batch = Vec::new();
+        }
+        self.frames.release();
+    }
+
+    /// Bytes kept (the queue's and batch's room, and the header buffer).
+    #[cfg(test)]
+    fn kept_bytes(&self) -> usize {
+        (self.queue.capacity() + self.batch.capacity()) * std::mem::size_of::<Envelope<M>>()
+            + self.frames.capacity()
+    }
+
+    fn take(&mut self, item: Outgoing<M>) {
+        match item {
+            Outgoing::One(e) => self.queue.push_back(e),
+            Outgoing::Many(batch) => self.queue.extend(batch),
+        }
+    }
+
+    /// Moves the next frame's messages from the queue into the batch: at most BATCH_MSGS
+    /// messages and BATCH_BYTES blob bytes (a single larger message still goes alone). Returns
+    /// their blob bytes.
+    fn next_batch(&mut self) -> u64 {
+        self.batch.clear();
+        let mut bytes = 0;
+        while let Some(e) = self.queue.front() {
+            let b = e.blob_bytes();
+            if self.batch.len() >= BATCH_MSGS || (!self.batch.is_empty() && bytes + b > BATCH_BYTES)
+            {
+                break;
+            }
+            let Some(e) = self.queue.pop_front() else {
+                break;
+            };
+            bytes += b;
+            self.batch.push(e);
+        }
+        bytes
+    }
+}
+
+/// Waits for the next item; after `idle` without one, releases `bufs` first.
+async fn next_item<M>(
+    rx: &mut mpsc::UnboundedReceiver<Outgoing<M>>,
+    bufs: &mut WriteBufs<M>,
+    idle: Duration,
+) -> Option<Outgoing<M>> {
+    match tokio::time::timeout(idle, rx.recv()).await {
+        Ok(item) => item,
+        Err(_) => {
+            bufs.release();
+            rx.recv().await
+        }
+    }
+}
+
 async fn write_loop<M: Serialize>(
     write: WriteHalf,
     mut rx: mpsc::UnboundedReceiver<Outgoing<M>>,
@@ -392,15 +478,11 @@ async fn write_loop<M: Serialize>(
 ) {
     let peer = shared.peer.as_str();
     let mut w = BufWriter::with_capacity(256 << 10, write);
-    let mut queue: VecDeque<Envelope<M>> = VecDeque::new();
-    let take = |item: Outgoing<M>, queue: &mut VecDeque<Envelope<M>>| match item {
-        Outgoing::One(e) => queue.push_back(e),
-        Outgoing::Many(batch) => queue.extend(batch),
-    };
+    let mut bufs = WriteBufs::new();
     loop {
-        if queue.is_empty() {
-            match rx.recv().await {
-                Some(item) => take(item, &mut queue),
+        if bufs.queue.is_empty() {
+            match next_item(&mut rx, &mut bufs, IDLE_RELEASE).await {
+                Some(item) => bufs.take(item),
                 None => break,
             }
             if rx.is_empty() {
@@ -410,23 +492,13 @@ async fn write_loop<M: Serialize>(
             }
         }
         while let Ok(item) = rx.try_recv() {
-            take(item, &mut queue);
+            bufs.take(item);
         }
-        // One frame of at most BATCH_MSGS messages and BATCH_BYTES blob bytes (a single larger
-        // message still goes alone).
-        let mut bytes = 0;
-        let mut batch = Vec::new();
-        while let Some(e) = queue.front() {
-            let b = e.blob_bytes();
-            if batch.len() >= BATCH_MSGS || (!batch.is_empty() && bytes + b > BATCH_BYTES) {
-                break;
-            }
-            let Some(e) = queue.pop_front() else { break };
-            bytes += b;
-            batch.push(e);
-        }
-        let written = bytes + MSG_COST * batch.len() as u64;
-        let result = write_frame(&mut w, &batch, max_frame).await;
+        let bytes = bufs.next_batch();
+        let written = bytes + MSG_COST * bufs.batch.len() as u64;
+        let result = bufs.frames.write(&mut w, &bufs.batch, max_frame).await;
+        // Dropped now, not when the batch is next refilled: its blobs may be large.
+        bufs.batch.clear();
         shared.written(written);
         match result {
             Ok(()) => {}
@@ -444,7 +516,7 @@ async fn write_loop<M: Serialize>(
                 return;
             }
         }
-        if queue.is_empty()
+        if bufs.queue.is_empty()
             && rx.is_empty()
             && let Err(e) = w.flush().await
         {
@@ -724,6 +796,63 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("stuck-peer"), "{err}");
         drop(theirs);
+    }
+
+    #[tokio::test]
+    async fn a_writer_keeps_its_buffers_while_busy_and_gives_them_back_when_idle() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut bufs = WriteBufs::<ToScheduler>::new();
+        let many = |n: usize| {
+            Outgoing::Many(
+                (0..n)
+                    .map(|_| Envelope::new(ToScheduler::ReleaseKeys { keys: Vec::new() }))
+                    .collect(),
+            )
+        };
+        let mut sink = Vec::new();
+        for round in 0..3 {
+            bufs.take(many(5_000));
+            assert_eq!(bufs.next_batch(), 0);
+            assert_eq!(bufs.batch.len(), 5_000);
+            let (queue, batch) = (bufs.queue.capacity(), bufs.batch.as_ptr());
+            bufs.frames
+                .write(&mut sink, &bufs.batch, DEFAULT_MAX_FRAME)
+                .await
+                .unwrap();
+            let head = bufs.frames.capacity();
+            bufs.batch.clear();
+            if round > 0 {
+                // The same blocks serve every frame of a busy connection.
+                assert_eq!(bufs.queue.capacity(), queue);
+                assert_eq!(bufs.batch.as_ptr(), batch);
+                assert_eq!(bufs.frames.capacity(), head);
+            }
+        }
+        assert!(bufs.kept_bytes() > 100 << 10, "{}", bufs.kept_bytes());
+        // An item within the idle time keeps them; none within it releases them.
+        assert!(tx.send(many(1)).is_ok());
+        let got = next_item(&mut rx, &mut bufs, Duration::from_secs(10)).await;
+        assert!(got.is_some() && bufs.kept_bytes() > 100 << 10);
+        let later = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = later.send(Outgoing::One(Envelope::new(ToScheduler::ReleaseKeys {
+                keys: Vec::new(),
+            })));
+        });
+        let got = next_item(&mut rx, &mut bufs, Duration::from_millis(5)).await;
+        assert!(matches!(got, Some(Outgoing::One(_))));
+        assert!(bufs.kept_bytes() < 64 << 10, "{}", bufs.kept_bytes());
+        // Every frame written decodes back.
+        let mut r = &sink[..];
+        for _ in 0..3 {
+            let batch = read_frame::<ToScheduler, _>(&mut r, DEFAULT_MAX_FRAME)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(batch.len(), 5_000);
+        }
+        assert!(r.is_empty());
     }
 
     #[tokio::test]

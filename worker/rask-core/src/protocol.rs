@@ -47,6 +47,7 @@ pub enum ToScheduler {
     /// first `wanted_tasks` of them and the `wanted` keys. A `map` wants every task it sends: its
     /// keys are then not sent twice, nor read, allocated and freed again by the scheduler.
     UpdateGraph {
+        #[serde(deserialize_with = "deserialize_announced")]
         tasks: Vec<TaskSpec>,
         wanted_tasks: u64,
         wanted: Vec<Key>,
@@ -399,6 +400,18 @@ struct HeaderItem<'a, M> {
     blob_lens: BlobLens<'a>,
 }
 
+/// A batch's header, written as the sequence of [`HeaderItem`]s without collecting them.
+struct Header<'a, M>(&'a [Envelope<M>]);
+
+impl<M: Serialize> Serialize for Header<'_, M> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|e| HeaderItem {
+            msg: &e.msg,
+            blob_lens: BlobLens(&e.blobs),
+        }))
+    }
+}
+
 /// The lengths of a message's blobs, written as the sequence [`OwnedHeaderItem`] reads back
 /// without collecting them first (one allocation less per message sent).
 struct BlobLens<'a>(&'a [Bytes]);
@@ -415,34 +428,212 @@ struct OwnedHeaderItem<M> {
     blob_lens: Vec<u64>,
 }
 
+/// Header bytes a frame's buffer may reach and still be kept for the connection's next frame.
+/// A larger header is encoded into a buffer of its exact size (measured first) that is freed
+/// after it is written: one block, not the doublings that leave freed blocks of every size
+/// between the kept ones (glibc's malloc serves blocks under its sliding mmap threshold, up to
+/// 32 MiB, from the heap, and they stay in the process once freed).
+const KEPT_HEAD: usize = 1 << 20;
+
+/// Header bytes a writer keeps once its connection is idle ([`FrameWriter::release`]).
+const IDLE_HEAD: usize = 16 << 10;
+
+/// A postcard output that appends to a vector up to a limit, past which it fails (and the
+/// frame is measured and encoded again into a buffer of its own).
+struct Bounded<'a> {
+    buf: &'a mut Vec<u8>,
+    limit: usize,
+}
+
+impl postcard::ser_flavors::Flavor for Bounded<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, b: u8) -> postcard::Result<()> {
+        if self.buf.len() >= self.limit {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.buf.push(b);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, b: &[u8]) -> postcard::Result<()> {
+        if self.buf.len() + b.len() > self.limit {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.buf.extend_from_slice(b);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes frames for one connection, keeping the header's buffer between frames (up to
+/// [`KEPT_HEAD`] bytes; [`FrameWriter::release`] gives back all but [`IDLE_HEAD`] of it).
+#[derive(Debug, Default)]
+pub struct FrameWriter {
+    head: Vec<u8>,
+}
+
+impl FrameWriter {
+    /// Bytes of the kept header buffer.
+    pub fn capacity(&self) -> usize {
+        self.head.capacity()
+    }
+
+    /// Gives back a kept buffer larger than an idle connection needs.
+    pub fn release(&mut self) {
+        if self.head.capacity() > IDLE_HEAD {
+            self.head = Vec::new();
+        }
+    }
+
+    /// Encodes `batch`'s length prefix and header into the kept buffer, or into a new buffer of
+    /// the exact size for a header over [`KEPT_HEAD`] (returned then).
+    fn encode<M: Serialize>(
+        &mut self,
+        batch: &[Envelope<M>],
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, FrameError> {
+        let header = Header(batch);
+        self.head.clear();
+        self.head.extend_from_slice(&[0; 12]);
+        let flavor = Bounded {
+            buf: &mut self.head,
+            limit: KEPT_HEAD,
+        };
+        let mut big = match postcard::serialize_with_flavor(&header, flavor) {
+            Ok(()) => None,
+            Err(postcard::Error::SerializeBufferFull) => {
+                self.head.clear();
+                let size = postcard::serialize_with_flavor(
+                    &header,
+                    postcard::ser_flavors::Size::default(),
+                )?;
+                let mut head = Vec::with_capacity(12 + size);
+                head.extend_from_slice(&[0; 12]);
+                Some(postcard::to_extend(&header, head)?)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let head = big.as_mut().unwrap_or(&mut self.head);
+        let header_len = head.len() - 12;
+        let blob_total: u64 = batch.iter().map(Envelope::blob_bytes).sum();
+        let body_len = 4 + header_len as u64 + blob_total;
+        if body_len > max {
+            return Err(FrameError::TooLarge { len: body_len, max });
+        }
+        let header_len = u32::try_from(header_len).map_err(|_| {
+            FrameError::Malformed(format!("header of {header_len} bytes does not fit a frame"))
+        })?;
+        head[..8].copy_from_slice(&body_len.to_le_bytes());
+        head[8..12].copy_from_slice(&header_len.to_le_bytes());
+        Ok(big)
+    }
+
+    /// Writes one frame (does not flush).
+    pub async fn write<M, W>(
+        &mut self,
+        w: &mut W,
+        batch: &[Envelope<M>],
+        max: u64,
+    ) -> Result<(), FrameError>
+    where
+        M: Serialize,
+        W: AsyncWrite + Unpin,
+    {
+        let big = self.encode(batch, max)?;
+        let pending = match big {
+            Some(head) => {
+                // A header this large is written alone; its buffer is not kept.
+                w.write_all(&head).await?;
+                self.head.clear();
+                &mut self.head
+            }
+            None => &mut self.head,
+        };
+        // Small blobs are copied after the header and go out in few writes (one write per blob
+        // would be one TCP segment per result on an unbuffered socket: 5,000 small results took
+        // 10 ms); large ones are written from their own buffers without a copy.
+        for b in batch.iter().flat_map(|e| &e.blobs) {
+            let small = b.len() < COALESCE_BELOW;
+            if (!small || pending.len() + b.len() > COALESCE_MAX) && !pending.is_empty() {
+                w.write_all(pending).await?;
+                pending.clear();
+            }
+            if small {
+                pending.extend_from_slice(b);
+            } else {
+                w.write_all(b).await?;
+            }
+        }
+        if !pending.is_empty() {
+            w.write_all(pending).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Encodes a batch into its wire form: the length prefix plus header, then the blobs to write
 /// after it unchanged.
 pub fn encode_frame<M: Serialize>(
     batch: &[Envelope<M>],
     max: u64,
 ) -> Result<(Vec<u8>, Vec<Bytes>), FrameError> {
-    let items: Vec<HeaderItem<'_, M>> = batch
-        .iter()
-        .map(|e| HeaderItem {
-            msg: &e.msg,
-            blob_lens: BlobLens(&e.blobs),
-        })
-        .collect();
-    let mut head = vec![0u8; 12];
-    head = postcard::to_extend(&items, head)?;
-    let header_len = head.len() - 12;
-    let blob_total: u64 = batch.iter().map(Envelope::blob_bytes).sum();
-    let body_len = 4 + header_len as u64 + blob_total;
-    if body_len > max {
-        return Err(FrameError::TooLarge { len: body_len, max });
-    }
-    let header_len = u32::try_from(header_len).map_err(|_| {
-        FrameError::Malformed(format!("header of {header_len} bytes does not fit a frame"))
-    })?;
-    head[..8].copy_from_slice(&body_len.to_le_bytes());
-    head[8..12].copy_from_slice(&header_len.to_le_bytes());
+    let mut frames = FrameWriter::default();
+    let head = match frames.encode(batch, max)? {
+        Some(head) => head,
+        None => frames.head,
+    };
     let blobs = batch.iter().flat_map(|e| e.blobs.iter().cloned()).collect();
     Ok((head, blobs))
+}
+
+thread_local! {
+    /// Bytes of the header being decoded on this thread: what bounds the elements a sequence in
+    /// it may announce (each takes at least a byte), 0 outside [`decode_body`].
+    static HEADER_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A vector read at the length its encoding announces, in one allocation: serde's own reads
+/// at most 1 MiB's worth before growing by doubling, which for an update of a million tasks
+/// made and freed blocks of 2, 4, 8, 16 and 32 MiB on the way to its 128. The announcement is
+/// believed up to the bytes left in the frame's header (an element takes at least one), and
+/// a failed reservation falls back to growing.
+fn deserialize_announced<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Announced<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Announced<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let announced = seq.size_hint().unwrap_or(0);
+            let mut out = Vec::new();
+            let _ = out.try_reserve_exact(announced.min(HEADER_BYTES.get()));
+            while let Some(x) = seq.next_element()? {
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Announced(std::marker::PhantomData))
+}
+
+/// A frame's header items, read as [`deserialize_announced`] reads.
+struct Items<M>(Vec<OwnedHeaderItem<M>>);
+
+impl<'de, M: Deserialize<'de>> Deserialize<'de> for Items<M> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_announced(d).map(Items)
+    }
 }
 
 /// Decodes a frame body (everything after the 8-byte length prefix).
@@ -462,7 +653,10 @@ pub fn decode_body<M: DeserializeOwned>(mut body: Bytes) -> Result<Vec<Envelope<
     }
     let _ = body.split_to(4);
     let header = body.split_to(header_len);
-    let items: Vec<OwnedHeaderItem<M>> = postcard::from_bytes(&header)?;
+    HEADER_BYTES.set(header_len);
+    let items = postcard::from_bytes::<Items<M>>(&header);
+    HEADER_BYTES.set(0);
+    let Items(items) = items?;
     // Checked: a header from the network can announce lengths whose sum wraps around to the
     // frame's size, after which splitting off the first blob would panic.
     let announced = items
@@ -538,11 +732,13 @@ where
         })?;
         body
     } else {
-        // A larger buffer grows as the bytes arrive (eightfold, from `FIRST_READ`): a peer that
-        // announces a large frame and sends little holds a few times what it sent, not the
-        // announced size. Eightfold rather than doubling: fewer copies (a 64 MiB frame is copied
-        // once, 8 MiB of it).
-        let mut body = BytesMut::with_capacity(FIRST_READ);
+        // A larger buffer starts at `BIG_FIRST_READ` and grows as the bytes arrive (eightfold):
+        // a peer that announces a large frame and sends little holds what it sent (a block this
+        // large is mapped, and its pages are memory once written), not the announced size, in
+        // one block of the process's address space. One block: the first is over glibc's
+        // largest mmap threshold (32 MiB), so a frame of up to 64 MiB is neither copied nor
+        // leaves a freed block in the heap as an 8 MiB start did (grown by remapping beyond).
+        let mut body = BytesMut::with_capacity(len.min(BIG_FIRST_READ));
         while body.len() < len {
             let missing = len - body.len();
             if body.capacity() == body.len() {
@@ -564,31 +760,13 @@ where
     M: Serialize,
     W: AsyncWrite + Unpin,
 {
-    let (mut pending, blobs) = encode_frame(batch, max)?;
-    // Small blobs are copied after the header and go out in few writes (one write per blob
-    // would be one TCP segment per result on an unbuffered socket: 5,000 small results took
-    // 10 ms); large ones are written from their own buffers without a copy.
-    for b in &blobs {
-        let small = b.len() < COALESCE_BELOW;
-        if (!small || pending.len() + b.len() > COALESCE_MAX) && !pending.is_empty() {
-            w.write_all(&pending).await?;
-            pending.clear();
-        }
-        if small {
-            pending.extend_from_slice(b);
-        } else {
-            w.write_all(b).await?;
-        }
-    }
-    if !pending.is_empty() {
-        w.write_all(&pending).await?;
-    }
-    Ok(())
+    FrameWriter::default().write(w, batch, max).await
 }
 
 /// Frames up to this size are read into a buffer of their size at once; a larger frame's buffer
-/// starts at this size and grows `GROWTH`-fold as its bytes arrive.
+/// starts at [`BIG_FIRST_READ`] and grows `GROWTH`-fold as its bytes arrive.
 const FIRST_READ: usize = 8 << 20;
+const BIG_FIRST_READ: usize = 64 << 20;
 const GROWTH: usize = 8;
 
 /// Blobs below this size are copied into the frame's write buffer rather than written alone.
@@ -818,6 +996,98 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(err, FrameError::Truncated), "{cut}: {err}");
         }
+    }
+
+    fn update_of(n: usize) -> Vec<Envelope<ToScheduler>> {
+        let tasks = (0..n)
+            .map(|i| {
+                TaskSpec::new(
+                    format!("inc-{i}").as_str().into(),
+                    "seed.inc".into(),
+                    Bytes::from_static(&[1, 2]),
+                    vec![],
+                )
+            })
+            .collect();
+        vec![Envelope::new(ToScheduler::UpdateGraph {
+            tasks,
+            wanted_tasks: n as u64,
+            wanted: vec![],
+        })]
+    }
+
+    #[tokio::test]
+    async fn a_frame_writer_reuses_its_buffer_and_encodes_a_large_header_exactly() {
+        let mut frames = FrameWriter::default();
+        let mut wire = Vec::new();
+        frames
+            .write(&mut wire, &sample(), DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
+        let kept = (frames.head.as_ptr(), frames.capacity());
+        frames
+            .write(&mut wire, &sample(), DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
+        assert_eq!((frames.head.as_ptr(), frames.capacity()), kept);
+        // A header over KEPT_HEAD goes through a buffer of its own; the kept one stays bounded.
+        let big = update_of(100_000);
+        let exact = frames.encode(&big, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        assert_eq!(exact.capacity(), exact.len());
+        assert!(exact.len() > KEPT_HEAD);
+        frames
+            .write(&mut wire, &big, DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
+        assert!(frames.capacity() <= 2 * KEPT_HEAD, "{}", frames.capacity());
+        frames.release();
+        assert_eq!(frames.capacity(), 0);
+        let mut r = &wire[..];
+        for want in [sample(), sample(), big] {
+            let got: Vec<Envelope<ToScheduler>> = read_frame(&mut r, DEFAULT_MAX_FRAME)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, want);
+        }
+        assert!(r.is_empty());
+        // The same bytes as the frames' encoding without a kept buffer.
+        let mut once = Vec::new();
+        write_frame(&mut once, &sample(), DEFAULT_MAX_FRAME)
+            .await
+            .unwrap();
+        assert_eq!(&wire[..once.len()], &once[..]);
+    }
+
+    #[test]
+    fn an_update_is_read_into_one_block_of_its_announced_length() {
+        let (head, _) = encode_frame(&update_of(50_000), DEFAULT_MAX_FRAME).unwrap();
+        let got = decode_body::<ToScheduler>(Bytes::copy_from_slice(&head[8..])).unwrap();
+        let ToScheduler::UpdateGraph { tasks, .. } = &got[0].msg else {
+            panic!("{got:?}");
+        };
+        assert_eq!((tasks.len(), tasks.capacity()), (50_000, 50_000));
+    }
+
+    #[test]
+    fn an_announced_length_beyond_the_frame_is_not_believed() {
+        // An update announcing 2^40 tasks in a few bytes: an error, not an allocation of them.
+        #[derive(Serialize)]
+        enum Lying {
+            #[allow(dead_code)]
+            RegisterClient,
+            #[allow(dead_code)]
+            RegisterWorker,
+            #[allow(dead_code)]
+            WorkerKilled,
+            UpdateGraph(u64),
+        }
+        let item = (Lying::UpdateGraph(1 << 40), Vec::<u64>::new());
+        let header = postcard::to_allocvec(&vec![item]).unwrap();
+        let mut body = (header.len() as u32).to_le_bytes().to_vec();
+        body.extend_from_slice(&header);
+        assert!(decode_body::<ToScheduler>(Bytes::from(body)).is_err());
+        assert_eq!(HEADER_BYTES.get(), 0);
     }
 
     /// The rest of a TLS stream whose peer left without its close_notify: rustls' error.
