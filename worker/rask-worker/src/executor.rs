@@ -17,7 +17,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{self, AtomicUsize};
+use std::sync::atomic::{self, AtomicBool, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -80,6 +80,10 @@ struct Shared {
     work: Condvar,
     /// Jobs taken from the queue whose [`Done`] is not built yet.
     executing: AtomicUsize,
+    /// Whether jobs may be parked ([`Executor::submit_after`]): set by the submitting side when
+    /// it parks one, cleared by [`Executor::cancel`] when none is; frees check it without the
+    /// lock.
+    any_parked: AtomicBool,
     on_done: Box<dyn Fn(Done) + Send + Sync>,
 }
 
@@ -358,6 +362,7 @@ impl Executor {
             }),
             work: Condvar::new(),
             executing: AtomicUsize::new(0),
+            any_parked: AtomicBool::new(false),
             on_done: Box::new(on_done),
         });
         // Built as it goes, so that if a spawn fails, dropping it stops the threads already started.
@@ -415,7 +420,12 @@ impl Executor {
     /// of `after` before `job` starts. If `after` fails, `job` is dropped (and the jobs parked
     /// after it). `Err(job)` when `after` is not queued, running or parked here (it finished
     /// already, or was not watched): the caller runs `job` itself once it knows the outcome.
-    pub fn submit_after(&self, job: Job, after: &Key, slots: Vec<usize>) -> Result<(), Job> {
+    pub fn submit_after(
+        &self,
+        job: Box<Job>,
+        after: &Key,
+        slots: Vec<usize>,
+    ) -> Result<(), Box<Job>> {
         let mut queue = self.shared.lock();
         if !queue.watched.contains(after) {
             return Err(job);
@@ -424,20 +434,24 @@ impl Executor {
             queue.watched.insert(job.key.clone());
         }
         queue.parked_on.insert(job.key.clone(), after.clone());
-        queue.parked.entry(after.clone()).or_default().push(Parked {
-            job: Box::new(job),
-            slots,
-        });
+        queue
+            .parked
+            .entry(after.clone())
+            .or_default()
+            .push(Parked { job, slots });
+        self.shared
+            .any_parked
+            .store(true, atomic::Ordering::Relaxed);
         Ok(())
     }
 
     /// The worker dropped these tasks: the jobs of theirs still parked are dropped, as are the
     /// jobs parked after them (a queued or running one still runs and reports).
     pub fn cancel(&self, keys: &[Key]) {
-        let mut queue = self.shared.lock();
-        if queue.parked.is_empty() {
+        if !self.shared.any_parked.load(atomic::Ordering::Relaxed) {
             return;
         }
+        let mut queue = self.shared.lock();
         for k in keys {
             if let Some(after) = queue.parked_on.remove(k)
                 && let Some(list) = queue.parked.get_mut(&after)
@@ -447,10 +461,14 @@ impl Executor {
                     queue.parked.remove(&after);
                 }
             }
-            if !queue.parked.is_empty() {
-                queue.drop_parked(k.clone());
+            if queue.parked.is_empty() {
+                break;
             }
+            queue.drop_parked(k.clone());
         }
+        self.shared
+            .any_parked
+            .store(!queue.parked.is_empty(), atomic::Ordering::Relaxed);
     }
 
     /// Jobs parked after another's result.
@@ -556,7 +574,10 @@ mod tests {
     impl Function for AddInput {
         fn call(&self, payload: &[u8], inputs: &Inputs<'_>) -> Result<Encoded, KernelError> {
             let x: i64 = rask_core::function::decode_payload("t", payload)?;
-            let input: Value = inputs.encoded(0)?.decode().map_err(|e| inputs.input_error(0, e))?;
+            let input: Value = inputs
+                .encoded(0)?
+                .decode()
+                .map_err(|e| inputs.input_error(0, e))?;
             let y = input
                 .as_int()
                 .map_err(|e| KernelError::failed(e.to_string()))?;
@@ -777,15 +798,24 @@ mod tests {
         ex.submit(first);
         wait_until("the first job runs", || ex.executing() == 1);
         // A chain parked behind it: b after a, c after b.
-        assert!(ex.submit_after(link("b", 1, 1), &Key::from("a"), vec![0]).is_ok());
-        assert!(ex.submit_after(link("c", 100, 2), &Key::from("b"), vec![0]).is_ok());
+        assert!(
+            ex.submit_after(Box::new(link("b", 1, 1)), &Key::from("a"), vec![0])
+                .is_ok()
+        );
+        assert!(
+            ex.submit_after(Box::new(link("c", 100, 2)), &Key::from("b"), vec![0])
+                .is_ok()
+        );
         assert_eq!((ex.parked(), ex.queued()), (2, 0));
         open_gate(10);
-        let done: Vec<(Done, thread::ThreadId)> = (0..3)
-            .map(|_| rx.recv_timeout(TIMEOUT).unwrap())
-            .collect();
+        let done: Vec<(Done, thread::ThreadId)> =
+            (0..3).map(|_| rx.recv_timeout(TIMEOUT).unwrap()).collect();
         let keys: Vec<String> = done.iter().map(|(d, _)| d.key.to_string()).collect();
-        assert_eq!(keys, ["a", "b", "c"], "each reported before its follower starts");
+        assert_eq!(
+            keys,
+            ["a", "b", "c"],
+            "each reported before its follower starts"
+        );
         assert_eq!(value(&done[2].0), Value::Int(111));
         assert!(
             done.iter().all(|(_, t)| *t == done[0].1),
@@ -793,7 +823,10 @@ mod tests {
         );
         assert_eq!(ex.parked(), 0);
         // b is no longer tracked: a job parked after it now is refused.
-        assert!(ex.submit_after(link("d", 1, 3), &Key::from("b"), vec![0]).is_err());
+        assert!(
+            ex.submit_after(Box::new(link("d", 1, 3)), &Key::from("b"), vec![0])
+                .is_err()
+        );
         ex.shutdown();
     }
 
@@ -808,12 +841,27 @@ mod tests {
         let mut f = link("f", -1, 1);
         f.inputs = vec![Value::Int(0).encode()];
         ex.submit(f);
-        assert!(ex.submit_after(link("g", 1, 2), &Key::from("f"), vec![0]).is_ok());
-        assert!(ex.submit_after(link("h", 1, 3), &Key::from("g"), vec![0]).is_ok());
+        assert!(
+            ex.submit_after(Box::new(link("g", 1, 2)), &Key::from("f"), vec![0])
+                .is_ok()
+        );
+        assert!(
+            ex.submit_after(Box::new(link("h", 1, 3)), &Key::from("g"), vec![0])
+                .is_ok()
+        );
         // x after a is cancelled with y after it; z after a stays.
-        assert!(ex.submit_after(link("x", 1, 4), &Key::from("a"), vec![0]).is_ok());
-        assert!(ex.submit_after(link("y", 1, 5), &Key::from("x"), vec![0]).is_ok());
-        assert!(ex.submit_after(link("z", 5, 6), &Key::from("a"), vec![0]).is_ok());
+        assert!(
+            ex.submit_after(Box::new(link("x", 1, 4)), &Key::from("a"), vec![0])
+                .is_ok()
+        );
+        assert!(
+            ex.submit_after(Box::new(link("y", 1, 5)), &Key::from("x"), vec![0])
+                .is_ok()
+        );
+        assert!(
+            ex.submit_after(Box::new(link("z", 5, 6)), &Key::from("a"), vec![0])
+                .is_ok()
+        );
         ex.cancel(&[Key::from("x")]);
         assert_eq!(ex.parked(), 3, "g, h and z");
         open_gate(11);
@@ -830,7 +878,7 @@ mod tests {
         let (ex, rx) = executor(1);
         ex.submit(job("plain", 1, 0));
         assert!(
-            ex.submit_after(link("b", 1, 1), &Key::from("plain"), vec![0])
+            ex.submit_after(Box::new(link("b", 1, 1)), &Key::from("plain"), vec![0])
                 .is_err()
         );
         collect(&rx, 1);
@@ -839,7 +887,7 @@ mod tests {
         ex.submit(w);
         collect(&rx, 1);
         wait_until("w is forgotten", || {
-            ex.submit_after(link("b", 1, 1), &Key::from("w"), vec![0])
+            ex.submit_after(Box::new(link("b", 1, 1)), &Key::from("w"), vec![0])
                 .is_err()
         });
         ex.shutdown();

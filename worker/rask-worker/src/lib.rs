@@ -773,24 +773,26 @@ impl Core {
     /// (after the other tasks finished meanwhile, or before the next other event).
     fn on_done(&mut self, d: Done) {
         let duration_us = d.duration.as_micros() as u64;
-        // A task freed while it ran (or handed over after one) is not kept: nobody would free
-        // its result again.
-        if let Ok(encoded) = &d.result
-            && self.state.has_task(&d.key)
-            && let Err(e) = lock(&self.io.store).put(d.key.clone(), encoded.clone())
-        {
-            // The result is stored; only spilling other results failed.
-            tracing::error!(key = %d.key, error = %e, "spilling to disk failed; results stay in memory");
-        }
         if !self.io.deferred.is_empty() {
             self.io.run_deferred(&d.key, d.result.as_ref().ok());
         }
-        self.state.done(
+        // Stored before the effects of `done` are applied (they may run tasks reading it). A
+        // task freed while it ran (or handed over after one) is not kept: nobody would free its
+        // result again.
+        let key = d.key.clone();
+        let assigned = self.state.done(
             d.key,
             d.result.as_ref().map_err(Clone::clone),
             duration_us,
             &mut self.fx,
         );
+        if assigned
+            && let Ok(encoded) = d.result
+            && let Err(e) = lock(&self.io.store).put(key.clone(), encoded)
+        {
+            // The result is stored; only spilling other results failed.
+            tracing::error!(%key, error = %e, "spilling to disk failed; results stay in memory");
+        }
     }
 
     fn on_fetched(&mut self, outcome: FetchOutcome) {
@@ -906,9 +908,12 @@ impl Io {
                     }
                 };
                 let slots: Vec<usize> = job_slots(&job.0, &after);
-                let job = match self.executor.submit_after(job.1, &after, slots.clone()) {
+                let job = match self
+                    .executor
+                    .submit_after(Box::new(job.1), &after, slots.clone())
+                {
                     Ok(()) => continue,
-                    Err(job) => job,
+                    Err(job) => *job,
                 };
                 match store.get(&after) {
                     // Recorded by the loop already: its result is in the store.

@@ -419,14 +419,15 @@ impl WorkerState {
         }
     }
 
-    /// A task ran: its result is in the store (`Ok`), or it failed.
+    /// A task ran: its result (`Ok`, for the store), or it failed. Whether the task was still
+    /// assigned here (one freed while it ran is not: its result is not kept).
     pub fn done(
         &mut self,
         key: Key,
         result: Result<&Encoded, KernelError>,
         duration_us: u64,
         fx: &mut impl Effects,
-    ) {
+    ) -> bool {
         if !self.parked.is_empty()
             && let Some(input) = self.parked.remove(&key)
         {
@@ -435,7 +436,7 @@ impl WorkerState {
             self.unwait(&input, &key);
         }
         let Some(p) = self.tasks.remove(&key) else {
-            return; // freed while it ran
+            return false; // freed while it ran
         };
         match result {
             Ok(encoded) => {
@@ -455,6 +456,7 @@ impl WorkerState {
                 fx.send(Envelope::with_blobs(msg, blobs));
                 // The tasks sent ahead of it run now, with no round trip to the scheduler.
                 self.run(ready, fx);
+                true
             }
             Err(error) => {
                 // Whatever was sent ahead of it must not run: the scheduler fails it.
@@ -466,7 +468,8 @@ impl WorkerState {
                         duration_us,
                     }
                     .into(),
-                )
+                );
+                true
             }
         }
     }
@@ -544,7 +547,7 @@ impl WorkerState {
         let mut batch = Vec::with_capacity(ready.len());
         let mut followed = Vec::new();
         for k in ready {
-            let waited_for = self.local_waiters.contains_key(&k);
+            let waited_for = !self.local_waiters.is_empty() && self.local_waiters.contains_key(&k);
             if let Some(p) = self.tasks.get_mut(&k)
                 && let Some(spec) = p.spec.take()
             {
@@ -567,6 +570,7 @@ impl WorkerState {
     }
 
     /// Whether task `key` is assigned here and not finished.
+    #[cfg(test)]
     pub fn has_task(&self, key: &Key) -> bool {
         self.tasks.contains_key(key)
     }

@@ -501,7 +501,10 @@ fn a_task_with_two_inputs_computed_here_does_not_follow_either() {
     let v = Value::Int(1).encode();
     let mut fx = Rec::default();
     st.done(k("a"), Ok(&v), 1, &mut fx);
-    assert!(fx.followed.is_empty(), "b was handed over before a finished");
+    assert!(
+        fx.followed.is_empty(),
+        "b was handed over before a finished"
+    );
     st.done(k("b"), Ok(&v), 1, &mut fx);
     assert_eq!(fx.executed, vec![k("c")]);
 }
@@ -522,7 +525,11 @@ fn freeing_a_task_handed_over_after_another_drops_it_and_its_followers() {
     assert_eq!(fx.followed.len(), 2);
     let mut fx = Rec::default();
     st.free_keys(vec![k("b")], &mut fx);
-    assert_eq!(fx.freed, vec![k("b")], "the executor is told (it drops c too)");
+    assert_eq!(
+        fx.freed,
+        vec![k("b")],
+        "the executor is told (it drops c too)"
+    );
     assert_eq!(st.assigned(), 1, "only a is left");
     assert!(st.parked.is_empty());
     assert!(st.local_waiters.is_empty());
@@ -638,7 +645,10 @@ fn a_task_freed_and_sent_again_ahead_waits_for_its_input_once() {
     assert_eq!(fx.followed, vec![pair("b", "a")], "once");
     let mut fx = Rec::default();
     st.done(k("a"), Ok(&Value::Int(1).encode()), 1, &mut fx);
-    assert!(fx.executed.is_empty(), "b was started after a by the executor");
+    assert!(
+        fx.executed.is_empty(),
+        "b was started after a by the executor"
+    );
     assert_eq!(st.task_counts().waiting, 0);
     assert!(st.parked.is_empty());
 }
@@ -667,7 +677,11 @@ fn a_task_dropped_with_one_input_and_sent_again_waits_for_the_other_once() {
     let mut fx = Rec::default();
     st.fetched(vec![(k("r"), 8)], Vec::new(), 10, &mut fx);
     assert_eq!(fx.executed, vec![k("b")]);
-    assert_eq!(fx.followed, vec![pair("c", "b")], "c runs after b, not before");
+    assert_eq!(
+        fx.followed,
+        vec![pair("c", "b")],
+        "c runs after b, not before"
+    );
     let mut fx = Rec::default();
     st.done(k("b"), Ok(&Value::Int(1).encode()), 1, &mut fx);
     assert!(fx.executed.is_empty());
