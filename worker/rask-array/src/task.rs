@@ -33,9 +33,12 @@ pub(crate) enum ArrayTask {
     },
     /// `array.combine`: one node of a reduction tree.
     Combine(Combine),
-    /// `array.matmul`: Σ left·right over the pairs of 2-d blocks. Result: [`Chunk`].
+    /// `array.matmul`: Σ left·right over the pairs of 2-d blocks, with one side of every pair
+    /// transposed if `transposed` says so (a Gram product's blocks, `A·Aᵀ` or `Aᵀ·A`, read
+    /// `A`'s own blocks). Result: [`Chunk`].
     Matmul {
         pairs: Vec<(Input<Chunk>, Input<Chunk>)>,
+        transposed: Transposed,
     },
     /// `array.add`: the elementwise sum of blocks of one shape. Result: [`Chunk`].
     Add { blocks: Vec<Input<Chunk>> },
@@ -74,6 +77,15 @@ impl KernelTask for ArrayTask {
             ArrayTask::FromPickle { .. } => "array.from_pickle",
         }
     }
+}
+
+/// Which block of each pair of `array.matmul` enters the product transposed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Transposed {
+    #[default]
+    Neither,
+    Left,
+    Right,
 }
 
 /// A chunk's values as an expression: sources under elementwise operations, transposes and
@@ -116,6 +128,15 @@ pub(crate) enum ChunkExpr {
         source: Box<ChunkExpr>,
         source_shape: Vec<usize>,
         ranges: Vec<Range>,
+    },
+    /// The source chunk (of `source_shape`) repeated along the chunk's other dimensions: source
+    /// dimension `i` is the chunk's dimension `dims[i]` (XLA's `BroadcastInDim`), and has the
+    /// chunk's length there or 1.
+    BroadcastInDim {
+        #[serde(deserialize_with = "nested")]
+        source: Box<ChunkExpr>,
+        source_shape: Vec<usize>,
+        dims: Vec<usize>,
     },
 }
 

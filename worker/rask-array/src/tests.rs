@@ -553,9 +553,11 @@ fn shared_chunks_are_computed_once() {
         .unwrap();
     let g = z.graph();
     let count = |f: &str| g.iter().filter(|t| t.func.as_str() == f).count();
-    // x's 4 chunks and (x.T + 1)'s 4 chunks, each once; 4 products of 2 blocks each.
-    assert_eq!(count("array.eval"), 8);
-    assert_eq!(count("array.matmul"), 4);
+    // x's 4 chunks, each once (`x.T + 1` is never made: the product is x·xᵀ plus the shift
+    // times x's row sums); 3 products of 2 pairs each, the block below the diagonal being the
+    // transpose of the one above.
+    assert_eq!(count("array.eval"), 4);
+    assert_eq!(count("array.matmul"), 3);
 }
 
 #[test]
@@ -667,4 +669,93 @@ fn raw_placement_matches_assemble() {
             }
         }
     }
+}
+
+/// How many tasks of `func` the array's graph holds.
+fn tasks_of(a: &Array, func: &str) -> usize {
+    graph_of(&a.to_delayed())
+        .iter()
+        .filter(|t| t.func.as_str() == func)
+        .count()
+}
+
+#[test]
+fn gram_products_match_ndarray_and_multiply_only_half_the_blocks() {
+    let mut cases = Cases(ChunkRng::new(17, 0));
+    for case in 0..24 {
+        let (m, k) = (1 + cases.below(11), 1 + cases.below(11));
+        let (cm, ck) = (1 + cases.below(m), 1 + cases.below(k));
+        let x = random(&[m, k], [cm, ck], 5)
+            .unwrap()
+            .split_every(2 + case % 3);
+        let r = reference_random(&x, 5)
+            .into_dimensionality::<ndarray::Ix2>()
+            .unwrap();
+        let what = |form: &str| format!("case {case}: {form} of {m}x{k} in ({cm},{ck})");
+        let forms: [(&str, Array, ndarray::Array2<f64>); 7] = [
+            ("x.dot(x.T)", x.dot(&x.t()).unwrap(), r.dot(&r.t())),
+            (
+                "x.dot(x.T + 1)",
+                x.dot(&(&x.t() + 1.0)).unwrap(),
+                r.dot(&(&r.t() + 1.0)),
+            ),
+            (
+                "x.dot(0.5 - 2 * x.T)",
+                x.dot(&(0.5 - &(2.0 * &x.t()))).unwrap(),
+                r.dot(&(0.5 - &(2.0 * &r.t()))),
+            ),
+            (
+                "x.dot(-x.T / 4)",
+                x.dot(&(&(-&x.t()) / 4.0)).unwrap(),
+                r.dot(&(-&r.t() / 4.0)),
+            ),
+            ("x.T.dot(x)", x.t().dot(&x).unwrap(), r.t().dot(&r)),
+            (
+                "(x.T - 3).dot(x)",
+                (&x.t() - 3.0).dot(&x).unwrap(),
+                (&r.t() - 3.0).dot(&r),
+            ),
+            (
+                "(3 * x.T).dot(x)",
+                (3.0 * &x.t()).dot(&x).unwrap(),
+                (3.0 * &r.t()).dot(&r),
+            ),
+        ];
+        for (form, got, want) in forms {
+            let got = local(&got);
+            close(&got, &want.into_dyn(), &what(form));
+            if !form.contains('+') && !form.contains('-') || form == "x.dot(-x.T / 4)" {
+                // No shift: the product itself, exactly symmetric.
+                let g = got.view().into_dimensionality::<ndarray::Ix2>().unwrap();
+                assert_eq!(g, g.t(), "{}: symmetric", what(form));
+            }
+        }
+    }
+    // Half the products: with 4 x 3 blocks, 10 of the 16 output blocks are multiplied (each a
+    // task of its 3 pairs), against 16 for a product of two different arrays.
+    let x = random(&[8, 6], [2, 2], 1).unwrap();
+    let y = random(&[8, 6], [2, 2], 2).unwrap();
+    assert_eq!(
+        tasks_of(&x.dot(&(&x.t() + 1.0)).unwrap(), "array.matmul"),
+        10
+    );
+    assert_eq!(tasks_of(&x.t().dot(&x).unwrap(), "array.matmul"), 6);
+    assert_eq!(
+        tasks_of(&x.dot(&(&y.t() + 1.0)).unwrap(), "array.matmul"),
+        16
+    );
+    // Not a Gram form: a transpose under another array, or under different scalars per block.
+    let shifted = (&x.t() + 1.0).add(&y.t().mul(&y.t()).unwrap()).unwrap();
+    assert_eq!(tasks_of(&x.dot(&shifted).unwrap(), "array.matmul"), 16);
+    let r = reference_random(&x, 1)
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap();
+    let ry = reference_random(&y, 2)
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap();
+    close(
+        &local(&x.dot(&shifted).unwrap()),
+        &r.dot(&(&(&r.t() + 1.0) + &(&ry.t() * &ry.t()))).into_dyn(),
+        "x.dot(x.T + 1 + y.T * y.T)",
+    );
 }

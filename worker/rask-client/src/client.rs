@@ -15,7 +15,7 @@ use crate::follows::Follows;
 use rask_core::function::encode_payloads;
 use rask_core::net::{self, PeerPool};
 use rask_core::protocol::{Envelope, FromScheduler, TaskFailure, ToScheduler};
-use rask_core::table::Table;
+use rask_core::table::{SlotId, Table};
 use rask_core::tls::TlsConfig;
 use rask_core::{Data, Encoded, FamilyInfo, Func, Key, SmallBytes, TaskSpec};
 
@@ -76,6 +76,33 @@ struct Results {
     slots: Table<Slot>,
     /// Set once the scheduler connection is gone.
     lost: Option<String>,
+    /// Where the next key is looked for first ([`Results::id`]), one cursor per use.
+    cursors: Cursors,
+}
+
+/// Slots where the next key of each use is likely: a client gathers and drops its futures in
+/// the order it made them, which is the order of their slots, and results come back in about
+/// that order, in a few runs (one per worker, interleaved). A key found in the slot after the
+/// last one of its use is found without the key index, whose control bytes and bucket miss the
+/// cache at a million held keys.
+#[derive(Default)]
+struct Cursors {
+    /// After the last key waited for ([`Client::gather`]'s order).
+    wait: u32,
+    /// After the last key released (the order futures are dropped in).
+    release: u32,
+    /// After the last keys of results, one per run; a miss replaces the oldest.
+    results: [u32; RESULT_RUNS],
+    oldest: usize,
+}
+
+/// Runs of results followed at once: the workers' interleaved streams, and a few more.
+const RESULT_RUNS: usize = 4;
+
+#[derive(Clone, Copy)]
+enum Use {
+    Wait,
+    Release,
 }
 
 /// Results of this many bytes or fewer that arrive in a frame are copied out of it: a short
@@ -137,6 +164,38 @@ impl Results {
     fn slot_mut(&mut self, key: &Key) -> Option<&mut Slot> {
         let id = self.slots.id(key)?;
         self.slots.get_mut(id)
+    }
+
+    /// `key`'s id, looked for first after the last key of the same use ([`Cursors`]).
+    fn id(&mut self, key: &Key, used: Use) -> Option<SlotId> {
+        let cursor = match used {
+            Use::Wait => &mut self.cursors.wait,
+            Use::Release => &mut self.cursors.release,
+        };
+        let id = self.slots.id_near(key, *cursor)?;
+        *cursor = id.slot().wrapping_add(1);
+        Some(id)
+    }
+
+    /// The id of a result's key, looked for first after each run's last ([`Cursors`]).
+    fn result_id(&mut self, key: &Key) -> Option<SlotId> {
+        let c = &mut self.cursors;
+        let (run, id) = match c
+            .results
+            .iter()
+            .enumerate()
+            .find_map(|(run, &near)| Some((run, self.slots.id_in(key, near)?)))
+        {
+            Some(found) => found,
+            None => {
+                let id = self.slots.id(key)?;
+                let run = c.oldest;
+                c.oldest = (run + 1) % RESULT_RUNS;
+                (run, id)
+            }
+        };
+        c.results[run] = id.slot().wrapping_add(1);
+        Some(id)
     }
 }
 
@@ -402,8 +461,11 @@ impl Client {
             notified.as_mut().enable();
             // Re-check after registering, so a result that arrived in between is not missed.
             let ready = {
-                let r = self.inner.lock();
-                r.lost.is_some() || r.slot(key).is_some_and(Slot::is_done)
+                let mut r = self.inner.lock();
+                r.lost.is_some()
+                    || r.id(key, Use::Wait)
+                        .and_then(|id| r.slots.get(id))
+                        .is_some_and(Slot::is_done)
             };
             if !ready {
                 notified.await;
@@ -443,7 +505,7 @@ impl Client {
     fn poll(&self, key: &Key) -> Result<Poll, ClientError> {
         let mut r = self.inner.lock();
         let lost = r.lost.clone();
-        let Some(slot) = r.slot_mut(key) else {
+        let Some(slot) = r.id(key, Use::Wait).and_then(|id| r.slots.get_mut(id)) else {
             return Err(ClientError::Lost(format!(
                 "{key} is not held by this client"
             )));
@@ -572,7 +634,7 @@ impl Inner {
                     continue;
                 }
             };
-            if let Some(slot) = r.slot_mut(&key) {
+            if let Some(slot) = r.result_id(&key).and_then(|id| r.slots.get_mut(id)) {
                 wake.extend(slot.settle(outcome));
             }
         }
@@ -604,7 +666,7 @@ impl Inner {
         {
             // An emptied table gives its memory back.
             let mut r = self.lock();
-            if let Some(id) = r.slots.id(key) {
+            if let Some(id) = r.id(key, Use::Release) {
                 r.slots.remove(id);
             }
         }

@@ -19,7 +19,8 @@
 //! `{"type": "Worker", "id": name, "host": "10.0.0.5", "name": name, "nthreads": 2,
 //! "memory_limit": bytes, "resources": {}, "services": {}, "nanny": null, "status": "closed"}`.
 //! Dask's `local_directory`, `last_seen` and `metrics` are left out: a retired worker is gone,
-//! and rask does not track them per worker.
+//! and rask does not track them per worker. A listed worker (`get_workers`) has its `name`,
+//! `address` and `last_seen` (when the scheduler last heard from it, seconds since the epoch).
 //!
 //! Every handler asks the scheduler's event loop through a [`SchedulerHandle`]; none touches its
 //! state. Errors answer with Dask's error shape, `{"Error": message}`, where the message names what
@@ -94,7 +95,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 use warp::http::StatusCode;
@@ -565,9 +566,14 @@ async fn get_workers(handle: SchedulerHandle) -> Result<Response, ApiError> {
     let mut workers = handle.snapshot().await?.workers;
     // Dask keeps its workers sorted by address.
     workers.sort_by(|a, b| a.address.cmp(&b.address));
+    // Dask's `last_seen`: when the scheduler last heard from the worker, in seconds since the
+    // epoch.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     let listed: Vec<Value> = workers
         .iter()
-        .map(|w| json!({ "name": w.name, "address": w.address }))
+        .map(|w| json!({ "name": w.name, "address": w.address, "last_seen": now - w.last_seen_s }))
         .collect();
     Ok(json_reply(&json!({
         "num_workers": workers.len(),
@@ -1003,8 +1009,19 @@ mod tests {
         let s = fake_scheduler(snapshot());
         let response = get(&s.handle, "/api/v1/get_workers").await;
         assert_eq!(response.status(), StatusCode::OK);
+        let mut body = body_json(&response);
+        // `last_seen` is the answer's time minus each worker's `last_seen_s` (0.5 s here).
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        for w in body["workers"].as_array_mut().unwrap() {
+            let seen = w["last_seen"].as_f64().unwrap();
+            assert!((now - 0.5 - seen).abs() < 5.0, "{w}");
+            w.as_object_mut().unwrap().remove("last_seen");
+        }
         assert_eq!(
-            body_json(&response),
+            body,
             json!({
                 "num_workers": 4,
                 "workers": [

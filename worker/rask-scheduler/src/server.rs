@@ -760,8 +760,11 @@ fn on_worker_message(
     let Envelope { msg, blobs } = env;
     match msg {
         ToScheduler::Heartbeat(load) => {
+            let ack = load.ack;
             state.heartbeat(id, load, now);
-            out.to_worker(id, FromScheduler::HeartbeatAck.into());
+            if ack {
+                out.to_worker(id, FromScheduler::HeartbeatAck.into());
+            }
         }
         ToScheduler::TaskFinished {
             key,

@@ -3,6 +3,7 @@
 //! keeps one member inline (in 16 bytes, half an empty `Vec`'s 24 and a pointer more) and
 //! allocates only for more.
 
+use std::collections::VecDeque;
 use std::mem::size_of;
 use std::ops::Deref;
 
@@ -225,6 +226,88 @@ impl Holdings {
     }
 }
 
+/// How far into a worker's [`Sent`] queue a report is looked for.
+const SENT_WINDOW: usize = 8;
+
+/// The tasks sent to one worker, in the order sent, each with a tag of its key's hash (the
+/// table's [`rask_core::table::key_hash`], cut to 32 bits). A worker runs its tasks in about
+/// the order it got them, so the task a report names is nearly always among the first few
+/// here: found by its tag and then its slot's key, which the report's handling reads anyway,
+/// without the key index (whose control bytes and bucket miss the cache at a million tasks).
+/// A report found here is the one the index would find (a key names one task); one not found
+/// goes to the index.
+///
+/// Entries go when found, or once they reach the front and `live` says their task is no longer
+/// on the worker; [`Sent::push`] drops every such entry when the queue grows past twice the
+/// tasks on the worker (plus a little), which keeps it linear in those tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Sent {
+    queue: VecDeque<(TaskId, u32)>,
+}
+
+/// A key's tag: the low half of its hash.
+pub(crate) fn tag_of(hash: u64) -> u32 {
+    hash as u32
+}
+
+impl Sent {
+    /// `id` was sent; `on_worker` tasks are on the worker now, and `live` says whether an
+    /// entry's task is still one of them.
+    pub fn push(
+        &mut self,
+        id: TaskId,
+        hash: u64,
+        on_worker: usize,
+        live: impl FnMut(TaskId) -> bool,
+    ) {
+        if self.queue.len() > 2 * on_worker + 64 {
+            let mut live = live;
+            self.queue.retain(|&(id, _)| live(id));
+        }
+        self.queue.push_back((id, tag_of(hash)));
+    }
+
+    /// The entry of the key with `hash` that `is_key` confirms, taken out; entries at the front
+    /// whose task `live` says is no longer on the worker are dropped first.
+    pub fn take(
+        &mut self,
+        hash: u64,
+        mut is_key: impl FnMut(TaskId) -> bool,
+        mut live: impl FnMut(TaskId) -> bool,
+    ) -> Option<TaskId> {
+        let tag = tag_of(hash);
+        let mut checked_front = false;
+        let mut i = 0;
+        while i < self.queue.len().min(SENT_WINDOW) {
+            let (id, t) = self.queue[i];
+            if t == tag && is_key(id) {
+                self.queue.remove(i);
+                return Some(id);
+            }
+            if i == 0 && !checked_front {
+                checked_front = true;
+                if !live(id) {
+                    self.queue.pop_front();
+                    checked_front = false;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        None
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Heap bytes (the queue at its capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.queue.capacity() * size_of::<(TaskId, u32)>()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +397,50 @@ mod tests {
         h.removed();
         // Nothing held: the memory goes back.
         assert_eq!((h.len(), h.heap_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn sent_tasks_are_found_in_order_out_of_order_and_stale_ones_go() {
+        use crate::table::key_hash;
+        // The truth: the table's flag says the task is still on the worker.
+        let mut t: Table<bool> = Table::default();
+        let keys: Vec<Key> = (0..300).map(|i| Key::from(format!("k-{i}"))).collect();
+        let ids: Vec<TaskId> = keys
+            .iter()
+            .map(|k| t.insert(k.clone(), true).expect("room").0)
+            .collect();
+        let mut sent = Sent::default();
+        for (&id, k) in ids.iter().zip(&keys).take(10) {
+            sent.push(id, key_hash(k), 10, |_| true);
+        }
+        let take = |sent: &mut Sent, t: &Table<bool>, i: usize| {
+            let k = &keys[i];
+            sent.take(
+                key_hash(k),
+                |id| t.is_key_of(id, k),
+                |id| t.get(id) == Some(&true),
+            )
+        };
+        // In order, then one a little out of order.
+        assert_eq!(take(&mut sent, &t, 0), Some(ids[0]));
+        assert_eq!(take(&mut sent, &t, 2), Some(ids[2]));
+        assert_eq!(take(&mut sent, &t, 1), Some(ids[1]));
+        assert_eq!(sent.len(), 7);
+        // Beyond the window, or never sent: not found here (the index finds it).
+        assert_eq!(take(&mut sent, &t, 9 + 3), None);
+        assert_eq!(take(&mut sent, &t, 200), None);
+        // Tasks 3 to 5 left the worker unreported (withdrawn, say): once at the front they go.
+        for &id in &ids[3..6] {
+            *t.get_mut(id).unwrap() = false;
+        }
+        assert_eq!(take(&mut sent, &t, 7), Some(ids[7]));
+        assert_eq!(sent.len(), 3);
+        // Reports that never match (a worker out of order): the queue stays within twice the
+        // tasks on the worker, plus a little.
+        for (&id, k) in ids.iter().zip(&keys).skip(10) {
+            *t.get_mut(id).unwrap() = false;
+            sent.push(id, key_hash(k), 1, |id| t.get(id) == Some(&true));
+        }
+        assert!(sent.len() <= 2 + 64 + 1, "{} entries", sent.len());
     }
 }

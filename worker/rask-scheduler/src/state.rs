@@ -26,8 +26,8 @@ use crate::adaptive::{AdaptiveInput, WorkerLoad as AdaptiveLoad, adaptive_target
 use crate::dashboard::feed::{Bucket, ClusterRow, Cursor, Feed, PrefixId, Update, WorkerRow};
 use crate::dashboard::graph::{GRAPH_LIMIT, NO_NODE};
 use crate::follow::{self, FollowId, Follows};
-use crate::small::{Holdings, Ids, TaskSet};
-use crate::table::{Table, TaskId, hash_table_bytes};
+use crate::small::{Holdings, Ids, Sent, TaskSet};
+use crate::table::{Table, TaskId, hash_table_bytes, key_hash};
 use crate::{
     PrefixSnapshot, RetireSelector, RetiredWorker, Snapshot, TaskCounts, TickSnapshot,
     WorkerSnapshot, WorkerStatus,
@@ -263,6 +263,8 @@ struct Worker {
     used: Resources,
     status: WorkerStatus,
     processing: FxHashSet<TaskId>,
+    /// The tasks sent to it, in order: where its reports are looked for first.
+    sent: Sent,
     occupancy_us: u64,
     /// The results it holds (their tasks' `who_has` name it).
     has_what: Holdings,
@@ -559,6 +561,8 @@ impl State {
         // Graphs come in runs of one prefix and one group: each is looked up once per run.
         let mut run_prefix: Option<(u32, PrefixId)> = None;
         let mut run_group: Option<(Key, u32)> = None;
+        // And of one function: its class (of no resources) too.
+        let mut run_class: Option<(FuncName, ClassId)> = None;
         self.feed.progress.begin_graph();
         // Nothing pending before these tasks: they start a new graph on the graph panel.
         let new_graph = self.idle_since.is_some();
@@ -577,18 +581,20 @@ impl State {
                 }
                 Err(vacant) => vacant,
             };
-            let all_deps = spec.dependencies();
-            let mut deps: Vec<TaskId> = Vec::with_capacity(all_deps.len());
-            let mut unknown: Vec<Key> = Vec::new();
-            for d in all_deps {
-                match self.tasks.id(&d) {
-                    Some(id) => deps.push(id),
-                    None => unknown.push(d),
-                }
-            }
+            let (deps, unknown) = self.inputs_of(&spec.inputs);
             let key = spec.key.clone();
             self.next_priority += 1;
-            let class = self.class_of(&spec, now);
+            let class = match &run_class {
+                Some((func, class)) if spec.resources.is_empty() && *func == spec.func => *class,
+                _ => {
+                    let class = self.class_of(&spec, now);
+                    run_class = spec
+                        .resources
+                        .is_empty()
+                        .then(|| (spec.func.clone(), class));
+                    class
+                }
+            };
             let (prefix, progress) = match run_prefix {
                 Some(ids)
                     if self
@@ -751,6 +757,27 @@ impl State {
         }
         frees.send(out);
         self.update_idle(now);
+    }
+
+    /// The tasks `inputs` name, each once in first-use order, and the keys of those unknown
+    /// (each once). A task's inputs are mostly the tasks made just before it in the order they
+    /// were made (a sum's million), which took consecutive slots: each is looked for beside the
+    /// last one found first ([`Table::id_near`]), and repeats are found among the ids, not by
+    /// hashing the keys again.
+    fn inputs_of(&self, inputs: &[Key]) -> (Vec<TaskId>, Vec<Key>) {
+        let mut deps: Vec<TaskId> = Vec::with_capacity(inputs.len());
+        let mut unknown: Vec<Key> = Vec::new();
+        let mut near = 0;
+        for k in inputs {
+            match self.tasks.id_near(k, near) {
+                Some(id) => {
+                    near = id.slot().wrapping_add(1);
+                    deps.push(id);
+                }
+                None => unknown.push(k.clone()),
+            }
+        }
+        (unique_in_order(deps), unique_in_order(unknown))
     }
 
     /// A client dropped its hold on keys.
@@ -919,6 +946,7 @@ impl State {
                 used: Resources::none(),
                 status: WorkerStatus::Running,
                 processing: FxHashSet::default(),
+                sent: Sent::default(),
                 occupancy_us: 0,
                 has_what: Holdings::default(),
                 nbytes: 0,
@@ -1255,7 +1283,7 @@ impl State {
             data,
         } = done;
         self.touch(worker, now);
-        let Some(id) = self.tasks.id(&key) else {
+        let Some(id) = self.reported(worker, &key) else {
             let prefix = self.prefix_id(key.prefix());
             self.record_prefix_duration(prefix, duration_us, transfer_us);
             out.to_worker(worker, FromScheduler::FreeKeys { keys: vec![key] }.into());
@@ -1365,6 +1393,23 @@ impl State {
         self.update_idle(now);
     }
 
+    /// The task a report of `worker` names by `key`: looked for first among the tasks sent to
+    /// it, in the order sent ([`Sent`]), then in the key index.
+    fn reported(&mut self, worker: WorkerId, key: &Key) -> Option<TaskId> {
+        let hash = key_hash(key);
+        let tasks = &self.tasks;
+        self.workers
+            .get_mut(&worker)
+            .and_then(|w| {
+                w.sent.take(
+                    hash,
+                    |id| tasks.is_key_of(id, key),
+                    |id| is_on(tasks, id, worker),
+                )
+            })
+            .or_else(|| tasks.id_hashed(key, hash))
+    }
+
     /// Whether [`State::settle`] has work to do.
     pub fn has_deferred_work(&self) -> bool {
         !self.releasable.is_empty()
@@ -1397,7 +1442,7 @@ impl State {
         out: &mut impl Outbox,
     ) {
         self.touch(worker, now);
-        let Some(id) = self.tasks.id(key) else {
+        let Some(id) = self.reported(worker, key) else {
             let prefix = self.prefix_id(key.prefix());
             self.record_prefix_duration(prefix, duration_us, 0);
             return;
@@ -1442,9 +1487,12 @@ impl State {
         out: &mut impl Outbox,
     ) {
         self.touch(worker, now);
+        // Copied in the order asked for, mostly the order of their slots (see `inputs_of`).
+        let mut near = 0;
         for (k, nbytes) in keys {
-            let id = self.tasks.id(k);
+            let id = self.tasks.id_near(k, near);
             if let Some(id) = id {
+                near = id.slot().wrapping_add(1);
                 self.replicating.remove(&id);
             }
             match id.filter(|&id| self.state_of(id) == Some(TaskState::Memory)) {
@@ -2161,8 +2209,12 @@ impl State {
             payload: t.payload.clone(),
             resources: resources.clone(),
         };
+        let hash = key_hash(key);
         if let Some(w) = self.workers.get_mut(&worker) {
             w.processing.insert(id);
+            let tasks = &self.tasks;
+            w.sent
+                .push(id, hash, w.processing.len(), |id| is_on(tasks, id, worker));
             w.occupancy_us += expected;
             if !resources.is_empty() {
                 w.used.add(&resources, 1.0);
@@ -2739,7 +2791,9 @@ impl State {
             bytes += held.heap_bytes();
         }
         for w in self.workers.values() {
-            bytes += w.has_what.heap_bytes() + hash_table_bytes(w.processing.capacity(), id_entry);
+            bytes += w.has_what.heap_bytes()
+                + hash_table_bytes(w.processing.capacity(), id_entry)
+                + w.sent.heap_bytes();
         }
         for c in &self.classes {
             // A B-tree's nodes hold up to 11 entries and are about two thirds full.
@@ -2972,6 +3026,34 @@ impl Frees {
 
 /// Tells `client` that each of `keys` erred with `error`: a graph refused whole.
 /// The task in `slot`, if `worker` holds its result ([`Holdings::ids`]).
+/// `items` without repeats, each where it first appears.
+fn unique_in_order<T: Clone + Eq + std::hash::Hash + Ord>(mut items: Vec<T>) -> Vec<T> {
+    if items.len() <= 16 {
+        // Few (the common case): a quadratic pass is cheaper than a hash set.
+        let mut unique: Vec<T> = Vec::with_capacity(items.len());
+        for x in items {
+            if !unique.contains(&x) {
+                unique.push(x);
+            }
+        }
+        return unique;
+    }
+    if items.is_sorted_by(|a, b| a < b) {
+        // Strictly increasing (a wide reduction's inputs, in slot order): no repeats.
+        return items;
+    }
+    let mut seen: FxHashSet<T> = FxHashSet::default();
+    items.retain(|x| seen.insert(x.clone()));
+    items
+}
+
+/// Whether task `id` is processing on `worker`.
+fn is_on(tasks: &Table<Task>, id: TaskId, worker: WorkerId) -> bool {
+    tasks
+        .get(id)
+        .is_some_and(|t| t.processing_on.get() == Some(worker))
+}
+
 fn held_at(tasks: &Table<Task>, slot: u32, worker: WorkerId) -> Option<TaskId> {
     let id = tasks.id_at(slot)?;
     tasks

@@ -1665,6 +1665,7 @@ fn the_workers_table_shows_memory_from_results_and_heartbeats() {
         executing: 1,
         rss: 50 << 20,
         cpu_percent: Some(87.5),
+        ack: false,
     };
     sim.st.heartbeat(1, load, sim.now);
     let u = sim.st.dashboard(Cursor::default(), true, sim.now);

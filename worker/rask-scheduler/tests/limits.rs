@@ -359,3 +359,47 @@ async fn a_worker_silent_past_the_ttl_is_removed_then_its_connection_closed() {
     assert!(s.handle().snapshot().await.unwrap().workers.is_empty());
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn heartbeats_are_acknowledged_only_when_they_ask() {
+    let s = start(|_| {}).await;
+    let (tx, mut rx) = net::split::<ToScheduler>(raw(&s).await, "scheduler".into());
+    tx.send(ToScheduler::RegisterWorker(Box::new(
+        rask_core::protocol::WorkerInfo {
+            name: "beating".into(),
+            address: "tcp://127.0.0.1:1".into(),
+            nthreads: 1,
+            memory_limit: 0,
+            pid: 1,
+            families: Vec::new(),
+            resources: rask_core::Resources::none(),
+        },
+    )));
+    assert!(matches!(
+        recv_one(&mut rx).await,
+        FromScheduler::Welcome { .. }
+    ));
+    let beat = |ack: bool| {
+        ToScheduler::Heartbeat(rask_core::protocol::WorkerLoad {
+            memory_bytes: 7,
+            ack,
+            ..Default::default()
+        })
+    };
+    // Four heartbeats that do not ask, then one that does: one acknowledgement, and nothing else
+    // arrives (the scheduler answers in order, so an unasked-for one would come first).
+    for _ in 0..4 {
+        tx.send(beat(false));
+    }
+    tx.send(beat(true));
+    assert!(matches!(
+        recv_one(&mut rx).await,
+        FromScheduler::HeartbeatAck
+    ));
+    let more = tokio::time::timeout(Duration::from_millis(300), rx.recv::<FromScheduler>()).await;
+    assert!(more.is_err(), "an answer nobody asked for: {more:?}");
+    // The worker is still listed: heartbeats without an answer are heartbeats all the same.
+    let snap = s.handle().snapshot().await.unwrap();
+    assert_eq!(snap.workers.len(), 1);
+    s.shutdown().await;
+}

@@ -5,16 +5,24 @@
 //! `priority` number (the oldest among equals), runs it, encodes its result and hands a [`Done`]
 //! to the callback the worker gave, all on the same thread. Submitting costs one lock, plus a
 //! condvar notify only when a thread is asleep waiting for work, so tiny tasks stay cheap.
+//!
+//! A job may also wait here for another one's result ([`Executor::submit_after`]): the thread
+//! that finishes the first queues the second itself, with the result as its input, and goes on
+//! to run it without sleeping. A chain of dependent tasks sent ahead to this worker then runs
+//! link after link on one thread, with no hand-off through the worker's event loop (issue 18:
+//! waking a thread on the other core was what a link cost).
 
 use std::any::Any;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{self, AtomicUsize};
+use std::sync::atomic::{self, AtomicBool, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use rask_core::function::Function;
 use rask_core::{Encoded, FuncName, Inputs, KernelError, Key, SmallBytes};
@@ -29,6 +37,9 @@ pub struct Job {
     pub inputs: Vec<Encoded>,
     /// Lower runs first (Dask's priority tuples, flattened by the scheduler).
     pub priority: u64,
+    /// Whether jobs may be queued after it ([`Executor::submit_after`]): the executor keeps
+    /// track of it until it finishes.
+    pub watched: bool,
 }
 
 impl std::fmt::Debug for Job {
@@ -69,6 +80,10 @@ struct Shared {
     work: Condvar,
     /// Jobs taken from the queue whose [`Done`] is not built yet.
     executing: AtomicUsize,
+    /// Whether jobs may be parked ([`Executor::submit_after`]): set by the submitting side when
+    /// it parks one, cleared by [`Executor::cancel`] when none is; frees check it without the
+    /// lock.
+    any_parked: AtomicBool,
     on_done: Box<dyn Fn(Done) + Send + Sync>,
 }
 
@@ -85,6 +100,19 @@ struct Queue {
     /// always add up to the number of threads in the wait.
     wakeups: usize,
     stopping: bool,
+    /// The watched jobs ([`Job::watched`]) queued, running or parked: jobs may be parked after
+    /// these.
+    watched: FxHashSet<Key>,
+    /// Jobs waiting for a job's result, by that job's key ([`Executor::submit_after`]).
+    parked: FxHashMap<Key, Vec<Parked>>,
+    /// The key each parked job waits for.
+    parked_on: FxHashMap<Key, Key>,
+}
+
+/// A job waiting for another's result: it goes into `job.inputs` at `slots`.
+struct Parked {
+    job: Box<Job>,
+    slots: Vec<usize>,
 }
 
 /// A queued job. The job itself is boxed: a heap operation moves entries about log2(n) times,
@@ -132,6 +160,54 @@ impl Queue {
         });
     }
 
+    /// Queues the jobs parked after `key`, which finished with `result` (`None`: it failed or
+    /// will not run); returns how many were queued. The jobs of a key that failed are dropped,
+    /// and those parked after them in turn.
+    fn release_parked(&mut self, key: &Key, result: Option<&Encoded>) -> usize {
+        if self.parked.is_empty() {
+            return 0;
+        }
+        let Some(list) = self.parked.remove(key) else {
+            return 0;
+        };
+        let mut queued = 0;
+        for Parked { mut job, slots } in list {
+            self.parked_on.remove(&job.key);
+            match result {
+                Some(value) => {
+                    for i in slots {
+                        if let Some(slot) = job.inputs.get_mut(i) {
+                            *slot = value.clone();
+                        }
+                    }
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    self.jobs.push(Queued {
+                        priority: job.priority,
+                        seq,
+                        job,
+                    });
+                    queued += 1;
+                }
+                None => self.drop_parked(job.key),
+            }
+        }
+        queued
+    }
+
+    /// Forgets `key` (a job that will not run or finish here) and drops the jobs parked after
+    /// it, and after them in turn.
+    fn drop_parked(&mut self, key: Key) {
+        let mut stack = vec![key];
+        while let Some(k) = stack.pop() {
+            self.watched.remove(&k);
+            for p in self.parked.remove(&k).unwrap_or_default() {
+                self.parked_on.remove(&p.job.key);
+                stack.push(p.job.key);
+            }
+        }
+    }
+
     /// Claims up to `n` sleeping threads to be woken; returns how many notifies to send.
     fn claim_sleepers(&mut self, n: usize) -> usize {
         let claimed = n.min(self.sleeping);
@@ -159,16 +235,30 @@ impl Shared {
         let pending = {
             let mut queue = self.lock();
             queue.stopping = true;
-            std::mem::take(&mut queue.jobs)
+            queue.watched.clear();
+            queue.parked_on.clear();
+            (
+                std::mem::take(&mut queue.jobs),
+                std::mem::take(&mut queue.parked),
+            )
         };
         // Dropped outside the lock: arguments can be large.
         drop(pending);
         self.work.notify_all();
     }
 
-    /// The next job, or `None` once the executor is stopping.
-    fn next_job(&self) -> Option<Job> {
+    /// The next job, or `None` once the executor is stopping. `finished` is the watched job this
+    /// thread has just finished (its key and its result, `None` if it failed): it is forgotten
+    /// and the jobs parked after it are queued, under the same lock.
+    fn next_job(&self, finished: Option<(Key, Option<Encoded>)>) -> Option<Job> {
         let mut queue = self.lock();
+        if let Some((key, result)) = finished {
+            queue.watched.remove(&key);
+            let queued = queue.release_parked(&key, result.as_ref());
+            // This thread runs one of them next; other threads only wake for the others.
+            let wake = queue.claim_sleepers(queued.saturating_sub(1));
+            self.notify(wake);
+        }
         loop {
             if queue.stopping {
                 return None;
@@ -194,10 +284,16 @@ impl Shared {
     }
 
     fn run_thread(&self) {
-        while let Some(job) = self.next_job() {
+        let mut finished = None;
+        while let Some(job) = self.next_job(finished.take()) {
+            let watched = job.watched;
             let done = run(job);
+            if watched {
+                finished = Some((done.key.clone(), done.result.as_ref().ok().cloned()));
+            }
             // Before the callback, so whoever receives the `Done` sees the job as finished.
             self.executing.fetch_sub(1, atomic::Ordering::Relaxed);
+            // Before the jobs parked after it are queued: the worker hears of this job first.
             if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| (self.on_done)(done))) {
                 tracing::error!(
                     panic = panic_message(payload.as_ref()),
@@ -260,9 +356,13 @@ impl Executor {
                 wakeups: 0,
                 stopping: false,
                 paused: false,
+                watched: FxHashSet::default(),
+                parked: FxHashMap::default(),
+                parked_on: FxHashMap::default(),
             }),
             work: Condvar::new(),
             executing: AtomicUsize::new(0),
+            any_parked: AtomicBool::new(false),
             on_done: Box::new(on_done),
         });
         // Built as it goes, so that if a spawn fails, dropping it stops the threads already started.
@@ -286,6 +386,9 @@ impl Executor {
     pub fn submit(&self, job: Job) {
         let wake = {
             let mut queue = self.shared.lock();
+            if job.watched {
+                queue.watched.insert(job.key.clone());
+            }
             queue.push(job);
             queue.claim_sleepers(1)
         };
@@ -302,11 +405,75 @@ impl Executor {
             let added = jobs.len();
             queue.jobs.reserve(added);
             for job in jobs {
+                if job.watched {
+                    queue.watched.insert(job.key.clone());
+                }
                 queue.push(job);
             }
             queue.claim_sleepers(added)
         };
         self.shared.notify(wake);
+    }
+
+    /// Parks `job` until the watched job `after` finishes here: then the thread that ran
+    /// `after` queues `job` with `after`'s result at `slots` of its inputs, and the worker hears
+    /// of `after` before `job` starts. If `after` fails, `job` is dropped (and the jobs parked
+    /// after it). `Err(job)` when `after` is not queued, running or parked here (it finished
+    /// already, or was not watched): the caller runs `job` itself once it knows the outcome.
+    pub fn submit_after(
+        &self,
+        job: Box<Job>,
+        after: &Key,
+        slots: Vec<usize>,
+    ) -> Result<(), Box<Job>> {
+        let mut queue = self.shared.lock();
+        if !queue.watched.contains(after) {
+            return Err(job);
+        }
+        if job.watched {
+            queue.watched.insert(job.key.clone());
+        }
+        queue.parked_on.insert(job.key.clone(), after.clone());
+        queue
+            .parked
+            .entry(after.clone())
+            .or_default()
+            .push(Parked { job, slots });
+        self.shared
+            .any_parked
+            .store(true, atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The worker dropped these tasks: the jobs of theirs still parked are dropped, as are the
+    /// jobs parked after them (a queued or running one still runs and reports).
+    pub fn cancel(&self, keys: &[Key]) {
+        if !self.shared.any_parked.load(atomic::Ordering::Relaxed) {
+            return;
+        }
+        let mut queue = self.shared.lock();
+        for k in keys {
+            if let Some(after) = queue.parked_on.remove(k)
+                && let Some(list) = queue.parked.get_mut(&after)
+            {
+                list.retain(|p| p.job.key != *k);
+                if list.is_empty() {
+                    queue.parked.remove(&after);
+                }
+            }
+            if queue.parked.is_empty() {
+                break;
+            }
+            queue.drop_parked(k.clone());
+        }
+        self.shared
+            .any_parked
+            .store(!queue.parked.is_empty(), atomic::Ordering::Relaxed);
+    }
+
+    /// Jobs parked after another's result.
+    pub fn parked(&self) -> usize {
+        self.shared.lock().parked_on.len()
     }
 
     /// Stops (`true`) or resumes (`false`) starting queued jobs; running ones go on.
@@ -397,6 +564,40 @@ mod tests {
             payload: encode_payload(&x).unwrap().into(),
             inputs: Vec::new(),
             priority,
+            watched: false,
+        }
+    }
+
+    /// Adds its input to the value of its one input (an int), as `inc` of a chain link.
+    struct AddInput;
+
+    impl Function for AddInput {
+        fn call(&self, payload: &[u8], inputs: &Inputs<'_>) -> Result<Encoded, KernelError> {
+            let x: i64 = rask_core::function::decode_payload("t", payload)?;
+            let input: Value = inputs
+                .encoded(0)?
+                .decode()
+                .map_err(|e| inputs.input_error(0, e))?;
+            let y = input
+                .as_int()
+                .map_err(|e| KernelError::failed(e.to_string()))?;
+            if x < 0 {
+                return Err(KernelError::failed("negative"));
+            }
+            Ok(Value::Int(x + y).encode())
+        }
+    }
+
+    /// A watched job adding `x` to its one input, which another job gives it.
+    fn link(key: &str, x: i64, priority: u64) -> Job {
+        Job {
+            key: Key::from(key),
+            func: Arc::new(AddInput),
+            name: FuncName::from("t.add"),
+            payload: encode_payload(&x).unwrap().into(),
+            inputs: vec![Encoded::from_bytes(bytes::Bytes::new())],
+            priority,
+            watched: true,
         }
     }
 
@@ -582,6 +783,113 @@ mod tests {
         ex.pause(false);
         let done = collect(&rx, 5);
         assert_eq!(done.len(), 5);
+        ex.shutdown();
+    }
+
+    #[test]
+    fn a_job_parked_after_another_runs_with_its_result_on_the_same_thread() {
+        let (tx, rx) = mpsc::channel();
+        let ex = Executor::new(2, move |done: Done| {
+            let _ = tx.send((done, thread::current().id()));
+        })
+        .unwrap();
+        let mut first = gate_job("a", 10, 0);
+        first.watched = true;
+        ex.submit(first);
+        wait_until("the first job runs", || ex.executing() == 1);
+        // A chain parked behind it: b after a, c after b.
+        assert!(
+            ex.submit_after(Box::new(link("b", 1, 1)), &Key::from("a"), vec![0])
+                .is_ok()
+        );
+        assert!(
+            ex.submit_after(Box::new(link("c", 100, 2)), &Key::from("b"), vec![0])
+                .is_ok()
+        );
+        assert_eq!((ex.parked(), ex.queued()), (2, 0));
+        open_gate(10);
+        let done: Vec<(Done, thread::ThreadId)> =
+            (0..3).map(|_| rx.recv_timeout(TIMEOUT).unwrap()).collect();
+        let keys: Vec<String> = done.iter().map(|(d, _)| d.key.to_string()).collect();
+        assert_eq!(
+            keys,
+            ["a", "b", "c"],
+            "each reported before its follower starts"
+        );
+        assert_eq!(value(&done[2].0), Value::Int(111));
+        assert!(
+            done.iter().all(|(_, t)| *t == done[0].1),
+            "the chain ran on the thread that ran a"
+        );
+        assert_eq!(ex.parked(), 0);
+        // b is no longer tracked: a job parked after it now is refused.
+        assert!(
+            ex.submit_after(Box::new(link("d", 1, 3)), &Key::from("b"), vec![0])
+                .is_err()
+        );
+        ex.shutdown();
+    }
+
+    #[test]
+    fn jobs_parked_after_a_failed_or_cancelled_job_are_dropped() {
+        let (ex, rx) = executor(1);
+        let mut first = gate_job("a", 11, 0);
+        first.watched = true;
+        ex.submit(first);
+        wait_until("the first job runs", || ex.executing() == 1);
+        // f fails (negative): g after it never runs, nor h after g.
+        let mut f = link("f", -1, 1);
+        f.inputs = vec![Value::Int(0).encode()];
+        ex.submit(f);
+        assert!(
+            ex.submit_after(Box::new(link("g", 1, 2)), &Key::from("f"), vec![0])
+                .is_ok()
+        );
+        assert!(
+            ex.submit_after(Box::new(link("h", 1, 3)), &Key::from("g"), vec![0])
+                .is_ok()
+        );
+        // x after a is cancelled with y after it; z after a stays.
+        assert!(
+            ex.submit_after(Box::new(link("x", 1, 4)), &Key::from("a"), vec![0])
+                .is_ok()
+        );
+        assert!(
+            ex.submit_after(Box::new(link("y", 1, 5)), &Key::from("x"), vec![0])
+                .is_ok()
+        );
+        assert!(
+            ex.submit_after(Box::new(link("z", 5, 6)), &Key::from("a"), vec![0])
+                .is_ok()
+        );
+        ex.cancel(&[Key::from("x")]);
+        assert_eq!(ex.parked(), 3, "g, h and z");
+        open_gate(11);
+        let keys: Vec<String> = collect(&rx, 3).iter().map(|d| d.key.to_string()).collect();
+        assert_eq!(keys, ["a", "f", "z"]);
+        thread::sleep(Duration::from_millis(20));
+        assert!(rx.try_recv().is_err(), "nothing else runs");
+        assert_eq!(ex.parked(), 0);
+        ex.shutdown();
+    }
+
+    #[test]
+    fn a_job_cannot_park_after_one_not_watched_or_finished() {
+        let (ex, rx) = executor(1);
+        ex.submit(job("plain", 1, 0));
+        assert!(
+            ex.submit_after(Box::new(link("b", 1, 1)), &Key::from("plain"), vec![0])
+                .is_err()
+        );
+        collect(&rx, 1);
+        let mut w = job("w", 1, 0);
+        w.watched = true;
+        ex.submit(w);
+        collect(&rx, 1);
+        wait_until("w is forgotten", || {
+            ex.submit_after(Box::new(link("b", 1, 1)), &Key::from("w"), vec![0])
+                .is_err()
+        });
         ex.shutdown();
     }
 

@@ -33,7 +33,7 @@ use rask_core::net::{self, PeerPool};
 use rask_core::process::{self, CpuMeter, process_rss};
 use rask_core::protocol::{
     DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, FromScheduler, ToScheduler,
-    WorkerInfo, WorkerLoad, read_frame, write_frame,
+    WorkerInfo, WorkerLoad, heartbeat_wants_ack, read_frame, write_frame,
 };
 use rask_core::ticks::{TICK_INTERVAL, Ticks};
 use rask_core::tls::TlsConfig;
@@ -337,6 +337,7 @@ impl Worker {
             nthreads: config.nthreads.max(1),
             ticks: Ticks::new("worker", Instant::now()),
             latency: Latency::default(),
+            heartbeats: 0,
             io: Io {
                 store,
                 executor,
@@ -348,6 +349,7 @@ impl Worker {
                 // Sampling the process's memory only serves the spill and pause thresholds.
                 sample_memory: config.memory_limit > 0
                     && (config.memory.spill.is_some() || config.memory.pause.is_some()),
+                deferred: FxHashMap::default(),
             },
             fx: Actions::default(),
             cpu: CpuMeter::default(),
@@ -486,6 +488,8 @@ struct Core {
     nthreads: usize,
     ticks: Ticks,
     latency: Latency,
+    /// Heartbeats sent so far (some ask for an acknowledgement: [`heartbeat_wants_ack`]).
+    heartbeats: u64,
     io: Io,
     /// The handlers' effects, kept between events so their buffers are reused: most events
     /// (a task done, one to compute) ask for one message and would otherwise allocate for it.
@@ -505,6 +509,15 @@ struct Io {
     registry: Registry,
     /// Whether to sample the process's memory (only with a memory limit).
     sample_memory: bool,
+    /// Jobs handed over to run after a task the executor had finished already, by that task's
+    /// key: they start when the worker's loop records it ([`Core::on_done`]).
+    deferred: FxHashMap<Key, Vec<AfterJob>>,
+}
+
+/// A job to run after another task, with that task's result at `slots` of its inputs.
+struct AfterJob {
+    job: Job,
+    slots: Vec<usize>,
 }
 
 fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
@@ -543,6 +556,7 @@ struct Actions {
     send: Vec<Envelope<ToScheduler>>,
     fetch: Vec<(Key, Vec<String>)>,
     execute: Vec<Ready>,
+    execute_after: Vec<(Ready, Key)>,
     free: Vec<Key>,
     pause: Option<bool>,
     spill_to: Option<u64>,
@@ -558,6 +572,9 @@ impl Effects for Actions {
     }
     fn execute(&mut self, tasks: Vec<Ready>) {
         self.execute.extend(tasks);
+    }
+    fn execute_after(&mut self, task: Ready, after: Key) {
+        self.execute_after.push((task, after));
     }
     fn free(&mut self, keys: Vec<Key>) {
         self.free.extend(keys);
@@ -647,9 +664,13 @@ impl Core {
                 executing: self.io.executor.executing() as u32,
                 rss: self.state.last_sample().rss,
                 cpu_percent,
+                ack: heartbeat_wants_ack(self.heartbeats),
             }
         };
-        self.latency.sent(Instant::now());
+        self.heartbeats += 1;
+        if load.ack {
+            self.latency.sent(Instant::now());
+        }
         self.io.sched.send(ToScheduler::Heartbeat(load));
     }
 
@@ -759,18 +780,26 @@ impl Core {
     /// (after the other tasks finished meanwhile, or before the next other event).
     fn on_done(&mut self, d: Done) {
         let duration_us = d.duration.as_micros() as u64;
-        if let Ok(encoded) = &d.result
-            && let Err(e) = lock(&self.io.store).put(d.key.clone(), encoded.clone())
-        {
-            // The result is stored; only spilling other results failed.
-            tracing::error!(key = %d.key, error = %e, "spilling to disk failed; results stay in memory");
+        if !self.io.deferred.is_empty() {
+            self.io.run_deferred(&d.key, d.result.as_ref().ok());
         }
-        self.state.done(
+        // Stored before the effects of `done` are applied (they may run tasks reading it). A
+        // task freed while it ran (or handed over after one) is not kept: nobody would free its
+        // result again.
+        let key = d.key.clone();
+        let assigned = self.state.done(
             d.key,
             d.result.as_ref().map_err(Clone::clone),
             duration_us,
             &mut self.fx,
         );
+        if assigned
+            && let Ok(encoded) = d.result
+            && let Err(e) = lock(&self.io.store).put(key.clone(), encoded)
+        {
+            // The result is stored; only spilling other results failed.
+            tracing::error!(%key, error = %e, "spilling to disk failed; results stay in memory");
+        }
     }
 
     fn on_fetched(&mut self, outcome: FetchOutcome) {
@@ -804,6 +833,12 @@ impl Io {
         let finished_with_data = &mut fx.finished_with_data;
         if !free.is_empty() || spill_to.is_some() || !finished_with_data.is_empty() {
             let mut store = lock(&self.store);
+            if !free.is_empty() {
+                self.executor.cancel(free);
+                if !self.deferred.is_empty() {
+                    drop_deferred(&mut self.deferred, free);
+                }
+            }
             for k in free.drain(..) {
                 store.remove(&k);
             }
@@ -836,6 +871,9 @@ impl Io {
             self.executor.pause(p);
         }
         self.submit(&mut fx.execute);
+        if !fx.execute_after.is_empty() {
+            self.submit_after(&mut fx.execute_after);
+        }
         match fx.send.len() {
             0 => {}
             1 => {
@@ -859,6 +897,139 @@ impl Io {
         }
     }
 
+    /// Hands tasks to the thread pool to run after a task it runs (the task's result is their
+    /// input of that name; the others are read from the store now). One whose task finished
+    /// already waits in [`Io::deferred`] for the loop to record it.
+    fn submit_after(&mut self, tasks: &mut Vec<(Ready, Key)>) {
+        let mut now = Vec::new();
+        let mut failures = Vec::new();
+        {
+            let mut store = lock(&self.store);
+            for (ready, after) in tasks.drain(..) {
+                let key = ready.spec.key.clone();
+                let job = match self.job(ready, Some(&after), &mut store) {
+                    Ok(job) => job,
+                    Err(e) => {
+                        failures.push((key, e));
+                        continue;
+                    }
+                };
+                let slots: Vec<usize> = job_slots(&job.0, &after);
+                let job = match self
+                    .executor
+                    .submit_after(Box::new(job.1), &after, slots.clone())
+                {
+                    Ok(()) => continue,
+                    Err(job) => *job,
+                };
+                match store.get(&after) {
+                    // Recorded by the loop already: its result is in the store.
+                    Ok(Some(value)) => {
+                        let mut job = job;
+                        for &i in &slots {
+                            if let Some(slot) = job.inputs.get_mut(i) {
+                                *slot = value.clone();
+                            }
+                        }
+                        now.push(job);
+                    }
+                    _ => self
+                        .deferred
+                        .entry(after)
+                        .or_default()
+                        .push(AfterJob { job, slots }),
+                }
+            }
+        }
+        if !now.is_empty() {
+            self.executor.submit_many(now);
+        }
+        self.report_failures(failures);
+    }
+
+    /// Starts the jobs deferred until task `key` finished (`result`: its result, `None` if it
+    /// failed); those of a failed task are dropped, and those deferred after them.
+    fn run_deferred(&mut self, key: &Key, result: Option<&Encoded>) {
+        let Some(list) = self.deferred.remove(key) else {
+            return;
+        };
+        match result {
+            Some(value) => {
+                let jobs: Vec<Job> = list
+                    .into_iter()
+                    .map(|AfterJob { mut job, slots }| {
+                        for i in slots {
+                            if let Some(slot) = job.inputs.get_mut(i) {
+                                *slot = value.clone();
+                            }
+                        }
+                        job
+                    })
+                    .collect();
+                self.executor.submit_many(jobs);
+            }
+            None => {
+                let keys: Vec<Key> = list.into_iter().map(|a| a.job.key).collect();
+                drop_deferred(&mut self.deferred, &keys);
+            }
+        }
+    }
+
+    /// Reports tasks that could not start as the executor would, so the logic forgets them.
+    fn report_failures(&self, failures: Vec<(Key, KernelError)>) {
+        for (key, error) in failures {
+            let _ = self.events.send(Event::Done(Done {
+                key,
+                result: Err(error),
+                duration: Duration::ZERO,
+            }));
+        }
+    }
+
+    /// The executor's job for a task: its function and its inputs from the store, but for
+    /// `after`'s (not finished yet), left empty; with the names of its inputs.
+    fn job(
+        &self,
+        ready: Ready,
+        after: Option<&Key>,
+        store: &mut Store,
+    ) -> Result<(Vec<Key>, Job), KernelError> {
+        let Ready {
+            spec,
+            priority,
+            watched,
+        } = ready;
+        let Some(func) = self.registry.get_name(&spec.func) else {
+            // The scheduler places tasks by the families workers register, so this is a
+            // scheduler that did not check (an older one?) or a name it mistook.
+            return Err(KernelError::failed(format!(
+                "unknown function {:?}; this worker has {}",
+                spec.func.as_str(),
+                describe_families(self.registry.families())
+            )));
+        };
+        let inputs: Vec<Encoded> = spec
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, k)| match after {
+                Some(a) if a == k => Ok(Encoded::from_bytes(Bytes::new())),
+                _ => input(&spec, i, k, store),
+            })
+            .collect::<Result<_, _>>()?;
+        let spec = *spec;
+        let job = Job {
+            key: spec.key,
+            func: func.clone(),
+            name: spec.func,
+            payload: spec.payload,
+            inputs,
+            priority,
+            watched,
+        };
+        Ok((spec.inputs, job))
+    }
+
     /// Reads ready tasks' inputs from the store and hands them to the thread pool.
     fn submit(&mut self, ready: &mut Vec<Ready>) {
         if ready.is_empty() {
@@ -868,45 +1039,39 @@ impl Io {
         let mut failures = Vec::new();
         {
             let mut store = lock(&self.store);
-            for Ready { spec, priority } in ready.drain(..) {
-                let Some(func) = self.registry.get_name(&spec.func) else {
-                    // The scheduler places tasks by the families workers register, so this is a
-                    // scheduler that did not check (an older one?) or a name it mistook.
-                    let error = KernelError::failed(format!(
-                        "unknown function {:?}; this worker has {}",
-                        spec.func.as_str(),
-                        describe_families(self.registry.families())
-                    ));
-                    failures.push((spec.key, error));
-                    continue;
-                };
-                let inputs: Result<Vec<Encoded>, KernelError> = spec
-                    .inputs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, k)| input(&spec, i, k, &mut store))
-                    .collect();
-                match inputs {
-                    Ok(inputs) => jobs.push(Job {
-                        key: spec.key,
-                        func: func.clone(),
-                        name: spec.func,
-                        payload: spec.payload,
-                        inputs,
-                        priority,
-                    }),
-                    Err(e) => failures.push((spec.key, e)),
+            for ready in ready.drain(..) {
+                let key = ready.spec.key.clone();
+                match self.job(ready, None, &mut store) {
+                    Ok((_, job)) => jobs.push(job),
+                    Err(e) => failures.push((key, e)),
                 }
             }
         }
         self.executor.submit_many(jobs);
-        for (key, error) in failures {
-            // Reported as the executor would, so the logic forgets the task.
-            let _ = self.events.send(Event::Done(Done {
-                key,
-                result: Err(error),
-                duration: Duration::ZERO,
-            }));
+        self.report_failures(failures);
+    }
+}
+
+/// Where `after` is among a job's inputs (`names`, in order).
+fn job_slots(names: &[Key], after: &Key) -> Vec<usize> {
+    names
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| *k == after)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Drops the deferred jobs of `keys` (freed or failed) and those deferred after them.
+fn drop_deferred(deferred: &mut FxHashMap<Key, Vec<AfterJob>>, keys: &[Key]) {
+    let mut stack: Vec<Key> = keys.to_vec();
+    while let Some(k) = stack.pop() {
+        for list in deferred.values_mut() {
+            list.retain(|a| a.job.key != k);
+        }
+        deferred.retain(|_, list| !list.is_empty());
+        if let Some(list) = deferred.remove(&k) {
+            stack.extend(list.into_iter().map(|a| a.job.key));
         }
     }
 }

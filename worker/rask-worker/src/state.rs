@@ -31,6 +31,11 @@ pub(crate) trait Effects {
     /// Run these tasks (their inputs are in the store), most urgent first; report each with
     /// [`WorkerState::done`].
     fn execute(&mut self, tasks: Vec<Ready>);
+    /// Run `task` as soon as `after` (handed to the executor, watched) finishes here, with its
+    /// result as the input of that name (the other inputs are in the store), and report it with
+    /// [`WorkerState::done`] after `after`; if `after` fails or is freed, drop `task` unreported
+    /// (this logic drops it too).
+    fn execute_after(&mut self, task: Ready, after: Key);
     /// Drop these results from the store.
     fn free(&mut self, keys: Vec<Key>);
     /// Stop (`true`) or resume (`false`) starting new tasks on the executor.
@@ -58,6 +63,8 @@ pub(crate) struct TaskCounts {
 pub(crate) struct Ready {
     pub spec: Box<TaskSpec>,
     pub priority: u64,
+    /// Tasks may be handed over to run after it ([`Effects::execute_after`]).
+    pub watched: bool,
 }
 
 /// A task assigned to this worker and not finished yet.
@@ -68,6 +75,9 @@ struct Pending {
     /// Inputs not in the store yet: fetched, or computed here ([`WorkerState::local_waiters`]).
     missing: usize,
     send_result: bool,
+    /// Sent ahead of its inputs, or handed over with tasks waiting for it: tasks may be
+    /// handed over to run after it ([`Effects::execute_after`]).
+    watched: bool,
     /// The longest fetch of its inputs from peers, µs (fetches of one batch run together).
     transfer_us: u64,
 }
@@ -81,6 +91,9 @@ pub(crate) struct WorkerState {
     /// for their results. A task leaving is taken off the lists of its inputs
     /// ([`WorkerState::forget`]), so each entry counts once in its `missing`.
     local_waiters: FxHashMap<Key, Vec<Key>>,
+    /// Tasks handed over to run after an input still running here ([`Effects::execute_after`]),
+    /// and that input; they stay on its [`Self::local_waiters`] list until it finishes.
+    parked: FxHashMap<Key, Key>,
     /// Keys being fetched (for tasks or for the scheduler's `AcquireReplicas`), with their size
     /// as the scheduler knew it (0 for replicas, whose size it does not send).
     in_flight: FxHashMap<Key, u64>,
@@ -98,6 +111,7 @@ impl WorkerState {
             tasks: FxHashMap::default(),
             waiters: FxHashMap::default(),
             local_waiters: FxHashMap::default(),
+            parked: FxHashMap::default(),
             in_flight: FxHashMap::default(),
             in_flight_bytes: 0,
             memory,
@@ -191,6 +205,12 @@ impl WorkerState {
                 tracing::debug!(task = %key, input = %dep, "dropping a task sent ahead of an input no longer computed here");
                 continue;
             }
+            let sent_ahead = !after.is_empty();
+            // With no other input missing, it may run right after that one ([`Self::hand_after`]).
+            let follows = match after.as_slice() {
+                [dep] => Some(dep.clone()),
+                _ => None,
+            };
             for dep in after {
                 missing += 1;
                 self.local_waiters.entry(dep).or_default().push(key.clone());
@@ -215,11 +235,16 @@ impl WorkerState {
                     priority: ct.priority,
                     missing,
                     send_result: ct.send_result,
+                    watched: sent_ahead,
                     transfer_us: 0,
                 },
             );
             if missing == 0 {
                 ready.push(key);
+            } else if let Some(dep) = follows
+                && self.hand_after(&key, &dep, fx)
+            {
+                self.follow(key, fx);
             }
         }
         self.run(ready, fx);
@@ -249,20 +274,86 @@ impl WorkerState {
         let Some(p) = self.tasks.remove(key) else {
             return false;
         };
-        if p.missing > 0
-            && !self.local_waiters.is_empty()
-            && let Some(spec) = &p.spec
-        {
-            for input in &spec.inputs {
-                if let Some(list) = self.local_waiters.get_mut(input) {
-                    list.retain(|t| t != key);
-                    if list.is_empty() {
-                        self.local_waiters.remove(input);
+        let after = match self.parked.is_empty() {
+            true => None,
+            false => self.parked.remove(key),
+        };
+        if p.missing > 0 && !self.local_waiters.is_empty() {
+            match (&p.spec, after) {
+                (Some(spec), _) => {
+                    for input in &spec.inputs {
+                        self.unwait(input, key);
                     }
                 }
+                (None, Some(input)) => self.unwait(&input, key),
+                (None, None) => {}
             }
         }
         true
+    }
+
+    /// Takes `task` off the list of the tasks waiting for `input` here.
+    fn unwait(&mut self, input: &Key, task: &Key) {
+        if let Some(list) = self.local_waiters.get_mut(input) {
+            list.retain(|t| t != task);
+            if list.is_empty() {
+                self.local_waiters.remove(input);
+            }
+        }
+    }
+
+    /// Hands `task` over to run right after `input` (its only missing input), when `input` has
+    /// been handed to the executor watched; whether it did.
+    fn hand_after(&mut self, task: &Key, input: &Key, fx: &mut impl Effects) -> bool {
+        if !self
+            .tasks
+            .get(input)
+            .is_some_and(|p| p.spec.is_none() && p.watched)
+        {
+            return false;
+        }
+        let Some(p) = self.tasks.get_mut(task) else {
+            return false;
+        };
+        if p.missing != 1 {
+            return false;
+        }
+        let Some(spec) = p.spec.take() else {
+            return false;
+        };
+        p.watched = true;
+        let ready = Ready {
+            spec,
+            priority: p.priority,
+            watched: true,
+        };
+        self.parked.insert(task.clone(), input.clone());
+        fx.execute_after(ready, input.clone());
+        true
+    }
+
+    /// `key` was handed over: the tasks waiting here for it alone follow it, and theirs in turn.
+    fn follow(&mut self, key: Key, fx: &mut impl Effects) {
+        let mut stack = vec![key];
+        while let Some(k) = stack.pop() {
+            let Some(list) = self.local_waiters.get(&k) else {
+                continue;
+            };
+            let next: Vec<Key> = list
+                .iter()
+                .filter(|t| {
+                    self.tasks
+                        .get(*t)
+                        .is_some_and(|p| p.missing == 1 && p.spec.is_some())
+                })
+                .cloned()
+                .collect();
+            for t in next {
+                if self.hand_after(&t, &k, fx) {
+                    stack.push(t);
+                }
+            }
+        }
     }
 
     /// `key` will not be computed here (it failed or was dropped): the tasks sent ahead of it
@@ -293,7 +384,12 @@ impl WorkerState {
             if let Some(p) = self.tasks.get_mut(&t) {
                 p.missing = p.missing.saturating_sub(1);
                 if p.missing == 0 {
-                    ready.push(t);
+                    if p.spec.is_none() {
+                        // Handed over after `key`: the executor has started it.
+                        self.parked.remove(&t);
+                    } else {
+                        ready.push(t);
+                    }
                 }
             }
         }
@@ -323,16 +419,24 @@ impl WorkerState {
         }
     }
 
-    /// A task ran: its result is in the store (`Ok`), or it failed.
+    /// A task ran: its result (`Ok`, for the store), or it failed. Whether the task was still
+    /// assigned here (one freed while it ran is not: its result is not kept).
     pub fn done(
         &mut self,
         key: Key,
         result: Result<&Encoded, KernelError>,
         duration_us: u64,
         fx: &mut impl Effects,
-    ) {
+    ) -> bool {
+        if !self.parked.is_empty()
+            && let Some(input) = self.parked.remove(&key)
+        {
+            // Failed before the input it was handed over after (an input of its own could not
+            // be read): no longer waiting for it.
+            self.unwait(&input, &key);
+        }
         let Some(p) = self.tasks.remove(&key) else {
-            return; // freed while it ran
+            return false; // freed while it ran
         };
         match result {
             Ok(encoded) => {
@@ -352,6 +456,7 @@ impl WorkerState {
                 fx.send(Envelope::with_blobs(msg, blobs));
                 // The tasks sent ahead of it run now, with no round trip to the scheduler.
                 self.run(ready, fx);
+                true
             }
             Err(error) => {
                 // Whatever was sent ahead of it must not run: the scheduler fails it.
@@ -363,7 +468,8 @@ impl WorkerState {
                         duration_us,
                     }
                     .into(),
-                )
+                );
+                true
             }
         }
     }
@@ -439,17 +545,34 @@ impl WorkerState {
         }
         ready.sort_by_key(|k| self.tasks.get(k).map(|p| p.priority));
         let mut batch = Vec::with_capacity(ready.len());
+        let mut followed = Vec::new();
         for k in ready {
+            let waited_for = !self.local_waiters.is_empty() && self.local_waiters.contains_key(&k);
             if let Some(p) = self.tasks.get_mut(&k)
                 && let Some(spec) = p.spec.take()
             {
+                p.watched |= waited_for;
                 batch.push(Ready {
                     spec,
                     priority: p.priority,
+                    watched: p.watched,
                 });
+                if waited_for {
+                    followed.push(k);
+                }
             }
         }
         fx.execute(batch);
+        // The tasks sent ahead of these follow them on the executor.
+        for k in followed {
+            self.follow(k, fx);
+        }
+    }
+
+    /// Whether task `key` is assigned here and not finished.
+    #[cfg(test)]
+    pub fn has_task(&self, key: &Key) -> bool {
+        self.tasks.contains_key(key)
     }
 
     fn report_held(&mut self, key: Key, nbytes: u64, send_result: bool, fx: &mut impl Effects) {

@@ -23,6 +23,8 @@ struct Rec {
     blobs: Vec<Vec<bytes::Bytes>>,
     fetches: Vec<Vec<(Key, Vec<String>)>>,
     executed: Vec<Key>,
+    /// Tasks handed over to run after another: (task, the task it follows).
+    followed: Vec<(Key, Key)>,
     freed: Vec<Key>,
     paused: Vec<bool>,
     spill_to: Vec<u64>,
@@ -39,6 +41,10 @@ impl Effects for Rec {
     }
     fn execute(&mut self, tasks: Vec<Ready>) {
         self.executed.extend(tasks.into_iter().map(|r| r.spec.key));
+    }
+    fn execute_after(&mut self, task: Ready, after: Key) {
+        assert!(task.watched, "a task handed over after another is watched");
+        self.followed.push((task.spec.key, after));
     }
     fn free(&mut self, keys: Vec<Key>) {
         self.freed.extend(keys);
@@ -400,8 +406,12 @@ fn ahead(key: &str, after: &[&str], priority: u64) -> ComputeTask {
     t
 }
 
+fn pair(task: &str, after: &str) -> (Key, Key) {
+    (k(task), k(after))
+}
+
 #[test]
-fn a_task_sent_ahead_runs_when_its_input_finishes_here_without_the_scheduler() {
+fn a_task_sent_ahead_runs_after_its_input_on_the_executor_without_the_scheduler() {
     let mut st = state();
     let mut fx = Rec::default();
     st.compute(
@@ -413,7 +423,12 @@ fn a_task_sent_ahead_runs_when_its_input_finishes_here_without_the_scheduler() {
         &Held::default(),
         &mut fx,
     );
-    assert_eq!(fx.executed, vec![k("a")], "b and c wait for their inputs");
+    assert_eq!(fx.executed, vec![k("a")]);
+    assert_eq!(
+        fx.followed,
+        vec![pair("b", "a"), pair("c", "b")],
+        "b follows a on the executor, c follows b"
+    );
     assert!(
         fx.fetches.is_empty(),
         "inputs computed here are not fetched"
@@ -422,14 +437,129 @@ fn a_task_sent_ahead_runs_when_its_input_finishes_here_without_the_scheduler() {
     let v = Value::Int(1).encode();
     let mut fx = Rec::default();
     st.done(k("a"), Ok(&v), 1, &mut fx);
-    assert_eq!(fx.executed, vec![k("b")], "b runs at once");
+    assert!(fx.executed.is_empty(), "b was started by the executor");
     assert!(matches!(&fx.sent[..], [ToScheduler::TaskFinished { key, .. }] if *key == k("a")));
+    assert_eq!(st.task_counts().waiting, 1, "c still waits for b");
     let mut fx = Rec::default();
     st.done(k("b"), Ok(&v), 1, &mut fx);
-    assert_eq!(fx.executed, vec![k("c")]);
     st.done(k("c"), Ok(&v), 1, &mut fx);
+    assert!(fx.executed.is_empty());
+    assert_eq!(fx.sent.len(), 2, "b and c are reported");
     assert_eq!(st.assigned(), 0);
     assert!(st.local_waiters.is_empty());
+    assert!(st.parked.is_empty());
+}
+
+#[test]
+fn a_task_sent_ahead_of_a_running_link_follows_it_at_once() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![task("a", &[], 1, false), ahead("b", &["a"], 2)],
+        &Held::default(),
+        &mut fx,
+    );
+    // c arrives while b is handed over (watched: it was sent ahead), then d ahead of c.
+    let mut fx = Rec::default();
+    st.compute(
+        vec![ahead("c", &["b"], 3), ahead("d", &["c"], 4)],
+        &Held::default(),
+        &mut fx,
+    );
+    assert_eq!(fx.followed, vec![pair("c", "b"), pair("d", "c")]);
+    assert!(fx.executed.is_empty());
+}
+
+#[test]
+fn a_task_sent_ahead_of_an_unwatched_running_task_waits_for_its_report() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    // a was handed over alone (sent ready, nothing waiting for it): the executor does not
+    // track it, so b cannot follow it there.
+    st.compute(vec![task("a", &[], 1, false)], &Held::default(), &mut fx);
+    st.compute(vec![ahead("b", &["a"], 2)], &Held::default(), &mut fx);
+    assert!(fx.followed.is_empty());
+    let mut fx = Rec::default();
+    st.done(k("a"), Ok(&Value::Int(1).encode()), 1, &mut fx);
+    assert_eq!(fx.executed, vec![k("b")]);
+}
+
+#[test]
+fn a_task_with_two_inputs_computed_here_does_not_follow_either() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![
+            task("a", &[], 1, false),
+            task("b", &[], 2, false),
+            ahead("c", &["a", "b"], 3),
+        ],
+        &Held::default(),
+        &mut fx,
+    );
+    assert!(fx.followed.is_empty(), "c waits for two");
+    let v = Value::Int(1).encode();
+    let mut fx = Rec::default();
+    st.done(k("a"), Ok(&v), 1, &mut fx);
+    assert!(
+        fx.followed.is_empty(),
+        "b was handed over before a finished"
+    );
+    st.done(k("b"), Ok(&v), 1, &mut fx);
+    assert_eq!(fx.executed, vec![k("c")]);
+}
+
+#[test]
+fn freeing_a_task_handed_over_after_another_drops_it_and_its_followers() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![
+            task("a", &[], 1, false),
+            ahead("b", &["a"], 2),
+            ahead("c", &["b"], 3),
+        ],
+        &Held::default(),
+        &mut fx,
+    );
+    assert_eq!(fx.followed.len(), 2);
+    let mut fx = Rec::default();
+    st.free_keys(vec![k("b")], &mut fx);
+    assert_eq!(
+        fx.freed,
+        vec![k("b")],
+        "the executor is told (it drops c too)"
+    );
+    assert_eq!(st.assigned(), 1, "only a is left");
+    assert!(st.parked.is_empty());
+    assert!(st.local_waiters.is_empty());
+    st.done(k("a"), Ok(&Value::Int(1).encode()), 1, &mut fx);
+    assert!(fx.executed.is_empty());
+    assert_eq!(st.assigned(), 0);
+    // A late report of b (the executor had started it) is ignored.
+    let mut fx = Rec::default();
+    st.done(k("b"), Ok(&Value::Int(2).encode()), 1, &mut fx);
+    assert!(fx.sent.is_empty());
+    assert!(!st.has_task(&k("b")));
+}
+
+#[test]
+fn a_follower_that_fails_before_its_input_is_forgotten_cleanly() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![task("a", &[], 1, false), ahead("b", &["a"], 2)],
+        &Held::default(),
+        &mut fx,
+    );
+    // The I/O layer could not read b's other inputs: b is reported failed before a finishes.
+    let mut fx = Rec::default();
+    st.done(k("b"), Err(KernelError::failed("no input")), 0, &mut fx);
+    assert!(matches!(&fx.sent[..], [ToScheduler::TaskErred { key, .. }] if *key == k("b")));
+    assert!(st.parked.is_empty());
+    assert!(st.local_waiters.is_empty());
+    st.done(k("a"), Ok(&Value::Int(1).encode()), 1, &mut fx);
+    assert_eq!(st.assigned(), 0);
 }
 
 #[test]
@@ -512,10 +642,15 @@ fn a_task_freed_and_sent_again_ahead_waits_for_its_input_once() {
     st.compute(vec![ahead("b", &["a"], 2)], &Held::default(), &mut fx);
     st.fetched(vec![(k("r"), 8)], Vec::new(), 10, &mut fx);
     assert_eq!(fx.executed, vec![k("a")]);
+    assert_eq!(fx.followed, vec![pair("b", "a")], "once");
     let mut fx = Rec::default();
     st.done(k("a"), Ok(&Value::Int(1).encode()), 1, &mut fx);
-    assert_eq!(fx.executed, vec![k("b")]);
+    assert!(
+        fx.executed.is_empty(),
+        "b was started after a by the executor"
+    );
     assert_eq!(st.task_counts().waiting, 0);
+    assert!(st.parked.is_empty());
 }
 
 #[test]
@@ -539,13 +674,16 @@ fn a_task_dropped_with_one_input_and_sent_again_waits_for_the_other_once() {
     held.0.insert(k("a"), 8);
     st.compute(vec![ahead("c", &["a", "b"], 3)], &held, &mut fx);
     assert_eq!(st.task_counts().waiting, 2, "b for its fetch, c for b");
+    let mut fx = Rec::default();
     st.fetched(vec![(k("r"), 8)], Vec::new(), 10, &mut fx);
+    assert_eq!(fx.executed, vec![k("b")]);
+    assert_eq!(
+        fx.followed,
+        vec![pair("c", "b")],
+        "c runs after b, not before"
+    );
     let mut fx = Rec::default();
     st.done(k("b"), Ok(&Value::Int(1).encode()), 1, &mut fx);
-    assert_eq!(
-        fx.executed,
-        vec![k("c")],
-        "c runs once b is here, not before"
-    );
+    assert!(fx.executed.is_empty());
     assert!(st.local_waiters.is_empty());
 }

@@ -91,12 +91,17 @@ enum Expr {
     Bin(BinOp, Block, Block),
     Transpose(Block),
     Slice(Block, Vec<Range>),
+    /// The block repeated along this block's other dimensions ([`ChunkExpr::BroadcastInDim`]).
+    BroadcastInDim(Block, Vec<usize>),
 }
 
 impl Block {
     fn new(shape: Vec<usize>, expr: Expr) -> Block {
         let depth = match &expr {
-            Expr::Un(_, a) | Expr::Transpose(a) | Expr::Slice(a, _) => a.0.depth + 1,
+            Expr::Un(_, a)
+            | Expr::Transpose(a)
+            | Expr::Slice(a, _)
+            | Expr::BroadcastInDim(a, _) => a.0.depth + 1,
             Expr::Bin(_, a, b) => a.0.depth.max(b.0.depth) + 1,
             _ => 0,
         };
@@ -182,6 +187,11 @@ impl Block {
                 source: boxed(a, deps),
                 source_shape: a.shape().to_vec(),
                 ranges: ranges.clone(),
+            },
+            Expr::BroadcastInDim(a, dims) => ChunkExpr::BroadcastInDim {
+                source: boxed(a, deps),
+                source_shape: a.shape().to_vec(),
+                dims: dims.clone(),
             },
         }
     }

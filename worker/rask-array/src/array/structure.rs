@@ -4,11 +4,14 @@
 use rask_client::delayed::Delayed;
 use rask_client::kernel;
 
+use std::sync::Arc;
+
 use super::{Array, Block, Expr, Source};
 use crate::chunk::Chunk;
 use crate::chunks::{self, ChunkSpec, Grid, Range};
 use crate::error::ArrayError;
-use crate::task::{ArrayTask, RechunkPiece};
+use crate::ops::{BinOp, UnOp};
+use crate::task::{ArrayTask, RechunkPiece, Transposed};
 
 impl Array {
     /// The transpose (axes reversed), like NumPy's `.T`.
@@ -171,6 +174,9 @@ impl Array {
                 other.chunks()[0]
             )));
         }
+        if let Some(gram) = Gram::of(self, other) {
+            return self.gram_dot(&gram);
+        }
         let grid = Grid::from_chunks(
             &[self.shape()[0], other.shape()[1]],
             vec![self.chunks()[0].clone(), other.chunks()[1].clone()],
@@ -191,6 +197,7 @@ impl Array {
                                 .iter()
                                 .map(|&k| (deps.input(&a[i * nk + k]), deps.input(&b[k * nj + j])))
                                 .collect(),
+                            transposed: Transposed::Neither,
                         })
                     })
                     .collect();
@@ -205,5 +212,206 @@ impl Array {
             }
         }
         Ok(self.with_blocks(grid, blocks))
+    }
+
+    /// `dot` of a Gram form (see [`Gram`]): `α·A·Aᵀ + β·(A's row sums)·1ᵀ`, or
+    /// `α·Aᵀ·A + β·1·(A's column sums)ᵀ`. The product is symmetric, so only the blocks on and
+    /// above the diagonal are multiplied (a diagonal block only its lower half); a block below
+    /// is its mirror's transpose. The scalars follow elementwise, fused into the block.
+    fn gram_dot(&self, g: &Gram<'_>) -> Result<Array, ArrayError> {
+        let a = g.base;
+        let [rows, cols] = [a.grid.blocks_per_dim()[0], a.grid.blocks_per_dim()[1]];
+        let (n, depth, chunks) = match g.side {
+            Side::Right => (rows, cols, a.chunks()[0].clone()),
+            Side::Left => (cols, rows, a.chunks()[1].clone()),
+        };
+        let block_of = |i: usize, k: usize| -> Source {
+            match g.side {
+                Side::Right => a.blocks[i * cols + k].task(),
+                Side::Left => a.blocks[k * cols + i].task(),
+            }
+        };
+        let transposed = match g.side {
+            Side::Right => Transposed::Right,
+            Side::Left => Transposed::Left,
+        };
+        let mut upper: Vec<Option<Block>> = vec![None; n * n];
+        for i in 0..n {
+            for j in i..n {
+                let ks: Vec<usize> = (0..depth).collect();
+                let parts: Vec<Delayed<Chunk>> = ks
+                    .chunks(self.split_every)
+                    .map(|group| {
+                        kernel(|deps| ArrayTask::Matmul {
+                            pairs: group
+                                .iter()
+                                .map(|&k| {
+                                    (deps.input(&block_of(i, k)), deps.input(&block_of(j, k)))
+                                })
+                                .collect(),
+                            transposed,
+                        })
+                    })
+                    .collect();
+                let d = match <[Delayed<Chunk>; 1]>::try_from(parts) {
+                    Ok([one]) => one,
+                    Err(parts) => kernel(|deps| ArrayTask::Add {
+                        blocks: parts.iter().map(|p| deps.input(p)).collect(),
+                    }),
+                };
+                upper[i * n + j] =
+                    Some(Block::new(vec![chunks[i], chunks[j]], Expr::Task(d.into())));
+            }
+        }
+        let sums = if g.beta != 0.0 {
+            let axis = match g.side {
+                Side::Right => 1,
+                Side::Left => 0,
+            };
+            Some(&a.sum(Some(axis))? * g.beta)
+        } else {
+            None
+        };
+        let mut blocks = Vec::with_capacity(n * n);
+        for i in 0..n {
+            for j in 0..n {
+                let shape = vec![chunks[i], chunks[j]];
+                let mut b = match (&upper[i * n + j], &upper[j * n + i]) {
+                    (Some(b), _) => b.clone(),
+                    (None, Some(mirror)) => {
+                        Block::new(shape.clone(), Expr::Transpose(mirror.clone()))
+                    }
+                    (None, None) => {
+                        return Err(ArrayError::Shape(format!(
+                            "Gram product: block ({i}, {j}) and its mirror are both missing"
+                        )));
+                    }
+                };
+                if g.alpha != 1.0 {
+                    let s = Block::new(shape.clone(), Expr::Full(g.alpha));
+                    b = Block::new(shape.clone(), Expr::Bin(BinOp::Mul, b, s));
+                }
+                if let Some(sums) = &sums {
+                    let (k, dims) = match g.side {
+                        Side::Right => (i, vec![0]),
+                        Side::Left => (j, vec![1]),
+                    };
+                    let spread = Block::new(
+                        shape.clone(),
+                        Expr::BroadcastInDim(sums.blocks[k].operand(), dims),
+                    );
+                    b = Block::new(shape, Expr::Bin(BinOp::Add, b, spread));
+                }
+                blocks.push(b);
+            }
+        }
+        let size: usize = chunks.iter().sum();
+        let grid = Grid::from_chunks(&[size, size], vec![chunks.clone(), chunks])?;
+        Ok(self.with_blocks(grid, blocks))
+    }
+}
+
+/// Which operand of a Gram product is the base array's transpose (under scalars).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Side {
+    /// `A · (α·Aᵀ + β)`
+    Right,
+    /// `(α·Aᵀ + β) · A`
+    Left,
+}
+
+/// A product of an array and its own transpose, the transpose under a scalar multiple and a
+/// scalar shift (`x.dot(x.T)`, `x.T.dot(x)`, `x.dot(x.T + 1)`, `x.dot(2 * x.T)`): recognised
+/// block by block, each block of the transposed side being the transpose of the base's very block
+/// (the same builder node, so the same values) under the same scalars.
+struct Gram<'a> {
+    base: &'a Array,
+    side: Side,
+    alpha: f64,
+    beta: f64,
+}
+
+impl<'a> Gram<'a> {
+    fn of(left: &'a Array, right: &'a Array) -> Option<Gram<'a>> {
+        // right = α·leftᵀ + β: right's block (k, j) transposes left's block (j, k).
+        if let Some((alpha, beta)) = transposed_under_scalars(right, left) {
+            return Some(Gram {
+                base: left,
+                side: Side::Right,
+                alpha,
+                beta,
+            });
+        }
+        // left = α·rightᵀ + β: left's block (i, k) transposes right's block (k, i).
+        transposed_under_scalars(left, right).map(|(alpha, beta)| Gram {
+            base: right,
+            side: Side::Left,
+            alpha,
+            beta,
+        })
+    }
+}
+
+/// `(α, β)` when every block of `t` is `α·(its mirror block of a)ᵀ + β`, with one `α` (not 0)
+/// and one `β` for all blocks.
+fn transposed_under_scalars(t: &Array, a: &Array) -> Option<(f64, f64)> {
+    let [p, q] = <[usize; 2]>::try_from(a.grid.blocks_per_dim()).ok()?;
+    if t.grid.blocks_per_dim() != [q, p] || t.shape() != [a.shape()[1], a.shape()[0]] {
+        return None;
+    }
+    let mut found: Option<(f64, f64)> = None;
+    for k in 0..q {
+        for j in 0..p {
+            let (source, alpha, beta) = affine_of_transpose(&t.blocks[k * p + j])?;
+            if !Arc::ptr_eq(&source.0, &a.blocks[j * q + k].0) {
+                return None;
+            }
+            match found {
+                None => found = Some((alpha, beta)),
+                Some((x, y)) if x.to_bits() == alpha.to_bits() && y.to_bits() == beta.to_bits() => {
+                }
+                Some(_) => return None,
+            }
+        }
+    }
+    found.filter(|&(alpha, beta)| alpha != 0.0 && alpha.is_finite() && beta.is_finite())
+}
+
+/// A block's expression as `α·sᵀ + β` for the block `s` it transposes, when it is one: scalars
+/// added, subtracted, multiplied and divided (by a non-zero) onto a transpose, and negation.
+fn affine_of_transpose(b: &Block) -> Option<(&Block, f64, f64)> {
+    let scalar = |b: &Block| match &b.0.expr {
+        Expr::Full(v) => Some(*v),
+        _ => None,
+    };
+    match &b.0.expr {
+        Expr::Transpose(s) => Some((s, 1.0, 0.0)),
+        Expr::Un(UnOp::Neg, e) => {
+            let (s, alpha, beta) = affine_of_transpose(e)?;
+            Some((s, -alpha, -beta))
+        }
+        Expr::Bin(op, l, r) => {
+            if let Some(c) = scalar(r) {
+                let (s, alpha, beta) = affine_of_transpose(l)?;
+                match op {
+                    BinOp::Add => Some((s, alpha, beta + c)),
+                    BinOp::Sub => Some((s, alpha, beta - c)),
+                    BinOp::Mul => Some((s, alpha * c, beta * c)),
+                    BinOp::Div if c != 0.0 => Some((s, alpha / c, beta / c)),
+                    _ => None,
+                }
+            } else if let Some(c) = scalar(l) {
+                let (s, alpha, beta) = affine_of_transpose(r)?;
+                match op {
+                    BinOp::Add => Some((s, alpha, c + beta)),
+                    BinOp::Sub => Some((s, -alpha, c - beta)),
+                    BinOp::Mul => Some((s, c * alpha, c * beta)),
+                    _ => None,
+                }
+            } else {
+                None
+            }
+        }
+        _ => None,
     }
 }

@@ -1,12 +1,13 @@
 //! Kernels on whole chunks: sums of block products (`array.matmul`), sums of blocks
 //! (`array.add`), and chunks assembled from pieces of others (`array.rechunk`).
 
+use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2, IxDyn, Slice};
 use rask_core::{Input, Inputs, KernelError};
 
 use crate::chunk::Chunk;
-use crate::task::RechunkPiece;
+use crate::task::{RechunkPiece, Transposed};
 
 /// Input `i` viewed as a matrix.
 fn matrix<'a>(
@@ -22,19 +23,37 @@ fn matrix<'a>(
     })
 }
 
-/// `array.matmul`: Σ a_k · b_k over the pairs, accumulated in pair order with [`mul_add`].
+/// `array.matmul`: Σ a_k · b_k over the pairs, accumulated in pair order with [`mul_add`],
+/// with one side of every pair transposed as `transposed` says.
+///
+/// When every pair is one block against its own transpose (a diagonal block of a Gram product),
+/// the result is symmetric: only its lower half is computed and the upper half mirrored, which
+/// halves the work and makes the result exactly symmetric.
 pub(super) fn matmul(
     pairs: &[(Input<Chunk>, Input<Chunk>)],
+    transposed: Transposed,
     inputs: &Inputs<'_>,
 ) -> Result<Chunk, KernelError> {
+    let symmetric =
+        transposed != Transposed::Neither && !pairs.is_empty() && pairs.iter().all(|(a, b)| a == b);
     let mut out: Option<(Vec<f64>, usize, usize)> = None;
     for &(a, b) in pairs {
         let (ca, cb) = (inputs.get(a)?, inputs.get(b)?);
-        let x = matrix(&ca, a, inputs)?;
-        let y = matrix(&cb, b, inputs)?;
+        let mut x = matrix(&ca, a, inputs)?;
+        let mut y = matrix(&cb, b, inputs)?;
+        match transposed {
+            Transposed::Neither => {}
+            Transposed::Left => x = x.reversed_axes(),
+            Transposed::Right => y = y.reversed_axes(),
+        }
         if x.ncols() != y.nrows() {
+            let which = match transposed {
+                Transposed::Neither => "",
+                Transposed::Left => ", the left one transposed",
+                Transposed::Right => ", the right one transposed",
+            };
             return Err(KernelError::failed(format!(
-                "blocks of shapes {:?} and {:?} (inputs {} and {}) do not multiply",
+                "blocks of shapes {:?} and {:?} (inputs {} and {}{which}) do not multiply",
                 x.shape(),
                 y.shape(),
                 a.index(),
@@ -50,12 +69,48 @@ pub(super) fn matmul(
                 [x.nrows(), y.ncols()]
             )));
         }
-        mul_add(c, x, y);
+        if symmetric {
+            mul_add_lower(c, x, y);
+        } else {
+            mul_add(c, x, y);
+        }
     }
-    let (c, rows, cols) = out.ok_or_else(|| KernelError::failed("a product of no blocks"))?;
+    let (mut c, rows, cols) = out.ok_or_else(|| KernelError::failed("a product of no blocks"))?;
+    if symmetric {
+        mirror_lower(&mut c, rows);
+    }
     Array2::from_shape_vec((rows, cols), c)
         .map(|c| Chunk::new(c.into_dyn()))
         .map_err(|e| KernelError::failed(format!("a product of shape [{rows}, {cols}]: {e}")))
+}
+
+/// The lower half (diagonal included) of `c += a · b`, for a product known to be symmetric
+/// (`c` square, row-major); the upper half is left as it was.
+fn mul_add_lower(c: &mut [f64], a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) {
+    let (mut a_copy, mut b_copy) = (Vec::new(), Vec::new());
+    let a = faer_ref(a, &mut a_copy);
+    let b = faer_ref(b, &mut b_copy);
+    let c = MatMut::from_row_major_slice_mut(c, a.nrows(), b.ncols());
+    triangular::matmul(
+        c,
+        BlockStructure::TriangularLower,
+        Accum::Add,
+        a,
+        BlockStructure::Rectangular,
+        b,
+        BlockStructure::Rectangular,
+        1.0,
+        Par::Seq,
+    );
+}
+
+/// Copies the lower half of the square row-major `n` × `n` matrix `c` onto its upper half.
+fn mirror_lower(c: &mut [f64], n: usize) {
+    for i in 0..n {
+        for j in i + 1..n {
+            c[i * n + j] = c[j * n + i];
+        }
+    }
 }
 
 /// `c += a · b`, with `c` the row-major values of an `a.nrows()` × `b.ncols()` matrix (the

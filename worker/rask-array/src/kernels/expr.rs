@@ -144,7 +144,59 @@ pub(super) fn prepare(
             }
             Node::Dense(Chunk::new(view.as_standard_layout().into_owned()))
         }
+        ChunkExpr::BroadcastInDim {
+            source,
+            source_shape,
+            dims,
+        } => {
+            let expanded = broadcast_shape(&source_shape, &dims, shape)
+                .map_err(|e| KernelError::failed(format!("broadcast_in_dim: {e}")))?;
+            let a = materialize(*source, &source_shape, inputs)?;
+            let a = a
+                .view()
+                .into_shape_with_order(IxDyn(&expanded))
+                .map_err(|e| KernelError::failed(format!("broadcast_in_dim: {e}")))?;
+            let b = a.broadcast(IxDyn(shape)).ok_or_else(|| {
+                KernelError::failed(format!(
+                    "broadcast_in_dim: shape {expanded:?} does not broadcast to {shape:?}"
+                ))
+            })?;
+            Node::Dense(Chunk::new(b.as_standard_layout().into_owned()))
+        }
     })
+}
+
+/// The source's shape with a 1 inserted for each of the chunk's dimensions it does not map to,
+/// after checking that source dimension `i` maps to chunk dimension `dims[i]` (in increasing
+/// order) with the chunk's length there or 1.
+fn broadcast_shape(
+    source_shape: &[usize],
+    dims: &[usize],
+    shape: &[usize],
+) -> Result<Vec<usize>, String> {
+    if dims.len() != source_shape.len() {
+        return Err(format!(
+            "{} dimensions named for a source of shape {source_shape:?}",
+            dims.len()
+        ));
+    }
+    let mut expanded = vec![1; shape.len()];
+    let mut last = None;
+    for (&d, &n) in dims.iter().zip(source_shape) {
+        if d >= shape.len() || last.is_some_and(|l| d <= l) {
+            return Err(format!(
+                "dimensions {dims:?} are not increasing positions in a chunk of shape {shape:?}"
+            ));
+        }
+        if n != 1 && n != shape[d] {
+            return Err(format!(
+                "a source of shape {source_shape:?} does not broadcast to {shape:?} along {dims:?}"
+            ));
+        }
+        expanded[d] = n;
+        last = Some(d);
+    }
+    Ok(expanded)
 }
 
 /// Data as a node: a 0-d chunk is a scalar operand; otherwise its shape must be the chunk's.

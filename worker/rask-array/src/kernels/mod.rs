@@ -34,7 +34,9 @@ pub(crate) fn run(task: ArrayTask, inputs: &Inputs<'_>) -> Result<Encoded, Kerne
             axis,
         } => reduce::partial(expr, &shape, reduction, axis, &mut chunks),
         ArrayTask::Combine(c) => reduce::combine(c, inputs),
-        ArrayTask::Matmul { pairs } => blocks::matmul(&pairs, inputs).map(|c| c.encode()),
+        ArrayTask::Matmul { pairs, transposed } => {
+            blocks::matmul(&pairs, transposed, inputs).map(|c| c.encode())
+        }
         ArrayTask::Add { blocks } => blocks::add(&blocks, inputs).map(|c| c.encode()),
         ArrayTask::Rechunk { shape, pieces } => {
             blocks::rechunk(&shape, &pieces, inputs).map(|c| c.encode())

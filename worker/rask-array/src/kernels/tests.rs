@@ -9,7 +9,9 @@ use rask_core::{Data, Encoded, Input, KernelError, KernelTask, Value};
 use crate::chunk::Chunk;
 use crate::chunks::Range;
 use crate::ops::BinOp;
-use crate::task::{ArgOp, ArgPartial, ArrayTask, ChunkExpr, Combine, Moments, Reduction, Spread};
+use crate::task::{
+    ArgOp, ArgPartial, ArrayTask, ChunkExpr, Combine, Moments, Reduction, Spread, Transposed,
+};
 use crate::tests::registry;
 
 /// `start..end` (a function, so a one-range list reads as one).
@@ -221,6 +223,7 @@ fn inputs_of_the_wrong_kind_name_the_input() {
     assert!(reason.contains("does not add"), "{reason}");
     let matmul = ArrayTask::Matmul {
         pairs: vec![(Input::new(0), Input::new(1))],
+        transposed: Transposed::Neither,
     };
     let (_, index, reason) =
         input_error(call(&matmul, &[chunk(&[2, 2]).encode(), chunk(&[2]).encode()]).unwrap_err());
@@ -324,13 +327,17 @@ fn bad_arguments_are_failures_naming_the_function() {
             "array.combine: a combine of no partial results",
         ),
         (
-            ArrayTask::Matmul { pairs: vec![] },
+            ArrayTask::Matmul {
+                pairs: vec![],
+                transposed: Transposed::Neither,
+            },
             vec![],
             "array.matmul: a product of no blocks",
         ),
         (
             ArrayTask::Matmul {
                 pairs: vec![(Input::new(0), Input::new(0))],
+                transposed: Transposed::Neither,
             },
             vec![chunk(&[2, 3]).encode()],
             "array.matmul: blocks of shapes [2, 3] and [2, 3] (inputs 0 and 0) do not multiply",
@@ -457,6 +464,7 @@ fn block_products_match_the_naive_triple_loop() {
             (Input::new(0), Input::new(1)),
             (Input::new(2), Input::new(3)),
         ],
+        transposed: Transposed::Neither,
     };
     let inputs = [&a, &b, &a2, &b2].map(|m| Chunk::new(m.clone().into_dyn()).encode());
     let got = Chunk::decode(&call(&matmul, &inputs).unwrap()).unwrap();
@@ -467,4 +475,156 @@ fn block_products_match_the_naive_triple_loop() {
     let partial = ndarray::Array2::from_shape_vec((7, 5), want).unwrap();
     let got: Vec<f64> = got.iter().copied().collect();
     assert_naive_product(&got, &partial, a2.view(), b2.view(), "two pairs");
+}
+
+#[test]
+fn matmul_with_one_side_transposed_and_gram_blocks() {
+    let (a, b) = (signed(6, 9, 5), signed(4, 9, 6));
+    let (a2, b2) = (signed(6, 3, 7), signed(4, 3, 8));
+    let enc = |m: &ndarray::Array2<f64>| Chunk::new(m.clone().into_dyn()).encode();
+    let got = |task: &ArrayTask, inputs: &[Encoded]| -> Vec<f64> {
+        Chunk::decode(&call(task, inputs).unwrap())
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
+    };
+    // A·Bᵀ over two pairs, the right block of each transposed.
+    let right = ArrayTask::Matmul {
+        pairs: vec![
+            (Input::new(0), Input::new(1)),
+            (Input::new(2), Input::new(3)),
+        ],
+        transposed: Transposed::Right,
+    };
+    let c = got(&right, &[enc(&a), enc(&b), enc(&a2), enc(&b2)]);
+    let first = a.dot(&b.t());
+    assert_naive_product(&c, &first, a2.view(), b2.t(), "A·Bᵀ, two pairs");
+    // Aᵀ·B, the left block transposed.
+    let left = ArrayTask::Matmul {
+        pairs: vec![(Input::new(0), Input::new(1))],
+        transposed: Transposed::Left,
+    };
+    let (p, q) = (signed(9, 6, 9), signed(9, 4, 10));
+    let c = got(&left, &[enc(&p), enc(&q)]);
+    let zero = ndarray::Array2::zeros((6, 4));
+    assert_naive_product(&c, &zero, p.t(), q.view(), "Aᵀ·B");
+    // A block against its own transpose: the lower half computed, the result exactly symmetric.
+    for (transposed, what) in [(Transposed::Right, "A·Aᵀ"), (Transposed::Left, "Aᵀ·A")] {
+        let gram = ArrayTask::Matmul {
+            pairs: vec![
+                (Input::new(0), Input::new(0)),
+                (Input::new(1), Input::new(1)),
+            ],
+            transposed,
+        };
+        let (m1, m2) = match transposed {
+            Transposed::Left => (signed(9, 6, 11), signed(5, 6, 12)),
+            _ => (signed(6, 9, 11), signed(6, 5, 12)),
+        };
+        let c = got(&gram, &[enc(&m1), enc(&m2)]);
+        let (l1, r1, l2, r2) = match transposed {
+            Transposed::Left => (m1.t(), m1.view(), m2.t(), m2.view()),
+            _ => (m1.view(), m1.t(), m2.view(), m2.t()),
+        };
+        let first = l1.dot(&r1);
+        assert_naive_product(&c, &first, l2, r2, what);
+        let n = first.nrows();
+        for i in 0..n {
+            for j in 0..n {
+                assert_eq!(
+                    c[i * n + j].to_bits(),
+                    c[j * n + i].to_bits(),
+                    "{what}: ({i}, {j})"
+                );
+            }
+        }
+    }
+    // Shapes that do not multiply once transposed are named as such.
+    let bad = ArrayTask::Matmul {
+        pairs: vec![(Input::new(0), Input::new(1))],
+        transposed: Transposed::Right,
+    };
+    let e = call(&bad, &[enc(&signed(2, 3, 1)), enc(&signed(3, 2, 1))]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("blocks of shapes [2, 3] and [2, 3] (inputs 0 and 1, the right one transposed) do not multiply"),
+        "{e}"
+    );
+}
+
+#[test]
+fn broadcast_in_dim_repeats_a_source_along_the_other_dimensions() {
+    let eval = |expr: ChunkExpr, shape: &[usize]| {
+        call(
+            &ArrayTask::Eval {
+                expr,
+                shape: shape.to_vec(),
+            },
+            &[chunk(&[3]).encode()],
+        )
+    };
+    let column = ChunkExpr::BroadcastInDim {
+        source: Box::new(ChunkExpr::Data(Input::new(0))),
+        source_shape: vec![3],
+        dims: vec![0],
+    };
+    let got = Chunk::decode(&eval(column, &[3, 2]).unwrap()).unwrap();
+    let source = chunk(&[3]);
+    for ((i, j), v) in got
+        .view()
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap()
+        .indexed_iter()
+    {
+        assert_eq!(*v, source.view()[[i]], "column ({i}, {j})");
+    }
+    let row = ChunkExpr::BroadcastInDim {
+        source: Box::new(ChunkExpr::Data(Input::new(0))),
+        source_shape: vec![3],
+        dims: vec![1],
+    };
+    let got = Chunk::decode(&eval(row, &[2, 3]).unwrap()).unwrap();
+    for ((i, j), v) in got
+        .view()
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap()
+        .indexed_iter()
+    {
+        assert_eq!(*v, source.view()[[j]], "row ({i}, {j})");
+    }
+    // Refused: a length that is neither the chunk's nor 1, dimensions out of order or range, a
+    // count of dimensions that is not the source's.
+    for (source_shape, dims, shape, reason) in [
+        (
+            vec![3],
+            vec![0],
+            vec![4, 3],
+            "does not broadcast to [4, 3] along [0]",
+        ),
+        (
+            vec![3, 1],
+            vec![1, 0],
+            vec![3, 3],
+            "are not increasing positions",
+        ),
+        (vec![3], vec![2], vec![3, 3], "are not increasing positions"),
+        (
+            vec![3],
+            vec![0, 1],
+            vec![3, 3],
+            "2 dimensions named for a source of shape [3]",
+        ),
+    ] {
+        let expr = ChunkExpr::BroadcastInDim {
+            source: Box::new(ChunkExpr::Full(1.0)),
+            source_shape,
+            dims,
+        };
+        let e = eval(expr, &shape).unwrap_err().to_string();
+        assert!(
+            e.contains("array.eval: broadcast_in_dim: ") && e.contains(reason),
+            "{e}"
+        );
+    }
 }

@@ -138,6 +138,102 @@ async fn a_chain_sent_ahead_survives_the_loss_of_its_worker() {
     cluster.shutdown().await;
 }
 
+/// A link that fails in a chain sent ahead (its followers wait on the worker's executor): the
+/// error of that link reaches the client through every later link, and nothing is left behind.
+#[tokio::test]
+async fn a_failed_link_fails_the_rest_of_a_chain_sent_ahead() {
+    let mut config = LocalClusterConfig::new(2, 1);
+    config.policy.no_workers_timeout_s = Some(0.0);
+    let cluster = LocalCluster::start(config).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut x = client.submit(seed::INC, lit(0));
+    let mut bad = None;
+    for i in 1..300 {
+        x = if i == 150 {
+            // `len` of an int fails.
+            let b = client.submit_with(seed::LEN, |d| d.input(&x).into());
+            bad = Some(b.key().clone());
+            b
+        } else {
+            client.submit_with(seed::INC, |d| d.input(&x).into())
+        };
+    }
+    let err = tokio::time::timeout(Duration::from_secs(30), x.result())
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    match &err {
+        ClientError::Task(f) => assert_eq!(Some(&f.key), bad.as_ref(), "{err}"),
+        other => panic!("expected a task error, got {other:?}"),
+    }
+    drop(x);
+    // The cluster goes on: a fresh chain is right.
+    let mut y = client.submit(seed::INC, lit(0));
+    for _ in 1..300 {
+        y = client.submit_with(seed::INC, |d| d.input(&y).into());
+    }
+    let value = tokio::time::timeout(Duration::from_secs(30), y.result())
+        .await
+        .expect("no hang")
+        .unwrap();
+    assert_eq!(value, Value::Int(300));
+    assert!(cluster.snapshot().await.unwrap().tasks_speculated_total > 100);
+    drop(y);
+    let handle = cluster.handle();
+    let clean = eventually(Duration::from_secs(10), async || {
+        handle
+            .snapshot()
+            .await
+            .map(|s| s.workers.iter().all(|w| w.keys == 0 && w.processing == 0))
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(clean, "{:?}", cluster.snapshot().await.unwrap().workers);
+    cluster.shutdown().await;
+}
+
+/// A chain dropped by its client while its links wait on a worker's executor: they are dropped
+/// there, and no result is left on the workers.
+#[tokio::test]
+async fn a_chain_dropped_midway_leaves_nothing_on_the_workers() {
+    let mut config = LocalClusterConfig::new(2, 1);
+    config.policy.no_workers_timeout_s = Some(0.0);
+    let cluster = LocalCluster::start(config).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut x = client.submit(seed::INC, lit(0));
+    for _ in 1..400 {
+        let s = client.submit_with(seed::SLEEP, |d| seed::Sleep {
+            seconds: 0.002,
+            value: d.input(&x).into(),
+        });
+        x = client.submit_with(seed::INC, |d| d.input(&s).into());
+    }
+    let handle = cluster.handle();
+    let started = eventually(Duration::from_secs(30), async || {
+        handle
+            .snapshot()
+            .await
+            .map(|s| s.tasks_computed_total >= 50 && s.tasks_speculated_total >= 20)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(started, "the chain made progress, its links sent ahead");
+    drop(x);
+    let clean = eventually(Duration::from_secs(20), async || {
+        handle
+            .snapshot()
+            .await
+            .map(|s| {
+                s.workers.iter().all(|w| w.keys == 0 && w.processing == 0)
+                    && s.tasks.processing + s.tasks.memory + s.tasks.waiting == 0
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(clean, "{:?}", cluster.snapshot().await.unwrap());
+    cluster.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_task_error_reaches_the_client_with_its_key() {
     let mut config = LocalClusterConfig::new(2, 1);

@@ -9,8 +9,9 @@
 //! copies replicas when a retirement asks (`AcquireReplicas` → `AddKeys`). What makes a real
 //! worker a process of its own (a thread pool, the memory model, spilling, a nanny) is left out.
 //!
-//! For the lost-worker measurements it can be told to go silent (no heartbeat, nothing read or
-//! sent, the connection held open) or to close its connection abruptly.
+//! For the lost-worker measurements it can be told to go silent (no heartbeat, nothing sent, the
+//! connection held open; it still reads, only to note when the scheduler's `Close` arrives, which
+//! the scheduler cannot tell from a hung worker's) or to close its connection abruptly.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +28,7 @@ use rask::core::function::Inputs;
 use rask::core::net::{self, PeerPool};
 use rask::core::protocol::{
     ComputeTask, DEFAULT_MAX_FRAME, DataReply, DataRequest, Envelope, FrameError, FromScheduler,
-    ToScheduler, WorkerInfo, WorkerLoad, read_frame, write_frame,
+    ToScheduler, WorkerInfo, WorkerLoad, heartbeat_wants_ack, read_frame, write_frame,
 };
 use rask::core::{Encoded, Key, Registry, Resources};
 
@@ -64,7 +65,7 @@ pub(crate) enum SimError {
 /// What the bench can tell a running simulated worker.
 #[derive(Debug)]
 enum Control {
-    /// Stop heartbeating and reading, keep the connection open (a hung worker).
+    /// Stop heartbeating and answering, keep the connection open (a hung worker).
     Silence,
     /// Close the connection at once, without a goodbye (a killed worker).
     Disconnect,
@@ -82,11 +83,17 @@ pub(crate) struct SimStats {
     /// When the last message (a heartbeat, a result, anything) was sent: each one tells the
     /// scheduler the worker is alive, so its TTL counts from there.
     last_message: Mutex<Option<Instant>>,
+    /// When a silenced worker read the scheduler's `Close` (or saw the connection end).
+    closed_while_silent: Mutex<Option<Instant>>,
 }
 
 impl SimStats {
     pub(crate) fn last_message(&self) -> Option<Instant> {
         *lock(&self.last_message)
+    }
+
+    pub(crate) fn closed_while_silent(&self) -> Option<Instant> {
+        *lock(&self.closed_while_silent)
     }
 
     fn sent(&self) {
@@ -248,7 +255,12 @@ impl Core {
         let start = tokio::time::Instant::now() + config.first_heartbeat;
         let mut heartbeat =
             tokio::time::interval_at(start, config.heartbeat.max(Duration::from_millis(1)));
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A heartbeat missed while the process ran other workers' tasks is skipped, and the next
+        // keeps this worker's phase: with `Delay`, every worker's next heartbeat counted from the
+        // end of the busy `map`, and the thousand arrived together each second after it (queued
+        // behind each other for tens of milliseconds), where separate processes would have
+        // kept their own phases.
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         if self.on_batch(first).await.is_some() {
             return Ok(());
         }
@@ -266,10 +278,21 @@ impl Core {
                 _ = heartbeat.tick() => self.heartbeat(),
                 c = control.recv() => match c {
                     Some(Control::Silence) => {
-                        // Hold both halves open and do nothing until dropped.
-                        let _held = (self.sched, from_sched);
-                        std::future::pending::<()>().await;
-                        return Ok(());
+                        // Hold the sending half open without a word; read only to note when
+                        // the scheduler gives up on this worker.
+                        let _held = self.sched;
+                        loop {
+                            let closed = match from_sched.recv::<FromScheduler>().await {
+                                Ok(Some(batch)) => batch
+                                    .iter()
+                                    .any(|e| matches!(e.msg, FromScheduler::Close { .. })),
+                                Ok(None) | Err(_) => true,
+                            };
+                            if closed {
+                                *lock(&self.stats.closed_while_silent) = Some(Instant::now());
+                                std::future::pending::<()>().await;
+                            }
+                        }
                     }
                     Some(Control::Disconnect) => {
                         self.sched.close("simulated worker disconnected");
@@ -283,11 +306,13 @@ impl Core {
     }
 
     fn heartbeat(&mut self) {
+        let n = self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
         self.sched.send(ToScheduler::Heartbeat(WorkerLoad {
             memory_bytes: self.held_bytes,
+            // Acknowledgements asked for as a `rask worker` asks for them.
+            ack: heartbeat_wants_ack(n),
             ..WorkerLoad::default()
         }));
-        self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
         self.stats.sent();
     }
 
