@@ -557,7 +557,6 @@ impl State {
             return;
         }
         let mut unknown_deps: Vec<(TaskId, Key)> = Vec::new();
-        let mut new_ids: Vec<TaskId> = Vec::with_capacity(tasks.len());
         self.tasks.reserve(tasks.len());
         // Graphs come in runs of one prefix and one group: each is looked up once per run.
         let mut run_prefix: Option<(u32, PrefixId)> = None;
@@ -569,12 +568,15 @@ impl State {
         let new_graph = self.idle_since.is_some();
         // Each spec's task (new or known), so that a wanted key that is the spec's at the same
         // place (all of them, for a `map`) needs no lookup.
-        let mut spec_ids: Vec<Option<TaskId>> = Vec::with_capacity(tasks.len());
+        // Which are new, and later which the client wants afresh, are marked in the same list:
+        // no lists of the new ids and the fresh ones beside it (at a million tasks they were
+        // 8 MB each, all three held at once at the scheduler's peak, and freed into its heap).
+        let mut spec_ids: Vec<Option<Placed>> = Vec::with_capacity(tasks.len());
         for spec in tasks {
             // One lookup for a new key: its hash and place are kept for the insert.
             let vacant = match self.tasks.find(&spec.key) {
                 Ok(id) => {
-                    spec_ids.push(Some(id));
+                    spec_ids.push(Some(Placed::known(id)));
                     continue;
                 }
                 Err(vacant) => vacant,
@@ -644,12 +646,11 @@ impl State {
                 spec_ids.push(None);
                 continue; // not reached: the room was checked above
             };
-            spec_ids.push(Some(id));
+            spec_ids.push(Some(Placed::new(id)));
             if let Some(inputs) = inputs {
                 self.repeated_inputs.insert(id, inputs);
             }
             self.counts[TaskState::Released as usize] += 1;
-            new_ids.push(id);
             let deps = self.take_deps(id);
             for &d in deps.iter() {
                 if let Some(dt) = self.tasks.get_mut(d) {
@@ -663,6 +664,7 @@ impl State {
             self.join_group(first.as_str(), n);
         }
         if self.feed.graph.active() {
+            let new_ids: Vec<TaskId> = Placed::new_ids(&spec_ids).collect();
             self.graph_record(&new_ids, new_graph);
         }
         for (task, dep) in unknown_deps {
@@ -678,10 +680,8 @@ impl State {
         self.clients.entry(client).or_default();
         let mut fresh = Vec::new();
         // The graph's own wanted tasks need no lookup: their places are known.
-        for id in spec_ids.iter().take(wanted.tasks).copied().flatten() {
-            if self.want(client, id) {
-                fresh.push(id);
-            }
+        for placed in spec_ids.iter_mut().take(wanted.tasks).flatten() {
+            placed.fresh = self.want(client, placed.id);
         }
         for key in wanted.keys {
             match self.tasks.id(&key) {
@@ -706,7 +706,13 @@ impl State {
                 }
             }
         }
-        for id in fresh {
+        let fresh_in_graph = spec_ids
+            .iter()
+            .take(wanted.tasks)
+            .flatten()
+            .filter(|p| p.fresh)
+            .map(|p| p.id);
+        for id in fresh_in_graph.chain(fresh) {
             let Some((key, t)) = self.tasks.entry(id) else {
                 continue;
             };
@@ -744,7 +750,7 @@ impl State {
         }
         // Tasks sent along that nothing wants are dropped rather than kept forever.
         let mut frees = Frees::default();
-        for id in new_ids {
+        for id in Placed::new_ids(&spec_ids) {
             if self.state_of(id) == Some(TaskState::Released) {
                 self.release_unneeded(id, &mut frees);
             }
@@ -2965,6 +2971,38 @@ impl State {
                 .collect(),
             target_duration: Duration::from_secs_f64(self.config.target_duration_s.max(0.0)),
         }
+    }
+}
+
+/// A spec's task in [`State::update_graph`]: whether the graph made it, and whether its client
+/// wants it afresh (marked once the graph's tasks are in).
+#[derive(Clone, Copy)]
+struct Placed {
+    id: TaskId,
+    new: bool,
+    fresh: bool,
+}
+
+impl Placed {
+    fn known(id: TaskId) -> Placed {
+        Placed {
+            id,
+            new: false,
+            fresh: false,
+        }
+    }
+
+    fn new(id: TaskId) -> Placed {
+        Placed {
+            id,
+            new: true,
+            fresh: false,
+        }
+    }
+
+    /// The tasks the graph made, in the order made.
+    fn new_ids(placed: &[Option<Placed>]) -> impl Iterator<Item = TaskId> + '_ {
+        placed.iter().flatten().filter(|p| p.new).map(|p| p.id)
     }
 }
 
