@@ -133,6 +133,11 @@ pub struct Snapshot {
     /// Tasks sent to a worker ahead of their inputs, to run there as soon as those finish there
     /// (speculative assignment), since start.
     pub tasks_speculated_total: u64,
+    /// Workers removed because nothing came from them for their TTL, since start.
+    pub workers_timed_out_total: u64,
+    /// How long those workers had been silent when removed, summed (the TTL plus how late the
+    /// scheduler noticed), since start.
+    pub workers_timed_out_silence_seconds_total: f64,
     /// Seconds since the epoch when the scheduler started.
     pub started_at: f64,
     /// Client connections registered and closed, since start.

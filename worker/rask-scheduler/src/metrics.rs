@@ -195,6 +195,19 @@ pub(crate) fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
          there (speculative assignment), since the scheduler started",
         ConstCounter::new(s.tasks_speculated_total),
     );
+    registry.register(
+        "rask_scheduler_workers_timed_out",
+        "Workers removed because nothing came from them for their TTL, since the scheduler \
+         started",
+        ConstCounter::new(s.workers_timed_out_total),
+    );
+    registry.register_with_unit(
+        "rask_scheduler_workers_timed_out_silence",
+        "How long the workers removed for silence had been silent when removed, summed (the TTL \
+         plus how late the scheduler noticed), since the scheduler started",
+        Unit::Seconds,
+        ConstCounter::new(s.workers_timed_out_silence_seconds_total),
+    );
     registry.register_with_unit(
         "rask_scheduler_transfer",
         "Result bytes sent from one worker to another, since the scheduler started",
@@ -435,6 +448,8 @@ mod tests {
             "dask_scheduler_tick_duration_maximum_seconds 0.125",
             "dask_scheduler_tick_count_total 250",
             "rask_scheduler_tasks_speculated_total 0",
+            "rask_scheduler_workers_timed_out_total 0",
+            "rask_scheduler_workers_timed_out_silence_seconds_total 0.0",
             "rask_scheduler_transfer_bytes_total 0",
             "rask_scheduler_start_time_seconds 0.0",
             "rask_scheduler_threads 8",

@@ -369,6 +369,10 @@ pub struct State {
     computed_total: u64,
     /// Tasks sent to a worker ahead of their inputs (speculative assignment), since start.
     speculated_total: u64,
+    /// Workers removed for silence (no message for their TTL), and how long they had been
+    /// silent when removed, summed.
+    timed_out_total: u64,
+    timed_out_silence_s_total: f64,
     /// Client connections registered and closed, since start.
     clients_added_total: u64,
     clients_removed_total: u64,
@@ -457,6 +461,8 @@ impl State {
             transfer_bytes_total: 0,
             computed_total: 0,
             speculated_total: 0,
+            timed_out_total: 0,
+            timed_out_silence_s_total: 0.0,
             clients_added_total: 0,
             clients_removed_total: 0,
             workers_added_total: 0,
@@ -1038,18 +1044,21 @@ impl State {
     /// Periodic housekeeping: workers silent for the TTL or longer are removed.
     pub fn tick(&mut self, now: f64, out: &mut impl Outbox) {
         let ttl = self.config.worker_ttl_s;
-        let silent: Vec<WorkerId> = self
+        let silent: Vec<(WorkerId, f64)> = self
             .workers
             .iter()
             .filter(|(_, w)| now - w.last_seen >= ttl)
-            .map(|(id, _)| *id)
+            .map(|(id, w)| (*id, now - w.last_seen))
             .collect();
-        for id in silent {
+        for (id, silence) in silent {
             tracing::warn!(
                 worker = id,
                 ttl,
+                silent_s = silence,
                 "worker missed its heartbeats; removing it"
             );
+            self.timed_out_total += 1;
+            self.timed_out_silence_s_total += silence;
             out.to_worker(
                 id,
                 FromScheduler::Close {
@@ -2871,6 +2880,8 @@ impl State {
             transfer_bytes_total: self.transfer_bytes_total,
             tasks_computed_total: self.computed_total,
             tasks_speculated_total: self.speculated_total,
+            workers_timed_out_total: self.timed_out_total,
+            workers_timed_out_silence_seconds_total: self.timed_out_silence_s_total,
             started_at: self.started_at,
             client_connections_added_total: self.clients_added_total,
             client_connections_removed_total: self.clients_removed_total,

@@ -803,8 +803,14 @@ fn housekeeping_wakes_when_a_silent_workers_ttl_runs_out() {
     // Just before the deadline it stays; at the deadline it goes.
     sim.st.tick(t0 + 39.999, &mut sim.out);
     assert_eq!(sim.st.worker_ids().count(), 2);
+    assert_eq!(sim.st.snapshot(t0 + 39.999).workers_timed_out_total, 0);
     sim.st.tick(t0 + 40.0, &mut sim.out);
     assert_eq!(sim.st.worker_ids().collect::<Vec<_>>(), vec![2]);
+    // Counted, with how long it had been silent: the TTL to the microsecond.
+    let snap = sim.st.snapshot(t0 + 40.0);
+    assert_eq!(snap.workers_timed_out_total, 1);
+    let silence = snap.workers_timed_out_silence_seconds_total;
+    assert!((silence - 30.0).abs() < 1e-6, "{silence}");
     // A deadline already past (the loop woke late) asks for the shortest wait, never zero.
     sim.st.heartbeat(2, WorkerLoad::default(), t0);
     assert_eq!(sim.st.next_tick_in(t0 + 40.0), Duration::from_millis(1));
