@@ -56,6 +56,25 @@ async fn client(s: &Scheduler) -> (Sender<ToScheduler>, Receiver) {
     (tx, rx)
 }
 
+/// A registered worker named `name` on the raw protocol (it serves no data).
+async fn worker(s: &Scheduler, name: &str) -> (Sender<ToScheduler>, Receiver) {
+    let (tx, mut rx) = net::split::<ToScheduler>(raw(s).await, "scheduler".into());
+    tx.send(ToScheduler::RegisterWorker(Box::new(
+        rask_core::protocol::WorkerInfo {
+            name: name.into(),
+            address: "tcp://127.0.0.1:1".into(),
+            nthreads: 1,
+            memory_limit: 0,
+            pid: 1,
+            families: Vec::new(),
+            resources: rask_core::Resources::none(),
+        },
+    )));
+    let first = recv_one(&mut rx).await;
+    assert!(matches!(first, FromScheduler::Welcome { .. }), "{first:?}");
+    (tx, rx)
+}
+
 async fn recv_one(rx: &mut Receiver) -> FromScheduler {
     let batch = tokio::time::timeout(Duration::from_secs(10), rx.recv::<FromScheduler>())
         .await
@@ -324,22 +343,7 @@ async fn slow_http_clients_are_cut_off_and_do_not_hold_the_api() {
 #[tokio::test]
 async fn a_worker_silent_past_the_ttl_is_removed_then_its_connection_closed() {
     let s = start(|c| c.policy.worker_ttl_s = 0.3).await;
-    let (tx, mut rx) = net::split::<ToScheduler>(raw(&s).await, "scheduler".into());
-    tx.send(ToScheduler::RegisterWorker(Box::new(
-        rask_core::protocol::WorkerInfo {
-            name: "hung".into(),
-            address: "tcp://127.0.0.1:1".into(),
-            nthreads: 1,
-            memory_limit: 0,
-            pid: 1,
-            families: Vec::new(),
-            resources: rask_core::Resources::none(),
-        },
-    )));
-    assert!(matches!(
-        recv_one(&mut rx).await,
-        FromScheduler::Welcome { .. }
-    ));
+    let (_tx, mut rx) = worker(&s, "hung").await;
     // No heartbeat: removed within a tick or two of the TTL, told to close, and, as it does
     // not leave, its connection is closed a TTL later.
     let started = Instant::now();
@@ -363,22 +367,7 @@ async fn a_worker_silent_past_the_ttl_is_removed_then_its_connection_closed() {
 #[tokio::test]
 async fn heartbeats_are_acknowledged_only_when_they_ask() {
     let s = start(|_| {}).await;
-    let (tx, mut rx) = net::split::<ToScheduler>(raw(&s).await, "scheduler".into());
-    tx.send(ToScheduler::RegisterWorker(Box::new(
-        rask_core::protocol::WorkerInfo {
-            name: "beating".into(),
-            address: "tcp://127.0.0.1:1".into(),
-            nthreads: 1,
-            memory_limit: 0,
-            pid: 1,
-            families: Vec::new(),
-            resources: rask_core::Resources::none(),
-        },
-    )));
-    assert!(matches!(
-        recv_one(&mut rx).await,
-        FromScheduler::Welcome { .. }
-    ));
+    let (tx, mut rx) = worker(&s, "beating").await;
     let beat = |ack: bool| {
         ToScheduler::Heartbeat(rask_core::protocol::WorkerLoad {
             memory_bytes: 7,

@@ -188,30 +188,46 @@ impl Array {
         let mut blocks = Vec::with_capacity(ni * nj);
         for i in 0..ni {
             for j in 0..nj {
-                let ks: Vec<usize> = (0..nk).collect();
-                let parts: Vec<Delayed<Chunk>> = ks
-                    .chunks(self.split_every)
-                    .map(|g| {
-                        kernel(|deps| ArrayTask::Matmul {
-                            pairs: g
-                                .iter()
-                                .map(|&k| (deps.input(&a[i * nk + k]), deps.input(&b[k * nj + j])))
-                                .collect(),
-                            transposed: Transposed::Neither,
-                        })
-                    })
-                    .collect();
-                let d = match <[Delayed<Chunk>; 1]>::try_from(parts) {
-                    Ok([one]) => one,
-                    Err(parts) => kernel(|deps| ArrayTask::Add {
-                        blocks: parts.iter().map(|p| deps.input(p)).collect(),
-                    }),
-                };
+                let d = self.sum_of_products(nk, Transposed::Neither, |k| {
+                    (&a[i * nk + k], &b[k * nj + j])
+                });
                 let shape = vec![self.chunks()[0][i], other.chunks()[1][j]];
                 blocks.push(Block::new(shape, Expr::Task(d.into())));
             }
         }
         Ok(self.with_blocks(grid, blocks))
+    }
+
+    /// One output block of a product: Σ over `k < depth` of the pair `pair(k)`, `split_every`
+    /// products per `array.matmul` task, then one `array.add` when there are several.
+    fn sum_of_products<'s>(
+        &self,
+        depth: usize,
+        transposed: Transposed,
+        pair: impl Fn(usize) -> (&'s Source, &'s Source),
+    ) -> Delayed<Chunk> {
+        let ks: Vec<usize> = (0..depth).collect();
+        let parts: Vec<Delayed<Chunk>> = ks
+            .chunks(self.split_every)
+            .map(|group| {
+                kernel(|deps| ArrayTask::Matmul {
+                    pairs: group
+                        .iter()
+                        .map(|&k| {
+                            let (l, r) = pair(k);
+                            (deps.input(l), deps.input(r))
+                        })
+                        .collect(),
+                    transposed,
+                })
+            })
+            .collect();
+        match <[Delayed<Chunk>; 1]>::try_from(parts) {
+            Ok([one]) => one,
+            Err(parts) => kernel(|deps| ArrayTask::Add {
+                blocks: parts.iter().map(|p| deps.input(p)).collect(),
+            }),
+        }
     }
 
     /// `dot` of a Gram form (see [`Gram`]): `α·A·Aᵀ + β·(A's row sums)·1ᵀ`, or
@@ -225,42 +241,26 @@ impl Array {
             Side::Right => (rows, cols, a.chunks()[0].clone()),
             Side::Left => (cols, rows, a.chunks()[1].clone()),
         };
-        let block_of = |i: usize, k: usize| -> Source {
+        let src: Vec<Source> = a.blocks.iter().map(Block::task).collect();
+        let block_of = |i: usize, k: usize| -> &Source {
             match g.side {
-                Side::Right => a.blocks[i * cols + k].task(),
-                Side::Left => a.blocks[k * cols + i].task(),
+                Side::Right => &src[i * cols + k],
+                Side::Left => &src[k * cols + i],
             }
         };
         let transposed = match g.side {
             Side::Right => Transposed::Right,
             Side::Left => Transposed::Left,
         };
-        let mut upper: Vec<Option<Block>> = vec![None; n * n];
+        // The blocks on and above the diagonal, row by row: (i, j) for i <= j is at
+        // `upper_at(i, j)`.
+        let upper_at = |i: usize, j: usize| i * (2 * n + 1 - i) / 2 + (j - i);
+        let mut upper = Vec::with_capacity(n * (n + 1) / 2);
         for i in 0..n {
             for j in i..n {
-                let ks: Vec<usize> = (0..depth).collect();
-                let parts: Vec<Delayed<Chunk>> = ks
-                    .chunks(self.split_every)
-                    .map(|group| {
-                        kernel(|deps| ArrayTask::Matmul {
-                            pairs: group
-                                .iter()
-                                .map(|&k| {
-                                    (deps.input(&block_of(i, k)), deps.input(&block_of(j, k)))
-                                })
-                                .collect(),
-                            transposed,
-                        })
-                    })
-                    .collect();
-                let d = match <[Delayed<Chunk>; 1]>::try_from(parts) {
-                    Ok([one]) => one,
-                    Err(parts) => kernel(|deps| ArrayTask::Add {
-                        blocks: parts.iter().map(|p| deps.input(p)).collect(),
-                    }),
-                };
-                upper[i * n + j] =
-                    Some(Block::new(vec![chunks[i], chunks[j]], Expr::Task(d.into())));
+                let d =
+                    self.sum_of_products(depth, transposed, |k| (block_of(i, k), block_of(j, k)));
+                upper.push(Block::new(vec![chunks[i], chunks[j]], Expr::Task(d.into())));
             }
         }
         let sums = if g.beta != 0.0 {
@@ -276,16 +276,13 @@ impl Array {
         for i in 0..n {
             for j in 0..n {
                 let shape = vec![chunks[i], chunks[j]];
-                let mut b = match (&upper[i * n + j], &upper[j * n + i]) {
-                    (Some(b), _) => b.clone(),
-                    (None, Some(mirror)) => {
-                        Block::new(shape.clone(), Expr::Transpose(mirror.clone()))
-                    }
-                    (None, None) => {
-                        return Err(ArrayError::Shape(format!(
-                            "Gram product: block ({i}, {j}) and its mirror are both missing"
-                        )));
-                    }
+                let mut b = if i <= j {
+                    upper[upper_at(i, j)].clone()
+                } else {
+                    Block::new(
+                        shape.clone(),
+                        Expr::Transpose(upper[upper_at(j, i)].clone()),
+                    )
                 };
                 if g.alpha != 1.0 {
                     let s = Block::new(shape.clone(), Expr::Full(g.alpha));

@@ -564,34 +564,24 @@ fn broadcast_in_dim_repeats_a_source_along_the_other_dimensions() {
             &[chunk(&[3]).encode()],
         )
     };
-    let column = ChunkExpr::BroadcastInDim {
-        source: Box::new(ChunkExpr::Data(Input::new(0))),
-        source_shape: vec![3],
-        dims: vec![0],
-    };
-    let got = Chunk::decode(&eval(column, &[3, 2]).unwrap()).unwrap();
+    // A column repeated along dimension 1, then a row repeated along dimension 0.
     let source = chunk(&[3]);
-    for ((i, j), v) in got
-        .view()
-        .into_dimensionality::<ndarray::Ix2>()
-        .unwrap()
-        .indexed_iter()
-    {
-        assert_eq!(*v, source.view()[[i]], "column ({i}, {j})");
-    }
-    let row = ChunkExpr::BroadcastInDim {
-        source: Box::new(ChunkExpr::Data(Input::new(0))),
-        source_shape: vec![3],
-        dims: vec![1],
-    };
-    let got = Chunk::decode(&eval(row, &[2, 3]).unwrap()).unwrap();
-    for ((i, j), v) in got
-        .view()
-        .into_dimensionality::<ndarray::Ix2>()
-        .unwrap()
-        .indexed_iter()
-    {
-        assert_eq!(*v, source.view()[[j]], "row ({i}, {j})");
+    for (dims, shape) in [(vec![0], [3, 2]), (vec![1], [2, 3])] {
+        let expr = ChunkExpr::BroadcastInDim {
+            source: Box::new(ChunkExpr::Data(Input::new(0))),
+            source_shape: vec![3],
+            dims: dims.clone(),
+        };
+        let got = Chunk::decode(&eval(expr, &shape).unwrap()).unwrap();
+        for ((i, j), v) in got
+            .view()
+            .into_dimensionality::<ndarray::Ix2>()
+            .unwrap()
+            .indexed_iter()
+        {
+            let along = if dims == [0] { i } else { j };
+            assert_eq!(*v, source.view()[[along]], "dims {dims:?} at ({i}, {j})");
+        }
     }
     // Refused: a length that is neither the chunk's nor 1, dimensions out of order or range, a
     // count of dimensions that is not the source's.

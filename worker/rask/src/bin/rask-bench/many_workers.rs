@@ -472,15 +472,21 @@ impl SchedulerProcess {
             .collect())
     }
 
-    /// The scheduler's count of workers removed for silence and their summed silence at
-    /// removal (`rask_scheduler_workers_timed_out_total` and `…_silence_seconds_total`).
-    fn timed_out(&self) -> Result<(f64, f64)> {
+    /// The scheduler's `/metrics` text.
+    fn metrics(&self) -> Result<String> {
         let (status, text) = http_request(self.http, "GET", "/metrics", None)?;
         if status != 200 {
             return Err(BenchError::ManyWorkers(format!(
                 "/metrics answered {status}"
             )));
         }
+        Ok(text)
+    }
+
+    /// The scheduler's count of workers removed for silence and their summed silence at
+    /// removal (`rask_scheduler_workers_timed_out_total` and `…_silence_seconds_total`).
+    fn timed_out(&self) -> Result<(f64, f64)> {
+        let text = self.metrics()?;
         let value = |name: &str| -> Result<f64> {
             text.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
@@ -542,13 +548,8 @@ impl SchedulerProcess {
     async fn drained(&self, timeout: Duration) -> Result<()> {
         let t0 = Instant::now();
         loop {
-            let (status, text) = http_request(self.http, "GET", "/metrics", None)?;
-            if status != 200 {
-                return Err(BenchError::ManyWorkers(format!(
-                    "/metrics answered {status}"
-                )));
-            }
-            let held: f64 = text
+            let held: f64 = self
+                .metrics()?
                 .lines()
                 .filter(|l| l.starts_with("dask_scheduler_tasks{"))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
