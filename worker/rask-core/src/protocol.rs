@@ -256,8 +256,9 @@ pub struct ComputeTask {
     pub spec: Box<TaskSpec>,
     /// Lower runs first.
     pub priority: u64,
-    /// For each dependency in memory, its size in bytes and the workers that hold it.
-    pub who_has: Vec<(Key, u64, Vec<String>)>,
+    /// The dependencies in memory, with their sizes, grouped by the workers that hold them: a
+    /// task of a million inputs held by two workers names each worker once, not a million times.
+    pub who_has: Vec<HeldBy>,
     /// Dependencies this worker is computing itself: the scheduler sent the task ahead of
     /// them (speculative assignment), to run as soon as they finish here, with no round trip
     /// through the scheduler. They are not in `who_has`. Should one of them fail or be dropped,
@@ -266,6 +267,27 @@ pub struct ComputeTask {
     pub after: Box<[Key]>,
     /// Send the encoded result along with `TaskFinished` (a client is waiting for a small value).
     pub send_result: bool,
+}
+
+impl ComputeTask {
+    /// Its dependencies in memory, each with its size and holders (grouped on the wire).
+    pub fn held_inputs(&self) -> impl Iterator<Item = (&Key, u64, &[String])> {
+        self.who_has.iter().flat_map(|group| {
+            group
+                .keys
+                .iter()
+                .map(|(key, nbytes)| (key, *nbytes, group.holders.as_slice()))
+        })
+    }
+}
+
+/// Results held by the same workers: where a worker fetches a task's inputs from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeldBy {
+    /// The workers' addresses, to try in order.
+    pub holders: Vec<String>,
+    /// The results and their sizes in bytes.
+    pub keys: Vec<(Key, u64)>,
 }
 
 /// Where an error came from: the task that failed, and why.

@@ -34,7 +34,7 @@ use crate::{
 };
 use rask_core::function::describe_families;
 use rask_core::protocol::{
-    ComputeTask, Envelope, FromScheduler, TaskError, TaskFailure, WorkerInfo, WorkerLoad,
+    ComputeTask, Envelope, FromScheduler, HeldBy, TaskError, TaskFailure, WorkerInfo, WorkerLoad,
 };
 use rask_core::{FuncName, Key, Resources, SmallBytes, TaskSpec};
 
@@ -2190,26 +2190,44 @@ impl State {
             return;
         };
         let resources = class.resources.clone();
-        let mut who_has = Vec::with_capacity(t.deps.len());
+        let mut in_order = Vec::with_capacity(t.deps.len());
+        // Inputs in memory, grouped by their holders (the ids of each group's, in step).
+        let mut who_has: Vec<HeldBy> = Vec::new();
+        let mut holder_ids: Vec<&[WorkerId]> = Vec::new();
+        let mut group_of: FxHashMap<&[WorkerId], usize> = FxHashMap::default();
+        let mut last = None;
         // Inputs still processing are being computed on this worker: the task was sent ahead.
         let mut after = Vec::new();
         for &d in t.deps.iter() {
-            if let Some((dk, dt)) = self.tasks.entry(d) {
-                if dt.state == TaskState::Processing {
-                    after.push(dk.clone());
-                } else {
-                    who_has.push((dk.clone(), dt.nbytes, self.addresses(&dt.who_has)));
-                }
+            let Some((dk, dt)) = self.tasks.entry(d) else {
+                continue;
+            };
+            in_order.push(dk.clone());
+            if dt.state == TaskState::Processing {
+                after.push(dk.clone());
+                continue;
+            }
+            let ids: &[WorkerId] = &dt.who_has;
+            // Runs of inputs from the same holders are the common case: no lookup for them.
+            let group = match last.filter(|&g| holder_ids.get(g) == Some(&ids)) {
+                Some(g) => g,
+                None => *group_of.entry(ids).or_insert_with(|| {
+                    who_has.push(HeldBy {
+                        holders: self.addresses(ids),
+                        keys: Vec::new(),
+                    });
+                    holder_ids.push(ids);
+                    who_has.len() - 1
+                }),
+            };
+            last = Some(group);
+            if let Some(g) = who_has.get_mut(group) {
+                g.keys.push((dk.clone(), dt.nbytes));
             }
         }
         let inputs = match self.repeated_inputs.get(&id) {
             Some(inputs) => inputs.to_vec(),
-            None if after.is_empty() => who_has.iter().map(|(k, _, _)| k.clone()).collect(),
-            None => t
-                .deps
-                .iter()
-                .filter_map(|&d| self.tasks.key(d).cloned())
-                .collect(),
+            None => in_order,
         };
         let spec = TaskSpec {
             key: key.clone(),

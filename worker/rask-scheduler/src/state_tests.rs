@@ -183,7 +183,7 @@ impl Sim {
             return;
         }
         let mut transfer_us = 0;
-        for (dep, _, holders) in &ct.who_has {
+        for (dep, _, holders) in ct.held_inputs() {
             if self.held[&w].contains_key(dep) {
                 continue;
             }
@@ -447,10 +447,67 @@ fn placement_prefers_the_worker_holding_most_input_bytes() {
     assert_eq!(
         cs[0].1.who_has,
         vec![
-            (k("a"), 1_000_000, vec![addr(2)]),
-            (k("b"), 10, vec![addr(1)])
+            HeldBy {
+                holders: vec![addr(2)],
+                keys: vec![(k("a"), 1_000_000)]
+            },
+            HeldBy {
+                holders: vec![addr(1)],
+                keys: vec![(k("b"), 10)]
+            }
         ]
     );
+}
+
+#[test]
+fn a_wide_task_names_each_holder_once_and_keeps_its_inputs_in_order() {
+    let mut sim = Sim::new(&[(1, 4), (2, 4)]);
+    let parts: Vec<String> = (0..6).map(|i| format!("p-{i}")).collect();
+    let part_keys: Vec<Key> = parts.iter().map(|p| k(p)).collect();
+    sim.submit(
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| task(p, "inc", vec![(i as i64).into()]))
+            .collect(),
+        &part_keys.iter().collect::<Vec<_>>(),
+    );
+    sim.computes();
+    // Alternate holders: even parts on worker 1, odd on worker 2 (wherever they ran).
+    for (i, p) in parts.iter().enumerate() {
+        let w = 1 + (i as u64 % 2);
+        let done = Finished {
+            key: k(p),
+            nbytes: 10 + i as u64,
+            duration_us: 10,
+            transfer_us: 0,
+            data: None,
+        };
+        sim.st.task_finished(w, done, sim.now, &mut sim.out);
+    }
+    let inputs: Vec<_> = parts.iter().map(key).collect();
+    sim.submit(vec![task("total", "sum", inputs)], &[&k("total")]);
+    let cs = sim.computes();
+    assert_eq!(cs.len(), 1);
+    let ct = &cs[0].1;
+    assert_eq!(
+        ct.spec.inputs, part_keys,
+        "inputs stay in the graph's order"
+    );
+    assert!(
+        ct.who_has.iter().all(|g| !g.keys.is_empty()),
+        "no empty group"
+    );
+    let holders: Vec<&[String]> = ct.who_has.iter().map(|g| g.holders.as_slice()).collect();
+    assert_eq!(holders.len(), 2, "one group per holder: {holders:?}");
+    for (i, p) in parts.iter().enumerate() {
+        let (_, nbytes, holders) = ct
+            .held_inputs()
+            .find(|(key, _, _)| key.as_str() == p)
+            .expect("every input is in who_has");
+        assert_eq!(nbytes, 10 + i as u64);
+        assert_eq!(holders, [addr(1 + (i as u64 % 2))]);
+    }
 }
 
 #[test]

@@ -38,7 +38,7 @@ use rask_core::protocol::{
 use rask_core::ticks::{TICK_INTERVAL, Ticks};
 use rask_core::tls::TlsConfig;
 use rask_core::{Encoded, KernelError, Key, Registry, Resources, TaskSpec};
-use state::{Effects, Holdings, INLINE_RESULT_MAX, Ready, WorkerState};
+use state::{Effects, FetchFrom, Holdings, INLINE_RESULT_MAX, Ready, WorkerState};
 use store::{Store, StoreError};
 
 /// Most events the worker's loop takes from its queue at once.
@@ -554,7 +554,7 @@ impl Holdings for AfterFrees<'_> {
 #[derive(Default)]
 struct Actions {
     send: Vec<Envelope<ToScheduler>>,
-    fetch: Vec<(Key, Vec<String>)>,
+    fetch: Vec<FetchFrom>,
     execute: Vec<Ready>,
     execute_after: Vec<(Ready, Key)>,
     free: Vec<Key>,
@@ -567,8 +567,8 @@ impl Effects for Actions {
     fn send(&mut self, msg: Envelope<ToScheduler>) {
         self.send.push(msg);
     }
-    fn fetch(&mut self, keys: Vec<(Key, Vec<String>)>) {
-        self.fetch.extend(keys);
+    fn fetch(&mut self, groups: Vec<FetchFrom>) {
+        self.fetch.extend(groups);
     }
     fn execute(&mut self, tasks: Vec<Ready>) {
         self.execute.extend(tasks);
@@ -1262,12 +1262,12 @@ struct FetchOutcome {
     took: Duration,
 }
 
-/// Fetches keys from their holders, one request per holder per round, trying the next holder
-/// for keys the previous one could not give.
+/// Fetches keys from their holders, one request per holder per round, asking each group's next
+/// holder for the keys the previous one could not give.
 async fn fetch(
     pool: Arc<PeerPool>,
     transfers: &Arc<Transfers>,
-    wanted: Vec<(Key, Vec<String>)>,
+    wanted: Vec<FetchFrom>,
 ) -> FetchOutcome {
     let started = Instant::now();
     let mut out = FetchOutcome {
@@ -1275,46 +1275,52 @@ async fn fetch(
         missing: Vec::new(),
         took: Duration::ZERO,
     };
-    // (key, holders, next holder index)
-    let mut todo: Vec<(Key, Vec<String>, usize)> =
-        wanted.into_iter().map(|(k, h)| (k, h, 0)).collect();
+    // Each group with the index of the holder to ask next.
+    let mut todo: Vec<(FetchFrom, usize)> = wanted.into_iter().map(|g| (g, 0)).collect();
     while !todo.is_empty() {
-        let mut by_holder: FxHashMap<String, Vec<(Key, Vec<String>, usize)>> = FxHashMap::default();
-        for (k, holders, i) in todo.drain(..) {
-            match holders.get(i) {
-                Some(h) => by_holder
-                    .entry(h.clone())
-                    .or_default()
-                    .push((k, holders, i)),
-                None => out.missing.push((k, holders)),
+        let mut by_holder: FxHashMap<String, Vec<(FetchFrom, usize)>> = FxHashMap::default();
+        for (group, i) in todo.drain(..) {
+            match group.holders.get(i) {
+                Some(h) => by_holder.entry(h.clone()).or_default().push((group, i)),
+                None => {
+                    let FetchFrom { holders, keys } = group;
+                    out.missing
+                        .extend(keys.into_iter().map(|k| (k, holders.clone())));
+                }
             }
         }
-        let requests = by_holder.into_iter().map(|(holder, items)| {
+        let requests = by_holder.into_iter().map(|(holder, groups)| {
             let pool = pool.clone();
             let transfers = transfers.clone();
             async move {
-                let keys = items.iter().map(|(k, _, _)| k.clone()).collect();
+                let keys = groups
+                    .iter()
+                    .flat_map(|(g, _)| g.keys.iter().cloned())
+                    .collect();
                 let open = transfers.incoming();
                 let result = pool.get_data(&holder, keys).await;
                 drop(open);
-                (holder, items, result)
+                (holder, groups, result)
             }
         });
-        for (holder, items, result) in futures_join_all(requests).await {
+        for (holder, groups, result) in futures_join_all(requests).await {
             match result {
                 Ok((found, missing)) => {
-                    let missing: FxHashSet<Key> = missing.into_iter().collect();
                     out.found.extend(found);
-                    todo.extend(
-                        items
-                            .into_iter()
-                            .filter(|(k, _, _)| missing.contains(k))
-                            .map(|(k, h, i)| (k, h, i + 1)),
-                    );
+                    if missing.is_empty() {
+                        continue;
+                    }
+                    let missing: FxHashSet<Key> = missing.into_iter().collect();
+                    for (mut group, i) in groups {
+                        group.keys.retain(|k| missing.contains(k));
+                        if !group.keys.is_empty() {
+                            todo.push((group, i + 1));
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(%holder, error = %e, "fetch from peer failed");
-                    todo.extend(items.into_iter().map(|(k, h, i)| (k, h, i + 1)));
+                    todo.extend(groups.into_iter().map(|(g, i)| (g, i + 1)));
                 }
             }
         }
@@ -1346,6 +1352,65 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A data server holding these results; its address.
+    async fn serving(items: &[(&str, &'static [u8])]) -> String {
+        // The store spills (never, here) into a directory of its own under this one.
+        let mut store = Store::new(0, &std::env::temp_dir()).unwrap();
+        for (k, v) in items {
+            store
+                .put(Key::from(*k), Encoded::from_bytes(Bytes::from_static(v)))
+                .unwrap();
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_data(
+            listener,
+            Arc::new(Mutex::new(store)),
+            Arc::new(Transfers::default()),
+            DataLimits::default(),
+            None,
+        ));
+        format!("tcp://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_group_asks_its_next_holder_for_what_the_first_lacks() {
+        let a = serving(&[("x", b"xa")]).await;
+        let b = serving(&[("x", b"xb"), ("y", b"yb")]).await;
+        // Nothing listens there: connecting fails at once.
+        let gone = "tcp://127.0.0.1:1".to_string();
+        let wanted = vec![
+            FetchFrom {
+                holders: vec![a.clone(), b.clone()],
+                keys: vec![Key::from("x"), Key::from("y")],
+            },
+            FetchFrom {
+                holders: vec![gone.clone(), a.clone()],
+                keys: vec![Key::from("x2"), Key::from("z")],
+            },
+        ];
+        let pool = Arc::new(PeerPool::new(None));
+        let mut out = fetch(pool, &Arc::new(Transfers::default()), wanted).await;
+        out.found.sort_by(|p, q| p.0.cmp(&q.0));
+        assert_eq!(
+            out.found,
+            vec![
+                (Key::from("x"), Bytes::from_static(b"xa")),
+                (Key::from("y"), Bytes::from_static(b"yb")),
+            ],
+            "x from the first holder, y from the second"
+        );
+        out.missing.sort_by(|p, q| p.0.cmp(&q.0));
+        assert_eq!(
+            out.missing,
+            vec![
+                (Key::from("x2"), vec![gone.clone(), a.clone()]),
+                (Key::from("z"), vec![gone, a]),
+            ],
+            "no holder had them: reported with every holder tried"
+        );
+    }
 
     mod data_limits {
         use super::*;

@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use rask_core::protocol::{ComputeTask, Envelope, ToScheduler};
 use rask_core::{Encoded, KernelError, Key, TaskSpec};
@@ -25,9 +26,9 @@ pub(crate) trait Holdings {
 pub(crate) trait Effects {
     /// Send a message to the scheduler.
     fn send(&mut self, msg: Envelope<ToScheduler>);
-    /// Fetch these keys from the listed holders (tried in order), then report with
+    /// Fetch these keys, each group's from its holders (tried in order), then report with
     /// [`WorkerState::fetched`].
-    fn fetch(&mut self, keys: Vec<(Key, Vec<String>)>);
+    fn fetch(&mut self, groups: Vec<FetchFrom>);
     /// Run these tasks (their inputs are in the store), most urgent first; report each with
     /// [`WorkerState::done`].
     fn execute(&mut self, tasks: Vec<Ready>);
@@ -58,6 +59,22 @@ pub(crate) struct TaskCounts {
     pub flight_bytes: u64,
 }
 
+/// Keys to fetch from the same holders.
+#[derive(Debug)]
+pub(crate) struct FetchFrom {
+    /// The peers' addresses, to try in order.
+    pub holders: Vec<String>,
+    pub keys: Vec<Key>,
+}
+
+/// An input being fetched.
+struct Flight {
+    /// Its size as the scheduler knew it (0 for a replica, whose size it does not send).
+    nbytes: u64,
+    /// The tasks waiting for it (none for a replica): most inputs have one.
+    waiters: SmallVec<[Key; 1]>,
+}
+
 /// A task ready to run.
 #[derive(Debug)]
 pub(crate) struct Ready {
@@ -85,8 +102,6 @@ struct Pending {
 /// The worker's logic.
 pub(crate) struct WorkerState {
     tasks: FxHashMap<Key, Pending>,
-    /// Inputs being fetched, and the tasks waiting for each.
-    waiters: FxHashMap<Key, Vec<Key>>,
     /// Tasks assigned here, and the tasks sent ahead of them ([`ComputeTask::after`]) that wait
     /// for their results. A task leaving is taken off the lists of its inputs
     /// ([`WorkerState::forget`]), so each entry counts once in its `missing`.
@@ -94,9 +109,9 @@ pub(crate) struct WorkerState {
     /// Tasks handed over to run after an input still running here ([`Effects::execute_after`]),
     /// and that input; they stay on its [`Self::local_waiters`] list until it finishes.
     parked: FxHashMap<Key, Key>,
-    /// Keys being fetched (for tasks or for the scheduler's `AcquireReplicas`), with their size
-    /// as the scheduler knew it (0 for replicas, whose size it does not send).
-    in_flight: FxHashMap<Key, u64>,
+    /// Keys being fetched (for tasks or for the scheduler's `AcquireReplicas`), and the tasks
+    /// waiting for each.
+    in_flight: FxHashMap<Key, Flight>,
     /// The sizes in `in_flight`, summed.
     in_flight_bytes: u64,
     memory: MemoryPolicy,
@@ -109,7 +124,6 @@ impl WorkerState {
     pub fn new(memory: MemoryPolicy) -> Self {
         WorkerState {
             tasks: FxHashMap::default(),
-            waiters: FxHashMap::default(),
             local_waiters: FxHashMap::default(),
             parked: FxHashMap::default(),
             in_flight: FxHashMap::default(),
@@ -152,18 +166,35 @@ impl WorkerState {
         counts
     }
 
-    fn start_fetch(&mut self, key: &Key, nbytes: u64) -> bool {
-        if self.in_flight.contains_key(key) {
-            return false;
+    /// Notes that `waiter` (if any) waits for `key`; whether `key` is to be fetched (it was not
+    /// in flight already).
+    fn start_fetch(&mut self, key: &Key, nbytes: u64, waiter: Option<&Key>) -> bool {
+        use std::collections::hash_map::Entry;
+        let (flight, new) = match self.in_flight.entry(key.clone()) {
+            Entry::Occupied(e) => (e.into_mut(), false),
+            Entry::Vacant(e) => {
+                self.in_flight_bytes += nbytes;
+                let flight = Flight {
+                    nbytes,
+                    waiters: SmallVec::new(),
+                };
+                (e.insert(flight), true)
+            }
+        };
+        if let Some(w) = waiter {
+            flight.waiters.push(w.clone());
         }
-        self.in_flight.insert(key.clone(), nbytes);
-        self.in_flight_bytes += nbytes;
-        true
+        new
     }
 
-    fn end_fetch(&mut self, key: &Key) {
-        if let Some(nbytes) = self.in_flight.remove(key) {
-            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(nbytes);
+    /// The fetch of `key` ended: the tasks that waited for it.
+    fn end_fetch(&mut self, key: &Key) -> SmallVec<[Key; 1]> {
+        match self.in_flight.remove(key) {
+            Some(flight) => {
+                self.in_flight_bytes = self.in_flight_bytes.saturating_sub(flight.nbytes);
+                flight.waiters
+            }
+            None => SmallVec::new(),
         }
     }
 
@@ -215,17 +246,22 @@ impl WorkerState {
                 missing += 1;
                 self.local_waiters.entry(dep).or_default().push(key.clone());
             }
-            for (dep, nbytes, holders) in ct.who_has {
-                if held.nbytes(&dep).is_some() {
-                    continue;
+            for group in ct.who_has {
+                let mut keys = Vec::new();
+                for (dep, nbytes) in group.keys {
+                    if held.nbytes(&dep).is_some() {
+                        continue;
+                    }
+                    missing += 1;
+                    if self.start_fetch(&dep, nbytes, Some(&key)) {
+                        keys.push(dep);
+                    }
                 }
-                missing += 1;
-                self.waiters
-                    .entry(dep.clone())
-                    .or_default()
-                    .push(key.clone());
-                if self.start_fetch(&dep, nbytes) {
-                    fetches.push((dep, holders));
+                if !keys.is_empty() {
+                    fetches.push(FetchFrom {
+                        holders: group.holders,
+                        keys,
+                    });
                 }
             }
             self.tasks.insert(
@@ -407,7 +443,10 @@ impl WorkerState {
         for (k, holders) in keys {
             match held.nbytes(&k) {
                 Some(nbytes) => have.push((k, nbytes)),
-                None if self.start_fetch(&k, 0) => fetches.push((k, holders)),
+                None if self.start_fetch(&k, 0, None) => fetches.push(FetchFrom {
+                    holders,
+                    keys: vec![k],
+                }),
                 None => {}
             }
         }
@@ -485,8 +524,7 @@ impl WorkerState {
     ) {
         let mut ready = Vec::new();
         for (key, _) in &found {
-            self.end_fetch(key);
-            for t in self.waiters.remove(key).unwrap_or_default() {
+            for t in self.end_fetch(key) {
                 if let Some(p) = self.tasks.get_mut(&t) {
                     p.transfer_us = p.transfer_us.max(took_us);
                     p.missing = p.missing.saturating_sub(1);
@@ -500,10 +538,9 @@ impl WorkerState {
             fx.send(ToScheduler::AddKeys { keys: found }.into());
         }
         for (key, holders) in missing {
-            self.end_fetch(&key);
             // The tasks that need it are dropped; the scheduler recomputes the input (or finds
             // another holder) and assigns them again.
-            for t in self.waiters.remove(&key).unwrap_or_default() {
+            for t in self.end_fetch(&key) {
                 self.forget(&t);
             }
             fx.send(ToScheduler::MissingData { key, holders }.into());

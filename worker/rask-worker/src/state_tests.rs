@@ -1,6 +1,6 @@
 //! The worker's logic without sockets, threads or disks: a recording of the effects it asks for.
 
-use rask_core::protocol::{ComputeTask, ToScheduler};
+use rask_core::protocol::{ComputeTask, HeldBy, ToScheduler};
 use rask_core::{Data, Encoded, KernelError, Key, TaskSpec, Value};
 use rustc_hash::FxHashMap;
 
@@ -36,7 +36,15 @@ impl Effects for Rec {
         self.sent.push(msg.msg);
         self.blobs.push(msg.blobs);
     }
-    fn fetch(&mut self, keys: Vec<(Key, Vec<String>)>) {
+    fn fetch(&mut self, groups: Vec<FetchFrom>) {
+        // Each key with its holders: what the tests compare.
+        let keys = groups
+            .into_iter()
+            .flat_map(|g| {
+                let holders = g.holders;
+                g.keys.into_iter().map(move |k| (k, holders.clone()))
+            })
+            .collect();
         self.fetches.push(keys);
     }
     fn execute(&mut self, tasks: Vec<Ready>) {
@@ -86,9 +94,9 @@ fn task(key: &str, inputs: &[(&str, &[&str])], priority: u64, send_result: bool)
         priority,
         who_has: inputs
             .iter()
-            .map(|(i, holders)| {
-                let holders = holders.iter().map(|h| h.to_string()).collect();
-                (k(i), INPUT_BYTES, holders)
+            .map(|(i, holders)| HeldBy {
+                holders: holders.iter().map(|h| h.to_string()).collect(),
+                keys: vec![(k(i), INPUT_BYTES)],
             })
             .collect(),
         after: Box::default(),

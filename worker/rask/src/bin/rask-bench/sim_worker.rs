@@ -377,9 +377,12 @@ impl Core {
 
     /// Runs one task inline: its inputs from this worker or their holders, then its function.
     async fn compute(&mut self, task: ComputeTask) {
+        let who_has: Vec<(Key, Vec<String>)> = task
+            .held_inputs()
+            .map(|(key, _, holders)| (key.clone(), holders.to_vec()))
+            .collect();
         let ComputeTask {
             spec,
-            who_has,
             after,
             send_result,
             ..
@@ -391,7 +394,7 @@ impl Core {
         }
         let fetch_start = Instant::now();
         let mut fetched = false;
-        for (key, _, holders) in &who_has {
+        for (key, holders) in &who_has {
             if lock(&self.held).contains_key(key) {
                 continue;
             }
