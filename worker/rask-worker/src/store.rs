@@ -7,11 +7,18 @@
 //! Recency is a counter bumped on every `put` and `get`; in-memory entries are indexed by it in a
 //! `BTreeMap`, so finding the next victim is O(log n) however many results the worker holds.
 //!
+//! The entries sit in a [`Table`]: slots in the order results arrived, with an index of 4-byte
+//! buckets. Results are mostly read, served and freed in about the order they were stored (a
+//! wide task's inputs, a peer's request, the scheduler's release), so each lookup first tries
+//! the slot after the last one found: at a million results a right guess reads one slot where a
+//! hash lookup misses the cache two or three times.
+//!
 //! Each store spills into a directory of its own that it holds an exclusive lock on (`flock`)
 //! while it lives. A worker killed without a chance to clean up (`SIGKILL`, the OOM killer)
 //! leaves its directory behind unlocked: the next store made under the same `spill_dir` removes
 //! such directories, as Dask's worker does with its scratch space.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
@@ -19,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rustc_hash::FxHashMap;
 
+use rask_core::table::{SlotId, Table};
 use rask_core::{Encoded, Key};
 
 /// Share of the memory limit that in-memory results may use before spilling starts (Dask's
@@ -51,6 +58,8 @@ pub enum StoreError {
         path: PathBuf,
         source: io::Error,
     },
+    #[error("cannot store another result: the store holds {len}, as many as it can number")]
+    Full { len: usize },
     #[error("spill file {path} of key {key:?} holds {actual} bytes, expected {expected}")]
     Length {
         key: Key,
@@ -91,11 +100,12 @@ pub struct SpillActivity {
 }
 
 /// Results of finished tasks, by key, within a memory budget.
-#[derive(Debug)]
 pub struct Store {
-    entries: FxHashMap<Key, Entry>,
+    entries: Table<Entry>,
+    /// The slot a lookup tries first: the one after the last found.
+    near: Cell<u32>,
     /// In-memory entries by last use, oldest first: the spill order.
-    lru: BTreeMap<u64, Key>,
+    lru: BTreeMap<u64, SlotId>,
     /// Next value of the use counter.
     clock: u64,
     /// In-memory bytes to stay at or below; `None` when there is no limit.
@@ -111,6 +121,17 @@ pub struct Store {
     /// contain `/`, `..` or anything else.
     next_file: u64,
     activity: SpillActivity,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.spill_dir.path())
+            .field("in_memory", &(self.memory_count(), self.memory_bytes))
+            .field("spilled", &(self.spilled_count(), self.spilled_bytes))
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -142,7 +163,8 @@ impl Store {
                 source,
             })?;
         Ok(Store {
-            entries: FxHashMap::default(),
+            entries: Table::default(),
+            near: Cell::new(0),
             lru: BTreeMap::new(),
             clock: 0,
             target,
@@ -160,9 +182,9 @@ impl Store {
     /// goes straight to disk.
     ///
     /// The data is stored even when this returns an error: a failed spill keeps the entry it was
-    /// writing in memory (over the target) and reports which key and file failed.
+    /// writing in memory (over the target) and reports which key and file failed. Only a store
+    /// holding 2³² results ([`StoreError::Full`]) keeps nothing.
     pub fn put(&mut self, key: Key, data: Encoded) -> Result<(), StoreError> {
-        self.remove(&key);
         let nbytes = data.len() as u64;
         if self.target.is_some_and(|target| nbytes > target) {
             let file = self.take_file_number();
@@ -172,17 +194,51 @@ impl Store {
                     self.wrote(nbytes, started);
                     self.spilled_bytes += nbytes;
                     let place = Place::Disk { file };
-                    self.entries.insert(key, Entry { nbytes, place });
+                    self.insert(key, Entry { nbytes, place })?;
                     return Ok(());
                 }
                 Err(e) => {
-                    self.insert_in_memory(key, data);
+                    self.insert_in_memory(key, data)?;
                     return Err(e);
                 }
             }
         }
-        self.insert_in_memory(key, data);
+        self.insert_in_memory(key, data)?;
         self.spill_to_target()
+    }
+
+    /// The id of `key`'s entry, looked for first in the slot after the last found.
+    fn id(&self, key: &Key) -> Option<SlotId> {
+        let id = self.entries.id_near(key, self.near.get())?;
+        self.near.set(id.slot().wrapping_add(1));
+        Some(id)
+    }
+
+    /// Adds `key`'s entry, replacing (and releasing) one stored before.
+    fn insert(&mut self, key: Key, entry: Entry) -> Result<SlotId, StoreError> {
+        let len = self.entries.len();
+        let (id, replaced) = self
+            .entries
+            .insert(key.clone(), entry)
+            .ok_or(StoreError::Full { len })?;
+        if let Some(old) = replaced {
+            self.release(&key, old);
+        }
+        Ok(id)
+    }
+
+    /// Accounts for `old`, `key`'s entry taken out of the store: its memory, or its spill file.
+    fn release(&mut self, key: &Key, old: Entry) {
+        match old.place {
+            Place::Memory { last_use, .. } => {
+                self.lru.remove(&last_use);
+                self.memory_bytes -= old.nbytes;
+            }
+            Place::Disk { file } => {
+                self.spilled_bytes -= old.nbytes;
+                delete_spill_file(key, &self.spill_path(file));
+            }
+        }
     }
 
     /// The data stored under `key`, read back from its spill file if it was spilled, and marks
@@ -198,7 +254,10 @@ impl Store {
     /// the entry stays in the store, spilled, so the caller can `remove` it.
     pub fn get(&mut self, key: &Key) -> Result<Option<Encoded>, StoreError> {
         let clock = self.tick();
-        let Some(entry) = self.entries.get_mut(key) else {
+        let Some(id) = self.id(key) else {
+            return Ok(None);
+        };
+        let Some(entry) = self.entries.get_mut(id) else {
             return Ok(None);
         };
         let (nbytes, file) = match &mut entry.place {
@@ -206,7 +265,7 @@ impl Store {
                 let data = data.clone();
                 self.lru.remove(last_use);
                 *last_use = clock;
-                self.lru.insert(clock, key.clone());
+                self.lru.insert(clock, id);
                 self.activity.memory_read_count += 1;
                 self.activity.memory_read_bytes += entry.nbytes;
                 return Ok(Some(data));
@@ -235,12 +294,12 @@ impl Store {
         let fits = self
             .target
             .is_none_or(|target| self.memory_bytes + nbytes <= target);
-        if fits && let Some(entry) = self.entries.get_mut(key) {
+        if fits && let Some(entry) = self.entries.get_mut(id) {
             entry.place = Place::Memory {
                 data: data.clone(),
                 last_use: clock,
             };
-            self.lru.insert(clock, key.clone());
+            self.lru.insert(clock, id);
             self.spilled_bytes -= nbytes;
             self.memory_bytes += nbytes;
             delete_spill_file(key, &path);
@@ -250,29 +309,22 @@ impl Store {
 
     /// Whether `key` is stored, in memory or on disk.
     pub fn contains(&self, key: &Key) -> bool {
-        self.entries.contains_key(key)
+        self.id(key).is_some()
     }
 
     /// Forgets `key`, freeing its memory or deleting its spill file; returns its size in bytes,
     /// or `None` if it was not stored.
     pub fn remove(&mut self, key: &Key) -> Option<u64> {
-        let entry = self.entries.remove(key)?;
-        match entry.place {
-            Place::Memory { last_use, .. } => {
-                self.lru.remove(&last_use);
-                self.memory_bytes -= entry.nbytes;
-            }
-            Place::Disk { file } => {
-                self.spilled_bytes -= entry.nbytes;
-                delete_spill_file(key, &self.spill_path(file));
-            }
-        }
-        Some(entry.nbytes)
+        let id = self.id(key)?;
+        let (_, entry) = self.entries.remove(id)?;
+        let nbytes = entry.nbytes;
+        self.release(key, entry);
+        Some(nbytes)
     }
 
     /// Size in bytes of the data stored under `key`.
     pub fn nbytes(&self, key: &Key) -> Option<u64> {
-        self.entries.get(key).map(|e| e.nbytes)
+        self.entries.get(self.id(key)?).map(|e| e.nbytes)
     }
 
     /// Bytes of results held in memory.
@@ -312,7 +364,7 @@ impl Store {
 
     /// Keys of all stored results, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &Key> {
-        self.entries.keys()
+        self.entries.iter().map(|(_, key, _)| key)
     }
 
     fn tick(&mut self) -> u64 {
@@ -331,13 +383,14 @@ impl Store {
         self.spill_dir.path().join(format!("{file:016x}"))
     }
 
-    fn insert_in_memory(&mut self, key: Key, data: Encoded) {
+    fn insert_in_memory(&mut self, key: Key, data: Encoded) -> Result<(), StoreError> {
         let nbytes = data.len() as u64;
         let last_use = self.tick();
-        self.lru.insert(last_use, key.clone());
-        self.memory_bytes += nbytes;
         let place = Place::Memory { data, last_use };
-        self.entries.insert(key, Entry { nbytes, place });
+        let id = self.insert(key, Entry { nbytes, place })?;
+        self.lru.insert(last_use, id);
+        self.memory_bytes += nbytes;
+        Ok(())
     }
 
     /// Spills least recently used entries until memory is at or below the target. Stops at the
@@ -354,21 +407,21 @@ impl Store {
     /// that entry in memory.
     pub fn spill_to(&mut self, bytes: u64) -> Result<(), StoreError> {
         while self.memory_bytes > bytes {
-            let Some((last_use, key)) = self.lru.pop_first() else {
+            let Some((last_use, id)) = self.lru.pop_first() else {
                 break;
             };
             let file = self.take_file_number();
             let path = self.spill_path(file);
-            // Every key in `lru` names an in-memory entry.
-            let Some(entry) = self.entries.get_mut(&key) else {
+            // Every id in `lru` names an in-memory entry.
+            let Some((key, entry)) = self.entries.entry_mut(id) else {
                 continue;
             };
             let Place::Memory { data, .. } = &entry.place else {
                 continue;
             };
             let started = Instant::now();
-            if let Err(e) = write_spill_file(&key, &path, data) {
-                self.lru.insert(last_use, key);
+            if let Err(e) = write_spill_file(key, &path, data) {
+                self.lru.insert(last_use, id);
                 return Err(e);
             }
             entry.place = Place::Disk { file };
@@ -462,6 +515,13 @@ fn remove_stale_spill_dirs(spill_dir: &Path) -> usize {
 mod tests {
     use super::*;
 
+    impl Store {
+        /// `key`'s entry (which must be there).
+        fn entry(&self, key: &Key) -> &Entry {
+            self.entries.get(self.id(key).unwrap()).unwrap()
+        }
+    }
+
     fn data(len: usize, fill: u8) -> Encoded {
         Encoded::from_bytes(Bytes::from(vec![fill; len]))
     }
@@ -546,7 +606,7 @@ mod tests {
         // Reading x-0 makes x-1 the oldest.
         store.get(&key(0)).unwrap();
         store.put(key(6), data(100, 0)).unwrap();
-        let on_disk = |s: &Store, i| matches!(s.entries[&key(i)].place, Place::Disk { .. });
+        let on_disk = |s: &Store, i| matches!(s.entry(&key(i)).place, Place::Disk { .. });
         assert!(on_disk(&store, 1));
         assert!(!on_disk(&store, 0));
         store.put(key(7), data(100, 0)).unwrap();
@@ -672,7 +732,7 @@ mod tests {
         let (short, gone) = (Key::from("short/1"), Key::from("gone-2"));
         store.put(short.clone(), data(100, 1)).unwrap();
         store.put(gone.clone(), data(100, 2)).unwrap();
-        let path_of = |s: &Store, k: &Key| match s.entries[k].place {
+        let path_of = |s: &Store, k: &Key| match s.entry(k).place {
             Place::Disk { file } => s.spill_path(file),
             Place::Memory { .. } => panic!("{k} not spilled"),
         };
