@@ -257,7 +257,8 @@ pub struct ComputeTask {
     /// Lower runs first.
     pub priority: u64,
     /// The dependencies in memory, with their sizes, grouped by the workers that hold them: a
-    /// task of a million inputs held by two workers names each worker once, not a million times.
+    /// task of a million inputs held by two workers names each worker once, not a million times,
+    /// and each input by its position in `spec.inputs`, not its key again.
     pub who_has: Vec<HeldBy>,
     /// Dependencies this worker is computing itself: the scheduler sent the task ahead of
     /// them (speculative assignment), to run as soon as they finish here, with no round trip
@@ -270,24 +271,26 @@ pub struct ComputeTask {
 }
 
 impl ComputeTask {
-    /// Its dependencies in memory, each with its size and holders (grouped on the wire).
+    /// Its dependencies in memory, each with its size and holders (grouped on the wire). A
+    /// position past the task's inputs names nothing and is left out.
     pub fn held_inputs(&self) -> impl Iterator<Item = (&Key, u64, &[String])> {
-        self.who_has.iter().flat_map(|group| {
-            group
-                .keys
-                .iter()
-                .map(|(key, nbytes)| (key, *nbytes, group.holders.as_slice()))
+        let inputs = &self.spec.inputs;
+        self.who_has.iter().flat_map(move |group| {
+            group.inputs.iter().filter_map(move |&(at, nbytes)| {
+                let key = inputs.get(at as usize)?;
+                Some((key, nbytes, group.holders.as_slice()))
+            })
         })
     }
 }
 
-/// Results held by the same workers: where a worker fetches a task's inputs from.
+/// Inputs of a task held by the same workers: where a worker fetches them from.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HeldBy {
     /// The workers' addresses, to try in order.
     pub holders: Vec<String>,
-    /// The results and their sizes in bytes.
-    pub keys: Vec<(Key, u64)>,
+    /// The inputs, as positions in the task's `spec.inputs`, and their sizes in bytes.
+    pub inputs: Vec<(u32, u64)>,
 }
 
 /// Where an error came from: the task that failed, and why.

@@ -2190,7 +2190,17 @@ impl State {
             return;
         };
         let resources = class.resources.clone();
-        let mut in_order = Vec::with_capacity(t.deps.len());
+        let repeated = self.repeated_inputs.get(&id);
+        // Where each input is in the spec's list: in the order of the dependencies, or, for a
+        // task naming an input more than once, where it first appears.
+        let first_at: Option<FxHashMap<&Key, usize>> = repeated.map(|inputs| {
+            let mut at = FxHashMap::default();
+            for (i, k) in inputs.iter().enumerate() {
+                at.entry(k).or_insert(i);
+            }
+            at
+        });
+        let mut in_order = Vec::with_capacity(if repeated.is_some() { 0 } else { t.deps.len() });
         // Inputs in memory, grouped by their holders (the ids of each group's, in step).
         let mut who_has: Vec<HeldBy> = Vec::new();
         let mut holder_ids: Vec<&[WorkerId]> = Vec::new();
@@ -2202,7 +2212,13 @@ impl State {
             let Some((dk, dt)) = self.tasks.entry(d) else {
                 continue;
             };
-            in_order.push(dk.clone());
+            let at = match &first_at {
+                Some(first_at) => first_at.get(dk).copied().unwrap_or(usize::MAX),
+                None => {
+                    in_order.push(dk.clone());
+                    in_order.len() - 1
+                }
+            };
             if dt.state == TaskState::Processing {
                 after.push(dk.clone());
                 continue;
@@ -2214,7 +2230,7 @@ impl State {
                 None => *group_of.entry(ids).or_insert_with(|| {
                     who_has.push(HeldBy {
                         holders: self.addresses(ids),
-                        keys: Vec::new(),
+                        inputs: Vec::new(),
                     });
                     holder_ids.push(ids);
                     who_has.len() - 1
@@ -2222,10 +2238,11 @@ impl State {
             };
             last = Some(group);
             if let Some(g) = who_has.get_mut(group) {
-                g.keys.push((dk.clone(), dt.nbytes));
+                g.inputs
+                    .push((u32::try_from(at).unwrap_or(u32::MAX), dt.nbytes));
             }
         }
-        let inputs = match self.repeated_inputs.get(&id) {
+        let inputs = match repeated {
             Some(inputs) => inputs.to_vec(),
             None => in_order,
         };

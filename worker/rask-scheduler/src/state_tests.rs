@@ -449,11 +449,11 @@ fn placement_prefers_the_worker_holding_most_input_bytes() {
         vec![
             HeldBy {
                 holders: vec![addr(2)],
-                keys: vec![(k("a"), 1_000_000)]
+                inputs: vec![(0, 1_000_000)]
             },
             HeldBy {
                 holders: vec![addr(1)],
-                keys: vec![(k("b"), 10)]
+                inputs: vec![(1, 10)]
             }
         ]
     );
@@ -495,7 +495,7 @@ fn a_wide_task_names_each_holder_once_and_keeps_its_inputs_in_order() {
         "inputs stay in the graph's order"
     );
     assert!(
-        ct.who_has.iter().all(|g| !g.keys.is_empty()),
+        ct.who_has.iter().all(|g| !g.inputs.is_empty()),
         "no empty group"
     );
     let holders: Vec<&[String]> = ct.who_has.iter().map(|g| g.holders.as_slice()).collect();
@@ -508,6 +508,57 @@ fn a_wide_task_names_each_holder_once_and_keeps_its_inputs_in_order() {
         assert_eq!(nbytes, 10 + i as u64);
         assert_eq!(holders, [addr(1 + (i as u64 % 2))]);
     }
+}
+
+#[test]
+fn an_input_named_twice_is_fetched_by_its_first_position() {
+    let mut sim = Sim::new(&[(1, 4), (2, 4)]);
+    sim.submit(
+        vec![
+            task("a", "inc", vec![1.into()]),
+            task("b", "inc", vec![2.into()]),
+        ],
+        &[&k("a"), &k("b")],
+    );
+    sim.computes();
+    for (w, key) in [(1, "a"), (2, "b")] {
+        let done = Finished {
+            key: k(key),
+            nbytes: 8,
+            duration_us: 10,
+            transfer_us: 0,
+            data: None,
+        };
+        sim.st.task_finished(w, done, sim.now, &mut sim.out);
+    }
+    // A spec listing `b` twice ahead of `a` (the helper would name it once): `a` is third.
+    let mut c = task("c", "add", vec![key("b")]);
+    c.inputs.extend([k("b"), k("a")]);
+    sim.submit(vec![c], &[&k("c")]);
+    let cs = sim.computes();
+    assert_eq!(cs.len(), 1);
+    let ct = &cs[0].1;
+    assert_eq!(ct.spec.inputs, vec![k("b"), k("b"), k("a")]);
+    let mut positions: Vec<u32> = ct
+        .who_has
+        .iter()
+        .flat_map(|g| g.inputs.iter().map(|&(at, _)| at))
+        .collect();
+    positions.sort();
+    assert_eq!(positions, vec![0, 2]);
+    let mut held: Vec<(String, Vec<String>)> = ct
+        .held_inputs()
+        .map(|(key, _, holders)| (key.to_string(), holders.to_vec()))
+        .collect();
+    held.sort();
+    assert_eq!(
+        held,
+        vec![
+            ("a".to_string(), vec![addr(1)]),
+            ("b".to_string(), vec![addr(2)])
+        ],
+        "each input once, by where it first appears"
+    );
 }
 
 #[test]

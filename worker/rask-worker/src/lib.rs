@@ -890,10 +890,14 @@ impl Io {
             let pool = self.pool.clone();
             let events = self.events.clone();
             let transfers = self.transfers.clone();
+            let arriving = fetches.iter().map(|g| g.keys.len()).sum();
             tokio::spawn(async move {
                 let outcome = fetch(pool, &transfers, fetches).await;
                 let _ = events.send(Event::Fetched(outcome));
             });
+            // Room for what arrives, made while the peers read and send it: a wide task's
+            // million inputs otherwise grow the store on arrival, on the way to running it.
+            lock(&self.store).reserve(arriving);
         }
     }
 

@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use rask_core::protocol::{ComputeTask, Envelope, ToScheduler};
+use rask_core::table::Table;
 use rask_core::{Encoded, KernelError, Key, TaskSpec};
 
 use crate::memory::{MemoryPolicy, MemorySample};
@@ -110,8 +111,11 @@ pub(crate) struct WorkerState {
     /// and that input; they stay on its [`Self::local_waiters`] list until it finishes.
     parked: FxHashMap<Key, Key>,
     /// Keys being fetched (for tasks or for the scheduler's `AcquireReplicas`), and the tasks
-    /// waiting for each.
-    in_flight: FxHashMap<Key, Flight>,
+    /// waiting for each. A table: keys arrive in the order they were asked for, so each is found
+    /// at the slot after the last ([`Table::id_near`]), with no lookup in its index.
+    in_flight: Table<Flight>,
+    /// The slot of `in_flight` looked at first.
+    flight_near: u32,
     /// The sizes in `in_flight`, summed.
     in_flight_bytes: u64,
     memory: MemoryPolicy,
@@ -126,7 +130,8 @@ impl WorkerState {
             tasks: FxHashMap::default(),
             local_waiters: FxHashMap::default(),
             parked: FxHashMap::default(),
-            in_flight: FxHashMap::default(),
+            in_flight: Table::default(),
+            flight_near: 0,
             in_flight_bytes: 0,
             memory,
             paused: false,
@@ -169,28 +174,38 @@ impl WorkerState {
     /// Notes that `waiter` (if any) waits for `key`; whether `key` is to be fetched (it was not
     /// in flight already).
     fn start_fetch(&mut self, key: &Key, nbytes: u64, waiter: Option<&Key>) -> bool {
-        use std::collections::hash_map::Entry;
-        let (flight, new) = match self.in_flight.entry(key.clone()) {
-            Entry::Occupied(e) => (e.into_mut(), false),
-            Entry::Vacant(e) => {
-                self.in_flight_bytes += nbytes;
-                let flight = Flight {
-                    nbytes,
-                    waiters: SmallVec::new(),
-                };
-                (e.insert(flight), true)
+        let waiters = waiter.into_iter().cloned().collect();
+        match self.in_flight.find(key) {
+            Ok(id) => {
+                if let Some(flight) = self.in_flight.get_mut(id) {
+                    flight.waiters.extend(waiters);
+                }
+                false
             }
-        };
-        if let Some(w) = waiter {
-            flight.waiters.push(w.clone());
+            Err(vacant) => {
+                let flight = Flight { nbytes, waiters };
+                if self
+                    .in_flight
+                    .insert_vacant(vacant, key.clone(), flight)
+                    .is_none()
+                {
+                    // 2³² keys in flight: past any worker's memory long before.
+                    tracing::error!(%key, "too many inputs in flight to track another");
+                }
+                self.in_flight_bytes += nbytes;
+                true
+            }
         }
-        new
     }
 
     /// The fetch of `key` ended: the tasks that waited for it.
     fn end_fetch(&mut self, key: &Key) -> SmallVec<[Key; 1]> {
-        match self.in_flight.remove(key) {
-            Some(flight) => {
+        let Some(id) = self.in_flight.id_near(key, self.flight_near) else {
+            return SmallVec::new();
+        };
+        self.flight_near = id.slot().wrapping_add(1);
+        match self.in_flight.remove(id) {
+            Some((_, flight)) => {
                 self.in_flight_bytes = self.in_flight_bytes.saturating_sub(flight.nbytes);
                 flight.waiters
             }
@@ -247,12 +262,23 @@ impl WorkerState {
                 self.local_waiters.entry(dep).or_default().push(key.clone());
             }
             for group in ct.who_has {
-                let mut keys = Vec::new();
-                for (dep, nbytes) in group.keys {
-                    if held.nbytes(&dep).is_some() {
+                let mut absent = Vec::new();
+                for (at, nbytes) in group.inputs {
+                    let Some(dep) = ct.spec.inputs.get(at as usize) else {
+                        // Not one of its inputs: nothing to fetch for it (the task reads only
+                        // the inputs its spec names, and fails naming one not here).
+                        tracing::warn!(task = %key, position = at, "who_has names an input position the task does not have");
                         continue;
+                    };
+                    if held.nbytes(dep).is_none() {
+                        absent.push((dep.clone(), nbytes));
                     }
-                    missing += 1;
+                }
+                // One growth for a wide task's inputs, not one per doubling.
+                self.in_flight.reserve(absent.len());
+                missing += absent.len();
+                let mut keys = Vec::with_capacity(absent.len());
+                for (dep, nbytes) in absent {
                     if self.start_fetch(&dep, nbytes, Some(&key)) {
                         keys.push(dep);
                     }

@@ -94,14 +94,35 @@ fn task(key: &str, inputs: &[(&str, &[&str])], priority: u64, send_result: bool)
         priority,
         who_has: inputs
             .iter()
-            .map(|(i, holders)| HeldBy {
+            .enumerate()
+            .map(|(at, (_, holders))| HeldBy {
                 holders: holders.iter().map(|h| h.to_string()).collect(),
-                keys: vec![(k(i), INPUT_BYTES)],
+                inputs: vec![(at as u32, INPUT_BYTES)],
             })
             .collect(),
         after: Box::default(),
         send_result,
     }
+}
+
+#[test]
+fn a_who_has_position_past_the_inputs_fetches_nothing() {
+    let mut st = state();
+    let mut fx = Rec::default();
+    let mut ct = task("t", &[("in", &["tcp://peer"])], 1, false);
+    ct.who_has[0].inputs.push((7, INPUT_BYTES));
+    st.compute(vec![ct], &Held::default(), &mut fx);
+    // The real input is fetched; the position naming nothing is left out.
+    assert_eq!(
+        fx.fetches,
+        vec![vec![(k("in"), vec!["tcp://peer".to_string()])]]
+    );
+    st.fetched(vec![(k("in"), 100)], Vec::new(), 10, &mut fx);
+    assert_eq!(
+        fx.executed,
+        vec![k("t")],
+        "it runs once its one input is here"
+    );
 }
 
 #[test]

@@ -307,6 +307,11 @@ impl Store {
         Ok(Some(data))
     }
 
+    /// Makes room for `additional` more results without growing.
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+    }
+
     /// Whether `key` is stored, in memory or on disk.
     pub fn contains(&self, key: &Key) -> bool {
         self.id(key).is_some()
