@@ -334,6 +334,8 @@ pub fn graph_of<R>(roots: &[Delayed<R>]) -> Vec<TaskSpec> {
             continue;
         }
         stack.push((n, true));
+        // A wide node's inputs are mostly new: room for them at once, not a growth per doubling.
+        seen.reserve(n.inputs.len());
         for s in n.inputs.iter().rev() {
             if let Source::Node(c) = s
                 && !seen.contains(&Arc::as_ptr(c))

@@ -24,9 +24,17 @@ enum Repr {
     Shared(Arc<str>),
 }
 
+/// A string. For the engine's binary wire format (postcard, not human-readable), the text goes
+/// as bytes: postcard writes a `str` and a byte string alike (length, bytes) and reads it back
+/// as a `str` (checking it), but [`Key::as_str`] would check the UTF-8 of every key sent again,
+/// a tenth of encoding a million-task graph.
 impl Serialize for Key {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
+        if serializer.is_human_readable() {
+            serializer.serialize_str(self.as_str())
+        } else {
+            serializer.serialize_bytes(self.as_bytes())
+        }
     }
 }
 
@@ -180,6 +188,37 @@ mod tests {
         let json = serde_json::to_string(&odd).unwrap();
         assert_eq!(serde_json::from_str::<Key>(&json).unwrap(), odd);
         assert!(serde_json::from_str::<Key>("3").is_err());
+    }
+
+    #[test]
+    fn postcard_writes_a_key_as_its_text() {
+        for text in [
+            "",
+            "inc-1a2b3c4d-123456789",
+            "x-\u{e9}-\u{1F600}-long-enough-to-share",
+        ] {
+            let key = Key::from(text);
+            assert_eq!(
+                postcard::to_allocvec(&key).unwrap(),
+                postcard::to_allocvec(text).unwrap()
+            );
+            let wire = postcard::to_allocvec(&key).unwrap();
+            assert_eq!(postcard::from_bytes::<Key>(&wire).unwrap(), key);
+        }
+        // Bytes that are not UTF-8 are not a key.
+        let bad = postcard::to_allocvec(&serde_bytes_like(&[0xff, 0xfe])).unwrap();
+        assert!(postcard::from_bytes::<Key>(&bad).is_err());
+    }
+
+    /// A byte string as serde writes one.
+    fn serde_bytes_like(b: &[u8]) -> impl Serialize + '_ {
+        struct B<'a>(&'a [u8]);
+        impl Serialize for B<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        B(b)
     }
 
     #[test]
