@@ -416,30 +416,35 @@ fn unknown_durations_fill_one_slot_per_thread_then_queue() {
     assert!(sim.st.snapshot(sim.now).idle_since.is_some());
 }
 
+/// Two workers, and these results in memory where and as large as listed (each an `inc`,
+/// reported finished there whichever worker it was sent to), in this order.
+fn held_on(results: &[(WorkerId, &str, u64)]) -> Sim {
+    let mut sim = Sim::new(&[(1, 4), (2, 4)]);
+    let keys: Vec<Key> = results.iter().map(|(_, key, _)| k(key)).collect();
+    let incs = results
+        .iter()
+        .enumerate()
+        .map(|(i, (_, key, _))| task(key, "inc", vec![(i as i64).into()]))
+        .collect();
+    sim.submit(incs, &keys.iter().collect::<Vec<_>>());
+    sim.computes();
+    for &(w, key, nbytes) in results {
+        let done = Finished {
+            key: k(key),
+            nbytes,
+            duration_us: 10,
+            transfer_us: 0,
+            data: None,
+        };
+        sim.st.task_finished(w, done, sim.now, &mut sim.out);
+    }
+    sim
+}
+
 #[test]
 fn placement_prefers_the_worker_holding_most_input_bytes() {
-    let mut sim = Sim::new(&[(1, 4), (2, 4)]);
-    sim.submit(
-        vec![
-            task("a", "inc", vec![1.into()]),
-            task("b", "inc", vec![2.into()]),
-        ],
-        &[&k("a"), &k("b")],
-    );
-    let cs = sim.computes();
-    assert_eq!(cs.len(), 2);
-    // Finish a on worker 2 with many bytes, b on worker 1 with few.
-    let done = |key: &str, nbytes| Finished {
-        key: k(key),
-        nbytes,
-        duration_us: 10,
-        transfer_us: 0,
-        data: None,
-    };
-    sim.st
-        .task_finished(2, done("a", 1_000_000), sim.now, &mut sim.out);
-    sim.st
-        .task_finished(1, done("b", 10), sim.now, &mut sim.out);
+    // a on worker 2 with many bytes, b on worker 1 with few.
+    let mut sim = held_on(&[(2, "a", 1_000_000), (1, "b", 10)]);
     sim.submit(vec![task("c", "add", vec![key("a"), key("b")])], &[&k("c")]);
     let cs = sim.computes();
     assert_eq!(cs.len(), 1);
@@ -461,30 +466,15 @@ fn placement_prefers_the_worker_holding_most_input_bytes() {
 
 #[test]
 fn a_wide_task_names_each_holder_once_and_keeps_its_inputs_in_order() {
-    let mut sim = Sim::new(&[(1, 4), (2, 4)]);
     let parts: Vec<String> = (0..6).map(|i| format!("p-{i}")).collect();
     let part_keys: Vec<Key> = parts.iter().map(|p| k(p)).collect();
-    sim.submit(
-        parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| task(p, "inc", vec![(i as i64).into()]))
-            .collect(),
-        &part_keys.iter().collect::<Vec<_>>(),
-    );
-    sim.computes();
-    // Alternate holders: even parts on worker 1, odd on worker 2 (wherever they ran).
-    for (i, p) in parts.iter().enumerate() {
-        let w = 1 + (i as u64 % 2);
-        let done = Finished {
-            key: k(p),
-            nbytes: 10 + i as u64,
-            duration_us: 10,
-            transfer_us: 0,
-            data: None,
-        };
-        sim.st.task_finished(w, done, sim.now, &mut sim.out);
-    }
+    // Alternate holders: even parts on worker 1, odd on worker 2.
+    let held: Vec<(WorkerId, &str, u64)> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (1 + (i as u64 % 2), p.as_str(), 10 + i as u64))
+        .collect();
+    let mut sim = held_on(&held);
     let inputs: Vec<_> = parts.iter().map(key).collect();
     sim.submit(vec![task("total", "sum", inputs)], &[&k("total")]);
     let cs = sim.computes();
@@ -512,25 +502,7 @@ fn a_wide_task_names_each_holder_once_and_keeps_its_inputs_in_order() {
 
 #[test]
 fn an_input_named_twice_is_fetched_by_its_first_position() {
-    let mut sim = Sim::new(&[(1, 4), (2, 4)]);
-    sim.submit(
-        vec![
-            task("a", "inc", vec![1.into()]),
-            task("b", "inc", vec![2.into()]),
-        ],
-        &[&k("a"), &k("b")],
-    );
-    sim.computes();
-    for (w, key) in [(1, "a"), (2, "b")] {
-        let done = Finished {
-            key: k(key),
-            nbytes: 8,
-            duration_us: 10,
-            transfer_us: 0,
-            data: None,
-        };
-        sim.st.task_finished(w, done, sim.now, &mut sim.out);
-    }
+    let mut sim = held_on(&[(1, "a", 8), (2, "b", 8)]);
     // A spec listing `b` twice ahead of `a` (the helper would name it once): `a` is third.
     let mut c = task("c", "add", vec![key("b")]);
     c.inputs.extend([k("b"), k("a")]);

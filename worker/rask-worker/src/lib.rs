@@ -1357,8 +1357,8 @@ where
 mod tests {
     use super::*;
 
-    /// A data server holding these results; its address.
-    async fn serving(items: &[(&str, &'static [u8])]) -> String {
+    /// A data server holding these results, with these limits; its address.
+    async fn data_server_of(items: &[(&str, &'static [u8])], limits: DataLimits) -> SocketAddr {
         // The store spills (never, here) into a directory of its own under this one.
         let mut store = Store::new(0, &std::env::temp_dir()).unwrap();
         for (k, v) in items {
@@ -1372,9 +1372,15 @@ mod tests {
             listener,
             Arc::new(Mutex::new(store)),
             Arc::new(Transfers::default()),
-            DataLimits::default(),
+            limits,
             None,
         ));
+        addr
+    }
+
+    /// A data server holding these results; its `tcp://` address.
+    async fn serving(items: &[(&str, &'static [u8])]) -> String {
+        let addr = data_server_of(items, DataLimits::default()).await;
         format!("tcp://{addr}")
     }
 
@@ -1423,24 +1429,7 @@ mod tests {
 
         /// A data server holding `x` = b"xx", with these limits; its address.
         async fn data_server(limits: DataLimits) -> SocketAddr {
-            let dir = std::env::temp_dir();
-            let mut store = Store::new(0, &dir).unwrap();
-            store
-                .put(
-                    Key::from("x"),
-                    Encoded::from_bytes(Bytes::from_static(b"xx")),
-                )
-                .unwrap();
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(serve_data(
-                listener,
-                Arc::new(Mutex::new(store)),
-                Arc::new(Transfers::default()),
-                limits,
-                None,
-            ));
-            addr
+            data_server_of(&[("x", b"xx")], limits).await
         }
 
         async fn get_x(s: &mut TcpStream) {
