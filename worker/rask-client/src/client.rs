@@ -172,9 +172,7 @@ impl Results {
             Use::Wait => &mut self.cursors.wait,
             Use::Release => &mut self.cursors.release,
         };
-        let id = self.slots.id_near(key, *cursor)?;
-        *cursor = id.slot().wrapping_add(1);
-        Some(id)
+        self.slots.id_next(key, cursor)
     }
 
     /// The id of a result's key, looked for first after each run's last ([`Cursors`]).

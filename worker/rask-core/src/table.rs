@@ -196,6 +196,15 @@ impl<T> Table<T> {
         self.id_in(key, near).or_else(|| self.id(key))
     }
 
+    /// [`Table::id_near`] at `*cursor`, which then moves to the slot after the one found: a
+    /// reader of keys in about the order they were added (a sum's inputs, a release, a peer's
+    /// request) keeps one cursor and mostly never touches the index.
+    pub fn id_next(&self, key: &Key, cursor: &mut u32) -> Option<SlotId> {
+        let id = self.id_near(key, *cursor)?;
+        *cursor = id.slot().wrapping_add(1);
+        Some(id)
+    }
+
     /// The id of `key`'s value if it is in slot `slot` (a guess checked by the slot alone;
     /// `None` says nothing of other slots).
     pub fn id_in(&self, key: &Key, slot: u32) -> Option<SlotId> {
@@ -421,6 +430,12 @@ mod tests {
             assert_eq!(t.id_near(&k("b"), near), Some(b));
             assert_eq!(t.id_near(&k("a"), near), None);
         }
+        // A cursor moves past what it finds, and stays where it was on a miss.
+        let mut cursor = 7;
+        assert_eq!(t.id_next(&k("c"), &mut cursor), Some(c));
+        assert_eq!(cursor, c.slot() + 1);
+        assert_eq!(t.id_next(&k("a"), &mut cursor), None);
+        assert_eq!(cursor, c.slot() + 1);
         let all: Vec<(SlotId, String, u32)> =
             t.iter().map(|(id, k, v)| (id, k.to_string(), *v)).collect();
         assert_eq!(all, vec![(c, "c".into(), 4), (b, "b".into(), 12)]);

@@ -775,11 +775,8 @@ impl State {
         let mut unknown: Vec<Key> = Vec::new();
         let mut near = 0;
         for k in inputs {
-            match self.tasks.id_near(k, near) {
-                Some(id) => {
-                    near = id.slot().wrapping_add(1);
-                    deps.push(id);
-                }
+            match self.tasks.id_next(k, &mut near) {
+                Some(id) => deps.push(id),
                 None => unknown.push(k.clone()),
             }
         }
@@ -799,11 +796,7 @@ impl State {
         let mut near = 0;
         let ids: Vec<TaskId> = keys
             .iter()
-            .filter_map(|k| {
-                let id = self.tasks.id_near(k, near)?;
-                near = id.slot().wrapping_add(1);
-                Some(id)
-            })
+            .filter_map(|k| self.tasks.id_next(k, &mut near))
             .collect();
         self.unwant(client, ids, now, out);
         self.check_retirements(now, out);
@@ -1499,9 +1492,8 @@ impl State {
         // Copied in the order asked for, mostly the order of their slots (see `inputs_of`).
         let mut near = 0;
         for (k, nbytes) in keys {
-            let id = self.tasks.id_near(k, near);
+            let id = self.tasks.id_next(k, &mut near);
             if let Some(id) = id {
-                near = id.slot().wrapping_add(1);
                 self.replicating.remove(&id);
             }
             match id.filter(|&id| self.state_of(id) == Some(TaskState::Memory)) {
@@ -2201,11 +2193,10 @@ impl State {
             at
         });
         let mut in_order = Vec::with_capacity(if repeated.is_some() { 0 } else { t.deps.len() });
-        // Inputs in memory, grouped by their holders (the ids of each group's, in step).
+        // Inputs in memory, grouped by their holders.
         let mut who_has: Vec<HeldBy> = Vec::new();
-        let mut holder_ids: Vec<&[WorkerId]> = Vec::new();
         let mut group_of: FxHashMap<&[WorkerId], usize> = FxHashMap::default();
-        let mut last = None;
+        let mut last: Option<(&[WorkerId], usize)> = None;
         // Inputs still processing are being computed on this worker: the task was sent ahead.
         let mut after = Vec::new();
         for &d in t.deps.iter() {
@@ -2225,18 +2216,17 @@ impl State {
             }
             let ids: &[WorkerId] = &dt.who_has;
             // Runs of inputs from the same holders are the common case: no lookup for them.
-            let group = match last.filter(|&g| holder_ids.get(g) == Some(&ids)) {
-                Some(g) => g,
-                None => *group_of.entry(ids).or_insert_with(|| {
+            let group = match last {
+                Some((last_ids, g)) if last_ids == ids => g,
+                _ => *group_of.entry(ids).or_insert_with(|| {
                     who_has.push(HeldBy {
                         holders: self.addresses(ids),
                         inputs: Vec::new(),
                     });
-                    holder_ids.push(ids);
                     who_has.len() - 1
                 }),
             };
-            last = Some(group);
+            last = Some((ids, group));
             if let Some(g) = who_has.get_mut(group) {
                 g.inputs
                     .push((u32::try_from(at).unwrap_or(u32::MAX), dt.nbytes));

@@ -112,7 +112,7 @@ pub(crate) struct WorkerState {
     parked: FxHashMap<Key, Key>,
     /// Keys being fetched (for tasks or for the scheduler's `AcquireReplicas`), and the tasks
     /// waiting for each. A table: keys arrive in the order they were asked for, so each is found
-    /// at the slot after the last ([`Table::id_near`]), with no lookup in its index.
+    /// at the slot after the last ([`Table::id_next`]), with no lookup in its index.
     in_flight: Table<Flight>,
     /// The slot of `in_flight` looked at first.
     flight_near: u32,
@@ -200,10 +200,9 @@ impl WorkerState {
 
     /// The fetch of `key` ended: the tasks that waited for it.
     fn end_fetch(&mut self, key: &Key) -> SmallVec<[Key; 1]> {
-        let Some(id) = self.in_flight.id_near(key, self.flight_near) else {
+        let Some(id) = self.in_flight.id_next(key, &mut self.flight_near) else {
             return SmallVec::new();
         };
-        self.flight_near = id.slot().wrapping_add(1);
         match self.in_flight.remove(id) {
             Some((_, flight)) => {
                 self.in_flight_bytes = self.in_flight_bytes.saturating_sub(flight.nbytes);

@@ -209,9 +209,10 @@ impl Store {
 
     /// The id of `key`'s entry, looked for first in the slot after the last found.
     fn id(&self, key: &Key) -> Option<SlotId> {
-        let id = self.entries.id_near(key, self.near.get())?;
-        self.near.set(id.slot().wrapping_add(1));
-        Some(id)
+        let mut near = self.near.get();
+        let id = self.entries.id_next(key, &mut near);
+        self.near.set(near);
+        id
     }
 
     /// Adds `key`'s entry, replacing (and releasing) one stored before.
