@@ -267,10 +267,12 @@ pub struct Sender<M> {
     shared: Arc<Shared>,
 }
 
-/// What goes through a connection's queue: one message, or many decided together.
+/// What goes through a connection's queue: one message, or many decided together, or many
+/// that each go in a frame of their own.
 enum Outgoing<M> {
     One(Envelope<M>),
     Many(Vec<Envelope<M>>),
+    Apart(Vec<Envelope<M>>),
 }
 
 impl<M> Clone for Sender<M> {
@@ -299,6 +301,14 @@ impl<M> Sender<M> {
         }
         let total = batch.iter().map(cost).sum();
         self.shared.admit(total) && self.tx.send(Outgoing::Many(batch)).is_ok()
+    }
+
+    /// Queues large messages in order, each in a frame of its own (nothing else batched with
+    /// it): the peer can take up the first while the writer still encodes the next (a graph
+    /// sent in parts).
+    pub fn send_apart(&self, parts: Vec<Envelope<M>>) -> bool {
+        let total = parts.iter().map(cost).sum();
+        self.shared.admit(total) && self.tx.send(Outgoing::Apart(parts)).is_ok()
     }
 
     /// Closes the connection now, both halves, dropping what is still queued; the receiver's
@@ -396,7 +406,8 @@ const IDLE_MSGS: usize = 64;
 /// with every frame (blocks of 100 KiB to 2 MiB each, that glibc's malloc re-carves from its
 /// heap once its mmap threshold slid up); released when the connection goes idle.
 struct WriteBufs<M> {
-    queue: VecDeque<Envelope<M>>,
+    /// Messages to write, each with whether it goes in a frame of its own.
+    queue: VecDeque<(Envelope<M>, bool)>,
     batch: Vec<Envelope<M>>,
     frames: FrameWriter,
 }
@@ -422,34 +433,39 @@ impl<M> WriteBufs<M> {
     /// Bytes kept (the queue's and batch's room, and the header buffer).
     #[cfg(test)]
     fn kept_bytes(&self) -> usize {
-        (self.queue.capacity() + self.batch.capacity()) * std::mem::size_of::<Envelope<M>>()
+        self.queue.capacity() * std::mem::size_of::<(Envelope<M>, bool)>()
+            + self.batch.capacity() * std::mem::size_of::<Envelope<M>>()
             + self.frames.capacity()
     }
 
     fn take(&mut self, item: Outgoing<M>) {
         match item {
-            Outgoing::One(e) => self.queue.push_back(e),
-            Outgoing::Many(batch) => self.queue.extend(batch),
+            Outgoing::One(e) => self.queue.push_back((e, false)),
+            Outgoing::Many(batch) => self.queue.extend(batch.into_iter().map(|e| (e, false))),
+            Outgoing::Apart(parts) => self.queue.extend(parts.into_iter().map(|e| (e, true))),
         }
     }
 
     /// Moves the next frame's messages from the queue into the batch: at most BATCH_MSGS
-    /// messages and BATCH_BYTES blob bytes (a single larger message still goes alone). Returns
-    /// their blob bytes.
+    /// messages and BATCH_BYTES blob bytes (a single larger message still goes alone), and a
+    /// message sent apart alone. Returns their blob bytes.
     fn next_batch(&mut self) -> u64 {
         self.batch.clear();
         let mut bytes = 0;
-        while let Some(e) = self.queue.front() {
+        while let Some((e, apart)) = self.queue.front() {
             let b = e.blob_bytes();
-            if self.batch.len() >= BATCH_MSGS || (!self.batch.is_empty() && bytes + b > BATCH_BYTES)
-            {
+            let full = self.batch.len() >= BATCH_MSGS || bytes + b > BATCH_BYTES || *apart;
+            if !self.batch.is_empty() && full {
                 break;
             }
-            let Some(e) = self.queue.pop_front() else {
+            let Some((e, apart)) = self.queue.pop_front() else {
                 break;
             };
             bytes += b;
             self.batch.push(e);
+            if apart {
+                break;
+            }
         }
         bytes
     }
@@ -796,6 +812,21 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("stuck-peer"), "{err}");
         drop(theirs);
+    }
+
+    #[test]
+    fn messages_sent_apart_each_take_a_frame_of_their_own() {
+        let mut bufs = WriteBufs::<ToScheduler>::new();
+        let msg = || Envelope::new(ToScheduler::ReleaseKeys { keys: Vec::new() });
+        bufs.take(Outgoing::Many(vec![msg(), msg()]));
+        bufs.take(Outgoing::Apart(vec![msg(), msg()]));
+        bufs.take(Outgoing::Many(vec![msg(), msg(), msg()]));
+        let mut frames = Vec::new();
+        while !bufs.queue.is_empty() {
+            bufs.next_batch();
+            frames.push(bufs.batch.len());
+        }
+        assert_eq!(frames, [2, 1, 1, 3]);
     }
 
     #[tokio::test]

@@ -46,11 +46,17 @@ pub enum ToScheduler {
     /// Client: add these tasks (in priority order: earlier runs first) and hold the keys of the
     /// first `wanted_tasks` of them and the `wanted` keys. A `map` wants every task it sends: its
     /// keys are then not sent twice, nor read, allocated and freed again by the scheduler.
+    ///
+    /// A large graph comes in parts, each in a frame of its own, so that its first tasks run
+    /// while the client still encodes the rest: `more` counts the tasks of the parts still to
+    /// come (0 for the last part, or a graph sent whole). The scheduler keeps an earlier part's
+    /// unwanted tasks until the last part, and counts its task limit over all the parts.
     UpdateGraph {
         #[serde(deserialize_with = "deserialize_announced")]
         tasks: Vec<TaskSpec>,
         wanted_tasks: u64,
         wanted: Vec<Key>,
+        more: u64,
     },
     /// Client: it no longer holds these keys.
     ReleaseKeys {
@@ -820,6 +826,7 @@ mod tests {
                 )],
                 wanted_tasks: 1,
                 wanted: vec!["x-1".into()],
+                more: 0,
             }),
             Envelope::with_blobs(
                 ToScheduler::TaskFinished {
@@ -1038,6 +1045,7 @@ mod tests {
             tasks,
             wanted_tasks: n as u64,
             wanted: vec![],
+            more: 0,
         })]
     }
 

@@ -244,11 +244,28 @@ enum Event {
     Messages {
         id: u64,
         batch: Vec<Envelope<ToScheduler>>,
+        /// For a part of a graph sent in parts: dropped once the part is taken up, which the
+        /// connection's reader awaits before reading the next part (see [`read_loop`]).
+        taken: Option<oneshot::Sender<()>>,
     },
     Disconnected {
         id: u64,
         reason: String,
     },
+}
+
+impl Event {
+    /// Whether it brings a part of a graph sent in parts, other than the last.
+    fn is_graph_part(&self) -> bool {
+        matches!(self, Event::Messages { taken: Some(_), .. })
+    }
+}
+
+/// Whether a frame brings a part of a graph sent in parts, other than the last.
+fn has_graph_part(batch: &[Envelope<ToScheduler>]) -> bool {
+    batch
+        .iter()
+        .any(|e| matches!(e.msg, ToScheduler::UpdateGraph { more, .. } if more > 0))
 }
 
 async fn accept_loop(
@@ -383,13 +400,39 @@ async fn read_loop(
     {
         return;
     }
-    if !batch.is_empty() && events.send(Event::Messages { id, batch }).is_err() {
-        return;
+    if !batch.is_empty() {
+        let ev = Event::Messages {
+            id,
+            batch,
+            taken: None,
+        };
+        if events.send(ev).is_err() {
+            return;
+        }
     }
     let reason = loop {
         match receiver.recv::<ToScheduler>().await {
+            Ok(Some(batch)) if has_graph_part(&batch) => {
+                // The next part is read once this one is taken up: the workers' results that
+                // arrive meanwhile go before it, and its first tasks run while it is added.
+                let (taken, done) = oneshot::channel();
+                let ev = Event::Messages {
+                    id,
+                    batch,
+                    taken: Some(taken),
+                };
+                if events.send(ev).is_err() {
+                    return;
+                }
+                let _ = done.await;
+            }
             Ok(Some(batch)) => {
-                if events.send(Event::Messages { id, batch }).is_err() {
+                let ev = Event::Messages {
+                    id,
+                    batch,
+                    taken: None,
+                };
+                if events.send(ev).is_err() {
                     return;
                 }
             }
@@ -513,9 +556,15 @@ impl EventLoop {
         loop {
             tokio::select! {
                 Some(ev) = events.recv() => {
+                    let part = ev.is_graph_part();
                     self.on_event(ev);
                     self.send_progress();
                     self.flush();
+                    if part {
+                        // Let the connection writers send this part's tasks to the workers
+                        // before the next part is taken up: they run while the rest arrives.
+                        tokio::task::yield_now().await;
+                    }
                     if self.state.has_deferred_work() {
                         // Let the connection writers send this event's answers first (a client
                         // waiting for a reduction's result), then free what it left unneeded.
@@ -711,7 +760,7 @@ impl EventLoop {
                 }
                 _ => {}
             },
-            Event::Messages { id, batch } => {
+            Event::Messages { id, batch, .. } => {
                 let Some(conn) = self.conns.get(&id) else {
                     return;
                 };
@@ -814,9 +863,11 @@ fn on_client_message(
             tasks,
             wanted_tasks,
             wanted,
+            more,
         } => {
             let wanted_tasks = usize::try_from(wanted_tasks).unwrap_or(usize::MAX);
-            state.update_graph(id, tasks, Wanted::new(wanted_tasks, wanted), now, out)
+            let wanted = Wanted::new(wanted_tasks, wanted);
+            state.update_graph_part(id, tasks, wanted, more, now, out)
         }
         ToScheduler::ReleaseKeys { keys } => state.release_keys(id, &keys, now, out),
         ToScheduler::FollowKeys { id: follow, keys } => state.follow_keys(id, follow, keys),

@@ -253,6 +253,10 @@ struct Task {
     /// While processing: how many levels of its inputs are still being computed on its worker,
     /// where it was sent ahead of them ([`SPECULATION_DEPTH`]); 0 once its inputs are in memory.
     ahead: u8,
+    /// Open graphs sent in parts that hold it ([`Parts`]): kept, though nobody wants it yet.
+    /// A byte, in the struct's padding; at 255 it stays pinned for good: one result kept too
+    /// long rather than let go while an open graph may still need it.
+    pins: u8,
 }
 
 struct Worker {
@@ -344,6 +348,8 @@ pub struct State {
     repeated_inputs: FxHashMap<TaskId, Box<[Key]>>,
     /// The tasks each client holds (their tasks' `wanted_by` name it).
     clients: FxHashMap<ClientId, Holdings>,
+    /// The graphs clients are sending in parts, until their last part arrives.
+    parts: FxHashMap<ClientId, Parts>,
     /// Tasks by function and resources, each with its queue of ready tasks.
     classes: Vec<Class>,
     class_ids: FxHashMap<(FuncName, String), ClassId>,
@@ -399,6 +405,20 @@ pub struct Finished {
     pub data: Option<Bytes>,
 }
 
+/// A graph a client is sending in parts ([`State::update_graph_part`]), between its first part
+/// and its last. Its tasks run as their parts arrive, while the client encodes the next: the
+/// tasks no part wants yet (a sum's million inputs, before the sum arrives) are pinned, kept
+/// but announced to nobody, until the last part says which keys the client holds.
+#[derive(Debug, Default)]
+struct Parts {
+    /// Tasks received so far, for [`Config::max_graph_tasks`] across the parts.
+    tasks: u64,
+    /// The tasks this graph pinned (each once).
+    pinned: Vec<TaskId>,
+    /// Why the graph was refused: its later parts are refused too, each wanted key failing.
+    refused: Option<TaskError>,
+}
+
 /// The keys a client's graph ([`State::update_graph`]) wants held: those of its first `tasks`
 /// tasks (a `map` wants all it sends), then `keys`.
 #[derive(Clone, Debug, Default)]
@@ -445,6 +465,7 @@ impl State {
             room: BTreeSet::new(),
             rr_cursor: WorkerId::default(),
             clients: FxHashMap::default(),
+            parts: FxHashMap::default(),
             classes: Vec::new(),
             class_ids: FxHashMap::default(),
             prefixes: Vec::new(),
@@ -519,6 +540,10 @@ impl State {
             let unfollowed = self.follows.remove_client(client);
             self.unmark_followed(unfollowed);
         }
+        if let Some(open) = self.parts.remove(&client) {
+            // Its graph's last part will not come.
+            self.unpin(open.pinned, now, out);
+        }
         if let Some(held) = self.clients.remove(&client) {
             self.clients_removed_total += 1;
             let tasks = &self.tasks;
@@ -537,33 +562,81 @@ impl State {
         now: f64,
         out: &mut impl Outbox,
     ) {
+        self.update_graph_part(client, tasks, wanted, 0, now, out);
+    }
+
+    /// One part of a client's graph, with `more` of its tasks still to come in later parts
+    /// (0: this is the last part, or the whole graph). A part's tasks (in priority order, after
+    /// the parts before) are added and start at once; those it does not want are pinned
+    /// ([`Parts`]) until the last part, and then dropped if nothing needs them.
+    pub fn update_graph_part(
+        &mut self,
+        client: ClientId,
+        tasks: Vec<TaskSpec>,
+        wanted: Wanted,
+        more: u64,
+        now: f64,
+        out: &mut impl Outbox,
+    ) {
+        let mut open = self.parts.remove(&client).unwrap_or_default();
+        if let Some(error) = open.refused.take() {
+            refuse_graph(client, wanted.all_keys(&tasks), &error, out);
+            if more > 0 {
+                open.refused = Some(error);
+                self.parts.insert(client, open);
+            }
+            return;
+        }
         let max = self.config.max_graph_tasks;
-        if tasks.len() > max {
-            // Refused before anything is added: the client sees why on every key it wanted.
+        let total = open
+            .tasks
+            .saturating_add(tasks.len() as u64)
+            .saturating_add(more);
+        let error = if total > max as u64 {
+            // Refused before anything more is added: the client sees why on every key it
+            // wanted, in this part and the parts after it.
             tracing::warn!(
                 client,
-                tasks = tasks.len(),
+                tasks = total,
                 max,
                 "refusing a graph with more tasks than the limit"
             );
-            let error = TaskError::GraphTooLarge {
-                tasks: tasks.len() as u64,
+            Some(TaskError::GraphTooLarge {
+                tasks: total,
                 max: max as u64,
-            };
-            refuse_graph(client, wanted.all_keys(&tasks), &error, out);
-            return;
-        }
-        if !self.tasks.has_room_for(tasks.len()) {
+            })
+        } else if !self.tasks.has_room_for(tasks.len()) {
             // Ids number the table's slots in 32 bits: four billion tasks at once.
-            let error = TaskError::GraphTooLarge {
-                tasks: tasks.len() as u64,
+            Some(TaskError::GraphTooLarge {
+                tasks: total,
                 max: (u32::MAX as usize).saturating_sub(self.tasks.len()) as u64,
-            };
+            })
+        } else {
+            None
+        };
+        if let Some(error) = error {
             refuse_graph(client, wanted.all_keys(&tasks), &error, out);
+            self.unpin(std::mem::take(&mut open.pinned), now, out);
+            if more > 0 {
+                open.refused = Some(error);
+                self.parts.insert(client, open);
+            }
             return;
         }
+        let first = open.tasks == 0;
+        open.tasks = open.tasks.saturating_add(tasks.len() as u64);
+        // Before the last part, what this part does not want is pinned.
+        let pin_from = if more > 0 { wanted.tasks } else { usize::MAX };
+        let mut pinned_now: Vec<TaskId> = Vec::new();
         let mut unknown_deps: Vec<(TaskId, Key)> = Vec::new();
-        self.tasks.reserve(tasks.len());
+        if first {
+            // Room for the whole graph at its first part (within the limit checked above): the
+            // table then grows once, not once for every doubling as the parts arrive.
+            self.tasks
+                .reserve(usize::try_from(total).unwrap_or(tasks.len()));
+        } else {
+            self.tasks.reserve(tasks.len());
+        }
         // Graphs come in runs of one prefix and one group: each is looked up once per run.
         let mut run_prefix: Option<(u32, PrefixId)> = None;
         let mut run_group: Option<(Key, u32)> = None;
@@ -580,8 +653,14 @@ impl State {
         let mut spec_ids: Vec<Option<Placed>> = Vec::with_capacity(tasks.len());
         for spec in tasks {
             // One lookup for a new key: its hash and place are kept for the insert.
+            let pin = spec_ids.len() >= pin_from;
             let vacant = match self.tasks.find(&spec.key) {
                 Ok(id) => {
+                    if pin && let Some(t) = self.tasks.get_mut(id) {
+                        // Kept for the later parts, whoever holds it now.
+                        t.pins = t.pins.saturating_add(1);
+                        pinned_now.push(id);
+                    }
                     spec_ids.push(Some(Placed::known(id)));
                     continue;
                 }
@@ -647,12 +726,16 @@ impl State {
                 prefix,
                 followed: false,
                 ahead: 0,
+                pins: u8::from(pin),
             };
             let Some(id) = self.tasks.insert_vacant(vacant, key, task) else {
                 spec_ids.push(None);
                 continue; // not reached: the room was checked above
             };
             spec_ids.push(Some(Placed::new(id)));
+            if pin {
+                pinned_now.push(id);
+            }
             if let Some(inputs) = inputs {
                 self.repeated_inputs.insert(id, inputs);
             }
@@ -754,15 +837,53 @@ impl State {
                 _ => {}
             }
         }
-        // Tasks sent along that nothing wants are dropped rather than kept forever.
+        if more > 0 {
+            // The pinned tasks run now, each after its inputs (earlier in this part or before).
+            for &id in &pinned_now {
+                self.compute(id, now, out);
+            }
+            open.pinned.extend(pinned_now);
+            self.parts.insert(client, open);
+            self.update_idle(now);
+            return;
+        }
+        // Tasks sent along that nothing wants are dropped rather than kept forever; so are the
+        // earlier parts' tasks that the graph turned out not to need.
         let mut frees = Frees::default();
         for id in Placed::new_ids(&spec_ids) {
             if self.state_of(id) == Some(TaskState::Released) {
                 self.release_unneeded(id, &mut frees);
             }
         }
+        self.unpin_into(std::mem::take(&mut open.pinned), &mut frees);
         frees.send(out);
         self.update_idle(now);
+    }
+
+    /// A graph sent in parts lets go of the tasks it pinned; those nothing else needs are freed.
+    fn unpin(&mut self, pinned: Vec<TaskId>, now: f64, out: &mut impl Outbox) {
+        if pinned.is_empty() {
+            return;
+        }
+        let mut frees = Frees::default();
+        self.unpin_into(pinned, &mut frees);
+        frees.send(out);
+        self.update_idle(now);
+    }
+
+    fn unpin_into(&mut self, pinned: Vec<TaskId>, frees: &mut Frees) {
+        for id in pinned {
+            let Some(t) = self.tasks.get_mut(id) else {
+                continue;
+            };
+            if t.pins == u8::MAX {
+                continue;
+            }
+            t.pins = t.pins.saturating_sub(1);
+            if t.pins == 0 {
+                self.release_unneeded(id, frees);
+            }
+        }
     }
 
     /// The tasks `inputs` name, each once in first-use order, and the keys of those unknown
@@ -2613,7 +2734,8 @@ impl State {
         let Some(t) = self.tasks.get(id) else {
             return false;
         };
-        !t.wanted_by.is_empty()
+        t.pins > 0
+            || !t.wanted_by.is_empty()
             || t.dependents.iter().any(|d| {
                 matches!(
                     self.state_of(d),

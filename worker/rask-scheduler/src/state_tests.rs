@@ -138,6 +138,13 @@ impl Sim {
         self.held.insert(id, FxHashMap::default());
     }
 
+    /// One part of a graph sent in parts, with `more` tasks still to come.
+    fn submit_part(&mut self, tasks: Vec<TaskSpec>, wanted: &[&Key], more: u64) {
+        let wanted = Wanted::keys(wanted.iter().map(|k| (*k).clone()).collect());
+        self.st
+            .update_graph_part(C, tasks, wanted, more, self.now, &mut self.out);
+    }
+
     fn submit(&mut self, tasks: Vec<TaskSpec>, wanted: &[&Key]) {
         let wanted = Wanted::keys(wanted.iter().map(|k| (*k).clone()).collect());
         self.st
@@ -650,6 +657,170 @@ fn a_graph_over_the_task_limit_is_refused_whole_with_the_limit_named() {
     sim.run_all();
     assert!(sim.client_error(&k("y")).is_none());
     assert!(sim.client_value(&k("y")).is_some());
+}
+
+/// The keys the client was told are in memory, in order.
+fn announced(sim: &Sim) -> Vec<Key> {
+    sim.out
+        .to_clients
+        .iter()
+        .filter_map(|(_, m, _)| match m {
+            FromScheduler::KeyInMemory { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The keys freed on any worker so far, sorted.
+fn all_frees(sim: &mut Sim) -> Vec<Key> {
+    let mut freed: Vec<Key> = sim
+        .worker_messages()
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            FromScheduler::FreeKeys { keys } => Some(keys),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    freed.sort();
+    freed
+}
+
+#[test]
+fn a_graph_in_parts_runs_each_part_as_it_arrives_and_announces_only_what_is_wanted() {
+    let mut sim = Sim::new(&[(1, 2), (2, 2)]);
+    sim.submit_part(
+        vec![
+            task("a", "inc", vec![1.into()]),
+            task("b", "inc", vec![2.into()]),
+        ],
+        &[],
+        1,
+    );
+    // The first part runs before the rest arrives; nobody waits for its results yet.
+    let sent = sim.computes();
+    let mut keys: Vec<&Key> = sent.iter().map(|(_, ct)| &ct.spec.key).collect();
+    keys.sort();
+    assert_eq!(keys, [&k("a"), &k("b")]);
+    assert!(sent.iter().all(|(_, ct)| !ct.send_result));
+    for (w, ct) in &sent {
+        sim.run(*w, ct);
+    }
+    // Kept, though nothing wants them yet, and announced to nobody.
+    assert!(sim.out.to_clients.is_empty(), "{:?}", sim.out.to_clients);
+    assert_eq!(sim.st.task_state(&k("a")), Some(TaskState::Memory));
+    assert_eq!(sim.st.task_state(&k("b")), Some(TaskState::Memory));
+    assert!(all_frees(&mut sim).is_empty());
+    sim.submit_part(
+        vec![task("s", "sum", vec![key("a"), key("b")])],
+        &[&k("s")],
+        0,
+    );
+    sim.run_all();
+    assert_eq!(sim.client_value(&k("s")), Some(Value::Int(5)));
+    assert_eq!(announced(&sim), [k("s")]);
+    assert!(sim.st.parts.is_empty(), "the last part closes the graph");
+    // Its inputs go once the sum holds them.
+    assert_eq!(all_frees(&mut sim), [k("a"), k("b")]);
+}
+
+#[test]
+fn tasks_of_earlier_parts_that_the_graph_does_not_need_go_at_its_last_part() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    sim.submit_part(
+        vec![
+            task("x", "inc", vec![1.into()]),
+            task("y", "inc", vec![2.into()]),
+        ],
+        &[],
+        1,
+    );
+    sim.run_all();
+    sim.submit_part(vec![task("z", "inc", vec![key("x")])], &[&k("z")], 0);
+    sim.run_all();
+    assert_eq!(sim.client_value(&k("z")), Some(Value::Int(3)));
+    assert_eq!(sim.st.task_state(&k("y")), None, "y is forgotten");
+    assert_eq!(sim.st.task_state(&k("z")), Some(TaskState::Memory));
+    assert_eq!(all_frees(&mut sim), [k("x"), k("y")]);
+}
+
+#[test]
+fn a_client_gone_before_its_graphs_last_part_lets_go_of_the_parts_before() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    sim.submit_part(
+        vec![
+            task("a", "inc", vec![1.into()]),
+            task("b", "inc", vec![key("a")]),
+            task("c", "sleep", vec![1.into()]),
+        ],
+        &[],
+        5,
+    );
+    let sent = sim.computes();
+    sim.run(sent[0].0, &sent[0].1);
+    sim.st.remove_client(C, sim.now, &mut sim.out);
+    assert!(sim.st.parts.is_empty());
+    assert!(
+        sim.st.tasks.is_empty(),
+        "every task of the graph is forgotten"
+    );
+    assert!(all_frees(&mut sim).contains(&k("a")));
+}
+
+#[test]
+fn the_task_limit_counts_every_part_of_a_graph() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    sim.st.config.max_graph_tasks = 3;
+    // Four tasks announced at the first part: nothing is added, and the last part is refused.
+    sim.submit_part(
+        vec![
+            task("a", "inc", vec![1.into()]),
+            task("b", "inc", vec![2.into()]),
+        ],
+        &[],
+        2,
+    );
+    assert!(sim.st.tasks.is_empty());
+    assert!(sim.computes().is_empty());
+    sim.submit_part(
+        vec![
+            task("c", "inc", vec![3.into()]),
+            task("d", "sum", vec![key("a"), key("c")]),
+        ],
+        &[&k("d")],
+        0,
+    );
+    let f = sim.client_error(&k("d")).expect("refused");
+    assert_eq!(f.error, TaskError::GraphTooLarge { tasks: 4, max: 3 });
+    assert!(sim.st.tasks.is_empty() && sim.st.parts.is_empty());
+    // A client announcing fewer tasks than it sends is refused at the part that goes over,
+    // and the tasks of the parts before are let go.
+    sim.submit_part(
+        vec![
+            task("e", "inc", vec![1.into()]),
+            task("f", "inc", vec![2.into()]),
+        ],
+        &[],
+        1,
+    );
+    sim.run_all();
+    sim.submit_part(
+        vec![
+            task("g", "inc", vec![3.into()]),
+            task("h", "sum", vec![key("e"), key("f"), key("g")]),
+        ],
+        &[&k("h")],
+        0,
+    );
+    let f = sim.client_error(&k("h")).expect("refused");
+    assert_eq!(f.error, TaskError::GraphTooLarge { tasks: 4, max: 3 });
+    assert!(sim.st.tasks.is_empty(), "e and f are let go");
+    assert_eq!(all_frees(&mut sim), [k("e"), k("f")]);
+    // A graph in parts within the limit runs.
+    sim.submit_part(vec![task("p", "inc", vec![1.into()])], &[], 1);
+    sim.submit_part(vec![task("q", "inc", vec![key("p")])], &[&k("q")], 0);
+    sim.run_all();
+    assert_eq!(sim.client_value(&k("q")), Some(Value::Int(3)));
 }
 
 #[test]

@@ -90,6 +90,7 @@ async fn still_answers(tx: &Sender<ToScheduler>, rx: &mut Receiver) {
         tasks: Vec::new(),
         wanted_tasks: 0,
         wanted: vec![Key::from("nothing-here")],
+        more: 0,
     });
     match recv_one(rx).await {
         FromScheduler::KeyErred { failure, .. } => assert_eq!(failure.error, TaskError::UnknownKey),
@@ -115,6 +116,7 @@ async fn a_frame_over_the_maximum_closes_that_connection_only() {
         tasks: Vec::new(),
         wanted_tasks: 0,
         wanted: (0..20_000).map(|i| Key::from(format!("k-{i}"))).collect(),
+        more: 0,
     });
     let end = tokio::time::timeout(Duration::from_secs(5), big_rx.recv::<FromScheduler>())
         .await
@@ -210,6 +212,7 @@ async fn a_graph_over_the_task_limit_is_refused_with_the_limit_and_size() {
         tasks,
         wanted_tasks: 0,
         wanted: vec![Key::from("t-10")],
+        more: 0,
     });
     match recv_one(&mut rx).await {
         FromScheduler::KeyErred { key, failure } => {
@@ -257,6 +260,7 @@ async fn a_client_that_stops_reading_is_closed_at_the_backlog_limit() {
             wanted: (0..1000)
                 .map(|i| Key::from(format!("none-{round}-{i}")))
                 .collect(),
+            more: 0,
         });
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -499,6 +499,46 @@ async fn released_futures_are_freed_on_the_workers() {
 }
 
 #[tokio::test]
+async fn graphs_sent_in_parts_give_their_values_and_leave_nothing_behind() {
+    // Larger than a part (8,192 tasks): the client sends them in three, the workers start on
+    // the first while the rest arrives, and only the wanted keys are held.
+    let n = 20_000i64;
+    let cluster = process_cluster(2).await;
+    let client = cluster.client().await.unwrap();
+    let incs: Vec<Delayed<Value>> = (0..n).map(|i| delayed(seed::INC, lit(i))).collect();
+    let total = delayed_with(seed::SUM, |d| {
+        incs.iter().map(|p| d.input(p).into()).collect()
+    });
+    let sum = client.compute(&total);
+    assert_eq!(sum.result().await.unwrap(), Value::Int((1..=n).sum()));
+    let mapped = client.map(seed::INC, (0..n).map(lit));
+    let values = client.gather(&mapped).await.unwrap();
+    assert!(values.iter().zip(1..).all(|(v, i)| *v == Value::Int(i)));
+    // The sum and the map's results: the sum's inputs were let go.
+    let handle = cluster.handle();
+    let held = eventually(Duration::from_secs(10), async || {
+        handle
+            .snapshot()
+            .await
+            .map(|s| s.tasks.memory == n as usize + 1)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(held, "{:?}", cluster.snapshot().await.unwrap().tasks);
+    drop((sum, mapped));
+    let freed = eventually(Duration::from_secs(10), async || {
+        handle
+            .snapshot()
+            .await
+            .map(|s| s.tasks.memory == 0 && s.workers.iter().all(|w| w.keys == 0))
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(freed, "{:?}", cluster.snapshot().await.unwrap());
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_graph_computed_again_after_its_release_gives_its_values() {
     // The same keys wanted again right after their futures are dropped: the release and the
     // new graph reach a worker in one batch, which must compute the results again rather than
