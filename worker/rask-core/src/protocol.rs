@@ -91,7 +91,8 @@ pub enum ToScheduler {
         error: KernelError,
         duration_us: u64,
     },
-    /// Worker: it now also holds these keys (copied from peers on the scheduler's request).
+    /// Worker: it now also holds these keys, copied from peers: on the scheduler's request, or
+    /// as inputs of its tasks (reported once the next task ends, after that task's result).
     AddKeys {
         keys: Vec<(Key, u64)>,
     },

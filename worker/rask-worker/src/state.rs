@@ -118,6 +118,10 @@ pub(crate) struct WorkerState {
     flight_near: u32,
     /// The sizes in `in_flight`, summed.
     in_flight_bytes: u64,
+    /// Inputs fetched for tasks that then became ready: the scheduler learns of these copies
+    /// after the next task here ends ([`Self::report_copies`]), so that a wide task's result is
+    /// not queued at the scheduler behind the report of its half a million fetched inputs.
+    unreported: Vec<(Key, u64)>,
     memory: MemoryPolicy,
     paused: bool,
     /// The last memory sample, for the heartbeat.
@@ -133,6 +137,7 @@ impl WorkerState {
             in_flight: Table::default(),
             flight_near: 0,
             in_flight_bytes: 0,
+            unreported: Vec::new(),
             memory,
             paused: false,
             last_sample: MemorySample::default(),
@@ -320,6 +325,16 @@ impl WorkerState {
             self.forget(k);
         }
         fx.free(keys);
+        self.report_copies(fx);
+    }
+
+    /// Tells the scheduler of the inputs fetched for tasks that have ended since (or were
+    /// dropped): after their results, which the scheduler then takes up first.
+    fn report_copies(&mut self, fx: &mut impl Effects) {
+        if !self.unreported.is_empty() {
+            let keys = std::mem::take(&mut self.unreported);
+            fx.send(ToScheduler::AddKeys { keys }.into());
+        }
     }
 
     /// Drops task `key` (not run), and what was sent ahead of it ([`Self::drop_waiting_on`]).
@@ -500,6 +515,7 @@ impl WorkerState {
             self.unwait(&input, &key);
         }
         let Some(p) = self.tasks.remove(&key) else {
+            self.report_copies(fx);
             return false; // freed while it ran
         };
         match result {
@@ -518,6 +534,7 @@ impl WorkerState {
                     transfer_us: p.transfer_us,
                 };
                 fx.send(Envelope::with_blobs(msg, blobs));
+                self.report_copies(fx);
                 // The tasks sent ahead of it run now, with no round trip to the scheduler.
                 self.run(ready, fx);
                 true
@@ -533,6 +550,7 @@ impl WorkerState {
                     }
                     .into(),
                 );
+                self.report_copies(fx);
                 true
             }
         }
@@ -559,8 +577,12 @@ impl WorkerState {
                 }
             }
         }
-        if !found.is_empty() {
-            fx.send(ToScheduler::AddKeys { keys: found }.into());
+        if ready.is_empty() {
+            if !found.is_empty() {
+                fx.send(ToScheduler::AddKeys { keys: found }.into());
+            }
+        } else {
+            self.unreported.extend(found);
         }
         for (key, holders) in missing {
             // The tasks that need it are dropped; the scheduler recomputes the input (or finds

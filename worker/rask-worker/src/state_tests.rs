@@ -159,14 +159,74 @@ fn ready_tasks_run_in_priority_order_and_missing_inputs_are_fetched_once() {
         )]],
         "one fetch for an input two tasks need"
     );
-    // The input arrives: both tasks run, and the scheduler learns this worker has a copy.
+    // The input arrives: both tasks run.
     let mut fx = Rec::default();
     st.fetched(vec![(k("remote"), 100)], Vec::new(), 300, &mut fx);
     assert_eq!(fx.executed, vec![k("x"), k("y")]);
+    assert!(fx.sent.is_empty(), "{:?}", fx.sent);
+    // The scheduler learns this worker has a copy after the first of them ends, behind its
+    // result, and once.
+    let result = Value::Int(1).encode();
+    let mut fx = Rec::default();
+    st.done(k("x"), Ok(&result), 5, &mut fx);
+    st.done(k("y"), Ok(&result), 5, &mut fx);
+    let finished = |m: &ToScheduler, name: &str| matches!(m, ToScheduler::TaskFinished { key, .. } if *key == k(name));
+    assert_eq!(fx.sent.len(), 3, "{:?}", fx.sent);
+    assert!(finished(&fx.sent[0], "x"), "{:?}", fx.sent);
+    assert_eq!(
+        fx.sent[1],
+        ToScheduler::AddKeys {
+            keys: vec![(k("remote"), 100)]
+        }
+    );
+    assert!(finished(&fx.sent[2], "y"), "{:?}", fx.sent);
+}
+
+#[test]
+fn a_copy_fetched_for_no_task_that_can_run_is_reported_at_once() {
+    let mut st = state();
+    let held = Held::default();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![task(
+            "z",
+            &[("p", &["tcp://p1"]), ("q", &["tcp://p2"])],
+            1,
+            false,
+        )],
+        &held,
+        &mut fx,
+    );
+    // One of two inputs: the task still waits, so the copy is reported now.
+    let mut fx = Rec::default();
+    st.fetched(vec![(k("p"), 7)], Vec::new(), 10, &mut fx);
+    assert!(fx.executed.is_empty());
     assert_eq!(
         fx.sent,
         vec![ToScheduler::AddKeys {
-            keys: vec![(k("remote"), 100)]
+            keys: vec![(k("p"), 7)]
+        }]
+    );
+}
+
+#[test]
+fn copies_held_back_are_reported_when_their_task_is_freed() {
+    let mut st = state();
+    let held = Held::default();
+    let mut fx = Rec::default();
+    st.compute(
+        vec![task("w", &[("r", &["tcp://p1"])], 1, false)],
+        &held,
+        &mut fx,
+    );
+    st.fetched(vec![(k("r"), 3)], Vec::new(), 10, &mut fx);
+    assert_eq!(fx.executed, vec![k("w")]);
+    let mut fx = Rec::default();
+    st.free_keys(vec![k("w")], &mut fx);
+    assert_eq!(
+        fx.sent,
+        vec![ToScheduler::AddKeys {
+            keys: vec![(k("r"), 3)]
         }]
     );
 }
@@ -400,6 +460,10 @@ fn task_counts_follow_fetches_and_runs_and_finished_tasks_report_their_transfer_
                 nbytes: 8,
                 duration_us: 7,
                 transfer_us: 500,
+            },
+            // The copy that made x and y ready, reported behind x's result.
+            ToScheduler::AddKeys {
+                keys: vec![(k("r2"), 100)]
             },
             ToScheduler::TaskFinished {
                 key: k("a"),
