@@ -19,7 +19,6 @@
 //! such directories, as Dask's worker does with its scratch space.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -72,8 +71,8 @@ pub enum StoreError {
 /// Where an entry's bytes are.
 #[derive(Debug)]
 enum Place {
-    /// In memory; `last_use` is its position in [`Store::lru`].
-    Memory { data: Encoded, last_use: u64 },
+    /// In memory, and in the spill order ([`Entry::older`], [`Entry::newer`]).
+    Memory { data: Encoded },
     /// In the spill file numbered `file` (see [`Store::spill_path`]).
     Disk { file: u64 },
 }
@@ -82,7 +81,14 @@ enum Place {
 struct Entry {
     nbytes: u64,
     place: Place,
+    /// In memory: the slots of the entries used just before and just after it ([`NO_SLOT`] at
+    /// either end of the spill order).
+    older: u32,
+    newer: u32,
 }
+
+/// The end of the spill order.
+const NO_SLOT: u32 = u32::MAX;
 
 /// How the store was used since it was made: reads served from memory, reads and writes of
 /// spill files (Dask's `SpillBuffer.cumulative_metrics`, without its pickling: results are stored
@@ -104,10 +110,14 @@ pub struct Store {
     entries: Table<Entry>,
     /// The slot a lookup tries first: the one after the last found.
     near: Cell<u32>,
-    /// In-memory entries by last use, oldest first: the spill order.
-    lru: BTreeMap<u64, SlotId>,
-    /// Next value of the use counter.
-    clock: u64,
+    /// The spill order, a list through the in-memory entries by last use: its oldest and newest
+    /// slots ([`NO_SLOT`] when none is in memory). A use moves an entry to the newest end at
+    /// the cost of its neighbours' links (an ordered map of use counts cost two tree walks, a
+    /// fifth of the time a worker took to fetch and read a million-input task's inputs).
+    oldest: u32,
+    newest: u32,
+    /// Entries in memory.
+    in_memory: usize,
     /// In-memory bytes to stay at or below; `None` when there is no limit.
     target: Option<u64>,
     memory_bytes: u64,
@@ -131,6 +141,17 @@ impl std::fmt::Debug for Store {
             .field("spilled", &(self.spilled_count(), self.spilled_bytes))
             .field("target", &self.target)
             .finish_non_exhaustive()
+    }
+}
+
+impl Entry {
+    fn new(nbytes: u64, place: Place) -> Self {
+        Entry {
+            nbytes,
+            place,
+            older: NO_SLOT,
+            newer: NO_SLOT,
+        }
     }
 }
 
@@ -165,8 +186,9 @@ impl Store {
         Ok(Store {
             entries: Table::default(),
             near: Cell::new(0),
-            lru: BTreeMap::new(),
-            clock: 0,
+            oldest: NO_SLOT,
+            newest: NO_SLOT,
+            in_memory: 0,
             target,
             memory_bytes: 0,
             spilled_bytes: 0,
@@ -194,7 +216,7 @@ impl Store {
                     self.wrote(nbytes, started);
                     self.spilled_bytes += nbytes;
                     let place = Place::Disk { file };
-                    self.insert(key, Entry { nbytes, place })?;
+                    self.insert(key, Entry::new(nbytes, place))?;
                     return Ok(());
                 }
                 Err(e) => {
@@ -231,8 +253,8 @@ impl Store {
     /// Accounts for `old`, `key`'s entry taken out of the store: its memory, or its spill file.
     fn release(&mut self, key: &Key, old: Entry) {
         match old.place {
-            Place::Memory { last_use, .. } => {
-                self.lru.remove(&last_use);
+            Place::Memory { .. } => {
+                self.unlink(old.older, old.newer);
                 self.memory_bytes -= old.nbytes;
             }
             Place::Disk { file } => {
@@ -254,21 +276,22 @@ impl Store {
     /// An unreadable, missing or wrongly sized spill file is an error naming the key and file;
     /// the entry stays in the store, spilled, so the caller can `remove` it.
     pub fn get(&mut self, key: &Key) -> Result<Option<Encoded>, StoreError> {
-        let clock = self.tick();
         let Some(id) = self.id(key) else {
             return Ok(None);
         };
-        let Some(entry) = self.entries.get_mut(id) else {
+        let Some(entry) = self.entries.get(id) else {
             return Ok(None);
         };
-        let (nbytes, file) = match &mut entry.place {
-            Place::Memory { data, last_use } => {
+        let (nbytes, file) = match &entry.place {
+            Place::Memory { data } => {
                 let data = data.clone();
-                self.lru.remove(last_use);
-                *last_use = clock;
-                self.lru.insert(clock, id);
+                let (older, newer, nbytes) = (entry.older, entry.newer, entry.nbytes);
+                if newer != NO_SLOT {
+                    self.unlink(older, newer);
+                    self.link_newest(id);
+                }
                 self.activity.memory_read_count += 1;
-                self.activity.memory_read_bytes += entry.nbytes;
+                self.activity.memory_read_bytes += nbytes;
                 return Ok(Some(data));
             }
             Place::Disk { file } => (entry.nbytes, *file),
@@ -296,11 +319,8 @@ impl Store {
             .target
             .is_none_or(|target| self.memory_bytes + nbytes <= target);
         if fits && let Some(entry) = self.entries.get_mut(id) {
-            entry.place = Place::Memory {
-                data: data.clone(),
-                last_use: clock,
-            };
-            self.lru.insert(clock, id);
+            entry.place = Place::Memory { data: data.clone() };
+            self.link_newest(id);
             self.spilled_bytes -= nbytes;
             self.memory_bytes += nbytes;
             delete_spill_file(key, &path);
@@ -345,12 +365,12 @@ impl Store {
 
     /// Number of results held in memory.
     pub fn memory_count(&self) -> usize {
-        self.lru.len()
+        self.in_memory
     }
 
     /// Number of results spilled to disk.
     pub fn spilled_count(&self) -> usize {
-        self.entries.len() - self.lru.len()
+        self.entries.len() - self.in_memory
     }
 
     /// Reads and writes since the store was made.
@@ -373,10 +393,64 @@ impl Store {
         self.entries.iter().map(|(_, key, _)| key)
     }
 
-    fn tick(&mut self) -> u64 {
-        let now = self.clock;
-        self.clock += 1;
-        now
+    /// Puts `id`'s entry (in memory, not in the spill order) at its newest end.
+    fn link_newest(&mut self, id: SlotId) {
+        let newest = self.newest;
+        if let Some(e) = self.entries.get_mut(id) {
+            e.older = newest;
+            e.newer = NO_SLOT;
+        }
+        self.set_link(newest, |e| &mut e.newer, id.slot());
+        if newest == NO_SLOT {
+            self.oldest = id.slot();
+        }
+        self.newest = id.slot();
+        self.in_memory += 1;
+    }
+
+    /// Puts `id`'s entry (in memory, not in the spill order) at its oldest end: an entry that
+    /// failed to spill is the first tried again.
+    fn link_oldest(&mut self, id: SlotId) {
+        let oldest = self.oldest;
+        if let Some(e) = self.entries.get_mut(id) {
+            e.older = NO_SLOT;
+            e.newer = oldest;
+        }
+        self.set_link(oldest, |e| &mut e.older, id.slot());
+        if oldest == NO_SLOT {
+            self.newest = id.slot();
+        }
+        self.oldest = id.slot();
+        self.in_memory += 1;
+    }
+
+    /// Takes out of the spill order the entry between `older` and `newer`.
+    fn unlink(&mut self, older: u32, newer: u32) {
+        if older == NO_SLOT {
+            self.oldest = newer;
+        } else {
+            self.set_link(older, |e| &mut e.newer, newer);
+        }
+        if newer == NO_SLOT {
+            self.newest = older;
+        } else {
+            self.set_link(newer, |e| &mut e.older, older);
+        }
+        self.in_memory -= 1;
+    }
+
+    /// Sets one link of the entry in `slot` (none for [`NO_SLOT`]).
+    fn set_link(&mut self, slot: u32, link: fn(&mut Entry) -> &mut u32, to: u32) {
+        if slot == NO_SLOT {
+            return;
+        }
+        if let Some(e) = self
+            .entries
+            .id_at(slot)
+            .and_then(|id| self.entries.get_mut(id))
+        {
+            *link(e) = to;
+        }
     }
 
     fn take_file_number(&mut self) -> u64 {
@@ -391,10 +465,9 @@ impl Store {
 
     fn insert_in_memory(&mut self, key: Key, data: Encoded) -> Result<(), StoreError> {
         let nbytes = data.len() as u64;
-        let last_use = self.tick();
-        let place = Place::Memory { data, last_use };
-        let id = self.insert(key, Entry { nbytes, place })?;
-        self.lru.insert(last_use, id);
+        let place = Place::Memory { data };
+        let id = self.insert(key, Entry::new(nbytes, place))?;
+        self.link_newest(id);
         self.memory_bytes += nbytes;
         Ok(())
     }
@@ -413,12 +486,16 @@ impl Store {
     /// that entry in memory.
     pub fn spill_to(&mut self, bytes: u64) -> Result<(), StoreError> {
         while self.memory_bytes > bytes {
-            let Some((last_use, id)) = self.lru.pop_first() else {
+            let Some(id) = self.entries.id_at(self.oldest) else {
                 break;
             };
+            let Some(e) = self.entries.get(id) else {
+                break;
+            };
+            self.unlink(NO_SLOT, e.newer);
             let file = self.take_file_number();
             let path = self.spill_path(file);
-            // Every id in `lru` names an in-memory entry.
+            // Every entry in the spill order is in memory.
             let Some((key, entry)) = self.entries.entry_mut(id) else {
                 continue;
             };
@@ -427,7 +504,7 @@ impl Store {
             };
             let started = Instant::now();
             if let Err(e) = write_spill_file(key, &path, data) {
-                self.lru.insert(last_use, id);
+                self.link_oldest(id);
                 return Err(e);
             }
             entry.place = Place::Disk { file };
@@ -619,6 +696,79 @@ mod tests {
         assert!(on_disk(&store, 2));
         assert!(!on_disk(&store, 0));
         assert_eq!(store.spilled_bytes(), 200);
+    }
+
+    impl Store {
+        /// The in-memory keys from the oldest use to the newest, walking the spill order both
+        /// ways (which must agree).
+        fn spill_order(&self) -> Vec<Key> {
+            let walk = |from: u32, next: fn(&Entry) -> u32| {
+                let mut keys = Vec::new();
+                let mut slot = from;
+                while slot != NO_SLOT {
+                    let id = self.entries.id_at(slot).unwrap();
+                    let (k, e) = self.entries.entry(id).unwrap();
+                    assert!(matches!(e.place, Place::Memory { .. }), "{k} is on disk");
+                    keys.push(k.clone());
+                    slot = next(e);
+                }
+                keys
+            };
+            let forward = walk(self.oldest, |e| e.newer);
+            let mut backward = walk(self.newest, |e| e.older);
+            backward.reverse();
+            assert_eq!(forward, backward);
+            assert_eq!(forward.len(), self.memory_count());
+            forward
+        }
+    }
+
+    #[test]
+    fn the_spill_order_follows_every_put_read_removal_and_spill() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new(0, dir.path()).unwrap();
+        // What the order must be: keys by last use, oldest first.
+        let mut model: Vec<Key> = Vec::new();
+        let mut x: u64 = 7;
+        for step in 0..3000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let k = key((x >> 33) as usize % 40);
+            match (x >> 20) % 8 {
+                0..=2 => {
+                    store.put(k.clone(), data(10, 1)).unwrap();
+                    model.retain(|m| *m != k);
+                    model.push(k);
+                }
+                3..=5 => {
+                    let got = store.get(&k).unwrap();
+                    assert_eq!(got.is_some(), model.contains(&k), "step {step}: {k}");
+                    if got.is_some() {
+                        model.retain(|m| *m != k);
+                        model.push(k);
+                    }
+                }
+                6 => {
+                    store.remove(&k);
+                    model.retain(|m| *m != k);
+                }
+                _ => {
+                    // Spills the oldest down to half; they leave the order (and the model).
+                    let keep = model.len() / 2;
+                    store.spill_to(keep as u64 * 10).unwrap();
+                    let spilled = model.len() - keep;
+                    let oldest: Vec<Key> = model.drain(..spilled).collect();
+                    for k in oldest {
+                        assert!(matches!(store.entry(&k).place, Place::Disk { .. }));
+                        // Read back (it fits: no target), it is the newest again.
+                        store.get(&k).unwrap();
+                        model.push(k);
+                    }
+                }
+            }
+            assert_eq!(store.spill_order(), model, "step {step}");
+        }
     }
 
     #[test]
