@@ -173,12 +173,23 @@ impl Deps {
 pub fn new_key(prefix: &str) -> Key {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // Built in place and copied into the key's one allocation: a graph makes a key per task.
+    // Built on the stack and copied into the key (inline, or its one allocation): a graph
+    // makes a key per task.
     let mut number = itoa::Buffer::new();
     let parts = [prefix, "-", process_token(), "-", number.format(n)];
-    let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    parts.iter().for_each(|p| text.push_str(p));
-    Key::new(text)
+    let mut buf = [0u8; 64];
+    let mut len = 0;
+    for p in parts {
+        let Some(room) = buf.get_mut(len..len + p.len()) else {
+            return Key::new(parts.concat());
+        };
+        room.copy_from_slice(p.as_bytes());
+        len += p.len();
+    }
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(text) => Key::new(text),
+        Err(_) => Key::new(parts.concat()),
+    }
 }
 
 /// The key prefix of a typed function's tasks: its name without the family (`seed.inc` → `inc`),
@@ -419,6 +430,75 @@ mod tests {
         assert_eq!(last.inputs, vec![a.key().clone(), b.key().clone()]);
         // A held key is an input, not part of the graph: only `a` and the root are tasks.
         assert_eq!(g.len(), 2);
+    }
+
+    #[test]
+    fn calls_met_in_any_address_order_take_one_position_each() {
+        let nodes: Vec<Delayed<Value>> = (0..6)
+            .map(|i| delayed(INC, Operand::Value(Value::Int(i))))
+            .collect();
+        // Sorted by address, then read rising, falling, repeated and again after a future.
+        let mut by_addr: Vec<&Delayed<Value>> = nodes.iter().collect();
+        by_addr.sort_by_key(|d| Arc::as_ptr(&d.node) as usize);
+        let [a, b, c, e, f, g] = by_addr[..] else {
+            unreachable!("six calls")
+        };
+        let order = [a, b, e, c, a, e, f, b];
+        let mut d = Deps::new();
+        let at: Vec<usize> = order.iter().map(|x| d.input(*x).index()).collect();
+        assert_eq!(at, [0, 1, 2, 3, 0, 2, 4, 1]);
+        let held = d.input(&Held(Key::new(g.key().as_str()))).index();
+        assert_eq!((held, d.input(g).index(), d.input(c).index()), (5, 5, 3));
+        let keys: Vec<Key> = [a, b, e, c, f, g].iter().map(|x| x.key().clone()).collect();
+        assert_eq!(d.keys(), keys);
+        // Rising only: each call is new, in order.
+        let mut d = Deps::new();
+        let at: Vec<usize> = by_addr.iter().map(|x| d.input(*x).index()).collect();
+        assert_eq!(at, [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_dag_with_shared_inputs_lists_each_task_once_after_its_inputs() {
+        // Each call reads a few earlier ones, chosen pseudo-randomly, some twice.
+        let mut x: u64 = 11;
+        let mut calls: Vec<Delayed<Value>> = vec![delayed(INC, Operand::Value(Value::Int(0)))];
+        for _ in 0..300 {
+            let picks: Vec<usize> = (0..4)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (x >> 33) as usize % calls.len()
+                })
+                .collect();
+            let call = delayed_with(SUM, |d| {
+                picks.iter().map(|&p| d.input(&calls[p]).into()).collect()
+            });
+            calls.push(call);
+        }
+        let roots = [calls[300].clone(), calls[150].clone(), calls[299].clone()];
+        let g = graph_of(&roots);
+        let at: FxHashMap<&Key, usize> = g.iter().enumerate().map(|(i, t)| (&t.key, i)).collect();
+        assert_eq!(at.len(), g.len(), "a task listed twice");
+        for (i, t) in g.iter().enumerate() {
+            for input in &t.inputs {
+                assert!(at[input] < i, "{} before its input {input}", t.key);
+            }
+        }
+        for r in &roots {
+            assert!(at.contains_key(r.key()));
+        }
+    }
+
+    #[test]
+    fn new_keys_are_built_whole_whatever_the_prefix_length() {
+        let short = new_key("inc");
+        assert!(short.as_str().starts_with("inc-") && short.as_str().ends_with(char::is_numeric));
+        let long = "p".repeat(100);
+        let key = new_key(&long);
+        assert!(
+            key.as_str()
+                .starts_with(&format!("{long}-{}-", process_token())),
+            "{key}"
+        );
     }
 
     #[test]
