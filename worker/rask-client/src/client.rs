@@ -108,9 +108,11 @@ enum Use {
 /// A graph of more tasks than this goes to the scheduler in parts of this many, each in a frame
 /// of its own: the scheduler adds a part, its tasks start, and the workers' results are taken
 /// up before the next part (at a million tasks, encoding and adding the graph took a third of
-/// the time, on one core, with the workers idle). Parts of 65,536 left the workers idle while
-/// the scheduler added each; 8,192 take it about 10 ms.
-const GRAPH_PART: usize = 1 << 13;
+/// the time, on one core, with the workers idle). Measured in alternating runs of `rask-bench
+/// scale`: parts of 65,536 left the workers idle while the scheduler added each; 8,192 overlapped;
+/// 2,048 (a few milliseconds of the scheduler's time each) gave `map` 3-10% more than 8,192 at a
+/// million tasks with 10-15 fewer bytes a task held, and 10,000-task graphs a third more.
+const GRAPH_PART: usize = 1 << 11;
 
 /// Results of this many bytes or fewer that arrive in a frame are copied out of it: a short
 /// slice would keep the whole frame (the other results' messages and keys) in memory.

@@ -500,7 +500,7 @@ async fn released_futures_are_freed_on_the_workers() {
 
 #[tokio::test]
 async fn graphs_sent_in_parts_give_their_values_and_leave_nothing_behind() {
-    // Larger than a part (8,192 tasks): the client sends them in three, the workers start on
+    // Larger than a part (2,048 tasks): the client sends them in ten, the workers start on
     // the first while the rest arrives, and only the wanted keys are held.
     let n = 20_000i64;
     let cluster = process_cluster(2).await;
