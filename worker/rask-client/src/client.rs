@@ -111,7 +111,7 @@ enum Use {
 /// the time, on one core, with the workers idle). Measured in alternating runs of `rask-bench
 /// scale`: parts of 65,536 left the workers idle while the scheduler added each; 8,192 overlapped;
 /// 2,048 (a few milliseconds of the scheduler's time each) gave `map` 3-10% more than 8,192 at a
-/// million tasks with 10-15 fewer bytes a task held, and 10,000-task graphs a third more.
+/// million tasks with 10-15 fewer bytes a task held, and 10,000-task graphs a quarter more.
 const GRAPH_PART: usize = 1 << 11;
 
 /// Results of this many bytes or fewer that arrive in a frame are copied out of it: a short
