@@ -400,15 +400,9 @@ async fn read_loop(
     {
         return;
     }
-    if !batch.is_empty() {
-        let ev = Event::Messages {
-            id,
-            batch,
-            taken: None,
-        };
-        if events.send(ev).is_err() {
-            return;
-        }
+    let messages = |batch, taken| Event::Messages { id, batch, taken };
+    if !batch.is_empty() && events.send(messages(batch, None)).is_err() {
+        return;
     }
     let reason = loop {
         match receiver.recv::<ToScheduler>().await {
@@ -416,23 +410,13 @@ async fn read_loop(
                 // The next part is read once this one is taken up: the workers' results that
                 // arrive meanwhile go before it, and its first tasks run while it is added.
                 let (taken, done) = oneshot::channel();
-                let ev = Event::Messages {
-                    id,
-                    batch,
-                    taken: Some(taken),
-                };
-                if events.send(ev).is_err() {
+                if events.send(messages(batch, Some(taken))).is_err() {
                     return;
                 }
                 let _ = done.await;
             }
             Ok(Some(batch)) => {
-                let ev = Event::Messages {
-                    id,
-                    batch,
-                    taken: None,
-                };
-                if events.send(ev).is_err() {
+                if events.send(messages(batch, None)).is_err() {
                     return;
                 }
             }

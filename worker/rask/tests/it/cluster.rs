@@ -476,16 +476,10 @@ async fn a_scheduler_that_goes_away_fails_pending_results_instead_of_hanging() {
     assert!(matches!(err, ClientError::Lost(_)), "{err:?}");
 }
 
-#[tokio::test]
-async fn released_futures_are_freed_on_the_workers() {
-    let cluster = LocalCluster::new(2, 1).await.unwrap();
-    let client = cluster.client().await.unwrap();
-    let futures = client.map(seed::INC, (0..100i64).map(lit));
-    client.gather(&futures).await.unwrap();
-    assert_eq!(cluster.snapshot().await.unwrap().tasks.memory, 100);
-    drop(futures);
+/// Waits (up to `within`) for the scheduler to hold no result and every worker no key.
+async fn assert_all_freed(cluster: &LocalCluster, within: Duration) {
     let handle = cluster.handle();
-    let freed = eventually(Duration::from_secs(5), async || {
+    let freed = eventually(within, async || {
         handle
             .snapshot()
             .await
@@ -494,6 +488,17 @@ async fn released_futures_are_freed_on_the_workers() {
     })
     .await;
     assert!(freed, "{:?}", cluster.snapshot().await.unwrap());
+}
+
+#[tokio::test]
+async fn released_futures_are_freed_on_the_workers() {
+    let cluster = LocalCluster::new(2, 1).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let futures = client.map(seed::INC, (0..100i64).map(lit));
+    client.gather(&futures).await.unwrap();
+    assert_eq!(cluster.snapshot().await.unwrap().tasks.memory, 100);
+    drop(futures);
+    assert_all_freed(&cluster, Duration::from_secs(5)).await;
     assert_eq!(cluster.snapshot().await.unwrap().tasks_forgotten_total, 100);
     cluster.shutdown().await;
 }
@@ -526,15 +531,7 @@ async fn graphs_sent_in_parts_give_their_values_and_leave_nothing_behind() {
     .await;
     assert!(held, "{:?}", cluster.snapshot().await.unwrap().tasks);
     drop((sum, mapped));
-    let freed = eventually(Duration::from_secs(10), async || {
-        handle
-            .snapshot()
-            .await
-            .map(|s| s.tasks.memory == 0 && s.workers.iter().all(|w| w.keys == 0))
-            .unwrap_or(false)
-    })
-    .await;
-    assert!(freed, "{:?}", cluster.snapshot().await.unwrap());
+    assert_all_freed(&cluster, Duration::from_secs(10)).await;
     cluster.shutdown().await;
 }
 
