@@ -400,35 +400,33 @@ impl Client {
             .zip(&tasks)
             .take_while(|(k, t)| **k == t.key)
             .count();
-        let graph = |tasks, wanted: &[Key]| ToScheduler::UpdateGraph {
-            tasks,
-            wanted_tasks: by_place as u64,
-            wanted: wanted[by_place..].to_vec(),
-            more: 0,
+        // A graph with follows goes whole, the follows in its frame right after it: the
+        // scheduler takes them up before any of the graph's tasks can finish (so they count
+        // them all), and they name keys a graph in parts would add only with its last part.
+        let part = if follows.is_empty() {
+            GRAPH_PART
+        } else {
+            usize::MAX
         };
-        if follows.is_empty() && tasks.len() > GRAPH_PART {
-            let parts = graph_parts(tasks, &wanted, by_place, GRAPH_PART);
+        let mut parts = graph_parts(tasks, &wanted, by_place, part);
+        if parts.len() > 1 {
             self.inner
                 .sched
                 .send_apart(parts.into_iter().map(Envelope::new).collect());
         } else if follows.is_empty() {
-            self.inner.sched.send(graph(tasks, &wanted));
+            if let Some(graph) = parts.pop() {
+                self.inner.sched.send(graph);
+            }
         } else {
-            // Whole, with the follow in the same frame (a follow names keys the scheduler
-            // must know, which a graph in parts would add only with its last part).
-            // In the graph's frame, right after it: the scheduler takes up the follow before
-            // any of the graph's tasks can finish, so it counts them all.
-            let mut batch: Vec<Envelope<ToScheduler>> = follows
+            let follow = |id| ToScheduler::FollowKeys {
+                id,
+                keys: wanted.clone(),
+            };
+            let batch = parts
                 .into_iter()
-                .map(|id| {
-                    ToScheduler::FollowKeys {
-                        id,
-                        keys: wanted.clone(),
-                    }
-                    .into()
-                })
+                .chain(follows.into_iter().map(follow))
+                .map(Envelope::new)
                 .collect();
-            batch.insert(0, graph(tasks, &wanted).into());
             self.inner.sched.send_many(batch);
         }
         drop(pending);
@@ -632,7 +630,16 @@ fn graph_parts(
 ) -> Vec<ToScheduler> {
     let part = part.max(1);
     let total = tasks.len();
-    let mut parts = Vec::with_capacity(total.div_ceil(part).max(1));
+    if total <= part {
+        // One part, the vector as it came.
+        return vec![ToScheduler::UpdateGraph {
+            wanted_tasks: by_place as u64,
+            tasks,
+            wanted: wanted.get(by_place..).unwrap_or_default().to_vec(),
+            more: 0,
+        }];
+    }
+    let mut parts = Vec::with_capacity(total.div_ceil(part));
     let mut rest = tasks.into_iter();
     let mut start = 0;
     loop {

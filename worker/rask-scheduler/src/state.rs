@@ -623,20 +623,16 @@ impl State {
             }
             return;
         }
-        let first = open.tasks == 0;
         open.tasks = open.tasks.saturating_add(tasks.len() as u64);
         // Before the last part, what this part does not want is pinned.
         let pin_from = if more > 0 { wanted.tasks } else { usize::MAX };
         let mut pinned_now: Vec<TaskId> = Vec::new();
         let mut unknown_deps: Vec<(TaskId, Key)> = Vec::new();
-        if first {
-            // Room for the whole graph at its first part (within the limit checked above): the
-            // table then grows once, not once for every doubling as the parts arrive.
-            self.tasks
-                .reserve(usize::try_from(total).unwrap_or(tasks.len()));
-        } else {
-            self.tasks.reserve(tasks.len());
-        }
+        // Room for the rest of the graph (within the limit checked above): at its first part
+        // the table grows once for all of it, not once for every doubling as the parts arrive.
+        let rest = (tasks.len() as u64).saturating_add(more);
+        self.tasks
+            .reserve(usize::try_from(rest).unwrap_or(tasks.len()));
         // Graphs come in runs of one prefix and one group: each is looked up once per run.
         let mut run_prefix: Option<(u32, PrefixId)> = None;
         let mut run_group: Option<(Key, u32)> = None;

@@ -577,12 +577,10 @@ impl WorkerState {
                 }
             }
         }
-        if ready.is_empty() {
-            if !found.is_empty() {
-                fx.send(ToScheduler::AddKeys { keys: found }.into());
-            }
-        } else {
+        if !ready.is_empty() {
             self.unreported.extend(found);
+        } else if !found.is_empty() {
+            fx.send(ToScheduler::AddKeys { keys: found }.into());
         }
         for (key, holders) in missing {
             // The tasks that need it are dropped; the scheduler recomputes the input (or finds
