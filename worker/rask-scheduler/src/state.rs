@@ -647,10 +647,13 @@ impl State {
         // no lists of the new ids and the fresh ones beside it (at a million tasks they were
         // 8 MB each, all three held at once at the scheduler's peak, and freed into its heap).
         let mut spec_ids: Vec<Option<Placed>> = Vec::with_capacity(tasks.len());
-        for spec in tasks {
+        // The part's keys are looked up first, all together (see `Table::find_batch`).
+        let found = self.tasks.find_batch(tasks.iter().map(|spec| &spec.key));
+        for (spec, found) in tasks.into_iter().zip(found) {
             // One lookup for a new key: its hash and place are kept for the insert.
             let pin = spec_ids.len() >= pin_from;
-            let vacant = match self.tasks.find(&spec.key) {
+            let found = found.or_else(|vacant| self.tasks.find_again(&spec.key, vacant));
+            let vacant = match found {
                 Ok(id) => {
                     if pin && let Some(t) = self.tasks.get_mut(id) {
                         // Kept for the later parts, whoever holds it now.

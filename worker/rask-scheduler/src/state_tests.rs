@@ -725,6 +725,26 @@ fn a_graph_in_parts_runs_each_part_as_it_arrives_and_announces_only_what_is_want
 }
 
 #[test]
+fn a_graph_naming_a_task_twice_adds_it_once_and_keeps_the_first_spec() {
+    // The part's keys are all looked up before any is added: the second `a` must still find
+    // the first, added meanwhile, rather than take a second slot under the same key.
+    let mut sim = Sim::new(&[(1, 1)]);
+    sim.submit(
+        vec![
+            task("a", "inc", vec![1.into()]),
+            task("a", "inc", vec![10.into()]),
+            task("s", "sum", vec![key("a"), key("a")]),
+        ],
+        &[&k("a"), &k("s")],
+    );
+    assert_eq!(sim.st.tasks.len(), 2);
+    sim.run_all();
+    assert_eq!(sim.client_value(&k("a")), Some(Value::Int(2)));
+    assert_eq!(sim.client_value(&k("s")), Some(Value::Int(4)));
+    assert_eq!(sim.st.task_state(&k("a")), Some(TaskState::Memory));
+}
+
+#[test]
 fn tasks_of_earlier_parts_that_the_graph_does_not_need_go_at_its_last_part() {
     let mut sim = Sim::new(&[(1, 1)]);
     sim.submit_part(
