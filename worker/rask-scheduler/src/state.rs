@@ -1533,6 +1533,16 @@ impl State {
     }
 
     /// Whether [`State::settle`] has work to do.
+    /// Ready tasks waiting for a worker, in the queues of the classes that have a worker that
+    /// can run them (a queue no worker can take from does not shrink).
+    pub fn ready_backlog(&self) -> usize {
+        self.classes
+            .iter()
+            .filter(|c| !c.eligible.is_empty())
+            .map(|c| c.queue.len())
+            .sum()
+    }
+
     pub fn has_deferred_work(&self) -> bool {
         !self.releasable.is_empty()
     }

@@ -396,3 +396,61 @@ async fn heartbeats_are_acknowledged_only_when_they_ask() {
     assert_eq!(snap.workers.len(), 1);
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn graph_parts_held_behind_a_backlog_that_does_not_drain_are_taken_up_soon_after() {
+    // The scheduler holds a graph part back while the workers have thousands of ready tasks
+    // to take, but not for long: a worker that never finishes must not stall the graph, nor
+    // the client's later messages, which wait behind the part.
+    let s = start(|_| {}).await;
+    let (tx, mut rx) = client(&s).await;
+    let (wtx, mut wrx) = net::split::<ToScheduler>(raw(&s).await, "scheduler".into());
+    wtx.send(ToScheduler::RegisterWorker(Box::new(
+        rask_core::protocol::WorkerInfo {
+            name: "slow".into(),
+            address: "tcp://127.0.0.1:1".into(),
+            nthreads: 1,
+            memory_limit: 0,
+            pid: 1,
+            families: vec![rask_core::FamilyInfo {
+                name: "t".into(),
+                version: "1".into(),
+                functions: vec!["t.inc".into()],
+            }],
+            resources: rask_core::Resources::none(),
+        },
+    )));
+    let first = recv_one(&mut wrx).await;
+    assert!(matches!(first, FromScheduler::Welcome { .. }), "{first:?}");
+    let (part, parts) = (5_000, 4);
+    for p in 0..parts {
+        let tasks = (0..part)
+            .map(|i| {
+                let key = format!("t-{}", p * part + i);
+                TaskSpec::new(key.into(), "t.inc".into(), bytes::Bytes::new(), vec![])
+            })
+            .collect();
+        tx.send_apart(vec![Envelope::new(ToScheduler::UpdateGraph {
+            tasks,
+            wanted_tasks: part as u64,
+            wanted: vec![],
+            more: ((parts - 1 - p) * part) as u64,
+        })]);
+    }
+    let started = Instant::now();
+    let all_in = loop {
+        let counts = s.handle().snapshot().await.unwrap().tasks;
+        if counts.queued + counts.processing == parts * part {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(all_in, "{:?}", s.handle().snapshot().await.unwrap().tasks);
+    // And the client's next message, behind the parts, is answered.
+    still_answers(&tx, &mut rx).await;
+    drop(wtx);
+    s.shutdown().await;
+}
