@@ -58,6 +58,15 @@ async fn client(s: &Scheduler) -> (Sender<ToScheduler>, Receiver) {
 
 /// A registered worker named `name` on the raw protocol (it serves no data).
 async fn worker(s: &Scheduler, name: &str) -> (Sender<ToScheduler>, Receiver) {
+    worker_with(s, name, Vec::new()).await
+}
+
+/// [`worker`] with the function families it says it runs.
+async fn worker_with(
+    s: &Scheduler,
+    name: &str,
+    families: Vec<rask_core::FamilyInfo>,
+) -> (Sender<ToScheduler>, Receiver) {
     let (tx, mut rx) = net::split::<ToScheduler>(raw(s).await, "scheduler".into());
     tx.send(ToScheduler::RegisterWorker(Box::new(
         rask_core::protocol::WorkerInfo {
@@ -66,7 +75,7 @@ async fn worker(s: &Scheduler, name: &str) -> (Sender<ToScheduler>, Receiver) {
             nthreads: 1,
             memory_limit: 0,
             pid: 1,
-            families: Vec::new(),
+            families,
             resources: rask_core::Resources::none(),
         },
     )));
@@ -404,24 +413,12 @@ async fn graph_parts_held_behind_a_backlog_that_does_not_drain_are_taken_up_soon
     // the client's later messages, which wait behind the part.
     let s = start(|_| {}).await;
     let (tx, mut rx) = client(&s).await;
-    let (wtx, mut wrx) = net::split::<ToScheduler>(raw(&s).await, "scheduler".into());
-    wtx.send(ToScheduler::RegisterWorker(Box::new(
-        rask_core::protocol::WorkerInfo {
-            name: "slow".into(),
-            address: "tcp://127.0.0.1:1".into(),
-            nthreads: 1,
-            memory_limit: 0,
-            pid: 1,
-            families: vec![rask_core::FamilyInfo {
-                name: "t".into(),
-                version: "1".into(),
-                functions: vec!["t.inc".into()],
-            }],
-            resources: rask_core::Resources::none(),
-        },
-    )));
-    let first = recv_one(&mut wrx).await;
-    assert!(matches!(first, FromScheduler::Welcome { .. }), "{first:?}");
+    let inc = rask_core::FamilyInfo {
+        name: "t".into(),
+        version: "1".into(),
+        functions: vec!["t.inc".into()],
+    };
+    let (wtx, _wrx) = worker_with(&s, "slow", vec![inc]).await;
     let (part, parts) = (5_000, 4);
     for p in 0..parts {
         let tasks = (0..part)
