@@ -377,11 +377,14 @@ impl Client {
     /// a quarter of the client's time went to its page faults). Only for a graph without
     /// follows (see [`Client::send_held`]).
     fn send_made(&self, tasks: impl ExactSizeIterator<Item = TaskSpec>) {
-        let mut tasks = tasks;
+        let mut tasks = tasks.peekable();
         let pending = self.releases_first();
         loop {
             let part: Vec<TaskSpec> = tasks.by_ref().take(GRAPH_PART).collect();
-            let more = tasks.len();
+            // The part after which nothing comes is the last, whatever the length said: the
+            // scheduler closes the graph at the part that says none are to come.
+            let last = tasks.peek().is_none();
+            let more = if last { 0 } else { tasks.len().max(1) };
             let graph = ToScheduler::UpdateGraph {
                 wanted_tasks: part.len() as u64,
                 tasks: part,
@@ -389,7 +392,7 @@ impl Client {
                 more: more as u64,
             };
             self.inner.sched.send_apart(vec![Envelope::new(graph)]);
-            if more == 0 {
+            if last {
                 break;
             }
         }
