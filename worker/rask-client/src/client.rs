@@ -326,18 +326,13 @@ impl Client {
         // Held first: the futures, kept, are made together before the parts, made and freed.
         let futures = self.hold(&keys);
         let func = f.func_name();
+        let specs = keys
+            .iter()
+            .zip(payloads)
+            .map(|(key, payload)| TaskSpec::new(key.clone(), func.clone(), payload, Vec::new()));
         if keys.len() <= GRAPH_PART || !self.inner.follows.of_submissions().is_empty() {
-            let specs = keys
-                .iter()
-                .zip(payloads)
-                .map(|(key, payload)| TaskSpec::new(key.clone(), func.clone(), payload, Vec::new()))
-                .collect();
-            self.send_held(specs, &keys);
+            self.send_held(specs.collect(), &keys);
         } else {
-            let specs = keys
-                .into_iter()
-                .zip(payloads)
-                .map(|(key, payload)| TaskSpec::new(key, func.clone(), payload, Vec::new()));
             self.send_made(specs);
         }
         futures

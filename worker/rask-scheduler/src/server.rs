@@ -639,14 +639,18 @@ impl EventLoop {
     /// Takes up the graph parts held back, in the order they came, while the workers' ready
     /// backlog is under [`PART_BACKLOG`] or the first has been held for [`HOLD_PART_AT_MOST`].
     async fn take_held_parts(&mut self) {
-        while let Some((_, until)) = self.parts_held.front() {
-            if self.state.ready_backlog() >= PART_BACKLOG && Instant::now() < *until {
-                return;
-            }
-            if let Some((ev, _)) = self.parts_held.pop_front() {
-                self.handle(ev).await;
-            }
+        while let Some(ev) = self.held_part_due() {
+            self.handle(ev).await;
         }
+    }
+
+    /// The first graph part held back, if it is due to be taken up now.
+    fn held_part_due(&mut self) -> Option<Event> {
+        let (_, until) = self.parts_held.front()?;
+        if self.state.ready_backlog() >= PART_BACKLOG && Instant::now() < *until {
+            return None;
+        }
+        self.parts_held.pop_front().map(|(ev, _)| ev)
     }
 
     /// Yields until the clients' writers have written what they were handed (at most

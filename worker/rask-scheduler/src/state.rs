@@ -1532,7 +1532,6 @@ impl State {
             .or_else(|| tasks.id_hashed(key, hash))
     }
 
-    /// Whether [`State::settle`] has work to do.
     /// Ready tasks waiting for a worker, in the queues of the classes that have a worker that
     /// can run them (a queue no worker can take from does not shrink).
     pub fn ready_backlog(&self) -> usize {
@@ -1543,6 +1542,7 @@ impl State {
             .sum()
     }
 
+    /// Whether [`State::settle`] has work to do.
     pub fn has_deferred_work(&self) -> bool {
         !self.releasable.is_empty()
     }
