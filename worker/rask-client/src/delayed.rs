@@ -17,13 +17,14 @@
 //! assert_eq!(total.graph().len(), 3);
 //! ```
 
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use rask_core::function::encode_payload;
@@ -326,36 +327,90 @@ impl<R> Delayed<R> {
 
 /// The union of the graphs of `roots`, each task once, in depth-first post-order.
 pub fn graph_of<R>(roots: &[Delayed<R>]) -> Vec<TaskSpec> {
-    let mut out = Vec::new();
-    let mut seen: FxHashSet<*const Node> = FxHashSet::default();
-    // (node, inputs pushed yet?)
-    let mut stack: Vec<(&Arc<Node>, bool)> = roots.iter().rev().map(|d| (&d.node, false)).collect();
-    while let Some((n, expanded)) = stack.pop() {
-        if expanded {
-            out.push(TaskSpec {
-                key: n.key.clone(),
-                func: n.func.clone(),
-                inputs: n.inputs.iter().map(|s| s.key().clone()).collect(),
-                payload: SmallBytes::new(n.payload.clone()),
-                resources: n.resources.clone(),
-            });
-            continue;
+    Walk::new(roots).collect()
+}
+
+/// The tasks of [`graph_of`], each made as the walk reaches it, so that a client can send the
+/// first parts of a large graph while it walks the rest.
+pub(crate) struct Walk<'a> {
+    /// (node, inputs pushed yet?)
+    stack: Vec<(&'a Arc<Node>, bool)>,
+    /// The nodes met, and whether their inputs have been pushed (each node's are, once).
+    met: FxHashMap<*const Node, bool>,
+    /// Nodes met and not made yet: each is made once, so at least this many tasks are to come.
+    pending: usize,
+}
+
+impl<'a> Walk<'a> {
+    pub(crate) fn new<R>(roots: &'a [Delayed<R>]) -> Self {
+        let mut walk = Walk {
+            stack: Vec::with_capacity(roots.len()),
+            met: FxHashMap::default(),
+            pending: 0,
+        };
+        for d in roots.iter().rev() {
+            walk.meet(&d.node);
         }
-        if !seen.insert(Arc::as_ptr(n)) {
-            continue;
-        }
-        stack.push((n, true));
-        // A wide node's inputs are mostly new: room for them at once, not a growth per doubling.
-        seen.reserve(n.inputs.len());
-        for s in n.inputs.iter().rev() {
-            if let Source::Node(c) = s
-                && !seen.contains(&Arc::as_ptr(c))
-            {
-                stack.push((c, false));
+        walk
+    }
+
+    /// Pushes `n` unless its inputs have been pushed already. A node met before but not
+    /// expanded yet is pushed again: its inputs must be made before the node that reads it
+    /// and is expanded first (the later push is popped first).
+    fn meet(&mut self, n: &'a Arc<Node>) {
+        match self.met.entry(Arc::as_ptr(n)) {
+            Entry::Occupied(e) => {
+                if *e.get() {
+                    return;
+                }
+            }
+            Entry::Vacant(e) => {
+                e.insert(false);
+                self.pending += 1;
             }
         }
+        self.stack.push((n, false));
     }
-    out
+
+    /// Tasks still to be made: at least this many (nodes not met yet may add to them).
+    pub(crate) fn at_least_left(&self) -> usize {
+        self.pending
+    }
+}
+
+impl Iterator for Walk<'_> {
+    type Item = TaskSpec;
+
+    fn next(&mut self) -> Option<TaskSpec> {
+        while let Some((n, expanded)) = self.stack.pop() {
+            if expanded {
+                self.pending -= 1;
+                return Some(TaskSpec {
+                    key: n.key.clone(),
+                    func: n.func.clone(),
+                    inputs: n.inputs.iter().map(|s| s.key().clone()).collect(),
+                    payload: SmallBytes::new(n.payload.clone()),
+                    resources: n.resources.clone(),
+                });
+            }
+            match self.met.get_mut(&Arc::as_ptr(n)) {
+                Some(done) if !*done => *done = true,
+                // Expanded at a later push of it, made already.
+                _ => continue,
+            }
+            self.stack.push((n, true));
+            // A wide node's inputs are mostly new: room for them at once, not a growth per
+            // doubling.
+            self.met.reserve(n.inputs.len());
+            self.stack.reserve(n.inputs.len());
+            for s in n.inputs.iter().rev() {
+                if let Source::Node(c) = s {
+                    self.meet(c);
+                }
+            }
+        }
+        None
+    }
 }
 
 impl Drop for Node {
@@ -486,6 +541,50 @@ mod tests {
         for r in &roots {
             assert!(at.contains_key(r.key()));
         }
+    }
+
+    #[test]
+    fn a_walk_counts_at_most_the_tasks_it_has_left() {
+        // A wide sum (all met at once), a chain (met one at a time) and a shared DAG.
+        let wide: Vec<Delayed<Value>> = (0..50)
+            .map(|i| delayed(INC, Operand::Value(Value::Int(i))))
+            .collect();
+        let sum = delayed_with(SUM, |d| wide.iter().map(|p| d.input(p).into()).collect());
+        let mut chain = delayed(INC, Operand::Value(Value::Int(0)));
+        for _ in 0..20 {
+            chain = inc_of(&chain);
+        }
+        let shared = delayed_with(SUM, |d| {
+            vec![
+                d.input(&sum).into(),
+                d.input(&chain).into(),
+                d.input(&wide[3]).into(),
+            ]
+        });
+        for roots in [
+            vec![sum.clone()],
+            vec![chain.clone()],
+            vec![shared, sum.clone()],
+        ] {
+            let total = graph_of(&roots).len();
+            let mut walk = Walk::new(&roots);
+            let mut made = 0;
+            assert!(walk.at_least_left() >= 1);
+            while walk.next().is_some() {
+                made += 1;
+                assert!(walk.at_least_left() <= total - made, "{made} of {total}");
+                assert_eq!(
+                    walk.at_least_left() == 0,
+                    made == total,
+                    "{made} of {total}"
+                );
+            }
+            assert_eq!(made, total);
+        }
+        // Once the sum is expanded its inputs are all met: the count is exact.
+        let mut walk = Walk::new(std::slice::from_ref(&sum));
+        walk.next();
+        assert_eq!(walk.at_least_left(), 50);
     }
 
     #[test]

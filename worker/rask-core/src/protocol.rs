@@ -48,9 +48,12 @@ pub enum ToScheduler {
     /// keys are then not sent twice, nor read, allocated and freed again by the scheduler.
     ///
     /// A large graph comes in parts, each in a frame of its own, so that its first tasks run
-    /// while the client still encodes the rest: `more` counts the tasks of the parts still to
-    /// come (0 for the last part, or a graph sent whole). The scheduler keeps an earlier part's
-    /// unwanted tasks until the last part, and counts its task limit over all the parts.
+    /// while the client still makes and encodes the rest: at least `more` tasks are still to
+    /// come in later parts (exact for a `map`; a delayed graph sent as it is walked counts the
+    /// tasks the walk has met), and 0 says this is the last part, or a graph sent whole. The
+    /// scheduler keeps an earlier part's unwanted tasks until the last part, and counts its task
+    /// limit over all the parts: a graph announced whole is refused at its first part, one
+    /// announced short at the part that goes over.
     UpdateGraph {
         #[serde(deserialize_with = "deserialize_announced")]
         tasks: Vec<TaskSpec>,

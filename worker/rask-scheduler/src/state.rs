@@ -565,8 +565,8 @@ impl State {
         self.update_graph_part(client, tasks, wanted, 0, now, out);
     }
 
-    /// One part of a client's graph, with `more` of its tasks still to come in later parts
-    /// (0: this is the last part, or the whole graph). A part's tasks (in priority order, after
+    /// One part of a client's graph, with at least `more` of its tasks still to come in later
+    /// parts (0: this is the last part, or the whole graph). A part's tasks (in priority order, after
     /// the parts before) are added and start at once; those it does not want are pinned
     /// ([`Parts`]) until the last part, and then dropped if nothing needs them.
     pub fn update_graph_part(
@@ -628,7 +628,7 @@ impl State {
         let pin_from = if more > 0 { wanted.tasks } else { usize::MAX };
         let mut pinned_now: Vec<TaskId> = Vec::new();
         let mut unknown_deps: Vec<(TaskId, Key)> = Vec::new();
-        // Room for the rest of the graph (within the limit checked above): at its first part
+        // Room for the rest of the graph as announced (within the limit checked above): at its first part
         // the table grows once for all of it, not once for every doubling as the parts arrive.
         let rest = (tasks.len() as u64).saturating_add(more);
         self.tasks
