@@ -23,11 +23,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use rask_core::function::encode_payload;
+use rask_core::function::encode_small_payload;
 use rask_core::{Encoded, Func, FuncName, Input, KernelTask, Key, Resources, SmallBytes, TaskSpec};
 
 /// A lazy call whose result is an `R`; cheap to clone.
@@ -54,7 +53,9 @@ impl<R> fmt::Debug for Delayed<R> {
 struct Node {
     key: Key,
     func: FuncName,
-    payload: Bytes,
+    /// Inline when short (most are): no allocation of its own, and copied into the task's spec
+    /// as it is, with no count of references to touch.
+    payload: SmallBytes,
     inputs: Vec<Source>,
     resources: Resources,
 }
@@ -221,8 +222,8 @@ pub fn process_token() -> &'static str {
 
 /// Encodes arguments, or panics naming the type: postcard refuses only serde features a type
 /// author chose (e.g. sequences of unknown length), a bug found on the first call.
-pub(crate) fn payload_of<A: Serialize>(func: &str, args: &A) -> Bytes {
-    match encode_payload(args) {
+pub(crate) fn payload_of<A: Serialize>(func: &str, args: &A) -> SmallBytes {
+    match encode_small_payload(args) {
         Ok(p) => p,
         Err(e) => panic!("arguments of {func}: {e}"),
     }
@@ -261,12 +262,17 @@ pub fn kernel<T: KernelTask, R>(build: impl FnOnce(&mut Deps) -> T) -> Delayed<R
 
 impl<R> Delayed<R> {
     /// A call from its parts: a key, a function, an encoded payload and its inputs.
-    pub fn from_parts(key: Key, func: FuncName, payload: Bytes, deps: Deps) -> Self {
+    pub fn from_parts(
+        key: Key,
+        func: FuncName,
+        payload: impl Into<SmallBytes>,
+        deps: Deps,
+    ) -> Self {
         Delayed {
             node: Arc::new(Node {
                 key,
                 func,
-                payload,
+                payload: payload.into(),
                 inputs: deps.inputs,
                 resources: Resources::none(),
             }),
@@ -389,7 +395,7 @@ impl Iterator for Walk<'_> {
                     key: n.key.clone(),
                     func: n.func.clone(),
                     inputs: n.inputs.iter().map(|s| s.key().clone()).collect(),
-                    payload: SmallBytes::new(n.payload.clone()),
+                    payload: n.payload.clone(),
                     resources: n.resources.clone(),
                 });
             }

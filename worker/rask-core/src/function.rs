@@ -37,6 +37,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Data, Encoded, from_postcard, short_type_name};
+use crate::small_bytes::SmallBytes;
 use crate::task::FuncName;
 
 /// A registered function, typed: `A` its arguments, `R` its result. Builders and workers share
@@ -269,17 +270,35 @@ where
 
 /// Encodes a task's arguments as its payload.
 pub fn encode_payload<A: Serialize>(args: &A) -> Result<Bytes, PayloadError> {
+    encode_as(args, Bytes::copy_from_slice, Bytes::from)
+}
+
+/// [`encode_payload`] kept as [`SmallBytes`]: a short payload (most are) inline, with no
+/// allocation of its own (a delayed graph holds one per call).
+pub fn encode_small_payload<A: Serialize>(args: &A) -> Result<SmallBytes, PayloadError> {
+    encode_as(args, SmallBytes::copy_from_slice, |v| {
+        SmallBytes::from(Bytes::from(v))
+    })
+}
+
+/// Encodes `args`, handing the bytes to `short` (a slice on the stack) or `long` (their own
+/// `Vec`).
+fn encode_as<A: Serialize, T>(
+    args: &A,
+    short: impl FnOnce(&[u8]) -> T,
+    long: impl FnOnce(Vec<u8>) -> T,
+) -> Result<T, PayloadError> {
     let error = |e: postcard::Error| PayloadError {
         type_name: short_type_name::<A>(),
         reason: e.to_string(),
     };
     // Most payloads are a few bytes (a number, a block index): encoded on the stack and copied
-    // into one allocation of their size, rather than a growing `Vec` handed to `Bytes`.
+    // into one allocation of their size (or none), rather than a growing `Vec`.
     let mut small = [0u8; 64];
     match postcard::to_slice(args, &mut small) {
-        Ok(used) => Ok(Bytes::copy_from_slice(used)),
+        Ok(used) => Ok(short(used)),
         Err(postcard::Error::SerializeBufferFull) => {
-            postcard::to_allocvec(args).map(Bytes::from).map_err(error)
+            postcard::to_allocvec(args).map(long).map_err(error)
         }
         Err(e) => Err(error(e)),
     }
@@ -724,6 +743,22 @@ mod tests {
         assert_eq!(out.decode::<i64>().unwrap(), 42);
         let err = r.call("k.negate", &p, &[]).unwrap_err();
         assert!(err.to_string().contains("is a k.double task"), "{err}");
+    }
+
+    #[test]
+    fn small_payloads_are_inline_and_every_payload_the_same_bytes() {
+        let short = (3u32, -1i64);
+        let long = vec![7u8; 100];
+        let s = encode_small_payload(&short).unwrap();
+        assert!(matches!(s, SmallBytes::Inline { .. }));
+        assert_eq!(s.as_slice(), &encode_payload(&short).unwrap()[..]);
+        let l = encode_small_payload(&long).unwrap();
+        assert!(matches!(l, SmallBytes::Shared(_)));
+        assert_eq!(l.as_slice(), &encode_payload(&long).unwrap()[..]);
+        // Past the stack buffer too.
+        let longer = vec![9u8; 1000];
+        let p = encode_small_payload(&longer).unwrap();
+        assert_eq!(decode_payload::<Vec<u8>>("t.f", p.as_slice()).unwrap(), longer);
     }
 
     #[test]

@@ -26,6 +26,14 @@ impl SmallBytes {
         }
     }
 
+    /// A copy of `bytes`: inline when short, else in a [`Bytes`] of its own.
+    pub fn copy_from_slice(bytes: &[u8]) -> Self {
+        match Self::inline(bytes) {
+            Some(small) => small,
+            None => SmallBytes::Shared(Box::new(Bytes::copy_from_slice(bytes))),
+        }
+    }
+
     /// `bytes`, copied out of the buffer they are part of unless longer than `keep_over`:
     /// a short slice of a large buffer (a result in a received frame) would keep all of it.
     pub fn unshared(bytes: Bytes, keep_over: usize) -> Self {

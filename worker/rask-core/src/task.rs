@@ -9,7 +9,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::key::Key;
@@ -282,7 +281,7 @@ pub struct TaskSpec {
     /// The results it reads, in the order the function sees them (an input may repeat).
     pub inputs: Vec<Key>,
     /// The function's arguments, encoded by the task's builder (see [`crate::function`]);
-    /// inline when short, as most are (the same bytes on the wire as a [`Bytes`]).
+    /// inline when short, as most are (the same bytes on the wire as a [`bytes::Bytes`]).
     pub payload: SmallBytes,
     /// What it holds on its worker while it runs.
     #[serde(default)]
@@ -290,12 +289,12 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
-    pub fn new(key: Key, func: FuncName, payload: Bytes, inputs: Vec<Key>) -> Self {
+    pub fn new(key: Key, func: FuncName, payload: impl Into<SmallBytes>, inputs: Vec<Key>) -> Self {
         TaskSpec {
             key,
             func,
             inputs,
-            payload: SmallBytes::new(payload),
+            payload: payload.into(),
             resources: Resources::none(),
         }
     }
@@ -321,6 +320,8 @@ impl TaskSpec {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn decoded(name: &str) -> FuncName {
