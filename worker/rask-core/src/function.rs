@@ -758,7 +758,10 @@ mod tests {
         // Past the stack buffer too.
         let longer = vec![9u8; 1000];
         let p = encode_small_payload(&longer).unwrap();
-        assert_eq!(decode_payload::<Vec<u8>>("t.f", p.as_slice()).unwrap(), longer);
+        assert_eq!(
+            decode_payload::<Vec<u8>>("t.f", p.as_slice()).unwrap(),
+            longer
+        );
     }
 
     #[test]
