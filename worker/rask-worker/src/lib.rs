@@ -891,10 +891,10 @@ impl Io {
             let events = self.events.clone();
             let transfers = self.transfers.clone();
             let arriving = fetches.iter().map(|g| g.keys.len()).sum();
-            tokio::spawn(async move {
-                let outcome = fetch(pool, &transfers, fetches).await;
+            let deliver = Arc::new(move |outcome| {
                 let _ = events.send(Event::Fetched(outcome));
             });
+            tokio::spawn(async move { fetch(pool, &transfers, fetches, deliver).await });
             // Room for what arrives, made while the peers read and send it: a wide task's
             // million inputs otherwise grow the store on arrival, on the way to running it.
             lock(&self.store).reserve(arriving);
@@ -1262,23 +1262,34 @@ struct FetchOutcome {
     found: Vec<(Key, Bytes)>,
     /// Keys no holder could give, with the holders tried.
     missing: Vec<(Key, Vec<String>)>,
-    /// How long the whole fetch took.
+    /// How long the fetch had taken when these arrived.
     took: Duration,
 }
 
-/// Fetches keys from their holders, one request per holder per round, asking each group's next
-/// holder for the keys the previous one could not give.
+/// A request to one peer asks for at most this many keys: a wide task's inputs arrive in
+/// parts, and the worker stores one part (and the peer reads the next from its store) while the
+/// next is on its way. At a million inputs one request of half a million keys had the peer
+/// read, encode and send them all before the worker could store the first.
+const FETCH_KEYS: usize = 1 << 14;
+
+/// And at most about this many bytes by the scheduler's sizes (Dask's
+/// `distributed.worker.transfer.message-bytes-limit` is 50 MB): a reply must fit in a frame
+/// (1 GiB), and one large reply holds the peer's memory and the wire for its whole length.
+const FETCH_BYTES: u64 = 64 << 20;
+
+/// Fetches `wanted` from their holders: the groups for the same holder in one series of
+/// requests (of [`FETCH_KEYS`] and [`FETCH_BYTES`] at most), the holders at once. What arrives
+/// is handed to `deliver` as each reply is read; what a holder lacks (or all it was to give,
+/// if it cannot be reached) is asked of the group's next holder, and what no holder gives is
+/// delivered as missing at the end.
 async fn fetch(
     pool: Arc<PeerPool>,
     transfers: &Arc<Transfers>,
     wanted: Vec<FetchFrom>,
-) -> FetchOutcome {
+    deliver: Arc<dyn Fn(FetchOutcome) + Send + Sync>,
+) {
     let started = Instant::now();
-    let mut out = FetchOutcome {
-        found: Vec::new(),
-        missing: Vec::new(),
-        took: Duration::ZERO,
-    };
+    let mut missing = Vec::new();
     // Each group with the index of the holder to ask next.
     let mut todo: Vec<(FetchFrom, usize)> = wanted.into_iter().map(|g| (g, 0)).collect();
     while !todo.is_empty() {
@@ -1288,49 +1299,115 @@ async fn fetch(
                 Some(h) => by_holder.entry(h.clone()).or_default().push((group, i)),
                 None => {
                     let FetchFrom { holders, keys } = group;
-                    out.missing
-                        .extend(keys.into_iter().map(|k| (k, holders.clone())));
+                    missing.extend(keys.into_iter().map(|(k, _)| (k, holders.clone())));
                 }
             }
         }
         let requests = by_holder.into_iter().map(|(holder, groups)| {
             let pool = pool.clone();
             let transfers = transfers.clone();
-            async move {
-                let keys = groups
-                    .iter()
-                    .flat_map(|(g, _)| g.keys.iter().cloned())
-                    .collect();
-                let open = transfers.incoming();
-                let result = pool.get_data(&holder, keys).await;
-                drop(open);
-                (holder, groups, result)
-            }
+            let deliver = deliver.clone();
+            async move { fetch_from(&pool, &transfers, &holder, groups, started, &*deliver).await }
         });
-        for (holder, groups, result) in futures_join_all(requests).await {
-            match result {
-                Ok((found, missing)) => {
-                    out.found.extend(found);
-                    if missing.is_empty() {
-                        continue;
-                    }
-                    let missing: FxHashSet<Key> = missing.into_iter().collect();
-                    for (mut group, i) in groups {
-                        group.keys.retain(|k| missing.contains(k));
-                        if !group.keys.is_empty() {
-                            todo.push((group, i + 1));
+        for retry in futures_join_all(requests).await {
+            todo.extend(retry);
+        }
+    }
+    if !missing.is_empty() {
+        deliver(FetchOutcome {
+            found: Vec::new(),
+            missing,
+            took: started.elapsed(),
+        });
+    }
+}
+
+/// Asks `holder` for the keys of `groups` in requests of at most [`FETCH_KEYS`] keys and about
+/// [`FETCH_BYTES`] bytes, one after the other, delivering each reply as it is read. Returns the
+/// groups left to ask of their next holders: the keys `holder` did not have, and every key not
+/// received once a request to it failed (it is not asked again).
+async fn fetch_from(
+    pool: &PeerPool,
+    transfers: &Transfers,
+    holder: &str,
+    groups: Vec<(FetchFrom, usize)>,
+    started: Instant,
+    deliver: &(dyn Fn(FetchOutcome) + Send + Sync),
+) -> Vec<(FetchFrom, usize)> {
+    // Every key as (group, position in it), in order.
+    let all: Vec<(usize, usize)> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, (group, _))| (0..group.keys.len()).map(move |j| (g, j)))
+        .collect();
+    let key_at = |(g, j): (usize, usize)| groups.get(g).and_then(|(group, _)| group.keys.get(j));
+    let mut left: Vec<Vec<(Key, u64)>> = vec![Vec::new(); groups.len()];
+    let mut keep_left = |at: (usize, usize)| {
+        if let (Some(k), Some(l)) = (key_at(at), left.get_mut(at.0)) {
+            l.push(k.clone());
+        }
+    };
+    let mut rest = all.as_slice();
+    let mut failed = false;
+    while !rest.is_empty() {
+        // As many keys as the limits allow, and at least one.
+        let mut take = 0;
+        let mut bytes = 0u64;
+        for &at in rest.iter().take(FETCH_KEYS) {
+            let nbytes = key_at(at).map_or(0, |k| k.1);
+            if take > 0 && bytes.saturating_add(nbytes) > FETCH_BYTES {
+                break;
+            }
+            bytes = bytes.saturating_add(nbytes);
+            take += 1;
+        }
+        let (part, after) = rest.split_at(take.max(1).min(rest.len()));
+        rest = after;
+        if failed {
+            part.iter().for_each(|&at| keep_left(at));
+            continue;
+        }
+        let keys: Vec<Key> = part
+            .iter()
+            .filter_map(|&at| key_at(at).map(|k| k.0.clone()))
+            .collect();
+        let open = transfers.incoming();
+        let result = pool.get_data(holder, keys).await;
+        drop(open);
+        match result {
+            Ok((found, lacking)) => {
+                if !lacking.is_empty() {
+                    let lacking: FxHashSet<&Key> = lacking.iter().collect();
+                    for &at in part {
+                        if key_at(at).is_some_and(|k| lacking.contains(&k.0)) {
+                            keep_left(at);
                         }
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(%holder, error = %e, "fetch from peer failed");
-                    todo.extend(groups.into_iter().map(|(g, i)| (g, i + 1)));
+                if !found.is_empty() {
+                    deliver(FetchOutcome {
+                        found,
+                        missing: Vec::new(),
+                        took: started.elapsed(),
+                    });
                 }
+            }
+            Err(e) => {
+                tracing::warn!(%holder, error = %e, "fetch from peer failed");
+                failed = true;
+                part.iter().for_each(|&at| keep_left(at));
             }
         }
     }
-    out.took = started.elapsed();
-    out
+    groups
+        .into_iter()
+        .zip(left)
+        .filter(|(_, keys)| !keys.is_empty())
+        .map(|((group, i), keys)| {
+            let holders = group.holders;
+            (FetchFrom { holders, keys }, i + 1)
+        })
+        .collect()
 }
 
 /// Runs futures concurrently and collects their outputs (in completion order).
@@ -1384,6 +1461,20 @@ mod tests {
         format!("tcp://{addr}")
     }
 
+    /// Runs a fetch to its end: every outcome delivered, in order.
+    async fn fetch_all(wanted: Vec<FetchFrom>) -> Vec<FetchOutcome> {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let into = got.clone();
+        let deliver = Arc::new(move |o| into.lock().unwrap().push(o));
+        let pool = Arc::new(PeerPool::new(None));
+        fetch(pool, &Arc::new(Transfers::default()), wanted, deliver).await;
+        std::mem::take(&mut *got.lock().unwrap())
+    }
+
+    fn sized(keys: &[&str], nbytes: u64) -> Vec<(Key, u64)> {
+        keys.iter().map(|k| (Key::from(*k), nbytes)).collect()
+    }
+
     #[tokio::test]
     async fn a_group_asks_its_next_holder_for_what_the_first_lacks() {
         let a = serving(&[("x", b"xa")]).await;
@@ -1393,33 +1484,81 @@ mod tests {
         let wanted = vec![
             FetchFrom {
                 holders: vec![a.clone(), b.clone()],
-                keys: vec![Key::from("x"), Key::from("y")],
+                keys: sized(&["x", "y"], 2),
             },
             FetchFrom {
                 holders: vec![gone.clone(), a.clone()],
-                keys: vec![Key::from("x2"), Key::from("z")],
+                keys: sized(&["x2", "z"], 2),
             },
         ];
-        let pool = Arc::new(PeerPool::new(None));
-        let mut out = fetch(pool, &Arc::new(Transfers::default()), wanted).await;
-        out.found.sort_by(|p, q| p.0.cmp(&q.0));
+        let outcomes = fetch_all(wanted).await;
+        let mut found: Vec<_> = outcomes.iter().flat_map(|o| o.found.clone()).collect();
+        found.sort_by(|p, q| p.0.cmp(&q.0));
         assert_eq!(
-            out.found,
+            found,
             vec![
                 (Key::from("x"), Bytes::from_static(b"xa")),
                 (Key::from("y"), Bytes::from_static(b"yb")),
             ],
             "x from the first holder, y from the second"
         );
-        out.missing.sort_by(|p, q| p.0.cmp(&q.0));
+        let mut missing: Vec<_> = outcomes.iter().flat_map(|o| o.missing.clone()).collect();
+        missing.sort_by(|p, q| p.0.cmp(&q.0));
         assert_eq!(
-            out.missing,
+            missing,
             vec![
                 (Key::from("x2"), vec![gone.clone(), a.clone()]),
                 (Key::from("z"), vec![gone, a]),
             ],
             "no holder had them: reported with every holder tried"
         );
+        assert!(
+            outcomes.last().is_some_and(|o| !o.missing.is_empty()),
+            "the missing keys at the end"
+        );
+    }
+
+    #[tokio::test]
+    async fn many_inputs_arrive_in_parts_of_the_key_and_byte_limits() {
+        let n = 2 * FETCH_KEYS + 3;
+        let names: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+        let items: Vec<(&str, &'static [u8])> =
+            names.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+        let holder = serving(&items).await;
+        let keys: Vec<&str> = names.iter().map(String::as_str).collect();
+        let outcomes = fetch_all(vec![FetchFrom {
+            holders: vec![holder.clone()],
+            keys: sized(&keys, 1),
+        }])
+        .await;
+        let parts: Vec<usize> = outcomes.iter().map(|o| o.found.len()).collect();
+        assert_eq!(parts, [FETCH_KEYS, FETCH_KEYS, 3], "by count");
+        let got: Vec<&Key> = outcomes
+            .iter()
+            .flat_map(|o| &o.found)
+            .map(|f| &f.0)
+            .collect();
+        assert_eq!(got.len(), n);
+        assert!(
+            got.iter().zip(&names).all(|(k, name)| k.as_str() == name),
+            "in order"
+        );
+        // Sizes as the scheduler knew them: two keys of 40 MB do not go in one request of 64 MB,
+        // and one larger than the limit still goes (alone).
+        let big = |k: &str, nbytes: u64| (Key::from(k), nbytes);
+        let outcomes = fetch_all(vec![FetchFrom {
+            holders: vec![holder],
+            keys: vec![
+                big("k0", 40 << 20),
+                big("k1", 40 << 20),
+                big("k2", 100 << 20),
+                big("k3", 1),
+                big("k4", 1),
+            ],
+        }])
+        .await;
+        let parts: Vec<usize> = outcomes.iter().map(|o| o.found.len()).collect();
+        assert_eq!(parts, [1, 1, 1, 2], "by bytes");
     }
 
     mod data_limits {

@@ -65,7 +65,9 @@ pub(crate) struct TaskCounts {
 pub(crate) struct FetchFrom {
     /// The peers' addresses, to try in order.
     pub holders: Vec<String>,
-    pub keys: Vec<Key>,
+    /// Each key with its size as the scheduler knew it (0 for a replica, whose size it does
+    /// not send).
+    pub keys: Vec<(Key, u64)>,
 }
 
 /// An input being fetched.
@@ -284,7 +286,7 @@ impl WorkerState {
                 let mut keys = Vec::with_capacity(absent.len());
                 for (dep, nbytes) in absent {
                     if self.start_fetch(&dep, nbytes, Some(&key)) {
-                        keys.push(dep);
+                        keys.push((dep, nbytes));
                     }
                 }
                 if !keys.is_empty() {
@@ -485,7 +487,7 @@ impl WorkerState {
                 Some(nbytes) => have.push((k, nbytes)),
                 None if self.start_fetch(&k, 0, None) => fetches.push(FetchFrom {
                     holders,
-                    keys: vec![k],
+                    keys: vec![(k, 0)],
                 }),
                 None => {}
             }

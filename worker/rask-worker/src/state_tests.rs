@@ -42,7 +42,7 @@ impl Effects for Rec {
             .into_iter()
             .flat_map(|g| {
                 let holders = g.holders;
-                g.keys.into_iter().map(move |k| (k, holders.clone()))
+                g.keys.into_iter().map(move |(k, _)| (k, holders.clone()))
             })
             .collect();
         self.fetches.push(keys);
