@@ -350,6 +350,7 @@ impl Worker {
                 sample_memory: config.memory_limit > 0
                     && (config.memory.spill.is_some() || config.memory.pause.is_some()),
                 deferred: FxHashMap::default(),
+                arriving: 0,
             },
             fx: Actions::default(),
             cpu: CpuMeter::default(),
@@ -512,6 +513,11 @@ struct Io {
     /// Jobs handed over to run after a task the executor had finished already, by that task's
     /// key: they start when the worker's loop records it ([`Core::on_done`]).
     deferred: FxHashMap<Key, Vec<AfterJob>>,
+    /// Results on their way from peers that the store has not made room for yet: it makes room
+    /// for all of them when the first arrive (a wide task's half a million inputs would grow
+    /// it once per doubling), not when the fetch starts, so that the fetch is not held up
+    /// behind the store growing.
+    arriving: usize,
 }
 
 /// A job to run after another task, with that task's result at `slots` of its inputs.
@@ -806,6 +812,11 @@ impl Core {
         let mut found = Vec::with_capacity(outcome.found.len());
         {
             let mut store = lock(&self.io.store);
+            // Room for the rest of what is on its way, made while the peers send the next parts.
+            let arriving = std::mem::take(&mut self.io.arriving);
+            if arriving > outcome.found.len() {
+                store.reserve(arriving);
+            }
             for (key, data) in outcome.found {
                 let nbytes = data.len() as u64;
                 if let Err(e) = store.put(key.clone(), Encoded::from_bytes(data)) {
@@ -895,9 +906,7 @@ impl Io {
                 let _ = events.send(Event::Fetched(outcome));
             });
             tokio::spawn(async move { fetch(pool, &transfers, fetches, deliver).await });
-            // Room for what arrives, made while the peers read and send it: a wide task's
-            // million inputs otherwise grow the store on arrival, on the way to running it.
-            lock(&self.store).reserve(arriving);
+            self.arriving = self.arriving.saturating_add(arriving);
         }
     }
 
