@@ -538,6 +538,32 @@ impl Holdings for Store {
     }
 }
 
+/// The keys a batch of scheduler messages has freed so far (`Actions::free` from where it
+/// stood at the batch's start), as a set made when first read and brought up to date at each
+/// read.
+struct FreedInBatch {
+    set: FxHashSet<Key>,
+    /// How much of `Actions::free` is in the set.
+    upto: usize,
+}
+
+impl FreedInBatch {
+    fn new(fx: &Actions) -> Self {
+        FreedInBatch {
+            set: FxHashSet::default(),
+            upto: fx.free.len(),
+        }
+    }
+
+    fn up_to_date(&mut self, fx: &Actions) -> &FxHashSet<Key> {
+        if let Some(new) = fx.free.get(self.upto..) {
+            self.set.extend(new.iter().cloned());
+            self.upto = fx.free.len();
+        }
+        &self.set
+    }
+}
+
 /// The store as a batch of scheduler messages sees it: without the keys freed in the batch so
 /// far, whose removal is applied after it.
 struct AfterFrees<'a> {
@@ -738,20 +764,19 @@ impl Core {
             // Keys the batch frees leave the store only once `fx` is applied, after the batch:
             // until then the handlers must not count them as held. (A client that releases a
             // result and wants it again sends both together; counting the freed copy as held
-            // answered "already computed" for a result about to be dropped.)
-            let mut freed = FxHashSet::default();
+            // answered "already computed" for a result about to be dropped.) The set of them is
+            // made only for a handler that reads the store after a free: a batch of frees alone
+            // (a released collection's million keys) needs none.
+            let mut freed = FreedInBatch::new(&fx);
             for env in batch {
-                let held = AfterFrees {
-                    store: &store,
-                    freed: &freed,
-                };
                 match env.msg {
                     FromScheduler::Compute(ct) => computes.push(ct),
-                    FromScheduler::FreeKeys { keys } => {
-                        freed.extend(keys.iter().cloned());
-                        self.state.free_keys(keys, &mut fx)
-                    }
+                    FromScheduler::FreeKeys { keys } => self.state.free_keys(keys, &mut fx),
                     FromScheduler::AcquireReplicas { keys } => {
+                        let held = AfterFrees {
+                            store: &store,
+                            freed: freed.up_to_date(&fx),
+                        };
                         self.state.acquire_replicas(keys, &held, &mut fx)
                     }
                     FromScheduler::Close { reason } => {
@@ -767,7 +792,7 @@ impl Core {
             if !computes.is_empty() {
                 let held = AfterFrees {
                     store: &store,
-                    freed: &freed,
+                    freed: freed.up_to_date(&fx),
                 };
                 self.state.compute(computes, &held, &mut fx);
             }
@@ -1468,6 +1493,26 @@ mod tests {
     async fn serving(items: &[(&str, &'static [u8])]) -> String {
         let addr = data_server_of(items, DataLimits::default()).await;
         format!("tcp://{addr}")
+    }
+
+    #[test]
+    fn the_keys_freed_in_a_batch_are_those_freed_since_it_began_as_of_each_read() {
+        let mut fx = Actions::default();
+        fx.free(vec![Key::from("before")]);
+        let mut freed = FreedInBatch::new(&fx);
+        fx.free(vec![Key::from("a"), Key::from("b")]);
+        let set = freed.up_to_date(&fx);
+        assert!(set.contains(&Key::from("a")) && set.contains(&Key::from("b")));
+        assert!(
+            !set.contains(&Key::from("before")),
+            "freed before the batch"
+        );
+        fx.free(vec![Key::from("c")]);
+        assert_eq!(
+            freed.up_to_date(&fx).len(),
+            3,
+            "a later free is seen at the next read"
+        );
     }
 
     /// Runs a fetch to its end: every outcome delivered, in order.
