@@ -1072,13 +1072,7 @@ mod tests {
             ]
         );
         // Every task once, in the futures' order, each with its argument.
-        let tasks: Vec<&TaskSpec> = parts
-            .iter()
-            .flat_map(|p| match p {
-                ToScheduler::UpdateGraph { tasks, .. } => tasks.iter(),
-                _ => unreachable!(),
-            })
-            .collect();
+        let tasks = part_tasks(&parts);
         assert_eq!(tasks.len(), n);
         for (i, (t, f)) in tasks.iter().zip(&futures).enumerate() {
             assert_eq!(&t.key, f.key());
@@ -1132,13 +1126,7 @@ mod tests {
                 (7, 0, vec![future.key().clone()], 0),
             ]
         );
-        let tasks: Vec<&TaskSpec> = parts
-            .iter()
-            .flat_map(|p| match p {
-                ToScheduler::UpdateGraph { tasks, .. } => tasks.iter(),
-                _ => unreachable!(),
-            })
-            .collect();
+        let tasks = part_tasks(&parts);
         // Post-order: each pair inner first, then the sum reading every outer inc.
         let keys: Vec<&Key> = tasks.iter().map(|t| &t.key).collect();
         let expected: Vec<&Key> = inner
@@ -1154,6 +1142,17 @@ mod tests {
 
     fn spec(key: &str) -> TaskSpec {
         TaskSpec::new(key.into(), "t.inc".into(), bytes::Bytes::new(), Vec::new())
+    }
+
+    /// The parts' tasks, in order.
+    fn part_tasks(parts: &[ToScheduler]) -> Vec<&TaskSpec> {
+        parts
+            .iter()
+            .flat_map(|p| match p {
+                ToScheduler::UpdateGraph { tasks, .. } => tasks.iter(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
     }
 
     /// (tasks, wanted_tasks, wanted, more) of each part.
