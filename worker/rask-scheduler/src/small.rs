@@ -196,6 +196,12 @@ impl Holdings {
             *self = Holdings::default();
             return false;
         }
+        self.stale_enough()
+    }
+
+    /// Whether more than half the entries are stale (and a few beyond): time to
+    /// [`Holdings::compact`]. A caller removing many at once compacts after the last.
+    pub fn stale_enough(&self) -> bool {
         self.slots.len() > 2 * self.live + 64
     }
 

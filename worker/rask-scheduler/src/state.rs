@@ -272,6 +272,8 @@ struct Worker {
     occupancy_us: u64,
     /// The results it holds (their tasks' `who_has` name it).
     has_what: Holdings,
+    /// On [`State::compact_due`]: `has_what` is to be compacted at the next settle.
+    compact_due: bool,
     nbytes: u64,
     last_seen: f64,
     load: WorkerLoad,
@@ -348,6 +350,10 @@ pub struct State {
     repeated_inputs: FxHashMap<TaskId, Box<[Key]>>,
     /// The tasks each client holds (their tasks' `wanted_by` name it).
     clients: FxHashMap<ClientId, Holdings>,
+    /// Workers whose lists of results are stale enough to compact: done once when the event
+    /// that dropped them is settled, not at each halving while a release of a million results
+    /// goes on (each compaction sorts and checks every entry).
+    compact_due: Vec<WorkerId>,
     /// The graphs clients are sending in parts, until their last part arrives.
     parts: FxHashMap<ClientId, Parts>,
     /// Tasks by function and resources, each with its queue of ready tasks.
@@ -465,6 +471,7 @@ impl State {
             room: BTreeSet::new(),
             rr_cursor: WorkerId::default(),
             clients: FxHashMap::default(),
+            compact_due: Vec::new(),
             parts: FxHashMap::default(),
             classes: Vec::new(),
             class_ids: FxHashMap::default(),
@@ -1004,14 +1011,19 @@ impl State {
             };
             if t.wanted_by.contains(&client) {
                 t.wanted_by.retain(|c| *c != client);
-                if let Some(held) = self.clients.get_mut(&client)
-                    && held.removed()
-                {
-                    let tasks = &self.tasks;
-                    held.compact(|s| wanted_at(tasks, s, client));
+                if let Some(held) = self.clients.get_mut(&client) {
+                    held.removed();
                 }
             }
             self.release_unneeded(id, &mut frees);
+        }
+        // Compacted once, after the last: a client releasing a million futures would have its
+        // list sorted and checked at every halving.
+        if let Some(held) = self.clients.get_mut(&client)
+            && held.stale_enough()
+        {
+            let tasks = &self.tasks;
+            held.compact(|s| wanted_at(tasks, s, client));
         }
         frees.send(out);
         self.update_idle(now);
@@ -1068,6 +1080,7 @@ impl State {
                 sent: Sent::default(),
                 occupancy_us: 0,
                 has_what: Holdings::default(),
+                compact_due: false,
                 nbytes: 0,
                 last_seen: now,
                 load: WorkerLoad::default(),
@@ -1544,23 +1557,24 @@ impl State {
 
     /// Whether [`State::settle`] has work to do.
     pub fn has_deferred_work(&self) -> bool {
-        !self.releasable.is_empty()
+        !self.releasable.is_empty() || !self.compact_due.is_empty()
     }
 
-    /// Frees the inputs that finished tasks left unneeded. Callers run it after the messages of
-    /// the events they handled are sent (the server) or after each event (tests); until then
-    /// those results only stay on their workers a little longer.
+    /// Frees the inputs that finished tasks left unneeded, then compacts the workers' lists of
+    /// results that releases left stale. Callers run it after the messages of the events they
+    /// handled are sent (the server) or after each event (tests); until then those results only
+    /// stay on their workers a little longer.
     pub fn settle(&mut self, now: f64, out: &mut impl Outbox) {
-        if self.releasable.is_empty() {
-            return;
+        if !self.releasable.is_empty() {
+            let mut frees = Frees::default();
+            for id in std::mem::take(&mut self.releasable) {
+                self.release_unneeded(id, &mut frees);
+            }
+            frees.send(out);
+            self.update_idle(now);
+            self.check_retirements(now, out);
         }
-        let mut frees = Frees::default();
-        for id in std::mem::take(&mut self.releasable) {
-            self.release_unneeded(id, &mut frees);
-        }
-        frees.send(out);
-        self.update_idle(now);
-        self.check_retirements(now, out);
+        self.compact_holdings();
     }
 
     /// A task raised: it and everything depending on it fail with its error.
@@ -2646,9 +2660,22 @@ impl State {
             return;
         };
         w.nbytes = w.nbytes.saturating_sub(nbytes);
-        if w.has_what.removed() {
-            let tasks = &self.tasks;
-            w.has_what.compact(|s| held_at(tasks, s, worker));
+        if w.has_what.removed() && !w.compact_due {
+            w.compact_due = true;
+            self.compact_due.push(worker);
+        }
+    }
+
+    /// Compacts the lists of results of the workers that dropped enough of them.
+    fn compact_holdings(&mut self) {
+        for worker in std::mem::take(&mut self.compact_due) {
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.compact_due = false;
+                if w.has_what.stale_enough() {
+                    let tasks = &self.tasks;
+                    w.has_what.compact(|s| held_at(tasks, s, worker));
+                }
+            }
         }
     }
 

@@ -788,6 +788,36 @@ fn a_client_gone_before_its_graphs_last_part_lets_go_of_the_parts_before() {
 }
 
 #[test]
+fn a_mass_release_compacts_each_list_of_holdings_once_after_it() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    let tasks: Vec<TaskSpec> = (0..1000)
+        .map(|i| task(&format!("t-{i}"), "inc", vec![i.into()]))
+        .collect();
+    let keys: Vec<Key> = tasks.iter().map(|t| t.key.clone()).collect();
+    sim.submit(tasks, &keys.iter().collect::<Vec<_>>());
+    sim.run_all();
+    assert_eq!(sim.st.workers[&1].has_what.len(), 1000);
+    // 990 released in one message: each list is compacted once, after the last (at every
+    // halving before, it kept 69 entries for the 10 left).
+    sim.st.release_keys(C, &keys[..990], sim.now, &mut sim.out);
+    let client = &sim.st.clients[&C];
+    assert_eq!((client.len(), client.heap_bytes()), (10, 40));
+    // The worker's at the settle that follows the event.
+    let worker = &sim.st.workers[&1].has_what;
+    assert_eq!(worker.len(), 10);
+    assert!(worker.heap_bytes() >= 4000, "{} bytes", worker.heap_bytes());
+    assert!(sim.st.has_deferred_work());
+    sim.st.settle(sim.now, &mut sim.out);
+    assert_eq!(sim.st.workers[&1].has_what.heap_bytes(), 40);
+    assert!(!sim.st.has_deferred_work());
+    // Everything released: the lists go back to nothing.
+    sim.st.release_keys(C, &keys[990..], sim.now, &mut sim.out);
+    sim.st.settle(sim.now, &mut sim.out);
+    assert_eq!(sim.st.workers[&1].has_what.heap_bytes(), 0);
+    assert_eq!(sim.st.clients[&C].heap_bytes(), 0);
+}
+
+#[test]
 fn the_task_limit_counts_every_part_of_a_graph() {
     let mut sim = Sim::new(&[(1, 1)]);
     sim.st.config.max_graph_tasks = 3;
