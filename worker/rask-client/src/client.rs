@@ -333,14 +333,13 @@ impl Client {
         // Held first: the futures, kept, are made together before the parts, made and freed.
         let futures = self.hold(&keys);
         let func = f.func_name();
-        let specs = keys
+        let mut specs = keys
             .iter()
             .zip(payloads)
             .map(|(key, payload)| TaskSpec::new(key.clone(), func.clone(), payload, Vec::new()));
         if keys.len() <= GRAPH_PART || !self.inner.follows.of_submissions().is_empty() {
             self.send_held(specs.collect(), &keys);
         } else {
-            let mut specs = specs;
             let first = specs.by_ref().take(GRAPH_PART).collect();
             let next = specs.next();
             self.send_made(first, next, specs, ExactSizeIterator::len, Want::Each);

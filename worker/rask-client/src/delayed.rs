@@ -447,6 +447,15 @@ mod tests {
         delayed_with(INC, |d| d.input(x).into())
     }
 
+    /// `inc(i)` for each `i` below `n`, and their sum.
+    fn wide_sum(n: i64) -> (Vec<Delayed<Value>>, Delayed<Value>) {
+        let parts: Vec<Delayed<Value>> = (0..n)
+            .map(|i| delayed(INC, Operand::Value(Value::Int(i))))
+            .collect();
+        let sum = delayed_with(SUM, |d| parts.iter().map(|p| d.input(p).into()).collect());
+        (parts, sum)
+    }
+
     #[test]
     fn graph_is_post_order_and_shares_nodes() {
         let a = delayed(INC, Operand::Value(Value::Int(1)));
@@ -552,10 +561,7 @@ mod tests {
     #[test]
     fn a_walk_counts_at_most_the_tasks_it_has_left() {
         // A wide sum (all met at once), a chain (met one at a time) and a shared DAG.
-        let wide: Vec<Delayed<Value>> = (0..50)
-            .map(|i| delayed(INC, Operand::Value(Value::Int(i))))
-            .collect();
-        let sum = delayed_with(SUM, |d| wide.iter().map(|p| d.input(p).into()).collect());
+        let (wide, sum) = wide_sum(50);
         let mut chain = delayed(INC, Operand::Value(Value::Int(0)));
         for _ in 0..20 {
             chain = inc_of(&chain);
@@ -618,10 +624,7 @@ mod tests {
 
     #[test]
     fn wide_sum_graph_is_linear() {
-        let parts: Vec<Delayed<Value>> = (0..100_000)
-            .map(|i| delayed(INC, Operand::Value(Value::Int(i))))
-            .collect();
-        let total = delayed_with(SUM, |d| parts.iter().map(|p| d.input(p).into()).collect());
+        let (_, total) = wide_sum(100_000);
         let g = total.graph();
         assert_eq!(g.len(), 100_001);
         assert_eq!(g.last().map(|t| t.dependencies().len()), Some(100_000));

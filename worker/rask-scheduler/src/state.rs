@@ -573,8 +573,8 @@ impl State {
     }
 
     /// One part of a client's graph, with at least `more` of its tasks still to come in later
-    /// parts (0: this is the last part, or the whole graph). A part's tasks (in priority order, after
-    /// the parts before) are added and start at once; those it does not want are pinned
+    /// parts (0: this is the last part, or the whole graph). A part's tasks (in priority order,
+    /// after the parts before) are added and start at once; those it does not want are pinned
     /// ([`Parts`]) until the last part, and then dropped if nothing needs them.
     pub fn update_graph_part(
         &mut self,
@@ -635,8 +635,8 @@ impl State {
         let pin_from = if more > 0 { wanted.tasks } else { usize::MAX };
         let mut pinned_now: Vec<TaskId> = Vec::new();
         let mut unknown_deps: Vec<(TaskId, Key)> = Vec::new();
-        // Room for the rest of the graph as announced (within the limit checked above): at its first part
-        // the table grows once for all of it, not once for every doubling as the parts arrive.
+        // Room for the rest of the graph as announced (within the limit checked above): at its
+        // first part the table grows once for all of it, not once per doubling as parts arrive.
         let rest = (tasks.len() as u64).saturating_add(more);
         self.tasks
             .reserve(usize::try_from(rest).unwrap_or(tasks.len()));

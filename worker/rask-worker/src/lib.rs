@@ -1368,43 +1368,28 @@ async fn fetch_from(
     started: Instant,
     deliver: &(dyn Fn(FetchOutcome) + Send + Sync),
 ) -> Vec<(FetchFrom, usize)> {
-    // Every key as (group, position in it), in order.
-    let all: Vec<(usize, usize)> = groups
-        .iter()
-        .enumerate()
-        .flat_map(|(g, (group, _))| (0..group.keys.len()).map(move |j| (g, j)))
-        .collect();
-    let key_at = |(g, j): (usize, usize)| groups.get(g).and_then(|(group, _)| group.keys.get(j));
-    let mut left: Vec<Vec<(Key, u64)>> = vec![Vec::new(); groups.len()];
-    let mut keep_left = |at: (usize, usize)| {
-        if let (Some(k), Some(l)) = (key_at(at), left.get_mut(at.0)) {
-            l.push(k.clone());
+    // Every key, in order, with its group; each group emptied, to hold what is left for its
+    // next holder.
+    let mut all: Vec<(usize, Key, u64)> = Vec::new();
+    let mut left: Vec<(FetchFrom, usize)> = Vec::with_capacity(groups.len());
+    for (g, (group, i)) in groups.into_iter().enumerate() {
+        let FetchFrom { holders, keys } = group;
+        all.extend(keys.into_iter().map(|(k, nbytes)| (g, k, nbytes)));
+        let keys = Vec::new();
+        left.push((FetchFrom { holders, keys }, i + 1));
+    }
+    let mut keep_left = |part: &[(usize, Key, u64)], only: &dyn Fn(&Key) -> bool| {
+        for (g, k, nbytes) in part.iter().filter(|(_, k, _)| only(k)) {
+            if let Some((group, _)) = left.get_mut(*g) {
+                group.keys.push((k.clone(), *nbytes));
+            }
         }
     };
     let mut rest = all.as_slice();
-    let mut failed = false;
     while !rest.is_empty() {
-        // As many keys as the limits allow, and at least one.
-        let mut take = 0;
-        let mut bytes = 0u64;
-        for &at in rest.iter().take(FETCH_KEYS) {
-            let nbytes = key_at(at).map_or(0, |k| k.1);
-            if take > 0 && bytes.saturating_add(nbytes) > FETCH_BYTES {
-                break;
-            }
-            bytes = bytes.saturating_add(nbytes);
-            take += 1;
-        }
-        let (part, after) = rest.split_at(take.max(1).min(rest.len()));
+        let (part, after) = rest.split_at(request_len(rest));
         rest = after;
-        if failed {
-            part.iter().for_each(|&at| keep_left(at));
-            continue;
-        }
-        let keys: Vec<Key> = part
-            .iter()
-            .filter_map(|&at| key_at(at).map(|k| k.0.clone()))
-            .collect();
+        let keys: Vec<Key> = part.iter().map(|(_, k, _)| k.clone()).collect();
         let open = transfers.incoming();
         let result = pool.get_data(holder, keys).await;
         drop(open);
@@ -1412,11 +1397,7 @@ async fn fetch_from(
             Ok((found, lacking)) => {
                 if !lacking.is_empty() {
                     let lacking: FxHashSet<&Key> = lacking.iter().collect();
-                    for &at in part {
-                        if key_at(at).is_some_and(|k| lacking.contains(&k.0)) {
-                            keep_left(at);
-                        }
-                    }
+                    keep_left(part, &|k| lacking.contains(k));
                 }
                 if !found.is_empty() {
                     deliver(FetchOutcome {
@@ -1428,20 +1409,29 @@ async fn fetch_from(
             }
             Err(e) => {
                 tracing::warn!(%holder, error = %e, "fetch from peer failed");
-                failed = true;
-                part.iter().for_each(|&at| keep_left(at));
+                keep_left(part, &|_| true);
+                keep_left(rest, &|_| true);
+                break;
             }
         }
     }
-    groups
-        .into_iter()
-        .zip(left)
-        .filter(|(_, keys)| !keys.is_empty())
-        .map(|((group, i), keys)| {
-            let holders = group.holders;
-            (FetchFrom { holders, keys }, i + 1)
-        })
-        .collect()
+    left.retain(|(group, _)| !group.keys.is_empty());
+    left
+}
+
+/// How many of `keys` (at least one) the next request asks for: [`FETCH_KEYS`] at most, and
+/// no more than [`FETCH_BYTES`] by their sizes unless the first alone is larger.
+fn request_len(keys: &[(usize, Key, u64)]) -> usize {
+    let mut bytes = 0u64;
+    let mut n = 0;
+    for (_, _, nbytes) in keys.iter().take(FETCH_KEYS) {
+        bytes = bytes.saturating_add(*nbytes);
+        if n > 0 && bytes > FETCH_BYTES {
+            break;
+        }
+        n += 1;
+    }
+    n.max(1).min(keys.len())
 }
 
 /// Runs futures concurrently and collects their outputs (in completion order).
