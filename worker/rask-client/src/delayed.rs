@@ -21,7 +21,7 @@ use std::collections::hash_map::Entry;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -58,6 +58,11 @@ struct Node {
     payload: SmallBytes,
     inputs: Vec<Source>,
     resources: Resources,
+    /// The first [`Deps`] to take it as an input (its id, high half) and the position it took
+    /// there (low half), or 0: that one finds it again here, checked against its own list,
+    /// with no table of the nodes it met (a sum's million). Other argument lists keep it in
+    /// their table ([`Deps::input`]).
+    position: AtomicU64,
 }
 
 /// Where an input comes from: another delayed call (part of the graph), or a result a client
@@ -104,8 +109,10 @@ impl<T> AsInput<T> for Delayed<T> {
 #[derive(Default)]
 pub struct Deps {
     inputs: Vec<Source>,
-    /// Positions of delayed calls, by node identity: hashing an address is cheaper than hashing
-    /// key text, and a call's inputs are mostly other calls.
+    /// This list's id ([`Node::position`]), taken at its first call among the inputs; 0 before.
+    id: u32,
+    /// Positions of the calls whose [`Node::position`] another list holds, by node identity:
+    /// hashing an address is cheaper than hashing key text.
     nodes: FxHashMap<usize, u32>,
     /// Positions by key, kept once a future (a bare key) is among the inputs: a future and a
     /// delayed call can name the same result, which must take one position.
@@ -117,19 +124,57 @@ impl Deps {
         Deps::default()
     }
 
+    /// This list's id, taken from a counter at first use (never 0: a node's mark of 0 is held
+    /// by none). After 2³² lists the ids come round again: an old mark with this id is told
+    /// apart by the check against this list.
+    fn id(&mut self) -> u32 {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        while self.id == 0 {
+            self.id = NEXT.fetch_add(1, Ordering::Relaxed);
+        }
+        self.id
+    }
+
     /// The position of `x` among the task's inputs (the same for the same input).
     pub fn input<T>(&mut self, x: &impl AsInput<T>) -> Input<T> {
         let InputSource(source) = x.input_source();
         let next = u32::try_from(self.inputs.len()).unwrap_or(u32::MAX);
         let i = match &source {
             Source::Node(node) => {
+                let id = self.id();
+                let mark = node.position.load(Ordering::Relaxed);
+                let (owner, at) = ((mark >> 32) as u32, mark as u32);
+                if owner == id
+                    && let Some(Source::Node(n)) = self.inputs.get(at as usize)
+                    && Arc::ptr_eq(n, node)
+                {
+                    return Input::new(at);
+                }
+                // Held by no list: none has met it, so it is new here too. Held by another
+                // (or by this id's holder before the ids came round): in this list's table if
+                // this list met it.
                 let addr = Arc::as_ptr(node) as usize;
-                if let Some(&i) = self.nodes.get(&addr) {
+                if owner != 0
+                    && let Some(&i) = self.nodes.get(&addr)
+                {
                     return Input::new(i);
                 }
                 let known = self.keys.as_ref().and_then(|k| k.get(&node.key).copied());
                 let i = known.unwrap_or(next);
-                self.nodes.insert(addr, i);
+                let held = known.is_none()
+                    && owner == 0
+                    && node
+                        .position
+                        .compare_exchange(
+                            0,
+                            (u64::from(id) << 32) | u64::from(i),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok();
+                if !held {
+                    self.nodes.insert(addr, i);
+                }
                 if known.is_some() {
                     return Input::new(i);
                 }
@@ -275,6 +320,7 @@ impl<R> Delayed<R> {
                 payload: payload.into(),
                 inputs: deps.inputs,
                 resources: Resources::none(),
+                position: AtomicU64::new(0),
             }),
             _result: PhantomData,
         }
@@ -303,6 +349,7 @@ impl<R> Delayed<R> {
                 payload: shared.payload.clone(),
                 inputs: shared.inputs.clone(),
                 resources,
+                position: AtomicU64::new(0),
             },
         };
         Delayed {
@@ -500,6 +547,32 @@ mod tests {
         assert_eq!(last.inputs, vec![a.key().clone(), b.key().clone()]);
         // A held key is an input, not part of the graph: only `a` and the root are tasks.
         assert_eq!(g.len(), 2);
+    }
+
+    #[test]
+    fn a_call_shared_by_argument_lists_built_inside_one_another_takes_one_position_in_each() {
+        let a = delayed(INC, Operand::Value(Value::Int(1)));
+        let b = delayed(INC, Operand::Value(Value::Int(2)));
+        // The outer list meets `a` first; the inner one, built meanwhile, meets it second.
+        let mut inner_at = Vec::new();
+        let mut outer = Deps::new();
+        let first = outer.input(&a).index();
+        let mut inner = Deps::new();
+        inner_at.push(inner.input(&b).index());
+        inner_at.push(inner.input(&a).index());
+        inner_at.push(inner.input(&a).index());
+        let again = outer.input(&a).index();
+        let then_b = outer.input(&b).index();
+        assert_eq!(inner_at, [0, 1, 1]);
+        assert_eq!((first, again, then_b), (0, 0, 1));
+        // A third list, after both: each call once, in its order.
+        let mut third = Deps::new();
+        let at: Vec<usize> = [&b, &a, &b, &a]
+            .iter()
+            .map(|x| third.input(*x).index())
+            .collect();
+        assert_eq!(at, [0, 1, 0, 1]);
+        assert_eq!(third.keys(), [b.key().clone(), a.key().clone()]);
     }
 
     #[test]
