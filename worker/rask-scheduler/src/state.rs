@@ -375,6 +375,10 @@ pub struct State {
     /// the answers to the current events are on their way: a finished reduction can leave
     /// thousands of inputs to free, and its client should not wait for that.
     releasable: Vec<TaskId>,
+    /// The tasks a graph sent in parts pinned, let go of by [`State::settle`] once its last
+    /// part is in: a million of them to look at, after the graph's first tasks are on their way
+    /// (its root, waiting for the last of its inputs, among them).
+    unpin_due: Vec<TaskId>,
     forgotten_total: u64,
     suspicious_total: u64,
     transfer_bytes_total: u64,
@@ -423,6 +427,17 @@ struct Parts {
     pinned: Vec<TaskId>,
     /// Why the graph was refused: its later parts are refused too, each wanted key failing.
     refused: Option<TaskError>,
+}
+
+/// Where a released task's inputs stand ([`State::look_at_inputs`]).
+#[derive(Default)]
+struct Inputs {
+    /// Inputs not in memory yet.
+    waiting_on: u32,
+    /// The failure of an input that failed.
+    failed: Option<TaskFailure>,
+    /// Released inputs, to compute.
+    to_compute: Vec<TaskId>,
 }
 
 /// The keys a client's graph ([`State::update_graph`]) wants held: those of its first `tasks`
@@ -484,6 +499,7 @@ impl State {
             next_priority: 0,
             idle_since: Some(now),
             releasable: Vec::new(),
+            unpin_due: Vec::new(),
             forgotten_total: 0,
             suspicious_total: 0,
             transfer_bytes_total: 0,
@@ -861,8 +877,8 @@ impl State {
                 self.release_unneeded(id, &mut frees);
             }
         }
-        self.unpin_into(std::mem::take(&mut open.pinned), &mut frees);
         frees.send(out);
+        self.unpin_due.append(&mut open.pinned);
         self.update_idle(now);
     }
 
@@ -1512,8 +1528,14 @@ impl State {
         }
         ready.sort();
         for (_, d) in ready {
+            // Its inputs are all in memory, as counted: it is scheduled without looking at each
+            // again (a reduction's million).
+            debug_assert!(
+                self.inputs_in_memory(d),
+                "a task counted ready has inputs not in memory"
+            );
             self.set_state(d, TaskState::Released);
-            self.make_ready_or_wait(d, now, out);
+            self.schedule(d, out);
         }
         if !nearer.is_empty() {
             self.advance_speculation(nearer, worker, out);
@@ -1557,19 +1579,22 @@ impl State {
 
     /// Whether [`State::settle`] has work to do.
     pub fn has_deferred_work(&self) -> bool {
-        !self.releasable.is_empty() || !self.compact_due.is_empty()
+        !self.releasable.is_empty() || !self.unpin_due.is_empty() || !self.compact_due.is_empty()
     }
 
-    /// Frees the inputs that finished tasks left unneeded, then compacts the workers' lists of
-    /// results that releases left stale. Callers run it after the messages of the events they
-    /// handled are sent (the server) or after each event (tests); until then those results only
-    /// stay on their workers a little longer.
+    /// Frees the inputs that finished tasks left unneeded and lets go of the tasks a finished
+    /// graph pinned, then compacts the workers' lists of results that releases left stale.
+    /// Callers run it after the messages of the events they handled are sent (the server) or
+    /// after each event (tests); until then those results only stay on their workers a little
+    /// longer.
     pub fn settle(&mut self, now: f64, out: &mut impl Outbox) {
-        if !self.releasable.is_empty() {
+        if !self.releasable.is_empty() || !self.unpin_due.is_empty() {
             let mut frees = Frees::default();
             for id in std::mem::take(&mut self.releasable) {
                 self.release_unneeded(id, &mut frees);
             }
+            let pinned = std::mem::take(&mut self.unpin_due);
+            self.unpin_into(pinned, &mut frees);
             frees.send(out);
             self.update_idle(now);
             self.check_retirements(now, out);
@@ -2002,13 +2027,9 @@ impl State {
         if !released(self, id) {
             return;
         }
-        // A task whose inputs are all settled (a mapped task's): nothing to order.
-        let leaf = self
-            .tasks
-            .get(id)
-            .is_some_and(|t| t.deps.iter().all(|&d| !released(self, d)));
-        if leaf {
-            self.make_ready_or_wait(id, now, out);
+        // A task whose inputs are all settled (a mapped task's, a reduction's once its inputs
+        // run): nothing to order, and the one look at its inputs settles it.
+        if self.settle_leaf(id, now, out) {
             self.update_idle(now);
             return;
         }
@@ -2046,33 +2067,50 @@ impl State {
     /// For a `Released` task whose released inputs are already being computed: wait for inputs,
     /// fail if an input failed, or run it.
     fn make_ready_or_wait(&mut self, id: TaskId, now: f64, out: &mut impl Outbox) {
-        let Some((key, t)) = self.tasks.entry(id) else {
-            return;
-        };
-        if t.state != TaskState::Released {
-            return;
+        if let Some(look) = self.look_at_inputs(id, false) {
+            self.settle_inputs(id, look, now, out);
         }
-        let mut waiting_on = 0;
-        let mut failed: Option<TaskFailure> = None;
-        let mut to_compute: Vec<TaskId> = Vec::new();
+    }
+
+    /// [`State::make_ready_or_wait`] for a `Released` task none of whose inputs is released
+    /// (whether it was).
+    fn settle_leaf(&mut self, id: TaskId, now: f64, out: &mut impl Outbox) -> bool {
+        match self.look_at_inputs(id, true) {
+            Some(look) => {
+                self.settle_inputs(id, look, now, out);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Where the inputs of `Released` task `id` stand, in one look at each; `None` when it is
+    /// not released, or (with `leaf`) at its first released input.
+    fn look_at_inputs(&self, id: TaskId, leaf: bool) -> Option<Inputs> {
+        let (key, t) = self.tasks.entry(id)?;
+        if t.state != TaskState::Released {
+            return None;
+        }
+        let mut look = Inputs::default();
         for &d in t.deps.iter() {
             match self.tasks.get(d) {
                 Some(dt) => match dt.state {
                     TaskState::Memory => {}
                     TaskState::Erred => {
-                        failed = dt.failure.as_deref().cloned();
+                        look.failed = dt.failure.as_deref().cloned();
                     }
+                    TaskState::Released if leaf => return None,
                     TaskState::Released => {
-                        waiting_on += 1;
-                        to_compute.push(d);
+                        look.waiting_on += 1;
+                        look.to_compute.push(d);
                     }
-                    _ => waiting_on += 1,
+                    _ => look.waiting_on += 1,
                 },
                 None => {
                     // Not reached while the table is consistent: a task with dependents is not
                     // forgotten, and an id outliving its task finds nothing (its key with it).
                     tracing::error!(task = %key, "an input of the task is no longer known");
-                    failed = Some(TaskFailure {
+                    look.failed = Some(TaskFailure {
                         key: key.clone(),
                         error: TaskError::InputForgotten {
                             input: Key::from("(forgotten)"),
@@ -2081,6 +2119,16 @@ impl State {
                 }
             }
         }
+        Some(look)
+    }
+
+    /// Fails, waits or runs task `id` as its inputs stand.
+    fn settle_inputs(&mut self, id: TaskId, look: Inputs, now: f64, out: &mut impl Outbox) {
+        let Inputs {
+            waiting_on,
+            failed,
+            to_compute,
+        } = look;
         if let Some(f) = failed {
             self.fail_task(id, f, out);
             return;
@@ -2100,6 +2148,16 @@ impl State {
             self.schedule(id, out);
         }
         self.update_idle(now);
+    }
+
+    /// Whether every input of `id` is in memory (a check of the `waiting_on` count, in debug
+    /// builds).
+    fn inputs_in_memory(&self, id: TaskId) -> bool {
+        self.tasks.get(id).is_some_and(|t| {
+            t.deps
+                .iter()
+                .all(|&d| self.state_of(d) == Some(TaskState::Memory))
+        })
     }
 
     /// Sends a ready task to the best worker with room, or queues it (as `NoWorker` when no
@@ -2991,7 +3049,7 @@ impl State {
             // A B-tree's nodes hold up to 11 entries and are about two thirds full.
             bytes += c.queue.len() * (size_of::<u64>() + id_entry) * 3 / 2;
         }
-        bytes += self.releasable.capacity() * id_entry
+        bytes += (self.releasable.capacity() + self.unpin_due.capacity()) * id_entry
             + hash_table_bytes(
                 self.replicating.capacity(),
                 id_entry + size_of::<WorkerId>(),

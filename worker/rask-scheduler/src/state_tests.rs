@@ -765,6 +765,38 @@ fn tasks_of_earlier_parts_that_the_graph_does_not_need_go_at_its_last_part() {
 }
 
 #[test]
+fn a_graphs_last_part_sends_its_root_before_letting_go_of_the_parts_before() {
+    let mut sim = Sim::new(&[(1, 1)]);
+    sim.submit_part(
+        vec![
+            task("x", "inc", vec![1.into()]),
+            task("y", "inc", vec![2.into()]),
+        ],
+        &[],
+        1,
+    );
+    sim.run_all();
+    sim.submit_part(vec![task("z", "inc", vec![key("x")])], &[&k("z")], 0);
+    // The root is on its way; the parts' pins (a million, for a large graph) wait for the
+    // settle after it, and until then `y` is kept.
+    let sent = sim.computes();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.spec.key, k("z"));
+    assert_eq!(sim.st.task_state(&k("y")), Some(TaskState::Memory));
+    assert!(sim.st.has_deferred_work());
+    sim.st.settle(sim.now, &mut sim.out);
+    assert_eq!(
+        sim.st.task_state(&k("y")),
+        None,
+        "y is forgotten at the settle"
+    );
+    assert!(!sim.st.has_deferred_work());
+    assert_eq!(all_frees(&mut sim), [k("y")]);
+    sim.run(sent[0].0, &sent[0].1);
+    assert_eq!(sim.client_value(&k("z")), Some(Value::Int(3)));
+}
+
+#[test]
 fn a_client_gone_before_its_graphs_last_part_lets_go_of_the_parts_before() {
     let mut sim = Sim::new(&[(1, 1)]);
     sim.submit_part(
