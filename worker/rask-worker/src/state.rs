@@ -268,25 +268,29 @@ impl WorkerState {
                 self.local_waiters.entry(dep).or_default().push(key.clone());
             }
             for group in ct.who_has {
-                let mut absent = Vec::new();
-                for (at, nbytes) in group.inputs {
+                let n = group.inputs.len();
+                let mut keys = Vec::new();
+                let mut reserved = false;
+                for (i, (at, nbytes)) in group.inputs.into_iter().enumerate() {
                     let Some(dep) = ct.spec.inputs.get(at as usize) else {
                         // Not one of its inputs: nothing to fetch for it (the task reads only
                         // the inputs its spec names, and fails naming one not here).
                         tracing::warn!(task = %key, position = at, "who_has names an input position the task does not have");
                         continue;
                     };
-                    if held.nbytes(dep).is_none() {
-                        absent.push((dep.clone(), nbytes));
+                    if held.nbytes(dep).is_some() {
+                        continue;
                     }
-                }
-                // One growth for a wide task's inputs, not one per doubling.
-                self.in_flight.reserve(absent.len());
-                missing += absent.len();
-                let mut keys = Vec::with_capacity(absent.len());
-                for (dep, nbytes) in absent {
-                    if self.start_fetch(&dep, nbytes, Some(&key)) {
-                        keys.push((dep, nbytes));
+                    if !reserved {
+                        // One growth for a wide task's inputs, not one per doubling, at the
+                        // group's first input absent here (a group held here has none).
+                        self.in_flight.reserve(n - i);
+                        keys.reserve(n - i);
+                        reserved = true;
+                    }
+                    missing += 1;
+                    if self.start_fetch(dep, nbytes, Some(&key)) {
+                        keys.push((dep.clone(), nbytes));
                     }
                 }
                 if !keys.is_empty() {
