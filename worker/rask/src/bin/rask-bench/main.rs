@@ -94,7 +94,8 @@ struct Cli {
     /// Workloads to run, in order (`all`: every one; the pipeline only with --with-pipeline).
     #[arg(required = true, value_enum)]
     workloads: Vec<Workload>,
-    /// Repetitions of each workload (median, min and max are reported).
+    /// Repetitions of each workload (median, min and max are reported). `scale` at several
+    /// sizes: rounds, each running every size in turn in a fresh process, 3 repetitions each.
     #[arg(long, default_value_t = 3)]
     reps: usize,
     /// Let `all` include the 20-second futures pipeline.
@@ -292,11 +293,7 @@ fn run(cli: &Cli) -> Result<()> {
         match w {
             Workload::Startup => println!("{}", startup(cli, &rask)?),
             Workload::ManyWorkers => many_workers::run(cli, &rask, &runtime)?,
-            Workload::Scale if sizes(cli, w).len() > 1 => {
-                for n in sizes(cli, w) {
-                    scale_in_child(cli, n)?;
-                }
-            }
+            Workload::Scale if sizes(cli, w).len() > 1 => scale_in_rounds(cli, &sizes(cli, w))?,
             w => {
                 for n in sizes(cli, w) {
                     println!("{}", runtime.block_on(on_cluster(cli, &rask, w, n))?);
@@ -1044,15 +1041,81 @@ async fn delayed_graphs(
 /// Bytes of memory per task the client and scheduler may take at 1,000,000 tasks (issue 18).
 const SCALE_TARGET_BYTES_PER_TASK: f64 = 400.0;
 
-/// Runs `scale` at one size in a child process (this executable, `--tasks n`) and prints its
-/// line: a process of its own per size, so one size's RSS growth does not hide in the memory
-/// the previous size freed (the allocator keeps it for reuse).
-fn scale_in_child(cli: &Cli, n: usize) -> Result<()> {
+/// Repetitions of `scale` at one size in each round of [`scale_in_rounds`]: the first of a
+/// fresh process pays for its growth (its RSS growth is measured there), the others run as a
+/// long-lived client and scheduler would.
+const SCALE_REPS_PER_ROUND: usize = 3;
+
+/// `scale` at several sizes: `--reps` rounds, each running every size once in a process of
+/// its own ([`SCALE_REPS_PER_ROUND`] repetitions), then a line per size with the rounds' runs
+/// together. A machine that speeds up or
+/// slows down over the minutes of a run (a shared host's does, by a third) then moves every
+/// size's figures alike, not the last size's alone; and each round's RSS growth is that of a
+/// fresh process, not one where the size before freed memory for reuse.
+fn scale_in_rounds(cli: &Cli, sizes: &[usize]) -> Result<()> {
+    let mut lines: Vec<Vec<Json>> = vec![Vec::new(); sizes.len()];
+    for round in 1..=cli.reps.max(1) {
+        for (n, runs) in sizes.iter().zip(&mut lines) {
+            eprintln!("scale: round {round} of {}, {n} tasks", cli.reps.max(1));
+            runs.push(scale_in_child(cli, *n)?);
+        }
+    }
+    for runs in lines {
+        let mut merged = merge_rounds(&runs);
+        merged["reps"] = json!(runs.len() * SCALE_REPS_PER_ROUND);
+        merged["rounds"] = json!(runs.len());
+        println!("{merged}");
+    }
+    Ok(())
+}
+
+/// The lines of one size's rounds as one line: each `{median, min, max, runs}` with every
+/// round's runs, each other number the rounds' median (its rounds' values beside it, under
+/// `<name>_runs`, where they differ).
+fn merge_rounds(lines: &[Json]) -> Json {
+    let Some(first) = lines.first() else {
+        return Json::Null;
+    };
+    match first {
+        Json::Object(fields) if fields.contains_key("runs") => {
+            let runs: Vec<f64> = lines
+                .iter()
+                .filter_map(|l| l.get("runs").and_then(Json::as_array))
+                .flatten()
+                .filter_map(Json::as_f64)
+                .collect();
+            stats(&runs)
+        }
+        Json::Object(fields) => {
+            let mut out = serde_json::Map::new();
+            for (name, value) in fields {
+                let at: Vec<Json> = lines
+                    .iter()
+                    .map(|l| l.get(name).cloned().unwrap_or(Json::Null))
+                    .collect();
+                if value.is_number() && at.iter().any(|v| v != value) {
+                    let values: Vec<f64> = at.iter().filter_map(Json::as_f64).collect();
+                    out.insert(name.clone(), stats(&values)["median"].clone());
+                    out.insert(format!("{name}_runs"), json!(values));
+                } else {
+                    out.insert(name.clone(), merge_rounds(&at));
+                }
+            }
+            Json::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+/// Runs `scale` at one size in a child process (this executable, `--tasks n`,
+/// [`SCALE_REPS_PER_ROUND`] repetitions) and returns its line: a process of its own per size and round, so one run's RSS growth does
+/// not hide in the memory the run before freed (the allocator keeps it for reuse).
+fn scale_in_child(cli: &Cli, n: usize) -> Result<Json> {
     let exe = std::env::current_exe().map_err(BenchError::CurrentExe)?;
     let mut cmd = Command::new(&exe);
     cmd.arg("scale")
         .arg(format!("--tasks={n}"))
-        .arg(format!("--reps={}", cli.reps))
+        .arg(format!("--reps={SCALE_REPS_PER_ROUND}"))
         .arg(format!("--timeout={}", cli.timeout))
         .arg(format!("--runtime-threads={}", cli.runtime_threads))
         .stdin(Stdio::null())
@@ -1066,15 +1129,20 @@ fn scale_in_child(cli: &Cli, n: usize) -> Result<()> {
     }
     let what = format!("{} scale --tasks={n}", exe.display());
     let output = cmd.output().map_err(io_err(what.clone()))?;
-    print!("{}", String::from_utf8_lossy(&output.stdout));
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(BenchError::Io {
+    if !output.status.success() {
+        return Err(BenchError::Io {
             what,
             source: std::io::Error::other(format!("exited with {}", output.status)),
-        })
+        });
     }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|l| serde_json::from_str::<Json>(l).ok())
+        .ok_or_else(|| BenchError::Io {
+            what,
+            source: std::io::Error::other("printed no JSON line"),
+        })
 }
 
 /// This process's `VmRSS` and `VmHWM`, in bytes.
@@ -1571,4 +1639,43 @@ fn startup(cli: &Cli, rask: &Path) -> Result<Json> {
         "dask_ref_s": dask_ref::STARTUP_S,
         "dask_ref_rss_mib": dask_ref::SCHEDULER_RSS_MIB,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_merge_into_one_line_with_every_run_and_the_median_of_the_rest() {
+        let line = |rate: f64, second: f64, rss: f64| {
+            json!({
+                "bench": "scale",
+                "tasks": 1000,
+                "map": {
+                    "tasks_per_s": stats(&[rate, second]),
+                    "rss_bytes_per_task": rss,
+                    "target": 400.0,
+                },
+            })
+        };
+        let merged = merge_rounds(&[
+            line(10.0, 11.0, 350.0),
+            line(30.0, 31.0, 470.0),
+            line(20.0, 21.0, 360.0),
+        ]);
+        assert_eq!(merged["bench"], "scale");
+        assert_eq!(merged["tasks"], 1000);
+        let map = &merged["map"];
+        assert_eq!(
+            map["tasks_per_s"]["runs"],
+            json!([10.0, 11.0, 30.0, 31.0, 20.0, 21.0])
+        );
+        assert_eq!(map["tasks_per_s"]["median"], 20.5);
+        assert_eq!(map["tasks_per_s"]["min"], 10.0);
+        assert_eq!(map["rss_bytes_per_task"], 360.0);
+        assert_eq!(map["rss_bytes_per_task_runs"], json!([350.0, 470.0, 360.0]));
+        // Equal in every round: kept as it is, with no list beside it.
+        assert_eq!(map["target"], 400.0);
+        assert!(map.get("target_runs").is_none());
+    }
 }
