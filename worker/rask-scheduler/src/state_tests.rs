@@ -744,8 +744,9 @@ fn a_graph_naming_a_task_twice_adds_it_once_and_keeps_the_first_spec() {
     assert_eq!(sim.st.task_state(&k("a")), Some(TaskState::Memory));
 }
 
-#[test]
-fn tasks_of_earlier_parts_that_the_graph_does_not_need_go_at_its_last_part() {
+/// A graph in two parts on one worker: `x` and `y` (run), then its last part, `z` of `x`
+/// (wanted), just submitted.
+fn x_and_y_then_z_of_x() -> Sim {
     let mut sim = Sim::new(&[(1, 1)]);
     sim.submit_part(
         vec![
@@ -757,6 +758,12 @@ fn tasks_of_earlier_parts_that_the_graph_does_not_need_go_at_its_last_part() {
     );
     sim.run_all();
     sim.submit_part(vec![task("z", "inc", vec![key("x")])], &[&k("z")], 0);
+    sim
+}
+
+#[test]
+fn tasks_of_earlier_parts_that_the_graph_does_not_need_go_at_its_last_part() {
+    let mut sim = x_and_y_then_z_of_x();
     sim.run_all();
     assert_eq!(sim.client_value(&k("z")), Some(Value::Int(3)));
     assert_eq!(sim.st.task_state(&k("y")), None, "y is forgotten");
@@ -766,17 +773,7 @@ fn tasks_of_earlier_parts_that_the_graph_does_not_need_go_at_its_last_part() {
 
 #[test]
 fn a_graphs_last_part_sends_its_root_before_letting_go_of_the_parts_before() {
-    let mut sim = Sim::new(&[(1, 1)]);
-    sim.submit_part(
-        vec![
-            task("x", "inc", vec![1.into()]),
-            task("y", "inc", vec![2.into()]),
-        ],
-        &[],
-        1,
-    );
-    sim.run_all();
-    sim.submit_part(vec![task("z", "inc", vec![key("x")])], &[&k("z")], 0);
+    let mut sim = x_and_y_then_z_of_x();
     // The root is on its way; the parts' pins (a million, for a large graph) wait for the
     // settle after it, and until then `y` is kept.
     let sent = sim.computes();

@@ -363,18 +363,22 @@ fn rask_binary() -> Result<PathBuf> {
 fn stats(runs: &[f64]) -> Json {
     let mut sorted = runs.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    let median = match n {
-        0 => f64::NAN,
-        _ if n % 2 == 1 => sorted[n / 2],
-        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    };
     json!({
-        "median": round(median),
+        "median": round(median_of_sorted(&sorted)),
         "min": round(sorted.first().copied().unwrap_or(f64::NAN)),
         "max": round(sorted.last().copied().unwrap_or(f64::NAN)),
         "runs": runs.iter().map(|v| round(*v)).collect::<Vec<_>>(),
     })
+}
+
+/// The median of values sorted in rising order (NaN for none).
+fn median_of_sorted(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 /// Six significant digits are plenty for timings and keep the lines short.
@@ -1048,10 +1052,10 @@ const SCALE_REPS_PER_ROUND: usize = 3;
 
 /// `scale` at several sizes: `--reps` rounds, each running every size once in a process of
 /// its own ([`SCALE_REPS_PER_ROUND`] repetitions), then a line per size with the rounds' runs
-/// together. A machine that speeds up or
-/// slows down over the minutes of a run (a shared host's does, by a third) then moves every
-/// size's figures alike, not the last size's alone; and each round's RSS growth is that of a
-/// fresh process, not one where the size before freed memory for reuse.
+/// together. A machine that speeds up or slows down over the minutes of a run (a shared
+/// host's does, by a third) then moves every size's figures alike, not the last size's alone;
+/// and each round's RSS growth is that of a fresh process, not one where the size before freed
+/// memory for reuse.
 fn scale_in_rounds(cli: &Cli, sizes: &[usize]) -> Result<()> {
     let mut lines: Vec<Vec<Json>> = vec![Vec::new(); sizes.len()];
     for round in 1..=cli.reps.max(1) {
@@ -1095,7 +1099,9 @@ fn merge_rounds(lines: &[Json]) -> Json {
                     .collect();
                 if value.is_number() && at.iter().any(|v| v != value) {
                     let values: Vec<f64> = at.iter().filter_map(Json::as_f64).collect();
-                    out.insert(name.clone(), stats(&values)["median"].clone());
+                    let mut sorted = values.clone();
+                    sorted.sort_by(f64::total_cmp);
+                    out.insert(name.clone(), json!(round(median_of_sorted(&sorted))));
                     out.insert(format!("{name}_runs"), json!(values));
                 } else {
                     out.insert(name.clone(), merge_rounds(&at));
@@ -1108,8 +1114,9 @@ fn merge_rounds(lines: &[Json]) -> Json {
 }
 
 /// Runs `scale` at one size in a child process (this executable, `--tasks n`,
-/// [`SCALE_REPS_PER_ROUND`] repetitions) and returns its line: a process of its own per size and round, so one run's RSS growth does
-/// not hide in the memory the run before freed (the allocator keeps it for reuse).
+/// [`SCALE_REPS_PER_ROUND`] repetitions) and returns its line: a process of its own per size
+/// and round, so one run's RSS growth does not hide in the memory the run before freed (the
+/// allocator keeps it for reuse).
 fn scale_in_child(cli: &Cli, n: usize) -> Result<Json> {
     let exe = std::env::current_exe().map_err(BenchError::CurrentExe)?;
     let mut cmd = Command::new(&exe);
